@@ -1,0 +1,43 @@
+/*
+ * async.h - how a C module performs a curl transfer without blocking the
+ * host's worker thread.
+ *
+ * In stock lua5.4 or `horcrux run`, hx_perform() runs the transfer at once
+ * (curl_easy_perform) and calls the continuation. Inside `horcrux serve`, a
+ * route handler runs as a coroutine that the host registered as a request
+ * thread; there hx_perform() yields the easy handle to the host instead. The
+ * host suspends the HTTP connection, runs the transfer on its curl-multi
+ * thread (sharing the multi's keep-alive connections), and resumes the
+ * coroutine with the CURLcode when it is done, so a request that waits a
+ * second for the daemon never holds a worker thread.
+ *
+ * The contract for a module:
+ *   - everything the continuation needs (buffers, the easy handle) lives in
+ *     a userdata on the Lua stack or in the client, never on the C stack;
+ *   - the easy handle is not touched between hx_perform() and k();
+ *   - k() is called with the CURLcode (an integer) on top of the stack and
+ *     must pop it.
+ * The host guarantees that it resumes every yielded transfer exactly once,
+ * so the handle and its buffers are never freed under the multi thread.
+ */
+#ifndef HORCRUX_ASYNC_H
+#define HORCRUX_ASYNC_H
+
+#include <curl/curl.h>
+#include <lua.h>
+
+/* Registry field: a weak-keyed table whose keys are the request threads the
+ * host will resume. Set by the host only. */
+#define HX_ASYNC_THREADS "horcrux.async.threads"
+
+/* The first value a yielding transfer passes to lua_resume's caller; the
+ * second is the CURL* as a light userdata. */
+extern const char hx_async_mark;
+
+/* Runs or yields `easy`; then returns k(L, LUA_OK or LUA_YIELD, ctx). */
+int hx_perform(lua_State *L, CURL *easy, lua_KContext ctx, lua_KFunction k);
+
+/* True when a transfer issued on L would be yielded to the host. */
+int hx_can_yield(lua_State *L);
+
+#endif

@@ -1,0 +1,56 @@
+/*
+ * aux.h - helpers shared by every horcrux C module.
+ *
+ * Error convention (STYLE.md): misuse by the caller raises; a failure of the
+ * world returns `nil, message, kind`, where kind is one of the fixed words
+ * below, so scripts can branch on it.
+ */
+#ifndef HORCRUX_AUX_H
+#define HORCRUX_AUX_H
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <stddef.h>
+
+/* The only symbols a module exports are its luaopen_ functions. */
+#define HX_EXPORT __attribute__((visibility("default")))
+
+/* The fixed error kinds, defined once. */
+#define HX_UNAVAILABLE "unavailable" /* no socket, refused, permission */
+#define HX_TIMEOUT "timeout"
+#define HX_NOT_FOUND "not_found"
+#define HX_CONFLICT "conflict"
+#define HX_BAD_REQUEST "bad_request"
+#define HX_SERVER "server"     /* the daemon answered 5xx */
+#define HX_PROTOCOL "protocol" /* bad or truncated JSON, unexpected reply */
+#define HX_IO "io"             /* a file could not be read */
+#define HX_LIMIT "limit"       /* a size or output cap was hit */
+
+/* Pushes nil, a formatted message and kind; returns 3 for `return hx_fail()`.
+ */
+int hx_fail(lua_State *L, const char *kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Pushes the pending hx_fail-style triple from errno: "<what>: strerror". */
+int hx_fail_errno(lua_State *L, const char *kind, const char *what, int err);
+
+/* Option tables: fields of the table at idx (which may be none or nil).
+ * A field of the wrong type raises, naming the field. */
+lua_Integer hx_opt_integer(lua_State *L, int idx, const char *field,
+                           lua_Integer def);
+lua_Number hx_opt_number(lua_State *L, int idx, const char *field,
+                         lua_Number def);
+int hx_opt_boolean(lua_State *L, int idx, const char *field, int def);
+/* The returned string lives as long as the option table does. */
+const char *hx_opt_string(lua_State *L, int idx, const char *field,
+                          const char *def);
+
+/* Sets t[name] = f for each entry of a luaL_Reg-like list of integer
+ * constants at the table on top of the stack. */
+typedef struct hx_const {
+  const char *name;
+  lua_Integer value;
+} hx_const;
+void hx_set_consts(lua_State *L, const hx_const *c);
+
+#endif

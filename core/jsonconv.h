@@ -1,0 +1,37 @@
+/*
+ * jsonconv.h - JSON <-> Lua values, shared by horcrux.json and the modules
+ * that decode JSON themselves (horcrux.docker).
+ *
+ * Shapes (as lua-cjson): objects are tables; arrays are sequences whose
+ * metatable is the shared array metatable, so `[]` survives a round trip;
+ * null is the light userdata NULL (json.null), the same value in every
+ * module and state. Integral numbers that fit in a lua_Integer come out as
+ * integers.
+ */
+#ifndef HORCRUX_JSONCONV_H
+#define HORCRUX_JSONCONV_H
+
+#include <lua.h>
+#include <stddef.h>
+
+/* Registry name of the metatable that marks a table as a JSON array. */
+#define HX_JSON_ARRAY_MT "horcrux.json.array"
+#define HX_JSON_DEFAULT_DEPTH 128
+
+/* Decodes buf[0..len) (need not be NUL-terminated). On success pushes the
+ * value and returns 1; on failure pushes an error message and returns 0.
+ * Never leaks the parse tree, even if Lua raises a memory error. */
+int hx_json_decode(lua_State *L, const char *buf, size_t len, int max_depth);
+
+/* Encodes the value at idx. On success pushes the JSON text and returns 1;
+ * on failure (cycle/too deep, NaN, a function, mixed keys) pushes an error
+ * message and returns 0. */
+int hx_json_encode(lua_State *L, int idx, int max_depth, int pretty);
+
+/* Pushes json.null. */
+void hx_json_push_null(lua_State *L);
+
+/* Pushes the array metatable, creating it once per state. */
+void hx_json_push_array_mt(lua_State *L);
+
+#endif
