@@ -40,4 +40,13 @@ int hx_perform(lua_State *L, CURL *easy, lua_KContext ctx, lua_KFunction k);
 /* True when a transfer issued on L would be yielded to the host. */
 int hx_can_yield(lua_State *L);
 
+/* The first value a yielding sleep passes to the host; the second is the
+ * delay in milliseconds (an integer). */
+extern const char hx_sleep_mark;
+
+/* Sleeps `ms` milliseconds: yields a timer to the host inside a request
+ * coroutine, or sleeps the thread otherwise; then returns k() like
+ * hx_perform (with an integer 0 on top of the stack, to pop). */
+int hx_sleep(lua_State *L, lua_Integer ms, lua_KContext ctx, lua_KFunction k);
+
 #endif

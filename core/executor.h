@@ -1,0 +1,40 @@
+/*
+ * executor.h - the host's curl-multi thread.
+ *
+ * Route handlers yield their transfers (async.h); the server hands each one
+ * to this thread, which runs them all concurrently on one curl multi handle
+ * (sharing its keep-alive connections), and calls `done` from this thread
+ * when a transfer ends. Timers (a handler's sleep) run here too.
+ */
+#ifndef HORCRUX_EXECUTOR_H
+#define HORCRUX_EXECUTOR_H
+
+#include <curl/curl.h>
+
+typedef struct hx_executor hx_executor;
+
+/* Called on the executor thread; `rc` is the transfer's result, or
+ * CURLE_OK for a timer. Must not block. */
+typedef void (*hx_exec_done)(CURLcode rc, void *ud);
+
+hx_executor *hx_executor_start(void);
+
+/* Queues a transfer; returns 0, or -1 when the executor is stopping (then
+ * `done` is not called). Thread-safe. */
+int hx_executor_submit(hx_executor *ex, CURL *easy, hx_exec_done done,
+                       void *ud);
+
+/* Calls `done` after `ms` milliseconds. Thread-safe. */
+int hx_executor_timer(hx_executor *ex, long ms, hx_exec_done done, void *ud);
+
+/* Transfers under way or queued, and timers pending. */
+int hx_executor_pending(hx_executor *ex);
+
+/* Ends every transfer and timer at once, calling each `done` with
+ * CURLE_ABORTED_BY_CALLBACK; later submissions fail. */
+void hx_executor_abort(hx_executor *ex);
+
+/* Stops the thread (after hx_executor_abort if work is pending) and frees. */
+void hx_executor_stop(hx_executor *ex);
+
+#endif
