@@ -1,3 +1,647 @@
-/* placeholder: replaced by the real module */
+/*
+ * proc.c - horcrux.proc: run a program from an argv, never through a shell.
+ *
+ *   proc.run(argv [, opts]) -> {status, signal, stdout, stderr, timed_out,
+ *                               truncated} | nil, message, kind
+ *   proc.which(name)        -> path | nil
+ *
+ * It is called from the server's worker threads in parallel, so: no mutable
+ * global state, posix_spawnp instead of fork (after fork a threaded process
+ * may only call async-signal-safe functions; glibc's posix_spawn does the
+ * vfork-style dance for us), every descriptor O_CLOEXEC (so a sibling thread's
+ * child never inherits our pipe ends and keeps them open), and SIGPIPE blocked
+ * in this thread only while we write the child's stdin.
+ *
+ * Nothing between the spawn and the reap can raise: the C-owned buffers live
+ * in a userdata with __gc, and the child is always reaped and its pipes closed
+ * before any Lua value is pushed.
+ */
+#define _GNU_SOURCE /* posix_spawn_file_actions_addchdir_np (glibc 2.29) */
 #include "aux.h"
-HX_EXPORT int luaopen_horcrux_proc(lua_State *L) { return luaL_error(L, "horcrux.proc: not built yet"); }
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define PROC_BUFFERS "horcrux.proc.buffers"
+#define DEFAULT_TIMEOUT 10.0
+#define DEFAULT_MAX_OUTPUT (1024 * 1024)
+/* Between SIGTERM and SIGKILL at the timeout: enough for a well-behaved
+ * program to exit, short against the caller's deadline. */
+#define KILL_GRACE 0.5
+#define CHUNK 65536
+/* Bytes past the cap go through a stack buffer: small, for worker threads. */
+#define SCRATCH 16384
+
+/* One captured stream; the bytes are malloc'ed and owned by the userdata. */
+typedef struct stream {
+  char *data;
+  size_t len, cap;
+  int fd; /* our end of the pipe, -1 once closed */
+} stream;
+
+typedef struct buffers {
+  stream out[2]; /* stdout, stderr */
+} buffers;
+
+static int buffers_gc(lua_State *L) {
+  buffers *b = luaL_checkudata(L, 1, PROC_BUFFERS);
+  for (int i = 0; i < 2; i++) {
+    free(b->out[i].data);
+    b->out[i].data = NULL;
+    b->out[i].len = b->out[i].cap = 0;
+    /* Only reached if something raised with a pipe still open. */
+    if (b->out[i].fd >= 0)
+      close(b->out[i].fd);
+    b->out[i].fd = -1;
+  }
+  return 0;
+}
+
+/* ---- time ---------------------------------------------------------------- */
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_for(double s) {
+  if (s <= 0)
+    return;
+  struct timespec ts;
+  ts.tv_sec = (time_t)s;
+  ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+  while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+    ;
+}
+
+/* ---- argument collection (may raise; nothing C-owned exists yet) -------- */
+
+/* Converts the value on top of the stack to a string that the anchor table
+ * at `anchor` keeps alive, pops it and returns the pointer. Raises on a
+ * value that is not a string or number, or that holds a NUL byte. */
+static const char *anchored_string(lua_State *L, int anchor, const char *what,
+                                   lua_Integer i) {
+  int t = lua_type(L, -1);
+  if (t != LUA_TSTRING && t != LUA_TNUMBER)
+    luaL_error(L, "%s[%I]: string expected, got %s", what, i,
+               luaL_typename(L, -1));
+  size_t len;
+  const char *s = lua_tolstring(L, -1, &len);
+  if (strlen(s) != len)
+    luaL_error(L, "%s[%I]: contains a NUL byte", what, i);
+  lua_rawseti(L, anchor, luaL_len(L, anchor) + 1);
+  return s;
+}
+
+/* argv table at index 1 -> NULL-terminated char *[] in a userdata. */
+static char **collect_argv(lua_State *L, int anchor) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_Integer n = luaL_len(L, 1);
+  luaL_argcheck(L, n >= 1, 1, "argv must hold at least the program");
+  luaL_argcheck(L, n < INT_MAX / 2, 1, "argv too long");
+  char **argv = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 0);
+  lua_rawseti(L, anchor, luaL_len(L, anchor) + 1);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_geti(L, 1, i);
+    argv[i - 1] = (char *)anchored_string(L, anchor, "argv", i);
+  }
+  argv[n] = NULL;
+  luaL_argcheck(L, argv[0][0] != '\0', 1, "argv[1] is empty");
+  return argv;
+}
+
+/* opts.env: a sequence of "K=V", a map K -> V, or both -> char *[]. Returns
+ * NULL when there is no env option (inherit). */
+static char **collect_env(lua_State *L, int opts, int anchor) {
+  if (lua_isnoneornil(L, opts))
+    return NULL;
+  if (lua_getfield(L, opts, "env") == LUA_TNIL) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  if (!lua_istable(L, -1))
+    luaL_error(L, "option 'env': table expected, got %s", luaL_typename(L, -1));
+  int env = lua_gettop(L);
+  size_t n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, env)) {
+    n++;
+    lua_pop(L, 1);
+  }
+  if (n >= INT_MAX / 2)
+    luaL_error(L, "option 'env': too many entries");
+  char **envp = lua_newuserdatauv(L, sizeof(char *) * (n + 1), 0);
+  lua_rawseti(L, anchor, luaL_len(L, anchor) + 1);
+  size_t k = 0;
+  lua_pushnil(L);
+  while (lua_next(L, env)) {
+    /* Stack: env, key, value. */
+    if (lua_type(L, -2) == LUA_TNUMBER) {
+      const char *s = anchored_string(L, anchor, "env", (lua_Integer)k + 1);
+      if (strchr(s, '=') == NULL || s[0] == '=')
+        luaL_error(L, "option 'env': entry '%s' is not K=V", s);
+      envp[k++] = (char *)s;
+    } else if (lua_type(L, -2) == LUA_TSTRING) {
+      const char *key = lua_tostring(L, -2);
+      int vt = lua_type(L, -1);
+      if (key[0] == '\0' || strchr(key, '=') != NULL ||
+          strlen(key) != lua_rawlen(L, -2))
+        luaL_error(L, "option 'env': bad variable name '%s'", key);
+      if (vt != LUA_TSTRING && vt != LUA_TNUMBER)
+        luaL_error(L, "option 'env': value of '%s' must be a string", key);
+      lua_pushfstring(L, "%s=%s", key, lua_tostring(L, -1));
+      lua_remove(L, -2); /* the value; keep the key for lua_next */
+      envp[k] = (char *)anchored_string(L, anchor, "env", (lua_Integer)k + 1);
+      k++;
+      continue;
+    } else {
+      luaL_error(L, "option 'env': keys must be names or indices");
+    }
+  }
+  envp[k] = NULL;
+  lua_pop(L, 1); /* env */
+  return envp;
+}
+
+/* ---- the child ----------------------------------------------------------- */
+
+/* Moves fd above 2 so adddup2 onto 0..2 never becomes a no-op that leaves
+ * O_CLOEXEC set (possible when the host runs with stdio closed). */
+static int above_stdio(int fd) {
+  if (fd > 2)
+    return fd;
+  int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  int err = errno;
+  close(fd);
+  errno = err;
+  return nfd;
+}
+
+static int cloexec_pipe(int p[2]) {
+  if (pipe2(p, O_CLOEXEC) == -1)
+    return -1;
+  for (int i = 0; i < 2; i++) {
+    p[i] = above_stdio(p[i]);
+    if (p[i] == -1) {
+      int err = errno;
+      if (i == 1)
+        close(p[0]);
+      errno = err;
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static void close_fd(int *fd) {
+  if (*fd >= 0) {
+    close(*fd); /* not retried on EINTR: Linux has closed it already */
+    *fd = -1;
+  }
+}
+
+static void set_nonblock(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl != -1)
+    fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+typedef struct spawn_req {
+  char **argv, **envp;
+  const char *cwd;
+  int has_stdin;
+} spawn_req;
+
+/* Spawns the child with pipes for stdout and stderr (and stdin when there is
+ * input; /dev/null otherwise), in its own process group so the timeout can
+ * kill whatever it started. Returns 0 or an errno value; on success the
+ * parent's ends are in out[]/in_fd. */
+static int spawn(const spawn_req *r, pid_t *pid, int out_fd[2], int *in_fd) {
+  int po[2] = {-1, -1}, pe[2] = {-1, -1}, pi[2] = {-1, -1};
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t at;
+  int err = 0, fa_ok = 0, at_ok = 0;
+
+  if (cloexec_pipe(po) == -1 || cloexec_pipe(pe) == -1 ||
+      (r->has_stdin && cloexec_pipe(pi) == -1)) {
+    err = errno;
+    goto out;
+  }
+  if ((err = posix_spawn_file_actions_init(&fa)) != 0)
+    goto out;
+  fa_ok = 1;
+  if (r->has_stdin)
+    err = posix_spawn_file_actions_adddup2(&fa, pi[0], 0);
+  else
+    err = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  if (err || (err = posix_spawn_file_actions_adddup2(&fa, po[1], 1)) ||
+      (err = posix_spawn_file_actions_adddup2(&fa, pe[1], 2)))
+    goto out;
+  if (r->cwd && (err = posix_spawn_file_actions_addchdir_np(&fa, r->cwd)))
+    goto out;
+
+  if ((err = posix_spawnattr_init(&at)) != 0)
+    goto out;
+  at_ok = 1;
+  /* The child starts with no blocked signals and default dispositions: the
+   * host may block or ignore SIGPIPE, SIGCHLD, ... and exec keeps both. */
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  sigdelset(&all, SIGKILL);
+  sigdelset(&all, SIGSTOP);
+  if ((err = posix_spawnattr_setsigmask(&at, &none)) ||
+      (err = posix_spawnattr_setsigdefault(&at, &all)) ||
+      (err = posix_spawnattr_setpgroup(&at, 0)) ||
+      (err = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK |
+                                               POSIX_SPAWN_SETSIGDEF |
+                                               POSIX_SPAWN_SETPGROUP)))
+    goto out;
+
+  err = posix_spawnp(pid, r->argv[0], &fa, &at, r->argv,
+                     r->envp ? r->envp : environ);
+
+out:
+  if (fa_ok)
+    posix_spawn_file_actions_destroy(&fa);
+  if (at_ok)
+    posix_spawnattr_destroy(&at);
+  close_fd(&po[1]);
+  close_fd(&pe[1]);
+  close_fd(&pi[0]);
+  if (err) {
+    close_fd(&po[0]);
+    close_fd(&pe[0]);
+    close_fd(&pi[1]);
+    return err;
+  }
+  out_fd[0] = po[0];
+  out_fd[1] = pe[0];
+  *in_fd = pi[1];
+  set_nonblock(po[0]);
+  set_nonblock(pe[0]);
+  if (pi[1] >= 0)
+    set_nonblock(pi[1]);
+  return 0;
+}
+
+/* ---- the I/O loop (never raises) ----------------------------------------- */
+
+typedef struct io {
+  buffers *b;
+  size_t max_output;
+  int truncated, oom;
+  const char *in;
+  size_t in_len, in_off;
+  int in_fd;
+} io;
+
+/* Reads what is available on stream s; closes it at EOF or error. Bytes past
+ * the cap are read and dropped, so the child never blocks on a full pipe. */
+static void drain(io *x, stream *s) {
+  char scratch[SCRATCH];
+  while (s->fd >= 0) {
+    char *dst = scratch;
+    size_t room = sizeof scratch;
+    if (s->len < x->max_output && !x->oom) {
+      if (s->cap == s->len) {
+        size_t want = s->cap ? s->cap * 2 : CHUNK;
+        if (want > x->max_output)
+          want = x->max_output;
+        char *p = realloc(s->data, want);
+        if (p == NULL) {
+          x->oom = 1;
+          continue;
+        }
+        s->data = p;
+        s->cap = want;
+      }
+      dst = s->data + s->len;
+      room = s->cap - s->len;
+    }
+    ssize_t n = read(s->fd, dst, room);
+    if (n > 0) {
+      if (dst == scratch)
+        x->truncated = 1;
+      else
+        s->len += (size_t)n;
+    } else if (n == 0) {
+      close_fd(&s->fd);
+    } else if (errno == EINTR) {
+      continue;
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      return;
+    } else {
+      close_fd(&s->fd);
+    }
+  }
+}
+
+/* Writes what the pipe takes of the child's stdin. SIGPIPE is blocked around
+ * the write in this thread only; one raised by our EPIPE is consumed so it
+ * never reaches the process once unblocked. */
+static void feed(io *x) {
+  sigset_t pipeset, old, pending;
+  sigemptyset(&pipeset);
+  sigaddset(&pipeset, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipeset, &old);
+  sigpending(&pending);
+  int was_pending = sigismember(&pending, SIGPIPE);
+
+  while (x->in_fd >= 0 && x->in_off < x->in_len) {
+    size_t n = x->in_len - x->in_off;
+    if (n > CHUNK)
+      n = CHUNK;
+    ssize_t w = write(x->in_fd, x->in + x->in_off, n);
+    if (w >= 0) {
+      x->in_off += (size_t)w;
+    } else if (errno == EINTR) {
+      continue;
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      break;
+    } else {
+      if (errno == EPIPE && !was_pending) {
+        static const struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipeset, NULL, &zero) == -1 && errno == EINTR)
+          ;
+      }
+      close_fd(&x->in_fd); /* the child stopped reading: drop the rest */
+    }
+  }
+  if (x->in_off >= x->in_len)
+    close_fd(&x->in_fd); /* EOF for the child */
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Polls the pipes until both outputs reach EOF or the deadline passes.
+ * Returns 1 on timeout. */
+static int pump(io *x, double deadline) {
+  if (x->in_fd >= 0)
+    feed(x);
+  for (;;) {
+    struct pollfd pf[3];
+    stream *who[3];
+    nfds_t n = 0;
+    for (int i = 0; i < 2; i++) {
+      if (x->b->out[i].fd >= 0) {
+        pf[n] = (struct pollfd){x->b->out[i].fd, POLLIN, 0};
+        who[n++] = &x->b->out[i];
+      }
+    }
+    if (n == 0)
+      return 0;
+    if (x->in_fd >= 0) {
+      pf[n] = (struct pollfd){x->in_fd, POLLOUT, 0};
+      who[n++] = NULL;
+    }
+    double left = deadline - now();
+    if (left <= 0)
+      return 1;
+    int ms = left > INT_MAX / 1000 - 1 ? INT_MAX : (int)(left * 1000) + 1;
+    int r = poll(pf, n, ms);
+    if (r == -1) {
+      if (errno == EINTR)
+        continue;
+      return 1; /* cannot wait any more: treat as the timeout */
+    }
+    for (nfds_t i = 0; i < n; i++) {
+      if (pf[i].revents == 0)
+        continue;
+      if (who[i])
+        drain(x, who[i]);
+      else if (pf[i].revents & (POLLERR | POLLHUP))
+        close_fd(&x->in_fd);
+      else
+        feed(x);
+    }
+  }
+}
+
+/* Waits for pid until the deadline; 1 when reaped (status in *st). */
+static int reap_until(pid_t pid, int *st, double deadline) {
+  double nap = 0.001;
+  for (;;) {
+    pid_t r = waitpid(pid, st, WNOHANG);
+    if (r == pid)
+      return 1;
+    if (r == -1 && errno != EINTR) {
+      *st = -1; /* ECHILD: the host reaps children itself (SIGCHLD ignored) */
+      return 1;
+    }
+    double left = deadline - now();
+    if (left <= 0)
+      return 0;
+    sleep_for(nap < left ? nap : left);
+    if (nap < 0.05)
+      nap *= 2;
+  }
+}
+
+static void reap_blocking(pid_t pid, int *st) {
+  while (waitpid(pid, st, 0) == -1) {
+    if (errno != EINTR) {
+      *st = -1;
+      return;
+    }
+  }
+}
+
+/* ---- proc.run ------------------------------------------------------------ */
+
+static int proc_run(lua_State *L) {
+  lua_settop(L, 2);
+  int opts = 2;
+  if (!lua_isnil(L, opts))
+    luaL_checktype(L, opts, LUA_TTABLE);
+  lua_newtable(L); /* anchor for every string and array the child uses */
+  int anchor = lua_gettop(L);
+
+  spawn_req req = {0};
+  req.argv = collect_argv(L, anchor);
+  req.envp = collect_env(L, opts, anchor);
+
+  double timeout = hx_opt_number(L, opts, "timeout", DEFAULT_TIMEOUT);
+  if (!(timeout > 0)) /* also NaN */
+    return luaL_error(L, "option 'timeout': must be positive");
+  lua_Integer max_out =
+      hx_opt_integer(L, opts, "max_output", DEFAULT_MAX_OUTPUT);
+  if (max_out < 0)
+    return luaL_error(L, "option 'max_output': must not be negative");
+
+  req.cwd = hx_opt_string(L, opts, "cwd", NULL);
+  size_t in_len = 0;
+  const char *in = NULL;
+  if (!lua_isnil(L, opts)) {
+    int t = lua_getfield(L, opts, "stdin");
+    if (t != LUA_TNIL && t != LUA_TSTRING)
+      return luaL_error(L, "option 'stdin': string expected, got %s",
+                        luaL_typename(L, -1));
+    if (t == LUA_TSTRING) {
+      in = lua_tolstring(L, -1, &in_len);
+      lua_rawseti(L, anchor, luaL_len(L, anchor) + 1);
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  req.has_stdin = in != NULL;
+
+  /* chdir failing inside posix_spawn reports the same ENOENT as a missing
+   * program; checking first gives each its own message. */
+  if (req.cwd) {
+    struct stat sb;
+    if (stat(req.cwd, &sb) == -1)
+      return hx_fail(L, HX_UNAVAILABLE, "proc: cwd '%s': %s", req.cwd,
+                     strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+      return hx_fail(L, HX_UNAVAILABLE, "proc: cwd '%s': not a directory",
+                     req.cwd);
+  }
+
+  buffers *b = lua_newuserdatauv(L, sizeof *b, 0);
+  memset(b, 0, sizeof *b);
+  b->out[0].fd = b->out[1].fd = -1;
+  luaL_setmetatable(L, PROC_BUFFERS);
+
+  /* From here to the reap nothing may raise. */
+  pid_t pid;
+  int out_fd[2], in_fd;
+  double start = now();
+  int err = spawn(&req, &pid, out_fd, &in_fd);
+  if (err == ENOENT)
+    return hx_fail(L, HX_NOT_FOUND, "proc: %s: program not found", req.argv[0]);
+  if (err)
+    return hx_fail(L, HX_UNAVAILABLE, "proc: cannot run %s: %s", req.argv[0],
+                   strerror(err));
+  b->out[0].fd = out_fd[0];
+  b->out[1].fd = out_fd[1];
+
+  io x = {b, (size_t)max_out, 0, 0, in, in_len, 0, in_fd};
+  double deadline = isinf(timeout) ? INFINITY : start + timeout;
+  int st = -1;
+  int timed_out = pump(&x, deadline);
+  /* Outputs closed: the child usually exits now, but it may not have. */
+  if (!timed_out && !reap_until(pid, &st, deadline))
+    timed_out = 1;
+  if (timed_out) {
+    /* The group takes whatever the child started; the pid itself, in case
+     * the child left the group. It is not reaped yet, so neither id has been
+     * reused. */
+    kill(-pid, SIGTERM);
+    kill(pid, SIGTERM);
+    if (!reap_until(pid, &st, now() + KILL_GRACE)) {
+      kill(-pid, SIGKILL);
+      kill(pid, SIGKILL);
+      reap_blocking(pid, &st);
+    }
+    /* Keep what the child wrote before it died, without waiting for EOF
+     * (a grandchild may still hold the pipe). */
+    for (int i = 0; i < 2; i++) {
+      drain(&x, &b->out[i]);
+      close_fd(&b->out[i].fd);
+    }
+  }
+  close_fd(&x.in_fd);
+
+  if (x.oom)
+    return hx_fail(L, HX_UNAVAILABLE, "proc: %s: out of memory for output",
+                   req.argv[0]);
+
+  lua_createtable(L, 0, 6);
+  if (st != -1 && WIFEXITED(st)) {
+    lua_pushinteger(L, WEXITSTATUS(st));
+    lua_setfield(L, -2, "status");
+  } else if (st != -1 && WIFSIGNALED(st)) {
+    lua_pushinteger(L, WTERMSIG(st));
+    lua_setfield(L, -2, "signal");
+  }
+  static const char *const names[2] = {"stdout", "stderr"};
+  for (int i = 0; i < 2; i++) {
+    lua_pushlstring(L, b->out[i].data ? b->out[i].data : "", b->out[i].len);
+    lua_setfield(L, -2, names[i]);
+  }
+  lua_pushboolean(L, timed_out);
+  lua_setfield(L, -2, "timed_out");
+  lua_pushboolean(L, x.truncated);
+  lua_setfield(L, -2, "truncated");
+  return 1;
+}
+
+/* ---- proc.which ---------------------------------------------------------- */
+
+static int executable(const char *path) {
+  struct stat sb;
+  return stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && access(path, X_OK) == 0;
+}
+
+static int proc_which(lua_State *L) {
+  size_t len;
+  const char *name = luaL_checklstring(L, 1, &len);
+  if (len == 0 || strlen(name) != len) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (strchr(name, '/')) {
+    if (executable(name))
+      lua_pushvalue(L, 1);
+    else
+      lua_pushnil(L);
+    return 1;
+  }
+  const char *path = getenv("PATH");
+  if (path == NULL)
+    path = "/usr/local/bin:/usr/bin:/bin";
+  char buf[PATH_MAX];
+  for (const char *p = path;; p++) {
+    const char *end = strchr(p, ':');
+    size_t dlen = end ? (size_t)(end - p) : strlen(p);
+    /* An empty element means the current directory, as execvp reads it. */
+    const char *dir = dlen ? p : ".";
+    size_t dl = dlen ? dlen : 1;
+    if (dl + 1 + len < sizeof buf) {
+      memcpy(buf, dir, dl);
+      buf[dl] = '/';
+      memcpy(buf + dl + 1, name, len + 1);
+      if (executable(buf)) {
+        lua_pushstring(L, buf);
+        return 1;
+      }
+    }
+    if (end == NULL)
+      break;
+    p = end;
+  }
+  lua_pushnil(L);
+  return 1;
+}
+
+static const luaL_Reg proc_funcs[] = {
+    {"run", proc_run},
+    {"which", proc_which},
+    {NULL, NULL},
+};
+
+HX_EXPORT int luaopen_horcrux_proc(lua_State *L) {
+  if (luaL_newmetatable(L, PROC_BUFFERS)) {
+    lua_pushcfunction(L, buffers_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  luaL_newlib(L, proc_funcs);
+  return 1;
+}
