@@ -1,1 +1,201 @@
-/* placeholder */
+/* engine.c - Lua states, script loading, limits (see engine.h). */
+#include "engine.h"
+
+#include "aux.h"
+
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int luaopen_horcrux_json(lua_State *L);
+int luaopen_horcrux_docker(lua_State *L);
+int luaopen_horcrux_cpu(lua_State *L);
+int luaopen_horcrux_cgroup(lua_State *L);
+int luaopen_horcrux_proc(lua_State *L);
+int luaopen_horcrux_clock(lua_State *L);
+
+/* How often the count hook runs; the budget is checked at this grain. */
+#define HOOK_EVERY 1000
+
+static char *dupmsg(const char *s) {
+  char *d = strdup(s != NULL ? s : "unknown error");
+  return d != NULL ? d : NULL;
+}
+
+/* The allocator: counts every byte of the state and refuses past the cap,
+ * which Lua turns into a memory error in the running code only. */
+static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  hx_state *st = ud;
+  size_t old = ptr != NULL ? osize : 0;
+  if (nsize == 0) {
+    st->mem_used -= old;
+    free(ptr);
+    return NULL;
+  }
+  if (st->mem_cap != 0 && nsize > old &&
+      st->mem_used + (nsize - old) > st->mem_cap)
+    return NULL;
+  void *p = realloc(ptr, nsize);
+  if (p != NULL)
+    st->mem_used = st->mem_used - old + nsize;
+  return p;
+}
+
+static hx_state *state_of(lua_State *L) {
+  return *(hx_state **)lua_getextraspace(L);
+}
+
+static void budget_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  hx_state *st = state_of(L);
+  if (st == NULL || st->current == NULL || st->budget <= 0)
+    return;
+  st->current->used += HOOK_EVERY;
+  if (st->current->used > st->budget) {
+    /* From now on every instruction of this thread raises, so a script
+     * that catches the error with pcall cannot go on looping. */
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+    luaL_error(L, "instruction budget of %I exceeded", (lua_Integer)st->budget);
+  }
+}
+
+void hx_state_arm(hx_state *st, lua_State *co, hx_run *run) {
+  st->current = run;
+  if (st->budget > 0)
+    lua_sethook(co, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
+}
+
+int hx_traceback(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      return 1;
+    msg =
+        lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+void hx_preload(lua_State *L) {
+  static const luaL_Reg mods[] = {{"horcrux.json", luaopen_horcrux_json},
+                                  {"horcrux.docker", luaopen_horcrux_docker},
+                                  {"horcrux.cpu", luaopen_horcrux_cpu},
+                                  {"horcrux.cgroup", luaopen_horcrux_cgroup},
+                                  {"horcrux.proc", luaopen_horcrux_proc},
+                                  {"horcrux.clock", luaopen_horcrux_clock},
+                                  {NULL, NULL}};
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  for (const luaL_Reg *m = mods; m->name != NULL; m++) {
+    lua_pushcfunction(L, m->func);
+    lua_setfield(L, -2, m->name);
+  }
+  lua_pop(L, 1);
+}
+
+/* package.path: the operator's scripts first, then the shipped lua/ dir,
+ * then whatever LUA_PATH or Lua's default gave. */
+static int set_paths(lua_State *L) {
+  const char *scripts = lua_tostring(L, 1), *lib = lua_tostring(L, 2);
+  lua_getglobal(L, "package");
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", scripts, scripts);
+  luaL_addvalue(&b);
+  if (strcmp(scripts, lib) != 0) {
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", lib, lib);
+    luaL_addvalue(&b);
+  }
+  lua_getfield(L, -2, "path");
+  luaL_addvalue(&b);
+  luaL_pushresult(&b);
+  lua_setfield(L, -2, "path");
+  lua_pushstring(L, scripts);
+  lua_setfield(L, LUA_REGISTRYINDEX, "horcrux.scripts_dir");
+  lua_pushstring(L, lib);
+  lua_setfield(L, LUA_REGISTRYINDEX, "horcrux.lib_dir");
+  return 0;
+}
+
+static int open_state(lua_State *L) {
+  luaL_openlibs(L);
+  hx_preload(L);
+  return set_paths(L);
+}
+
+hx_state *hx_state_new(const hx_engine_config *cfg, char **err) {
+  hx_state *st = calloc(1, sizeof *st);
+  if (st == NULL) {
+    *err = dupmsg("out of memory");
+    return NULL;
+  }
+  st->mem_cap = cfg->memory_cap;
+  st->budget = cfg->budget;
+  st->dispatch_ref = LUA_NOREF;
+  st->L = lua_newstate(capped_alloc, st);
+  if (st->L == NULL) {
+    free(st);
+    *err = dupmsg("cannot create a Lua state");
+    return NULL;
+  }
+  /* Every thread of the state copies this pointer from the main thread, so
+   * the budget hook finds the state from any coroutine. */
+  *(hx_state **)lua_getextraspace(st->L) = st;
+  lua_State *L = st->L;
+  lua_pushcfunction(L, hx_traceback);
+  lua_pushcfunction(L, open_state);
+  lua_pushstring(L, cfg->scripts_dir);
+  lua_pushstring(L, cfg->lib_dir);
+  if (lua_pcall(L, 2, 0, 1) != LUA_OK) {
+    *err = dupmsg(lua_tostring(L, -1));
+    hx_state_close(st);
+    return NULL;
+  }
+  lua_settop(L, 0);
+  return st;
+}
+
+/* Runs require("horcrux.app").load{...} under a budget and keeps the
+ * dispatcher it returns. */
+int hx_state_load_app(hx_state *st, const hx_engine_config *cfg, char **err) {
+  lua_State *L = st->L;
+  hx_run load_run = {0};
+  /* Loading may take more than a request, but never forever. */
+  long long budget = st->budget;
+  st->budget = budget > 0 ? budget * 10 : 0;
+  hx_state_arm(st, L, &load_run);
+  lua_pushcfunction(L, hx_traceback);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "horcrux.app");
+  int rc = lua_pcall(L, 1, 1, 1);
+  if (rc == LUA_OK) {
+    lua_getfield(L, -1, "load");
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, cfg->scripts_dir);
+    lua_setfield(L, -2, "scripts");
+    lua_pushstring(L, cfg->lib_dir);
+    lua_setfield(L, -2, "lib");
+    rc = lua_pcall(L, 1, 1, 1);
+  }
+  lua_sethook(L, NULL, 0, 0);
+  st->current = NULL;
+  st->budget = budget;
+  if (rc != LUA_OK || !lua_isfunction(L, -1)) {
+    *err = dupmsg(rc != LUA_OK ? lua_tostring(L, -1)
+                               : "horcrux.app.load returned no dispatcher");
+    lua_settop(L, 0);
+    return -1;
+  }
+  st->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_settop(L, 0);
+  return 0;
+}
+
+void hx_state_close(hx_state *st) {
+  if (st == NULL)
+    return;
+  if (st->L != NULL)
+    lua_close(st->L);
+  free(st);
+}

@@ -1,2 +1,249 @@
-/* placeholder */
-int main(void) { return 0; }
+/*
+ * main.c - the command line.
+ *
+ *   horcrux serve [options]        the HTTP API (server.c)
+ *   horcrux run FILE.lua [ARGS]    a script with the modules loaded
+ *   horcrux NAME [ARGS]            lua/commands/NAME.lua (ps, stats, ...)
+ */
+#include "engine.h"
+#include "server.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef HORCRUX_VERSION
+#define HORCRUX_VERSION "dev"
+#endif
+#ifndef HORCRUX_DEFAULT_SCRIPTS
+#define HORCRUX_DEFAULT_SCRIPTS "/usr/local/share/horcrux/lua"
+#endif
+
+static const char usage[] =
+    "usage: horcrux serve [--listen ADDR:PORT] [--scripts DIR] [--workers N]\n"
+    "                     [--budget N] [--memory MB] [--timeout S]\n"
+    "                     [--max-connections N] [--max-per-ip N]\n"
+    "                     [--body-max BYTES] [--grace S] [--no-access-log]\n"
+    "       horcrux run FILE.lua [ARGS...]\n"
+    "       horcrux ps [--all]\n"
+    "       horcrux stats [ID...]\n"
+    "       horcrux version\n";
+
+static int exists(const char *path) {
+  struct stat sb;
+  return stat(path, &sb) == 0;
+}
+
+/* The shipped lua/ dir: HORCRUX_LIB, else ../lua beside the binary (a build
+ * tree), else the installed one. The returned string is static or heap
+ * memory that lives until exit. */
+static const char *find_lib_dir(void) {
+  const char *env = getenv("HORCRUX_LIB");
+  if (env != NULL && *env != '\0')
+    return env;
+  static char buf[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 32);
+  if (n > 0) {
+    buf[n] = '\0';
+    char *slash = strrchr(buf, '/');
+    if (slash != NULL) {
+      strcpy(slash, "/../lua/horcrux/app.lua");
+      if (exists(buf)) {
+        slash[sizeof "/../lua" - 1] = '\0';
+        char *real = realpath(buf, NULL);
+        if (real != NULL)
+          return real;
+      }
+    }
+  }
+  return HORCRUX_DEFAULT_SCRIPTS;
+}
+
+static int parse_uint(const char *flag, const char *s, unsigned long long max,
+                      unsigned long long *out) {
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s != NULL ? s : "", &end, 10);
+  if (s == NULL || *s == '\0' || *s == '-' || *end != '\0' || errno != 0 ||
+      v > max) {
+    fprintf(stderr, "horcrux: %s needs a number up to %llu\n", flag, max);
+    return -1;
+  }
+  *out = v;
+  return 0;
+}
+
+static int serve(int argc, char **argv, const char *lib) {
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  hx_server_config cfg = {
+      .listen = "127.0.0.1:8080",
+      .workers = ncpu > 0 ? (unsigned)ncpu : 2,
+      .conn_timeout = 30,
+      .max_connections = 1024,
+      .max_per_ip = 512,
+      .body_max = 1 << 20,
+      .grace = 10,
+      .access_log = 1,
+      .engine = {.scripts_dir = lib,
+                 .lib_dir = lib,
+                 .budget = 100000000,
+                 .memory_cap = (size_t)256 << 20},
+  };
+  const char *env = getenv("HORCRUX_LISTEN");
+  if (env != NULL && *env != '\0')
+    cfg.listen = env;
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    unsigned long long n = 0;
+    if (strcmp(a, "--listen") == 0 && v != NULL)
+      cfg.listen = v, i++;
+    else if (strcmp(a, "--scripts") == 0 && v != NULL)
+      cfg.engine.scripts_dir = v, i++;
+    else if (strcmp(a, "--no-access-log") == 0)
+      cfg.access_log = 0;
+    else if (strcmp(a, "--workers") == 0) {
+      if (parse_uint(a, v, 256, &n) != 0 || n == 0)
+        return 2;
+      cfg.workers = (unsigned)n, i++;
+    } else if (strcmp(a, "--budget") == 0) {
+      if (parse_uint(a, v, 1ULL << 50, &n) != 0)
+        return 2;
+      cfg.engine.budget = (long long)n, i++;
+    } else if (strcmp(a, "--memory") == 0) {
+      if (parse_uint(a, v, 1 << 20, &n) != 0)
+        return 2;
+      cfg.engine.memory_cap = (size_t)n << 20, i++;
+    } else if (strcmp(a, "--timeout") == 0) {
+      if (parse_uint(a, v, 86400, &n) != 0)
+        return 2;
+      cfg.conn_timeout = (unsigned)n, i++;
+    } else if (strcmp(a, "--max-connections") == 0) {
+      if (parse_uint(a, v, 1000000, &n) != 0 || n == 0)
+        return 2;
+      cfg.max_connections = (unsigned)n, i++;
+    } else if (strcmp(a, "--max-per-ip") == 0) {
+      if (parse_uint(a, v, 1000000, &n) != 0)
+        return 2;
+      cfg.max_per_ip = (unsigned)n, i++;
+    } else if (strcmp(a, "--body-max") == 0) {
+      if (parse_uint(a, v, 1ULL << 32, &n) != 0)
+        return 2;
+      cfg.body_max = (size_t)n, i++;
+    } else if (strcmp(a, "--grace") == 0) {
+      if (parse_uint(a, v, 3600, &n) != 0)
+        return 2;
+      cfg.grace = (unsigned)n, i++;
+    } else {
+      fprintf(stderr, "horcrux serve: unknown or incomplete option '%s'\n%s", a,
+              usage);
+      return 2;
+    }
+  }
+  char *real = realpath(cfg.engine.scripts_dir, NULL);
+  if (real == NULL) {
+    fprintf(stderr, "horcrux: --scripts %s: %s\n", cfg.engine.scripts_dir,
+            strerror(errno));
+    return 2;
+  }
+  cfg.engine.scripts_dir = real;
+  int rc = hx_serve(&cfg);
+  free(real);
+  return rc;
+}
+
+/* Protected part of `run`: arg table, load, call. */
+static int run_script(lua_State *L) {
+  char **argv = lua_touserdata(L, 1);
+  int argc = (int)lua_tointeger(L, 2);
+  const char *file = argv[0];
+  lua_createtable(L, argc, 2);
+  lua_pushstring(L, "horcrux");
+  lua_rawseti(L, -2, -1);
+  for (int i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i);
+  }
+  lua_setglobal(L, "arg");
+  if (luaL_loadfilex(L, file, "t") != LUA_OK)
+    return lua_error(L);
+  for (int i = 1; i < argc; i++)
+    lua_pushstring(L, argv[i]);
+  lua_call(L, argc - 1, 0);
+  return 0;
+}
+
+/* Runs argv[0] (a file) with argv[1..] as its arguments. */
+static int run(int argc, char **argv, const char *lib) {
+  hx_engine_config ec = {.scripts_dir = lib, .lib_dir = lib};
+  char *err = NULL;
+  hx_state *st = hx_state_new(&ec, &err);
+  if (st == NULL) {
+    fprintf(stderr, "horcrux: %s\n", err);
+    free(err);
+    return 1;
+  }
+  lua_State *L = st->L;
+  lua_pushcfunction(L, hx_traceback);
+  lua_pushcfunction(L, run_script);
+  lua_pushlightuserdata(L, argv);
+  lua_pushinteger(L, argc);
+  int rc = lua_pcall(L, 2, 0, 1);
+  if (rc != LUA_OK)
+    fprintf(stderr, "horcrux: %s\n", lua_tostring(L, -1));
+  hx_state_close(st);
+  return rc == LUA_OK ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fputs(usage, stderr);
+    return 2;
+  }
+  const char *cmd = argv[1];
+  const char *lib = find_lib_dir();
+  if (strcmp(cmd, "serve") == 0)
+    return serve(argc - 2, argv + 2, lib);
+  if (strcmp(cmd, "run") == 0) {
+    if (argc < 3) {
+      fputs(usage, stderr);
+      return 2;
+    }
+    return run(argc - 2, argv + 2, lib);
+  }
+  if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+    printf("horcrux %s\n", HORCRUX_VERSION);
+    return 0;
+  }
+  if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ||
+      strcmp(cmd, "-h") == 0) {
+    fputs(usage, stdout);
+    return 0;
+  }
+  /* Any other word is a command script: lua/commands/<word>.lua. */
+  for (const char *p = cmd; *p != '\0'; p++) {
+    if (!(*p >= 'a' && *p <= 'z') && *p != '-' && *p != '_') {
+      fprintf(stderr, "horcrux: unknown command '%s'\n%s", cmd, usage);
+      return 2;
+    }
+  }
+  size_t n = strlen(lib) + strlen(cmd) + sizeof "/commands/.lua";
+  char *path = malloc(n);
+  if (path == NULL)
+    return 1;
+  snprintf(path, n, "%s/commands/%s.lua", lib, cmd);
+  if (!exists(path)) {
+    fprintf(stderr, "horcrux: unknown command '%s' (no %s)\n%s", cmd, path,
+            usage);
+    free(path);
+    return 2;
+  }
+  argv[1] = path;
+  int rc = run(argc - 1, argv + 1, lib);
+  free(path);
+  return rc;
+}

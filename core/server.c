@@ -1,1 +1,723 @@
-/* placeholder */
+/*
+ * server.c - `horcrux serve`: libmicrohttpd in front of the Lua routes.
+ *
+ * Threads. MHD runs a pool of epoll threads; each owns its connections and
+ * a Lua state of its own (created on its first request), so a state is
+ * never used by two threads at once and needs no lock. The main thread only
+ * waits for signals. One more thread, the executor, runs the transfers.
+ *
+ * A request. The access handler's first call only allocates the request;
+ * the body arrives in later calls; on the last call the route runs in a
+ * coroutine of the thread's state. When the route waits for the daemon (or
+ * sleeps) the coroutine yields the transfer (async.h): the connection is
+ * suspended, the executor runs the transfer, and its completion resumes the
+ * connection, whose thread then resumes the coroutine with the result. So a
+ * request that waits a second for the daemon holds no worker thread.
+ *
+ * Reload. SIGHUP makes the main thread load the scripts into a state of its
+ * own; only when that works is the generation bumped. Each worker then
+ * builds a fresh state on its next request; the old one is closed when its
+ * last request in flight ends.
+ */
+#include "server.h"
+
+#include "async.h"
+#include "executor.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <lauxlib.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct server {
+  struct MHD_Daemon *mhd;
+  hx_executor *ex;
+  hx_server_config cfg;
+  atomic_uint generation; /* bumped by a reload that loaded */
+  atomic_int active;      /* requests begun and not completed */
+  atomic_ullong next_id;
+  unsigned long long id_base;
+  pthread_mutex_t states_mu; /* guards `states`, the list of every state */
+  hx_state *states;
+} server;
+
+enum phase { RECEIVING, WAITING, DONE };
+
+typedef struct request {
+  server *srv;
+  struct MHD_Connection *conn;
+  hx_state *st;
+  lua_State *co;
+  int co_ref;
+  hx_run run;
+  enum phase phase;
+  lua_Integer resume_value; /* set by the executor before resuming */
+  char *body;
+  size_t len, cap;
+  int too_large;
+  int status;
+  struct timespec start;
+  char method[16];
+  char *path;
+  char id[24];
+} request;
+
+/* Each MHD pool thread's own Lua state. Thread-local rather than global:
+ * the point is that no other thread ever sees it. */
+static _Thread_local hx_state *tls_state;
+
+void hx_log(const char *level, const char *fmt, ...) {
+  char line[2048], ts[32];
+  struct timespec now;
+  struct tm tm;
+  clock_gettime(CLOCK_REALTIME, &now);
+  gmtime_r(&now.tv_sec, &tm);
+  strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap); /* truncates, never overflows */
+  va_end(ap);
+  fprintf(stderr, "%s.%03ldZ %s %s\n", ts, now.tv_nsec / 1000000, level, line);
+}
+
+/* ---- states ---------------------------------------------------------- */
+
+static void async_table(lua_State *L) {
+  /* registry[HX_ASYNC_THREADS] = setmetatable({}, {__mode = "k"}) */
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, HX_ASYNC_THREADS);
+}
+
+static hx_state *loaded_state(server *srv, char **err) {
+  hx_state *st = hx_state_new(&srv->cfg.engine, err);
+  if (st == NULL)
+    return NULL;
+  if (hx_state_load_app(st, &srv->cfg.engine, err) != 0) {
+    hx_state_close(st);
+    return NULL;
+  }
+  async_table(st->L);
+  return st;
+}
+
+static void forget_state(server *srv, hx_state *st) {
+  pthread_mutex_lock(&srv->states_mu);
+  for (hx_state **pp = &srv->states; *pp != NULL; pp = &(*pp)->next) {
+    if (*pp == st) {
+      *pp = st->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&srv->states_mu);
+  hx_state_close(st);
+}
+
+static hx_state *worker_state(server *srv) {
+  unsigned gen = atomic_load(&srv->generation);
+  hx_state *st = tls_state;
+  if (st != NULL && st->generation == gen)
+    return st;
+  char *err = NULL;
+  hx_state *fresh = loaded_state(srv, &err);
+  if (fresh == NULL) {
+    hx_log("error", "cannot load the scripts: %s", err);
+    free(err);
+    if (st != NULL)
+      st->generation = gen; /* keep serving the old scripts */
+    return st;
+  }
+  fresh->generation = gen;
+  pthread_mutex_lock(&srv->states_mu);
+  fresh->next = srv->states;
+  srv->states = fresh;
+  pthread_mutex_unlock(&srv->states_mu);
+  if (st != NULL) {
+    st->retired = 1;
+    if (st->inflight == 0)
+      forget_state(srv, st);
+  }
+  tls_state = fresh;
+  return fresh;
+}
+
+/* ---- responses ------------------------------------------------------- */
+
+static enum MHD_Result send_buffer(request *rq, int status, const char *body,
+                                   size_t len, const char *ctype) {
+  struct MHD_Response *r =
+      MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+  if (r == NULL)
+    return MHD_NO;
+  if (ctype != NULL)
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+  MHD_add_response_header(r, "X-Request-Id", rq->id);
+  rq->status = status;
+  enum MHD_Result ret = MHD_queue_response(rq->conn, status, r);
+  MHD_destroy_response(r);
+  rq->phase = DONE;
+  return ret;
+}
+
+/* The answer when the Lua side itself failed: a fixed JSON error. */
+static enum MHD_Result send_error(request *rq, int status, const char *code,
+                                  const char *message) {
+  char body[512];
+  int n = snprintf(body, sizeof body,
+                   "{\"error\":{\"code\":\"%s\",\"message\":\"%s\","
+                   "\"request_id\":\"%s\"}}",
+                   code, message, rq->id);
+  if (n < 0 || (size_t)n >= sizeof body)
+    n = 0;
+  return send_buffer(rq, status, body, (size_t)n, "application/json");
+}
+
+static int header_ok(const char *s) {
+  for (; *s != '\0'; s++)
+    if (*s == '\r' || *s == '\n')
+      return 0;
+  return 1;
+}
+
+/* The route's results on co: status, body (a string), headers (a table). */
+static enum MHD_Result send_results(request *rq, lua_State *co, int nres) {
+  int base = lua_gettop(co) - nres + 1;
+  int isnum;
+  lua_Integer status = lua_tointegerx(co, base, &isnum);
+  size_t len = 0;
+  const char *body = nres >= 2 ? lua_tolstring(co, base + 1, &len) : "";
+  if (!isnum || status < 100 || status > 599 || body == NULL) {
+    hx_log("error", "id=%s the dispatcher returned no status and body string",
+           rq->id);
+    return send_error(rq, 500, "internal", "bad response from the dispatcher");
+  }
+  struct MHD_Response *r =
+      MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+  if (r == NULL)
+    return MHD_NO;
+  if (nres >= 3 && lua_istable(co, base + 2)) {
+    lua_pushnil(co);
+    while (lua_next(co, base + 2) != 0) {
+      if (lua_type(co, -2) == LUA_TSTRING && lua_type(co, -1) == LUA_TSTRING) {
+        const char *k = lua_tostring(co, -2), *v = lua_tostring(co, -1);
+        if (header_ok(k) && header_ok(v))
+          MHD_add_response_header(r, k, v);
+      }
+      lua_pop(co, 1);
+    }
+  }
+  MHD_add_response_header(r, "X-Request-Id", rq->id);
+  rq->status = (int)status;
+  enum MHD_Result ret = MHD_queue_response(rq->conn, (unsigned)status, r);
+  MHD_destroy_response(r);
+  rq->phase = DONE;
+  return ret;
+}
+
+/* ---- running a route ------------------------------------------------- */
+
+static enum MHD_Result resume(request *rq, int nargs);
+
+static void on_done(CURLcode rc, void *ud) {
+  request *rq = ud;
+  rq->resume_value = (lua_Integer)rc;
+  MHD_resume_connection(rq->conn); /* its thread calls on_access again */
+}
+
+static enum MHD_Result wait_for(request *rq, int is_timer, lua_State *co) {
+  server *srv = rq->srv;
+  int rc;
+  rq->phase = WAITING;
+  MHD_suspend_connection(rq->conn);
+  if (is_timer)
+    rc = hx_executor_timer(srv->ex, (long)lua_tointeger(co, -1), on_done, rq);
+  else
+    rc = hx_executor_submit(srv->ex, lua_touserdata(co, -1), on_done, rq);
+  lua_pop(co, 2);
+  if (rc != 0) {
+    /* Stopping: let the route see an aborted transfer and finish. */
+    rq->resume_value = CURLE_ABORTED_BY_CALLBACK;
+    MHD_resume_connection(rq->conn);
+  }
+  return MHD_YES;
+}
+
+static void release_coroutine(request *rq) {
+  if (rq->co == NULL)
+    return;
+  lua_State *L = rq->st->L;
+  luaL_unref(L, LUA_REGISTRYINDEX, rq->co_ref);
+  rq->co = NULL;
+}
+
+static enum MHD_Result route_failed(request *rq, lua_State *co) {
+  lua_State *L = rq->st->L;
+  const char *msg = lua_tostring(co, -1);
+  luaL_traceback(L, co, msg != NULL ? msg : "(error object is not a string)",
+                 0);
+  hx_log("error", "id=%s %s %s: %s", rq->id, rq->method, rq->path,
+         lua_tostring(L, -1));
+  lua_pop(L, 1);
+  lua_resetthread(co); /* closes its to-be-closed variables */
+  release_coroutine(rq);
+  return send_error(rq, 500, "internal",
+                    "the route failed; see the server log for this request id");
+}
+
+static enum MHD_Result resume(request *rq, int nargs) {
+  hx_state *st = rq->st;
+  lua_State *co = rq->co;
+  int nres = 0;
+  hx_state_arm(st, co, &rq->run);
+  int rc = lua_resume(co, st->L, nargs, &nres);
+  st->current = NULL;
+  if (rc == LUA_YIELD) {
+    void *mark = nres == 2 ? lua_touserdata(co, -2) : NULL;
+    if (mark == &hx_async_mark || mark == &hx_sleep_mark)
+      return wait_for(rq, mark == &hx_sleep_mark, co);
+    lua_pushliteral(co, "a route yielded outside a transfer");
+    return route_failed(rq, co);
+  }
+  if (rc != LUA_OK)
+    return route_failed(rq, co);
+  enum MHD_Result ret = send_results(rq, co, nres);
+  release_coroutine(rq);
+  return ret;
+}
+
+static enum MHD_Result add_value(void *cls, enum MHD_ValueKind kind,
+                                 const char *key, const char *value) {
+  lua_State *L = cls;
+  if (key == NULL)
+    return MHD_YES;
+  if (kind == MHD_HEADER_KIND) {
+    luaL_Buffer b;
+    char *p = luaL_buffinitsize(L, &b, strlen(key));
+    size_t n = strlen(key);
+    for (size_t i = 0; i < n; i++)
+      p[i] = (char)tolower((unsigned char)key[i]);
+    luaL_pushresultsize(&b, n);
+    lua_pushstring(L, value != NULL ? value : "");
+    lua_settable(L, -3); /* headers[lower(key)] = value */
+    return MHD_YES;
+  }
+  /* query: query[key] = value (the first wins), args[#args+1] = {k, v} */
+  if (lua_getfield(L, -2, key) == LUA_TNIL) {
+    lua_pushstring(L, value != NULL ? value : "");
+    lua_setfield(L, -4, key);
+  }
+  lua_pop(L, 1);
+  lua_createtable(L, 2, 0);
+  lua_pushstring(L, key);
+  lua_rawseti(L, -2, 1);
+  lua_pushstring(L, value != NULL ? value : "");
+  lua_rawseti(L, -2, 2);
+  lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+  return MHD_YES;
+}
+
+static void push_remote(lua_State *L, struct MHD_Connection *conn) {
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+  char host[INET6_ADDRSTRLEN] = "";
+  if (ci != NULL && ci->client_addr != NULL) {
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+      inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host,
+                sizeof host);
+    else if (sa->sa_family == AF_INET6)
+      inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host,
+                sizeof host);
+  }
+  lua_pushstring(L, host);
+}
+
+/* Protected: makes the coroutine, anchors it, and pushes on it the
+ * dispatcher and the request table. */
+static int prepare(lua_State *L) {
+  request *rq = lua_touserdata(L, 1);
+  lua_State *co = lua_newthread(L);
+  lua_getfield(L, LUA_REGISTRYINDEX, HX_ASYNC_THREADS);
+  lua_pushvalue(L, -2);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3); /* async_threads[co] = true */
+  lua_pop(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rq->st->dispatch_ref);
+  lua_createtable(L, 0, 10);
+  lua_pushstring(L, rq->method);
+  lua_setfield(L, -2, "method");
+  lua_pushstring(L, rq->path);
+  lua_setfield(L, -2, "path");
+  lua_pushstring(L, rq->id);
+  lua_setfield(L, -2, "id");
+  push_remote(L, rq->conn);
+  lua_setfield(L, -2, "remote");
+  lua_pushlstring(L, rq->body != NULL ? rq->body : "", rq->len);
+  lua_setfield(L, -2, "body");
+  lua_newtable(L);
+  MHD_get_connection_values(rq->conn, MHD_HEADER_KIND, add_value, L);
+  lua_setfield(L, -2, "headers");
+  lua_newtable(L); /* query */
+  lua_newtable(L); /* args */
+  MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, add_value, L);
+  lua_setfield(L, -3, "args");
+  lua_setfield(L, -2, "query");
+  lua_xmove(L, co, 2); /* dispatcher, request */
+  rq->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  rq->co = co;
+  return 0;
+}
+
+static enum MHD_Result start(request *rq) {
+  server *srv = rq->srv;
+  hx_state *st = worker_state(srv);
+  if (st == NULL)
+    return send_error(rq, 500, "internal", "no Lua state could be loaded");
+  rq->st = st;
+  st->inflight++;
+  lua_State *L = st->L;
+  lua_pushcfunction(L, prepare);
+  lua_pushlightuserdata(L, rq);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    hx_log("error", "id=%s cannot start the route: %s", rq->id,
+           lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return send_error(rq, 500, "internal", "cannot start the route");
+  }
+  return resume(rq, 1);
+}
+
+/* ---- MHD callbacks --------------------------------------------------- */
+
+static request *request_new(server *srv, struct MHD_Connection *conn,
+                            const char *url, const char *method) {
+  request *rq = calloc(1, sizeof *rq);
+  if (rq == NULL)
+    return NULL;
+  rq->path = strdup(url);
+  if (rq->path == NULL) {
+    free(rq);
+    return NULL;
+  }
+  rq->srv = srv;
+  rq->conn = conn;
+  rq->co_ref = LUA_NOREF;
+  snprintf(rq->method, sizeof rq->method, "%s", method);
+  clock_gettime(CLOCK_MONOTONIC, &rq->start);
+  unsigned long long n = atomic_fetch_add(&srv->next_id, 1);
+  snprintf(rq->id, sizeof rq->id, "%08llx%08llx", srv->id_base & 0xffffffffu,
+           n & 0xffffffffu);
+  atomic_fetch_add(&srv->active, 1);
+  return rq;
+}
+
+static int append_body(request *rq, const char *data, size_t n) {
+  if (rq->too_large || rq->len + n > rq->srv->cfg.body_max) {
+    rq->too_large = 1;
+    return 0;
+  }
+  if (rq->len + n > rq->cap) {
+    size_t cap = rq->cap ? rq->cap : 4096;
+    while (cap < rq->len + n)
+      cap *= 2;
+    char *p = realloc(rq->body, cap);
+    if (p == NULL)
+      return -1;
+    rq->body = p;
+    rq->cap = cap;
+  }
+  memcpy(rq->body + rq->len, data, n);
+  rq->len += n;
+  return 0;
+}
+
+static int declared_too_large(server *srv, struct MHD_Connection *conn) {
+  const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                               MHD_HTTP_HEADER_CONTENT_LENGTH);
+  if (cl == NULL)
+    return 0;
+  errno = 0;
+  char *end;
+  unsigned long long n = strtoull(cl, &end, 10);
+  return errno != 0 || end == cl || n > srv->cfg.body_max;
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
+                                 const char *url, const char *method,
+                                 const char *version, const char *upload_data,
+                                 size_t *upload_size, void **con_cls) {
+  (void)version;
+  server *srv = cls;
+  request *rq = *con_cls;
+  if (rq == NULL) {
+    /* First call: only remember the request. Queuing a response now would
+     * make MHD close the connection (no keep-alive). */
+    rq = request_new(srv, conn, url, method);
+    if (rq == NULL)
+      return MHD_NO;
+    *con_cls = rq;
+    if (declared_too_large(srv, conn)) {
+      rq->too_large = 1;
+      return send_error(rq, 413, "too_large", "the request body is too large");
+    }
+    return MHD_YES;
+  }
+  if (*upload_size > 0) {
+    if (append_body(rq, upload_data, *upload_size) != 0)
+      return MHD_NO;
+    *upload_size = 0;
+    return MHD_YES;
+  }
+  switch (rq->phase) {
+  case RECEIVING:
+    if (rq->too_large)
+      return send_error(rq, 413, "too_large", "the request body is too large");
+    return start(rq);
+  case WAITING:
+    lua_pushinteger(rq->co, rq->resume_value);
+    rq->phase = RECEIVING;
+    return resume(rq, 1);
+  case DONE:
+    break;
+  }
+  return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+  (void)conn;
+  server *srv = cls;
+  request *rq = *con_cls;
+  if (rq == NULL)
+    return;
+  *con_cls = NULL;
+  struct timespec end;
+  clock_gettime(CLOCK_MONOTONIC, &end);
+  double ms = (double)(end.tv_sec - rq->start.tv_sec) * 1e3 +
+              (double)(end.tv_nsec - rq->start.tv_nsec) / 1e6;
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+  char host[INET6_ADDRSTRLEN] = "-";
+  if (ci != NULL && ci->client_addr != NULL &&
+      ci->client_addr->sa_family == AF_INET)
+    inet_ntop(AF_INET, &((const struct sockaddr_in *)ci->client_addr)->sin_addr,
+              host, sizeof host);
+  if (srv->cfg.access_log)
+    hx_log("access", "%s %s %d %.1fms %s id=%s%s", rq->method, rq->path,
+           rq->status, ms, host, rq->id,
+           toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (aborted)");
+  if (rq->st != NULL) {
+    hx_state *st = rq->st;
+    release_coroutine(rq);
+    st->inflight--;
+    if (st->retired && st->inflight == 0)
+      forget_state(srv, st);
+  }
+  free(rq->body);
+  free(rq->path);
+  free(rq);
+  atomic_fetch_sub(&srv->active, 1);
+}
+
+/* ---- start, signals, stop -------------------------------------------- */
+
+static int parse_listen(const char *spec, struct sockaddr_storage *ss,
+                        int *v6) {
+  char host[256];
+  const char *colon = strrchr(spec, ':');
+  if (colon == NULL || colon == spec || strlen(spec) >= sizeof host)
+    return -1;
+  size_t hl = (size_t)(colon - spec);
+  memcpy(host, spec, hl);
+  host[hl] = '\0';
+  if (host[0] == '[' && hl >= 2 && host[hl - 1] == ']') {
+    memmove(host, host + 1, hl - 2);
+    host[hl - 2] = '\0';
+  }
+  struct addrinfo hints = {0}, *res = NULL;
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
+  hints.ai_socktype = SOCK_STREAM;
+  if (getaddrinfo(host, colon + 1, &hints, &res) != 0 || res == NULL)
+    return -1;
+  memcpy(ss, res->ai_addr, res->ai_addrlen);
+  *v6 = res->ai_family == AF_INET6;
+  freeaddrinfo(res);
+  return 0;
+}
+
+static int is_loopback(const struct sockaddr_storage *ss) {
+  if (ss->ss_family == AF_INET)
+    return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) ==
+           127;
+  if (ss->ss_family == AF_INET6)
+    return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)->sin6_addr);
+  return 0;
+}
+
+static void reload(server *srv) {
+  char *err = NULL;
+  hx_state *st = loaded_state(srv, &err);
+  if (st == NULL) {
+    hx_log("error", "reload failed, the running scripts stay: %s", err);
+    free(err);
+    return;
+  }
+  hx_state_close(st);
+  unsigned gen = atomic_fetch_add(&srv->generation, 1) + 1;
+  hx_log("info", "reloaded the scripts (generation %u)", gen);
+}
+
+static int wait_idle(server *srv, double seconds) {
+  struct timespec ts = {0, 20 * 1000 * 1000};
+  for (double waited = 0; waited < seconds; waited += 0.02) {
+    if (atomic_load(&srv->active) == 0 && hx_executor_pending(srv->ex) == 0)
+      return 1;
+    nanosleep(&ts, NULL);
+  }
+  return atomic_load(&srv->active) == 0;
+}
+
+static void drain(server *srv) {
+  /* Stop accepting, let the requests in flight finish, then make the ones
+   * that still wait on the daemon give up (every suspended connection must
+   * be resumed before MHD stops). */
+  MHD_socket fd = MHD_quiesce_daemon(srv->mhd);
+  if (fd != MHD_INVALID_SOCKET)
+    close(fd);
+  if (!wait_idle(srv, srv->cfg.grace)) {
+    hx_log("warn", "%d requests still running after %us; aborting them",
+           atomic_load(&srv->active), srv->cfg.grace);
+    hx_executor_abort(srv->ex);
+    wait_idle(srv, 2);
+  }
+}
+
+static void close_states(server *srv) {
+  pthread_mutex_lock(&srv->states_mu);
+  hx_state *st = srv->states;
+  srv->states = NULL;
+  pthread_mutex_unlock(&srv->states_mu);
+  while (st != NULL) {
+    hx_state *next = st->next;
+    hx_state_close(st);
+    st = next;
+  }
+}
+
+static struct MHD_Daemon *start_mhd(server *srv, struct sockaddr_storage *ss,
+                                    int v6) {
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+                   MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+  if (v6)
+    flags |= MHD_USE_IPv6;
+  return MHD_start_daemon(
+      flags, 0, NULL, NULL, on_access, srv, MHD_OPTION_SOCK_ADDR, ss,
+      MHD_OPTION_THREAD_POOL_SIZE, srv->cfg.workers,
+      MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.conn_timeout,
+      MHD_OPTION_CONNECTION_LIMIT, srv->cfg.max_connections,
+      MHD_OPTION_PER_IP_CONNECTION_LIMIT, srv->cfg.max_per_ip,
+      MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+      MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+}
+
+int hx_serve(const hx_server_config *cfg) {
+  server *srv = calloc(1, sizeof *srv);
+  if (srv == NULL)
+    return 1;
+  srv->cfg = *cfg;
+  pthread_mutex_init(&srv->states_mu, NULL);
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  srv->id_base = (unsigned long long)now.tv_sec ^ (unsigned long long)getpid();
+
+  struct sockaddr_storage ss = {0};
+  int v6 = 0;
+  if (parse_listen(cfg->listen, &ss, &v6) != 0) {
+    hx_log("error", "--listen %s: expected ADDR:PORT with a numeric address",
+           cfg->listen);
+    free(srv);
+    return 2;
+  }
+  if (!is_loopback(&ss))
+    hx_log("warn",
+           "listening beyond loopback on %s: anyone who reaches it "
+           "can use the Docker socket through the routes",
+           cfg->listen);
+
+  /* Load once before listening, so a broken script fails at start. */
+  char *err = NULL;
+  hx_state *probe = loaded_state(srv, &err);
+  if (probe == NULL) {
+    hx_log("error", "cannot load the scripts: %s", err);
+    free(err);
+    free(srv);
+    return 1;
+  }
+  hx_state_close(probe);
+
+  /* Signals go to the main thread only: block them before any thread
+   * starts (threads inherit the mask) and wait for them below. */
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  srv->ex = hx_executor_start();
+  if (srv->ex == NULL) {
+    hx_log("error", "cannot start the executor thread");
+    free(srv);
+    return 1;
+  }
+  srv->mhd = start_mhd(srv, &ss, v6);
+  if (srv->mhd == NULL) {
+    hx_log("error", "cannot listen on %s: %s", cfg->listen, strerror(errno));
+    hx_executor_stop(srv->ex);
+    free(srv);
+    return 1;
+  }
+  const union MHD_DaemonInfo *di =
+      MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_BIND_PORT);
+  hx_log("info", "listening on %.*s:%u with %u workers",
+         (int)(strrchr(cfg->listen, ':') - cfg->listen), cfg->listen,
+         di != NULL ? di->port : 0, cfg->workers);
+
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&set, &sig) != 0)
+      continue;
+    if (sig == SIGHUP) {
+      reload(srv);
+      continue;
+    }
+    hx_log("info", "%s: finishing the requests in flight",
+           sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    break;
+  }
+  drain(srv);
+  MHD_stop_daemon(srv->mhd);
+  hx_executor_stop(srv->ex);
+  close_states(srv);
+  pthread_mutex_destroy(&srv->states_mu);
+  free(srv);
+  hx_log("info", "stopped");
+  return 0;
+}

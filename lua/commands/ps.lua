@@ -1,0 +1,60 @@
+--- horcrux ps [-a|--all]: the containers, as `docker ps` prints them.
+local docker = require "horcrux.docker"
+local units = require "horcrux.units"
+
+local all = false
+for _, a in ipairs(arg) do
+  if a == "-a" or a == "--all" then
+    all = true
+  else
+    io.stderr:write("usage: horcrux ps [-a|--all]\n")
+    os.exit(2)
+  end
+end
+
+local client, err = docker.connect()
+local list
+if client then
+  list, err = client:containers({ all = all })
+end
+if not list then
+  io.stderr:write("horcrux ps: ", err, "\n")
+  os.exit(1)
+end
+
+local function command(c)
+  local cmd = c.Command or ""
+  if #cmd > 20 then
+    cmd = cmd:sub(1, 19) .. "…"
+  end
+  return '"' .. cmd .. '"'
+end
+
+local function ports(c)
+  local out = {}
+  for _, p in ipairs(c.Ports or {}) do
+    if p.PublicPort then
+      out[#out + 1] = string.format("%s:%d->%d/%s", p.IP or "",
+        p.PublicPort, p.PrivatePort, p.Type)
+    else
+      out[#out + 1] = string.format("%d/%s", p.PrivatePort, p.Type)
+    end
+  end
+  return table.concat(out, ", ")
+end
+
+local rows, now = {}, os.time()
+for _, c in ipairs(list) do
+  local names = {}
+  for i, n in ipairs(c.Names or {}) do
+    names[i] = n:gsub("^/", "")
+  end
+  rows[#rows + 1] = {
+    c.Id:sub(1, 12), c.Image or "", command(c),
+    units.duration(now - (c.Created or now)) .. " ago",
+    c.Status or "", ports(c), table.concat(names, ","),
+  }
+end
+units.table(io.stdout,
+  { "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES" },
+  rows)

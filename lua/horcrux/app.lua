@@ -1,0 +1,103 @@
+--- horcrux.app: loads the operator scripts into a state and returns the
+-- dispatcher the server calls for every request.
+--
+-- The server calls `load{scripts = DIR, lib = DIR}` once per Lua state.
+-- format.lua and fallback.lua are looked up in the scripts dir, then in the
+-- shipped lib dir, and registered so that `require "format"` and
+-- `require "fallback"` return them; routes.lua is run with a `route`
+-- function in an environment where assigning an undeclared global is an
+-- error.
+local router = require "horcrux.router"
+local log = require "horcrux.log"
+
+local M = {}
+
+--- An environment over _G (read-only for globals) with `extra` defined.
+function M.strict_env(extra)
+  local env = {}
+  for k, v in pairs(extra or {}) do
+    env[k] = v
+  end
+  return setmetatable(env, {
+    __index = _G,
+    __newindex = function(_, k)
+      error("assignment to undeclared global '" .. tostring(k) ..
+        "' (declare it local)", 2)
+    end,
+  })
+end
+
+local function find(name, opts)
+  for _, dir in ipairs({ opts.scripts, opts.lib }) do
+    local path = dir .. "/" .. name
+    local f = io.open(path, "r")
+    if f then
+      f:close()
+      return path
+    end
+  end
+  error(name .. " not found in " .. opts.scripts ..
+    (opts.lib ~= opts.scripts and (" or " .. opts.lib) or ""), 0)
+end
+
+--- Runs DIR/name.lua in env and returns what it returns.
+function M.run_script(name, opts, env)
+  local path = find(name .. ".lua", opts)
+  local chunk, err = loadfile(path, "t", env)
+  if not chunk then
+    error(err, 0)
+  end
+  return chunk()
+end
+
+local function load_module(name, opts)
+  local mod = M.run_script(name, opts, M.strict_env())
+  if type(mod) ~= "table" then
+    error(name .. ".lua must return a table", 0)
+  end
+  package.loaded[name] = mod
+  return mod
+end
+
+--- Loads format.lua, fallback.lua and routes.lua; returns dispatch(req).
+function M.load(opts)
+  local format = load_module("format", opts)
+  load_module("fallback", opts)
+  local routes = router.new()
+  local function route(method, pattern, handler)
+    routes:add(method, pattern, handler)
+  end
+  M.run_script("routes", opts, M.strict_env({ route = route }))
+
+  local function fail(req, err)
+    log.error("id=%s %s %s: %s", req.id, req.method, req.path, tostring(err))
+    return format.respond(500, format.error("internal",
+      "the route failed; see the server log for this request id",
+      { request_id = req.id }))
+  end
+
+  return function(req)
+    local handler, params, allow = routes:match(req.method, req.path)
+    if not handler then
+      if params == "method_not_allowed" then
+        return format.respond(405, format.error("method_not_allowed",
+          req.method .. " is not allowed on " .. req.path ..
+          "; allowed: " .. allow), { Allow = allow })
+      end
+      return format.respond(404, format.error("not_found",
+        "no route for " .. req.path))
+    end
+    req.params = params
+    local ok, status, body, headers = xpcall(handler, debug.traceback, req)
+    if not ok then
+      return fail(req, status)
+    end
+    local ok2, s, b, h = pcall(format.respond, status, body, headers)
+    if not ok2 then
+      return fail(req, s)
+    end
+    return s, b, h
+  end, routes
+end
+
+return M

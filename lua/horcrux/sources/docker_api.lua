@@ -1,0 +1,93 @@
+--- The `docker-api` metric source: the Engine API over its socket.
+--
+-- Each function returns its answer, or nil, message, kind (the client's
+-- kinds: not_found, bad_request, unavailable, timeout, server, protocol).
+-- Inside `horcrux serve` the client's transfers yield to the server, so a
+-- stats request that the daemon holds for a second holds no worker.
+local docker = require "horcrux.docker"
+local cpu = require "horcrux.cpu"
+local clock = require "horcrux.clock"
+local stats = require "horcrux.stats"
+local shapes = require "horcrux.shapes"
+
+local M = { name = "docker-api" }
+
+local client, client_err, client_kind
+
+--- The state's client: one per Lua state, connected lazily (connect only
+-- reads DOCKER_HOST and friends; nothing is sent until the first call).
+function M.client()
+  if client == nil and client_err == nil then
+    client, client_err, client_kind = docker.connect()
+  end
+  if client == nil then
+    return nil, client_err, client_kind
+  end
+  return client
+end
+
+function M.list(opts)
+  local c, err, kind = M.client()
+  if not c then
+    return nil, err, kind
+  end
+  local items
+  items, err, kind = c:containers({
+    all = opts == nil or opts.all ~= false,
+    filters = opts and opts.filters or nil,
+  })
+  if not items then
+    return nil, err, kind
+  end
+  return shapes.list(items)
+end
+
+function M.inspect(id)
+  local c, err, kind = M.client()
+  if not c then
+    return nil, err, kind
+  end
+  local info
+  info, err, kind = c:inspect(id)
+  if not info then
+    return nil, err, kind
+  end
+  return shapes.inspect(info), info
+end
+
+--- One-shot stats with a true CPU %: the delta against the newest stored
+-- sample that is at least the store's window old; with none, a second
+-- sample once the window has passed (on engines before 25.0 the daemon
+-- answers at its next one-second tick anyway).
+function M.stats(id)
+  local c, err, kind = M.client()
+  if not c then
+    return nil, err, kind
+  end
+  local raw
+  raw, err, kind = c:stats(id)
+  if not raw then
+    return nil, err, kind
+  end
+  local sample = stats.sample_from_api(raw)
+  if not sample then -- not running: no CPU %, never a made-up 0
+    return stats.record_from_api(raw, nil)
+  end
+  local full = raw.id or id
+  local pct, why = cpu.observe(full, sample)
+  if pct == nil and (why == "no_base" or why == "reset") then
+    local wait_ms = cpu.window() - (clock.now_ns() - sample.time_ns) / 1e6
+    if wait_ms > 0 then
+      clock.sleep(wait_ms / 1000)
+    end
+    local raw2 = c:stats(full)
+    local sample2 = raw2 and stats.sample_from_api(raw2)
+    if sample2 then
+      raw = raw2
+      pct = cpu.observe(full, sample2)
+    end
+  end
+  return stats.record_from_api(raw, pct)
+end
+
+return M

@@ -1,0 +1,73 @@
+--- horcrux.units: sizes and durations printed the way the docker CLI prints
+-- them (go-units), so `horcrux ps`/`horcrux stats` read like docker's.
+local M = {}
+
+local function scaled(n, base, units)
+  local i = 1
+  n = n + 0.0
+  while n >= base and i < #units do
+    n = n / base
+    i = i + 1
+  end
+  -- go-units: "%.4g" then the unit, e.g. 1.04kB, 536KiB, 23.54GiB
+  local s = string.format("%.4g", n)
+  return s .. units[i]
+end
+
+--- Decimal units, as docker's NET I/O and BLOCK I/O: 1.04kB, 50.9MB.
+function M.human(n)
+  return scaled(n, 1000, { "B", "kB", "MB", "GB", "TB", "PB", "EB" })
+end
+
+--- Binary units, as docker's MEM USAGE: 536KiB, 23.54GiB.
+function M.bytes(n)
+  return scaled(n, 1024, { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" })
+end
+
+--- "5 minutes", "About an hour", ... as docker ps's CREATED and STATUS.
+function M.duration(seconds)
+  local s = math.floor(seconds)
+  if s < 1 then return "Less than a second" end
+  if s == 1 then return "1 second" end
+  if s < 60 then return s .. " seconds" end
+  local m = s // 60
+  if m == 1 then return "About a minute" end
+  if m < 60 then return m .. " minutes" end
+  local h = math.floor(s / 3600 + 0.5)
+  if h == 1 then return "About an hour" end
+  if h < 48 then return h .. " hours" end
+  if h < 24 * 7 * 2 then return h // 24 .. " days" end
+  if h < 24 * 30 * 2 then return h // (24 * 7) .. " weeks" end
+  if h < 24 * 365 * 2 then return h // (24 * 30) .. " months" end
+  return h // (24 * 365) .. " years"
+end
+
+--- Prints rows under a header, columns padded like docker's tabwriter
+-- (three spaces between columns).
+function M.table(out, header, rows)
+  local widths = {}
+  for i, h in ipairs(header) do
+    widths[i] = #h
+  end
+  for _, r in ipairs(rows) do
+    for i, cell in ipairs(r) do
+      if #cell > widths[i] then
+        widths[i] = #cell
+      end
+    end
+  end
+  local function line(cells)
+    local parts = {}
+    for i, cell in ipairs(cells) do
+      parts[i] = i < #cells and cell .. string.rep(" ", widths[i] - #cell + 3)
+        or cell
+    end
+    out:write(table.concat(parts), "\n")
+  end
+  line(header)
+  for _, r in ipairs(rows) do
+    line(r)
+  end
+end
+
+return M
