@@ -1,3 +1,493 @@
-/* placeholder: replaced by the real module */
+/*
+ * cpu.c - horcrux.cpu: CPU-delta arithmetic and the sample store.
+ *
+ * A sample is a table {cpu_ns = int, system_ns = int|nil, online_cpus =
+ * int|nil, time_ns = int}: the container's cumulative CPU time, the host's
+ * cumulative CPU time (all CPUs), the CPUs online, and when the sample was
+ * taken (ns since the epoch, the source's own timestamp).
+ *
+ *   cpu.percent(prev, cur)         -> pct | nil, reason
+ *   cpu.observe(id, s [, min_ms])  -> pct, base_age_ms | nil, reason
+ *   cpu.latest(id)                 -> newest stored sample | nil
+ *   cpu.forget(id)                 -> true if id was stored
+ *   cpu.clear()                    -> number of containers dropped
+ *   cpu.count()                    -> number of containers stored
+ *   cpu.set_window(ms)             -> previous window (ms)
+ *   cpu.set_limits{max_containers=, idle_ttl_ms=} -> previous limits
+ *
+ * Reasons (fixed words): "reset" (a counter went backwards: the container
+ * restarted), "clock" (the samples' times do not advance), "range" (the
+ * result exceeds what the CPUs can give: the samples are inconsistent),
+ * "no_base" (observe: no stored sample is old enough yet).
+ *
+ * Percent: 100 is one full core. A window of at least SHORT_WINDOW_NS uses
+ * docker's formula, Δcpu / Δsystem × online CPUs × 100, so horcrux agrees
+ * with `docker stats`. The system counter comes from /proc/stat in clock
+ * ticks (10 ms per CPU), so over a window W its error is up to 10 ms / W
+ * relative: 1 % at 1 s, 20 % at 50 ms. A shorter window therefore uses the
+ * samples' own timestamps, Δcpu / Δtime × 100 -- the same quantity, with
+ * the error of the timestamps (µs) instead of a tick. Long windows keep the
+ * system counter because it is immune to wall-clock steps (NTP), which the
+ * timestamps are not.
+ *
+ * Clamping: a container cannot use more than online_cpus × 100 %; a result
+ * up to RANGE_TOLERANCE above that is measurement noise (ticks, read
+ * jitter) and is clamped to the limit; beyond it the samples disagree with
+ * each other (wall clock stepped, wrong CPU count, samples of two different
+ * containers) and the answer is nil, "range" rather than a made-up number.
+ * Without a known CPU count there is no bound to clamp to.
+ */
 #include "aux.h"
-HX_EXPORT int luaopen_horcrux_cpu(lua_State *L) { return luaL_error(L, "horcrux.cpu: not built yet"); }
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define ID_MAX 128                  /* longest id, bytes */
+#define RING 8                      /* samples kept per container */
+#define NBUCKET 8192                /* hash buckets (power of two) */
+#define SHORT_WINDOW_NS 1000000000  /* below: use timestamps, not ticks */
+#define RANGE_TOLERANCE 0.10        /* relative, above online_cpus × 100 */
+#define DEFAULT_WINDOW_MS 500       /* observe's minimum base age */
+#define DEFAULT_MAX_CONTAINERS 4096 /* least recently used evicted above */
+#define DEFAULT_IDLE_TTL_MS (10 * 60 * 1000) /* unused entries evicted */
+#define MAX_WINDOW_MS (3600 * 1000)
+#define MAX_CONTAINERS (1 << 20)
+
+typedef struct sample {
+  int64_t cpu_ns;
+  int64_t system_ns; /* < 0: unknown */
+  int64_t time_ns;
+  int64_t online_cpus; /* 0: unknown */
+} sample;
+
+typedef struct entry {
+  struct entry *hnext; /* hash chain */
+  struct entry *newer; /* LRU list: toward the most recently used */
+  struct entry *older; /* toward the least recently used */
+  int64_t used_ns;     /* monotonic time of the last use */
+  unsigned n;          /* samples in the ring */
+  unsigned head;       /* index of the newest sample */
+  sample ring[RING];
+  size_t idlen;
+  char id[ID_MAX];
+} entry;
+
+/*
+ * The store is process-wide on purpose: `horcrux serve` runs one lua_State
+ * per worker thread, and a request on any worker must see the samples that
+ * the collector or another worker took, or every worker would need its own
+ * second sample. Everything in it is guarded by `lock`; no Lua API call is
+ * made while the lock is held (a Lua error would longjmp over the unlock).
+ */
+static struct {
+  pthread_mutex_t lock;
+  entry *bucket[NBUCKET];
+  entry *mru, *lru; /* ends of the LRU list */
+  size_t count;
+  size_t max_containers;
+  int64_t idle_ttl_ns;
+  int64_t window_ns;
+} store = {
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .max_containers = DEFAULT_MAX_CONTAINERS,
+    .idle_ttl_ns = (int64_t)DEFAULT_IDLE_TTL_MS * 1000000,
+    .window_ns = (int64_t)DEFAULT_WINDOW_MS * 1000000,
+};
+
+/* ---- arithmetic (pure) ---- */
+
+/* True when a counter of c is behind p's: the container restarted (or, for
+ * the system counter, the host rebooted); the samples cannot be compared. */
+static int went_back(const sample *p, const sample *c) {
+  return c->cpu_ns < p->cpu_ns || (p->system_ns >= 0 && c->system_ns >= 0 &&
+                                   c->system_ns < p->system_ns);
+}
+
+/* Sets *out to the percent from p to c; returns NULL or a reason word. */
+static const char *compute(const sample *p, const sample *c, double *out) {
+  int64_t dt = c->time_ns - p->time_ns; /* both >= 0: cannot overflow */
+  if (dt <= 0)
+    return "clock";
+  if (went_back(p, c))
+    return "reset";
+  int have_sys = p->system_ns >= 0 && c->system_ns >= 0;
+  int64_t cpus = c->online_cpus ? c->online_cpus : p->online_cpus;
+  double dcpu = (double)(c->cpu_ns - p->cpu_ns);
+  int64_t dsys = have_sys ? c->system_ns - p->system_ns : 0;
+  double pct;
+  if (dt >= SHORT_WINDOW_NS && cpus > 0 && dsys > 0)
+    pct = dcpu / (double)dsys * (double)cpus * 100.0;
+  else
+    pct = dcpu / (double)dt * 100.0;
+  if (cpus > 0) {
+    double limit = (double)cpus * 100.0;
+    if (pct > limit * (1.0 + RANGE_TOLERANCE))
+      return "range";
+    if (pct > limit)
+      pct = limit;
+  }
+  *out = pct;
+  return NULL;
+}
+
+/* ---- reading arguments (may raise: call without the lock) ---- */
+
+static int64_t field_int(lua_State *L, int idx, const char *k, int required,
+                         int64_t min) {
+  int ok;
+  int t = lua_getfield(L, idx, k);
+  if (t == LUA_TNIL && !required) {
+    lua_pop(L, 1);
+    return -1;
+  }
+  lua_Integer v = lua_tointegerx(L, -1, &ok);
+  if (!ok || t != LUA_TNUMBER)
+    luaL_error(L, "sample field '%s': integer expected, got %s", k,
+               t == LUA_TNUMBER ? "non-integral number" : lua_typename(L, t));
+  if (v < min)
+    luaL_error(L, "sample field '%s': %I below %I", k, v, (lua_Integer)min);
+  lua_pop(L, 1);
+  return (int64_t)v;
+}
+
+static void check_sample(lua_State *L, int arg, sample *s) {
+  arg = lua_absindex(L, arg);
+  luaL_checktype(L, arg, LUA_TTABLE);
+  s->cpu_ns = field_int(L, arg, "cpu_ns", 1, 0);
+  s->time_ns = field_int(L, arg, "time_ns", 1, 0);
+  s->system_ns = field_int(L, arg, "system_ns", 0, 0);
+  s->online_cpus = field_int(L, arg, "online_cpus", 0, 0);
+  if (s->online_cpus < 0)
+    s->online_cpus = 0; /* absent; 0 from old daemons means unknown too */
+}
+
+static const char *check_id(lua_State *L, int arg, size_t *len) {
+  luaL_checktype(L, arg, LUA_TSTRING); /* not a number made into a string */
+  const char *id = lua_tolstring(L, arg, len);
+  luaL_argcheck(L, *len > 0 && *len <= ID_MAX, arg, "id must be 1..128 bytes");
+  return id;
+}
+
+static void push_sample(lua_State *L, const sample *s) {
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, s->cpu_ns);
+  lua_setfield(L, -2, "cpu_ns");
+  if (s->system_ns >= 0) {
+    lua_pushinteger(L, s->system_ns);
+    lua_setfield(L, -2, "system_ns");
+  }
+  if (s->online_cpus > 0) {
+    lua_pushinteger(L, s->online_cpus);
+    lua_setfield(L, -2, "online_cpus");
+  }
+  lua_pushinteger(L, s->time_ns);
+  lua_setfield(L, -2, "time_ns");
+}
+
+static int64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- the store (call with the lock held) ---- */
+
+static size_t hash(const char *id, size_t len) {
+  uint32_t h = 2166136261u; /* FNV-1a */
+  for (size_t i = 0; i < len; i++)
+    h = (h ^ (unsigned char)id[i]) * 16777619u;
+  return h & (NBUCKET - 1);
+}
+
+static entry **slot_of(const char *id, size_t len) {
+  entry **p = &store.bucket[hash(id, len)];
+  while (*p && ((*p)->idlen != len || memcmp((*p)->id, id, len) != 0))
+    p = &(*p)->hnext;
+  return p;
+}
+
+static void lru_unlink(entry *e) {
+  if (e->newer)
+    e->newer->older = e->older;
+  else
+    store.mru = e->older;
+  if (e->older)
+    e->older->newer = e->newer;
+  else
+    store.lru = e->newer;
+  e->newer = e->older = NULL;
+}
+
+static void lru_push(entry *e) {
+  e->older = store.mru;
+  e->newer = NULL;
+  if (store.mru)
+    store.mru->newer = e;
+  else
+    store.lru = e;
+  store.mru = e;
+}
+
+static void drop(entry *e) {
+  entry **p = slot_of(e->id, e->idlen);
+  *p = e->hnext;
+  lru_unlink(e);
+  store.count--;
+  free(e);
+}
+
+/* Lazily evicts the entries nobody used for idle_ttl: the LRU end is the
+ * oldest use, so this stops at the first fresh entry. */
+static void expire(int64_t now) {
+  while (store.lru && now - store.lru->used_ns > store.idle_ttl_ns)
+    drop(store.lru);
+}
+
+static void shrink_to(size_t max) {
+  while (store.count > max)
+    drop(store.lru);
+}
+
+static entry *lookup(const char *id, size_t len, int64_t now) {
+  expire(now);
+  entry *e = *slot_of(id, len);
+  if (e) {
+    e->used_ns = now;
+    lru_unlink(e);
+    lru_push(e);
+  }
+  return e;
+}
+
+/* NULL when out of memory. */
+static entry *create(const char *id, size_t len, int64_t now) {
+  entry *e = calloc(1, sizeof *e);
+  if (!e)
+    return NULL;
+  shrink_to(store.max_containers - 1);
+  memcpy(e->id, id, len);
+  e->idlen = len;
+  e->used_ns = now;
+  entry **p = slot_of(id, len);
+  *p = e;
+  lru_push(e);
+  store.count++;
+  return e;
+}
+
+static const sample *newest(const entry *e) { return &e->ring[e->head]; }
+
+static void push(entry *e, const sample *s) {
+  if (e->n > 0)
+    e->head = (e->head + 1) % RING;
+  e->ring[e->head] = *s;
+  if (e->n < RING)
+    e->n++;
+}
+
+/* The newest stored sample at least window_ns older than s, or NULL. */
+static const sample *base_for(const entry *e, const sample *s,
+                              int64_t window_ns) {
+  for (unsigned i = 0; i < e->n; i++) {
+    const sample *b = &e->ring[(e->head + RING - i) % RING];
+    if (b->time_ns < s->time_ns && s->time_ns - b->time_ns >= window_ns)
+      return b;
+  }
+  return NULL;
+}
+
+/* Stores s for e and computes the percent against the newest sample at
+ * least window_ns older; returns NULL or a reason word. */
+static const char *observe_locked(entry *e, const sample *s, int64_t window_ns,
+                                  double *pct, double *age_ms) {
+  int newer = e->n == 0 || s->time_ns > newest(e)->time_ns;
+  if (e->n > 0 && newer && went_back(newest(e), s)) {
+    e->n = 0; /* restarted: the older samples belong to another life */
+    push(e, s);
+    return "reset";
+  }
+  /* The base is copied before s is stored: storing may overwrite the
+   * oldest sample of a full ring. */
+  const sample *b = base_for(e, s, window_ns);
+  sample base = b ? *b : *s;
+  /* A sample not newer than the stored ones (the daemon answering twice
+   * from one collector tick) is not stored again, but still gets a figure. */
+  if (newer)
+    push(e, s);
+  if (!b)
+    return "no_base";
+  *age_ms = (double)(s->time_ns - base.time_ns) / 1e6;
+  return compute(&base, s, pct);
+}
+
+/* ---- Lua functions ---- */
+
+/* Pushes nil, reason and returns 2; or pushes pct and returns 1. */
+static int push_result(lua_State *L, const char *reason, double pct) {
+  if (reason) {
+    lua_pushnil(L);
+    lua_pushstring(L, reason);
+    return 2;
+  }
+  lua_pushnumber(L, pct);
+  return 1;
+}
+
+static int l_percent(lua_State *L) {
+  sample p, c;
+  double pct = 0;
+  check_sample(L, 1, &p);
+  check_sample(L, 2, &c);
+  const char *reason = compute(&p, &c, &pct);
+  return push_result(L, reason, pct);
+}
+
+static int l_observe(lua_State *L) {
+  size_t len;
+  const char *id = check_id(L, 1, &len);
+  sample s;
+  check_sample(L, 2, &s);
+  lua_Integer win_ms = -1; /* the store's window */
+  if (!lua_isnoneornil(L, 3)) {
+    win_ms = luaL_checkinteger(L, 3);
+    luaL_argcheck(L, win_ms >= 0 && win_ms <= MAX_WINDOW_MS, 3,
+                  "window out of range 0..3600000 ms");
+  }
+  int64_t now = mono_ns();
+  const char *reason = NULL;
+  double pct = 0, age_ms = 0;
+
+  pthread_mutex_lock(&store.lock);
+  int64_t window_ns = win_ms < 0 ? store.window_ns : win_ms * 1000000;
+  entry *e = lookup(id, len, now);
+  if (!e && !(e = create(id, len, now))) {
+    pthread_mutex_unlock(&store.lock);
+    return luaL_error(L, "horcrux.cpu: not enough memory");
+  }
+  reason = observe_locked(e, &s, window_ns, &pct, &age_ms);
+  pthread_mutex_unlock(&store.lock);
+
+  if (push_result(L, reason, pct) == 2)
+    return 2;
+  lua_pushnumber(L, age_ms);
+  return 2;
+}
+
+static int l_latest(lua_State *L) {
+  size_t len;
+  const char *id = check_id(L, 1, &len);
+  int64_t now = mono_ns();
+  sample s;
+  int found = 0;
+  pthread_mutex_lock(&store.lock);
+  entry *e = lookup(id, len, now);
+  if (e && e->n > 0) {
+    s = *newest(e);
+    found = 1;
+  }
+  pthread_mutex_unlock(&store.lock);
+  if (!found)
+    lua_pushnil(L);
+  else
+    push_sample(L, &s);
+  return 1;
+}
+
+static int l_forget(lua_State *L) {
+  size_t len;
+  const char *id = check_id(L, 1, &len);
+  pthread_mutex_lock(&store.lock);
+  entry *e = *slot_of(id, len);
+  if (e)
+    drop(e);
+  pthread_mutex_unlock(&store.lock);
+  lua_pushboolean(L, e != NULL);
+  return 1;
+}
+
+static int l_clear(lua_State *L) {
+  pthread_mutex_lock(&store.lock);
+  size_t n = store.count;
+  shrink_to(0);
+  pthread_mutex_unlock(&store.lock);
+  lua_pushinteger(L, (lua_Integer)n);
+  return 1;
+}
+
+static int l_count(lua_State *L) {
+  int64_t now = mono_ns();
+  pthread_mutex_lock(&store.lock);
+  expire(now);
+  size_t n = store.count;
+  pthread_mutex_unlock(&store.lock);
+  lua_pushinteger(L, (lua_Integer)n);
+  return 1;
+}
+
+static int l_set_window(lua_State *L) {
+  lua_Integer ms = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, ms >= 0 && ms <= MAX_WINDOW_MS, 1,
+                "window out of range 0..3600000 ms");
+  pthread_mutex_lock(&store.lock);
+  int64_t old = store.window_ns;
+  store.window_ns = ms * 1000000;
+  pthread_mutex_unlock(&store.lock);
+  lua_pushinteger(L, old / 1000000);
+  return 1;
+}
+
+/* set_limits{max_containers=, idle_ttl_ms=}: either may be left out;
+ * returns the previous limits in the same shape. */
+static int l_set_limits(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_Integer max = hx_opt_integer(L, 1, "max_containers", -1);
+  lua_Integer ttl = hx_opt_integer(L, 1, "idle_ttl_ms", -1);
+  if (max != -1 && (max < 1 || max > MAX_CONTAINERS))
+    luaL_argerror(L, 1, "max_containers out of range 1..1048576");
+  if (ttl != -1 && (ttl < 1 || ttl > INT64_MAX / 1000000))
+    luaL_argerror(L, 1, "idle_ttl_ms must be positive");
+  pthread_mutex_lock(&store.lock);
+  size_t old_max = store.max_containers;
+  int64_t old_ttl = store.idle_ttl_ns;
+  if (max != -1) {
+    store.max_containers = (size_t)max;
+    shrink_to(store.max_containers);
+  }
+  if (ttl != -1)
+    store.idle_ttl_ns = ttl * 1000000;
+  pthread_mutex_unlock(&store.lock);
+  lua_createtable(L, 0, 2);
+  lua_pushinteger(L, (lua_Integer)old_max);
+  lua_setfield(L, -2, "max_containers");
+  lua_pushinteger(L, old_ttl / 1000000);
+  lua_setfield(L, -2, "idle_ttl_ms");
+  return 1;
+}
+
+static const luaL_Reg funcs[] = {{"percent", l_percent},
+                                 {"observe", l_observe},
+                                 {"latest", l_latest},
+                                 {"forget", l_forget},
+                                 {"clear", l_clear},
+                                 {"count", l_count},
+                                 {"set_window", l_set_window},
+                                 {"set_limits", l_set_limits},
+                                 {NULL, NULL}};
+
+static const hx_const consts[] = {
+    {"RING", RING},
+    {"ID_MAX", ID_MAX},
+    {"SHORT_WINDOW_MS", SHORT_WINDOW_NS / 1000000},
+    {"DEFAULT_WINDOW_MS", DEFAULT_WINDOW_MS},
+    {"DEFAULT_MAX_CONTAINERS", DEFAULT_MAX_CONTAINERS},
+    {"DEFAULT_IDLE_TTL_MS", DEFAULT_IDLE_TTL_MS},
+    {NULL, 0}};
+
+HX_EXPORT int luaopen_horcrux_cpu(lua_State *L) {
+  luaL_newlib(L, funcs);
+  hx_set_consts(L, consts);
+  return 1;
+}
