@@ -12,6 +12,7 @@
  *   cpu.forget(id)                 -> true if id was stored
  *   cpu.clear()                    -> number of containers dropped
  *   cpu.count()                    -> number of containers stored
+ *   cpu.window()                   -> observe's default window (ms)
  *   cpu.set_window(ms)             -> previous window (ms)
  *   cpu.set_limits{max_containers=, idle_ttl_ms=} -> previous limits
  *
@@ -29,6 +30,18 @@
  * the error of the timestamps (µs) instead of a tick. Long windows keep the
  * system counter because it is immune to wall-clock steps (NTP), which the
  * timestamps are not.
+ *
+ * The store keeps the newest RING samples of each container (by time_ns;
+ * a sample not newer than the newest is not stored again) and answers
+ * observe() against the newest one at least the window (default 500 ms)
+ * older. It holds at most max_containers ids (default 4096; the least
+ * recently used goes first) and drops an id nobody observed or read for
+ * idle_ttl (default 10 min), lazily, on the next access. Ids are 1..128
+ * bytes. A restart shows as a counter going backwards; a restarted
+ * container that already used more CPU than before cannot be told from
+ * the counters, so whoever follows the engine's events calls forget(id)
+ * on "die". One store per copy of this code: the horcrux binary must load
+ * horcrux.cpu from package.preload, never this file's .so as well.
  *
  * Clamping: a container cannot use more than online_cpus × 100 %; a result
  * up to RANGE_TOLERANCE above that is measurement noise (ticks, read
@@ -427,6 +440,14 @@ static int l_count(lua_State *L) {
   return 1;
 }
 
+static int l_window(lua_State *L) {
+  pthread_mutex_lock(&store.lock);
+  int64_t ns = store.window_ns;
+  pthread_mutex_unlock(&store.lock);
+  lua_pushinteger(L, ns / 1000000);
+  return 1;
+}
+
 static int l_set_window(lua_State *L) {
   lua_Integer ms = luaL_checkinteger(L, 1);
   luaL_argcheck(L, ms >= 0 && ms <= MAX_WINDOW_MS, 1,
@@ -467,15 +488,12 @@ static int l_set_limits(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg funcs[] = {{"percent", l_percent},
-                                 {"observe", l_observe},
-                                 {"latest", l_latest},
-                                 {"forget", l_forget},
-                                 {"clear", l_clear},
-                                 {"count", l_count},
-                                 {"set_window", l_set_window},
-                                 {"set_limits", l_set_limits},
-                                 {NULL, NULL}};
+static const luaL_Reg funcs[] = {
+    {"percent", l_percent},       {"observe", l_observe},
+    {"latest", l_latest},         {"forget", l_forget},
+    {"clear", l_clear},           {"count", l_count},
+    {"window", l_window},         {"set_window", l_set_window},
+    {"set_limits", l_set_limits}, {NULL, NULL}};
 
 static const hx_const consts[] = {
     {"RING", RING},
