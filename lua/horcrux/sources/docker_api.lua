@@ -69,25 +69,23 @@ function M.stats(id)
   if not raw then
     return nil, err, kind
   end
-  local sample = stats.sample_from_api(raw)
-  if not sample then -- not running: no CPU %, never a made-up 0
-    return stats.record_from_api(raw, nil)
-  end
-  local full = raw.id or id
-  local pct, why = cpu.observe(full, sample)
-  if pct == nil and (why == "no_base" or why == "reset") then
-    local wait_ms = cpu.window() - (clock.now_ns() - sample.time_ns) / 1e6
+  local full = type(raw.id) == "string" and raw.id or id
+  local rec, reason = stats.record(full, raw)
+  if stats.needs_second_sample(reason) then
+    local first = stats.sample_from_api(raw)
+    local wait_ms = cpu.window() - (clock.now_ns() - first.time_ns) / 1e6
     if wait_ms > 0 then
       clock.sleep(wait_ms / 1000)
     end
-    local raw2 = c:stats(full)
-    local sample2 = raw2 and stats.sample_from_api(raw2)
-    if sample2 then
-      raw = raw2
-      pct = cpu.observe(full, sample2)
+    raw, err, kind = c:stats(full)
+    if not raw then
+      return nil, err, kind
     end
+    rec = stats.record(full, raw)
   end
-  return stats.record_from_api(raw, pct)
+  rec.id = full
+  rec.name = type(raw.name) == "string" and raw.name:gsub("^/", "") or nil
+  return rec
 end
 
 return M

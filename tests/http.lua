@@ -1,0 +1,159 @@
+--- tests/http.lua: start `horcrux serve` for a spec and talk HTTP to it.
+--
+--   local srv = http.start{ scripts = "tests/fixtures/routes" }
+--   local r = http.get(srv.url .. "/healthz")  -- {status, headers, body, json}
+--   srv:stop()
+--
+-- The server is started without a shell (horcrux.proc.spawn) on a free
+-- loopback port; its log goes to a file (srv.log) that a failing spec shows.
+-- HTTP goes through curl, also from an argv.
+local proc = require "horcrux.proc"
+local json = require "horcrux.json"
+local clock = require "horcrux.clock"
+
+local M = {}
+
+M.bin = os.getenv("HORCRUX_BIN") or "build/horcrux"
+
+local function read_file(path)
+  local f = io.open(path, "r")
+  if not f then
+    return ""
+  end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+M.read_file = read_file
+
+--- A request with curl; returns {status, headers (lower-case), body, json,
+-- time (seconds)}, or raises when curl itself fails.
+function M.request(method, url, opts)
+  opts = opts or {}
+  local argv = { "curl", "-sS", "-i", "-X", method, "--max-time",
+    tostring(opts.timeout or 30), "-w", "\n%{time_total}" }
+  for k, v in pairs(opts.headers or {}) do
+    argv[#argv + 1] = "-H"
+    argv[#argv + 1] = k .. ": " .. v
+  end
+  if opts.body then
+    argv[#argv + 1] = "--data-binary"
+    argv[#argv + 1] = "@-"
+  end
+  argv[#argv + 1] = url
+  local r, err = proc.run(argv, { stdin = opts.body, timeout = (opts.timeout or 30) + 5 })
+  if not r then
+    error("curl: " .. err)
+  end
+  if r.status ~= 0 then
+    return nil, "curl exit " .. tostring(r.status) .. ": " .. r.stderr
+  end
+  local out = r.stdout
+  local time = tonumber(out:match("\n([%d.]+)$"))
+  out = out:gsub("\n[%d.]+$", "")
+  local head, body = out:match("^(.-)\r\n\r\n(.*)$")
+  head = head or out
+  local res = { headers = {}, body = body or "", time = time }
+  res.status = tonumber(head:match("^HTTP/%S+ (%d+)"))
+  for line in head:gmatch("[^\r\n]+") do
+    local k, v = line:match("^([^:]+):%s*(.*)$")
+    if k then
+      res.headers[k:lower()] = v
+    end
+  end
+  if (res.headers["content-type"] or ""):find("json", 1, true) then
+    res.json = json.decode(res.body)
+  end
+  return res
+end
+
+function M.get(url, opts)
+  return M.request("GET", url, opts)
+end
+
+local Server = {}
+Server.__index = Server
+
+function Server:alive()
+  return self.proc:wait(0) == nil
+end
+
+function Server:signal(sig)
+  return self.proc:kill(sig)
+end
+
+--- Stops with SIGTERM and returns the exit status (raises if it hangs).
+function Server:stop()
+  if self.stopped then
+    return self.status
+  end
+  self.stopped = true
+  self.proc:kill("TERM")
+  local st = self.proc:wait(15)
+  if not st then
+    self.proc:kill("KILL")
+    self.proc:wait(5)
+    error("horcrux serve did not stop within 15 s on SIGTERM\n" .. self:logtext())
+  end
+  self.status = st
+  return st
+end
+
+function Server:logtext()
+  return read_file(self.log)
+end
+
+--- Starts `horcrux serve`; waits until /healthz answers.
+function M.start(opts)
+  opts = opts or {}
+  local log = os.tmpname()
+  for _ = 1, 5 do
+    local port = math.random(20000, 60000)
+    local argv = { M.bin, "serve", "--listen", "127.0.0.1:" .. port,
+      "--scripts", opts.scripts or "lua" }
+    for _, a in ipairs(opts.args or {}) do
+      argv[#argv + 1] = a
+    end
+    local p, err = proc.spawn(argv, { stdout = log, stderr = log, env = opts.env })
+    if not p then
+      error("cannot start horcrux: " .. err)
+    end
+    local srv = setmetatable({ proc = p, port = port, log = log,
+      url = "http://127.0.0.1:" .. port }, Server)
+    local deadline = clock.mono_ns() + 10e9
+    while clock.mono_ns() < deadline do
+      if not srv:alive() then
+        break
+      end
+      local r = M.get(srv.url .. "/healthz", { timeout = 5 })
+      if r and r.status then
+        return srv
+      end
+      clock.sleep(0.05)
+    end
+    if srv:alive() then
+      srv:stop()
+      error("horcrux serve did not answer within 10 s\n" .. srv:logtext())
+    end
+    local text = srv:logtext()
+    if not text:find("Address already in use", 1, true) then
+      error("horcrux serve exited at start:\n" .. text)
+    end
+  end
+  error("no free port found for horcrux serve")
+end
+
+--- Writes `files` ({name = text}) into a new temporary directory.
+function M.scripts_dir(files)
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(proc.run({ "mkdir", "-p", dir }).status == 0)
+  for name, text in pairs(files) do
+    local f = assert(io.open(dir .. "/" .. name, "w"))
+    f:write(text)
+    f:close()
+  end
+  return dir
+end
+
+return M

@@ -1,0 +1,188 @@
+-- The host over HTTP: routing, errors, limits, reload, concurrency, signals.
+local http = require "http"
+local proc = require "horcrux.proc"
+local clock = require "horcrux.clock"
+
+local FIXTURE = "tests/fixtures/routes"
+
+local function copy_routes(extra)
+  return http.scripts_dir({
+    ["routes.lua"] = http.read_file(FIXTURE .. "/routes.lua") .. (extra or ""),
+  })
+end
+
+describe("horcrux serve", function()
+  local srv
+
+  setup(function()
+    srv = http.start({ scripts = FIXTURE,
+      args = { "--budget", "20000000", "--memory", "64", "--workers", "2" } })
+  end)
+
+  teardown(function()
+    if srv then
+      assert.are.equal(0, srv:stop().status)
+    end
+  end)
+
+  it("serves a route with params and query as JSON", function()
+    local r = assert(http.get(srv.url .. "/api/hello/world?q=1"))
+    assert.are.equal(200, r.status)
+    assert.are.equal("application/json", r.headers["content-type"])
+    assert.are.same({ hello = "world", q = "1" }, r.json)
+    assert.matches("^%x+$", r.headers["x-request-id"])
+  end)
+
+  it("passes the body and headers, and returns the route's headers", function()
+    local r = assert(http.request("POST", srv.url .. "/api/hello/x",
+      { body = "payload\0with zero", headers = { ["X-Test"] = "t1" } }))
+    assert.are.equal(201, r.status)
+    assert.are.equal("payload\0with zero", r.body)
+    assert.are.equal("t1", r.headers["x-echo"])
+    assert.are.equal("text/plain", r.headers["content-type"])
+  end)
+
+  it("sends a string body as text", function()
+    local r = assert(http.get(srv.url .. "/text"))
+    assert.are.equal(200, r.status)
+    assert.are.equal("plain", r.body)
+    assert.matches("^text/plain", r.headers["content-type"])
+  end)
+
+  it("answers 404 for an unknown path, as JSON", function()
+    local r = assert(http.get(srv.url .. "/nope/nothing"))
+    assert.are.equal(404, r.status)
+    assert.are.equal("not_found", r.json.error.code)
+  end)
+
+  it("answers 405 with Allow for a wrong method", function()
+    local r = assert(http.request("DELETE", srv.url .. "/api/hello/x"))
+    assert.are.equal(405, r.status)
+    assert.are.equal("GET, POST", r.headers["allow"])
+    assert.are.equal("method_not_allowed", r.json.error.code)
+  end)
+
+  it("answers 500 with a request id for a route that errors, and logs it", function()
+    local r = assert(http.get(srv.url .. "/error"))
+    assert.are.equal(500, r.status)
+    local id = r.json.error.request_id
+    assert.are.equal(r.headers["x-request-id"], id)
+    clock.sleep(0.1)
+    local log = srv:logtext()
+    assert.truthy(log:find("id=" .. id, 1, true))
+    assert.truthy(log:find("boom in a route", 1, true))
+    assert.are.equal(200, http.get(srv.url .. "/text").status)
+  end)
+
+  it("refuses undeclared globals in routes", function()
+    local r = assert(http.get(srv.url .. "/global"))
+    assert.are.equal(500, r.status)
+    clock.sleep(0.1)
+    assert.truthy(srv:logtext():find("undeclared global 'leaked_global'", 1, true))
+  end)
+
+  it("answers 500 for a bad status and for a missing one", function()
+    assert.are.equal(500, http.get(srv.url .. "/bad-status").status)
+    assert.are.equal(500, http.get(srv.url .. "/empty").status)
+  end)
+
+  it("stops an endless loop with the instruction budget and keeps serving", function()
+    local r = assert(http.get(srv.url .. "/loop", { timeout = 20 }))
+    assert.are.equal(500, r.status)
+    r = assert(http.get(srv.url .. "/pcall-loop", { timeout = 20 }))
+    assert.are.equal(500, r.status)
+    clock.sleep(0.1)
+    assert.truthy(srv:logtext():find("instruction budget", 1, true))
+    assert.are.equal(200, http.get(srv.url .. "/text").status)
+  end)
+
+  it("stops an unbounded allocation with the memory cap and keeps serving", function()
+    local r = assert(http.get(srv.url .. "/alloc", { timeout = 20 }))
+    assert.are.equal(500, r.status)
+    for _ = 1, 4 do -- every worker still answers
+      assert.are.same({ hello = "again" },
+        http.get(srv.url .. "/api/hello/again").json)
+    end
+  end)
+
+  it("does not let waiting routes stall other requests", function()
+    -- 8 requests that each wait 1 s, on 2 workers, then a quick one.
+    local waiting = {}
+    for i = 1, 8 do
+      waiting[i] = assert(proc.spawn({ "curl", "-s", "-o", "/dev/null",
+        "--max-time", "10", srv.url .. "/sleep?s=1" }))
+    end
+    clock.sleep(0.2)
+    local t0 = clock.mono_ns()
+    local r = assert(http.get(srv.url .. "/text"))
+    local quick_ms = (clock.mono_ns() - t0) / 1e6
+    assert.are.equal(200, r.status)
+    assert.is_true(quick_ms < 100, "quick request took " .. quick_ms .. " ms")
+    for i = 1, 8 do
+      local st = waiting[i]:wait(10)
+      assert.are.equal(0, st and st.status)
+    end
+    -- all 8 waited concurrently: well under 8 s in total
+    assert.is_true((clock.mono_ns() - t0) / 1e9 < 3)
+  end)
+end)
+
+describe("horcrux serve reload", function()
+  it("serves a route added to routes.lua after SIGHUP, and keeps the old routes when the new file is broken", function()
+    local dir = copy_routes()
+    local srv = http.start({ scripts = dir })
+    finally(function() srv:stop() end)
+    assert.are.equal(404, http.get(srv.url .. "/added").status)
+
+    local f = assert(io.open(dir .. "/routes.lua", "a"))
+    f:write('\nroute("GET", "/added", function() return 200, { added = true } end)\n')
+    f:close()
+    srv:signal("HUP")
+    local ok = false
+    for _ = 1, 50 do
+      local r = http.get(srv.url .. "/added")
+      if r.status == 200 then
+        ok = r.json.added == true
+        break
+      end
+      clock.sleep(0.1)
+    end
+    assert.is_true(ok, "the added route is not served after SIGHUP\n" .. srv:logtext())
+
+    f = assert(io.open(dir .. "/routes.lua", "a"))
+    f:write('\nroute("GET", "/broken", function() return 200 end\n') -- syntax error
+    f:close()
+    srv:signal("HUP")
+    clock.sleep(0.5)
+    assert.truthy(srv:logtext():find("reload failed", 1, true))
+    for _ = 1, 4 do
+      assert.are.equal(200, http.get(srv.url .. "/added").status)
+      assert.are.equal(200, http.get(srv.url .. "/text").status)
+    end
+  end)
+
+  it("refuses to start on scripts that do not load", function()
+    local dir = http.scripts_dir({ ["routes.lua"] = "route('GET', '/x', function() end\n" })
+    local log = os.tmpname()
+    local r = proc.run({ http.bin, "serve", "--listen", "127.0.0.1:0",
+      "--scripts", dir }, { timeout = 10 })
+    assert.are_not.equal(0, r.status)
+    assert.truthy(r.stderr:find("cannot load the scripts", 1, true))
+    os.remove(log)
+  end)
+end)
+
+describe("horcrux serve shutdown", function()
+  it("finishes a request in flight on SIGTERM, then exits 0", function()
+    local srv = http.start({ scripts = FIXTURE })
+    local client = assert(proc.spawn({ "curl", "-s", "--max-time", "10",
+      srv.url .. "/sleep?s=1" }, { stdout = os.tmpname() }))
+    clock.sleep(0.3)
+    srv:signal("TERM")
+    local cst = client:wait(10)
+    assert.are.equal(0, cst.status) -- curl got its answer
+    local st = srv:stop()
+    assert.are.equal(0, st.status)
+    assert.truthy(srv:logtext():find("stopped", 1, true))
+  end)
+end)
