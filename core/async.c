@@ -6,6 +6,7 @@
 
 const char hx_async_mark = 0;
 const char hx_sleep_mark = 0;
+const char hx_async_many_mark = 0;
 
 int hx_can_yield(lua_State *L) {
   if (!lua_isyieldable(L))
@@ -43,6 +44,52 @@ int hx_sleep(lua_State *L, lua_Integer ms, lua_KContext ctx, lua_KFunction k) {
   struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
     ;
+  lua_pushinteger(L, 0);
+  return k(L, LUA_OK, ctx);
+}
+
+/* The synchronous batch: a multi handle of its own, for this call only. */
+static void perform_many_now(CURL **easy, CURLcode *rc, int n) {
+  CURLM *multi = curl_multi_init();
+  for (int i = 0; i < n; i++)
+    rc[i] = CURLE_FAILED_INIT;
+  if (multi == NULL)
+    return;
+  for (int i = 0; i < n; i++)
+    if (curl_multi_add_handle(multi, easy[i]) != CURLM_OK)
+      rc[i] = CURLE_OUT_OF_MEMORY;
+  int running = 1;
+  while (running > 0) {
+    if (curl_multi_perform(multi, &running) != CURLM_OK)
+      break;
+    if (running > 0 && curl_multi_poll(multi, NULL, 0, 1000, NULL) != CURLM_OK)
+      break;
+  }
+  CURLMsg *msg;
+  int left;
+  while ((msg = curl_multi_info_read(multi, &left)) != NULL) {
+    if (msg->msg != CURLMSG_DONE)
+      continue;
+    for (int i = 0; i < n; i++)
+      if (easy[i] == msg->easy_handle)
+        rc[i] = msg->data.result;
+  }
+  for (int i = 0; i < n; i++)
+    curl_multi_remove_handle(multi, easy[i]);
+  curl_multi_cleanup(multi);
+}
+
+int hx_perform_many(lua_State *L, CURL **easy, CURLcode *rc, int n,
+                    lua_KContext ctx, lua_KFunction k) {
+  if (n > 0 && hx_can_yield(L)) {
+    lua_pushlightuserdata(L, (void *)&hx_async_many_mark);
+    lua_pushlightuserdata(L, easy);
+    lua_pushlightuserdata(L, rc);
+    lua_pushinteger(L, n);
+    return lua_yieldk(L, 4, ctx, k);
+  }
+  if (n > 0)
+    perform_many_now(easy, rc, n);
   lua_pushinteger(L, 0);
   return k(L, LUA_OK, ctx);
 }

@@ -40,6 +40,18 @@ int hx_perform(lua_State *L, CURL *easy, lua_KContext ctx, lua_KFunction k);
 /* True when a transfer issued on L would be yielded to the host. */
 int hx_can_yield(lua_State *L);
 
+/* The first value a yielding batch passes to the host; then a light
+ * userdata (CURL **easy), a light userdata (CURLcode *rc) and the count. */
+extern const char hx_async_many_mark;
+
+/* Runs the n transfers easy[0..n) concurrently (curl multi) and stores each
+ * result in rc[i]; inside a request coroutine the host runs them on its
+ * executor instead. Then returns k() with an integer 0 on top of the stack
+ * (to pop). Both arrays must outlive the yield: keep them in a userdata on
+ * the Lua stack. */
+int hx_perform_many(lua_State *L, CURL **easy, CURLcode *rc, int n,
+                    lua_KContext ctx, lua_KFunction k);
+
 /* The first value a yielding sleep passes to the host; the second is the
  * delay in milliseconds (an integer). */
 extern const char hx_sleep_mark;

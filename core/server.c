@@ -240,6 +240,57 @@ static void on_done(CURLcode rc, void *ud) {
   MHD_resume_connection(rq->conn); /* its thread calls on_access again */
 }
 
+/* A batch of transfers: the connection resumes when the last one ends. */
+typedef struct batch {
+  request *rq;
+  CURLcode *rc;
+  atomic_int remaining;
+} batch;
+
+typedef struct batch_item {
+  batch *b;
+  int index;
+} batch_item;
+
+static void on_batch_done(CURLcode rc, void *ud) {
+  batch_item *it = ud;
+  batch *b = it->b;
+  b->rc[it->index] = rc;
+  if (atomic_fetch_sub(&b->remaining, 1) == 1) {
+    request *rq = b->rq;
+    free(b); /* the items are freed with it: one allocation */
+    rq->resume_value = 0;
+    MHD_resume_connection(rq->conn);
+  }
+}
+
+static enum MHD_Result wait_for_batch(request *rq, lua_State *co) {
+  CURL **easy = lua_touserdata(co, -3);
+  CURLcode *rc = lua_touserdata(co, -2);
+  int n = (int)lua_tointeger(co, -1);
+  lua_pop(co, 4);
+  batch *b = malloc(sizeof *b + (size_t)n * sizeof(batch_item));
+  if (b == NULL) {
+    for (int i = 0; i < n; i++)
+      rc[i] = CURLE_OUT_OF_MEMORY;
+    lua_pushinteger(co, 0);
+    return resume(rq, 1);
+  }
+  batch_item *items = (batch_item *)(b + 1);
+  b->rq = rq;
+  b->rc = rc;
+  atomic_init(&b->remaining, n);
+  rq->phase = WAITING;
+  MHD_suspend_connection(rq->conn);
+  for (int i = 0; i < n; i++) {
+    items[i].b = b;
+    items[i].index = i;
+    if (hx_executor_submit(rq->srv->ex, easy[i], on_batch_done, &items[i]) != 0)
+      on_batch_done(CURLE_ABORTED_BY_CALLBACK, &items[i]);
+  }
+  return MHD_YES;
+}
+
 static enum MHD_Result wait_for(request *rq, int is_timer, lua_State *co) {
   server *srv = rq->srv;
   int rc;
@@ -288,9 +339,11 @@ static enum MHD_Result resume(request *rq, int nargs) {
   int rc = lua_resume(co, st->L, nargs, &nres);
   st->current = NULL;
   if (rc == LUA_YIELD) {
-    void *mark = nres == 2 ? lua_touserdata(co, -2) : NULL;
-    if (mark == &hx_async_mark || mark == &hx_sleep_mark)
+    void *mark = nres >= 2 ? lua_touserdata(co, -nres) : NULL;
+    if (nres == 2 && (mark == &hx_async_mark || mark == &hx_sleep_mark))
       return wait_for(rq, mark == &hx_sleep_mark, co);
+    if (nres == 4 && mark == &hx_async_many_mark)
+      return wait_for_batch(rq, co);
     lua_pushliteral(co, "a route yielded outside a transfer");
     return route_failed(rq, co);
   }
