@@ -44,23 +44,27 @@ end
 
 --- Prints rows under a header, columns padded like docker's tabwriter
 -- (three spaces between columns).
+local function width(s)
+  return utf8.len(s) or #s -- characters, so "…" counts as one column
+end
+
 function M.table(out, header, rows)
   local widths = {}
   for i, h in ipairs(header) do
-    widths[i] = #h
+    widths[i] = width(h)
   end
   for _, r in ipairs(rows) do
     for i, cell in ipairs(r) do
-      if #cell > widths[i] then
-        widths[i] = #cell
+      if width(cell) > widths[i] then
+        widths[i] = width(cell)
       end
     end
   end
   local function line(cells)
     local parts = {}
     for i, cell in ipairs(cells) do
-      parts[i] = i < #cells and cell .. string.rep(" ", widths[i] - #cell + 3)
-        or cell
+      parts[i] = i < #cells
+        and cell .. string.rep(" ", widths[i] - width(cell) + 3) or cell
     end
     out:write(table.concat(parts), "\n")
   end
