@@ -1,0 +1,712 @@
+-- horcrux.docker against the real engine, a fake one that misbehaves
+-- (tests/mocks/docker_mock.py), and the yield protocol of the async host.
+local docker = require "horcrux.docker"
+local support = require "support"
+local system = require "system"
+
+local MISSING = "unix:///nonexistent/horcrux-test.sock"
+-- Set in the environment, it replaces negotiation everywhere.
+local ENV_API = os.getenv("DOCKER_API_VERSION")
+
+-- What negotiation must give with a daemon speaking `daemon`.
+local function negotiated(daemon)
+  if ENV_API then
+    return ENV_API
+  end
+  local function num(v)
+    local a, b = v:match("^(%d+)%.(%d+)$")
+    return tonumber(a) * 1000 + tonumber(b)
+  end
+  return num(daemon) < num(docker.max_api_version) and daemon
+    or docker.max_api_version
+end
+
+local function python()
+  local f = io.open("/usr/bin/python3")
+  if f then
+    f:close()
+    return "/usr/bin/python3"
+  end
+  return "python3"
+end
+
+local function sh_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+-- Runs `code` in a fresh lua5.4 with extra environment; returns its stdout.
+local function lua_with_env(env, code)
+  local parts = {}
+  for k, v in pairs(env) do
+    parts[#parts + 1] = k .. "=" .. sh_quote(v)
+  end
+  local cmd = string.format("env %s LUA_CPATH_5_4=%s lua5.4 -e %s 2>&1",
+    table.concat(parts, " "), sh_quote(package.cpath), sh_quote(code))
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+-- Starts the mock on a unix socket (or, with tcp, on 127.0.0.1); returns its
+-- host URL and a function that stops it.
+local function start_mock(tcp)
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -m 700 " .. dir))
+  local sock, portfile, pidfile = dir .. "/d.sock", dir .. "/port", dir .. "/pid"
+  local listen = tcp and "--tcp " .. portfile or "--unix " .. sock
+  assert(os.execute(string.format("%s tests/mocks/docker_mock.py %s"
+    .. " >/dev/null 2>&1 & echo $! > %s", python(), listen, pidfile)))
+  local f = assert(io.open(pidfile))
+  local pid = assert(tonumber(f:read("l")))
+  f:close()
+  local function stop()
+    os.execute("kill " .. pid)
+    os.execute("rm -rf " .. dir)
+  end
+  local host = "unix://" .. sock
+  for _ = 1, 100 do
+    if tcp then
+      f = io.open(portfile)
+      if f then
+        host = "tcp://127.0.0.1:" .. f:read("l")
+        f:close()
+      end
+    end
+    local c = assert(docker.connect { host = host })
+    local up = c:ping()
+    c:close()
+    if up then
+      return host, stop
+    end
+    system.sleep(0.05)
+  end
+  stop()
+  error("the mock did not start")
+end
+
+describe("horcrux.docker", function()
+  describe("name and id checks", function()
+    it("accepts Docker names, ids and prefixes", function()
+      assert.is_true(docker.valid_name("web-1_a.b"))
+      assert.is_true(docker.valid_name("/web"))
+      assert.is_true(docker.valid_name(string.rep("a", 64)))
+      assert.is_true(docker.valid_id("0123456789abcdef"))
+      assert.is_true(docker.valid_id("4f"))
+      assert.are.equal("web", docker.ref("/web"))
+      assert.are.equal("web", docker.ref("web"))
+    end)
+
+    it("refuses anything else", function()
+      for _, s in ipairs { "", "/", "../images/create", "a/b", "%2f", "x?y",
+        "#", "-a", ".a", "a b", "a\n", "é", string.rep("a", 300) } do
+        assert.is_false(docker.valid_name(s), s)
+        local v, msg, kind = docker.ref(s)
+        assert.is_nil(v)
+        assert.are.equal("bad_request", kind)
+        assert.matches("^docker: invalid container name or id", msg)
+      end
+      for _, s in ipairs { "", "XYZ", "ABCDEF", "abcg", string.rep("a", 65) } do
+        assert.is_false(docker.valid_id(s), s)
+      end
+      assert.is_false(docker.valid_name(nil))
+      assert.is_false(docker.valid_id(12))
+    end)
+  end)
+
+  describe("connect", function()
+    it("does not contact the daemon", function()
+      local c = assert(docker.connect { host = MISSING })
+      assert.are.equal(ENV_API, c:api_version())
+      assert.are.equal(0, c:connections())
+      assert.matches("nonexistent", tostring(c))
+      c:close()
+    end)
+
+    it("says npipe:// and ssh:// are not supported here", function()
+      local c, msg, kind = docker.connect { host = "npipe:////./pipe/docker_engine" }
+      assert.is_nil(c)
+      assert.are.equal("unavailable", kind)
+      assert.matches("not supported here", msg)
+      c, msg, kind = docker.connect { host = "ssh://me@box" }
+      assert.is_nil(c)
+      assert.are.equal("unavailable", kind)
+      c, msg, kind = docker.connect { host = "ftp://x" }
+      assert.is_nil(c)
+      assert.are.equal("bad_request", kind)
+      c, msg, kind = docker.connect { host = "unix://" }
+      assert.is_nil(c)
+      assert.are.equal("bad_request", kind)
+    end)
+
+    it("raises for bad options", function()
+      assert.has_error(function() docker.connect { api_version = "v1" } end)
+      assert.has_error(function() docker.connect { timeout = -1 } end)
+      assert.has_error(function() docker.connect { max_response = 0 } end)
+      assert.has_error(function() docker.connect { host = 5 } end)
+    end)
+
+    it("takes DOCKER_HOST: a missing socket is unavailable", function()
+      local out = lua_with_env({ DOCKER_HOST = MISSING }, [[
+        local c = require("horcrux.docker").connect()
+        print(tostring(c), c:ping())]])
+      assert.matches("nonexistent", out)
+      assert.matches("nil\tdocker: cannot connect to " .. MISSING:gsub("%p", "%%%0")
+        .. ": No such file or directory\tunavailable", out)
+    end)
+
+    it("reports npipe in DOCKER_HOST", function()
+      local out = lua_with_env({ DOCKER_HOST = "npipe:////./pipe/docker_engine" },
+        [[print(require("horcrux.docker").connect())]])
+      assert.matches("not supported here\tunavailable", out)
+    end)
+
+    it("one close serves close(), __close and __gc", function()
+      local c = assert(docker.connect { host = MISSING })
+      assert.is_true(c:close())
+      assert.is_true(c:close())
+      assert.has_error(function() c:ping() end, "attempt to use a closed docker client")
+      do
+        local c2 <close> = assert(docker.connect { host = MISSING })
+        assert.are.equal(ENV_API, c2:api_version())
+      end
+      collectgarbage()
+    end)
+
+    it("refuses a bad DOCKER_API_VERSION", function()
+      local out = lua_with_env({ DOCKER_API_VERSION = "latest" },
+        [[print(require("horcrux.docker").connect())]])
+      assert.matches("bad DOCKER_API_VERSION: latest\tbad_request", out)
+    end)
+  end)
+
+  describe("path safety", function()
+    -- The socket does not exist: an answer other than bad_request would be
+    -- "unavailable", so bad_request proves nothing was sent.
+    local c
+    before_each(function()
+      c = assert(docker.connect { host = MISSING, api_version = "1.41" })
+    end)
+    after_each(function() c:close() end)
+
+    it("checks ids before any request is made", function()
+      for _, id in ipairs { "../images/create", "a/b", "%2f", "x?y", "#", "",
+        "..", "a b", "a\r\nHost: x", string.rep("a", 300) } do
+        for _, m in ipairs { "inspect", "stats" } do
+          local v, msg, kind = c[m](c, id)
+          assert.is_nil(v)
+          assert.are.equal("bad_request", kind, m .. " " .. id)
+          assert.matches("^docker: invalid container name or id", msg)
+        end
+      end
+      assert.are.equal(0, c:connections())
+      local v, msg, kind = c:inspect("good-name")
+      assert.is_nil(v)
+      assert.are.equal("unavailable", kind, msg)
+    end)
+
+    it("checks request() paths", function()
+      for _, p in ipairs { "", "containers/json", "/../images/create",
+        "/containers/../images", "/a%2fb", "/x?y", "/x#y", "/a b", "/a\n",
+        "/a\0b", "/\\a", "/" .. string.rep("a", 2000) } do
+        local st, msg, kind = c:request("GET", p)
+        assert.is_nil(st)
+        assert.are.equal("bad_request", kind, p)
+        assert.matches("^docker: invalid path", msg)
+      end
+      assert.has_error(function() c:request("get", "/x") end)
+      assert.has_error(function() c:request("GET", "/x", "all=1") end)
+      assert.has_error(function() c:request("GET", "/x", { [1] = "a" }) end)
+      local st, msg, kind = c:request("GET", "/containers/json")
+      assert.is_nil(st)
+      assert.are.equal("unavailable", kind, msg)
+    end)
+  end)
+
+  describe("against the engine", function()
+    local c, made
+    before_each(function()
+      c = support.docker()
+      made = {}
+    end)
+    -- Only what this test made: other specs may be running beside us.
+    local function run(opts)
+      local id, name = support.run_container(opts)
+      made[#made + 1] = id
+      return id, name
+    end
+    local function remove_made()
+      for _, id in ipairs(made) do
+        support.remove(id)
+      end
+    end
+
+    it("pings, negotiates the API version, and reports the version", function()
+      local fresh = assert(docker.connect())
+      assert.are.equal(ENV_API, fresh:api_version())
+      assert.is_true(fresh:ping())
+      assert.are.equal(ENV_API, fresh:api_version()) -- /_ping needs none
+      local v = assert(fresh:version())
+      assert.is_string(v.Version)
+      assert.matches("^%d+%.%d+$", v.ApiVersion)
+      -- Debian 12's dockerd 20.10 speaks 1.41: min(1.41, 1.51) = 1.41.
+      assert.are.equal(negotiated(v.ApiVersion), fresh:api_version())
+
+      local other = assert(docker.connect())
+      assert(other:containers()) -- negotiates first, then lists
+      assert.are.equal(negotiated(v.ApiVersion), other:api_version())
+      other:close()
+      fresh:close()
+    end)
+
+    it("respects DOCKER_API_VERSION", function()
+      local out = lua_with_env({ DOCKER_API_VERSION = "1.40" }, [[
+        local c = require("horcrux.docker").connect()
+        local l = assert(c:containers())
+        print(c:api_version(), type(l))]])
+      assert.are.equal("1.40\ttable\n", out)
+      local c2 = assert(docker.connect { api_version = "1.39" })
+      local st, _, headers = c2:request("GET", "/containers/json")
+      assert.are.equal(200, st)
+      assert.are.equal("1.39", c2:api_version())
+      assert.is_string(headers["api-version"])
+      c2:close()
+    end)
+
+    it("lists containers: all, running, by label", function()
+      local tag = support.unique_name("list")
+      local running = run { name = "run", labels = { ["horcrux.test.case"] = tag } }
+      local created = run { name = "new", start = false,
+        labels = { ["horcrux.test.case"] = tag } }
+      finally(remove_made)
+      local mine = { label = { "horcrux.test.case=" .. tag } }
+
+      local all = assert(c:containers { all = true, filters = mine })
+      assert.are.equal(2, #all)
+      local ids = { [all[1].Id] = true, [all[2].Id] = true }
+      assert.is_true(ids[running] and ids[created])
+
+      local up = assert(c:containers { filters = mine })
+      assert.are.equal(1, #up)
+      assert.are.equal(running, up[1].Id)
+      assert.are.equal("running", up[1].State)
+      assert.are.equal(support.image, up[1].Image)
+
+      local st = assert(c:containers { all = true, filters = {
+        label = { "horcrux.test.case=" .. tag }, status = { "created" } } })
+      assert.are.equal(1, #st)
+      assert.are.equal(created, st[1].Id)
+
+      assert.are.equal(1, #assert(c:containers { all = true, limit = 1, filters = mine }))
+      local sized = assert(c:containers { filters = mine, size = true })
+      assert.is_number(sized[1].SizeRootFs)
+
+      local none = assert(c:containers { filters = { label = { "horcrux.test.case=none" } } })
+      assert.are.equal(0, #none)
+    end)
+
+    it("inspects running and created containers, by id, prefix or name", function()
+      local running, name = run { name = "insp" }
+      local created = run { name = "insp-new", start = false }
+      finally(remove_made)
+      local info = assert(c:inspect(running))
+      assert.are.equal(running, info.Id)
+      assert.are.equal("/" .. name, info.Name)
+      assert.is_true(info.State.Running)
+      assert.are.equal("running", info.State.Status)
+      assert.are.equal(running, assert(c:inspect(name)).Id)
+      assert.are.equal(running, assert(c:inspect("/" .. name)).Id)
+      assert.are.equal(running, assert(c:inspect(running:sub(1, 12))).Id)
+      assert.is_number(assert(c:inspect(running, { size = true })).SizeRootFs)
+
+      local new = assert(c:inspect(created))
+      assert.are.equal("created", new.State.Status)
+      assert.is_false(new.State.Running)
+      assert.are.equal(0, new.State.Pid)
+    end)
+
+    it("reads one-shot stats of a running container", function()
+      local id = run { name = "stats" }
+      finally(remove_made)
+      local s = assert(c:stats(id))
+      assert.are.equal(id, s.id)
+      assert.is_true(s.cpu_stats.cpu_usage.total_usage > 0)
+      assert.is_true(s.memory_stats.usage > 0)
+      assert.is_string(s.read)
+    end)
+
+    it("reads stats of a created container: an empty sample", function()
+      local id = run { name = "stats-new", start = false }
+      finally(remove_made)
+      local s = assert(c:stats(id))
+      assert.are.equal(id, s.id)
+      assert.is_nil(s.memory_stats.usage)
+      if assert(c:version()).ApiVersion == "1.41" then
+        -- Engine 20.10 answers 200 at once with a zero time, zero CPU and
+        -- no memory figures (memory_stats = {}, pids_stats = {}).
+        assert.are.equal("0001-01-01T00:00:00Z", s.read)
+        assert.are.equal(0, s.cpu_stats.cpu_usage.total_usage)
+        assert.are.equal(0, s.num_procs)
+        assert.is_nil(s.pids_stats.current)
+      end
+    end)
+
+    it("passes the daemon's message through: not_found", function()
+      local v, msg, kind = c:inspect("hxtest-no-such-container")
+      assert.is_nil(v)
+      assert.are.equal("not_found", kind)
+      assert.are.equal("docker: No such container: hxtest-no-such-container", msg)
+      v, msg, kind = c:stats("hxtest-no-such-container")
+      assert.is_nil(v)
+      assert.are.equal("not_found", kind)
+    end)
+
+    it("reports a conflict", function()
+      local id = run { name = "conflict" }
+      finally(remove_made)
+      local st, body = c:request("DELETE", "/containers/" .. id)
+      assert.are.equal(409, st)
+      assert.matches("Stop the container before attempting removal", body.message)
+    end)
+
+    it("request(): a table body, a query, decoded replies, headers", function()
+      local name = support.unique_name("req")
+      local st, body, headers = c:request("POST", "/containers/create", { name = name }, {
+        Image = support.image, Cmd = { "true" },
+        Labels = { ["horcrux.test"] = "1", ["with space"] = "a&b=c" },
+      })
+      assert.are.equal(201, st)
+      made[#made + 1] = body.Id
+      finally(remove_made)
+      assert.matches("^application/json", headers["content-type"])
+      assert.is_string(headers["api-version"])
+
+      local info
+      st, info = c:request("GET", "/containers/" .. name .. "/json")
+      assert.are.equal(200, st)
+      assert.are.equal(body.Id, info.Id)
+      assert.are.equal("a&b=c", info.Config.Labels["with space"])
+      assert.are.same({ "true" }, { table.unpack(info.Config.Cmd) })
+
+      -- A missing one is an answer here, not a failure.
+      st, body = c:request("GET", "/containers/hxtest-none/json")
+      assert.are.equal(404, st)
+      assert.are.equal("No such container: hxtest-none", body.message)
+
+      -- A string body and a plain-text reply.
+      st, body = c:request("GET", "/_ping")
+      assert.are.equal(200, st)
+      assert.are.equal("OK", body)
+    end)
+
+    it("support.lua: run_container, remove, cleanup", function()
+      local id, name = run { name = "support", cmd = { "sleep", "30" },
+        labels = { extra = "yes" }, host_config = { Memory = 64 * 1024 * 1024 } }
+      finally(remove_made)
+      assert.matches("^hxtest%-support%-", name)
+      local info = assert(c:inspect(id))
+      assert.are.equal("1", info.Config.Labels["horcrux.test"])
+      assert.are.equal("yes", info.Config.Labels.extra)
+      assert.are.equal(64 * 1024 * 1024, info.HostConfig.Memory)
+      assert.are.same({ "sleep", "30" }, { table.unpack(info.Config.Cmd) })
+      support.remove(id)
+      support.remove(id) -- gone already: fine
+      assert.are.equal("not_found", select(3, c:inspect(id)))
+      assert.has_error(function() support.run_container { image = "hxtest-no-such-image" } end)
+
+      -- cleanup() with the label swapped for a private one, so that it
+      -- cannot reach the containers of specs running beside this one.
+      local label = support.label
+      support.label = "horcrux.test." .. support.unique_name("cleanup")
+      local ok, err = pcall(function()
+        run { start = false }
+        run { start = false }
+        assert.are.equal(2, support.cleanup())
+        assert.are.equal(0, support.cleanup())
+      end)
+      support.label = label
+      assert(ok, err)
+    end)
+
+    it("keeps one connection alive across requests", function()
+      local k = assert(docker.connect())
+      for _ = 1, 10 do
+        assert(k:containers())
+        assert(k:ping())
+        assert(k:inspect("hxtest-none") == nil)
+      end
+      -- 31 requests, with GET /version: one connect.
+      assert.are.equal(1, k:connections())
+      k:close()
+    end)
+  end)
+
+  describe("against a misbehaving daemon", function()
+    local host, stop
+    setup(function() host, stop = start_mock() end)
+    teardown(function() stop() end)
+
+    local function client(opts)
+      opts = opts or {}
+      opts.host = host
+      return assert(docker.connect(opts))
+    end
+
+    it("negotiates down to our maximum (floor) with a newer daemon", function()
+      local c = client()
+      local st, body = c:request("GET", "/echo")
+      assert.are.equal(200, st)
+      assert.are.equal("1.51", docker.max_api_version)
+      assert.are.equal(negotiated("1.52"), c:api_version()) -- mock: 1.52
+      assert.are.equal("/v" .. c:api_version() .. "/echo", body.target)
+      assert.are.equal(1, c:connections()) -- /version and /echo on one
+    end)
+
+    it("prefixes DOCKER_API_VERSION and encodes queries and bodies", function()
+      local out = lua_with_env({ DOCKER_HOST = host, DOCKER_API_VERSION = "1.40" }, [[
+        local c = require("horcrux.docker").connect()
+        local st, b = c:request("GET", "/echo")
+        print(c:api_version(), st, b.target)]])
+      assert.are.equal("1.40\t200\t/v1.40/echo\n", out)
+
+      local c = client { api_version = "1.41" }
+      local st, body, headers = c:request("PUT", "/echo", { q = "a b&c=d/é" },
+        { x = 1 })
+      assert.are.equal(200, st)
+      assert.are.equal("PUT", body.method)
+      assert.are.equal("/v1.41/echo?q=a%20b%26c%3Dd%2F%C3%A9", body.target)
+      assert.are.equal('{"x":1}', body.body)
+      assert.are.equal("application/json", body.content_type)
+      assert.are.equal("a, b", headers["x-multi"])
+
+      st, body = c:request("POST", "/echo", nil, "raw\0bytes", "application/x-tar")
+      assert.are.equal(9, body.body_len) -- "raw\0bytes", all of it
+      assert.are.equal("raw", body.body:sub(1, 3))
+      assert.are.equal("application/x-tar", body.content_type)
+
+      st, body = c:request("GET", "/echo", { filters = { status = { "running" } },
+        all = true, n = 5 })
+      local q = {}
+      for k, v in body.target:gmatch("[?&]([^=]+)=([^&]*)") do q[k] = v end
+      assert.are.equal("%7B%22status%22%3A%5B%22running%22%5D%7D", q.filters)
+      assert.are.equal("1", q.all)
+      assert.are.equal("5", q.n)
+      c:close()
+    end)
+
+    it("truncated JSON is a protocol error", function()
+      local c = client { api_version = "1.41" }
+      local st, msg, kind = c:request("GET", "/badjson")
+      assert.is_nil(st)
+      assert.are.equal("protocol", kind)
+      assert.matches("^docker: bad JSON", msg)
+      st, msg, kind = c:inspect("badjson")
+      assert.is_nil(st)
+      assert.are.equal("protocol", kind)
+      st, msg, kind = c:request("GET", "/truncated")
+      assert.is_nil(st)
+      assert.are.equal("protocol", kind, msg)
+      st, msg, kind = c:stats("truncated")
+      assert.is_nil(st)
+      assert.are.equal("protocol", kind, msg)
+    end)
+
+    it("garbage is a protocol error", function()
+      local c = client { api_version = "1.41" }
+      local st, msg, kind = c:request("GET", "/garbage")
+      assert.is_nil(st)
+      assert.are.equal("protocol", kind, msg)
+      local v
+      v, msg, kind = c:inspect("garbage")
+      assert.is_nil(v)
+      assert.are.equal("protocol", kind, msg)
+    end)
+
+    it("a stalled reply times out within the configured timeout", function()
+      local c = client { api_version = "1.41", timeout = 1 }
+      local t0 = system.monotime()
+      local st, msg, kind = c:stats("stall")
+      local took = system.monotime() - t0
+      assert.is_nil(st)
+      assert.are.equal("timeout", kind, msg)
+      assert.is_true(took >= 0.9 and took < 2, "took " .. took)
+    end)
+
+    it("a 5xx is a server error with the daemon's message", function()
+      local c = client { api_version = "1.41" }
+      local st, body = c:request("GET", "/error500")
+      assert.are.equal(500, st) -- request() returns any HTTP answer
+      assert.are.equal("boom: disk on fire", body.message)
+      -- The high-level methods fail, with the daemon's own message.
+      local v, msg, kind = c:inspect("error500")
+      assert.is_nil(v)
+      assert.are.equal("server", kind)
+      assert.are.equal("docker: boom: disk on fire", msg)
+      v, msg, kind = c:stats("nothing-here")
+      assert.is_nil(v)
+      assert.are.equal("not_found", kind)
+      assert.are.equal("docker: no such route: /nothing-here", msg)
+    end)
+
+    it("maps an error status to its kind, with a text body quoted", function()
+      local c = client { api_version = "1.41" }
+      local st, body = c:request("GET", "/text404")
+      assert.are.equal(404, st)
+      assert.are.equal("page not found\nmore", body)
+      local v, msg, kind = c:inspect("text404")
+      assert.is_nil(v)
+      assert.are.equal("not_found", kind)
+      assert.are.equal("docker: page not found", msg)
+    end)
+
+    it("caps the size of a reply", function()
+      local c = client { api_version = "1.41", max_response = 1000 }
+      for _, p in ipairs { "/big", "/bigchunked" } do
+        local st, msg, kind = c:request("GET", p)
+        assert.is_nil(st)
+        assert.are.equal("limit", kind, p .. ": " .. tostring(msg))
+        assert.matches("max_response", msg)
+      end
+      local big = client { api_version = "1.41" }
+      local st, body = big:request("GET", "/bigchunked")
+      assert.are.equal(200, st)
+      assert.are.equal(1 << 20, #body)
+    end)
+
+    it("retries a reused connection the daemon closed, and nothing else", function()
+      local c = client { api_version = "1.41" }
+      local st, body = c:request("GET", "/flaky")
+      assert.are.equal(200, st)
+      assert.are.equal(1, body.nth)
+      -- The mock drops the second request on a connection; curl reconnects.
+      st, body = c:request("GET", "/flaky")
+      assert.are.equal(200, st)
+      assert.are.equal(1, body.nth)
+      assert.are.equal(2, c:connections())
+      -- The same connection otherwise: the server counts requests on it.
+      st, body = c:request("GET", "/echo")
+      local conn, nth = body.conn, body.nth
+      st, body = c:request("GET", "/echo")
+      assert.are.equal(conn, body.conn)
+      assert.are.equal(nth + 1, body.nth)
+      assert.are.equal(2, c:connections())
+    end)
+
+    it("serves the high-level methods from a fake engine", function()
+      local c = client()
+      assert.is_true(c:ping())
+      local v = assert(c:version())
+      assert.are.equal("1.52", v.ApiVersion)
+      assert.are.equal(negotiated("1.52"), c:api_version())
+    end)
+  end)
+
+  describe("over TCP", function()
+    local host, stop
+    setup(function() host, stop = start_mock(true) end)
+    teardown(function() stop() end)
+
+    it("speaks plain HTTP to tcp://", function()
+      local c = assert(docker.connect { host = host })
+      local st, body = c:request("GET", "/echo")
+      assert.are.equal(200, st)
+      assert.are.equal("/v" .. negotiated("1.52") .. "/echo", body.target)
+      assert.are.equal(1, c:connections())
+    end)
+
+    it("speaks TLS with DOCKER_TLS_VERIFY and the files of DOCKER_CERT_PATH", function()
+      -- No certificates there: the TLS setup fails before anything is sent.
+      local c = assert(docker.connect { host = host, tls_verify = true,
+        cert_path = "/nonexistent/certs" })
+      local st, msg, kind = c:ping()
+      assert.is_nil(st)
+      assert.are.equal("unavailable", kind)
+      assert.matches("/nonexistent/certs/", msg)
+      local out = lua_with_env({ DOCKER_HOST = host, DOCKER_TLS_VERIFY = "1",
+        DOCKER_CERT_PATH = "/nonexistent/env-certs" }, [[
+        print(require("horcrux.docker").connect():ping())]])
+      assert.matches("/nonexistent/env%-certs/.*\tunavailable", out)
+    end)
+  end)
+
+  describe("the async host's yield protocol", function()
+    -- Plays the host: registers a coroutine as a request thread, takes the
+    -- yielded easy handle, and resumes with a CURLcode of its choosing
+    -- instead of running the transfer.
+    local REG = "horcrux.async.threads"
+    local reg = debug.getregistry()
+    before_each(function() reg[REG] = setmetatable({}, { __mode = "k" }) end)
+    after_each(function() reg[REG] = nil end)
+
+    local function request_thread(f)
+      local co = coroutine.create(f)
+      reg[REG][co] = true
+      return co
+    end
+
+    it("yields the transfer, and negotiation first when needed", function()
+      local c = assert(docker.connect { host = MISSING })
+      local co = request_thread(function() return c:inspect("abc") end)
+      local ok, mark, easy = coroutine.resume(co)
+      assert.is_true(ok)
+      assert.are.equal("userdata", type(mark))
+      assert.are.equal("userdata", type(easy))
+      assert.are.equal("suspended", coroutine.status(co))
+      -- GET /version "fails to connect" (CURLE_COULDNT_CONNECT = 7)
+      local ok2, v, msg, kind = coroutine.resume(co, 7)
+      assert.is_true(ok2)
+      assert.is_nil(v)
+      assert.are.equal("unavailable", kind, msg)
+      assert.are.equal("dead", coroutine.status(co))
+    end)
+
+    it("keeps several requests of one client in flight, each with its handle", function()
+      local c = assert(docker.connect { host = MISSING, api_version = "1.41" })
+      local a = request_thread(function() return c:stats("aaa") end)
+      local b = request_thread(function() return c:inspect("bbb") end)
+      local _, _, ea = coroutine.resume(a)
+      local _, _, eb = coroutine.resume(b)
+      assert.are_not.equal(ea, eb)
+      -- CURLE_OPERATION_TIMEDOUT = 28
+      local okb, vb, _, kb = coroutine.resume(b, 28)
+      assert.is_true(okb)
+      assert.is_nil(vb)
+      assert.are.equal("timeout", kb)
+      -- b's handle is back on the free-list: a new request takes it.
+      local d = request_thread(function() return c:ping() end)
+      local _, _, ed = coroutine.resume(d)
+      assert.are.equal(eb, ed)
+      local _, _, _, ka = coroutine.resume(a, 7)
+      assert.are.equal("unavailable", ka)
+      -- No reply at all (CURLE_OK but no transfer ran): a protocol error.
+      local okd, vd, _, kd = coroutine.resume(d, 0)
+      assert.is_true(okd)
+      assert.is_nil(vd)
+      assert.are.equal("protocol", kd)
+      c:close()
+    end)
+
+    it("survives a close while a request is in flight", function()
+      local c = assert(docker.connect { host = MISSING })
+      local co = request_thread(function() return c:containers() end)
+      coroutine.resume(co) -- GET /version, yielded
+      c:close()
+      -- The host resumes with a reply: the chain stops cleanly.
+      local ok, v, msg, kind = coroutine.resume(co, 7)
+      assert.is_true(ok)
+      assert.is_nil(v)
+      assert.are.equal("unavailable", kind, msg)
+      collectgarbage()
+    end)
+
+    it("does not yield in a coroutine the host did not register", function()
+      local c = assert(docker.connect { host = MISSING, api_version = "1.41" })
+      local co = coroutine.create(function() return c:inspect("abc") end)
+      local ok, v, _, kind = coroutine.resume(co)
+      assert.is_true(ok)
+      assert.is_nil(v)
+      assert.are.equal("unavailable", kind)
+    end)
+  end)
+end)

@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""A fake Docker engine that misbehaves on request, for tests/docker_spec.lua.
+
+It speaks real HTTP/1.1 with keep-alive over a unix socket (--unix PATH) or
+TCP on 127.0.0.1 (--tcp PORTFILE: the port it got is written there). What it
+answers depends on the path, with any /vX.Y prefix removed:
+
+  /version       200 {"ApiVersion": --api, ...}
+  /_ping         200 OK (text/plain)
+  /echo          200 JSON of the request: method, target, body, content_type,
+                 conn (serial of the connection) and nth (request on it);
+                 also two X-Multi headers
+  /badjson       200 application/json, a truncated object, correct length
+  /truncated     Content-Length larger than what is sent, then close
+  /garbage       bytes that are not HTTP, then close
+  /stall         reads the request and never answers
+  /error500      500 {"message": "boom: disk on fire"}
+  /text404       404 text/plain "page not found"
+  /big           200 JSON of --big bytes with a Content-Length
+  /bigchunked    the same, chunked (no length known in advance)
+  /flaky         answers only the first request of a connection; on a
+                 reused connection it closes without a reply
+/containers/NAME/json and /containers/NAME/stats answer as /NAME does, so
+inspect() and stats() meet the same faults;
+anything else    404 {"message": "no such route: PATH"}
+
+It exits by itself after --lifetime seconds, in case the spec that started it
+dies without killing it.
+"""
+import argparse
+import json
+import os
+import re
+import socket
+import threading
+import time
+
+conn_serial = 0
+serial_lock = threading.Lock()
+
+
+def reply(sock, status, body, ctype="application/json", extra=()):
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)
+    if isinstance(body, str):
+        body = body.encode()
+    reason = {200: "OK", 404: "Not Found", 500: "Internal Server Error"}
+    head = [f"HTTP/1.1 {status} {reason.get(status, 'Whatever')}",
+            f"Content-Type: {ctype}", f"Content-Length: {len(body)}",
+            "Api-Version: 1.99"]
+    head.extend(extra)
+    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+
+
+def read_request(f):
+    """Returns (method, target, headers, body) or None at end of stream."""
+    line = f.readline()
+    if not line:
+        return None
+    method, target, _ = line.decode("latin-1").split(" ", 2)
+    headers = {}
+    while True:
+        h = f.readline().decode("latin-1")
+        if h in ("\r\n", "\n", ""):
+            break
+        k, _, v = h.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    n = int(headers.get("content-length", "0"))
+    body = f.read(n) if n else b""
+    return method, target, headers, body
+
+
+def serve(sock, args):
+    global conn_serial
+    with serial_lock:
+        conn_serial += 1
+        conn = conn_serial
+    f = sock.makefile("rb")
+    nth = 0
+    try:
+        while True:
+            req = read_request(f)
+            if req is None:
+                return
+            nth += 1
+            method, target, headers, body = req
+            path = re.sub(r"^/v[0-9]+\.[0-9]+(?=/)", "", target.split("?")[0])
+            path = re.sub(r"^/containers/([^/]+)/(json|stats)$", r"/\1", path)
+            if path == "/version":
+                reply(sock, 200, {"ApiVersion": args.api, "Version": "mock"})
+            elif path == "/_ping":
+                reply(sock, 200, "OK", "text/plain; charset=utf-8")
+            elif path == "/echo":
+                reply(sock, 200, {
+                    "method": method, "target": target,
+                    "body": body.decode("utf-8", "replace"),
+                    "body_len": len(body),
+                    "content_type": headers.get("content-type"),
+                    "conn": conn, "nth": nth,
+                }, extra=("X-Multi: a", "X-Multi: b"))
+            elif path == "/badjson":
+                reply(sock, 200, '{"Id": "abc", "State": {"Runn')
+            elif path == "/truncated":
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json"
+                             b"\r\nContent-Length: 100\r\n\r\n{\"Id\": \"ab")
+                return
+            elif path == "/garbage":
+                sock.sendall(b"\x00\x01garbage, not HTTP at all\r\n\r\n")
+                return
+            elif path == "/stall":
+                time.sleep(args.lifetime)
+                return
+            elif path == "/error500":
+                reply(sock, 500, {"message": "boom: disk on fire"})
+            elif path == "/text404":
+                reply(sock, 404, "page not found\nmore", "text/plain")
+            elif path == "/big":
+                reply(sock, 200, json.dumps("x" * args.big))
+            elif path == "/bigchunked":
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json"
+                             b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+                data = json.dumps("x" * args.big).encode()
+                for i in range(0, len(data), 16384):
+                    part = data[i:i + 16384]
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+                sock.sendall(b"0\r\n\r\n")
+            elif path == "/flaky":
+                if nth > 1:
+                    return
+                reply(sock, 200, {"conn": conn, "nth": nth})
+            else:
+                reply(sock, 404, {"message": "no such route: " + path})
+    except (OSError, ValueError):
+        pass
+    finally:
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--unix")
+    p.add_argument("--tcp", metavar="PORTFILE")
+    p.add_argument("--api", default="1.52")
+    p.add_argument("--big", type=int, default=1 << 20)
+    p.add_argument("--lifetime", type=float, default=300)
+    args = p.parse_args()
+    if args.unix:
+        try:
+            os.unlink(args.unix)
+        except FileNotFoundError:
+            pass
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(args.unix)
+    else:
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.bind(("127.0.0.1", 0))
+        with open(args.tcp + ".tmp", "w") as f:
+            f.write(str(srv.getsockname()[1]))
+        os.rename(args.tcp + ".tmp", args.tcp)
+    srv.listen(64)
+    threading.Timer(args.lifetime, lambda: os._exit(0)).start()
+    while True:
+        s, _ = srv.accept()
+        threading.Thread(target=serve, args=(s, args), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()

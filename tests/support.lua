@@ -1,0 +1,118 @@
+--- Helpers for specs that need a Docker engine.
+--
+--   local support = require "support"
+--   local c = support.docker()              -- a client; errors when no engine
+--   local id, name = support.run_container{ cmd = { "sleep", "60" } }
+--   ... finally(function() support.remove(id) end)
+--
+-- Every container made here is labelled horcrux.test=1 and named
+-- "hxtest-<name>-<unique>", so nothing else is ever touched. Specs remove
+-- what they make (in `finally`); support.cleanup() removes every labelled
+-- container, for scripts/test before and after a run. It also removes the
+-- containers of specs running at the same time, so specs themselves should
+-- not call it.
+local docker = require "horcrux.docker"
+
+local support = {}
+
+--- The image test containers run: FROM scratch with a static busybox.
+support.image = "horcrux-test:busybox"
+--- The label every test container carries.
+support.label = "horcrux.test"
+
+local client
+
+--- A connected client for the engine DOCKER_HOST (or the default socket)
+-- names. Raises, failing the test, when no engine answers: a missing engine
+-- is never a silent skip.
+function support.docker()
+  if client then
+    return client
+  end
+  local c, msg = docker.connect()
+  if c then
+    local ok, err = c:ping()
+    if ok then
+      client = c
+      return c
+    end
+    msg = err
+  end
+  error("Docker engine not reachable: " .. tostring(msg), 2)
+end
+
+local seq = 0
+
+--- A name no other test (nor a parallel run) uses.
+function support.unique_name(name)
+  seq = seq + 1
+  return string.format("hxtest-%s-%x-%d-%06d", name or "c", os.time(), seq,
+    math.random(0, 999999))
+end
+
+-- Raises with the engine's message unless the reply has status `want`.
+local function expect(what, want, status, body)
+  if status == want then
+    return body
+  end
+  local msg = type(body) == "table" and body.message or body
+  error(string.format("%s: %s", what, tostring(status and
+    ("HTTP " .. status .. ": " .. tostring(msg)) or msg)), 3)
+end
+
+--- Creates (and unless start == false, starts) a container.
+-- opts: name (a readable part of the name), cmd (argv, default a long
+-- sleep), labels (added to horcrux.test=1), host_config (the API's
+-- HostConfig), image (default support.image), start (default true).
+-- Returns the full id and the name.
+function support.run_container(opts)
+  opts = opts or {}
+  local c = support.docker()
+  local labels = { [support.label] = "1" }
+  for k, v in pairs(opts.labels or {}) do
+    labels[k] = v
+  end
+  local name = support.unique_name(opts.name)
+  local status, body = c:request("POST", "/containers/create", { name = name }, {
+    Image = opts.image or support.image,
+    Cmd = opts.cmd or { "sleep", "600" },
+    Labels = labels,
+    HostConfig = opts.host_config,
+    StopTimeout = 1,
+  })
+  local id = expect("create " .. name, 201, status, body).Id
+  if opts.start ~= false then
+    local st, b = c:request("POST", "/containers/" .. id .. "/start")
+    if st ~= 204 then
+      support.remove(id)
+      expect("start " .. name, 204, st, b)
+    end
+  end
+  return id, name
+end
+
+--- Removes a container (running or not) and its anonymous volumes; a
+-- container that is already gone is fine.
+function support.remove(id)
+  local status, body = support.docker():request("DELETE", "/containers/" .. id,
+    { force = true, v = true })
+  if status ~= 404 then
+    expect("remove " .. id, 204, status, body)
+  end
+end
+
+--- Removes every container labelled horcrux.test=1; returns how many.
+function support.cleanup()
+  local list = support.docker():containers {
+    all = true, filters = { label = { support.label .. "=1" } },
+  }
+  if not list then
+    error("cleanup: cannot list containers", 2)
+  end
+  for _, c in ipairs(list) do
+    support.remove(c.Id)
+  end
+  return #list
+end
+
+return support
