@@ -29,6 +29,15 @@ local function by_name(name, parse)
   return t
 end
 
+local function read_loadavg()
+  local f = io.open("/proc/loadavg")
+  local s = f and f:read("l") or "?"
+  if f then
+    f:close()
+  end
+  return s
+end
+
 describe("horcrux.cli", function()
   describe("parse_size", function()
     it("reads binary units (docker's BytesSize)", function()
@@ -469,14 +478,25 @@ describe("horcrux.cli", function()
         "horcrux-test:busybox", "sleep", "600")
       -- Let the loop get going: the CLI's figure spans the last second.
       proc.run({ "sleep", "1" })
-      local list, msg = cli.stats({ busy, idle }, { timeout = 30 })
-      assert.truthy(list, msg)
-      assert.equal(2, #list)
-      local b, i = list[1], list[2]
+      -- On a host loaded by other work the loop truly gets less than a core;
+      -- a few tries keep the spec about the parser, not the load.
+      local list, b, i, seen = nil, nil, nil, {}
+      for _ = 1, 3 do
+        local msg
+        list, msg = cli.stats({ busy, idle }, { timeout = 30 })
+        assert.truthy(list, msg)
+        assert.equal(2, #list)
+        b, i = list[1], list[2]
+        seen[#seen + 1] = tostring(b.cpu_usage_percent)
+        if b.cpu_usage_percent >= 80 and b.cpu_usage_percent <= 120 then
+          break
+        end
+      end
       assert.equal(busy:sub(1, 12), b.id)
       assert.equal(idle:sub(1, 12), i.id)
       assert.is_true(b.cpu_usage_percent >= 80 and b.cpu_usage_percent <= 120,
-        "busy CPU % " .. tostring(b.cpu_usage_percent))
+        ("busy CPU %% %s (host load average %s)"):format(
+          table.concat(seen, ", "), read_loadavg()))
       assert.is_true(i.cpu_usage_percent < 5, "idle CPU % " .. tostring(i.cpu_usage_percent))
       assert.is_true(b.memory_usage_bytes > 0)
       assert.is_true(b.memory_limit_bytes > b.memory_usage_bytes)
