@@ -229,6 +229,40 @@ hx_dockerd_stop() {
   wait "$pid" 2>/dev/null || true
 }
 
+# hx_remove_labelled LABEL: removes every container (running or not) that
+# carries LABEL (key=value), with its anonymous volumes.
+hx_remove_labelled() {
+  local ids
+  ids=$(docker ps -aq --filter "label=$1" 2>/dev/null) || {
+    hx_log "could not list containers labelled $1"
+    return 1
+  }
+  [ -n "$ids" ] || return 0
+  hx_log "removing containers labelled $1: ${ids//$'\n'/ }"
+  # shellcheck disable=SC2086 # one id per word
+  docker rm -f -v $ids >/dev/null
+}
+
+# The image that test and bench containers run: tests/image/Dockerfile with
+# the host's static busybox, built in a context of its own under WORKDIR
+# (nothing is copied into the repo).
+HX_TEST_IMAGE=horcrux-test:busybox
+hx_build_test_image() {
+  local ctx=$1/image
+  readelf -l /bin/busybox 2>/dev/null | grep -q 'program interpreter' &&
+    hx_die "/bin/busybox is dynamically linked; install busybox-static"
+  mkdir -p "$ctx"
+  cp "$HX_ROOT/tests/image/Dockerfile" "$ctx/Dockerfile"
+  cp /bin/busybox "$ctx/busybox"
+  hx_log "building image $HX_TEST_IMAGE"
+  # The classic builder: no buildx plugin needed, with any CLI version.
+  DOCKER_BUILDKIT=0 docker build -q -t "$HX_TEST_IMAGE" "$ctx" \
+    >/dev/null 2>"$ctx/build.err" || {
+    cat "$ctx/build.err" >&2
+    hx_die "docker build of $HX_TEST_IMAGE failed"
+  }
+}
+
 # --- misc ------------------------------------------------------------------
 # Prints the first TCP port from $1 up on 127.0.0.1 that nothing listens on.
 hx_free_port() {
