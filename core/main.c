@@ -40,8 +40,7 @@ static int exists(const char *path) {
 }
 
 /* The shipped lua/ dir: HORCRUX_LIB, else ../lua beside the binary (a build
- * tree), else the installed one. The returned string is static or heap
- * memory that lives until exit. */
+ * tree), else the installed one. The returned string is static. */
 static const char *find_lib_dir(void) {
   const char *env = getenv("HORCRUX_LIB");
   if (env != NULL && *env != '\0')
@@ -55,8 +54,8 @@ static const char *find_lib_dir(void) {
       strcpy(slash, "/../lua/horcrux/app.lua");
       if (exists(buf)) {
         slash[sizeof "/../lua" - 1] = '\0';
-        char *real = realpath(buf, NULL);
-        if (real != NULL)
+        static char real[PATH_MAX];
+        if (realpath(buf, real) != NULL)
           return real;
       }
     }
