@@ -1,0 +1,939 @@
+/*
+ * view.c - horcrux.view: the live view. For every container the collector
+ * follows, its latest stats record and its metadata, in one store shared by
+ * every Lua state of the process.
+ *
+ *   view.put(id, record [, meta [, taken_ns]]) -> true | nil, msg, "limit"
+ *   view.set_meta(id, meta)    -> true | nil, msg, "limit"
+ *   view.get(id)               -> record, meta|nil | nil, msg, "not_found"
+ *   view.meta(id)              -> meta | nil, msg, "not_found"
+ *   view.find(ref)             -> full id | nil, msg, kind
+ *   view.all()                 -> array of records (each with id and name)
+ *   view.ids()                 -> array of full ids
+ *   view.remove(id)            -> true if id was held
+ *   view.clear()               -> number of containers dropped
+ *   view.count()               -> number of containers held
+ *   view.set_limits{max_containers=} -> previous limits
+ *
+ * Ids are full container ids: 64 lowercase hex digits; anything else raises
+ * (misuse). A record and a meta are tables of strings, numbers, booleans,
+ * json.null and nested tables with string or integer keys (a function, a
+ * userdata other than json.null, a cycle or nesting past MAX_DEPTH raises).
+ * They come back as they went in: an integer stays an integer, a float a
+ * float, json.null stays json.null, and an array tagged with json.array_mt
+ * keeps its tag, so `[]` encodes as `[]`.
+ *
+ * put() replaces the record; with a meta it replaces the meta too (nil
+ * keeps the stored one). taken_ns is when the record's figures were read,
+ * in CLOCK_MONOTONIC ns (horcrux.clock.mono_ns(), the cgroup reader's
+ * mono_ns); it defaults to the time of the put. get() and all() add
+ * sample_age_ms, an integer: now minus taken_ns, computed at read time.
+ * all() also sets id (the full id) and name (meta.name, else the record's
+ * own name, else json.null) in each record; get() returns the record as
+ * stored plus sample_age_ms. all() and ids() list in the order the
+ * containers were first stored; an entry that has a meta but no record yet
+ * (set_meta() first) is left out of all() and counts everywhere else.
+ *
+ * find(ref) resolves as the daemon does: a full id, then a name (meta.name,
+ * a leading "/" ignored), then a unique id prefix. Not held: nil, msg,
+ * "not_found" -- the caller may then ask a source, the view holds only what
+ * the collector put. A prefix of several ids: nil, msg, "bad_request" (the
+ * daemon answers such a prefix with 400 as well). An empty ref: nil, msg,
+ * "bad_request".
+ *
+ * The store is bounded (max_containers, default 10000): a put or set_meta
+ * of a new id when it is full fails with kind "limit"; nothing is evicted
+ * behind the collector's back.
+ *
+ * Storage. A record is packed into a flat byte string (a type tag, then
+ * the payload; tables carry their pair count so unpacking sizes them once)
+ * held in malloc'd memory, so no Lua state owns it. Packing and unpacking
+ * run outside the lock, in buffers that are Lua userdata: a Lua error
+ * (a bad value, out of memory) never leaks and never leaves the lock held.
+ */
+#define _GNU_SOURCE /* PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP */
+#include "aux.h"
+#include "jsonconv.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define ID_LEN 64
+#define NBUCKET 4096 /* hash buckets of each index (power of two) */
+#define DEFAULT_MAX_CONTAINERS 10000
+#define MAX_CONTAINERS (1 << 20)
+#define MAX_DEPTH 16        /* nesting of tables in a record */
+#define MAX_BLOB (1u << 20) /* bytes of one packed record or meta */
+#define FIRST_GUESS 1024    /* bytes copied out on a first try */
+
+/* Tags of the packed format. */
+enum {
+  T_NULL = 'z',
+  T_TRUE = 't',
+  T_FALSE = 'f',
+  T_INT = 'i',
+  T_FLOAT = 'd',
+  T_STRING = 's',
+  T_TABLE = 'T',
+  T_ARRAY = 'A' /* a table tagged with json.array_mt */
+};
+
+typedef struct blob {
+  char *p; /* malloc'd; NULL when absent */
+  size_t n;
+} blob;
+
+typedef struct entry {
+  struct entry *inext;       /* id hash chain */
+  struct entry *nnext;       /* name hash chain, while name != NULL */
+  struct entry *prev, *next; /* order of first storage */
+  char *name;                /* meta.name without a leading "/", or NULL */
+  size_t namelen;
+  blob rec, meta;
+  int64_t taken_ns; /* CLOCK_MONOTONIC of the record's figures */
+  char id[ID_LEN];
+} entry;
+
+/*
+ * The view is process-wide on purpose: `horcrux serve` runs the collector in
+ * a thread with its own lua_State and answers requests on worker threads
+ * that each have theirs, and every one of them must read what the collector
+ * wrote. Everything in it is guarded by `lock`: readers (get, find, all) share
+ * it, writers (put, remove) take it alone, and glibc is told to prefer the
+ * writer so a stream of requests cannot starve the collector. No Lua API call
+ * is made while the lock is held (a Lua error would longjmp over the unlock),
+ * nor malloc or free: a write allocates before locking and frees what it
+ * replaced after unlocking. One store per copy of this code: the horcrux
+ * binary must load horcrux.view from package.preload, never this file's .so
+ * as well.
+ */
+static struct {
+  pthread_rwlock_t lock;
+  entry *ids[NBUCKET];
+  entry *names[NBUCKET];
+  entry *first, *last;
+  size_t count;
+  size_t max_containers;
+} store = {
+#ifdef PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP
+    .lock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP,
+#else
+    .lock = PTHREAD_RWLOCK_INITIALIZER,
+#endif
+    .max_containers = DEFAULT_MAX_CONTAINERS,
+};
+
+static int64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static size_t hash(const char *s, size_t n) {
+  uint32_t h = 2166136261u; /* FNV-1a */
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ (unsigned char)s[i]) * 16777619u;
+  return h & (NBUCKET - 1);
+}
+
+static int is_hex(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+      return 0;
+  return 1;
+}
+
+/* The full id at arg; raises unless it is 64 lowercase hex digits. */
+static const char *check_id(lua_State *L, int arg) {
+  size_t n;
+  luaL_checktype(L, arg, LUA_TSTRING);
+  const char *id = lua_tolstring(L, arg, &n);
+  luaL_argcheck(L, n == ID_LEN && is_hex(id, n), arg,
+                "full container id expected (64 lowercase hex digits)");
+  return id;
+}
+
+/* ---- packing (may raise: call without the lock) ---- */
+
+/* The output buffer is a userdata at stack index `idx`; growing it makes a
+ * bigger one and puts it in the same slot, so nothing here is C-owned. */
+typedef struct packer {
+  lua_State *L;
+  int idx;    /* the buffer userdata */
+  int mt_idx; /* json.array_mt */
+  char *p;
+  size_t n, cap;
+} packer;
+
+static void pk_init(packer *k, lua_State *L, int mt_idx) {
+  k->L = L;
+  k->mt_idx = mt_idx;
+  k->cap = 256;
+  k->n = 0;
+  k->p = lua_newuserdatauv(L, k->cap, 0);
+  k->idx = lua_gettop(L);
+}
+
+static char *pk_room(packer *k, size_t more) {
+  if (more > MAX_BLOB - k->n)
+    luaL_error(k->L, "horcrux.view: record larger than %d bytes",
+               (int)MAX_BLOB);
+  if (k->n + more > k->cap) {
+    size_t cap = k->cap * 2 > k->n + more ? k->cap * 2 : k->n + more;
+    char *p = lua_newuserdatauv(k->L, cap, 0);
+    memcpy(p, k->p, k->n);
+    lua_replace(k->L, k->idx);
+    k->p = p;
+    k->cap = cap;
+  }
+  char *at = k->p + k->n;
+  k->n += more;
+  return at;
+}
+
+static void pk_tag(packer *k, char tag) { *pk_room(k, 1) = tag; }
+
+static void pk_bytes(packer *k, const void *b, size_t n) {
+  memcpy(pk_room(k, n), b, n);
+}
+
+static void pack_value(packer *k, int idx, int depth, const char *key);
+
+/* A key: a string or an integer (a float key would not survive JSON either).
+ */
+static void pack_key(packer *k, int idx) {
+  lua_State *L = k->L;
+  if (lua_type(L, idx) == LUA_TSTRING ||
+      (lua_type(L, idx) == LUA_TNUMBER && lua_isinteger(L, idx)))
+    pack_value(k, idx, 0, NULL);
+  else
+    luaL_error(L,
+               "horcrux.view: table key of type %s (string or integer "
+               "expected)",
+               luaL_typename(L, idx));
+}
+
+static void pack_table(packer *k, int idx, int depth) {
+  lua_State *L = k->L;
+  if (depth >= MAX_DEPTH)
+    luaL_error(L, "horcrux.view: tables nested deeper than %d (a cycle?)",
+               MAX_DEPTH);
+  luaL_checkstack(L, 4, "horcrux.view: nesting");
+  char tag = T_TABLE;
+  if (lua_getmetatable(L, idx)) {
+    if (lua_rawequal(L, -1, k->mt_idx))
+      tag = T_ARRAY;
+    lua_pop(L, 1);
+  }
+  pk_tag(k, tag);
+  size_t at = k->n; /* the pair count, written when known */
+  pk_room(k, sizeof(uint32_t));
+  uint32_t pairs = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    pack_key(k, lua_gettop(L) - 1);
+    pack_value(k, lua_gettop(L), depth + 1,
+               lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL);
+    lua_pop(L, 1);
+    pairs++;
+  }
+  memcpy(k->p + at, &pairs, sizeof pairs);
+}
+
+static void pack_value(packer *k, int idx, int depth, const char *key) {
+  lua_State *L = k->L;
+  idx = lua_absindex(L, idx);
+  switch (lua_type(L, idx)) {
+  case LUA_TBOOLEAN:
+    pk_tag(k, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
+    return;
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, idx)) {
+      int64_t v = (int64_t)lua_tointeger(L, idx);
+      pk_tag(k, T_INT);
+      pk_bytes(k, &v, sizeof v);
+    } else {
+      double v = (double)lua_tonumber(L, idx);
+      pk_tag(k, T_FLOAT);
+      pk_bytes(k, &v, sizeof v);
+    }
+    return;
+  case LUA_TSTRING: {
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    if (n > MAX_BLOB)
+      luaL_error(L, "horcrux.view: string longer than %d bytes", (int)MAX_BLOB);
+    uint32_t len = (uint32_t)n;
+    pk_tag(k, T_STRING);
+    pk_bytes(k, &len, sizeof len);
+    pk_bytes(k, s, n);
+    return;
+  }
+  case LUA_TLIGHTUSERDATA:
+    if (lua_touserdata(L, idx) == NULL) {
+      pk_tag(k, T_NULL);
+      return;
+    }
+    break;
+  case LUA_TTABLE:
+    pack_table(k, idx, depth);
+    return;
+  }
+  luaL_error(L, "horcrux.view: cannot store a %s%s%s%s", luaL_typename(L, idx),
+             key ? " (field '" : "", key ? key : "", key ? "')" : "");
+}
+
+/* Packs the table at arg into a new buffer userdata (pushed); returns it and
+ * sets *n. */
+static const char *pack(lua_State *L, int arg, size_t *n) {
+  arg = lua_absindex(L, arg);
+  hx_json_push_array_mt(L);
+  int mt = lua_gettop(L);
+  packer k;
+  pk_init(&k, L, mt);
+  pack_table(&k, arg, 0);
+  lua_remove(L, mt);
+  *n = k.n;
+  return k.p;
+}
+
+/* ---- unpacking (trusted input: we wrote it) ---- */
+
+typedef struct reader {
+  const char *p;
+  int mt_idx;
+} reader;
+
+static void rd(reader *r, void *out, size_t n) {
+  memcpy(out, r->p, n);
+  r->p += n;
+}
+
+static void unpack_value(lua_State *L, reader *r) {
+  char tag = *r->p++;
+  switch (tag) {
+  case T_NULL:
+    hx_json_push_null(L);
+    break;
+  case T_TRUE:
+  case T_FALSE:
+    lua_pushboolean(L, tag == T_TRUE);
+    break;
+  case T_INT: {
+    int64_t v;
+    rd(r, &v, sizeof v);
+    lua_pushinteger(L, (lua_Integer)v);
+    break;
+  }
+  case T_FLOAT: {
+    double v;
+    rd(r, &v, sizeof v);
+    lua_pushnumber(L, (lua_Number)v);
+    break;
+  }
+  case T_STRING: {
+    uint32_t n;
+    rd(r, &n, sizeof n);
+    lua_pushlstring(L, r->p, n);
+    r->p += n;
+    break;
+  }
+  default: { /* T_TABLE, T_ARRAY */
+    uint32_t pairs;
+    rd(r, &pairs, sizeof pairs);
+    luaL_checkstack(L, 3, "horcrux.view: nesting");
+    int cap = pairs > 1024 ? 1024 : (int)pairs;
+    if (tag == T_ARRAY)
+      lua_createtable(L, cap, 0);
+    else
+      lua_createtable(L, 0, cap);
+    for (uint32_t i = 0; i < pairs; i++) {
+      unpack_value(L, r); /* key */
+      unpack_value(L, r); /* value */
+      lua_rawset(L, -3);
+    }
+    if (tag == T_ARRAY) {
+      lua_pushvalue(L, r->mt_idx);
+      lua_setmetatable(L, -2);
+    }
+  }
+  }
+}
+
+/* Pushes the table packed in [p, p + n). */
+static void unpack(lua_State *L, const char *p, size_t n) {
+  hx_json_push_array_mt(L);
+  reader r = {p, lua_gettop(L)};
+  (void)n; /* trusted: we wrote it, its own counts end it */
+  unpack_value(L, &r);
+  lua_remove(L, r.mt_idx);
+}
+
+/* ---- the store (call with the lock held; no Lua calls) ---- */
+
+static entry **id_slot(const char *id) {
+  entry **p = &store.ids[hash(id, ID_LEN)];
+  while (*p && memcmp((*p)->id, id, ID_LEN) != 0)
+    p = &(*p)->inext;
+  return p;
+}
+
+static void name_unlink(entry *e) {
+  if (!e->name)
+    return;
+  entry **p = &store.names[hash(e->name, e->namelen)];
+  while (*p && *p != e)
+    p = &(*p)->nnext;
+  if (*p)
+    *p = e->nnext;
+  e->nnext = NULL;
+}
+
+static void name_link(entry *e) {
+  if (!e->name)
+    return;
+  entry **head = &store.names[hash(e->name, e->namelen)];
+  e->nnext = *head;
+  *head = e;
+}
+
+/* The entry named name; of several (a name reused before the collector
+ * dropped the old container), the one with the newest record. */
+static entry *by_name(const char *name, size_t n) {
+  entry *best = NULL;
+  for (entry *e = store.names[hash(name, n)]; e; e = e->nnext)
+    if (e->namelen == n && memcmp(e->name, name, n) == 0 &&
+        (!best || e->taken_ns > best->taken_ns))
+      best = e;
+  return best;
+}
+
+static void link_new(entry *e) {
+  entry **slot = id_slot(e->id);
+  *slot = e;
+  e->prev = store.last;
+  e->next = NULL;
+  if (store.last)
+    store.last->next = e;
+  else
+    store.first = e;
+  store.last = e;
+  store.count++;
+}
+
+/* Unlinks e from every index; the caller frees it after unlocking. */
+static void unlink_entry(entry *e) {
+  entry **slot = id_slot(e->id);
+  *slot = e->inext;
+  name_unlink(e);
+  if (e->prev)
+    e->prev->next = e->next;
+  else
+    store.first = e->next;
+  if (e->next)
+    e->next->prev = e->prev;
+  else
+    store.last = e->prev;
+  store.count--;
+}
+
+static void free_entry(entry *e) {
+  if (!e)
+    return;
+  free(e->rec.p);
+  free(e->meta.p);
+  free(e->name);
+  free(e);
+}
+
+/* ---- writing ---- */
+
+/* What a write brings, all allocated before the lock is taken. */
+typedef struct update {
+  blob rec, meta;
+  char *name; /* the new name when meta is set (NULL: the meta has none) */
+  size_t namelen;
+  int has_rec, has_meta;
+  int64_t taken_ns;
+  entry *fresh; /* used if the id is new */
+} update;
+
+static void update_free(update *u) {
+  free(u->rec.p);
+  free(u->meta.p);
+  free(u->name);
+  free(u->fresh);
+}
+
+static char *dup_bytes(const char *s, size_t n) {
+  char *d = malloc(n ? n : 1);
+  if (d)
+    memcpy(d, s, n);
+  return d;
+}
+
+/* meta.name of the table at idx, without a leading "/", or NULL. */
+static const char *meta_name(lua_State *L, int idx, size_t *n) {
+  const char *name = NULL;
+  if (lua_getfield(L, idx, "name") == LUA_TSTRING) {
+    name = lua_tolstring(L, -1, n);
+    if (*n > 0 && name[0] == '/')
+      name++, (*n)--;
+    if (*n == 0)
+      name = NULL;
+  }
+  return name; /* the string stays on the stack, anchored */
+}
+
+/* Packs and copies what update() stores; raises on misuse or out of
+ * memory, owning nothing by then. */
+static void prepare(lua_State *L, const char *id, int rec_arg, int meta_arg,
+                    update *u) {
+  const char *rp = NULL, *mp = NULL, *name = NULL;
+  size_t rn = 0, mn = 0, namen = 0;
+  memset(u, 0, sizeof *u);
+  if (rec_arg) {
+    rp = pack(L, rec_arg, &rn);
+    u->has_rec = 1;
+  }
+  if (meta_arg) {
+    mp = pack(L, meta_arg, &mn);
+    name = meta_name(L, meta_arg, &namen);
+    u->has_meta = 1;
+  }
+  /* No Lua call from here on: nothing may raise while we own memory. */
+  int oom = 0;
+  if (rp && !(u->rec.p = dup_bytes(rp, rn)))
+    oom = 1;
+  if (mp && !(u->meta.p = dup_bytes(mp, mn)))
+    oom = 1;
+  if (name && !(u->name = dup_bytes(name, namen)))
+    oom = 1;
+  if (!(u->fresh = calloc(1, sizeof *u->fresh)))
+    oom = 1;
+  if (oom) {
+    update_free(u);
+    luaL_error(L, "horcrux.view: not enough memory");
+  }
+  u->rec.n = rn;
+  u->meta.n = mn;
+  u->namelen = namen;
+  memcpy(u->fresh->id, id, ID_LEN);
+}
+
+/* Applies u to id's entry (made if new); returns 0, or -1 when the view is
+ * full. What it replaced is left in u for the caller to free. */
+static int update_locked(const char *id, update *u) {
+  entry *e = *id_slot(id);
+  if (!e) {
+    if (store.count >= store.max_containers)
+      return -1;
+    e = u->fresh;
+    u->fresh = NULL;
+    link_new(e);
+  }
+  if (u->has_rec) {
+    blob old = e->rec;
+    e->rec = u->rec;
+    e->taken_ns = u->taken_ns;
+    u->rec = old;
+  }
+  if (u->has_meta) {
+    blob old = e->meta;
+    char *oldname = e->name;
+    e->meta = u->meta;
+    u->meta = old;
+    name_unlink(e);
+    e->name = u->name;
+    e->namelen = u->namelen;
+    name_link(e);
+    u->name = oldname;
+  }
+  return 0;
+}
+
+static int apply(lua_State *L, update *u, const char *id) {
+  pthread_rwlock_wrlock(&store.lock);
+  int full = update_locked(id, u);
+  size_t max = store.max_containers;
+  pthread_rwlock_unlock(&store.lock);
+  update_free(u);
+  if (full)
+    return hx_fail(L, HX_LIMIT, "view: full (%d containers)", (int)max);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_put(lua_State *L) {
+  const char *id = check_id(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 3))
+    luaL_checktype(L, 3, LUA_TTABLE);
+  int64_t taken = mono_ns();
+  if (!lua_isnoneornil(L, 4)) {
+    lua_Integer t = luaL_checkinteger(L, 4);
+    luaL_argcheck(L, t >= 0, 4, "monotonic ns expected");
+    taken = (int64_t)t;
+  }
+  lua_settop(L, 4);
+  update u;
+  prepare(L, id, 2, lua_isnil(L, 3) ? 0 : 3, &u);
+  u.taken_ns = taken;
+  return apply(L, &u, id);
+}
+
+static int l_set_meta(lua_State *L) {
+  const char *id = check_id(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  update u;
+  prepare(L, id, 0, 2, &u);
+  return apply(L, &u, id);
+}
+
+/* ---- reading ---- */
+
+/* The age in ms of figures taken at taken_ns; never negative. */
+static lua_Integer age_ms(int64_t now, int64_t taken_ns) {
+  return now > taken_ns ? (lua_Integer)((now - taken_ns) / 1000000) : 0;
+}
+
+/* One entry as copied out: [taken_ns][rec.n][meta.n][rec][meta]. */
+typedef struct copied {
+  int64_t taken_ns;
+  uint32_t rn, mn;
+} copied;
+
+static size_t copied_size(const entry *e) {
+  return sizeof(copied) + ID_LEN + e->rec.n + e->meta.n;
+}
+
+static char *copy_out(char *at, const entry *e) {
+  copied c = {e->taken_ns, (uint32_t)e->rec.n, (uint32_t)e->meta.n};
+  memcpy(at, &c, sizeof c);
+  at += sizeof c;
+  memcpy(at, e->id, ID_LEN);
+  at += ID_LEN;
+  if (e->rec.n)
+    memcpy(at, e->rec.p, e->rec.n);
+  at += e->rec.n;
+  if (e->meta.n)
+    memcpy(at, e->meta.p, e->meta.n);
+  return at + e->meta.n;
+}
+
+/* Where a copied entry's parts are. */
+typedef struct view_of {
+  copied c;
+  const char *id, *rec, *meta;
+  const char *next;
+} view_of;
+
+static view_of read_copied(const char *at) {
+  view_of v;
+  memcpy(&v.c, at, sizeof v.c);
+  v.id = at + sizeof v.c;
+  v.rec = v.id + ID_LEN;
+  v.meta = v.rec + v.c.rn;
+  v.next = v.meta + v.c.mn;
+  return v;
+}
+
+enum { GOT_NONE, GOT_NO_RECORD, GOT_SMALL, GOT_IT };
+
+/* Copies id's entry into a userdata pushed on the stack; grows and retries
+ * when it does not fit. Returns GOT_NONE, GOT_NO_RECORD or GOT_IT. */
+static int fetch(lua_State *L, const char *id, int need_rec, view_of *out) {
+  size_t cap = FIRST_GUESS;
+  for (;;) {
+    char *buf = lua_newuserdatauv(L, cap, 0);
+    int got;
+    size_t need = 0;
+    pthread_rwlock_rdlock(&store.lock);
+    entry *e = *id_slot(id);
+    if (!e)
+      got = GOT_NONE;
+    else if (need_rec && !e->rec.p)
+      got = GOT_NO_RECORD;
+    else if ((need = copied_size(e)) > cap)
+      got = GOT_SMALL;
+    else {
+      copy_out(buf, e);
+      got = GOT_IT;
+    }
+    pthread_rwlock_unlock(&store.lock);
+    if (got != GOT_SMALL) {
+      if (got == GOT_IT)
+        *out = read_copied(buf);
+      return got;
+    }
+    lua_pop(L, 1);
+    cap = need;
+  }
+}
+
+static int not_held(lua_State *L, const char *id, int got) {
+  lua_pushlstring(L, id, 12);
+  const char *sid = lua_tostring(L, -1);
+  if (got == GOT_NO_RECORD)
+    return hx_fail(L, HX_NOT_FOUND, "view: no record yet for container %s",
+                   sid);
+  return hx_fail(L, HX_NOT_FOUND, "view: container %s is not in the view", sid);
+}
+
+static void push_meta(lua_State *L, const view_of *v) {
+  if (v->c.mn)
+    unpack(L, v->meta, v->c.mn);
+  else
+    lua_pushnil(L);
+}
+
+static int l_get(lua_State *L) {
+  const char *id = check_id(L, 1);
+  view_of v;
+  int got = fetch(L, id, 1, &v);
+  if (got != GOT_IT)
+    return not_held(L, id, got);
+  unpack(L, v.rec, v.c.rn);
+  lua_pushinteger(L, age_ms(mono_ns(), v.c.taken_ns));
+  lua_setfield(L, -2, "sample_age_ms");
+  push_meta(L, &v);
+  return 2;
+}
+
+static int l_meta(lua_State *L) {
+  const char *id = check_id(L, 1);
+  view_of v;
+  int got = fetch(L, id, 0, &v);
+  if (got != GOT_IT || v.c.mn == 0)
+    return not_held(L, id, got);
+  push_meta(L, &v);
+  return 1;
+}
+
+/* Copies every entry (with a record when need_rec) into a userdata pushed
+ * on the stack; returns how many. */
+static size_t fetch_all(lua_State *L, int need_rec, const char **out) {
+  size_t cap = FIRST_GUESS * 8;
+  for (;;) {
+    char *buf = lua_newuserdatauv(L, cap, 0);
+    size_t need = 0, n = 0;
+    pthread_rwlock_rdlock(&store.lock);
+    for (entry *e = store.first; e; e = e->next)
+      if (!need_rec || e->rec.p)
+        need += copied_size(e);
+    if (need <= cap) {
+      char *at = buf;
+      for (entry *e = store.first; e; e = e->next)
+        if (!need_rec || e->rec.p) {
+          at = copy_out(at, e);
+          n++;
+        }
+    }
+    pthread_rwlock_unlock(&store.lock);
+    if (need <= cap) {
+      *out = buf;
+      return n;
+    }
+    lua_pop(L, 1);
+    cap = need + need / 4; /* room for what arrives meanwhile */
+  }
+}
+
+/* Sets record.name (at -1) from meta.name, else keeps the record's own
+ * string name, else json.null. */
+static void set_name(lua_State *L, const view_of *v) {
+  if (v->c.mn) {
+    unpack(L, v->meta, v->c.mn);
+    int t = lua_getfield(L, -1, "name");
+    lua_remove(L, -2); /* the meta */
+    if (t == LUA_TSTRING) {
+      size_t n;
+      const char *name = lua_tolstring(L, -1, &n);
+      if (n > 0 && name[0] == '/') {
+        lua_pushlstring(L, name + 1, n - 1);
+        lua_remove(L, -2);
+      }
+      lua_setfield(L, -2, "name");
+      return;
+    }
+    lua_pop(L, 1);
+  }
+  if (lua_getfield(L, -1, "name") == LUA_TSTRING) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pop(L, 1);
+  hx_json_push_null(L);
+  lua_setfield(L, -2, "name");
+}
+
+static int l_all(lua_State *L) {
+  const char *buf;
+  size_t n = fetch_all(L, 1, &buf);
+  int64_t now = mono_ns();
+  lua_createtable(L, n > INT32_MAX ? 0 : (int)n, 0);
+  for (size_t i = 1; i <= n; i++) {
+    view_of v = read_copied(buf);
+    buf = v.next;
+    unpack(L, v.rec, v.c.rn);
+    lua_pushlstring(L, v.id, ID_LEN);
+    lua_setfield(L, -2, "id");
+    set_name(L, &v);
+    lua_pushinteger(L, age_ms(now, v.c.taken_ns));
+    lua_setfield(L, -2, "sample_age_ms");
+    lua_rawseti(L, -2, (lua_Integer)i);
+  }
+  hx_json_push_array_mt(L);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+static int l_ids(lua_State *L) {
+  size_t cap = 64 * ID_LEN;
+  for (;;) {
+    char *buf = lua_newuserdatauv(L, cap, 0);
+    size_t n = 0, fits;
+    pthread_rwlock_rdlock(&store.lock);
+    fits = store.count * ID_LEN <= cap;
+    if (fits)
+      for (entry *e = store.first; e; e = e->next)
+        memcpy(buf + ID_LEN * n++, e->id, ID_LEN);
+    else
+      cap = store.count * ID_LEN + 64 * ID_LEN;
+    pthread_rwlock_unlock(&store.lock);
+    if (!fits) {
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_createtable(L, n > INT32_MAX ? 0 : (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+      lua_pushlstring(L, buf + ID_LEN * i, ID_LEN);
+      lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    hx_json_push_array_mt(L);
+    lua_setmetatable(L, -2);
+    return 1;
+  }
+}
+
+/* find: full id, then name, then unique id prefix (the daemon's order). */
+static int l_find(lua_State *L) {
+  size_t n;
+  luaL_checktype(L, 1, LUA_TSTRING);
+  const char *ref = lua_tolstring(L, 1, &n);
+  if (n > 0 && ref[0] == '/')
+    ref++, n--;
+  if (n == 0)
+    return hx_fail(L, HX_BAD_REQUEST, "view: empty container reference");
+  char id[ID_LEN];
+  size_t matches = 0;
+  int hex = is_hex(ref, n);
+  pthread_rwlock_rdlock(&store.lock);
+  entry *e = n == ID_LEN && hex ? *id_slot(ref) : NULL;
+  if (!e)
+    e = by_name(ref, n);
+  if (e) {
+    memcpy(id, e->id, ID_LEN);
+    matches = 1;
+  } else if (hex && n < ID_LEN) {
+    for (e = store.first; e; e = e->next)
+      if (memcmp(e->id, ref, n) == 0 && matches++ == 0)
+        memcpy(id, e->id, ID_LEN);
+  }
+  pthread_rwlock_unlock(&store.lock);
+  if (matches == 1) {
+    lua_pushlstring(L, id, ID_LEN);
+    return 1;
+  }
+  lua_pushlstring(L, ref, n > 64 ? 64 : n);
+  const char *shown = lua_tostring(L, -1);
+  if (matches > 1)
+    return hx_fail(L, HX_BAD_REQUEST,
+                   "view: id prefix '%s' is ambiguous (%d containers)", shown,
+                   (int)matches);
+  return hx_fail(L, HX_NOT_FOUND, "view: no container '%s' in the view", shown);
+}
+
+static int l_remove(lua_State *L) {
+  const char *id = check_id(L, 1);
+  pthread_rwlock_wrlock(&store.lock);
+  entry *e = *id_slot(id);
+  if (e)
+    unlink_entry(e);
+  pthread_rwlock_unlock(&store.lock);
+  free_entry(e);
+  lua_pushboolean(L, e != NULL);
+  return 1;
+}
+
+static int l_clear(lua_State *L) {
+  pthread_rwlock_wrlock(&store.lock);
+  entry *e = store.first;
+  size_t n = store.count;
+  memset(store.ids, 0, sizeof store.ids);
+  memset(store.names, 0, sizeof store.names);
+  store.first = store.last = NULL;
+  store.count = 0;
+  pthread_rwlock_unlock(&store.lock);
+  while (e) {
+    entry *next = e->next;
+    free_entry(e);
+    e = next;
+  }
+  lua_pushinteger(L, (lua_Integer)n);
+  return 1;
+}
+
+static int l_count(lua_State *L) {
+  pthread_rwlock_rdlock(&store.lock);
+  size_t n = store.count;
+  pthread_rwlock_unlock(&store.lock);
+  lua_pushinteger(L, (lua_Integer)n);
+  return 1;
+}
+
+/* set_limits{max_containers=}: lowering the bound below the count drops
+ * nothing; new ids are refused until the count is under it. */
+static int l_set_limits(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_Integer max = hx_opt_integer(L, 1, "max_containers", -1);
+  if (max != -1 && (max < 1 || max > MAX_CONTAINERS))
+    luaL_argerror(L, 1, "max_containers out of range 1..1048576");
+  pthread_rwlock_wrlock(&store.lock);
+  size_t old = store.max_containers;
+  if (max != -1)
+    store.max_containers = (size_t)max;
+  pthread_rwlock_unlock(&store.lock);
+  lua_createtable(L, 0, 1);
+  lua_pushinteger(L, (lua_Integer)old);
+  lua_setfield(L, -2, "max_containers");
+  return 1;
+}
+
+static const luaL_Reg funcs[] = {{"put", l_put},
+                                 {"set_meta", l_set_meta},
+                                 {"get", l_get},
+                                 {"meta", l_meta},
+                                 {"find", l_find},
+                                 {"all", l_all},
+                                 {"ids", l_ids},
+                                 {"remove", l_remove},
+                                 {"clear", l_clear},
+                                 {"count", l_count},
+                                 {"set_limits", l_set_limits},
+                                 {NULL, NULL}};
+
+static const hx_const consts[] = {
+    {"DEFAULT_MAX_CONTAINERS", DEFAULT_MAX_CONTAINERS},
+    {"MAX_DEPTH", MAX_DEPTH},
+    {NULL, 0}};
+
+HX_EXPORT int luaopen_horcrux_view(lua_State *L) {
+  luaL_newlib(L, funcs);
+  hx_set_consts(L, consts);
+  return 1;
+}

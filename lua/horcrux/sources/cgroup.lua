@@ -1,0 +1,451 @@
+--- The `cgroup` metric source: a container's figures read straight from its
+-- cgroup files (horcrux.cgroup), with no daemon involved, so it answers
+-- while the daemon is down, slow or unreachable.
+--
+--   list(opts)       -> array of {id (12), name, status, image}
+--   inspect(ref)     -> {id, name, status, image, created, started}
+--   stats(ref)       -> the stats record (DESIGN.md, Metrics)
+--   running()        -> array of {id (full), name, status, image}: the
+--                       containers that run (not paused); the collector's
+--                       list
+--   sample(id)       -> the record without waiting for a second sample
+--   sample_many(ids) -> {id = record}, {id = {error, kind}}
+--   resolve(ref)     -> full id | nil, message, kind
+-- each returning its answer or nil, message, kind.
+--
+-- What the cgroup files cannot say. A container without a cgroup is not
+-- running or does not exist, and a name means nothing to the kernel: such a
+-- ref is resolved through horcrux.view (the collector's metadata) or, for a
+-- hex ref, by id prefix over the cgroups; what is left is "unavailable"
+-- (hand over to the next source), never "not_found", which only the daemon
+-- can say. Names, images and start times come from the view's metadata
+-- when the collector has seen the container, else they are json.null.
+--
+-- The figures are the `docker stats` arithmetic on the same kernel files
+-- the daemon reads, so they agree with the docker-api source: CPU % through
+-- horcrux.cpu's shared store (the same store and math as every source, so a
+-- switch of source shows no jump), memory used = usage − inactive file
+-- pages, the limit capped at host memory (as the daemon caps it), network
+-- over every interface but lo, block I/O summed over devices, PIDs.
+local cgroup = require "horcrux.cgroup"
+local cpu = require "horcrux.cpu"
+local clock = require "horcrux.clock"
+local json = require "horcrux.json"
+local view = require "horcrux.view"
+
+local null = json.null
+
+local M = { name = "cgroup" }
+
+--- Options for horcrux.cgroup (root, proc, sys), nil for the real ones;
+-- specs point them at fixture trees.
+M.options = nil
+
+-- Host CPUs and memory change rarely (hotplug, balloon); read again after
+-- this long rather than on every record.
+local HOST_TTL_NS = 10 * 1000000000
+local host = {}
+
+local function host_figures()
+  local now = clock.mono_ns()
+  if host.at == nil or now - host.at > HOST_TTL_NS then
+    host.cpus = cgroup.online_cpus(M.options)
+    host.memory = cgroup.host_memory(M.options)
+    host.at = now
+  end
+  return host.cpus, host.memory
+end
+
+local layout_cache
+
+local function layout()
+  if layout_cache == nil then
+    layout_cache = cgroup.detect(M.options) or false
+  end
+  return layout_cache or nil
+end
+
+local function rfc3339(ns)
+  return os.date("!%Y-%m-%dT%H:%M:%S", ns // 1000000000)
+    .. string.format(".%09dZ", ns % 1000000000)
+end
+M.rfc3339 = rfc3339
+
+local function is_full_id(s)
+  return #s == 64 and s:match("^[0-9a-f]+$") ~= nil
+end
+
+local function meta_of(id)
+  return view.meta(id) or {}
+end
+
+-- Whether the container's cgroup is frozen (`docker pause`): true, false,
+-- or nil when there is no freezer to ask. v1 and hybrid hosts have a
+-- freezer hierarchy; v2 says it in cgroup.freeze.
+local function frozen(id)
+  local d = layout()
+  if not d then
+    return nil
+  end
+  local dirs = { "/docker/" .. id, "/system.slice/docker-" .. id .. ".scope" }
+  if d.driver == "systemd" then
+    dirs[1], dirs[2] = dirs[2], dirs[1]
+  end
+  local base, file = d.root .. "/freezer", "/freezer.state"
+  if d.version == "v2" then
+    base, file = d.unified or d.root, "/cgroup.freeze"
+  end
+  for _, dir in ipairs(dirs) do
+    local f = io.open(base .. dir .. file)
+    if f then
+      local s = f:read("l")
+      f:close()
+      return s == "FROZEN" or s == "FREEZING" or s == "1"
+    end
+  end
+  return nil
+end
+
+local function status_of(id, meta)
+  local f = frozen(id)
+  if f ~= nil then
+    return f and "paused" or "running"
+  end
+  -- no freezer to ask: what the collector last saw, if it is a live state
+  if meta.status == "paused" or meta.status == "running" then
+    return meta.status
+  end
+  return "running"
+end
+
+local function cgroup_ids()
+  local ids, err = cgroup.list(M.options)
+  if not ids then
+    return nil, "cgroup: " .. tostring(err), "unavailable"
+  end
+  return ids
+end
+
+--- A name, full id or id prefix to the full id of a container that has a
+-- cgroup, as far as it can be told without the daemon.
+function M.resolve(ref)
+  if type(ref) ~= "string" then
+    error("bad argument #1 to 'resolve' (string expected, got " .. type(ref)
+      .. ")", 2)
+  end
+  ref = ref:gsub("^/", "")
+  if ref == "" then
+    return nil, "cgroup: empty container reference", "bad_request"
+  end
+  local id, err, kind = view.find(ref)
+  if id then
+    return id
+  elseif kind == "bad_request" then
+    return nil, "cgroup: " .. err, kind
+  end
+  if #ref <= 64 and ref:match("^[0-9a-f]+$") then
+    local ids
+    ids, err, kind = cgroup_ids()
+    if not ids then
+      return nil, err, kind
+    end
+    local found, n = nil, 0
+    for _, full in ipairs(ids) do
+      if full:sub(1, #ref) == ref then
+        found, n = full, n + 1
+      end
+    end
+    if n == 1 then
+      return found
+    elseif n > 1 then
+      return nil, ("cgroup: id prefix '%s' is ambiguous (%d containers)")
+        :format(ref, n), "bad_request"
+    end
+  end
+  return nil, ("cgroup: no running container '%s' known without the daemon "
+    .. "(names of containers the collector has not seen, and containers "
+    .. "that are not running, need the daemon)"):format(ref), "unavailable"
+end
+
+-- Open handles by full id: opening finds the container's directories
+-- (about 40 % of a read), so the collector's rounds reuse them. A handle
+-- whose read fails is closed and opened again next time; forget(id) closes
+-- one, and past MAX_HANDLES they are all closed (ids of long-gone
+-- containers that nobody forgot).
+local MAX_HANDLES = 4096
+local handles, nhandles, handles_opts = {}, 0, nil
+
+local function drop_handle(id)
+  local h = handles[id]
+  if h then
+    h:close()
+    handles[id] = nil
+    nhandles = nhandles - 1
+  end
+end
+
+local function handle(id)
+  if handles_opts ~= M.options or nhandles >= MAX_HANDLES then
+    for k in pairs(handles) do
+      drop_handle(k)
+    end
+    handles_opts = M.options
+  end
+  local h = handles[id]
+  if h then
+    return h
+  end
+  local err, kind
+  h, err, kind = cgroup.open(id, M.options)
+  if not h then
+    return nil, err, kind
+  end
+  handles[id], nhandles = h, nhandles + 1
+  return h
+end
+
+--- Closes what the source keeps for a container that is gone.
+function M.forget(id)
+  drop_handle(id)
+end
+
+-- The raw figures of a full id; any failure hands over to the next source
+-- (the container may have stopped: the daemon can still describe it). The
+-- 4th value is the cgroup reader's own kind (not_found: the cgroup is gone).
+local function read(id)
+  local h, err, kind = handle(id)
+  local s
+  if h then
+    s, err, kind = h:stats()
+    if not s then
+      drop_handle(id)
+    end
+  end
+  if not s then
+    return nil, ("cgroup: %s (%s)"):format(tostring(err), tostring(kind)),
+      "unavailable", kind
+  end
+  return s
+end
+
+-- Feeds the sample of s to the shared store; returns pct | nil, reason.
+local function observe(id, s)
+  local ns = s.cpu_ns
+  if math.type(ns) ~= "integer" or math.type(s.time_ns) ~= "integer" then
+    return nil, "no_counter"
+  end
+  local cpus = host_figures()
+  return cpu.observe(id, {
+    cpu_ns = ns,
+    system_ns = cgroup.system_cpu_ns(M.options) or nil,
+    online_cpus = cpus or nil,
+    time_ns = s.time_ns,
+  })
+end
+
+local function or_null(v)
+  if v == nil then
+    return null
+  end
+  return v
+end
+
+--- The stats record of full id `id` from raw figures s (cgroup.stats) and a
+-- CPU % (nil: null).
+function M.record(id, s, pct)
+  local cpus, host_mem = host_figures()
+  local used, limit, mem_pct
+  local usage = s.memory_usage
+  if usage then
+    used = usage
+    local inactive = s.inactive_file
+    if inactive and inactive >= 0 and inactive < usage then
+      used = usage - inactive
+    end
+    limit = s.memory_limit
+    -- no limit, or one above the machine: the daemon reports host memory
+    if limit == nil and s.memory_unlimited then
+      limit = host_mem
+    elseif limit and host_mem and limit > host_mem then
+      limit = host_mem
+    end
+    if limit and limit > 0 then
+      mem_pct = used / limit * 100
+    end
+  end
+  local meta = meta_of(id)
+  return {
+    cpu_usage_percent = or_null(pct),
+    memory_usage_bytes = or_null(used),
+    memory_limit_bytes = or_null(limit),
+    memory_percent = or_null(mem_pct),
+    network_rx_bytes = s.net_rx or 0,
+    network_tx_bytes = s.net_tx or 0,
+    block_read_bytes = s.blkio_read or 0,
+    block_write_bytes = s.blkio_write or 0,
+    pids = or_null(s.pids),
+    cpu_usage_ns = or_null(s.cpu_ns),
+    online_cpus = or_null(cpus),
+    read = rfc3339(s.time_ns),
+    source = M.name,
+    id = id,
+    name = or_null(meta.name),
+  }
+end
+
+--- One sample of a full id, no waiting: the CPU % is against the newest
+-- stored sample at least the window old, null when there is none yet (the
+-- collector's next round gives it).
+function M.sample(id)
+  local s, err, kind, why = read(id)
+  if not s then
+    return nil, err, kind, why
+  end
+  return M.record(id, s, (observe(id, s)))
+end
+
+--- Every id at once; per id a record or {error =, kind =} where kind is
+-- the cgroup reader's own (not_found: the cgroup is gone).
+function M.sample_many(ids)
+  local recs, errs = {}, {}
+  for _, id in ipairs(ids) do
+    local rec, err, _, why = M.sample(id)
+    if rec then
+      recs[id] = rec
+    else
+      errs[id] = { error = err, kind = why or "unavailable" }
+    end
+  end
+  return recs, errs
+end
+
+--- The stats record with a true CPU %: when the store has no sample at
+-- least the window old, a second one is read once the window has passed
+-- (horcrux.clock.sleep yields to the host inside `horcrux serve`).
+function M.stats(ref)
+  local id, err, kind = M.resolve(ref)
+  if not id then
+    return nil, err, kind
+  end
+  local s
+  s, err, kind = read(id)
+  if not s then
+    return nil, err, kind
+  end
+  local prev = cpu.latest(id)
+  local pct, why = observe(id, s)
+  if pct == nil and (why == "no_base" or why == "reset" or why == "clock") then
+    local wait_ms = cpu.window()
+    if why == "no_base" and prev and prev.time_ns < s.time_ns then
+      -- an earlier sample becomes old enough sooner than this one
+      wait_ms = wait_ms - (clock.now_ns() - prev.time_ns) / 1e6
+    end
+    if wait_ms > 0 then
+      clock.sleep((wait_ms + 1) / 1000)
+    end
+    s, err, kind = read(id)
+    if not s then
+      return nil, err, kind
+    end
+    pct = observe(id, s)
+  end
+  return M.record(id, s, pct)
+end
+
+--- The containers that run: a cgroup and not frozen.
+function M.running()
+  local ids, err, kind = cgroup_ids()
+  if not ids then
+    return nil, err, kind
+  end
+  local out = {}
+  for _, id in ipairs(ids) do
+    local meta = meta_of(id)
+    local status = status_of(id, meta)
+    if status == "running" then
+      out[#out + 1] = {
+        id = id,
+        name = or_null(meta.name),
+        status = status,
+        image = or_null(meta.image),
+      }
+    end
+  end
+  return out
+end
+
+-- The status words a filters table asks for (Docker's filters shape:
+-- {status = {"running"}} or {status = {running = true}}), or nil for all.
+local function wanted_status(opts)
+  local f = opts and opts.filters
+  local st = type(f) == "table" and f.status
+  if type(st) == "string" then
+    st = { st }
+  end
+  if type(st) ~= "table" then
+    return nil
+  end
+  local want = {}
+  for k, v in pairs(st) do
+    if type(k) == "string" and v then
+      want[k] = true
+    elseif type(v) == "string" then
+      want[v] = true
+    end
+  end
+  return want
+end
+
+--- Every container that has a cgroup (running or paused; the others are
+-- unknown to the kernel), in the route's shape. opts.filters.status is
+-- applied; other filters need the daemon and are ignored.
+function M.list(opts)
+  local ids, err, kind = cgroup_ids()
+  if not ids then
+    return nil, err, kind
+  end
+  local want = wanted_status(opts)
+  local out = json.array()
+  for _, id in ipairs(ids) do
+    local meta = meta_of(id)
+    local status = status_of(id, meta)
+    if not want or want[status] then
+      out[#out + 1] = {
+        id = id:sub(1, 12),
+        name = or_null(meta.name),
+        status = status,
+        image = or_null(meta.image),
+      }
+    end
+  end
+  return out
+end
+
+--- What can be told of a container with a cgroup: its full id, state, and
+-- the collector's metadata.
+function M.inspect(ref)
+  local id, err, kind = M.resolve(ref)
+  if not id then
+    return nil, err, kind
+  end
+  local h
+  h, err, kind = cgroup.open(id, M.options)
+  if not h then
+    return nil, ("cgroup: %s (%s)"):format(tostring(err), tostring(kind)),
+      "unavailable"
+  end
+  h:close()
+  local meta = meta_of(id)
+  return {
+    id = id,
+    name = or_null(meta.name),
+    status = status_of(id, meta),
+    image = or_null(meta.image),
+    created = or_null(meta.created),
+    started = or_null(meta.started),
+  }
+end
+
+M.is_full_id = is_full_id
+
+return M

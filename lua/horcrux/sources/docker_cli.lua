@@ -1,0 +1,193 @@
+--- The `docker-cli` metric source: the docker CLI run without a shell
+-- (horcrux.cli), the last resort when neither the API client nor the cgroup
+-- files can answer (a remote engine reached only through a CLI context, a
+-- host without cgroup access).
+--
+--   list(opts)       -> array of {id (12), name, status, image}
+--   inspect(ref)     -> {id, name, status, image, created, started}
+--   stats(ref)       -> the stats record, approximate = true
+--   running()        -> array of {id (full), name, status, image}
+--   sample_many(ids) -> {id = record}, {id = {error, kind}} | nil, msg, kind
+-- each returning its answer or nil, message, kind; a missing docker binary
+-- is kind "unavailable" with a message that says so.
+--
+-- What it cannot do. The CLI prints rounded figures ("%.4g" sizes, two
+-- decimals for percentages), so every record says approximate = true. It
+-- prints no cumulative CPU counter, so its CPU % is the CLI's own two-sample
+-- figure and does not go through horcrux.cpu's store; cpu_usage_ns and
+-- online_cpus are null. `docker stats --no-stream` takes about 2 s (for one
+-- container or 50: it samples them together), so sample_many makes one call
+-- for all the ids of a round.
+local cli = require "horcrux.cli"
+local clock = require "horcrux.clock"
+local json = require "horcrux.json"
+local shapes = require "horcrux.shapes"
+
+local null = json.null
+
+local M = { name = "docker-cli" }
+
+--- Options for horcrux.cli: docker (path of the CLI), timeout (seconds).
+M.options = {}
+
+local function opts_with(extra)
+  local o = {}
+  for k, v in pairs(M.options) do
+    o[k] = v
+  end
+  for k, v in pairs(extra or {}) do
+    o[k] = v
+  end
+  return o
+end
+
+local function rfc3339(ns)
+  return os.date("!%Y-%m-%dT%H:%M:%S", ns // 1000000000)
+    .. string.format(".%09dZ", ns % 1000000000)
+end
+
+local function or_null(v)
+  if v == nil then
+    return null
+  end
+  return v
+end
+
+-- The record of one parsed stats line, with the fields the CLI cannot give
+-- as null (network and block I/O as 0, as the API source reports them).
+local function complete(r, read_ns)
+  return {
+    cpu_usage_percent = or_null(r.cpu_usage_percent),
+    memory_usage_bytes = or_null(r.memory_usage_bytes),
+    memory_limit_bytes = or_null(r.memory_limit_bytes),
+    memory_percent = or_null(r.memory_percent),
+    network_rx_bytes = r.network_rx_bytes or 0,
+    network_tx_bytes = r.network_tx_bytes or 0,
+    block_read_bytes = r.block_read_bytes or 0,
+    block_write_bytes = r.block_write_bytes or 0,
+    pids = or_null(r.pids),
+    cpu_usage_ns = null,
+    online_cpus = null,
+    read = rfc3339(read_ns),
+    source = M.name,
+    approximate = true,
+    id = r.id,
+    name = or_null(r.name),
+  }
+end
+
+function M.stats(ref)
+  local list, err, kind = cli.stats(ref, M.options)
+  if not list then
+    return nil, err, kind
+  end
+  if #list == 0 then
+    return nil, M.name .. ": docker stats printed nothing for " .. ref,
+      "not_found"
+  end
+  return complete(list[1], clock.now_ns())
+end
+
+--- One `docker stats` call for every id. The CLI prints 12-digit ids; each
+-- is matched back to the full id it abbreviates.
+function M.sample_many(ids)
+  local list, err, kind = cli.stats(ids, M.options)
+  if not list then
+    return nil, err, kind
+  end
+  local now = clock.now_ns()
+  local recs, errs = {}, {}
+  for _, r in ipairs(list) do
+    for _, full in ipairs(ids) do
+      if full:sub(1, #r.id) == r.id then
+        local rec = complete(r, now)
+        rec.id = full
+        recs[full] = rec
+        break
+      end
+    end
+  end
+  for _, id in ipairs(ids) do
+    if not recs[id] then
+      errs[id] = { error = M.name .. ": no stats line for " .. id:sub(1, 12),
+        kind = "not_found" }
+    end
+  end
+  return recs, errs
+end
+
+local function wanted_status(opts)
+  local f = opts and opts.filters
+  local st = type(f) == "table" and f.status
+  if type(st) == "string" then
+    st = { st }
+  end
+  if type(st) ~= "table" then
+    return nil
+  end
+  local want = {}
+  for k, v in pairs(st) do
+    if type(k) == "string" and v then
+      want[k] = true
+    elseif type(v) == "string" then
+      want[v] = true
+    end
+  end
+  return want
+end
+
+--- Containers in the route's shape. opts.all (default true) and
+-- opts.filters.status are honoured; other filters are not passed on.
+function M.list(opts)
+  local want = wanted_status(opts)
+  local all = not (opts and opts.all == false)
+  if want and not (want.exited or want.created or want.dead) then
+    all = false -- running, paused, restarting: `docker ps` without -a
+  end
+  local items, err, kind = cli.ps(opts_with({ all = all }))
+  if not items then
+    return nil, err, kind
+  end
+  local out = json.array()
+  for _, it in ipairs(items) do
+    if not want or want[it.status] then
+      out[#out + 1] = {
+        id = it.id:sub(1, 12),
+        name = or_null(it.name),
+        status = or_null(it.status),
+        image = or_null(it.image),
+      }
+    end
+  end
+  return out
+end
+
+--- The containers that run (not paused), with full ids, for the collector.
+function M.running()
+  local items, err, kind = cli.ps(opts_with({ all = false }))
+  if not items then
+    return nil, err, kind
+  end
+  local out = {}
+  for _, it in ipairs(items) do
+    if it.status == "running" then
+      out[#out + 1] = {
+        id = it.id,
+        name = or_null(it.name),
+        status = it.status,
+        image = or_null(it.image),
+      }
+    end
+  end
+  return out
+end
+
+function M.inspect(ref)
+  local info, err, kind = cli.inspect(ref, M.options)
+  if not info then
+    return nil, err, kind
+  end
+  return shapes.inspect(info), info
+end
+
+return M
