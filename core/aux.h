@@ -27,9 +27,10 @@
 #define HX_LIMIT "limit"       /* a size or output cap was hit */
 
 /* Pushes nil, a formatted message and kind; returns 3 for `return hx_fail()`.
- */
-int hx_fail(lua_State *L, const char *kind, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+ * The format is lua_pushfstring's, not printf's: only %s %d %I %f %p %c %U
+ * and %% (so no printf format attribute: the compiler would accept %zu,
+ * which Lua rejects at run time). */
+int hx_fail(lua_State *L, const char *kind, const char *fmt, ...);
 
 /* Pushes the pending hx_fail-style triple from errno: "<what>: strerror". */
 int hx_fail_errno(lua_State *L, const char *kind, const char *what, int err);
