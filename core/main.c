@@ -28,7 +28,8 @@ static const char usage[] =
     "usage: horcrux serve [--listen ADDR:PORT] [--scripts DIR] [--workers N]\n"
     "                     [--budget N] [--memory MB] [--timeout S]\n"
     "                     [--max-connections N] [--max-per-ip N]\n"
-    "                     [--body-max BYTES] [--grace S] [--no-access-log]\n"
+    "                     [--body-max BYTES] [--grace S] [--interval S]\n"
+    "                     [--no-access-log]\n"
     "       horcrux run FILE.lua [ARGS...]\n"
     "       horcrux ps [--all]\n"
     "       horcrux stats [ID...]\n"
@@ -88,6 +89,7 @@ static int serve(int argc, char **argv, const char *lib) {
       .body_max = 1 << 20,
       .grace = 10,
       .access_log = 1,
+      .interval = 1.0,
       .engine = {.scripts_dir = lib,
                  .lib_dir = lib,
                  .budget = 100000000,
@@ -133,6 +135,15 @@ static int serve(int argc, char **argv, const char *lib) {
       if (parse_uint(a, v, 1ULL << 32, &n) != 0)
         return 2;
       cfg.body_max = (size_t)n, i++;
+    } else if (strcmp(a, "--interval") == 0) {
+      char *end;
+      double d = v != NULL ? strtod(v, &end) : -1;
+      if (v == NULL || *end != '\0' || !(d >= 0 && d <= 3600)) {
+        fprintf(stderr, "horcrux: --interval needs seconds 0..3600 "
+                        "(0: no collector)\n");
+        return 2;
+      }
+      cfg.interval = d, i++;
     } else if (strcmp(a, "--grace") == 0) {
       if (parse_uint(a, v, 3600, &n) != 0)
         return 2;

@@ -52,6 +52,9 @@ typedef struct server {
   unsigned long long id_base;
   pthread_mutex_t states_mu; /* guards `states`, the list of every state */
   hx_state *states;
+  pthread_t collector;
+  int collector_started;
+  atomic_int collector_stop;
 } server;
 
 enum phase { RECEIVING, WAITING, DONE };
@@ -588,6 +591,93 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   atomic_fetch_sub(&srv->active, 1);
 }
 
+/* ---- the collector ---------------------------------------------------- */
+
+/* stopping() for collector.run: true at shutdown, and after a reload so the
+ * collector starts again on the new scripts. Upvalues: server, generation. */
+static int l_stopping(lua_State *L) {
+  server *srv = lua_touserdata(L, lua_upvalueindex(1));
+  lua_Integer gen = lua_tointeger(L, lua_upvalueindex(2));
+  lua_pushboolean(L, atomic_load(&srv->collector_stop) ||
+                         (lua_Integer)atomic_load(&srv->generation) != gen);
+  return 1;
+}
+
+/* Protected: require("horcrux.collector").run{interval, policy, stopping}. */
+static int collector_run(lua_State *L) {
+  server *srv = lua_touserdata(L, 1);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "horcrux.collector");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "run");
+  lua_createtable(L, 0, 3);
+  lua_pushnumber(L, srv->cfg.interval);
+  lua_setfield(L, -2, "interval");
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "fallback");
+  lua_call(L, 1, 1);
+  lua_setfield(L, -2, "policy");
+  lua_pushlightuserdata(L, srv);
+  lua_pushinteger(L, (lua_Integer)atomic_load(&srv->generation));
+  lua_pushcclosure(L, l_stopping, 2);
+  lua_setfield(L, -2, "stopping");
+  lua_call(L, 1, 0);
+  return 0;
+}
+
+static void nap(server *srv, int ms) {
+  struct timespec ts = {0, 100 * 1000 * 1000};
+  for (int i = 0; i < ms / 100 && !atomic_load(&srv->collector_stop); i++)
+    nanosleep(&ts, NULL);
+}
+
+/* The collector's thread: a Lua state of its own (no instruction budget: it
+ * runs for as long as the server), rebuilt after every reload. */
+static void *collector_main(void *arg) {
+  server *srv = arg;
+  hx_engine_config ec = srv->cfg.engine;
+  ec.budget = 0;
+  while (!atomic_load(&srv->collector_stop)) {
+    char *err = NULL;
+    hx_state *st = hx_state_new(&ec, &err);
+    if (st == NULL) {
+      hx_log("error", "collector: %s", err);
+      free(err);
+      nap(srv, 1000);
+      continue;
+    }
+    lua_State *L = st->L;
+    lua_pushcfunction(L, hx_traceback);
+    lua_pushcfunction(L, collector_run);
+    lua_pushlightuserdata(L, srv);
+    if (lua_pcall(L, 1, 0, 1) != LUA_OK) {
+      hx_log("error", "collector stopped, restarting in 1 s: %s",
+             lua_tostring(L, -1));
+      nap(srv, 1000);
+    }
+    hx_state_close(st);
+  }
+  return NULL;
+}
+
+static void collector_start(server *srv) {
+  if (srv->cfg.interval <= 0)
+    return;
+  if (pthread_create(&srv->collector, NULL, collector_main, srv) != 0) {
+    hx_log("error", "cannot start the collector thread: %s", strerror(errno));
+    return;
+  }
+  srv->collector_started = 1;
+}
+
+static void collector_stop(server *srv) {
+  if (!srv->collector_started)
+    return;
+  atomic_store(&srv->collector_stop, 1);
+  pthread_join(srv->collector, NULL);
+  srv->collector_started = 0;
+}
+
 /* ---- start, signals, stop -------------------------------------------- */
 
 static int parse_listen(const char *spec, struct sockaddr_storage *ss,
@@ -749,6 +839,7 @@ int hx_serve(const hx_server_config *cfg) {
   }
   const union MHD_DaemonInfo *di =
       MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_BIND_PORT);
+  collector_start(srv);
   hx_log("info", "listening on %.*s:%u with %u workers",
          (int)(strrchr(cfg->listen, ':') - cfg->listen), cfg->listen,
          di != NULL ? di->port : 0, cfg->workers);
@@ -766,6 +857,7 @@ int hx_serve(const hx_server_config *cfg) {
     break;
   }
   drain(srv);
+  collector_stop(srv);
   MHD_stop_daemon(srv->mhd);
   hx_executor_stop(srv->ex);
   close_states(srv);

@@ -13,6 +13,7 @@ typedef struct hx_server_config {
   size_t body_max;          /* request body bytes (413 beyond) */
   unsigned grace;           /* seconds to finish requests on SIGTERM */
   int access_log;           /* one line per request on stderr */
+  double interval;          /* collector period in seconds; 0 = none */
   hx_engine_config engine;
 } hx_server_config;
 

@@ -7,10 +7,19 @@
 --   stats(id)   -> the stats record (DESIGN.md, Metrics)
 -- each returning its answer or nil, message, kind. The first source that
 -- answers wins; one that is unavailable hands over to the next.
+--
+-- The collector of `horcrux serve` samples every running container from
+-- the first source here that answers; the routes do the same for a
+-- container the live view does not hold yet. See examples/ for a
+-- cgroup-first policy and a simulated demo source.
 local docker_api = require "horcrux.sources.docker_api"
+local cgroup = require "horcrux.sources.cgroup"
+local docker_cli = require "horcrux.sources.docker_cli"
 
 return {
   sources = {
-    docker_api,
+    docker_api, -- the Engine API over its socket
+    cgroup,     -- the container's cgroup files, read directly
+    docker_cli, -- `docker stats` / `docker ps`; figures rounded (approximate)
   },
 }

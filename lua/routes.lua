@@ -11,6 +11,7 @@
 -- is), and optionally a table of headers.
 local format = require "format"
 local metrics = require "horcrux.metrics"
+local live = require "horcrux.live"
 local health = require "horcrux.health"
 
 route("GET", "/healthz", function(req)
@@ -36,11 +37,21 @@ route("GET", "/api/containers/:id", function(req)
   return 200, info
 end)
 
--- The stats record (DESIGN.md, Metrics).
+-- The stats record (DESIGN.md, Metrics), from the live view when it holds
+-- the container (sample_age_ms says how old), else sampled now.
 route("GET", "/api/containers/:id/stats", function(req)
-  local rec, err, kind, tried = metrics.stats(req.params.id)
+  local rec, err, kind, tried = live.stats(req.params.id)
   if not rec then
     return format.fail(err, kind, tried)
   end
   return 200, rec
+end)
+
+-- The stats records of every running container: [{record}, ...].
+route("GET", "/api/stats", function(req)
+  local all, err, kind, tried = live.all()
+  if not all then
+    return format.fail(err, kind, tried)
+  end
+  return 200, all
 end)

@@ -240,6 +240,9 @@ local function api_sample_many(src, ids)
     if raw == nil then
       raw = res[i]
     end
+    if type(raw) == "table" and type(raw.value) == "table" then
+      raw = raw.value -- the client's shape: {value = reply} or {error, kind}
+    end
     if type(raw) == "table" and raw.read ~= nil then
       local rec = stats.record(id, raw)
       rec.id = id

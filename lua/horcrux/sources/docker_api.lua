@@ -88,4 +88,69 @@ function M.stats(id)
   return rec
 end
 
+--- Stats of many containers, concurrently (the client's stats_many: one
+-- batch of transfers, so N containers cost about one daemon tick). Returns
+-- an array aligned with ids of {record = ...} or {error = msg, kind = kind}.
+-- Containers without a base sample get a second batch after the window.
+function M.stats_many(ids)
+  local c, err, kind = M.client()
+  if not c then
+    return nil, err, kind
+  end
+  if type(c.stats_many) ~= "function" then
+    return nil, "docker-api: this client cannot fetch stats concurrently",
+      "unsupported"
+  end
+  local function batch(refs)
+    local res, e, k = c:stats_many(refs)
+    if type(res) ~= "table" then
+      return nil, e, k
+    end
+    return res
+  end
+  local res
+  res, err, kind = batch(ids)
+  if not res then
+    return nil, err, kind
+  end
+  local out, again, again_ids, oldest = {}, {}, {}, nil
+  for i, r in ipairs(res) do
+    local raw = r.value
+    if raw then
+      local full = type(raw.id) == "string" and raw.id or ids[i]
+      local rec, reason = stats.record(full, raw)
+      rec.id = full
+      rec.name = type(raw.name) == "string" and raw.name:gsub("^/", "") or nil
+      out[i] = { record = rec }
+      if stats.needs_second_sample(reason) then
+        again[#again + 1] = i
+        again_ids[#again_ids + 1] = full
+        local s = stats.sample_from_api(raw)
+        if s and (oldest == nil or s.time_ns < oldest) then
+          oldest = s.time_ns
+        end
+      end
+    else
+      out[i] = { error = r.error, kind = r.kind }
+    end
+  end
+  if #again > 0 then
+    local wait_ms = cpu.window() - (clock.now_ns() - (oldest or 0)) / 1e6
+    if oldest and wait_ms > 0 then
+      clock.sleep(wait_ms / 1000)
+    end
+    local res2 = batch(again_ids)
+    for j, i in ipairs(again) do
+      local raw = res2 and res2[j] and res2[j].value
+      if raw then
+        local rec = stats.record(again_ids[j], raw)
+        rec.id = again_ids[j]
+        rec.name = out[i].record.name
+        out[i] = { record = rec }
+      end
+    end
+  end
+  return out
+end
+
 return M

@@ -1,0 +1,46 @@
+--- horcrux.live: stats answered from the live view (horcrux.view, kept
+-- fresh by the server's collector), sampled on demand where the view does
+-- not hold the container yet (just started, or no collector running, as in
+-- `horcrux run` scripts).
+local view = require "horcrux.view"
+local json = require "horcrux.json"
+local metrics = require "horcrux.metrics"
+
+local M = {}
+
+--- The stats record of one container (a name, a full id or an id prefix).
+function M.stats(ref, policy)
+  local id = view.find(ref)
+  if id then
+    local rec = view.get(id)
+    if rec then
+      return rec, rec.source
+    end
+  end
+  return metrics.stats(ref, policy)
+end
+
+--- The records of every running container, as a JSON array.
+function M.all(policy)
+  if view.count() > 0 then
+    local all = view.all()
+    return setmetatable(all, json.array_mt)
+  end
+  local list, err, kind, tried = metrics.list({ all = false }, policy)
+  if not list then
+    return nil, err, kind, tried
+  end
+  local ids = {}
+  for i, c in ipairs(list) do
+    ids[i] = c.id
+  end
+  local out = json.array()
+  for _, r in ipairs(metrics.stats_many(ids, policy)) do
+    if r.record then
+      out[#out + 1] = r.record
+    end
+  end
+  return out
+end
+
+return M
