@@ -1,3 +1,92 @@
-/* placeholder: replaced by the real module */
+/*
+ * json.c - horcrux.json: JSON text <-> Lua values, shaped as lua-cjson shapes
+ * them. The conversion itself is in jsonconv.c, which horcrux.docker shares.
+ *
+ *   json.decode(text [, {max_depth = 128}])  -> value | nil, msg, "protocol"
+ *   json.encode(value [, {pretty = false, max_depth = 128}])
+ *                                            -> text | nil, msg, "bad_request"
+ *   json.null                 the light userdata NULL, JSON null
+ *   json.array([t])           tags t (or a new table) as a JSON array
+ *   json.array_mt             the metatable of arrays
+ *   json.is_array(v)          whether v is a table tagged as an array
+ *
+ * max_depth counts nested arrays and objects (a top-level [] is depth 1) and
+ * may be at most 1000, where cJSON stops.
+ */
 #include "aux.h"
-HX_EXPORT int luaopen_horcrux_json(lua_State *L) { return luaL_error(L, "horcrux.json: not built yet"); }
+#include "jsonconv.h"
+
+#include <cjson/cJSON.h>
+
+static int check_depth(lua_State *L, int opts) {
+  lua_Integer d = hx_opt_integer(L, opts, "max_depth", HX_JSON_DEFAULT_DEPTH);
+  if (d < 1 || d > CJSON_NESTING_LIMIT)
+    return luaL_argerror(L, opts,
+                         lua_pushfstring(L, "max_depth must be 1..%d",
+                                         (int)CJSON_NESTING_LIMIT));
+  return (int)d;
+}
+
+static int l_decode(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  int depth = check_depth(L, 2);
+  if (!hx_json_decode(L, s, len, depth))
+    return hx_fail(L, HX_PROTOCOL, "%s", lua_tostring(L, -1));
+  return 1;
+}
+
+static int l_encode(lua_State *L) {
+  int depth, pretty;
+  luaL_checkany(L, 1);
+  depth = check_depth(L, 2);
+  pretty = hx_opt_boolean(L, 2, "pretty", 0);
+  if (!hx_json_encode(L, 1, depth, pretty))
+    return hx_fail(L, HX_BAD_REQUEST, "%s", lua_tostring(L, -1));
+  return 1;
+}
+
+static int l_array(lua_State *L) {
+  if (lua_isnoneornil(L, 1)) {
+    lua_settop(L, 0);
+    lua_newtable(L);
+  } else {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+  }
+  hx_json_push_array_mt(L);
+  if (lua_getmetatable(L, 1)) {
+    /* Replacing another metatable would silently break its owner. */
+    if (!lua_rawequal(L, -1, -2))
+      return luaL_argerror(L, 1, "table already has a metatable");
+    lua_settop(L, 1);
+    return 1;
+  }
+  lua_setmetatable(L, 1);
+  return 1;
+}
+
+static int l_is_array(lua_State *L) {
+  int yes = 0;
+  luaL_checkany(L, 1);
+  if (lua_type(L, 1) == LUA_TTABLE && lua_getmetatable(L, 1)) {
+    hx_json_push_array_mt(L);
+    yes = lua_rawequal(L, -1, -2);
+  }
+  lua_pushboolean(L, yes);
+  return 1;
+}
+
+static const luaL_Reg json_funcs[] = {
+    {"decode", l_decode},     {"encode", l_encode}, {"array", l_array},
+    {"is_array", l_is_array}, {NULL, NULL},
+};
+
+HX_EXPORT int luaopen_horcrux_json(lua_State *L) {
+  luaL_newlib(L, json_funcs);
+  hx_json_push_null(L);
+  lua_setfield(L, -2, "null");
+  hx_json_push_array_mt(L);
+  lua_setfield(L, -2, "array_mt");
+  return 1;
+}
