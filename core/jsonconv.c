@@ -619,11 +619,16 @@ int hx_json_decode(lua_State *L, const char *buf, size_t len, int max_depth) {
   if (!ok)
     goto fail;
   lua_copy(L, -1, base + 1);
-  lua_settop(L, base + 1); /* closes the box */
+  /* Close the box with lua_closeslot, not lua_settop: Lua 5.4.4's settop
+   * keeps a stack pointer across the __close call, which may reallocate the
+   * stack (fixed in 5.4.5; Debian 12 ships 5.4.4). */
+  lua_closeslot(L, base + 2);
+  lua_settop(L, base + 1);
   return 1;
 
 fail:
-  lua_settop(L, base); /* closes the box, which frees any tree */
+  lua_closeslot(L, base + 2); /* frees any tree; see above */
+  lua_settop(L, base);
   lua_pushstring(L, d.msg);
   return 0;
 }
