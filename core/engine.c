@@ -3,6 +3,7 @@
 
 #include "aux.h"
 
+#include <errno.h>
 #include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,9 +159,128 @@ hx_state *hx_state_new(const hx_engine_config *cfg, char **err) {
   return st;
 }
 
+const char *const hx_script_names[HX_SCRIPTS] = {"routes", "format",
+                                                 "fallback"};
+
+/* Scripts bigger than this are a mistake, not a configuration. */
+#define SCRIPT_MAX (16 << 20)
+
+static char *read_all(const char *path, size_t *len, char **err) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL)
+    return NULL;
+  size_t cap = 8192, n = 0;
+  char *buf = malloc(cap);
+  while (buf != NULL) {
+    n += fread(buf + n, 1, cap - n, f);
+    if (n < cap || cap >= SCRIPT_MAX)
+      break;
+    char *p = realloc(buf, cap * 2);
+    if (p == NULL) {
+      free(buf);
+      buf = NULL;
+      break;
+    }
+    buf = p;
+    cap *= 2;
+  }
+  int bad = ferror(f) || buf == NULL || n >= SCRIPT_MAX;
+  fclose(f);
+  if (bad) {
+    free(buf);
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s: cannot read it (or larger than %d bytes)",
+             path, SCRIPT_MAX);
+    *err = dupmsg(msg);
+    return NULL;
+  }
+  *len = n;
+  return buf;
+}
+
+static char *join(const char *dir, const char *name) {
+  size_t n = strlen(dir) + strlen(name) + sizeof "/.lua";
+  char *p = malloc(n);
+  if (p != NULL)
+    snprintf(p, n, "%s/%s.lua", dir, name);
+  return p;
+}
+
+int hx_snapshot_read(const hx_engine_config *cfg, hx_snapshot *snap,
+                     char **err) {
+  memset(snap, 0, sizeof *snap);
+  *err = NULL;
+  for (int i = 0; i < HX_SCRIPTS; i++) {
+    const char *dirs[2] = {cfg->scripts_dir, cfg->lib_dir};
+    for (int d = 0; d < 2 && snap->text[i] == NULL && *err == NULL; d++) {
+      char *path = join(dirs[d], hx_script_names[i]);
+      if (path == NULL)
+        break;
+      snap->text[i] = read_all(path, &snap->len[i], err);
+      if (snap->text[i] != NULL)
+        snap->path[i] = path;
+      else
+        free(path);
+    }
+    if (snap->text[i] == NULL) {
+      if (*err == NULL) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s.lua not found in %s or %s",
+                 hx_script_names[i], cfg->scripts_dir, cfg->lib_dir);
+        *err = dupmsg(msg);
+      }
+      hx_snapshot_free(snap);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+void hx_snapshot_free(hx_snapshot *snap) {
+  for (int i = 0; i < HX_SCRIPTS; i++) {
+    free(snap->path[i]);
+    free(snap->text[i]);
+    snap->path[i] = snap->text[i] = NULL;
+  }
+}
+
+void hx_push_app_opts(lua_State *L, const hx_engine_config *cfg,
+                      const hx_snapshot *snap) {
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, cfg->scripts_dir);
+  lua_setfield(L, -2, "scripts");
+  lua_pushstring(L, cfg->lib_dir);
+  lua_setfield(L, -2, "lib");
+  lua_createtable(L, 0, HX_SCRIPTS);
+  for (int i = 0; snap != NULL && i < HX_SCRIPTS; i++) {
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, snap->path[i]);
+    lua_setfield(L, -2, "path");
+    lua_pushlstring(L, snap->text[i], snap->len[i]);
+    lua_setfield(L, -2, "text");
+    lua_setfield(L, -2, hx_script_names[i]);
+  }
+  lua_setfield(L, -2, "sources");
+}
+
+/* Protected: require("horcrux.app").load(opts); the options are built here
+ * so that a memory error while building them is caught too. */
+static int load_app(lua_State *L) {
+  const hx_engine_config *cfg = lua_touserdata(L, 1);
+  const hx_snapshot *snap = lua_touserdata(L, 2);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "horcrux.app");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "load");
+  hx_push_app_opts(L, cfg, snap);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
 /* Runs require("horcrux.app").load{...} under a budget and keeps the
  * dispatcher it returns. */
-int hx_state_load_app(hx_state *st, const hx_engine_config *cfg, char **err) {
+int hx_state_load_app(hx_state *st, const hx_engine_config *cfg,
+                      const hx_snapshot *snap, char **err) {
   lua_State *L = st->L;
   hx_run load_run = {0};
   /* Loading may take more than a request, but never forever. */
@@ -168,18 +288,10 @@ int hx_state_load_app(hx_state *st, const hx_engine_config *cfg, char **err) {
   st->budget = budget > 0 ? budget * 10 : 0;
   hx_state_arm(st, L, &load_run);
   lua_pushcfunction(L, hx_traceback);
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "horcrux.app");
-  int rc = lua_pcall(L, 1, 1, 1);
-  if (rc == LUA_OK) {
-    lua_getfield(L, -1, "load");
-    lua_createtable(L, 0, 2);
-    lua_pushstring(L, cfg->scripts_dir);
-    lua_setfield(L, -2, "scripts");
-    lua_pushstring(L, cfg->lib_dir);
-    lua_setfield(L, -2, "lib");
-    rc = lua_pcall(L, 1, 1, 1);
-  }
+  lua_pushcfunction(L, load_app);
+  lua_pushlightuserdata(L, (void *)cfg);
+  lua_pushlightuserdata(L, (void *)snap);
+  int rc = lua_pcall(L, 2, 1, 1);
   lua_sethook(L, NULL, 0, 0);
   st->current = NULL;
   st->budget = budget;

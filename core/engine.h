@@ -19,6 +19,27 @@ typedef struct hx_engine_config {
 
 typedef struct hx_state hx_state;
 
+/* The operator scripts as read at one moment (start or SIGHUP): every state
+ * loads these texts, never the files again, so the workers and the
+ * collector all run the version that was validated, even if the files have
+ * changed since. */
+#define HX_SCRIPTS 3
+typedef struct hx_snapshot {
+  char *path[HX_SCRIPTS];
+  char *text[HX_SCRIPTS];
+  size_t len[HX_SCRIPTS];
+} hx_snapshot;
+
+/* The names of the scripts, in snapshot order: "routes", "format",
+ * "fallback". */
+extern const char *const hx_script_names[HX_SCRIPTS];
+
+/* Reads each script from the scripts dir, else the lib dir. Returns 0, or
+ * -1 with a malloc'ed message in *err. */
+int hx_snapshot_read(const hx_engine_config *cfg, hx_snapshot *snap,
+                     char **err);
+void hx_snapshot_free(hx_snapshot *snap);
+
 /* What the budget hook charges: set by the host around each resume. */
 typedef struct hx_run {
   long long used;
@@ -41,9 +62,15 @@ struct hx_state {
  * Returns NULL and a malloc'ed message in *err on failure. */
 hx_state *hx_state_new(const hx_engine_config *cfg, char **err);
 
-/* Loads the operator scripts (horcrux.app) and keeps the dispatcher.
- * Returns 0, or -1 with a malloc'ed message in *err. */
-int hx_state_load_app(hx_state *st, const hx_engine_config *cfg, char **err);
+/* Loads the operator scripts of snap (horcrux.app) and keeps the
+ * dispatcher. Returns 0, or -1 with a malloc'ed message in *err. */
+int hx_state_load_app(hx_state *st, const hx_engine_config *cfg,
+                      const hx_snapshot *snap, char **err);
+
+/* Pushes {scripts =, lib =, sources = {name = {path =, text =}}}: the
+ * options horcrux.app takes. */
+void hx_push_app_opts(lua_State *L, const hx_engine_config *cfg,
+                      const hx_snapshot *snap);
 
 void hx_state_close(hx_state *st);
 

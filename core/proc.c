@@ -4,6 +4,12 @@
  *   proc.run(argv [, opts]) -> {status, signal, stdout, stderr, timed_out,
  *                               truncated} | nil, message, kind
  *   proc.which(name)        -> path | nil
+ *   proc.spawn(argv [, opts]) -> child | nil, message, kind
+ *       a program left running: opts stdout/stderr (file paths, appended;
+ *       default /dev/null), env, cwd; child:pid(), child:kill([sig]),
+ *       child:wait([timeout]) -> {status | signal} | nil, "timeout",
+ *       "timeout"; child:running(). The handle owns the child: collecting
+ *       or closing it kills (SIGKILL) and reaps a child still running.
  *
  * It is called from the server's worker threads in parallel, so: no mutable
  * global state, posix_spawnp instead of fork (after fork a threaded process
@@ -38,6 +44,7 @@
 extern char **environ;
 
 #define PROC_BUFFERS "horcrux.proc.buffers"
+#define PROC_CHILD "horcrux.proc.child"
 #define DEFAULT_TIMEOUT 10.0
 #define DEFAULT_MAX_OUTPUT (1024 * 1024)
 /* Between SIGTERM and SIGKILL at the timeout: enough for a well-behaved
@@ -630,9 +637,197 @@ static int proc_which(lua_State *L) {
   return 1;
 }
 
+/* ---- proc.spawn ---------------------------------------------------------- */
+
+typedef struct child {
+  pid_t pid;
+  int status; /* waitpid status once reaped */
+  int reaped;
+} child;
+
+static int push_status(lua_State *L, int st) {
+  lua_createtable(L, 0, 2);
+  if (st != -1 && WIFEXITED(st)) {
+    lua_pushinteger(L, WEXITSTATUS(st));
+    lua_setfield(L, -2, "status");
+  } else if (st != -1 && WIFSIGNALED(st)) {
+    lua_pushinteger(L, WTERMSIG(st));
+    lua_setfield(L, -2, "signal");
+  }
+  return 1;
+}
+
+static int open_output(posix_spawn_file_actions_t *fa, int fd,
+                       const char *path) {
+  if (path == NULL)
+    return posix_spawn_file_actions_addopen(fa, fd, "/dev/null", O_WRONLY, 0);
+  return posix_spawn_file_actions_addopen(
+      fa, fd, path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+}
+
+static int spawn_detached(char **argv, char **envp, const char *cwd,
+                          const char *out, const char *err_path, pid_t *pid) {
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t at;
+  int err;
+  if ((err = posix_spawn_file_actions_init(&fa)) != 0)
+    return err;
+  if ((err = posix_spawnattr_init(&at)) != 0) {
+    posix_spawn_file_actions_destroy(&fa);
+    return err;
+  }
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  sigdelset(&all, SIGKILL);
+  sigdelset(&all, SIGSTOP);
+  if (!(err = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY,
+                                               0)) &&
+      !(err = open_output(&fa, 1, out))) {
+    if (err_path != NULL && out != NULL && strcmp(err_path, out) == 0)
+      err = posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    else
+      err = open_output(&fa, 2, err_path);
+  }
+  if (!err && cwd)
+    err = posix_spawn_file_actions_addchdir_np(&fa, cwd);
+  if (!err && !(err = posix_spawnattr_setsigmask(&at, &none)) &&
+      !(err = posix_spawnattr_setsigdefault(&at, &all)) &&
+      !(err = posix_spawnattr_setpgroup(&at, 0)))
+    err = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK |
+                                            POSIX_SPAWN_SETSIGDEF |
+                                            POSIX_SPAWN_SETPGROUP);
+  if (!err)
+    err = posix_spawnp(pid, argv[0], &fa, &at, argv, envp ? envp : environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&at);
+  return err;
+}
+
+static int proc_spawn(lua_State *L) {
+  lua_settop(L, 2);
+  int opts = 2;
+  if (!lua_isnil(L, opts))
+    luaL_checktype(L, opts, LUA_TTABLE);
+  lua_newtable(L);
+  int anchor = lua_gettop(L);
+  char **argv = collect_argv(L, anchor);
+  char **envp = collect_env(L, opts, anchor);
+  const char *cwd = hx_opt_string(L, opts, "cwd", NULL);
+  const char *out = hx_opt_string(L, opts, "stdout", NULL);
+  const char *err_path = hx_opt_string(L, opts, "stderr", NULL);
+  child *c = lua_newuserdatauv(L, sizeof *c, 0);
+  c->pid = -1;
+  c->reaped = 1;
+  luaL_setmetatable(L, PROC_CHILD);
+  pid_t pid;
+  int err = spawn_detached(argv, envp, cwd, out, err_path, &pid);
+  if (err == ENOENT)
+    return hx_fail(L, HX_NOT_FOUND, "proc: %s: program not found (or %s)",
+                   argv[0], cwd ? "cwd missing" : "an output path missing");
+  if (err)
+    return hx_fail(L, HX_UNAVAILABLE, "proc: cannot run %s: %s", argv[0],
+                   strerror(err));
+  c->pid = pid;
+  c->reaped = 0;
+  return 1;
+}
+
+static child *check_child(lua_State *L) {
+  return luaL_checkudata(L, 1, PROC_CHILD);
+}
+
+static int child_pid(lua_State *L) {
+  child *c = check_child(L);
+  lua_pushinteger(L, c->pid);
+  return 1;
+}
+
+static const struct {
+  const char *name;
+  int sig;
+} signals[] = {{"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT},
+               {"KILL", SIGKILL}, {"TERM", SIGTERM}, {"USR1", SIGUSR1},
+               {"USR2", SIGUSR2}, {"STOP", SIGSTOP}, {"CONT", SIGCONT},
+               {NULL, 0}};
+
+static int check_signal(lua_State *L, int idx) {
+  if (lua_isnoneornil(L, idx))
+    return SIGTERM;
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+    lua_Integer n = luaL_checkinteger(L, idx);
+    luaL_argcheck(L, n >= 0 && n < 65, idx, "signal number out of range");
+    return (int)n;
+  }
+  const char *name = luaL_checkstring(L, idx);
+  if (strncmp(name, "SIG", 3) == 0)
+    name += 3;
+  for (int i = 0; signals[i].name != NULL; i++)
+    if (strcmp(signals[i].name, name) == 0)
+      return signals[i].sig;
+  return luaL_argerror(L, idx, "unknown signal name");
+}
+
+static int child_kill(lua_State *L) {
+  child *c = check_child(L);
+  int sig = check_signal(L, 2);
+  if (c->reaped)
+    return hx_fail(L, HX_NOT_FOUND, "proc: process %d has exited", (int)c->pid);
+  if (kill(c->pid, sig) != 0)
+    return hx_fail_errno(L, HX_UNAVAILABLE, "proc: kill", errno);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* child:wait([timeout]): nil = until it exits; 0 = only look. */
+static int child_wait(lua_State *L) {
+  child *c = check_child(L);
+  double timeout = luaL_optnumber(L, 2, INFINITY);
+  luaL_argcheck(L, timeout >= 0, 2, "timeout must not be negative");
+  if (!c->reaped) {
+    int st;
+    if (isinf(timeout))
+      reap_blocking(c->pid, &st);
+    else if (!reap_until(c->pid, &st, now() + timeout))
+      return hx_fail(L, HX_TIMEOUT, "proc: process %d still running",
+                     (int)c->pid);
+    c->status = st;
+    c->reaped = 1;
+  }
+  return push_status(L, c->status);
+}
+
+static int child_running(lua_State *L) {
+  child *c = check_child(L);
+  if (!c->reaped) {
+    int st;
+    if (reap_until(c->pid, &st, 0)) {
+      c->status = st;
+      c->reaped = 1;
+    }
+  }
+  lua_pushboolean(L, !c->reaped);
+  return 1;
+}
+
+static int child_gc(lua_State *L) {
+  child *c = check_child(L);
+  if (!c->reaped && c->pid > 0) {
+    kill(c->pid, SIGKILL);
+    reap_blocking(c->pid, &c->status);
+    c->reaped = 1;
+  }
+  return 0;
+}
+
+static const luaL_Reg child_methods[] = {
+    {"pid", child_pid},         {"kill", child_kill}, {"wait", child_wait},
+    {"running", child_running}, {"close", child_gc},  {NULL, NULL}};
+
 static const luaL_Reg proc_funcs[] = {
     {"run", proc_run},
     {"which", proc_which},
+    {"spawn", proc_spawn},
     {NULL, NULL},
 };
 
@@ -640,6 +835,15 @@ HX_EXPORT int luaopen_horcrux_proc(lua_State *L) {
   if (luaL_newmetatable(L, PROC_BUFFERS)) {
     lua_pushcfunction(L, buffers_gc);
     lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, PROC_CHILD)) {
+    luaL_newlib(L, child_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, child_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, child_gc);
+    lua_setfield(L, -2, "__close");
   }
   lua_pop(L, 1);
   luaL_newlib(L, proc_funcs);

@@ -52,6 +52,8 @@ typedef struct server {
   unsigned long long id_base;
   pthread_mutex_t states_mu; /* guards `states`, the list of every state */
   hx_state *states;
+  pthread_mutex_t snap_mu; /* guards snap and generation changes */
+  hx_snapshot snap;        /* the scripts every new state loads */
   pthread_t collector;
   int collector_started;
   atomic_int collector_stop;
@@ -108,15 +110,24 @@ static void async_table(lua_State *L) {
   lua_setfield(L, LUA_REGISTRYINDEX, HX_ASYNC_THREADS);
 }
 
-static hx_state *loaded_state(server *srv, char **err) {
+static hx_state *state_from(server *srv, const hx_snapshot *snap, char **err) {
   hx_state *st = hx_state_new(&srv->cfg.engine, err);
   if (st == NULL)
     return NULL;
-  if (hx_state_load_app(st, &srv->cfg.engine, err) != 0) {
+  if (hx_state_load_app(st, &srv->cfg.engine, snap, err) != 0) {
     hx_state_close(st);
     return NULL;
   }
   async_table(st->L);
+  return st;
+}
+
+/* A state of the current scripts; *gen says which generation it is. */
+static hx_state *loaded_state(server *srv, unsigned *gen, char **err) {
+  pthread_mutex_lock(&srv->snap_mu);
+  *gen = atomic_load(&srv->generation);
+  hx_state *st = state_from(srv, &srv->snap, err);
+  pthread_mutex_unlock(&srv->snap_mu);
   return st;
 }
 
@@ -138,7 +149,7 @@ static hx_state *worker_state(server *srv) {
   if (st != NULL && st->generation == gen)
     return st;
   char *err = NULL;
-  hx_state *fresh = loaded_state(srv, &err);
+  hx_state *fresh = loaded_state(srv, &gen, &err);
   if (fresh == NULL) {
     hx_log("error", "cannot load the scripts: %s", err);
     free(err);
@@ -603,7 +614,23 @@ static int l_stopping(lua_State *L) {
   return 1;
 }
 
-/* Protected: require("horcrux.collector").run{interval, policy, stopping}. */
+/* Protected: pushes require("horcrux.app").policy(opts) (fallback.lua of
+ * the current snapshot) and the generation it belongs to. Called with
+ * snap_mu held. */
+static int collector_policy(lua_State *L) {
+  server *srv = lua_touserdata(L, 1);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "horcrux.app");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "policy");
+  hx_push_app_opts(L, &srv->cfg.engine, &srv->snap);
+  lua_call(L, 1, 1);
+  lua_pushinteger(L, (lua_Integer)atomic_load(&srv->generation));
+  return 2;
+}
+
+/* Protected: require("horcrux.collector").run{interval, policy, stopping}
+ * with the policy and generation that collector_policy pushed. */
 static int collector_run(lua_State *L) {
   server *srv = lua_touserdata(L, 1);
   lua_getglobal(L, "require");
@@ -613,12 +640,10 @@ static int collector_run(lua_State *L) {
   lua_createtable(L, 0, 3);
   lua_pushnumber(L, srv->cfg.interval);
   lua_setfield(L, -2, "interval");
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "fallback");
-  lua_call(L, 1, 1);
+  lua_pushvalue(L, 2);
   lua_setfield(L, -2, "policy");
   lua_pushlightuserdata(L, srv);
-  lua_pushinteger(L, (lua_Integer)atomic_load(&srv->generation));
+  lua_pushvalue(L, 3);
   lua_pushcclosure(L, l_stopping, 2);
   lua_setfield(L, -2, "stopping");
   lua_call(L, 1, 0);
@@ -650,7 +675,17 @@ static void *collector_main(void *arg) {
     lua_pushcfunction(L, hx_traceback);
     lua_pushcfunction(L, collector_run);
     lua_pushlightuserdata(L, srv);
-    if (lua_pcall(L, 1, 0, 1) != LUA_OK) {
+    lua_pushcfunction(L, hx_traceback);
+    lua_pushcfunction(L, collector_policy);
+    lua_pushlightuserdata(L, srv);
+    pthread_mutex_lock(&srv->snap_mu);
+    int rc = lua_pcall(L, 1, 2, -3); /* -> policy, generation */
+    pthread_mutex_unlock(&srv->snap_mu);
+    if (rc == LUA_OK) {
+      lua_remove(L, -3); /* the second traceback handler */
+      rc = lua_pcall(L, 3, 0, 1);
+    }
+    if (rc != LUA_OK) {
       hx_log("error", "collector stopped, restarting in 1 s: %s",
              lua_tostring(L, -1));
       nap(srv, 1000);
@@ -715,14 +750,24 @@ static int is_loopback(const struct sockaddr_storage *ss) {
 
 static void reload(server *srv) {
   char *err = NULL;
-  hx_state *st = loaded_state(srv, &err);
+  hx_snapshot snap;
+  hx_state *st = NULL;
+  if (hx_snapshot_read(&srv->cfg.engine, &snap, &err) == 0) {
+    st = state_from(srv, &snap, &err);
+    if (st == NULL)
+      hx_snapshot_free(&snap);
+  }
   if (st == NULL) {
     hx_log("error", "reload failed, the running scripts stay: %s", err);
     free(err);
     return;
   }
   hx_state_close(st);
+  pthread_mutex_lock(&srv->snap_mu);
+  hx_snapshot_free(&srv->snap);
+  srv->snap = snap;
   unsigned gen = atomic_fetch_add(&srv->generation, 1) + 1;
+  pthread_mutex_unlock(&srv->snap_mu);
   hx_log("info", "reloaded the scripts (generation %u)", gen);
 }
 
@@ -779,22 +824,64 @@ static struct MHD_Daemon *start_mhd(server *srv, struct sockaddr_storage *ss,
       MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
 }
 
-int hx_serve(const hx_server_config *cfg) {
+static void server_free(server *srv) {
+  close_states(srv);
+  hx_snapshot_free(&srv->snap);
+  pthread_mutex_destroy(&srv->snap_mu);
+  pthread_mutex_destroy(&srv->states_mu);
+  free(srv);
+}
+
+/* The server with its scripts read and loaded once: a broken script fails
+ * at start, before anything listens. */
+static server *server_new(const hx_server_config *cfg) {
   server *srv = calloc(1, sizeof *srv);
   if (srv == NULL)
-    return 1;
+    return NULL;
   srv->cfg = *cfg;
   pthread_mutex_init(&srv->states_mu, NULL);
+  pthread_mutex_init(&srv->snap_mu, NULL);
   struct timespec now;
   clock_gettime(CLOCK_REALTIME, &now);
   srv->id_base = (unsigned long long)now.tv_sec ^ (unsigned long long)getpid();
+  char *err = NULL;
+  unsigned gen;
+  hx_state *probe = NULL;
+  if (hx_snapshot_read(&cfg->engine, &srv->snap, &err) == 0)
+    probe = loaded_state(srv, &gen, &err);
+  if (probe == NULL) {
+    hx_log("error", "cannot load the scripts: %s", err);
+    free(err);
+    server_free(srv);
+    return NULL;
+  }
+  hx_state_close(probe);
+  return srv;
+}
 
+/* Waits for signals on the main thread: SIGHUP reloads, SIGTERM/SIGINT
+ * return. */
+static void wait_signals(server *srv, const sigset_t *set) {
+  for (;;) {
+    int sig = 0;
+    if (sigwait(set, &sig) != 0)
+      continue;
+    if (sig == SIGHUP) {
+      reload(srv);
+      continue;
+    }
+    hx_log("info", "%s: finishing the requests in flight",
+           sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    return;
+  }
+}
+
+int hx_serve(const hx_server_config *cfg) {
   struct sockaddr_storage ss = {0};
   int v6 = 0;
   if (parse_listen(cfg->listen, &ss, &v6) != 0) {
     hx_log("error", "--listen %s: expected ADDR:PORT with a numeric address",
            cfg->listen);
-    free(srv);
     return 2;
   }
   if (!is_loopback(&ss))
@@ -802,17 +889,9 @@ int hx_serve(const hx_server_config *cfg) {
            "listening beyond loopback on %s: anyone who reaches it "
            "can use the Docker socket through the routes",
            cfg->listen);
-
-  /* Load once before listening, so a broken script fails at start. */
-  char *err = NULL;
-  hx_state *probe = loaded_state(srv, &err);
-  if (probe == NULL) {
-    hx_log("error", "cannot load the scripts: %s", err);
-    free(err);
-    free(srv);
+  server *srv = server_new(cfg);
+  if (srv == NULL)
     return 1;
-  }
-  hx_state_close(probe);
 
   /* Signals go to the main thread only: block them before any thread
    * starts (threads inherit the mask) and wait for them below. */
@@ -827,14 +906,14 @@ int hx_serve(const hx_server_config *cfg) {
   srv->ex = hx_executor_start();
   if (srv->ex == NULL) {
     hx_log("error", "cannot start the executor thread");
-    free(srv);
+    server_free(srv);
     return 1;
   }
   srv->mhd = start_mhd(srv, &ss, v6);
   if (srv->mhd == NULL) {
     hx_log("error", "cannot listen on %s: %s", cfg->listen, strerror(errno));
     hx_executor_stop(srv->ex);
-    free(srv);
+    server_free(srv);
     return 1;
   }
   const union MHD_DaemonInfo *di =
@@ -844,25 +923,12 @@ int hx_serve(const hx_server_config *cfg) {
          (int)(strrchr(cfg->listen, ':') - cfg->listen), cfg->listen,
          di != NULL ? di->port : 0, cfg->workers);
 
-  for (;;) {
-    int sig = 0;
-    if (sigwait(&set, &sig) != 0)
-      continue;
-    if (sig == SIGHUP) {
-      reload(srv);
-      continue;
-    }
-    hx_log("info", "%s: finishing the requests in flight",
-           sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    break;
-  }
+  wait_signals(srv, &set);
   drain(srv);
   collector_stop(srv);
   MHD_stop_daemon(srv->mhd);
   hx_executor_stop(srv->ex);
-  close_states(srv);
-  pthread_mutex_destroy(&srv->states_mu);
-  free(srv);
+  server_free(srv);
   hx_log("info", "stopped");
   return 0;
 }

@@ -377,4 +377,56 @@ describe("horcrux.proc", function()
       assert.equal("/bin/sh", proc.which("/bin/sh"))
     end)
   end)
+
+  describe("spawn", function()
+    it("leaves a program running, signals it and reaps it", function()
+      local out = os.tmpname()
+      local c = assert(proc.spawn({ "sh", "-c", "echo started; exec sleep 30" },
+        { stdout = out }))
+      assert.is_true(c:running())
+      assert.is_true(c:pid() > 1)
+      local st, err, kind = c:wait(0.2)
+      assert.is_nil(st)
+      assert.equal("timeout", kind)
+      assert.truthy(err:find("still running", 1, true))
+      assert.is_true(c:kill("TERM"))
+      st = assert(c:wait(5))
+      assert.equal(15, st.signal)
+      assert.is_false(c:running())
+      assert.equal("started\n", read_file(out))
+      local _, _, k2 = c:kill("TERM")
+      assert.equal("not_found", k2)
+      os.remove(out)
+    end)
+
+    it("reports the exit status and a missing program", function()
+      local c = assert(proc.spawn({ "sh", "-c", "exit 7" }))
+      assert.equal(7, c:wait(5).status)
+      local r, err, kind = proc.spawn({ "/nonexistent/prog" })
+      assert.is_nil(r)
+      assert.equal("not_found", kind)
+      assert.truthy(err:find("/nonexistent/prog", 1, true))
+    end)
+
+    it("kills and reaps a child still running when the handle is closed", function()
+      local pid
+      do
+        local c <close> = assert(proc.spawn({ "sleep", "30" }))
+        pid = c:pid()
+      end
+      -- reaped: no such process, not even a zombie
+      assert.is_nil(read_file("/proc/" .. pid .. "/stat"))
+    end)
+
+    it("sends stdout and stderr to one file when both name it", function()
+      local out = os.tmpname()
+      local c = assert(proc.spawn({ "sh", "-c", "echo a; echo b >&2" },
+        { stdout = out, stderr = out }))
+      assert.equal(0, c:wait(5).status)
+      local text = read_file(out)
+      assert.truthy(text:find("a\n", 1, true) and text:find("b\n", 1, true))
+      os.remove(out)
+    end)
+  end)
 end)
+

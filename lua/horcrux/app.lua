@@ -40,10 +40,17 @@ local function find(name, opts)
     (opts.lib ~= opts.scripts and (" or " .. opts.lib) or ""), 0)
 end
 
---- Runs DIR/name.lua in env and returns what it returns.
+--- Runs the script `name` in env and returns what it returns: the text
+-- the server read at start or reload (opts.sources[name]) when given, else
+-- DIR/name.lua from the scripts dir or the lib dir.
 function M.run_script(name, opts, env)
-  local path = find(name .. ".lua", opts)
-  local chunk, err = loadfile(path, "t", env)
+  local src = opts.sources and opts.sources[name]
+  local chunk, err
+  if src then
+    chunk, err = load(src.text, "@" .. src.path, "t", env)
+  else
+    chunk, err = loadfile(find(name .. ".lua", opts), "t", env)
+  end
   if not chunk then
     error(err, 0)
   end
@@ -57,6 +64,11 @@ local function load_module(name, opts)
   end
   package.loaded[name] = mod
   return mod
+end
+
+--- Loads fallback.lua only (the server's collector needs no routes).
+function M.policy(opts)
+  return load_module("fallback", opts)
 end
 
 --- Loads format.lua, fallback.lua and routes.lua; returns dispatch(req).
