@@ -29,7 +29,7 @@ static const char usage[] =
     "                     [--budget N] [--memory MB] [--timeout S]\n"
     "                     [--max-connections N] [--max-per-ip N]\n"
     "                     [--body-max BYTES] [--grace S] [--interval S]\n"
-    "                     [--no-access-log]\n"
+    "                     [--token-file PATH] [--read-only] [--no-access-log]\n"
     "       horcrux run FILE.lua [ARGS...]\n"
     "       horcrux ps [--all]\n"
     "       horcrux stats [ID...]\n"
@@ -78,6 +78,34 @@ static int parse_uint(const char *flag, const char *s, unsigned long long max,
   return 0;
 }
 
+/* The token of --token-file: the first line, without its newline. Returns a
+ * malloc'ed string or NULL with a message printed. */
+static char *read_token(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL) {
+    fprintf(stderr, "horcrux: --token-file %s: %s\n", path, strerror(errno));
+    return NULL;
+  }
+  struct stat sb;
+  if (fstat(fileno(f), &sb) == 0 && (sb.st_mode & 077) != 0)
+    fprintf(stderr,
+            "horcrux: warning: --token-file %s is readable by other "
+            "users (chmod 600 it)\n",
+            path);
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t n = getline(&line, &cap, f);
+  fclose(f);
+  while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+    line[--n] = '\0';
+  if (n <= 0) {
+    fprintf(stderr, "horcrux: --token-file %s: empty\n", path);
+    free(line);
+    return NULL;
+  }
+  return line;
+}
+
 static int serve(int argc, char **argv, const char *lib) {
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   hx_server_config cfg = {
@@ -98,6 +126,10 @@ static int serve(int argc, char **argv, const char *lib) {
   const char *env = getenv("HORCRUX_LISTEN");
   if (env != NULL && *env != '\0')
     cfg.listen = env;
+  env = getenv("HORCRUX_TOKEN");
+  if (env != NULL && *env != '\0')
+    cfg.token = env;
+  char *token_file = NULL;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     unsigned long long n = 0;
@@ -107,33 +139,40 @@ static int serve(int argc, char **argv, const char *lib) {
       cfg.engine.scripts_dir = v, i++;
     else if (strcmp(a, "--no-access-log") == 0)
       cfg.access_log = 0;
-    else if (strcmp(a, "--workers") == 0) {
+    else if (strcmp(a, "--read-only") == 0)
+      cfg.read_only = 1;
+    else if (strcmp(a, "--token-file") == 0 && v != NULL) {
+      free(token_file);
+      if ((token_file = read_token(v)) == NULL)
+        goto bad;
+      cfg.token = token_file, i++;
+    } else if (strcmp(a, "--workers") == 0) {
       if (parse_uint(a, v, 256, &n) != 0 || n == 0)
-        return 2;
+        goto bad;
       cfg.workers = (unsigned)n, i++;
     } else if (strcmp(a, "--budget") == 0) {
       if (parse_uint(a, v, 1ULL << 50, &n) != 0)
-        return 2;
+        goto bad;
       cfg.engine.budget = (long long)n, i++;
     } else if (strcmp(a, "--memory") == 0) {
       if (parse_uint(a, v, 1 << 20, &n) != 0)
-        return 2;
+        goto bad;
       cfg.engine.memory_cap = (size_t)n << 20, i++;
     } else if (strcmp(a, "--timeout") == 0) {
       if (parse_uint(a, v, 86400, &n) != 0)
-        return 2;
+        goto bad;
       cfg.conn_timeout = (unsigned)n, i++;
     } else if (strcmp(a, "--max-connections") == 0) {
       if (parse_uint(a, v, 1000000, &n) != 0 || n == 0)
-        return 2;
+        goto bad;
       cfg.max_connections = (unsigned)n, i++;
     } else if (strcmp(a, "--max-per-ip") == 0) {
       if (parse_uint(a, v, 1000000, &n) != 0)
-        return 2;
+        goto bad;
       cfg.max_per_ip = (unsigned)n, i++;
     } else if (strcmp(a, "--body-max") == 0) {
       if (parse_uint(a, v, 1ULL << 32, &n) != 0)
-        return 2;
+        goto bad;
       cfg.body_max = (size_t)n, i++;
     } else if (strcmp(a, "--interval") == 0) {
       char *end;
@@ -141,29 +180,33 @@ static int serve(int argc, char **argv, const char *lib) {
       if (v == NULL || *end != '\0' || !(d >= 0 && d <= 3600)) {
         fprintf(stderr, "horcrux: --interval needs seconds 0..3600 "
                         "(0: no collector)\n");
-        return 2;
+        goto bad;
       }
       cfg.interval = d, i++;
     } else if (strcmp(a, "--grace") == 0) {
       if (parse_uint(a, v, 3600, &n) != 0)
-        return 2;
+        goto bad;
       cfg.grace = (unsigned)n, i++;
     } else {
       fprintf(stderr, "horcrux serve: unknown or incomplete option '%s'\n%s", a,
               usage);
-      return 2;
+      goto bad;
     }
   }
   char *real = realpath(cfg.engine.scripts_dir, NULL);
   if (real == NULL) {
     fprintf(stderr, "horcrux: --scripts %s: %s\n", cfg.engine.scripts_dir,
             strerror(errno));
-    return 2;
+    goto bad;
   }
   cfg.engine.scripts_dir = real;
   int rc = hx_serve(&cfg);
   free(real);
+  free(token_file);
   return rc;
+bad:
+  free(token_file);
+  return 2;
 }
 
 /* Protected part of `run`: arg table, load, call. */

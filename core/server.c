@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,8 +53,9 @@ typedef struct server {
   unsigned long long id_base;
   pthread_mutex_t states_mu; /* guards `states`, the list of every state */
   hx_state *states;
-  pthread_mutex_t snap_mu; /* guards snap and generation changes */
-  hx_snapshot snap;        /* the scripts every new state loads */
+  pthread_mutex_t snap_mu;  /* guards snap and generation changes */
+  hx_snapshot snap;         /* the scripts every new state loads */
+  int open_beyond_loopback; /* every route needs the token */
   pthread_t collector;
   int collector_started;
   atomic_int collector_stop;
@@ -73,6 +75,7 @@ typedef struct request {
   char *body;
   size_t len, cap;
   int too_large;
+  int authenticated; /* a valid bearer token came with it */
   int status;
   struct timespec start;
   char method[16];
@@ -433,6 +436,10 @@ static int prepare(lua_State *L) {
   lua_setfield(L, -2, "path");
   lua_pushstring(L, rq->id);
   lua_setfield(L, -2, "id");
+  lua_pushboolean(L, rq->srv->cfg.read_only);
+  lua_setfield(L, -2, "read_only");
+  lua_pushboolean(L, rq->authenticated);
+  lua_setfield(L, -2, "authenticated");
   push_remote(L, rq->conn);
   lua_setfield(L, -2, "remote");
   lua_pushlstring(L, rq->body != NULL ? rq->body : "", rq->len);
@@ -468,6 +475,59 @@ static enum MHD_Result start(request *rq) {
     return send_error(rq, 500, "internal", "cannot start the route");
   }
   return resume(rq, 1);
+}
+
+/* ---- the guard --------------------------------------------------------- */
+
+static int is_mutating(const char *method) {
+  return strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+         strcmp(method, "PATCH") == 0 || strcmp(method, "DELETE") == 0;
+}
+
+/* Compares in time that depends only on the lengths, never on where the
+ * first difference is, so the token cannot be guessed byte by byte. */
+static int same_secret(const char *a, size_t alen, const char *b, size_t blen) {
+  volatile unsigned char diff = (unsigned char)(alen != blen);
+  for (size_t i = 0; i < blen; i++)
+    diff |= (unsigned char)(i < alen ? a[i] ^ b[i] : b[i]);
+  return diff == 0;
+}
+
+/* 0 when the request may go on; else the response is queued. Runs on the
+ * access handler's first call: a refused request's body is never read. */
+static int guard(request *rq, enum MHD_Result *ret) {
+  server *srv = rq->srv;
+  int mutating = is_mutating(rq->method);
+  const char *token = srv->cfg.token;
+  const char *auth = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_AUTHORIZATION);
+  if (token != NULL && auth != NULL && strncasecmp(auth, "Bearer ", 7) == 0) {
+    const char *given = auth + 7;
+    rq->authenticated = same_secret(given, strlen(given), token, strlen(token));
+  }
+  if (mutating && srv->cfg.read_only) {
+    *ret = send_error(rq, 403, "forbidden",
+                      "horcrux runs in read-only mode: nothing may change");
+    return -1;
+  }
+  if (!mutating && !srv->open_beyond_loopback)
+    return 0;
+  if (token == NULL) {
+    *ret = send_error(rq, 401, "unauthorized",
+                      "this route changes state and needs a bearer token; "
+                      "start horcrux with HORCRUX_TOKEN or --token-file");
+    return -1;
+  }
+  if (auth == NULL) {
+    *ret = send_error(rq, 401, "unauthorized",
+                      "send Authorization: Bearer <token>");
+    return -1;
+  }
+  if (!rq->authenticated) {
+    *ret = send_error(rq, 403, "forbidden", "wrong bearer token");
+    return -1;
+  }
+  return 0;
 }
 
 /* ---- MHD callbacks --------------------------------------------------- */
@@ -539,6 +599,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
     if (rq == NULL)
       return MHD_NO;
     *con_cls = rq;
+    enum MHD_Result refused;
+    if (guard(rq, &refused) != 0)
+      return refused;
     if (declared_too_large(srv, conn)) {
       rq->too_large = 1;
       return send_error(rq, 413, "too_large", "the request body is too large");
@@ -884,14 +947,23 @@ int hx_serve(const hx_server_config *cfg) {
            cfg->listen);
     return 2;
   }
-  if (!is_loopback(&ss))
-    hx_log("warn",
-           "listening beyond loopback on %s: anyone who reaches it "
-           "can use the Docker socket through the routes",
+  int open = !is_loopback(&ss);
+  if (open && cfg->token == NULL) {
+    hx_log("error",
+           "--listen %s is beyond loopback: every route then needs a bearer "
+           "token; set HORCRUX_TOKEN or --token-file",
            cfg->listen);
+    return 2;
+  }
   server *srv = server_new(cfg);
   if (srv == NULL)
     return 1;
+  srv->open_beyond_loopback = open;
+  if (open)
+    hx_log("warn",
+           "listening beyond loopback on %s: every route needs the "
+           "token; put TLS in front of it",
+           cfg->listen);
 
   /* Signals go to the main thread only: block them before any thread
    * starts (threads inherit the mask) and wait for them below. */

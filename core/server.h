@@ -14,6 +14,8 @@ typedef struct hx_server_config {
   unsigned grace;           /* seconds to finish requests on SIGTERM */
   int access_log;           /* one line per request on stderr */
   double interval;          /* collector period in seconds; 0 = none */
+  const char *token;        /* bearer token, or NULL: no mutating routes */
+  int read_only;            /* refuse every mutating request */
   hx_engine_config engine;
 } hx_server_config;
 

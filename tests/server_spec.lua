@@ -4,6 +4,9 @@ local proc = require "horcrux.proc"
 local clock = require "horcrux.clock"
 
 local FIXTURE = "tests/fixtures/routes"
+local TOKEN = "spec-token"
+local AUTH = { Authorization = "Bearer " .. TOKEN }
+local ENV = { "HORCRUX_TOKEN=" .. TOKEN, "PATH=" .. os.getenv("PATH") }
 
 local function copy_routes(extra)
   return http.scripts_dir({
@@ -15,7 +18,7 @@ describe("horcrux serve", function()
   local srv
 
   setup(function()
-    srv = http.start({ scripts = FIXTURE,
+    srv = http.start({ scripts = FIXTURE, env = ENV,
       args = { "--budget", "20000000", "--memory", "64", "--workers", "2" } })
   end)
 
@@ -35,7 +38,8 @@ describe("horcrux serve", function()
 
   it("passes the body and headers, and returns the route's headers", function()
     local r = assert(http.request("POST", srv.url .. "/api/hello/x",
-      { body = "payload\0with zero", headers = { ["X-Test"] = "t1" } }))
+      { body = "payload\0with zero",
+        headers = { ["X-Test"] = "t1", Authorization = AUTH.Authorization } }))
     assert.are.equal(201, r.status)
     assert.are.equal("payload\0with zero", r.body)
     assert.are.equal("t1", r.headers["x-echo"])
@@ -56,7 +60,8 @@ describe("horcrux serve", function()
   end)
 
   it("answers 405 with Allow for a wrong method", function()
-    local r = assert(http.request("DELETE", srv.url .. "/api/hello/x"))
+    local r = assert(http.request("DELETE", srv.url .. "/api/hello/x",
+      { headers = AUTH }))
     assert.are.equal(405, r.status)
     assert.are.equal("GET, POST", r.headers["allow"])
     assert.are.equal("method_not_allowed", r.json.error.code)
@@ -184,5 +189,56 @@ describe("horcrux serve shutdown", function()
     local st = srv:stop()
     assert.are.equal(0, st.status)
     assert.truthy(srv:logtext():find("stopped", 1, true))
+  end)
+end)
+
+describe("horcrux serve guard", function()
+  it("refuses a mutating request without a token, with a wrong one, and lets the right one in", function()
+    local srv = http.start({ scripts = FIXTURE, env = { "HORCRUX_TOKEN=s3cret-token", "PATH=" .. os.getenv("PATH") } })
+    finally(function() srv:stop() end)
+    local r = assert(http.request("POST", srv.url .. "/api/hello/x", { body = "b" }))
+    assert.are.equal(401, r.status)
+    assert.are.equal("unauthorized", r.json.error.code)
+    r = assert(http.request("POST", srv.url .. "/api/hello/x",
+      { body = "b", headers = { Authorization = "Bearer s3cret-tokeN" } }))
+    assert.are.equal(403, r.status)
+    assert.are.equal("forbidden", r.json.error.code)
+    r = assert(http.request("POST", srv.url .. "/api/hello/x",
+      { body = "b", headers = { Authorization = "Bearer s3cret-token" } }))
+    assert.are.equal(201, r.status)
+    -- reads need no token on loopback
+    assert.are.equal(200, http.get(srv.url .. "/text").status)
+    -- the token never reaches the log
+    clock.sleep(0.1)
+    assert.is_nil(srv:logtext():find("s3cret", 1, true))
+  end)
+
+  it("refuses every mutating request in read-only mode, and tells routes", function()
+    local srv = http.start({ scripts = FIXTURE, args = { "--read-only" },
+      env = { "HORCRUX_TOKEN=t", "PATH=" .. os.getenv("PATH") } })
+    finally(function() srv:stop() end)
+    local r = assert(http.request("POST", srv.url .. "/api/hello/x",
+      { body = "b", headers = { Authorization = "Bearer t" } }))
+    assert.are.equal(403, r.status)
+    assert.truthy(r.json.error.message:find("read-only", 1, true))
+  end)
+
+  it("refuses to listen beyond loopback without a token", function()
+    local r = proc.run({ http.bin, "serve", "--listen", "0.0.0.0:0",
+      "--scripts", FIXTURE }, { timeout = 10, env = { "PATH=" .. os.getenv("PATH") } })
+    assert.are.equal(2, r.status)
+    assert.truthy(r.stderr:find("needs a bearer token", 1, true))
+  end)
+
+  it("answers 413 to a body over the limit without reading it", function()
+    local srv = http.start({ scripts = FIXTURE, args = { "--body-max", "1024" },
+      env = { "HORCRUX_TOKEN=t", "PATH=" .. os.getenv("PATH") } })
+    finally(function() srv:stop() end)
+    local r = assert(http.request("POST", srv.url .. "/api/hello/x",
+      { body = string.rep("x", 5000), headers = { Authorization = "Bearer t" } }))
+    assert.are.equal(413, r.status)
+    r = assert(http.request("POST", srv.url .. "/api/hello/x",
+      { body = string.rep("x", 1000), headers = { Authorization = "Bearer t" } }))
+    assert.are.equal(201, r.status)
   end)
 end)
