@@ -242,3 +242,15 @@ describe("horcrux serve guard", function()
     assert.are.equal(201, r.status)
   end)
 end)
+
+describe("fallback.lua checks", function()
+  it("refuses a policy whose sources are not sources, saying why", function()
+    local dir = http.scripts_dir({ ["fallback.lua"] =
+      'return { sources = { require "horcrux.sources.docker_api" } }' })
+    local r = proc.run({ http.bin, "serve", "--listen", "127.0.0.1:0",
+      "--scripts", dir }, { timeout = 10 })
+    assert.are_not.equal(0, r.status)
+    assert.truthy(r.stderr:find("sources[2] is a string", 1, true))
+    assert.truthy(r.stderr:find("two values", 1, true))
+  end)
+end)

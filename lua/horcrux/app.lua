@@ -66,15 +66,32 @@ local function load_module(name, opts)
   return mod
 end
 
+--- Checks the shape of fallback.lua's table; raises naming what is wrong.
+function M.check_policy(policy)
+  if type(policy.sources) ~= "table" then
+    error("fallback.lua must return { sources = { ... } }", 0)
+  end
+  for i, src in ipairs(policy.sources) do
+    if type(src) ~= "table" or type(src.name) ~= "string" then
+      local hint = type(src) == "string" and
+        " (require returns two values: write local x = require \"...\" " ..
+        "and list x, or wrap the call in parentheses)" or ""
+      error(("fallback.lua: sources[%d] is a %s, not a source with a name%s")
+        :format(i, type(src), hint), 0)
+    end
+  end
+  return policy
+end
+
 --- Loads fallback.lua only (the server's collector needs no routes).
 function M.policy(opts)
-  return load_module("fallback", opts)
+  return M.check_policy(load_module("fallback", opts))
 end
 
 --- Loads format.lua, fallback.lua and routes.lua; returns dispatch(req).
 function M.load(opts)
   local format = load_module("format", opts)
-  load_module("fallback", opts)
+  M.check_policy(load_module("fallback", opts))
   local routes = router.new()
   local function route(method, pattern, handler)
     routes:add(method, pattern, handler)

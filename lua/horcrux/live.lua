@@ -13,11 +13,13 @@ function M.stats(ref, policy)
   local id = view.find(ref)
   if id then
     local rec = view.get(id)
-    if rec then
+    -- The collector's first sample of a container has no CPU % yet; asking
+    -- now finds that sample in the shared store as the base.
+    if rec and rec.cpu_usage_percent ~= json.null then
       return rec, rec.source
     end
   end
-  return metrics.stats(ref, policy)
+  return metrics.stats(id or ref, policy)
 end
 
 --- The records of every running container, as a JSON array.

@@ -1,0 +1,226 @@
+-- The container routes over HTTP against the real engine: shapes, figures
+-- that agree with `docker stats`, errors, and the fallback between sources.
+local http = require "http"
+local support = require "support"
+local proc = require "horcrux.proc"
+local clock = require "horcrux.clock"
+local cli = require "horcrux.cli"
+local json = require "horcrux.json"
+
+local PATH = "PATH=" .. os.getenv("PATH")
+
+-- docker stats --no-stream for one container, in the background, so that it
+-- measures the same seconds as the request made meanwhile.
+local function docker_stats_async(name)
+  local out = os.tmpname()
+  local p = assert(proc.spawn({ "docker", "stats", "--no-stream", "--format",
+    "{{json .}}", name }, { stdout = out }))
+  return function()
+    assert(p:wait(20))
+    local line = http.read_file(out):match("[^\n]+")
+    os.remove(out)
+    return assert(cli.parse_stats_line(line))
+  end
+end
+
+describe("container routes", function()
+  local srv, busy, idle, created, busy_name, idle_name, created_name
+
+  setup(function()
+    busy, busy_name = support.run_container({ name = "busy",
+      cmd = { "sh", "-c", "while :; do :; done" } })
+    -- 32 MiB in /dev/shm: known memory (shmem is not page cache, so docker
+    -- counts it as used)
+    idle, idle_name = support.run_container({ name = "idle",
+      cmd = { "sh", "-c", "dd if=/dev/zero of=/dev/shm/m bs=1M count=32 2>/dev/null; exec sleep 600" },
+      host_config = { ShmSize = 64 * 1024 * 1024 } })
+    created, created_name = support.run_container({ name = "created", start = false })
+    srv = http.start({ env = { PATH } })
+  end)
+
+  teardown(function()
+    if srv then srv:stop() end
+    for _, id in ipairs({ busy, idle, created }) do
+      if id then support.remove(id) end
+    end
+  end)
+
+  it("lists containers with 12-char ids, names without slash, state words", function()
+    local r = assert(http.get(srv.url .. "/api/containers"))
+    assert.are.equal(200, r.status)
+    local seen = {}
+    for _, c in ipairs(r.json) do
+      seen[c.name] = c
+    end
+    assert.are.same({ id = busy:sub(1, 12), name = busy_name, status = "running",
+      image = support.image }, seen[busy_name])
+    assert.are.equal("created", seen[created_name].status)
+    local running = assert(http.get(srv.url .. "/api/containers?all=0")).json
+    for _, c in ipairs(running) do
+      assert.are.equal("running", c.status)
+    end
+  end)
+
+  it("inspects by name, full id and id prefix", function()
+    for _, ref in ipairs({ busy_name, busy, busy:sub(1, 10) }) do
+      local r = assert(http.get(srv.url .. "/api/containers/" .. ref))
+      assert.are.equal(200, r.status)
+      assert.are.equal(busy, r.json.id)
+      assert.are.equal(busy_name, r.json.name)
+      assert.are.equal("running", r.json.status)
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT", r.json.created)
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT", r.json.started)
+    end
+    local r = assert(http.get(srv.url .. "/api/containers/" .. created_name))
+    assert.are.equal("created", r.json.status)
+    assert.are.equal(json.null, r.json.started)
+  end)
+
+  it("answers 404 for a missing container and 400 for an invalid id", function()
+    local r = assert(http.get(srv.url .. "/api/containers/hxtest-no-such-container"))
+    assert.are.equal(404, r.status)
+    assert.are.equal("not_found", r.json.error.code)
+    for _, bad in ipairs({ "bad!name", "-rf", "x%3Fy", "a%23b" }) do
+      r = assert(http.get(srv.url .. "/api/containers/" .. bad .. "/stats"))
+      assert.are.equal(400, r.status, bad)
+      assert.are.equal("bad_request", r.json.error.code)
+    end
+  end)
+
+  it("gives a busy loop's CPU % within 10 points of docker stats, first request and later", function()
+    for round = 1, 2 do
+      local theirs = docker_stats_async(busy_name)
+      clock.sleep(1.0) -- the middle of docker's two-sample window
+      local r = assert(http.get(srv.url .. "/api/containers/" .. busy_name .. "/stats"))
+      local d = theirs()
+      assert.are.equal(200, r.status)
+      local ours = r.json.cpu_usage_percent
+      assert.is_number(ours)
+      assert.is_true(math.abs(ours - d.cpu_usage_percent) <= 10,
+        ("round %d: horcrux %.1f vs docker %.1f"):format(round, ours, d.cpu_usage_percent))
+      assert.is_true(ours > 20, "a busy loop uses a core: " .. ours)
+    end
+  end)
+
+  it("gives an idle container under 5 % CPU and its memory within 10 % of docker's", function()
+    local theirs = docker_stats_async(idle_name)
+    clock.sleep(1.0)
+    local r = assert(http.get(srv.url .. "/api/containers/" .. idle_name .. "/stats"))
+    local d = theirs()
+    local rec = r.json
+    assert.is_true(rec.cpu_usage_percent < 5)
+    assert.is_true(rec.memory_usage_bytes > 32 * 1024 * 1024)
+    local rel = math.abs(rec.memory_usage_bytes - d.memory_usage_bytes) / d.memory_usage_bytes
+    assert.is_true(rel < 0.10, ("memory %d vs docker %d"):format(rec.memory_usage_bytes, d.memory_usage_bytes))
+    assert.are.equal(1, rec.pids)
+    assert.is_true(rec.memory_limit_bytes > rec.memory_usage_bytes)
+    for _, k in ipairs({ "network_rx_bytes", "network_tx_bytes", "block_read_bytes",
+      "block_write_bytes", "cpu_usage_ns", "online_cpus" }) do
+      assert.are.equal("integer", math.type(rec[k]), k)
+    end
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT.*Z$", rec.read)
+    assert.is_string(rec.source)
+  end)
+
+  it("says null CPU % for a container that is not running", function()
+    local r = assert(http.get(srv.url .. "/api/containers/" .. created_name .. "/stats"))
+    assert.are.equal(200, r.status)
+    assert.are.equal(json.null, r.json.cpu_usage_percent)
+  end)
+
+  it("answers every running container at /api/stats from the live view", function()
+    local r = assert(http.get(srv.url .. "/api/stats"))
+    assert.are.equal(200, r.status)
+    local by = {}
+    for _, rec in ipairs(r.json) do
+      by[rec.id] = rec
+    end
+    assert.truthy(by[busy] and by[idle], "busy and idle in /api/stats")
+    assert.is_nil(by[created])
+    assert.is_number(by[busy].sample_age_ms)
+    assert.is_true(by[busy].sample_age_ms < 3000)
+  end)
+
+  it("reports the engine in /healthz", function()
+    local r = assert(http.get(srv.url .. "/healthz"))
+    assert.are.equal(200, r.status)
+    assert.are.equal("ok", r.json.status)
+    assert.is_true(r.json.engine.reachable)
+    assert.matches("^1%.%d+$", r.json.engine.api_version)
+  end)
+
+  describe("with no engine at DOCKER_HOST", function()
+    local down
+    setup(function()
+      down = http.start({ env = { PATH, "DOCKER_HOST=unix:///nonexistent/docker.sock" } })
+    end)
+    teardown(function()
+      if down then down:stop() end
+    end)
+
+    it("still starts, and /healthz says the engine is unreachable", function()
+      local r = assert(http.get(down.url .. "/healthz"))
+      assert.are.equal(200, r.status)
+      assert.are.equal("degraded", r.json.status)
+      assert.is_false(r.json.engine.reachable)
+      assert.truthy(r.json.engine.error:find("nonexistent", 1, true))
+    end)
+
+    it("answers stats of a running container from its cgroup, with a true CPU %", function()
+      local r = assert(http.get(down.url .. "/api/containers/" .. busy .. "/stats"))
+      assert.are.equal(200, r.status)
+      assert.are.equal("cgroup", r.json.source)
+      assert.is_true(r.json.cpu_usage_percent > 20)
+    end)
+
+    it("lists the running containers", function()
+      local r = assert(http.get(down.url .. "/api/containers"))
+      assert.are.equal(200, r.status)
+      local ids = {}
+      for _, c in ipairs(r.json) do ids[c.id] = true end
+      assert.is_true(ids[busy:sub(1, 12)] and ids[idle:sub(1, 12)])
+    end)
+  end)
+
+  it("answers 503 with a clear message when the only source cannot reach the engine", function()
+    local dir = http.scripts_dir({ ["fallback.lua"] =
+      'local api = require "horcrux.sources.docker_api"\nreturn { sources = { api } }' })
+    local s = http.start({ scripts = dir,
+      env = { PATH, "DOCKER_HOST=unix:///nonexistent/docker.sock" } })
+    finally(function() s:stop() end)
+    for _, path in ipairs({ "/api/containers", "/api/containers/x", "/api/containers/x/stats" }) do
+      local r = assert(http.get(s.url .. path))
+      assert.are.equal(503, r.status, path)
+      assert.are.equal("unavailable", r.json.error.code)
+      assert.truthy(r.json.error.message:find("nonexistent", 1, true))
+    end
+  end)
+
+  it("labels docker-cli records approximate, and lists every source's error when all fail", function()
+    local dir = http.scripts_dir({ ["fallback.lua"] =
+      'local cli = require "horcrux.sources.docker_cli"\nreturn { sources = { cli } }' })
+    local s = http.start({ scripts = dir, env = { PATH }, args = { "--interval", "0" } })
+    finally(function() s:stop() end)
+    local r = assert(http.get(s.url .. "/api/containers/" .. busy_name .. "/stats", { timeout = 30 }))
+    assert.are.equal(200, r.status)
+    assert.are.equal("docker-cli", r.json.source)
+    assert.is_true(r.json.approximate)
+
+    dir = http.scripts_dir({ ["fallback.lua"] = [[
+      local cli = require "horcrux.sources.docker_cli"
+      cli.options.docker = "/nonexistent/docker"
+      local api = require "horcrux.sources.docker_api"
+      return { sources = { api, cli } }]] })
+    local f = http.start({ scripts = dir, args = { "--interval", "0" },
+      env = { PATH, "DOCKER_HOST=unix:///nonexistent/docker.sock" } })
+    finally(function() f:stop() end)
+    r = assert(http.get(f.url .. "/api/containers/" .. busy_name .. "/stats"))
+    assert.are.equal(503, r.status)
+    assert.are.equal("metrics_unavailable", r.json.error.code)
+    assert.are.equal(2, #r.json.error.tried)
+    assert.are.equal("docker-api", r.json.error.tried[1].source)
+    assert.are.equal("docker-cli", r.json.error.tried[2].source)
+    assert.truthy(r.json.error.tried[2].error:find("not found", 1, true))
+    assert.is_nil(r.json.cpu_usage_percent)
+  end)
+end)
