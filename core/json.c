@@ -3,7 +3,8 @@
  * them. The conversion itself is in jsonconv.c, which horcrux.docker shares.
  *
  *   json.decode(text [, {max_depth = 128}])  -> value | nil, msg, "protocol"
- *   json.encode(value [, {pretty = false, max_depth = 128}])
+ *   json.encode(value [, {pretty = false, sort_keys = false,
+ *                         max_depth = 128}])
  *                                            -> text | nil, msg, "bad_request"
  *   json.null                 the light userdata NULL, JSON null
  *   json.array([t])           tags t (or a new table) as a JSON array
@@ -37,11 +38,12 @@ static int l_decode(lua_State *L) {
 }
 
 static int l_encode(lua_State *L) {
-  int depth, pretty;
+  int depth, flags;
   luaL_checkany(L, 1);
   depth = check_depth(L, 2);
-  pretty = hx_opt_boolean(L, 2, "pretty", 0);
-  if (!hx_json_encode(L, 1, depth, pretty))
+  flags = (hx_opt_boolean(L, 2, "pretty", 0) ? HX_JSON_PRETTY : 0) |
+          (hx_opt_boolean(L, 2, "sort_keys", 0) ? HX_JSON_SORT_KEYS : 0);
+  if (!hx_json_encode(L, 1, depth, flags))
     return hx_fail(L, HX_BAD_REQUEST, "%s", lua_tostring(L, -1));
   return 1;
 }

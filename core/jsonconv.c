@@ -698,7 +698,7 @@ typedef struct seg {
 typedef struct enc {
   lua_State *L;
   outbuf *b;
-  int max_depth, pretty;
+  int max_depth, pretty, sort;
   int mt; /* stack index of the array metatable */
   int oom;
   char msg[256];
@@ -1156,6 +1156,68 @@ static int enc_object(enc *e, int t, int depth, const seg *at) {
   return put_char(e, '}');
 }
 
+/* Orders idx[0..n) by the strings at those stack slots (byte order). A
+ * merge sort: qsort has no context argument in C11. */
+static int key_less(lua_State *L, int a, int b) {
+  size_t la, lb;
+  const char *sa = lua_tolstring(L, a, &la), *sb = lua_tolstring(L, b, &lb);
+  int c = memcmp(sa, sb, la < lb ? la : lb);
+  return c < 0 || (c == 0 && la < lb);
+}
+
+static void sort_keys(lua_State *L, int *idx, int *tmp, int n) {
+  if (n < 2)
+    return;
+  int h = n / 2;
+  sort_keys(L, idx, tmp, h);
+  sort_keys(L, idx + h, tmp, n - h);
+  int i = 0, j = h, k = 0;
+  while (i < h && j < n)
+    tmp[k++] = key_less(L, idx[j], idx[i]) ? idx[j++] : idx[i++];
+  while (i < h)
+    tmp[k++] = idx[i++];
+  while (j < n)
+    tmp[k++] = idx[j++];
+  memcpy(idx, tmp, (size_t)n * sizeof *idx);
+}
+
+/* An object whose first pair (string key) is on the stack, printed with
+ * its keys in byte order: every pair is copied onto the stack first. */
+static int enc_sorted_object(enc *e, int t, int depth, const seg *at) {
+  lua_State *L = e->L;
+  int base = lua_gettop(L) - 2, n = 0;
+  seg s = {at, NULL, 0, 0};
+  do {
+    if (lua_type(L, -2) != LUA_TSTRING)
+      return lua_isinteger(L, -2) ? mixed_keys(e, at) : bad_key(e, at);
+    n++;
+    if (!lua_checkstack(L, 3))
+      return enc_fail(e, at, "object too large to sort its keys");
+    lua_pushvalue(L, -2); /* the key, for lua_next */
+  } while (lua_next(L, t));
+  int *idx = malloc(2 * (size_t)n * sizeof *idx);
+  if (idx == NULL) {
+    e->oom = 1;
+    return 0;
+  }
+  for (int i = 0; i < n; i++)
+    idx[i] = base + 1 + 2 * i;
+  sort_keys(L, idx, idx + n, n);
+  int ok = put_char(e, '{');
+  for (int i = 0; ok && i < n; i++) {
+    s.key = lua_tolstring(L, idx[i], &s.klen);
+    ok = (i == 0 || put_char(e, ',')) && newline(e, depth) &&
+         put_string(e, s.key, s.klen) &&
+         (e->pretty ? PUT_LIT(e, ": ") : put_char(e, ':')) &&
+         enc_value(e, idx[i] + 1, depth, &s);
+  }
+  free(idx);
+  if (!ok || !newline(e, depth - 1) || !put_char(e, '}'))
+    return 0;
+  lua_settop(L, base);
+  return 1;
+}
+
 /* The table at t, whose own depth is depth. */
 static int enc_table(enc *e, int t, int depth, const seg *at) {
   lua_State *L = e->L;
@@ -1175,7 +1237,8 @@ static int enc_table(enc *e, int t, int depth, const seg *at) {
   if (!lua_next(L, t))
     return PUT_LIT(e, "{}");
   if (lua_type(L, -2) == LUA_TSTRING)
-    return enc_object(e, t, depth, at);
+    return e->sort ? enc_sorted_object(e, t, depth, at)
+                   : enc_object(e, t, depth, at);
   if (lua_isinteger(L, -2))
     return enc_sequence(e, t, start, depth, at);
   return bad_key(e, at);
@@ -1210,7 +1273,7 @@ static int enc_value(enc *e, int idx, int depth, const seg *at) {
   }
 }
 
-int hx_json_encode(lua_State *L, int idx, int max_depth, int pretty) {
+int hx_json_encode(lua_State *L, int idx, int max_depth, int flags) {
   int base, ok;
   enc e;
 
@@ -1223,7 +1286,8 @@ int hx_json_encode(lua_State *L, int idx, int max_depth, int pretty) {
   e.L = L;
   e.mt = base + 1;
   e.max_depth = clamp_depth(max_depth);
-  e.pretty = pretty;
+  e.pretty = (flags & HX_JSON_PRETTY) != 0;
+  e.sort = (flags & HX_JSON_SORT_KEYS) != 0;
   e.oom = 0;
   e.msg[0] = '\0';
   e.b->n = 0;

@@ -23,10 +23,14 @@
  * Never leaks the parse tree, even if Lua raises a memory error. */
 int hx_json_decode(lua_State *L, const char *buf, size_t len, int max_depth);
 
+/* Flags of hx_json_encode. */
+#define HX_JSON_PRETTY 1    /* indented, one member per line */
+#define HX_JSON_SORT_KEYS 2 /* object keys in byte order: stable output */
+
 /* Encodes the value at idx. On success pushes the JSON text and returns 1;
  * on failure (cycle/too deep, NaN, a function, mixed keys) pushes an error
  * message and returns 0. */
-int hx_json_encode(lua_State *L, int idx, int max_depth, int pretty);
+int hx_json_encode(lua_State *L, int idx, int max_depth, int flags);
 
 /* Pushes json.null. */
 void hx_json_push_null(lua_State *L);

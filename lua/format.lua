@@ -10,6 +10,8 @@ local M = {}
 
 --- Set to true for indented JSON (easier to read, a little slower).
 M.pretty = false
+--- Object keys in byte order, so the same answer is always the same text.
+M.sort_keys = true
 
 --- The error shape of every route: {"error": {"code", "message", ...}}.
 function M.error(code, message, extra)
@@ -68,7 +70,7 @@ function M.respond(status, body, headers)
     out[tostring(k)] = tostring(v)
   end
   if type(body) == "table" then
-    local text, err = json.encode(body, { pretty = M.pretty })
+    local text, err = json.encode(body, { pretty = M.pretty, sort_keys = M.sort_keys })
     if not text then
       error("the route's body cannot be encoded as JSON: " .. err, 0)
     end

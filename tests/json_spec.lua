@@ -444,4 +444,38 @@ describe("horcrux.json", function()
       assert.are.equal(json.null, again.null)
     end)
   end)
+
+  describe("encode with sort_keys", function()
+    it("prints object keys in byte order, at every depth", function()
+      local v = { b = 1, a = 2, c = { z = 1, y = json.array({ { k2 = 1, k1 = 2 } }) }, ab = 3 }
+      assert.are.equal('{"a":2,"ab":3,"b":1,"c":{"y":[{"k1":2,"k2":1}],"z":1}}',
+        json.encode(v, { sort_keys = true }))
+    end)
+
+    it("is stable for a large object, and pretty-prints sorted", function()
+      local t = {}
+      for i = 1, 5000 do
+        t[string.format("k%05d", (i * 7919) % 5000)] = i
+      end
+      local text = assert(json.encode(t, { sort_keys = true }))
+      local last = ""
+      for k in text:gmatch('"(k%d+)"') do
+        assert.is_true(k > last)
+        last = k
+      end
+      assert.are.equal('{\n  "a": 1,\n  "b": 2\n}',
+        json.encode({ b = 2, a = 1 }, { sort_keys = true, pretty = true }))
+    end)
+
+    it("still refuses what cannot be encoded, naming where", function()
+      local r, err, kind = json.encode({ b = { x = 0 / 0 }, a = 1 }, { sort_keys = true })
+      assert.is_nil(r)
+      assert.are.equal("bad_request", kind)
+      assert.truthy(err:find("$.b.x", 1, true))
+      r, err = json.encode({ a = 1, [1] = 2 }, { sort_keys = true })
+      assert.is_nil(r)
+      assert.is_string(err)
+    end)
+  end)
 end)
+
