@@ -280,7 +280,7 @@ describe("horcrux.stats", function()
           pids = null,
           cpu_usage_ns = null,
           online_cpus = null,
-          read = "0001-01-01T00:00:00Z",
+          read = null, -- Go's zero time is no time: the daemon read nothing
           source = "docker-api",
         }, rec)
       end

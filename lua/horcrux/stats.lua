@@ -8,8 +8,9 @@
 -- Decisions, stated once:
 --   * A value the daemon did not give is json.null in the record, never a
 --     made-up 0: cpu_usage_percent when there is no CPU % (not running, no
---     base sample yet), and cpu_usage_ns, online_cpus, pids and the three
---     memory fields of a container that is not running (its memory_stats is
+--     base sample yet), and cpu_usage_ns, online_cpus, pids, `read` (the
+--     daemon stamps Go's zero time) and the three memory fields of a
+--     container that is not running (its memory_stats is
 --     {}). `docker stats` prints such a container as 0B / 0B; the record
 --     says "unknown" instead. Network and block I/O are 0 when absent
 --     (DESIGN.md: a container with no network reports 0; cgroup v2 engines
@@ -327,7 +328,7 @@ function stats.record_from_api(raw, cpu_percent, opts)
     pids = or_null(pids or nil),
     cpu_usage_ns = or_null(usage and count(usage.total_usage)),
     online_cpus = or_null(cs and online_cpus(cs)),
-    read = or_null(type(raw.read) == "string" and raw.read or nil),
+    read = or_null(running and type(raw.read) == "string" and raw.read or nil),
     source = "docker-api",
   }
 end

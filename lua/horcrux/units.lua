@@ -2,26 +2,26 @@
 -- them (go-units), so `horcrux ps`/`horcrux stats` read like docker's.
 local M = {}
 
-local function scaled(n, base, units)
+local function scaled(n, base, units, precision)
   local i = 1
   n = n + 0.0
   while n >= base and i < #units do
     n = n / base
     i = i + 1
   end
-  -- go-units: "%.4g" then the unit, e.g. 1.04kB, 536KiB, 23.54GiB
-  local s = string.format("%.4g", n)
-  return s .. units[i]
+  return string.format("%." .. precision .. "g", n) .. units[i]
 end
 
---- Decimal units, as docker's NET I/O and BLOCK I/O: 1.04kB, 50.9MB.
+--- Decimal units with 3 significant digits, as docker stats prints NET I/O
+-- and BLOCK I/O (go-units HumanSizeWithPrecision(n, 3)): 1.05kB, 50.9MB.
 function M.human(n)
-  return scaled(n, 1000, { "B", "kB", "MB", "GB", "TB", "PB", "EB" })
+  return scaled(n, 1000, { "B", "kB", "MB", "GB", "TB", "PB", "EB" }, 3)
 end
 
---- Binary units, as docker's MEM USAGE: 536KiB, 23.54GiB.
+--- Binary units with 4 significant digits, as docker stats prints MEM
+-- USAGE (go-units BytesSize): 536KiB, 23.54GiB.
 function M.bytes(n)
-  return scaled(n, 1024, { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" })
+  return scaled(n, 1024, { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" }, 4)
 end
 
 --- "5 minutes", "About an hour", ... as docker ps's CREATED and STATUS.
