@@ -1,0 +1,432 @@
+--- horcrux.filters: the container filters of GET /api/containers,
+-- GET /api/stats and the stacks, one meaning everywhere.
+--
+--   local f, err = filters.parse(req.args, { all = true })
+--       -> filter | false (none given) | nil, message, "bad_request", key
+--   filters.daemon(f)      -> Docker's `filters` table ({key = {values}})
+--   filters.match(f, rec)  -> true | false | nil, key (rec does not say)
+--   filters.record(item)   -> rec, from one item of /containers/json
+--   filters.list(f, all, policy)  -> GET /api/containers with filters
+--   filters.stats(f, policy)      -> GET /api/stats with filters
+--
+-- Keys (each repeatable; a query may give several keys):
+--   status=WORD      Docker's state word; any of the values (implies all)
+--   label=KEY        the label is set; label=KEY=VALUE it has that value;
+--                    every label value must match
+--   network=NAME|ID  attached to that network (name, or an id prefix)
+--   name=RE          the name matches: letters, digits, _ . - and /, an
+--                    optional ^ and $; "." is any character (the daemon
+--                    reads it as a Go regexp, which on this subset is the
+--                    same), matched against the name with and without "/"
+--   ancestor=IMAGE   the container's image: a reference (no tag means
+--                    :latest) or an image id prefix
+-- Values of one key are alternatives (any matches) except label (all
+-- must); different keys must all match -- the daemon's rules.
+--
+-- Where they are applied. The docker-api source is given them as the
+-- daemon's `filters`; any other source (cgroup, docker-cli, an operator's)
+-- lists without them and match() picks its records. A source whose
+-- records do not say what a filter needs (the cgroup source knows no
+-- labels) cannot answer that query and hands over to the next one; when
+-- none can, the answer is 503 with what each said. Without the daemon,
+-- `ancestor` compares references and ids as written: it cannot know that
+-- two tags name one image, nor an image's descendants.
+local json = require "horcrux.json"
+local metrics = require "horcrux.metrics"
+
+local null = json.null
+
+local M = {}
+
+--- The filter keys, and the state words `status` accepts.
+M.KEYS = { "status", "label", "network", "name", "ancestor" }
+M.STATES = {
+  created = true, restarting = true, running = true, removing = true,
+  paused = true, exited = true, dead = true,
+}
+
+--- Sources that apply the daemon's filters themselves.
+M.DAEMON_SOURCES = { ["docker-api"] = true }
+
+local MAX_VALUES = 32 -- values of one key
+local MAX_LEN = 255   -- bytes of one value (a label value: 1024)
+
+local IS_KEY = {}
+for _, k in ipairs(M.KEYS) do
+  IS_KEY[k] = true
+end
+
+local function printable(s)
+  return not s:find("[%c\127]")
+end
+
+-- Checks one value of key; returns it (normalized) or nil, message.
+local CHECK = {
+  status = function(v)
+    if M.STATES[v] then
+      return v
+    end
+    return nil, "status must be one of created, restarting, running, "
+      .. "removing, paused, exited, dead"
+  end,
+  label = function(v)
+    local key, value = v:match("^([^=]*)=(.*)$")
+    key = key or v
+    if key == "" or #key > MAX_LEN or not key:match("^[%w][%w._/-]*$") then
+      return nil, "label must be KEY or KEY=VALUE, KEY made of letters, "
+        .. "digits and . _ / - (at most 255 bytes)"
+    end
+    if value and (#value > 1024 or not printable(value)) then
+      return nil, "a label VALUE is at most 1024 printable bytes"
+    end
+    return v
+  end,
+  network = function(v)
+    if #v <= MAX_LEN and v:match("^[%w][%w_.-]*$") then
+      return v
+    end
+    return nil, "network must be a network name or id"
+  end,
+  name = function(v)
+    if #v <= MAX_LEN and v:match("^%^?/?[%w_.-]+%$?$") then
+      return v
+    end
+    return nil, "name must be letters, digits and _ . - (an optional "
+      .. "leading / or ^ and trailing $)"
+  end,
+  ancestor = function(v)
+    if #v <= MAX_LEN and v:match("^[%w][%w._/:@-]*$") then
+      return v
+    end
+    return nil, "ancestor must be an image reference or id"
+  end,
+}
+
+--- The filters in `args` (the request's ordered {key, value} pairs).
+-- Keys in `others` (a set) are left to the caller; any other key is an
+-- error naming it. Returns the filter ({key = {values}}), false when no
+-- filter was given, or nil, message, "bad_request", key.
+function M.parse(args, others)
+  local f, any = {}, false
+  for _, kv in ipairs(args or {}) do
+    local k, v = kv[1], kv[2]
+    if IS_KEY[k] then
+      local ok, why = CHECK[k](v)
+      if not ok then
+        return nil, ("query %s=%q: %s"):format(k, v, why), "bad_request", k
+      end
+      local list = f[k] or {}
+      if #list >= MAX_VALUES then
+        return nil, ("query %s: at most %d values"):format(k, MAX_VALUES),
+          "bad_request", k
+      end
+      list[#list + 1] = ok
+      f[k] = list
+      any = true
+    elseif not (others and others[k]) then
+      local known = {}
+      for name in pairs(others or {}) do
+        known[#known + 1] = name
+      end
+      for _, name in ipairs(M.KEYS) do
+        known[#known + 1] = name
+      end
+      table.sort(known)
+      return nil, ("unknown query parameter %q (this route takes: %s)")
+        :format(k, table.concat(known, ", ")), "bad_request", k
+    end
+  end
+  return any and f or false
+end
+
+--- Docker's `filters` for f: the same keys and values, as arrays.
+function M.daemon(f)
+  local out = {}
+  for k, list in pairs(f) do
+    out[k] = json.array({ table.unpack(list) })
+  end
+  return out
+end
+
+local function known(v)
+  return v ~= nil and v ~= null
+end
+
+-- "^/web.1$" -> a Lua pattern with the same meaning on names.
+local function name_pattern(v)
+  return (v:gsub("%-", "%%-"))
+end
+
+-- An image reference as the daemon compares it: no registry prefix of
+-- Docker Hub, and :latest when there is neither a tag nor a digest.
+local function norm_image(ref)
+  ref = ref:gsub("^docker%.io/", ""):gsub("^library/", "")
+  local last = ref:match("([^/]*)$")
+  if not last:find(":", 1, true) and not ref:find("@", 1, true) then
+    ref = ref .. ":latest"
+  end
+  return ref
+end
+
+local function hex_of(v)
+  local h = v:match("^sha256:(%x+)$") or v:match("^(%x+)$")
+  return h and h:lower()
+end
+
+local MATCH = {
+  status = function(rec, values)
+    if not known(rec.status) then
+      return nil
+    end
+    for _, v in ipairs(values) do
+      if rec.status == v then
+        return true
+      end
+    end
+    return false
+  end,
+  label = function(rec, values)
+    if type(rec.labels) ~= "table" then
+      return nil
+    end
+    for _, v in ipairs(values) do
+      local key, value = v:match("^([^=]*)=(.*)$")
+      local have = rec.labels[key or v]
+      if have == nil or (value and have ~= value) then
+        return false
+      end
+    end
+    return true
+  end,
+  network = function(rec, values)
+    if type(rec.networks) ~= "table" then
+      return nil
+    end
+    for _, v in ipairs(values) do
+      for name, id in pairs(rec.networks) do
+        if name == v or (type(id) == "string" and #v > 0
+            and id:sub(1, #v) == v) then
+          return true
+        end
+      end
+    end
+    return false
+  end,
+  name = function(rec, values)
+    if not known(rec.name) then
+      return nil
+    end
+    local bare = rec.name:gsub("^/", "")
+    for _, v in ipairs(values) do
+      local p = name_pattern(v)
+      if bare:find(p) or ("/" .. bare):find(p) then
+        return true
+      end
+    end
+    return false
+  end,
+  ancestor = function(rec, values)
+    if not known(rec.image) then
+      return nil
+    end
+    local image = norm_image(rec.image)
+    local ids = {}
+    for _, s in ipairs({ rec.image, known(rec.image_id) and rec.image_id or nil }) do
+      local h = hex_of(s)
+      if h then
+        ids[#ids + 1] = h
+      end
+    end
+    for _, v in ipairs(values) do
+      if norm_image(v) == image then
+        return true
+      end
+      local h = hex_of(v)
+      if h then
+        for _, id in ipairs(ids) do
+          if id:sub(1, #h) == h then
+            return true
+          end
+        end
+      end
+    end
+    return false
+  end,
+}
+
+--- Whether rec matches f: true, false, or nil and the first key whose
+-- field rec does not have (status, labels, networks, name, image).
+-- rec: {status, name, image, image_id, labels = {k = v}, networks =
+-- {name = id}}; a missing field (or json.null) is "not known".
+function M.match(f, rec)
+  local unknown
+  for _, k in ipairs(M.KEYS) do
+    local values = f[k]
+    if values then
+      local r = MATCH[k](rec, values)
+      if r == false then
+        return false
+      elseif r == nil then
+        unknown = unknown or k
+      end
+    end
+  end
+  if unknown then
+    return nil, unknown
+  end
+  return true
+end
+
+--- The fields match() reads, from one item of the daemon's
+-- /containers/json.
+function M.record(item)
+  local names = type(item.Names) == "table" and item.Names or {}
+  local networks = {}
+  local ns = type(item.NetworkSettings) == "table"
+    and item.NetworkSettings.Networks
+  for name, n in pairs(type(ns) == "table" and ns or {}) do
+    networks[name] = type(n) == "table" and n.NetworkID or true
+  end
+  return {
+    id = item.Id,
+    name = type(names[1]) == "string" and names[1]:gsub("^/", "") or nil,
+    status = item.State,
+    image = item.Image,
+    image_id = item.ImageID,
+    labels = type(item.Labels) == "table" and item.Labels or {},
+    networks = networks,
+  }
+end
+
+local FIELD = {
+  status = "state", label = "labels", network = "networks", name = "name",
+  ancestor = "image",
+}
+
+-- Picks the records of list that match f; a record that does not say
+-- what f needs makes the source unable to answer.
+local function select(f, list, who)
+  local out = json.array()
+  for _, rec in ipairs(list) do
+    local ok, key = M.match(f, rec)
+    if ok == nil then
+      return nil, ("%s: cannot apply the %s filter: it does not know "
+        .. "containers' %s"):format(who, key, FIELD[key]), "unsupported"
+    elseif ok then
+      out[#out + 1] = rec
+    end
+  end
+  return out
+end
+M.select = select
+
+-- The policy's sources, each made to answer list(opts) under f: a source
+-- that filters in the daemon gets f as opts.filters; any other lists
+-- without filters and select() picks.
+local function filtered_policy(f, policy)
+  local sources = {}
+  for i, src in ipairs(metrics.sources(policy)) do
+    if M.DAEMON_SOURCES[src.name] then
+      sources[i] = src
+    else
+      sources[i] = {
+        name = src.name,
+        list = function(opts)
+          if type(src.list) ~= "function" then
+            return nil, tostring(src.name) .. " cannot give list",
+              "unsupported"
+          end
+          local list, err, kind = src.list({ all = opts.all })
+          if not list then
+            return nil, err, kind
+          end
+          return select(f, list, tostring(src.name))
+        end,
+      }
+    end
+  end
+  return { sources = sources }
+end
+
+--- GET /api/containers: the list of metrics.list, with f applied (f false:
+-- exactly metrics.list). A status filter lists stopped containers too, as
+-- the daemon does.
+function M.list(f, all, policy)
+  if not f then
+    return metrics.list({ all = all }, policy)
+  end
+  return metrics.list({ all = all or f.status ~= nil, filters = M.daemon(f) },
+    filtered_policy(f, policy))
+end
+
+local function has_daemon(policy)
+  for _, src in ipairs(metrics.sources(policy)) do
+    if M.DAEMON_SOURCES[src.name] and type(src.client) == "function" then
+      return src
+    end
+  end
+  return nil
+end
+
+--- GET /api/stats: the records of `all` (live.all()) whose container
+-- matches f. Which ones match is asked of the daemon when the policy has
+-- the docker-api source and it answers; otherwise match() decides from
+-- what the live view knows of each (view.meta: name, image, status, and
+-- labels and networks when the collector keeps them).
+function M.stats(f, all, policy)
+  if not f then
+    return all
+  end
+  local src = has_daemon(policy)
+  local c = src and src.client()
+  local items, err, kind
+  if c then
+    items, err, kind = c:containers({ all = true, filters = M.daemon(f) })
+    if not items and (kind == "bad_request" or kind == "not_found") then
+      return nil, err, kind
+    end
+  end
+  local out = json.array()
+  if items then
+    local ids = {}
+    for _, it in ipairs(items) do
+      if type(it.Id) == "string" then
+        ids[it.Id] = true
+      end
+    end
+    for _, rec in ipairs(all) do
+      if ids[rec.id] then
+        out[#out + 1] = rec
+      end
+    end
+    return out
+  end
+  local view = require "horcrux.view"
+  local recs = {}
+  for i, rec in ipairs(all) do
+    local meta = type(rec.id) == "string" and #rec.id == 64
+      and view.meta(rec.id) or {}
+    recs[i] = {
+      record = rec,
+      name = rec.name,
+      status = known(meta.status) and meta.status or "running",
+      image = meta.image,
+      labels = meta.labels,
+      networks = meta.networks,
+    }
+  end
+  local picked, msg
+  picked, msg, kind = select(f, recs, "live view")
+  if not picked then
+    if err then
+      msg = msg .. "; docker-api: " .. tostring(err)
+    end
+    return nil, msg, "metrics_unavailable"
+  end
+  for _, r in ipairs(picked) do
+    out[#out + 1] = r.record
+  end
+  return out
+end
+
+return M

@@ -1,0 +1,163 @@
+-- Every refusal of a management route leaves the containers as they were:
+-- no token, a wrong token, read-only mode, an oversized body, a bad id or
+-- stack name (refused before any request to the daemon).
+local ms = require "manage_support"
+local support = require "support"
+local json = require "horcrux.json"
+
+local PROJECT = "com.docker.compose.project"
+
+-- Every mutating route, for container `id` and stack `stack`; create's body
+-- names a container that must never exist.
+local function mutating(id, stack, create_body)
+  local out = {
+    { "POST", "/api/containers", create_body },
+    { "DELETE", "/api/containers/" .. id .. "?force=1" },
+  }
+  for _, a in ipairs({ "start", "stop", "restart", "kill", "pause", "unpause" }) do
+    out[#out + 1] = { "POST", "/api/containers/" .. id .. "/" .. a }
+  end
+  for _, a in ipairs({ "start", "stop", "restart" }) do
+    out[#out + 1] = { "POST", "/api/stacks/" .. stack .. "/" .. a }
+  end
+  return out
+end
+
+describe("the guard around the management routes", function()
+  local srv, ro, id, stack, before, create
+
+  setup(function()
+    support.docker()
+    srv = ms.start()
+    ro = ms.start({ args = { "--read-only" } })
+    stack = ("hxguard%x%04x"):format(os.time(), math.random(0, 0xffff))
+    id = ms.create(srv, { labels = { [PROJECT] = stack,
+      ["com.docker.compose.service"] = "app" }, start = true })
+    before = ms.snapshot(id)
+    create = ms.body()
+    ms.track(create.name)
+  end)
+
+  teardown(function()
+    ms.cleanup()
+    if srv then
+      srv:stop()
+    end
+    if ro then
+      ro:stop()
+    end
+  end)
+
+  local function unchanged(what)
+    assert.are.same(before, ms.snapshot(id), what)
+    assert.is_nil(ms.inspect(create.name), what)
+  end
+
+  it("refuses every mutating route without a token (401) and with a wrong one (403)", function()
+    for _, m in ipairs(mutating(id, stack, create)) do
+      local what = m[1] .. " " .. m[2]
+      local r = ms.call(srv, m[1], m[2], m[3], { token = false })
+      assert.are.equal(401, r.status, what .. ": " .. r.body)
+      assert.are.equal("unauthorized", r.json.error.code, what)
+      r = ms.call(srv, m[1], m[2], m[3], { token = "not-the-token" })
+      assert.are.equal(403, r.status, what .. ": " .. r.body)
+      assert.are.equal("forbidden", r.json.error.code, what)
+      unchanged(what)
+    end
+  end)
+
+  it("refuses every mutating route in read-only mode, with the right token", function()
+    for _, m in ipairs(mutating(id, stack, create)) do
+      local what = m[1] .. " " .. m[2]
+      local r = ms.call(ro, m[1], m[2], m[3])
+      assert.are.equal(403, r.status, what .. ": " .. r.body)
+      assert.are.equal("forbidden", r.json.error.code, what)
+      unchanged(what)
+    end
+  end)
+
+  it("refuses logs in read-only mode and still answers the reads that leak nothing", function()
+    local r = ms.call(ro, "GET", "/api/containers/" .. id .. "/logs")
+    assert.are.equal(403, r.status, r.body)
+    assert.truthy(r.json.error.message:find("read-only", 1, true))
+    r = ms.call(ro, "GET", "/api/containers/" .. id)
+    assert.are.equal(200, r.status)
+    assert.is_nil(r.json.env)
+    assert.are.equal(200, ms.call(ro, "GET", "/api/containers?label=" .. PROJECT .. "=" .. stack).status)
+    assert.are.equal(200, ms.call(ro, "GET", "/api/stacks/" .. stack).status)
+    assert.are.equal(200, ms.call(srv, "GET", "/api/containers/" .. id .. "/logs").status)
+    unchanged("reads")
+  end)
+
+  it("refuses every mutating route when no token is configured", function()
+    local open = ms.start({ token = false })
+    finally(function() open:stop() end)
+    for _, m in ipairs(mutating(id, stack, create)) do
+      local what = m[1] .. " " .. m[2]
+      local r = ms.call(open, m[1], m[2], m[3], { token = "anything" })
+      assert.are.equal(401, r.status, what .. ": " .. r.body)
+      assert.truthy(r.json.error.message:find("HORCRUX_TOKEN", 1, true), what)
+      unchanged(what)
+    end
+  end)
+
+  it("refuses a body over 1 MiB with 413 and creates nothing", function()
+    local big = ms.body({ env = { PAD = string.rep("x", 1024 * 1024 + 1) } })
+    big.name = create.name
+    local r = ms.call(srv, "POST", "/api/containers", big)
+    assert.are.equal(413, r.status, r.body:sub(1, 200))
+    unchanged("oversized body")
+  end)
+
+  -- one path segment each: a bad container reference, never sent on
+  local BAD_IDS = { "bad!id", "-rm", ".hidden", "a%20b", "x%3Fy=1", "%2e%2e",
+    string.rep("a", 300), "%C3%A9t%C3%A9" }
+
+  local function every_route(ref, name)
+    local out = {
+      { "GET", "/api/containers/" .. ref },
+      { "GET", "/api/containers/" .. ref .. "/stats" },
+      { "GET", "/api/containers/" .. ref .. "/logs" },
+      { "DELETE", "/api/containers/" .. ref .. "?force=1" },
+      { "GET", "/api/stacks/" .. name },
+    }
+    for _, a in ipairs({ "start", "stop", "restart", "kill", "pause", "unpause" }) do
+      out[#out + 1] = { "POST", "/api/containers/" .. ref .. "/" .. a }
+    end
+    for _, a in ipairs({ "start", "stop", "restart" }) do
+      out[#out + 1] = { "POST", "/api/stacks/" .. name .. "/" .. a }
+    end
+    return out
+  end
+
+  it("refuses a bad id or stack name in every route with 400, before asking the daemon", function()
+    -- with no daemon to ask, a route that asked would answer 503
+    local down = ms.start({ env = { ms.DEAD_DOCKER } })
+    finally(function() down:stop() end)
+    for _, bad in ipairs(BAD_IDS) do
+      for _, m in ipairs(every_route(bad, bad)) do
+        local what = m[1] .. " " .. m[2]:sub(1, 80)
+        for _, s in ipairs({ down, srv }) do
+          local r = ms.call(s, m[1], m[2])
+          assert.are.equal(400, r.status, what .. ": " .. r.body)
+          assert.are.equal("bad_request", r.json.error.code, what)
+        end
+      end
+    end
+    unchanged("bad ids")
+  end)
+
+  -- The server hands routes the decoded path as a C string: "a%00b/stats"
+  -- reaches Lua as "/api/containers/a", a valid ref (core/server.c must
+  -- refuse a NUL in the path, or pass its length).
+  pending("refuses a path with an encoded NUL byte (%00) with 400")
+
+  it("answers what a refusal is as JSON with the error shape", function()
+    local r = ms.call(srv, "POST", "/api/containers/" .. id .. "/stop", nil, { token = false })
+    assert.are.equal("application/json", r.headers["content-type"])
+    local e = json.decode(r.body).error
+    assert.is_string(e.code)
+    assert.is_string(e.message)
+    unchanged("shape")
+  end)
+end)

@@ -1,0 +1,161 @@
+-- Compose stacks: a stack of two services (web x2, db x1) created through
+-- POST /api/containers with the compose labels -- no compose tool -- then
+-- listed, inspected with summed stats, and stopped, started and restarted.
+local ms = require "manage_support"
+local support = require "support"
+
+describe("Compose stacks over HTTP", function()
+  local srv, project, ids
+
+  local PROJECT = "com.docker.compose.project"
+  local SERVICE = "com.docker.compose.service"
+
+  local function get(path)
+    local r = ms.call(srv, "GET", path)
+    assert(r.status == 200, path .. ": " .. r.status .. " " .. r.body)
+    return r.json
+  end
+
+  local function find(list, name)
+    for _, x in ipairs(list) do
+      if x.name == name then
+        return x
+      end
+    end
+  end
+
+  local function states()
+    local out = {}
+    for key, id in pairs(ids) do
+      out[key] = ms.status(id)
+    end
+    return out
+  end
+
+  setup(function()
+    support.docker()
+    srv = ms.start()
+    project = ("hxstack%x%04x"):format(os.time(), math.random(0, 0xffff))
+    ids = {}
+    for _, c in ipairs({ { "web1", "web" }, { "web2", "web" }, { "db1", "db" } }) do
+      ids[c[1]] = ms.create(srv, {
+        labels = { [PROJECT] = project, [SERVICE] = c[2] },
+        -- a little CPU and memory to sum
+        cmd = { "sh", "-c", "while true; do :; done" },
+        start = true,
+      })
+    end
+  end)
+
+  teardown(function()
+    ms.cleanup()
+    if srv then
+      srv:stop()
+    end
+  end)
+
+  it("lists the stack with its services and states", function()
+    local s = find(get("/api/stacks"), project)
+    assert.is_table(s)
+    assert.are.equal(3, s.count)
+    assert.are.same({ running = 3 }, s.states)
+    assert.are.same({
+      { name = "db", count = 1, states = { running = 1 } },
+      { name = "web", count = 2, states = { running = 2 } },
+    }, s.services)
+  end)
+
+  it("gives each service's containers and the stats summed per service and stack", function()
+    -- the collector samples every second; wait until it has every one
+    -- with a CPU %
+    local s = ms.eventually(15, function()
+      local st = get("/api/stacks/" .. project)
+      return st.stats.sampled == 3 and st.stats.cpu_usage_percent ~= nil
+        and type(st.stats.cpu_usage_percent) == "number" and st
+    end)
+    assert.is_table(s, "the stack's stats never covered its 3 containers")
+    assert.are.equal(project, s.name)
+    assert.are.equal(3, s.count)
+    assert.are.same({ running = 3 }, s.states)
+    local web, db = find(s.services, "web"), find(s.services, "db")
+    assert.are.equal(2, #web.containers)
+    assert.are.equal(1, #db.containers)
+    for _, c in ipairs(web.containers) do
+      assert.are.equal("running", c.status)
+      assert.is_table(c.stats)
+      assert.are.equal(12, #c.id)
+    end
+    -- the stack's sums are the services' sums, which are the containers'
+    for _, k in ipairs({ "memory_usage_bytes", "network_rx_bytes", "pids",
+      "block_read_bytes" }) do
+      local per = 0
+      for _, svc in ipairs(s.services) do
+        local sum = 0
+        for _, c in ipairs(svc.containers) do
+          sum = sum + c.stats[k]
+        end
+        assert.are.equal(sum, svc.stats[k], k)
+        per = per + svc.stats[k]
+      end
+      assert.are.equal(per, s.stats[k], k)
+    end
+    assert.are.equal(3, s.stats.pids)
+    assert.is_true(s.stats.memory_usage_bytes > 0)
+    -- three busy loops on this host's CPUs: well above idle
+    assert.is_true(s.stats.cpu_usage_percent > 10, tostring(s.stats.cpu_usage_percent))
+    assert.are.equal(2, web.stats.sampled)
+  end)
+
+  it("stops, starts and restarts every container of it", function()
+    local r = ms.call(srv, "POST", "/api/stacks/" .. project .. "/stop?timeout=0")
+    assert.are.equal(200, r.status, r.body)
+    assert.are.equal(3, r.json.count)
+    assert.are.equal(3, r.json.changed)
+    assert.are.equal(3, #r.json.results)
+    assert.are.same({ web1 = "exited", web2 = "exited", db1 = "exited" }, states())
+    -- stopped in reverse service order: web before db
+    assert.are.equal("web", r.json.results[1].service)
+    assert.are.equal("db", r.json.results[3].service)
+    r = ms.call(srv, "POST", "/api/stacks/" .. project .. "/stop?timeout=0")
+    assert.are.equal(0, r.json.changed)
+
+    local s = get("/api/stacks/" .. project)
+    assert.are.same({ exited = 3 }, s.states)
+    assert.are.equal(0, s.stats.sampled)
+
+    r = ms.call(srv, "POST", "/api/stacks/" .. project .. "/start")
+    assert.are.equal(200, r.status, r.body)
+    assert.are.equal(3, r.json.changed)
+    assert.are.same({ web1 = "running", web2 = "running", db1 = "running" }, states())
+
+    local before = {}
+    for k, id in pairs(ids) do
+      before[k] = ms.inspect(id).State.StartedAt
+    end
+    r = ms.call(srv, "POST", "/api/stacks/" .. project .. "/restart?timeout=0")
+    assert.are.equal(200, r.status, r.body)
+    for k, id in pairs(ids) do
+      local info = ms.inspect(id)
+      assert.are.equal("running", info.State.Status)
+      assert.are_not.equal(before[k], info.State.StartedAt, k)
+    end
+  end)
+
+  it("answers 404 for a stack that does not exist and 400 for a bad name", function()
+    local r = ms.call(srv, "GET", "/api/stacks/hxstack-none-" .. os.time())
+    assert.are.equal(404, r.status)
+    r = ms.call(srv, "POST", "/api/stacks/hxstack-none-" .. os.time() .. "/stop")
+    assert.are.equal(404, r.status)
+    r = ms.call(srv, "GET", "/api/stacks/bad!name")
+    assert.are.equal(400, r.status)
+    r = ms.call(srv, "POST", "/api/stacks/bad!name/start")
+    assert.are.equal(400, r.status)
+    r = ms.call(srv, "POST", "/api/stacks/" .. project .. "/stop?timeout=x")
+    assert.are.equal(400, r.status)
+    r = ms.call(srv, "POST", "/api/stacks/" .. project .. "/start?timeout=1")
+    assert.are.equal(400, r.status)
+    r = ms.call(srv, "GET", "/api/stacks?x=1")
+    assert.are.equal(400, r.status)
+    assert.are.same({ web1 = "running", web2 = "running", db1 = "running" }, states())
+  end)
+end)
