@@ -8,6 +8,11 @@
  *   docker.max_api_version          "1.51"
  *   c:version()  c:ping()  c:containers([opts])  c:inspect(ref[, opts])
  *   c:stats(ref)                    -> value | nil, msg, kind
+ *   c:stats_many(refs)              -> {{value = v} | {error = msg,
+ *                                       kind = kind}, ...} aligned with refs
+ *   c:events([opts,] callback)      -> true, "stopped" | "ended"
+ *                                    | nil, msg, kind
+ *   c:stats_stream(ref[, opts], callback)   (the same)
  *   c:request(method, path[, query[, body[, content_type]]])
  *                                   -> status, body, headers | nil, msg, kind
  *   c:api_version()                 -> "1.41" | nil before negotiation
@@ -57,20 +62,46 @@
  * takes its own handle. In stock Lua they run one after the other and the
  * free-list hands back the same handle, whose connection curl keeps alive.
  *
- * A later streaming method (events, stats with stream=1, logs) fits the
- * same shape: a request whose write callback queues chunks instead of
- * filling one buffer, a continuation that hands them to a Lua callback,
- * and CURLOPT_LOW_SPEED_* as the stall timeout in place of a total one.
+ * Many at once (stats_many). One request userdata per ref, all in a table
+ * that a batch userdata holds; the batch also holds the arrays that
+ * hx_perform_many() reads and fills (CURL **, CURLcode *), so they outlive
+ * the yield. After GET /version if needed (chained as above), every
+ * transfer is set up and the batch runs with one hx_perform_many(): in the
+ * server, on the host's executor; elsewhere, on a curl multi of its own.
+ * Each transfer holds its own easy handle, so the free-list keeps up to
+ * FREE_MAX of them for the next batch and cleans up the rest. More than
+ * MANY_WAVE refs go in waves of MANY_WAVE, which bounds the connections
+ * (descriptors) open at once.
+ *
+ * Streams (events, stats_stream) are synchronous: curl_easy_perform() on
+ * the caller's thread, meant for the collector's own thread, and refused
+ * inside a request coroutine, where they would hold a worker for as long
+ * as the stream lasts. The write callback buffers the body, splits it on
+ * newlines (a JSON value may be split across writes or several merged in
+ * one) and hands each decoded value to the Lua callback through lua_pcall,
+ * so no Lua error ever longjmps across curl: an error, or the callback's
+ * `false`, only makes the write callback stop the transfer; the error is
+ * raised again once curl has returned. opts:
+ *   stall     seconds without a byte before the stream fails with kind
+ *             "timeout" (0: none, the default; /events is silent while
+ *             nothing happens); checked about once a second
+ *   max_line  longest line accepted (1 MiB); more fails with kind "limit"
+ * events() also takes filters (a table, sent as JSON, or a JSON string),
+ * since and until (Unix seconds, a number, or a string Docker accepts);
+ * with `until` the daemon ends the stream by itself: "ended".
  */
 #include "async.h"
 #include "aux.h"
 #include "jsonconv.h"
 
 #include <curl/curl.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define CLIENT_MT "horcrux.docker.client"
 #define REQUEST_MT "horcrux.docker.request"
@@ -80,11 +111,21 @@
  * works, and an older one is spoken to in its own version. */
 #define MAX_API "1.51"
 
-#define FREE_MAX 8           /* idle easy handles a client keeps */
 #define REF_MAX 255          /* longest container name or id accepted */
 #define PATH_MAX_LEN 1024    /* longest request() path */
 #define HEAD_MAX (64 * 1024) /* reply headers cap */
 #define ERR_TEXT_MAX 200     /* how much of a non-JSON error body to quote */
+
+/* Idle easy handles a client keeps: enough for a stats_many batch of a
+ * usual host to find its handles ready; a bigger batch cleans up the rest. */
+#define FREE_MAX 32
+/* Transfers of a stats_many batch that run at once: each is a connection
+ * (a descriptor here, and a slot of the daemon's listen backlog). */
+#define MANY_WAVE 128
+/* Refs in one stats_many call: the waves of a batch nest in C when they do
+ * not yield. */
+#define MANY_MAX (1 << 16)
+#define LINE_MAX_DEFAULT (1 << 20) /* a stream's max_line */
 
 /* curl_global_init is process-wide and, in older curls, not thread-safe:
  * several Lua states (threads of the host) may load this module at once. */
@@ -449,6 +490,29 @@ enum reply {
 /* User values of a request. */
 enum { UV_CLIENT = 1, UV_TARGET, UV_BODY, UV_CTYPE, UV_N = UV_CTYPE };
 
+/* Why a stream ended early; set by its callbacks. */
+enum stream_end {
+  S_RUN,     /* not yet: the daemon ends it, or the transfer fails */
+  S_STOPPED, /* the Lua callback returned false */
+  S_RAISED,  /* the Lua callback raised: the error is on the stack */
+  S_BADJSON, /* a line is not JSON: the message is on the stack */
+  S_LIMIT,   /* a line passed max_line */
+  S_STALLED  /* no data for `stall` ms */
+};
+
+/* The state of a stream (events, stats_stream); zero for other requests.
+ * Streams are synchronous, so L is the caller's state, in stream_run. */
+typedef struct stream {
+  lua_State *L;
+  int cb; /* the callback's index on L's stack */
+  size_t max_line;
+  size_t done; /* bytes of the body buffer already delivered */
+  long stall_ms;
+  int64_t last_ms; /* when the last byte came (monotonic) */
+  int http;        /* 0: unknown yet, 1: 2xx (deliver), 2: an error reply */
+  int end;         /* enum stream_end */
+} stream;
+
 typedef struct request {
   CURL *easy; /* NULL when not holding one */
   client *cl; /* alive: the client is user value UV_CLIENT */
@@ -464,6 +528,7 @@ typedef struct request {
   long os_errno;
   int json;
   char err[CURL_ERROR_SIZE];
+  stream st;
 } request;
 
 static void request_drop_easy(request *r) {
@@ -958,6 +1023,490 @@ static int l_request(lua_State *L) {
   return send_request(L, lua_gettop(L));
 }
 
+/* ---- many at once ---------------------------------------------------- */
+
+/* results[i] = {value = v} when nret is 1 (v on top), or {error = msg,
+ * kind = kind} when it is 3 (nil, msg, kind on top). */
+static void set_element(lua_State *L, int results, lua_Integer i, int nret) {
+  lua_createtable(L, 0, 2);
+  if (nret == 1) {
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "value");
+  } else {
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "error");
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "kind");
+  }
+  lua_rawseti(L, results, i);
+}
+
+/* A stats_many batch, at stack index 4 across the yields; the requests are
+ * at 5, by slot, and the results at 3. The arrays live in the same
+ * userdata, after the struct: easy, pos, rc, slot. */
+typedef struct batch {
+  int n;            /* requests (one per valid ref) */
+  int next;         /* the first request not sent yet */
+  int wave;         /* transfers in the current wave */
+  CURL **easy;      /* [MANY_WAVE] the wave's handles, for hx_perform_many */
+  CURLcode *rc;     /* [MANY_WAVE] and their results */
+  int *slot;        /* [MANY_WAVE] transfer -> request slot */
+  lua_Integer *pos; /* [n] request slot -> index in refs */
+} batch;
+
+enum { B_RESULTS = 3, B_BATCH, B_REQUESTS, B_VERSION };
+
+/* Every request from slot `from` on fails with the nil, msg, kind on top;
+ * returns the results. */
+static int many_fail_all(lua_State *L, int from) {
+  batch *b = lua_touserdata(L, B_BATCH);
+  int top = lua_gettop(L);
+  for (int j = from; j < b->n; j++) {
+    lua_pushnil(L);
+    lua_pushvalue(L, top - 1);
+    lua_pushvalue(L, top);
+    set_element(L, B_RESULTS, b->pos[j], 3);
+    lua_settop(L, top);
+  }
+  lua_settop(L, B_RESULTS);
+  return 1;
+}
+
+static int many_send(lua_State *L);
+
+static int k_many_done(lua_State *L, int status, lua_KContext ctx) {
+  batch *b = lua_touserdata(L, B_BATCH);
+  (void)status, (void)ctx;
+  lua_settop(L, B_REQUESTS); /* pops the 0 */
+  for (int t = 0; t < b->wave; t++) {
+    int j = b->slot[t], nret;
+    lua_rawgeti(L, B_REQUESTS, j + 1);
+    request *r = lua_touserdata(L, -1);
+    finish(r);
+    if (b->rc[t] != CURLE_OK)
+      nret = fail_transfer(L, r, b->rc[t]);
+    else if (r->status < 200 || r->status >= 300)
+      nret = fail_http(L, r);
+    else
+      nret = push_decoded(L, r);
+    set_element(L, B_RESULTS, b->pos[j], nret);
+    buf_free(&r->body); /* the next waves need not carry this one's */
+    buf_free(&r->head);
+    lua_settop(L, B_REQUESTS);
+  }
+  b->wave = 0;
+  if (b->next < b->n)
+    return many_send(L);
+  lua_settop(L, B_RESULTS);
+  return 1;
+}
+
+/* Sets up the next wave of transfers and runs it as one batch. */
+static int many_send(lua_State *L) {
+  batch *b = lua_touserdata(L, B_BATCH);
+  client *c = lua_touserdata(L, 1);
+  if (c->closed) {
+    hx_fail(L, HX_UNAVAILABLE, "docker: client closed");
+    return many_fail_all(L, b->next);
+  }
+  while (b->next < b->n && b->wave < MANY_WAVE) {
+    int j = b->next++;
+    lua_rawgeti(L, B_REQUESTS, j + 1);
+    request *r = lua_touserdata(L, -1);
+    CURLcode rc = setup(L, lua_gettop(L), r, 0);
+    if (rc == CURLE_OK) {
+      b->easy[b->wave] = r->easy;
+      b->rc[b->wave] = CURLE_FAILED_INIT;
+      b->slot[b->wave++] = j;
+    } else {
+      finish(r);
+      set_element(L, B_RESULTS, b->pos[j],
+                  hx_fail(L, HX_UNAVAILABLE,
+                          "docker: cannot set up a transfer: %s",
+                          curl_easy_strerror(rc)));
+    }
+    lua_settop(L, B_REQUESTS);
+  }
+  return hx_perform_many(L, b->easy, b->rc, b->wave, 0, k_many_done);
+}
+
+static int k_many_version(lua_State *L, int status, lua_KContext ctx) {
+  request *r = lua_touserdata(L, B_VERSION);
+  CURLcode rc = (CURLcode)lua_tointeger(L, -1);
+  int nret;
+  (void)status, (void)ctx;
+  lua_pop(L, 1);
+  finish(r);
+  if (rc != CURLE_OK)
+    nret = fail_transfer(L, r, rc);
+  else if (r->status != 200)
+    nret = fail_http(L, r);
+  else if ((nret = push_decoded(L, r)) == 1) {
+    if (r->cl->closed)
+      nret = hx_fail(L, HX_UNAVAILABLE, "docker: client closed");
+    else if (!negotiate(L, r->cl))
+      nret = hx_fail(L, HX_PROTOCOL, "docker: GET /version: no ApiVersion");
+  }
+  if (nret == 3)
+    return many_fail_all(L, 0);
+  lua_settop(L, B_REQUESTS);
+  return many_send(L);
+}
+
+/* Pushes the batch userdata for n requests. */
+static batch *push_batch(lua_State *L, lua_Integer n) {
+  size_t w = n < MANY_WAVE ? (size_t)n : MANY_WAVE;
+  batch *b = lua_newuserdatauv(
+      L,
+      sizeof *b + w * (sizeof(CURL *) + sizeof(CURLcode) + sizeof(int)) +
+          (size_t)n * sizeof(lua_Integer),
+      0);
+  memset(b, 0, sizeof *b);
+  b->easy = (CURL **)(b + 1);
+  b->pos = (lua_Integer *)(b->easy + w);
+  b->rc = (CURLcode *)(b->pos + n);
+  b->slot = (int *)(b->rc + w);
+  return b;
+}
+
+static int l_stats_many(lua_State *L) {
+  client *c = check_client(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  lua_Integer n = luaL_len(L, 2);
+  luaL_argcheck(L, n >= 0 && n <= MANY_MAX, 2, "too many refs");
+  lua_createtable(L, (int)n, 0); /* B_RESULTS */
+  hx_json_push_array_mt(L);
+  lua_setmetatable(L, B_RESULTS);
+  batch *b = push_batch(L, n);   /* B_BATCH */
+  lua_createtable(L, (int)n, 0); /* B_REQUESTS */
+  for (lua_Integer i = 1; i <= n; i++) {
+    size_t len;
+    if (lua_geti(L, 2, i) != LUA_TSTRING)
+      return luaL_error(L, "stats_many: refs[%I]: string expected, got %s",
+                        (LUAI_UACINT)i, luaL_typename(L, -1));
+    const char *id = check_ref(L, -1, &len);
+    if (id == NULL) { /* refused here: nothing is sent for it */
+      set_element(L, B_RESULTS, i, 3);
+      lua_settop(L, B_REQUESTS);
+      continue;
+    }
+    lua_pushliteral(L, "/containers/");
+    lua_pushlstring(L, id, len);
+    lua_pushliteral(L, "/stats?stream=0&one-shot=1");
+    lua_concat(L, 3);
+    push_request(L, "GET", R_VALUE, 1);
+    lua_insert(L, -2);
+    lua_setiuservalue(L, -2, UV_TARGET);
+    b->pos[b->n++] = i;
+    lua_rawseti(L, B_REQUESTS, b->n);
+    lua_settop(L, B_REQUESTS);
+  }
+  if (b->n == 0) {
+    lua_settop(L, B_RESULTS);
+    return 1;
+  }
+  if (c->version[0] != '\0')
+    return many_send(L);
+  request *r = push_request(L, "GET", R_VERSION, 0); /* B_VERSION */
+  CURLcode rc = setup(L, B_VERSION, r, 1);
+  if (rc != CURLE_OK) {
+    finish(r);
+    hx_fail(L, HX_UNAVAILABLE, "docker: cannot set up a transfer: %s",
+            curl_easy_strerror(rc));
+    return many_fail_all(L, 0);
+  }
+  return hx_perform(L, r->easy, 0, k_many_version);
+}
+
+/* ---- streams --------------------------------------------------------- */
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int blank(const char *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r')
+      return 0;
+  return 1;
+}
+
+/* Protected, called by run_deliver: [callback request final] -> hands each
+ * complete line of the buffer (with `final`, the rest too) to the callback,
+ * decoded. Returns the stream_end, then the message for S_BADJSON. */
+static int deliver(lua_State *L) {
+  request *r = lua_touserdata(L, 2);
+  stream *s = &r->st;
+  int final = lua_toboolean(L, 3);
+  while (s->done < r->body.len) {
+    const char *p = r->body.p + s->done;
+    size_t left = r->body.len - s->done;
+    const char *nl = memchr(p, '\n', left);
+    size_t len = nl != NULL ? (size_t)(nl - p) : left;
+    if (len > s->max_line) {
+      lua_pushinteger(L, S_LIMIT);
+      return 1;
+    }
+    if (nl == NULL && !final)
+      break; /* the rest comes with the next write */
+    s->done += nl != NULL ? len + 1 : len;
+    if (blank(p, len))
+      continue;
+    luaL_checkstack(L, 64, "decoding a stream"); /* see decode_body */
+    if (!hx_json_decode(L, p, len, HX_JSON_DEFAULT_DEPTH)) {
+      lua_pushinteger(L, S_BADJSON);
+      lua_insert(L, -2);
+      return 2;
+    }
+    lua_pushvalue(L, 1);
+    lua_insert(L, -2);
+    lua_call(L, 1, 1);
+    int stop = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (stop) {
+      lua_pushinteger(L, S_STOPPED);
+      return 1;
+    }
+  }
+  lua_pushinteger(L, S_RUN);
+  return 1;
+}
+
+/* Runs deliver() under lua_pcall, from inside curl: nothing here may raise
+ * (the stack room was reserved before the transfer). An early end leaves
+ * the error object or message on the stack for stream_run. */
+static void run_deliver(request *r, int final) {
+  lua_State *L = r->st.L;
+  lua_pushcfunction(L, deliver);
+  lua_pushvalue(L, r->st.cb);
+  lua_pushlightuserdata(L, r);
+  lua_pushboolean(L, final);
+  if (lua_pcall(L, 3, 2, 0) != LUA_OK) {
+    r->st.end = S_RAISED;
+    return;
+  }
+  r->st.end = (int)lua_tointeger(L, -2);
+  if (r->st.end == S_BADJSON)
+    lua_remove(L, -2);
+  else
+    lua_pop(L, 2);
+}
+
+static size_t on_stream(char *p, size_t size, size_t n, void *ud) {
+  request *r = ud;
+  stream *s = &r->st;
+  s->last_ms = now_ms();
+  if (s->http == 0) {
+    long code = 0;
+    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
+    s->http = code >= 200 && code < 300 ? 1 : 2;
+  }
+  if (s->http == 2)
+    return on_body(p, size, n, ud); /* an error reply, for fail_http */
+  if (s->done > 0) {                /* drop what was delivered */
+    memmove(r->body.p, r->body.p + s->done, r->body.len - s->done);
+    r->body.len -= s->done;
+    s->done = 0;
+  }
+  /* Bounded: deliver() fails a line longer than max_line at once. */
+  int e = buf_add(&r->body, p, size * n, SIZE_MAX);
+  if (e != 0) {
+    r->overflow = e;
+    return 0;
+  }
+  run_deliver(r, 0);
+  return s->end == S_RUN ? size * n : 0; /* 0 stops the transfer */
+}
+
+static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut,
+                       curl_off_t un) {
+  request *r = ud;
+  (void)dt, (void)dn, (void)ut, (void)un;
+  if (r->st.stall_ms > 0 && now_ms() - r->st.last_ms >= r->st.stall_ms) {
+    r->st.end = S_STALLED;
+    return 1;
+  }
+  return 0;
+}
+
+/* The stream options at idx (none or nil: the defaults). */
+static void stream_opts(lua_State *L, int idx, stream *s) {
+  lua_Number stall = hx_opt_number(L, idx, "stall", 0);
+  lua_Integer max = hx_opt_integer(L, idx, "max_line", LINE_MAX_DEFAULT);
+  luaL_argcheck(L, stall >= 0 && stall <= 86400, idx,
+                "stall out of range 0..86400 (0: none)");
+  luaL_argcheck(L, max > 0, idx, "max_line must be positive");
+  memset(s, 0, sizeof *s);
+  s->stall_ms = (long)ceil(stall * 1000);
+  s->max_line = (size_t)max;
+}
+
+/* Streams are synchronous: the API version is negotiated now if needed.
+ * Returns 0, or 3 with nil, msg, kind on top. */
+static int negotiate_now(lua_State *L) {
+  client *c = check_client(L);
+  if (c->version[0] != '\0')
+    return 0;
+  int top = lua_gettop(L);
+  lua_pushliteral(L, "/version");
+  if (run(L, "GET", R_VERSION, 0) != 1) /* not yielded: see stream_run */
+    return 3;
+  if (c->version[0] == '\0')
+    return hx_fail(L, HX_PROTOCOL, "docker: GET /version: no ApiVersion");
+  lua_settop(L, top);
+  return 0;
+}
+
+/* Runs GET <target on top> as a stream, with its settings in *opt and the
+ * callback at cb, to its end; returns the method's results. The caller has
+ * checked that it does not run in a request coroutine, so hx_perform and
+ * the transfer below run here, synchronously. */
+static int stream_run(lua_State *L, int cb, const stream *opt) {
+  int tidx = lua_gettop(L), nret;
+  if ((nret = negotiate_now(L)) != 0)
+    return nret;
+  lua_settop(L, tidx);
+  request *r = push_request(L, "GET", R_VALUE, 1);
+  lua_pushvalue(L, tidx);
+  lua_setiuservalue(L, -2, UV_TARGET);
+  CURLcode rc = setup(L, lua_gettop(L), r, 0);
+  CURL *e = r->easy;
+  SETOPT(CURLOPT_WRITEFUNCTION, on_stream);
+  SETOPT(CURLOPT_TIMEOUT_MS, 0L); /* the stall timeout instead */
+  SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)0);
+  if (opt->stall_ms > 0) {
+    SETOPT(CURLOPT_NOPROGRESS, 0L);
+    SETOPT(CURLOPT_XFERINFOFUNCTION, on_progress);
+    SETOPT(CURLOPT_XFERINFODATA, r);
+  }
+  if (rc != CURLE_OK) {
+    finish(r);
+    return hx_fail(L, HX_UNAVAILABLE, "docker: cannot set up a transfer: %s",
+                   curl_easy_strerror(rc));
+  }
+  r->st = *opt;
+  r->st.L = L;
+  r->st.cb = cb;
+  r->st.last_ms = now_ms();
+  luaL_checkstack(L, 16, "running a stream"); /* for run_deliver */
+  rc = curl_easy_perform(e);
+  if (rc == CURLE_OK && r->st.end == S_RUN && r->st.http == 1)
+    run_deliver(r, 1); /* a last line without its newline */
+  finish(r);
+  r->st.L = NULL;
+  switch (r->st.end) {
+  case S_RAISED:
+    buf_free(&r->body);
+    return lua_error(L);
+  case S_STOPPED:
+    lua_pushboolean(L, 1);
+    lua_pushliteral(L, "stopped");
+    return 2;
+  case S_BADJSON:
+    return hx_fail(L, HX_PROTOCOL, "docker: bad JSON in a stream: %s",
+                   lua_tostring(L, -1));
+  case S_LIMIT:
+    return hx_fail(L, HX_LIMIT,
+                   "docker: a stream line is longer than max_line (%I bytes)",
+                   (LUAI_UACINT)r->st.max_line);
+  case S_STALLED:
+    return hx_fail(L, HX_TIMEOUT, "docker: %s: no data for %I ms (stall)",
+                   r->cl->closed ? "(closed client)" : r->cl->host,
+                   (LUAI_UACINT)r->st.stall_ms);
+  }
+  if (rc != CURLE_OK)
+    return fail_transfer(L, r, rc);
+  if (r->status < 200 || r->status >= 300)
+    return fail_http(L, r);
+  lua_pushboolean(L, 1);
+  lua_pushliteral(L, "ended");
+  return 2;
+}
+
+/* c:events([opts,] cb) and c:stats_stream(ref[, opts], cb): the callback
+ * may come without the options. */
+static void opts_optional(lua_State *L, int opts) {
+  if (lua_type(L, opts) == LUA_TFUNCTION && lua_isnone(L, opts + 1)) {
+    lua_pushnil(L);
+    lua_insert(L, opts);
+  }
+  if (!lua_isnoneornil(L, opts))
+    luaL_checktype(L, opts, LUA_TTABLE);
+  luaL_checktype(L, opts + 1, LUA_TFUNCTION);
+  lua_settop(L, opts + 1);
+}
+
+/* q.field = opts.field as a Docker timestamp: Unix seconds (a float keeps
+ * its fraction, to the nanosecond), or a string Docker parses itself. */
+static void opt_time(lua_State *L, int opts, const char *field, int q) {
+  int t = lua_isnil(L, opts) ? LUA_TNIL : lua_getfield(L, opts, field);
+  if (t == LUA_TNIL)
+    return;
+  if (t == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+    char num[64];
+    double x = (double)lua_tonumber(L, -1);
+    if (!isfinite(x) || fabs(x) > 1e15)
+      luaL_error(L, "option '%s': a time in Unix seconds expected", field);
+    snprintf(num, sizeof num, "%.9f", x);
+    lua_pushstring(L, num);
+  } else if (t != LUA_TNUMBER && t != LUA_TSTRING) {
+    luaL_error(L, "option '%s': number or string expected, got %s", field,
+               luaL_typename(L, -1));
+  } else {
+    lua_pushvalue(L, -1);
+  }
+  lua_setfield(L, q, field);
+  lua_pop(L, 1);
+}
+
+static int l_events(lua_State *L) {
+  stream opt;
+  check_client(L);
+  opts_optional(L, 2);
+  stream_opts(L, 2, &opt);
+  lua_newtable(L); /* 4: the query */
+  if (!lua_isnil(L, 2)) {
+    int t = lua_getfield(L, 2, "filters");
+    if (t != LUA_TNIL && t != LUA_TTABLE && t != LUA_TSTRING)
+      luaL_error(L, "option 'filters': table or string expected, got %s",
+                 luaL_typename(L, -1));
+    lua_setfield(L, 4, "filters");
+  }
+  opt_time(L, 2, "since", 4);
+  opt_time(L, 2, "until", 4);
+  if (hx_can_yield(L))
+    return hx_fail(L, HX_BAD_REQUEST,
+                   "events: streaming is not available inside an HTTP route");
+  lua_pushliteral(L, "/events");
+  push_query(L, 4);
+  lua_concat(L, 2);
+  return stream_run(L, 3, &opt);
+}
+
+static int l_stats_stream(lua_State *L) {
+  size_t n;
+  stream opt;
+  check_client(L);
+  luaL_checkstring(L, 2);
+  opts_optional(L, 3);
+  stream_opts(L, 3, &opt);
+  if (hx_can_yield(L))
+    return hx_fail(
+        L, HX_BAD_REQUEST,
+        "stats_stream: streaming is not available inside an HTTP route");
+  const char *id = check_ref(L, 2, &n);
+  if (id == NULL)
+    return 3;
+  lua_pushliteral(L, "/containers/");
+  lua_pushlstring(L, id, n);
+  lua_pushliteral(L, "/stats?stream=1");
+  lua_concat(L, 3);
+  return stream_run(L, 4, &opt);
+}
+
 /* ---- connect --------------------------------------------------------- */
 
 static char *dup_or_raise(lua_State *L, const char *s) {
@@ -1084,6 +1633,9 @@ static const luaL_Reg client_methods[] = {{"version", l_version},
                                           {"containers", l_containers},
                                           {"inspect", l_inspect},
                                           {"stats", l_stats},
+                                          {"stats_many", l_stats_many},
+                                          {"events", l_events},
+                                          {"stats_stream", l_stats_stream},
                                           {"request", l_request},
                                           {"api_version", l_api_version},
                                           {"connections", l_connections},

@@ -352,6 +352,50 @@ describe("horcrux.docker", function()
       end
     end)
 
+    it("stats_many: many containers at the cost of one, per-element errors", function()
+      local refs = {}
+      for i = 1, 10 do
+        refs[i] = run { name = "many" .. i }
+      end
+      finally(remove_made)
+      local n = #refs
+      refs[n + 1] = "../images/create"
+      refs[n + 2] = "hxtest-no-such-container"
+      refs[n + 3] = refs[1] -- twice is fine
+      -- A fresh client: the batch negotiates first.
+      local k = assert(docker.connect())
+      local t0 = system.monotime()
+      local r = k:stats_many(refs)
+      local took = system.monotime() - t0
+      assert.are.equal(n + 3, #r)
+      for i = 1, n do
+        assert.is_table(r[i].value, r[i].error)
+        assert.are.equal(refs[i], r[i].value.id)
+        assert.is_table(r[i].value.cpu_stats)
+        assert.is_nil(r[i].error)
+      end
+      assert.are.equal(refs[1], r[n + 3].value.id)
+      assert.are.equal("bad_request", r[n + 1].kind)
+      assert.matches("^docker: invalid container name or id", r[n + 1].error)
+      assert.is_nil(r[n + 1].value)
+      assert.are.equal("not_found", r[n + 2].kind)
+      assert.are.equal("docker: No such container: hxtest-no-such-container",
+        r[n + 2].error)
+      -- One-shot stats take up to a second each on engine 20.10: ten one
+      -- after the other would take up to ten.
+      assert.is_true(took < 3, "stats_many of 10 took " .. took .. " s")
+      -- Again, with the handles kept from the first batch.
+      t0 = system.monotime()
+      r = k:stats_many(refs)
+      took = system.monotime() - t0
+      for i = 1, n do
+        assert.is_table(r[i].value.cpu_stats)
+      end
+      assert.is_true(took < 3, "second stats_many of 10 took " .. took .. " s")
+      assert.are.same({}, k:stats_many {})
+      k:close()
+    end)
+
     it("passes the daemon's message through: not_found", function()
       local v, msg, kind = c:inspect("hxtest-no-such-container")
       assert.is_nil(v)
@@ -593,6 +637,77 @@ describe("horcrux.docker", function()
       assert.are.equal(2, c:connections())
     end)
 
+    it("stats_many: one element per ref, each its own outcome", function()
+      local c = client() -- negotiates first
+      local r = c:stats_many { "echo", "error500", "badjson", "nothing-here",
+        "a/b", "truncated", "echo" }
+      assert.are.equal(7, #r)
+      assert.are.equal("/v" .. negotiated("1.52")
+        .. "/containers/echo/stats?stream=0&one-shot=1", r[1].value.target)
+      assert.are.same({ error = "docker: boom: disk on fire", kind = "server" }, r[2])
+      assert.are.equal("protocol", r[3].kind)
+      assert.matches("^docker: bad JSON", r[3].error)
+      assert.are.same({ error = "docker: no such route: /nothing-here",
+        kind = "not_found" }, r[4])
+      assert.are.equal("bad_request", r[5].kind)
+      assert.matches("^docker: invalid container name or id: \"a/b\"", r[5].error)
+      assert.are.equal("protocol", r[6].kind, r[6].error)
+      assert.are.equal("GET", r[7].value.method)
+      c:close()
+    end)
+
+    it("stats_many runs the transfers at once, each on its own connection", function()
+      local c = client { api_version = "1.41" }
+      local refs = {}
+      for i = 1, 8 do refs[i] = "slow" end -- the mock waits 1 s on each
+      local t0 = system.monotime()
+      local r = c:stats_many(refs)
+      local took = system.monotime() - t0
+      local conns = {}
+      for i = 1, 8 do
+        assert.is_true(r[i].value.slow)
+        conns[r[i].value.conn] = true
+      end
+      assert.is_true(took < 2.5, "8 slow replies took " .. took .. " s")
+      local distinct = 0
+      for _ in pairs(conns) do distinct = distinct + 1 end
+      assert.are.equal(8, distinct)
+      -- More refs than one wave: all answered, in order.
+      refs = {}
+      for i = 1, 300 do refs[i] = i % 100 == 0 and "nothing" .. i or "echo" end
+      r = c:stats_many(refs)
+      assert.are.equal(300, #r)
+      for i = 1, 300 do
+        if i % 100 == 0 then
+          assert.are.equal("docker: no such route: /nothing" .. i, r[i].error)
+        else
+          assert.are.equal("/v1.41/containers/echo/stats?stream=0&one-shot=1",
+            r[i].value.target)
+        end
+      end
+      c:close()
+    end)
+
+    it("stats_many: misuse raises, a dead daemon fails every element", function()
+      local c = client { api_version = "1.41" }
+      assert.has_error(function() c:stats_many("echo") end)
+      assert.has_error(function() c:stats_many { "echo", 5 } end,
+        "stats_many: refs[2]: string expected, got number")
+      assert.are.same({}, c:stats_many {})
+      c:close()
+      assert.has_error(function() c:stats_many { "echo" } end,
+        "attempt to use a closed docker client")
+      for _, api in ipairs { "1.41", false } do
+        local dead = assert(docker.connect { host = MISSING, api_version = api or nil })
+        local r = dead:stats_many { "a", "b/c", "d" }
+        assert.are.equal("unavailable", r[1].kind, r[1].error)
+        assert.matches("cannot connect", r[1].error)
+        assert.are.equal("bad_request", r[2].kind)
+        assert.are.equal("unavailable", r[3].kind)
+        dead:close()
+      end
+    end)
+
     it("serves the high-level methods from a fake engine", function()
       local c = client()
       assert.is_true(c:ping())
@@ -698,6 +813,57 @@ describe("horcrux.docker", function()
       assert.is_nil(v)
       assert.are.equal("unavailable", kind, msg)
       collectgarbage()
+    end)
+
+    it("stats_many yields one batch, after negotiation when needed", function()
+      local c = assert(docker.connect { host = MISSING, api_version = "1.41" })
+      local co = request_thread(function() return c:stats_many { "a", "b/c", "d" } end)
+      local ok, mark, easy, rc, n = coroutine.resume(co)
+      assert.is_true(ok)
+      assert.are.equal("userdata", type(mark))
+      assert.are.equal("userdata", type(easy))
+      assert.are.equal("userdata", type(rc))
+      assert.are.equal(2, n) -- the bad ref is not sent
+      -- The host would have filled rc[]; untouched, each transfer reads as
+      -- never run.
+      local ok2, r = coroutine.resume(co, 0)
+      assert.is_true(ok2)
+      assert.are.equal("dead", coroutine.status(co))
+      assert.are.equal("unavailable", r[1].kind)
+      assert.are.equal("bad_request", r[2].kind)
+      assert.are.equal("unavailable", r[3].kind)
+
+      -- No version yet: GET /version alone first (mark, easy), and its
+      -- failure is every element's.
+      local fresh = assert(docker.connect { host = MISSING })
+      co = request_thread(function() return fresh:stats_many { "a", "d" } end)
+      local res = table.pack(coroutine.resume(co))
+      assert.are.equal(3, res.n) -- true, mark, easy
+      ok2, r = coroutine.resume(co, 7) -- CURLE_COULDNT_CONNECT
+      assert.is_true(ok2)
+      assert.are.equal("dead", coroutine.status(co))
+      assert.are.equal("unavailable", r[1].kind)
+      assert.are.equal("unavailable", r[2].kind)
+      c:close()
+      fresh:close()
+    end)
+
+    it("refuses to stream inside a request coroutine", function()
+      local c = assert(docker.connect { host = MISSING, api_version = "1.41" })
+      local co = request_thread(function()
+        local a = table.pack(c:events({}, function() end))
+        local b = table.pack(c:stats_stream("abc", function() end))
+        return a, b
+      end)
+      local ok, a, b = coroutine.resume(co)
+      assert.is_true(ok, a)
+      assert.are.equal("dead", coroutine.status(co))
+      assert.are.same({ n = 3, nil, "events: streaming is not available inside an HTTP route",
+        "bad_request" }, a)
+      assert.are.same({ n = 3, nil,
+        "stats_stream: streaming is not available inside an HTTP route", "bad_request" }, b)
+      assert.are.equal(0, c:connections())
+      c:close()
     end)
 
     it("does not yield in a coroutine the host did not register", function()

@@ -20,8 +20,17 @@ answers depends on the path, with any /vX.Y prefix removed:
   /bigchunked    the same, chunked (no length known in advance)
   /flaky         answers only the first request of a connection; on a
                  reused connection it closes without a reply
+  /slow          200 {"slow": true, "conn": ...} after --slow seconds
+  /stream-lines  a chunked stream of JSON lines {"n": 1} .. {"n": 5}, split
+                 across chunks and merged within them, with a blank line, a
+                 CRLF and no newline after the last
+  /events        the same, after a first line {"target": the request target}
+  /stream-stall  headers of a chunked 200, then nothing
+  /stream-slow   {"n": 1} .. {"n": 6}, one every 0.4 s
+  /stream-long   one line of 10000 bytes
+  /stream-badjson  {"n": 1}, then a line that is not JSON
 /containers/NAME/json and /containers/NAME/stats answer as /NAME does, so
-inspect() and stats() meet the same faults;
+inspect(), stats(), stats_many() and stats_stream() meet the same faults;
 anything else    404 {"message": "no such route: PATH"}
 
 It exits by itself after --lifetime seconds, in case the spec that started it
@@ -50,6 +59,31 @@ def reply(sock, status, body, ctype="application/json", extra=()):
             "Api-Version: 1.99"]
     head.extend(extra)
     sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+
+
+def chunk(sock, data):
+    if isinstance(data, str):
+        data = data.encode()
+    sock.sendall(b"%x\r\n%s\r\n" % (len(data), data))
+
+
+def stream_head(sock):
+    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json"
+                 b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+
+def stream_lines(sock, first=None):
+    """Lines split across chunks and merged within them; a pause between
+    chunks so that they reach the client as separate reads."""
+    stream_head(sock)
+    parts = ['{"n": 1}\n{"n":', ' 2, "s": "a\\nb"}\n\n{"n": 3}\n{"n": 4}\r\n',
+             '{"n"', ': 5}']
+    if first is not None:
+        parts.insert(0, json.dumps(first) + "\n")
+    for part in parts:
+        chunk(sock, part)
+        time.sleep(0.05)
+    sock.sendall(b"0\r\n\r\n")
 
 
 def read_request(f):
@@ -124,6 +158,31 @@ def serve(sock, args):
                     part = data[i:i + 16384]
                     sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))
                 sock.sendall(b"0\r\n\r\n")
+            elif path == "/slow":
+                time.sleep(args.slow)
+                reply(sock, 200, {"slow": True, "conn": conn})
+            elif path == "/stream-lines":
+                stream_lines(sock)
+            elif path == "/events":
+                stream_lines(sock, {"target": target})
+            elif path == "/stream-stall":
+                stream_head(sock)
+                time.sleep(args.lifetime)
+                return
+            elif path == "/stream-slow":
+                stream_head(sock)
+                for n in range(1, 7):
+                    chunk(sock, json.dumps({"n": n}) + "\n")
+                    time.sleep(0.4)
+                sock.sendall(b"0\r\n\r\n")
+            elif path == "/stream-long":
+                stream_head(sock)
+                chunk(sock, json.dumps("x" * 9998) + "\n")
+                sock.sendall(b"0\r\n\r\n")
+            elif path == "/stream-badjson":
+                stream_head(sock)
+                chunk(sock, '{"n": 1}\n{"n": 2, oops}\n')
+                sock.sendall(b"0\r\n\r\n")
             elif path == "/flaky":
                 if nth > 1:
                     return
@@ -145,6 +204,7 @@ def main():
     p.add_argument("--tcp", metavar="PORTFILE")
     p.add_argument("--api", default="1.52")
     p.add_argument("--big", type=int, default=1 << 20)
+    p.add_argument("--slow", type=float, default=1.0)
     p.add_argument("--lifetime", type=float, default=300)
     args = p.parse_args()
     if args.unix:
@@ -160,7 +220,7 @@ def main():
         with open(args.tcp + ".tmp", "w") as f:
             f.write(str(srv.getsockname()[1]))
         os.rename(args.tcp + ".tmp", args.tcp)
-    srv.listen(64)
+    srv.listen(512)  # stats_many connects up to 128 at once
     threading.Timer(args.lifetime, lambda: os._exit(0)).start()
     while True:
         s, _ = srv.accept()
