@@ -65,7 +65,8 @@ return {
 
   -- When the Engine API cannot be reached (kind "unavailable"), run the
   -- lifecycle through the docker CLI instead (never through a shell). Off:
-  -- the CLI may talk to another engine than the one horcrux watches.
+  -- the CLI may talk to another engine than the one horcrux watches, and
+  -- each command holds a worker thread while it runs (up to cli.timeout).
   cli_fallback = false,
   cli = {
     docker = "docker", -- path of the CLI

@@ -68,6 +68,7 @@ describe("horcrux.logs.demux", function()
       { stream = "stderr", line = "err one" },
       { stream = "stdout", line = "two" },
     }, logs.demux(raw, false, false))
+    assert.are.equal(3, select(3, logs.demux(raw, false, false)))
   end)
 
   it("joins a long line split over frames, per stream", function()
@@ -266,5 +267,20 @@ describe("GET /api/containers/:id/logs", function()
     r = ms.call(small, "GET", "/api/containers/" .. big .. "/logs?tail=5")
     assert.are.equal("0", r.headers["x-horcrux-truncated"])
     assert.are.equal(5, #r.json)
+
+    -- the line cap: the newest MAX_LINES
+    local few = ms.start({ scripts = http.scripts_dir({
+      ["routes.lua"] = 'require("horcrux.logs").MAX_LINES = 100\n' ..
+        http.read_file("lua/routes.lua"),
+    }) })
+    finally(function() few:stop() end)
+    r = ms.call(few, "GET", "/api/containers/" .. big .. "/logs")
+    assert.are.equal("1", r.headers["x-horcrux-truncated"])
+    assert.are.equal(100, #r.json)
+    assert.are.equal("line-1900", r.json[1].line)
+    assert.are.equal("line-1999", r.json[100].line)
+    r = ms.call(few, "GET", "/api/containers/" .. big .. "/logs?tail=100")
+    assert.are.equal("0", r.headers["x-horcrux-truncated"])
+    assert.are.equal(100, #r.json)
   end)
 end)

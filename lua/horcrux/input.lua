@@ -13,6 +13,7 @@
 -- Checkers for input.query (each function(text) -> value | nil, why):
 --   input.boolean, input.integer(min, max), input.one_of{...}
 local docker = require "horcrux.docker"
+local json = require "horcrux.json"
 
 local M = {}
 
@@ -127,7 +128,6 @@ function M.json_body(req)
   if body == "" then
     return nil, "the body is empty; a JSON object is expected", "bad_request"
   end
-  local json = require "horcrux.json"
   local v, err = json.decode(body)
   if v == nil then
     return nil, "the body is not valid JSON: " .. tostring(err), "bad_request"

@@ -19,7 +19,10 @@
 -- The cap. A reply past logs.MAX_BYTES is not read to its end (the client
 -- fails it with kind "limit" as it passes the cap); fetch then asks for
 -- the newest lines only (tail), fewer each time, until the reply fits, and
--- says truncated = true. More than logs.MAX_LINES lines keep the newest.
+-- says truncated = true. At most logs.MAX_LINES lines are asked for (the
+-- newest; one more says whether there were more), so the work of a reply
+-- is bounded by both. A line longer than 16 KiB is several log entries:
+-- when truncated, the oldest line may be the end of such a line.
 local docker = require "horcrux.docker"
 local json = require "horcrux.json"
 local clock = require "horcrux.clock"
@@ -198,13 +201,15 @@ local function feed(out, pending, ptime, stream, payload, timestamps)
   end
 end
 
---- The lines of a logs reply. tty: the raw stream of a TTY container;
--- otherwise frames. A frame cut short (the last one of a capped reply) is
--- taken as far as it goes; bytes that are not a frame header end the
--- parse with what was read so far, and the 2nd value says so.
+--- The lines of a logs reply, what was wrong with it (nil), and how many
+-- log entries it held (frames; a TTY's lines). tty: the raw stream of a
+-- TTY container; otherwise frames. A frame cut short (the last one of a
+-- capped reply) is taken as far as it goes; bytes that are not a frame
+-- header end the parse with what was read so far, and the 2nd value says
+-- so.
 function M.demux(raw, tty, timestamps)
   local out, pending, ptime = json.array(), {}, {}
-  local bad
+  local bad, frames = nil, 0
   if tty then
     -- one stream; with timestamps, every line starts with its own
     for line in raw:gmatch("([^\n]*)\n") do
@@ -235,6 +240,7 @@ function M.demux(raw, tty, timestamps)
         break
       end
       local payload = raw:sub(pos + 8, pos + 7 + len)
+      frames = frames + 1
       feed(out, pending, ptime, STREAM[kind], payload, timestamps)
       pos = pos + 8 + len
     end
@@ -245,7 +251,7 @@ function M.demux(raw, tty, timestamps)
       emit(out, s, pending[s], ptime[s])
     end
   end
-  return out, bad
+  return out, bad, tty and #out or frames
 end
 
 --- Plain text: each line as it was written (after its timestamp, when
@@ -306,23 +312,22 @@ function M.fetch(ref, opts)
   if not c then
     return nil, err, kind
   end
+  -- never more than MAX_LINES + 1 entries: one more than is kept says
+  -- whether there were more
   local tail, truncated = opts.tail, false
+  if tail == "all" or tail > M.MAX_LINES then
+    tail = M.MAX_LINES + 1
+  end
   local status, body, third
   while true do
     status, body, third = c:request("GET", "/containers/" .. id .. "/logs",
       query_of(opts, tail))
-    if status or third ~= "limit" then
+    if status or third ~= "limit" or tail == 0 then
       break
     end
-    -- past the cap: the newest lines only, fewer each time
+    -- past the byte cap: the newest lines only, fewer each time
     truncated = true
-    if tail == "all" or tail > 65536 then
-      tail = 65536
-    elseif tail > 0 then
-      tail = tail // 4
-    else
-      break
-    end
+    tail = tail // 4
   end
   if not status then
     return nil, body, third
@@ -333,9 +338,12 @@ function M.fetch(ref, opts)
   if type(body) ~= "string" then -- a JSON reply where a stream was expected
     body = json.encode(body) or ""
   end
-  local lines, bad = M.demux(body, tty, opts.timestamps)
+  local lines, bad, entries = M.demux(body, tty, opts.timestamps)
   if bad then
     require("horcrux.log").warn("logs of %s: %s", id:sub(1, 12), bad)
+  end
+  if entries > M.MAX_LINES then
+    truncated = true
   end
   if #lines > M.MAX_LINES then
     local keep = json.array()
