@@ -27,7 +27,7 @@ local stacks = require "horcrux.stacks"
 
 -- What the management routes may do (policy.lua), loaded with the routes:
 -- a policy.lua that fails to load fails a reload the same way.
-local policy = manage.load_policy()
+local policy = manage.policy()
 
 local fail = input.fail
 

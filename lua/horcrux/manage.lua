@@ -122,11 +122,13 @@ function M.load_policy(name)
   return p
 end
 
---- The policy in force: the one loaded in this Lua state.
+--- The policy in force in this Lua state: what require "policy" gives
+-- when the host has loaded it already (from its snapshot of the scripts),
+-- checked; else policy.lua loaded now.
 function M.policy()
   local p = package.loaded.policy
   if type(p) == "table" then
-    return p
+    return M.check_policy_table(p)
   end
   return M.load_policy()
 end
