@@ -370,9 +370,11 @@ end
 
 --- GET /api/stats: the records of `all` (live.all()) whose container
 -- matches f. Which ones match is asked of the daemon when the policy has
--- the docker-api source and it answers; otherwise match() decides from
--- what the live view knows of each (view.meta: name, image, status, and
--- labels and networks when the collector keeps them).
+-- the docker-api source and it answers -- and a matching running
+-- container that `all` lacks (started since the collector's last round)
+-- is sampled now; otherwise match() decides from what the live view knows
+-- of each (view.meta: name, image, status, and labels and networks when
+-- the collector keeps them).
 function M.stats(f, all, policy)
   if not f then
     return all
@@ -388,15 +390,31 @@ function M.stats(f, all, policy)
   end
   local out = json.array()
   if items then
-    local ids = {}
+    local ids, held = {}, {}
     for _, it in ipairs(items) do
       if type(it.Id) == "string" then
-        ids[it.Id] = true
+        ids[it.Id] = it.State or true
       end
     end
     for _, rec in ipairs(all) do
       if ids[rec.id] then
         out[#out + 1] = rec
+        held[rec.id] = true
+      end
+    end
+    -- running ones the view does not hold yet (started since the
+    -- collector's last round): sampled now, as live.stats does for one
+    local missing = {}
+    for _, it in ipairs(items) do
+      if it.State == "running" and type(it.Id) == "string" and not held[it.Id] then
+        missing[#missing + 1] = it.Id
+      end
+    end
+    if #missing > 0 then
+      for _, r in ipairs(metrics.stats_many(missing, policy)) do
+        if r.record then
+          out[#out + 1] = r.record
+        end
       end
     end
     return out
