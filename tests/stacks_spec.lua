@@ -40,8 +40,6 @@ describe("Compose stacks over HTTP", function()
     for _, c in ipairs({ { "web1", "web" }, { "web2", "web" }, { "db1", "db" } }) do
       ids[c[1]] = ms.create(srv, {
         labels = { [PROJECT] = project, [SERVICE] = c[2] },
-        -- a little CPU and memory to sum
-        cmd = { "sh", "-c", "while true; do :; done" },
         start = true,
       })
     end
@@ -66,12 +64,22 @@ describe("Compose stacks over HTTP", function()
   end)
 
   it("gives each service's containers and the stats summed per service and stack", function()
-    -- the collector samples every second; wait until it has every one
-    -- with a CPU %
+    -- the collector samples every second; wait until every container has
+    -- a record with a CPU %
     local s = ms.eventually(15, function()
       local st = get("/api/stacks/" .. project)
-      return st.stats.sampled == 3 and st.stats.cpu_usage_percent ~= nil
-        and type(st.stats.cpu_usage_percent) == "number" and st
+      if st.stats.sampled ~= 3 then
+        return false
+      end
+      for _, svc in ipairs(st.services) do
+        for _, c in ipairs(svc.containers) do
+          if type(c.stats) ~= "table"
+              or type(c.stats.cpu_usage_percent) ~= "number" then
+            return false
+          end
+        end
+      end
+      return st
     end)
     assert.is_table(s, "the stack's stats never covered its 3 containers")
     assert.are.equal(project, s.name)
@@ -87,22 +95,21 @@ describe("Compose stacks over HTTP", function()
     end
     -- the stack's sums are the services' sums, which are the containers'
     for _, k in ipairs({ "memory_usage_bytes", "network_rx_bytes", "pids",
-      "block_read_bytes" }) do
+      "block_read_bytes", "cpu_usage_percent" }) do
       local per = 0
       for _, svc in ipairs(s.services) do
         local sum = 0
         for _, c in ipairs(svc.containers) do
           sum = sum + c.stats[k]
         end
-        assert.are.equal(sum, svc.stats[k], k)
+        assert.is_true(math.abs(sum - svc.stats[k]) < 1e-9, k)
         per = per + svc.stats[k]
       end
-      assert.are.equal(per, s.stats[k], k)
+      assert.is_true(math.abs(per - s.stats[k]) < 1e-9, k)
     end
     assert.are.equal(3, s.stats.pids)
     assert.is_true(s.stats.memory_usage_bytes > 0)
-    -- three busy loops on this host's CPUs: well above idle
-    assert.is_true(s.stats.cpu_usage_percent > 10, tostring(s.stats.cpu_usage_percent))
+    assert.is_true(s.stats.cpu_usage_percent >= 0)
     assert.are.equal(2, web.stats.sampled)
   end)
 
