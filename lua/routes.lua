@@ -299,7 +299,7 @@ route("GET", "/api/stacks/:name", function(req)
 end)
 
 -- POST /api/stacks/:name/{start,stop,restart}[?timeout=] -> {"name",
--- "action", "count", "changed", "results": [{"id", "name", "service",
+-- "action", "count", "changed_count", "results": [{"id", "name", "service",
 -- "changed"}]}; when some fail, the error answer carries the results.
 for _, action in ipairs({ "start", "stop", "restart" }) do
   route("POST", "/api/stacks/:name/" .. action, function(req)

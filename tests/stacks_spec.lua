@@ -117,14 +117,14 @@ describe("Compose stacks over HTTP", function()
     local r = ms.call(srv, "POST", "/api/stacks/" .. project .. "/stop?timeout=0")
     assert.are.equal(200, r.status, r.body)
     assert.are.equal(3, r.json.count)
-    assert.are.equal(3, r.json.changed)
+    assert.are.equal(3, r.json.changed_count)
     assert.are.equal(3, #r.json.results)
     assert.are.same({ web1 = "exited", web2 = "exited", db1 = "exited" }, states())
     -- stopped in reverse service order: web before db
     assert.are.equal("web", r.json.results[1].service)
     assert.are.equal("db", r.json.results[3].service)
     r = ms.call(srv, "POST", "/api/stacks/" .. project .. "/stop?timeout=0")
-    assert.are.equal(0, r.json.changed)
+    assert.are.equal(0, r.json.changed_count)
 
     local s = get("/api/stacks/" .. project)
     assert.are.same({ exited = 3 }, s.states)
@@ -132,7 +132,7 @@ describe("Compose stacks over HTTP", function()
 
     r = ms.call(srv, "POST", "/api/stacks/" .. project .. "/start")
     assert.are.equal(200, r.status, r.body)
-    assert.are.equal(3, r.json.changed)
+    assert.are.equal(3, r.json.changed_count)
     assert.are.same({ web1 = "running", web2 = "running", db1 = "running" }, states())
 
     local before = {}
@@ -146,6 +146,25 @@ describe("Compose stacks over HTTP", function()
       assert.are.equal("running", info.State.Status)
       assert.are_not.equal(before[k], info.State.StartedAt, k)
     end
+  end)
+
+  it("acts on every container even when one fails, and says which", function()
+    local p2 = project .. "-b"
+    local good = ms.create(srv, { labels = { [PROJECT] = p2, [SERVICE] = "good" } })
+    local bad = ms.create(srv, { labels = { [PROJECT] = p2, [SERVICE] = "bad" },
+      cmd = { "/no/such/program" } })
+    local r = ms.call(srv, "POST", "/api/stacks/" .. p2 .. "/start")
+    assert.is_true(r.status >= 400, r.body)
+    local results = r.json.error.results
+    assert.are.equal(2, #results)
+    local by = {}
+    for _, x in ipairs(results) do
+      by[x.service] = x
+    end
+    assert.is_true(by.good.changed)
+    assert.is_string(by.bad.error.message)
+    assert.are.equal("running", ms.status(good))
+    assert.are_not.equal("running", ms.status(bad))
   end)
 
   it("answers 404 for a stack that does not exist and 400 for a bad name", function()

@@ -4,7 +4,7 @@
 --   stacks.list()                 -> [{name, count, states, services}]
 --   stacks.get(name)              -> {name, count, states, stats, services}
 --   stacks.action(name, action, opts, policy, req) -> {name, action, count,
---                                    changed, results}
+--                                    changed_count, results}
 -- each returning its answer or nil, message, kind[, extra].
 --
 -- Which containers belong to a stack is asked of the daemon (its label
@@ -247,7 +247,7 @@ function M.action(name, action, opts, policy, req)
     results[#results + 1] = r
   end
   local out = { name = name, action = action, count = #list,
-    changed = changed, results = results }
+    changed_count = changed, results = results }
   if failed > 0 then
     return nil, ("%s of stack %q: %d of %d containers failed; first: %s")
       :format(action, name, failed, #list, first[1]), first[2], out
