@@ -1,0 +1,55 @@
+-- The examples work: the Prometheus route, the custom routes, the C program
+-- embedding the modules.
+local http = require "http"
+local support = require "support"
+local proc = require "horcrux.proc"
+
+local build = os.getenv("HORCRUX_BUILD") or "build"
+local PATH = "PATH=" .. os.getenv("PATH")
+
+describe("examples", function()
+  local id, name
+  setup(function()
+    id, name = support.run_container({ name = "example",
+      cmd = { "sh", "-c", "while :; do :; done" } })
+  end)
+  teardown(function()
+    if id then support.remove(id) end
+  end)
+
+  it("serves Prometheus metrics and the custom routes appended to routes.lua", function()
+    local routes = http.read_file("lua/routes.lua") .. "\n" ..
+      http.read_file("examples/prometheus-routes.lua") .. "\n" ..
+      http.read_file("examples/routes-custom.lua")
+    -- each example file declares its own locals: run them as one chunk
+    local dir = http.scripts_dir({ ["routes.lua"] = routes })
+    local srv = http.start({ scripts = dir, env = { PATH }, args = { "--interval", "0.5" } })
+    finally(function() srv:stop() end)
+    local text
+    for _ = 1, 20 do
+      local r = assert(http.get(srv.url .. "/metrics"))
+      assert.are.equal(200, r.status)
+      assert.matches("^text/plain; version=0.0.4", r.headers["content-type"])
+      text = r.body
+      if text:find('name="' .. name .. '"', 1, true) then break end
+      require("horcrux.clock").sleep(0.25)
+    end
+    assert.truthy(text:find("# TYPE horcrux_container_cpu_percent gauge", 1, true))
+    assert.truthy(text:find('horcrux_container_cpu_seconds_total{id="' .. id:sub(1, 12)
+      .. '",name="' .. name .. '"', 1, true), text)
+    local r = assert(http.get(srv.url .. "/cpu/" .. name))
+    assert.are.equal(200, r.status)
+    assert.matches("^%d+%.%d\n$", r.body)
+    r = assert(http.get(srv.url .. "/by-image/horcrux-test:busybox"))
+    local found = false
+    for _, c in ipairs(r.json) do found = found or c.name == name end
+    assert.is_true(found)
+  end)
+
+  it("embeds the modules in a C program", function()
+    local r = proc.run({ build .. "/example_embed" }, { timeout = 30,
+      env = { PATH, "LUA_CPATH=" .. build .. "/lib/?.so", "LUA_PATH=lua/?.lua" } })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.truthy(r.stdout:find(id:sub(1, 12) .. " " .. name .. " ", 1, true), r.stdout)
+  end)
+end)
