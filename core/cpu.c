@@ -421,14 +421,22 @@ static int l_forget(lua_State *L) {
   return 1;
 }
 
-static int l_clear(lua_State *L) {
+static size_t clear_store(void) {
   pthread_mutex_lock(&store.lock);
   size_t n = store.count;
   shrink_to(0);
   pthread_mutex_unlock(&store.lock);
-  lua_pushinteger(L, (lua_Integer)n);
+  return n;
+}
+
+static int l_clear(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)clear_store());
   return 1;
 }
+
+/* The store outlives every lua_State; it goes when the code does (exit, or
+ * dlclose of this module by the last lua_close), so nothing is leaked. */
+__attribute__((destructor)) static void free_store(void) { clear_store(); }
 
 static int l_count(lua_State *L) {
   int64_t now = mono_ns();

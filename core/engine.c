@@ -159,8 +159,8 @@ hx_state *hx_state_new(const hx_engine_config *cfg, char **err) {
   return st;
 }
 
-const char *const hx_script_names[HX_SCRIPTS] = {"routes", "format",
-                                                 "fallback"};
+const char *const hx_script_names[HX_SCRIPTS] = {"routes", "format", "fallback",
+                                                 "policy"};
 
 /* Scripts bigger than this are a mistake, not a configuration. */
 #define SCRIPT_MAX (16 << 20)

@@ -871,6 +871,38 @@ static void close_states(server *srv) {
   }
 }
 
+static int hexval(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+/* Percent-decodes the path and query values in place, except %00: MHD
+ * hands the result on as a C string, so a decoded NUL would cut
+ * "/api/containers/a%00b/stats" to "/api/containers/a" and act on another
+ * container. Left encoded, "%00" fails the id check like any bad byte. */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
+  (void)cls;
+  (void)c;
+  char *w = s;
+  for (const char *r = s; *r != '\0'; r++) {
+    int hi, lo;
+    if (r[0] == '%' && (hi = hexval(r[1])) >= 0 && (lo = hexval(r[2])) >= 0 &&
+        (hi | lo) != 0) {
+      *w++ = (char)(hi * 16 + lo);
+      r += 2;
+    } else {
+      *w++ = *r;
+    }
+  }
+  *w = '\0';
+  return (size_t)(w - s);
+}
+
 static struct MHD_Daemon *start_mhd(server *srv, struct sockaddr_storage *ss,
                                     int v6) {
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
@@ -884,6 +916,7 @@ static struct MHD_Daemon *start_mhd(server *srv, struct sockaddr_storage *ss,
       MHD_OPTION_CONNECTION_LIMIT, srv->cfg.max_connections,
       MHD_OPTION_PER_IP_CONNECTION_LIMIT, srv->cfg.max_per_ip,
       MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+      MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
       MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
 }
 

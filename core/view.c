@@ -870,7 +870,7 @@ static int l_remove(lua_State *L) {
   return 1;
 }
 
-static int l_clear(lua_State *L) {
+static size_t clear_store(void) {
   pthread_rwlock_wrlock(&store.lock);
   entry *e = store.first;
   size_t n = store.count;
@@ -884,9 +884,17 @@ static int l_clear(lua_State *L) {
     free_entry(e);
     e = next;
   }
-  lua_pushinteger(L, (lua_Integer)n);
+  return n;
+}
+
+static int l_clear(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)clear_store());
   return 1;
 }
+
+/* The view outlives every lua_State; it goes when the code does (exit, or
+ * dlclose of this module by the last lua_close), so nothing is leaked. */
+__attribute__((destructor)) static void free_store(void) { clear_store(); }
 
 static int l_count(lua_State *L) {
   pthread_rwlock_rdlock(&store.lock);

@@ -147,10 +147,22 @@ describe("the guard around the management routes", function()
     unchanged("bad ids")
   end)
 
-  -- The server hands routes the decoded path as a C string: "a%00b/stats"
-  -- reaches Lua as "/api/containers/a", a valid ref (core/server.c must
-  -- refuse a NUL in the path, or pass its length).
-  pending("refuses a path with an encoded NUL byte (%00) with 400")
+  -- libmicrohttpd hands the decoded path on as a C string, so a decoded
+  -- "a%00b" would reach Lua as "a" and act on container "a": the server
+  -- leaves %00 encoded, and the id check refuses it.
+  it("refuses a path with an encoded NUL byte (%00) with 400", function()
+    local short = id:sub(1, 12)
+    for _, m in ipairs({
+      { "POST", "/api/containers/" .. short .. "%00x/stop" },
+      { "GET", "/api/containers/" .. short .. "%00x/stats" },
+      { "DELETE", "/api/containers/" .. short .. "%00?force=1" },
+    }) do
+      local r = ms.call(srv, m[1], m[2])
+      assert.are.equal(400, r.status, m[2] .. ": " .. r.body)
+      assert.are.equal("bad_request", r.json.error.code)
+    end
+    unchanged("NUL in the path")
+  end)
 
   it("answers what a refusal is as JSON with the error shape", function()
     local r = ms.call(srv, "POST", "/api/containers/" .. id .. "/stop", nil, { token = false })

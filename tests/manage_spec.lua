@@ -524,13 +524,36 @@ describe("container lifecycle over HTTP", function()
     end), s:logtext())
   end)
 
-  -- A worker builds its state on its first request after a reload, and
-  -- policy.lua is read from disk then (it is not in the server's snapshot
-  -- of the scripts, as routes.lua, format.lua and fallback.lua are), so a
-  -- policy.lua broken after a good reload reaches the workers that had not
-  -- rebuilt yet: they keep their older scripts. Needs "policy" among the
-  -- snapshot's scripts (core/engine.c, lua/horcrux/app.lua).
-  pending("keeps serving the last good policy.lua on every worker when a new one is bad")
+  -- A worker builds its state on its first request after a reload: it must
+  -- load the policy.lua of the last good reload (the server's snapshot),
+  -- not whatever the file says by then.
+  it("keeps serving the last good policy.lua on every worker when a new one is bad", function()
+    local text = http.read_file("lua/policy.lua")
+    local dir = http.scripts_dir({ ["policy.lua"] = text })
+    local s = ms.start({ scripts = dir, args = { "--workers", "4" } })
+    finally(function() s:stop() end)
+    local function rewrite(t)
+      local f = assert(io.open(dir .. "/policy.lua", "w"))
+      f:write(t)
+      f:close()
+      s:signal("HUP")
+    end
+    rewrite((text:gsub("privileged = false,", "privileged = true,", 1)))
+    assert.truthy(ms.eventually(5, function()
+      return s:logtext():find("reloaded the scripts", 1, true)
+    end))
+    -- broken before most workers have rebuilt their state
+    rewrite("return { create = { privileged = false, bogus = 1 } }")
+    assert.truthy(ms.eventually(5, function()
+      return s:logtext():find("reload failed", 1, true)
+    end), s:logtext())
+    for _ = 1, 8 do -- new connections spread over the workers
+      local b = ms.body({ privileged = true })
+      ms.track(b.name)
+      local r = ms.call(s, "POST", "/api/containers", b)
+      assert.are.equal(201, r.status, r.body)
+    end
+  end)
 
   it("refuses to start with a policy.lua that names an unknown setting", function()
     local dir = http.scripts_dir({

@@ -1,10 +1,11 @@
 --- horcrux.app: loads the operator scripts into a state and returns the
 -- dispatcher the server calls for every request.
 --
--- The server calls `load{scripts = DIR, lib = DIR}` once per Lua state.
--- format.lua and fallback.lua are looked up in the scripts dir, then in the
--- shipped lib dir, and registered so that `require "format"` and
--- `require "fallback"` return them; routes.lua is run with a `route`
+-- The server calls `load{scripts = DIR, lib = DIR, sources = ...}` once per
+-- Lua state. format.lua, fallback.lua and policy.lua come from the texts
+-- the server read at start or reload (else the scripts dir, then the
+-- shipped lib dir), and are registered so that `require "format"`,
+-- `require "fallback"` and `require "policy"` return them; routes.lua is run with a `route`
 -- function in an environment where assigning an undeclared global is an
 -- error.
 local router = require "horcrux.router"
@@ -92,6 +93,7 @@ end
 function M.load(opts)
   local format = load_module("format", opts)
   M.check_policy(load_module("fallback", opts))
+  require("horcrux.manage").check_policy_table(load_module("policy", opts))
   local routes = router.new()
   local function route(method, pattern, handler)
     routes:add(method, pattern, handler)
