@@ -14,7 +14,7 @@ HX_STATE_DIR=${HORCRUX_STATE_DIR:-/run/horcrux}
 # What scripts/run needs; scripts/test and scripts/bench add theirs. curl and
 # make are not dependencies of the others on a minimal Debian: name them.
 # shellcheck disable=SC2034 # used by the scripts that source this file
-HX_PACKAGES=(cmake make gcc pkg-config curl lua5.4 liblua5.4-dev
+HX_PACKAGES=(cmake make gcc pkg-config curl python3 lua5.4 liblua5.4-dev
   libcurl4-openssl-dev libcjson-dev libmicrohttpd-dev lua-busted docker.io
   busybox-static)
 

@@ -254,3 +254,51 @@ describe("fallback.lua checks", function()
     assert.truthy(r.stderr:find("two values", 1, true))
   end)
 end)
+
+describe("horcrux serve under a slow client", function()
+  it("answers another client within a second while 200 connections sit idle", function()
+    local srv = http.start({ scripts = FIXTURE, env = ENV, args = { "--workers", "2" } })
+    finally(function() srv:stop() end)
+    local out = os.tmpname()
+    local slow = assert(proc.spawn({ "python3", "tests/mocks/slow_client.py",
+      "127.0.0.1", tostring(srv.port), "200", "8" }, { stdout = out, stderr = out }))
+    finally(function() slow:kill("TERM"); slow:wait(5); os.remove(out) end)
+    local ready = false
+    for _ = 1, 100 do
+      if http.read_file(out):find("ready 200", 1, true) then
+        ready = true
+        break
+      end
+      clock.sleep(0.05)
+    end
+    assert.is_true(ready, "the slow client opened its connections: " .. http.read_file(out))
+    for _ = 1, 5 do
+      local t0 = clock.mono_ns()
+      local r = assert(http.get(srv.url .. "/api/hello/fast"))
+      local ms = (clock.mono_ns() - t0) / 1e6
+      assert.are.equal(200, r.status)
+      assert.is_true(ms < 1000, ms .. " ms")
+    end
+  end)
+
+  it("drops a connection that stays idle past --timeout", function()
+    local srv = http.start({ scripts = FIXTURE, env = ENV, args = { "--timeout", "1" } })
+    finally(function() srv:stop() end)
+    local out = os.tmpname()
+    local slow = assert(proc.spawn({ "python3", "-c", [[
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /text HTTP/1.1\r\nHost: x\r\n")
+t = time.time()
+s.settimeout(10)
+data = s.recv(100)
+print("closed" if data == b"" else "data", round(time.time() - t, 1))
+]], tostring(srv.port) }, { stdout = out }))
+    assert(slow:wait(15))
+    local text = http.read_file(out)
+    os.remove(out)
+    local secs = tonumber(text:match("closed ([%d.]+)"))
+    assert.is_number(secs, text)
+    assert.is_true(secs < 5, text)
+  end)
+end)
