@@ -92,6 +92,25 @@ const char *hx_opt_string(lua_State *L, int idx, const char *field,
   return v;
 }
 
+int hx_hexval(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+int hx_is_lower_hex(const char *s, size_t n) {
+  if (n == 0)
+    return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+      return 0;
+  return 1;
+}
+
 void hx_set_consts(lua_State *L, const hx_const *c) {
   for (; c->name != NULL; c++) {
     lua_pushinteger(L, c->value);

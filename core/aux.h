@@ -46,6 +46,12 @@ int hx_opt_boolean(lua_State *L, int idx, const char *field, int def);
 const char *hx_opt_string(lua_State *L, int idx, const char *field,
                           const char *def);
 
+/* The value of a hex digit (either case), or -1. */
+int hx_hexval(char c);
+
+/* True when s[0..n) is one or more lowercase hex digits: Docker's ids. */
+int hx_is_lower_hex(const char *s, size_t n);
+
 /* Sets t[name] = f for each entry of a luaL_Reg-like list of integer
  * constants at the table on top of the stack. */
 typedef struct hx_const {

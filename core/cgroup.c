@@ -714,12 +714,7 @@ static int detect_version(const char *root) {
 }
 
 static int is_hex_id(const char *s, size_t n) {
-  if (n != ID_LEN)
-    return 0;
-  for (size_t i = 0; i < n; i++)
-    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-      return 0;
-  return 1;
+  return n == ID_LEN && hx_is_lower_hex(s, n);
 }
 
 /* A container's directory name under each driver's parent: the id of

@@ -262,12 +262,7 @@ static int is_alnum(int ch) {
 }
 
 static int is_hex(const char *s, size_t n) {
-  if (n == 0 || n > 64)
-    return 0;
-  for (size_t i = 0; i < n; i++)
-    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-      return 0;
-  return 1;
+  return n <= 64 && hx_is_lower_hex(s, n);
 }
 
 /* Docker's name grammar, [a-zA-Z0-9][a-zA-Z0-9_.-]*, with one leading "/"

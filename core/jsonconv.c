@@ -46,6 +46,8 @@
  */
 #include "jsonconv.h"
 
+#include "aux.h"
+
 #include <cjson/cJSON.h>
 #include <lauxlib.h>
 #include <math.h>
@@ -81,17 +83,7 @@ static int is_ws(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-static int hex_val(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
-static int is_hex(char c) { return hex_val(c) >= 0; }
+static int is_hex(char c) { return hx_hexval(c) >= 0; }
 
 /* ------------------------------------------------------------------------
  * Decoding
@@ -255,7 +247,7 @@ static long hex4(const char *p, const char *e) {
   if (e - p < 4)
     return -1;
   for (int i = 0; i < 4; i++) {
-    int h = hex_val(p[i]);
+    int h = hx_hexval(p[i]);
     if (h < 0)
       return -1;
     v = v * 16 + h;

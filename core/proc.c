@@ -661,8 +661,8 @@ static int open_output(posix_spawn_file_actions_t *fa, int fd,
                        const char *path) {
   if (path == NULL)
     return posix_spawn_file_actions_addopen(fa, fd, "/dev/null", O_WRONLY, 0);
-  return posix_spawn_file_actions_addopen(
-      fa, fd, path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+  return posix_spawn_file_actions_addopen(fa, fd, path,
+                                          O_WRONLY | O_CREAT | O_APPEND, 0644);
 }
 
 static int spawn_detached(char **argv, char **envp, const char *cwd,

@@ -22,6 +22,7 @@
 #include "server.h"
 
 #include "async.h"
+#include "aux.h"
 #include "executor.h"
 
 #include <arpa/inet.h>
@@ -871,16 +872,6 @@ static void close_states(server *srv) {
   }
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 /* Percent-decodes the path and query values in place, except %00: MHD
  * hands the result on as a C string, so a decoded NUL would cut
  * "/api/containers/a%00b/stats" to "/api/containers/a" and act on another
@@ -891,8 +882,8 @@ static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
   char *w = s;
   for (const char *r = s; *r != '\0'; r++) {
     int hi, lo;
-    if (r[0] == '%' && (hi = hexval(r[1])) >= 0 && (lo = hexval(r[2])) >= 0 &&
-        (hi | lo) != 0) {
+    if (r[0] == '%' && (hi = hx_hexval(r[1])) >= 0 &&
+        (lo = hx_hexval(r[2])) >= 0 && (hi | lo) != 0) {
       *w++ = (char)(hi * 16 + lo);
       r += 2;
     } else {

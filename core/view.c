@@ -139,19 +139,12 @@ static size_t hash(const char *s, size_t n) {
   return h & (NBUCKET - 1);
 }
 
-static int is_hex(const char *s, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-      return 0;
-  return 1;
-}
-
 /* The full id at arg; raises unless it is 64 lowercase hex digits. */
 static const char *check_id(lua_State *L, int arg) {
   size_t n;
   luaL_checktype(L, arg, LUA_TSTRING);
   const char *id = lua_tolstring(L, arg, &n);
-  luaL_argcheck(L, n == ID_LEN && is_hex(id, n), arg,
+  luaL_argcheck(L, n == ID_LEN && hx_is_lower_hex(id, n), arg,
                 "full container id expected (64 lowercase hex digits)");
   return id;
 }
@@ -831,7 +824,7 @@ static int l_find(lua_State *L) {
     return hx_fail(L, HX_BAD_REQUEST, "view: empty container reference");
   char id[ID_LEN];
   size_t matches = 0;
-  int hex = is_hex(ref, n);
+  int hex = hx_is_lower_hex(ref, n);
   pthread_rwlock_rdlock(&store.lock);
   entry *e = n == ID_LEN && hex ? *id_slot(ref) : NULL;
   if (!e)
