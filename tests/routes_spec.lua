@@ -87,19 +87,54 @@ describe("container routes", function()
     end
   end)
 
-  it("gives a busy loop's CPU % within 10 points of docker stats, first request and later", function()
-    for round = 1, 2 do
-      local theirs = docker_stats_async(busy_name)
-      clock.sleep(1.0) -- the middle of docker's two-sample window
-      local r = assert(http.get(srv.url .. "/api/containers/" .. busy_name .. "/stats"))
+  -- docker stats measures over its own second or two, horcrux over its own;
+  -- on a host whose load changes from second to second (other work sharing
+  -- the CPUs) the two can differ for reasons that are not horcrux's, so a
+  -- comparison gets three tries: a wrong number fails all three.
+  local function agrees(ask, name)
+    local last
+    for _ = 1, 3 do
+      local theirs = docker_stats_async(name)
+      local r = ask()
       local d = theirs()
-      assert.are.equal(200, r.status)
+      assert.are.equal(200, r.status, r.body)
       local ours = r.json.cpu_usage_percent
       assert.is_number(ours)
-      assert.is_true(math.abs(ours - d.cpu_usage_percent) <= 10,
-        ("round %d: horcrux %.1f vs docker %.1f"):format(round, ours, d.cpu_usage_percent))
+      if math.abs(ours - d.cpu_usage_percent) <= 10 then
+        return ours
+      end
+      last = ("horcrux %.1f vs docker %.1f"):format(ours, d.cpu_usage_percent)
+    end
+    error(last)
+  end
+
+  it("gives a busy loop's CPU % within 10 points of docker stats, from the live view", function()
+    for _ = 1, 2 do
+      local ours = agrees(function()
+        clock.sleep(1.0) -- the middle of docker's two-sample window
+        return assert(http.get(srv.url .. "/api/containers/" .. busy_name .. "/stats"))
+      end, busy_name)
       assert.is_true(ours > 20, "a busy loop uses a core: " .. ours)
     end
+  end)
+
+  it("gives a true CPU % on the very first request, with no live view", function()
+    -- a new server each time: its sample store is empty, so the request is
+    -- a first one (two one-shot samples), as docker stats takes two
+    local ours = agrees(function()
+      local s = http.start({ env = { PATH }, args = { "--interval", "0" } })
+      local r = assert(http.get(s.url .. "/api/containers/" .. busy_name .. "/stats"))
+      s:stop()
+      return r
+    end, busy_name)
+    assert.is_true(ours > 20, "a busy loop uses a core: " .. ours)
+    -- and a later request, against the sample the first one stored
+    local s = http.start({ env = { PATH }, args = { "--interval", "0" } })
+    finally(function() s:stop() end)
+    assert(http.get(s.url .. "/api/containers/" .. busy_name .. "/stats"))
+    agrees(function()
+      return assert(http.get(s.url .. "/api/containers/" .. busy_name .. "/stats"))
+    end, busy_name)
   end)
 
   it("gives an idle container under 5 % CPU and its memory within 10 % of docker's", function()
