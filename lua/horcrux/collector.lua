@@ -1,30 +1,65 @@
 --- horcrux.collector: keeps horcrux.view fresh. `horcrux serve` runs it in a
 -- thread of its own with its own Lua state; the routes answer from the view.
 --
---   collector.run{interval = 1, policy = fallback, stopping = fn}
+--   collector.run{interval = 1, policy = fallback, stopping = fn,
+--                 relist_every = 10}
 --       loops until stopping() is true; returns the state
 --   collector.new(opts)   -> state (the same options)
 --   collector.step(state) -> summary of one round (what specs call; an
 --       options table is made a state in place):
 --       {listed_by = source name | nil, running = n, sampled = n,
 --        by_source = {name = n}, failed = n, added = n, removed = n,
---        ms = wall time of the round}
+--        ms = wall time of the round,
+--        followed = "list" | "events" | nil (how the set was kept),
+--        events = container events applied (an events round),
+--        gone = containers dropped because sampling found them gone,
+--        first_looks = first records of new containers (see first_look)}
 --
--- One round: ask the first source of the policy that can list which
--- containers run (docker-api: /containers/json with status=running; cgroup:
--- the cgroups that are not frozen; docker-cli: `docker ps`); drop from the
--- view (and from horcrux.cpu's store) the containers that left, then sample
--- every running one from the first source of the policy that answers for
--- it, feeding horcrux.cpu's store, and put the record and the container's
--- metadata in the view. When no source can list, the known set is kept.
+-- Who runs. A round either lists the running containers or follows the
+-- engine's events since the last round:
 --
--- A source takes part in a round through sample_many(ids) (cgroup,
--- docker-cli), through the API client's concurrent stats_many (docker-api),
--- or, for a source that has only stats(id) (an operator's own), one call per
--- container while the round has time left. A round never waits for a
--- second sample: the CPU % of a container's first round is null, the next
--- round has it. The errors of one container (or one source) are logged
--- once per change and never stop the loop.
+--   list    the first source of the policy that can list (docker-api:
+--           /containers/json with status=running; cgroup: the cgroups that
+--           are not frozen; docker-cli: `docker ps`) gives the set; the
+--           containers that left are dropped from the view (and from
+--           horcrux.cpu's store). When no source can list, the known set is
+--           kept.
+--   events  when the last list came from the docker-api source, the next
+--           rounds ask its client for the events between the last round
+--           and now (/events with since and until in the past: the daemon
+--           answers at once from its buffer) and apply them in order:
+--           start and unpause add a container; die, stop, pause and
+--           destroy drop it (cpu.forget too: a restarted container's
+--           counters start again); rename renames.
+--
+-- A full list comes back every relist_every rounds (default 10) and at once
+-- when the event call fails (daemon restarting: the list then falls to the
+-- cgroup source, and while the API is away every round lists, so the first
+-- one after it returns lists through it again), when the daemon's event
+-- buffer (256 events of every type) may have overflowed between two rounds
+-- (the query is therefore unfiltered, so its count tells). A container
+-- that sampling finds not running or gone is dropped at once, event or not.
+-- An event round costs the daemon a walk of its event buffer instead of a
+-- walk of every container (scripts/bench view measures both).
+--
+-- Time. since and until are the host's wall clock in ns; the daemon stamps
+-- its events with its own. On a local socket they are the same clock. A
+-- remote daemon whose clock lags ours sees `until` in its future and holds
+-- the reply until then; past EVENTS_STALL_S of that the call fails and the
+-- round lists instead.
+--
+-- Sampling: every running container from the first source of the policy
+-- that answers for it, feeding horcrux.cpu's store, the record and the
+-- container's metadata going to the view. A source takes part in a round
+-- through sample_many(ids) (cgroup, docker-cli), through the API client's
+-- concurrent stats_many (docker-api), or, for a source that has only
+-- stats(id) (an operator's own), one call per container while the round
+-- has time left. A round never waits for a second sample: the CPU % of a
+-- container's first round is null, the next round has it. A container new
+-- to the set gets a first record from the cgroup source before the round
+-- samples (first_look), when the policy has that source behind another
+-- one. The errors of one container (or one source) are logged once per
+-- change and never stop the loop.
 local view = require "horcrux.view"
 local cpu = require "horcrux.cpu"
 local clock = require "horcrux.clock"
@@ -37,18 +72,30 @@ local null = json.null
 local M = {}
 
 local SLICE_S = 0.1 -- longest sleep between two looks at stopping()
+local RELIST_EVERY = 10 -- rounds: one full list, then events for the rest
+-- The daemon keeps its last 256 events (moby daemon/events, eventsLimit);
+-- an unfiltered reply this long may have lost the oldest of the window.
+local EVENTS_KEPT = 256
+local EVENTS_MARGIN = 16 -- events logged after `until` share the buffer
+local EVENTS_STALL_S = 2 -- an event call this silent has failed
 
 local function never()
   return false
 end
 
 --- A collector state. opts: interval (seconds, default 1), policy (a table
--- with .sources, default require "fallback"), stopping (function).
+-- with .sources, default require "fallback"), stopping (function),
+-- relist_every (rounds between two full lists while events are followed;
+-- 1 lists every round).
 function M.new(opts)
   opts = opts or {}
   local interval = opts.interval or 1
   if type(interval) ~= "number" or interval <= 0 then
     error("collector: interval must be a positive number of seconds", 2)
+  end
+  local relist_every = opts.relist_every or RELIST_EVERY
+  if math.type(relist_every) ~= "integer" or relist_every < 1 then
+    error("collector: relist_every must be a positive integer", 2)
   end
   if opts.stopping ~= nil and type(opts.stopping) ~= "function" then
     error("collector: stopping must be a function", 2)
@@ -60,6 +107,11 @@ function M.new(opts)
     known = {},  -- full id -> meta {id (12), name, status, image}
     said = {},   -- key -> the last message logged for it
     rounds = 0,
+    relist_every = relist_every,
+    -- {src = the docker-api source that listed, since = wall ns} while
+    -- events are followed; nil: the next round lists
+    follow = nil,
+    listed_ago = 0, -- event rounds since the last list
   }
 end
 
@@ -131,8 +183,8 @@ local function running_of(src)
     "unsupported"
 end
 
--- id -> meta of every running container, and the source that said so; or
--- nil when no source could list.
+-- id -> meta of every running container, and the source (the table) that
+-- said so; or nil when no source could list.
 local function list_running(state)
   for _, src in ipairs(policy_sources(state)) do
     local ok, list, err = pcall(running_of, src)
@@ -147,7 +199,7 @@ local function list_running(state)
           set[c.id] = meta_from(c.id, strip(c.name), c.status, c.image)
         end
       end
-      return set, src.name
+      return set, src
     end
     say(state, "list:" .. tostring(src.name), "warn",
       ("cannot list containers from %s: %s"):format(tostring(src.name),
@@ -323,6 +375,30 @@ local function store(state, id, rec, src)
   return ok
 end
 
+local function forget(state, id)
+  view.remove(id)
+  cpu.forget(id)
+  for _, src in ipairs(policy_sources(state)) do
+    if type(src.forget) == "function" then
+      pcall(src.forget, id)
+    end
+  end
+  state.known[id] = nil
+  quiet(state, "sample:" .. id)
+  quiet(state, "put:" .. id)
+end
+
+-- A container that sampling found gone (not running, or no such container)
+-- before an event or a list said so: dropped now. Its event normally comes
+-- with the next round (it stopped while the round sampled); a missed one
+-- changes nothing more, as nothing adds it back but a start or a list.
+local function gone(state, id, summary, why)
+  forget(state, id)
+  summary.dropped[id] = true
+  summary.gone = summary.gone + 1
+  log.info("collector: %s dropped: %s", id:sub(1, 12), why)
+end
+
 -- An answer about the container itself: the next source would say the
 -- same (it is gone, the ref is wrong); the next listing settles it.
 local FINAL = { not_found = true, bad_request = true, conflict = true }
@@ -344,7 +420,11 @@ local function sample_round(state, ids, summary)
       local left = {}
       for _, id in ipairs(pending) do
         local rec = recs[id]
-        if type(rec) == "table" then
+        if type(rec) == "table" and rec.read == null then
+          -- the API stamps a container that does not run with the zero
+          -- time (stats.lua): an exit no event or list told of yet
+          gone(state, id, summary, "not running")
+        elseif type(rec) == "table" then
           if store(state, id, rec, src) then
             summary.stored[id] = true
             summary.sampled = summary.sampled + 1
@@ -356,7 +436,9 @@ local function sample_round(state, ids, summary)
           local e = type(errs) == "table" and errs[id] or nil
           last_err[id] = ("%s: %s"):format(tostring(src.name),
             tostring(e and e.error or "no record"))
-          if not (e and FINAL[e.kind]) then
+          if e and e.kind == "not_found" then
+            gone(state, id, summary, "no such container")
+          elseif not (e and FINAL[e.kind]) then
             left[#left + 1] = id
           end
         end
@@ -369,7 +451,7 @@ local function sample_round(state, ids, summary)
     end
   end
   for _, id in ipairs(ids) do
-    if not summary.stored[id] then
+    if not summary.stored[id] and not summary.dropped[id] then
       summary.failed = summary.failed + 1
       say(state, "sample:" .. id, "warn", ("no figures for %s: %s"):format(
         id:sub(1, 12), last_err[id] or "no source answered"))
@@ -377,20 +459,205 @@ local function sample_round(state, ids, summary)
   end
 end
 
-local function forget(state, id)
-  view.remove(id)
-  cpu.forget(id)
-  for _, src in ipairs(policy_sources(state)) do
-    if type(src.forget) == "function" then
-      pcall(src.forget, id)
-    end
+-- ---- who runs: the list ---------------------------------------------
+
+-- Whether src's client can follow events (the docker-api source).
+local function can_follow(src)
+  if src.name ~= "docker-api" or type(src.client) ~= "function" then
+    return false
   end
-  state.known[id] = nil
-  quiet(state, "sample:" .. id)
-  quiet(state, "put:" .. id)
+  local ok, c = pcall(src.client)
+  if not ok or c == nil then
+    return false
+  end
+  local has, events = pcall(function() return c.events end)
+  return has and type(events) == "function"
 end
 
---- One round: list, drop the containers that left, sample the rest.
+-- Lists, replaces the known set with what runs, drops what left; sets up
+-- following the events from the time just before the list.
+local function relist(state, summary)
+  local since = clock.now_ns()
+  local set, src = list_running(state)
+  summary.listed_by = src and src.name
+  summary.followed = set and "list" or nil
+  state.follow = nil
+  state.listed_ago = 0
+  if not set then
+    return
+  end
+  if can_follow(src) then
+    state.follow = { src = src, since = since }
+    say(state, "follow", "info", ("following the engine's events, a full "
+      .. "list every %d rounds"):format(state.relist_every))
+  else
+    quiet(state, "follow")
+  end
+  enrich(state, set, src.name)
+  for id in pairs(state.known) do
+    if not set[id] then
+      forget(state, id)
+      summary.removed = summary.removed + 1
+    end
+  end
+  -- The view may hold containers this collector never listed (sampled
+  -- on demand by a route, or left by an earlier collector): what does
+  -- not run goes too.
+  for _, id in ipairs(view.ids()) do
+    if not set[id] then
+      forget(state, id)
+    end
+  end
+  for id, meta in pairs(set) do
+    if not state.known[id] then
+      summary.added = summary.added + 1
+      summary.new[id] = true
+    end
+    state.known[id] = meta
+  end
+end
+
+-- ---- who runs: the events --------------------------------------------
+
+-- Docker's timestamp syntax, seconds.nanoseconds, exact (a float is not).
+local function timestamp(ns)
+  return ("%d.%09d"):format(ns // 1000000000, ns % 1000000000)
+end
+
+local ADD = { start = true, unpause = true }
+local DROP = { die = true, stop = true, pause = true, destroy = true }
+
+-- Applies one container event to the known set; true if it was one.
+local function apply(state, ev, summary)
+  local actor = type(ev.Actor) == "table" and ev.Actor or {}
+  local id = actor.ID
+  local action = ev.Action
+  if type(id) ~= "string" or #id ~= 64 or type(action) ~= "string" then
+    return false
+  end
+  local attrs = type(actor.Attributes) == "table" and actor.Attributes or {}
+  if ADD[action] then
+    if not state.known[id] then
+      summary.added = summary.added + 1
+      summary.new[id] = true
+    end
+    state.known[id] = meta_from(id, strip(attrs.name), "running",
+      type(attrs.image) == "string" and attrs.image or nil)
+  elseif DROP[action] then
+    if state.known[id] then
+      summary.removed = summary.removed + 1
+    end
+    summary.new[id] = nil
+    forget(state, id) -- the view too: a container sampled on demand
+  elseif action == "rename" then
+    local meta = state.known[id]
+    if meta and type(attrs.name) == "string" then
+      meta.name = strip(attrs.name)
+    end
+  end
+  return true
+end
+
+-- Whether src is still one of the policy's sources (a state outlives a
+-- change of state.policy in specs; the server makes a new state on reload).
+local function in_policy(state, src)
+  for _, s in ipairs(policy_sources(state)) do
+    if s == src then
+      return true
+    end
+  end
+  return false
+end
+
+-- Follows the events since the last round; false when this round must list
+-- instead (the reason logged once).
+local function follow_events(state, summary)
+  local f = state.follow
+  if f == nil or state.listed_ago + 1 >= state.relist_every
+      or not in_policy(state, f.src) then
+    return false
+  end
+  local c, cerr = f.src.client()
+  if not c then
+    say(state, "events", "warn", "cannot follow the engine's events ("
+      .. tostring(cerr) .. "); listing instead")
+    return false
+  end
+  local now = clock.now_ns()
+  local evs, n = {}, 0
+  local ok, res, err = pcall(c.events, c, {
+    since = timestamp(f.since), ["until"] = timestamp(now),
+    stall = EVENTS_STALL_S,
+  }, function(ev)
+    n = n + 1
+    if type(ev) == "table" and ev.Type == "container" then
+      evs[#evs + 1] = ev
+    end
+    return true
+  end)
+  if not ok or not res then
+    say(state, "events", "warn", ("cannot follow the engine's events (%s); "
+      .. "listing instead"):format(tostring(ok and err or res)))
+    return false
+  end
+  quiet(state, "events")
+  if n >= EVENTS_KEPT - EVENTS_MARGIN then
+    say(state, "overflow", "info", ("%d events in one round: the daemon's "
+      .. "buffer may have dropped some; listing again"):format(n))
+    return false
+  end
+  quiet(state, "overflow")
+  f.since = now + 1 -- since and until are both inclusive
+  state.listed_ago = state.listed_ago + 1
+  summary.listed_by = f.src.name
+  summary.followed = "events"
+  for _, ev in ipairs(evs) do
+    if apply(state, ev, summary) then
+      summary.events = summary.events + 1
+    end
+  end
+  return true
+end
+
+-- A first record, at once, for the containers new this round, from the
+-- cgroup source when the policy has it behind a first source of another
+-- kind. The docker-api source answers at the daemon's next one-second tick
+-- on engines before 25.0, so a container started just after a round began
+-- would wait for that round and the whole next one (up to 2 s) before the
+-- view held it; the cgroup files answer in microseconds. The round's own
+-- sampling replaces the record as it ends, and both go through the same
+-- CPU store, so the first source's record has a CPU % a round earlier.
+local function first_look(state, summary)
+  local ids = {}
+  for id in pairs(summary.new) do
+    if state.known[id] then
+      ids[#ids + 1] = id
+    end
+  end
+  local sources = policy_sources(state)
+  if #ids == 0 or sources[1] == nil or sources[1].name == "cgroup" then
+    return
+  end
+  for i = 2, #sources do
+    local src = sources[i]
+    if src.name == "cgroup" and type(src.sample_many) == "function" then
+      table.sort(ids)
+      local ok, recs = pcall(src.sample_many, ids)
+      if ok and type(recs) == "table" then
+        for _, id in ipairs(ids) do
+          local rec = recs[id]
+          if type(rec) == "table" and store(state, id, rec, src) then
+            summary.first_looks = summary.first_looks + 1
+          end
+        end
+      end
+      return
+    end
+  end
+end
+
+--- One round: list (or follow the events), drop the containers that left,
+-- sample the rest.
 function M.step(state)
   if type(state) ~= "table" then
     error("collector.step: state expected (collector.new)", 2)
@@ -404,32 +671,21 @@ function M.step(state)
   local t0 = clock.mono_ns()
   local summary = {
     running = 0, sampled = 0, failed = 0, added = 0, removed = 0,
-    by_source = {},
+    events = 0, gone = 0, first_looks = 0, by_source = {}, new = {},
   }
-  local set, lister = list_running(state)
-  summary.listed_by = lister
-  if set then
-    enrich(state, set, lister)
-    for id in pairs(state.known) do
-      if not set[id] then
-        forget(state, id)
-        summary.removed = summary.removed + 1
-      end
-    end
-    -- The view may hold containers this collector never listed (sampled
-    -- on demand by a route, or left by an earlier collector): what does
-    -- not run goes too.
-    for _, id in ipairs(view.ids()) do
-      if not set[id] then
-        forget(state, id)
-      end
-    end
-    for id, meta in pairs(set) do
-      if not state.known[id] then
-        summary.added = summary.added + 1
-      end
-      state.known[id] = meta
-    end
+  local ok, followed = pcall(follow_events, state, summary)
+  local err
+  if not ok then
+    say(state, "events", "error", "following events failed: "
+      .. tostring(followed))
+  end
+  if not (ok and followed) then
+    relist(state, summary)
+  end
+  ok, err = pcall(first_look, state, summary)
+  summary.new = nil
+  if not ok then
+    say(state, "first", "error", "first look failed: " .. tostring(err))
   end
   local ids = {}
   for id in pairs(state.known) do
@@ -437,12 +693,13 @@ function M.step(state)
   end
   table.sort(ids)
   summary.running = #ids
-  summary.stored = {}
-  local ok, err = pcall(sample_round, state, ids, summary)
-  summary.stored = nil
+  summary.stored, summary.dropped = {}, {}
+  ok, err = pcall(sample_round, state, ids, summary)
+  summary.stored, summary.dropped = nil, nil
   if not ok then
     say(state, "round", "error", "round failed: " .. tostring(err))
   end
+  summary.running = summary.running - summary.gone
   state.rounds = state.rounds + 1
   summary.ms = (clock.mono_ns() - t0) / 1e6
   return summary
