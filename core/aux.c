@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <string.h>
+#include <time.h>
 
 int hx_fail(lua_State *L, const char *kind, const char *fmt, ...) {
   va_list ap;
@@ -90,6 +91,24 @@ const char *hx_opt_string(lua_State *L, int idx, const char *field,
   /* The string stays reachable from the option table, so popping is safe. */
   lua_pop(L, 1);
   return v;
+}
+
+static int64_t clock_ns(clockid_t id) {
+  struct timespec ts;
+  if (clock_gettime(id, &ts) != 0)
+    return 0;
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t hx_mono_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
+
+int64_t hx_real_ns(void) { return clock_ns(CLOCK_REALTIME); }
+
+uint32_t hx_fnv1a(const char *s, size_t n) {
+  uint32_t h = 2166136261u;
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ (unsigned char)s[i]) * 16777619u;
+  return h;
 }
 
 int hx_hexval(char c) {

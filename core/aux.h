@@ -11,6 +11,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* The only symbols a module exports are its luaopen_ functions. */
 #define HX_EXPORT __attribute__((visibility("default")))
@@ -45,6 +46,13 @@ int hx_opt_boolean(lua_State *L, int idx, const char *field, int def);
 /* The returned string lives as long as the option table does. */
 const char *hx_opt_string(lua_State *L, int idx, const char *field,
                           const char *def);
+
+/* CLOCK_MONOTONIC and CLOCK_REALTIME in ns. */
+int64_t hx_mono_ns(void);
+int64_t hx_real_ns(void);
+
+/* FNV-1a of s[0..n): the stores' bucket hash. */
+uint32_t hx_fnv1a(const char *s, size_t n);
 
 /* The value of a hex digit (either case), or -1. */
 int hx_hexval(char c);

@@ -1340,13 +1340,6 @@ static int read_net(lua_State *L, handle *h, net_fig *n) {
   return 0;
 }
 
-static int64_t clock_ns(clockid_t id) {
-  struct timespec ts;
-  if (clock_gettime(id, &ts) != 0)
-    return 0;
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* ---- the readers as methods */
 
 /* h:cpu() -> {usage_ns=[, user_ns=, system_ns=]} */
@@ -1521,8 +1514,8 @@ static int handle_stats(lua_State *L, handle *h, int into) {
   /* The wall clock goes right after the CPU counter: the pair is what the
    * short-window CPU % divides. */
   e = read_cpu(h, &c);
-  set_u64(L, t, "time_ns", (uint64_t)clock_ns(CLOCK_REALTIME));
-  set_u64(L, t, "mono_ns", (uint64_t)clock_ns(CLOCK_MONOTONIC));
+  set_u64(L, t, "time_ns", (uint64_t)hx_real_ns());
+  set_u64(L, t, "mono_ns", (uint64_t)hx_mono_ns());
   if (gone_errno(e) && !handle_alive(h))
     goto gone;
   if (c.ok) {

@@ -11,19 +11,13 @@
 
 #include <time.h>
 
-static lua_Integer clock_ns(clockid_t id) {
-  struct timespec ts;
-  clock_gettime(id, &ts);
-  return (lua_Integer)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static int l_now_ns(lua_State *L) {
-  lua_pushinteger(L, clock_ns(CLOCK_REALTIME));
+  lua_pushinteger(L, (lua_Integer)hx_real_ns());
   return 1;
 }
 
 static int l_mono_ns(lua_State *L) {
-  lua_pushinteger(L, clock_ns(CLOCK_MONOTONIC));
+  lua_pushinteger(L, (lua_Integer)hx_mono_ns());
   return 1;
 }
 

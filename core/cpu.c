@@ -200,19 +200,10 @@ static void push_sample(lua_State *L, const sample *s) {
   lua_setfield(L, -2, "time_ns");
 }
 
-static int64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* ---- the store (call with the lock held) ---- */
 
 static size_t hash(const char *id, size_t len) {
-  uint32_t h = 2166136261u; /* FNV-1a */
-  for (size_t i = 0; i < len; i++)
-    h = (h ^ (unsigned char)id[i]) * 16777619u;
-  return h & (NBUCKET - 1);
+  return hx_fnv1a(id, len) & (NBUCKET - 1);
 }
 
 static entry **slot_of(const char *id, size_t len) {
@@ -369,7 +360,7 @@ static int l_observe(lua_State *L) {
     luaL_argcheck(L, win_ms >= 0 && win_ms <= MAX_WINDOW_MS, 3,
                   "window out of range 0..3600000 ms");
   }
-  int64_t now = mono_ns();
+  int64_t now = hx_mono_ns();
   const char *reason = NULL;
   double pct = 0, age_ms = 0;
 
@@ -392,7 +383,7 @@ static int l_observe(lua_State *L) {
 static int l_latest(lua_State *L) {
   size_t len;
   const char *id = check_id(L, 1, &len);
-  int64_t now = mono_ns();
+  int64_t now = hx_mono_ns();
   sample s;
   int found = 0;
   pthread_mutex_lock(&store.lock);
@@ -439,7 +430,7 @@ static int l_clear(lua_State *L) {
 __attribute__((destructor)) static void free_store(void) { clear_store(); }
 
 static int l_count(lua_State *L) {
-  int64_t now = mono_ns();
+  int64_t now = hx_mono_ns();
   pthread_mutex_lock(&store.lock);
   expire(now);
   size_t n = store.count;

@@ -126,17 +126,8 @@ static struct {
     .max_containers = DEFAULT_MAX_CONTAINERS,
 };
 
-static int64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static size_t hash(const char *s, size_t n) {
-  uint32_t h = 2166136261u; /* FNV-1a */
-  for (size_t i = 0; i < n; i++)
-    h = (h ^ (unsigned char)s[i]) * 16777619u;
-  return h & (NBUCKET - 1);
+  return hx_fnv1a(s, n) & (NBUCKET - 1);
 }
 
 /* The full id at arg; raises unless it is 64 lowercase hex digits. */
@@ -565,7 +556,7 @@ static int l_put(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   if (!lua_isnoneornil(L, 3))
     luaL_checktype(L, 3, LUA_TTABLE);
-  int64_t taken = mono_ns();
+  int64_t taken = hx_mono_ns();
   if (!lua_isnoneornil(L, 4)) {
     lua_Integer t = luaL_checkinteger(L, 4);
     luaL_argcheck(L, t >= 0, 4, "monotonic ns expected");
@@ -691,7 +682,7 @@ static int l_get(lua_State *L) {
   if (got != GOT_IT)
     return not_held(L, id, got);
   unpack(L, v.rec, v.c.rn);
-  lua_pushinteger(L, age_ms(mono_ns(), v.c.taken_ns));
+  lua_pushinteger(L, age_ms(hx_mono_ns(), v.c.taken_ns));
   lua_setfield(L, -2, "sample_age_ms");
   push_meta(L, &v);
   return 2;
@@ -767,7 +758,7 @@ static void set_name(lua_State *L, const view_of *v) {
 static int l_all(lua_State *L) {
   const char *buf;
   size_t n = fetch_all(L, 1, &buf);
-  int64_t now = mono_ns();
+  int64_t now = hx_mono_ns();
   lua_createtable(L, n > INT32_MAX ? 0 : (int)n, 0);
   for (size_t i = 1; i <= n; i++) {
     view_of v = read_copied(buf);

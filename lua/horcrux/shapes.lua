@@ -54,4 +54,27 @@ function M.inspect(c)
   }
 end
 
+--- The status words a filters table asks for (Docker's filters shape:
+-- {status = {"running"}} or {status = {running = true}}), as a set; nil
+-- when it asks for none (every status).
+function M.wanted_status(opts)
+  local f = opts and opts.filters
+  local st = type(f) == "table" and f.status
+  if type(st) == "string" then
+    st = { st }
+  end
+  if type(st) ~= "table" then
+    return nil
+  end
+  local want = {}
+  for k, v in pairs(st) do
+    if type(k) == "string" and v then
+      want[k] = true
+    elseif type(v) == "string" then
+      want[v] = true
+    end
+  end
+  return want
+end
+
 return M

@@ -31,6 +31,7 @@ local cgroup = require "horcrux.cgroup"
 local cpu = require "horcrux.cpu"
 local clock = require "horcrux.clock"
 local json = require "horcrux.json"
+local shapes = require "horcrux.shapes"
 local view = require "horcrux.view"
 
 local null = json.null
@@ -374,27 +375,6 @@ function M.running()
   return out
 end
 
--- The status words a filters table asks for (Docker's filters shape:
--- {status = {"running"}} or {status = {running = true}}), or nil for all.
-local function wanted_status(opts)
-  local f = opts and opts.filters
-  local st = type(f) == "table" and f.status
-  if type(st) == "string" then
-    st = { st }
-  end
-  if type(st) ~= "table" then
-    return nil
-  end
-  local want = {}
-  for k, v in pairs(st) do
-    if type(k) == "string" and v then
-      want[k] = true
-    elseif type(v) == "string" then
-      want[v] = true
-    end
-  end
-  return want
-end
 
 --- Every container that has a cgroup (running or paused; the others are
 -- unknown to the kernel), in the route's shape. opts.filters.status is
@@ -404,7 +384,7 @@ function M.list(opts)
   if not ids then
     return nil, err, kind
   end
-  local want = wanted_status(opts)
+  local want = shapes.wanted_status(opts)
   local out = json.array()
   for _, id in ipairs(ids) do
     local meta = meta_of(id)

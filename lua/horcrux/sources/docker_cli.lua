@@ -116,30 +116,11 @@ function M.sample_many(ids)
   return recs, errs
 end
 
-local function wanted_status(opts)
-  local f = opts and opts.filters
-  local st = type(f) == "table" and f.status
-  if type(st) == "string" then
-    st = { st }
-  end
-  if type(st) ~= "table" then
-    return nil
-  end
-  local want = {}
-  for k, v in pairs(st) do
-    if type(k) == "string" and v then
-      want[k] = true
-    elseif type(v) == "string" then
-      want[v] = true
-    end
-  end
-  return want
-end
 
 --- Containers in the route's shape. opts.all (default true) and
 -- opts.filters.status are honoured; other filters are not passed on.
 function M.list(opts)
-  local want = wanted_status(opts)
+  local want = shapes.wanted_status(opts)
   local all = not (opts and opts.all == false)
   if want and not (want.exited or want.created or want.dead) then
     all = false -- running, paused, restarting: `docker ps` without -a
