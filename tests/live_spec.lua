@@ -179,3 +179,26 @@ describe("live view (horcrux serve)", function()
       end)
   end)
 end)
+
+describe("live.all with no collector", function()
+  it("samples the running containers on demand, never a paused one", function()
+    local view = require "horcrux.view"
+    local live = require "horcrux.live"
+    view.clear() -- as in a `horcrux run` script: nothing fills the view
+    local run_id = support.run_container { name = "live-od" }
+    local paused_id = support.run_container { name = "live-od-paused" }
+    finally(function()
+      support.remove(run_id)
+      support.remove(paused_id)
+    end)
+    post(paused_id, "pause")
+    local all = assert(live.all())
+    local seen = {}
+    for _, rec in ipairs(all) do
+      seen[rec.id] = rec
+    end
+    assert.is_table(seen[run_id], "the running container is sampled")
+    assert.is_number(seen[run_id].cpu_usage_percent)
+    assert.is_nil(seen[paused_id], "a paused container is not in the list")
+  end)
+end)

@@ -151,8 +151,10 @@ describe("sources on the real engine", function()
           .. "process's own ticks say %.1f %%)", pct, ref))
         assert.is_true(math.abs(pct - ref) <= 10, pct .. " vs " .. ref)
         -- busy (it gets what the other work on the host leaves it: about
-        -- 100 on an idle host), and never more than the one core it can use
-        assert.is_true(pct > 10 and pct <= 100.5, pct)
+        -- 100 on an idle host), and not more than the one core it can use,
+        -- give or take the jitter of two reads a second apart (measured
+        -- 100.9 on an idle host)
+        assert.is_true(pct > 10 and pct <= 103, pct)
         local irec = assert(cg_source.stats(idle))
         assert.is_number(irec.cpu_usage_percent)
         assert.is_true(irec.cpu_usage_percent < 5, irec.cpu_usage_percent)

@@ -32,9 +32,13 @@ function M.all(policy)
   if not list then
     return nil, err, kind, tried
   end
+  -- "running" only: the daemon's list without all=1 holds paused ones too,
+  -- and the view (which the collector keeps) never does.
   local ids = {}
-  for i, c in ipairs(list) do
-    ids[i] = c.id
+  for _, c in ipairs(list) do
+    if c.status == "running" then
+      ids[#ids + 1] = c.id
+    end
   end
   local out = json.array()
   for _, r in ipairs(metrics.stats_many(ids, policy)) do
