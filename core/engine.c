@@ -15,6 +15,7 @@ int luaopen_horcrux_cpu(lua_State *L);
 int luaopen_horcrux_cgroup(lua_State *L);
 int luaopen_horcrux_proc(lua_State *L);
 int luaopen_horcrux_clock(lua_State *L);
+int luaopen_horcrux_shared(lua_State *L);
 int luaopen_horcrux_view(lua_State *L);
 
 /* How often the count hook runs; the budget is checked at this grain. */
@@ -87,6 +88,7 @@ void hx_preload(lua_State *L) {
                                   {"horcrux.cgroup", luaopen_horcrux_cgroup},
                                   {"horcrux.proc", luaopen_horcrux_proc},
                                   {"horcrux.clock", luaopen_horcrux_clock},
+                                  {"horcrux.shared", luaopen_horcrux_shared},
                                   {"horcrux.view", luaopen_horcrux_view},
                                   {NULL, NULL}};
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
