@@ -2,7 +2,9 @@
  * cgroup.c - horcrux.cgroup: a container's figures read straight from its
  * cgroup files (v1, v2 or hybrid; cgroupfs or systemd driver), its network
  * counters from /proc/<pid>/net/dev, the host figures the CPU math needs, and
- * every parser on its own so specs can feed it strings.
+ * every parser on its own so specs can feed it strings. The parsers
+ * themselves are in cgroup_parse.c; this file reads the files and is the
+ * Lua module.
  *
  * API (opts: root = "/sys/fs/cgroup", proc = "/proc", sys = "/sys"):
  *   detect([opts])   {version = "v1"|"v2"|"hybrid", driver = "cgroupfs"|
@@ -45,6 +47,7 @@
  * table; it may refill a table the caller passes in.
  */
 #include "aux.h"
+#include "cgroup_parse.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -74,482 +77,6 @@
 /* How deep to look under a container's cgroup for a process (v2 forbids
  * processes in inner nodes, so a container with sub-cgroups has none). */
 #define PROCS_DEPTH 3
-
-/* ---------------------------------------------------------------- numbers */
-
-/* A parsed value: an int64, or (big) an unsigned value above INT64_MAX. */
-typedef struct {
-  int big;
-  int64_t i;
-  uint64_t u;
-} num;
-
-/* Strict decimal: digits only, no sign, no blanks, no overflow. */
-static int scan_u64(const char *s, size_t n, uint64_t *out) {
-  uint64_t v = 0;
-  if (n == 0)
-    return 0;
-  for (size_t k = 0; k < n; k++) {
-    unsigned d = (unsigned)((unsigned char)s[k] - '0');
-    if (d > 9 || v > (UINT64_MAX - d) / 10)
-      return 0;
-    v = v * 10 + d;
-  }
-  *out = v;
-  return 1;
-}
-
-static int scan_num(const char *s, size_t n, num *out) {
-  uint64_t m;
-  if (n > 0 && s[0] == '-') {
-    if (!scan_u64(s + 1, n - 1, &m) || m > (uint64_t)INT64_MAX + 1)
-      return 0;
-    out->big = 0;
-    out->i = m == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)m;
-    out->u = 0;
-    return 1;
-  }
-  if (!scan_u64(s, n, &m))
-    return 0;
-  out->big = m > (uint64_t)INT64_MAX;
-  out->i = out->big ? 0 : (int64_t)m;
-  out->u = m;
-  return 1;
-}
-
-static void push_u64(lua_State *L, uint64_t v) {
-  if (v <= (uint64_t)LUA_MAXINTEGER)
-    lua_pushinteger(L, (lua_Integer)v);
-  else
-    lua_pushnumber(L, (lua_Number)v);
-}
-
-static void push_num(lua_State *L, const num *v) {
-  if (v->big)
-    lua_pushnumber(L, (lua_Number)v->u);
-  else
-    lua_pushinteger(L, (lua_Integer)v->i);
-}
-
-/* Whether a value can stand for a size or a count (not negative). */
-static int num_unsigned(const num *v, uint64_t *out) {
-  if (!v->big && v->i < 0)
-    return 0;
-  *out = v->big ? v->u : (uint64_t)v->i;
-  return 1;
-}
-
-static void add_sat(uint64_t *acc, uint64_t v) {
-  if (__builtin_add_overflow(*acc, v, acc))
-    *acc = UINT64_MAX;
-}
-
-/* floor(ticks * 1e9 / hz) without overflowing; 0 when it does not fit. */
-static int ticks_to_ns(uint64_t ticks, uint64_t hz, uint64_t *ns) {
-  const uint64_t G = 1000000000u;
-  uint64_t q = ticks / hz, r = ticks % hz, hi, lo;
-  if (__builtin_mul_overflow(q, G, &hi))
-    return 0;
-  /* r < hz, and hz is a tick rate (100, 250, 1000...), so r * G fits. */
-  if (hz > UINT64_MAX / G)
-    return 0;
-  lo = r * G / hz;
-  return !__builtin_add_overflow(hi, lo, ns);
-}
-
-/* ---------------------------------------------------------------- tokens */
-
-static int is_blank(char c) {
-  return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
-}
-
-/* Next line of [*p, end): [*ls, *le) without its '\n'. */
-static int next_line(const char **p, const char *end, const char **ls,
-                     const char **le) {
-  const char *nl;
-  if (*p >= end)
-    return 0;
-  nl = memchr(*p, '\n', (size_t)(end - *p));
-  *ls = *p;
-  *le = nl ? nl : end;
-  *p = nl ? nl + 1 : end;
-  return 1;
-}
-
-/* Next blank-separated field of [*p, end). */
-static int next_field(const char **p, const char *end, const char **f,
-                      size_t *n) {
-  const char *s = *p, *e;
-  while (s < end && is_blank(*s))
-    s++;
-  if (s == end) {
-    *p = s;
-    return 0;
-  }
-  for (e = s; e < end && !is_blank(*e); e++)
-    ;
-  *f = s;
-  *n = (size_t)(e - s);
-  *p = e;
-  return 1;
-}
-
-static int field_is(const char *f, size_t n, const char *lit) {
-  return strlen(lit) == n && memcmp(f, lit, n) == 0;
-}
-
-static int field_is_ci(const char *f, size_t n, const char *lit) {
-  return strlen(lit) == n && strncasecmp(f, lit, n) == 0;
-}
-
-/* "major:minor", both decimal. */
-static int is_device(const char *f, size_t n) {
-  const char *c = memchr(f, ':', n);
-  uint64_t a, b;
-  return c && scan_u64(f, (size_t)(c - f), &a) &&
-         scan_u64(c + 1, n - (size_t)(c - f) - 1, &b);
-}
-
-/* ---------------------------------------------------------------- parsers
- * Each works on a buffer and a length (no NUL needed) and either fills a
- * Lua table or a C struct; stats() uses the C side, parse.* the Lua side. */
-
-/* "key value" lines (memory.stat, cpu.stat) into the table at t (absolute
- * index). Lines with another shape or a value that is not a number are
- * skipped. When want is set, its value is also stored in *got. Returns the
- * number of keys set; *found says whether want was seen. */
-static int fill_flat(lua_State *L, int t, const char *s, size_t n,
-                     const char *want, num *got, int *found) {
-  const char *p = s, *end = s + n, *ls, *le;
-  int count = 0;
-  if (found)
-    *found = 0;
-  while (next_line(&p, end, &ls, &le)) {
-    const char *k, *v, *x;
-    size_t kn, vn, xn;
-    num val;
-    if (!next_field(&ls, le, &k, &kn) || !next_field(&ls, le, &v, &vn) ||
-        next_field(&ls, le, &x, &xn) || !scan_num(v, vn, &val))
-      continue;
-    if (L) {
-      lua_pushlstring(L, k, kn);
-      push_num(L, &val);
-      lua_rawset(L, t);
-    }
-    if (want && field_is(k, kn, want)) {
-      *got = val;
-      *found = 1;
-    }
-    count++;
-  }
-  return count;
-}
-
-/* Looks up several keys of "key value" lines in one pass; found[i] says
- * whether keys[i] was seen (with a number). */
-static void find_flat(const char *s, size_t n, const char *const keys[],
-                      int nkeys, num vals[], int found[]) {
-  const char *p = s, *end = s + n, *ls, *le;
-  for (int i = 0; i < nkeys; i++)
-    found[i] = 0;
-  while (next_line(&p, end, &ls, &le)) {
-    const char *k, *v, *x;
-    size_t kn, vn, xn;
-    num val;
-    if (!next_field(&ls, le, &k, &kn) || !next_field(&ls, le, &v, &vn) ||
-        next_field(&ls, le, &x, &xn) || !scan_num(v, vn, &val))
-      continue;
-    for (int i = 0; i < nkeys; i++)
-      if (field_is(k, kn, keys[i])) {
-        vals[i] = val;
-        found[i] = 1;
-      }
-  }
-}
-
-/* Block I/O sums: v1 "<dev> <Op> <value>" lines, v2 "<dev> key=value...". */
-typedef struct {
-  uint64_t read, write;
-  int entries; /* device lines with a value: 0 means "no data" */
-} io_sum;
-
-/* v1 blkio.*io_service_bytes*: sums Read and Write over devices; skips the
- * per-device Total, the closing "Total N" line and anything malformed. When
- * L is set, the table on top gets devices["8:0"] = {Read=, Write=, ...}. */
-static void parse_blkio_v1(lua_State *L, const char *s, size_t n, io_sum *out) {
-  const char *p = s, *end = s + n, *ls, *le;
-  memset(out, 0, sizeof *out);
-  while (next_line(&p, end, &ls, &le)) {
-    const char *dev, *op, *v, *x;
-    size_t devn, opn, vn, xn;
-    uint64_t val;
-    if (!next_field(&ls, le, &dev, &devn) || !is_device(dev, devn) ||
-        !next_field(&ls, le, &op, &opn) || !next_field(&ls, le, &v, &vn) ||
-        next_field(&ls, le, &x, &xn) || !scan_u64(v, vn, &val))
-      continue;
-    out->entries++;
-    if (field_is_ci(op, opn, "read"))
-      add_sat(&out->read, val);
-    else if (field_is_ci(op, opn, "write"))
-      add_sat(&out->write, val);
-    if (L) {
-      lua_pushlstring(L, dev, devn);
-      if (lua_rawget(L, -2) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushlstring(L, dev, devn);
-        lua_pushvalue(L, -2);
-        lua_rawset(L, -4);
-      }
-      lua_pushlstring(L, op, opn);
-      push_u64(L, val);
-      lua_rawset(L, -3);
-      lua_pop(L, 1);
-    }
-  }
-}
-
-/* v2 io.stat: "8:0 rbytes=1 wbytes=2 rios=3 ..."; sums rbytes and wbytes.
- * Unknown keys are kept in the detail table, malformed pairs skipped. */
-static void parse_io_v2(lua_State *L, const char *s, size_t n, io_sum *out) {
-  const char *p = s, *end = s + n, *ls, *le;
-  memset(out, 0, sizeof *out);
-  while (next_line(&p, end, &ls, &le)) {
-    const char *dev, *f;
-    size_t devn, fn;
-    int any = 0;
-    if (!next_field(&ls, le, &dev, &devn) || !is_device(dev, devn))
-      continue;
-    if (L) {
-      lua_newtable(L);
-      lua_pushlstring(L, dev, devn);
-      lua_pushvalue(L, -2);
-      lua_rawset(L, -4);
-    }
-    while (next_field(&ls, le, &f, &fn)) {
-      const char *eq = memchr(f, '=', fn);
-      uint64_t val;
-      size_t kn;
-      if (!eq || eq == f || !scan_u64(eq + 1, fn - (size_t)(eq - f) - 1, &val))
-        continue;
-      kn = (size_t)(eq - f);
-      any = 1;
-      if (field_is(f, kn, "rbytes"))
-        add_sat(&out->read, val);
-      else if (field_is(f, kn, "wbytes"))
-        add_sat(&out->write, val);
-      if (L) {
-        lua_pushlstring(L, f, kn);
-        push_u64(L, val);
-        lua_rawset(L, -3);
-      }
-    }
-    out->entries += any;
-    if (L)
-      lua_pop(L, 1);
-  }
-}
-
-/* /proc/<pid>/net/dev: the 16 counters of each interface. */
-static const char *const netdev_names[16] = {
-    "rx_bytes", "rx_packets", "rx_errs",       "rx_drop",
-    "rx_fifo",  "rx_frame",   "rx_compressed", "rx_multicast",
-    "tx_bytes", "tx_packets", "tx_errs",       "tx_drop",
-    "tx_fifo",  "tx_colls",   "tx_carrier",    "tx_compressed"};
-
-typedef struct {
-  uint64_t rx, tx;
-  int interfaces; /* counted, lo excluded */
-} net_sum;
-
-/* Sums rx/tx bytes over interfaces except lo. A line without "name:" (the
- * two headers), with fewer than 9 counters or with a counter that is not an
- * unsigned number is skipped. When L is set, the table on top gets
- * interfaces[name] = {rx_bytes=, ...} (lo included, marked by name). */
-static void parse_net_dev(lua_State *L, const char *s, size_t n, net_sum *out) {
-  const char *p = s, *end = s + n, *ls, *le;
-  memset(out, 0, sizeof *out);
-  while (next_line(&p, end, &ls, &le)) {
-    const char *colon = memchr(ls, ':', (size_t)(le - ls)), *name, *f;
-    size_t namen, fn;
-    uint64_t v[16];
-    int k = 0, bad = 0;
-    if (!colon)
-      continue;
-    {
-      const char *c = ls, *x;
-      size_t xn;
-      /* One name before the colon: "  eth0:" (a blank inside is garbage). */
-      if (!next_field(&c, colon, &name, &namen) ||
-          next_field(&c, colon, &x, &xn))
-        continue;
-    }
-    ls = colon + 1;
-    while (next_field(&ls, le, &f, &fn)) {
-      if (k == 16)
-        break;
-      if (!scan_u64(f, fn, &v[k])) {
-        bad = 1;
-        break;
-      }
-      k++;
-    }
-    if (bad || k < 9)
-      continue;
-    if (!field_is(name, namen, "lo")) {
-      add_sat(&out->rx, v[0]);
-      add_sat(&out->tx, v[8]);
-      out->interfaces++;
-    }
-    if (L) {
-      lua_pushlstring(L, name, namen);
-      lua_createtable(L, 0, k);
-      for (int i = 0; i < k; i++) {
-        push_u64(L, v[i]);
-        lua_setfield(L, -2, netdev_names[i]);
-      }
-      lua_rawset(L, -3);
-    }
-  }
-}
-
-/* A file holding one value: a number or "max", blanks and newlines around
- * it. Returns 1 (number), 2 (max) or 0 (empty, garbage, two values). */
-static int parse_single(const char *s, size_t n, num *out) {
-  const char *b = s, *e = s + n;
-  while (b < e && (is_blank(*b) || *b == '\n'))
-    b++;
-  while (e > b && (is_blank(e[-1]) || e[-1] == '\n'))
-    e--;
-  if (b == e)
-    return 0;
-  for (const char *q = b; q < e; q++)
-    if (is_blank(*q) || *q == '\n')
-      return 0;
-  if (field_is(b, (size_t)(e - b), "max"))
-    return 2;
-  return scan_num(b, (size_t)(e - b), out) ? 1 : 0;
-}
-
-/* The "cpu " line of /proc/stat. */
-static const char *const stat_names[10] = {
-    "user", "nice",    "system", "idle",  "iowait",
-    "irq",  "softirq", "steal",  "guest", "guest_nice"};
-
-typedef struct {
-  uint64_t v[10];
-  int n;
-  uint64_t ticks; /* user+nice+system+idle+iowait+irq+softirq */
-} stat_cpu;
-
-/* As the docker daemon does (getSystemCPUUsage): the first seven fields of
- * the aggregate "cpu" line; fewer than seven or a bad one is an error. */
-static int parse_stat_cpu(const char *s, size_t len, stat_cpu *out) {
-  const char *p = s, *end = s + len, *ls, *le, *f;
-  size_t fn;
-  while (next_line(&p, end, &ls, &le)) {
-    if (!next_field(&ls, le, &f, &fn) || !field_is(f, fn, "cpu"))
-      continue;
-    out->n = 0;
-    out->ticks = 0;
-    while (out->n < 10 && next_field(&ls, le, &f, &fn)) {
-      if (!scan_u64(f, fn, &out->v[out->n]))
-        break;
-      out->n++;
-    }
-    if (out->n < 7)
-      return 0;
-    for (int i = 0; i < 7; i++)
-      if (__builtin_add_overflow(out->ticks, out->v[i], &out->ticks))
-        return 0;
-    return 1;
-  }
-  return 0;
-}
-
-/* /proc/meminfo: "Key:   123 kB" lines; values in bytes. When want is set,
- * stores that key's value in *got and returns whether it was found. */
-static int parse_meminfo(lua_State *L, const char *s, size_t len,
-                         const char *want, uint64_t *got) {
-  const char *p = s, *end = s + len, *ls, *le, *v, *u, *x;
-  size_t vn, un, xn;
-  int found = 0;
-  while (next_line(&p, end, &ls, &le)) {
-    const char *colon = memchr(ls, ':', (size_t)(le - ls)), *k;
-    size_t kn;
-    uint64_t val;
-    if (!colon)
-      continue;
-    {
-      const char *c = ls;
-      if (!next_field(&c, colon, &k, &kn) || k + kn != colon)
-        continue;
-    }
-    ls = colon + 1;
-    if (!next_field(&ls, le, &v, &vn) || !scan_u64(v, vn, &val))
-      continue;
-    if (next_field(&ls, le, &u, &un)) {
-      if (!field_is(u, un, "kB") || next_field(&ls, le, &x, &xn) ||
-          __builtin_mul_overflow(val, (uint64_t)1024, &val))
-        continue;
-    }
-    if (L) {
-      lua_pushlstring(L, k, kn);
-      push_u64(L, val);
-      lua_rawset(L, -3);
-    }
-    if (want && field_is(k, kn, want)) {
-      *got = val;
-      found = 1;
-    }
-  }
-  return found;
-}
-
-/* A CPU list ("0-3,6,8-9\n"): how many CPUs; 0 when malformed. */
-static uint64_t parse_cpu_list(const char *s, size_t len) {
-  const char *p = s, *end = s + len;
-  uint64_t count = 0;
-  while (p < end && is_blank(*p))
-    p++;
-  while (end > p && (is_blank(end[-1]) || end[-1] == '\n'))
-    end--;
-  if (p == end)
-    return 0;
-  while (p < end) {
-    const char *comma = memchr(p, ',', (size_t)(end - p)), *e, *dash;
-    uint64_t a, b;
-    e = comma ? comma : end;
-    dash = memchr(p, '-', (size_t)(e - p));
-    if (dash) {
-      if (!scan_u64(p, (size_t)(dash - p), &a) ||
-          !scan_u64(dash + 1, (size_t)(e - dash - 1), &b) || b < a ||
-          b - a >= (uint64_t)1 << 24)
-        return 0;
-      count += b - a + 1;
-    } else {
-      if (!scan_u64(p, (size_t)(e - p), &a))
-        return 0;
-      count++;
-    }
-    if (count >= (uint64_t)1 << 24)
-      return 0;
-    p = comma ? comma + 1 : end;
-  }
-  return count;
-}
-
-/* cgroup.procs: the first pid, or 0. */
-static int first_pid(const char *s, size_t len) {
-  const char *p = s, *end = s + len, *ls, *le, *f;
-  size_t fn;
-  uint64_t v;
-  while (next_line(&p, end, &ls, &le))
-    if (next_field(&ls, le, &f, &fn) && scan_u64(f, fn, &v) && v > 0 &&
-        v <= INT_MAX)
-      return (int)v;
-  return 0;
-}
 
 /* ---------------------------------------------------------------- files */
 
@@ -1114,7 +641,8 @@ static int read_cpu(handle *h, cpu_fig *c) {
     num v;
     if ((e = hread(h, K_CPU, "cpuacct.usage", &len)))
       return e;
-    if (parse_single(h->buf.p, len, &v) != 1 || !num_unsigned(&v, &c->usage_ns))
+    if (cgp_parse_single(h->buf.p, len, &v) != 1 ||
+        !cgp_num_unsigned(&v, &c->usage_ns))
       return EINVAL;
     c->ok = 1;
     return 0;
@@ -1127,9 +655,9 @@ static int read_cpu(handle *h, cpu_fig *c) {
     num v[3];
     int found[3];
     uint64_t a[3], ns[3];
-    find_flat(h->buf.p, len, keys, 3, v, found);
+    cgp_find_flat(h->buf.p, len, keys, 3, v, found);
     for (int i = 0; i < 3; i++)
-      found[i] = found[i] && num_unsigned(&v[i], &a[i]) &&
+      found[i] = found[i] && cgp_num_unsigned(&v[i], &a[i]) &&
                  !__builtin_mul_overflow(a[i], (uint64_t)1000, &ns[i]);
     if (!found[0])
       return EINVAL;
@@ -1158,10 +686,10 @@ static int read_single(handle *h, int k, const char *name, single_fig *f) {
   memset(f, 0, sizeof *f);
   if ((e = hread(h, k, name, &len)))
     return e;
-  r = parse_single(h->buf.p, len, &v);
+  r = cgp_parse_single(h->buf.p, len, &v);
   if (r == 2)
     f->max = f->ok = 1;
-  else if (r == 1 && num_unsigned(&v, &f->v))
+  else if (r == 1 && cgp_num_unsigned(&v, &f->v))
     f->ok = 1;
   else
     return EINVAL;
@@ -1174,7 +702,7 @@ static int read_single(handle *h, int k, const char *name, single_fig *f) {
 
 static void set_u64(lua_State *L, int t, const char *k, uint64_t v) {
   t = lua_absindex(L, t);
-  push_u64(L, v);
+  cgp_push_u64(L, v);
   lua_setfield(L, t, k);
 }
 
@@ -1216,9 +744,9 @@ static int read_memory(lua_State *L, handle *h, int t, int st,
     num in;
     int found;
     uint64_t v;
-    fill_flat(st ? L : NULL, st, h->buf.p, len,
-              h->v2 ? "inactive_file" : "total_inactive_file", &in, &found);
-    if (found && num_unsigned(&in, &v))
+    cgp_fill_flat(st ? L : NULL, st, h->buf.p, len,
+                  h->v2 ? "inactive_file" : "total_inactive_file", &in, &found);
+    if (found && cgp_num_unsigned(&in, &v))
       set_u64(L, t, inact_key, v);
     *stat_ok = 1;
     *any = 1;
@@ -1240,7 +768,7 @@ static int read_blkio(lua_State *L, handle *h, io_sum *s, const char **file) {
   if (h->v2) {
     if ((e = hread(h, K_BLKIO, "io.stat", &len)))
       return e;
-    parse_io_v2(L, h->buf.p, len, s);
+    cgp_parse_io_v2(L, h->buf.p, len, s);
     *file = "io.stat";
     return 0;
   }
@@ -1250,10 +778,10 @@ static int read_blkio(lua_State *L, handle *h, io_sum *s, const char **file) {
       continue;
     }
     seen = 1;
-    parse_blkio_v1(NULL, h->buf.p, len, s);
+    cgp_parse_blkio_v1(NULL, h->buf.p, len, s);
     if (s->entries > 0 || blkio_files[i + 1] == NULL) {
       if (L)
-        parse_blkio_v1(L, h->buf.p, len, s);
+        cgp_parse_blkio_v1(L, h->buf.p, len, s);
       *file = blkio_files[i];
       return 0;
     }
@@ -1275,7 +803,7 @@ static int find_pid(rbuf *b, const char *dir, int depth) {
   DIR *d;
   struct dirent *e;
   if (join(path, sizeof path, dir, "cgroup.procs") &&
-      rbuf_read(b, path, &len) == 0 && (pid = first_pid(b->p, len)) > 0)
+      rbuf_read(b, path, &len) == 0 && (pid = cgp_first_pid(b->p, len)) > 0)
     return pid;
   if (depth <= 0 || (d = opendir(dir)) == NULL)
     return 0;
@@ -1336,7 +864,7 @@ static int read_net(lua_State *L, handle *h, net_fig *n) {
     return ENAMETOOLONG;
   if ((e = rbuf_read(&h->buf, path, &len)))
     return e;
-  parse_net_dev(L, h->buf.p, len, &n->sum);
+  cgp_parse_net_dev(L, h->buf.p, len, &n->sum);
   return 0;
 }
 
@@ -1463,9 +991,9 @@ static int l_procs(lua_State *L) {
   lua_newtable(L);
   p = h->buf.p;
   end = p + len;
-  while (next_line(&p, end, &ls, &le)) {
+  while (cgp_next_line(&p, end, &ls, &le)) {
     uint64_t v;
-    if (next_field(&ls, le, &f, &fn) && scan_u64(f, fn, &v) && v > 0 &&
+    if (cgp_next_field(&ls, le, &f, &fn) && cgp_scan_u64(f, fn, &v) && v > 0 &&
         v <= INT_MAX) {
       lua_pushinteger(L, (lua_Integer)v);
       lua_rawseti(L, -2, ++i);
@@ -1628,7 +1156,7 @@ static int l_online_cpus(lua_State *L) {
   if (!join(path, sizeof path, root, "devices/system/cpu/online"))
     return hx_fail(L, HX_LIMIT, "%s: path too long", root);
   e = rbuf_read(b, path, &len);
-  if (e == 0 && (n = parse_cpu_list(b->p, len)) > 0) {
+  if (e == 0 && (n = cgp_parse_cpu_list(b->p, len)) > 0) {
     lua_pushinteger(L, (lua_Integer)n);
     return 1;
   }
@@ -1652,9 +1180,9 @@ static int l_host_memory(lua_State *L) {
   uint64_t v;
   if (!read_or_fail(L, b, proc, "meminfo", &len))
     return 3;
-  if (!parse_meminfo(NULL, b->p, len, "MemTotal", &v) || v == 0)
+  if (!cgp_parse_meminfo(NULL, b->p, len, "MemTotal", &v) || v == 0)
     return hx_fail(L, HX_PROTOCOL, "%s/meminfo: no MemTotal", proc);
-  push_u64(L, v);
+  cgp_push_u64(L, v);
   return 1;
 }
 
@@ -1676,10 +1204,10 @@ static int l_system_cpu_ns(lua_State *L) {
   uint64_t ns;
   if (!read_or_fail(L, b, proc, "stat", &len))
     return 3;
-  if (!parse_stat_cpu(b->p, len, &s) ||
-      !ticks_to_ns(s.ticks, (uint64_t)hz, &ns))
+  if (!cgp_parse_stat_cpu(b->p, len, &s) ||
+      !cgp_ticks_to_ns(s.ticks, (uint64_t)hz, &ns))
     return hx_fail(L, HX_PROTOCOL, "%s/stat: no valid cpu line", proc);
-  push_u64(L, ns);
+  cgp_push_u64(L, ns);
   return 1;
 }
 
@@ -1694,7 +1222,7 @@ static int lp_flat_keyed(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
   lua_newtable(L);
-  fill_flat(L, lua_gettop(L), s, n, NULL, NULL, NULL);
+  cgp_fill_flat(L, lua_gettop(L), s, n, NULL, NULL, NULL);
   return 1;
 }
 
@@ -1703,9 +1231,9 @@ static int lp_single(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
   num v;
-  switch (parse_single(s, n, &v)) {
+  switch (cgp_parse_single(s, n, &v)) {
   case 1:
-    push_num(L, &v);
+    cgp_push_num(L, &v);
     return 1;
   case 2:
     lua_pushliteral(L, "max");
@@ -1723,7 +1251,7 @@ static int lp_blkio_v1(lua_State *L) {
   io_sum io;
   lua_createtable(L, 0, 4);
   lua_newtable(L);
-  parse_blkio_v1(L, s, n, &io);
+  cgp_parse_blkio_v1(L, s, n, &io);
   lua_setfield(L, -2, "devices");
   set_u64(L, -1, "read", io.read);
   set_u64(L, -1, "write", io.write);
@@ -1739,7 +1267,7 @@ static int lp_io_stat_v2(lua_State *L) {
   io_sum io;
   lua_createtable(L, 0, 4);
   lua_newtable(L);
-  parse_io_v2(L, s, n, &io);
+  cgp_parse_io_v2(L, s, n, &io);
   lua_setfield(L, -2, "devices");
   set_u64(L, -1, "read", io.read);
   set_u64(L, -1, "write", io.write);
@@ -1755,7 +1283,7 @@ static int lp_net_dev(lua_State *L) {
   net_sum ns;
   lua_createtable(L, 0, 3);
   lua_newtable(L);
-  parse_net_dev(L, s, n, &ns);
+  cgp_parse_net_dev(L, s, n, &ns);
   lua_setfield(L, -2, "interfaces");
   set_u64(L, -1, "rx", ns.rx);
   set_u64(L, -1, "tx", ns.tx);
@@ -1771,13 +1299,13 @@ static int lp_proc_stat_cpu(lua_State *L) {
   stat_cpu sc;
   uint64_t ns;
   luaL_argcheck(L, hz > 0, 2, "positive clock tick rate expected");
-  if (!parse_stat_cpu(s, n, &sc))
+  if (!cgp_parse_stat_cpu(s, n, &sc))
     return parse_fail(L, "proc_stat_cpu");
   lua_createtable(L, 0, 12);
   for (int i = 0; i < sc.n; i++)
-    set_u64(L, -1, stat_names[i], sc.v[i]);
+    set_u64(L, -1, cgp_stat_names[i], sc.v[i]);
   set_u64(L, -1, "ticks", sc.ticks);
-  if (ticks_to_ns(sc.ticks, (uint64_t)hz, &ns))
+  if (cgp_ticks_to_ns(sc.ticks, (uint64_t)hz, &ns))
     set_u64(L, -1, "ns", ns);
   return 1;
 }
@@ -1787,7 +1315,7 @@ static int lp_meminfo(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
   lua_newtable(L);
-  parse_meminfo(L, s, n, NULL, NULL);
+  cgp_parse_meminfo(L, s, n, NULL, NULL);
   return 1;
 }
 
@@ -1795,7 +1323,7 @@ static int lp_meminfo(lua_State *L) {
 static int lp_cpu_list(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
-  uint64_t c = parse_cpu_list(s, n);
+  uint64_t c = cgp_parse_cpu_list(s, n);
   if (c == 0)
     return parse_fail(L, "cpu_list");
   lua_pushinteger(L, (lua_Integer)c);
@@ -1809,9 +1337,9 @@ static int lp_procs(lua_State *L) {
              *f;
   lua_Integer i = 0;
   lua_newtable(L);
-  while (next_line(&p, end, &ls, &le)) {
+  while (cgp_next_line(&p, end, &ls, &le)) {
     uint64_t v;
-    if (next_field(&ls, le, &f, &fn) && scan_u64(f, fn, &v) && v > 0 &&
+    if (cgp_next_field(&ls, le, &f, &fn) && cgp_scan_u64(f, fn, &v) && v > 0 &&
         v <= INT_MAX) {
       lua_pushinteger(L, (lua_Integer)v);
       lua_rawseti(L, -2, ++i);
