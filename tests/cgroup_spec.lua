@@ -709,7 +709,7 @@ describe("horcrux.cgroup against the real engine #docker", function()
       assert.equal(ds.pids, s.pids)
       local used = s.memory_usage - s.inactive_file
       assert.is_true(math.abs(used - ds.mem) <= math.max(1024 ^ 2, 0.2 * ds.mem),
-        ("memory %d vs docker %d"):format(used, ds.mem))
+        ("memory %.0f vs docker %.0f"):format(used, ds.mem))
       assert.is_true(s.memory_unlimited)
       assert.is_true(math.abs(host_mem - ds.limit) <= 0.01 * host_mem)
       assert.is_true(math.abs(s.net_rx - ds.rx) <= 0.05 * ds.rx + 100)

@@ -146,7 +146,7 @@ describe("container routes", function()
     assert.is_true(rec.cpu_usage_percent < 5)
     assert.is_true(rec.memory_usage_bytes > 32 * 1024 * 1024)
     local rel = math.abs(rec.memory_usage_bytes - d.memory_usage_bytes) / d.memory_usage_bytes
-    assert.is_true(rel < 0.10, ("memory %d vs docker %d"):format(rec.memory_usage_bytes, d.memory_usage_bytes))
+    assert.is_true(rel < 0.10, ("memory %.0f vs docker %.0f"):format(rec.memory_usage_bytes, d.memory_usage_bytes))
     assert.are.equal(1, rec.pids)
     assert.is_true(rec.memory_limit_bytes > rec.memory_usage_bytes)
     for _, k in ipairs({ "network_rx_bytes", "network_tx_bytes", "block_read_bytes",
