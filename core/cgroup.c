@@ -1244,14 +1244,15 @@ static int lp_single(lua_State *L) {
   }
 }
 
-/* parse.blkio_v1(text) -> {read=, write=, entries=, devices={...}} */
-static int lp_blkio_v1(lua_State *L) {
+/* {read=, write=, entries=, devices={...}} from a block I/O parser. */
+static int push_io(lua_State *L,
+                   void (*parse)(lua_State *, const char *, size_t, io_sum *)) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
   io_sum io;
   lua_createtable(L, 0, 4);
   lua_newtable(L);
-  cgp_parse_blkio_v1(L, s, n, &io);
+  parse(L, s, n, &io);
   lua_setfield(L, -2, "devices");
   set_u64(L, -1, "read", io.read);
   set_u64(L, -1, "write", io.write);
@@ -1260,21 +1261,11 @@ static int lp_blkio_v1(lua_State *L) {
   return 1;
 }
 
+/* parse.blkio_v1(text) -> {read=, write=, entries=, devices={...}} */
+static int lp_blkio_v1(lua_State *L) { return push_io(L, cgp_parse_blkio_v1); }
+
 /* parse.io_stat_v2(text) -> {read=, write=, entries=, devices={...}} */
-static int lp_io_stat_v2(lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
-  io_sum io;
-  lua_createtable(L, 0, 4);
-  lua_newtable(L);
-  cgp_parse_io_v2(L, s, n, &io);
-  lua_setfield(L, -2, "devices");
-  set_u64(L, -1, "read", io.read);
-  set_u64(L, -1, "write", io.write);
-  lua_pushinteger(L, io.entries);
-  lua_setfield(L, -2, "entries");
-  return 1;
-}
+static int lp_io_stat_v2(lua_State *L) { return push_io(L, cgp_parse_io_v2); }
 
 /* parse.net_dev(text) -> {rx=, tx=, interfaces={name={rx_bytes=,...}}} */
 static int lp_net_dev(lua_State *L) {

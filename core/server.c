@@ -403,20 +403,26 @@ static enum MHD_Result add_value(void *cls, enum MHD_ValueKind kind,
   return MHD_YES;
 }
 
-static void push_remote(lua_State *L, struct MHD_Connection *conn) {
+/* The client's address (IPv4 or IPv6) into host, or `none`. */
+static const char *client_host(struct MHD_Connection *conn, char *host,
+                               size_t size, const char *none) {
   const union MHD_ConnectionInfo *ci =
       MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-  char host[INET6_ADDRSTRLEN] = "";
-  if (ci != NULL && ci->client_addr != NULL) {
-    const struct sockaddr *sa = ci->client_addr;
-    if (sa->sa_family == AF_INET)
-      inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host,
-                sizeof host);
-    else if (sa->sa_family == AF_INET6)
-      inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host,
-                sizeof host);
-  }
-  lua_pushstring(L, host);
+  const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
+  const void *addr = NULL;
+  if (sa != NULL && sa->sa_family == AF_INET)
+    addr = &((const struct sockaddr_in *)sa)->sin_addr;
+  else if (sa != NULL && sa->sa_family == AF_INET6)
+    addr = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+  if (addr == NULL ||
+      inet_ntop(sa->sa_family, addr, host, (socklen_t)size) == NULL)
+    return none;
+  return host;
+}
+
+static void push_remote(lua_State *L, struct MHD_Connection *conn) {
+  char host[INET6_ADDRSTRLEN];
+  lua_pushstring(L, client_host(conn, host, sizeof host, ""));
 }
 
 /* Protected: makes the coroutine, anchors it, and pushes on it the
@@ -638,21 +644,16 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   if (rq == NULL)
     return;
   *con_cls = NULL;
-  struct timespec end;
-  clock_gettime(CLOCK_MONOTONIC, &end);
-  double ms = (double)(end.tv_sec - rq->start.tv_sec) * 1e3 +
-              (double)(end.tv_nsec - rq->start.tv_nsec) / 1e6;
-  const union MHD_ConnectionInfo *ci =
-      MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-  char host[INET6_ADDRSTRLEN] = "-";
-  if (ci != NULL && ci->client_addr != NULL &&
-      ci->client_addr->sa_family == AF_INET)
-    inet_ntop(AF_INET, &((const struct sockaddr_in *)ci->client_addr)->sin_addr,
-              host, sizeof host);
-  if (srv->cfg.access_log)
+  if (srv->cfg.access_log) {
+    struct timespec end;
+    char host[INET6_ADDRSTRLEN];
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    double ms = (double)(end.tv_sec - rq->start.tv_sec) * 1e3 +
+                (double)(end.tv_nsec - rq->start.tv_nsec) / 1e6;
     hx_log("access", "%s %s %d %.1fms %s id=%s%s", rq->method, rq->path,
-           rq->status, ms, host, rq->id,
+           rq->status, ms, client_host(conn, host, sizeof host, "-"), rq->id,
            toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (aborted)");
+  }
   if (rq->st != NULL) {
     hx_state *st = rq->st;
     release_coroutine(rq);

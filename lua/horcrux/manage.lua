@@ -338,6 +338,24 @@ local function capability(field, v)
   return out
 end
 
+-- The part binds and volumes share: a mount's `target` (an absolute path)
+-- and `read_only` (default false), added to out.
+local function mount(ff, b, out)
+  local target, err, kind, fld = abs_path(ff .. ".target", b.target)
+  if not target then
+    return nil, err, kind, fld
+  end
+  local ro = false
+  if b.read_only ~= nil then
+    ro, err, kind, fld = boolean(ff .. ".read_only", b.read_only)
+    if ro == nil then
+      return nil, err, kind, fld
+    end
+  end
+  out.target, out.read_only = target, ro
+  return out
+end
+
 local FIELDS -- name -> function(field, value) -> normalized | nil, ...
 FIELDS = {
   image = function(f, v)
@@ -474,19 +492,7 @@ FIELDS = {
         if not source then
           return nil, err, kind, fld
         end
-        local target
-        target, err, kind, fld = abs_path(ff .. ".target", b.target)
-        if not target then
-          return nil, err, kind, fld
-        end
-        local ro = false
-        if b.read_only ~= nil then
-          ro, err, kind, fld = boolean(ff .. ".read_only", b.read_only)
-          if ro == nil then
-            return nil, err, kind, fld
-          end
-        end
-        return { source = source, target = target, read_only = ro }
+        return mount(ff, b, { source = source })
       end)
   end,
   volumes = function(f, v)
@@ -497,19 +503,7 @@ FIELDS = {
         if not name then
           return nil, err, kind, fld
         end
-        local target
-        target, err, kind, fld = abs_path(ff .. ".target", b.target)
-        if not target then
-          return nil, err, kind, fld
-        end
-        local ro = false
-        if b.read_only ~= nil then
-          ro, err, kind, fld = boolean(ff .. ".read_only", b.read_only)
-          if ro == nil then
-            return nil, err, kind, fld
-          end
-        end
-        return { name = name, target = target, read_only = ro }
+        return mount(ff, b, { name = name })
       end)
   end,
   pid_mode = function(f, v)
