@@ -361,7 +361,11 @@ describe("horcrux.proc", function()
       end
       proc.run({ "sleep", "5" }, { timeout = 0.05 })
       proc.run({ "nope-nope" })
-      assert.equal(before, fds())
+      -- 202 runs of 2-3 pipes each: a leak of even one end a run shows as
+      -- hundreds. A few pipes may come and go meanwhile in this process
+      -- (busted runs every spec in it; curl's multi handles hold one each).
+      local grew = fds() - before
+      assert.is_true(grew < 10, grew .. " pipes more after 202 runs")
     end)
   end)
 
