@@ -100,12 +100,21 @@ describe("sources on the real engine", function()
           -- The daemon reads the cgroup at its own tick, within the second
           -- the request takes: read the files before and after, and put
           -- the cumulative CPU at the daemon's `read` time in between.
-          local before = assert(cgroup.stats(id))
-          local raw = assert(c:stats(id))
-          local after = assert(cgroup.stats(id))
+          -- Now and then the daemon answers with a sample its collector
+          -- took just before the request: then there is nothing to put in
+          -- between, and the measurement is taken again.
+          local before, raw, after, t_api, f
+          for _ = 1, 5 do
+            before = assert(cgroup.stats(id))
+            raw = assert(c:stats(id))
+            after = assert(cgroup.stats(id))
+            t_api = assert(stats.parse_time(raw.read))
+            f = (t_api - before.time_ns) / (after.time_ns - before.time_ns)
+            if f > -0.05 and f < 1.05 then
+              break
+            end
+          end
           local api = stats.record_from_api(raw, nil)
-          local t_api = assert(stats.parse_time(raw.read))
-          local f = (t_api - before.time_ns) / (after.time_ns - before.time_ns)
           assert.is_true(f > -0.05 and f < 1.05, "daemon read outside: " .. f)
           local cpu_at = before.cpu_ns + f * (after.cpu_ns - before.cpu_ns)
           assert_near(api.cpu_usage_ns, cpu_at, 0.02, "cpu ns")
