@@ -9,14 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-int luaopen_horcrux_json(lua_State *L);
-int luaopen_horcrux_docker(lua_State *L);
-int luaopen_horcrux_cpu(lua_State *L);
-int luaopen_horcrux_cgroup(lua_State *L);
-int luaopen_horcrux_proc(lua_State *L);
-int luaopen_horcrux_clock(lua_State *L);
-int luaopen_horcrux_shared(lua_State *L);
-int luaopen_horcrux_view(lua_State *L);
+#define HX_MODULE(name) int luaopen_horcrux_##name(lua_State *L);
+#include "modules.def"
+#undef HX_MODULE
 
 /* How often the count hook runs; the budget is checked at this grain. */
 #define HOOK_EVERY 1000
@@ -82,15 +77,11 @@ int hx_traceback(lua_State *L) {
 }
 
 void hx_preload(lua_State *L) {
-  static const luaL_Reg mods[] = {{"horcrux.json", luaopen_horcrux_json},
-                                  {"horcrux.docker", luaopen_horcrux_docker},
-                                  {"horcrux.cpu", luaopen_horcrux_cpu},
-                                  {"horcrux.cgroup", luaopen_horcrux_cgroup},
-                                  {"horcrux.proc", luaopen_horcrux_proc},
-                                  {"horcrux.clock", luaopen_horcrux_clock},
-                                  {"horcrux.shared", luaopen_horcrux_shared},
-                                  {"horcrux.view", luaopen_horcrux_view},
-                                  {NULL, NULL}};
+  static const luaL_Reg mods[] = {
+#define HX_MODULE(name) {"horcrux." #name, luaopen_horcrux_##name},
+#include "modules.def"
+#undef HX_MODULE
+      {NULL, NULL}};
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   for (const luaL_Reg *m = mods; m->name != NULL; m++) {
     lua_pushcfunction(L, m->func);

@@ -24,6 +24,7 @@
 #include "async.h"
 #include "aux.h"
 #include "executor.h"
+#include "kinds.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -193,17 +194,15 @@ static enum MHD_Result send_buffer(request *rq, int status, const char *body,
   return ret;
 }
 
-/* The answer when the Lua side itself failed: a fixed JSON error. */
-static enum MHD_Result send_error(request *rq, int status, const char *code,
+/* The host's own answers (refusals, and the Lua side failing): the error
+ * shape and status of kinds.c, the message JSON-escaped. */
+static enum MHD_Result send_error(request *rq, const char *kind,
                                   const char *message) {
-  char body[512];
-  int n = snprintf(body, sizeof body,
-                   "{\"error\":{\"code\":\"%s\",\"message\":\"%s\","
-                   "\"request_id\":\"%s\"}}",
-                   code, message, rq->id);
-  if (n < 0 || (size_t)n >= sizeof body)
-    n = 0;
-  return send_buffer(rq, status, body, (size_t)n, "application/json");
+  char body[1024];
+  size_t n = hx_error_json(body, sizeof body, kind, message, rq->id);
+  if (n == 0)
+    n = hx_error_json(body, sizeof body, kind, "(message too long)", rq->id);
+  return send_buffer(rq, hx_kind_status(kind), body, n, "application/json");
 }
 
 static int header_ok(const char *s) {
@@ -223,7 +222,7 @@ static enum MHD_Result send_results(request *rq, lua_State *co, int nres) {
   if (!isnum || status < 100 || status > 599 || body == NULL) {
     hx_log("error", "id=%s the dispatcher returned no status and body string",
            rq->id);
-    return send_error(rq, 500, "internal", "bad response from the dispatcher");
+    return send_error(rq, "internal", "bad response from the dispatcher");
   }
   struct MHD_Response *r =
       MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
@@ -345,7 +344,7 @@ static enum MHD_Result route_failed(request *rq, lua_State *co) {
   lua_pop(L, 1);
   lua_resetthread(co); /* closes its to-be-closed variables */
   release_coroutine(rq);
-  return send_error(rq, 500, "internal",
+  return send_error(rq, "internal",
                     "the route failed; see the server log for this request id");
 }
 
@@ -469,7 +468,7 @@ static enum MHD_Result start(request *rq) {
   server *srv = rq->srv;
   hx_state *st = worker_state(srv);
   if (st == NULL)
-    return send_error(rq, 500, "internal", "no Lua state could be loaded");
+    return send_error(rq, "internal", "no Lua state could be loaded");
   rq->st = st;
   st->inflight++;
   lua_State *L = st->L;
@@ -479,7 +478,7 @@ static enum MHD_Result start(request *rq) {
     hx_log("error", "id=%s cannot start the route: %s", rq->id,
            lua_tostring(L, -1));
     lua_pop(L, 1);
-    return send_error(rq, 500, "internal", "cannot start the route");
+    return send_error(rq, "internal", "cannot start the route");
   }
   return resume(rq, 1);
 }
@@ -513,25 +512,25 @@ static int guard(request *rq, enum MHD_Result *ret) {
     rq->authenticated = same_secret(given, strlen(given), token, strlen(token));
   }
   if (mutating && srv->cfg.read_only) {
-    *ret = send_error(rq, 403, "forbidden",
+    *ret = send_error(rq, "forbidden",
                       "horcrux runs in read-only mode: nothing may change");
     return -1;
   }
   if (!mutating && !srv->open_beyond_loopback)
     return 0;
   if (token == NULL) {
-    *ret = send_error(rq, 401, "unauthorized",
+    *ret = send_error(rq, "unauthorized",
                       "this route changes state and needs a bearer token; "
                       "start horcrux with HORCRUX_TOKEN or --token-file");
     return -1;
   }
   if (auth == NULL) {
-    *ret = send_error(rq, 401, "unauthorized",
+    *ret = send_error(rq, "unauthorized",
                       "send Authorization: Bearer <token>");
     return -1;
   }
   if (!rq->authenticated) {
-    *ret = send_error(rq, 403, "forbidden", "wrong bearer token");
+    *ret = send_error(rq, "forbidden", "wrong bearer token");
     return -1;
   }
   return 0;
@@ -611,7 +610,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
       return refused;
     if (declared_too_large(srv, conn)) {
       rq->too_large = 1;
-      return send_error(rq, 413, "too_large", "the request body is too large");
+      return send_error(rq, "too_large", "the request body is too large");
     }
     return MHD_YES;
   }
@@ -624,7 +623,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
   switch (rq->phase) {
   case RECEIVING:
     if (rq->too_large)
-      return send_error(rq, 413, "too_large", "the request body is too large");
+      return send_error(rq, "too_large", "the request body is too large");
     return start(rq);
   case WAITING:
     lua_pushinteger(rq->co, rq->resume_value);

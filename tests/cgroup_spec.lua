@@ -633,7 +633,7 @@ describe("horcrux.cgroup against the real engine #docker", function()
 
   local started = {}
   local function run(args)
-    local ok, out = sh("docker run -d --label horcrux.test=1 " .. args)
+    local ok, out = sh("docker run -d --label " .. require("support").label_arg .. " " .. args)
     assert(ok, out)
     local id = out:match("(%x+)%s*$")
     assert.equal(64, #id)

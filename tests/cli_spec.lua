@@ -472,9 +472,9 @@ describe("horcrux.cli", function()
     end)
 
     it("measures a busy loop near 100% and an idle container near 0", function()
-      local busy = start("run", "-d", "--label", "horcrux.test=1",
+      local busy = start("run", "-d", "--label", require("support").label_arg,
         "horcrux-test:busybox", "sh", "-c", "while :; do :; done")
-      local idle = start("run", "-d", "--label", "horcrux.test=1",
+      local idle = start("run", "-d", "--label", require("support").label_arg,
         "horcrux-test:busybox", "sleep", "600")
       -- Let the loop get going: the CLI's figure spans the last second.
       proc.run({ "sleep", "1" })
@@ -506,7 +506,7 @@ describe("horcrux.cli", function()
     end)
 
     it("lists and inspects containers it started", function()
-      local created = start("create", "--label", "horcrux.test=1",
+      local created = start("create", "--label", require("support").label_arg,
         "horcrux-test:busybox", "true")
       local list = assert(cli.ps())
       local found

@@ -57,7 +57,7 @@ describe("horcrux.docker streams", function()
       -- Another process creates, starts and stops a container; the stream
       -- then replays its events from `since`.
       local r = assert(proc.run({ "docker", "run", "--rm", "--name", name,
-        "--label", support.label .. "=1", "--label", "horcrux.test.events=" .. tag,
+        "--label", support.label_arg, "--label", "horcrux.test.events=" .. tag,
         support.image, "true" }, { timeout = 60 }))
       assert.are.equal(0, r.status, r.stderr)
 

@@ -17,8 +17,16 @@ local support = {}
 
 --- The image test containers run: FROM scratch with a static busybox.
 support.image = "horcrux-test:busybox"
---- The label every test container carries.
-support.label = "horcrux.test"
+--- The label every test container carries: key and value. HORCRUX_TEST_LABEL
+-- (KEY=VALUE, default horcrux.test=1) lets runs that share an engine keep
+-- apart: scripts/test removes the containers of its own label only.
+local label_env = os.getenv("HORCRUX_TEST_LABEL") or "horcrux.test=1"
+support.label, support.label_value = label_env:match("^([^=]+)=(.*)$")
+if not support.label then
+  support.label, support.label_value = label_env, "1"
+end
+--- "KEY=VALUE", for `docker run --label` and label filters.
+support.label_arg = support.label .. "=" .. support.label_value
 
 local client
 
@@ -68,7 +76,7 @@ end
 function support.run_container(opts)
   opts = opts or {}
   local c = support.docker()
-  local labels = { [support.label] = "1" }
+  local labels = { [support.label] = support.label_value }
   for k, v in pairs(opts.labels or {}) do
     labels[k] = v
   end
@@ -101,10 +109,11 @@ function support.remove(id)
   end
 end
 
---- Removes every container labelled horcrux.test=1; returns how many.
+--- Removes every container with the test label; returns how many.
 function support.cleanup()
   local list = support.docker():containers {
-    all = true, filters = { label = { support.label .. "=1" } },
+    all = true,
+    filters = { label = { support.label .. "=" .. support.label_value } },
   }
   if not list then
     error("cleanup: cannot list containers", 2)
