@@ -170,10 +170,10 @@ static int failure_tostring(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg funcs[] = {
-    {"status", l_status}, {"new", l_new},     {"raise", l_raise},
-    {"check", l_check},   {"is", l_is},       {"body", l_body},
-    {"answer", l_answer}, {NULL, NULL}};
+static const luaL_Reg funcs[] = {{"status", l_status}, {"new", l_new},
+                                 {"raise", l_raise},   {"check", l_check},
+                                 {"is", l_is},         {"body", l_body},
+                                 {"answer", l_answer}, {NULL, NULL}};
 
 HX_EXPORT int luaopen_horcrux_errors(lua_State *L) {
   luaL_newlib(L, funcs);

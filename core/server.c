@@ -525,8 +525,7 @@ static int guard(request *rq, enum MHD_Result *ret) {
     return -1;
   }
   if (auth == NULL) {
-    *ret = send_error(rq, "unauthorized",
-                      "send Authorization: Bearer <token>");
+    *ret = send_error(rq, "unauthorized", "send Authorization: Bearer <token>");
     return -1;
   }
   if (!rq->authenticated) {
