@@ -41,9 +41,23 @@ for _, p in ipairs({ "k", "m", "g", "t", "p", "e" }) do
   MULTIPLIER[p .. "i"] = MULTIPLIER[p .. "ib"]
 end
 
+-- s without leading and trailing white space, in linear time (a pattern
+-- like "%s+$" backtracks over every run of blanks: quadratic on output
+-- that is mostly blanks).
 local function trim(s)
-  return (s:gsub("^%s+", ""):gsub("%s+$", ""))
+  local first = s:find("%S")
+  if not first then
+    return ""
+  end
+  local last = #s
+  local b = s:byte(last)
+  while b == 32 or (b >= 9 and b <= 13) do
+    last = last - 1
+    b = s:byte(last)
+  end
+  return s:sub(first, last)
 end
+cli.trim = trim
 
 -- "2.5GiB" -> 2684354560. "--", garbage or a size past the integer range
 -- -> nil. "%.3g" can print "1e+03kB"; tonumber reads that too.
@@ -243,23 +257,32 @@ local function valid_ref(s)
 end
 cli.valid_ref = valid_ref
 
-local function classify(stderr)
-  if stderr:find("No such container", 1, true)
-    or stderr:find("No such object", 1, true) then
-    return "not_found"
-  end
-  if stderr:find("Cannot connect to the Docker daemon", 1, true)
-    or stderr:find("permission denied", 1, true) then
-    return "unavailable"
-  end
-  if stderr:find("Error response from daemon", 1, true) then
-    return "server"
+-- The kind of a failed command, from what it printed: the one place the
+-- CLI's words are read.
+local KINDS = {
+  { "No such container", "not_found" }, { "No such object", "not_found" },
+  { "No such image", "not_found" },
+  { "Cannot connect to the Docker daemon", "unavailable" },
+  { "permission denied", "unavailable" },
+  { "is already in use", "conflict" }, { "Conflict", "conflict" },
+  { "cannot remove a running", "conflict" }, { "is not running", "conflict" },
+  { "invalid", "bad_request" }, { "Invalid", "bad_request" },
+  { "Error response from daemon", "server" },
+}
+
+function cli.classify(stderr)
+  for _, k in ipairs(KINDS) do
+    if stderr:find(k[1], 1, true) then
+      return k[2]
+    end
   end
   return "unavailable"
 end
+local classify = cli.classify
 
--- Runs `docker ARGS…`; returns its stdout or nil, message, kind.
-local function docker(args, opts)
+--- Runs `docker ARGS...` (never through a shell); returns its stdout or
+-- nil, message, kind. opts: docker (the CLI's path), timeout (s, 10), env.
+function cli.run(args, opts)
   opts = opts or {}
   local bin = opts.docker or "docker"
   local argv = { bin }
@@ -270,6 +293,7 @@ local function docker(args, opts)
   local r, msg, kind = proc.run(argv, {
     timeout = opts.timeout or 10,
     max_output = MAX_OUTPUT,
+    env = opts.env,
   })
   if not r then
     if kind == "not_found" then
@@ -342,7 +366,7 @@ function cli.stats(ids, opts)
       args[#args + 1] = id
     end
   end
-  local out, msg, kind = docker(args, opts)
+  local out, msg, kind = cli.run(args, opts)
   if not out then
     return nil, msg, kind
   end
@@ -355,7 +379,7 @@ function cli.ps(opts)
   if not (opts and opts.all == false) then
     table.insert(args, 2, "-a")
   end
-  local out, msg, kind = docker(args, opts)
+  local out, msg, kind = cli.run(args, opts)
   if not out then
     return nil, msg, kind
   end
@@ -367,7 +391,7 @@ function cli.inspect(id, opts)
   if not valid_ref(id) then
     return bad_ref(id)
   end
-  local out, msg, kind = docker(
+  local out, msg, kind = cli.run(
     { "inspect", "--type", "container", "--", id }, opts)
   if not out then
     return nil, msg, kind

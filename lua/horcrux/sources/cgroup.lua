@@ -33,10 +33,17 @@ local clock = require "horcrux.clock"
 local json = require "horcrux.json"
 local shapes = require "horcrux.shapes"
 local view = require "horcrux.view"
+local record = require "horcrux.record"
 
 local null = json.null
 
-local M = { name = "cgroup" }
+local M = {
+  name = "cgroup",
+  -- its answers never wait on the daemon: the collector's first look at a
+  -- container new to the set
+  instant = true,
+  filters = { status = true }, -- list() applies status itself
+}
 
 --- Options for horcrux.cgroup (root, proc, sys), nil for the real ones;
 -- specs point them at fixture trees.
@@ -65,12 +72,6 @@ local function layout()
   end
   return layout_cache or nil
 end
-
-local function rfc3339(ns)
-  return os.date("!%Y-%m-%dT%H:%M:%S", ns // 1000000000)
-    .. string.format(".%09dZ", ns % 1000000000)
-end
-M.rfc3339 = rfc3339
 
 local function is_full_id(s)
   return #s == 64 and s:match("^[0-9a-f]+$") ~= nil
@@ -255,43 +256,22 @@ end
 -- CPU % (nil: null).
 function M.record(id, s, pct)
   local cpus, host_mem = host_figures()
-  local used, limit, mem_pct
-  local usage = s.memory_usage
-  if usage then
-    used = usage
-    local inactive = s.inactive_file
-    if inactive and inactive >= 0 and inactive < usage then
-      used = usage - inactive
-    end
-    limit = s.memory_limit
-    -- no limit, or one above the machine: the daemon reports host memory
-    if limit == nil and s.memory_unlimited then
-      limit = host_mem
-    elseif limit and host_mem and limit > host_mem then
-      limit = host_mem
-    end
-    if limit and limit > 0 then
-      mem_pct = used / limit * 100
-    end
-  end
-  local meta = meta_of(id)
-  return {
-    cpu_usage_percent = or_null(pct),
-    memory_usage_bytes = or_null(used),
-    memory_limit_bytes = or_null(limit),
-    memory_percent = or_null(mem_pct),
-    network_rx_bytes = s.net_rx or 0,
-    network_tx_bytes = s.net_tx or 0,
-    block_read_bytes = s.blkio_read or 0,
-    block_write_bytes = s.blkio_write or 0,
-    pids = or_null(s.pids),
-    cpu_usage_ns = or_null(s.cpu_ns),
-    online_cpus = or_null(cpus),
-    read = rfc3339(s.time_ns),
-    source = M.name,
+  return record.new({
     id = id,
-    name = or_null(meta.name),
-  }
+    name = or_null(meta_of(id).name),
+    source = M.name,
+    read_ns = s.time_ns,
+    cpu_percent = pct,
+    cpu_ns = s.cpu_ns,
+    online_cpus = cpus,
+    memory_usage = s.memory_usage,
+    inactive_file = s.inactive_file,
+    memory_limit = s.memory_limit,
+    host_memory = host_mem,
+    net_rx = s.net_rx, net_tx = s.net_tx,
+    blk_read = s.blkio_read, blk_write = s.blkio_write,
+    pids = s.pids,
+  })
 end
 
 --- One sample of a full id, no waiting: the CPU % is against the newest
