@@ -29,6 +29,7 @@ local json = require "horcrux.json"
 local input = require "horcrux.input"
 local time = require "horcrux.time"
 local metrics = require "horcrux.metrics"
+local config = require "horcrux.config"
 
 local M = {}
 
@@ -235,9 +236,21 @@ local function query_of(opts, tail)
   }
 end
 
+-- The sources that can give logs, in order.
+local function log_sources()
+  local out = {}
+  for _, src in ipairs(config.sources()) do
+    if type(src.logs) == "function" then
+      out[#out + 1] = src
+    end
+  end
+  return out
+end
+
 -- The raw stream, from the first source that can give logs: fewer lines
 -- each time while the reply passes MAX_BYTES. Returns raw, info, truncated.
 local function fetch_raw(ref, opts)
+  local sources = log_sources()
   -- never more than MAX_LINES + 1 entries: one more than is kept says
   -- whether there were more
   local tail, truncated = opts.tail, false
@@ -245,8 +258,8 @@ local function fetch_raw(ref, opts)
     tail = M.MAX_LINES + 1
   end
   while true do
-    local raw, info, kind = metrics.try("logs", nil, ref, query_of(opts, tail),
-      M.MAX_BYTES)
+    local raw, info, kind = metrics.ask("logs", sources, ref,
+      query_of(opts, tail), M.MAX_BYTES)
     if raw or kind ~= "limit" or tail == 0 then
       return raw, info, kind, truncated
     end

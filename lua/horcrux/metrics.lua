@@ -5,7 +5,9 @@
 --       -> answer, source name | nil, message, kind, {tried = ...}
 --   metrics.stats_many(ids) -> {{record =, source =} | {error =, kind =
 --                               [, tried =]}, ...} aligned with ids
---   metrics.try(what, sources, ...)   the same over another order
+--   metrics.try(what, sources, ...)   any capability: answer, source name
+--   metrics.ask(what, sources, ...)   any capability: every value the
+--                                     answering source returned
 --
 -- A source that cannot answer (unavailable, timeout, server, protocol,
 -- limit, unsupported: it lacks the capability) hands over to the next; an
@@ -27,17 +29,22 @@ local HAND_OVER = {
 }
 M.HAND_OVER = HAND_OVER
 
+-- What src says to `what`: every value it returns (a packed table), or
+-- nil, message, kind.
 local function attempt(src, what, ...)
   local fn = src[what]
   if type(fn) ~= "function" then
     return nil, tostring(src.name) .. " cannot give " .. what, "unsupported"
   end
-  local ok, res, err, kind = pcall(fn, ...)
-  if not ok then
-    log.error("source %s failed: %s", tostring(src.name), tostring(res))
-    return nil, tostring(src.name) .. ": " .. tostring(res), "server"
+  local r = table.pack(pcall(fn, ...))
+  if not r[1] then
+    log.error("source %s failed: %s", tostring(src.name), tostring(r[2]))
+    return nil, tostring(src.name) .. ": " .. tostring(r[2]), "server"
   end
-  return res, err, kind
+  if r[2] == nil then
+    return nil, r[3], r[4]
+  end
+  return r
 end
 
 local function give_up(tried)
@@ -48,11 +55,30 @@ local function give_up(tried)
     { tried = tried }
 end
 
+--- Like try, but the answering source's own values come back whole (a
+-- source's logs() gives the stream and what it knows of the container).
+function M.ask(what, sources, ...)
+  local tried = {}
+  for _, src in ipairs(config.order(sources)) do
+    local r, err, kind = attempt(src, what, ...)
+    if r ~= nil then
+      return table.unpack(r, 2, r.n)
+    end
+    kind = kind or "server"
+    if not HAND_OVER[kind] then
+      return nil, err, kind
+    end
+    tried[#tried + 1] = { source = src.name, error = err, kind = kind }
+  end
+  return give_up(tried)
+end
+
 function M.try(what, sources, ...)
   local tried = {}
   for _, src in ipairs(config.order(sources)) do
-    local res, err, kind = attempt(src, what, ...)
-    if res ~= nil then
+    local r, err, kind = attempt(src, what, ...)
+    if r ~= nil then
+      local res = r[2]
       if what == "stats" and type(res) == "table" and res.source == nil then
         res.source = src.name
       end
@@ -120,7 +146,9 @@ local function many_from(src, ids, todo, out, tried)
       local e = errs[ids[i]]
       rec, err, kind = recs[ids[i]], e and e.error, e and e.kind
     else
-      rec, err, kind = attempt(src, "stats", ids[i])
+      local r
+      r, err, kind = attempt(src, "stats", ids[i])
+      rec = r and r[2]
     end
     if rec then
       rec.source = rec.source or src.name
