@@ -18,7 +18,8 @@ local function valid(body)
 end
 
 local function invalid(body, field)
-  local spec, err, kind, f = manage.validate(body)
+  local spec, err, kind, extra = manage.validate(body)
+  local f = extra and extra.field
   assert.is_nil(spec, json.encode(body))
   assert.are.equal("bad_request", kind)
   if field then
@@ -629,13 +630,13 @@ describe("container lifecycle over HTTP", function()
 
   it("gives the manage hook the container as the daemon knows it, however the request named it", function()
     local text = http.read_file("lua/policy.lua")
-    local edited = text:gsub("\n  manage = nil,", [[
+    local edited = text:gsub("\n  manage = nil,", function() return [[
 
   manage = function(action, ctr)
     if ctr.name:find("^hxtest%-keep") or ctr.labels["hx.keep"] == "1" then
       return "kept by the policy"
     end
-  end,]], 1)
+  end,]] end, 1)
     assert.are_not.equal(text, edited)
     local guarded = ms.start({ scripts = http.scripts_dir({ ["policy.lua"] = edited }) })
     finally(function() guarded:stop() end)
