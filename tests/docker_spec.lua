@@ -418,7 +418,7 @@ describe("horcrux.docker", function()
       local name = support.unique_name("req")
       local st, body, headers = c:request("POST", "/containers/create", { name = name }, {
         Image = support.image, Cmd = { "true" },
-        Labels = { ["horcrux.test"] = "1", ["with space"] = "a&b=c" },
+        Labels = { [support.label] = support.label_value, ["with space"] = "a&b=c" },
       })
       assert.are.equal(201, st)
       made[#made + 1] = body.Id
@@ -450,7 +450,7 @@ describe("horcrux.docker", function()
       finally(remove_made)
       assert.matches("^hxtest%-support%-", name)
       local info = assert(c:inspect(id))
-      assert.are.equal("1", info.Config.Labels["horcrux.test"])
+      assert.are.equal(support.label_value, info.Config.Labels[support.label])
       assert.are.equal("yes", info.Config.Labels.extra)
       assert.are.equal(64 * 1024 * 1024, info.HostConfig.Memory)
       assert.are.same({ "sleep", "30" }, { table.unpack(info.Config.Cmd) })
