@@ -205,18 +205,30 @@ static int ref_ok(const char **s, size_t *n) {
   return 1;
 }
 
+/* True when s[0..n) is "." or "..": a segment that curl (and the daemon's
+ * router) would resolve, changing the path. A name with ".." inside it
+ * ("a..b", valid for Docker) is no such segment. */
+static int dot_segment(const char *s, size_t n) {
+  return (n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.');
+}
+
 /* A request() path: absolute, printable ASCII, and nothing that could
- * leave the versioned API tree or smuggle in a query or fragment. */
+ * leave the versioned API tree (no "." or ".." segment) or smuggle in a
+ * query or fragment. */
 static int path_ok(const char *s, size_t n) {
+  size_t seg = 1; /* where the current segment starts */
   if (n == 0 || n > PATH_MAX_LEN || s[0] != '/')
     return 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char ch = (unsigned char)s[i];
-    if (ch <= ' ' || ch >= 0x7f || ch == '%' || ch == '?' || ch == '#' ||
-        ch == '\\')
+  for (size_t i = 1; i <= n; i++) {
+    unsigned char ch = i < n ? (unsigned char)s[i] : '/';
+    if (ch == '/') {
+      if (dot_segment(s + seg, i - seg))
+        return 0;
+      seg = i + 1;
+    } else if (ch <= ' ' || ch >= 0x7f || ch == '%' || ch == '?' || ch == '#' ||
+               ch == '\\') {
       return 0;
-    if (ch == '.' && i + 1 < n && s[i + 1] == '.')
-      return 0;
+    }
   }
   return 1;
 }
@@ -653,18 +665,22 @@ static int l_connect(lua_State *L) {
   luaL_argcheck(L, ctimeout >= 0 && ctimeout <= 86400, 1,
                 "connect_timeout out of range 0..86400");
   luaL_argcheck(L, max > 0, 1, "max_response must be positive");
-  luaL_argcheck(L, api == NULL || version_num(api) > 0, 1,
-                "api_version: MAJOR.MINOR expected");
   if (host == NULL || host[0] == '\0')
     host = getenv("DOCKER_HOST");
   if (host == NULL || host[0] == '\0')
     host = "unix:///var/run/docker.sock";
+  /* A version that is none is refused here, where the configuration is
+   * read: the daemon would refuse every call with a message that names
+   * neither the setting nor its value. */
+  const char *from = "api_version";
   if (api == NULL || api[0] == '\0') {
     api = getenv("DOCKER_API_VERSION");
-    if (api != NULL && api[0] != '\0' && version_num(api) <= 0)
-      return hx_fail(L, HX_BAD_REQUEST, "docker: bad DOCKER_API_VERSION: %s",
-                     api);
+    from = "DOCKER_API_VERSION";
   }
+  if (api != NULL && api[0] != '\0' && version_num(api) <= 0)
+    return hx_fail(L, HX_BAD_REQUEST,
+                   "docker: bad %s: %s (MAJOR.MINOR expected, as 1.41)", from,
+                   api);
 
   pthread_once(&curl_once, curl_init);
   if (curl_init_rc != CURLE_OK)
@@ -673,8 +689,8 @@ static int l_connect(lua_State *L) {
 
   hxd_client *c = lua_newuserdatauv(L, sizeof *c, 0);
   memset(c, 0, sizeof *c);
-  luaL_setmetatable(L,
-                    HXD_CLIENT_MT); /* from here on, __gc frees c's strings */
+  /* From here on, __gc frees c's strings. */
+  luaL_setmetatable(L, HXD_CLIENT_MT);
   int cidx = lua_gettop(L);
   c->timeout_ms = (long)(timeout * 1000);
   c->connect_timeout_ms = (long)(ctimeout * 1000);

@@ -70,7 +70,7 @@ const char *hxd_check_ref(lua_State *L, int idx, size_t *n);
 /* What a request's continuation makes of the reply. */
 enum hxd_reply {
   HXD_VALUE,   /* the decoded JSON value; a non-2xx fails */
-  HXD_TRUE,    /* true (ping) */
+  HXD_TRUE,    /* true (ping); negotiates from its API-Version header */
   HXD_VERSION, /* the decoded value; negotiates when not done yet */
   HXD_RAW      /* status, body, headers: request() */
 };

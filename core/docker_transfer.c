@@ -59,6 +59,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define HEAD_MAX (64 * 1024) /* reply headers cap */
@@ -458,47 +459,82 @@ static int push_decoded(lua_State *L, request *r) {
   return 1;
 }
 
-/* Pushes the reply headers as a table of lower-case names; repeated
- * headers are joined with ", ". */
-static void push_headers(lua_State *L, const buf *h) {
-  size_t i = 0;
-  luaL_checkstack(L, 8, "reply headers");
-  lua_newtable(L);
-  while (i < h->len && h->p[i] != '\n') /* the status line */
-    i++;
+/* One header line of a reply: name[0..nlen), value[0..vlen) (trimmed). */
+typedef struct header {
+  const char *name, *value;
+  size_t nlen, vlen;
+} header;
+
+/* Walks the headers of h after its status line: *pos starts at 0. Sets *out
+ * to the next header and returns 1, or returns 0 at the end. */
+static int next_header(const buf *h, size_t *pos, header *out) {
+  size_t i = *pos;
+  if (i == 0)
+    while (i < h->len && h->p[i] != '\n') /* the status line */
+      i++;
   while (++i < h->len) {
-    size_t start = i, colon = 0;
+    size_t start = i, colon = 0, end;
     while (i < h->len && h->p[i] != '\n') {
       if (colon == 0 && h->p[i] == ':')
         colon = i;
       i++;
     }
-    size_t end = i;
-    while (end > start && (h->p[end - 1] == '\r' || h->p[end - 1] == ' '))
+    for (end = i;
+         end > start && (h->p[end - 1] == '\r' || h->p[end - 1] == ' ');)
       end--;
     if (colon == 0 || colon >= end)
       continue;
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (size_t j = start; j < colon; j++) {
-      char ch = h->p[j];
-      luaL_addchar(&b, ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
-    }
-    luaL_pushresult(&b);
     size_t v = colon + 1;
     while (v < end && (h->p[v] == ' ' || h->p[v] == '\t'))
       v++;
+    *out = (header){h->p + start, h->p + v, colon - start, end - v};
+    *pos = i;
+    return 1;
+  }
+  *pos = h->len;
+  return 0;
+}
+
+/* Pushes the reply headers as a table of lower-case names; repeated
+ * headers are joined with ", ". */
+static void push_headers(lua_State *L, const buf *h) {
+  size_t pos = 0;
+  header hd;
+  luaL_checkstack(L, 8, "reply headers");
+  lua_newtable(L);
+  while (next_header(h, &pos, &hd)) {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (size_t j = 0; j < hd.nlen; j++) {
+      char ch = hd.name[j];
+      luaL_addchar(&b, ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+    }
+    luaL_pushresult(&b);
     lua_pushvalue(L, -1);
     if (lua_rawget(L, -3) == LUA_TSTRING) {
       lua_pushliteral(L, ", ");
-      lua_pushlstring(L, h->p + v, end - v);
+      lua_pushlstring(L, hd.value, hd.vlen);
       lua_concat(L, 3);
     } else {
       lua_pop(L, 1);
-      lua_pushlstring(L, h->p + v, end - v);
+      lua_pushlstring(L, hd.value, hd.vlen);
     }
     lua_rawset(L, -3);
   }
+}
+
+/* Negotiates from a reply's API-Version header (the daemon sends it with
+ * every answer; /_ping is how Docker's own clients learn it). */
+static void negotiate_from_header(request *r) {
+  size_t pos = 0;
+  header hd;
+  if (r->cl->closed || r->cl->version[0] != '\0')
+    return;
+  while (next_header(&r->head, &pos, &hd))
+    if (hd.nlen == 11 && strncasecmp(hd.name, "API-Version", 11) == 0) {
+      hxd_negotiate(r->cl, hd.value, hd.vlen);
+      return;
+    }
 }
 
 /* Negotiates from the decoded GET /version reply on top of the stack: the
@@ -535,6 +571,7 @@ static int push_results(lua_State *L, request *r, CURLcode rc) {
   case HXD_TRUE:
     if (!ok)
       return fail_http(L, r);
+    negotiate_from_header(r);
     lua_pushboolean(L, 1);
     return 1;
   default:

@@ -141,7 +141,6 @@ describe("horcrux.docker", function()
     end)
 
     it("raises for bad options", function()
-      assert.has_error(function() docker.connect { api_version = "v1" } end)
       assert.has_error(function() docker.connect { timeout = -1 } end)
       assert.has_error(function() docker.connect { max_response = 0 } end)
       assert.has_error(function() docker.connect { host = 5 } end)
@@ -175,9 +174,25 @@ describe("horcrux.docker", function()
     end)
 
     it("refuses a bad DOCKER_API_VERSION", function()
-      local out = lua_with_env({ DOCKER_API_VERSION = "latest" },
-        [[print(require("horcrux.docker").connect())]])
-      assert.matches("bad DOCKER_API_VERSION: latest\tbad_request", out)
+      for _, v in ipairs { "latest", "garbage", "1.41.0", "v1.41", "1.", "1.4x" } do
+        local out = lua_with_env({ DOCKER_API_VERSION = v },
+          [[print(require("horcrux.docker").connect())]])
+        assert.are.equal("nil\tdocker: bad DOCKER_API_VERSION: " .. v
+          .. " (MAJOR.MINOR expected, as 1.41)\tbad_request\n", out)
+      end
+    end)
+
+    it("refuses a bad api_version option the same way", function()
+      for _, v in ipairs { "garbage", "v1", "1.41.0", "1", " 1.41" } do
+        local c, msg, kind = docker.connect { host = MISSING, api_version = v }
+        assert.is_nil(c)
+        assert.are.equal("bad_request", kind)
+        assert.are.equal("docker: bad api_version: " .. v
+          .. " (MAJOR.MINOR expected, as 1.41)", msg)
+      end
+      local c = assert(docker.connect { host = MISSING, api_version = "1.40" })
+      assert.are.equal("1.40", c:api_version())
+      c:close()
     end)
   end)
 
@@ -208,7 +223,8 @@ describe("horcrux.docker", function()
 
     it("checks request() paths", function()
       for _, p in ipairs { "", "containers/json", "/../images/create",
-        "/containers/../images", "/a%2fb", "/x?y", "/x#y", "/a b", "/a\n",
+        "/containers/../images", "/containers/..", "/..", "/.", "/a/./b",
+        "/a/.", "/a%2fb", "/x?y", "/x#y", "/a b", "/a\n",
         "/a\0b", "/\\a", "/" .. string.rep("a", 2000) } do
         local st, msg, kind = c:request("GET", p)
         assert.is_nil(st)
@@ -246,7 +262,9 @@ describe("horcrux.docker", function()
       local fresh = assert(docker.connect())
       assert.are.equal(ENV_API, fresh:api_version())
       assert.is_true(fresh:ping())
-      assert.are.equal(ENV_API, fresh:api_version()) -- /_ping needs none
+      -- /_ping needs no version, but its API-Version header negotiates.
+      local daemon = assert(c:version()).ApiVersion
+      assert.are.equal(negotiated(daemon), fresh:api_version())
       local v = assert(fresh:version())
       assert.is_string(v.Version)
       assert.matches("^%d+%.%d+$", v.ApiVersion)
@@ -471,6 +489,29 @@ describe("horcrux.docker", function()
       end)
       support.label = label
       assert(ok, err)
+    end)
+
+    it("manages a container whose name has '..' inside it, in every method", function()
+      local id, name = run { name = "a..b" }
+      finally(remove_made)
+      assert.matches("%.%.", name)
+      assert.are.equal(id, assert(c:inspect(name)).Id)
+      assert.are.equal(id, assert(c:inspect("/" .. name)).Id)
+      assert.are.equal(id, assert(c:stats(name)).id)
+      local many = c:stats_many { name, "a/../b" }
+      assert.are.equal(id, many[1].value and many[1].value.id, many[1].error)
+      assert.are.equal("bad_request", many[2].kind)
+      local st, body = c:request("GET", "/containers/" .. name .. "/json")
+      assert.are.equal(200, st)
+      assert.are.equal(id, body.Id)
+      local got
+      assert(c:stats_stream(name, { stall = 10 }, function(s) got = s; return false end))
+      assert.are.equal(id, got.id)
+      st = c:request("POST", "/containers/" .. name .. "/stop", { t = 0 })
+      assert.are.equal(204, st)
+      st = c:request("DELETE", "/containers/" .. name)
+      assert.are.equal(204, st)
+      assert.are.equal("not_found", select(3, c:inspect(id)))
     end)
 
     it("keeps one connection alive across requests", function()
@@ -706,6 +747,23 @@ describe("horcrux.docker", function()
         assert.are.equal("unavailable", r[3].kind)
         dead:close()
       end
+    end)
+
+    it("negotiates from /_ping's API-Version header, with no GET /version", function()
+      local c = client()
+      assert.is_nil(c:api_version())
+      assert.is_true(c:ping()) -- the mock says Api-Version: 1.99
+      assert.are.equal(negotiated("1.99"), c:api_version())
+      local st, body = c:request("GET", "/echo")
+      assert.are.equal(200, st)
+      assert.are.equal("/v" .. negotiated("1.99") .. "/echo", body.target)
+      assert.are.equal(2, body.nth) -- /_ping, then /echo: nothing between
+      -- A version set by the caller stays as it is.
+      local fixed = client { api_version = "1.40" }
+      assert.is_true(fixed:ping())
+      assert.are.equal("1.40", fixed:api_version())
+      c:close()
+      fixed:close()
     end)
 
     it("serves the high-level methods from a fake engine", function()
