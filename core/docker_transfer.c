@@ -423,29 +423,61 @@ static int decode_body(lua_State *L, request *r) {
   return hx_json_decode(L, r->body.p, r->body.len, HX_JSON_DEFAULT_DEPTH);
 }
 
+/* The kind of a non-2xx reply: the one place where an HTTP status becomes
+ * a kind (every method, stats_many, the streams and call come through
+ * fail_http). A daemon that refuses our API version ("client version X is
+ * too new", or too old: a 400 for every call) is not the caller's bad
+ * request but our configuration's fault: protocol, a 502 to clients. */
+static const char *status_kind(long s, const char *msg) {
+  if (s == 400 && msg != NULL && strncmp(msg, "client version ", 15) == 0 &&
+      (strstr(msg, " is too new") != NULL ||
+       strstr(msg, " is too old") != NULL))
+    return HX_PROTOCOL;
+  switch (s) {
+  case 401:
+    return HX_UNAUTHORIZED;
+  case 403:
+    return HX_FORBIDDEN;
+  case 404:
+    return HX_NOT_FOUND;
+  case 409:
+    return HX_CONFLICT;
+  }
+  if (s >= 400 && s < 500)
+    return HX_BAD_REQUEST;
+  return s >= 500 && s < 600 ? HX_SERVER : HX_PROTOCOL;
+}
+
+/* Pushes the daemon's message of an error reply (the JSON "message", or
+ * the first line of a text body), or returns NULL. */
+static const char *push_daemon_message(lua_State *L, request *r) {
+  size_t n = 0;
+  if (r->body.len == 0)
+    return NULL;
+  if (decode_body(L, r)) {
+    if (lua_istable(L, -1) && lua_getfield(L, -1, "message") == LUA_TSTRING)
+      return lua_tostring(L, -1); /* anchored on the stack */
+    return NULL;
+  }
+  while (n < r->body.len && n < ERR_TEXT_MAX && r->body.p[n] != '\n' &&
+         r->body.p[n] != '\r')
+    n++;
+  return lua_pushlstring(L, r->body.p, n);
+}
+
 /* The error for a non-2xx reply, with the daemon's own message. */
 static int fail_http(lua_State *L, request *r) {
-  long s = r->status;
-  const char *kind = s == 404              ? HX_NOT_FOUND
-                     : s == 409            ? HX_CONFLICT
-                     : s >= 400 && s < 500 ? HX_BAD_REQUEST
-                     : s >= 500 && s < 600 ? HX_SERVER
-                                           : HX_PROTOCOL;
-  const char *msg = NULL;
-  if (r->body.len > 0 && decode_body(L, r)) {
-    if (lua_istable(L, -1) && lua_getfield(L, -1, "message") == LUA_TSTRING)
-      msg = lua_tostring(L, -1); /* anchored on the stack until return */
-  } else if (r->body.len > 0) {
-    /* A plain-text error: quote its first line. */
-    size_t n = 0;
-    while (n < r->body.len && n < ERR_TEXT_MAX && r->body.p[n] != '\n' &&
-           r->body.p[n] != '\r')
-      n++;
-    msg = lua_pushlstring(L, r->body.p, n);
-  }
-  if (msg != NULL && msg[0] != '\0')
-    return hx_fail(L, kind, "docker: %s", msg);
-  return hx_fail(L, kind, "docker: %s replied HTTP %d", r->method, (int)s);
+  const char *msg = push_daemon_message(L, r);
+  const char *kind = status_kind(r->status, msg);
+  if (msg == NULL || msg[0] == '\0')
+    return hx_fail(L, kind, "docker: %s replied HTTP %d", r->method,
+                   (int)r->status);
+  if (r->status == 400 && strcmp(kind, HX_PROTOCOL) == 0)
+    return hx_fail(L, kind,
+                   "docker: %s (the API version comes from DOCKER_API_VERSION "
+                   "or the api_version option)",
+                   msg);
+  return hx_fail(L, kind, "docker: %s", msg);
 }
 
 /* Pushes the decoded body, or nil, msg, "protocol"; returns 1 or 3. */

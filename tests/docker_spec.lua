@@ -292,6 +292,20 @@ describe("horcrux.docker", function()
       c2:close()
     end)
 
+    it("a DOCKER_API_VERSION newer than the daemon's fails as protocol, naming it", function()
+      local out = lua_with_env({ DOCKER_API_VERSION = "9.99" }, [[
+        local c = require("horcrux.docker").connect()
+        print(c:ping())
+        print(c:containers())
+        print(c:inspect("hxtest-none"))]])
+      local ping, list, insp = out:match("^([^\n]*)\n([^\n]*)\n([^\n]*)\n$")
+      assert.are.equal("true", ping, out)
+      assert.matches("^nil\tdocker: client version 9%.99 is too new%. Maximum supported "
+        .. "API version is %d+%.%d+.*\tprotocol$", list)
+      assert.matches("DOCKER_API_VERSION", list)
+      assert.matches("\tprotocol$", insp)
+    end)
+
     it("lists containers: all, running, by label", function()
       local tag = support.unique_name("list")
       local running = run { name = "run", labels = { ["horcrux.test.case"] = tag } }
@@ -643,6 +657,36 @@ describe("horcrux.docker", function()
       assert.is_nil(v)
       assert.are.equal("not_found", kind)
       assert.are.equal("docker: page not found", msg)
+    end)
+
+    it("maps 401, 403 and the daemon's client-version refusals, in every method", function()
+      local c = client { api_version = "1.41" }
+      local cases = {
+        unauthorized = { "unauthorized", "^docker: authentication required$" },
+        forbidden = { "forbidden", "^docker: access denied$" },
+        -- Our configuration's fault, not the caller's request: protocol (502).
+        toonew = { "protocol", "^docker: client version 9%.99 is too new%. "
+          .. "Maximum supported API version is 1%.41" },
+        tooold = { "protocol", "^docker: client version 1%.5 is too old%." },
+      }
+      for path, want in pairs(cases) do
+        for _, m in ipairs { "inspect", "stats" } do
+          local v, msg, kind = c[m](c, path)
+          assert.is_nil(v)
+          assert.are.equal(want[1], kind, m .. " " .. path)
+          assert.matches(want[2], msg)
+        end
+        local r = c:stats_many { path }
+        assert.are.equal(want[1], r[1].kind, "stats_many " .. path)
+        assert.matches(want[2], r[1].error)
+        local v, msg, kind = c:stats_stream(path, function() end)
+        assert.is_nil(v)
+        assert.are.equal(want[1], kind, "stats_stream " .. path)
+        assert.matches(want[2], msg)
+      end
+      -- Other statuses as before: 400 and other 4xx bad_request, 5xx server.
+      assert.are.equal("server", select(3, c:inspect("error500")))
+      c:close()
     end)
 
     it("caps the size of a reply", function()
