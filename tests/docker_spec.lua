@@ -1,90 +1,13 @@
 -- horcrux.docker against the real engine, a fake one that misbehaves
 -- (tests/mocks/docker_mock.py), and the yield protocol of the async host.
 local docker = require "horcrux.docker"
+local ds = require "docker_support"
 local support = require "support"
 local system = require "system"
 
 local MISSING = "unix:///nonexistent/horcrux-test.sock"
--- Set in the environment, it replaces negotiation everywhere.
-local ENV_API = os.getenv("DOCKER_API_VERSION")
-
--- What negotiation must give with a daemon speaking `daemon`.
-local function negotiated(daemon)
-  if ENV_API then
-    return ENV_API
-  end
-  local function num(v)
-    local a, b = v:match("^(%d+)%.(%d+)$")
-    return tonumber(a) * 1000 + tonumber(b)
-  end
-  return num(daemon) < num(docker.max_api_version) and daemon
-    or docker.max_api_version
-end
-
-local function python()
-  local f = io.open("/usr/bin/python3")
-  if f then
-    f:close()
-    return "/usr/bin/python3"
-  end
-  return "python3"
-end
-
-local function sh_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
--- Runs `code` in a fresh lua5.4 with extra environment; returns its stdout.
-local function lua_with_env(env, code)
-  local parts = {}
-  for k, v in pairs(env) do
-    parts[#parts + 1] = k .. "=" .. sh_quote(v)
-  end
-  local cmd = string.format("env %s LUA_CPATH_5_4=%s lua5.4 -e %s 2>&1",
-    table.concat(parts, " "), sh_quote(package.cpath), sh_quote(code))
-  local p = assert(io.popen(cmd))
-  local out = p:read("a")
-  p:close()
-  return out
-end
-
--- Starts the mock on a unix socket (or, with tcp, on 127.0.0.1); returns its
--- host URL and a function that stops it.
-local function start_mock(tcp)
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir -m 700 " .. dir))
-  local sock, portfile, pidfile = dir .. "/d.sock", dir .. "/port", dir .. "/pid"
-  local listen = tcp and "--tcp " .. portfile or "--unix " .. sock
-  assert(os.execute(string.format("%s tests/mocks/docker_mock.py %s"
-    .. " >/dev/null 2>&1 & echo $! > %s", python(), listen, pidfile)))
-  local f = assert(io.open(pidfile))
-  local pid = assert(tonumber(f:read("l")))
-  f:close()
-  local function stop()
-    os.execute("kill " .. pid)
-    os.execute("rm -rf " .. dir)
-  end
-  local host = "unix://" .. sock
-  for _ = 1, 100 do
-    if tcp then
-      f = io.open(portfile)
-      if f then
-        host = "tcp://127.0.0.1:" .. f:read("l")
-        f:close()
-      end
-    end
-    local c = assert(docker.connect { host = host })
-    local up = c:ping()
-    c:close()
-    if up then
-      return host, stop
-    end
-    system.sleep(0.05)
-  end
-  stop()
-  error("the mock did not start")
-end
+local ENV_API = ds.ENV_API
+local negotiated, lua_with_env = ds.negotiated, ds.lua_with_env
 
 describe("horcrux.docker", function()
   describe("name and id checks", function()
@@ -543,7 +466,7 @@ describe("horcrux.docker", function()
 
   describe("against a misbehaving daemon", function()
     local host, stop
-    setup(function() host, stop = start_mock() end)
+    setup(function() host, stop = ds.mock() end)
     teardown(function() stop() end)
 
     local function client(opts)
@@ -821,7 +744,7 @@ describe("horcrux.docker", function()
 
   describe("over TCP", function()
     local host, stop
-    setup(function() host, stop = start_mock(true) end)
+    setup(function() host, stop = ds.mock { tcp = true } end)
     teardown(function() stop() end)
 
     it("speaks plain HTTP to tcp://", function()
