@@ -13,6 +13,8 @@
  *   c:events([opts,] callback)      -> true, "stopped" | "ended"
  *                                    | nil, msg, kind
  *   c:stats_stream(ref[, opts], callback)   (the same)
+ *   c:call(method, template, params, query, body[, content_type])
+ *                                   -> value, status | nil, msg, kind, status
  *   c:request(method, path[, query[, body[, content_type]]])
  *                                   -> status, body, headers | nil, msg, kind
  *   c:api_version()                 -> "1.41" | nil before negotiation
@@ -61,7 +63,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define REF_MAX 255                /* longest container name or id accepted */
+#define REF_MAX 255                /* longest name or id accepted */
+#define IMAGE_MAX 512              /* longest image reference accepted */
 #define PATH_MAX_LEN 1024          /* longest request() path */
 #define LINE_MAX_DEFAULT (1 << 20) /* a stream's max_line */
 
@@ -185,14 +188,9 @@ static int is_hex(const char *s, size_t n) {
   return n <= 64 && hx_is_lower_hex(s, n);
 }
 
-/* Docker's name grammar, [a-zA-Z0-9][a-zA-Z0-9_.-]*, with one leading "/"
- * allowed and stripped. Hex ids and prefixes are names by this grammar. On
- * success sets *s and *n to the stripped ref. */
-static int ref_ok(const char **s, size_t *n) {
-  const char *p = *s;
-  size_t len = *n;
-  if (len > 0 && p[0] == '/')
-    p++, len--;
+/* Docker's name grammar, [a-zA-Z0-9][a-zA-Z0-9_.-]*: container, network,
+ * volume... names. Hex ids and prefixes are names by this grammar. */
+static int name_ok(const char *p, size_t len) {
   if (len == 0 || len > REF_MAX || !is_alnum((unsigned char)p[0]))
     return 0;
   for (size_t i = 1; i < len; i++) {
@@ -200,6 +198,18 @@ static int ref_ok(const char **s, size_t *n) {
     if (!is_alnum(ch) && ch != '_' && ch != '.' && ch != '-')
       return 0;
   }
+  return 1;
+}
+
+/* A container ref: a name, id or id prefix, with one leading "/" allowed
+ * and stripped. On success sets *s and *n to the stripped ref. */
+static int ref_ok(const char **s, size_t *n) {
+  const char *p = *s;
+  size_t len = *n;
+  if (len > 0 && p[0] == '/')
+    p++, len--;
+  if (!name_ok(p, len))
+    return 0;
   *s = p;
   *n = len;
   return 1;
@@ -210,6 +220,28 @@ static int ref_ok(const char **s, size_t *n) {
  * ("a..b", valid for Docker) is no such segment. */
 static int dot_segment(const char *s, size_t n) {
   return (n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.');
+}
+
+/* An image reference, [host[:port]/]path[:tag][@digest], as it goes into
+ * a path (/images/127.0.0.1:5000/team/app:1.2/push, the daemon's router
+ * takes the rest of the path as the name): [a-zA-Z0-9._/:@-], no empty,
+ * "." or ".." segment. */
+static int image_ok(const char *s, size_t n) {
+  size_t seg = 0;
+  if (n == 0 || n > IMAGE_MAX)
+    return 0;
+  for (size_t i = 0; i <= n; i++) {
+    int ch = i < n ? (unsigned char)s[i] : '/';
+    if (ch == '/') {
+      if (i == seg || dot_segment(s + seg, i - seg))
+        return 0;
+      seg = i + 1;
+    } else if (!is_alnum(ch) && ch != '.' && ch != '_' && ch != ':' &&
+               ch != '@' && ch != '-') {
+      return 0;
+    }
+  }
+  return 1;
 }
 
 /* A request() path: absolute, printable ASCII, and nothing that could
@@ -463,7 +495,8 @@ static void check_payload(lua_State *L, int q) {
   int bt = lua_type(L, q + 1);
   luaL_argexpected(L, bt <= LUA_TNIL || bt == LUA_TSTRING || bt == LUA_TTABLE,
                    q + 1, "string or table");
-  luaL_optstring(L, q + 2, NULL);
+  if (!lua_isnoneornil(L, q + 2))
+    luaL_checktype(L, q + 2, LUA_TSTRING);
   lua_settop(L, q + 2);
   if (bt == LUA_TTABLE) {
     if (!hx_json_encode(L, q + 1, HX_JSON_DEFAULT_DEPTH, 0))
@@ -485,6 +518,154 @@ static int l_request(lua_State *L) {
   push_query(L, 4);
   lua_concat(L, 2);
   return hxd_send(L, method, HXD_RAW, 1, 5, 6);
+}
+
+/* ---- call: templates ------------------------------------------------ */
+
+/* What a placeholder's value must be, by the placeholder's name. */
+enum grammar { G_NAME, G_CONTAINER, G_IMAGE, G_EXEC };
+
+static const struct {
+  const char *name;
+  int grammar;
+  const char *what; /* for messages */
+} placeholders[] = {
+    {"id", G_CONTAINER, "container name or id"},
+    {"ref", G_CONTAINER, "container name or id"},
+    {"container", G_CONTAINER, "container name or id"},
+    {"image", G_IMAGE, "image reference"},
+    {"exec", G_EXEC, "exec id"},
+    {NULL, G_NAME, NULL}, /* any other name: network, volume, node... */
+};
+
+/* A placeholder's name: [a-zA-Z_][a-zA-Z0-9_]*, at most 32 bytes. */
+static int param_name_ok(const char *s, size_t n) {
+  if (n == 0 || n > 32 || (s[0] >= '0' && s[0] <= '9'))
+    return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!is_alnum((unsigned char)s[i]) && s[i] != '_')
+      return 0;
+  return 1;
+}
+
+/* Raises unless the template at t is an absolute API path (as request()
+ * takes) whose braces enclose placeholder names: it is the script's own
+ * text, so a bad one is a mistake to fix, not a client's bad request. */
+static void check_template(lua_State *L, int t) {
+  size_t n;
+  const char *s = lua_tolstring(L, t, &n), *open = NULL;
+  luaL_argcheck(L, path_ok(s, n), t,
+                "template: an absolute API path expected (no '.' or '..' "
+                "segment, no '%', '?', '#' or space)");
+  for (const char *p = s; p < s + n; p++) {
+    if (*p == '{') {
+      luaL_argcheck(L, open == NULL, t, "template: '{' inside a placeholder");
+      open = p;
+    } else if (*p == '}') {
+      luaL_argcheck(L, open != NULL, t, "template: '}' without '{'");
+      luaL_argcheck(L, param_name_ok(open + 1, (size_t)(p - open - 1)), t,
+                    "template: a placeholder is {name}, name "
+                    "[a-zA-Z_][a-zA-Z0-9_]*");
+      open = NULL;
+    }
+  }
+  luaL_argcheck(L, open == NULL, t, "template: '{' without '}'");
+}
+
+/* True when v[0..n) (a container ref: its leading "/" dropped in *v, *n)
+ * follows the grammar g. */
+static int value_ok(int g, const char **v, size_t *n) {
+  switch (g) {
+  case G_CONTAINER:
+    return ref_ok(v, n);
+  case G_IMAGE:
+    return image_ok(*v, *n);
+  case G_EXEC:
+    return is_hex(*v, *n);
+  default:
+    return name_ok(*v, *n);
+  }
+}
+
+/* Pushes params[name] checked against the grammar of `name` and returns 1,
+ * or pushes nil, msg, "bad_request" and returns 3. */
+static int fill_placeholder(lua_State *L, int p, const char *name, size_t nl) {
+  size_t n, k = 0;
+  const char *pn = lua_pushlstring(L, name, nl);
+  int t = LUA_TNIL;
+  if (!lua_isnil(L, p)) {
+    lua_pushvalue(L, -1);
+    t = lua_gettable(L, p);
+  }
+  if (t == LUA_TNIL)
+    return hx_fail(L, HX_BAD_REQUEST, "docker: parameter {%s}: missing", pn);
+  if (t != LUA_TSTRING)
+    return hx_fail(L, HX_BAD_REQUEST,
+                   "docker: parameter {%s}: string expected, got %s", pn,
+                   luaL_typename(L, -1));
+  while (placeholders[k].name != NULL && strcmp(placeholders[k].name, pn) != 0)
+    k++;
+  const char *v = lua_tolstring(L, -1, &n), *given = v;
+  size_t given_n = n;
+  if (!value_ok(placeholders[k].grammar, &v, &n))
+    return hx_fail(L, HX_BAD_REQUEST, "docker: invalid %s: %s (%d bytes)",
+                   placeholders[k].what != NULL
+                       ? placeholders[k].what
+                       : lua_pushfstring(L, "%s name or id", pn),
+                   push_quoted(L, given, given_n), (int)given_n);
+  lua_pushlstring(L, v, n); /* a container ref without its "/" */
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* Pushes the path that the template at t (checked) gives with the params
+ * at p, and returns 1; or pushes nil, msg, "bad_request" and returns 3. */
+static int fill_template(lua_State *L, int t, int p) {
+  size_t n, i = 0, plen;
+  const char *s = lua_tolstring(L, t, &n);
+  int pieces = 0;
+  while (i < n) {
+    const char *open = memchr(s + i, '{', n - i);
+    size_t j = open != NULL ? (size_t)(open - s) : n;
+    luaL_checkstack(L, 4, "call template");
+    if (j > i) {
+      lua_pushlstring(L, s + i, j - i);
+      pieces++;
+    }
+    if (j == n)
+      break;
+    size_t k = (size_t)((const char *)memchr(s + j, '}', n - j) - s);
+    if (fill_placeholder(L, p, s + j + 1, k - j - 1) != 1)
+      return 3;
+    pieces++;
+    i = k + 1;
+  }
+  lua_concat(L, pieces);
+  const char *path = lua_tolstring(L, -1, &plen);
+  if (!path_ok(path, plen)) /* only its length can be wrong now */
+    return hx_fail(L, HX_BAD_REQUEST, "docker: invalid path: %s",
+                   push_quoted(L, path, plen));
+  return 1;
+}
+
+/* c:call(method, template, params, query, body [, content_type]): value,
+ * status | nil, msg, kind, status (nil when no HTTP answer came). */
+static int l_call(lua_State *L) {
+  hxd_check_client(L);
+  const char *method = check_method(L, 2);
+  luaL_checkstring(L, 3);
+  if (!lua_isnoneornil(L, 4))
+    luaL_checktype(L, 4, LUA_TTABLE);
+  check_payload(L, 5);
+  check_template(L, 3);
+  if (fill_template(L, 3, 4) != 1) {
+    lua_pushnil(L); /* no status: nothing was sent */
+    return 4;
+  }
+  push_query(L, 5);
+  lua_concat(L, 2);
+  return hxd_send(L, method, HXD_CALL, 1, 6, 7);
 }
 
 /* ---- streams --------------------------------------------------------- */
@@ -716,6 +897,7 @@ static const luaL_Reg client_methods[] = {{"version", l_version},
                                           {"events", l_events},
                                           {"stats_stream", l_stats_stream},
                                           {"request", l_request},
+                                          {"call", l_call},
                                           {"api_version", l_api_version},
                                           {"connections", l_connections},
                                           {"close", l_close},

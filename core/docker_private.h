@@ -72,7 +72,8 @@ enum hxd_reply {
   HXD_VALUE,   /* the decoded JSON value; a non-2xx fails */
   HXD_TRUE,    /* true (ping); negotiates from its API-Version header */
   HXD_VERSION, /* the decoded value; negotiates when not done yet */
-  HXD_RAW      /* status, body, headers: request() */
+  HXD_RAW,     /* status, body, headers: request() */
+  HXD_CALL     /* value, status | nil, msg, kind, status: call() */
 };
 
 /* Sends `method` to the target on top of the stack (path and query,

@@ -413,6 +413,13 @@ static int fail_transfer(lua_State *L, request *r, CURLcode rc) {
                  r->err[0] ? r->err : curl_easy_strerror(rc));
 }
 
+static int blank(const char *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r')
+      return 0;
+  return 1;
+}
+
 /* Decodes the reply body: pushes the value and returns 1, or pushes a
  * message and returns 0. The room reserved first works around Lua 5.4.4's
  * lua_settop, which can leave a dangling stack pointer when closing a
@@ -478,6 +485,57 @@ static int fail_http(lua_State *L, request *r) {
                    "or the api_version option)",
                    msg);
   return hx_fail(L, kind, "docker: %s", msg);
+}
+
+/* A JSON reply of several values, one per line (Docker's progress
+ * streams: pull, push, build, load answer so): pushes the sequence of the
+ * values and returns 1, or returns 0 with nothing pushed. */
+static int decode_lines(lua_State *L, request *r) {
+  int top = lua_gettop(L);
+  lua_Integer k = 0;
+  if (memchr(r->body.p, '\n', r->body.len) == NULL)
+    return 0;
+  lua_newtable(L);
+  hx_json_push_array_mt(L);
+  lua_setmetatable(L, -2);
+  for (size_t i = 0; i < r->body.len;) {
+    const char *p = r->body.p + i, *nl = memchr(p, '\n', r->body.len - i);
+    size_t n = nl != NULL ? (size_t)(nl - p) : r->body.len - i;
+    i += n + (nl != NULL);
+    if (blank(p, n))
+      continue;
+    luaL_checkstack(L, 64, "decoding a reply"); /* see decode_body */
+    if (!hx_json_decode(L, p, n, HX_JSON_DEFAULT_DEPTH)) {
+      lua_settop(L, top);
+      return 0;
+    }
+    lua_rawseti(L, -2, ++k);
+  }
+  return 1;
+}
+
+/* c:call's results: value, status for 2xx and 304 (the decoded JSON of a
+ * JSON reply, the body of another, true for none); else nil, msg, kind,
+ * status. */
+static int call_results(lua_State *L, request *r) {
+  long s = r->status;
+  int empty = blank(r->body.p, r->body.len);
+  if ((s < 200 || s >= 300) && s != 304) {
+    fail_http(L, r);
+  } else if (r->json && !empty && !decode_body(L, r) && !decode_lines(L, r)) {
+    hx_fail(L, HX_PROTOCOL, "docker: bad JSON in reply: %s",
+            lua_tostring(L, -1));
+  } else {
+    if (empty)
+      lua_pushboolean(L, 1);
+    else if (!r->json)
+      lua_pushlstring(L, r->body.p, r->body.len);
+    /* else the decoded value is on top */
+    lua_pushinteger(L, s);
+    return 2;
+  }
+  lua_pushinteger(L, s);
+  return 4;
 }
 
 /* Pushes the decoded body, or nil, msg, "protocol"; returns 1 or 3. */
@@ -587,9 +645,16 @@ static int negotiate_from_reply(lua_State *L, hxd_client *c) {
 /* The results of a finished transfer, as its reply kind wants them. */
 static int push_results(lua_State *L, request *r, CURLcode rc) {
   int ok = r->status >= 200 && r->status < 300;
-  if (rc != CURLE_OK)
-    return fail_transfer(L, r, rc);
+  if (rc != CURLE_OK) {
+    fail_transfer(L, r, rc);
+    if (r->reply != HXD_CALL)
+      return 3;
+    lua_pushnil(L); /* call: no status, no HTTP answer came */
+    return 4;
+  }
   switch (r->reply) {
+  case HXD_CALL:
+    return call_results(L, r);
   case HXD_RAW:
     lua_pushinteger(L, r->status);
     if (r->json && r->body.len > 0) {
@@ -890,13 +955,6 @@ static int64_t now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int blank(const char *p, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r')
-      return 0;
-  return 1;
 }
 
 /* Protected, called by run_deliver: [callback request final] -> hands each

@@ -7,7 +7,7 @@ answers depends on the path, with any /vX.Y prefix removed:
 
   /version       200 {"ApiVersion": --api, ...}
   /_ping         200 OK (text/plain)
-  /echo          200 JSON of the request: method, target, body, content_type,
+  /echo[/...]    200 JSON of the request: method, target, body, content_type,
                  conn (serial of the connection) and nth (request on it);
                  also two X-Multi headers
   /badjson       200 application/json, a truncated object, correct length
@@ -139,7 +139,7 @@ def serve(sock, args):
                 reply(sock, 200, {"ApiVersion": args.api, "Version": "mock"})
             elif path == "/_ping":
                 reply(sock, 200, "OK", "text/plain; charset=utf-8")
-            elif path == "/echo":
+            elif path == "/echo" or path.startswith("/echo/"):
                 reply(sock, 200, {
                     "method": method, "target": target,
                     "body": body.decode("utf-8", "replace"),
