@@ -93,15 +93,23 @@ static void client_release(hxd_client *c) {
   c->closed = 1;
 }
 
-CURL *hxd_client_take(hxd_client *c) {
-  return c->nfree > 0 ? c->free[--c->nfree] : curl_easy_init();
+CURL *hxd_client_take(hxd_client *c, int *primed) {
+  if (c->nfree == 0) {
+    *primed = 0;
+    return curl_easy_init();
+  }
+  c->nfree--;
+  *primed = c->primed[c->nfree];
+  return c->free[c->nfree];
 }
 
-void hxd_client_give(hxd_client *c, CURL *easy) {
-  if (!c->closed && c->nfree < HXD_FREE_MAX)
+void hxd_client_give(hxd_client *c, CURL *easy, int primed) {
+  if (!c->closed && c->nfree < HXD_FREE_MAX) {
+    c->primed[c->nfree] = (unsigned char)primed;
     c->free[c->nfree++] = easy;
-  else
+  } else {
     curl_easy_cleanup(easy);
+  }
 }
 
 hxd_client *hxd_check_client(lua_State *L) {
