@@ -692,6 +692,15 @@ static int push_results(lua_State *L, request *r, CURLcode rc) {
 
 static int send_request(lua_State *L, int ridx);
 
+/* Frees a finished transfer's reply as soon as its results are pushed: a
+ * failed one may have buffered up to max_response, and Lua's collector,
+ * which sees only the small userdata, would free it at no predictable time
+ * (issue 8 #7). */
+static void reply_free(request *r) {
+  buf_free(&r->body);
+  buf_free(&r->head);
+}
+
 static int k_done(lua_State *L, int status, lua_KContext ctx) {
   int ridx = (int)ctx;
   request *r = lua_touserdata(L, ridx);
@@ -699,29 +708,43 @@ static int k_done(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   lua_pop(L, 1);
   finish(r);
-  return push_results(L, r, rc);
+  int nret = push_results(L, r, rc);
+  reply_free(r);
+  return nret;
+}
+
+/* After GET /version for negotiation (r finished): 0 when the client now
+ * has its version, or 3 with nil, msg, kind on top. Another coroutine may
+ * have negotiated meanwhile: the same answer. */
+static int negotiated(lua_State *L, request *r, CURLcode rc) {
+  int nret;
+  if (rc != CURLE_OK)
+    nret = fail_transfer(L, r, rc);
+  else if (r->status != 200)
+    nret = fail_http(L, r);
+  else if ((nret = push_decoded(L, r)) == 1) {
+    if (r->cl->closed)
+      nret = hx_fail(L, HX_UNAVAILABLE, "docker: client closed");
+    else if (!negotiate_from_reply(L, r->cl))
+      nret = hx_fail(L, HX_PROTOCOL, "docker: GET /version: no ApiVersion");
+    else {
+      lua_pop(L, 1); /* the decoded reply */
+      nret = 0;
+    }
+  }
+  reply_free(r);
+  return nret;
 }
 
 static int k_negotiated(lua_State *L, int status, lua_KContext ctx) {
-  int ridx = (int)ctx;
+  int ridx = (int)ctx, nret;
   request *r = lua_touserdata(L, ridx);
   CURLcode rc = (CURLcode)lua_tointeger(L, -1);
   (void)status;
   lua_pop(L, 1);
   finish(r);
-  if (rc != CURLE_OK)
-    return fail_transfer(L, r, rc);
-  if (r->status != 200)
-    return fail_http(L, r);
-  if (push_decoded(L, r) != 1)
-    return 3;
-  if (r->cl->closed)
-    return hx_fail(L, HX_UNAVAILABLE, "docker: client closed");
-  /* Another coroutine may have negotiated meanwhile: same answer. */
-  if (!negotiate_from_reply(L, r->cl))
-    return hx_fail(L, HX_PROTOCOL, "docker: GET /version: no ApiVersion");
-  lua_pop(L, 1);
-  return send_request(L, ridx);
+  nret = negotiated(L, r, rc);
+  return nret != 0 ? nret : send_request(L, ridx);
 }
 
 /* Runs the request at ridx: GET /version first when the client has no API
@@ -824,8 +847,7 @@ static int k_many_done(lua_State *L, int status, lua_KContext ctx) {
     else
       nret = push_decoded(L, r);
     set_element(L, B_RESULTS, b->pos[j], nret);
-    buf_free(&r->body); /* the next waves need not carry this one's */
-    buf_free(&r->head);
+    reply_free(r); /* the next waves need not carry this one's */
     lua_settop(L, B_REQUESTS);
   }
   b->wave = 0;
@@ -867,21 +889,10 @@ static int many_send(lua_State *L) {
 static int k_many_version(lua_State *L, int status, lua_KContext ctx) {
   request *r = lua_touserdata(L, B_VERSION);
   CURLcode rc = (CURLcode)lua_tointeger(L, -1);
-  int nret;
   (void)status, (void)ctx;
   lua_pop(L, 1);
   finish(r);
-  if (rc != CURLE_OK)
-    nret = fail_transfer(L, r, rc);
-  else if (r->status != 200)
-    nret = fail_http(L, r);
-  else if ((nret = push_decoded(L, r)) == 1) {
-    if (r->cl->closed)
-      nret = hx_fail(L, HX_UNAVAILABLE, "docker: client closed");
-    else if (!negotiate_from_reply(L, r->cl))
-      nret = hx_fail(L, HX_PROTOCOL, "docker: GET /version: no ApiVersion");
-  }
-  if (nret == 3)
+  if (negotiated(L, r, rc) != 0)
     return many_fail_all(L, 0);
   lua_settop(L, B_REQUESTS);
   return many_send(L);
@@ -1102,7 +1113,7 @@ static CURLcode setup_stream(request *r) {
 static int stream_results(lua_State *L, request *r, CURLcode rc) {
   switch (r->st.end) {
   case S_RAISED:
-    buf_free(&r->body);
+    reply_free(r);
     return lua_error(L);
   case S_STOPPED:
     lua_pushboolean(L, 1);
@@ -1156,5 +1167,7 @@ int hxd_stream(lua_State *L, int cb, const hxd_stream_opts *opt) {
     run_deliver(r, 1); /* a last line without its newline */
   finish(r);
   r->st.L = NULL;
-  return stream_results(L, r, rc);
+  nret = stream_results(L, r, rc);
+  reply_free(r);
+  return nret;
 }
