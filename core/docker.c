@@ -33,10 +33,24 @@
  *   max_response     bytes of a reply (64 MiB); more fails with kind "limit"
  *
  * Kinds (aux.h): unavailable (connect, TLS, socket errors), timeout,
- * not_found (404), conflict (409), bad_request (other 4xx, and a bad ref or
- * path, refused before any request), server (5xx), protocol (bad or
- * truncated JSON, not HTTP), limit (max_response). request() returns any
- * HTTP status as an answer; it fails only where no answer came.
+ * unauthorized (401), forbidden (403), not_found (404), conflict (409),
+ * bad_request (other 4xx, and a bad ref, path or placeholder value, refused
+ * before any request), server (5xx), protocol (bad or truncated JSON, not
+ * HTTP, another status, and the daemon's 400 for an API version it does
+ * not serve: our configuration, not the caller's request), limit
+ * (max_response). request() returns any HTTP status as an answer; it fails
+ * only where no answer came.
+ *
+ * call() fills its template's {placeholders} from params, each checked
+ * against Docker's grammar for its name (see `placeholders` below):
+ *   {id} {ref} {container}  a container name, id or id prefix ("/" dropped)
+ *   {image}                 a reference [host[:port]/]path[:tag][@digest],
+ *                           into the path as it is
+ *   {exec}                  hex
+ *   any other               a name or id [a-zA-Z0-9][a-zA-Z0-9_.-]*
+ * It answers value, status for 2xx and 304 (decoded JSON for a JSON reply,
+ * a sequence for JSON lines, the body otherwise, true for an empty one), or
+ * nil, msg, kind, status (status nil when no HTTP answer came).
  *
  * This file holds the client, connect, the grammar of what goes into a
  * path, and the methods, each of which builds a target (path and query)
@@ -183,6 +197,19 @@ int hxd_negotiate(hxd_client *c, const char *s, size_t n) {
     return 0;
   set_version(c, v < max ? v : max);
   return 1;
+}
+
+int hxd_negotiate_reply(lua_State *L, hxd_client *c) {
+  int ok = 0;
+  if (lua_istable(L, -1)) {
+    size_t n;
+    if (lua_getfield(L, -1, "ApiVersion") == LUA_TSTRING) {
+      const char *s = lua_tolstring(L, -1, &n);
+      ok = hxd_negotiate(c, s, n);
+    }
+    lua_pop(L, 1);
+  }
+  return ok;
 }
 
 /* ---- refs and paths -------------------------------------------------- */
@@ -657,6 +684,23 @@ static int fill_template(lua_State *L, int t, int p) {
   return 1;
 }
 
+/* True when the template names an endpoint that answers a stream of JSON
+ * progress messages, one per line, even when there is only one: call
+ * returns their sequence, so a caller meets one shape. */
+static int progress_stream(const char *t) {
+  size_t n = strlen(t);
+#define ENDS(s) (n > sizeof s - 1 && strcmp(t + n - (sizeof s - 1), s) == 0)
+  if (strcmp(t, "/build") == 0 || strcmp(t, "/images/create") == 0 ||
+      strcmp(t, "/images/load") == 0 || strcmp(t, "/plugins/pull") == 0)
+    return 1;
+  if (strncmp(t, "/images/", 8) == 0)
+    return ENDS("/push");
+  if (strncmp(t, "/plugins/", 9) == 0)
+    return ENDS("/push") || ENDS("/upgrade");
+  return 0;
+#undef ENDS
+}
+
 /* c:call(method, template, params, query, body [, content_type]): value,
  * status | nil, msg, kind, status (nil when no HTTP answer came). */
 static int l_call(lua_State *L) {
@@ -673,7 +717,9 @@ static int l_call(lua_State *L) {
   }
   push_query(L, 5);
   lua_concat(L, 2);
-  return hxd_send(L, method, HXD_CALL, 1, 6, 7);
+  return hxd_send(
+      L, method,
+      progress_stream(lua_tostring(L, 3)) ? HXD_CALL_LINES : HXD_CALL, 1, 6, 7);
 }
 
 /* ---- streams --------------------------------------------------------- */

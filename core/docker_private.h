@@ -62,6 +62,10 @@ void hxd_client_give(hxd_client *c, CURL *easy, int primed);
  * s[0..n) ("1.41"); returns 0, changing nothing, when it is not one. */
 int hxd_negotiate(hxd_client *c, const char *s, size_t n);
 
+/* The same from a decoded GET /version reply on top of the stack (its
+ * ApiVersion); 0 when it has none. */
+int hxd_negotiate_reply(lua_State *L, hxd_client *c);
+
 /* The container ref at idx, checked against Docker's grammar (a leading
  * "/" dropped): returns it and its length, or pushes nil, msg,
  * "bad_request" and returns NULL. */
@@ -71,11 +75,12 @@ const char *hxd_check_ref(lua_State *L, int idx, size_t *n);
 
 /* What a request's continuation makes of the reply. */
 enum hxd_reply {
-  HXD_VALUE,   /* the decoded JSON value; a non-2xx fails */
-  HXD_TRUE,    /* true (ping); negotiates from its API-Version header */
-  HXD_VERSION, /* the decoded value; negotiates when not done yet */
-  HXD_RAW,     /* status, body, headers: request() */
-  HXD_CALL     /* value, status | nil, msg, kind, status: call() */
+  HXD_VALUE,     /* the decoded JSON value; a non-2xx fails */
+  HXD_TRUE,      /* true (ping); negotiates from its API-Version header */
+  HXD_VERSION,   /* the decoded value; negotiates when not done yet */
+  HXD_RAW,       /* status, body, headers: request() */
+  HXD_CALL,      /* value, status | nil, msg, kind, status: call() */
+  HXD_CALL_LINES /* the same; a JSON reply is a sequence of JSON lines */
 };
 
 /* Sends `method` to the target on top of the stack (path and query,

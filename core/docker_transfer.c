@@ -494,14 +494,12 @@ static int fail_http(lua_State *L, request *r) {
   return hx_fail(L, kind, "docker: %s", msg);
 }
 
-/* A JSON reply of several values, one per line (Docker's progress
- * streams: pull, push, build, load answer so): pushes the sequence of the
- * values and returns 1, or returns 0 with nothing pushed. */
+/* A JSON reply of values one per line (Docker's progress streams: pull,
+ * push, build, load answer so): pushes the sequence of the values and
+ * returns 1, or pushes the message of the first bad line and returns 0. */
 static int decode_lines(lua_State *L, request *r) {
   int top = lua_gettop(L);
   lua_Integer k = 0;
-  if (memchr(r->body.p, '\n', r->body.len) == NULL)
-    return 0;
   lua_newtable(L);
   hx_json_push_array_mt(L);
   lua_setmetatable(L, -2);
@@ -513,7 +511,7 @@ static int decode_lines(lua_State *L, request *r) {
       continue;
     luaL_checkstack(L, 64, "decoding a reply"); /* see decode_body */
     if (!hx_json_decode(L, p, n, HX_JSON_DEFAULT_DEPTH)) {
-      lua_settop(L, top);
+      lua_replace(L, top + 1);
       return 0;
     }
     lua_rawseti(L, -2, ++k);
@@ -521,28 +519,44 @@ static int decode_lines(lua_State *L, request *r) {
   return 1;
 }
 
+/* Decodes a JSON reply for call: pushes the value and returns 1, or pushes
+ * a message and returns 0. */
+static int decode_call(lua_State *L, request *r) {
+  if (r->reply == HXD_CALL_LINES)
+    return decode_lines(L, r);
+  if (decode_body(L, r))
+    return 1;
+  /* Lines from a stream endpoint that docker.c does not know as one. */
+  if (memchr(r->body.p, '\n', r->body.len) == NULL)
+    return 0;
+  if (decode_lines(L, r))
+    return 1;
+  lua_pop(L, 1); /* a line's message: the body's says more */
+  return 0;
+}
+
 /* c:call's results: value, status for 2xx and 304 (the decoded JSON of a
  * JSON reply, the body of another, true for none); else nil, msg, kind,
  * status. */
 static int call_results(lua_State *L, request *r) {
   long s = r->status;
-  int empty = blank(r->body.p, r->body.len);
   if ((s < 200 || s >= 300) && s != 304) {
     fail_http(L, r);
-  } else if (r->json && !empty && !decode_body(L, r) && !decode_lines(L, r)) {
+    lua_pushinteger(L, s);
+    return 4;
+  }
+  if (blank(r->body.p, r->body.len)) {
+    lua_pushboolean(L, 1);
+  } else if (!r->json) {
+    lua_pushlstring(L, r->body.p, r->body.len);
+  } else if (!decode_call(L, r)) {
     hx_fail(L, HX_PROTOCOL, "docker: bad JSON in reply: %s",
             lua_tostring(L, -1));
-  } else {
-    if (empty)
-      lua_pushboolean(L, 1);
-    else if (!r->json)
-      lua_pushlstring(L, r->body.p, r->body.len);
-    /* else the decoded value is on top */
     lua_pushinteger(L, s);
-    return 2;
+    return 4;
   }
   lua_pushinteger(L, s);
-  return 4;
+  return 2;
 }
 
 /* Pushes the decoded body, or nil, msg, "protocol"; returns 1 or 3. */
@@ -634,33 +648,19 @@ static void negotiate_from_header(request *r) {
     }
 }
 
-/* Negotiates from the decoded GET /version reply on top of the stack: the
- * lower of the daemon's ApiVersion and ours. 0 when it has none. */
-static int negotiate_from_reply(lua_State *L, hxd_client *c) {
-  int ok = 0;
-  if (lua_istable(L, -1)) {
-    size_t n;
-    if (lua_getfield(L, -1, "ApiVersion") == LUA_TSTRING) {
-      const char *s = lua_tolstring(L, -1, &n);
-      ok = hxd_negotiate(c, s, n);
-    }
-    lua_pop(L, 1);
-  }
-  return ok;
-}
-
 /* The results of a finished transfer, as its reply kind wants them. */
 static int push_results(lua_State *L, request *r, CURLcode rc) {
   int ok = r->status >= 200 && r->status < 300;
   if (rc != CURLE_OK) {
     fail_transfer(L, r, rc);
-    if (r->reply != HXD_CALL)
+    if (r->reply != HXD_CALL && r->reply != HXD_CALL_LINES)
       return 3;
     lua_pushnil(L); /* call: no status, no HTTP answer came */
     return 4;
   }
   switch (r->reply) {
   case HXD_CALL:
+  case HXD_CALL_LINES:
     return call_results(L, r);
   case HXD_RAW:
     lua_pushinteger(L, r->status);
@@ -685,7 +685,7 @@ static int push_results(lua_State *L, request *r, CURLcode rc) {
       return 3;
     /* GET /version is the negotiation itself. */
     if (r->reply == HXD_VERSION && r->cl->version[0] == '\0' && !r->cl->closed)
-      negotiate_from_reply(L, r->cl);
+      hxd_negotiate_reply(L, r->cl);
     return 1;
   }
 }
@@ -725,7 +725,7 @@ static int negotiated(lua_State *L, request *r, CURLcode rc) {
   else if ((nret = push_decoded(L, r)) == 1) {
     if (r->cl->closed)
       nret = hx_fail(L, HX_UNAVAILABLE, "docker: client closed");
-    else if (!negotiate_from_reply(L, r->cl))
+    else if (!hxd_negotiate_reply(L, r->cl))
       nret = hx_fail(L, HX_PROTOCOL, "docker: GET /version: no ApiVersion");
     else {
       lua_pop(L, 1); /* the decoded reply */

@@ -7,6 +7,8 @@ local docker = require "horcrux.docker"
 local ds = require "docker_support"
 local support = require "support"
 
+local json = require "horcrux.json"
+
 local MISSING = "unix:///nonexistent/horcrux-test.sock"
 local HEX64 = string.rep("0123456789abcdef", 4)
 
@@ -181,10 +183,19 @@ describe("c:call", function()
       assert.are.same({ n = 2, true, 304 }, r)
       r = pack(c:call("GET", "/status/{code}", { code = "201" }))
       assert.are.same({ n = 2, { message = "status 201" }, 201 }, r)
-      -- JSON lines (a pull's progress): the sequence of the values.
+      -- JSON lines from an endpoint call does not know as a stream: the
+      -- sequence of the values, as the body is no single value.
       local v = c:call("GET", "/lines")
       assert.are.same({ { status = "a" }, { status = "b" }, { status = "c" } }, v)
-      assert.are.equal(require("horcrux.json").array_mt, getmetatable(v))
+      assert.are.equal(json.array_mt, getmetatable(v))
+      -- A progress stream is a sequence even of one line.
+      v = c:call("POST", "/images/create", nil, { fromImage = "x" })
+      assert.are.same({ { status = "Pulling from library/x" } }, v)
+      assert.are.equal(json.array_mt, getmetatable(v))
+      local r = pack(c:call("POST", "/build"))
+      assert.are.equal("protocol", r[3])
+      assert.matches("^docker: bad JSON in reply", r[2])
+      assert.are.equal(200, r[4])
     end)
 
     it("maps every status to its kind, with the daemon's message and the status", function()
@@ -296,6 +307,37 @@ describe("c:call", function()
       assert.matches("127.0.0.1:5000/hxtest/none:1.2", r[2], 1, true)
       local net = assert(c:call("GET", "/networks/{network}", { network = "bridge" }))
       assert.are.equal("bridge", net.Name)
+    end)
+
+    it("a reply of JSON lines (a build's progress) is the sequence of the values", function()
+      local dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir -m 700 " .. dir))
+      finally(function() os.execute("rm -rf " .. dir) end)
+      local f = assert(io.open(dir .. "/Dockerfile", "w"))
+      f:write("FROM " .. support.image .. "\n")
+      f:close()
+      local p = assert(io.popen("tar -C " .. dir .. " -cf - Dockerfile"))
+      local tar = p:read("a")
+      p:close()
+      local base = assert(c:call("GET", "/images/{image}/json", { image = support.image }))
+      -- FROM the test image alone: the build makes no new image.
+      local out, st = c:call("POST", "/build", nil, { rm = true }, tar,
+        "application/x-tar")
+      assert.are.equal(200, st, tostring(out))
+      assert.are.equal(json.array_mt, getmetatable(out))
+      assert.is_true(#out >= 3, #out .. " lines")
+      local id
+      for _, line in ipairs(out) do
+        id = id or (line.aux and line.aux.ID)
+      end
+      assert.are.equal(base.Id, id)
+      -- Quiet: one line, still a sequence.
+      out = assert(c:call("POST", "/build", nil, { q = true, rm = true }, tar,
+        "application/x-tar"))
+      assert.are.equal(json.array_mt, getmetatable(out))
+      assert.are.equal(1, #out)
+      assert.are.equal(base.Id, out[1].stream:match("sha256:%x+"))
     end)
 
     it("a DOCKER_API_VERSION newer than the daemon's is kind protocol", function()

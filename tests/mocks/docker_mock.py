@@ -29,6 +29,8 @@ answers depends on the path, with any /vX.Y prefix removed:
   /lines         200 application/json, three JSON values on three lines
                  (as a pull or a build reports progress)
   /bigtrunc      a Content-Length one byte over --big, --big bytes, close
+  /images/create 200 application/json, one JSON line (a pull's progress)
+  /build         200 application/json, a JSON line, then one that is not
   /big           200 JSON of --big bytes with a Content-Length
   /bigchunked    the same, chunked (no length known in advance)
   /flaky         answers only the first request of a connection; on a
@@ -182,6 +184,10 @@ def serve(sock, args):
             elif path == "/lines":
                 reply(sock, 200, '{"status": "a"}\n{"status": "b"}\r\n\n'
                       '{"status": "c"}\n')
+            elif path == "/images/create":
+                reply(sock, 200, '{"status": "Pulling from library/x"}\r\n')
+            elif path == "/build":
+                reply(sock, 200, '{"stream": "Step 1/1"}\n{"stream": oops}\n')
             elif path == "/bigtrunc":
                 sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json"
                              b"\r\nContent-Length: %d\r\n\r\n" % (args.big + 1))
