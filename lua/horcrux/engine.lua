@@ -79,45 +79,9 @@ local function with_client(fn)
   end
 end
 
--- TEMPORARY until horcrux.docker's c:call lands (branch client): the same
--- contract over c:request, container refs only.
-local STATUS_KIND = { [400] = "bad_request", [401] = "unauthorized",
-  [403] = "forbidden", [404] = "not_found", [409] = "conflict" }
-local function call_shim(c, method, template, params, query, body, ctype)
-  local bad
-  local path = template:gsub("{(%w+)}", function(name)
-    local v = params and params[name]
-    local ref = type(v) == "string" and docker.ref(v)
-    if not ref then
-      bad = bad or ("docker: invalid %s: %q"):format(name, tostring(v))
-      return "x"
-    end
-    return ref
-  end)
-  if bad then
-    return nil, bad, "bad_request"
-  end
-  local status, reply, third = c:request(method, path, query, body, ctype)
-  if not status then
-    return nil, reply, third
-  end
-  if status >= 200 and status < 300 or status == 304 then
-    if reply == "" then
-      reply = true
-    end
-    return reply, status
-  end
-  local msg = type(reply) == "table" and reply.message or reply
-  return nil, "docker: " .. tostring(msg), STATUS_KIND[status]
-    or (status < 500 and "bad_request" or "server"), status
-end
-
 M.call = with_client(function(c, method, template, params, query, body,
                               ctype)
-  if c.call then
-    return c:call(method, template, params, query, body, ctype)
-  end
-  return call_shim(c, method, template, params, query, body, ctype)
+  return c:call(method, template, params, query, body, ctype)
 end)
 
 M.version = with_client(function(c) return c:version() end)
@@ -149,13 +113,8 @@ function M.logs(ref, query, max_bytes)
     return nil, err, kind
   end
   local body, status
-  if c.call then
-    body, err, kind, status = c:call("GET", "/containers/{id}/logs",
-      { id = ref }, query)
-  else
-    body, err, kind, status = call_shim(c, "GET", "/containers/{id}/logs",
-      { id = ref }, query)
-  end
+  body, err, kind, status = c:call("GET", "/containers/{id}/logs",
+    { id = ref }, query)
   if body == nil then
     return nil, err, kind, status
   end
@@ -214,11 +173,7 @@ function M.health()
     { timeout = 2, connect_timeout = 1 })
   local v
   if c then
-    if c.call then
-      v, err, kind = c:call("GET", "/version")
-    else
-      v, err, kind = call_shim(c, "GET", "/version")
-    end
+    v, err, kind = c:call("GET", "/version")
   end
   if type(v) ~= "table" then
     return { reachable = false, error = err, kind = kind }
