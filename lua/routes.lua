@@ -39,10 +39,12 @@ end)
 
 -- [{"id", "name", "status", "image"}, ...]; ?all=0: running ones only.
 -- Filters (horcrux/filters.lua): ?status= ?label=KEY[=VALUE] ?network=
--- ?name= ?ancestor=, each repeatable.
+-- ?name= ?ancestor=, each repeatable. X-Horcrux-Source: the source that
+-- answered (without the daemon, the cgroup files: items say so too).
 route("GET", "/api/containers", function(req)
   local f, q = check(filters.parse(req.args, { all = input.boolean }))
-  return 200, (check(filters.list(f, q.all ~= false)))
+  local list, source = check(filters.list(f, q.all ~= false))
+  return 200, list, { ["X-Horcrux-Source"] = source }
 end)
 
 -- Creates a container from the body that horcrux/manage/validate.lua

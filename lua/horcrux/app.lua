@@ -103,6 +103,12 @@ function M.load(opts)
   local policy = require("horcrux.manage.policy").check(
     load_module("policy", opts))
   config.use({ sources = order, format = format, policy = policy })
+  -- A DOCKER_HOST or DOCKER_API_VERSION that cannot be right is refused at
+  -- start (and by a reload), not at the first request.
+  local _, err, kind = require("horcrux.engine").client()
+  if kind == "bad_request" then
+    error(err, 0)
+  end
   local routes = router.new()
   -- TEMPORARY (the route-engine branch replaces the dispatcher): route
   -- options {query = {key = checker}} checked before the handler.

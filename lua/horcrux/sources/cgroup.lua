@@ -370,11 +370,14 @@ function M.list(opts)
     local meta = meta_of(id)
     local status = status_of(id, meta)
     if not want or want[status] then
+      -- `source` says where the item came from: without the daemon, a
+      -- name and an image are known only if the collector saw them
       out[#out + 1] = {
         id = id:sub(1, 12),
         name = or_null(meta.name),
         status = status,
         image = or_null(meta.image),
+        source = M.name,
       }
     end
   end
