@@ -9,10 +9,12 @@
  * index (a second hx_index).
  *
  * Entries are the caller's structs with an hx_node inside (intrusive), found
- * again with HX_ENTRY_OF; the core never allocates or frees an entry and
- * never calls Lua, so it can be used from any thread, with or without a
- * lua_State (a C sampler as well as a route). What a locked section takes
- * out goes on a dead list (hx_store_drop) and is freed after unlocking.
+ * again with HX_ENTRY_OF. The core allocates nothing, frees an entry only
+ * through the store's free_node hook and never while it holds the lock, and
+ * calls Lua only in the copy-out and registration helpers at the end, so it
+ * can be used from any thread, with or without a lua_State (a C sampler as
+ * well as a route). What a locked section takes out goes on a dead list
+ * (hx_store_drop), freed after unlocking (hx_store_free_list).
  *
  * The lock is a readers-writer lock that prefers writers (glibc), so a
  * stream of readers cannot starve the one writer that feeds the store.
