@@ -461,10 +461,13 @@ static size_t key_size(const hx_node *n, void *now) {
   return expired(e, *(int64_t *)now) ? 0 : sizeof(size_t) + n->link.klen;
 }
 
-static void key_copy(const hx_node *n, char *at, void *now) {
-  (void)now;
-  memcpy(at, &n->link.klen, sizeof(size_t));
-  memcpy(at + sizeof(size_t), n->link.key, n->link.klen);
+static size_t key_copy(const hx_node *n, char *at, void *now) {
+  size_t k = key_size(n, now);
+  if (k > 0) {
+    memcpy(at, &n->link.klen, sizeof(size_t));
+    memcpy(at + sizeof(size_t), n->link.key, n->link.klen);
+  }
+  return k;
 }
 
 static int l_keys(lua_State *L) {

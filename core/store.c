@@ -183,12 +183,9 @@ static size_t copy_locked(const hx_store *s, const hx_copier *c, char *buf,
     return need;
   got = 0;
   for (hx_node *e = s->first; e && (c->max == 0 || got < c->max); e = e->next) {
-    size_t k = c->size(e, c->arg);
-    if (k > 0) {
-      c->copy(e, buf, c->arg);
-      buf += k;
-      got++;
-    }
+    size_t k = c->copy(e, buf, c->arg);
+    buf += k;
+    got += k > 0;
   }
   return need;
 }

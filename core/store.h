@@ -137,10 +137,11 @@ size_t hx_store_count(hx_store *s);
 
 /* What hx_store_copy_out asks of each entry in order, under a read lock:
  * size() the bytes it takes (0: leave it out), copy() writes exactly those
- * at `at`. At most `max` entries are copied (0: all). */
+ * at `at` and returns their number (0 for an entry left out). At most `max`
+ * entries are copied (0: all). */
 typedef struct hx_copier {
   size_t (*size)(const hx_node *n, void *arg);
-  void (*copy)(const hx_node *n, char *at, void *arg);
+  size_t (*copy)(const hx_node *n, char *at, void *arg);
   void *arg;
   size_t max;
   size_t guess; /* bytes of the first try */

@@ -660,9 +660,10 @@ static size_t with_record_size(const hx_node *n, void *arg) {
   return e->rec.p ? copied_size(e) : 0;
 }
 
-static void with_record_copy(const hx_node *n, char *at, void *arg) {
+static size_t with_record_copy(const hx_node *n, char *at, void *arg) {
+  const entry *e = HX_ENTRY_OF(n, const entry, node);
   (void)arg;
-  copy_out(at, HX_ENTRY_OF(n, const entry, node));
+  return e->rec.p ? (size_t)(copy_out(at, e) - at) : 0;
 }
 
 static size_t fetch_all(lua_State *L, const char **out) {
@@ -724,9 +725,10 @@ static size_t id_size(const hx_node *n, void *arg) {
   return ID_LEN;
 }
 
-static void id_copy(const hx_node *n, char *at, void *arg) {
+static size_t id_copy(const hx_node *n, char *at, void *arg) {
   (void)arg;
   memcpy(at, n->link.key, ID_LEN);
+  return ID_LEN;
 }
 
 static int l_ids(lua_State *L) {

@@ -158,10 +158,13 @@ static size_t even_size(const hx_node *n, void *arg) {
   return k % 2 == 0 ? n->link.klen + 1 : 0;
 }
 
-static void even_copy(const hx_node *n, char *at, void *arg) {
-  (void)arg;
-  memcpy(at, n->link.key, n->link.klen);
-  at[n->link.klen] = ' ';
+static size_t even_copy(const hx_node *n, char *at, void *arg) {
+  size_t k = even_size(n, arg);
+  if (k > 0) {
+    memcpy(at, n->link.key, n->link.klen);
+    at[n->link.klen] = ' ';
+  }
+  return k;
 }
 
 static void test_copy_out(void) {
