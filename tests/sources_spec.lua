@@ -219,8 +219,9 @@ describe("sources on the real engine", function()
         for _, it in ipairs(list) do
           mine[it.id] = it
         end
+        -- no name without the daemon's word; the item says where it came from
         assert.same({ id = idle:sub(1, 12), name = null, status = "running",
-          image = null }, mine[idle:sub(1, 12)])
+          image = null, source = "cgroup" }, mine[idle:sub(1, 12)])
         assert.equal(204, (c:request("POST", "/containers/" .. busy .. "/pause")))
         finally(function()
           c:request("POST", "/containers/" .. busy .. "/unpause")

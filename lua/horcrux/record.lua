@@ -3,7 +3,7 @@
 --
 --   record.new(f) -> the record
 --   record.memory(usage, inactive, limit, host_memory) -> used, limit, pct
---   record.rfc3339(ns) -> "2026-11-30T08:33:31.123456789Z"
+--   record.or_null(v) -> v, or json.null for nil
 --   record.FIELDS      the record's keys, in the README's order
 --
 -- f (every field optional but id and source):
@@ -32,6 +32,7 @@
 --     below usage, else usage; memory % = used / limit * 100.
 --   * Percentages are floats, not rounded: rounding is for people.
 local json = require "horcrux.json"
+local time = require "horcrux.time"
 
 local null = json.null
 local tointeger = math.tointeger
@@ -45,12 +46,14 @@ M.FIELDS = {
   "online_cpus", "read", "source",
 }
 
+--- v, or json.null for nil: a field that is known to be unknown.
 local function or_null(v)
   if v == nil then
     return null
   end
   return v
 end
+M.or_null = or_null
 
 --- A counter as the record takes it: a non-negative integer, or nil and
 -- false when v is given but is not one.
@@ -93,11 +96,6 @@ function M.memory(usage, inactive, limit, host_memory)
     pct = used / limit * 100
   end
   return used, limit, pct
-end
-
-function M.rfc3339(ns)
-  return os.date("!%Y-%m-%dT%H:%M:%S", ns // 1000000000)
-    .. string.format(".%09dZ", ns % 1000000000)
 end
 
 -- The counters of f, checked; names refused go to `refused`.
@@ -143,7 +141,7 @@ function M.new(f)
   end
   local read = f.read
   if read == nil and f.read_ns then
-    read = M.rfc3339(f.read_ns)
+    read = time.format(f.read_ns)
   end
   local rec = {
     cpu_usage_percent = or_null(running and percent(f.cpu_percent) or nil),

@@ -64,60 +64,12 @@ local function host_figures()
   return host.cpus, host.memory
 end
 
-local layout_cache
-
-local function layout()
-  if layout_cache == nil then
-    layout_cache = cgroup.detect(M.options) or false
-  end
-  return layout_cache or nil
-end
-
 local function is_full_id(s)
   return #s == 64 and s:match("^[0-9a-f]+$") ~= nil
 end
 
 local function meta_of(id)
   return view.meta(id) or {}
-end
-
--- Whether the container's cgroup is frozen (`docker pause`): true, false,
--- or nil when there is no freezer to ask. v1 and hybrid hosts have a
--- freezer hierarchy; v2 says it in cgroup.freeze.
-local function frozen(id)
-  local d = layout()
-  if not d then
-    return nil
-  end
-  local dirs = { "/docker/" .. id, "/system.slice/docker-" .. id .. ".scope" }
-  if d.driver == "systemd" then
-    dirs[1], dirs[2] = dirs[2], dirs[1]
-  end
-  local base, file = d.root .. "/freezer", "/freezer.state"
-  if d.version == "v2" then
-    base, file = d.unified or d.root, "/cgroup.freeze"
-  end
-  for _, dir in ipairs(dirs) do
-    local f = io.open(base .. dir .. file)
-    if f then
-      local s = f:read("l")
-      f:close()
-      return s == "FROZEN" or s == "FREEZING" or s == "1"
-    end
-  end
-  return nil
-end
-
-local function status_of(id, meta)
-  local f = frozen(id)
-  if f ~= nil then
-    return f and "paused" or "running"
-  end
-  -- no freezer to ask: what the collector last saw, if it is a live state
-  if meta.status == "paused" or meta.status == "running" then
-    return meta.status
-  end
-  return "running"
 end
 
 local function cgroup_ids()
@@ -206,6 +158,32 @@ local function handle(id)
   return h
 end
 
+-- Whether the container's cgroup is frozen (`docker pause`): true, false,
+-- or nil when there is no freezer to ask (horcrux.cgroup's h:frozen()).
+local function frozen(id)
+  local h = handle(id)
+  if not h then
+    return nil
+  end
+  local f = h:frozen()
+  if f == nil then
+    return nil
+  end
+  return f
+end
+
+local function status_of(id, meta)
+  local f = frozen(id)
+  if f ~= nil then
+    return f and "paused" or "running"
+  end
+  -- no freezer to ask: what the collector last saw, if it is a live state
+  if meta.status == "paused" or meta.status == "running" then
+    return meta.status
+  end
+  return "running"
+end
+
 --- Closes what the source keeps for a container that is gone.
 function M.forget(id)
   drop_handle(id)
@@ -245,12 +223,7 @@ local function observe(id, s)
   })
 end
 
-local function or_null(v)
-  if v == nil then
-    return null
-  end
-  return v
-end
+local or_null = record.or_null
 
 --- The stats record of full id `id` from raw figures s (cgroup.stats) and a
 -- CPU % (nil: null).

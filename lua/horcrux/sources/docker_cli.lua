@@ -26,12 +26,7 @@ local record = require "horcrux.record"
 
 local null = json.null
 
-local function or_null(v)
-  if v == nil then
-    return null
-  end
-  return v
-end
+local or_null = record.or_null
 
 local M = {
   name = "docker-cli",
