@@ -2,7 +2,7 @@
 -- sent to the daemon -- container refs, stack names, query values, JSON
 -- bodies -- and their error answers.
 --
---   input.ref(s)              -> ref | nil, message, "bad_request"
+--   input.ref(s [, field])    -> ref | nil, message, "bad_request"[, field]
 --   input.stack_name(s)       -> name | nil, message, "bad_request"
 --   input.query(args, spec)   -> {key = value} | nil, message, "bad_request", key
 --   input.json_body(req)      -> object | nil, message, kind
@@ -22,14 +22,16 @@ local MAX_REF = 255
 
 --- A container as a route names it: a name, a full id or an id prefix
 -- (Docker's grammar, checked before any request is made).
-function M.ref(s)
+-- `field` (optional) names where s came from, for a body's field.
+function M.ref(s, field)
   if type(s) == "string" and #s <= MAX_REF and docker.valid_name(s) then
     return (s:gsub("^/", ""))
   end
-  return nil, ("invalid container id or name %q: a name is letters, digits "
-    .. "and _ . - (starting with a letter or digit), an id is hex")
-    :format(type(s) == "string" and s:sub(1, 80) or tostring(s)),
-    "bad_request"
+  return nil, ("%sinvalid container id or name %q: a name is letters, "
+    .. "digits and _ . - (starting with a letter or digit), an id is hex")
+    :format(field and (field .. ": ") or "",
+      type(s) == "string" and s:sub(1, 80) or tostring(s)),
+    "bad_request", field
 end
 
 --- A Compose project name (the value of com.docker.compose.project).
