@@ -15,6 +15,7 @@
 --   input.string(max), input.signal
 local docker = require "horcrux.docker"
 local json = require "horcrux.json"
+local tables = require "horcrux.tables"
 
 local M = {}
 
@@ -88,11 +89,7 @@ function M.one_of(words)
 end
 
 local function keys_of(spec)
-  local names = {}
-  for k in pairs(spec) do
-    names[#names + 1] = k
-  end
-  table.sort(names)
+  local names = tables.sorted_keys(spec)
   return #names > 0 and table.concat(names, ", ") or "no parameters"
 end
 

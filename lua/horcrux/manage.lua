@@ -76,19 +76,29 @@ local function cli_create(spec, policy)
   return out
 end
 
-local function cli_action(ref, action, opts, policy)
-  local args = { action }
-  if opts.timeout and (action == "stop" or action == "restart") then
-    args[#args + 1] = "--time"
-    args[#args + 1] = tostring(opts.timeout)
-  end
-  if opts.signal and action == "kill" then
-    args[#args + 1] = "--signal"
-    args[#args + 1] = opts.signal
+-- `docker COMMAND [FLAGS] -- REF`: flags are {name, value | true} pairs
+-- given when their value is.
+local function cli_on(policy, command, ref, flags)
+  local args = { command }
+  for _, f in ipairs(flags) do
+    if f[2] then
+      args[#args + 1] = f[1]
+      if f[2] ~= true then
+        args[#args + 1] = tostring(f[2])
+      end
+    end
   end
   args[#args + 1] = "--"
   args[#args + 1] = ref
-  local ok, err, kind = run_cli(policy, args)
+  return run_cli(policy, args)
+end
+
+local function cli_action(ref, action, opts, policy)
+  local timed = action == "stop" or action == "restart"
+  local ok, err, kind = cli_on(policy, action, ref, {
+    { "--time", timed and opts.timeout },
+    { "--signal", action == "kill" and opts.signal },
+  })
   if not ok then
     return nil, err, kind
   end
@@ -97,12 +107,9 @@ local function cli_action(ref, action, opts, policy)
 end
 
 local function cli_remove(ref, opts, policy)
-  local args = { "rm" }
-  if opts.force then args[#args + 1] = "--force" end
-  if opts.volumes then args[#args + 1] = "--volumes" end
-  args[#args + 1] = "--"
-  args[#args + 1] = ref
-  local ok, err, kind = run_cli(policy, args)
+  local ok, err, kind = cli_on(policy, "rm", ref, {
+    { "--force", opts.force }, { "--volumes", opts.volumes },
+  })
   if not ok then
     return nil, err, kind
   end

@@ -55,14 +55,14 @@ local function give_up(tried)
     { tried = tried }
 end
 
---- Like try, but the answering source's own values come back whole (a
--- source's logs() gives the stream and what it knows of the container).
-function M.ask(what, sources, ...)
+-- The first source that answers `what`: its packed values and itself, or
+-- nil, message, kind[, extra] when none does.
+local function first(what, sources, ...)
   local tried = {}
   for _, src in ipairs(config.order(sources)) do
     local r, err, kind = attempt(src, what, ...)
     if r ~= nil then
-      return table.unpack(r, 2, r.n)
+      return r, src
     end
     kind = kind or "server"
     if not HAND_OVER[kind] then
@@ -73,24 +73,26 @@ function M.ask(what, sources, ...)
   return give_up(tried)
 end
 
-function M.try(what, sources, ...)
-  local tried = {}
-  for _, src in ipairs(config.order(sources)) do
-    local r, err, kind = attempt(src, what, ...)
-    if r ~= nil then
-      local res = r[2]
-      if what == "stats" and type(res) == "table" and res.source == nil then
-        res.source = src.name
-      end
-      return res, src.name
-    end
-    kind = kind or "server"
-    if not HAND_OVER[kind] then
-      return nil, err, kind
-    end
-    tried[#tried + 1] = { source = src.name, error = err, kind = kind }
+--- Like try, but the answering source's own values come back whole (a
+-- source's logs() gives the stream and what it knows of the container).
+function M.ask(what, sources, ...)
+  local r, err, kind, extra = first(what, sources, ...)
+  if r == nil then
+    return nil, err, kind, extra
   end
-  return give_up(tried)
+  return table.unpack(r, 2, r.n)
+end
+
+function M.try(what, sources, ...)
+  local r, src, kind, extra = first(what, sources, ...)
+  if r == nil then
+    return nil, src, kind, extra
+  end
+  local res = r[2]
+  if what == "stats" and type(res) == "table" and res.source == nil then
+    res.source = src.name
+  end
+  return res, src.name
 end
 
 local function batch(src, ids)

@@ -59,6 +59,16 @@ local function containers(name)
   return out
 end
 
+-- The containers of stack `name`; a stack without any is not found.
+local function members(name)
+  local list, err, kind = containers(name)
+  if list and #list == 0 then
+    return nil, ("no stack %q (no container is labelled %s=%s)"):format(
+      name, M.PROJECT, name), "not_found"
+  end
+  return list, err, kind
+end
+
 local function count_state(states, status)
   local s = type(status) == "string" and status or "unknown"
   states[s] = (states[s] or 0) + 1
@@ -160,13 +170,9 @@ end
 -- record (null when not running or not sampled), and the figures summed
 -- per service and for the stack.
 function M.get(name)
-  local list, err, kind = containers(name)
+  local list, err, kind = members(name)
   if not list then
     return nil, err, kind
-  end
-  if #list == 0 then
-    return nil, ("no stack %q (no container is labelled %s=%s)"):format(
-      name, M.PROJECT, name), "not_found"
   end
   local recs = records_of(list)
   local states, all, services = {}, {}, json.array()
@@ -206,13 +212,9 @@ function M.action(name, action, opts, policy, req)
   if not M.ACTIONS[action] then
     error("stacks.action: unknown action " .. tostring(action), 2)
   end
-  local list, err, kind = containers(name)
+  local list, err, kind = members(name)
   if not list then
     return nil, err, kind
-  end
-  if #list == 0 then
-    return nil, ("no stack %q (no container is labelled %s=%s)"):format(
-      name, M.PROJECT, name), "not_found"
   end
   for _, rec in ipairs(list) do
     local ok, msg, k = manage.may(action, { id = rec.id,

@@ -22,6 +22,7 @@
 local json = require "horcrux.json"
 local proc = require "horcrux.proc"
 local engine = require "horcrux.engine"
+local tables = require "horcrux.tables"
 
 local null = json.null
 
@@ -52,11 +53,7 @@ local function check_settings(t, allowed, where)
   for k, v in pairs(t) do
     local want = allowed[k]
     if not want then
-      local names = {}
-      for name in pairs(allowed) do
-        names[#names + 1] = name
-      end
-      table.sort(names)
+      local names = tables.sorted_keys(allowed)
       error(("policy.lua: unknown setting %s%s (settings: %s)"):format(
         where, tostring(k), table.concat(names, ", ")), 0)
     end

@@ -11,14 +11,7 @@ local json = require "horcrux.json"
 
 local M = {}
 
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do
-    keys[#keys + 1] = k
-  end
-  table.sort(keys)
-  return keys
-end
+local sorted_keys = require("horcrux.tables").sorted_keys
 
 --- The body of POST /containers/create for spec: only keys written here.
 function M.engine_body(spec, policy)
@@ -100,6 +93,17 @@ function M.engine_body(spec, policy)
   return body
 end
 
+-- `--mount` of a bind ({source}) or a named volume ({name}), or nil and
+-- why: the CLI's mount syntax has no quoting for , or ".
+local function mount_arg(m)
+  local source = m.source or m.name
+  if source:find("[,\"]") or m.target:find("[,\"]") then
+    return nil, "the docker CLI cannot mount a path with , or \""
+  end
+  return ("type=%s,source=%s,target=%s%s"):format(m.source and "bind"
+    or "volume", source, m.target, m.read_only and ",readonly" or "")
+end
+
 --- The same container as `docker create` arguments, or nil, message,
 -- "bad_request", field for what the CLI cannot say as the API does.
 function M.cli_args(spec, policy)
@@ -137,21 +141,14 @@ function M.cli_args(spec, policy)
   end
   if spec.network then add("--network", spec.network) end
   if spec.privileged then add("--privileged") end
-  for _, b in ipairs(spec.binds or {}) do
-    if b.source:find("[,\"]") or b.target:find("[,\"]") then
-      return nil, "binds: the docker CLI cannot mount a path with , or \"",
-        "bad_request", "binds"
+  for _, field in ipairs({ "binds", "volumes" }) do
+    for _, m in ipairs(spec[field] or {}) do
+      local arg, err = mount_arg(m)
+      if not arg then
+        return nil, field .. ": " .. err, "bad_request", field
+      end
+      add("--mount", arg)
     end
-    add("--mount", ("type=bind,source=%s,target=%s%s"):format(b.source,
-      b.target, b.read_only and ",readonly" or ""))
-  end
-  for _, v in ipairs(spec.volumes or {}) do
-    if v.target:find("[,\"]") then
-      return nil, "volumes: the docker CLI cannot mount at a path with , or \"",
-        "bad_request", "volumes"
-    end
-    add("--mount", ("type=volume,source=%s,target=%s%s"):format(v.name,
-      v.target, v.read_only and ",readonly" or ""))
   end
   if spec.pid_mode then add("--pid", spec.pid_mode) end
   for _, c in ipairs(spec.cap_add or {}) do add("--cap-add", c) end

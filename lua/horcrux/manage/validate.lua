@@ -41,6 +41,7 @@
 -- (horcrux.manage.render), never copied from the client. No pattern here
 -- backtracks without bound: every text is length-checked first.
 local json = require "horcrux.json"
+local tables = require "horcrux.tables"
 
 local null = json.null
 
@@ -181,14 +182,7 @@ local function objects(field, v, known, max_items, each)
     local extra = unknown_keys(item, known)
     if #extra > 0 then
       return bad(f .. "." .. extra[1], "unknown field (fields: %s)",
-        (function()
-          local names = {}
-          for k in pairs(known) do
-            names[#names + 1] = k
-          end
-          table.sort(names)
-          return table.concat(names, ", ")
-        end)())
+        table.concat(tables.sorted_keys(known), ", "))
     end
     local r, err, kind, ff = each(f, item)
     if r == nil then
@@ -464,11 +458,7 @@ FIELDS = {
   start = boolean,
 }
 
-local FIELD_NAMES = {}
-for k in pairs(FIELDS) do
-  FIELD_NAMES[#FIELD_NAMES + 1] = k
-end
-table.sort(FIELD_NAMES)
+local FIELD_NAMES = tables.sorted_keys(FIELDS)
 M.FIELDS = FIELD_NAMES
 
 --- The validated create request: every field checked and normalized.

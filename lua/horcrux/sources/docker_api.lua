@@ -21,11 +21,16 @@ local M = {
     ancestor = true },
 }
 
-function M.list(opts)
-  local items, err, kind = engine.containers({
+-- /containers/json with opts.all (default true) and the daemon's filters.
+local function fetch(opts)
+  return engine.containers({
     all = opts == nil or opts.all ~= false,
     filters = opts and opts.filters or nil,
   })
+end
+
+function M.list(opts)
+  local items, err, kind = fetch(opts)
   if not items then
     return nil, err, kind
   end
@@ -121,10 +126,7 @@ end
 --- Containers as full records (M.record), the daemon applying opts.filters
 -- (Docker's {key = {values}}); opts.all: stopped ones too.
 function M.containers(opts)
-  local items, err, kind = engine.containers({
-    all = opts == nil or opts.all ~= false,
-    filters = opts and opts.filters or nil,
-  })
+  local items, err, kind = fetch(opts)
   if not items then
     return nil, err, kind
   end
