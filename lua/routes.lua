@@ -11,17 +11,9 @@
 -- shape. The server itself refuses, before a route runs: a POST, PUT, PATCH
 -- or DELETE without the bearer token (401) or with a wrong one (403), any
 -- of them in read-only mode (403), a body over the limit (413).
-local errors = require "horcrux.errors"
-local input = require "horcrux.input"
-local metrics = require "horcrux.metrics"
-local live = require "horcrux.live"
-local health = require "horcrux.health"
-local filters = require "horcrux.filters"
-local manage = require "horcrux.manage"
-local logs = require "horcrux.logs"
-local stacks = require "horcrux.stacks"
-
-local check = errors.check
+local hx = require "horcrux" -- hx.NAME is require("horcrux.NAME")
+local check, input, filters = hx.check, hx.input, hx.filters
+local manage, logs, stacks = hx.manage, hx.logs, hx.stacks
 
 -- The container a route names: a name, a full id or an id prefix,
 -- refused (400) before any source is asked when it is not Docker's grammar.
@@ -34,7 +26,7 @@ local function stack(req)
 end
 
 route("GET", "/healthz", { query = {} }, function()
-  return 200, health.check()
+  return 200, hx.health.check()
 end)
 
 -- [{"id", "name", "status", "image"}, ...]; ?all=0: running ones only.
@@ -57,7 +49,7 @@ end)
 
 -- {"id", "name", "status", "image", "created", "started"}
 route("GET", "/api/containers/:id", { query = {} }, function(req)
-  return 200, (check(metrics.inspect(container(req))))
+  return 200, (check(hx.metrics.inspect(container(req))))
 end)
 
 -- ?force=1&volumes=1 -> {"id", "removed": true}; a running container
@@ -94,7 +86,7 @@ end
 -- The stats record (README: "GET /api/containers/:id/stats"), from the live
 -- view when it holds the container, else sampled now.
 route("GET", "/api/containers/:id/stats", { query = {} }, function(req)
-  return 200, (check(live.stats(container(req))))
+  return 200, (check(hx.live.stats(container(req))))
 end)
 
 -- [{"stream": "stdout"|"stderr", "line", "time" (timestamps=1)}, ...],
@@ -116,7 +108,7 @@ end)
 -- The records of every running container; the filters of /api/containers.
 route("GET", "/api/stats", function(req)
   local f = check(filters.parse(req.args))
-  return 200, (check(filters.stats(f, check(live.all()))))
+  return 200, (check(filters.stats(f, check(hx.live.all()))))
 end)
 
 -- Compose stacks: [{"name", "count", "states", "services": [...]}]

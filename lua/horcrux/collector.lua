@@ -65,11 +65,9 @@
 local view = require "horcrux.view"
 local cpu = require "horcrux.cpu"
 local clock = require "horcrux.clock"
-local json = require "horcrux.json"
+local null = require("horcrux.json").null
 local time = require "horcrux.time"
 local log = require "horcrux.log"
-
-local null = json.null
 
 local M = {}
 

@@ -16,17 +16,16 @@
 -- horcrux.manage.policy (the verdict), horcrux.manage.render (the Engine
 -- API body and the CLI arguments, side by side).
 local json = require "horcrux.json"
+local null = json.null
 local engine = require "horcrux.engine"
 local config = require "horcrux.config"
 local cli = require "horcrux.cli"
-local validate = require "horcrux.manage.validate"
 local verdict = require "horcrux.manage.policy"
 local render = require "horcrux.manage.render"
 
-local null = json.null
-
 local M = {}
 
+local validate = require "horcrux.manage.validate"
 M.validate = validate.validate
 M.FIELDS = validate.FIELDS
 M.allowed = function(spec, policy, req)

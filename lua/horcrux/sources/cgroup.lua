@@ -31,11 +31,10 @@ local cgroup = require "horcrux.cgroup"
 local cpu = require "horcrux.cpu"
 local clock = require "horcrux.clock"
 local json = require "horcrux.json"
+local null = json.null
 local shapes = require "horcrux.shapes"
 local view = require "horcrux.view"
 local record = require "horcrux.record"
-
-local null = json.null
 
 local M = {
   name = "cgroup",

@@ -23,9 +23,6 @@ local clock = require "horcrux.clock"
 local json = require "horcrux.json"
 local shapes = require "horcrux.shapes"
 local record = require "horcrux.record"
-
-local null = json.null
-
 local or_null = record.or_null
 
 local M = {
