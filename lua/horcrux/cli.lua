@@ -116,34 +116,36 @@ local function str(v)
   return nil
 end
 
-local function decode_object(text, what)
+-- A `{{json .}}` line of `docker <what>` and its ID, or nil, msg, kind.
+local function decode_line(text, fn, what)
   if type(text) ~= "string" then
-    error("bad argument #1 to '" .. what .. "' (string expected, got "
+    error("bad argument #1 to '" .. fn .. "' (string expected, got "
       .. type(text) .. ")", 3)
   end
   -- horcrux.json returns nil, message on bad input; a raising decoder is
   -- caught the same way.
-  local ok, v, msg = pcall(json.decode, text)
+  local ok, o, msg = pcall(json.decode, text)
   if not ok then
-    v, msg = nil, v
+    o, msg = nil, o
   end
-  if type(v) ~= "table" then
+  if type(o) ~= "table" then
     local excerpt = #text > 60 and text:sub(1, 60) .. "…" or text
     return nil, ("%s: bad output from the docker CLI (%s): %q"):format(
       SOURCE, msg or "not a JSON object", excerpt), "protocol"
   end
-  return v
+  local id = str(o.ID)
+  if not id then
+    return nil, ("%s: %s line without an ID"):format(SOURCE, what),
+      "protocol"
+  end
+  return o, id
 end
 
 -- One line of `docker stats --no-stream --format '{{json .}}'`.
 function cli.parse_stats_line(text)
-  local o, msg, kind = decode_object(text, "parse_stats_line")
+  local o, id, kind = decode_line(text, "parse_stats_line", "stats")
   if not o then
-    return nil, msg, kind
-  end
-  local id = str(o.ID)
-  if not id then
-    return nil, SOURCE .. ": stats line without an ID", "protocol"
+    return nil, id, kind
   end
   local r = {
     id = id,
@@ -211,13 +213,9 @@ end
 
 -- One line of `docker ps -a --no-trunc --format '{{json .}}'`.
 function cli.parse_ps_line(text)
-  local o, msg, kind = decode_object(text, "parse_ps_line")
+  local o, id, kind = decode_line(text, "parse_ps_line", "ps")
   if not o then
-    return nil, msg, kind
-  end
-  local id = str(o.ID)
-  if not id then
-    return nil, SOURCE .. ": ps line without an ID", "protocol"
+    return nil, id, kind
   end
   local state = str(o.State)
   return {

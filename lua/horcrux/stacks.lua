@@ -14,11 +14,10 @@
 -- running container it does not hold yet is sampled now through the
 -- sources (metrics.stats_many).
 local json = require "horcrux.json"
+local null = json.null
 local view = require "horcrux.view"
 local metrics = require "horcrux.metrics"
 local manage = require "horcrux.manage"
-
-local null = json.null
 
 local M = {}
 

@@ -15,10 +15,9 @@
 -- (horcrux.record's running = false). Network and block I/O are summed over
 -- interfaces (not lo) and devices; v1 says Read/Write, v2 read/write.
 local cpu = require "horcrux.cpu"
-local json = require "horcrux.json"
+local null = require("horcrux.json").null
 local record = require "horcrux.record"
 local time = require "horcrux.time"
-
 local tointeger = math.tointeger
 
 local stats = {}
@@ -182,7 +181,7 @@ function stats.record_from_api(raw, cpu_percent, opts)
   if type(raw) ~= "table" then
     error("record_from_api: table expected, got " .. type(raw), 2)
   end
-  if cpu_percent ~= nil and cpu_percent ~= json.null
+  if cpu_percent ~= nil and cpu_percent ~= null
       and type(cpu_percent) ~= "number" then
     error("record_from_api: cpu_percent must be a number or nil", 2)
   end

@@ -19,12 +19,10 @@
 -- may() resolves the container first and hands the hook the container as
 -- the daemon knows it ({id, name, image, labels, status}), so a deny-list
 -- by name cannot be passed by an id prefix or another spelling.
-local json = require "horcrux.json"
+local null = require("horcrux.json").null
 local proc = require "horcrux.proc"
 local engine = require "horcrux.engine"
 local tables = require "horcrux.tables"
-
-local null = json.null
 
 local M = {}
 
