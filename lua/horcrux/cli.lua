@@ -59,13 +59,21 @@ local function trim(s)
 end
 cli.trim = trim
 
+-- The longest figure the CLI prints ("1.5e+03kB", "100.22%"): anything
+-- longer is not one, and is refused before a pattern could backtrack over
+-- it.
+local FIGURE_MAX = 32
+
 -- "2.5GiB" -> 2684354560. "--", garbage or a size past the integer range
 -- -> nil. "%.3g" can print "1e+03kB"; tonumber reads that too.
 function cli.parse_size(s)
-  if type(s) ~= "string" then
+  if type(s) ~= "string" or #s > 2 * FIGURE_MAX then
     return nil
   end
   s = trim(s)
+  if #s > FIGURE_MAX then
+    return nil
+  end
   -- With an exponent first: "1.5EB" is 1.5 exabytes, not 1.5e+… of "B".
   local num, unit = s:match("^(%d+%.?%d*[eE][+-]%d+)%s*(%a*)$")
   if not num then
@@ -84,7 +92,7 @@ end
 
 -- "100.22%" -> 100.22; "--" -> nil.
 function cli.parse_percent(s)
-  if type(s) ~= "string" then
+  if type(s) ~= "string" or #s > FIGURE_MAX then
     return nil
   end
   local num = trim(s):match("^(%-?%d+%.?%d*)%s*%%?$")
@@ -97,14 +105,14 @@ end
 
 -- "1.2kB / 3MB" -> 1200, 3000000; either side may be "--".
 local function parse_pair(s)
-  if type(s) ~= "string" then
+  if type(s) ~= "string" or #s > 3 * FIGURE_MAX then
     return nil, nil
   end
-  local a, b = s:match("^(.-)%s*/%s*(.-)$")
-  if not a then
+  local slash = s:find("/", 1, true)
+  if not slash then
     return cli.parse_size(s), nil -- Windows prints MemUsage without a limit
   end
-  return cli.parse_size(a), cli.parse_size(b)
+  return cli.parse_size(s:sub(1, slash - 1)), cli.parse_size(s:sub(slash + 1))
 end
 
 -- ---- JSON lines -----------------------------------------------------------

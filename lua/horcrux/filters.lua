@@ -178,8 +178,17 @@ end
 -- Docker Hub, and :latest when there is neither a tag nor a digest.
 local function norm_image(ref)
   ref = ref:gsub("^docker%.io/", ""):gsub("^library/", "")
-  local last = ref:match("([^/]*)$")
-  if not last:find(":", 1, true) and not ref:find("@", 1, true) then
+  -- the last path segment, found without a pattern (the image comes from
+  -- the daemon: no backtracking over it)
+  local from = 1
+  while true do
+    local slash = ref:find("/", from, true)
+    if not slash then
+      break
+    end
+    from = slash + 1
+  end
+  if not ref:find(":", from, true) and not ref:find("@", 1, true) then
     ref = ref .. ":latest"
   end
   return ref

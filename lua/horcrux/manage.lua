@@ -61,7 +61,15 @@ local function cli_create(spec, policy)
   if not id then
     return nil, err, kind
   end
-  id = id:match("(%x+)$") or id
+  -- the id is the last line docker create prints
+  local last = 1
+  for i = #id, 1, -1 do
+    if id:byte(i) == 10 then
+      last = i + 1
+      break
+    end
+  end
+  id = id:sub(last)
   local out = { id = id, name = spec.name or null, started = false,
     warnings = json.array(), via = "docker-cli" }
   if spec.start then
