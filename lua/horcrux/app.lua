@@ -4,12 +4,16 @@
 -- The server calls `load{scripts = DIR, lib = DIR, sources = ...}` once per
 -- Lua state. format.lua, fallback.lua and policy.lua come from the texts
 -- the server read at start or reload (else the scripts dir, then the
--- shipped lib dir), and are registered so that `require "format"`,
--- `require "fallback"` and `require "policy"` return them; routes.lua is run with a `route`
--- function in an environment where assigning an undeclared global is an
--- error.
+-- shipped lib dir); each is checked, handed to the library
+-- (horcrux.config.use) and registered so that an operator's script can
+-- `require "format"`, `require "fallback"` or `require "policy"`. routes.lua
+-- is run with a `route` function in an environment where assigning an
+-- undeclared global is an error.
 local router = require "horcrux.router"
 local log = require "horcrux.log"
+local config = require "horcrux.config"
+local errors = require "horcrux.errors"
+local input = require "horcrux.input"
 
 local M = {}
 
@@ -68,11 +72,11 @@ local function load_module(name, opts)
 end
 
 --- Checks the shape of fallback.lua's table; raises naming what is wrong.
-function M.check_policy(policy)
-  if type(policy.sources) ~= "table" then
+function M.check_sources(order)
+  if type(order.sources) ~= "table" then
     error("fallback.lua must return { sources = { ... } }", 0)
   end
-  for i, src in ipairs(policy.sources) do
+  for i, src in ipairs(order.sources) do
     if type(src) ~= "table" or type(src.name) ~= "string" then
       local hint = type(src) == "string" and
         " (require returns two values: write local x = require \"...\" " ..
@@ -81,47 +85,83 @@ function M.check_policy(policy)
         :format(i, type(src), hint), 0)
     end
   end
-  return policy
+  return order
 end
 
---- Loads fallback.lua only (the server's collector needs no routes).
-function M.policy(opts)
-  return M.check_policy(load_module("fallback", opts))
+--- Loads fallback.lua only (the server's collector needs no routes) and
+-- hands it to the library; returns it.
+function M.load_sources(opts)
+  local order = M.check_sources(load_module("fallback", opts))
+  config.use({ sources = order })
+  return order
 end
 
 --- Loads format.lua, fallback.lua and routes.lua; returns dispatch(req).
 function M.load(opts)
-  local format = load_module("format", opts)
-  M.check_policy(load_module("fallback", opts))
-  require("horcrux.manage").check_policy_table(load_module("policy", opts))
+  local format = require("horcrux.format").check(load_module("format", opts))
+  local order = M.check_sources(load_module("fallback", opts))
+  local policy = require("horcrux.manage.policy").check(
+    load_module("policy", opts))
+  config.use({ sources = order, format = format, policy = policy })
+  -- A DOCKER_HOST or DOCKER_API_VERSION that cannot be right is refused at
+  -- start (and by a reload), not at the first request.
+  local _, err, kind = require("horcrux.engine").client()
+  if kind == "bad_request" then
+    error(err, 0)
+  end
   local routes = router.new()
-  local function route(method, pattern, handler)
+  -- TEMPORARY (the route-engine branch replaces the dispatcher): route
+  -- options {query = {key = checker}} checked before the handler.
+  local function route(method, pattern, o, handler)
+    if handler == nil then
+      o, handler = nil, o
+    end
+    if o and o.query then
+      local spec, h = o.query, handler
+      handler = function(req)
+        req.query = errors.check(input.query(req.args, spec))
+        return h(req)
+      end
+    end
     routes:add(method, pattern, handler)
   end
   M.run_script("routes", opts, M.strict_env({ route = route }))
 
   local function fail(req, err)
     log.error("id=%s %s %s: %s", req.id, req.method, req.path, tostring(err))
-    return format.respond(500, format.error("internal",
+    return format.respond(errors.answer("internal",
       "the route failed; see the server log for this request id",
       { request_id = req.id }))
+  end
+
+  local function traceback(e)
+    if errors.is(e) then
+      return e
+    end
+    return debug.traceback(e, 2)
   end
 
   return function(req)
     local handler, params, allow = routes:match(req.method, req.path)
     if not handler then
       if params == "method_not_allowed" then
-        return format.respond(405, format.error("method_not_allowed",
+        local st, b = errors.answer("method_not_allowed",
           req.method .. " is not allowed on " .. req.path ..
-          "; allowed: " .. allow), { Allow = allow })
+          "; allowed: " .. allow)
+        return format.respond(st, b, { Allow = allow })
       end
-      return format.respond(404, format.error("not_found",
+      return format.respond(errors.answer("not_found",
         "no route for " .. req.path))
     end
     req.params = params
-    local ok, status, body, headers = xpcall(handler, debug.traceback, req)
+    local ok, status, body, headers = xpcall(handler, traceback, req)
     if not ok then
-      return fail(req, status)
+      if errors.is(status) then
+        status, body = errors.answer(status)
+        headers = nil
+      else
+        return fail(req, status)
+      end
     end
     local ok2, s, b, h = pcall(format.respond, status, body, headers)
     if not ok2 then
