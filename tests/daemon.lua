@@ -14,10 +14,15 @@
 -- Everything of it lives in one new directory (d.dir, under /tmp): its
 -- socket (-H unix://d.dir/docker.sock), --data-root, --exec-root (its own
 -- managed containerd under it), --pidfile, an empty --config-file and its
--- log (d.log). It starts and stops by its pid; networking is off
--- (--bridge=none --iptables=false --ip-masq=false --ip-forward=false), so it
--- never adds a bridge, an iptables rule or a route next to the shared
--- engine's, and its containers run with network "none". With live_restore
+-- log (d.log). It starts and stops by its pid. It runs in a network
+-- namespace of its own (unshare --net), so nothing it does to links,
+-- bridges, routes or iptables can reach the host's: a dockerd started with
+-- --bridge=none deletes any link named docker0 it can see, which in the
+-- host's namespace is the shared engine's bridge (that happened once, and
+-- every container of the shared engine then failed to start). Inside its
+-- namespace networking is off too (--bridge=none --iptables=false
+-- --ip-masq=false --ip-forward=false) and its containers run with network
+-- "none". Its socket is a path, reachable from the host. With live_restore
 -- (the default) its containers keep running across a restart, as on a host
 -- where dockerd is upgraded.
 --
@@ -59,6 +64,9 @@ end
 function M.available()
   if not proc.which("dockerd") then
     return false, "dockerd is not installed"
+  end
+  if not proc.which("unshare") then
+    return false, "unshare (util-linux) is not installed"
   end
   local r = run({ "id", "-u" })
   if r.stdout ~= "0\n" then
@@ -106,7 +114,7 @@ end
 
 -- Spawns dockerd and waits until it answers; raises with the log if not.
 function Daemon:spawn()
-  local argv = { "dockerd",
+  local argv = { "unshare", "--net", "dockerd",
     "-H", self.host,
     "--data-root", self.dir .. "/data",
     "--exec-root", self.dir .. "/exec",
