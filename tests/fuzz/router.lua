@@ -6,7 +6,8 @@
 -- Input: a first byte choosing the method, then the path (fuzzlib.expand:
 -- long paths from short inputs).
 --
--- Invariants: match never raises; it answers handler, params or nil,
+-- Where the client has c:call, its placeholders' grammar too (see
+-- call_grammar). Invariants: match never raises; it answers handler, params or nil,
 -- "not_found" or nil, "method_not_allowed", "A, B"; a match is the route
 -- whose pattern, filled with params, gives back the path's segments (":x"
 -- one non-empty segment without "/", "*x" one or more); the grammar agrees
@@ -133,10 +134,64 @@ local function grammar(s)
   end
 end
 
+-- c:call's placeholders (architecture.md), where the client has call():
+-- a value outside its grammar is refused as bad_request before anything
+-- is sent; one inside is sent (here to a socket that does not exist, so it
+-- fails as unavailable). Names both ways; an exec id and an image only one
+-- way (whatever is sent must be of the grammar; "hex" may or may not take
+-- upper case).
+local client = docker.connect({ host = "unix:///nonexistent/hx-fuzz.sock",
+  timeout = 1, connect_timeout = 1 })
+local call = client and client.call
+
+local function is_object_name(s)
+  return #s >= 1 and #s <= 255 and s:find("^[a-zA-Z0-9][a-zA-Z0-9_.-]*$") ~= nil
+end
+
+local function is_image(s)
+  if #s < 1 or #s > 512 or s:find("[^a-zA-Z0-9._/:@-]") then
+    return false
+  end
+  for seg in (s .. "/"):gmatch("([^/]*)/") do
+    if seg == "" or seg == "." or seg == ".." then
+      return false
+    end
+  end
+  return true
+end
+
+local CALLS = {
+  { "/containers/{id}/json", "id", is_name },
+  { "/networks/{network}", "network", is_object_name },
+  { "/exec/{exec}/json", "exec", function(s)
+    return #s >= 1 and #s <= 64 and not s:find("[^0-9a-fA-F]")
+  end, true },
+  { "/images/{image}/json", "image", is_image, true },
+}
+
+local function call_grammar(s)
+  for _, c in ipairs(CALLS) do
+    local template, name, valid, one_way = c[1], c[2], c[3], c[4]
+    local v, msg, kind = call(client, "GET", template, { [name] = s })
+    check(v == nil and type(msg) == "string", "%s with %s=%s answered",
+      template, name, quote(s))
+    if kind == "bad_request" then
+      check(one_way or not valid(s), "%s refused %s=%s (%s)", template, name,
+        quote(s), quote(msg))
+    else
+      check(valid(s), "%s sent %s=%s (it failed as %s)", template, name,
+        quote(s), tostring(kind))
+    end
+  end
+end
+
 return function(data)
   local method = METHODS[(data:byte(1) or 0) % #METHODS + 1]
   local path = fz.expand(data:sub(2))
   grammar(path)
+  if call and #path <= 600 then
+    call_grammar(path)
+  end
   local handler, params, allow = r:match(method, path)
   if handler == nil then
     check(params == "not_found" or (params == "method_not_allowed"
