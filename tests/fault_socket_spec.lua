@@ -103,6 +103,8 @@ describe("fault: the daemon's socket goes away", function()
       assert.equal("cgroup", one.json.source)
       assert.is_true(one_secs < 1, one_secs)
       assert.equal(200, health.status)
+      assert.equal("degraded", health.json and health.json.status,
+        health.body)
 
       d:up()
       took = until_stats(srv, both(function(rec)
