@@ -96,9 +96,6 @@ describe("concurrent requests over several workers", function()
     ids[3] = support.run_container { name = "conc-idle" }
     dir = http.scripts_dir({ ["routes.lua"] = ROUTES })
     local env = { "PATH=" .. os.getenv("PATH"), "HORCRUX_TOKEN=" .. TOKEN }
-    if os.getenv("TSAN_OPTIONS") then
-      env[#env + 1] = "TSAN_OPTIONS=" .. os.getenv("TSAN_OPTIONS")
-    end
     srv = http.start { scripts = dir,
       args = { "--workers", "4", "--interval", "0.2", "--no-access-log" },
       env = env }
