@@ -2,8 +2,10 @@
 -- POST /api/containers, on the JSON decoding of any bytes.
 --
 -- Invariants: validate never raises (a raise is a 500 for a client's
--- body); it answers a spec, or nil, message, "bad_request"[, field]; and a
--- spec holds only what the module's header promises: known fields, a name
+-- body); it answers a spec, or nil, message, "bad_request"[, extra]; and a
+-- spec holds only what the module's header promises. The 4th value of a
+-- refusal is the error's extra fields: {field = the first bad field,
+-- fields = every one}: known fields, a name
 -- and image of the documented grammar, clean absolute paths (no "." or ".."
 -- segment, no control bytes) for every bind, volume target, device and
 -- working_dir, integers in range, booleans, string arrays without NUL.
@@ -114,10 +116,12 @@ return function(data)
   if body == nil then
     return
   end
-  local spec, msg, kind, field = manage.validate(body)
+  local spec, msg, kind, extra = manage.validate(body)
   if spec == nil then
+    local field = type(extra) == "table" and extra.field or extra
     check(type(msg) == "string" and kind == "bad_request"
-      and (field == nil or type(field) == "string"),
+      and (extra == nil or (type(extra) == "table"
+        and (field == nil or type(field) == "string"))),
       "refused with %s, %s, %s", quote(msg), quote(kind), quote(field))
     return
   end
