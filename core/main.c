@@ -5,8 +5,8 @@
  *   horcrux run FILE.lua [ARGS]    a script with the modules loaded
  *   horcrux NAME [ARGS]            lua/commands/NAME.lua (ps, stats, ...)
  */
-#include "engine.h"
 #include "server.h"
+#include "states.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -118,10 +118,10 @@ static int serve(int argc, char **argv, const char *lib) {
       .grace = 10,
       .access_log = 1,
       .interval = 1.0,
-      .engine = {.scripts_dir = lib,
-                 .lib_dir = lib,
-                 .budget = 100000000,
-                 .memory_cap = (size_t)256 << 20},
+      .lua = {.scripts_dir = lib,
+              .lib_dir = lib,
+              .budget = 100000000,
+              .memory_cap = (size_t)256 << 20},
   };
   const char *env = getenv("HORCRUX_LISTEN");
   if (env != NULL && *env != '\0')
@@ -136,7 +136,7 @@ static int serve(int argc, char **argv, const char *lib) {
     if (strcmp(a, "--listen") == 0 && v != NULL)
       cfg.listen = v, i++;
     else if (strcmp(a, "--scripts") == 0 && v != NULL)
-      cfg.engine.scripts_dir = v, i++;
+      cfg.lua.scripts_dir = v, i++;
     else if (strcmp(a, "--no-access-log") == 0)
       cfg.access_log = 0;
     else if (strcmp(a, "--read-only") == 0)
@@ -153,11 +153,11 @@ static int serve(int argc, char **argv, const char *lib) {
     } else if (strcmp(a, "--budget") == 0) {
       if (parse_uint(a, v, 1ULL << 50, &n) != 0)
         goto bad;
-      cfg.engine.budget = (long long)n, i++;
+      cfg.lua.budget = (long long)n, i++;
     } else if (strcmp(a, "--memory") == 0) {
       if (parse_uint(a, v, 1 << 20, &n) != 0)
         goto bad;
-      cfg.engine.memory_cap = (size_t)n << 20, i++;
+      cfg.lua.memory_cap = (size_t)n << 20, i++;
     } else if (strcmp(a, "--timeout") == 0) {
       if (parse_uint(a, v, 86400, &n) != 0)
         goto bad;
@@ -193,13 +193,13 @@ static int serve(int argc, char **argv, const char *lib) {
       goto bad;
     }
   }
-  char *real = realpath(cfg.engine.scripts_dir, NULL);
+  char *real = realpath(cfg.lua.scripts_dir, NULL);
   if (real == NULL) {
-    fprintf(stderr, "horcrux: --scripts %s: %s\n", cfg.engine.scripts_dir,
+    fprintf(stderr, "horcrux: --scripts %s: %s\n", cfg.lua.scripts_dir,
             strerror(errno));
     goto bad;
   }
-  cfg.engine.scripts_dir = real;
+  cfg.lua.scripts_dir = real;
   int rc = hx_serve(&cfg);
   free(real);
   free(token_file);
@@ -232,7 +232,7 @@ static int run_script(lua_State *L) {
 
 /* Runs argv[0] (a file) with argv[1..] as its arguments. */
 static int run(int argc, char **argv, const char *lib) {
-  hx_engine_config ec = {.scripts_dir = lib, .lib_dir = lib};
+  hx_states_config ec = {.scripts_dir = lib, .lib_dir = lib};
   char *err = NULL;
   hx_state *st = hx_state_new(&ec, &err);
   if (st == NULL) {

@@ -116,10 +116,10 @@ static void async_table(lua_State *L) {
 }
 
 static hx_state *state_from(server *srv, const hx_snapshot *snap, char **err) {
-  hx_state *st = hx_state_new(&srv->cfg.engine, err);
+  hx_state *st = hx_state_new(&srv->cfg.lua, err);
   if (st == NULL)
     return NULL;
-  if (hx_state_load_app(st, &srv->cfg.engine, snap, err) != 0) {
+  if (hx_state_load_app(st, &srv->cfg.lua, snap, err) != 0) {
     hx_state_close(st);
     return NULL;
   }
@@ -686,7 +686,7 @@ static int collector_policy(lua_State *L) {
   lua_pushliteral(L, "horcrux.app");
   lua_call(L, 1, 1);
   lua_getfield(L, -1, "policy");
-  hx_push_app_opts(L, &srv->cfg.engine, &srv->snap);
+  hx_push_app_opts(L, &srv->cfg.lua, &srv->snap);
   lua_call(L, 1, 1);
   lua_pushinteger(L, (lua_Integer)atomic_load(&srv->generation));
   return 2;
@@ -723,7 +723,7 @@ static void nap(server *srv, int ms) {
  * runs for as long as the server), rebuilt after every reload. */
 static void *collector_main(void *arg) {
   server *srv = arg;
-  hx_engine_config ec = srv->cfg.engine;
+  hx_states_config ec = srv->cfg.lua;
   ec.budget = 0;
   while (!atomic_load(&srv->collector_stop)) {
     char *err = NULL;
@@ -815,7 +815,7 @@ static void reload(server *srv) {
   char *err = NULL;
   hx_snapshot snap;
   hx_state *st = NULL;
-  if (hx_snapshot_read(&srv->cfg.engine, &snap, &err) == 0) {
+  if (hx_snapshot_read(&srv->cfg.lua, &snap, &err) == 0) {
     st = state_from(srv, &snap, &err);
     if (st == NULL)
       hx_snapshot_free(&snap);
@@ -933,7 +933,7 @@ static server *server_new(const hx_server_config *cfg) {
   char *err = NULL;
   unsigned gen;
   hx_state *probe = NULL;
-  if (hx_snapshot_read(&cfg->engine, &srv->snap, &err) == 0)
+  if (hx_snapshot_read(&cfg->lua, &srv->snap, &err) == 0)
     probe = loaded_state(srv, &gen, &err);
   if (probe == NULL) {
     hx_log("error", "cannot load the scripts: %s", err);

@@ -1,5 +1,5 @@
-/* engine.c - Lua states, script loading, limits (see engine.h). */
-#include "engine.h"
+/* states.c - Lua states, script loading, limits (see states.h). */
+#include "states.h"
 
 #include "aux.h"
 
@@ -120,7 +120,7 @@ static int open_state(lua_State *L) {
   return set_paths(L);
 }
 
-hx_state *hx_state_new(const hx_engine_config *cfg, char **err) {
+hx_state *hx_state_new(const hx_states_config *cfg, char **err) {
   hx_state *st = calloc(1, sizeof *st);
   if (st == NULL) {
     *err = dupmsg("out of memory");
@@ -199,7 +199,7 @@ static char *join(const char *dir, const char *name) {
   return p;
 }
 
-int hx_snapshot_read(const hx_engine_config *cfg, hx_snapshot *snap,
+int hx_snapshot_read(const hx_states_config *cfg, hx_snapshot *snap,
                      char **err) {
   memset(snap, 0, sizeof *snap);
   *err = NULL;
@@ -237,7 +237,7 @@ void hx_snapshot_free(hx_snapshot *snap) {
   }
 }
 
-void hx_push_app_opts(lua_State *L, const hx_engine_config *cfg,
+void hx_push_app_opts(lua_State *L, const hx_states_config *cfg,
                       const hx_snapshot *snap) {
   lua_createtable(L, 0, 3);
   lua_pushstring(L, cfg->scripts_dir);
@@ -259,7 +259,7 @@ void hx_push_app_opts(lua_State *L, const hx_engine_config *cfg,
 /* Protected: require("horcrux.app").load(opts); the options are built here
  * so that a memory error while building them is caught too. */
 static int load_app(lua_State *L) {
-  const hx_engine_config *cfg = lua_touserdata(L, 1);
+  const hx_states_config *cfg = lua_touserdata(L, 1);
   const hx_snapshot *snap = lua_touserdata(L, 2);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "horcrux.app");
@@ -272,7 +272,7 @@ static int load_app(lua_State *L) {
 
 /* Runs require("horcrux.app").load{...} under a budget and keeps the
  * dispatcher it returns. */
-int hx_state_load_app(hx_state *st, const hx_engine_config *cfg,
+int hx_state_load_app(hx_state *st, const hx_states_config *cfg,
                       const hx_snapshot *snap, char **err) {
   lua_State *L = st->L;
   hx_run load_run = {0};

@@ -1,21 +1,21 @@
 /*
- * engine.h - Lua states for the host: modules preloaded, paths set, the
+ * states.h - Lua states for the host: modules preloaded, paths set, the
  * operator scripts loaded once per state, and the limits that stop a
  * runaway script (an instruction budget per request, a memory cap per
  * state).
  */
-#ifndef HORCRUX_ENGINE_H
-#define HORCRUX_ENGINE_H
+#ifndef HORCRUX_STATES_H
+#define HORCRUX_STATES_H
 
 #include <lua.h>
 #include <stddef.h>
 
-typedef struct hx_engine_config {
+typedef struct hx_states_config {
   const char *scripts_dir; /* operator scripts: routes.lua, ... */
   const char *lib_dir;     /* the shipped lua/ dir (library and defaults) */
   long long budget;        /* instructions per request; 0 = none */
   size_t memory_cap;       /* bytes per state; 0 = none */
-} hx_engine_config;
+} hx_states_config;
 
 typedef struct hx_state hx_state;
 
@@ -36,7 +36,7 @@ extern const char *const hx_script_names[HX_SCRIPTS];
 
 /* Reads each script from the scripts dir, else the lib dir. Returns 0, or
  * -1 with a malloc'ed message in *err. */
-int hx_snapshot_read(const hx_engine_config *cfg, hx_snapshot *snap,
+int hx_snapshot_read(const hx_states_config *cfg, hx_snapshot *snap,
                      char **err);
 void hx_snapshot_free(hx_snapshot *snap);
 
@@ -60,16 +60,16 @@ struct hx_state {
 
 /* Creates a state with the modules preloaded and package.path set.
  * Returns NULL and a malloc'ed message in *err on failure. */
-hx_state *hx_state_new(const hx_engine_config *cfg, char **err);
+hx_state *hx_state_new(const hx_states_config *cfg, char **err);
 
 /* Loads the operator scripts of snap (horcrux.app) and keeps the
  * dispatcher. Returns 0, or -1 with a malloc'ed message in *err. */
-int hx_state_load_app(hx_state *st, const hx_engine_config *cfg,
+int hx_state_load_app(hx_state *st, const hx_states_config *cfg,
                       const hx_snapshot *snap, char **err);
 
 /* Pushes {scripts =, lib =, sources = {name = {path =, text =}}}: the
  * options horcrux.app takes. */
-void hx_push_app_opts(lua_State *L, const hx_engine_config *cfg,
+void hx_push_app_opts(lua_State *L, const hx_states_config *cfg,
                       const hx_snapshot *snap);
 
 void hx_state_close(hx_state *st);
