@@ -25,6 +25,7 @@
 #include "aux.h"
 #include "executor.h"
 #include "kinds.h"
+#include "request.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -45,7 +46,7 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef struct server {
+struct server {
   struct MHD_Daemon *mhd;
   hx_executor *ex;
   hx_server_config cfg;
@@ -61,29 +62,7 @@ typedef struct server {
   pthread_t collector;
   int collector_started;
   atomic_int collector_stop;
-} server;
-
-enum phase { RECEIVING, WAITING, DONE };
-
-typedef struct request {
-  server *srv;
-  struct MHD_Connection *conn;
-  hx_state *st;
-  lua_State *co;
-  int co_ref;
-  hx_run run;
-  enum phase phase;
-  lua_Integer resume_value; /* set by the executor before resuming */
-  char *body;
-  size_t len, cap;
-  int too_large;
-  int authenticated; /* a valid bearer token came with it */
-  int status;
-  struct timespec start;
-  char method[16];
-  char *path;
-  char id[24];
-} request;
+};
 
 /* Each MHD pool thread's own Lua state. Thread-local rather than global:
  * the point is that no other thread ever sees it. */
@@ -105,25 +84,36 @@ void hx_log(const char *level, const char *fmt, ...) {
 
 /* ---- states ---------------------------------------------------------- */
 
-static void async_table(lua_State *L) {
-  /* registry[HX_ASYNC_THREADS] = setmetatable({}, {__mode = "k"}) */
+/* Protected: the host's own tables in a new state: registry[
+ * HX_ASYNC_THREADS] = setmetatable({}, {__mode = "k"}) (the request
+ * threads, async.h) and the metatable of request tables. */
+static int host_tables(lua_State *L) {
+  hx_state *st = lua_touserdata(L, 1);
   lua_newtable(L);
   lua_createtable(L, 0, 1);
   lua_pushliteral(L, "k");
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
   lua_setfield(L, LUA_REGISTRYINDEX, HX_ASYNC_THREADS);
+  st->request_mt_ref = hx_request_metatable(L);
+  return 0;
 }
 
 static hx_state *state_from(server *srv, const hx_snapshot *snap, char **err) {
   hx_state *st = hx_state_new(&srv->cfg.lua, err);
   if (st == NULL)
     return NULL;
+  lua_pushcfunction(st->L, host_tables);
+  lua_pushlightuserdata(st->L, st);
+  if (lua_pcall(st->L, 1, 0, 0) != LUA_OK) {
+    *err = strdup("out of memory");
+    hx_state_close(st);
+    return NULL;
+  }
   if (hx_state_load_app(st, &srv->cfg.lua, snap, err) != 0) {
     hx_state_close(st);
     return NULL;
   }
-  async_table(st->L);
   return st;
 }
 
@@ -326,11 +316,12 @@ static enum MHD_Result wait_for(request *rq, int is_timer, lua_State *co) {
   return MHD_YES;
 }
 
-static void release_coroutine(request *rq) {
+/* The route's thread goes back to the state's pool (reset when it did not
+ * return). */
+static void release_thread(request *rq) {
   if (rq->co == NULL)
     return;
-  lua_State *L = rq->st->L;
-  luaL_unref(L, LUA_REGISTRYINDEX, rq->co_ref);
+  hx_state_thread_done(rq->st, rq->co, rq->co_ref);
   rq->co = NULL;
 }
 
@@ -342,8 +333,7 @@ static enum MHD_Result route_failed(request *rq, lua_State *co) {
   hx_log("error", "id=%s %s %s: %s", rq->id, rq->method, rq->path,
          lua_tostring(L, -1));
   lua_pop(L, 1);
-  lua_resetthread(co); /* closes its to-be-closed variables */
-  release_coroutine(rq);
+  release_thread(rq); /* resets it: closes its to-be-closed variables */
   return send_error(rq, "internal",
                     "the route failed; see the server log for this request id");
 }
@@ -367,100 +357,22 @@ static enum MHD_Result resume(request *rq, int nargs) {
   if (rc != LUA_OK)
     return route_failed(rq, co);
   enum MHD_Result ret = send_results(rq, co, nres);
-  release_coroutine(rq);
+  release_thread(rq);
   return ret;
 }
 
-static enum MHD_Result add_value(void *cls, enum MHD_ValueKind kind,
-                                 const char *key, const char *value) {
-  lua_State *L = cls;
-  if (key == NULL)
-    return MHD_YES;
-  if (kind == MHD_HEADER_KIND) {
-    luaL_Buffer b;
-    char *p = luaL_buffinitsize(L, &b, strlen(key));
-    size_t n = strlen(key);
-    for (size_t i = 0; i < n; i++)
-      p[i] = (char)tolower((unsigned char)key[i]);
-    luaL_pushresultsize(&b, n);
-    lua_pushstring(L, value != NULL ? value : "");
-    lua_settable(L, -3); /* headers[lower(key)] = value */
-    return MHD_YES;
-  }
-  /* query: query[key] = value (the first wins), args[#args+1] = {k, v} */
-  if (lua_getfield(L, -2, key) == LUA_TNIL) {
-    lua_pushstring(L, value != NULL ? value : "");
-    lua_setfield(L, -4, key);
-  }
-  lua_pop(L, 1);
-  lua_createtable(L, 2, 0);
-  lua_pushstring(L, key);
-  lua_rawseti(L, -2, 1);
-  lua_pushstring(L, value != NULL ? value : "");
-  lua_rawseti(L, -2, 2);
-  lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
-  return MHD_YES;
-}
-
-/* The client's address (IPv4 or IPv6) into host, or `none`. */
-static const char *client_host(struct MHD_Connection *conn, char *host,
-                               size_t size, const char *none) {
-  const union MHD_ConnectionInfo *ci =
-      MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-  const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
-  const void *addr = NULL;
-  if (sa != NULL && sa->sa_family == AF_INET)
-    addr = &((const struct sockaddr_in *)sa)->sin_addr;
-  else if (sa != NULL && sa->sa_family == AF_INET6)
-    addr = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-  if (addr == NULL ||
-      inet_ntop(sa->sa_family, addr, host, (socklen_t)size) == NULL)
-    return none;
-  return host;
-}
-
-static void push_remote(lua_State *L, struct MHD_Connection *conn) {
-  char host[INET6_ADDRSTRLEN];
-  lua_pushstring(L, client_host(conn, host, sizeof host, ""));
-}
-
-/* Protected: makes the coroutine, anchors it, and pushes on it the
- * dispatcher and the request table. */
+/* Protected: takes a thread from the state's pool and pushes on it the
+ * dispatcher and the request table (also kept in the registry, so that
+ * on_completed can cut it off its request). */
 static int prepare(lua_State *L) {
   request *rq = lua_touserdata(L, 1);
-  lua_State *co = lua_newthread(L);
-  lua_getfield(L, LUA_REGISTRYINDEX, HX_ASYNC_THREADS);
-  lua_pushvalue(L, -2);
-  lua_pushboolean(L, 1);
-  lua_rawset(L, -3); /* async_threads[co] = true */
-  lua_pop(L, 1);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rq->st->dispatch_ref);
-  lua_createtable(L, 0, 10);
-  lua_pushstring(L, rq->method);
-  lua_setfield(L, -2, "method");
-  lua_pushstring(L, rq->path);
-  lua_setfield(L, -2, "path");
-  lua_pushstring(L, rq->id);
-  lua_setfield(L, -2, "id");
-  lua_pushboolean(L, rq->srv->cfg.read_only);
-  lua_setfield(L, -2, "read_only");
-  lua_pushboolean(L, rq->authenticated);
-  lua_setfield(L, -2, "authenticated");
-  push_remote(L, rq->conn);
-  lua_setfield(L, -2, "remote");
-  lua_pushlstring(L, rq->body != NULL ? rq->body : "", rq->len);
-  lua_setfield(L, -2, "body");
-  lua_newtable(L);
-  MHD_get_connection_values(rq->conn, MHD_HEADER_KIND, add_value, L);
-  lua_setfield(L, -2, "headers");
-  lua_newtable(L); /* query */
-  lua_newtable(L); /* args */
-  MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, add_value, L);
-  lua_setfield(L, -3, "args");
-  lua_setfield(L, -2, "query");
-  lua_xmove(L, co, 2); /* dispatcher, request */
-  rq->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  rq->co = co;
+  hx_state *st = rq->st;
+  rq->co = hx_state_thread(st, &rq->co_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, st->dispatch_ref);
+  hx_request_push(L, rq, st->request_mt_ref);
+  lua_pushvalue(L, -1);
+  rq->table_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_xmove(L, rq->co, 2); /* dispatcher, request */
   return 0;
 }
 
@@ -539,22 +451,24 @@ static int guard(request *rq, enum MHD_Result *ret) {
 
 static request *request_new(server *srv, struct MHD_Connection *conn,
                             const char *url, const char *method) {
-  request *rq = calloc(1, sizeof *rq);
+  size_t n = strlen(url);
+  request *rq = malloc(sizeof *rq + n + 1);
   if (rq == NULL)
     return NULL;
-  rq->path = strdup(url);
-  if (rq->path == NULL) {
-    free(rq);
-    return NULL;
-  }
+  memset(rq, 0, sizeof *rq);
+  memcpy(rq->path, url, n + 1);
+  rq->path_len = n;
   rq->srv = srv;
   rq->conn = conn;
   rq->co_ref = LUA_NOREF;
-  snprintf(rq->method, sizeof rq->method, "%s", method);
+  rq->table_ref = LUA_NOREF;
+  rq->read_only = srv->cfg.read_only;
+  size_t m = strlen(method);
+  if (m >= sizeof rq->method)
+    m = sizeof rq->method - 1;
+  memcpy(rq->method, method, m);
   clock_gettime(CLOCK_MONOTONIC, &rq->start);
-  unsigned long long n = atomic_fetch_add(&srv->next_id, 1);
-  snprintf(rq->id, sizeof rq->id, "%08llx%08llx", srv->id_base & 0xffffffffu,
-           n & 0xffffffffu);
+  hx_request_id(rq, srv->id_base, atomic_fetch_add(&srv->next_id, 1));
   atomic_fetch_add(&srv->active, 1);
   return rq;
 }
@@ -642,25 +556,17 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   if (rq == NULL)
     return;
   *con_cls = NULL;
-  if (srv->cfg.access_log) {
-    struct timespec end;
-    char host[INET6_ADDRSTRLEN];
-    clock_gettime(CLOCK_MONOTONIC, &end);
-    double ms = (double)(end.tv_sec - rq->start.tv_sec) * 1e3 +
-                (double)(end.tv_nsec - rq->start.tv_nsec) / 1e6;
-    hx_log("access", "%s %s %d %.1fms %s id=%s%s", rq->method, rq->path,
-           rq->status, ms, client_host(conn, host, sizeof host, "-"), rq->id,
-           toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (aborted)");
-  }
+  if (srv->cfg.access_log)
+    hx_request_log(rq, toe != MHD_REQUEST_TERMINATED_COMPLETED_OK);
   if (rq->st != NULL) {
     hx_state *st = rq->st;
-    release_coroutine(rq);
+    release_thread(rq);
+    hx_request_forget(st->L, rq);
     st->inflight--;
     if (st->retired && st->inflight == 0)
       forget_state(srv, st);
   }
   free(rq->body);
-  free(rq->path);
   free(rq);
   atomic_fetch_sub(&srv->active, 1);
 }
@@ -893,6 +799,13 @@ static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
   return (size_t)(w - s);
 }
 
+/* Each connection's memory pool: the request line, headers and read
+ * buffer, and the response headers. MHD clears the whole pool before every
+ * request of a keep-alive connection, so its size is a per-request cost
+ * (MHD's default of 32 KiB was a 32 KiB memset per request). 16 KiB still
+ * takes request headers of 8 KiB (nginx's default cap per header line). */
+#define CONNECTION_MEMORY (16 * 1024)
+
 static struct MHD_Daemon *start_mhd(server *srv, struct sockaddr_storage *ss,
                                     int v6) {
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
@@ -901,7 +814,10 @@ static struct MHD_Daemon *start_mhd(server *srv, struct sockaddr_storage *ss,
     flags |= MHD_USE_IPv6;
   return MHD_start_daemon(
       flags, 0, NULL, NULL, on_access, srv, MHD_OPTION_SOCK_ADDR, ss,
-      MHD_OPTION_THREAD_POOL_SIZE, srv->cfg.workers,
+      /* One worker is MHD's own polling thread: a "pool" of one would only
+       * make MHD warn that it ignores it. */
+      MHD_OPTION_THREAD_POOL_SIZE, srv->cfg.workers > 1 ? srv->cfg.workers : 0,
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
       MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.conn_timeout,
       MHD_OPTION_CONNECTION_LIMIT, srv->cfg.max_connections,
       MHD_OPTION_PER_IP_CONNECTION_LIMIT, srv->cfg.max_per_ip,

@@ -1,6 +1,7 @@
 /* states.c - Lua states, script loading, limits (see states.h). */
 #include "states.h"
 
+#include "async.h"
 #include "aux.h"
 
 #include <errno.h>
@@ -129,6 +130,7 @@ hx_state *hx_state_new(const hx_states_config *cfg, char **err) {
   st->mem_cap = cfg->memory_cap;
   st->budget = cfg->budget;
   st->dispatch_ref = LUA_NOREF;
+  st->request_mt_ref = LUA_NOREF;
   st->L = lua_newstate(capped_alloc, st);
   if (st->L == NULL) {
     free(st);
@@ -149,6 +151,9 @@ hx_state *hx_state_new(const hx_states_config *cfg, char **err) {
     return NULL;
   }
   lua_settop(L, 0);
+  /* Generational: a request's garbage dies young, and the scripts and
+   * modules (most of the heap) are then not traversed again for it. */
+  lua_gc(L, LUA_GCGEN, 0, 0);
   return st;
 }
 
@@ -297,6 +302,39 @@ int hx_state_load_app(hx_state *st, const hx_states_config *cfg,
   st->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_settop(L, 0);
   return 0;
+}
+
+lua_State *hx_state_thread(hx_state *st, int *ref) {
+  if (st->nthreads > 0) {
+    st->nthreads--;
+    *ref = st->threads[st->nthreads].ref;
+    return st->threads[st->nthreads].co;
+  }
+  lua_State *L = st->L;
+  lua_State *co = lua_newthread(L);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, HX_ASYNC_THREADS) == LUA_TTABLE) {
+    lua_pushvalue(L, -2);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3); /* async_threads[co] = true */
+  }
+  lua_pop(L, 1);
+  *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return co;
+}
+
+void hx_state_thread_done(hx_state *st, lua_State *co, int ref) {
+  /* A thread that returned is ready for the next function as it is; one
+   * that failed or is suspended in a yield must be reset first. */
+  if (lua_status(co) != LUA_OK)
+    lua_resetthread(co);
+  lua_settop(co, 0);
+  if (st->nthreads < HX_THREAD_POOL) {
+    st->threads[st->nthreads].co = co;
+    st->threads[st->nthreads].ref = ref;
+    st->nthreads++;
+    return;
+  }
+  luaL_unref(st->L, LUA_REGISTRYINDEX, ref);
 }
 
 void hx_state_close(hx_state *st) {

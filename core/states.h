@@ -45,6 +45,10 @@ typedef struct hx_run {
   long long used;
 } hx_run;
 
+/* Threads a state keeps for running requests (more may run at once; those
+ * beyond are left to the GC when they end). */
+#define HX_THREAD_POOL 64
+
 struct hx_state {
   lua_State *L;
   size_t mem_used;
@@ -52,6 +56,12 @@ struct hx_state {
   long long budget;
   hx_run *current; /* the request being run, or NULL */
   int dispatch_ref;
+  int request_mt_ref; /* the host's metatable of request tables */
+  int nthreads;       /* threads in the pool, free to run a request */
+  struct {
+    lua_State *co;
+    int ref; /* anchors it in the registry */
+  } threads[HX_THREAD_POOL];
   unsigned generation;
   int inflight;
   int retired;
@@ -73,6 +83,16 @@ void hx_push_app_opts(lua_State *L, const hx_states_config *cfg,
                       const hx_snapshot *snap);
 
 void hx_state_close(hx_state *st);
+
+/* A thread to run one request: one that ran before (reset), else a new
+ * one, registered as a request thread (async.h) and anchored by *ref.
+ * Raises on a memory error: call it protected. */
+lua_State *hx_state_thread(hx_state *st, int *ref);
+
+/* Gives back the thread of hx_state_thread once its run is over: returned
+ * (its results are dropped), failed or left suspended (it is reset, its
+ * to-be-closed variables closed). */
+void hx_state_thread_done(hx_state *st, lua_State *co, int ref);
 
 /* Arms the budget on a thread about to be resumed for `run`. */
 void hx_state_arm(hx_state *st, lua_State *co, hx_run *run);
