@@ -812,16 +812,19 @@ static struct MHD_Daemon *start_mhd(server *srv, struct sockaddr_storage *ss,
                    MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
   if (v6)
     flags |= MHD_USE_IPv6;
+  /* One worker is MHD's own polling thread: MHD warns about a pool size
+   * of 1 (or 0) that it ignores, so the option is given only for more. */
+  struct MHD_OptionItem pool[] = {
+      {srv->cfg.workers > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+       (intptr_t)srv->cfg.workers, NULL},
+      {MHD_OPTION_END, 0, NULL}};
   return MHD_start_daemon(
       flags, 0, NULL, NULL, on_access, srv, MHD_OPTION_SOCK_ADDR, ss,
-      /* One worker is MHD's own polling thread: a "pool" of one would only
-       * make MHD warn that it ignores it. */
-      MHD_OPTION_THREAD_POOL_SIZE, srv->cfg.workers > 1 ? srv->cfg.workers : 0,
-      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
-      MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.conn_timeout,
-      MHD_OPTION_CONNECTION_LIMIT, srv->cfg.max_connections,
-      MHD_OPTION_PER_IP_CONNECTION_LIMIT, srv->cfg.max_per_ip,
-      MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+      MHD_OPTION_ARRAY, pool, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+      (size_t)CONNECTION_MEMORY, MHD_OPTION_CONNECTION_TIMEOUT,
+      srv->cfg.conn_timeout, MHD_OPTION_CONNECTION_LIMIT,
+      srv->cfg.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+      srv->cfg.max_per_ip, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
       MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
       MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
 }
