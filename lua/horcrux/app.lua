@@ -9,6 +9,7 @@
 -- function in an environment where assigning an undeclared global is an
 -- error.
 local router = require "horcrux.router"
+local errors = require "horcrux.errors"
 local log = require "horcrux.log"
 
 local M = {}
@@ -89,46 +90,160 @@ function M.policy(opts)
   return M.check_policy(load_module("fallback", opts))
 end
 
---- Loads format.lua, fallback.lua and routes.lua; returns dispatch(req).
+local function keys_of(spec)
+  local names = {}
+  for k in pairs(spec) do
+    names[#names + 1] = k
+  end
+  table.sort(names)
+  return #names > 0 and table.concat(names, ", ") or "no parameters"
+end
+
+--- Checks opts of route(): nil or {query = {key = checker}}.
+local function check_opts(opts)
+  if opts == nil then
+    return
+  end
+  if type(opts) ~= "table" then
+    error("route options must be a table, got " .. type(opts), 0)
+  end
+  for k in pairs(opts) do
+    if k ~= "query" then
+      error(("unknown route option %q (known: query)"):format(tostring(k)), 0)
+    end
+  end
+  if opts.query == nil then
+    return
+  end
+  if type(opts.query) ~= "table" then
+    error("route option query must be a table {key = checker}, got " ..
+      type(opts.query), 0)
+  end
+  for k, check in pairs(opts.query) do
+    if type(k) ~= "string" then
+      error("route option query: keys must be strings, got " .. type(k), 0)
+    end
+    if type(check) ~= "function" then
+      error(("route option query.%s must be a checker function(text) -> "
+        .. "value | nil, why (input.boolean, input.integer(min, max), ...), "
+        .. "got %s"):format(k, type(check)), 0)
+    end
+  end
+end
+
+--- The `route` function of routes.lua: route(method, pattern, [opts,]
+-- handler), adding to `routes`. Errors point at the caller's line.
+local function definer(routes)
+  return function(method, pattern, opts, handler)
+    if handler == nil and type(opts) == "function" then
+      opts, handler = nil, opts
+    end
+    local info = debug.getinfo(2, "Sl")
+    local where = info and (info.short_src .. ":" .. info.currentline)
+    local ok, err = pcall(check_opts, opts)
+    local r
+    if ok then
+      ok, r = pcall(routes.add, routes, method, pattern, handler, opts, where)
+      err = r
+    end
+    if not ok then
+      error(err, 2)
+    end
+    if opts and opts.query then
+      r.query, r.query_keys = opts.query, keys_of(opts.query)
+    end
+  end
+end
+
+--- req.query from req.args and the route's checkers: every key known and
+-- given once, each value as its checker returns it. Raises a bad_request
+-- failure naming the key.
+local function check_query(req, spec, keys)
+  local out, args = {}, req.args or {}
+  for i = 1, #args do
+    local k, v = args[i][1], args[i][2]
+    local check = spec[k]
+    if not check then
+      errors.raise("bad_request", ("unknown query parameter %q (this route "
+        .. "takes: %s)"):format(k, keys), k)
+    end
+    if out[k] ~= nil then
+      errors.raise("bad_request", ("query parameter %q given twice"):format(k),
+        k)
+    end
+    local val, why = check(v)
+    if val == nil then
+      errors.raise("bad_request", ("query %s=%q: %s"):format(k, v:sub(1, 80),
+        tostring(why or "refused")), k)
+    end
+    out[k] = val
+  end
+  req.query = out
+end
+
+--- What runs protected for each request: the query check, the handler.
+local function run(r, req)
+  if r.query then
+    check_query(req, r.query, r.query_keys)
+  end
+  return r.handler(req)
+end
+
+--- The dispatcher of a loaded set of routes: dispatch(req) -> status, body
+-- (a string), headers. A failure a route raises (horcrux.errors) is
+-- answered as errors.answer says; any other error is a 500 with the
+-- request id, the traceback in the log.
+local function dispatcher(routes, format)
+  local respond = format.respond
+  local traceback = debug.traceback
+
+  local function fail(req, err)
+    log.error("id=%s %s %s: %s", req.id, req.method, req.path, tostring(err))
+    local status, body = errors.answer("internal",
+      "the route failed; see the server log for this request id",
+      { request_id = req.id })
+    return respond(status, body)
+  end
+
+  local function answer(req, status, body, headers)
+    local ok, s, b, h = pcall(respond, status, body, headers)
+    if not ok then
+      return fail(req, s)
+    end
+    return s, b, h
+  end
+
+  return function(req)
+    local r, params, allow = routes:match(req.method, req.path)
+    if not r then
+      if params == "method_not_allowed" then
+        local status, body = errors.answer("method_not_allowed", req.method ..
+          " is not allowed on " .. req.path .. "; allowed: " .. allow)
+        return answer(req, status, body, { Allow = allow })
+      end
+      return answer(req, errors.answer("not_found", "no route for " .. req.path))
+    end
+    req.params = params
+    local ok, status, body, headers = xpcall(run, traceback, r, req)
+    if ok then
+      return answer(req, status, body, headers)
+    end
+    if errors.is(status) then
+      return answer(req, errors.answer(status))
+    end
+    return fail(req, status)
+  end
+end
+
+--- Loads format.lua, fallback.lua, policy.lua and routes.lua; returns
+-- dispatch(req) and the router.
 function M.load(opts)
   local format = load_module("format", opts)
   M.check_policy(load_module("fallback", opts))
   require("horcrux.manage").check_policy_table(load_module("policy", opts))
   local routes = router.new()
-  local function route(method, pattern, handler)
-    routes:add(method, pattern, handler)
-  end
-  M.run_script("routes", opts, M.strict_env({ route = route }))
-
-  local function fail(req, err)
-    log.error("id=%s %s %s: %s", req.id, req.method, req.path, tostring(err))
-    return format.respond(500, format.error("internal",
-      "the route failed; see the server log for this request id",
-      { request_id = req.id }))
-  end
-
-  return function(req)
-    local handler, params, allow = routes:match(req.method, req.path)
-    if not handler then
-      if params == "method_not_allowed" then
-        return format.respond(405, format.error("method_not_allowed",
-          req.method .. " is not allowed on " .. req.path ..
-          "; allowed: " .. allow), { Allow = allow })
-      end
-      return format.respond(404, format.error("not_found",
-        "no route for " .. req.path))
-    end
-    req.params = params
-    local ok, status, body, headers = xpcall(handler, debug.traceback, req)
-    if not ok then
-      return fail(req, status)
-    end
-    local ok2, s, b, h = pcall(format.respond, status, body, headers)
-    if not ok2 then
-      return fail(req, s)
-    end
-    return s, b, h
-  end, routes
+  M.run_script("routes", opts, M.strict_env({ route = definer(routes) }))
+  return dispatcher(routes, format), routes
 end
 
 return M
