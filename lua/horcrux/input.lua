@@ -10,8 +10,10 @@
 --   input.read_only(req, what) -> nil | message, "forbidden"
 --   input.fail(message, kind, extra) -> status, error body
 --
--- Checkers for input.query (each function(text) -> value | nil, why):
---   input.boolean, input.integer(min, max), input.one_of{...}
+-- Checkers for a route's opts.query and for input.query (each
+-- function(text) -> value | nil, why):
+--   input.boolean, input.integer(min, max), input.one_of{...},
+--   input.string(max)
 local docker = require "horcrux.docker"
 local json = require "horcrux.json"
 
@@ -71,6 +73,20 @@ function M.one_of(words)
       return v
     end
     return nil, "must be one of " .. table.concat(words, ", ")
+  end
+end
+
+--- Any text of at most max bytes (the empty one too), as it came.
+function M.string(max)
+  if math.type(max) ~= "integer" or max < 0 then
+    error("input.string(max): max must be a non-negative integer, got " ..
+      tostring(max), 2)
+  end
+  return function(v)
+    if #v <= max then
+      return v
+    end
+    return nil, ("must be at most %d bytes"):format(max)
   end
 end
 
