@@ -25,7 +25,9 @@ local M = {}
 local Router = {}
 Router.__index = Router
 
-local find, sub, concat = string.find, string.sub, table.concat
+local find, match, sub, byte = string.find, string.match, string.sub,
+  string.byte
+local concat = table.concat
 
 --- The params of a route without parameters: shared, so read-only.
 M.NO_PARAMS = setmetatable({}, {
@@ -52,8 +54,8 @@ end
 M.split = split
 
 function M.new()
-  return setmetatable({ exact = {}, patterns = {}, shapes = {}, count = 0 },
-    Router)
+  return setmetatable({ exact = {}, patterns = {}, by_method = {},
+    shapes = {}, count = 0 }, Router)
 end
 
 local function check_args(method, pattern, handler)
@@ -107,6 +109,24 @@ local function compile(pattern)
     concat(shape, "/")
 end
 
+--- The Lua pattern that matches a normalised path for segs, and the names
+-- of its captures in order. A :name is "([^/]+)", a *name "(.+)"; both
+-- backtrack at most over the path once (linear), and literals are
+-- escaped.
+local function lua_pattern(segs, n)
+  local out, names = {}, {}
+  for i = 1, n do
+    local s = segs[i]
+    if s.literal then
+      out[i] = s.literal:gsub("[^%w]", "%%%0")
+    else
+      out[i] = s.rest and "(.+)" or "([^/]+)"
+      names[#names + 1] = s.param
+    end
+  end
+  return "^/" .. concat(out, "/") .. "$", names
+end
+
 --- Adds a route. Raises on a malformed method, pattern or handler, and on
 -- a duplicate; `where` ("routes.lua:12") names the place in messages.
 function Router:add(method, pattern, handler, opts, where)
@@ -120,12 +140,19 @@ function Router:add(method, pattern, handler, opts, where)
       prev.where and (" at " .. prev.where) or ""), 0)
   end
   self.count = self.count + 1
+  local lpat, names = lua_pattern(segs, nsegs)
   local r = { method = method, pattern = pattern, handler = handler,
-    opts = opts, where = where, index = self.count,
-    segs = segs, nsegs = nsegs, star = star }
+    opts = opts, where = where, index = self.count, lpat = lpat,
+    names = names, nparams = #names }
   self.shapes[key] = r
   if has_params then
     self.patterns[#self.patterns + 1] = r
+    local list = self.by_method[method]
+    if not list then
+      list = {}
+      self.by_method[method] = list
+    end
+    list[#list + 1] = r
   else
     local by = self.exact[norm]
     if not by then
@@ -137,46 +164,31 @@ function Router:add(method, pattern, handler, opts, where)
   return r
 end
 
---- True when the literal segments of r match parts (np of them).
-local function literals_match(r, parts, np)
-  local segs, ns, star = r.segs, r.nsegs, r.star
-  if star == nil then
-    if ns ~= np then
-      return false
-    end
-  elseif np < ns then
-    return false
+--- The params of r when it matches path (normalised), else nil.
+local function params_of(r, path)
+  local n = r.nparams
+  if n == 1 then
+    local v = match(path, r.lpat)
+    return v and { [r.names[1]] = v }
   end
-  local shift = star and (np - ns) or 0
-  for i = 1, ns do
-    local lit = segs[i].literal
-    if lit and lit ~= parts[star and i > star and i + shift or i] then
-      return false
-    end
+  local caps = { match(path, r.lpat) }
+  if caps[1] == nil then
+    return nil
   end
-  return true
-end
-
-local function params_of(r, parts, np)
-  local params, segs, ns, star = {}, r.segs, r.nsegs, r.star
-  local shift = star and (np - ns) or 0
-  for i = 1, ns do
-    local s = segs[i]
-    if s.rest then
-      params[s.param] = concat(parts, "/", i, i + shift)
-    elseif s.param then
-      params[s.param] = parts[star and i > star and i + shift or i]
-    end
+  local params, names = {}, r.names
+  for i = 1, n do
+    params[names[i]] = caps[i]
   end
   return params
 end
 
-local function find_pattern(self, method, parts, np)
-  local list = self.patterns
-  for i = 1, #list do
+local function find_pattern(self, method, path)
+  local list = self.by_method[method]
+  for i = 1, list and #list or 0 do
     local r = list[i]
-    if r.method == method and literals_match(r, parts, np) then
-      return r, params_of(r, parts, np)
+    local params = params_of(r, path)
+    if params then
+      return r, params
     end
   end
   return nil
@@ -184,13 +196,13 @@ end
 
 --- The methods that some route takes on this path, in the order they were
 -- added.
-local function allowed(self, exact, parts, np)
+local function allowed(self, exact, path)
   local found = {}
   for _, r in pairs(exact or {}) do
     found[#found + 1] = r
   end
   for _, r in ipairs(self.patterns) do
-    if literals_match(r, parts, np) then
+    if find(path, r.lpat) then
       found[#found + 1] = r
     end
   end
@@ -205,6 +217,17 @@ local function allowed(self, exact, parts, np)
   return out
 end
 
+--- path without empty segments ("/a//b/" -> "/a/b"); most paths already
+-- are, and are returned as they are.
+local function normalise(path)
+  if not find(path, "//", 1, true) and
+      (byte(path, -1) ~= 47 or #path == 1) and byte(path, 1) == 47 then
+    return path
+  end
+  local parts = split(path)
+  return "/" .. concat(parts, "/")
+end
+
 --- Finds the route of method + path.
 -- Returns route, params; or nil, "not_found"; or nil, "method_not_allowed",
 -- allow (a comma-separated list of methods).
@@ -216,8 +239,7 @@ function Router:match(method, path)
       return r, M.NO_PARAMS
     end
   end
-  local parts, np = split(path)
-  local norm = "/" .. concat(parts, "/")
+  local norm = normalise(path)
   if norm ~= path then
     by = self.exact[norm]
     local r = by and (by[method] or (method == "HEAD" and by.GET))
@@ -225,14 +247,14 @@ function Router:match(method, path)
       return r, M.NO_PARAMS
     end
   end
-  local r, params = find_pattern(self, method, parts, np)
+  local r, params = find_pattern(self, method, norm)
   if not r and method == "HEAD" then
-    r, params = find_pattern(self, "GET", parts, np)
+    r, params = find_pattern(self, "GET", norm)
   end
   if r then
     return r, params
   end
-  local allow = allowed(self, by, parts, np)
+  local allow = allowed(self, by, norm)
   if #allow > 0 then
     return nil, "method_not_allowed", concat(allow, ", ")
   end
