@@ -5,9 +5,24 @@
 -- Lua state. format.lua, fallback.lua and policy.lua come from the texts
 -- the server read at start or reload (else the scripts dir, then the
 -- shipped lib dir), and are registered so that `require "format"`,
--- `require "fallback"` and `require "policy"` return them; routes.lua is run with a `route`
--- function in an environment where assigning an undeclared global is an
--- error.
+-- `require "fallback"` and `require "policy"` return them. routes.lua is
+-- run in an environment where assigning an undeclared global is an error,
+-- with one function defined:
+--
+--   route(method, pattern, handler)
+--   route(method, pattern, opts, handler)   opts = {query = {key = checker}}
+--
+-- (patterns: horcrux/router.lua). A handler is a function of req returning
+-- status, body[, headers]; format.respond encodes them. opts.query names
+-- the keys the route takes, each with a checker function(text) -> value |
+-- nil, why (input.boolean, input.integer(min, max), input.one_of{...},
+-- input.string(max)); the dispatcher refuses an unknown or repeated key, or
+-- a value its checker refuses, with a bad_request failure whose field is
+-- the key, before the handler runs, and sets req.query to the checked
+-- values. Without opts.query, req.query is the raw query (the first value
+-- of each key). A handler may raise a failure (horcrux.errors): it is
+-- answered with errors.answer(failure). Any other error is a 500 carrying
+-- the request id, with the traceback in the log.
 local router = require "horcrux.router"
 local errors = require "horcrux.errors"
 local log = require "horcrux.log"
