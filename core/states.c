@@ -131,6 +131,7 @@ hx_state *hx_state_new(const hx_states_config *cfg, char **err) {
   st->budget = cfg->budget;
   st->dispatch_ref = LUA_NOREF;
   st->request_mt_ref = LUA_NOREF;
+  st->request_live_ref = LUA_NOREF;
   st->L = lua_newstate(capped_alloc, st);
   if (st->L == NULL) {
     free(st);
@@ -323,17 +324,21 @@ lua_State *hx_state_thread(hx_state *st, int *ref) {
 }
 
 void hx_state_thread_done(hx_state *st, lua_State *co, int ref) {
-  /* A thread that returned is ready for the next function as it is; one
-   * that failed or is suspended in a yield must be reset first. */
-  if (lua_status(co) != LUA_OK)
-    lua_resetthread(co);
-  lua_settop(co, 0);
-  if (st->nthreads < HX_THREAD_POOL) {
+  /* A thread that returned runs the next function as it is. One that
+   * failed or is left suspended is reset (its to-be-closed variables
+   * closed) and dropped, not reused: an error raised by a hook (the
+   * instruction budget) leaves hooks disabled in its thread, and nothing
+   * in the API turns them on again. */
+  if (lua_status(co) == LUA_OK && st->nthreads < HX_THREAD_POOL) {
+    lua_settop(co, 0);
     st->threads[st->nthreads].co = co;
     st->threads[st->nthreads].ref = ref;
     st->nthreads++;
     return;
   }
+  if (lua_status(co) != LUA_OK)
+    lua_resetthread(co);
+  lua_settop(co, 0);
   luaL_unref(st->L, LUA_REGISTRYINDEX, ref);
 }
 

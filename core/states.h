@@ -56,8 +56,9 @@ struct hx_state {
   long long budget;
   hx_run *current; /* the request being run, or NULL */
   int dispatch_ref;
-  int request_mt_ref; /* the host's metatable of request tables */
-  int nthreads;       /* threads in the pool, free to run a request */
+  int request_mt_ref;   /* the host's metatable of request tables */
+  int request_live_ref; /* live request tables -> their requests */
+  int nthreads;         /* threads in the pool, free to run a request */
   struct {
     lua_State *co;
     int ref; /* anchors it in the registry */
@@ -89,9 +90,10 @@ void hx_state_close(hx_state *st);
  * Raises on a memory error: call it protected. */
 lua_State *hx_state_thread(hx_state *st, int *ref);
 
-/* Gives back the thread of hx_state_thread once its run is over: returned
- * (its results are dropped), failed or left suspended (it is reset, its
- * to-be-closed variables closed). */
+/* Gives back the thread of hx_state_thread once its run is over: one that
+ * returned goes back to the pool (its results dropped); one that failed or
+ * was left suspended is reset (its to-be-closed variables closed) and left
+ * to the GC. */
 void hx_state_thread_done(hx_state *st, lua_State *co, int ref);
 
 /* Arms the budget on a thread about to be resumed for `run`. */
