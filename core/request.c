@@ -8,10 +8,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* The key of the light userdata that leads a request table to its
- * request; its address is the key. */
-static const char request_key = 0;
-
 const char *hx_client_host(struct MHD_Connection *conn, char *host, size_t size,
                            const char *none) {
   const union MHD_ConnectionInfo *ci =
@@ -110,11 +106,14 @@ static int push_field(lua_State *L, request *rq, const char *k, size_t n) {
   return 1;
 }
 
-/* __index(t, k): makes field k of a live request, stores it in t. */
+/* __index(t, k): makes field k of a live request, stores it in t. The
+ * upvalue is the state's map of live request tables to their requests. */
 static int request_index(lua_State *L) {
-  if (lua_type(L, 2) != LUA_TSTRING ||
-      lua_rawgetp(L, 1, &request_key) != LUA_TLIGHTUSERDATA)
-    return 0; /* not a request field, or the request is over */
+  if (lua_type(L, 2) != LUA_TSTRING)
+    return 0;
+  lua_pushvalue(L, 1);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TLIGHTUSERDATA)
+    return 0; /* the request is over */
   request *rq = lua_touserdata(L, -1);
   size_t n;
   const char *k = lua_tolstring(L, 2, &n);
@@ -126,34 +125,48 @@ static int request_index(lua_State *L) {
   return 1;
 }
 
-int hx_request_metatable(lua_State *L) {
+int hx_request_metatable(lua_State *L, int *live_ref) {
+  /* live = setmetatable({}, {__mode = "k"}): a table a route stashed does
+   * not stay alive for it, and its entry goes when the request ends. */
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
   lua_createtable(L, 0, 2);
-  lua_pushcfunction(L, request_index);
+  lua_pushvalue(L, -2);
+  lua_pushcclosure(L, request_index, 1);
   lua_setfield(L, -2, "__index");
   lua_pushliteral(L, "horcrux.request");
   lua_setfield(L, -2, "__name");
-  return luaL_ref(L, LUA_REGISTRYINDEX);
+  int mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  *live_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return mt_ref;
 }
 
-void hx_request_push(lua_State *L, request *rq, int mt_ref) {
+void hx_request_push(lua_State *L, request *rq, const hx_state *st) {
   /* Room for the fields a route usually reads, so they rarely rehash. */
   lua_createtable(L, 0, 8);
   lua_pushstring(L, rq->method);
   lua_setfield(L, -2, "method");
   lua_pushlstring(L, rq->path, rq->path_len);
   lua_setfield(L, -2, "path");
-  lua_pushlightuserdata(L, rq);
-  lua_rawsetp(L, -2, &request_key);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, mt_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, st->request_mt_ref);
   lua_setmetatable(L, -2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, st->request_live_ref);
+  lua_pushvalue(L, -2);
+  lua_pushlightuserdata(L, rq);
+  lua_rawset(L, -3); /* live[req] = rq */
+  lua_pop(L, 1);
 }
 
-void hx_request_forget(lua_State *L, request *rq) {
+void hx_request_forget(lua_State *L, request *rq, const hx_state *st) {
   if (rq->table_ref == LUA_NOREF)
     return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, st->request_live_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, rq->table_ref);
   lua_pushnil(L); /* the key exists: setting it to nil allocates nothing */
-  lua_rawsetp(L, -2, &request_key);
+  lua_rawset(L, -3);
   lua_pop(L, 1);
   luaL_unref(L, LUA_REGISTRYINDEX, rq->table_ref);
   rq->table_ref = LUA_NOREF;

@@ -6,10 +6,11 @@
  * (headers, query, args, body, id, remote, read_only, authenticated) is
  * made by the metatable's __index the first time a route reads it, then
  * stored in the table, so a route pays only for what it reads. The table
- * reaches the request through a light userdata that the server clears
- * when the request completes: a table a route kept (in a global, in
- * horcrux.shared's callbacks...) then answers nil for what it never read,
- * and never touches freed memory.
+ * reaches its request through the state's map of live requests (not a
+ * field of its own: pairs and JSON see only request fields), and the server
+ * drops the entry when the request completes: a table a route kept (in an
+ * upvalue, in a global) then answers nil for what it never read, and never
+ * touches freed memory.
  */
 #ifndef HORCRUX_REQUEST_H
 #define HORCRUX_REQUEST_H
@@ -48,16 +49,17 @@ typedef struct request {
   char path[]; /* as MHD decoded it */
 } request;
 
-/* Builds the metatable of request tables in L and returns its registry
- * reference. Raises on a memory error. */
-int hx_request_metatable(lua_State *L);
+/* Builds the metatable of request tables in L and the map of live request
+ * tables (*live_ref); returns the metatable's registry reference. Raises
+ * on a memory error. */
+int hx_request_metatable(lua_State *L, int *live_ref);
 
 /* Pushes the request table of rq (protected callers only: allocates). */
-void hx_request_push(lua_State *L, request *rq, int mt_ref);
+void hx_request_push(lua_State *L, request *rq, const hx_state *st);
 
-/* Cuts the request table at table_ref off rq and drops the reference.
+/* Cuts the request table at rq->table_ref off rq and drops the reference.
  * Allocates nothing. */
-void hx_request_forget(lua_State *L, request *rq);
+void hx_request_forget(lua_State *L, request *rq, const hx_state *st);
 
 /* Writes rq->id: 16 hex digits of base and n. */
 void hx_request_id(request *rq, unsigned long long base, unsigned long long n);

@@ -95,7 +95,7 @@ static int host_tables(lua_State *L) {
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
   lua_setfield(L, LUA_REGISTRYINDEX, HX_ASYNC_THREADS);
-  st->request_mt_ref = hx_request_metatable(L);
+  st->request_mt_ref = hx_request_metatable(L, &st->request_live_ref);
   return 0;
 }
 
@@ -369,7 +369,7 @@ static int prepare(lua_State *L) {
   hx_state *st = rq->st;
   rq->co = hx_state_thread(st, &rq->co_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, st->dispatch_ref);
-  hx_request_push(L, rq, st->request_mt_ref);
+  hx_request_push(L, rq, st);
   lua_pushvalue(L, -1);
   rq->table_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_xmove(L, rq->co, 2); /* dispatcher, request */
@@ -561,7 +561,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   if (rq->st != NULL) {
     hx_state *st = rq->st;
     release_thread(rq);
-    hx_request_forget(st->L, rq);
+    hx_request_forget(st->L, rq, st);
     st->inflight--;
     if (st->retired && st->inflight == 0)
       forget_state(srv, st);
@@ -802,14 +802,26 @@ static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
 /* Each connection's memory pool: the request line, headers and read
  * buffer, and the response headers. MHD clears the whole pool before every
  * request of a keep-alive connection, so its size is a per-request cost
- * (MHD's default of 32 KiB was a 32 KiB memset per request). 16 KiB still
- * takes request headers of 8 KiB (nginx's default cap per header line). */
+ * (MHD's default of 32 KiB was a 32 KiB memset per request, and another of
+ * half of it). 16 KiB still takes request headers of 8 KiB (nginx's
+ * default cap per header line). A build may set another size. */
+#ifndef CONNECTION_MEMORY
 #define CONNECTION_MEMORY (16 * 1024)
+#endif
+
+/* MHD_USE_TURBO: MHD reads and writes a socket before asking epoll whether
+ * it is ready, and skips a shutdown() before each close. Our connections
+ * are short keep-alive exchanges where the read usually succeeds. A build
+ * may define MHD_FLAGS_EXTRA=0 to compare. */
+#ifndef MHD_FLAGS_EXTRA
+#define MHD_FLAGS_EXTRA MHD_USE_TURBO
+#endif
 
 static struct MHD_Daemon *start_mhd(server *srv, struct sockaddr_storage *ss,
                                     int v6) {
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-                   MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+                   MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+                   MHD_FLAGS_EXTRA;
   if (v6)
     flags |= MHD_USE_IPv6;
   /* One worker is MHD's own polling thread: MHD warns about a pool size

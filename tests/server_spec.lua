@@ -143,6 +143,12 @@ describe("horcrux serve", function()
     end
   end)
 
+  it("shows only request fields to pairs: what was read, nothing of the host's", function()
+    local r = assert(http.get(srv.url .. "/pairs"))
+    assert.are.equal(200, r.status)
+    assert.are.same({ "id", "method", "params", "path" }, r.json)
+  end)
+
   it("checks a route's query before it runs, and answers structured failures", function()
     local r = assert(http.get(srv.url .. "/checked?n=4&all=1&name=ab"))
     assert.are.equal(200, r.status)
@@ -226,6 +232,24 @@ describe("horcrux serve command line", function()
     assert.truthy(line, srv:logtext())
     assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ access GET /text 200 %d+%.%dms 127%.0%.0%.1 id=" ..
       r.headers["x-request-id"] .. "$", line)
+  end)
+end)
+
+describe("horcrux serve route threads", function()
+  it("stops every runaway route on a worker whose threads are reused", function()
+    -- One worker: the requests below run on the threads of one state. A
+    -- thread the budget stopped must not come back with hooks off.
+    local srv = http.start({ scripts = FIXTURE,
+      args = { "--workers", "1", "--budget", "2000000" } })
+    finally(function() srv:stop() end)
+    for _, path in ipairs({ "/loop", "/pcall-loop", "/text", "/loop", "/pcall-loop",
+      "/error", "/pcall-loop" }) do
+      local r = assert(http.get(srv.url .. path, { timeout = 10 }))
+      assert.are.equal(path == "/text" and 200 or 500, r.status, path)
+    end
+    for _ = 1, 20 do
+      assert.are.equal(200, http.get(srv.url .. "/text").status)
+    end
   end)
 end)
 
