@@ -25,6 +25,7 @@
 -- the request id, with the traceback in the log.
 local router = require "horcrux.router"
 local errors = require "horcrux.errors"
+local input = require "horcrux.input"
 local log = require "horcrux.log"
 
 local M = {}
@@ -105,15 +106,6 @@ function M.policy(opts)
   return M.check_policy(load_module("fallback", opts))
 end
 
-local function keys_of(spec)
-  local names = {}
-  for k in pairs(spec) do
-    names[#names + 1] = k
-  end
-  table.sort(names)
-  return #names > 0 and table.concat(names, ", ") or "no parameters"
-end
-
 --- Checks opts of route(): nil or {query = {key = checker}}.
 local function check_opts(opts)
   if opts == nil then
@@ -164,42 +156,25 @@ local function definer(routes)
     if not ok then
       error(err, 2)
     end
-    if opts and opts.query then
-      r.query, r.query_keys = opts.query, keys_of(opts.query)
-    end
+    r.query = opts and opts.query
   end
 end
 
---- req.query from req.args and the route's checkers: every key known and
--- given once, each value as its checker returns it. Raises a bad_request
--- failure naming the key.
-local function check_query(req, spec, keys)
-  local out, args = {}, req.args or {}
-  for i = 1, #args do
-    local k, v = args[i][1], args[i][2]
-    local check = spec[k]
-    if not check then
-      errors.raise("bad_request", ("unknown query parameter %q (this route "
-        .. "takes: %s)"):format(k, keys), k)
-    end
-    if out[k] ~= nil then
-      errors.raise("bad_request", ("query parameter %q given twice"):format(k),
-        k)
-    end
-    local val, why = check(v)
-    if val == nil then
-      errors.raise("bad_request", ("query %s=%q: %s"):format(k, v:sub(1, 80),
-        tostring(why or "refused")), k)
-    end
-    out[k] = val
+--- req.query from req.args and the route's checkers (input.query): every
+-- key known and given once, each value as its checker returns it. Raises a
+-- bad_request failure naming the key.
+local function check_query(req, spec)
+  local q, msg, kind, key = input.query(req.args, spec)
+  if not q then
+    errors.raise(kind, msg, key)
   end
-  req.query = out
+  req.query = q
 end
 
 --- What runs protected for each request: the query check, the handler.
 local function run(r, req)
   if r.query then
-    check_query(req, r.query, r.query_keys)
+    check_query(req, r.query)
   end
   return r.handler(req)
 end
