@@ -362,8 +362,10 @@ static enum MHD_Result resume(request *rq, int nargs) {
 }
 
 /* Protected: takes a thread from the state's pool and pushes on it the
- * dispatcher and the request table (also kept in the registry, so that
- * on_completed can cut it off its request). */
+ * dispatcher, the request table (also kept in the registry, so that
+ * on_completed can cut it off its request) and the number of query
+ * arguments (a route that checks its query has nothing to check when 0:
+ * no req.args to build). */
 static int prepare(lua_State *L) {
   request *rq = lua_touserdata(L, 1);
   hx_state *st = rq->st;
@@ -372,7 +374,9 @@ static int prepare(lua_State *L) {
   hx_request_push(L, rq, st);
   lua_pushvalue(L, -1);
   rq->table_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_xmove(L, rq->co, 2); /* dispatcher, request */
+  lua_pushinteger(L, MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND,
+                                               NULL, NULL));
+  lua_xmove(L, rq->co, 3); /* dispatcher, request, nargs */
   return 0;
 }
 
@@ -392,7 +396,7 @@ static enum MHD_Result start(request *rq) {
     lua_pop(L, 1);
     return send_error(rq, "internal", "cannot start the route");
   }
-  return resume(rq, 1);
+  return resume(rq, 2);
 }
 
 /* ---- the guard --------------------------------------------------------- */

@@ -172,15 +172,22 @@ local function check_query(req, spec)
 end
 
 --- What runs protected for each request: the query check, the handler.
-local function run(r, req)
+-- nargs is the number of query arguments when the host knows it: with none
+-- there is nothing to check.
+local function run(r, req, nargs)
   if r.query then
-    check_query(req, r.query)
+    if nargs == 0 then
+      req.query = {}
+    else
+      check_query(req, r.query)
+    end
   end
   return r.handler(req)
 end
 
---- The dispatcher of a loaded set of routes: dispatch(req) -> status, body
--- (a string), headers. A failure a route raises (horcrux.errors) is
+--- The dispatcher of a loaded set of routes: dispatch(req [, nargs]) ->
+-- status, body (a string), headers; nargs: how many query arguments the
+-- request has, when the caller knows (the host does). A failure a route raises (horcrux.errors) is
 -- answered as errors.answer says; any other error is a 500 with the
 -- request id, the traceback in the log.
 local function dispatcher(routes, format)
@@ -203,7 +210,7 @@ local function dispatcher(routes, format)
     return s, b, h
   end
 
-  return function(req)
+  return function(req, nargs)
     local r, params, allow = routes:match(req.method, req.path)
     if not r then
       if params == "method_not_allowed" then
@@ -214,7 +221,7 @@ local function dispatcher(routes, format)
       return answer(req, errors.answer("not_found", "no route for " .. req.path))
     end
     req.params = params
-    local ok, status, body, headers = xpcall(run, traceback, r, req)
+    local ok, status, body, headers = xpcall(run, traceback, r, req, nargs)
     if ok then
       return answer(req, status, body, headers)
     end
