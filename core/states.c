@@ -152,9 +152,6 @@ hx_state *hx_state_new(const hx_states_config *cfg, char **err) {
     return NULL;
   }
   lua_settop(L, 0);
-  /* Generational: a request's garbage dies young, and the scripts and
-   * modules (most of the heap) are then not traversed again for it. */
-  lua_gc(L, LUA_GCGEN, 0, 0);
   return st;
 }
 
