@@ -171,25 +171,12 @@ local function check_query(req, spec)
   req.query = q
 end
 
---- What runs protected for each request: the query check, the handler.
--- nargs is the number of query arguments when the host knows it: with none
--- there is nothing to check.
-local function run(r, req, nargs)
-  if r.query then
-    if nargs == 0 then
-      req.query = {}
-    else
-      check_query(req, r.query)
-    end
-  end
-  return r.handler(req)
-end
-
 --- The dispatcher of a loaded set of routes: dispatch(req [, nargs]) ->
 -- status, body (a string), headers; nargs: how many query arguments the
--- request has, when the caller knows (the host does). A failure a route raises (horcrux.errors) is
--- answered as errors.answer says; any other error is a 500 with the
--- request id, the traceback in the log.
+-- request has, when the caller knows (the host does). A failure a route
+-- raises (horcrux.errors) is answered as errors.answer says; any other
+-- error, or an answer format.respond refuses, is a 500 with the request id,
+-- the traceback in the log.
 local function dispatcher(routes, format)
   local respond = format.respond
   local traceback = debug.traceback
@@ -200,6 +187,20 @@ local function dispatcher(routes, format)
       "the route failed; see the server log for this request id",
       { request_id = req.id })
     return respond(status, body)
+  end
+
+  --- What runs protected for each request: the query check (nargs is the
+  -- number of query arguments when the host knows it: with none there is
+  -- nothing to check), the handler, the encoding of its answer.
+  local function run(r, req, nargs)
+    if r.query then
+      if nargs == 0 then
+        req.query = {}
+      else
+        check_query(req, r.query)
+      end
+    end
+    return respond(r.handler(req))
   end
 
   local function answer(req, status, body, headers)
@@ -223,7 +224,7 @@ local function dispatcher(routes, format)
     req.params = params
     local ok, status, body, headers = xpcall(run, traceback, r, req, nargs)
     if ok then
-      return answer(req, status, body, headers)
+      return status, body, headers
     end
     if errors.is(status) then
       return answer(req, errors.answer(status))
