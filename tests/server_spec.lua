@@ -178,10 +178,13 @@ describe("horcrux serve", function()
     assert.truthy(h.stdout:lower():find("content-length: 5", 1, true), h.stdout)
   end)
 
-  it("takes request headers of 8 KiB", function()
+  it("takes request headers of 7 KiB, and answers 431 to a larger set", function()
     local r = assert(http.get(srv.url .. "/api/hello/big",
-      { headers = { ["X-Big"] = string.rep("b", 8000) } }))
+      { headers = { ["X-Big"] = string.rep("b", 7000) } }))
     assert.are.equal(200, r.status)
+    r = assert(http.get(srv.url .. "/api/hello/big",
+      { headers = { ["X-Big"] = string.rep("b", 9000) } }))
+    assert.are.equal(431, r.status)
   end)
 
   it("does not let waiting routes stall other requests", function()
