@@ -152,6 +152,13 @@ hx_state *hx_state_new(const hx_states_config *cfg, char **err) {
     return NULL;
   }
   lua_settop(L, 0);
+  /* A collection cycle starts when the heap has grown to 4 times what the
+   * last one left (Lua's default: 2). The loaded scripts and modules are
+   * most of a state's heap and never garbage, and marking them is most of
+   * the work of a cycle; a request's garbage dies at once. Halving the
+   * cycles saves 3 % of a small request's instructions, for a few hundred
+   * KiB more per state. */
+  lua_gc(L, LUA_GCINC, 400, 0, 0);
   return st;
 }
 
