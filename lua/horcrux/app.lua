@@ -191,14 +191,12 @@ local function dispatcher(routes, format)
 
   --- What runs protected for each request: the query check (nargs is the
   -- number of query arguments when the host knows it: with none there is
-  -- nothing to check), the handler, the encoding of its answer.
+  -- nothing to check, and the host's req.query is already the empty table
+  -- the check would give, made only if the route reads it), the handler,
+  -- the encoding of its answer.
   local function run(r, req, nargs)
-    if r.query then
-      if nargs == 0 then
-        req.query = {}
-      else
-        check_query(req, r.query)
-      end
+    if r.query and nargs ~= 0 then
+      check_query(req, r.query)
     end
     return respond(r.handler(req))
   end
