@@ -7,8 +7,10 @@
  * waits for signals. One more thread, the executor, runs the transfers.
  *
  * A request. The access handler's first call only allocates the request;
- * the body arrives in later calls; on the last call the route runs in a
- * coroutine of the thread's state. When the route waits for the daemon (or
+ * the body arrives in later calls; on the last call the dispatcher runs in
+ * a coroutine taken from the state's pool (one that finished a request is
+ * reused), with a request table whose fields are made when the route reads
+ * them (request.c). When the route waits for the daemon (or
  * sleeps) the coroutine yields the transfer (async.h): the connection is
  * suspended, the executor runs the transfer, and its completion resumes the
  * connection, whose thread then resumes the coroutine with the result. So a
