@@ -61,4 +61,29 @@ extern const char hx_sleep_mark;
  * hx_perform (with an integer 0 on top of the stack, to pop). */
 int hx_sleep(lua_State *L, lua_Integer ms, lua_KContext ctx, lua_KFunction k);
 
+/* ---- descriptors that children must not inherit (issue 8 #9) ---------
+ *
+ * curl opens its connection sockets through CURLOPT_OPENSOCKETFUNCTION:
+ * hx_open_socket opens them close-on-exec. curl before 8.8 also gives every
+ * multi handle a wakeup socketpair without close-on-exec (curl#13618),
+ * including the multi that curl_easy_perform() creates inside an easy
+ * handle on its first use and keeps until curl_easy_cleanup(). Such a pair
+ * is marked close-on-exec right after curl makes it: the socket descriptors
+ * lacking the flag are listed (/proc/self/fd) before and after, and the new
+ * ones get it. Another thread's socket made in that instant would get it
+ * too, which nothing in horcrux minds. */
+
+/* A curl_opensocket_callback: socket(..., type | SOCK_CLOEXEC, ...). */
+curl_socket_t hx_open_socket(void *ud, curlsocktype purpose,
+                             struct curl_sockaddr *addr);
+
+/* curl_multi_init(), its own descriptors close-on-exec. */
+CURLM *hx_multi_init(void);
+
+/* Makes curl create the multi that curl_easy_perform() keeps in `easy`,
+ * its descriptors close-on-exec, by a perform that fails before any I/O;
+ * then resets the handle's options. Once per handle, before the first
+ * curl_easy_perform(); a handle only ever run by a multi needs none. */
+void hx_easy_prime(CURL *easy);
+
 #endif

@@ -19,6 +19,8 @@
 /* The fixed error kinds, defined once. */
 #define HX_UNAVAILABLE "unavailable" /* no socket, refused, permission */
 #define HX_TIMEOUT "timeout"
+#define HX_UNAUTHORIZED "unauthorized" /* 401 */
+#define HX_FORBIDDEN "forbidden"       /* 403 */
 #define HX_NOT_FOUND "not_found"
 #define HX_CONFLICT "conflict"
 #define HX_BAD_REQUEST "bad_request"

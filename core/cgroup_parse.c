@@ -136,24 +136,32 @@ int cgp_is_device(const char *f, size_t n) {
  * Each works on a buffer and a length (no NUL needed) and either fills a
  * Lua table or a C struct; stats() uses the C side, parse.* the Lua side. */
 
+/* The next well-formed "key value" line of [*p, end) (the value a
+ * number); lines of another shape are skipped. 0 at the end. */
+static int next_pair(const char **p, const char *end, const char **k,
+                     size_t *kn, num *val) {
+  const char *ls, *le, *v, *x;
+  size_t vn, xn;
+  while (cgp_next_line(p, end, &ls, &le))
+    if (cgp_next_field(&ls, le, k, kn) && cgp_next_field(&ls, le, &v, &vn) &&
+        !cgp_next_field(&ls, le, &x, &xn) && cgp_scan_num(v, vn, val))
+      return 1;
+  return 0;
+}
+
 /* "key value" lines (memory.stat, cpu.stat) into the table at t (absolute
  * index). Lines with another shape or a value that is not a number are
  * skipped. When want is set, its value is also stored in *got. Returns the
  * number of keys set; *found says whether want was seen. */
 int cgp_fill_flat(lua_State *L, int t, const char *s, size_t n,
                   const char *want, num *got, int *found) {
-  const char *p = s, *end = s + n, *ls, *le;
+  const char *p = s, *end = s + n, *k;
+  size_t kn;
+  num val;
   int count = 0;
   if (found)
     *found = 0;
-  while (cgp_next_line(&p, end, &ls, &le)) {
-    const char *k, *v, *x;
-    size_t kn, vn, xn;
-    num val;
-    if (!cgp_next_field(&ls, le, &k, &kn) ||
-        !cgp_next_field(&ls, le, &v, &vn) || cgp_next_field(&ls, le, &x, &xn) ||
-        !cgp_scan_num(v, vn, &val))
-      continue;
+  while (next_pair(&p, end, &k, &kn, &val)) {
     if (L) {
       lua_pushlstring(L, k, kn);
       cgp_push_num(L, &val);
@@ -172,23 +180,17 @@ int cgp_fill_flat(lua_State *L, int t, const char *s, size_t n,
  * whether keys[i] was seen (with a number). */
 void cgp_find_flat(const char *s, size_t n, const char *const keys[], int nkeys,
                    num vals[], int found[]) {
-  const char *p = s, *end = s + n, *ls, *le;
+  const char *p = s, *end = s + n, *k;
+  size_t kn;
+  num val;
   for (int i = 0; i < nkeys; i++)
     found[i] = 0;
-  while (cgp_next_line(&p, end, &ls, &le)) {
-    const char *k, *v, *x;
-    size_t kn, vn, xn;
-    num val;
-    if (!cgp_next_field(&ls, le, &k, &kn) ||
-        !cgp_next_field(&ls, le, &v, &vn) || cgp_next_field(&ls, le, &x, &xn) ||
-        !cgp_scan_num(v, vn, &val))
-      continue;
+  while (next_pair(&p, end, &k, &kn, &val))
     for (int i = 0; i < nkeys; i++)
       if (cgp_field_is(k, kn, keys[i])) {
         vals[i] = val;
         found[i] = 1;
       }
-  }
 }
 
 /* v1 blkio.*io_service_bytes*: sums Read and Write over devices; skips the

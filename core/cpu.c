@@ -50,9 +50,10 @@
  * containers) and the answer is nil, "range" rather than a made-up number.
  * Without a known CPU count there is no bound to clamp to.
  */
+#define _GNU_SOURCE /* the store's writer-preferring lock */
 #include "aux.h"
+#include "store.h"
 
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,14 +78,11 @@ typedef struct sample {
 } sample;
 
 typedef struct entry {
-  struct entry *hnext; /* hash chain */
-  struct entry *newer; /* LRU list: toward the most recently used */
-  struct entry *older; /* toward the least recently used */
-  int64_t used_ns;     /* monotonic time of the last use */
-  unsigned n;          /* samples in the ring */
-  unsigned head;       /* index of the newest sample */
+  hx_node node;    /* in the store, whose order is the LRU list */
+  int64_t used_ns; /* monotonic time of the last use */
+  unsigned n;      /* samples in the ring */
+  unsigned head;   /* index of the newest sample */
   sample ring[RING];
-  size_t idlen;
   char id[ID_MAX];
 } entry;
 
@@ -92,23 +90,19 @@ typedef struct entry {
  * The store is process-wide on purpose: `horcrux serve` runs one lua_State
  * per worker thread, and a request on any worker must see the samples that
  * the collector or another worker took, or every worker would need its own
- * second sample. Everything in it is guarded by `lock`; no Lua API call is
- * made while the lock is held (a Lua error would longjmp over the unlock).
+ * second sample. Everything in it is guarded by the store's lock, taken for
+ * writing (every use moves an entry in the LRU order); no Lua API call is
+ * made while it is held (a Lua error would longjmp over the unlock), nor
+ * malloc or free (see l_observe). The order of the bounded store is the LRU
+ * list: first the least recently used.
  */
-static struct {
-  pthread_mutex_t lock;
-  entry *bucket[NBUCKET];
-  entry *mru, *lru; /* ends of the LRU list */
-  size_t count;
-  size_t max_containers;
-  int64_t idle_ttl_ns;
-  int64_t window_ns;
-} store = {
-    .lock = PTHREAD_MUTEX_INITIALIZER,
-    .max_containers = DEFAULT_MAX_CONTAINERS,
-    .idle_ttl_ns = (int64_t)DEFAULT_IDLE_TTL_MS * 1000000,
-    .window_ns = (int64_t)DEFAULT_WINDOW_MS * 1000000,
-};
+static void free_node(hx_node *n);
+static void expire(hx_store *s, int64_t now, hx_node **dead);
+static hx_link *buckets[NBUCKET];
+static hx_store store =
+    HX_STORE_INIT(buckets, DEFAULT_MAX_CONTAINERS, 0, free_node, expire, NULL);
+static int64_t idle_ttl_ns = (int64_t)DEFAULT_IDLE_TTL_MS * 1000000;
+static int64_t window_ns = (int64_t)DEFAULT_WINDOW_MS * 1000000;
 
 /* ---- arithmetic (pure) ---- */
 
@@ -200,85 +194,47 @@ static void push_sample(lua_State *L, const sample *s) {
   lua_setfield(L, -2, "time_ns");
 }
 
-/* ---- the store (call with the lock held) ---- */
+/* ---- the store's own behaviour: LRU and idle TTL (lock held) ---- */
 
-static size_t hash(const char *id, size_t len) {
-  return hx_fnv1a(id, len) & (NBUCKET - 1);
+static entry *entry_of(hx_node *n) {
+  return n ? HX_ENTRY_OF(n, entry, node) : NULL;
 }
 
-static entry **slot_of(const char *id, size_t len) {
-  entry **p = &store.bucket[hash(id, len)];
-  while (*p && ((*p)->idlen != len || memcmp((*p)->id, id, len) != 0))
-    p = &(*p)->hnext;
-  return p;
-}
-
-static void lru_unlink(entry *e) {
-  if (e->newer)
-    e->newer->older = e->older;
-  else
-    store.mru = e->older;
-  if (e->older)
-    e->older->newer = e->newer;
-  else
-    store.lru = e->newer;
-  e->newer = e->older = NULL;
-}
-
-static void lru_push(entry *e) {
-  e->older = store.mru;
-  e->newer = NULL;
-  if (store.mru)
-    store.mru->newer = e;
-  else
-    store.lru = e;
-  store.mru = e;
-}
-
-static void drop(entry *e) {
-  entry **p = slot_of(e->id, e->idlen);
-  *p = e->hnext;
-  lru_unlink(e);
-  store.count--;
-  free(e);
-}
+static void free_node(hx_node *n) { free(entry_of(n)); }
 
 /* Lazily evicts the entries nobody used for idle_ttl: the LRU end is the
  * oldest use, so this stops at the first fresh entry. */
-static void expire(int64_t now) {
-  while (store.lru && now - store.lru->used_ns > store.idle_ttl_ns)
-    drop(store.lru);
+static void expire(hx_store *s, int64_t now, hx_node **dead) {
+  while (s->first && now - entry_of(s->first)->used_ns > idle_ttl_ns)
+    hx_store_drop(s, s->first, dead);
 }
 
-static void shrink_to(size_t max) {
-  while (store.count > max)
-    drop(store.lru);
+/* Evicts the least recently used entries until `room` more fit. */
+static void shrink(size_t room, hx_node **dead) {
+  while (store.first && store.count + room > store.max_count)
+    hx_store_drop(&store, store.first, dead);
 }
 
-static entry *lookup(const char *id, size_t len, int64_t now) {
-  expire(now);
-  entry *e = *slot_of(id, len);
+static entry *lookup(const char *id, size_t len, int64_t now, hx_node **dead) {
+  expire(&store, now, dead);
+  entry *e = entry_of(hx_store_find(&store, id, len));
   if (e) {
     e->used_ns = now;
-    lru_unlink(e);
-    lru_push(e);
+    hx_store_touch(&store, &e->node);
   }
   return e;
 }
 
-/* NULL when out of memory. */
-static entry *create(const char *id, size_t len, int64_t now) {
-  entry *e = calloc(1, sizeof *e);
-  if (!e)
-    return NULL;
-  shrink_to(store.max_containers - 1);
+/* Files e (zeroed, allocated before the lock) under id, most recently
+ * used. */
+static entry *add(entry *e, const char *id, size_t len, int64_t now,
+                  hx_node **dead) {
+  shrink(1, dead);
   memcpy(e->id, id, len);
-  e->idlen = len;
+  e->node.link.key = e->id;
+  e->node.link.klen = len;
   e->used_ns = now;
-  entry **p = slot_of(id, len);
-  *p = e;
-  lru_push(e);
-  store.count++;
+  hx_store_add(&store, &e->node);
   return e;
 }
 
@@ -360,20 +316,30 @@ static int l_observe(lua_State *L) {
     luaL_argcheck(L, win_ms >= 0 && win_ms <= MAX_WINDOW_MS, 3,
                   "window out of range 0..3600000 ms");
   }
-  int64_t now = hx_mono_ns();
   const char *reason = NULL;
   double pct = 0, age_ms = 0;
-
-  pthread_mutex_lock(&store.lock);
-  int64_t window_ns = win_ms < 0 ? store.window_ns : win_ms * 1000000;
-  entry *e = lookup(id, len, now);
-  if (!e && !(e = create(id, len, now))) {
-    pthread_mutex_unlock(&store.lock);
-    return luaL_error(L, "horcrux.cpu: not enough memory");
+  entry *e = NULL, *fresh = NULL;
+  hx_node *dead = NULL;
+  while (!e) {
+    int64_t now = hx_mono_ns();
+    hx_store_wrlock(&store);
+    if (!(e = lookup(id, len, now, &dead)) && fresh) {
+      e = add(fresh, id, len, now, &dead);
+      fresh = NULL;
+    }
+    if (e)
+      reason = observe_locked(e, &s, win_ms < 0 ? window_ns : win_ms * 1000000,
+                              &pct, &age_ms);
+    hx_store_unlock(&store);
+    /* A new id: its entry is allocated without the lock, then the id looked
+     * up again (another worker may have added it meanwhile). */
+    if (!e && !(fresh = calloc(1, sizeof *fresh)))
+      break;
   }
-  reason = observe_locked(e, &s, window_ns, &pct, &age_ms);
-  pthread_mutex_unlock(&store.lock);
-
+  free(fresh);
+  hx_store_free_list(&store, dead);
+  if (!e)
+    return luaL_error(L, "horcrux.cpu: not enough memory");
   if (push_result(L, reason, pct) == 2)
     return 2;
   lua_pushnumber(L, age_ms);
@@ -386,13 +352,15 @@ static int l_latest(lua_State *L) {
   int64_t now = hx_mono_ns();
   sample s;
   int found = 0;
-  pthread_mutex_lock(&store.lock);
-  entry *e = lookup(id, len, now);
+  hx_node *dead = NULL;
+  hx_store_wrlock(&store);
+  entry *e = lookup(id, len, now, &dead);
   if (e && e->n > 0) {
     s = *newest(e);
     found = 1;
   }
-  pthread_mutex_unlock(&store.lock);
+  hx_store_unlock(&store);
+  hx_store_free_list(&store, dead);
   if (!found)
     lua_pushnil(L);
   else
@@ -403,46 +371,27 @@ static int l_latest(lua_State *L) {
 static int l_forget(lua_State *L) {
   size_t len;
   const char *id = check_id(L, 1, &len);
-  pthread_mutex_lock(&store.lock);
-  entry *e = *slot_of(id, len);
-  if (e)
-    drop(e);
-  pthread_mutex_unlock(&store.lock);
-  lua_pushboolean(L, e != NULL);
-  return 1;
-}
-
-static size_t clear_store(void) {
-  pthread_mutex_lock(&store.lock);
-  size_t n = store.count;
-  shrink_to(0);
-  pthread_mutex_unlock(&store.lock);
-  return n;
-}
-
-static int l_clear(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)clear_store());
+  hx_node *dead = NULL;
+  hx_store_wrlock(&store);
+  hx_node *n = hx_store_find(&store, id, len);
+  if (n)
+    hx_store_drop(&store, n, &dead);
+  hx_store_unlock(&store);
+  hx_store_free_list(&store, dead);
+  lua_pushboolean(L, n != NULL);
   return 1;
 }
 
 /* The store outlives every lua_State; it goes when the code does (exit, or
  * dlclose of this module by the last lua_close), so nothing is leaked. */
-__attribute__((destructor)) static void free_store(void) { clear_store(); }
-
-static int l_count(lua_State *L) {
-  int64_t now = hx_mono_ns();
-  pthread_mutex_lock(&store.lock);
-  expire(now);
-  size_t n = store.count;
-  pthread_mutex_unlock(&store.lock);
-  lua_pushinteger(L, (lua_Integer)n);
-  return 1;
+__attribute__((destructor)) static void free_store(void) {
+  hx_store_clear(&store);
 }
 
 static int l_window(lua_State *L) {
-  pthread_mutex_lock(&store.lock);
-  int64_t ns = store.window_ns;
-  pthread_mutex_unlock(&store.lock);
+  hx_store_rdlock(&store);
+  int64_t ns = window_ns;
+  hx_store_unlock(&store);
   lua_pushinteger(L, ns / 1000000);
   return 1;
 }
@@ -451,34 +400,35 @@ static int l_set_window(lua_State *L) {
   lua_Integer ms = luaL_checkinteger(L, 1);
   luaL_argcheck(L, ms >= 0 && ms <= MAX_WINDOW_MS, 1,
                 "window out of range 0..3600000 ms");
-  pthread_mutex_lock(&store.lock);
-  int64_t old = store.window_ns;
-  store.window_ns = ms * 1000000;
-  pthread_mutex_unlock(&store.lock);
+  hx_store_wrlock(&store);
+  int64_t old = window_ns;
+  window_ns = ms * 1000000;
+  hx_store_unlock(&store);
   lua_pushinteger(L, old / 1000000);
   return 1;
 }
 
 /* set_limits{max_containers=, idle_ttl_ms=}: either may be left out;
- * returns the previous limits in the same shape. */
+ * returns the previous limits in the same shape. Lowering max_containers
+ * evicts the least recently used at once. */
 static int l_set_limits(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  lua_Integer max = hx_opt_integer(L, 1, "max_containers", -1);
-  lua_Integer ttl = hx_opt_integer(L, 1, "idle_ttl_ms", -1);
-  if (max != -1 && (max < 1 || max > MAX_CONTAINERS))
-    luaL_argerror(L, 1, "max_containers out of range 1..1048576");
-  if (ttl != -1 && (ttl < 1 || ttl > INT64_MAX / 1000000))
-    luaL_argerror(L, 1, "idle_ttl_ms must be positive");
-  pthread_mutex_lock(&store.lock);
-  size_t old_max = store.max_containers;
-  int64_t old_ttl = store.idle_ttl_ns;
+  lua_Integer max =
+      hx_store_opt_limit(L, 1, "max_containers", 1, MAX_CONTAINERS);
+  lua_Integer ttl =
+      hx_store_opt_limit(L, 1, "idle_ttl_ms", 1, INT64_MAX / 1000000);
+  hx_node *dead = NULL;
+  hx_store_wrlock(&store);
+  size_t old_max = store.max_count;
+  int64_t old_ttl = idle_ttl_ns;
   if (max != -1) {
-    store.max_containers = (size_t)max;
-    shrink_to(store.max_containers);
+    store.max_count = (size_t)max;
+    shrink(0, &dead);
   }
   if (ttl != -1)
-    store.idle_ttl_ns = ttl * 1000000;
-  pthread_mutex_unlock(&store.lock);
+    idle_ttl_ns = ttl * 1000000;
+  hx_store_unlock(&store);
+  hx_store_free_list(&store, dead);
   lua_createtable(L, 0, 2);
   lua_pushinteger(L, (lua_Integer)old_max);
   lua_setfield(L, -2, "max_containers");
@@ -490,7 +440,6 @@ static int l_set_limits(lua_State *L) {
 static const luaL_Reg funcs[] = {
     {"percent", l_percent},       {"observe", l_observe},
     {"latest", l_latest},         {"forget", l_forget},
-    {"clear", l_clear},           {"count", l_count},
     {"window", l_window},         {"set_window", l_set_window},
     {"set_limits", l_set_limits}, {NULL, NULL}};
 
@@ -505,6 +454,7 @@ static const hx_const consts[] = {
 
 HX_EXPORT int luaopen_horcrux_cpu(lua_State *L) {
   luaL_newlib(L, funcs);
+  hx_store_setfuncs(L, &store); /* clear, count */
   hx_set_consts(L, consts);
   return 1;
 }

@@ -42,8 +42,9 @@ static int l_status(lua_State *L) {
   return 1;
 }
 
-/* Copies the fields of the extra at idx (a table, a string: the field, or
- * nil) into the table on top. */
+/* Copies the fields of the extra at idx into the table on top: a table's
+ * string keys, a string as the field. Anything else (the HTTP status that
+ * horcrux.engine's calls give as a 4th value, nil) adds nothing. */
 static void add_extra(lua_State *L, int idx) {
   int t = lua_type(L, idx);
   if (t == LUA_TSTRING) {
@@ -60,8 +61,6 @@ static void add_extra(lua_State *L, int idx) {
         lua_pop(L, 1);
       }
     }
-  } else if (t != LUA_TNIL && t != LUA_TNONE) {
-    luaL_typeerror(L, idx, "table, string or nil");
   }
 }
 

@@ -1,6 +1,7 @@
 /*
  * json.c - horcrux.json: JSON text <-> Lua values, shaped as lua-cjson shapes
- * them. The conversion itself is in jsonconv.c, which horcrux.docker shares.
+ * them. The conversion itself is in jsondecode.c and jsonencode.c, which
+ * horcrux.docker shares.
  *
  *   json.decode(text [, {max_depth = 128}])  -> value | nil, msg, "protocol"
  *   json.encode(value [, {pretty = false, sort_keys = false,

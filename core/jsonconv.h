@@ -1,6 +1,7 @@
 /*
  * jsonconv.h - JSON <-> Lua values, shared by horcrux.json and the modules
- * that decode JSON themselves (horcrux.docker).
+ * that decode JSON themselves (horcrux.docker): decoding in jsondecode.c,
+ * encoding in jsonencode.c.
  *
  * Shapes (as lua-cjson): objects are tables; arrays are sequences whose
  * metatable is the shared array metatable, so `[]` survives a round trip;
@@ -31,6 +32,10 @@ int hx_json_decode(lua_State *L, const char *buf, size_t len, int max_depth);
  * on failure (cycle/too deep, NaN, a function, mixed keys) pushes an error
  * message and returns 0. */
 int hx_json_encode(lua_State *L, int idx, int max_depth, int flags);
+
+/* max_depth as the parser and the encoder take it: the default for 0 or
+ * less, at most cJSON's own nesting limit. */
+int hx_json_clamp_depth(int max_depth);
 
 /* Pushes json.null. */
 void hx_json_push_null(lua_State *L);

@@ -20,8 +20,20 @@
 #ifndef HORCRUX_VERSION
 #define HORCRUX_VERSION "dev"
 #endif
+/* Where `cmake --install` puts the shipped Lua: absolute (the configured
+ * prefix) and relative to the binary's own directory, so an install moved or
+ * made with `--prefix` elsewhere still finds it. */
 #ifndef HORCRUX_DEFAULT_SCRIPTS
 #define HORCRUX_DEFAULT_SCRIPTS "/usr/local/share/horcrux/lua"
+#endif
+#ifndef HORCRUX_DEFAULT_LUA_LIB
+#define HORCRUX_DEFAULT_LUA_LIB "/usr/local/share/lua/5.4"
+#endif
+#ifndef HORCRUX_REL_SCRIPTS
+#define HORCRUX_REL_SCRIPTS "../share/horcrux/lua"
+#endif
+#ifndef HORCRUX_REL_LUA_LIB
+#define HORCRUX_REL_LUA_LIB "../share/lua/5.4"
 #endif
 
 static const char usage[] =
@@ -40,28 +52,81 @@ static int exists(const char *path) {
   return stat(path, &sb) == 0;
 }
 
-/* The shipped lua/ dir: HORCRUX_LIB, else ../lua beside the binary (a build
- * tree), else the installed one. The returned string is static. */
-static const char *find_lib_dir(void) {
+/* The directory of the running binary (no trailing slash) into out. */
+static int exe_dir(char *out, size_t cap) {
+  ssize_t n = readlink("/proc/self/exe", out, cap - 1);
+  if (n <= 0 || (size_t)n >= cap - 1)
+    return 0;
+  out[n] = '\0';
+  char *slash = strrchr(out, '/');
+  if (slash == NULL)
+    return 0;
+  *slash = '\0';
+  return 1;
+}
+
+/* base/rel (rel may be absolute: then base is not used) when it holds the
+ * file or directory `probe`: its real path into out (PATH_MAX bytes). */
+static int locate(const char *base, const char *rel, const char *probe,
+                  char *out) {
+  char path[PATH_MAX];
+  int n = rel[0] == '/' || base == NULL
+              ? snprintf(path, sizeof path, "%s/%s", rel, probe)
+              : snprintf(path, sizeof path, "%s/%s/%s", base, rel, probe);
+  if (n < 0 || (size_t)n >= sizeof path || !exists(path))
+    return 0;
+  path[n - strlen(probe) - 1] = '\0';
+  return realpath(path, out) != NULL;
+}
+
+/* The shipped Lua: `scripts` holds the default operator scripts and
+ * commands/ (routes.lua, commands/ps.lua, ...), `library` the library
+ * modules (horcrux/app.lua, ...), NULL when they are in `scripts` too. */
+typedef struct lua_dirs {
+  const char *scripts;
+  const char *library;
+} lua_dirs;
+
+/* Looks, in order: HORCRUX_LIB (one dir holding both); a build tree, whose
+ * lua/ beside the binary's directory holds both; an install under any
+ * prefix, the dirs at their place relative to the binary; the dirs of the
+ * prefix configured at build time. The strings are static. */
+static lua_dirs find_lua_dirs(void) {
+  static char bin[PATH_MAX], scripts[PATH_MAX], library[PATH_MAX];
+  lua_dirs d = {HORCRUX_DEFAULT_SCRIPTS, HORCRUX_DEFAULT_LUA_LIB};
   const char *env = getenv("HORCRUX_LIB");
+  int have_bin = exe_dir(bin, sizeof bin);
   if (env != NULL && *env != '\0')
-    return env;
-  static char buf[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 32);
-  if (n > 0) {
-    buf[n] = '\0';
-    char *slash = strrchr(buf, '/');
-    if (slash != NULL) {
-      strcpy(slash, "/../lua/horcrux/app.lua");
-      if (exists(buf)) {
-        slash[sizeof "/../lua" - 1] = '\0';
-        static char real[PATH_MAX];
-        if (realpath(buf, real) != NULL)
-          return real;
-      }
-    }
-  }
-  return HORCRUX_DEFAULT_SCRIPTS;
+    d.scripts = env;
+  else if (have_bin && locate(bin, "../lua", "horcrux", scripts))
+    d.scripts = scripts;
+  else if (have_bin && locate(bin, HORCRUX_REL_SCRIPTS, "routes.lua", scripts))
+    d.scripts = scripts;
+  if (locate(NULL, d.scripts, "horcrux", library))
+    d.library = NULL;
+  else if (have_bin && locate(bin, HORCRUX_REL_LUA_LIB, "horcrux", library))
+    d.library = library;
+  return d;
+}
+
+/* The host's Lua states set package.path to the scripts dir, then whatever
+ * LUA_PATH_5_4 (else LUA_PATH, else Lua's default) says. An installed
+ * library is found as stock lua5.4 finds an installed module: its dir goes
+ * in front of that variable, before any state exists. Programs the scripts
+ * start inherit it, which only helps a lua5.4 among them. */
+static void put_library_on_path(const char *library) {
+  const char *old = getenv("LUA_PATH_5_4");
+  if (old == NULL)
+    old = getenv("LUA_PATH");
+  /* ";;" stands for Lua's default path where no variable was set. */
+  size_t n = 2 * strlen(library) + (old ? strlen(old) : 1) + 32;
+  char *path = malloc(n);
+  if (path == NULL)
+    return;
+  snprintf(path, n, "%s/?.lua;%s/?/init.lua;%s", library, library,
+           old ? old : ";");
+  setenv("LUA_PATH_5_4", path, 1);
+  free(path);
 }
 
 static int parse_uint(const char *flag, const char *s, unsigned long long max,
@@ -310,7 +375,10 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *cmd = argv[1];
-  const char *lib = find_lib_dir();
+  lua_dirs dirs = find_lua_dirs();
+  const char *lib = dirs.scripts;
+  if (dirs.library != NULL)
+    put_library_on_path(dirs.library);
   if (strcmp(cmd, "serve") == 0)
     return serve(argc - 2, argv + 2, lib);
   if (strcmp(cmd, "run") == 0) {

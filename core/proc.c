@@ -4,6 +4,7 @@
  *   proc.run(argv [, opts]) -> {status, signal, stdout, stderr, timed_out,
  *                               truncated} | nil, message, kind
  *   proc.which(name)        -> path | nil
+ *   proc.realpath(path)     -> the resolved path | nil, message, kind
  *   proc.spawn(argv [, opts]) -> child | nil, message, kind
  *       a program left running: opts stdout/stderr (file paths, appended;
  *       default /dev/null), env, cwd; child:pid(), child:kill([sig]),
@@ -824,11 +825,24 @@ static const luaL_Reg child_methods[] = {
     {"pid", child_pid},         {"kill", child_kill}, {"wait", child_wait},
     {"running", child_running}, {"close", child_gc},  {NULL, NULL}};
 
+/* proc.realpath(path): the path with every symlink, "." and ".." resolved
+ * (realpath(3)), so a policy compares where a path really leads. */
+static int proc_realpath(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  char *r = realpath(path, NULL);
+  if (r == NULL) {
+    int e = errno;
+    return hx_fail_errno(L, e == ENOENT || e == ENOTDIR ? HX_NOT_FOUND : HX_IO,
+                         path, e);
+  }
+  lua_pushstring(L, r);
+  free(r);
+  return 1;
+}
+
 static const luaL_Reg proc_funcs[] = {
-    {"run", proc_run},
-    {"which", proc_which},
-    {"spawn", proc_spawn},
-    {NULL, NULL},
+    {"run", proc_run},     {"which", proc_which}, {"realpath", proc_realpath},
+    {"spawn", proc_spawn}, {NULL, NULL},
 };
 
 HX_EXPORT int luaopen_horcrux_proc(lua_State *L) {

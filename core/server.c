@@ -589,23 +589,23 @@ static int l_stopping(lua_State *L) {
   return 1;
 }
 
-/* Protected: pushes require("horcrux.app").policy(opts) (fallback.lua of
- * the current snapshot) and the generation it belongs to. Called with
- * snap_mu held. */
-static int collector_policy(lua_State *L) {
+/* Protected: pushes require("horcrux.app").load_sources(opts) (fallback.lua
+ * of the current snapshot, handed to the library) and the generation it
+ * belongs to. Called with snap_mu held. */
+static int collector_sources(lua_State *L) {
   server *srv = lua_touserdata(L, 1);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "horcrux.app");
   lua_call(L, 1, 1);
-  lua_getfield(L, -1, "policy");
+  lua_getfield(L, -1, "load_sources");
   hx_push_app_opts(L, &srv->cfg.lua, &srv->snap);
   lua_call(L, 1, 1);
   lua_pushinteger(L, (lua_Integer)atomic_load(&srv->generation));
   return 2;
 }
 
-/* Protected: require("horcrux.collector").run{interval, policy, stopping}
- * with the policy and generation that collector_policy pushed. */
+/* Protected: require("horcrux.collector").run{interval, sources, stopping}
+ * with the sources and generation that collector_sources pushed. */
 static int collector_run(lua_State *L) {
   server *srv = lua_touserdata(L, 1);
   lua_getglobal(L, "require");
@@ -616,7 +616,7 @@ static int collector_run(lua_State *L) {
   lua_pushnumber(L, srv->cfg.interval);
   lua_setfield(L, -2, "interval");
   lua_pushvalue(L, 2);
-  lua_setfield(L, -2, "policy");
+  lua_setfield(L, -2, "sources");
   lua_pushlightuserdata(L, srv);
   lua_pushvalue(L, 3);
   lua_pushcclosure(L, l_stopping, 2);
@@ -651,10 +651,10 @@ static void *collector_main(void *arg) {
     lua_pushcfunction(L, collector_run);
     lua_pushlightuserdata(L, srv);
     lua_pushcfunction(L, hx_traceback);
-    lua_pushcfunction(L, collector_policy);
+    lua_pushcfunction(L, collector_sources);
     lua_pushlightuserdata(L, srv);
     pthread_mutex_lock(&srv->snap_mu);
-    int rc = lua_pcall(L, 1, 2, -3); /* -> policy, generation */
+    int rc = lua_pcall(L, 1, 2, -3); /* -> sources, generation */
     pthread_mutex_unlock(&srv->snap_mu);
     if (rc == LUA_OK) {
       lua_remove(L, -3); /* the second traceback handler */

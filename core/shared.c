@@ -39,9 +39,10 @@
  * is worse than a loud "limit". Lowering the limits evicts nothing either:
  * new keys are refused until the store is back under them.
  */
+#define _GNU_SOURCE /* the store's writer-preferring lock */
 #include "aux.h"
+#include "store.h"
 
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,12 +70,10 @@ typedef struct value {
 } value;
 
 typedef struct entry {
-  struct entry *hnext;       /* hash chain; the dead list once unlinked */
-  struct entry *prev, *next; /* every entry, in the order stored */
-  int64_t expires_ns;        /* CLOCK_MONOTONIC; 0: never */
-  size_t klen;
-  value v;     /* v.s points into data for a string */
-  char data[]; /* the key, then a string value */
+  hx_node node;       /* filed under the key in data; bytes: entry_size() */
+  int64_t expires_ns; /* CLOCK_MONOTONIC; 0: never */
+  value v;            /* v.s points into data for a string */
+  char data[];        /* the key, then a string value */
 } entry;
 
 #define ENTRY_OVERHEAD ((lua_Integer)sizeof(entry))
@@ -83,27 +82,21 @@ typedef struct entry {
  * The store is process-wide on purpose: `horcrux serve` runs one lua_State
  * per worker thread, and a route on any worker must see what a route on
  * another wrote (counters, flags, caches). Everything in it is guarded by
- * `lock`. No Lua API call is made while it is held (a Lua error would
- * longjmp over the unlock), nor malloc or free: a write allocates its entry
- * before locking, and whatever the locked section unlinks goes on a dead
- * list that is freed after unlocking. One store per copy of this code: the
- * horcrux binary must load horcrux.shared from package.preload, never this
- * file's .so as well.
+ * the store's lock, taken for writing by every call that may drop an
+ * expired entry. No Lua API call is made while it is held (a Lua error
+ * would longjmp over the unlock), nor malloc or free: a write allocates its
+ * entry before locking, and whatever the locked section unlinks goes on a
+ * dead list that is freed after unlocking. The bounds are the store's
+ * max_count (max_entries) and max_bytes. One store per copy of this code:
+ * the horcrux binary must load horcrux.shared from package.preload, never
+ * this file's .so as well.
  */
-static struct {
-  pthread_mutex_t lock;
-  entry *bucket[NBUCKET];
-  entry *first, *last;
-  size_t count;
-  size_t bytes;  /* entry_size() of every entry */
-  size_t kbytes; /* key bytes of every entry, to size keys()'s buffer */
-  size_t max_entries;
-  size_t max_bytes;
-} store = {
-    .lock = PTHREAD_MUTEX_INITIALIZER,
-    .max_entries = DEFAULT_MAX_ENTRIES,
-    .max_bytes = DEFAULT_MAX_BYTES,
-};
+static void free_node(hx_node *n);
+static void purge_expired(hx_store *s, int64_t now, hx_node **dead);
+static hx_link *buckets[NBUCKET];
+static hx_store store =
+    HX_STORE_INIT(buckets, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_BYTES, free_node,
+                  purge_expired, NULL);
 
 /* ---- arguments (may raise: call without the lock) ---- */
 
@@ -176,7 +169,9 @@ static entry *make_entry(lua_State *L, const char *key, size_t klen,
   }
   memset(e, 0, sizeof *e);
   memcpy(e->data, key, klen);
-  e->klen = klen;
+  e->node.link.key = e->data;
+  e->node.link.klen = klen;
+  e->node.bytes = entry_size(klen, v);
   e->v = *v;
   if (v->type == V_STR) {
     memcpy(e->data + klen, v->s, vn);
@@ -186,93 +181,47 @@ static entry *make_entry(lua_State *L, const char *key, size_t klen,
   return e;
 }
 
-static void free_list(entry *e) {
-  while (e) {
-    entry *next = e->hnext;
-    free(e);
-    e = next;
-  }
+static entry *entry_of(hx_node *n) {
+  return n ? HX_ENTRY_OF(n, entry, node) : NULL;
 }
 
-/* ---- the store (call with the lock held) ---- */
+static void free_node(hx_node *n) { free(entry_of(n)); }
+
+/* ---- the store's own behaviour: TTL and refusal at the bounds (lock
+ * held) ---- */
 
 static int expired(const entry *e, int64_t now) {
   return e->expires_ns != 0 && now >= e->expires_ns;
 }
 
-static entry **slot_of(const char *key, size_t klen) {
-  entry **p = &store.bucket[hx_fnv1a(key, klen) & (NBUCKET - 1)];
-  while (*p && ((*p)->klen != klen || memcmp((*p)->data, key, klen) != 0))
-    p = &(*p)->hnext;
-  return p;
-}
-
-/* Takes e out of the store and puts it on *dead, to be freed unlocked. */
-static void unlink_entry(entry *e, entry **dead) {
-  entry **p = slot_of(e->data, e->klen);
-  *p = e->hnext;
-  if (e->prev)
-    e->prev->next = e->next;
-  else
-    store.first = e->next;
-  if (e->next)
-    e->next->prev = e->prev;
-  else
-    store.last = e->prev;
-  store.count--;
-  store.bytes -= entry_size(e->klen, &e->v);
-  store.kbytes -= e->klen;
-  e->hnext = *dead;
-  *dead = e;
-}
-
-static void insert(entry *e) {
-  entry **p = slot_of(e->data, e->klen);
-  e->hnext = *p;
-  *p = e;
-  e->prev = store.last;
-  e->next = NULL;
-  if (store.last)
-    store.last->next = e;
-  else
-    store.first = e;
-  store.last = e;
-  store.count++;
-  store.bytes += entry_size(e->klen, &e->v);
-  store.kbytes += e->klen;
-}
-
 /* The live entry of key, or NULL; an expired one is dropped on the way. */
-static entry *find(const char *key, size_t klen, int64_t now, entry **dead) {
-  entry *e = *slot_of(key, klen);
+static entry *find(const char *key, size_t klen, int64_t now, hx_node **dead) {
+  entry *e = entry_of(hx_store_find(&store, key, klen));
   if (e && expired(e, now)) {
-    unlink_entry(e, dead);
+    hx_store_drop(&store, &e->node, dead);
     return NULL;
   }
   return e;
 }
 
-static void purge_expired(int64_t now, entry **dead) {
-  entry *e = store.first;
-  while (e) {
-    entry *next = e->next;
-    if (expired(e, now))
-      unlink_entry(e, dead);
-    e = next;
+static void purge_expired(hx_store *s, int64_t now, hx_node **dead) {
+  hx_node *n = s->first;
+  while (n) {
+    hx_node *next = n->next;
+    if (expired(entry_of(n), now))
+      hx_store_drop(s, n, dead);
+    n = next;
   }
 }
 
 /* The limit that storing n in place of old (or NULL) would pass, or NULL;
  * its value goes to *max. */
-static const char *over_limit(const entry *old, const entry *n, size_t *max) {
-  size_t count = store.count + (old ? 0 : 1);
-  size_t bytes = store.bytes - (old ? entry_size(old->klen, &old->v) : 0) +
-                 entry_size(n->klen, &n->v);
-  if (count > store.max_entries) {
-    *max = store.max_entries;
+static const char *over_limit(entry *old, const entry *n, size_t *max) {
+  switch (hx_store_over(&store, old ? &old->node : NULL, n->node.bytes)) {
+  case HX_STORE_OVER_COUNT:
+    *max = store.max_count;
     return "max_entries";
-  }
-  if (bytes > store.max_bytes) {
+  case HX_STORE_OVER_BYTES:
     *max = store.max_bytes;
     return "max_bytes";
   }
@@ -281,18 +230,18 @@ static const char *over_limit(const entry *old, const entry *n, size_t *max) {
 
 /* Stores n in place of old (or NULL) if the limits allow; returns NULL or
  * the name of the limit that refused it (its value in *max). */
-static const char *put(entry *old, entry *n, int64_t now, entry **dead,
+static const char *put(entry *old, entry *n, int64_t now, hx_node **dead,
                        size_t *max) {
   const char *limit = over_limit(old, n, max);
   if (limit) {
-    purge_expired(now, dead); /* old is live at now: it stays */
+    purge_expired(&store, now, dead); /* old is live at now: it stays */
     limit = over_limit(old, n, max);
   }
   if (limit)
     return limit;
   if (old)
-    unlink_entry(old, dead);
-  insert(n);
+    hx_store_drop(&store, &old->node, dead);
+  hx_store_add(&store, &n->node);
   return NULL;
 }
 
@@ -307,13 +256,13 @@ static int l_delete(lua_State *L) {
   size_t klen;
   const char *key = check_key(L, 1, &klen);
   int64_t now = hx_mono_ns();
-  entry *dead = NULL;
-  pthread_mutex_lock(&store.lock);
+  hx_node *dead = NULL;
+  hx_store_wrlock(&store);
   entry *e = find(key, klen, now, &dead);
   if (e)
-    unlink_entry(e, &dead);
-  pthread_mutex_unlock(&store.lock);
-  free_list(dead);
+    hx_store_drop(&store, &e->node, &dead);
+  hx_store_unlock(&store);
+  hx_store_free_list(&store, dead);
   lua_pushboolean(L, e != NULL);
   return 1;
 }
@@ -333,20 +282,21 @@ static int store_value(lua_State *L, int add) {
   }
   int64_t now = hx_mono_ns();
   int64_t expires = check_ttl(L, 3, now);
-  entry *n = make_entry(L, key, klen, &v, expires), *dead = NULL;
+  entry *n = make_entry(L, key, klen, &v, expires);
+  hx_node *dead = NULL;
   const char *limit = NULL;
   size_t max = 0;
   int exists = 0;
 
-  pthread_mutex_lock(&store.lock);
+  hx_store_wrlock(&store);
   entry *old = find(key, klen, now, &dead);
   if (add && old)
     exists = 1;
   else
     limit = put(old, n, now, &dead, &max);
-  pthread_mutex_unlock(&store.lock);
+  hx_store_unlock(&store);
 
-  free_list(dead);
+  hx_store_free_list(&store, dead);
   if (exists || limit)
     free(n);
   if (exists)
@@ -384,8 +334,8 @@ static void push_value(lua_State *L, const value *v) {
 static void fetch(const char *key, size_t klen, char *buf, size_t cap,
                   value *v) {
   int64_t now = hx_mono_ns();
-  entry *dead = NULL;
-  pthread_mutex_lock(&store.lock);
+  hx_node *dead = NULL;
+  hx_store_wrlock(&store);
   entry *e = find(key, klen, now, &dead);
   if (e) {
     *v = e->v;
@@ -397,8 +347,8 @@ static void fetch(const char *key, size_t klen, char *buf, size_t cap,
   } else {
     v->type = V_NIL;
   }
-  pthread_mutex_unlock(&store.lock);
-  free_list(dead);
+  hx_store_unlock(&store);
+  hx_store_free_list(&store, dead);
 }
 
 static int l_get(lua_State *L) {
@@ -448,7 +398,8 @@ static int l_incr(lua_State *L) {
     check_number(L, 3, &init);
   int64_t now = hx_mono_ns();
   int64_t expires = check_ttl(L, 4, now);
-  entry *n = NULL, *dead = NULL;
+  entry *n = NULL;
+  hx_node *dead = NULL;
   if (has_init) {
     value first = add_numbers(&init, &delta);
     n = make_entry(L, key, klen, &first, expires);
@@ -458,7 +409,7 @@ static int l_incr(lua_State *L) {
   size_t max = 0;
   int used = 0;
 
-  pthread_mutex_lock(&store.lock);
+  hx_store_wrlock(&store);
   entry *e = find(key, klen, now, &dead);
   if (e && (e->v.type == V_INT || e->v.type == V_FLOAT)) {
     e->v = res = add_numbers(&e->v, &delta); /* same size: bytes unchanged */
@@ -470,9 +421,9 @@ static int l_incr(lua_State *L) {
     res = n->v;
     used = 1;
   }
-  pthread_mutex_unlock(&store.lock);
+  hx_store_unlock(&store);
 
-  free_list(dead);
+  hx_store_free_list(&store, dead);
   if (!used)
     free(n);
   if (why == NOT_NUMBER)
@@ -489,122 +440,73 @@ static int l_ttl(lua_State *L) {
   size_t klen;
   const char *key = check_key(L, 1, &klen);
   int64_t now = hx_mono_ns(), expires = 0;
-  entry *dead = NULL;
-  pthread_mutex_lock(&store.lock);
+  hx_node *dead = NULL;
+  hx_store_wrlock(&store);
   entry *e = find(key, klen, now, &dead);
   if (e)
     expires = e->expires_ns;
-  pthread_mutex_unlock(&store.lock);
-  free_list(dead);
+  hx_store_unlock(&store);
+  hx_store_free_list(&store, dead);
   if (!e)
     return hx_fail(L, HX_NOT_FOUND, "not found");
   lua_pushnumber(L, expires ? (lua_Number)(expires - now) / 1e9 : 0);
   return 1;
 }
 
-/* keys([max]): the keys are copied into a userdata (each a size_t length,
- * then the bytes) under the lock and made strings after it, so an error in
- * Lua leaks nothing. The buffer is sized from the totals first; if the
- * store grew in between, the copy is tried again with the new totals. */
+/* keys([max]): the live keys are copied into a userdata (each a size_t
+ * length, then the bytes) under the lock and made strings after it, so an
+ * error in Lua leaks nothing. */
+static size_t key_size(const hx_node *n, void *now) {
+  const entry *e = HX_ENTRY_OF(n, const entry, node);
+  return expired(e, *(int64_t *)now) ? 0 : sizeof(size_t) + n->link.klen;
+}
+
+static size_t key_copy(const hx_node *n, char *at, void *now) {
+  size_t k = key_size(n, now);
+  if (k > 0) {
+    memcpy(at, &n->link.klen, sizeof(size_t));
+    memcpy(at + sizeof(size_t), n->link.key, n->link.klen);
+  }
+  return k;
+}
+
 static int l_keys(lua_State *L) {
   lua_Integer max = luaL_optinteger(L, 1, KEYS_DEFAULT);
   luaL_argcheck(L, max >= 0, 1, "max must be >= 0");
-  size_t limit = max == 0 ? SIZE_MAX : (size_t)max;
-  size_t got = 0, used = 0;
-  char *buf;
-  for (;;) {
-    pthread_mutex_lock(&store.lock);
-    size_t want = store.kbytes + store.count * sizeof(size_t);
-    pthread_mutex_unlock(&store.lock);
-    size_t cap = want + want / 4 + 256;
-    lua_settop(L, 1);
-    buf = lua_newuserdatauv(L, cap, 0);
-    int64_t now = hx_mono_ns();
-    int fits = 1;
-    got = used = 0;
-    pthread_mutex_lock(&store.lock);
-    for (entry *e = store.first; e && got < limit; e = e->next) {
-      if (expired(e, now))
-        continue;
-      if (used + sizeof(size_t) + e->klen > cap) {
-        fits = 0;
-        break;
-      }
-      memcpy(buf + used, &e->klen, sizeof(size_t));
-      memcpy(buf + used + sizeof(size_t), e->data, e->klen);
-      used += sizeof(size_t) + e->klen;
-      got++;
-    }
-    pthread_mutex_unlock(&store.lock);
-    if (fits)
-      break;
-  }
+  int64_t now = hx_mono_ns();
+  hx_copier c = {key_size, key_copy, &now, (size_t)max, 4096};
+  const char *buf;
+  size_t got = hx_store_copy_out(L, &store, &c, &buf);
   lua_createtable(L, (int)(got < INT32_MAX ? got : 0), 0);
-  size_t off = 0;
   for (size_t i = 1; i <= got; i++) {
     size_t n;
-    memcpy(&n, buf + off, sizeof n);
-    lua_pushlstring(L, buf + off + sizeof n, n);
+    memcpy(&n, buf, sizeof n);
+    lua_pushlstring(L, buf + sizeof n, n);
     lua_rawseti(L, -2, (lua_Integer)i);
-    off += sizeof n + n;
+    buf += sizeof n + n;
   }
-  return 1;
-}
-
-static int l_count(lua_State *L) {
-  int64_t now = hx_mono_ns();
-  entry *dead = NULL;
-  pthread_mutex_lock(&store.lock);
-  purge_expired(now, &dead);
-  size_t n = store.count;
-  pthread_mutex_unlock(&store.lock);
-  free_list(dead);
-  lua_pushinteger(L, (lua_Integer)n);
-  return 1;
-}
-
-static size_t clear_store(void) {
-  pthread_mutex_lock(&store.lock);
-  entry *e = store.first;
-  size_t n = store.count;
-  memset(store.bucket, 0, sizeof store.bucket);
-  store.first = store.last = NULL;
-  store.count = store.bytes = store.kbytes = 0;
-  pthread_mutex_unlock(&store.lock);
-  while (e) {
-    entry *next = e->next;
-    free(e);
-    e = next;
-  }
-  return n;
-}
-
-static int l_clear(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)clear_store());
   return 1;
 }
 
 /* The store outlives every lua_State; it goes when the code does (exit, or
  * dlclose of this module by the last lua_close), so nothing is leaked. */
-__attribute__((destructor)) static void free_store(void) { clear_store(); }
+__attribute__((destructor)) static void free_store(void) {
+  hx_store_clear(&store);
+}
 
 /* set_limits{max_entries=, max_bytes=}: either may be left out; returns
  * the previous limits in the same shape. */
 static int l_set_limits(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  lua_Integer me = hx_opt_integer(L, 1, "max_entries", -1);
-  lua_Integer mb = hx_opt_integer(L, 1, "max_bytes", -1);
-  if (me != -1 && (me < 1 || me > MAX_ENTRIES))
-    luaL_argerror(L, 1, "max_entries out of range 1..4194304");
-  if (mb != -1 && (mb < 1 || mb > MAX_BYTES))
-    luaL_argerror(L, 1, "max_bytes out of range 1..2^40");
-  pthread_mutex_lock(&store.lock);
-  size_t old_me = store.max_entries, old_mb = store.max_bytes;
+  lua_Integer me = hx_store_opt_limit(L, 1, "max_entries", 1, MAX_ENTRIES);
+  lua_Integer mb = hx_store_opt_limit(L, 1, "max_bytes", 1, MAX_BYTES);
+  hx_store_wrlock(&store);
+  size_t old_me = store.max_count, old_mb = store.max_bytes;
   if (me != -1)
-    store.max_entries = (size_t)me;
+    store.max_count = (size_t)me;
   if (mb != -1)
     store.max_bytes = (size_t)mb;
-  pthread_mutex_unlock(&store.lock);
+  hx_store_unlock(&store);
   lua_createtable(L, 0, 2);
   lua_pushinteger(L, (lua_Integer)old_me);
   lua_setfield(L, -2, "max_entries");
@@ -617,8 +519,7 @@ static const luaL_Reg funcs[] = {
     {"set", l_set},       {"add", l_add},
     {"get", l_get},       {"incr", l_incr},
     {"delete", l_delete}, {"ttl", l_ttl},
-    {"keys", l_keys},     {"count", l_count},
-    {"clear", l_clear},   {"set_limits", l_set_limits},
+    {"keys", l_keys},     {"set_limits", l_set_limits},
     {NULL, NULL}};
 
 static const hx_const consts[] = {{"KEY_MAX", KEY_MAX},
@@ -630,6 +531,7 @@ static const hx_const consts[] = {{"KEY_MAX", KEY_MAX},
 
 HX_EXPORT int luaopen_horcrux_shared(lua_State *L) {
   luaL_newlib(L, funcs);
+  hx_store_setfuncs(L, &store); /* clear, count */
   hx_set_consts(L, consts);
   return 1;
 }

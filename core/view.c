@@ -51,11 +51,11 @@
  * run outside the lock, in buffers that are Lua userdata: a Lua error
  * (a bad value, out of memory) never leaks and never leaves the lock held.
  */
-#define _GNU_SOURCE /* PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP */
+#define _GNU_SOURCE /* the store's writer-preferring lock */
 #include "aux.h"
 #include "jsonconv.h"
+#include "store.h"
 
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,10 +87,9 @@ typedef struct blob {
 } blob;
 
 typedef struct entry {
-  struct entry *inext;       /* id hash chain */
-  struct entry *nnext;       /* name hash chain, while name != NULL */
-  struct entry *prev, *next; /* order of first storage */
-  char *name;                /* meta.name without a leading "/", or NULL */
+  hx_node node;      /* filed under id, in the order of first storage */
+  hx_link name_link; /* in the name index while name != NULL */
+  char *name;        /* meta.name without a leading "/", or NULL */
   size_t namelen;
   blob rec, meta;
   int64_t taken_ns; /* CLOCK_MONOTONIC of the record's figures */
@@ -101,34 +100,20 @@ typedef struct entry {
  * The view is process-wide on purpose: `horcrux serve` runs the collector in
  * a thread with its own lua_State and answers requests on worker threads
  * that each have theirs, and every one of them must read what the collector
- * wrote. Everything in it is guarded by `lock`: readers (get, find, all) share
- * it, writers (put, remove) take it alone, and glibc is told to prefer the
- * writer so a stream of requests cannot starve the collector. No Lua API call
- * is made while the lock is held (a Lua error would longjmp over the unlock),
- * nor malloc or free: a write allocates before locking and frees what it
- * replaced after unlocking. One store per copy of this code: the horcrux
- * binary must load horcrux.view from package.preload, never this file's .so
- * as well.
+ * wrote. Everything in it, the name index included, is guarded by the
+ * store's lock: readers (get, find, all) share it, writers (put, remove)
+ * take it alone, and the writer is preferred so a stream of requests cannot
+ * starve the collector. No Lua API call is made while the lock is held (a
+ * Lua error would longjmp over the unlock), nor malloc or free: a write
+ * allocates before locking and frees what it replaced after unlocking. One
+ * store per copy of this code: the horcrux binary must load horcrux.view
+ * from package.preload, never this file's .so as well.
  */
-static struct {
-  pthread_rwlock_t lock;
-  entry *ids[NBUCKET];
-  entry *names[NBUCKET];
-  entry *first, *last;
-  size_t count;
-  size_t max_containers;
-} store = {
-#ifdef PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP
-    .lock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP,
-#else
-    .lock = PTHREAD_RWLOCK_INITIALIZER,
-#endif
-    .max_containers = DEFAULT_MAX_CONTAINERS,
-};
-
-static size_t hash(const char *s, size_t n) {
-  return hx_fnv1a(s, n) & (NBUCKET - 1);
-}
+static void free_node(hx_node *n);
+static hx_link *id_buckets[NBUCKET], *name_buckets[NBUCKET];
+static hx_index names = HX_INDEX_INIT(name_buckets);
+static hx_store store = HX_STORE_INIT(id_buckets, DEFAULT_MAX_CONTAINERS, 0,
+                                      free_node, NULL, &names);
 
 /* The full id at arg; raises unless it is 64 lowercase hex digits. */
 static const char *check_id(lua_State *L, int arg) {
@@ -356,72 +341,42 @@ static void unpack(lua_State *L, const char *p, size_t n) {
   lua_remove(L, r.mt_idx);
 }
 
-/* ---- the store (call with the lock held; no Lua calls) ---- */
+/* ---- the store's own behaviour: the name index (lock held) ---- */
 
-static entry **id_slot(const char *id) {
-  entry **p = &store.ids[hash(id, ID_LEN)];
-  while (*p && memcmp((*p)->id, id, ID_LEN) != 0)
-    p = &(*p)->inext;
-  return p;
+static entry *entry_of(hx_node *n) {
+  return n ? HX_ENTRY_OF(n, entry, node) : NULL;
 }
 
-static void name_unlink(entry *e) {
-  if (!e->name)
-    return;
-  entry **p = &store.names[hash(e->name, e->namelen)];
-  while (*p && *p != e)
-    p = &(*p)->nnext;
-  if (*p)
-    *p = e->nnext;
-  e->nnext = NULL;
-}
-
-static void name_link(entry *e) {
-  if (!e->name)
-    return;
-  entry **head = &store.names[hash(e->name, e->namelen)];
-  e->nnext = *head;
-  *head = e;
+static entry *by_id(const char *id) {
+  return entry_of(hx_store_find(&store, id, ID_LEN));
 }
 
 /* The entry named name; of several (a name reused before the collector
  * dropped the old container), the one with the newest record. */
 static entry *by_name(const char *name, size_t n) {
   entry *best = NULL;
-  for (entry *e = store.names[hash(name, n)]; e; e = e->nnext)
-    if (e->namelen == n && memcmp(e->name, name, n) == 0 &&
-        (!best || e->taken_ns > best->taken_ns))
+  for (hx_link *l = hx_index_find(&names, name, n); l;
+       l = hx_index_next(l, name, n)) {
+    entry *e = HX_ENTRY_OF(l, entry, name_link);
+    if (!best || e->taken_ns > best->taken_ns)
       best = e;
+  }
   return best;
 }
 
-static void link_new(entry *e) {
-  entry **slot = id_slot(e->id);
-  *slot = e;
-  e->prev = store.last;
-  e->next = NULL;
-  if (store.last)
-    store.last->next = e;
-  else
-    store.first = e;
-  store.last = e;
-  store.count++;
-}
-
-/* Unlinks e from every index; the caller frees it after unlocking. */
-static void unlink_entry(entry *e) {
-  entry **slot = id_slot(e->id);
-  *slot = e->inext;
-  name_unlink(e);
-  if (e->prev)
-    e->prev->next = e->next;
-  else
-    store.first = e->next;
-  if (e->next)
-    e->next->prev = e->prev;
-  else
-    store.last = e->prev;
-  store.count--;
+/* Gives e the name (NULL: none), refiling it in the name index; returns the
+ * old name for the caller to free after unlocking. */
+static char *rename_entry(entry *e, char *name, size_t namelen) {
+  char *old = e->name;
+  if (e->name)
+    hx_index_remove(&names, &e->name_link);
+  e->name = name;
+  e->namelen = namelen;
+  e->name_link.key = name;
+  e->name_link.klen = namelen;
+  if (name)
+    hx_index_add(&names, &e->name_link);
+  return old;
 }
 
 static void free_entry(entry *e) {
@@ -432,6 +387,8 @@ static void free_entry(entry *e) {
   free(e->name);
   free(e);
 }
+
+static void free_node(hx_node *n) { free_entry(entry_of(n)); }
 
 /* ---- writing ---- */
 
@@ -511,13 +468,15 @@ static void prepare(lua_State *L, const char *id, int rec_arg, int meta_arg,
 /* Applies u to id's entry (made if new); returns 0, or -1 when the view is
  * full. What it replaced is left in u for the caller to free. */
 static int update_locked(const char *id, update *u) {
-  entry *e = *id_slot(id);
+  entry *e = by_id(id);
   if (!e) {
-    if (store.count >= store.max_containers)
+    if (hx_store_over(&store, NULL, 0) != HX_STORE_FITS)
       return -1;
     e = u->fresh;
     u->fresh = NULL;
-    link_new(e);
+    e->node.link.key = e->id;
+    e->node.link.klen = ID_LEN;
+    hx_store_add(&store, &e->node);
   }
   if (u->has_rec) {
     blob old = e->rec;
@@ -527,23 +486,18 @@ static int update_locked(const char *id, update *u) {
   }
   if (u->has_meta) {
     blob old = e->meta;
-    char *oldname = e->name;
     e->meta = u->meta;
     u->meta = old;
-    name_unlink(e);
-    e->name = u->name;
-    e->namelen = u->namelen;
-    name_link(e);
-    u->name = oldname;
+    u->name = rename_entry(e, u->name, u->namelen);
   }
   return 0;
 }
 
 static int apply(lua_State *L, update *u, const char *id) {
-  pthread_rwlock_wrlock(&store.lock);
+  hx_store_wrlock(&store);
   int full = update_locked(id, u);
-  size_t max = store.max_containers;
-  pthread_rwlock_unlock(&store.lock);
+  size_t max = store.max_count;
+  hx_store_unlock(&store);
   update_free(u);
   if (full)
     return hx_fail(L, HX_LIMIT, "view: full (%d containers)", (int)max);
@@ -636,8 +590,8 @@ static int fetch(lua_State *L, const char *id, int need_rec, view_of *out) {
     char *buf = lua_newuserdatauv(L, cap, 0);
     int got;
     size_t need = 0;
-    pthread_rwlock_rdlock(&store.lock);
-    entry *e = *id_slot(id);
+    hx_store_rdlock(&store);
+    entry *e = by_id(id);
     if (!e)
       got = GOT_NONE;
     else if (need_rec && !e->rec.p)
@@ -648,7 +602,7 @@ static int fetch(lua_State *L, const char *id, int need_rec, view_of *out) {
       copy_out(buf, e);
       got = GOT_IT;
     }
-    pthread_rwlock_unlock(&store.lock);
+    hx_store_unlock(&store);
     if (got != GOT_SMALL) {
       if (got == GOT_IT)
         *out = read_copied(buf);
@@ -698,33 +652,23 @@ static int l_meta(lua_State *L) {
   return 1;
 }
 
-/* Copies every entry (with a record when need_rec) into a userdata pushed
- * on the stack; returns how many. */
-static size_t fetch_all(lua_State *L, int need_rec, const char **out) {
-  size_t cap = FIRST_GUESS * 8;
-  for (;;) {
-    char *buf = lua_newuserdatauv(L, cap, 0);
-    size_t need = 0, n = 0;
-    pthread_rwlock_rdlock(&store.lock);
-    for (entry *e = store.first; e; e = e->next)
-      if (!need_rec || e->rec.p)
-        need += copied_size(e);
-    if (need <= cap) {
-      char *at = buf;
-      for (entry *e = store.first; e; e = e->next)
-        if (!need_rec || e->rec.p) {
-          at = copy_out(at, e);
-          n++;
-        }
-    }
-    pthread_rwlock_unlock(&store.lock);
-    if (need <= cap) {
-      *out = buf;
-      return n;
-    }
-    lua_pop(L, 1);
-    cap = need + need / 4; /* room for what arrives meanwhile */
-  }
+/* Copies every entry with a record into a userdata pushed on the stack;
+ * returns how many. */
+static size_t with_record_size(const hx_node *n, void *arg) {
+  const entry *e = HX_ENTRY_OF(n, const entry, node);
+  (void)arg;
+  return e->rec.p ? copied_size(e) : 0;
+}
+
+static size_t with_record_copy(const hx_node *n, char *at, void *arg) {
+  const entry *e = HX_ENTRY_OF(n, const entry, node);
+  (void)arg;
+  return e->rec.p ? (size_t)(copy_out(at, e) - at) : 0;
+}
+
+static size_t fetch_all(lua_State *L, const char **out) {
+  hx_copier c = {with_record_size, with_record_copy, NULL, 0, FIRST_GUESS * 8};
+  return hx_store_copy_out(L, &store, &c, out);
 }
 
 /* Sets record.name (at -1) from meta.name, else keeps the record's own
@@ -757,7 +701,7 @@ static void set_name(lua_State *L, const view_of *v) {
 
 static int l_all(lua_State *L) {
   const char *buf;
-  size_t n = fetch_all(L, 1, &buf);
+  size_t n = fetch_all(L, &buf);
   int64_t now = hx_mono_ns();
   lua_createtable(L, n > INT32_MAX ? 0 : (int)n, 0);
   for (size_t i = 1; i <= n; i++) {
@@ -776,32 +720,29 @@ static int l_all(lua_State *L) {
   return 1;
 }
 
+static size_t id_size(const hx_node *n, void *arg) {
+  (void)n, (void)arg;
+  return ID_LEN;
+}
+
+static size_t id_copy(const hx_node *n, char *at, void *arg) {
+  (void)arg;
+  memcpy(at, n->link.key, ID_LEN);
+  return ID_LEN;
+}
+
 static int l_ids(lua_State *L) {
-  size_t cap = 64 * ID_LEN;
-  for (;;) {
-    char *buf = lua_newuserdatauv(L, cap, 0);
-    size_t n = 0, fits;
-    pthread_rwlock_rdlock(&store.lock);
-    fits = store.count * ID_LEN <= cap;
-    if (fits)
-      for (entry *e = store.first; e; e = e->next)
-        memcpy(buf + ID_LEN * n++, e->id, ID_LEN);
-    else
-      cap = store.count * ID_LEN + 64 * ID_LEN;
-    pthread_rwlock_unlock(&store.lock);
-    if (!fits) {
-      lua_pop(L, 1);
-      continue;
-    }
-    lua_createtable(L, n > INT32_MAX ? 0 : (int)n, 0);
-    for (size_t i = 0; i < n; i++) {
-      lua_pushlstring(L, buf + ID_LEN * i, ID_LEN);
-      lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-    hx_json_push_array_mt(L);
-    lua_setmetatable(L, -2);
-    return 1;
+  hx_copier c = {id_size, id_copy, NULL, 0, 64 * ID_LEN};
+  const char *buf;
+  size_t n = hx_store_copy_out(L, &store, &c, &buf);
+  lua_createtable(L, n > INT32_MAX ? 0 : (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushlstring(L, buf + ID_LEN * i, ID_LEN);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
+  hx_json_push_array_mt(L);
+  lua_setmetatable(L, -2);
+  return 1;
 }
 
 /* find: full id, then name, then unique id prefix (the daemon's order). */
@@ -816,19 +757,19 @@ static int l_find(lua_State *L) {
   char id[ID_LEN];
   size_t matches = 0;
   int hex = hx_is_lower_hex(ref, n);
-  pthread_rwlock_rdlock(&store.lock);
-  entry *e = n == ID_LEN && hex ? *id_slot(ref) : NULL;
+  hx_store_rdlock(&store);
+  entry *e = n == ID_LEN && hex ? by_id(ref) : NULL;
   if (!e)
     e = by_name(ref, n);
   if (e) {
     memcpy(id, e->id, ID_LEN);
     matches = 1;
   } else if (hex && n < ID_LEN) {
-    for (e = store.first; e; e = e->next)
-      if (memcmp(e->id, ref, n) == 0 && matches++ == 0)
-        memcpy(id, e->id, ID_LEN);
+    for (hx_node *x = store.first; x; x = x->next)
+      if (memcmp(x->link.key, ref, n) == 0 && matches++ == 0)
+        memcpy(id, x->link.key, ID_LEN);
   }
-  pthread_rwlock_unlock(&store.lock);
+  hx_store_unlock(&store);
   if (matches == 1) {
     lua_pushlstring(L, id, ID_LEN);
     return 1;
@@ -844,80 +785,47 @@ static int l_find(lua_State *L) {
 
 static int l_remove(lua_State *L) {
   const char *id = check_id(L, 1);
-  pthread_rwlock_wrlock(&store.lock);
-  entry *e = *id_slot(id);
-  if (e)
-    unlink_entry(e);
-  pthread_rwlock_unlock(&store.lock);
+  hx_store_wrlock(&store);
+  entry *e = by_id(id);
+  if (e) {
+    if (e->name)
+      hx_index_remove(&names, &e->name_link);
+    hx_store_remove(&store, &e->node);
+  }
+  hx_store_unlock(&store);
   free_entry(e);
   lua_pushboolean(L, e != NULL);
   return 1;
 }
 
-static size_t clear_store(void) {
-  pthread_rwlock_wrlock(&store.lock);
-  entry *e = store.first;
-  size_t n = store.count;
-  memset(store.ids, 0, sizeof store.ids);
-  memset(store.names, 0, sizeof store.names);
-  store.first = store.last = NULL;
-  store.count = 0;
-  pthread_rwlock_unlock(&store.lock);
-  while (e) {
-    entry *next = e->next;
-    free_entry(e);
-    e = next;
-  }
-  return n;
-}
-
-static int l_clear(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)clear_store());
-  return 1;
-}
-
 /* The view outlives every lua_State; it goes when the code does (exit, or
  * dlclose of this module by the last lua_close), so nothing is leaked. */
-__attribute__((destructor)) static void free_store(void) { clear_store(); }
-
-static int l_count(lua_State *L) {
-  pthread_rwlock_rdlock(&store.lock);
-  size_t n = store.count;
-  pthread_rwlock_unlock(&store.lock);
-  lua_pushinteger(L, (lua_Integer)n);
-  return 1;
+__attribute__((destructor)) static void free_store(void) {
+  hx_store_clear(&store);
 }
 
 /* set_limits{max_containers=}: lowering the bound below the count drops
  * nothing; new ids are refused until the count is under it. */
 static int l_set_limits(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  lua_Integer max = hx_opt_integer(L, 1, "max_containers", -1);
-  if (max != -1 && (max < 1 || max > MAX_CONTAINERS))
-    luaL_argerror(L, 1, "max_containers out of range 1..1048576");
-  pthread_rwlock_wrlock(&store.lock);
-  size_t old = store.max_containers;
+  lua_Integer max =
+      hx_store_opt_limit(L, 1, "max_containers", 1, MAX_CONTAINERS);
+  hx_store_wrlock(&store);
+  size_t old = store.max_count;
   if (max != -1)
-    store.max_containers = (size_t)max;
-  pthread_rwlock_unlock(&store.lock);
+    store.max_count = (size_t)max;
+  hx_store_unlock(&store);
   lua_createtable(L, 0, 1);
   lua_pushinteger(L, (lua_Integer)old);
   lua_setfield(L, -2, "max_containers");
   return 1;
 }
 
-static const luaL_Reg funcs[] = {{"put", l_put},
-                                 {"set_meta", l_set_meta},
-                                 {"get", l_get},
-                                 {"meta", l_meta},
-                                 {"find", l_find},
-                                 {"all", l_all},
-                                 {"ids", l_ids},
-                                 {"remove", l_remove},
-                                 {"clear", l_clear},
-                                 {"count", l_count},
-                                 {"set_limits", l_set_limits},
-                                 {NULL, NULL}};
+static const luaL_Reg funcs[] = {
+    {"put", l_put},   {"set_meta", l_set_meta}, {"get", l_get},
+    {"meta", l_meta}, {"find", l_find},         {"all", l_all},
+    {"ids", l_ids},   {"remove", l_remove},     {"set_limits", l_set_limits},
+    {NULL, NULL}};
 
 static const hx_const consts[] = {
     {"DEFAULT_MAX_CONTAINERS", DEFAULT_MAX_CONTAINERS},
@@ -926,6 +834,7 @@ static const hx_const consts[] = {
 
 HX_EXPORT int luaopen_horcrux_view(lua_State *L) {
   luaL_newlib(L, funcs);
+  hx_store_setfuncs(L, &store); /* clear, count */
   hx_set_consts(L, consts);
   return 1;
 }

@@ -1,4 +1,4 @@
---- fallback-cgroup-first.lua: a metric policy that reads the cgroup files
+--- fallback-cgroup-first.lua: a source order that reads the cgroup files
 -- first and asks the daemon only for what they cannot say.
 --
 -- Use it in place of lua/fallback.lua (copy it over, or put it first in the

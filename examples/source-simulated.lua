@@ -5,17 +5,20 @@
 -- without Docker. Every record it gives says `source = "simulated"` (and
 -- `simulated = true`), so nobody mistakes its numbers for measured ones.
 --
--- To use it, add it to a policy by hand, e.g. in fallback.lua:
+-- To use it, add it to the source order by hand, e.g. in fallback.lua:
 --
 --   local simulated = dofile("examples/source-simulated.lua")
 --   return { sources = { docker_api, cgroup, simulated } }
 --
 -- placed last, it answers only when every real source failed; horcrux's own
--- policy never lists it.
+-- order never lists it.
 --
--- The interface is that of every source (see lua/fallback.lua): a name and
--- list / inspect / stats, each returning its answer or nil, message, kind.
+-- The interface is that of every source (the source contract in the
+-- README): a name and the capabilities it has -- here list / inspect /
+-- stats, each returning its answer or nil, message, kind. The record comes
+-- from horcrux.record, the one constructor every source uses.
 local json = require "horcrux.json"
+local record = require "horcrux.record"
 local clock = require "horcrux.clock"
 
 local M = { name = "simulated" }
@@ -34,11 +37,6 @@ local function find(ref)
     end
   end
   return nil
-end
-
-local function rfc3339(ns)
-  return os.date("!%Y-%m-%dT%H:%M:%S", ns // 1000000000)
-    .. string.format(".%09dZ", ns % 1000000000)
 end
 
 function M.list()
@@ -71,25 +69,17 @@ function M.stats(ref)
   local now = clock.now_ns()
   local t = now / 1e9
   local limit = 512 * 1024 * 1024
-  local used = math.floor(limit * (0.3 + 0.1 * math.sin(t / 30)))
-  return {
-    cpu_usage_percent = 20 + 15 * math.sin(t / 10),
-    memory_usage_bytes = used,
-    memory_limit_bytes = limit,
-    memory_percent = used / limit * 100,
-    network_rx_bytes = math.floor(t * 1000) % (1 << 40),
-    network_tx_bytes = math.floor(t * 400) % (1 << 40),
-    block_read_bytes = 0,
-    block_write_bytes = 0,
+  local rec = record.new({
+    id = c.id, name = c.name, source = "simulated", read_ns = now,
+    cpu_percent = 20 + 15 * math.sin(t / 10),
+    memory_usage = math.floor(limit * (0.3 + 0.1 * math.sin(t / 30))),
+    memory_limit = limit,
+    net_rx = math.floor(t * 1000) % (1 << 40),
+    net_tx = math.floor(t * 400) % (1 << 40),
     pids = 3,
-    cpu_usage_ns = json.null,
-    online_cpus = json.null,
-    read = rfc3339(now),
-    source = "simulated",
-    simulated = true,
-    id = c.id,
-    name = c.name,
-  }
+  })
+  rec.simulated = true
+  return rec
 end
 
 return M

@@ -20,16 +20,22 @@ return {
     -- "binds": [{"source": "/host/path", ...}] -- host paths mounted in.
     -- false: none; true: any path; a list: those paths and what is below
     -- them ({ "/srv/data" } allows /srv/data and /srv/data/x, not /srv).
+    -- A source is compared as it resolves on the host (symlinks followed),
+    -- and that resolved path is what the daemon mounts: a link planted in
+    -- /srv/data cannot lead outside it.
     binds = false,
     -- "volumes": [{"name": ..., ...}] -- named volumes (Docker's own
-    -- storage, not the host's files).
+    -- storage, not the host's files). A volume that is a bind of a host
+    -- path (the local driver with o=bind) is checked as that bind.
     volumes = true,
     -- "network": "host" -- the host's network stack.
     host_network = false,
     -- "network": "container:<id>" -- another container's network stack.
     container_network = false,
     -- Networks "network" may name besides host and container:<id>: nil for
-    -- any, or a list such as { "bridge", "none", "backend" }.
+    -- any (but macvlan and ipvlan ones, which put the container on the
+    -- host's LAN: list those to allow them), or a list such as
+    -- { "bridge", "none", "backend" }.
     networks = nil,
     -- "pid_mode": "host" -- sees and signals every process of the host.
     host_pid = false,
@@ -50,6 +56,8 @@ return {
     -- Where a port is published when the body gives no host_ip: loopback,
     -- so a published port is not reachable from other hosts unless asked.
     default_host_ip = "127.0.0.1",
+    -- A "host_ip" beyond loopback (0.0.0.0, a LAN address) in the body.
+    public_ports = false,
     -- A last word on what passed the rules above: function(spec, req)
     -- returning nil to allow, or field, message to refuse (403). spec is
     -- the validated body (see manage.lua), req the HTTP request.
@@ -58,9 +66,10 @@ return {
 
   -- Which containers the lifecycle routes (start, stop, restart, kill,
   -- pause, unpause, remove, and the stacks' start/stop/restart) may act
-  -- on: nil for any, or function(action, ref, req) returning nil to allow,
-  -- or a message to refuse (403). ref is the container as the request named
-  -- it (a name, an id or an id prefix).
+  -- on: nil for any, or function(action, container, req) returning nil to
+  -- allow, or a message to refuse (403). container is as the daemon knows
+  -- it, whatever the request called it (a name, an id, an id prefix):
+  -- {id, name, image, labels, status}.
   manage = nil,
 
   -- When the Engine API cannot be reached (kind "unavailable"), run the

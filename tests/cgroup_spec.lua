@@ -566,25 +566,76 @@ describe("horcrux.cgroup handles on fixtures", function()
   end)
 
   it("says not_found when the cgroup is removed under an open handle", function()
-    local dir = tmpdir()
-    finally(function() sh("rm -rf '" .. dir .. "'") end)
+    local dir, v1dir = tmpdir(), tmpdir()
+    finally(function() sh("rm -rf '" .. dir .. "' '" .. v1dir .. "'") end)
     assert(sh("cp -r " .. CG .. "v2-cgroupfs/. '" .. dir .. "/'"))
     local h = assert(cgroup.open(ID.v2a, { root = dir, proc = PROC }))
     assert(h:stats())
     assert(sh("rm -rf '" .. dir .. "/docker/" .. ID.v2a .. "'"))
-    for _, m in ipairs({ "stats", "cpu", "memory", "blkio", "pids", "net", "procs" }) do
+    for _, m in ipairs({ "stats", "cpu", "memory", "blkio", "pids", "net", "procs", "frozen" }) do
       local v, msg, kind = h[m](h)
       assert.is_nil(v, m)
       assert.equal("not_found", kind, m .. ": " .. tostring(msg))
     end
-    local v1dir = tmpdir()
-    finally(function() sh("rm -rf '" .. v1dir .. "'") end)
     assert(sh("cp -r " .. CG .. "v1-cgroupfs/. '" .. v1dir .. "/'"))
     h = assert(cgroup.open(ID.v1, { root = v1dir, proc = PROC }))
     assert(sh("rm -rf '" .. v1dir .. "'/*/docker/" .. ID.v1))
     local v, _, kind = h:stats()
     assert.is_nil(v)
     assert.equal("not_found", kind)
+  end)
+end)
+
+describe("horcrux.cgroup paused state on fixtures", function()
+  it("tells a frozen cgroup on every layout and driver", function()
+    local cases = {
+      { "v1-cgroupfs", ID.v1, false }, -- freezer.state THAWED
+      -- hybrid asks the v1 freezer (FROZEN), not unified's cgroup.freeze (0)
+      { "hybrid-cgroupfs", ID.v1, true },
+      { "v1-systemd", ID.v1sd, true }, -- FREEZING: a pause was asked for
+      { "v2-cgroupfs", ID.v2a, false }, -- cgroup.freeze 0
+      { "v2-cgroupfs", ID.v2b, true }, -- cgroup.freeze 1
+      { "v2-systemd", ID.v2sd, true },
+    }
+    for _, c in ipairs(cases) do
+      local h = assert(cgroup.open(c[2], opts(c[1])))
+      assert.equal(c[3], h:frozen(), c[1])
+      assert.equal(c[3], assert(h:stats()).frozen, c[1])
+      h:close()
+    end
+    local h = assert(cgroup.open(ID.v1sd, opts("v1-systemd")))
+    assert.equal(CG .. "v1-systemd/freezer/system.slice/docker-" .. ID.v1sd .. ".scope",
+      h:paths().freezer)
+    assert.equal(CG .. "v1-cgroupfs/freezer", cgroup.detect(opts("v1-cgroupfs")).hierarchies.freezer)
+  end)
+
+  it("says why it cannot tell, and leaves frozen out of stats()", function()
+    -- cgroup.freeze holds "garbage"
+    local h = assert(cgroup.open(ID.partial, opts("v2-partial")))
+    local v, msg, kind = h:frozen()
+    assert.is_nil(v)
+    assert.equal("protocol", kind)
+    assert.matches("5b9f556f2479.*freezer", msg)
+    local s = assert(h:stats())
+    assert.is_nil(s.frozen)
+    assert.is_number(s.time_ns)
+    -- no cgroup.freeze at all (a kernel before 5.2)
+    v, msg, kind = assert(cgroup.open(ID.nothing, opts("v2-partial"))):frozen()
+    assert.is_nil(v)
+    assert.equal("not_found", kind)
+    assert.matches("cgroup.freeze", msg)
+    -- a v1 host without a freezer hierarchy
+    local dir = tmpdir()
+    finally(function() sh("rm -rf '" .. dir .. "'") end)
+    assert(sh("cp -r " .. CG .. "v1-cgroupfs/. '" .. dir .. "/' && rm -rf '" .. dir .. "/freezer'"))
+    h = assert(cgroup.open(ID.v1, { root = dir, proc = PROC }))
+    v, msg, kind = h:frozen()
+    assert.is_nil(v)
+    assert.equal("not_found", kind)
+    assert.matches("no freezer cgroup", msg)
+    s = assert(h:stats())
+    assert.is_nil(s.frozen)
+    assert.equal(1, s.pids)
   end)
 end)
 
@@ -769,6 +820,30 @@ describe("horcrux.cgroup against the real engine #docker", function()
     s = assert(cgroup.stats(none))
     assert.equal(0, s.net_rx)
     assert.equal(0, s.net_tx)
+  end)
+
+  it("tells a paused container from a running one", function()
+    if not need_docker() then return end
+    local id = run(IMAGE .. " sleep 3600")
+    finally(function()
+      sh("docker unpause " .. id .. " >/dev/null")
+      remove_all()
+    end)
+    local h = assert(cgroup.open(id))
+    assert.is_false(h:frozen())
+    assert.is_false(assert(h:stats()).frozen)
+    assert(sh("docker pause " .. id))
+    local ok, state = sh("docker inspect -f '{{.State.Status}}' " .. id)
+    assert(ok, state)
+    assert.equal("paused", state:match("%a+"))
+    assert.is_true(h:frozen())
+    local s = assert(h:stats())
+    assert.is_true(s.frozen)
+    assert.is_true(s.pids >= 1) -- the figures are still read
+    assert.is_true(assert(cgroup.stats(id)).frozen)
+    assert(sh("docker unpause " .. id))
+    assert.is_false(h:frozen())
+    assert.is_false(assert(h:stats()).frozen)
   end)
 
   it("says not_found once the container is removed", function()

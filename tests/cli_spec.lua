@@ -39,6 +39,20 @@ local function read_loadavg()
 end
 
 describe("horcrux.cli", function()
+  -- CLI output comes from outside: no pattern may backtrack over a long
+  -- field (inside one C call, out of the instruction budget's reach).
+  it("refuses overlong figures at once, whatever they hold", function()
+    for _, long in ipairs({ ("1"):rep(200000), (" "):rep(200000) .. "/",
+      ("9"):rep(100000) .. "e", ("1."):rep(50000) }) do
+      local t0 = os.clock()
+      assert.is_nil(cli.parse_size(long))
+      assert.is_nil(cli.parse_percent(long))
+      assert.is_nil((cli.parse_stats_line(('{"ID":"a","MemUsage":"%s"}'):format(long)))
+        .memory_usage_bytes)
+      assert.is_true(os.clock() - t0 < 0.5, ("%.3f s"):format(os.clock() - t0))
+    end
+  end)
+
   describe("parse_size", function()
     it("reads binary units (docker's BytesSize)", function()
       assert.equal(2684354560, cli.parse_size("2.5GiB"))

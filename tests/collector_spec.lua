@@ -24,14 +24,11 @@ local BUSY = { "sh", "-c", "while :; do :; done" }
 local DEFAULT = { sources = { api_source, cg_source, cli_source } }
 local CGROUP_FIRST = { sources = { cg_source, api_source, cli_source } }
 
--- The API source with a client that lists but has no concurrent
--- stats_many: the collector must hand its containers to the next source.
+-- The API source that lists but cannot sample (no sample_many, no stats):
+-- the collector must hand its containers to the next source.
 local api_no_many = {
   name = "docker-api",
-  client = function()
-    local real = support.docker()
-    return { containers = function(_, o) return real:containers(o) end }
-  end,
+  running = api_source.running,
 }
 local API_LISTS_CGROUP_SAMPLES = { sources = { api_no_many, cg_source } }
 
@@ -44,31 +41,27 @@ local function broken(name, kind)
     sample_many = fail }
 end
 
--- A docker-api source over the real client with some methods replaced
--- (over.name = function(client, ...)); down() makes every call fail as a
--- stopped daemon does, up() ends that.
+-- The API source with some capabilities replaced (over.name = function);
+-- down() makes every capability fail as a stopped daemon does, up() ends
+-- that.
 local function api_over(over)
-  local real = support.docker()
   local down = false
-  local client = setmetatable({}, { __index = function(_, k)
-    if down then
-      return function() return nil, "docker: connection refused", "unavailable" end
-    end
-    if over[k] ~= nil then
-      return over[k]
-    end
-    local m = real[k]
-    if type(m) == "function" then
-      return function(_, ...) return m(real, ...) end
-    end
-    return m
-  end })
-  return {
+  local src = {
     name = "docker-api",
-    client = function() return client end,
     down = function() down = true end,
     up = function() down = false end,
   }
+  for _, k in ipairs({ "running", "sample_many", "events", "stats", "list",
+    "inspect", "containers" }) do
+    local f = over[k] or api_source[k]
+    src[k] = function(...)
+      if down then
+        return nil, "docker: connection refused", "unavailable"
+      end
+      return f(...)
+    end
+  end
+  return src
 end
 
 local function post(id, action, query)
@@ -91,15 +84,15 @@ describe("collector", function()
   end)
 
   for _, case in ipairs({
-    { "default policy (lists and samples through the API)", DEFAULT,
+    { "default order (lists and samples through the API)", DEFAULT,
       "docker-api", "docker-api" },
     { "cgroup first", CGROUP_FIRST, "cgroup", "cgroup" },
   }) do
-    local title, policy, lister, sampler = case[1], case[2], case[3], case[4]
+    local title, order, lister, sampler = case[1], case[2], case[3], case[4]
 
     it("follows a container that starts, pauses, stops, is removed: "
       .. title, function()
-        local state = collector.new { policy = policy }
+        local state = collector.new { sources = order }
         local id, name = support.run_container { name = "coll" }
         finally(function() support.remove(id) end)
 
@@ -114,7 +107,12 @@ describe("collector", function()
         assert.equal(id, view.find(id:sub(1, 12)))
         if lister == "docker-api" then
           assert.same({ id = id:sub(1, 12), name = name, status = "running",
-            image = support.image }, meta)
+            image = support.image }, { id = meta.id, name = meta.name,
+            status = meta.status, image = meta.image })
+          -- what the filters of /api/stats read
+          assert.equal(support.label_value, meta.labels[support.label])
+          assert.is_string(meta.networks.bridge)
+          assert.matches("^sha256:", meta.image_id)
         end
         assert.is_true(rec.sample_age_ms < 1000)
 
@@ -147,7 +145,7 @@ describe("collector", function()
     function()
       local id = support.run_container { name = "coll-busy", cmd = BUSY }
       finally(function() support.remove(id) end)
-      local state = collector.new { policy = DEFAULT }
+      local state = collector.new { sources = DEFAULT }
       collector.step(state)
       local first = view.get(id)
       -- the first round has no base sample from the API yet: null, never a
@@ -178,39 +176,33 @@ describe("collector", function()
   it("falls back per round: no API stats_many -> cgroup samples", function()
     local id = support.run_container { name = "coll-fb" }
     finally(function() support.remove(id) end)
-    local policy = { sources = { broken("nothing"), api_no_many, cg_source } }
-    local s = collector.step { policy = policy }
+    local order = { sources = { broken("nothing"), api_no_many, cg_source } }
+    local s = collector.step { sources = order }
     assert.equal("docker-api", s.listed_by)
     assert.equal("cgroup", (view.get(id)).source)
     assert.is_true(s.by_source.cgroup >= 1)
   end)
 
-  it("uses the API client's concurrent stats_many when it has one",
+  it("samples through a source's sample_many, the rest through the next source",
     function()
       local id, name = support.run_container { name = "coll-many" }
       finally(function() support.remove(id) end)
-      local real = support.docker()
       local asked
-      -- a client with stats_many (curl multi, from the docker client's
-      -- engineer); this one answers for our container only, and says
+      -- this sample_many answers for our container only, and says
       -- "server" for the others, which the next source then samples
-      local client = {
-        containers = function(_, o) return real:containers(o) end,
-        stats_many = function(_, ids)
+      local api = api_over {
+        sample_many = function(ids)
           asked = #ids
-          local out = {}
-          for i, x in ipairs(ids) do
-            if x == id then
-              out[i] = assert(real:stats(x))
-            else
-              out[i] = { error = "not in this test", kind = "server" }
+          local recs, errs = api_source.sample_many({ id })
+          for _, x in ipairs(ids) do
+            if x ~= id then
+              errs[x] = { error = "not in this test", kind = "server" }
             end
           end
-          return out
+          return recs, errs
         end,
       }
-      local api = { name = "docker-api", client = function() return client end }
-      local state = collector.new { policy = { sources = { api, cg_source } } }
+      local state = collector.new { sources = { sources = { api, cg_source } } }
       local s = collector.step(state)
       assert.equal("docker-api", s.listed_by)
       assert.equal(s.running, asked)
@@ -229,16 +221,16 @@ describe("collector", function()
     function()
       local id = support.run_container { name = "coll-nolist" }
       finally(function() support.remove(id) end)
-      local state = collector.new { policy = DEFAULT }
+      local state = collector.new { sources = DEFAULT }
       collector.step(state)
       assert.is_table((view.get(id)))
-      state.policy = { sources = { broken("a"), broken("b", "timeout") } }
+      state.sources = { sources = { broken("a"), broken("b", "timeout") } }
       local s = collector.step(state)
       assert.is_nil(s.listed_by)
       assert.is_true(s.failed >= 1)
       assert.is_table((view.get(id)), "the last record stays")
       -- a source that raises is one more failing source
-      state.policy = { sources = { { name = "raises",
+      state.sources = { sources = { { name = "raises",
         running = function() error("boom") end,
         sample_many = function() error("boom") end } } }
       s = collector.step(state)
@@ -260,16 +252,16 @@ describe("collector", function()
       }
       local ghost = string.rep("0", 63) .. "1"
       view.put(ghost, { source = "left over" })
-      local s = collector.step { policy = { sources = { own } } }
+      local s = collector.step { sources = { sources = { own } } }
       assert.equal("own", s.listed_by)
       assert.equal("own", (view.get(id)).source)
       assert.is_nil((view.get(ghost)))
     end)
 
-  it("follows the engine's events between full lists (default policy)",
+  it("follows the engine's events between full lists (default order)",
     function()
       -- rounds: list, events, events, list, ...
-      local state = collector.new { policy = DEFAULT, relist_every = 3 }
+      local state = collector.new { sources = DEFAULT, relist_every = 3 }
       local s = collector.step(state)
       assert.equal("list", s.followed)
       local id, name = support.run_container { name = "coll-ev" }
@@ -334,19 +326,17 @@ describe("collector", function()
       local mode = "ok"
       local api
       api = api_over {
-        events = function(c, opts, cb)
+        events = function(since, until_ns, opts)
           if mode == "fail" then
             return nil, "docker: broken on purpose", "server"
           elseif mode == "flood" then
-            for _ = 1, 250 do
-              cb { Type = "network", Action = "connect" }
-            end
-            return true, "ended"
+            -- 250 network events: the daemon's buffer may have lost some
+            return {}, 250
           end
-          return support.docker():events(opts, cb)
+          return api_source.events(since, until_ns, opts)
         end,
       }
-      local state = collector.new { policy = {
+      local state = collector.new { sources = {
         sources = { api, cg_source, cli_source } } }
       assert.equal("list", collector.step(state).followed)
       assert.equal("events", collector.step(state).followed)
@@ -387,8 +377,8 @@ describe("collector", function()
       local id = support.run_container { name = "coll-missed" }
       finally(function() support.remove(id) end)
       -- events that never say anything: every exit is "missed"
-      local api = api_over { events = function() return true, "ended" end }
-      local state = collector.new { policy = { sources = { api } } }
+      local api = api_over { events = function() return {}, 0 end }
+      local state = collector.new { sources = { sources = { api } } }
       collector.step(state)
       assert.is_table((view.get(id)))
       post(id, "stop", { t = 1 })
@@ -412,7 +402,7 @@ describe("collector", function()
       local stop_at
       local state = collector.run {
         interval = 0.5,
-        policy = CGROUP_FIRST,
+        sources = CGROUP_FIRST,
         stopping = function()
           if not stop_at and clock.mono_ns() >= asked then
             stop_at = clock.mono_ns()
@@ -456,7 +446,7 @@ describe("collector", function()
           { "cgroup lists and samples", { sources = { cg_source } } },
           { "API lists, cgroup samples", API_LISTS_CGROUP_SAMPLES },
         }) do
-          local state = collector.new { policy = case[2] }
+          local state = collector.new { sources = case[2] }
           collector.step(state)
           local rounds = 20
           local c0, w0 = os.clock(), clock.mono_ns()

@@ -349,6 +349,12 @@ describe("horcrux.cpu", function()
       assert.has_error(function() cpu.set_limits({ max_containers = 0 }) end)
       assert.has_error(function() cpu.set_limits({ idle_ttl_ms = 0 }) end)
       assert.has_error(function() cpu.set_limits({ max_containers = "x" }) end)
+      -- the message names the setting and its range
+      assert.error_matches(function() cpu.set_limits({ max_containers = 1048577 }) end,
+        "max_containers out of range 1..1048576", nil, true)
+      assert.error_matches(function() cpu.set_limits({ idle_ttl_ms = -5 }) end,
+        "idle_ttl_ms out of range 1..", nil, true)
+      assert.same({ max_containers = 4096, idle_ttl_ms = 600000 }, cpu.set_limits({}))
     end)
 
     it("is shared by every copy of the module in the process", function()

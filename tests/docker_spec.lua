@@ -1,90 +1,13 @@
 -- horcrux.docker against the real engine, a fake one that misbehaves
 -- (tests/mocks/docker_mock.py), and the yield protocol of the async host.
 local docker = require "horcrux.docker"
+local ds = require "docker_support"
 local support = require "support"
 local system = require "system"
 
 local MISSING = "unix:///nonexistent/horcrux-test.sock"
--- Set in the environment, it replaces negotiation everywhere.
-local ENV_API = os.getenv("DOCKER_API_VERSION")
-
--- What negotiation must give with a daemon speaking `daemon`.
-local function negotiated(daemon)
-  if ENV_API then
-    return ENV_API
-  end
-  local function num(v)
-    local a, b = v:match("^(%d+)%.(%d+)$")
-    return tonumber(a) * 1000 + tonumber(b)
-  end
-  return num(daemon) < num(docker.max_api_version) and daemon
-    or docker.max_api_version
-end
-
-local function python()
-  local f = io.open("/usr/bin/python3")
-  if f then
-    f:close()
-    return "/usr/bin/python3"
-  end
-  return "python3"
-end
-
-local function sh_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
--- Runs `code` in a fresh lua5.4 with extra environment; returns its stdout.
-local function lua_with_env(env, code)
-  local parts = {}
-  for k, v in pairs(env) do
-    parts[#parts + 1] = k .. "=" .. sh_quote(v)
-  end
-  local cmd = string.format("env %s LUA_CPATH_5_4=%s lua5.4 -e %s 2>&1",
-    table.concat(parts, " "), sh_quote(package.cpath), sh_quote(code))
-  local p = assert(io.popen(cmd))
-  local out = p:read("a")
-  p:close()
-  return out
-end
-
--- Starts the mock on a unix socket (or, with tcp, on 127.0.0.1); returns its
--- host URL and a function that stops it.
-local function start_mock(tcp)
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir -m 700 " .. dir))
-  local sock, portfile, pidfile = dir .. "/d.sock", dir .. "/port", dir .. "/pid"
-  local listen = tcp and "--tcp " .. portfile or "--unix " .. sock
-  assert(os.execute(string.format("%s tests/mocks/docker_mock.py %s"
-    .. " >/dev/null 2>&1 & echo $! > %s", python(), listen, pidfile)))
-  local f = assert(io.open(pidfile))
-  local pid = assert(tonumber(f:read("l")))
-  f:close()
-  local function stop()
-    os.execute("kill " .. pid)
-    os.execute("rm -rf " .. dir)
-  end
-  local host = "unix://" .. sock
-  for _ = 1, 100 do
-    if tcp then
-      f = io.open(portfile)
-      if f then
-        host = "tcp://127.0.0.1:" .. f:read("l")
-        f:close()
-      end
-    end
-    local c = assert(docker.connect { host = host })
-    local up = c:ping()
-    c:close()
-    if up then
-      return host, stop
-    end
-    system.sleep(0.05)
-  end
-  stop()
-  error("the mock did not start")
-end
+local ENV_API = ds.ENV_API
+local negotiated, lua_with_env = ds.negotiated, ds.lua_with_env
 
 describe("horcrux.docker", function()
   describe("name and id checks", function()
@@ -141,7 +64,6 @@ describe("horcrux.docker", function()
     end)
 
     it("raises for bad options", function()
-      assert.has_error(function() docker.connect { api_version = "v1" } end)
       assert.has_error(function() docker.connect { timeout = -1 } end)
       assert.has_error(function() docker.connect { max_response = 0 } end)
       assert.has_error(function() docker.connect { host = 5 } end)
@@ -175,9 +97,25 @@ describe("horcrux.docker", function()
     end)
 
     it("refuses a bad DOCKER_API_VERSION", function()
-      local out = lua_with_env({ DOCKER_API_VERSION = "latest" },
-        [[print(require("horcrux.docker").connect())]])
-      assert.matches("bad DOCKER_API_VERSION: latest\tbad_request", out)
+      for _, v in ipairs { "latest", "garbage", "1.41.0", "v1.41", "1.", "1.4x" } do
+        local out = lua_with_env({ DOCKER_API_VERSION = v },
+          [[print(require("horcrux.docker").connect())]])
+        assert.are.equal("nil\tdocker: bad DOCKER_API_VERSION: " .. v
+          .. " (MAJOR.MINOR expected, as 1.41)\tbad_request\n", out)
+      end
+    end)
+
+    it("refuses a bad api_version option the same way", function()
+      for _, v in ipairs { "garbage", "v1", "1.41.0", "1", " 1.41" } do
+        local c, msg, kind = docker.connect { host = MISSING, api_version = v }
+        assert.is_nil(c)
+        assert.are.equal("bad_request", kind)
+        assert.are.equal("docker: bad api_version: " .. v
+          .. " (MAJOR.MINOR expected, as 1.41)", msg)
+      end
+      local c = assert(docker.connect { host = MISSING, api_version = "1.40" })
+      assert.are.equal("1.40", c:api_version())
+      c:close()
     end)
   end)
 
@@ -208,7 +146,8 @@ describe("horcrux.docker", function()
 
     it("checks request() paths", function()
       for _, p in ipairs { "", "containers/json", "/../images/create",
-        "/containers/../images", "/a%2fb", "/x?y", "/x#y", "/a b", "/a\n",
+        "/containers/../images", "/containers/..", "/..", "/.", "/a/./b",
+        "/a/.", "/a%2fb", "/x?y", "/x#y", "/a b", "/a\n",
         "/a\0b", "/\\a", "/" .. string.rep("a", 2000) } do
         local st, msg, kind = c:request("GET", p)
         assert.is_nil(st)
@@ -246,7 +185,9 @@ describe("horcrux.docker", function()
       local fresh = assert(docker.connect())
       assert.are.equal(ENV_API, fresh:api_version())
       assert.is_true(fresh:ping())
-      assert.are.equal(ENV_API, fresh:api_version()) -- /_ping needs none
+      -- /_ping needs no version, but its API-Version header negotiates.
+      local daemon = assert(c:version()).ApiVersion
+      assert.are.equal(negotiated(daemon), fresh:api_version())
       local v = assert(fresh:version())
       assert.is_string(v.Version)
       assert.matches("^%d+%.%d+$", v.ApiVersion)
@@ -272,6 +213,20 @@ describe("horcrux.docker", function()
       assert.are.equal("1.39", c2:api_version())
       assert.is_string(headers["api-version"])
       c2:close()
+    end)
+
+    it("a DOCKER_API_VERSION newer than the daemon's fails as protocol, naming it", function()
+      local out = lua_with_env({ DOCKER_API_VERSION = "9.99" }, [[
+        local c = require("horcrux.docker").connect()
+        print(c:ping())
+        print(c:containers())
+        print(c:inspect("hxtest-none"))]])
+      local ping, list, insp = out:match("^([^\n]*)\n([^\n]*)\n([^\n]*)\n$")
+      assert.are.equal("true", ping, out)
+      assert.matches("^nil\tdocker: client version 9%.99 is too new%. Maximum supported "
+        .. "API version is %d+%.%d+.*\tprotocol$", list)
+      assert.matches("DOCKER_API_VERSION", list)
+      assert.matches("\tprotocol$", insp)
     end)
 
     it("lists containers: all, running, by label", function()
@@ -418,7 +373,7 @@ describe("horcrux.docker", function()
       local name = support.unique_name("req")
       local st, body, headers = c:request("POST", "/containers/create", { name = name }, {
         Image = support.image, Cmd = { "true" },
-        Labels = { ["horcrux.test"] = "1", ["with space"] = "a&b=c" },
+        Labels = { [support.label] = support.label_value, ["with space"] = "a&b=c" },
       })
       assert.are.equal(201, st)
       made[#made + 1] = body.Id
@@ -450,7 +405,7 @@ describe("horcrux.docker", function()
       finally(remove_made)
       assert.matches("^hxtest%-support%-", name)
       local info = assert(c:inspect(id))
-      assert.are.equal("1", info.Config.Labels["horcrux.test"])
+      assert.are.equal(support.label_value, info.Config.Labels[support.label])
       assert.are.equal("yes", info.Config.Labels.extra)
       assert.are.equal(64 * 1024 * 1024, info.HostConfig.Memory)
       assert.are.same({ "sleep", "30" }, { table.unpack(info.Config.Cmd) })
@@ -473,6 +428,29 @@ describe("horcrux.docker", function()
       assert(ok, err)
     end)
 
+    it("manages a container whose name has '..' inside it, in every method", function()
+      local id, name = run { name = "a..b" }
+      finally(remove_made)
+      assert.matches("%.%.", name)
+      assert.are.equal(id, assert(c:inspect(name)).Id)
+      assert.are.equal(id, assert(c:inspect("/" .. name)).Id)
+      assert.are.equal(id, assert(c:stats(name)).id)
+      local many = c:stats_many { name, "a/../b" }
+      assert.are.equal(id, many[1].value and many[1].value.id, many[1].error)
+      assert.are.equal("bad_request", many[2].kind)
+      local st, body = c:request("GET", "/containers/" .. name .. "/json")
+      assert.are.equal(200, st)
+      assert.are.equal(id, body.Id)
+      local got
+      assert(c:stats_stream(name, { stall = 10 }, function(s) got = s; return false end))
+      assert.are.equal(id, got.id)
+      st = c:request("POST", "/containers/" .. name .. "/stop", { t = 0 })
+      assert.are.equal(204, st)
+      st = c:request("DELETE", "/containers/" .. name)
+      assert.are.equal(204, st)
+      assert.are.equal("not_found", select(3, c:inspect(id)))
+    end)
+
     it("keeps one connection alive across requests", function()
       local k = assert(docker.connect())
       for _ = 1, 10 do
@@ -488,7 +466,7 @@ describe("horcrux.docker", function()
 
   describe("against a misbehaving daemon", function()
     local host, stop
-    setup(function() host, stop = start_mock() end)
+    setup(function() host, stop = ds.mock() end)
     teardown(function() stop() end)
 
     local function client(opts)
@@ -604,6 +582,36 @@ describe("horcrux.docker", function()
       assert.are.equal("docker: page not found", msg)
     end)
 
+    it("maps 401, 403 and the daemon's client-version refusals, in every method", function()
+      local c = client { api_version = "1.41" }
+      local cases = {
+        unauthorized = { "unauthorized", "^docker: authentication required$" },
+        forbidden = { "forbidden", "^docker: access denied$" },
+        -- Our configuration's fault, not the caller's request: protocol (502).
+        toonew = { "protocol", "^docker: client version 9%.99 is too new%. "
+          .. "Maximum supported API version is 1%.41" },
+        tooold = { "protocol", "^docker: client version 1%.5 is too old%." },
+      }
+      for path, want in pairs(cases) do
+        for _, m in ipairs { "inspect", "stats" } do
+          local v, msg, kind = c[m](c, path)
+          assert.is_nil(v)
+          assert.are.equal(want[1], kind, m .. " " .. path)
+          assert.matches(want[2], msg)
+        end
+        local r = c:stats_many { path }
+        assert.are.equal(want[1], r[1].kind, "stats_many " .. path)
+        assert.matches(want[2], r[1].error)
+        local v, msg, kind = c:stats_stream(path, function() end)
+        assert.is_nil(v)
+        assert.are.equal(want[1], kind, "stats_stream " .. path)
+        assert.matches(want[2], msg)
+      end
+      -- Other statuses as before: 400 and other 4xx bad_request, 5xx server.
+      assert.are.equal("server", select(3, c:inspect("error500")))
+      c:close()
+    end)
+
     it("caps the size of a reply", function()
       local c = client { api_version = "1.41", max_response = 1000 }
       for _, p in ipairs { "/big", "/bigchunked" } do
@@ -708,6 +716,23 @@ describe("horcrux.docker", function()
       end
     end)
 
+    it("negotiates from /_ping's API-Version header, with no GET /version", function()
+      local c = client()
+      assert.is_nil(c:api_version())
+      assert.is_true(c:ping()) -- the mock says Api-Version: 1.99
+      assert.are.equal(negotiated("1.99"), c:api_version())
+      local st, body = c:request("GET", "/echo")
+      assert.are.equal(200, st)
+      assert.are.equal("/v" .. negotiated("1.99") .. "/echo", body.target)
+      assert.are.equal(2, body.nth) -- /_ping, then /echo: nothing between
+      -- A version set by the caller stays as it is.
+      local fixed = client { api_version = "1.40" }
+      assert.is_true(fixed:ping())
+      assert.are.equal("1.40", fixed:api_version())
+      c:close()
+      fixed:close()
+    end)
+
     it("serves the high-level methods from a fake engine", function()
       local c = client()
       assert.is_true(c:ping())
@@ -719,7 +744,7 @@ describe("horcrux.docker", function()
 
   describe("over TCP", function()
     local host, stop
-    setup(function() host, stop = start_mock(true) end)
+    setup(function() host, stop = ds.mock { tcp = true } end)
     teardown(function() stop() end)
 
     it("speaks plain HTTP to tcp://", function()

@@ -2,40 +2,11 @@
 -- engine and the fake one (tests/mocks/docker_mock.py).
 local docker = require "horcrux.docker"
 local proc = require "horcrux.proc"
+local ds = require "docker_support"
 local support = require "support"
 local system = require "system"
 
 local MISSING = "unix:///nonexistent/horcrux-test.sock"
-
--- Starts the mock on a unix socket; returns its host URL and a function
--- that stops it. (As in docker_spec.lua.)
-local function start_mock()
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir -m 700 " .. dir))
-  local sock, pidfile = dir .. "/d.sock", dir .. "/pid"
-  assert(os.execute(string.format("python3 tests/mocks/docker_mock.py --unix %s"
-    .. " >/dev/null 2>&1 & echo $! > %s", sock, pidfile)))
-  local f = assert(io.open(pidfile))
-  local pid = assert(tonumber(f:read("l")))
-  f:close()
-  local function stop()
-    os.execute("kill " .. pid)
-    os.execute("rm -rf " .. dir)
-  end
-  local host = "unix://" .. sock
-  for _ = 1, 100 do
-    local c = assert(docker.connect { host = host })
-    local up = c:ping()
-    c:close()
-    if up then
-      return host, stop
-    end
-    system.sleep(0.05)
-  end
-  stop()
-  error("the mock did not start")
-end
 
 -- Calls f and returns its results packed, and the seconds it took.
 local function timed(f, ...)
@@ -124,7 +95,7 @@ describe("horcrux.docker streams", function()
 
   describe("against a fake engine", function()
     local host, stop
-    setup(function() host, stop = start_mock() end)
+    setup(function() host, stop = ds.mock() end)
     teardown(function() stop() end)
 
     local function client(opts)

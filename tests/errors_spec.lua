@@ -30,6 +30,13 @@ describe("horcrux.errors", function()
     assert.are.equal("docker: No such container: x (not_found)", tostring(e))
   end)
 
+  it("ignores the HTTP status horcrux.engine gives as a 4th value", function()
+    local _, e = pcall(errors.check, nil, "docker: No such container: x",
+      "not_found", 404)
+    assert.are.equal("not_found", e.kind)
+    assert.is_nil(e.field)
+  end)
+
   it("takes a string extra as the field, and re-raises a failure as it is", function()
     local _, e = pcall(errors.check, nil, "query x: bad", "bad_request", "x")
     assert.are.equal("x", e.field)

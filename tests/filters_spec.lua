@@ -3,6 +3,8 @@
 -- engine (the same answers as the daemon's own filters).
 local filters = require "horcrux.filters"
 local json = require "horcrux.json"
+local input = require "horcrux.input"
+local docker_api = require "horcrux.sources.docker_api"
 
 -- "k=v&k2=v2" -> req.args; a value keeps any further '=' (label=a=b).
 local function args(q)
@@ -25,13 +27,25 @@ describe("horcrux.filters.parse", function()
     assert.are.same({ "busybox:1" }, f.ancestor)
   end)
 
-  it("says false when no filter is given, and leaves the caller's keys", function()
-    assert.is_false(filters.parse({}))
-    assert.is_false(filters.parse(args("all=0"), { all = true }))
+  it("gives an empty filter when none is given, and checks the caller's keys", function()
+    local f, q = filters.parse({})
+    assert.is_true(filters.none(f))
+    assert.are.same({}, q)
+    f, q = filters.parse(args("all=0&status=exited"), { all = input.boolean })
+    assert.are.same({ status = { "exited" } }, f)
+    assert.are.same({ all = false }, q)
+    local bad, err, kind, key = filters.parse(args("all=2"), { all = input.boolean })
+    assert.is_nil(bad)
+    assert.are.same({ "bad_request", "all" }, { kind, key })
+    assert.truthy(err:find("all", 1, true))
+    bad, err, kind, key = filters.parse(args("all=1&all=0"), { all = input.boolean })
+    assert.is_nil(bad)
+    assert.are.same({ "bad_request", "all" }, { kind, key })
+    assert.truthy(err:find("twice", 1, true))
   end)
 
   it("refuses an unknown key, naming it and the keys it takes", function()
-    local f, err, kind, key = filters.parse(args("lable=x"), { all = true })
+    local f, err, kind, key = filters.parse(args("lable=x"), { all = input.boolean })
     assert.is_nil(f)
     assert.are.equal("bad_request", kind)
     assert.are.equal("lable", key)
@@ -142,8 +156,8 @@ describe("horcrux.filters.match", function()
     assert.is_false(filters.match(f, { status = "exited" }))
   end)
 
-  it("reads a /containers/json item", function()
-    local r = filters.record({
+  it("reads a /containers/json item (the API source's record)", function()
+    local r = docker_api.record({
       Id = "abc", Names = { "/web" }, State = "running", Image = "img",
       ImageID = "sha256:ff", Labels = { a = "1" },
       NetworkSettings = { Networks = { bridge = { NetworkID = "n1" } } },
@@ -155,9 +169,12 @@ describe("horcrux.filters.match", function()
 end)
 
 describe("horcrux.filters.list", function()
+  -- A source; one named "docker-api" here applies every filter itself (its
+  -- `filters` capability), as the real one does.
   local function src(name, list, seen)
     return {
       name = name,
+      filters = name == "docker-api" and docker_api.filters or nil,
       list = function(opts)
         if seen then
           seen[#seen + 1] = opts
@@ -202,8 +219,9 @@ describe("horcrux.filters.list", function()
       src("docker-api", "docker: connect: no such file"),
       src("cgroup", { { id = "a", name = "web", status = "running" } }),
     } }
-    local list, err, kind, tried = filters.list(
+    local list, err, kind, extra = filters.list(
       filters.parse(args("label=app")), true, policy)
+    local tried = extra.tried
     assert.is_nil(list)
     assert.are.equal("metrics_unavailable", kind)
     assert.truthy(err)

@@ -112,7 +112,7 @@ end
 
 -- What a spec's own environment list must not drop: the sanitizer run's
 -- settings (where reports go, suppressions).
-local KEEP = { "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS" }
+local KEEP = { "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "TSAN_OPTIONS" }
 
 --- The environment for a server: `env` (a list of K=V) plus the sanitizer
 -- settings of this process; nil (inherit everything) when env is nil.

@@ -374,6 +374,15 @@ describe("horcrux.json", function()
       assert.are.equal(all, json.decode(json.encode(all)))
     end)
 
+    it("escapes each control character in its one form", function()
+      local short = { [8] = "\\b", [9] = "\\t", [10] = "\\n", [12] = "\\f", [13] = "\\r" }
+      for i = 0, 31 do
+        local want = short[i] or ("\\u%04x"):format(i)
+        assert.are.equal('"' .. want .. '"', json.encode(string.char(i)), "byte " .. i)
+      end
+      assert.are.equal('"\127~"', json.encode("\127~"))
+    end)
+
     it("replaces bytes that are not UTF-8 with U+FFFD", function()
       assert.are.equal('"a\\ufffdb"', json.encode("a\255b"))
       -- Each byte outside a well-formed sequence is replaced, as Go does.
@@ -399,6 +408,17 @@ describe("horcrux.json", function()
       assert.has_error(function() json.encode(1, { pretty = "yes" }) end)
       assert.has_error(function() json.encode(1, { max_depth = 0 }) end)
       assert.has_error(function() json.encode() end)
+    end)
+
+    it("pretty-prints nested objects and sequences the same, sorted or not", function()
+      local v = { b = { 1, { x = 1 } }, a = { c = json.array() } }
+      local want = '{\n  "a": {\n    "c": []\n  },\n  "b": [\n    1,\n    {\n      "x": 1\n    }\n  ]\n}'
+      assert.are.equal(want, json.encode(v, { pretty = true, sort_keys = true }))
+      local unsorted = json.encode(v, { pretty = true })
+      assert.are.equal(#want, #unsorted)
+      assert.are.same(v, json.decode(unsorted))
+      -- a table that starts as a sequence and is not one is checked whole
+      assert.matches("sparse array", select(2, json.encode({ 1, 2, [4] = 4 }, { pretty = true })))
     end)
 
     it("encodes a large table", function()

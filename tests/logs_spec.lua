@@ -61,6 +61,47 @@ describe("horcrux.logs.params", function()
 end)
 
 describe("horcrux.logs.demux", function()
+  -- Work that grows with the square of a line's length runs inside one C
+  -- call, where the instruction budget cannot stop it (an audit measured
+  -- 21.8 s for 256 KiB). The cost must grow with the input: eight times
+  -- the bytes may cost at most 24 times the time (linear: about 8).
+  local function cost(raw, tty, timestamps)
+    local best = math.huge
+    for _ = 1, 3 do
+      local t0 = os.clock()
+      logs.demux(raw, tty, timestamps)
+      best = math.min(best, os.clock() - t0)
+    end
+    return math.max(best, 1e-4)
+  end
+
+  it("walks long TTY lines and progress bars in linear time", function()
+    local bar = ("#"):rep(60) .. "\r"
+    for _, unit in ipairs({ ("x"):rep(16384) .. "\n", bar, ("y"):rep(1024) }) do
+      local small = unit:rep(math.ceil(32 * 1024 / #unit))
+      local large = unit:rep(math.ceil(256 * 1024 / #unit))
+      local a, b = cost(small, true, true), cost(large, true, true)
+      assert.is_true(b < 24 * a, ("%d-byte units: %.4f s for 32 KiB, %.4f s for 256 KiB")
+        :format(#unit, a, b))
+    end
+  end)
+
+  it("joins a line split over many frames in linear time", function()
+    local function framed(total)
+      local parts = {}
+      for i = 1, total // 16384 do
+        parts[i] = frame(1, ("z"):rep(16384))
+      end
+      return table.concat(parts) .. frame(1, "\n")
+    end
+    local a, b = cost(framed(256 * 1024), false, false),
+      cost(framed(2048 * 1024), false, false)
+    assert.is_true(b < 24 * a, ("%.4f s for 256 KiB, %.4f s for 2 MiB"):format(a, b))
+    local lines = logs.demux(framed(64 * 1024), false, false)
+    assert.are.equal(1, #lines)
+    assert.are.equal(64 * 1024, #lines[1].line)
+  end)
+
   it("tags each line with its stream, in order", function()
     local raw = frame(1, "one\n") .. frame(2, "err one\n") .. frame(1, "two\n")
     assert.are.same({
@@ -248,7 +289,14 @@ describe("GET /api/containers/:id/logs", function()
         http.read_file("lua/routes.lua"),
     })
     local small = ms.start({ scripts = dir })
-    finally(function() small:stop() end)
+    local few
+    -- one finally per `it` (busted keeps only the last one given)
+    finally(function()
+      small:stop()
+      if few then
+        few:stop()
+      end
+    end)
     local big = ms.create(srv, { cmd = { "sh", "-c",
       "i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done; sleep 600" },
       start = true })
@@ -269,11 +317,10 @@ describe("GET /api/containers/:id/logs", function()
     assert.are.equal(5, #r.json)
 
     -- the line cap: the newest MAX_LINES
-    local few = ms.start({ scripts = http.scripts_dir({
+    few = ms.start({ scripts = http.scripts_dir({
       ["routes.lua"] = 'require("horcrux.logs").MAX_LINES = 100\n' ..
         http.read_file("lua/routes.lua"),
     }) })
-    finally(function() few:stop() end)
     r = ms.call(few, "GET", "/api/containers/" .. big .. "/logs")
     assert.are.equal("1", r.headers["x-horcrux-truncated"])
     assert.are.equal(100, #r.json)

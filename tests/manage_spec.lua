@@ -3,10 +3,13 @@
 -- real engine (create -> start -> stop -> restart -> pause -> unpause ->
 -- kill -> remove), with an edited policy and the docker CLI fallback.
 local manage = require "horcrux.manage"
+local verdict = require "horcrux.manage.policy"
+local render = require "horcrux.manage.render"
 local json = require "horcrux.json"
+local proc = require "horcrux.proc"
 
--- The shipped policy, read as the server reads it.
-local POLICY = manage.load_policy()
+-- The shipped policy, read and checked as the server reads it.
+local POLICY = verdict.check(dofile("lua/policy.lua"))
 
 local function valid(body)
   local spec, err = manage.validate(body)
@@ -15,7 +18,8 @@ local function valid(body)
 end
 
 local function invalid(body, field)
-  local spec, err, kind, f = manage.validate(body)
+  local spec, err, kind, extra = manage.validate(body)
+  local f = extra and extra.field
   assert.is_nil(spec, json.encode(body))
   assert.are.equal("bad_request", kind)
   if field then
@@ -37,6 +41,13 @@ end
 local function allowed(body, policy)
   local ok, err = manage.allowed(valid(body), policy or POLICY, {})
   assert(ok, err)
+  return ok
+end
+
+-- A folder of this run's own (binds are resolved on the host's disk).
+local function tmpdir()
+  local r = assert(proc.run({ "mktemp", "-d", "/tmp/hxtest-binds.XXXXXX" }))
+  return (r.stdout:gsub("%s+$", ""))
 end
 
 describe("horcrux.manage.validate", function()
@@ -156,7 +167,7 @@ end)
 
 describe("horcrux.manage.allowed (an edited policy)", function()
   local function policy(create)
-    return manage.check_policy_table({ create = create })
+    return verdict.check({ create = create })
   end
 
   it("allows what an operator switches on, and only that", function()
@@ -167,15 +178,53 @@ describe("horcrux.manage.allowed (an edited policy)", function()
   end)
 
   it("allows binds under listed paths only", function()
-    local p = policy({ binds = { "/srv/data/" } })
-    allowed({ image = "x", binds = { { source = "/srv/data", target = "/d" },
-      { source = "/srv/data/sub", target = "/e" } } }, p)
-    refused({ image = "x", binds = { { source = "/srv/database", target = "/d" } } },
+    local root = tmpdir()
+    finally(function() proc.run({ "rm", "-rf", root }) end)
+    assert(proc.run({ "mkdir", "-p", root .. "/data/sub", root .. "/database" }))
+    local p = policy({ binds = { root .. "/data/" } })
+    allowed({ image = "x", binds = { { source = root .. "/data", target = "/d" },
+      { source = root .. "/data/sub", target = "/e" } } }, p)
+    refused({ image = "x", binds = { { source = root .. "/database", target = "/d" } } },
       "binds[1].source", p)
-    refused({ image = "x", binds = { { source = "/srv/data", target = "/d" },
+    refused({ image = "x", binds = { { source = root .. "/data", target = "/d" },
       { source = "/", target = "/e" } } }, "binds[2].source", p)
     allowed({ image = "x", binds = { { source = "/", target = "/h" } } },
       policy({ binds = true }))
+    -- a path that does not exist on the host is refused, not guessed at
+    local ok, _, kind, field = manage.allowed(valid({ image = "x",
+      binds = { { source = root .. "/data/nope", target = "/d" } } }), p, {})
+    assert.is_nil(ok)
+    assert.are.same({ "bad_request", "binds[1].source" }, { kind, field })
+  end)
+
+  it("resolves symlinks before it compares a bind with the policy", function()
+    -- what a container with a bind of data/ can plant: data/root -> /
+    local root = tmpdir()
+    finally(function() proc.run({ "rm", "-rf", root }) end)
+    assert(proc.run({ "mkdir", "-p", root .. "/data/real" }))
+    assert(proc.run({ "ln", "-s", "/", root .. "/data/root" }))
+    assert(proc.run({ "ln", "-s", "real", root .. "/data/inside" }))
+    local p = policy({ binds = { root .. "/data" } })
+    local err = refused({ image = "x", binds = { { source = root .. "/data/root",
+      target = "/h" } } }, "binds[1].source", p)
+    assert.truthy(err:find("which leads to /", 1, true), err)
+    -- a link that stays inside is fine, and the daemon is given where it leads
+    local spec = allowed({ image = "x", binds = { { source = root .. "/data/inside",
+      target = "/h" } } }, p)
+    assert.are.equal(root .. "/data/real", spec.binds[1].source)
+    assert.are.equal(root .. "/data/real",
+      render.engine_body(spec, p).HostConfig.Mounts[1].Source)
+  end)
+
+  it("refuses a port published beyond loopback unless public_ports allows it", function()
+    refused({ image = "x", ports = { { container = 80, host = 8080,
+      host_ip = "0.0.0.0" } } }, "ports[1].host_ip")
+    refused({ image = "x", ports = { { container = 80, host = 8080,
+      host_ip = "::" } } }, "ports[1].host_ip")
+    allowed({ image = "x", ports = { { container = 80, host = 8080,
+      host_ip = "127.0.0.2" } } })
+    allowed({ image = "x", ports = { { container = 80, host = 8080,
+      host_ip = "0.0.0.0" } } }, policy({ public_ports = true }))
   end)
 
   it("allows listed capabilities, images, networks and bounds", function()
@@ -209,30 +258,37 @@ describe("horcrux.manage.allowed (an edited policy)", function()
 
   it("refuses a policy with a misspelt or mistyped setting", function()
     assert.has_error(function()
-      manage.check_policy_table({ create = { privilegd = true } })
+      verdict.check({ create = { privilegd = true } })
     end, "policy.lua: unknown setting create.privilegd (settings: binds, cap_add, "
       .. "check, container_network, container_pid, default_host_ip, devices, "
       .. "host_network, host_pid, images, max_cpus, max_memory_bytes, networks, "
-      .. "privileged, volumes)")
+      .. "privileged, public_ports, volumes)")
     assert.has_error(function()
-      manage.check_policy_table({ create = { privileged = "yes" } })
+      verdict.check({ create = { privileged = "yes" } })
     end, "policy.lua: create.privileged must be boolean, got string")
     assert.has_error(function()
-      manage.check_policy_table({ cli_fallback = 1 })
+      verdict.check({ cli_fallback = 1 })
     end)
   end)
 
-  it("asks the manage function before an action", function()
-    local p = manage.check_policy_table({ manage = function(action, ref)
-      if ref == "keep-me" then
+  it("asks the manage function before an action, with the container resolved", function()
+    local seen
+    local p = verdict.check({ manage = function(action, ctr)
+      seen = ctr
+      if ctr.labels.keep == "1" then
         return "this one is not to be touched"
       end
     end })
-    assert.is_true(manage.may("stop", "other", p, {}))
-    local ok, err, kind = manage.may("stop", "keep-me", p, {})
+    local ctr = assert(manage.may("stop", { id = "a1", name = "other",
+      labels = {} }, p, {}))
+    assert.are.equal("other", ctr.name)
+    local ok, err, kind = manage.may("stop", { id = "b2", name = "keep-me",
+      labels = { keep = "1" } }, p, {})
     assert.is_nil(ok)
     assert.are.equal("forbidden", kind)
-    assert.truthy(err:find("not to be touched", 1, true))
+    assert.truthy(err:find("stop keep-me: this one is not to be touched", 1, true),
+      err)
+    assert.are.equal("b2", seen.id)
   end)
 end)
 
@@ -247,7 +303,7 @@ describe("horcrux.manage.engine_body", function()
       volumes = { { name = "v1", target = "/c" } }, cap_drop = { "ALL" },
       tty = true, stop_timeout = 3,
     })
-    local body = manage.engine_body(spec, POLICY)
+    local body = render.engine_body(spec, POLICY)
     assert.are.equal(json.encode({
       Cmd = { "a" }, Env = { "A=1", "B=2" }, Image = "img", Labels = { l = "v" },
       ExposedPorts = { ["80/tcp"] = {}, ["53/udp"] = {}, ["81/tcp"] = {} },
@@ -412,6 +468,80 @@ describe("container lifecycle over HTTP", function()
     assert.are_not.equal("running", info.State.Status)
   end)
 
+  it("answers Docker's 409 for unpausing a container that never started", function()
+    local r = post("/api/containers", ms.body())
+    assert.are.equal(201, r.status, r.body)
+    local id = r.json.id
+    ms.track(id)
+    r = post("/api/containers/" .. id .. "/unpause")
+    assert.are.equal(409, r.status, r.body)
+    assert.are.equal("conflict", r.json.error.code)
+    assert.are.equal("created", ms.status(id))
+  end)
+
+  it("takes kill?signal=RTMIN+3 as the README writes it", function()
+    local id = ms.create(srv, { start = true })
+    local r = post("/api/containers/" .. id .. "/kill?signal=RTMIN+3")
+    assert.are.equal(200, r.status, r.body)
+    r = post("/api/containers/" .. id .. "/kill?signal=RTMIN%2B3")
+    assert.are.equal(200, r.status, r.body)
+    r = post("/api/containers/" .. id .. "/kill?signal=NOPE")
+    assert.are.equal(400, r.status, r.body)
+    assert.are.equal("signal", r.json.error.field)
+  end)
+
+  it("names every bad field of a create body, not only the first", function()
+    local r = post("/api/containers", { image = "x", cpus = "many", tty = 3,
+      name = "bad name" })
+    assert.are.equal(400, r.status, r.body)
+    assert.are.equal("cpus", r.json.error.field)
+    assert.are.same({ "cpus", "name", "tty" }, r.json.error.fields)
+    for _, f in ipairs({ "cpus:", "name:", "tty:" }) do
+      assert.truthy(r.json.error.message:find(f, 1, true), r.json.error.message)
+    end
+  end)
+
+  it("treats a named volume that binds a host path as that bind", function()
+    local c = support.docker()
+    local vol = "hxtest-bindvol-" .. os.time() .. math.random(100000)
+    local st, b = c:request("POST", "/volumes/create", nil, { Name = vol,
+      Driver = "local", Labels = { [support.label] = support.label_value },
+      DriverOpts = { type = "none", o = "bind", device = "/" } })
+    assert(st == 201, tostring(b))
+    finally(function() c:request("DELETE", "/volumes/" .. vol) end)
+    local body = ms.body({ volumes = { { name = vol, target = "/host" } } })
+    ms.track(body.name)
+    local r = post("/api/containers", body)
+    assert.are.equal(403, r.status, r.body)
+    assert.are.equal("volumes[1].name", r.json.error.field)
+    assert.truthy(r.json.error.message:find("a bind of the host path /", 1, true))
+    assert.is_nil(ms.inspect(body.name))
+    -- an ordinary named volume is fine
+    local ok = ms.body({ volumes = { { name = vol .. "-plain", target = "/d" } } })
+    ms.track(ok.name)
+    r = post("/api/containers", ok)
+    assert.are.equal(201, r.status, r.body)
+    c:request("DELETE", "/containers/" .. r.json.id, { force = true })
+    c:request("DELETE", "/volumes/" .. vol .. "-plain")
+  end)
+
+  it("refuses a network that puts the container on the host's LAN", function()
+    local c = support.docker()
+    local net = "hxtest-macvlan-" .. os.time() .. math.random(100000)
+    local st, b = c:request("POST", "/networks/create", nil, { Name = net,
+      Driver = "macvlan", Options = { parent = "eth0" },
+      Labels = { [support.label] = support.label_value } })
+    assert(st == 201, tostring(type(b) == "table" and b.message or b))
+    finally(function() c:request("DELETE", "/networks/" .. net) end)
+    local body = ms.body({ network = net })
+    ms.track(body.name)
+    local r = post("/api/containers", body)
+    assert.are.equal(403, r.status, r.body)
+    assert.are.equal("network", r.json.error.field)
+    assert.truthy(r.json.error.message:find("macvlan", 1, true))
+    assert.is_nil(ms.inspect(body.name))
+  end)
+
   it("refuses what the policy refuses with 403 naming the field, and creates nothing", function()
     for field, extra in pairs({
       privileged = { privileged = true },
@@ -496,6 +626,38 @@ describe("container lifecycle over HTTP", function()
     r = ms.call(open, "POST", "/api/containers", b2)
     assert.are.equal(403, r.status)
     assert.is_nil(ms.inspect(b2.name))
+  end)
+
+  it("gives the manage hook the container as the daemon knows it, however the request named it", function()
+    local text = http.read_file("lua/policy.lua")
+    local edited = text:gsub("\n  manage = nil,", function() return [[
+
+  manage = function(action, ctr)
+    if ctr.name:find("^hxtest%-keep") or ctr.labels["hx.keep"] == "1" then
+      return "kept by the policy"
+    end
+  end,]] end, 1)
+    assert.are_not.equal(text, edited)
+    local guarded = ms.start({ scripts = http.scripts_dir({ ["policy.lua"] = edited }) })
+    finally(function() guarded:stop() end)
+    local id = ms.create(srv, { name = "hxtest-keep-" .. os.time() .. math.random(1000),
+      start = true })
+    -- by an id prefix, by the full id: the hook still sees the name
+    for _, ref in ipairs({ id:sub(1, 8), id }) do
+      local r = ms.call(guarded, "POST", "/api/containers/" .. ref .. "/stop")
+      assert.are.equal(403, r.status, r.body)
+      assert.truthy(r.json.error.message:find("kept by the policy", 1, true))
+    end
+    local r = ms.call(guarded, "DELETE", "/api/containers/" .. id:sub(1, 10) .. "?force=1")
+    assert.are.equal(403, r.status, r.body)
+    assert.are.equal("running", ms.status(id))
+    -- by a label, through a stack action
+    local stack = "hxkeep" .. os.time() .. math.random(1000)
+    local other = ms.create(srv, { start = true, labels = { ["hx.keep"] = "1",
+      ["com.docker.compose.project"] = stack, ["com.docker.compose.service"] = "s" } })
+    r = ms.call(guarded, "POST", "/api/stacks/" .. stack .. "/stop")
+    assert.are.equal(403, r.status, r.body)
+    assert.are.equal("running", ms.status(other))
   end)
 
   it("applies an edited policy.lua on SIGHUP, and refuses a reload to a bad one", function()

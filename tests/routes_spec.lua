@@ -55,10 +55,16 @@ describe("container routes", function()
     assert.are.same({ id = busy:sub(1, 12), name = busy_name, status = "running",
       image = support.image }, seen[busy_name])
     assert.are.equal("created", seen[created_name].status)
+    -- all=0 is `docker ps`: what runs, paused ones included (another
+    -- run's paused container may be there), never a created one
     local running = assert(http.get(srv.url .. "/api/containers?all=0")).json
+    local names = {}
     for _, c in ipairs(running) do
-      assert.are.equal("running", c.status)
+      assert.truthy(c.status == "running" or c.status == "paused", c.status)
+      names[c.name] = true
     end
+    assert.is_true(names[busy_name])
+    assert.is_nil(names[created_name])
   end)
 
   it("inspects by name, full id and id prefix", function()
@@ -209,6 +215,47 @@ describe("container routes", function()
     end
   end)
 
+  it("refuses query keys a route does not take, on every route", function()
+    for _, path in ipairs({ "/healthz?foo=1", "/api/containers/" .. busy .. "?foo=1",
+      "/api/containers/" .. busy .. "/stats?foo=1", "/api/stacks?x=1",
+      "/api/containers?foo=1", "/api/stats?foo=1" }) do
+      local r = assert(http.get(srv.url .. path))
+      assert.are.equal(400, r.status, path)
+      assert.are.equal("bad_request", r.json.error.code, path)
+      assert.are.equal(path:match("%?(%w+)="), r.json.error.field, path)
+    end
+    local r = assert(http.get(srv.url .. "/api/containers?all=0"))
+    assert.are.equal("docker-api", r.headers["x-horcrux-source"])
+  end)
+
+  it("says why when DOCKER_API_VERSION is one the daemon does not speak", function()
+    local s = http.start({ env = { PATH, "DOCKER_API_VERSION=9.99" },
+      args = { "--interval", "0" } })
+    finally(function() s:stop() end)
+    local r = assert(http.get(s.url .. "/healthz"))
+    assert.are.equal(200, r.status)
+    assert.are.equal("degraded", r.json.status)
+    assert.is_false(r.json.engine.reachable)
+    assert.are.equal("protocol", r.json.engine.kind)
+    assert.truthy(r.json.engine.error:find("9.99", 1, true), r.json.engine.error)
+    -- every call: 502, the daemon's reason passed on
+    local f = http.scripts_dir({ ["fallback.lua"] =
+      'return { sources = { (require "horcrux.sources.docker_api") } }' })
+    local api_only = http.start({ scripts = f, args = { "--interval", "0" },
+      env = { PATH, "DOCKER_API_VERSION=9.99" } })
+    r = assert(http.get(api_only.url .. "/api/containers/" .. busy))
+    api_only:stop()
+    assert.are.equal(502, r.status, r.body)
+    assert.are.equal("protocol", r.json.error.code)
+  end)
+
+  it("refuses to start with a DOCKER_API_VERSION that is no version", function()
+    local ok, err = pcall(http.start, { env = { PATH, "DOCKER_API_VERSION=garbage" } })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("exited at start", 1, true), err)
+    assert.truthy(tostring(err):find("garbage", 1, true), err)
+  end)
+
   it("reports the engine in /healthz", function()
     local r = assert(http.get(srv.url .. "/healthz"))
     assert.are.equal(200, r.status)
@@ -241,11 +288,17 @@ describe("container routes", function()
       assert.is_true(r.json.cpu_usage_percent > 20)
     end)
 
-    it("lists the running containers", function()
+    it("lists the running containers, saying the list came from the cgroup files", function()
       local r = assert(http.get(down.url .. "/api/containers"))
       assert.are.equal(200, r.status)
+      assert.are.equal("cgroup", r.headers["x-horcrux-source"])
       local ids = {}
-      for _, c in ipairs(r.json) do ids[c.id] = true end
+      for _, c in ipairs(r.json) do
+        ids[c.id] = true
+        -- no name from the daemon: the item says where it came from, so a
+        -- null name is not taken for the container's real one
+        assert.are.equal("cgroup", c.source)
+      end
       assert.is_true(ids[busy:sub(1, 12)] and ids[idle:sub(1, 12)])
     end)
   end)
@@ -267,8 +320,16 @@ describe("container routes", function()
   it("labels docker-cli records approximate, and lists every source's error when all fail", function()
     local dir = http.scripts_dir({ ["fallback.lua"] =
       'local cli = require "horcrux.sources.docker_cli"\nreturn { sources = { cli } }' })
-    local s = http.start({ scripts = dir, env = { PATH }, args = { "--interval", "0" } })
-    finally(function() s:stop() end)
+    local s, f
+    -- one finally per `it` (busted keeps only the last one given)
+    finally(function()
+      for _, server in ipairs({ s or false, f or false }) do
+        if server then
+          server:stop()
+        end
+      end
+    end)
+    s = http.start({ scripts = dir, env = { PATH }, args = { "--interval", "0" } })
     local r = assert(http.get(s.url .. "/api/containers/" .. busy_name .. "/stats", { timeout = 30 }))
     assert.are.equal(200, r.status)
     assert.are.equal("docker-cli", r.json.source)
@@ -279,9 +340,8 @@ describe("container routes", function()
       cli.options.docker = "/nonexistent/docker"
       local api = require "horcrux.sources.docker_api"
       return { sources = { api, cli } }]] })
-    local f = http.start({ scripts = dir, args = { "--interval", "0" },
+    f = http.start({ scripts = dir, args = { "--interval", "0" },
       env = { PATH, "DOCKER_HOST=unix:///nonexistent/docker.sock" } })
-    finally(function() f:stop() end)
     r = assert(http.get(f.url .. "/api/containers/" .. busy_name .. "/stats"))
     assert.are.equal(503, r.status)
     assert.are.equal("metrics_unavailable", r.json.error.code)

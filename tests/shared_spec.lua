@@ -247,6 +247,10 @@ describe("horcrux.shared", function()
     end
     assert.is_true(shared.set(string.rep("k", shared.KEY_MAX), "v"))
     assert.equal(1, shared.count())
+    assert.error_matches(function() shared.set_limits({ max_entries = 0 }) end,
+      "max_entries out of range 1..4194304", nil, true)
+    assert.error_matches(function() shared.set_limits({ max_bytes = 2 ^ 40 + 1 }) end,
+      "max_bytes out of range 1..1099511627776", nil, true)
   end)
 end)
 

@@ -10,6 +10,7 @@ local clock = require "horcrux.clock"
 local proc = require "horcrux.proc"
 local view = require "horcrux.view"
 local stats = require "horcrux.stats"
+local time = require "horcrux.time"
 local cg_source = require "horcrux.sources.cgroup"
 local cli_source = require "horcrux.sources.docker_cli"
 local api_source = require "horcrux.sources.docker_api"
@@ -83,7 +84,7 @@ describe("sources on the real engine", function()
       end
       assert.equal("cgroup", rec.source)
       assert.equal(idle, rec.id)
-      local t = stats.parse_time(rec.read)
+      local t = time.parse(rec.read)
       assert.is_true(math.abs(t - clock.now_ns()) < 5 * 1000000000)
       assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%d%d%d%d%d%d%dZ$",
         rec.read)
@@ -108,7 +109,7 @@ describe("sources on the real engine", function()
             before = assert(cgroup.stats(id))
             raw = assert(c:stats(id))
             after = assert(cgroup.stats(id))
-            t_api = assert(stats.parse_time(raw.read))
+            t_api = assert(time.parse(raw.read))
             f = (t_api - before.time_ns) / (after.time_ns - before.time_ns)
             if f > -0.05 and f < 1.05 then
               break
@@ -218,8 +219,9 @@ describe("sources on the real engine", function()
         for _, it in ipairs(list) do
           mine[it.id] = it
         end
+        -- no name without the daemon's word; the item says where it came from
         assert.same({ id = idle:sub(1, 12), name = null, status = "running",
-          image = null }, mine[idle:sub(1, 12)])
+          image = null, source = "cgroup" }, mine[idle:sub(1, 12)])
         assert.equal(204, (c:request("POST", "/containers/" .. busy .. "/pause")))
         finally(function()
           c:request("POST", "/containers/" .. busy .. "/unpause")

@@ -5,6 +5,7 @@
 -- edge_*.json are written by hand from the API's schema (see the README
 -- there). Every expected number below is worked out from the fixture by hand.
 local stats = require("horcrux.stats")
+local time = require("horcrux.time")
 local json = require("horcrux.json")
 local cpu = require("horcrux.cpu")
 
@@ -25,11 +26,14 @@ local FIELDS = {
   "online_cpus", "read", "source",
 }
 
--- Exactly the record's fields, none missing (null is a value), none more.
-local function assert_shape(rec)
+-- Exactly the record's fields, none missing (null is a value), none more
+-- (but those of `extra`).
+local function assert_shape(rec, extra)
   local n = 0
-  for _ in pairs(rec) do
-    n = n + 1
+  for k in pairs(rec) do
+    if not (extra and extra[k]) then
+      n = n + 1
+    end
   end
   for _, k in ipairs(FIELDS) do
     assert.is_true(rec[k] ~= nil, "missing field " .. k)
@@ -53,45 +57,45 @@ describe("horcrux.stats", function()
 
   describe("parse_time", function()
     it("reads UTC with 0..9 fraction digits", function()
-      assert_int(0, stats.parse_time("1970-01-01T00:00:00Z"))
-      assert_int(1500000000, stats.parse_time("1970-01-01T00:00:01.5Z"))
-      assert_int(100000000, stats.parse_time("1970-01-01T00:00:00.1Z"))
-      assert_int(120000000, stats.parse_time("1970-01-01T00:00:00.12Z"))
-      assert_int(123456789, stats.parse_time("1970-01-01T00:00:00.123456789Z"))
-      assert_int(1, stats.parse_time("1970-01-01T00:00:00.000000001Z"))
+      assert_int(0, time.parse("1970-01-01T00:00:00Z"))
+      assert_int(1500000000, time.parse("1970-01-01T00:00:01.5Z"))
+      assert_int(100000000, time.parse("1970-01-01T00:00:00.1Z"))
+      assert_int(120000000, time.parse("1970-01-01T00:00:00.12Z"))
+      assert_int(123456789, time.parse("1970-01-01T00:00:00.123456789Z"))
+      assert_int(1, time.parse("1970-01-01T00:00:00.000000001Z"))
       -- digits beyond ns are truncated
-      assert_int(123456789, stats.parse_time("1970-01-01T00:00:00.1234567899Z"))
-      assert_int(1795927936655666234, stats.parse_time("2026-11-29T04:52:16.655666234Z"))
-      assert_int(1709283600000000000, stats.parse_time("2024-03-01t09:00:00z"))
-      assert_int(1709283600000000000, stats.parse_time("2024-03-01 09:00:00Z"))
+      assert_int(123456789, time.parse("1970-01-01T00:00:00.1234567899Z"))
+      assert_int(1795927936655666234, time.parse("2026-11-29T04:52:16.655666234Z"))
+      assert_int(1709283600000000000, time.parse("2024-03-01t09:00:00z"))
+      assert_int(1709283600000000000, time.parse("2024-03-01 09:00:00Z"))
     end)
 
     it("applies offsets", function()
-      assert_int(1709283602500000000, stats.parse_time("2024-03-01T10:00:02.5+01:00"))
-      assert_int(1709283602500000000, stats.parse_time("2024-03-01T01:30:02.5-07:30"))
-      assert_int(1709283600000000000, stats.parse_time("2024-03-01T09:00:00+00:00"))
-      assert_int(-3600 * 1000000000, stats.parse_time("1970-01-01T00:00:00+01:00"))
+      assert_int(1709283602500000000, time.parse("2024-03-01T10:00:02.5+01:00"))
+      assert_int(1709283602500000000, time.parse("2024-03-01T01:30:02.5-07:30"))
+      assert_int(1709283600000000000, time.parse("2024-03-01T09:00:00+00:00"))
+      assert_int(-3600 * 1000000000, time.parse("1970-01-01T00:00:00+01:00"))
     end)
 
     it("knows leap years", function()
-      assert_int(951868799999999999, stats.parse_time("2000-02-29T23:59:59.999999999Z"))
-      assert.is_number(stats.parse_time("2024-02-29T00:00:00Z"))
-      assert.same({ nil, "syntax" }, { stats.parse_time("2023-02-29T00:00:00Z") })
-      assert.same({ nil, "syntax" }, { stats.parse_time("1900-02-29T00:00:00Z") })
+      assert_int(951868799999999999, time.parse("2000-02-29T23:59:59.999999999Z"))
+      assert.is_number(time.parse("2024-02-29T00:00:00Z"))
+      assert.same({ nil, "syntax" }, { time.parse("2023-02-29T00:00:00Z") })
+      assert.same({ nil, "syntax" }, { time.parse("1900-02-29T00:00:00Z") })
     end)
 
     it("says 'zero' for Go's zero time, the daemon's 'not running'", function()
-      assert.same({ nil, "zero" }, { stats.parse_time("0001-01-01T00:00:00Z") })
-      assert.same({ nil, "zero" }, { stats.parse_time("0001-01-01T01:00:00+01:00") })
+      assert.same({ nil, "zero" }, { time.parse("0001-01-01T00:00:00Z") })
+      assert.same({ nil, "zero" }, { time.parse("0001-01-01T01:00:00+01:00") })
     end)
 
     it("keeps to the range of int64 ns", function()
-      assert_int(math.maxinteger, stats.parse_time("2262-04-11T23:47:16.854775807Z"))
-      assert_int(math.mininteger, stats.parse_time("1677-09-21T00:12:43.145224192Z"))
-      assert.same({ nil, "range" }, { stats.parse_time("2262-04-11T23:47:16.854775808Z") })
-      assert.same({ nil, "range" }, { stats.parse_time("1677-09-21T00:12:43.145224191Z") })
-      assert.same({ nil, "range" }, { stats.parse_time("1600-01-01T00:00:00Z") })
-      assert.same({ nil, "range" }, { stats.parse_time("9999-12-31T23:59:59Z") })
+      assert_int(math.maxinteger, time.parse("2262-04-11T23:47:16.854775807Z"))
+      assert_int(math.mininteger, time.parse("1677-09-21T00:12:43.145224192Z"))
+      assert.same({ nil, "range" }, { time.parse("2262-04-11T23:47:16.854775808Z") })
+      assert.same({ nil, "range" }, { time.parse("1677-09-21T00:12:43.145224191Z") })
+      assert.same({ nil, "range" }, { time.parse("1600-01-01T00:00:00Z") })
+      assert.same({ nil, "range" }, { time.parse("9999-12-31T23:59:59Z") })
     end)
 
     it("refuses what is not RFC 3339", function()
@@ -103,13 +107,13 @@ describe("horcrux.stats", function()
         "2024-03-01T09:00:00+0100", "2024-03-01T09:00:00+24:00", "2024-03-01T09:00:00ZZ",
         "2024-03-01T09:00:00Z ", " 2024-03-01T09:00:00Z", "24-03-01T09:00:00Z",
       }) do
-        assert.same({ nil, "syntax" }, { stats.parse_time(s) }, s)
+        assert.same({ nil, "syntax" }, { time.parse(s) }, s)
       end
     end)
 
     it("raises on a non-string", function()
-      assert.has_error(function() stats.parse_time(nil) end)
-      assert.has_error(function() stats.parse_time(0) end)
+      assert.has_error(function() time.parse(nil) end)
+      assert.has_error(function() time.parse(0) end)
     end)
   end)
 
@@ -343,10 +347,10 @@ describe("horcrux.stats", function()
       assert_int(20, rec.network_tx_bytes)
     end)
 
-    it("keeps huge counters exact, and never wraps a sum", function()
+    it("keeps huge counters exact, and refuses sums past 64 bits", function()
       local rec = stats.record_from_api(fixture("edge_huge_counters"), 0.5,
         { host_memory = 25276518400 })
-      assert_shape(rec)
+      assert_shape(rec, { refused = true })
       assert_int(4194304, rec.pids)
       assert_int(4611686018427387904, rec.cpu_usage_ns) -- 2^62
       assert_int(256, rec.online_cpus)
@@ -355,21 +359,43 @@ describe("horcrux.stats", function()
       -- the limit is v1's "none": the host's memory stands in
       assert_int(25276518400, rec.memory_limit_bytes)
       assert.equal(9223372036854767616 / 25276518400 * 100, rec.memory_percent)
-      -- 2^62 + 2^62 and (2^63 - 4096) + 8192 pass 2^63 - 1: floats, not
-      -- wrapped negative integers
-      assert.equal("float", math.type(rec.block_read_bytes))
-      assert.equal(2.0 ^ 63, rec.block_read_bytes)
-      assert.equal("float", math.type(rec.network_rx_bytes))
-      assert.equal(2.0 ^ 63 + 4096, rec.network_rx_bytes)
-      assert.equal(2.0 ^ 63, rec.network_tx_bytes)
-      -- a uint64 counter beyond int64 comes from the decoder as a float
-      assert.equal(2.0 ^ 64, rec.block_write_bytes)
+      -- 2^62 + 2^62 and (2^63 - 4096) + 8192 pass 2^63 - 1, and a uint64
+      -- counter beyond int64 comes from the decoder as a float: no counter
+      -- can be that big, so each is refused (null), never wrapped, and the
+      -- record names them
+      assert.equal(null, rec.block_read_bytes)
+      assert.equal(null, rec.network_rx_bytes)
+      assert.equal(null, rec.network_tx_bytes)
+      assert.equal(null, rec.block_write_bytes)
+      assert.same({ "network_rx_bytes", "network_tx_bytes", "block_read_bytes",
+        "block_write_bytes" }, { table.unpack(rec.refused) })
       assert.equal("2262-04-11T23:47:16.854775807Z", rec.read)
       -- and the CPU sample is exact at the edge of int64 ns
       assert.same({
         cpu_ns = 4611686018427387904, system_ns = 9223372036854774784,
         online_cpus = 256, time_ns = math.maxinteger,
       }, stats.sample_from_api(fixture("edge_huge_counters")))
+    end)
+
+    it("refuses counters that are not non-negative integers, naming them", function()
+      local raw = fixture("stats_running_busy")
+      raw.networks.eth0.tx_bytes = 1e300
+      raw.pids_stats.current = -3
+      raw.memory_stats.usage = 12.5
+      raw.cpu_stats.cpu_usage.total_usage = 0 / 0
+      local rec = stats.record_from_api(raw, 1.0)
+      assert.equal(null, rec.network_tx_bytes)
+      assert.equal(null, rec.pids)
+      assert.equal(null, rec.memory_usage_bytes)
+      assert.equal(null, rec.memory_percent)
+      assert.equal(null, rec.cpu_usage_ns)
+      assert.equal("integer", math.type(rec.network_rx_bytes))
+      assert.same({ "memory_usage_bytes", "network_tx_bytes", "pids",
+        "cpu_usage_ns" }, { table.unpack(rec.refused) })
+      -- and the JSON a client gets says it
+      assert.truthy(json.encode(rec):find('"refused":["memory_usage_bytes"', 1, true))
+      -- a good reply has no `refused`
+      assert.is_nil(stats.record_from_api(fixture("stats_running_busy"), 1.0).refused)
     end)
 
     it("falls back from total_inactive_file to inactive_file as docker does", function()

@@ -255,6 +255,8 @@ describe("horcrux.view", function()
     assert.is_true(view.put(C, record(3)))
     assert.equal(2, view.count())
     assert.has_error(function() view.set_limits({ max_containers = 0 }) end)
+    assert.error_matches(function() view.set_limits({ max_containers = 0 }) end,
+      "max_containers out of range 1..1048576", nil, true)
     assert.equal(10000, view.DEFAULT_MAX_CONTAINERS)
   end)
 

@@ -1,5 +1,5 @@
 --- horcrux ps [-a|--all]: the containers, as `docker ps` prints them.
-local docker = require "horcrux.docker"
+local engine = require "horcrux.engine"
 local units = require "horcrux.units"
 
 local all = false
@@ -12,11 +12,7 @@ for _, a in ipairs(arg) do
   end
 end
 
-local client, err = docker.connect()
-local list
-if client then
-  list, err = client:containers({ all = all })
-end
+local list, err = engine.containers({ all = all })
 if not list then
   io.stderr:write("horcrux ps: ", err, "\n")
   os.exit(1)

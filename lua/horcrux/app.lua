@@ -4,10 +4,11 @@
 -- The server calls `load{scripts = DIR, lib = DIR, sources = ...}` once per
 -- Lua state. format.lua, fallback.lua and policy.lua come from the texts
 -- the server read at start or reload (else the scripts dir, then the
--- shipped lib dir), and are registered so that `require "format"`,
--- `require "fallback"` and `require "policy"` return them. routes.lua is
--- run in an environment where assigning an undeclared global is an error,
--- with one function defined:
+-- shipped lib dir); each is checked, handed to the library
+-- (horcrux.config.use) and registered so that an operator's script can
+-- `require "format"`, `require "fallback"` or `require "policy"`. routes.lua
+-- is run in an environment where assigning an undeclared global is an
+-- error, with one function defined:
 --
 --   route(method, pattern, handler)
 --   route(method, pattern, opts, handler)   opts = {query = {key = checker}}
@@ -24,9 +25,10 @@
 -- answered with errors.answer(failure). Any other error is a 500 carrying
 -- the request id, with the traceback in the log.
 local router = require "horcrux.router"
+local log = require "horcrux.log"
+local config = require "horcrux.config"
 local errors = require "horcrux.errors"
 local input = require "horcrux.input"
-local log = require "horcrux.log"
 
 local M = {}
 
@@ -85,11 +87,11 @@ local function load_module(name, opts)
 end
 
 --- Checks the shape of fallback.lua's table; raises naming what is wrong.
-function M.check_policy(policy)
-  if type(policy.sources) ~= "table" then
+function M.check_sources(order)
+  if type(order.sources) ~= "table" then
     error("fallback.lua must return { sources = { ... } }", 0)
   end
-  for i, src in ipairs(policy.sources) do
+  for i, src in ipairs(order.sources) do
     if type(src) ~= "table" or type(src.name) ~= "string" then
       local hint = type(src) == "string" and
         " (require returns two values: write local x = require \"...\" " ..
@@ -98,12 +100,15 @@ function M.check_policy(policy)
         :format(i, type(src), hint), 0)
     end
   end
-  return policy
+  return order
 end
 
---- Loads fallback.lua only (the server's collector needs no routes).
-function M.policy(opts)
-  return M.check_policy(load_module("fallback", opts))
+--- Loads fallback.lua only (the server's collector needs no routes) and
+-- hands it to the library; returns it.
+function M.load_sources(opts)
+  local order = M.check_sources(load_module("fallback", opts))
+  config.use({ sources = order })
+  return order
 end
 
 --- Checks opts of route(): nil or {query = {key = checker}}.
@@ -232,11 +237,19 @@ local function dispatcher(routes, format)
 end
 
 --- Loads format.lua, fallback.lua, policy.lua and routes.lua; returns
--- dispatch(req) and the router.
+-- dispatch(req [, nargs]) and the router.
 function M.load(opts)
-  local format = load_module("format", opts)
-  M.check_policy(load_module("fallback", opts))
-  require("horcrux.manage").check_policy_table(load_module("policy", opts))
+  local format = require("horcrux.format").check(load_module("format", opts))
+  local order = M.check_sources(load_module("fallback", opts))
+  local policy = require("horcrux.manage.policy").check(
+    load_module("policy", opts))
+  config.use({ sources = order, format = format, policy = policy })
+  -- A DOCKER_HOST or DOCKER_API_VERSION that cannot be right is refused at
+  -- start (and by a reload), not at the first request.
+  local _, err, kind = require("horcrux.engine").client()
+  if kind == "bad_request" then
+    error(err, 0)
+  end
   local routes = router.new()
   M.run_script("routes", opts, M.strict_env({ route = definer(routes) }))
   return dispatcher(routes, format), routes

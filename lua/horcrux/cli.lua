@@ -41,17 +41,39 @@ for _, p in ipairs({ "k", "m", "g", "t", "p", "e" }) do
   MULTIPLIER[p .. "i"] = MULTIPLIER[p .. "ib"]
 end
 
+-- s without leading and trailing white space, in linear time (a pattern
+-- like "%s+$" backtracks over every run of blanks: quadratic on output
+-- that is mostly blanks).
 local function trim(s)
-  return (s:gsub("^%s+", ""):gsub("%s+$", ""))
+  local first = s:find("%S")
+  if not first then
+    return ""
+  end
+  local last = #s
+  local b = s:byte(last)
+  while b == 32 or (b >= 9 and b <= 13) do
+    last = last - 1
+    b = s:byte(last)
+  end
+  return s:sub(first, last)
 end
+cli.trim = trim
+
+-- The longest figure the CLI prints ("1.5e+03kB", "100.22%"): anything
+-- longer is not one, and is refused before a pattern could backtrack over
+-- it.
+local FIGURE_MAX = 32
 
 -- "2.5GiB" -> 2684354560. "--", garbage or a size past the integer range
 -- -> nil. "%.3g" can print "1e+03kB"; tonumber reads that too.
 function cli.parse_size(s)
-  if type(s) ~= "string" then
+  if type(s) ~= "string" or #s > 2 * FIGURE_MAX then
     return nil
   end
   s = trim(s)
+  if #s > FIGURE_MAX then
+    return nil
+  end
   -- With an exponent first: "1.5EB" is 1.5 exabytes, not 1.5e+… of "B".
   local num, unit = s:match("^(%d+%.?%d*[eE][+-]%d+)%s*(%a*)$")
   if not num then
@@ -70,7 +92,7 @@ end
 
 -- "100.22%" -> 100.22; "--" -> nil.
 function cli.parse_percent(s)
-  if type(s) ~= "string" then
+  if type(s) ~= "string" or #s > FIGURE_MAX then
     return nil
   end
   local num = trim(s):match("^(%-?%d+%.?%d*)%s*%%?$")
@@ -83,14 +105,14 @@ end
 
 -- "1.2kB / 3MB" -> 1200, 3000000; either side may be "--".
 local function parse_pair(s)
-  if type(s) ~= "string" then
+  if type(s) ~= "string" or #s > 3 * FIGURE_MAX then
     return nil, nil
   end
-  local a, b = s:match("^(.-)%s*/%s*(.-)$")
-  if not a then
+  local slash = s:find("/", 1, true)
+  if not slash then
     return cli.parse_size(s), nil -- Windows prints MemUsage without a limit
   end
-  return cli.parse_size(a), cli.parse_size(b)
+  return cli.parse_size(s:sub(1, slash - 1)), cli.parse_size(s:sub(slash + 1))
 end
 
 -- ---- JSON lines -----------------------------------------------------------
@@ -102,34 +124,36 @@ local function str(v)
   return nil
 end
 
-local function decode_object(text, what)
+-- A `{{json .}}` line of `docker <what>` and its ID, or nil, msg, kind.
+local function decode_line(text, fn, what)
   if type(text) ~= "string" then
-    error("bad argument #1 to '" .. what .. "' (string expected, got "
+    error("bad argument #1 to '" .. fn .. "' (string expected, got "
       .. type(text) .. ")", 3)
   end
   -- horcrux.json returns nil, message on bad input; a raising decoder is
   -- caught the same way.
-  local ok, v, msg = pcall(json.decode, text)
+  local ok, o, msg = pcall(json.decode, text)
   if not ok then
-    v, msg = nil, v
+    o, msg = nil, o
   end
-  if type(v) ~= "table" then
+  if type(o) ~= "table" then
     local excerpt = #text > 60 and text:sub(1, 60) .. "…" or text
     return nil, ("%s: bad output from the docker CLI (%s): %q"):format(
       SOURCE, msg or "not a JSON object", excerpt), "protocol"
   end
-  return v
+  local id = str(o.ID)
+  if not id then
+    return nil, ("%s: %s line without an ID"):format(SOURCE, what),
+      "protocol"
+  end
+  return o, id
 end
 
 -- One line of `docker stats --no-stream --format '{{json .}}'`.
 function cli.parse_stats_line(text)
-  local o, msg, kind = decode_object(text, "parse_stats_line")
+  local o, id, kind = decode_line(text, "parse_stats_line", "stats")
   if not o then
-    return nil, msg, kind
-  end
-  local id = str(o.ID)
-  if not id then
-    return nil, SOURCE .. ": stats line without an ID", "protocol"
+    return nil, id, kind
   end
   local r = {
     id = id,
@@ -197,13 +221,9 @@ end
 
 -- One line of `docker ps -a --no-trunc --format '{{json .}}'`.
 function cli.parse_ps_line(text)
-  local o, msg, kind = decode_object(text, "parse_ps_line")
+  local o, id, kind = decode_line(text, "parse_ps_line", "ps")
   if not o then
-    return nil, msg, kind
-  end
-  local id = str(o.ID)
-  if not id then
-    return nil, SOURCE .. ": ps line without an ID", "protocol"
+    return nil, id, kind
   end
   local state = str(o.State)
   return {
@@ -243,23 +263,32 @@ local function valid_ref(s)
 end
 cli.valid_ref = valid_ref
 
-local function classify(stderr)
-  if stderr:find("No such container", 1, true)
-    or stderr:find("No such object", 1, true) then
-    return "not_found"
-  end
-  if stderr:find("Cannot connect to the Docker daemon", 1, true)
-    or stderr:find("permission denied", 1, true) then
-    return "unavailable"
-  end
-  if stderr:find("Error response from daemon", 1, true) then
-    return "server"
+-- The kind of a failed command, from what it printed: the one place the
+-- CLI's words are read.
+local KINDS = {
+  { "No such container", "not_found" }, { "No such object", "not_found" },
+  { "No such image", "not_found" },
+  { "Cannot connect to the Docker daemon", "unavailable" },
+  { "permission denied", "unavailable" },
+  { "is already in use", "conflict" }, { "Conflict", "conflict" },
+  { "cannot remove a running", "conflict" }, { "is not running", "conflict" },
+  { "invalid", "bad_request" }, { "Invalid", "bad_request" },
+  { "Error response from daemon", "server" },
+}
+
+function cli.classify(stderr)
+  for _, k in ipairs(KINDS) do
+    if stderr:find(k[1], 1, true) then
+      return k[2]
+    end
   end
   return "unavailable"
 end
+local classify = cli.classify
 
--- Runs `docker ARGS…`; returns its stdout or nil, message, kind.
-local function docker(args, opts)
+--- Runs `docker ARGS...` (never through a shell); returns its stdout or
+-- nil, message, kind. opts: docker (the CLI's path), timeout (s, 10), env.
+function cli.run(args, opts)
   opts = opts or {}
   local bin = opts.docker or "docker"
   local argv = { bin }
@@ -270,6 +299,7 @@ local function docker(args, opts)
   local r, msg, kind = proc.run(argv, {
     timeout = opts.timeout or 10,
     max_output = MAX_OUTPUT,
+    env = opts.env,
   })
   if not r then
     if kind == "not_found" then
@@ -342,7 +372,7 @@ function cli.stats(ids, opts)
       args[#args + 1] = id
     end
   end
-  local out, msg, kind = docker(args, opts)
+  local out, msg, kind = cli.run(args, opts)
   if not out then
     return nil, msg, kind
   end
@@ -355,7 +385,7 @@ function cli.ps(opts)
   if not (opts and opts.all == false) then
     table.insert(args, 2, "-a")
   end
-  local out, msg, kind = docker(args, opts)
+  local out, msg, kind = cli.run(args, opts)
   if not out then
     return nil, msg, kind
   end
@@ -367,7 +397,7 @@ function cli.inspect(id, opts)
   if not valid_ref(id) then
     return bad_ref(id)
   end
-  local out, msg, kind = docker(
+  local out, msg, kind = cli.run(
     { "inspect", "--type", "container", "--", id }, opts)
   if not out then
     return nil, msg, kind

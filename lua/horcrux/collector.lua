@@ -1,7 +1,7 @@
 --- horcrux.collector: keeps horcrux.view fresh. `horcrux serve` runs it in a
 -- thread of its own with its own Lua state; the routes answer from the view.
 --
---   collector.run{interval = 1, policy = fallback, stopping = fn,
+--   collector.run{interval = 1, sources = order, stopping = fn,
 --                 relist_every = 10}
 --       loops until stopping() is true; returns the state
 --   collector.new(opts)   -> state (the same options)
@@ -15,29 +15,32 @@
 --        gone = containers dropped because sampling found them gone,
 --        first_looks = first records of new containers (see first_look)}
 --
+-- The sources are fallback.lua's order (horcrux.config), or opts.sources
+-- (an array, or a table with .sources). The collector asks them for
+-- capabilities (the source contract), never by name.
+--
 -- Who runs. A round either lists the running containers or follows the
 -- engine's events since the last round:
 --
---   list    the first source of the policy that can list (docker-api:
---           /containers/json with status=running; cgroup: the cgroups that
---           are not frozen; docker-cli: `docker ps`) gives the set; the
---           containers that left are dropped from the view (and from
---           horcrux.cpu's store). When no source can list, the known set is
---           kept.
---   events  when the last list came from the docker-api source, the next
---           rounds ask its client for the events between the last round
---           and now (/events with since and until in the past: the daemon
---           answers at once from its buffer) and apply them in order:
---           start and unpause add a container; die, stop, pause and
---           destroy drop it (cpu.forget too: a restarted container's
---           counters start again); rename renames.
+--   list    the first source that has running() and answers gives the set
+--           (the Engine API: /containers/json with status=running; the
+--           cgroup files: the cgroups that are not frozen; the CLI: `docker
+--           ps`); the containers that left are dropped from the view (and
+--           from horcrux.cpu's store). When no source can list, the known
+--           set is kept.
+--   events  when the source that listed can also give events(), the next
+--           rounds ask it for the events between the last round and now
+--           (in the past: the daemon answers at once from its buffer) and
+--           apply them in order: start and unpause add a container; die,
+--           stop, pause and destroy drop it (cpu.forget too: a restarted
+--           container's counters start again); rename renames.
 --
 -- A full list comes back every relist_every rounds (default 10) and at once
 -- when the event call fails (daemon restarting: the list then falls to the
--- cgroup source, and while the API is away every round lists, so the first
+-- next source, and while the API is away every round lists, so the first
 -- one after it returns lists through it again), when the daemon's event
 -- buffer (256 events of every type) may have overflowed between two rounds
--- (the query is therefore unfiltered, so its count tells). A container
+-- (events() therefore counts every event, so the count tells). A container
 -- that sampling finds not running or gone is dropped at once, event or not.
 -- An event round costs the daemon a walk of its event buffer instead of a
 -- walk of every container (scripts/bench view measures both).
@@ -48,26 +51,23 @@
 -- the reply until then; past EVENTS_STALL_S of that the call fails and the
 -- round lists instead.
 --
--- Sampling: every running container from the first source of the policy
--- that answers for it, feeding horcrux.cpu's store, the record and the
--- container's metadata going to the view. A source takes part in a round
--- through sample_many(ids) (cgroup, docker-cli), through the API client's
--- concurrent stats_many (docker-api), or, for a source that has only
--- stats(id) (an operator's own), one call per container while the round
--- has time left. A round never waits for a second sample: the CPU % of a
--- container's first round is null, the next round has it. A container new
--- to the set gets a first record from the cgroup source before the round
--- samples (first_look), when the policy has that source behind another
--- one. The errors of one container (or one source) are logged once per
--- change and never stop the loop.
+-- Sampling: every running container from the first source that answers
+-- for it, feeding horcrux.cpu's store, the record and the container's
+-- metadata going to the view. A source takes part in a round through
+-- sample_many(ids) or, for a source that has only stats(id) (an operator's
+-- own), one call per container while the round has time left. A round
+-- never waits for a second sample: the CPU % of a container's first round
+-- is null, the next round has it. A container new to the set gets a first
+-- record from an `instant` source (one that never waits on the daemon: the
+-- cgroup files) before the round samples (first_look), when the first
+-- source is not instant. The errors of one container (or one source) are
+-- logged once per change and never stop the loop.
 local view = require "horcrux.view"
 local cpu = require "horcrux.cpu"
 local clock = require "horcrux.clock"
-local json = require "horcrux.json"
-local stats = require "horcrux.stats"
+local null = require("horcrux.json").null
+local time = require "horcrux.time"
 local log = require "horcrux.log"
-
-local null = json.null
 
 local M = {}
 
@@ -83,8 +83,8 @@ local function never()
   return false
 end
 
---- A collector state. opts: interval (seconds, default 1), policy (a table
--- with .sources, default require "fallback"), stopping (function),
+--- A collector state. opts: interval (seconds, default 1), sources (the
+-- order; default horcrux.config's), stopping (function),
 -- relist_every (rounds between two full lists while events are followed;
 -- 1 lists every round).
 function M.new(opts)
@@ -102,13 +102,13 @@ function M.new(opts)
   end
   return {
     interval = interval,
-    policy = opts.policy,
+    sources = opts.sources,
     stopping = opts.stopping or never,
     known = {},  -- full id -> meta {id (12), name, status, image}
     said = {},   -- key -> the last message logged for it
     rounds = 0,
     relist_every = relist_every,
-    -- {src = the docker-api source that listed, since = wall ns} while
+    -- {src = the source that listed and gives events, since = wall ns} while
     -- events are followed; nil: the next round lists
     follow = nil,
     listed_ago = 0, -- event rounds since the last list
@@ -127,57 +127,35 @@ local function quiet(state, key)
   state.said[key] = nil
 end
 
-local function policy_sources(state)
-  local policy = state.policy or require("fallback")
-  return policy.sources or {}
+-- The source order: the state's own (specs, the server's reloads), else
+-- horcrux.config's.
+local function order_of(state)
+  return require("horcrux.config").order(state.sources)
 end
 
 local function strip(name)
   return type(name) == "string" and (name:gsub("^/", "")) or nil
 end
 
-local function meta_from(id, name, status, image)
+-- The view's metadata of a container; labels, networks and image_id when
+-- the lister knows them (filters on /api/stats read them).
+local function meta_from(id, name, status, image, c)
   return {
     id = id:sub(1, 12),
     name = name or null,
     status = status or null,
     image = image or null,
+    image_id = c and c.image_id or nil,
+    labels = c and type(c.labels) == "table" and c.labels or nil,
+    networks = c and type(c.networks) == "table" and c.networks or nil,
   }
 end
 
 -- ---- who runs --------------------------------------------------------
 
--- The docker-api source lists through its client, which gives full ids.
-local function api_running(src)
-  local c, err, kind = src.client()
-  if not c then
-    return nil, err, kind
-  end
-  local items
-  items, err, kind = c:containers({
-    all = false, filters = { status = { "running" } },
-  })
-  if not items then
-    return nil, err, kind
-  end
-  local out = {}
-  for _, it in ipairs(items) do
-    if type(it.Id) == "string" then
-      local names = type(it.Names) == "table" and it.Names or {}
-      out[#out + 1] = {
-        id = it.Id, name = strip(names[1]), status = it.State,
-        image = it.Image,
-      }
-    end
-  end
-  return out
-end
-
 local function running_of(src)
   if type(src.running) == "function" then
     return src.running()
-  elseif src.name == "docker-api" and type(src.client) == "function" then
-    return api_running(src)
   end
   return nil, tostring(src.name) .. " cannot list running containers",
     "unsupported"
@@ -186,7 +164,7 @@ end
 -- id -> meta of every running container, and the source (the table) that
 -- said so; or nil when no source could list.
 local function list_running(state)
-  for _, src in ipairs(policy_sources(state)) do
+  for _, src in ipairs(order_of(state)) do
     local ok, list, err = pcall(running_of, src)
     if not ok then
       list, err = nil, list
@@ -196,7 +174,7 @@ local function list_running(state)
       local set = {}
       for _, c in ipairs(list) do
         if type(c.id) == "string" and #c.id == 64 then
-          set[c.id] = meta_from(c.id, strip(c.name), c.status, c.image)
+          set[c.id] = meta_from(c.id, strip(c.name), c.status, c.image, c)
         end
       end
       return set, src
@@ -212,7 +190,7 @@ end
 
 -- Names and images of the containers the lister could not name (the cgroup
 -- source knows none of its own): kept from an earlier round, else asked of
--- the policy's other sources -- in the same round for a container new to
+-- the other sources -- in the same round for a container new to
 -- the set, every ENRICH_EVERY_NS for those still nameless. Runs before the
 -- set replaces state.known.
 local ENRICH_EVERY_NS = 10 * 1000000000
@@ -238,8 +216,8 @@ local function enrich(state, set, lister)
     return
   end
   state.enrich_at = now + ENRICH_EVERY_NS
-  for _, src in ipairs(policy_sources(state)) do
-    if src.name ~= lister then
+  for _, src in ipairs(order_of(state)) do
+    if src ~= lister then
       local ok, list = pcall(running_of, src)
       if ok and list then
         for _, c in ipairs(list) do
@@ -258,58 +236,6 @@ local function enrich(state, set, lister)
 end
 
 -- ---- sampling --------------------------------------------------------
-
--- The docker-api source, for many containers at once. A one-shot stats
--- request waits up to a second on engines before 25.0 (the daemon answers
--- at its collector's tick), so requests one after the other would make a
--- round of 50 containers take 50 s. Only the client's concurrent
--- stats_many (curl multi: 50 in ~1.1 s) is used here; a client without it
--- sits the round out ("unsupported") and the next source of the policy,
--- normally cgroup, samples the containers instead.
---
--- stats_many(ids) is taken to return a table indexed by position or by id
--- whose values are decoded replies, or error entries ({error|message =,
--- kind =} or a string); both shapes are accepted.
-local function api_sample_many(src, ids)
-  local c, err, kind = src.client()
-  if not c then
-    return nil, err, kind
-  end
-  local many = c.stats_many
-  if type(many) ~= "function" then
-    return nil, "docker-api: the client has no concurrent stats_many; "
-      .. "sampling with the next source", "unsupported"
-  end
-  local res
-  res, err, kind = many(c, ids)
-  if type(res) ~= "table" then
-    return nil, err or "docker-api: stats_many gave no answer",
-      kind or "server"
-  end
-  local recs, errs = {}, {}
-  for i, id in ipairs(ids) do
-    local raw = res[id]
-    if raw == nil then
-      raw = res[i]
-    end
-    if type(raw) == "table" and type(raw.value) == "table" then
-      raw = raw.value -- the client's shape: {value = reply} or {error, kind}
-    end
-    if type(raw) == "table" and raw.read ~= nil then
-      local rec = stats.record(id, raw)
-      rec.id = id
-      rec.name = strip(raw.name) or null
-      recs[id] = rec
-    else
-      local e = type(raw) == "table" and (raw.error or raw.message) or raw
-      errs[id] = {
-        error = tostring(e or "docker-api: no reply"),
-        kind = type(raw) == "table" and raw.kind or "server",
-      }
-    end
-  end
-  return recs, errs
-end
 
 -- A source with stats(id) only: one call per container while the round
 -- has time; the ids it did not reach go to the next source.
@@ -334,8 +260,6 @@ end
 local function sample_many(src, ids, deadline)
   if type(src.sample_many) == "function" then
     return src.sample_many(ids)
-  elseif src.name == "docker-api" and type(src.client) == "function" then
-    return api_sample_many(src, ids)
   elseif type(src.stats) == "function" then
     return each_sample(src, ids, deadline)
   end
@@ -346,7 +270,7 @@ end
 -- moved to the monotonic clock), or now.
 local function taken_ns(rec)
   local now = clock.mono_ns()
-  local t = type(rec.read) == "string" and stats.parse_time(rec.read)
+  local t = type(rec.read) == "string" and time.parse(rec.read)
   if not t then
     return now
   end
@@ -378,7 +302,7 @@ end
 local function forget(state, id)
   view.remove(id)
   cpu.forget(id)
-  for _, src in ipairs(policy_sources(state)) do
+  for _, src in ipairs(order_of(state)) do
     if type(src.forget) == "function" then
       pcall(src.forget, id)
     end
@@ -407,7 +331,7 @@ local function sample_round(state, ids, summary)
   local pending = ids
   local deadline = clock.mono_ns() + math.floor(state.interval * 1e9)
   local last_err = {}
-  for _, src in ipairs(policy_sources(state)) do
+  for _, src in ipairs(order_of(state)) do
     if #pending == 0 then
       break
     end
@@ -461,17 +385,9 @@ end
 
 -- ---- who runs: the list ---------------------------------------------
 
--- Whether src's client can follow events (the docker-api source).
+-- Whether src can follow the engine's events (the events capability).
 local function can_follow(src)
-  if src.name ~= "docker-api" or type(src.client) ~= "function" then
-    return false
-  end
-  local ok, c = pcall(src.client)
-  if not ok or c == nil then
-    return false
-  end
-  local has, events = pcall(function() return c.events end)
-  return has and type(events) == "function"
+  return type(src.events) == "function"
 end
 
 -- Lists, replaces the known set with what runs, drops what left; sets up
@@ -493,7 +409,7 @@ local function relist(state, summary)
   else
     quiet(state, "follow")
   end
-  enrich(state, set, src.name)
+  enrich(state, set, src)
   for id in pairs(state.known) do
     if not set[id] then
       forget(state, id)
@@ -519,30 +435,23 @@ end
 
 -- ---- who runs: the events --------------------------------------------
 
--- Docker's timestamp syntax, seconds.nanoseconds, exact (a float is not).
-local function timestamp(ns)
-  return ("%d.%09d"):format(ns // 1000000000, ns % 1000000000)
-end
-
 local ADD = { start = true, unpause = true }
 local DROP = { die = true, stop = true, pause = true, destroy = true }
 
 -- Applies one container event to the known set; true if it was one.
 local function apply(state, ev, summary)
-  local actor = type(ev.Actor) == "table" and ev.Actor or {}
-  local id = actor.ID
-  local action = ev.Action
+  local id, action = ev.id, ev.action
   if type(id) ~= "string" or #id ~= 64 or type(action) ~= "string" then
     return false
   end
-  local attrs = type(actor.Attributes) == "table" and actor.Attributes or {}
   if ADD[action] then
     if not state.known[id] then
       summary.added = summary.added + 1
       summary.new[id] = true
     end
-    state.known[id] = meta_from(id, strip(attrs.name), "running",
-      type(attrs.image) == "string" and attrs.image or nil)
+    -- an unpause keeps what a list said of labels and networks
+    state.known[id] = meta_from(id, ev.name, "running", ev.image,
+      state.known[id])
   elseif DROP[action] then
     if state.known[id] then
       summary.removed = summary.removed + 1
@@ -551,17 +460,17 @@ local function apply(state, ev, summary)
     forget(state, id) -- the view too: a container sampled on demand
   elseif action == "rename" then
     local meta = state.known[id]
-    if meta and type(attrs.name) == "string" then
-      meta.name = strip(attrs.name)
+    if meta and type(ev.name) == "string" then
+      meta.name = ev.name
     end
   end
   return true
 end
 
--- Whether src is still one of the policy's sources (a state outlives a
--- change of state.policy in specs; the server makes a new state on reload).
-local function in_policy(state, src)
-  for _, s in ipairs(policy_sources(state)) do
+-- Whether src is still one of the sources (a state outlives a change of
+-- state.sources in specs; the server makes a new state on reload).
+local function in_order(state, src)
+  for _, s in ipairs(order_of(state)) do
     if s == src then
       return true
     end
@@ -574,34 +483,19 @@ end
 local function follow_events(state, summary)
   local f = state.follow
   if f == nil or state.listed_ago + 1 >= state.relist_every
-      or not in_policy(state, f.src) then
-    return false
-  end
-  local c, cerr = f.src.client()
-  if not c then
-    say(state, "events", "warn", "cannot follow the engine's events ("
-      .. tostring(cerr) .. "); listing instead")
+      or not in_order(state, f.src) then
     return false
   end
   local now = clock.now_ns()
-  local evs, n = {}, 0
-  local ok, res, err = pcall(c.events, c, {
-    since = timestamp(f.since), ["until"] = timestamp(now),
-    stall = EVENTS_STALL_S,
-  }, function(ev)
-    n = n + 1
-    if type(ev) == "table" and ev.Type == "container" then
-      evs[#evs + 1] = ev
-    end
-    return true
-  end)
-  if not ok or not res then
+  local ok, evs, n = pcall(f.src.events, f.since, now,
+    { stall = EVENTS_STALL_S })
+  if not ok or not evs then
     say(state, "events", "warn", ("cannot follow the engine's events (%s); "
-      .. "listing instead"):format(tostring(ok and err or res)))
+      .. "listing instead"):format(tostring(ok and n or evs)))
     return false
   end
   quiet(state, "events")
-  if n >= EVENTS_KEPT - EVENTS_MARGIN then
+  if (n or 0) >= EVENTS_KEPT - EVENTS_MARGIN then
     say(state, "overflow", "info", ("%d events in one round: the daemon's "
       .. "buffer may have dropped some; listing again"):format(n))
     return false
@@ -620,8 +514,8 @@ local function follow_events(state, summary)
 end
 
 -- A first record, at once, for the containers new this round, from the
--- cgroup source when the policy has it behind a first source of another
--- kind. The docker-api source answers at the daemon's next one-second tick
+-- first instant source (the cgroup files) when the order has one behind a
+-- first source that is not. The docker-api source answers at the daemon's next one-second tick
 -- on engines before 25.0, so a container started just after a round began
 -- would wait for that round and the whole next one (up to 2 s) before the
 -- view held it; the cgroup files answer in microseconds. The round's own
@@ -634,13 +528,13 @@ local function first_look(state, summary)
       ids[#ids + 1] = id
     end
   end
-  local sources = policy_sources(state)
-  if #ids == 0 or sources[1] == nil or sources[1].name == "cgroup" then
+  local sources = order_of(state)
+  if #ids == 0 or sources[1] == nil or sources[1].instant then
     return
   end
   for i = 2, #sources do
     local src = sources[i]
-    if src.name == "cgroup" and type(src.sample_many) == "function" then
+    if src.instant and type(src.sample_many) == "function" then
       table.sort(ids)
       local ok, recs = pcall(src.sample_many, ids)
       if ok and type(recs) == "table" then

@@ -1,13 +1,13 @@
 --- horcrux.filters: the container filters of GET /api/containers,
 -- GET /api/stats and the stacks, one meaning everywhere.
 --
---   local f, err = filters.parse(req.args, { all = true })
---       -> filter | false (none given) | nil, message, "bad_request", key
+--   local f, q = filters.parse(req.args, { all = input.boolean })
+--       -> filter (empty: none given), the route's own keys
+--        | nil, message, "bad_request", key
 --   filters.daemon(f)      -> Docker's `filters` table ({key = {values}})
 --   filters.match(f, rec)  -> true | false | nil, key (rec does not say)
---   filters.record(item)   -> rec, from one item of /containers/json
---   filters.list(f, all, policy)  -> GET /api/containers with filters
---   filters.stats(f, policy)      -> GET /api/stats with filters
+--   filters.list(f, all [, sources])      -> GET /api/containers with filters
+--   filters.stats(f, all [, sources])     -> GET /api/stats with filters
 --
 -- Keys (each repeatable; a query may give several keys):
 --   status=WORD      Docker's state word; any of the values (implies all)
@@ -23,16 +23,17 @@
 -- Values of one key are alternatives (any matches) except label (all
 -- must); different keys must all match -- the daemon's rules.
 --
--- Where they are applied. The docker-api source is given them as the
--- daemon's `filters`; any other source (cgroup, docker-cli, an operator's)
--- lists without them and match() picks its records. A source whose
--- records do not say what a filter needs (the cgroup source knows no
+-- Where they are applied. A source whose `filters` capability covers every
+-- key asked (the Engine API: all of them) is given them as opts.filters;
+-- any other lists without them and match() picks its records. A source
+-- whose records do not say what a filter needs (the cgroup files know no
 -- labels) cannot answer that query and hands over to the next one; when
 -- none can, the answer is 503 with what each said. Without the daemon,
 -- `ancestor` compares references and ids as written: it cannot know that
 -- two tags name one image, nor an image's descendants.
 local json = require "horcrux.json"
 local metrics = require "horcrux.metrics"
+local config = require "horcrux.config"
 
 local null = json.null
 
@@ -44,9 +45,6 @@ M.STATES = {
   created = true, restarting = true, running = true, removing = true,
   paused = true, exited = true, dead = true,
 }
-
---- Sources that apply the daemon's filters themselves.
-M.DAEMON_SOURCES = { ["docker-api"] = true }
 
 local MAX_VALUES = 32 -- values of one key
 local MAX_LEN = 255   -- bytes of one value (a label value: 1024)
@@ -103,17 +101,21 @@ local CHECK = {
 }
 
 --- The filters in `args` (the request's ordered {key, value} pairs).
--- Keys in `others` (a set) are left to the caller; any other key is an
--- error naming it. Returns the filter ({key = {values}}), false when no
--- filter was given, or nil, message, "bad_request", key.
+-- Keys in `others` ({key = checker}, a checker as horcrux.input's:
+-- function(text) -> value | nil, why) are the route's own: each at most
+-- once, checked, returned in the second table. Any other key is an error
+-- naming it. Returns the filter ({key = {values}}; empty when none was
+-- given) and the others, or nil, message, "bad_request", key.
 function M.parse(args, others)
-  local f, any = {}, false
+  local f, q = {}, {}
+  others = others or {}
   for _, kv in ipairs(args or {}) do
     local k, v = kv[1], kv[2]
     if IS_KEY[k] then
       local ok, why = CHECK[k](v)
       if not ok then
-        return nil, ("query %s=%q: %s"):format(k, v, why), "bad_request", k
+        return nil, ("query %s=%q: %s"):format(k, v:sub(1, 80), why),
+          "bad_request", k
       end
       local list = f[k] or {}
       if #list >= MAX_VALUES then
@@ -122,10 +124,20 @@ function M.parse(args, others)
       end
       list[#list + 1] = ok
       f[k] = list
-      any = true
-    elseif not (others and others[k]) then
+    elseif others[k] then
+      if q[k] ~= nil then
+        return nil, ("query parameter %q given twice"):format(k),
+          "bad_request", k
+      end
+      local val, why = others[k](v)
+      if val == nil then
+        return nil, ("query %s=%q: %s"):format(k, v:sub(1, 80), why),
+          "bad_request", k
+      end
+      q[k] = val
+    else
       local known = {}
-      for name in pairs(others or {}) do
+      for name in pairs(others) do
         known[#known + 1] = name
       end
       for _, name in ipairs(M.KEYS) do
@@ -133,10 +145,15 @@ function M.parse(args, others)
       end
       table.sort(known)
       return nil, ("unknown query parameter %q (this route takes: %s)")
-        :format(k, table.concat(known, ", ")), "bad_request", k
+        :format(k:sub(1, 80), table.concat(known, ", ")), "bad_request", k
     end
   end
-  return any and f or false
+  return f, q
+end
+
+--- True when f asks for nothing.
+function M.none(f)
+  return not f or next(f) == nil
 end
 
 --- Docker's `filters` for f: the same keys and values, as arrays.
@@ -161,8 +178,17 @@ end
 -- Docker Hub, and :latest when there is neither a tag nor a digest.
 local function norm_image(ref)
   ref = ref:gsub("^docker%.io/", ""):gsub("^library/", "")
-  local last = ref:match("([^/]*)$")
-  if not last:find(":", 1, true) and not ref:find("@", 1, true) then
+  -- the last path segment, found without a pattern (the image comes from
+  -- the daemon: no backtracking over it)
+  local from = 1
+  while true do
+    local slash = ref:find("/", from, true)
+    if not slash then
+      break
+    end
+    from = slash + 1
+  end
+  if not ref:find(":", from, true) and not ref:find("@", 1, true) then
     ref = ref .. ":latest"
   end
   return ref
@@ -277,27 +303,6 @@ function M.match(f, rec)
   return true
 end
 
---- The fields match() reads, from one item of the daemon's
--- /containers/json.
-function M.record(item)
-  local names = type(item.Names) == "table" and item.Names or {}
-  local networks = {}
-  local ns = type(item.NetworkSettings) == "table"
-    and item.NetworkSettings.Networks
-  for name, n in pairs(type(ns) == "table" and ns or {}) do
-    networks[name] = type(n) == "table" and n.NetworkID or true
-  end
-  return {
-    id = item.Id,
-    name = type(names[1]) == "string" and names[1]:gsub("^/", "") or nil,
-    status = item.State,
-    image = item.Image,
-    image_id = item.ImageID,
-    labels = type(item.Labels) == "table" and item.Labels or {},
-    networks = networks,
-  }
-end
-
 local FIELD = {
   status = "state", label = "labels", network = "networks", name = "name",
   ancestor = "image",
@@ -320,16 +325,29 @@ local function select(f, list, who)
 end
 M.select = select
 
--- The policy's sources, each made to answer list(opts) under f: a source
--- that filters in the daemon gets f as opts.filters; any other lists
--- without filters and select() picks.
-local function filtered_policy(f, policy)
-  local sources = {}
-  for i, src in ipairs(metrics.sources(policy)) do
-    if M.DAEMON_SOURCES[src.name] then
-      sources[i] = src
+--- Whether src applies every key of f itself (its `filters` capability).
+function M.applies(src, f)
+  if type(src.filters) ~= "table" or type(src.list) ~= "function" then
+    return false
+  end
+  for k in pairs(f) do
+    if not src.filters[k] then
+      return false
+    end
+  end
+  return true
+end
+
+-- The sources, each made to answer list(opts) under f: one that applies f
+-- itself gets it as opts.filters; any other lists without filters and
+-- select() picks.
+local function filtered(f, sources)
+  local out = {}
+  for i, src in ipairs(config.order(sources)) do
+    if M.applies(src, f) then
+      out[i] = src
     else
-      sources[i] = {
+      out[i] = {
         name = src.name,
         list = function(opts)
           if type(src.list) ~= "function" then
@@ -345,80 +363,44 @@ local function filtered_policy(f, policy)
       }
     end
   end
-  return { sources = sources }
+  return out
 end
 
 --- GET /api/containers: the list of metrics.list, with f applied (f false:
 -- exactly metrics.list). A status filter lists stopped containers too, as
 -- the daemon does.
-function M.list(f, all, policy)
-  if not f then
-    return metrics.list({ all = all }, policy)
+function M.list(f, all, sources)
+  if M.none(f) then
+    return metrics.list({ all = all }, sources)
   end
   return metrics.list({ all = all or f.status ~= nil, filters = M.daemon(f) },
-    filtered_policy(f, policy))
+    filtered(f, sources))
 end
 
-local function has_daemon(policy)
-  for _, src in ipairs(metrics.sources(policy)) do
-    if M.DAEMON_SOURCES[src.name] and type(src.client) == "function" then
-      return src
-    end
-  end
-  return nil
-end
-
---- GET /api/stats: the records of `all` (live.all()) whose container
--- matches f. Which ones match is asked of the daemon when the policy has
--- the docker-api source and it answers -- and a matching running
--- container that `all` lacks (started since the collector's last round)
--- is sampled now; otherwise match() decides from what the live view knows
--- of each (view.meta: name, image, status, and labels and networks when
--- the collector keeps them).
-function M.stats(f, all, policy)
-  if not f then
-    return all
-  end
-  local src = has_daemon(policy)
-  local c = src and src.client()
-  local items, err, kind
-  if c then
-    items, err, kind = c:containers({ all = true, filters = M.daemon(f) })
-    if not items and (kind == "bad_request" or kind == "not_found") then
-      return nil, err, kind
-    end
-  end
-  local out = json.array()
-  if items then
-    local ids, held = {}, {}
-    for _, it in ipairs(items) do
-      if type(it.Id) == "string" then
-        ids[it.Id] = it.State or true
-      end
-    end
-    for _, rec in ipairs(all) do
-      if ids[rec.id] then
-        out[#out + 1] = rec
-        held[rec.id] = true
-      end
-    end
-    -- running ones the view does not hold yet (started since the
-    -- collector's last round): sampled now, as live.stats does for one
-    local missing = {}
-    for _, it in ipairs(items) do
-      if it.State == "running" and type(it.Id) == "string" and not held[it.Id] then
-        missing[#missing + 1] = it.Id
-      end
-    end
-    if #missing > 0 then
-      for _, r in ipairs(metrics.stats_many(missing, policy)) do
-        if r.record then
-          out[#out + 1] = r.record
+-- The records of running containers that match f, from the first source
+-- whose running() answers and says what f needs (the Engine API's list
+-- carries labels, networks and image ids); nil and the reasons when none
+-- could.
+local function running_matches(f, sources)
+  local why = {}
+  for _, src in ipairs(config.order(sources)) do
+    if type(src.running) == "function" then
+      local list, err = src.running()
+      if list then
+        local picked, msg = select(f, list, tostring(src.name))
+        if picked then
+          return picked
         end
+        why[#why + 1] = msg
+      else
+        why[#why + 1] = tostring(src.name) .. ": " .. tostring(err)
       end
     end
-    return out
   end
+  return nil, why
+end
+
+local function from_view(f, all)
   local view = require "horcrux.view"
   local recs = {}
   for i, rec in ipairs(all) do
@@ -433,16 +415,58 @@ function M.stats(f, all, policy)
       networks = meta.networks,
     }
   end
-  local picked, msg
-  picked, msg, kind = select(f, recs, "live view")
+  local picked, msg = select(f, recs, "live view")
   if not picked then
-    if err then
-      msg = msg .. "; docker-api: " .. tostring(err)
-    end
-    return nil, msg, "metrics_unavailable"
+    return nil, msg
   end
+  local out = json.array()
   for _, r in ipairs(picked) do
     out[#out + 1] = r.record
+  end
+  return out
+end
+
+--- GET /api/stats: the records of `all` (live.all()) whose container
+-- matches f. Which ones match is asked of the first source whose running()
+-- says what f needs -- and a matching running container that `all` lacks
+-- (started since the collector's last round) is sampled now; when none
+-- can say, match() decides from what the live view knows of each
+-- (view.meta: name, image, status, labels and networks).
+function M.stats(f, all, sources)
+  if M.none(f) then
+    return all
+  end
+  local list, why = running_matches(f, sources)
+  if not list then
+    local out, msg = from_view(f, all)
+    if not out then
+      why[#why + 1] = msg
+      return nil, table.concat(why, "; "), "metrics_unavailable"
+    end
+    return out
+  end
+  local want, held, out = {}, {}, json.array()
+  for _, c in ipairs(list) do
+    want[c.id] = true
+  end
+  for _, rec in ipairs(all) do
+    if want[rec.id] then
+      out[#out + 1] = rec
+      held[rec.id] = true
+    end
+  end
+  local missing = {}
+  for _, c in ipairs(list) do
+    if not held[c.id] then
+      missing[#missing + 1] = c.id
+    end
+  end
+  if #missing > 0 then
+    for _, r in ipairs(metrics.stats_many(missing, sources)) do
+      if r.record then
+        out[#out + 1] = r.record
+      end
+    end
   end
   return out
 end

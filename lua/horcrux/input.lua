@@ -2,20 +2,20 @@
 -- sent to the daemon -- container refs, stack names, query values, JSON
 -- bodies -- and their error answers.
 --
---   input.ref(s)              -> ref | nil, message, "bad_request"
+--   input.ref(s [, field])    -> ref | nil, message, "bad_request"[, field]
 --   input.stack_name(s)       -> name | nil, message, "bad_request"
 --   input.query(args, spec)   -> {key = value} | nil, message, "bad_request", key
 --   input.json_body(req)      -> object | nil, message, kind
 --   input.no_body(req)        -> true | nil, message, "bad_request"
---   input.read_only(req, what) -> nil | message, "forbidden"
---   input.fail(message, kind, extra) -> status, error body
+--   input.writable(req, what) -> true | nil, message, "forbidden"
+--   input.accepts_text(req)   -> boolean
 --
--- Checkers for a route's opts.query and for input.query (each
--- function(text) -> value | nil, why):
+-- Checkers for input.query (each function(text) -> value | nil, why):
 --   input.boolean, input.integer(min, max), input.one_of{...},
---   input.string(max)
+--   input.string(max), input.signal
 local docker = require "horcrux.docker"
 local json = require "horcrux.json"
+local tables = require "horcrux.tables"
 
 local M = {}
 
@@ -23,14 +23,16 @@ local MAX_REF = 255
 
 --- A container as a route names it: a name, a full id or an id prefix
 -- (Docker's grammar, checked before any request is made).
-function M.ref(s)
+-- `field` (optional) names where s came from, for a body's field.
+function M.ref(s, field)
   if type(s) == "string" and #s <= MAX_REF and docker.valid_name(s) then
     return (s:gsub("^/", ""))
   end
-  return nil, ("invalid container id or name %q: a name is letters, digits "
-    .. "and _ . - (starting with a letter or digit), an id is hex")
-    :format(type(s) == "string" and s:sub(1, 80) or tostring(s)),
-    "bad_request"
+  return nil, ("%sinvalid container id or name %q: a name is letters, "
+    .. "digits and _ . - (starting with a letter or digit), an id is hex")
+    :format(field and (field .. ": ") or "",
+      type(s) == "string" and s:sub(1, 80) or tostring(s)),
+    "bad_request", field
 end
 
 --- A Compose project name (the value of com.docker.compose.project).
@@ -63,6 +65,16 @@ function M.integer(min, max)
   end
 end
 
+--- Any text of 1 to max bytes without control characters.
+function M.string(max)
+  return function(v)
+    if #v >= 1 and #v <= max and not v:find("[%c\127]") then
+      return v
+    end
+    return nil, ("must be 1 to %d printable bytes"):format(max)
+  end
+end
+
 function M.one_of(words)
   local set = {}
   for _, w in ipairs(words) do
@@ -76,26 +88,8 @@ function M.one_of(words)
   end
 end
 
---- Any text of at most max bytes (the empty one too), as it came.
-function M.string(max)
-  if math.type(max) ~= "integer" or max < 0 then
-    error("input.string(max): max must be a non-negative integer, got " ..
-      tostring(max), 2)
-  end
-  return function(v)
-    if #v <= max then
-      return v
-    end
-    return nil, ("must be at most %d bytes"):format(max)
-  end
-end
-
 local function keys_of(spec)
-  local names = {}
-  for k in pairs(spec) do
-    names[#names + 1] = k
-  end
-  table.sort(names)
+  local names = tables.sorted_keys(spec)
   return #names > 0 and table.concat(names, ", ") or "no parameters"
 end
 
@@ -163,21 +157,46 @@ function M.no_body(req)
 end
 
 --- In read-only mode (horcrux serve --read-only), what leaks data or
--- changes state is refused. The server refuses mutating methods itself;
--- this is the same rule for the routes' own checks.
-function M.read_only(req, what)
+-- changes state is refused: true, or nil, message, "forbidden". The server
+-- refuses mutating methods itself; this is the same rule for what a GET
+-- route gives away.
+function M.writable(req, what)
   if req.read_only then
-    return ("read-only mode: %s refused"):format(what), "forbidden"
+    return nil, ("read-only mode: %s refused"):format(what), "forbidden"
   end
-  return nil
+  return true
 end
 
---- A route's error answer; `extra` goes into the error object (e.g. the
--- field a message is about).
-function M.fail(message, kind, extra)
-  local format = require "format"
-  return format.status[kind] or 500,
-    format.error(kind or "internal", message, extra)
+--- Whether the client asked for plain text (Accept: text/plain and not
+-- application/json).
+function M.accepts_text(req)
+  local accept = ((req.headers or {}).accept or ""):lower()
+  return accept:find("text/plain", 1, true) ~= nil
+    and not accept:find("application/json", 1, true)
+end
+
+-- Signal names as `docker kill --signal` takes them.
+local SIGNALS = {}
+for _, s in ipairs({ "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS",
+  "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE", "ALRM", "TERM", "STKFLT",
+  "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ",
+  "VTALRM", "PROF", "WINCH", "IO", "POLL", "PWR", "SYS" }) do
+  SIGNALS[s] = true
+end
+
+--- A signal: a name (TERM, SIGKILL, RTMIN+3) or a number 1-64. A "+" in a
+-- query decodes to a space (form encoding), so RTMIN 3 is RTMIN+3.
+function M.signal(v)
+  local n = #v <= 2 and v:match("^%d+$") and tonumber(v)
+  if n and n >= 1 and n <= 64 then
+    return tostring(math.tointeger(n))
+  end
+  local name = #v <= 16 and v:upper():gsub("^SIG", ""):gsub(" ", "+") or ""
+  if SIGNALS[name] or name:match("^RTMIN%+?%d?%d?$")
+      or name:match("^RTMAX%-?%d?%d?$") then
+    return "SIG" .. name
+  end
+  return nil, "must be a signal name (TERM, SIGKILL, RTMIN+3, ...) or number 1-64"
 end
 
 return M

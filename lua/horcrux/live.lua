@@ -9,7 +9,7 @@ local metrics = require "horcrux.metrics"
 local M = {}
 
 --- The stats record of one container (a name, a full id or an id prefix).
-function M.stats(ref, policy)
+function M.stats(ref, sources)
   local id = view.find(ref)
   if id then
     local rec = view.get(id)
@@ -19,16 +19,16 @@ function M.stats(ref, policy)
       return rec, rec.source
     end
   end
-  return metrics.stats(id or ref, policy)
+  return metrics.stats(id or ref, sources)
 end
 
 --- The records of every running container, as a JSON array.
-function M.all(policy)
+function M.all(sources)
   if view.count() > 0 then
     local all = view.all()
     return setmetatable(all, json.array_mt)
   end
-  local list, err, kind, tried = metrics.list({ all = false }, policy)
+  local list, err, kind, tried = metrics.list({ all = false }, sources)
   if not list then
     return nil, err, kind, tried
   end
@@ -41,7 +41,7 @@ function M.all(policy)
     end
   end
   local out = json.array()
-  for _, r in ipairs(metrics.stats_many(ids, policy)) do
+  for _, r in ipairs(metrics.stats_many(ids, sources)) do
     if r.record then
       out[#out + 1] = r.record
     end

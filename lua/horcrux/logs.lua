@@ -1,7 +1,9 @@
 --- horcrux.logs: a container's logs from the Engine API, split into lines
 -- tagged with their stream.
 --
---   logs.params(args)         -> opts | nil, message, "bad_request", key
+--   logs.QUERY                the route's query keys and their checkers
+--   logs.options(query)       -> opts | nil, message, "bad_request", key
+--   logs.params(args)         -> opts (both: input.query, then options)
 --   logs.fetch(ref, opts)     -> lines, info | nil, message, kind
 --       lines: [{stream = "stdout"|"stderr"|..., line = text[, time =
 --       RFC 3339]}], oldest first; info: {id, tty, truncated}
@@ -23,11 +25,11 @@
 -- newest; one more says whether there were more), so the work of a reply
 -- is bounded by both. A line longer than 16 KiB is several log entries:
 -- when truncated, the oldest line may be the end of such a line.
-local docker = require "horcrux.docker"
 local json = require "horcrux.json"
-local clock = require "horcrux.clock"
 local input = require "horcrux.input"
-local docker_api = require "horcrux.sources.docker_api"
+local time = require "horcrux.time"
+local metrics = require "horcrux.metrics"
+local config = require "horcrux.config"
 
 local M = {}
 
@@ -36,67 +38,8 @@ M.MAX_LINES = 100000
 
 -- ---- query ---------------------------------------------------------------
 
-local function days_from_civil(y, m, d)
-  y = m <= 2 and y - 1 or y
-  local era = (y >= 0 and y or y - 399) // 400
-  local yoe = y - era * 400
-  local doy = (153 * (m + (m > 2 and -3 or 9)) + 2) // 5 + d - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-  return era * 146097 + doe - 719468
-end
-
-local DURATION_UNIT = { s = 1, m = 60, h = 3600 }
-
---- A time for since/until, as the daemon takes it ("seconds[.nanos]" since
--- the epoch), from: Unix seconds ("1700000000", "1700000000.5"), RFC 3339
--- ("2026-01-02T03:04:05Z", "...+02:00", fractions), or a duration before
--- now ("90s", "10m", "1h30m").
-function M.time_param(v)
-  if #v > 40 then
-    return nil, "too long"
-  end
-  local secs, frac = v:match("^(%d+)%.?(%d*)$")
-  if secs and #secs <= 12 and #frac <= 9 then
-    return frac ~= "" and (secs .. "." .. frac) or secs
-  end
-  if v:match("^%d+[smh][%dsmh]*$") then
-    local total, rest = 0, v
-    while rest ~= "" do
-      local n, unit, tail = rest:match("^(%d+)([smh])(.*)$")
-      if not n or #n > 9 then
-        return nil, "must be Unix seconds, RFC 3339 or a duration like 10m"
-      end
-      total = total + tonumber(n) * DURATION_UNIT[unit]
-      rest = tail
-    end
-    return tostring(clock.now_ns() // 1000000000 - total)
-  end
-  local Y, Mo, D, h, mi, s, fr, zone = v:match(
-    "^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)%.?(%d*)(.*)$")
-  if Y and #fr <= 9 then
-    local off
-    if zone == "Z" or zone == "z" then
-      off = 0
-    else
-      local sign, zh, zm = zone:match("^([+-])(%d%d):(%d%d)$")
-      if not sign then
-        return nil, "an RFC 3339 time needs Z or an offset like +02:00"
-      end
-      off = (tonumber(zh) * 3600 + tonumber(zm) * 60) * (sign == "+" and 1 or -1)
-    end
-    Y, Mo, D, h, mi, s = tonumber(Y), tonumber(Mo), tonumber(D), tonumber(h),
-      tonumber(mi), tonumber(s)
-    if Mo < 1 or Mo > 12 or D < 1 or D > 31 or h > 23 or mi > 59 or s > 60 then
-      return nil, "not a valid date and time"
-    end
-    local t = days_from_civil(Y, Mo, D) * 86400 + h * 3600 + mi * 60 + s - off
-    if t < 0 then
-      return nil, "before 1970"
-    end
-    return fr ~= "" and (t .. "." .. fr) or tostring(t)
-  end
-  return nil, "must be Unix seconds, RFC 3339 or a duration like 10m"
-end
+--- since/until as the daemon takes them: horcrux.time.param.
+M.time_param = time.param
 
 local function tail_param(v)
   if v == "all" then
@@ -109,7 +52,8 @@ local function tail_param(v)
   return nil, 'must be "all" or a number of lines'
 end
 
-local PARAMS = {
+--- The route's query keys and their checkers (horcrux.input's form).
+M.QUERY = {
   tail = tail_param,
   since = M.time_param,
   ["until"] = M.time_param,
@@ -118,13 +62,10 @@ local PARAMS = {
   stderr = input.boolean,
 }
 
---- The route's query, checked: {tail, since, until_, timestamps, stdout,
--- stderr} (stdout and stderr default to true; not both false).
-function M.params(args)
-  local q, err, kind, key = input.query(args, PARAMS)
-  if not q then
-    return nil, err, kind, key
-  end
+--- The options of fetch() from a checked query: {tail, since, until_,
+-- timestamps, stdout, stderr} (stdout and stderr default to true; not
+-- both false).
+function M.options(q)
   local opts = {
     tail = q.tail or "all",
     since = q.since,
@@ -138,6 +79,15 @@ function M.params(args)
       "stdout"
   end
   return opts
+end
+
+--- The route's query, checked (M.QUERY, then M.options).
+function M.params(args)
+  local q, err, kind, key = input.query(args, M.QUERY)
+  if not q then
+    return nil, err, kind, key
+  end
+  return M.options(q)
 end
 
 -- ---- demultiplexing --------------------------------------------------------
@@ -155,19 +105,27 @@ local function emit(out, stream, line, time)
     or { stream = stream, line = line }
 end
 
+-- "2026-01-02T03:04:05.123Z rest" -> time, rest. Only the first 40
+-- bytes are looked at: a timestamp is shorter, and a pattern over the
+-- whole payload would copy it to find out.
 local function split_time(payload)
-  local t, rest = payload:match("^(%d%d%d%d%-%d%d%-%d%dT[%d:.]+Z) (.*)$")
-  if t then
-    return t, rest
+  local sp = payload:find(" ", 1, true)
+  local head
+  if sp and sp <= 40 then
+    head = payload:sub(1, sp - 1)
+  elseif not sp and #payload <= 40 then
+    head = payload
   end
-  t = payload:match("^(%d%d%d%d%-%d%d%-%d%dT[%d:.]+Z)$")
-  if t then
-    return t, ""
+  if head and head:match("^%d%d%d%d%-%d%d%-%d%dT[%d:.]+Z$") then
+    return head, sp and payload:sub(sp + 1) or ""
   end
   return nil, payload
 end
 
--- Feeds one frame's payload of stream into pending/out.
+-- Feeds one frame's payload of stream into pending/out. A line longer
+-- than a frame (16 KiB) arrives in parts: they are kept in a list and
+-- joined once at its newline, so a long line costs its length, not its
+-- length times its parts.
 local function feed(out, pending, ptime, stream, payload, timestamps)
   local time
   if timestamps then
@@ -185,7 +143,8 @@ local function feed(out, pending, ptime, stream, payload, timestamps)
     local part = payload:sub(pos, nl - 1)
     local head = pending[stream]
     if head then
-      part = head .. part
+      head[#head + 1] = part
+      part = table.concat(head)
       pending[stream] = nil
     end
     emit(out, stream, part, ptime[stream] or time)
@@ -194,7 +153,9 @@ local function feed(out, pending, ptime, stream, payload, timestamps)
     pos = nl + 1
   end
   if pos <= #payload then
-    pending[stream] = (pending[stream] or "") .. payload:sub(pos)
+    local head = pending[stream] or {}
+    head[#head + 1] = payload:sub(pos)
+    pending[stream] = head
     if ptime[stream] == nil then
       ptime[stream] = time
     end
@@ -211,21 +172,19 @@ function M.demux(raw, tty, timestamps)
   local out, pending, ptime = json.array(), {}, {}
   local bad, frames = nil, 0
   if tty then
-    -- one stream; with timestamps, every line starts with its own
-    for line in raw:gmatch("([^\n]*)\n") do
-      local time
+    -- one stream; with timestamps, every line starts with its own. Walked
+    -- with a plain find: a pattern would rescan a long line from every
+    -- position (quadratic in one C call, out of the budget's reach).
+    local pos, n = 1, #raw
+    while pos <= n do
+      local nl = raw:find("\n", pos, true)
+      local line = raw:sub(pos, (nl or n + 1) - 1)
+      local t
       if timestamps then
-        time, line = split_time(line)
+        t, line = split_time(line)
       end
-      emit(out, "stdout", line, time)
-    end
-    local rest = raw:match("([^\n]+)$")
-    if rest then
-      local time
-      if timestamps then
-        time, rest = split_time(rest)
-      end
-      emit(out, "stdout", rest, time)
+      emit(out, "stdout", line, t)
+      pos = (nl or n) + 1
     end
   else
     local pos, n = 1, #raw
@@ -248,7 +207,7 @@ function M.demux(raw, tty, timestamps)
   -- what is left without a final newline is a line too, in stream order
   for _, s in ipairs({ "stdin", "stdout", "stderr", "system" }) do
     if pending[s] then
-      emit(out, s, pending[s], ptime[s])
+      emit(out, s, table.concat(pending[s]), ptime[s])
     end
   end
   return out, bad, tty and #out or frames
@@ -269,78 +228,55 @@ end
 
 -- ---- fetching ------------------------------------------------------------
 
-local capped_client, capped_for
-
--- A client of this state whose replies stop at MAX_BYTES, so a huge log is
--- never held whole in memory.
-local function logs_client()
-  if capped_client == nil or capped_for ~= M.MAX_BYTES then
-    local c, err, kind = docker.connect({ max_response = M.MAX_BYTES })
-    if not c then
-      return nil, err, kind
-    end
-    capped_client, capped_for = c, M.MAX_BYTES
-  end
-  return capped_client
-end
-
 local function query_of(opts, tail)
-  local q = {
+  return {
     stdout = opts.stdout, stderr = opts.stderr,
     timestamps = opts.timestamps, tail = tostring(tail),
+    since = opts.since, ["until"] = opts.until_,
   }
-  q.since = opts.since
-  q["until"] = opts.until_
-  return q
 end
 
---- The logs of ref (a name, an id or an id prefix, already checked).
-function M.fetch(ref, opts)
-  local api, err, kind = docker_api.client()
-  if not api then
-    return nil, err, kind
+-- The sources that can give logs, in order.
+local function log_sources()
+  local out = {}
+  for _, src in ipairs(config.sources()) do
+    if type(src.logs) == "function" then
+      out[#out + 1] = src
+    end
   end
-  local info
-  info, err, kind = api:inspect(ref)
-  if not info then
-    return nil, err, kind
-  end
-  local id = info.Id
-  local tty = type(info.Config) == "table" and info.Config.Tty == true
-  local c
-  c, err, kind = logs_client()
-  if not c then
-    return nil, err, kind
-  end
+  return out
+end
+
+-- The raw stream, from the first source that can give logs: fewer lines
+-- each time while the reply passes MAX_BYTES. Returns raw, info, truncated.
+local function fetch_raw(ref, opts)
+  local sources = log_sources()
   -- never more than MAX_LINES + 1 entries: one more than is kept says
   -- whether there were more
   local tail, truncated = opts.tail, false
   if tail == "all" or tail > M.MAX_LINES then
     tail = M.MAX_LINES + 1
   end
-  local status, body, third
   while true do
-    status, body, third = c:request("GET", "/containers/" .. id .. "/logs",
-      query_of(opts, tail))
-    if status or third ~= "limit" or tail == 0 then
-      break
+    local raw, info, kind = metrics.ask("logs", sources, ref,
+      query_of(opts, tail), M.MAX_BYTES)
+    if raw or kind ~= "limit" or tail == 0 then
+      return raw, info, kind, truncated
     end
-    -- past the byte cap: the newest lines only, fewer each time
-    truncated = true
+    truncated = true -- past the byte cap: the newest lines only
     tail = tail // 4
   end
-  if not status then
-    return nil, body, third
+end
+
+--- The logs of ref (a name, an id or an id prefix, already checked).
+function M.fetch(ref, opts)
+  local raw, info, kind, truncated = fetch_raw(ref, opts)
+  if not raw then
+    return nil, info, kind
   end
-  if status ~= 200 then
-    return require("horcrux.manage").daemon_error(status, body)
-  end
-  if type(body) ~= "string" then -- a JSON reply where a stream was expected
-    body = json.encode(body) or ""
-  end
-  local lines, bad, entries = M.demux(body, tty, opts.timestamps)
+  local lines, bad, entries = M.demux(raw, info.tty, opts.timestamps)
   if bad then
-    require("horcrux.log").warn("logs of %s: %s", id:sub(1, 12), bad)
+    require("horcrux.log").warn("logs of %s: %s", info.id:sub(1, 12), bad)
   end
   if entries > M.MAX_LINES then
     truncated = true
@@ -350,7 +286,7 @@ function M.fetch(ref, opts)
     table.move(lines, #lines - M.MAX_LINES + 1, #lines, 1, keep)
     lines, truncated = keep, true
   end
-  return lines, { id = id, tty = tty, truncated = truncated }
+  return lines, { id = info.id, tty = info.tty, truncated = truncated }
 end
 
 return M

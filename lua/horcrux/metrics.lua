@@ -1,51 +1,68 @@
---- horcrux.metrics: asks the sources of fallback.lua, in order, for a
--- container list, one container, or its stats.
+--- horcrux.metrics: asks the sources, in fallback.lua's order
+-- (horcrux.config), for a container list, one container, or its stats.
 --
---   local rec, src = metrics.stats(id)
---   -- or nil, message, kind, tried
+--   metrics.list(opts)      metrics.inspect(ref)      metrics.stats(ref)
+--       -> answer, source name | nil, message, kind, {tried = ...}
+--   metrics.stats_many(ids) -> {{record =, source =} | {error =, kind =
+--                               [, tried =]}, ...} aligned with ids
+--   metrics.try(what, sources, ...)   any capability: answer, source name
+--   metrics.ask(what, sources, ...)   any capability: every value the
+--                                     answering source returned
 --
 -- A source that cannot answer (unavailable, timeout, server, protocol,
--- limit) hands over to the next; an answer about the container itself
--- (not_found, bad_request, conflict) is final. When every source fails the
--- kind is "metrics_unavailable" and `tried` lists what each one said.
+-- limit, unsupported: it lacks the capability) hands over to the next; an
+-- answer about the container itself (not_found, bad_request, conflict) is
+-- final. When every source fails the kind is "metrics_unavailable" and
+-- `tried` lists what each one said -- unless there was only one, whose own
+-- words are the clearest answer.
+local config = require "horcrux.config"
 local log = require "horcrux.log"
+local cpu = require "horcrux.cpu"
+local clock = require "horcrux.clock"
+local json = require "horcrux.json"
 
 local M = {}
 
 local HAND_OVER = {
   unavailable = true, timeout = true, server = true, protocol = true,
-  limit = true, unsupported = true,
+  limit = true, unsupported = true, io = true,
 }
+M.HAND_OVER = HAND_OVER
 
---- The sources of fallback.lua, or of `policy` when given.
-function M.sources(policy)
-  policy = policy or require("fallback")
-  return policy.sources or {}
-end
-
+-- What src says to `what`: every value it returns (a packed table), or
+-- nil, message, kind.
 local function attempt(src, what, ...)
   local fn = src[what]
   if type(fn) ~= "function" then
-    return nil, src.name .. " cannot give " .. what, "unsupported"
+    return nil, tostring(src.name) .. " cannot give " .. what, "unsupported"
   end
-  local ok, res, err, kind = pcall(fn, ...)
-  if not ok then
-    log.error("source %s failed: %s", tostring(src.name), tostring(res))
-    return nil, tostring(res), "server"
+  local r = table.pack(pcall(fn, ...))
+  if not r[1] then
+    log.error("source %s failed: %s", tostring(src.name), tostring(r[2]))
+    return nil, tostring(src.name) .. ": " .. tostring(r[2]), "server"
   end
-  return res, err, kind
+  if r[2] == nil then
+    return nil, r[3], r[4]
+  end
+  return r
 end
 
---- Tries `what` ("list", "inspect", "stats") on each source in turn.
-function M.try(what, policy, ...)
+local function give_up(tried)
+  if #tried == 1 then
+    return nil, tried[1].error, tried[1].kind
+  end
+  return nil, "no metric source could answer", "metrics_unavailable",
+    { tried = tried }
+end
+
+-- The first source that answers `what`: its packed values and itself, or
+-- nil, message, kind[, extra] when none does.
+local function first(what, sources, ...)
   local tried = {}
-  for _, src in ipairs(M.sources(policy)) do
-    local res, err, kind = attempt(src, what, ...)
-    if res ~= nil then
-      if what == "stats" and type(res) == "table" and res.source == nil then
-        res.source = src.name
-      end
-      return res, src.name
+  for _, src in ipairs(config.order(sources)) do
+    local r, err, kind = attempt(src, what, ...)
+    if r ~= nil then
+      return r, src
     end
     kind = kind or "server"
     if not HAND_OVER[kind] then
@@ -53,68 +70,126 @@ function M.try(what, policy, ...)
     end
     tried[#tried + 1] = { source = src.name, error = err, kind = kind }
   end
-  if #tried == 1 then -- one source: its own words are the clearest answer
-    return nil, tried[1].error, tried[1].kind, tried
-  end
-  return nil, "no metric source could answer", "metrics_unavailable", tried
+  return give_up(tried)
 end
 
---- Stats of many containers: {record = ..., source = ...} or {error =
--- message, kind = kind} for each id, in order. A source with stats_many
--- answers them all at once (concurrently); one without is asked per id.
-function M.stats_many(ids, policy)
-  local out, todo = {}, {}
+--- Like try, but the answering source's own values come back whole (a
+-- source's logs() gives the stream and what it knows of the container).
+function M.ask(what, sources, ...)
+  local r, err, kind, extra = first(what, sources, ...)
+  if r == nil then
+    return nil, err, kind, extra
+  end
+  return table.unpack(r, 2, r.n)
+end
+
+function M.try(what, sources, ...)
+  local r, src, kind, extra = first(what, sources, ...)
+  if r == nil then
+    return nil, src, kind, extra
+  end
+  local res = r[2]
+  if what == "stats" and type(res) == "table" and res.source == nil then
+    res.source = src.name
+  end
+  return res, src.name
+end
+
+local function batch(src, ids)
+  local ok, r, e = pcall(src.sample_many, ids)
+  if ok and type(r) == "table" then
+    return r, type(e) == "table" and e or {}
+  end
+  return nil
+end
+
+-- sample_many, then again after the CPU window for the running containers
+-- that had no CPU % (no base sample in the store yet): one wait for all,
+-- so N containers cost about what one does.
+local function sample_twice(src, ids)
+  local recs, errs = batch(src, ids)
+  if not recs then
+    return nil
+  end
+  local again = {}
+  for _, id in ipairs(ids) do
+    local r = recs[id]
+    if r and r.cpu_usage_percent == json.null and r.read ~= json.null then
+      again[#again + 1] = id
+    end
+  end
+  if #again > 0 then
+    clock.sleep((cpu.window() + 1) / 1000)
+    local r2 = batch(src, again)
+    for _, id in ipairs(again) do
+      if r2 and r2[id] then
+        recs[id] = r2[id]
+      end
+    end
+  end
+  return recs, errs
+end
+
+-- One source's answers for the ids of todo: out gets the final ones, the
+-- rest are returned (to try the next source) with what this one said.
+local function many_from(src, ids, todo, out, tried)
+  local sub = {}
+  for j, i in ipairs(todo) do
+    sub[j] = ids[i]
+  end
+  local recs, errs
+  if type(src.sample_many) == "function" then
+    recs, errs = sample_twice(src, sub)
+  end
+  local rest = {}
+  for _, i in ipairs(todo) do
+    local rec, err, kind
+    if recs then
+      local e = errs[ids[i]]
+      rec, err, kind = recs[ids[i]], e and e.error, e and e.kind
+    else
+      local r
+      r, err, kind = attempt(src, "stats", ids[i])
+      rec = r and r[2]
+    end
+    if rec then
+      rec.source = rec.source or src.name
+      out[i] = { record = rec, source = src.name }
+    elseif kind and not HAND_OVER[kind] then
+      out[i] = { error = err, kind = kind }
+    else
+      tried[i] = tried[i] or {}
+      table.insert(tried[i], { source = src.name, error = err, kind = kind })
+      rest[#rest + 1] = i
+    end
+  end
+  return rest
+end
+
+--- Stats of many containers. A source with sample_many answers them all at
+-- once (no second sample: a container it sees for the first time may have
+-- no CPU % yet); one without is asked per id.
+function M.stats_many(ids, sources)
+  local out, todo, tried = {}, {}, {}
   for i = 1, #ids do
     todo[i] = i
   end
-  local tried = {}
-  for _, src in ipairs(M.sources(policy)) do
+  for _, src in ipairs(config.order(sources)) do
     if #todo == 0 then
       break
     end
-    local sub = {}
-    for j, i in ipairs(todo) do
-      sub[j] = ids[i]
-    end
-    local results
-    if type(src.stats_many) == "function" then
-      local ok, res = pcall(src.stats_many, sub)
-      results = ok and type(res) == "table" and res or nil
-    end
-    local rest = {}
-    for j, i in ipairs(todo) do
-      local rec, err, kind
-      if results then
-        rec, err, kind = results[j] and results[j].record,
-          results[j] and results[j].error, results[j] and results[j].kind
-      else
-        rec, err, kind = attempt(src, "stats", ids[i])
-      end
-      if rec then
-        if rec.source == nil then
-          rec.source = src.name
-        end
-        out[i] = { record = rec, source = src.name }
-      elseif kind and not HAND_OVER[kind] then
-        out[i] = { error = err, kind = kind }
-      else
-        tried[i] = tried[i] or {}
-        table.insert(tried[i], { source = src.name, error = err, kind = kind })
-        rest[#rest + 1] = i
-      end
-    end
-    todo = rest
+    todo = many_from(src, ids, todo, out, tried)
   end
   for _, i in ipairs(todo) do
-    local t = tried[i] or {}
-    out[i] = #t == 1 and { error = t[1].error, kind = t[1].kind }
-      or { error = "no metric source could answer", kind = "metrics_unavailable", tried = t }
+    local _, err, kind, extra = give_up(tried[i] or {})
+    out[i] = { error = err or "no metric source could answer",
+      kind = kind or "metrics_unavailable", tried = extra and extra.tried }
   end
   return out
 end
 
-function M.list(opts, policy) return M.try("list", policy, opts) end
-function M.inspect(id, policy) return M.try("inspect", policy, id) end
-function M.stats(id, policy) return M.try("stats", policy, id) end
+function M.list(opts, sources) return M.try("list", sources, opts) end
+function M.inspect(ref, sources) return M.try("inspect", sources, ref) end
+function M.stats(ref, sources) return M.try("stats", sources, ref) end
 
 return M

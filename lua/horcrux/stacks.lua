@@ -5,20 +5,19 @@
 --   stacks.get(name)              -> {name, count, states, stats, services}
 --   stacks.action(name, action, opts, policy, req) -> {name, action, count,
 --                                    changed_count, results}
--- each returning its answer or nil, message, kind[, extra].
+-- each returning its answer or nil, message, kind[, extra]; when some
+-- containers of an action fail, extra is {results = ...}.
 --
--- Which containers belong to a stack is asked of the daemon (its label
--- filter); no other source knows labels. Figures come from the live view
--- (horcrux.view), and a running container it does not hold yet is sampled
--- now through the policy's sources (metrics.stats_many).
+-- Which containers belong to a stack is asked of the sources that list
+-- containers with their labels (the `containers` capability: the daemon's
+-- label filter). Figures come from the live view (horcrux.view), and a
+-- running container it does not hold yet is sampled now through the
+-- sources (metrics.stats_many).
 local json = require "horcrux.json"
+local null = json.null
 local view = require "horcrux.view"
 local metrics = require "horcrux.metrics"
 local manage = require "horcrux.manage"
-local filters = require "horcrux.filters"
-local docker_api = require "horcrux.sources.docker_api"
-
-local null = json.null
 
 local M = {}
 
@@ -31,26 +30,22 @@ M.SUMMED = {
   "network_tx_bytes", "block_read_bytes", "block_write_bytes", "pids",
 }
 
--- Every container of the stacks (of one, when name is given), as
--- filters.record()s plus project and service.
+-- Every container of the stacks (of one, when name is given), as the
+-- sources' container records plus project and service: asked of the first
+-- source that can list containers with their labels (the `containers`
+-- capability; the Engine API).
 local function containers(name)
-  local c, err, kind = docker_api.client()
-  if not c then
-    return nil, err, kind
-  end
   local label = name and (M.PROJECT .. "=" .. name) or M.PROJECT
-  local items
-  items, err, kind = c:containers({ all = true,
+  local items, err, kind = metrics.try("containers", nil, { all = true,
     filters = { label = json.array({ label }) } })
   if not items then
     return nil, err, kind
   end
   local out = {}
-  for _, it in ipairs(items) do
-    local rec = filters.record(it)
-    rec.project = rec.labels[M.PROJECT]
-    rec.service = rec.labels[M.SERVICE] or ""
-    if rec.project then
+  for _, rec in ipairs(items) do
+    rec.project = type(rec.labels) == "table" and rec.labels[M.PROJECT]
+    rec.service = rec.project and rec.labels[M.SERVICE] or ""
+    if rec.project and (name == nil or rec.project == name) then
       out[#out + 1] = rec
     end
   end
@@ -61,6 +56,16 @@ local function containers(name)
     return (a.name or "") < (b.name or "")
   end)
   return out
+end
+
+-- The containers of stack `name`; a stack without any is not found.
+local function members(name)
+  local list, err, kind = containers(name)
+  if list and #list == 0 then
+    return nil, ("no stack %q (no container is labelled %s=%s)"):format(
+      name, M.PROJECT, name), "not_found"
+  end
+  return list, err, kind
 end
 
 local function count_state(states, status)
@@ -164,13 +169,9 @@ end
 -- record (null when not running or not sampled), and the figures summed
 -- per service and for the stack.
 function M.get(name)
-  local list, err, kind = containers(name)
+  local list, err, kind = members(name)
   if not list then
     return nil, err, kind
-  end
-  if #list == 0 then
-    return nil, ("no stack %q (no container is labelled %s=%s)"):format(
-      name, M.PROJECT, name), "not_found"
   end
   local recs = records_of(list)
   local states, all, services = {}, {}, json.array()
@@ -210,16 +211,14 @@ function M.action(name, action, opts, policy, req)
   if not M.ACTIONS[action] then
     error("stacks.action: unknown action " .. tostring(action), 2)
   end
-  local list, err, kind = containers(name)
+  local list, err, kind = members(name)
   if not list then
     return nil, err, kind
   end
-  if #list == 0 then
-    return nil, ("no stack %q (no container is labelled %s=%s)"):format(
-      name, M.PROJECT, name), "not_found"
-  end
   for _, rec in ipairs(list) do
-    local ok, msg, k = manage.may(action, rec.id, policy, req)
+    local ok, msg, k = manage.may(action, { id = rec.id,
+      name = rec.name or null, image = rec.image or null,
+      labels = rec.labels, status = rec.status or null }, policy, req)
     if not ok then
       return nil, msg, k
     end
@@ -250,7 +249,8 @@ function M.action(name, action, opts, policy, req)
     changed_count = changed, results = results }
   if failed > 0 then
     return nil, ("%s of stack %q: %d of %d containers failed; first: %s")
-      :format(action, name, failed, #list, first[1]), first[2], out
+      :format(action, name, failed, #list, first[1]), first[2],
+      { results = results }
   end
   return out
 end

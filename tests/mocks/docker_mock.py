@@ -7,7 +7,7 @@ answers depends on the path, with any /vX.Y prefix removed:
 
   /version       200 {"ApiVersion": --api, ...}
   /_ping         200 OK (text/plain)
-  /echo          200 JSON of the request: method, target, body, content_type,
+  /echo[/...]    200 JSON of the request: method, target, body, content_type,
                  conn (serial of the connection) and nth (request on it);
                  also two X-Multi headers
   /badjson       200 application/json, a truncated object, correct length
@@ -16,6 +16,21 @@ answers depends on the path, with any /vX.Y prefix removed:
   /stall         reads the request and never answers
   /error500      500 {"message": "boom: disk on fire"}
   /text404       404 text/plain "page not found"
+  /unauthorized  401 {"message": "authentication required"}
+  /forbidden     403 {"message": "access denied"}
+  /toonew        400, as a daemon older than DOCKER_API_VERSION: "client
+                 version 9.99 is too new. Maximum supported API version is
+                 1.41" (JSON)
+  /tooold        400, the same for a version under the daemon's minimum
+                 (text/plain, as dockerd sends it)
+  /status/NNN    status NNN with {"message": "status NNN"} (no body for
+                 204 and 304)
+  /text          200 text/plain "hello\n"
+  /lines         200 application/json, three JSON values on three lines
+                 (as a pull or a build reports progress)
+  /bigtrunc      a Content-Length one byte over --big, --big bytes, close
+  /images/create 200 application/json, one JSON line (a pull's progress)
+  /build         200 application/json, a JSON line, then one that is not
   /big           200 JSON of --big bytes with a Content-Length
   /bigchunked    the same, chunked (no length known in advance)
   /flaky         answers only the first request of a connection; on a
@@ -54,6 +69,8 @@ def reply(sock, status, body, ctype="application/json", extra=()):
     if isinstance(body, str):
         body = body.encode()
     reason = {200: "OK", 404: "Not Found", 500: "Internal Server Error"}
+    if status in (204, 304):
+        body = b""
     head = [f"HTTP/1.1 {status} {reason.get(status, 'Whatever')}",
             f"Content-Type: {ctype}", f"Content-Length: {len(body)}",
             "Api-Version: 1.99"]
@@ -124,7 +141,7 @@ def serve(sock, args):
                 reply(sock, 200, {"ApiVersion": args.api, "Version": "mock"})
             elif path == "/_ping":
                 reply(sock, 200, "OK", "text/plain; charset=utf-8")
-            elif path == "/echo":
+            elif path == "/echo" or path.startswith("/echo/"):
                 reply(sock, 200, {
                     "method": method, "target": target,
                     "body": body.decode("utf-8", "replace"),
@@ -148,6 +165,36 @@ def serve(sock, args):
                 reply(sock, 500, {"message": "boom: disk on fire"})
             elif path == "/text404":
                 reply(sock, 404, "page not found\nmore", "text/plain")
+            elif path == "/unauthorized":
+                reply(sock, 401, {"message": "authentication required"})
+            elif path == "/forbidden":
+                reply(sock, 403, {"message": "access denied"})
+            elif path == "/toonew":
+                reply(sock, 400, {"message": "client version 9.99 is too new."
+                                  " Maximum supported API version is 1.41"})
+            elif path == "/tooold":
+                reply(sock, 400, "client version 1.5 is too old. Minimum "
+                      "supported API version is 1.12, please upgrade your "
+                      "client to a newer version\n", "text/plain")
+            elif re.match(r"^/status/[0-9]{3}$", path):
+                code = int(path[-3:])
+                reply(sock, code, {"message": "status %d" % code})
+            elif path == "/text":
+                reply(sock, 200, "hello\n", "text/plain; charset=utf-8")
+            elif path == "/lines":
+                reply(sock, 200, '{"status": "a"}\n{"status": "b"}\r\n\n'
+                      '{"status": "c"}\n')
+            elif path == "/images/create":
+                reply(sock, 200, '{"status": "Pulling from library/x"}\r\n')
+            elif path == "/build":
+                reply(sock, 200, '{"stream": "Step 1/1"}\n{"stream": oops}\n')
+            elif path == "/bigtrunc":
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json"
+                             b"\r\nContent-Length: %d\r\n\r\n" % (args.big + 1))
+                data = b"x" * args.big
+                for i in range(0, len(data), 1 << 16):
+                    sock.sendall(data[i:i + (1 << 16)])
+                return
             elif path == "/big":
                 reply(sock, 200, json.dumps("x" * args.big))
             elif path == "/bigchunked":

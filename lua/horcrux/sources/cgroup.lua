@@ -31,12 +31,18 @@ local cgroup = require "horcrux.cgroup"
 local cpu = require "horcrux.cpu"
 local clock = require "horcrux.clock"
 local json = require "horcrux.json"
+local null = json.null
 local shapes = require "horcrux.shapes"
 local view = require "horcrux.view"
+local record = require "horcrux.record"
 
-local null = json.null
-
-local M = { name = "cgroup" }
+local M = {
+  name = "cgroup",
+  -- its answers never wait on the daemon: the collector's first look at a
+  -- container new to the set
+  instant = true,
+  filters = { status = true }, -- list() applies status itself
+}
 
 --- Options for horcrux.cgroup (root, proc, sys), nil for the real ones;
 -- specs point them at fixture trees.
@@ -57,66 +63,12 @@ local function host_figures()
   return host.cpus, host.memory
 end
 
-local layout_cache
-
-local function layout()
-  if layout_cache == nil then
-    layout_cache = cgroup.detect(M.options) or false
-  end
-  return layout_cache or nil
-end
-
-local function rfc3339(ns)
-  return os.date("!%Y-%m-%dT%H:%M:%S", ns // 1000000000)
-    .. string.format(".%09dZ", ns % 1000000000)
-end
-M.rfc3339 = rfc3339
-
 local function is_full_id(s)
   return #s == 64 and s:match("^[0-9a-f]+$") ~= nil
 end
 
 local function meta_of(id)
   return view.meta(id) or {}
-end
-
--- Whether the container's cgroup is frozen (`docker pause`): true, false,
--- or nil when there is no freezer to ask. v1 and hybrid hosts have a
--- freezer hierarchy; v2 says it in cgroup.freeze.
-local function frozen(id)
-  local d = layout()
-  if not d then
-    return nil
-  end
-  local dirs = { "/docker/" .. id, "/system.slice/docker-" .. id .. ".scope" }
-  if d.driver == "systemd" then
-    dirs[1], dirs[2] = dirs[2], dirs[1]
-  end
-  local base, file = d.root .. "/freezer", "/freezer.state"
-  if d.version == "v2" then
-    base, file = d.unified or d.root, "/cgroup.freeze"
-  end
-  for _, dir in ipairs(dirs) do
-    local f = io.open(base .. dir .. file)
-    if f then
-      local s = f:read("l")
-      f:close()
-      return s == "FROZEN" or s == "FREEZING" or s == "1"
-    end
-  end
-  return nil
-end
-
-local function status_of(id, meta)
-  local f = frozen(id)
-  if f ~= nil then
-    return f and "paused" or "running"
-  end
-  -- no freezer to ask: what the collector last saw, if it is a live state
-  if meta.status == "paused" or meta.status == "running" then
-    return meta.status
-  end
-  return "running"
 end
 
 local function cgroup_ids()
@@ -205,6 +157,32 @@ local function handle(id)
   return h
 end
 
+-- Whether the container's cgroup is frozen (`docker pause`): true, false,
+-- or nil when there is no freezer to ask (horcrux.cgroup's h:frozen()).
+local function frozen(id)
+  local h = handle(id)
+  if not h then
+    return nil
+  end
+  local f = h:frozen()
+  if f == nil then
+    return nil
+  end
+  return f
+end
+
+local function status_of(id, meta)
+  local f = frozen(id)
+  if f ~= nil then
+    return f and "paused" or "running"
+  end
+  -- no freezer to ask: what the collector last saw, if it is a live state
+  if meta.status == "paused" or meta.status == "running" then
+    return meta.status
+  end
+  return "running"
+end
+
 --- Closes what the source keeps for a container that is gone.
 function M.forget(id)
   drop_handle(id)
@@ -244,54 +222,28 @@ local function observe(id, s)
   })
 end
 
-local function or_null(v)
-  if v == nil then
-    return null
-  end
-  return v
-end
+local or_null = record.or_null
 
 --- The stats record of full id `id` from raw figures s (cgroup.stats) and a
 -- CPU % (nil: null).
 function M.record(id, s, pct)
   local cpus, host_mem = host_figures()
-  local used, limit, mem_pct
-  local usage = s.memory_usage
-  if usage then
-    used = usage
-    local inactive = s.inactive_file
-    if inactive and inactive >= 0 and inactive < usage then
-      used = usage - inactive
-    end
-    limit = s.memory_limit
-    -- no limit, or one above the machine: the daemon reports host memory
-    if limit == nil and s.memory_unlimited then
-      limit = host_mem
-    elseif limit and host_mem and limit > host_mem then
-      limit = host_mem
-    end
-    if limit and limit > 0 then
-      mem_pct = used / limit * 100
-    end
-  end
-  local meta = meta_of(id)
-  return {
-    cpu_usage_percent = or_null(pct),
-    memory_usage_bytes = or_null(used),
-    memory_limit_bytes = or_null(limit),
-    memory_percent = or_null(mem_pct),
-    network_rx_bytes = s.net_rx or 0,
-    network_tx_bytes = s.net_tx or 0,
-    block_read_bytes = s.blkio_read or 0,
-    block_write_bytes = s.blkio_write or 0,
-    pids = or_null(s.pids),
-    cpu_usage_ns = or_null(s.cpu_ns),
-    online_cpus = or_null(cpus),
-    read = rfc3339(s.time_ns),
-    source = M.name,
+  return record.new({
     id = id,
-    name = or_null(meta.name),
-  }
+    name = or_null(meta_of(id).name),
+    source = M.name,
+    read_ns = s.time_ns,
+    cpu_percent = pct,
+    cpu_ns = s.cpu_ns,
+    online_cpus = cpus,
+    memory_usage = s.memory_usage,
+    inactive_file = s.inactive_file,
+    memory_limit = s.memory_limit,
+    host_memory = host_mem,
+    net_rx = s.net_rx, net_tx = s.net_tx,
+    blk_read = s.blkio_read, blk_write = s.blkio_write,
+    pids = s.pids,
+  })
 end
 
 --- One sample of a full id, no waiting: the CPU % is against the newest
@@ -390,11 +342,14 @@ function M.list(opts)
     local meta = meta_of(id)
     local status = status_of(id, meta)
     if not want or want[status] then
+      -- `source` says where the item came from: without the daemon, a
+      -- name and an image are known only if the collector saw them
       out[#out + 1] = {
         id = id:sub(1, 12),
         name = or_null(meta.name),
         status = status,
         image = or_null(meta.image),
+        source = M.name,
       }
     end
   end

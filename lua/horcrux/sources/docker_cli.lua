@@ -22,10 +22,13 @@ local cli = require "horcrux.cli"
 local clock = require "horcrux.clock"
 local json = require "horcrux.json"
 local shapes = require "horcrux.shapes"
+local record = require "horcrux.record"
+local or_null = record.or_null
 
-local null = json.null
-
-local M = { name = "docker-cli" }
+local M = {
+  name = "docker-cli",
+  filters = { status = true }, -- list() applies status itself
+}
 
 --- Options for horcrux.cli: docker (path of the CLI), timeout (seconds).
 M.options = {}
@@ -41,39 +44,20 @@ local function opts_with(extra)
   return o
 end
 
-local function rfc3339(ns)
-  return os.date("!%Y-%m-%dT%H:%M:%S", ns // 1000000000)
-    .. string.format(".%09dZ", ns % 1000000000)
-end
-
-local function or_null(v)
-  if v == nil then
-    return null
-  end
-  return v
-end
-
--- The record of one parsed stats line, with the fields the CLI cannot give
--- as null (network and block I/O as 0, as the API source reports them).
+-- The record of one parsed stats line. The CLI prints no cumulative CPU
+-- counter and no CPU count: cpu_usage_ns and online_cpus are null; its
+-- memory figure is already docker's "used".
 local function complete(r, read_ns)
-  return {
-    cpu_usage_percent = or_null(r.cpu_usage_percent),
-    memory_usage_bytes = or_null(r.memory_usage_bytes),
-    memory_limit_bytes = or_null(r.memory_limit_bytes),
-    memory_percent = or_null(r.memory_percent),
-    network_rx_bytes = r.network_rx_bytes or 0,
-    network_tx_bytes = r.network_tx_bytes or 0,
-    block_read_bytes = r.block_read_bytes or 0,
-    block_write_bytes = r.block_write_bytes or 0,
-    pids = or_null(r.pids),
-    cpu_usage_ns = null,
-    online_cpus = null,
-    read = rfc3339(read_ns),
-    source = M.name,
-    approximate = true,
-    id = r.id,
-    name = or_null(r.name),
-  }
+  return record.new({
+    id = r.id, name = or_null(r.name), source = M.name, approximate = true,
+    read_ns = read_ns,
+    cpu_percent = r.cpu_usage_percent,
+    memory_usage = r.memory_usage_bytes,
+    memory_limit = r.memory_limit_bytes,
+    net_rx = r.network_rx_bytes, net_tx = r.network_tx_bytes,
+    blk_read = r.block_read_bytes, blk_write = r.block_write_bytes,
+    pids = r.pids,
+  })
 end
 
 function M.stats(ref)

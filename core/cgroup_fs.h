@@ -1,0 +1,137 @@
+/*
+ * cgroup_fs.h - the files behind horcrux.cgroup: reading them whole
+ * (cgroup_fs.c), where the hierarchies and a container's directories are
+ * (v1, v2 or hybrid; cgroupfs or systemd driver; cgroup_fs.c), and a
+ * container's figures read into C structs (cgroup_read.c). cgroup.c is the
+ * Lua module on top; cgroup_parse.c has the formats. Nothing here raises:
+ * a function returns 0 or an errno value (EINVAL: the file is there but
+ * its content is not what it should be).
+ */
+#ifndef HORCRUX_CGROUP_FS_H
+#define HORCRUX_CGROUP_FS_H
+
+#include "cgroup_parse.h"
+
+#include <lua.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CG_ID_LEN 64
+
+/* ---- files */
+
+/* A growable read buffer. The Lua module keeps it in a userdata whose __gc
+ * frees it, so a Lua error never leaks it. */
+typedef struct {
+  char *p;
+  size_t cap;
+} rbuf;
+
+/* Reads the whole file at path into b, NUL-terminated; 0 or an errno. */
+int cg_read_file(rbuf *b, const char *path, size_t *len);
+/* out = a/b; 0 when it does not fit. */
+int cg_join(char *out, size_t cap, const char *a, const char *b);
+int cg_is_dir(const char *path);
+/* Whether errno e says the file or process went away. */
+int cg_gone(int e);
+/* The error kind for errno e: not_found, limit or io. */
+const char *cg_errno_kind(int e);
+
+/* ---- layout */
+
+enum { LV_NONE, LV_V1, LV_V2, LV_HYBRID };
+enum { DRV_NONE, DRV_CGROUPFS, DRV_SYSTEMD };
+extern const char *const cg_version_names[4]; /* NULL, "v1", "v2", "hybrid" */
+extern const char *const cg_driver_names[3];  /* NULL, "cgroupfs", ... */
+
+/* The controllers a handle reads (a v1 hierarchy each; one dir on v2). */
+enum { K_CPU, K_MEM, K_BLKIO, K_PIDS, K_FREEZER, K_N };
+extern const char *const cg_k_names[K_N]; /* "cpuacct", "memory", ... */
+
+/* The directory of v1 controller k under root, into out; 0 when absent. */
+int cg_v1_hierarchy(const char *root, int k, char *out, size_t cap);
+/* LV_V1, LV_V2, LV_HYBRID or LV_NONE, from the tree at root. */
+int cg_detect_version(const char *root);
+/* Whether s[0..n) is a full container id (64 lowercase hex digits). */
+int cg_is_id(const char *s, size_t n);
+/* The directory under which container cgroups live, into out. */
+int cg_scan_base(const char *root, int version, char *out, size_t cap);
+/* The driver whose layout holds the containers under base, or DRV_NONE. */
+int cg_detect_driver(const char *base);
+/* Calls fn(id, arg) for each container cgroup of a driver under base;
+ * returns how many, or -1 when the parent directory is missing. */
+int cg_each_container(const char *base, int driver,
+                      void (*fn)(const char *, void *), void *arg);
+/* The container's directory under base (the driver `prefer` tried first)
+ * into out; returns its driver, or DRV_NONE. */
+int cg_find_dir(const char *base, const char *id, int prefer, char *out,
+                size_t cap);
+
+/* ---- a container's cgroup */
+
+typedef struct {
+  int closed;
+  int v2;
+  int driver;
+  char id[CG_ID_LEN + 1];
+  char sid[13];   /* the short id, for messages (pushfstring has no %.12s) */
+  char *dir[K_N]; /* v1: per controller, NULL when absent; v2: dir[0] */
+  char *proc;
+  rbuf buf;
+  /* Whether the last pid used for network shared the host's netns: looked
+   * up again only when the pid changes. */
+  int net_pid, net_host;
+} handle;
+
+const char *cg_hdir(const handle *h, int k);
+/* The directory whose cgroup.procs names the container's processes. */
+const char *cg_procs_dir(const handle *h);
+/* Whether the container's cgroup is still there. */
+int cg_alive(const handle *h);
+/* Reads a file of controller k into h->buf; ENOENT without that dir. */
+int cg_hread(handle *h, int k, const char *name, size_t *len);
+
+/* ---- the readers, each into a C struct */
+
+typedef struct {
+  int ok;
+  uint64_t usage_ns;
+  int have_split;
+  uint64_t user_ns, system_ns;
+} cpu_fig;
+
+/* A one-value file that must hold a size or a count (or "max"). */
+typedef struct {
+  int ok;  /* 1 read */
+  int max; /* "max" */
+  uint64_t v;
+} single_fig;
+
+typedef struct {
+  int usage_ok, limit_ok, inactive_ok, stat_ok;
+  int unlimited; /* limit_ok: no limit (v2 "max", v1 >= 2^62) */
+  uint64_t usage, limit, inactive;
+} mem_fig;
+
+typedef struct {
+  int pid;
+  int host; /* the host's network namespace: no counters of its own */
+  net_sum sum;
+} net_fig;
+
+int cg_read_cpu(handle *h, cpu_fig *c);
+int cg_read_single(handle *h, int k, const char *name, single_fig *f);
+/* memory.stat's pairs go into the table at st when L is not NULL. Returns
+ * 0, or the errno of a cgroup that vanished (a missing file is left out). */
+int cg_read_memory(lua_State *L, int st, handle *h, mem_fig *m);
+/* *file: the file used, NULL when every v1 file was empty. The devices go
+ * into the table on top when L is not NULL. */
+int cg_read_blkio(lua_State *L, handle *h, io_sum *s, const char **file);
+/* ESRCH: no process in the cgroup. The interfaces go into the table on top
+ * when L is not NULL. */
+int cg_read_net(lua_State *L, handle *h, net_fig *n);
+/* Whether the cgroup is frozen (docker pause): v1's freezer.state FROZEN or
+ * FREEZING, v2's cgroup.freeze 1. ENOENT: no freezer to ask. */
+int cg_read_frozen(handle *h, int *frozen);
+
+#endif

@@ -1,0 +1,206 @@
+--- horcrux.engine: the Docker Engine for scripts. It owns this Lua state's
+-- client (horcrux.docker, connected on first use) and answers every call
+-- as `value` or `nil, message, kind`, so a route can hand a failure to
+-- horcrux.errors.check and let it propagate.
+--
+--   engine.call(method, template, params, query, body [, content_type])
+--       -> value, status | nil, message, kind, status
+--   engine.client()                   -> the state's client | nil, msg, kind
+--   engine.version()  engine.ping()
+--   engine.containers{all =, filters =, limit =}     /containers/json
+--   engine.inspect(ref)  engine.top(ref [, ps_args])  engine.stats(ref)
+--   engine.stats_many(ids)           one-shot stats of many at once
+--   engine.logs(ref, query [, max_bytes])  the raw log stream (a string)
+--   engine.action(ref, action [, query])  -> {changed = boolean}
+--   engine.remove(ref [, query])     -> true
+--   engine.create(body [, name])     -> {Id, Warnings}
+--   engine.events(opts, callback)    -> true, how | nil, msg, kind
+--   engine.health()                  -> {reachable, version, api_version |
+--                                        error, kind}
+--
+-- `template` is an Engine API path with {placeholders} ("/containers/{id}
+-- /top") filled from `params` and checked against Docker's grammar before
+-- any request is made (horcrux.docker's c:call); the version prefix is
+-- added by the client. A reply that is not a success is `nil, message,
+-- kind, status` with the daemon's own message; the status -> kind table is
+-- the client's, in C.
+local docker = require "horcrux.docker"
+
+local M = {}
+
+local client, client_err, client_kind
+-- Clients with other limits, by what differs: "max_response=N" (logs:
+-- replies that stop at a cap), "health" (short timeouts).
+local special = {}
+
+local function special_client(key, opts)
+  local c = special[key]
+  if not c then
+    local err, kind
+    c, err, kind = docker.connect(opts)
+    if not c then
+      return nil, err, kind
+    end
+    special[key] = c
+  end
+  return c
+end
+
+--- The state's client. connect() only reads DOCKER_HOST and friends, so a
+-- failure here is a configuration error and is remembered.
+function M.client()
+  if client == nil and client_err == nil then
+    client, client_err, client_kind = docker.connect()
+  end
+  if client == nil then
+    return nil, client_err, client_kind
+  end
+  return client
+end
+
+--- Forgets the state's client (specs that change DOCKER_HOST).
+function M.reset()
+  if client then
+    client:close()
+  end
+  for _, c in pairs(special) do
+    c:close()
+  end
+  client, client_err, client_kind, special = nil, nil, nil, {}
+end
+
+local function with_client(fn)
+  return function(...)
+    local c, err, kind = M.client()
+    if not c then
+      return nil, err, kind
+    end
+    return fn(c, ...)
+  end
+end
+
+M.call = with_client(function(c, method, template, params, query, body,
+                              ctype)
+  return c:call(method, template, params, query, body, ctype)
+end)
+
+M.version = with_client(function(c) return c:version() end)
+M.ping = with_client(function(c) return c:ping() end)
+M.containers = with_client(function(c, opts) return c:containers(opts) end)
+M.inspect = with_client(function(c, ref) return c:inspect(ref) end)
+M.stats = with_client(function(c, ref) return c:stats(ref) end)
+M.stats_many = with_client(function(c, ids) return c:stats_many(ids) end)
+M.events = with_client(function(c, opts, cb) return c:events(opts, cb) end)
+
+--- `ps` inside a running container: {Titles = {...}, Processes = {{...}}}.
+function M.top(ref, ps_args)
+  return M.call("GET", "/containers/{id}/top", { id = ref },
+    ps_args and { ps_args = ps_args } or nil)
+end
+
+--- The raw logs reply (multiplexed frames, or a TTY's bytes). A reply past
+-- max_bytes fails with kind "limit" as it passes the cap, so a huge log is
+-- never held whole.
+function M.logs(ref, query, max_bytes)
+  local c, err, kind
+  if max_bytes then
+    c, err, kind = special_client("max_response=" .. max_bytes,
+      { max_response = max_bytes })
+  else
+    c, err, kind = M.client()
+  end
+  if not c then
+    return nil, err, kind
+  end
+  local body, status
+  body, err, kind, status = c:call("GET", "/containers/{id}/logs",
+    { id = ref }, query)
+  if body == nil then
+    return nil, err, kind, status
+  end
+  if body == true then
+    return ""
+  end
+  return body
+end
+
+-- Replies that mean "it already was so": 304 for start and stop; for pause
+-- and unpause the daemon says it in words (409, and 500 before 23.0).
+local function already(action, status, msg)
+  if status == 304 then
+    return true
+  end
+  msg = msg or ""
+  if action == "pause" and status == 409 then
+    return msg:find("is already paused", 1, true) ~= nil
+  end
+  return false
+end
+
+--- POST /containers/{ref}/{action} (start, stop, restart, kill, pause,
+-- unpause): {changed = false} when it already was so.
+function M.action(ref, action, query)
+  local v, err, kind, status = M.call("POST", "/containers/{id}/" .. action,
+    { id = ref }, query)
+  if v ~= nil then
+    local got = err -- a success's second value is its status
+    return { changed = got ~= 304 }
+  end
+  if already(action, status, err) then
+    return { changed = false }
+  end
+  if action == "unpause" and (status == 409 or status == 500)
+      and (err or ""):find("is not paused", 1, true) then
+    -- not paused: unchanged when it runs; a container that does not run
+    -- cannot be unpaused (the daemon's own 409 for a created one)
+    local info = M.inspect(ref)
+    local state = type(info) == "table" and type(info.State) == "table"
+      and info.State or {}
+    if state.Running == true then
+      return { changed = false }
+    end
+    return nil, err, "conflict", 409
+  end
+  return nil, err, kind, status
+end
+
+--- Whether the engine answers a versioned call (so a DOCKER_API_VERSION
+-- the daemon does not speak shows, with its reason), asked with short
+-- timeouts (2 s, connecting 1 s): {reachable, version, api_version} or
+-- {reachable = false, error, kind}.
+function M.health()
+  local c, err, kind = special_client("health",
+    { timeout = 2, connect_timeout = 1 })
+  local v
+  if c then
+    v, err, kind = c:call("GET", "/version")
+  end
+  if type(v) ~= "table" then
+    return { reachable = false, error = err, kind = kind }
+  end
+  return { reachable = true, version = v.Version,
+    api_version = c:api_version() }
+end
+
+function M.remove(ref, query)
+  local v, err, kind, status = M.call("DELETE", "/containers/{id}", { id = ref },
+    query)
+  if v == nil then
+    return nil, err, kind, status
+  end
+  return true
+end
+
+function M.create(body, name)
+  local v, err, kind, status = M.call("POST", "/containers/create", nil,
+    name and { name = name } or nil, body, "application/json")
+  if v == nil then
+    return nil, err, kind, status
+  end
+  if type(v) ~= "table" or type(v.Id) ~= "string" then
+    return nil, "docker: create answered without an Id", "protocol", status
+  end
+  return v
+end
+
+return M

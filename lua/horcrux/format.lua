@@ -1,0 +1,82 @@
+--- horcrux.format: a route's answer on the wire -- what format.lua (the
+-- operator's script) builds on, and the defaults when there is none.
+--
+--   format.respond(status, body, headers, settings) -> status, text, headers
+--   format.DEFAULT   {pretty = false, sort_keys = true, respond = ...}
+--
+-- A table body is JSON (settings.pretty: indented; settings.sort_keys:
+-- object keys in byte order, so the same answer is always the same text)
+-- with Content-Type application/json unless the route set one; a string
+-- goes as it is (text/plain unless set); nil is an empty body. Anything
+-- else, or a status outside 100-599, raises: the route is wrong.
+local json = require "horcrux.json"
+
+local M = {}
+
+local function has(headers, name)
+  for k in pairs(headers) do
+    if type(k) == "string" and k:lower() == name then
+      return true
+    end
+  end
+  return false
+end
+
+function M.respond(status, body, headers, settings)
+  if math.type(status) ~= "integer" or status < 100 or status > 599 then
+    error("a route must return an HTTP status (100-599) first, got " ..
+      tostring(status), 0)
+  end
+  local out = {}
+  for k, v in pairs(headers or {}) do
+    out[tostring(k)] = tostring(v)
+  end
+  if type(body) == "table" then
+    local text, err = json.encode(body, { pretty = settings.pretty,
+      sort_keys = settings.sort_keys })
+    if not text then
+      error("the route's body cannot be encoded as JSON: " .. err, 0)
+    end
+    body = text
+    if not has(out, "content-type") then
+      out["Content-Type"] = "application/json"
+    end
+  elseif body == nil then
+    body = ""
+  elseif type(body) ~= "string" then
+    error("a route's body must be a table, a string or nil, got " ..
+      type(body), 0)
+  elseif not has(out, "content-type") then
+    out["Content-Type"] = "text/plain; charset=utf-8"
+  end
+  return status, body, out
+end
+
+--- The settings format.lua may give, and their types.
+M.SETTINGS = { pretty = "boolean", sort_keys = "boolean",
+  respond = "function" }
+
+M.DEFAULT = { pretty = false, sort_keys = true }
+function M.DEFAULT.respond(status, body, headers)
+  return M.respond(status, body, headers, M.DEFAULT)
+end
+
+--- Checks format.lua's table; raises naming a bad setting.
+function M.check(t)
+  if type(t) ~= "table" then
+    error("format.lua must return a table", 0)
+  end
+  for k, v in pairs(t) do
+    local want = M.SETTINGS[k]
+    if not want then
+      error(("format.lua: unknown setting %s (settings: pretty, sort_keys, "
+        .. "respond)"):format(tostring(k)), 0)
+    elseif type(v) ~= want then
+      error(("format.lua: %s must be a %s, got %s"):format(k, want, type(v)),
+        0)
+    end
+  end
+  return t
+end
+
+return M

@@ -1,0 +1,101 @@
+--- Helpers of the horcrux.docker specs.
+--
+--   local ds = require "docker_support"
+--   local host, stop = ds.mock()                 -- the fake engine, unix socket
+--   local host, stop = ds.mock { tcp = true }    -- on 127.0.0.1:port
+--   local host, stop = ds.mock { args = "--big 8388608" }
+--   local out = ds.lua_with_env({ DOCKER_API_VERSION = "1.40" }, code)
+--   ds.negotiated("1.52")                        -- what negotiation gives
+--
+-- mock() starts tests/mocks/docker_mock.py, the fake engine that misbehaves
+-- on request; it returns the host URL (for docker.connect{host = ...}) and
+-- a function that stops the mock and removes its folder. The mock exits by
+-- itself after its --lifetime should the spec die without stopping it.
+local docker = require "horcrux.docker"
+local system = require "system"
+
+local M = {}
+
+local function python()
+  local f = io.open("/usr/bin/python3")
+  if f then
+    f:close()
+    return "/usr/bin/python3"
+  end
+  return "python3"
+end
+
+function M.mock(opts)
+  opts = opts or {}
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -m 700 " .. dir))
+  local sock, portfile, pidfile = dir .. "/d.sock", dir .. "/port", dir .. "/pid"
+  local listen = opts.tcp and "--tcp " .. portfile or "--unix " .. sock
+  assert(os.execute(string.format("%s tests/mocks/docker_mock.py %s %s"
+    .. " >/dev/null 2>&1 & echo $! > %s", python(), listen, opts.args or "",
+    pidfile)))
+  local f = assert(io.open(pidfile))
+  local pid = assert(tonumber(f:read("l")))
+  f:close()
+  local function stop()
+    os.execute("kill " .. pid)
+    os.execute("rm -rf " .. dir)
+  end
+  local host = "unix://" .. sock
+  for _ = 1, 100 do
+    if opts.tcp then
+      f = io.open(portfile)
+      if f then
+        host = "tcp://127.0.0.1:" .. f:read("l")
+        f:close()
+      end
+    end
+    local c = assert(docker.connect { host = host })
+    local up = c:ping()
+    c:close()
+    if up then
+      return host, stop
+    end
+    system.sleep(0.05)
+  end
+  stop()
+  error("the mock did not start")
+end
+
+local function sh_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+--- Runs `code` in a fresh lua5.4 with extra environment; returns its stdout
+-- and stderr.
+function M.lua_with_env(env, code)
+  local parts = {}
+  for k, v in pairs(env) do
+    parts[#parts + 1] = k .. "=" .. sh_quote(v)
+  end
+  local cmd = string.format("env %s LUA_CPATH_5_4=%s lua5.4 -e %s 2>&1",
+    table.concat(parts, " "), sh_quote(package.cpath), sh_quote(code))
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+--- Set in the environment, DOCKER_API_VERSION replaces negotiation.
+M.ENV_API = os.getenv("DOCKER_API_VERSION")
+
+--- What negotiation must give with a daemon speaking `daemon`.
+function M.negotiated(daemon)
+  if M.ENV_API then
+    return M.ENV_API
+  end
+  local function num(v)
+    local a, b = v:match("^(%d+)%.(%d+)$")
+    return tonumber(a) * 1000 + tonumber(b)
+  end
+  return num(daemon) < num(docker.max_api_version) and daemon
+    or docker.max_api_version
+end
+
+return M
