@@ -366,14 +366,23 @@ local function filtered(f, sources)
   return out
 end
 
---- GET /api/containers: the list of metrics.list, with f applied (f false:
--- exactly metrics.list). A status filter lists stopped containers too, as
--- the daemon does.
+--- GET /api/containers: the containers, with f applied; answer, where
+-- from. From the collector's view when it holds every container's
+-- metadata (no daemon call: "view"), else the list of metrics.list. A
+-- status filter lists stopped containers too, as the daemon does. Given
+-- `sources`, those are asked, not the view.
 function M.list(f, all, sources)
+  all = all or f.status ~= nil
+  if sources == nil then
+    local list = require("horcrux.live").list(f, all)
+    if list then
+      return list, "view"
+    end
+  end
   if M.none(f) then
     return metrics.list({ all = all }, sources)
   end
-  return metrics.list({ all = all or f.status ~= nil, filters = M.daemon(f) },
+  return metrics.list({ all = all, filters = M.daemon(f) },
     filtered(f, sources))
 end
 
@@ -435,6 +444,15 @@ end
 function M.stats(f, all, sources)
   if M.none(f) then
     return all
+  end
+  if require("horcrux.live").trusted() then
+    -- the collector keeps every container's labels, networks and image:
+    -- no daemon call
+    local out, msg = from_view(f, all)
+    if out then
+      return out
+    end
+    return nil, msg, "metrics_unavailable"
   end
   local list, why = running_matches(f, sources)
   if not list then

@@ -8,6 +8,37 @@ local metrics = require "horcrux.metrics"
 
 local M = {}
 
+--- Whether the view holds every container's metadata: the collector
+-- listed them all from a source that knows every one, and has followed the
+-- engine's events without a gap since (at most one round old).
+function M.trusted()
+  local st = view.status and view.status()
+  return type(st) == "table" and st.trusted == true
+end
+
+--- GET /api/containers from the view: the containers whose metadata
+-- matches f (horcrux.filters), in the route's shape; all = false keeps
+-- what `docker ps` shows (running, paused, restarting). nil when the view
+-- cannot be trusted (M.trusted): the caller asks the sources.
+function M.list(f, all)
+  if not M.trusted() then
+    return nil
+  end
+  local filters = require "horcrux.filters"
+  local out = json.array()
+  local shown = { running = true, paused = true, restarting = true }
+  for _, meta in ipairs(view.metas()) do
+    local rec = { status = meta.status, name = meta.name, image = meta.image,
+      image_id = meta.image_id, labels = meta.labels or {},
+      networks = meta.networks or {} }
+    if (all or shown[meta.status]) and filters.match(f, rec) then
+      out[#out + 1] = { id = meta.full_id:sub(1, 12), name = meta.name,
+        status = meta.status, image = meta.image }
+    end
+  end
+  return out
+end
+
 --- The stats record of one container (a name, a full id or an id prefix).
 function M.stats(ref, sources)
   local id = view.find(ref)
