@@ -439,13 +439,17 @@ static int open_and_read(handle *h, cg_kept *s, const char *path,
  * closed and opened again by path. */
 static int keep_read(handle *h, cg_kept *s, const char *path, const char *dir,
                      size_t *len) {
+  int e;
   if (s && s->fd >= 0) {
     if (pread_file(&h->buf, s->fd, len) == 0)
       return 0;
     kept_close(h->keep, s);
-  } else if (s && s->fd == CG_FD_ABSENT) {
-    return ENOENT;
+    if ((e = open_and_read(h, s, path, dir, len)) == 0 && s->k != CG_K_PROC)
+      h->keep->renewed = 1;
+    return e;
   }
+  if (s && s->fd == CG_FD_ABSENT)
+    return ENOENT;
   return open_and_read(h, s, path, dir, len);
 }
 

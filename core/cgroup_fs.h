@@ -92,6 +92,9 @@ typedef struct cg_keep {
   cg_budget *budget;
   int n;   /* slots used */
   int pid; /* whose net/dev the CG_K_PROC slot holds */
+  /* Set when a kept cgroup file failed and its path opened again: the
+   * cgroup was made anew (a restart); the holder clears it. */
+  int renewed;
   cg_kept f[CG_KEEP_MAX];
 } cg_keep;
 
