@@ -415,15 +415,26 @@ static int open_file(handle *h, const char *path) {
   return fd;
 }
 
-/* Reads path into h->buf, keeping its descriptor in slot s (may be NULL)
- * when the budget allows. dir: the file's directory (ENOENT in a live one
- * is remembered: the file does not exist in this kernel). */
-static int open_and_read(handle *h, cg_kept *s, const char *path,
-                         const char *dir, size_t *len) {
-  int fd = open_file(h, path), e;
-  if (fd < 0) {
+/* The path of a kept file: dir/name, or <proc>/<pid>/net/dev. */
+static int kept_path(char *path, size_t cap, const handle *h, const char *dir,
+                     const char *name, int pid) {
+  int n = pid > 0 ? snprintf(path, cap, "%s/%d/net/dev", h->proc, pid)
+                  : snprintf(path, cap, "%s/%s", dir, name);
+  return n >= 0 && (size_t)n < cap;
+}
+
+/* Reads the file into h->buf, keeping its descriptor in slot s (may be
+ * NULL) when the budget allows. ENOENT in a live cgroup directory is
+ * remembered: the file does not exist in this kernel. */
+static int open_and_read(handle *h, cg_kept *s, const char *dir,
+                         const char *name, int pid, size_t *len) {
+  char path[PATH_MAX];
+  int fd, e;
+  if (!kept_path(path, sizeof path, h, dir, name, pid))
+    return ENAMETOOLONG;
+  if ((fd = open_file(h, path)) < 0) {
     e = errno;
-    if (e == ENOENT && s && dir && cg_is_dir(dir))
+    if (e == ENOENT && s && pid == 0 && cg_is_dir(dir))
       s->fd = CG_FD_ABSENT;
     return e;
   }
@@ -435,22 +446,22 @@ static int open_and_read(handle *h, cg_kept *s, const char *path,
   return e;
 }
 
-/* A kept file: pread; on an error (ENODEV: its cgroup was removed) it is
- * closed and opened again by path. */
-static int keep_read(handle *h, cg_kept *s, const char *path, const char *dir,
-                     size_t *len) {
+/* A kept file: pread, no path built; on an error (ENODEV: its cgroup was
+ * removed) it is closed and opened again by path. */
+static int keep_read(handle *h, cg_kept *s, const char *dir, const char *name,
+                     int pid, size_t *len) {
   int e;
   if (s && s->fd >= 0) {
     if (pread_file(&h->buf, s->fd, len) == 0)
       return 0;
     kept_close(h->keep, s);
-    if ((e = open_and_read(h, s, path, dir, len)) == 0 && s->k != CG_K_PROC)
+    if ((e = open_and_read(h, s, dir, name, pid, len)) == 0 && pid == 0)
       h->keep->renewed = 1;
     return e;
   }
   if (s && s->fd == CG_FD_ABSENT)
     return ENOENT;
-  return open_and_read(h, s, path, dir, len);
+  return open_and_read(h, s, dir, name, pid, len);
 }
 
 int cg_hread(handle *h, int k, const char *name, size_t *len) {
@@ -458,26 +469,26 @@ int cg_hread(handle *h, int k, const char *name, size_t *len) {
   const char *dir = cg_hdir(h, k);
   if (dir == NULL)
     return ENOENT;
+  if (h->keep)
+    return keep_read(h, kept_slot(h->keep, k, name), dir, name, 0, len);
   if (!cg_join(path, sizeof path, dir, name))
     return ENAMETOOLONG;
-  if (!h->keep)
-    return cg_read_file(&h->buf, path, len);
-  return keep_read(h, kept_slot(h->keep, k, name), path, dir, len);
+  return cg_read_file(&h->buf, path, len);
 }
 
 /* The kept net/dev belongs to one pid: another pid (a restart, or the first
  * process gone) opens its own. */
 int cg_read_net_dev(handle *h, int pid, size_t *len) {
   char path[PATH_MAX];
-  cg_kept *s = NULL;
-  if (snprintf(path, sizeof path, "%s/%d/net/dev", h->proc, pid) >=
-      (int)sizeof path)
-    return ENAMETOOLONG;
-  if (!h->keep)
-    return cg_read_file(&h->buf, path, len);
-  if ((s = kept_slot(h->keep, CG_K_PROC, "net/dev")) && h->keep->pid != pid) {
-    kept_close(h->keep, s);
-    h->keep->pid = pid;
+  cg_kept *s;
+  if (h->keep) {
+    if ((s = kept_slot(h->keep, CG_K_PROC, "net/dev")) && h->keep->pid != pid) {
+      kept_close(h->keep, s);
+      h->keep->pid = pid;
+    }
+    return keep_read(h, s, h->proc, "net/dev", pid, len);
   }
-  return keep_read(h, s, path, NULL, len);
+  if (!kept_path(path, sizeof path, h, h->proc, "net/dev", pid))
+    return ENAMETOOLONG;
+  return cg_read_file(&h->buf, path, len);
 }

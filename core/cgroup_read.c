@@ -114,10 +114,13 @@ int cg_read_memory(lua_State *L, int st, handle *h, mem_fig *m) {
   if (vanished(h, e))
     return e;
   if (!e) {
+    const char *want = h->v2 ? "inactive_file" : "total_inactive_file";
     num in;
     int found;
-    cgp_fill_flat(L, st, h->buf.p, len,
-                  h->v2 ? "inactive_file" : "total_inactive_file", &in, &found);
+    if (L)
+      cgp_fill_flat(L, st, h->buf.p, len, want, &in, &found);
+    else
+      found = cgp_find_key(h->buf.p, len, want, &in);
     m->inactive_ok = found && cgp_num_unsigned(&in, &m->inactive);
     m->stat_ok = 1;
   }
