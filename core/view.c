@@ -17,6 +17,10 @@
  *   view.clear()               -> number of containers dropped
  *   view.count()               -> number of containers held
  *   view.set_limits{max_containers=, max_fds=} -> previous limits
+ *   view.footprint()           -> {containers =, bytes =, fds =}: malloc'd
+ *                                 bytes the view holds (entries, records,
+ *                                 metas, what sample() keeps) and the
+ *                                 descriptors sample() keeps open
  *
  * Ids are full container ids: 64 lowercase hex digits; anything else raises
  * (misuse). A record and a meta are tables of strings, numbers, booleans,
@@ -74,6 +78,7 @@
 #include "store.h"
 #include "view_private.h"
 
+#include <malloc.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -633,6 +638,30 @@ static int l_remove(lua_State *L) {
   return 1;
 }
 
+/* footprint() -> {containers =, bytes =, fds =}: what the view holds in
+ * malloc'd memory (entries, records, metas, names, and what the sampler
+ * keeps), and the descriptors the sampler keeps open. */
+static int l_footprint(lua_State *L) {
+  size_t bytes = 0, count;
+  hx_store_rdlock(&store);
+  count = store.count;
+  for (hx_node *x = store.first; x; x = x->next) {
+    entry *e = entry_of(x);
+    bytes += malloc_usable_size(e) + malloc_usable_size(e->rec.p) +
+             malloc_usable_size(e->meta.p) + malloc_usable_size(e->name);
+  }
+  hx_store_unlock(&store);
+  bytes += view_sampler_bytes();
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, (lua_Integer)count);
+  lua_setfield(L, -2, "containers");
+  lua_pushinteger(L, (lua_Integer)bytes);
+  lua_setfield(L, -2, "bytes");
+  lua_pushinteger(L, view_sampler_fds());
+  lua_setfield(L, -2, "fds");
+  return 1;
+}
+
 /* The view outlives every lua_State; it goes when the code does (exit, or
  * dlclose of this module by the last lua_close), so nothing is leaked. */
 __attribute__((destructor)) static void free_store(void) {
@@ -759,6 +788,7 @@ static const luaL_Reg funcs[] = {{"put", l_put},
                                  {"remove", l_remove},
                                  {"sample", view_sample},
                                  {"set_limits", l_set_limits},
+                                 {"footprint", l_footprint},
                                  {NULL, NULL}};
 
 static const hx_const consts[] = {

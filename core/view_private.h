@@ -89,6 +89,9 @@ int view_give_back(const view_job *j, view_probe *p);
 void view_probe_close(view_probe *p);
 /* view.sample([opts]) */
 int view_sample(lua_State *L);
+/* Bytes the sampler holds (its probes and buffer) and descriptors kept. */
+size_t view_sampler_bytes(void);
+int view_sampler_fds(void);
 /* Registers the sampler's metatables (luaopen). */
 void view_sample_open(lua_State *L);
 /* The descriptor limit of the sampler (-1: half the soft RLIMIT_NOFILE);

@@ -63,6 +63,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,6 +105,8 @@ static struct sampler {
   int64_t host_at; /* monotonic; 0: read them again */
   unsigned host_have;
   uint64_t host_memory, online_cpus;
+  size_t probe_bytes; /* malloc'd by the open probes (atomic) */
+  size_t buf_bytes;   /* buf.cap, for view_sampler_bytes (atomic) */
 } S = {.lock = PTHREAD_MUTEX_INITIALIZER, .max_fds = -1, .learned = -1};
 
 int view_max_fds(int set, int change) {
@@ -112,11 +115,34 @@ int view_max_fds(int set, int change) {
   return __atomic_exchange_n(&S.max_fds, set, __ATOMIC_RELAXED);
 }
 
+/* What a probe holds in malloc'd memory. */
+static size_t probe_size(const view_probe *p) {
+  size_t n = malloc_usable_size((void *)p) + malloc_usable_size(p->h.proc) +
+             malloc_usable_size(p->h.keep);
+  for (int k = 0; k < K_N; k++)
+    n += malloc_usable_size(p->h.dir[k]);
+  return n;
+}
+
+static void probe_free(view_probe *p) {
+  cg_handle_release(&p->h);
+  free(p);
+}
+
 void view_probe_close(view_probe *p) {
   if (!p)
     return;
-  cg_handle_release(&p->h);
-  free(p);
+  __atomic_sub_fetch(&S.probe_bytes, probe_size(p), __ATOMIC_RELAXED);
+  probe_free(p);
+}
+
+size_t view_sampler_bytes(void) {
+  return __atomic_load_n(&S.buf_bytes, __ATOMIC_RELAXED) +
+         __atomic_load_n(&S.probe_bytes, __ATOMIC_RELAXED);
+}
+
+int view_sampler_fds(void) {
+  return __atomic_load_n(&S.budget.held, __ATOMIC_RELAXED);
 }
 
 /* ---- the tree, the host, the budget (sampler lock held) ---- */
@@ -221,10 +247,11 @@ static view_probe *probe_open(const char *job_id) {
   memcpy(id, job_id, VIEW_ID_LEN);
   id[VIEW_ID_LEN] = '\0';
   if (cg_handle_open(&p->h, S.root, S.version, S.prefer, id, S.proc)) {
-    view_probe_close(p);
+    probe_free(p);
     return NULL;
   }
   cg_keep_start(&p->h, &S.budget); /* ENOMEM: it reads without keeping */
+  __atomic_add_fetch(&S.probe_bytes, probe_size(p), __ATOMIC_RELAXED);
   S.prefer = p->h.driver;
   p->h.closed = 0;
   p->tree = S.tree;
@@ -409,6 +436,7 @@ static int run(call *c, const hx_cpu_capi *cpu, const char *root,
     }
     for (size_t i = 0; i < c->n; i++)
       sample_one(&c->jobs[i], cpu, sys_ns);
+    __atomic_store_n(&S.buf_bytes, S.buf.cap, __ATOMIC_RELAXED);
     if (S.budget.max < max) { /* out of descriptors: remember */
       S.learned = S.budget.max;
       S.learned_at = soft;

@@ -181,16 +181,15 @@ describe("view.sample on the real engine #docker", function()
 
   it("costs under 50 us of CPU a container a round, a fraction of its peers", function()
     local n = tonumber(os.getenv("HORCRUX_VIEW_SAMPLE_N")) or 10
-    local ids = { busy, idle }
+    local ids, limits = { busy, idle }, nil
     finally(function()
       for i = 3, #ids do support.remove(ids[i]) end
+      if limits then view.set_limits(limits) end
     end)
     for i = 1, n - 2 do
       ids[#ids + 1] = support.run_container { name = "vs-cost" .. i }
     end
-    local want_fds = #ids * 11
-    local limits = view.set_limits({ max_fds = want_fds })
-    finally(function() view.set_limits(limits) end)
+    limits = view.set_limits({ max_fds = #ids * 11 })
     for _, id in ipairs(ids) do running(id, "c") end
     local s = view.sample()
     assert.equal(#ids, s.sampled)
