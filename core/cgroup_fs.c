@@ -83,7 +83,7 @@ int cg_read_file(rbuf *b, const char *path, size_t *len) {
 #define SHORT_IS_EOF 2048
 
 /* Reads the whole file open at fd from offset 0 into b, NUL-terminated. */
-static int pread_file(rbuf *b, int fd, size_t *len) {
+int cg_pread_file(rbuf *b, int fd, size_t *len) {
   size_t n = 0;
   for (;;) {
     int e = rbuf_grow(b, n);
@@ -378,6 +378,18 @@ int cg_keep_count(const handle *h) {
   return n;
 }
 
+/* The net/dev descriptor pins the network namespace it was opened in,
+ * which is the container's for as long as its cgroup lives: while the
+ * cgroup was not renewed, the pid need not be looked up again. */
+int cg_keep_net_pid(const handle *h) {
+  if (!h->keep || h->keep->renewed || h->keep->pid <= 0)
+    return 0;
+  for (int i = 0; i < h->keep->n; i++)
+    if (h->keep->f[i].k == CG_K_PROC)
+      return h->keep->f[i].fd >= 0 ? h->keep->pid : 0;
+  return 0;
+}
+
 /* The slot of (k, name), made if new; NULL when every slot is taken. */
 static cg_kept *kept_slot(cg_keep *kp, int k, const char *name) {
   for (int i = 0; i < kp->n; i++)
@@ -438,7 +450,7 @@ static int open_and_read(handle *h, cg_kept *s, const char *dir,
       s->fd = CG_FD_ABSENT;
     return e;
   }
-  e = pread_file(&h->buf, fd, len);
+  e = cg_pread_file(&h->buf, fd, len);
   if (!e && s && budget_take(h->keep->budget))
     s->fd = fd;
   else
@@ -452,7 +464,7 @@ static int keep_read(handle *h, cg_kept *s, const char *dir, const char *name,
                      int pid, size_t *len) {
   int e;
   if (s && s->fd >= 0) {
-    if (pread_file(&h->buf, s->fd, len) == 0)
+    if (cg_pread_file(&h->buf, s->fd, len) == 0)
       return 0;
     kept_close(h->keep, s);
     if ((e = open_and_read(h, s, dir, name, pid, len)) == 0 && pid == 0)

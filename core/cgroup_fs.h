@@ -29,6 +29,8 @@ typedef struct {
 
 /* Reads the whole file at path into b, NUL-terminated; 0 or an errno. */
 int cg_read_file(rbuf *b, const char *path, size_t *len);
+/* The same from a descriptor kept open, from offset 0 (see cgroup_fs.c). */
+int cg_pread_file(rbuf *b, int fd, size_t *len);
 /* out = a/b; 0 when it does not fit. */
 int cg_join(char *out, size_t cap, const char *a, const char *b);
 int cg_is_dir(const char *path);
@@ -134,6 +136,9 @@ int cg_keep_start(handle *h, cg_budget *b);
 void cg_keep_close(handle *h);
 /* How many descriptors h keeps open. */
 int cg_keep_count(const handle *h);
+/* The pid whose net/dev h keeps open, when its cgroup is the one it was
+ * opened in (not renewed); else 0. */
+int cg_keep_net_pid(const handle *h);
 
 const char *cg_hdir(const handle *h, int k);
 /* The controller whose directory's cgroup.procs names the container's

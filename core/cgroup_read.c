@@ -237,7 +237,8 @@ int cg_read_net(lua_State *L, handle *h, net_fig *n) {
   memset(n, 0, sizeof *n);
   if (k < 0)
     return ENOENT;
-  if ((pid = first_pid(h, k, cg_hdir(h, k))) == 0)
+  if ((pid = cg_keep_net_pid(h)) == 0 &&
+      (pid = first_pid(h, k, cg_hdir(h, k))) == 0)
     return ESRCH;
   n->pid = pid;
   if (pid != h->net_pid) {

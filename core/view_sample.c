@@ -62,6 +62,7 @@
 #include "view_private.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -105,9 +106,13 @@ static struct sampler {
   int64_t host_at; /* monotonic; 0: read them again */
   unsigned host_have;
   uint64_t host_memory, online_cpus;
+  int stat_fd;        /* <proc>/stat kept open, -1: not open */
   size_t probe_bytes; /* malloc'd by the open probes (atomic) */
   size_t buf_bytes;   /* buf.cap, for view_sampler_bytes (atomic) */
-} S = {.lock = PTHREAD_MUTEX_INITIALIZER, .max_fds = -1, .learned = -1};
+} S = {.lock = PTHREAD_MUTEX_INITIALIZER,
+       .max_fds = -1,
+       .learned = -1,
+       .stat_fd = -1};
 
 int view_max_fds(int set, int change) {
   if (!change)
@@ -168,6 +173,9 @@ static int use_tree(const char *root, const char *proc, const char *sys) {
       return 0;
     }
     S.tree++;
+    if (S.stat_fd >= 0)
+      close(S.stat_fd);
+    S.stat_fd = -1;
     S.version = cg_detect_version(root);
     S.prefer = DRV_NONE;
     S.host_at = 0;
@@ -208,13 +216,26 @@ static void host_figures(int64_t now) {
   }
 }
 
+/* <proc>/stat, kept open: it is read every round. */
+static int read_stat(size_t *len) {
+  char path[PATH_MAX];
+  if (S.stat_fd >= 0 && cg_pread_file(&S.buf, S.stat_fd, len) == 0)
+    return 0;
+  if (S.stat_fd >= 0)
+    close(S.stat_fd);
+  if (!cg_join(path, sizeof path, S.proc, "stat") ||
+      (S.stat_fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+    return read_at(S.proc, "stat", len);
+  return cg_pread_file(&S.buf, S.stat_fd, len);
+}
+
 /* The host's CPU time, ns, as cgroup.system_cpu_ns; -1 when unknown. */
 static int64_t system_cpu_ns(void) {
   size_t len;
   stat_cpu sc;
   uint64_t ns;
   long hz = sysconf(_SC_CLK_TCK);
-  if (read_at(S.proc, "stat", &len) || !cgp_parse_stat_cpu(S.buf.p, len, &sc) ||
+  if (read_stat(&len) || !cgp_parse_stat_cpu(S.buf.p, len, &sc) ||
       !cgp_ticks_to_ns(sc.ticks, hz > 0 ? (uint64_t)hz : 100, &ns) ||
       ns > (uint64_t)INT64_MAX)
     return -1;
@@ -524,6 +545,9 @@ void view_sample_open(lua_State *L) {
 /* The probes go with the view's entries (view.c's destructor); the shared
  * buffer goes with the code. */
 __attribute__((destructor)) static void free_sampler(void) {
+  if (S.stat_fd >= 0)
+    close(S.stat_fd);
+  S.stat_fd = -1;
   free(S.buf.p);
   S.buf.p = NULL;
   S.buf.cap = 0;
