@@ -53,6 +53,14 @@ describe("horcrux.cpu", function()
     assert.equal(600000, cpu.DEFAULT_IDLE_TTL_MS)
   end)
 
+  it("gives other C modules its store through cpu.capi", function()
+    -- a light userdata (core/cpu_capi.h); horcrux.view's sample() uses it,
+    -- tests/view_sample_spec.lua checks that the two share the samples
+    assert.equal("userdata", type(cpu.capi))
+    assert.is_nil(getmetatable(cpu.capi))
+    assert.equal(cpu.capi, require("horcrux.cpu").capi)
+  end)
+
   describe("percent", function()
     it("is docker's formula over a window of 1 s or more", function()
       -- 2 CPUs, Δcpu 1e9 over Δsystem 2e9: one full core
