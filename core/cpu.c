@@ -47,7 +47,9 @@
  * The store keeps the newest RING samples of each container (by time_ns;
  * a sample not newer than the newest is not stored again) and answers
  * observe() against the newest one at least the window (default 500 ms)
- * older. It holds at most max_containers ids (default 4096; the least
+ * older. It holds at most max_containers ids (default 10000, the view's
+ * bound: a round that samples more ids than the store holds would evict
+ * each one's samples before the next round needs them; the least
  * recently used goes first) and drops an id nobody observed or read for
  * idle_ttl (default 10 min), lazily, on the next access. Ids are 1..128
  * bytes. A restart shows as a counter going backwards; a restarted
@@ -73,13 +75,13 @@
 #include <string.h>
 #include <time.h>
 
-#define ID_MAX 128                  /* longest id, bytes */
-#define RING 8                      /* samples kept per container */
-#define NBUCKET 8192                /* hash buckets (power of two) */
-#define SHORT_WINDOW_NS 1000000000  /* below: use timestamps, not ticks */
-#define RANGE_TOLERANCE 0.10        /* relative, above online_cpus × 100 */
-#define DEFAULT_WINDOW_MS 500       /* observe's minimum base age */
-#define DEFAULT_MAX_CONTAINERS 4096 /* least recently used evicted above */
+#define ID_MAX 128                   /* longest id, bytes */
+#define RING 8                       /* samples kept per container */
+#define NBUCKET 8192                 /* hash buckets (power of two) */
+#define SHORT_WINDOW_NS 1000000000   /* below: use timestamps, not ticks */
+#define RANGE_TOLERANCE 0.10         /* relative, above online_cpus × 100 */
+#define DEFAULT_WINDOW_MS 500        /* observe's minimum base age */
+#define DEFAULT_MAX_CONTAINERS 10000 /* least recently used evicted above */
 #define DEFAULT_IDLE_TTL_MS (10 * 60 * 1000) /* unused entries evicted */
 #define MAX_WINDOW_MS (3600 * 1000)
 #define MAX_CONTAINERS (1 << 20)
