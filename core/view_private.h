@@ -64,6 +64,8 @@ typedef struct view_job {
                    (removed and stored again) is not this one */
   view_probe *probe;
   int result;
+  int64_t mono; /* when its CPU counter was read */
+  view_figs figs;
 } view_job;
 
 /* The number of entries held (a hint: it may change at once). */

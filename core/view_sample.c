@@ -14,9 +14,11 @@
  * in `paused` and not sampled), then CPU ns, memory usage, inactive file
  * pages and limit, block I/O, pids, and network from /proc/<pid>/net/dev of
  * its first process. The CPU % goes through horcrux.cpu's one store (its C
- * API, cpu.capi, fetched once per call), against the host's CPU time read
- * once per call from /proc/stat, as the daemon's collector reads it once
- * per tick; host memory and online CPUs are read again every 10 s.
+ * API, cpu.capi, fetched once per call), against the host's CPU time from
+ * /proc/stat, read at both ends of the round and interpolated at each
+ * container's read (the daemon reads it once per tick, which skews the
+ * containers read late in a long tick); host memory and online CPUs are
+ * read again every 10 s.
  *
  *   sampled     containers whose figures were stored
  *   unreadable  ids with no cgroup found here (another host's engine, a
@@ -31,10 +33,10 @@
  *
  * It blocks on nothing but local files and never calls the daemon. The
  * files are read without any lock of the view: a round checks the running
- * entries out under the read lock, and takes the write lock once per
- * container, only to store its figures, so readers are never held up by a
- * file read. One round at a time runs (a mutex of its own, never held
- * across a Lua call); a second caller waits for it.
+ * entries out under the read lock, reads every one, and then takes the
+ * write lock once per container, only to store its figures, so readers are
+ * never held up by a file read. One round at a time runs (a mutex of its own,
+ * never held across a Lua call); a second caller waits for it.
  *
  * Descriptors. What the sampler keeps for a container (a probe: the
  * cgroup handle of horcrux.cgroup) holds its files open between rounds and
@@ -348,6 +350,25 @@ static int probe_read(view_probe *p, view_figs *f, int64_t *mono) {
   return cg_alive(h) ? R_UNREADABLE : R_GONE;
 }
 
+/* The host's CPU time at `at`, between two reads of it around the round
+ * (s0 at m0, s1 at m1): the system counter a container's CPU counter is
+ * divided by must be read when that container's is, or a round that takes
+ * longer than the last (the first, which opens every file) skews the CPU %
+ * of the containers read late in it. The daemon reads it once per tick. */
+typedef struct host_cpu {
+  int64_t s0, m0, s1, m1;
+} host_cpu;
+
+static int64_t system_at(const host_cpu *hc, int64_t at) {
+  if (hc->s0 < 0 || hc->s1 < hc->s0 || hc->m1 <= hc->m0 || at <= hc->m0)
+    return hc->s0;
+  if (at >= hc->m1)
+    return hc->s1;
+  return hc->s0 +
+         (int64_t)((double)(hc->s1 - hc->s0) *
+                   ((double)(at - hc->m0) / (double)(hc->m1 - hc->m0)));
+}
+
 /* The CPU % of f through horcrux.cpu's store, and the host's figures. */
 static void observe(const hx_cpu_capi *cpu, const char *id, view_figs *f,
                     int64_t sys_ns) {
@@ -365,23 +386,22 @@ static void observe(const hx_cpu_capi *cpu, const char *id, view_figs *f,
   }
 }
 
-static void sample_one(view_job *j, const hx_cpu_capi *cpu, int64_t sys_ns) {
+/* Reads j's figures into the job; no lock of the view held. */
+static void read_one(view_job *j, const hx_cpu_capi *cpu) {
   view_probe *p = j->probe;
-  view_figs f;
-  int64_t mono = 0;
   if (p && p->tree != S.tree) {
     view_probe_close(p);
     p = NULL;
   }
   if (!p && (S.version == LV_NONE || !(p = probe_open(j->id)))) {
+    j->probe = NULL;
     j->result = R_UNREADABLE;
-    view_give_back(j, NULL);
     return;
   }
   if (__atomic_load_n(&S.budget.held, __ATOMIC_RELAXED) > S.budget.max)
     cg_keep_close(&p->h); /* max_fds lowered: over it, keep none */
   p->h.buf = S.buf;
-  j->result = probe_read(p, &f, &mono);
+  j->result = probe_read(p, &j->figs, &j->mono);
   S.buf = p->h.buf;
   memset(&p->h.buf, 0, sizeof p->h.buf);
   j->probe = p;
@@ -390,16 +410,22 @@ static void sample_one(view_job *j, const hx_cpu_capi *cpu, int64_t sys_ns) {
     cpu->forget(j->id, VIEW_ID_LEN);
     p->h.keep->renewed = 0;
   }
+}
+
+/* Stores j's figures, or gives its entry its probe back; closes the probe
+ * of a container gone, or whose entry is. */
+static void store_one(view_job *j, const hx_cpu_capi *cpu, const host_cpu *hc) {
+  view_probe *p = j->probe;
   if (j->result == R_SAMPLED) {
-    observe(cpu, j->id, &f, sys_ns);
-    if (view_store(j, &f, mono))
+    observe(cpu, j->id, &j->figs, system_at(hc, j->mono));
+    if (view_store(j, &j->figs, j->mono))
       return;
-  } else if (j->result == R_GONE) {
+  } else if (j->result == R_GONE || !p) {
     view_give_back(j, NULL); /* found again if it comes back */
   } else if (view_give_back(j, p)) {
     return;
   }
-  view_probe_close(p); /* gone, or its entry is */
+  view_probe_close(p);
 }
 
 /* ---- the call ---- */
@@ -450,13 +476,21 @@ static int run(call *c, const hx_cpu_capi *cpu, const char *root,
   if (!e) {
     rlim_t soft = set_budget();
     int max = S.budget.max;
-    int64_t sys_ns = -1;
-    if (c->n > 0 && use_tree(root, proc, sys)) {
+    host_cpu hc = {-1, 0, -1, 0};
+    int tree = c->n > 0 && use_tree(root, proc, sys);
+    if (tree) {
       host_figures(hx_mono_ns());
-      sys_ns = system_cpu_ns();
+      hc.s0 = system_cpu_ns();
+      hc.m0 = hx_mono_ns();
     }
     for (size_t i = 0; i < c->n; i++)
-      sample_one(&c->jobs[i], cpu, sys_ns);
+      read_one(&c->jobs[i], cpu);
+    if (tree) {
+      hc.s1 = system_cpu_ns();
+      hc.m1 = hx_mono_ns();
+    }
+    for (size_t i = 0; i < c->n; i++)
+      store_one(&c->jobs[i], cpu, &hc);
     __atomic_store_n(&S.buf_bytes, S.buf.cap, __ATOMIC_RELAXED);
     if (S.budget.max < max) { /* out of descriptors: remember */
       S.learned = S.budget.max;
