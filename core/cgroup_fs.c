@@ -458,16 +458,19 @@ static int open_and_read(handle *h, cg_kept *s, const char *dir,
   return e;
 }
 
-/* A kept file: pread, no path built; on an error (ENODEV: its cgroup was
- * removed) it is closed and opened again by path. */
+/* A kept file: pread, no path built; on an error it is closed and opened
+ * again by path. ENODEV says its cgroup was removed: found again at the
+ * same path, the cgroup is a new one (a restart). */
 static int keep_read(handle *h, cg_kept *s, const char *dir, const char *name,
                      int pid, size_t *len) {
   int e;
   if (s && s->fd >= 0) {
-    if (cg_pread_file(&h->buf, s->fd, len) == 0)
+    int pe = cg_pread_file(&h->buf, s->fd, len);
+    if (pe == 0)
       return 0;
     kept_close(h->keep, s);
-    if ((e = open_and_read(h, s, dir, name, pid, len)) == 0 && pid == 0)
+    e = open_and_read(h, s, dir, name, pid, len);
+    if (e == 0 && pe == ENODEV && pid == 0)
       h->keep->renewed = 1;
     return e;
   }

@@ -218,7 +218,11 @@ describe("view.sample on the real engine #docker", function()
       .. "(%.1f..%.1f), h:stats() %.1f us (%.1f..%.1f); ratio %.2f and %.2f")
       :format(#ids, rounds, vm, v_us[1], v_us[#v_us], s.fds, sm, src_us[1],
         src_us[#src_us], hm, h_us[1], h_us[#h_us], vm / sm, vm / hm))
-    assert.is_true(vm < 50, vm)
+    -- The target is the product's: under the sanitizers the C that is timed
+    -- is instrumented (the peers' ratios still hold).
+    if os.getenv("HORCRUX_TEST_SANITIZE") ~= "1" then
+      assert.is_true(vm < 50, vm)
+    end
     assert.is_true(vm < sm / 2, vm .. " vs " .. sm)
     assert.is_true(vm < hm, vm .. " vs " .. hm)
   end)
