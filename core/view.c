@@ -20,6 +20,8 @@
  *   view.metas()               -> array of every meta held, each with
  *                                 full_id (the collector keeps stopped
  *                                 containers' too: GET /api/containers)
+ *   view.unsampled()           -> the ids whose meta says running and that
+ *                                 hold no record yet
  *   view.set_status(t), view.status() -> the collector's word on the view
  *                                 ({trusted = ...}), or nil before any
  *   view.footprint()           -> {containers =, bytes =, fds =}: malloc'd
@@ -651,6 +653,35 @@ static int l_status(lua_State *L) {
   return 1;
 }
 
+/* unsampled(): the ids of the entries whose meta says running and that
+ * hold no record yet (just started, or made running by view.set_meta). */
+static size_t unsampled_size(const hx_node *n, void *arg) {
+  const entry *e = HX_ENTRY_OF(n, const entry, node);
+  (void)arg;
+  return e->running && !has_record(e) ? ID_LEN : 0;
+}
+
+static size_t unsampled_copy(const hx_node *n, char *at, void *arg) {
+  const entry *e = HX_ENTRY_OF(n, const entry, node);
+  (void)arg;
+  if (!e->running || has_record(e))
+    return 0;
+  memcpy(at, e->id, ID_LEN);
+  return ID_LEN;
+}
+
+static int l_unsampled(lua_State *L) {
+  hx_copier c = {unsampled_size, unsampled_copy, NULL, 0, ID_LEN * 64};
+  const char *buf;
+  size_t n = hx_store_copy_out(L, &store, &c, &buf);
+  lua_createtable(L, n > INT32_MAX ? 0 : (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushlstring(L, buf + i * ID_LEN, ID_LEN);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
 static size_t id_size(const hx_node *n, void *arg) {
   (void)n, (void)arg;
   return ID_LEN;
@@ -881,6 +912,7 @@ static const luaL_Reg funcs[] = {{"put", l_put},
                                  {"set_limits", l_set_limits},
                                  {"footprint", l_footprint},
                                  {"metas", l_metas},
+                                 {"unsampled", l_unsampled},
                                  {"set_status", l_set_status},
                                  {"status", l_status},
                                  {NULL, NULL}};

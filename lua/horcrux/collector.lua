@@ -58,8 +58,10 @@
 -- cgroup here) goes on to the next source. Any other source takes part
 -- through sample_many(ids) or, with stats(id) only (an operator's own), one
 -- call per container while the round has time. A round never waits for
--- the daemon longer than the interval: a container the daemon has not
--- answered for keeps its last figures, and their age says so. The errors
+-- the daemon longer than the interval (at least 1.1 s: Docker before 25.0
+-- answers a one-shot stats request at its next one-second tick): a
+-- container the daemon has not answered for keeps its last figures, and
+-- their age says so. The errors
 -- of one container (or one source) are logged once per change and never
 -- stop the loop.
 --
@@ -119,6 +121,7 @@ function M.new(opts)
     follow = nil,
     listed_ago = 0, -- event rounds since the last list
     trusted = false,
+    refresh = {}, -- ids whose networks the next event round asks for
   }
 end
 
@@ -292,6 +295,12 @@ local function relist(state, summary)
       set(state, c.id, meta_from(c.id, c, state.known[c.id]), summary)
     end
   end
+  -- a list also hands every container's metadata to the view again, so
+  -- what a route told the view meanwhile (horcrux.live.note) never
+  -- outlives a list
+  for id in pairs(seen) do
+    state.changed[id] = true
+  end
   for id, meta in pairs(state.known) do
     if not seen[id] and (full or meta.status == "running") then
       if full then
@@ -366,11 +375,41 @@ local function apply(state, ev, summary)
   elseif action == "start" or action == "restart" then
     c.started = at
   end
-  if not STATUS[action] and not old and action ~= "rename" then
+  if action == "network" or action == "create" then
+    state.refresh[id] = true -- its networks: the list tells them
+  end
+  if not STATUS[action] and not old then
     return true -- another action of a container we never saw: the next list
   end
   set(state, id, meta_from(id, c, old), summary)
   return true
+end
+
+-- What events do not say of a container (its networks, its image id, all
+-- its labels), asked of the source that lists for the containers created
+-- or (dis)connected this round: one list call, filtered by their ids.
+local REFRESH_MAX = 100
+
+local function refresh(state, src, summary)
+  local ids = {}
+  for id in pairs(state.refresh) do
+    if #ids < REFRESH_MAX and state.known[id] then
+      ids[#ids + 1] = id
+    end
+    state.refresh[id] = nil
+  end
+  if #ids == 0 or type(src.containers) ~= "function" then
+    return
+  end
+  local ok, list = pcall(src.containers, { all = true,
+    filters = { id = ids } })
+  if ok and type(list) == "table" then
+    for _, c in ipairs(list) do
+      if state.known[c.id] then
+        set(state, c.id, meta_from(c.id, c, state.known[c.id]), summary)
+      end
+    end
+  end
 end
 
 -- Whether src is still one of the sources (a state outlives a change of
@@ -417,6 +456,7 @@ local function follow_events(state, summary)
       summary.events = summary.events + 1
     end
   end
+  refresh(state, f.src, summary)
   return true
 end
 
@@ -442,11 +482,17 @@ local function each_sample(src, ids, deadline)
   return recs, errs
 end
 
+-- How long a source's batch may take: the interval, but at least what
+-- Docker before 25.0 needs to answer a one-shot stats request at all (its
+-- next one-second tick). A fixed figure per state: the API source keeps a
+-- client per timeout.
+local function batch_timeout(interval)
+  return math.max(interval, 1.1)
+end
+
 local function sample_many(src, ids, deadline, interval)
   if type(src.sample_many) == "function" then
-    -- the daemon is not waited for longer than a round (a fixed figure:
-    -- the API source keeps a client per timeout)
-    return src.sample_many(ids, { timeout = interval * 0.9 })
+    return src.sample_many(ids, { timeout = batch_timeout(interval) })
   elseif type(src.stats) == "function" then
     return each_sample(src, ids, deadline)
   end

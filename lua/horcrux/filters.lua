@@ -435,6 +435,44 @@ local function from_view(f, all)
   return out
 end
 
+--- /api/stats filtered from what the collector keeps (no daemon call): the
+-- running containers whose metadata matches f, their records from `all`,
+-- and those the view holds no figures for yet (started since the last
+-- round) sampled now.
+function M.stats_from_view(f, all, sources)
+  local view = require "horcrux.view"
+  local want, order = {}, {}
+  for _, meta in ipairs(view.metas()) do
+    if meta.status == "running" and M.match(f, {
+      status = meta.status, name = meta.name, image = meta.image,
+      image_id = meta.image_id, labels = meta.labels or {},
+      networks = meta.networks or {} }) then
+      want[meta.full_id] = true
+      order[#order + 1] = meta.full_id
+    end
+  end
+  local out, held = json.array(), {}
+  for _, rec in ipairs(all) do
+    if want[rec.id] then
+      out[#out + 1] = rec
+      held[rec.id] = true
+    end
+  end
+  local missing = {}
+  for _, id in ipairs(order) do
+    if not held[id] then
+      missing[#missing + 1] = id
+    end
+  end
+  for _, r in ipairs(#missing > 0 and metrics.stats_many(missing, sources)
+      or {}) do
+    if r.record then
+      out[#out + 1] = r.record
+    end
+  end
+  return out
+end
+
 --- GET /api/stats: the records of `all` (live.all()) whose container
 -- matches f. Which ones match is asked of the first source whose running()
 -- says what f needs -- and a matching running container that `all` lacks
@@ -446,13 +484,7 @@ function M.stats(f, all, sources)
     return all
   end
   if require("horcrux.live").trusted() then
-    -- the collector keeps every container's labels, networks and image:
-    -- no daemon call
-    local out, msg = from_view(f, all)
-    if out then
-      return out
-    end
-    return nil, msg, "metrics_unavailable"
+    return M.stats_from_view(f, all, sources)
   end
   local list, why = running_matches(f, sources)
   if not list then

@@ -39,6 +39,49 @@ function M.list(f, all)
   return out
 end
 
+-- What an action leaves a container as.
+local AFTER = { start = "running", restart = "running", unpause = "running",
+  stop = "exited", kill = "exited", pause = "paused" }
+
+--- What horcrux itself just changed, told to the view at once, so that a
+-- client that creates, drives or removes a container through horcrux sees
+-- it in its next answer (the collector's next round confirms it from the
+-- engine's events). change: "created" (with the create spec and whether it
+-- was started), an action word, or "removed". Nothing when no collector
+-- keeps the view.
+function M.note(ref, change, spec, started)
+  if not M.trusted() then
+    return
+  end
+  local id = #ref == 64 and ref or view.find(ref)
+  if not id then
+    return
+  end
+  if change == "removed" then
+    view.remove(id)
+    return
+  end
+  -- what the collector already said of it stays (its networks, its
+  -- image id): only the state changes
+  local meta = view.meta(id)
+  if change == "created" and not meta then
+    meta = { id = id:sub(1, 12), name = spec.name or json.null,
+      image = spec.image, labels = spec.labels or {},
+      created = require("horcrux.time").format(require("horcrux.clock")
+        .now_ns()) }
+  end
+  local status = change == "created" and (started and "running" or "created")
+    or AFTER[change]
+  if not meta or not status then
+    return
+  end
+  if meta.status == "running" and status ~= "running" then
+    view.remove(id) -- its figures go with its running
+  end
+  meta.status = status
+  view.set_meta(id, meta)
+end
+
 --- The stats record of one container (a name, a full id or an id prefix).
 function M.stats(ref, sources)
   local id = view.find(ref)
@@ -57,6 +100,16 @@ end
 function M.all(sources)
   if view.count() > 0 then
     local all = view.all()
+    -- running by the view's word but no figures yet (started since the
+    -- collector's last round, through horcrux): sampled now
+    local missing = view.unsampled()
+    if #missing > 0 then
+      for _, r in ipairs(metrics.stats_many(missing, sources)) do
+        if r.record then
+          all[#all + 1] = r.record
+        end
+      end
+    end
     return setmetatable(all, json.array_mt)
   end
   local list, err, kind, tried = metrics.list({ all = false }, sources)

@@ -258,15 +258,26 @@ function M.sample(id)
 end
 
 --- Every id at once; per id a record or {error =, kind =} where kind is
--- the cgroup reader's own (not_found: the cgroup is gone).
+-- the cgroup reader's own (not_found: the cgroup is gone). An id that is
+-- not a full one (a name, a prefix) is resolved first; one that cannot be
+-- is "unavailable" here: the next source may know it.
 function M.sample_many(ids)
   local recs, errs = {}, {}
-  for _, id in ipairs(ids) do
-    local rec, err, _, why = M.sample(id)
+  for _, ref in ipairs(ids) do
+    local id, err, kind = ref, nil, nil
+    if not is_full_id(ref) then
+      id, err, kind = M.resolve(ref)
+    end
+    local rec, why
+    if id then
+      rec, err, _, why = M.sample(id)
+    end
     if rec then
-      recs[id] = rec
+      recs[ref] = rec
     else
-      errs[id] = { error = err, kind = why or "unavailable" }
+      errs[ref] = { error = err,
+        kind = id and (why or "unavailable") or
+          (kind == "bad_request" and kind or "unavailable") }
     end
   end
   return recs, errs

@@ -156,7 +156,8 @@ end
 -- the past: the daemon answers at once from its buffer). Returns the
 -- container events, in order, as {id, action, name, image, attrs (the
 -- event's attributes: the container's labels with name and image),
--- time_ns}, and
+-- time_ns} -- and {id, action = "network"} when a container was connected
+-- to a network or disconnected -- and
 -- how many events of every type came (the daemon keeps its last 256: a
 -- count that high may have lost the oldest). opts.stall: seconds of
 -- silence before the call fails (a daemon whose clock lags ours).
@@ -167,7 +168,14 @@ function M.events(since_ns, until_ns, opts)
     stall = opts and opts.stall or 2,
   }, function(ev)
     n = n + 1
-    if type(ev) == "table" and ev.Type == "container" then
+    if type(ev) == "table" and ev.Type == "network"
+        and (ev.Action == "connect" or ev.Action == "disconnect") then
+      local attrs = type(ev.Actor) == "table"
+        and type(ev.Actor.Attributes) == "table" and ev.Actor.Attributes or {}
+      if type(attrs.container) == "string" then
+        evs[#evs + 1] = { id = attrs.container, action = "network" }
+      end
+    elseif type(ev) == "table" and ev.Type == "container" then
       local actor = type(ev.Actor) == "table" and ev.Actor or {}
       local attrs = type(actor.Attributes) == "table" and actor.Attributes
         or {}
