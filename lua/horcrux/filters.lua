@@ -358,7 +358,11 @@ local function filtered(f, sources)
           if not list then
             return nil, err, kind
           end
-          return select(f, list, tostring(src.name))
+          local picked, why, k = select(f, list, tostring(src.name))
+          if not picked then
+            return nil, why, k
+          end
+          return picked, err -- err: "partial" when the source says so
         end,
       }
     end
