@@ -65,8 +65,11 @@ function M.note(ref, change, spec, started)
   -- image id): only the state changes
   local meta = view.meta(id)
   if change == "created" and not meta then
+    -- the network the daemon attaches it to (bridge unless the body said)
+    local net = spec.network or "bridge"
     meta = { id = id:sub(1, 12), name = spec.name or json.null,
       image = spec.image, labels = spec.labels or {},
+      networks = net:match("^container:") and {} or { [net] = "" },
       created = require("horcrux.time").format(require("horcrux.clock")
         .now_ns()) }
   end
