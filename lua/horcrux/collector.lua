@@ -168,6 +168,9 @@ local function meta_from(id, c, old)
     networks = type(c.networks) == "table" and c.networks or old.networks,
     created = pick(c.created, old.created),
     started = pick(c.started, old.started),
+    -- when what this meta says became true (wall ns): an event's time, a
+    -- list's; a route's note (horcrux.live.note) newer than it stays
+    at_ns = c.at_ns or old.at_ns,
   }
 end
 
@@ -192,7 +195,7 @@ local function same_table(a, b)
 end
 
 local META_FIELDS = { "id", "name", "status", "image", "image_id", "created",
-  "started" }
+  "started" } -- at_ns is not compared: it only orders the writers
 
 local function same_meta(a, b)
   for _, k in ipairs(META_FIELDS) do
@@ -236,12 +239,21 @@ local function set(state, id, meta, summary)
   state.changed[id] = true
 end
 
--- Hands the round's changes to the view.
+-- Hands the round's changes to the view -- but where a route told the view
+-- of a state newer than what the collector saw (horcrux.live.note: a start
+-- that came after the create event this round read), the view keeps it
+-- until the collector's word agrees on the state.
 local function publish(state, summary)
   for id in pairs(state.changed) do
-    local ok, err = view.set_meta(id, state.known[id])
-    if not ok then
-      say(state, "put:" .. id, "error", ("%s: %s"):format(id:sub(1, 12), err))
+    local meta = state.known[id]
+    local cur = meta.at_ns and view.meta(id)
+    if not (cur and cur.noted and cur.at_ns and cur.at_ns > meta.at_ns
+        and cur.status ~= meta.status) then
+      local ok, err = view.set_meta(id, meta)
+      if not ok then
+        say(state, "put:" .. id, "error", ("%s: %s"):format(id:sub(1, 12),
+          err))
+      end
     end
   end
   state.changed = {}
@@ -292,6 +304,7 @@ local function relist(state, summary)
   for _, c in ipairs(list) do
     if type(c.id) == "string" and #c.id == 64 then
       seen[c.id] = true
+      c.at_ns = since
       set(state, c.id, meta_from(c.id, c, state.known[c.id]), summary)
     end
   end
@@ -365,7 +378,8 @@ local function apply(state, ev, summary)
     return true
   end
   local old = state.known[id]
-  local c = { name = ev.name, image = ev.image, status = STATUS[action] }
+  local c = { name = ev.name, image = ev.image, status = STATUS[action],
+    at_ns = ev.time_ns }
   if action == "create" or not old then
     c.labels = labels_of(ev.attrs)
   end

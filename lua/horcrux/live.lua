@@ -82,6 +82,9 @@ function M.note(ref, change, spec, started)
     view.remove(id) -- its figures go with its running
   end
   meta.status = status
+  -- newer than any event the collector read before it: its next publish
+  -- leaves this be (collector.lua)
+  meta.at_ns, meta.noted = require("horcrux.clock").now_ns(), true
   view.set_meta(id, meta)
 end
 
