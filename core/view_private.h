@@ -8,6 +8,7 @@
 #define HORCRUX_VIEW_PRIVATE_H
 
 #include "aux.h"
+#include "cgroup_fs.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -27,24 +28,52 @@ void view_unpack(lua_State *L, const char *p, size_t n);
  * entry; view_record.c makes the record of them) */
 
 enum {
-  VF_CPU = 1 << 0,      /* cpu_ns */
-  VF_PCT = 1 << 1,      /* pct */
-  VF_USAGE = 1 << 2,    /* usage */
-  VF_INACTIVE = 1 << 3, /* inactive */
-  VF_LIMIT = 1 << 4,    /* limit (absent: none, or not read) */
-  VF_NET = 1 << 5,      /* net_rx, net_tx */
-  VF_BLK = 1 << 6,      /* blk_read, blk_write */
-  VF_PIDS = 1 << 7,     /* pids */
-  VF_HOSTMEM = 1 << 8,  /* host_memory */
-  VF_CPUS = 1 << 9      /* online_cpus */
+  VF_CPU = 1 << 0,       /* cpu_ns */
+  VF_PCT = 1 << 1,       /* pct */
+  VF_USAGE = 1 << 2,     /* usage */
+  VF_INACTIVE = 1 << 3,  /* inactive */
+  VF_LIMIT = 1 << 4,     /* limit (absent: none, or not read) */
+  VF_NET = 1 << 5,       /* net_rx, net_tx, ifs */
+  VF_BLK = 1 << 6,       /* blk_read, blk_write, devs */
+  VF_PIDS = 1 << 7,      /* pids */
+  VF_HOSTMEM = 1 << 8,   /* host_memory */
+  VF_CPUS = 1 << 9,      /* online_cpus */
+  VF_SPLIT = 1 << 10,    /* user_ns, system_ns */
+  VF_THROTTLE = 1 << 11, /* periods, throttled, throttled_ns */
+  VF_QUOTA = 1 << 12,    /* quota_us (absent with VF_NOQUOTA: none) */
+  VF_NOQUOTA = 1 << 13,  /* the quota was read: none */
+  VF_PERIOD = 1 << 14,   /* period_us */
+  VF_CPUSET = 1 << 15,   /* cpuset */
+  VF_RSS = 1 << 16,      /* rss */
+  VF_CACHE = 1 << 17,    /* cache */
+  VF_OOM = 1 << 18,      /* oom */
+  VF_PROCS = 1 << 19,    /* procs */
+  VF_PIDSMAX = 1 << 20,  /* pids_max (absent with VF_NOPIDSMAX: none) */
+  VF_NOPIDSMAX = 1 << 21,
+  VF_STARTED = 1 << 22, /* started_ns */
+  VF_PSI = 1 << 23      /* PSI_CPU's bit; the next two: memory, io */
 };
+#define VF_PSI_BIT(i) ((unsigned)VF_PSI << (i))
+
+#define VIEW_MAX_CPUS CGP_MAX_CPUS
+#define VIEW_MAX_IFACES CGP_MAX_IFACES
+#define VIEW_MAX_DEVS CGP_MAX_DEVS
 
 typedef struct view_figs {
-  unsigned have;   /* VF_* of the fields read */
-  int64_t read_ns; /* wall clock when the CPU counter was read */
+  unsigned have;      /* VF_* of the fields read */
+  int64_t read_ns;    /* wall clock when the CPU counter was read */
+  int64_t started_ns; /* wall clock when its first process started */
   uint64_t cpu_ns, usage, inactive, limit, net_rx, net_tx, blk_read, blk_write,
       pids, host_memory, online_cpus;
   double pct;
+  uint64_t user_ns, system_ns, periods, throttled, throttled_ns;
+  uint64_t quota_us, period_us, cpuset, pids_max;
+  uint64_t rss, cache, oom, procs;
+  int npercpu, nifs, ndevs; /* 0 when none */
+  psi_fig psi[PSI_N];
+  uint64_t percpu[VIEW_MAX_CPUS];
+  net_iface ifs[VIEW_MAX_IFACES];
+  io_dev devs[VIEW_MAX_DEVS];
 } view_figs;
 
 /* ---- view_record.c */
