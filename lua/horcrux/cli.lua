@@ -18,6 +18,8 @@
 --         default 10), all (ps only, default true)
 local proc = require("horcrux.proc")
 local json = require("horcrux.json")
+local clock = require("horcrux.clock")
+local engine = require("horcrux.engine")
 
 local cli = {}
 
@@ -296,8 +298,19 @@ function cli.run(args, opts)
     argv[#argv + 1] = args[i]
   end
   local what = "docker " .. args[1]
+  -- The CLI asks the same daemon: not while its breaker is open, and never
+  -- past the request's deadline.
+  local admitted, why, wkind = engine.admit()
+  if not admitted then
+    return nil, ("%s: %s"):format(SOURCE, why), wkind
+  end
+  local left = clock.time_left()
+  if left and left <= 0 then
+    return nil, ("%s: %s not run: the request's deadline has passed")
+      :format(SOURCE, what), "timeout"
+  end
   local r, msg, kind = proc.run(argv, {
-    timeout = opts.timeout or 10,
+    timeout = math.min(opts.timeout or 10, left or math.huge),
     max_output = MAX_OUTPUT,
     env = opts.env,
   })
