@@ -120,6 +120,8 @@ static void client_release(hxd_client *c) {
   free(c->cert);
   free(c->key);
   c->host = c->base = c->sock = c->ca = c->cert = c->key = NULL;
+  hxd_breaker_release(c->breaker);
+  c->breaker = NULL;
   c->closed = 1;
 }
 
@@ -199,11 +201,7 @@ static int l_module_breaker(lua_State *L) {
     host = getenv("DOCKER_HOST");
   if (host == NULL || host[0] == '\0')
     host = "unix:///var/run/docker.sock";
-  hxd_breaker *b = hxd_breaker_for(host);
-  if (b == NULL)
-    lua_pushnil(L);
-  else
-    hxd_breaker_push(L, b);
+  hxd_breaker_push_host(L, host);
   return 1;
 }
 

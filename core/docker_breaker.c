@@ -26,8 +26,10 @@
  *
  * A success of any call closes it (a call sent before it opened may end
  * with an answer after). Hosts are the client's host string as configured
- * ("unix:///var/run/docker.sock"); a process remembers up to HXD_BREAKERS
- * of them, and a client of any further host has no breaker.
+ * ("unix:///var/run/docker.sock"). A process keeps HXD_BREAKERS of them: a
+ * slot that no client uses and whose breaker is closed remembers nothing
+ * worth keeping and is taken for another host; with every slot in use, a
+ * client of a further host has no breaker.
  */
 #include "aux.h"
 #include "docker_private.h"
@@ -49,6 +51,7 @@ static const char *const state_names[] = {"closed", "open", "probing"};
 
 struct hxd_breaker {
   char host[256];      /* "": a free slot */
+  int users;           /* clients holding it */
   int state;           /* CLOSED, OPEN, PROBING */
   int failures;        /* in a row */
   long backoff_ms;     /* the last back-off */
@@ -70,21 +73,50 @@ struct hxd_breaker {
 static hxd_breaker breakers[HXD_BREAKERS];
 static pthread_mutex_t breakers_mu = PTHREAD_MUTEX_INITIALIZER;
 
-hxd_breaker *hxd_breaker_for(const char *host) {
+/* The slot of host, or NULL; with the lock held. */
+static hxd_breaker *find(const char *host) {
+  for (int i = 0; i < HXD_BREAKERS; i++)
+    if (strcmp(breakers[i].host, host) == 0)
+      return &breakers[i];
+  return NULL;
+}
+
+/* A slot for a new host: a free one, else one nobody uses whose breaker is
+ * closed; or NULL. With the lock held. */
+static hxd_breaker *take_slot(const char *host) {
   hxd_breaker *b = NULL;
+  for (int i = 0; i < HXD_BREAKERS && b == NULL; i++)
+    if (breakers[i].host[0] == '\0')
+      b = &breakers[i];
+  for (int i = 0; i < HXD_BREAKERS && b == NULL; i++)
+    if (breakers[i].users == 0 && breakers[i].state == CLOSED)
+      b = &breakers[i];
+  if (b != NULL) {
+    memset(b, 0, sizeof *b);
+    snprintf(b->host, sizeof b->host, "%s", host);
+  }
+  return b;
+}
+
+hxd_breaker *hxd_breaker_for(const char *host) {
   if (strlen(host) >= sizeof breakers[0].host)
     return NULL;
   pthread_mutex_lock(&breakers_mu);
-  for (int i = 0; i < HXD_BREAKERS && b == NULL; i++)
-    if (strcmp(breakers[i].host, host) == 0)
-      b = &breakers[i];
-  for (int i = 0; i < HXD_BREAKERS && b == NULL; i++)
-    if (breakers[i].host[0] == '\0') {
-      b = &breakers[i];
-      snprintf(b->host, sizeof b->host, "%s", host);
-    }
+  hxd_breaker *b = find(host);
+  if (b == NULL)
+    b = take_slot(host);
+  if (b != NULL)
+    b->users++;
   pthread_mutex_unlock(&breakers_mu);
   return b;
+}
+
+void hxd_breaker_release(hxd_breaker *b) {
+  if (b == NULL)
+    return;
+  pthread_mutex_lock(&breakers_mu);
+  b->users--;
+  pthread_mutex_unlock(&breakers_mu);
 }
 
 /* "12:00:03 UTC" of a wall-clock time in ns. */
@@ -232,11 +264,9 @@ static void set_open_fields(lua_State *L, const hxd_breaker *c) {
   }
 }
 
-void hxd_breaker_push(lua_State *L, hxd_breaker *b) {
-  hxd_breaker c;
-  pthread_mutex_lock(&breakers_mu);
-  c = *b;
-  pthread_mutex_unlock(&breakers_mu);
+/* Pushes the state of a copy c. */
+static void push_copy(lua_State *L, const hxd_breaker *b) {
+  hxd_breaker c = *b;
   lua_createtable(L, 0, 10);
   lua_pushstring(L, c.host);
   lua_setfield(L, -2, "host");
@@ -254,6 +284,26 @@ void hxd_breaker_push(lua_State *L, hxd_breaker *b) {
   }
   if (c.state != CLOSED)
     set_open_fields(L, &c);
+}
+
+void hxd_breaker_push(lua_State *L, hxd_breaker *b) {
+  hxd_breaker c;
+  pthread_mutex_lock(&breakers_mu);
+  c = *b;
+  pthread_mutex_unlock(&breakers_mu);
+  push_copy(L, &c);
+}
+
+void hxd_breaker_push_host(lua_State *L, const char *host) {
+  hxd_breaker c;
+  memset(&c, 0, sizeof c);
+  pthread_mutex_lock(&breakers_mu);
+  hxd_breaker *b = find(host);
+  if (b != NULL)
+    c = *b;
+  pthread_mutex_unlock(&breakers_mu);
+  snprintf(c.host, sizeof c.host, "%s", host);
+  push_copy(L, &c);
 }
 
 int hxd_breaker_refusal(lua_State *L, hxd_breaker *b) {

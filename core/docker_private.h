@@ -47,7 +47,7 @@
 #define HXD_PROBE_MS 1000
 
 /* Daemons a process keeps a breaker for (docker_breaker.c). */
-#define HXD_BREAKERS 32
+#define HXD_BREAKERS 64
 
 typedef struct hxd_breaker hxd_breaker;
 
@@ -213,9 +213,10 @@ enum hxd_gate {
   HXD_REFUSED /* fail at once: the message is in why */
 };
 
-/* The breaker of host (found or made), or NULL when the process keeps
- * HXD_BREAKERS already. */
+/* The breaker of host (found or made) for a client, or NULL when every
+ * slot is in use; the client gives it back with hxd_breaker_release. */
 hxd_breaker *hxd_breaker_for(const char *host);
+void hxd_breaker_release(hxd_breaker *b);
 
 /* Asks b (NULL: no breaker, always HXD_GO) for a call; claims the probe
  * when one is due. */
@@ -237,6 +238,10 @@ void hxd_breaker_fail(hxd_breaker *b, int probe, const char *kind,
  * last_kind, and while not closed: message, opened, next_probe,
  * next_probe_in}. */
 void hxd_breaker_push(lua_State *L, hxd_breaker *b);
+
+/* The same for host, whether or not a client holds its breaker (none
+ * known: closed, no failures). */
+void hxd_breaker_push_host(lua_State *L, const char *host);
 
 /* Pushes nil, b's refusal message, "unavailable"; returns 3. */
 int hxd_breaker_refusal(lua_State *L, hxd_breaker *b);
