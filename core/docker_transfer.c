@@ -906,11 +906,17 @@ static int k_many_done(lua_State *L, int status, lua_KContext ctx) {
   batch *b = lua_touserdata(L, B_BATCH);
   (void)status, (void)ctx;
   lua_settop(L, B_REQUESTS); /* pops the 0 */
+  /* Every handle first: the answers reach the breaker before the failures
+   * of the same wave, which then are no stall (the daemon answered). */
+  for (int t = 0; t < b->wave; t++) {
+    lua_rawgeti(L, B_REQUESTS, b->slot[t] + 1);
+    hxd_finish(lua_touserdata(L, -1), b->rc[t]);
+    lua_pop(L, 1);
+  }
   for (int t = 0; t < b->wave; t++) {
     int j = b->slot[t], nret;
     lua_rawgeti(L, B_REQUESTS, j + 1);
     hxd_request *r = lua_touserdata(L, -1);
-    hxd_finish(r, b->rc[t]);
     if (b->rc[t] != CURLE_OK)
       nret = hxd_fail_transfer(L, r, b->rc[t]);
     else if (r->status < 200 || r->status >= 300)
