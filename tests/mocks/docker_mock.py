@@ -7,6 +7,8 @@ answers depends on the path, with any /vX.Y prefix removed:
 
   /version       200 {"ApiVersion": --api, ...}
   /_ping         200 OK (text/plain)
+  /containers/json  200 [] (no containers: a collector lists and follows
+                 the events, which /events below gives)
   /echo[/...]    200 JSON of the request: method, target, body, content_type,
                  conn (serial of the connection) and nth (request on it);
                  also two X-Multi headers
@@ -147,6 +149,8 @@ def serve(sock, args):
             path = re.sub(r"^/containers/([^/]+)/(json|stats)$", r"/\1", path)
             if path == "/version":
                 reply(sock, 200, {"ApiVersion": args.api, "Version": "mock"})
+            elif path == "/containers/json":
+                reply(sock, 200, [])
             elif path == "/_ping":
                 reply(sock, 200, "OK", "text/plain; charset=utf-8")
             elif path == "/echo" or path.startswith("/echo/"):
