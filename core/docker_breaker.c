@@ -40,7 +40,7 @@
 #include <time.h>
 
 #define BREAK_AFTER 3
-#define STALL_MS 1000
+#define STALL_MS 1500
 #define BACKOFF_MS 1000
 #define BACKOFF_MAX_MS 4000
 #define FAST_MS 100

@@ -19,8 +19,9 @@
 --                                        error, kind}
 --   engine.breaker()                 -> the daemon's circuit breaker
 --                                       (horcrux.docker's c:breaker()) | nil
---   engine.admit()                   -> true | nil, msg, "unavailable" while
---                                       the breaker is not closed
+--   engine.admit([host])             -> true | nil, msg, "unavailable" while
+--                                       the breaker (of host: default the
+--                                       state's daemon) is not closed
 --
 -- The breaker is the process's memory of the daemon (every Lua state of
 -- `horcrux serve` and the collector share it): after calls that got no
@@ -202,9 +203,17 @@ function M.breaker()
 end
 
 --- Whether calls reach the daemon now (its breaker is closed): true, or
--- nil, the breaker's message, "unavailable". For code that reaches the
--- same daemon another way (the docker CLI).
-function M.admit()
+-- nil, the breaker's message, "unavailable". For code that reaches a
+-- daemon another way (the docker CLI); `host` names another daemon than
+-- the state's (a DOCKER_HOST of the CLI's own).
+function M.admit(host)
+  if host then
+    local b = docker.breaker(host)
+    if b.state ~= "closed" then
+      return nil, b.message, "unavailable"
+    end
+    return true
+  end
   local c = M.client()
   if not c then
     return true -- no client: the caller's own call will say why
