@@ -8,6 +8,8 @@
 local http = require "http"
 local ds = require "docker_support"
 local clock = require "horcrux.clock"
+local json = require "horcrux.json"
+local proc = require "horcrux.proc"
 
 local PATH = "PATH=" .. os.getenv("PATH")
 
@@ -161,6 +163,34 @@ describe("serve --deadline 0", function()
   end)
 end)
 
+-- The breaker as each worker's Lua state sees it: /breaker asked on
+-- parallel connections (MHD hands each to whichever worker thread accepts
+-- it first) until both states have answered. A list of breaker tables.
+local function both_workers(srv)
+  local seen, list = {}, {}
+  for _ = 1, 10 do
+    local procs = {}
+    for i = 1, 8 do
+      local out = os.tmpname()
+      procs[i] = { out = out, p = assert(proc.spawn({ "curl", "-s",
+        "--max-time", "5", srv.url .. "/breaker" }, { stdout = out })) }
+    end
+    for _, c in ipairs(procs) do
+      c.p:wait(10)
+      local body = json.decode(http.read_file(c.out))
+      os.remove(c.out)
+      if type(body) == "table" and not seen[body.state] then
+        seen[body.state] = true
+        list[#list + 1] = body.breaker
+      end
+    end
+    if #list >= 2 then
+      break
+    end
+  end
+  return list
+end
+
 describe("the daemon's breaker in the server", function()
   it("opens on the stall the deadline cut: the next requests fail at once "
     .. "with why, in every worker's state; /healthz says degraded; the probe "
@@ -171,22 +201,18 @@ describe("the daemon's breaker in the server", function()
       hang(true)
       local r, secs = get(srv, "/inspect")
       at_deadline(r, secs, srv)
-      local states = {}
-      for _ = 1, 6 do
+      for _ = 1, 3 do
         r, secs = get(srv, "/inspect")
         assert.are.equal(503, r.status, r.body)
         assert.is_true(secs < 0.5, secs)
         assert.matches("did not answer once %(last: timeout after 2%.%d s%); "
           .. "not asked again before %d%d:%d%d:%d%d UTC", r.json.error.message)
-        local b = get(srv, "/breaker")
-        assert.are.equal("open", b.json.breaker.state)
-        states[b.json.state] = true
       end
-      assert.are.equal(2, #(function()
-        local l = {}
-        for k in pairs(states) do l[#l + 1] = k end
-        return l
-      end)(), "both workers' states saw it open")
+      local states = both_workers(srv)
+      assert.are.equal(2, #states, "both workers' states answered")
+      for _, b in ipairs(states) do
+        assert.are.equal("open", b.state, "a worker's state saw it " .. b.state)
+      end
       local h, hsecs = get(srv, "/healthz")
       assert.are.equal(200, h.status)
       assert.is_true(hsecs < 0.5, hsecs)
