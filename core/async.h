@@ -19,6 +19,11 @@
  *     must pop it.
  * The host guarantees that it resumes every yielded transfer exactly once,
  * so the handle and its buffers are never freed under the multi thread.
+ *
+ * Every wait a module yields must end by the request's deadline: cap its
+ * timeout with hx_deadline_cap() (deadline.h) before yielding, and fail at
+ * once with kind "timeout" when the deadline has passed. The host does not
+ * cut a yielded wait itself; it answers 504 once the route ends.
  */
 #ifndef HORCRUX_ASYNC_H
 #define HORCRUX_ASYNC_H

@@ -41,6 +41,7 @@ static const char usage[] =
     "                     [--budget N] [--memory MB] [--timeout S]\n"
     "                     [--max-connections N] [--max-per-ip N]\n"
     "                     [--body-max BYTES] [--grace S] [--interval S]\n"
+    "                     [--deadline S]\n"
     "                     [--token-file PATH] [--read-only] [--no-access-log]\n"
     "       horcrux run FILE.lua [ARGS...]\n"
     "       horcrux ps [--all]\n"
@@ -187,6 +188,7 @@ static int numeric_option(const char *a, const char *v, hx_server_config *cfg) {
       {"--max-per-ip", 1000000, 0},
       {"--body-max", 1ULL << 32, 0},
       {"--grace", 3600, 0},
+      {"--deadline", 86400, 0},
   };
   size_t i = 0;
   while (i < sizeof opts / sizeof opts[0] && strcmp(a, opts[i].flag) != 0)
@@ -222,6 +224,9 @@ static int numeric_option(const char *a, const char *v, hx_server_config *cfg) {
     break;
   case 6:
     cfg->body_max = (size_t)n;
+    break;
+  case 8:
+    cfg->deadline = (unsigned)n;
     break;
   default:
     cfg->grace = (unsigned)n;
@@ -293,6 +298,7 @@ static int serve(int argc, char **argv, const char *lib) {
       .max_per_ip = 512,
       .body_max = 1 << 20,
       .grace = 10,
+      .deadline = 10,
       .access_log = 1,
       .interval = 1.0,
       .lua = {.scripts_dir = lib,

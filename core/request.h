@@ -15,6 +15,7 @@
 #ifndef HORCRUX_REQUEST_H
 #define HORCRUX_REQUEST_H
 
+#include "deadline.h"
 #include "states.h"
 
 #include <lua.h>
@@ -43,6 +44,7 @@ typedef struct request {
   int read_only;     /* the server runs with --read-only */
   int status;
   struct timespec start;
+  hx_deadline deadline; /* set by the server when the route starts */
   char method[16];
   char id[20];
   size_t path_len;

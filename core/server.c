@@ -25,6 +25,7 @@
 
 #include "async.h"
 #include "aux.h"
+#include "deadline.h"
 #include "executor.h"
 #include "kinds.h"
 #include "request.h"
@@ -340,12 +341,56 @@ static enum MHD_Result route_failed(request *rq, lua_State *co) {
                     "the route failed; see the server log for this request id");
 }
 
+/* ---- the request's deadline ------------------------------------------ */
+
+/* Gives the request its deadline (deadline.h): --deadline seconds from its
+ * start. Every wait of its route ends by then, and a call made after it
+ * fails at once. */
+static void set_deadline(request *rq) {
+  long ms = (long)rq->srv->cfg.deadline * 1000;
+  rq->deadline.ms = ms;
+  rq->deadline.note[0] = '\0';
+  rq->deadline.at_ns = ms == 0 ? 0
+                               : (int64_t)rq->start.tv_sec * 1000000000 +
+                                     rq->start.tv_nsec + (int64_t)ms * 1000000;
+}
+
+static int past_deadline(const request *rq) {
+  return rq->deadline.at_ns != 0 && hx_mono_ns() >= rq->deadline.at_ns;
+}
+
+/* A route that ended after its deadline, having returned (rc LUA_OK, nres
+ * results) or failed: answered 504 whatever it returned, unless it
+ * answered 504 itself; the message names what the deadline cut first. */
+static enum MHD_Result answer_late(request *rq, lua_State *co, int rc,
+                                   int nres) {
+  char msg[400];
+  if (rc == LUA_OK && nres >= 1 && lua_tointeger(co, -nres) == 504) {
+    enum MHD_Result ret = send_results(rq, co, nres);
+    release_thread(rq);
+    return ret;
+  }
+  if (rc != LUA_OK)
+    hx_log("error", "id=%s %s %s: failed after its deadline: %s", rq->id,
+           rq->method, rq->path,
+           lua_isstring(co, -1) ? lua_tostring(co, -1) : "(no message)");
+  release_thread(rq);
+  snprintf(msg, sizeof msg,
+           "the request did not finish within its deadline "
+           "(%u s)%s%s",
+           rq->srv->cfg.deadline, rq->deadline.note[0] != '\0' ? ": " : "",
+           rq->deadline.note);
+  return send_error(rq, "timeout", msg);
+}
+
 static enum MHD_Result resume(request *rq, int nargs) {
   hx_state *st = rq->st;
   lua_State *co = rq->co;
   int nres = 0;
   hx_state_arm(st, co, &rq->run);
+  hx_deadline_enter(&rq->deadline);
   int rc = lua_resume(co, st->L, nargs, &nres);
+  hx_deadline_leave();
   st->current = NULL;
   if (rc == LUA_YIELD) {
     void *mark = nres >= 2 ? lua_touserdata(co, -nres) : NULL;
@@ -356,6 +401,8 @@ static enum MHD_Result resume(request *rq, int nargs) {
     lua_pushliteral(co, "a route yielded outside a transfer");
     return route_failed(rq, co);
   }
+  if (past_deadline(rq))
+    return answer_late(rq, co, rc, nres);
   if (rc != LUA_OK)
     return route_failed(rq, co);
   enum MHD_Result ret = send_results(rq, co, nres);
@@ -389,6 +436,7 @@ static enum MHD_Result start(request *rq) {
     return send_error(rq, "internal", "no Lua state could be loaded");
   rq->st = st;
   st->inflight++;
+  set_deadline(rq);
   lua_State *L = st->L;
   lua_pushcfunction(L, prepare);
   lua_pushlightuserdata(L, rq);

@@ -12,6 +12,7 @@ typedef struct hx_server_config {
   unsigned max_per_ip;      /* per client address */
   size_t body_max;          /* request body bytes (413 beyond) */
   unsigned grace;           /* seconds to finish requests on SIGTERM */
+  unsigned deadline;        /* seconds a request may take; 0 = none */
   int access_log;           /* one line per request on stderr */
   double interval;          /* collector period in seconds; 0 = none */
   const char *token;        /* bearer token, or NULL: no mutating routes */

@@ -18,6 +18,18 @@
 --   engine.events(opts, callback)    -> true, how | nil, msg, kind
 --   engine.health()                  -> {reachable, version, api_version |
 --                                        error, kind}
+--   engine.breaker()                 -> the daemon's circuit breaker
+--                                       (horcrux.docker's c:breaker()) | nil
+--   engine.admit([host])             -> true | nil, msg, "unavailable" while
+--                                       the breaker (of host: default the
+--                                       state's daemon) is not closed
+--
+-- The breaker is the process's memory of the daemon (every Lua state of
+-- `horcrux serve` and the collector share it): after calls that got no
+-- answer, every call fails at once with kind "unavailable" and a message
+-- that says why and when the next probe is, so a source hands over to the
+-- next one at once. Inside `horcrux serve` every call also ends by the
+-- request's deadline (kind "timeout").
 --
 -- `template` is an Engine API path with {placeholders} ("/containers/{id}
 -- /top") filled from `params` and checked against Docker's grammar before
@@ -197,6 +209,33 @@ function M.health()
   end
   return { reachable = true, version = v.Version,
     api_version = c:api_version() }
+end
+
+--- The breaker of the state's daemon: {host, state = "closed" | "open" |
+-- "probing", failures, last_error, last_kind, and while not closed:
+-- message, opened, next_probe, next_probe_in}; nil without a client.
+function M.breaker()
+  local c = M.client()
+  return c and c:breaker() or nil
+end
+
+--- Whether calls reach the daemon now (its breaker is closed): true, or
+-- nil, the breaker's message, "unavailable". For code that reaches a
+-- daemon another way (the docker CLI); `host` names another daemon than
+-- the state's (a DOCKER_HOST of the CLI's own).
+function M.admit(host)
+  if host then
+    local b = docker.breaker(host)
+    if b.state ~= "closed" then
+      return nil, b.message, "unavailable"
+    end
+    return true
+  end
+  local c = M.client()
+  if not c then
+    return true -- no client: the caller's own call will say why
+  end
+  return c:admit()
 end
 
 function M.remove(ref, query)
