@@ -6,6 +6,7 @@
 --   engine.call(method, template, params, query, body [, content_type])
 --       -> value, status | nil, message, kind, status
 --   engine.client()                   -> the state's client | nil, msg, kind
+--   engine.configure(opts)            the client's options, for this state
 --   engine.version()  engine.ping()
 --   engine.containers{all =, filters =, limit =}     /containers/json
 --   engine.inspect(ref)  engine.top(ref [, ps_args])  engine.stats(ref)
@@ -61,14 +62,26 @@ end
 
 --- The state's client. connect() only reads DOCKER_HOST and friends, so a
 -- failure here is a configuration error and is remembered.
+-- Options of this state's client (set by configure()).
+local client_opts = nil
+
 function M.client()
   if client == nil and client_err == nil then
-    client, client_err, client_kind = docker.connect()
+    client, client_err, client_kind = docker.connect(client_opts)
   end
   if client == nil then
     return nil, client_err, client_kind
   end
   return client
+end
+
+--- Sets the options of this state's client (horcrux.docker.connect's:
+-- timeout, connect_timeout...) and drops the one it had: the collector's
+-- thread keeps its calls short, so a daemon that stops answering holds a
+-- round (and a stop) for seconds, not the default 30 s.
+function M.configure(opts)
+  M.reset()
+  client_opts = opts
 end
 
 --- Forgets the state's client (specs that change DOCKER_HOST).
