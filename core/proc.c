@@ -19,11 +19,16 @@
  * child never inherits our pipe ends and keeps them open), and SIGPIPE blocked
  * in this thread only while we write the child's stdin.
  *
+ * A child gets descriptors 0, 1 and 2 and nothing else: every descriptor
+ * above 2 is closed in it (posix_spawn_file_actions_addclosefrom_np, glibc
+ * 2.34), whatever flags the host's or a library's descriptors carry. Its
+ * environment is opts.env when given, else ours without HORCRUX_TOKEN.
+ *
  * Nothing between the spawn and the reap can raise: the C-owned buffers live
  * in a userdata with __gc, and the child is always reaped and its pipes closed
  * before any Lua value is pushed.
  */
-#define _GNU_SOURCE /* posix_spawn_file_actions_addchdir_np (glibc 2.29) */
+#define _GNU_SOURCE /* posix_spawn_file_actions_add{chdir,closefrom}_np */
 #include "aux.h"
 
 #include <errno.h>
@@ -134,14 +139,35 @@ static char **collect_argv(lua_State *L, int anchor) {
   return argv;
 }
 
-/* opts.env: a sequence of "K=V", a map K -> V, or both -> char *[]. Returns
- * NULL when there is no env option (inherit). */
+/* The variable an inherited environment never passes on: horcrux's bearer
+ * token is a secret of the host, not of the programs it runs (issue 8 #9).
+ * A child gets it only when opts.env names it. */
+#define SECRET_VAR "HORCRUX_TOKEN="
+
+/* This process's environment without SECRET_VAR, in a userdata. The server
+ * changes its environment only before its threads start. */
+static char **inherited_env(lua_State *L, int anchor) {
+  size_t n = 0;
+  while (environ != NULL && environ[n] != NULL)
+    n++;
+  char **envp = lua_newuserdatauv(L, sizeof(char *) * (n + 1), 0);
+  lua_rawseti(L, anchor, luaL_len(L, anchor) + 1);
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (strncmp(environ[i], SECRET_VAR, sizeof SECRET_VAR - 1) != 0)
+      envp[k++] = environ[i];
+  envp[k] = NULL;
+  return envp;
+}
+
+/* opts.env: a sequence of "K=V", a map K -> V, or both -> char *[]; with
+ * no env option, the inherited environment. */
 static char **collect_env(lua_State *L, int opts, int anchor) {
   if (lua_isnoneornil(L, opts))
-    return NULL;
+    return inherited_env(L, anchor);
   if (lua_getfield(L, opts, "env") == LUA_TNIL) {
     lua_pop(L, 1);
-    return NULL;
+    return inherited_env(L, anchor);
   }
   if (!lua_istable(L, -1))
     luaL_error(L, "option 'env': table expected, got %s", luaL_typename(L, -1));
@@ -201,15 +227,19 @@ static int above_stdio(int fd) {
   return nfd;
 }
 
+/* A pipe, both ends close-on-exec and above 2; on failure nothing is left
+ * open and p is {-1, -1}, so the caller closes nothing twice. */
 static int cloexec_pipe(int p[2]) {
-  if (pipe2(p, O_CLOEXEC) == -1)
+  if (pipe2(p, O_CLOEXEC) == -1) {
+    p[0] = p[1] = -1;
     return -1;
+  }
   for (int i = 0; i < 2; i++) {
-    p[i] = above_stdio(p[i]);
+    p[i] = above_stdio(p[i]); /* closes the old number either way */
     if (p[i] == -1) {
       int err = errno;
-      if (i == 1)
-        close(p[0]);
+      close(p[1 - i]);
+      p[0] = p[1] = -1;
       errno = err;
       return -1;
     }
@@ -259,7 +289,8 @@ static int spawn(const spawn_req *r, pid_t *pid, int out_fd[2], int *in_fd) {
   else
     err = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   if (err || (err = posix_spawn_file_actions_adddup2(&fa, po[1], 1)) ||
-      (err = posix_spawn_file_actions_adddup2(&fa, pe[1], 2)))
+      (err = posix_spawn_file_actions_adddup2(&fa, pe[1], 2)) ||
+      (err = posix_spawn_file_actions_addclosefrom_np(&fa, 3)))
     goto out;
   if (r->cwd && (err = posix_spawn_file_actions_addchdir_np(&fa, r->cwd)))
     goto out;
@@ -282,8 +313,7 @@ static int spawn(const spawn_req *r, pid_t *pid, int out_fd[2], int *in_fd) {
                                                POSIX_SPAWN_SETPGROUP)))
     goto out;
 
-  err = posix_spawnp(pid, r->argv[0], &fa, &at, r->argv,
-                     r->envp ? r->envp : environ);
+  err = posix_spawnp(pid, r->argv[0], &fa, &at, r->argv, r->envp);
 
 out:
   if (fa_ok)
@@ -690,6 +720,8 @@ static int spawn_detached(char **argv, char **envp, const char *cwd,
     else
       err = open_output(&fa, 2, err_path);
   }
+  if (!err)
+    err = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
   if (!err && cwd)
     err = posix_spawn_file_actions_addchdir_np(&fa, cwd);
   if (!err && !(err = posix_spawnattr_setsigmask(&at, &none)) &&
@@ -699,7 +731,7 @@ static int spawn_detached(char **argv, char **envp, const char *cwd,
                                             POSIX_SPAWN_SETSIGDEF |
                                             POSIX_SPAWN_SETPGROUP);
   if (!err)
-    err = posix_spawnp(pid, argv[0], &fa, &at, argv, envp ? envp : environ);
+    err = posix_spawnp(pid, argv[0], &fa, &at, argv, envp);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&at);
   return err;
