@@ -4,6 +4,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -13,6 +15,7 @@
 const char hx_async_mark = 0;
 const char hx_sleep_mark = 0;
 const char hx_async_many_mark = 0;
+const char hx_task_mark = 0;
 
 int hx_can_yield(lua_State *L) {
   if (!lua_isyieldable(L))
@@ -96,6 +99,43 @@ int hx_perform_many(lua_State *L, CURL **easy, CURLcode *rc, int n,
   }
   if (n > 0)
     perform_many_now(easy, rc, n);
+  lua_pushinteger(L, 0);
+  return k(L, LUA_OK, ctx);
+}
+
+/* ---- tasks (see async.h) ----------------------------------------------- */
+
+/* The synchronous run: step, then wait for a descriptor or the time step
+ * asked for. */
+static void run_task_now(hx_task *t) {
+  long ms;
+  while ((ms = t->step(t)) != HX_TASK_DONE) {
+    struct curl_waitfd w[HX_TASK_FDS];
+    struct pollfd pf[HX_TASK_FDS];
+    int n = t->fds(t, w);
+    for (int i = 0; i < n; i++) {
+      short ev = 0;
+      if (w[i].events & CURL_WAIT_POLLIN)
+        ev |= POLLIN;
+      if (w[i].events & CURL_WAIT_POLLOUT)
+        ev |= POLLOUT;
+      pf[i] = (struct pollfd){w[i].fd, ev, 0};
+    }
+    if (n == 0 && ms < 0)
+      ms = 1; /* nothing to wait on: a task that forgot its timer */
+    if (poll(pf, (nfds_t)n, ms > INT_MAX ? INT_MAX : (int)ms) == -1 &&
+        errno != EINTR)
+      poll(NULL, 0, 1); /* cannot wait on them: do not spin */
+  }
+}
+
+int hx_run_task(lua_State *L, hx_task *t, lua_KContext ctx, lua_KFunction k) {
+  if (hx_can_yield(L)) {
+    lua_pushlightuserdata(L, (void *)&hx_task_mark);
+    lua_pushlightuserdata(L, t);
+    return lua_yieldk(L, 2, ctx, k);
+  }
+  run_task_now(t);
   lua_pushinteger(L, 0);
   return k(L, LUA_OK, ctx);
 }

@@ -61,6 +61,45 @@ extern const char hx_sleep_mark;
  * hx_perform (with an integer 0 on top of the stack, to pop). */
 int hx_sleep(lua_State *L, lua_Integer ms, lua_KContext ctx, lua_KFunction k);
 
+/* ---- tasks: work the executor polls beside its transfers --------------
+ *
+ * A task is non-blocking work on a few descriptors: horcrux.proc's running
+ * program (its pipes, its pidfd). Inside a request coroutine,
+ * hx_run_task() yields it to the host, whose executor thread polls its
+ * descriptors together with the curl transfers (extra_fds of
+ * curl_multi_poll) and steps it when one is ready or its time comes; in
+ * stock lua5.4, `horcrux run` or the collector's thread, hx_run_task()
+ * steps it here, polling its descriptors in between. The same contract as
+ * hx_perform: the task lives in a userdata on the Lua stack, nothing else
+ * touches it between hx_run_task() and k(), and k() finds an integer on
+ * top of the stack (to pop): 0 when the task finished, non-zero when the
+ * host is stopping and ended the wait first (the task may then be
+ * unfinished: k() cleans up). */
+
+/* What a task may wait on at once: stdout, stderr, stdin, pidfd. */
+#define HX_TASK_FDS 4
+/* What step returns when the task is finished. */
+#define HX_TASK_DONE (-2)
+
+typedef struct hx_task hx_task;
+struct hx_task {
+  /* Does what can be done now without blocking. Returns HX_TASK_DONE, or
+   * the milliseconds after which it must be stepped again even when no
+   * descriptor is ready (-1: only when one is). */
+  long (*step)(hx_task *t);
+  /* Fills w[0..HX_TASK_FDS) with what to wait on (fd, events of
+   * CURL_WAIT_POLLIN/POLLOUT); returns how many. */
+  int (*fds)(hx_task *t, struct curl_waitfd *w);
+};
+
+/* The first value a yielding task passes to the host; the second is the
+ * hx_task * as a light userdata. */
+extern const char hx_task_mark;
+
+/* Runs or yields t (see above); then returns k(L, LUA_OK or LUA_YIELD,
+ * ctx). */
+int hx_run_task(lua_State *L, hx_task *t, lua_KContext ctx, lua_KFunction k);
+
 /* ---- descriptors that children must not inherit (issue 8 #9) ---------
  *
  * curl opens its connection sockets through CURLOPT_OPENSOCKETFUNCTION:
