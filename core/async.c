@@ -1,16 +1,12 @@
 /* async.c - run or yield a curl transfer (see async.h). */
 #include "async.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 const char hx_async_mark = 0;
 const char hx_sleep_mark = 0;
@@ -59,7 +55,7 @@ int hx_sleep(lua_State *L, lua_Integer ms, lua_KContext ctx, lua_KFunction k) {
 
 /* The synchronous batch: a multi handle of its own, for this call only. */
 static void perform_many_now(CURL **easy, CURLcode *rc, int n) {
-  CURLM *multi = hx_multi_init();
+  CURLM *multi = curl_multi_init();
   for (int i = 0; i < n; i++)
     rc[i] = CURLE_FAILED_INIT;
   if (multi == NULL)
@@ -146,74 +142,4 @@ curl_socket_t hx_open_socket(void *ud, curlsocktype purpose,
                              struct curl_sockaddr *addr) {
   (void)ud, (void)purpose;
   return socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
-}
-
-typedef struct fdlist {
-  int *fd;
-  int n, cap;
-} fdlist;
-
-static int fdlist_has(const fdlist *l, int fd) {
-  for (int i = 0; i < l->n; i++)
-    if (l->fd[i] == fd)
-      return 1;
-  return 0;
-}
-
-/* The socket descriptors without close-on-exec: listed into *out when
- * `before` is NULL; otherwise each that is not in *before is given the
- * flag. Returns 0, or -1 when /proc/self/fd cannot be read (or out of
- * memory: the list is then incomplete, and the marking skipped). */
-static int bare_sockets(fdlist *out, const fdlist *before) {
-  DIR *d = opendir("/proc/self/fd");
-  struct dirent *e;
-  int rc = 0;
-  if (d == NULL)
-    return -1;
-  while ((e = readdir(d)) != NULL) {
-    struct stat st;
-    int fd = atoi(e->d_name), fl;
-    if (fd <= 2 || fd == dirfd(d) || (fl = fcntl(fd, F_GETFD)) < 0 ||
-        (fl & FD_CLOEXEC) || fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
-      continue;
-    if (before != NULL) {
-      if (!fdlist_has(before, fd))
-        fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
-      continue;
-    }
-    if (out->n == out->cap) {
-      int cap = out->cap ? out->cap * 2 : 16;
-      int *p = realloc(out->fd, (size_t)cap * sizeof *p);
-      if (p == NULL) {
-        rc = -1;
-        break;
-      }
-      out->fd = p;
-      out->cap = cap;
-    }
-    out->fd[out->n++] = fd;
-  }
-  closedir(d);
-  return rc;
-}
-
-CURLM *hx_multi_init(void) {
-  fdlist before = {NULL, 0, 0};
-  int ok = bare_sockets(&before, NULL) == 0;
-  CURLM *multi = curl_multi_init();
-  if (ok && multi != NULL)
-    bare_sockets(NULL, &before);
-  free(before.fd);
-  return multi;
-}
-
-void hx_easy_prime(CURL *easy) {
-  fdlist before = {NULL, 0, 0};
-  int ok = bare_sockets(&before, NULL) == 0;
-  curl_easy_setopt(easy, CURLOPT_URL, ""); /* fails at once: no I/O */
-  curl_easy_perform(easy);
-  if (ok)
-    bare_sockets(NULL, &before);
-  free(before.fd);
-  curl_easy_reset(easy);
 }

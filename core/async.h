@@ -100,29 +100,16 @@ extern const char hx_task_mark;
  * ctx). */
 int hx_run_task(lua_State *L, hx_task *t, lua_KContext ctx, lua_KFunction k);
 
-/* ---- descriptors that children must not inherit (issue 8 #9) ---------
+/* ---- descriptors ------------------------------------------------------
  *
- * curl opens its connection sockets through CURLOPT_OPENSOCKETFUNCTION:
- * hx_open_socket opens them close-on-exec. curl before 8.8 also gives every
- * multi handle a wakeup socketpair without close-on-exec (curl#13618),
- * including the multi that curl_easy_perform() creates inside an easy
- * handle on its first use and keeps until curl_easy_cleanup(). Such a pair
- * is marked close-on-exec right after curl makes it: the socket descriptors
- * lacking the flag are listed (/proc/self/fd) before and after, and the new
- * ones get it. Another thread's socket made in that instant would get it
- * too, which nothing in horcrux minds. */
+ * Children get descriptors 0-2 only: horcrux.proc closes every other one in
+ * the child (issue 8 #9), whatever flags they carry, so curl's wakeup
+ * socketpairs (without close-on-exec before curl 8.8, curl#13618) need no
+ * care. curl's connections are opened close-on-exec all the same, as
+ * defence in depth for a program started by other means: */
 
 /* A curl_opensocket_callback: socket(..., type | SOCK_CLOEXEC, ...). */
 curl_socket_t hx_open_socket(void *ud, curlsocktype purpose,
                              struct curl_sockaddr *addr);
-
-/* curl_multi_init(), its own descriptors close-on-exec. */
-CURLM *hx_multi_init(void);
-
-/* Makes curl create the multi that curl_easy_perform() keeps in `easy`,
- * its descriptors close-on-exec, by a perform that fails before any I/O;
- * then resets the handle's options. Once per handle, before the first
- * curl_easy_perform(); a handle only ever run by a multi needs none. */
-void hx_easy_prime(CURL *easy);
 
 #endif

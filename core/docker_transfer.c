@@ -142,8 +142,6 @@ typedef struct request {
   int overflow; /* 1: max_response passed, 2: out of memory */
   int reply;    /* enum hxd_reply */
   int versioned;
-  int sync;   /* run by curl_easy_perform: the handle must be primed */
-  int primed; /* the handle's, see hx_easy_prime */
   char method[16];
   /* Filled when a transfer ends, before its handle is given back. */
   long status;
@@ -155,7 +153,7 @@ typedef struct request {
 
 static void request_drop_easy(request *r) {
   if (r->easy != NULL) {
-    hxd_client_give(r->cl, r->easy, r->primed);
+    hxd_client_give(r->cl, r->easy);
     r->easy = NULL;
   }
 }
@@ -332,12 +330,8 @@ static CURLcode setup(lua_State *L, int ridx, request *r, int negotiate) {
   CURLcode rc;
   const char *body;
   size_t blen;
-  if (r->easy == NULL && (r->easy = hxd_client_take(r->cl, &r->primed)) == NULL)
+  if (r->easy == NULL && (r->easy = hxd_client_take(r->cl)) == NULL)
     return CURLE_OUT_OF_MEMORY;
-  if (r->sync && !r->primed) {
-    hx_easy_prime(r->easy);
-    r->primed = 1;
-  }
   curl_easy_reset(r->easy); /* keeps the live connection */
   buf_free(&r->body);
   buf_free(&r->head);
@@ -752,7 +746,6 @@ static int k_negotiated(lua_State *L, int status, lua_KContext ctx) {
 static int send_request(lua_State *L, int ridx) {
   request *r = lua_touserdata(L, ridx);
   int negotiate = r->versioned && r->cl->version[0] == '\0';
-  r->sync = !hx_can_yield(L);
   CURLcode rc = setup(L, ridx, r, negotiate);
   if (rc != CURLE_OK) {
     finish(r);
@@ -958,7 +951,6 @@ int hxd_stats_many(lua_State *L) {
   if (c->version[0] != '\0')
     return many_send(L);
   request *r = push_request(L, "GET", HXD_VERSION, 0); /* B_VERSION */
-  r->sync = !hx_can_yield(L);
   CURLcode rc = setup(L, B_VERSION, r, 1);
   if (rc != CURLE_OK) {
     finish(r);
@@ -1149,7 +1141,6 @@ int hxd_stream(lua_State *L, int cb, const hxd_stream_opts *opt) {
   lua_pushvalue(L, tidx);
   lua_setiuservalue(L, -2, UV_TARGET);
   r->st.opt = *opt;
-  r->sync = 1;
   CURLcode rc = setup(L, lua_gettop(L), r, 0);
   if (rc == CURLE_OK)
     rc = setup_stream(r);
