@@ -208,7 +208,7 @@ static void *run(void *arg) {
   return NULL;
 }
 
-hx_executor *hx_executor_start(void) {
+hx_executor *hx_executor_start(long max_idle) {
   hx_executor *ex = calloc(1, sizeof *ex);
   if (ex == NULL)
     return NULL;
@@ -217,6 +217,8 @@ hx_executor *hx_executor_start(void) {
     free(ex);
     return NULL;
   }
+  curl_multi_setopt(ex->multi, CURLMOPT_MAXCONNECTS,
+                    max_idle > 0 ? max_idle : 1);
   pthread_mutex_init(&ex->mu, NULL);
   if (pthread_create(&ex->thread, NULL, run, ex) != 0) {
     curl_multi_cleanup(ex->multi);

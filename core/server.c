@@ -951,7 +951,7 @@ int hx_serve(const hx_server_config *cfg) {
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
 
-  srv->ex = hx_executor_start();
+  srv->ex = hx_executor_start(HX_IDLE_PER_WORKER * (long)cfg->workers);
   if (srv->ex == NULL) {
     hx_log("error", "cannot start the executor thread");
     server_free(srv);
