@@ -314,6 +314,37 @@ describe("horcrux.proc from a route", function()
     assert.equal("not_found", r.json.kind)
   end)
 
+  it("kills a program in flight when the server stops past its grace", function()
+    local stopping = http.start({ scripts = dir, args = { "--grace", "1" },
+      env = { PATH } })
+    local out, pidfile = os.tmpname(), os.tmpname()
+    local kid = assert(proc.spawn({ "curl", "-sS", "-w", "\n%{http_code}",
+      stopping.url .. "/sh?timeout=60&c=echo%20%24%24%20%3E" .. pidfile
+        .. "%3B%20exec%20sleep%2030" }, { stdout = out }))
+    finally(function()
+      kid:close()
+      stopping:stop()
+      os.remove(out)
+      os.remove(pidfile)
+    end)
+    local pid
+    for _ = 1, 100 do
+      pid = http.read_file(pidfile):match("%d+")
+      if pid then
+        break
+      end
+      clock.sleep(0.05)
+    end
+    assert.truthy(pid, "the program did not start")
+    local t0 = clock.mono_ns()
+    assert.equal(0, stopping:stop().status) -- SIGTERM, a clean exit
+    assert.is_true((clock.mono_ns() - t0) / 1e9 < 5)
+    assert(kid:wait(10))
+    -- The request was answered: proc.run said the server stopped.
+    assert.truthy(http.read_file(out):find("stopped", 1, true), http.read_file(out))
+    assert.equal("", http.read_file("/proc/" .. pid .. "/comm"))
+  end)
+
   it("serves another request on its only worker while a program runs", function()
     local out = os.tmpname()
     local kid = assert(proc.spawn({ "curl", "-sS", "-o", "/dev/null", "-w",
