@@ -28,38 +28,10 @@ int hx_can_yield(lua_State *L) {
   return yes;
 }
 
-int hx_perform(lua_State *L, CURL *easy, lua_KContext ctx, lua_KFunction k) {
-  if (hx_can_yield(L)) {
-    lua_pushlightuserdata(L, (void *)&hx_async_mark);
-    lua_pushlightuserdata(L, easy);
-    return lua_yieldk(L, 2, ctx, k);
-  }
-  lua_pushinteger(L, (lua_Integer)curl_easy_perform(easy));
-  return k(L, LUA_OK, ctx);
-}
-
-int hx_sleep(lua_State *L, lua_Integer ms, lua_KContext ctx, lua_KFunction k) {
-  if (ms < 0)
-    ms = 0;
-  if (hx_can_yield(L)) {
-    lua_pushlightuserdata(L, (void *)&hx_sleep_mark);
-    lua_pushinteger(L, ms);
-    return lua_yieldk(L, 2, ctx, k);
-  }
-  struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-    ;
-  lua_pushinteger(L, 0);
-  return k(L, LUA_OK, ctx);
-}
-
-/* The synchronous batch: a multi handle of its own, for this call only. */
-static void perform_many_now(CURL **easy, CURLcode *rc, int n) {
-  CURLM *multi = curl_multi_init();
+/* Runs easy[0..n) concurrently on multi; rc[i] gets each result. */
+static void perform_now(CURLM *multi, CURL **easy, CURLcode *rc, int n) {
   for (int i = 0; i < n; i++)
     rc[i] = CURLE_FAILED_INIT;
-  if (multi == NULL)
-    return;
   for (int i = 0; i < n; i++)
     if (curl_multi_add_handle(multi, easy[i]) != CURLM_OK)
       rc[i] = CURLE_OUT_OF_MEMORY;
@@ -81,11 +53,63 @@ static void perform_many_now(CURL **easy, CURLcode *rc, int n) {
   }
   for (int i = 0; i < n; i++)
     curl_multi_remove_handle(multi, easy[i]);
-  curl_multi_cleanup(multi);
 }
 
-int hx_perform_many(lua_State *L, CURL **easy, CURLcode *rc, int n,
-                    lua_KContext ctx, lua_KFunction k) {
+/* Idle connections a synchronous multi keeps (see hx_perform). */
+#define SYNC_IDLE 4
+
+/* *sync, made on first use; NULL when curl cannot make one. */
+static CURLM *sync_multi(CURLM **sync) {
+  if (*sync == NULL && (*sync = curl_multi_init()) != NULL)
+    curl_multi_setopt(*sync, CURLMOPT_MAXCONNECTS, (long)SYNC_IDLE);
+  return *sync;
+}
+
+CURLcode hx_perform_now(CURLM **sync, CURL *easy) {
+  CURLM *multi = sync_multi(sync);
+  if (multi == NULL)
+    return curl_easy_perform(easy);
+  /* Taken out while it runs: a transfer that one of this transfer's
+   * callbacks makes with the same *sync gets a multi of its own (curl
+   * refuses a multi's calls from its own callbacks); the one left over is
+   * cleaned up after. */
+  *sync = NULL;
+  CURLcode rc;
+  perform_now(multi, &easy, &rc, 1);
+  if (*sync != NULL)
+    curl_multi_cleanup(*sync);
+  *sync = multi;
+  return rc;
+}
+
+int hx_perform(lua_State *L, CURLM **sync, CURL *easy, lua_KContext ctx,
+               lua_KFunction k) {
+  if (hx_can_yield(L)) {
+    lua_pushlightuserdata(L, (void *)&hx_async_mark);
+    lua_pushlightuserdata(L, easy);
+    return lua_yieldk(L, 2, ctx, k);
+  }
+  lua_pushinteger(L, (lua_Integer)hx_perform_now(sync, easy));
+  return k(L, LUA_OK, ctx);
+}
+
+int hx_sleep(lua_State *L, lua_Integer ms, lua_KContext ctx, lua_KFunction k) {
+  if (ms < 0)
+    ms = 0;
+  if (hx_can_yield(L)) {
+    lua_pushlightuserdata(L, (void *)&hx_sleep_mark);
+    lua_pushinteger(L, ms);
+    return lua_yieldk(L, 2, ctx, k);
+  }
+  struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+    ;
+  lua_pushinteger(L, 0);
+  return k(L, LUA_OK, ctx);
+}
+
+int hx_perform_many(lua_State *L, CURLM **sync, CURL **easy, CURLcode *rc,
+                    int n, lua_KContext ctx, lua_KFunction k) {
   if (n > 0 && hx_can_yield(L)) {
     lua_pushlightuserdata(L, (void *)&hx_async_many_mark);
     lua_pushlightuserdata(L, easy);
@@ -93,8 +117,16 @@ int hx_perform_many(lua_State *L, CURL **easy, CURLcode *rc, int n,
     lua_pushinteger(L, n);
     return lua_yieldk(L, 4, ctx, k);
   }
-  if (n > 0)
-    perform_many_now(easy, rc, n);
+  CURLM *multi = n > 0 ? sync_multi(sync) : NULL;
+  for (int i = 0; i < n && multi == NULL; i++)
+    rc[i] = CURLE_FAILED_INIT;
+  if (multi != NULL) {
+    *sync = NULL; /* as in hx_perform_now */
+    perform_now(multi, easy, rc, n);
+    if (*sync != NULL)
+      curl_multi_cleanup(*sync);
+    *sync = multi;
+  }
   lua_pushinteger(L, 0);
   return k(L, LUA_OK, ctx);
 }

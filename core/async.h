@@ -3,7 +3,8 @@
  * host's worker thread.
  *
  * In stock lua5.4 or `horcrux run`, hx_perform() runs the transfer at once
- * (curl_easy_perform) and calls the continuation. Inside `horcrux serve`, a
+ * on the caller's multi (`sync`, see hx_sync_multi) and calls the
+ * continuation. Inside `horcrux serve`, a
  * route handler runs as a coroutine that the host registered as a request
  * thread; there hx_perform() yields the easy handle to the host instead. The
  * host suspends the HTTP connection, runs the transfer on its curl-multi
@@ -34,8 +35,23 @@
  * second is the CURL* as a light userdata. */
 extern const char hx_async_mark;
 
-/* Runs or yields `easy`; then returns k(L, LUA_OK or LUA_YIELD, ctx). */
-int hx_perform(lua_State *L, CURL *easy, lua_KContext ctx, lua_KFunction k);
+/* Runs or yields `easy`; then returns k(L, LUA_OK or LUA_YIELD, ctx).
+ *
+ * Run here, it runs on *sync: the caller's multi for its synchronous
+ * transfers (one per client, say), made on first use, kept by the caller
+ * and cleaned up with curl_multi_cleanup when it is done. Its connections
+ * stay in its cache for the next call (at most 4 idle). Not
+ * curl_easy_perform, which makes a multi inside each easy handle it runs,
+ * each with a wakeup socketpair and a connection cache of its own, kept
+ * until the handle's cleanup: a client's free-list of handles collected up
+ * to one per handle, three descriptors each (the collector's client in
+ * scripts/soak). */
+int hx_perform(lua_State *L, CURLM **sync, CURL *easy, lua_KContext ctx,
+               lua_KFunction k);
+
+/* Runs `easy` here, on *sync as hx_perform does, and returns its result: a
+ * transfer that must not be yielded (a stream whose callback calls Lua). */
+CURLcode hx_perform_now(CURLM **sync, CURL *easy);
 
 /* True when a transfer issued on L would be yielded to the host. */
 int hx_can_yield(lua_State *L);
@@ -44,13 +60,13 @@ int hx_can_yield(lua_State *L);
  * userdata (CURL **easy), a light userdata (CURLcode *rc) and the count. */
 extern const char hx_async_many_mark;
 
-/* Runs the n transfers easy[0..n) concurrently (curl multi) and stores each
- * result in rc[i]; inside a request coroutine the host runs them on its
- * executor instead. Then returns k() with an integer 0 on top of the stack
- * (to pop). Both arrays must outlive the yield: keep them in a userdata on
- * the Lua stack. */
-int hx_perform_many(lua_State *L, CURL **easy, CURLcode *rc, int n,
-                    lua_KContext ctx, lua_KFunction k);
+/* Runs the n transfers easy[0..n) concurrently on `sync` (as hx_perform)
+ * and stores each result in rc[i]; inside a request coroutine the host runs
+ * them on its executor instead. Then returns k() with an integer 0 on top of
+ * the stack (to pop). Both arrays must outlive the yield: keep them in a
+ * userdata on the Lua stack. */
+int hx_perform_many(lua_State *L, CURLM **sync, CURL **easy, CURLcode *rc,
+                    int n, lua_KContext ctx, lua_KFunction k);
 
 /* The first value a yielding sleep passes to the host; the second is the
  * delay in milliseconds (an integer). */

@@ -94,6 +94,9 @@ static void curl_init(void) {
 /* ---- client ---------------------------------------------------------- */
 
 static void client_release(hxd_client *c) {
+  if (c->sync != NULL)
+    curl_multi_cleanup(c->sync);
+  c->sync = NULL;
   for (int i = 0; i < c->nfree; i++)
     curl_easy_cleanup(c->free[i]);
   c->nfree = 0;

@@ -43,6 +43,7 @@ typedef struct hxd_client {
   lua_Integer connects; /* new connections, summed over transfers */
   int nfree;
   CURL *free[HXD_FREE_MAX];
+  CURLM *sync; /* its synchronous transfers' multi (hx_perform), or NULL */
 } hxd_client;
 
 /* ---- docker.c -------------------------------------------------------- */

@@ -752,7 +752,8 @@ static int send_request(lua_State *L, int ridx) {
     return hx_fail(L, HX_UNAVAILABLE, "docker: cannot set up a transfer: %s",
                    curl_easy_strerror(rc));
   }
-  return hx_perform(L, r->easy, ridx, negotiate ? k_negotiated : k_done);
+  return hx_perform(L, &r->cl->sync, r->easy, ridx,
+                    negotiate ? k_negotiated : k_done);
 }
 
 int hxd_send(lua_State *L, const char *method, int reply, int versioned,
@@ -876,7 +877,7 @@ static int many_send(lua_State *L) {
     }
     lua_settop(L, B_REQUESTS);
   }
-  return hx_perform_many(L, b->easy, b->rc, b->wave, 0, k_many_done);
+  return hx_perform_many(L, &c->sync, b->easy, b->rc, b->wave, 0, k_many_done);
 }
 
 static int k_many_version(lua_State *L, int status, lua_KContext ctx) {
@@ -958,7 +959,7 @@ int hxd_stats_many(lua_State *L) {
             curl_easy_strerror(rc));
     return many_fail_all(L, 0);
   }
-  return hx_perform(L, r->easy, 0, k_many_version);
+  return hx_perform(L, &c->sync, r->easy, 0, k_many_version);
 }
 
 /* ---- streams --------------------------------------------------------- */
@@ -1153,7 +1154,7 @@ int hxd_stream(lua_State *L, int cb, const hxd_stream_opts *opt) {
   r->st.cb = cb;
   r->st.last_ms = now_ms();
   luaL_checkstack(L, 16, "running a stream"); /* for run_deliver */
-  rc = curl_easy_perform(r->easy);
+  rc = hx_perform_now(&r->cl->sync, r->easy);
   if (rc == CURLE_OK && r->st.end == S_RUN && r->st.http == 1)
     run_deliver(r, 1); /* a last line without its newline */
   finish(r);
