@@ -40,7 +40,7 @@ extern const char hx_async_mark;
  * Run here, it runs on *sync: the caller's multi for its synchronous
  * transfers (one per client, say), made on first use, kept by the caller
  * and cleaned up with curl_multi_cleanup when it is done. Its connections
- * stay in its cache for the next call (at most 4 idle). Not
+ * stay in its cache for the next call (at most 32 idle). Not
  * curl_easy_perform, which makes a multi inside each easy handle it runs,
  * each with a wakeup socketpair and a connection cache of its own, kept
  * until the handle's cleanup: a client's free-list of handles collected up

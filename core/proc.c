@@ -12,21 +12,29 @@
  *       "timeout"; child:running(). The handle owns the child: collecting
  *       or closing it kills (SIGKILL) and reaps a child still running.
  *
- * It is called from the server's worker threads in parallel, so: no mutable
- * global state, posix_spawnp instead of fork (after fork a threaded process
- * may only call async-signal-safe functions; glibc's posix_spawn does the
- * vfork-style dance for us), every descriptor O_CLOEXEC (so a sibling thread's
- * child never inherits our pipe ends and keeps them open), and SIGPIPE blocked
- * in this thread only while we write the child's stdin.
+ * A run is a task (async.h): a step that never blocks (read the outputs,
+ * feed stdin, reap, signal at the timeout) and the descriptors it waits on
+ * (the pipes; a pidfd once the outputs are closed). Inside a request of
+ * `horcrux serve` the task is yielded to the host's executor thread, which
+ * polls them with its curl transfers, so no worker thread waits for a
+ * program; elsewhere hx_run_task steps it here between poll(2) calls.
+ *
+ * It is called from the server's worker threads in parallel and stepped on
+ * the executor thread, so: no mutable global state, posix_spawnp instead of
+ * fork (after fork a threaded process may only call async-signal-safe
+ * functions; glibc's posix_spawn does the vfork-style dance for us), every
+ * descriptor O_CLOEXEC, and SIGPIPE blocked in the stepping thread only
+ * while we write the child's stdin.
  *
  * A child gets descriptors 0, 1 and 2 and nothing else: every descriptor
  * above 2 is closed in it (posix_spawn_file_actions_addclosefrom_np, glibc
  * 2.34), whatever flags the host's or a library's descriptors carry. Its
  * environment is opts.env when given, else ours without HORCRUX_TOKEN.
  *
- * Nothing between the spawn and the reap can raise: the C-owned buffers live
- * in a userdata with __gc, and the child is always reaped and its pipes closed
- * before any Lua value is pushed.
+ * Nothing between the spawn and the reap can raise: the run, its C-owned
+ * buffers and descriptors live in a userdata whose __gc kills and reaps a
+ * child still running, and the result is pushed only once the child is
+ * reaped and its pipes closed.
  */
 #define _GNU_SOURCE /* posix_spawn_file_actions_add{chdir,closefrom}_np */
 #include "async.h"
