@@ -110,6 +110,9 @@ static void curl_init(void) {
 /* ---- client ---------------------------------------------------------- */
 
 static void client_release(hxd_client *c) {
+  if (c->sync != NULL)
+    curl_multi_cleanup(c->sync);
+  c->sync = NULL;
   for (int i = 0; i < c->nfree; i++)
     curl_easy_cleanup(c->free[i]);
   c->nfree = 0;
@@ -125,19 +128,14 @@ static void client_release(hxd_client *c) {
   c->closed = 1;
 }
 
-CURL *hxd_client_take(hxd_client *c, int *primed) {
-  if (c->nfree == 0) {
-    *primed = 0;
+CURL *hxd_client_take(hxd_client *c) {
+  if (c->nfree == 0)
     return curl_easy_init();
-  }
-  c->nfree--;
-  *primed = c->primed[c->nfree];
-  return c->free[c->nfree];
+  return c->free[--c->nfree];
 }
 
-void hxd_client_give(hxd_client *c, CURL *easy, int primed) {
+void hxd_client_give(hxd_client *c, CURL *easy) {
   if (!c->closed && c->nfree < HXD_FREE_MAX) {
-    c->primed[c->nfree] = (unsigned char)primed;
     c->free[c->nfree++] = easy;
   } else {
     curl_easy_cleanup(easy);

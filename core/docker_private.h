@@ -63,8 +63,8 @@ typedef struct hxd_client {
   lua_Integer connects; /* new connections, summed over transfers */
   int nfree;
   CURL *free[HXD_FREE_MAX];
-  unsigned char primed[HXD_FREE_MAX]; /* see hx_easy_prime */
-  hxd_breaker *breaker;               /* its host's, or NULL: none */
+  hxd_breaker *breaker; /* its host's, or NULL: none */
+  CURLM *sync; /* its synchronous transfers' multi (hx_perform), or NULL */
 } hxd_client;
 
 /* ---- docker.c -------------------------------------------------------- */
@@ -72,12 +72,11 @@ typedef struct hxd_client {
 /* The client at stack index 1; raises when it is not one or is closed. */
 hxd_client *hxd_check_client(lua_State *L);
 
-/* An idle easy handle (or a new one), and whether it has been primed for
- * curl_easy_perform (hx_easy_prime); and back. Handles in flight belong to
+/* An idle easy handle (or a new one); and back. Handles in flight belong to
  * their requests; they come back (or are cleaned up, once the client is
  * closed) through hxd_client_give. */
-CURL *hxd_client_take(hxd_client *c, int *primed);
-void hxd_client_give(hxd_client *c, CURL *easy, int primed);
+CURL *hxd_client_take(hxd_client *c);
+void hxd_client_give(hxd_client *c, CURL *easy);
 
 /* Sets c's version to min(daemon's, ours) from the daemon's version text
  * s[0..n) ("1.41"); returns 0, changing nothing, when it is not one. */
@@ -127,8 +126,6 @@ typedef struct hxd_request {
   int overflow; /* 1: max_response passed, 2: out of memory */
   int reply;    /* enum hxd_reply */
   int versioned;
-  int sync;           /* run by curl_easy_perform: the handle must be primed */
-  int primed;         /* the handle's, see hx_easy_prime */
   int admitted;       /* the breaker let it through (or probed first) */
   int probe;          /* the transfer set up is the breaker's probe */
   int capped;         /* its timeout is the request's deadline */

@@ -2,7 +2,7 @@
  * docker_stream.c - horcrux.docker, the streams: events and stats_stream
  * (docker.c holds the methods, docker_transfer.c the requests they use).
  *
- * Streams are synchronous: curl_easy_perform() on the caller's thread, meant
+ * Streams are synchronous: run on the caller's thread (hx_perform_now), meant
  * for the collector's own thread (docker.c refuses them inside a request
  * coroutine, where they would hold a worker for as long as the stream
  * lasts). Before it starts, a stream passes what every request passes
@@ -236,7 +236,6 @@ int hxd_stream(lua_State *L, int cb, const hxd_stream_opts *opt) {
   if ((nret = hxd_ready(L, ridx)) != 0) /* not yielded: see docker.c */
     return nret;
   stream s = {r, L, cb, *opt, 0, now_ms(), 0, S_RUN};
-  r->sync = 1;
   CURLcode rc = hxd_setup(L, ridx, r, HXD_T_REAL);
   if (rc == CURLE_OK)
     rc = setup_stream(&s);
@@ -246,7 +245,7 @@ int hxd_stream(lua_State *L, int cb, const hxd_stream_opts *opt) {
                    curl_easy_strerror(rc));
   }
   luaL_checkstack(L, 16, "running a stream"); /* for run_deliver */
-  rc = curl_easy_perform(r->easy);
+  rc = hx_perform_now(&r->cl->sync, r->easy);
   if (rc == CURLE_OK && s.end == S_RUN && s.http == 1)
     run_deliver(&s, 1); /* a last line without its newline */
   hxd_finish(r, s.http != 0 ? CURLE_OK : rc);

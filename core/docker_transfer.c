@@ -105,7 +105,7 @@ static void buf_free(hxd_buf *b) {
 
 static void request_drop_easy(hxd_request *r) {
   if (r->easy != NULL) {
-    hxd_client_give(r->cl, r->easy, r->primed);
+    hxd_client_give(r->cl, r->easy);
     r->easy = NULL;
   }
 }
@@ -296,12 +296,8 @@ CURLcode hxd_setup(lua_State *L, int ridx, hxd_request *r, int what) {
   CURLcode rc;
   const char *body;
   size_t blen;
-  if (r->easy == NULL && (r->easy = hxd_client_take(r->cl, &r->primed)) == NULL)
+  if (r->easy == NULL && (r->easy = hxd_client_take(r->cl)) == NULL)
     return CURLE_OUT_OF_MEMORY;
-  if (r->sync && !r->primed) {
-    hx_easy_prime(r->easy);
-    r->primed = 1;
-  }
   curl_easy_reset(r->easy); /* keeps the live connection */
   buf_free(&r->body);
   buf_free(&r->head);
@@ -817,7 +813,6 @@ static int send_request(lua_State *L, int ridx) {
     return fail_results(L, r);
   if (what == HXD_T_REAL && r->reply == HXD_STREAM)
     return 0;
-  r->sync = !hx_can_yield(L);
   CURLcode rc = hxd_setup(L, ridx, r, what);
   if (rc != CURLE_OK) {
     hxd_finish(r, rc);
@@ -825,7 +820,7 @@ static int send_request(lua_State *L, int ridx) {
             curl_easy_strerror(rc));
     return fail_results(L, r);
   }
-  return hx_perform(L, r->easy, ridx,
+  return hx_perform(L, &r->cl->sync, r->easy, ridx,
                     what == HXD_T_PING      ? k_probed
                     : what == HXD_T_VERSION ? k_negotiated
                                             : k_done);
@@ -964,13 +959,13 @@ static int many_send(lua_State *L) {
     }
     lua_settop(L, B_REQUESTS);
   }
-  return hx_perform_many(L, b->easy, b->rc, b->wave, 0, k_many_done);
+  return hx_perform_many(L, &c->sync, b->easy, b->rc, b->wave, 0,
+                         k_many_done);
 }
 
 /* Runs the request on top (at B_PRE: the probe or GET /version) with k. */
 static int many_pre(lua_State *L, int what, lua_KFunction k) {
   hxd_request *r = lua_touserdata(L, B_PRE);
-  r->sync = !hx_can_yield(L);
   CURLcode rc = hxd_setup(L, B_PRE, r, what);
   if (rc != CURLE_OK) {
     hxd_finish(r, rc);
@@ -978,7 +973,7 @@ static int many_pre(lua_State *L, int what, lua_KFunction k) {
             curl_easy_strerror(rc));
     return many_fail_all(L, 0);
   }
-  return hx_perform(L, r->easy, 0, k);
+  return hx_perform(L, &r->cl->sync, r->easy, 0, k);
 }
 
 static int k_many_version(lua_State *L, int status, lua_KContext ctx) {

@@ -319,6 +319,20 @@ static enum MHD_Result wait_for(request *rq, int is_timer, lua_State *co) {
   return MHD_YES;
 }
 
+/* A program run by horcrux.proc (async.h's task): the executor polls its
+ * pipes and resumes the connection when it has ended. */
+static enum MHD_Result wait_for_task(request *rq, lua_State *co) {
+  hx_task *task = lua_touserdata(co, -1);
+  lua_pop(co, 2);
+  rq->phase = WAITING;
+  MHD_suspend_connection(rq->conn);
+  if (hx_executor_task(rq->srv->ex, task, on_done, rq) != 0) {
+    rq->resume_value = CURLE_ABORTED_BY_CALLBACK; /* stopping */
+    MHD_resume_connection(rq->conn);
+  }
+  return MHD_YES;
+}
+
 /* The route's thread goes back to the state's pool (reset when it did not
  * return). */
 static void release_thread(request *rq) {
@@ -398,6 +412,8 @@ static enum MHD_Result resume(request *rq, int nargs) {
       return wait_for(rq, mark == &hx_sleep_mark, co);
     if (nres == 4 && mark == &hx_async_many_mark)
       return wait_for_batch(rq, co);
+    if (nres == 2 && mark == &hx_task_mark)
+      return wait_for_task(rq, co);
     lua_pushliteral(co, "a route yielded outside a transfer");
     return route_failed(rq, co);
   }
@@ -983,7 +999,7 @@ int hx_serve(const hx_server_config *cfg) {
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
 
-  srv->ex = hx_executor_start();
+  srv->ex = hx_executor_start(HX_IDLE_PER_WORKER * (long)cfg->workers);
   if (srv->ex == NULL) {
     hx_log("error", "cannot start the executor thread");
     server_free(srv);
