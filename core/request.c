@@ -2,6 +2,8 @@
  * request.h). */
 #include "request.h"
 
+#include "logline.h"
+
 #include <arpa/inet.h>
 #include <lauxlib.h>
 #include <string.h>
@@ -216,6 +218,12 @@ static void put(line *l, const char *s, size_t n) {
 
 static void put_str(line *l, const char *s) { put(l, s, strlen(s)); }
 
+/* Text that came from the client, escaped (logline.h): a decoded "%0a"
+ * in a path never starts a forged line. */
+static void put_escaped(line *l, const char *s, size_t n) {
+  l->p += hx_log_escape(l->p, (size_t)(l->end - l->p), s, n, NULL);
+}
+
 static void put_uint(line *l, unsigned long long v, int min_digits) {
   char buf[24];
   int i = (int)sizeof buf;
@@ -255,9 +263,9 @@ void hx_request_log(const request *rq, int aborted) {
   put(&l, ".", 1);
   put_uint(&l, (unsigned long long)now.tv_nsec / 1000000, 3);
   put_str(&l, "Z access ");
-  put_str(&l, rq->method);
+  put_escaped(&l, rq->method, strlen(rq->method));
   put(&l, " ", 1);
-  put(&l, rq->path, rq->path_len);
+  put_escaped(&l, rq->path, rq->path_len);
   l.end = buf + sizeof buf;
   put(&l, " ", 1);
   put_uint(&l, (unsigned long long)rq->status, 1);

@@ -27,6 +27,7 @@
 #include "aux.h"
 #include "executor.h"
 #include "kinds.h"
+#include "logline.h"
 #include "request.h"
 
 #include <arpa/inet.h>
@@ -69,20 +70,6 @@ struct server {
 /* Each MHD pool thread's own Lua state. Thread-local rather than global:
  * the point is that no other thread ever sees it. */
 static _Thread_local hx_state *tls_state;
-
-void hx_log(const char *level, const char *fmt, ...) {
-  char line[2048], ts[32];
-  struct timespec now;
-  struct tm tm;
-  clock_gettime(CLOCK_REALTIME, &now);
-  gmtime_r(&now.tv_sec, &tm);
-  strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap); /* truncates, never overflows */
-  va_end(ap);
-  fprintf(stderr, "%s.%03ldZ %s %s\n", ts, now.tv_nsec / 1000000, level, line);
-}
 
 /* ---- states ---------------------------------------------------------- */
 
@@ -823,6 +810,13 @@ static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
 #define MHD_FLAGS_EXTRA MHD_USE_TURBO
 #endif
 
+/* libmicrohttpd's own messages, as log lines of ours (escaped: some quote
+ * what a client sent). */
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+  (void)cls;
+  hx_logv("warn", fmt, ap);
+}
+
 static struct MHD_Daemon *start_mhd(server *srv, struct sockaddr_storage *ss,
                                     int v6) {
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
@@ -836,13 +830,15 @@ static struct MHD_Daemon *start_mhd(server *srv, struct sockaddr_storage *ss,
       {srv->cfg.workers > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
        (intptr_t)srv->cfg.workers, NULL},
       {MHD_OPTION_END, 0, NULL}};
+  /* The logger first: MHD logs with its own until it sees this option. */
   return MHD_start_daemon(
-      flags, 0, NULL, NULL, on_access, srv, MHD_OPTION_SOCK_ADDR, ss,
-      MHD_OPTION_ARRAY, pool, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-      (size_t)CONNECTION_MEMORY, MHD_OPTION_CONNECTION_TIMEOUT,
-      srv->cfg.conn_timeout, MHD_OPTION_CONNECTION_LIMIT,
-      srv->cfg.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-      srv->cfg.max_per_ip, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+      flags, 0, NULL, NULL, on_access, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+      NULL, MHD_OPTION_SOCK_ADDR, ss, MHD_OPTION_ARRAY, pool,
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
+      MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.conn_timeout,
+      MHD_OPTION_CONNECTION_LIMIT, srv->cfg.max_connections,
+      MHD_OPTION_PER_IP_CONNECTION_LIMIT, srv->cfg.max_per_ip,
+      MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
       MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
       MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
 }
