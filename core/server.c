@@ -26,6 +26,7 @@
 #include "async.h"
 #include "aux.h"
 #include "executor.h"
+#include "guard.h"
 #include "kinds.h"
 #include "logline.h"
 #include "request.h"
@@ -59,9 +60,10 @@ struct server {
   unsigned long long id_base;
   pthread_mutex_t states_mu; /* guards `states`, the list of every state */
   hx_state *states;
-  pthread_mutex_t snap_mu;  /* guards snap and generation changes */
-  hx_snapshot snap;         /* the scripts every new state loads */
-  int open_beyond_loopback; /* every route needs the token */
+  pthread_mutex_t snap_mu; /* guards snap and generation changes */
+  hx_snapshot snap;        /* the scripts every new state loads */
+  int token_everywhere;    /* beyond loopback, or --require-token */
+  hx_hosts *hosts;         /* the Host allow-list */
   pthread_t collector;
   int collector_started;
   atomic_int collector_stop;
@@ -405,9 +407,18 @@ static int same_secret(const char *a, size_t alen, const char *b, size_t blen) {
 }
 
 /* 0 when the request may go on; else the response is queued. Runs on the
- * access handler's first call: a refused request's body is never read. */
-static int guard(request *rq, enum MHD_Result *ret) {
+ * access handler's first call: a refused request's body is never read.
+ * The Host is checked first: a page that reached the server through DNS
+ * rebinding learns nothing, not even whether it needs a token. */
+static int guard(request *rq, const char *version, enum MHD_Result *ret) {
   server *srv = rq->srv;
+  char why[384];
+  const char *refused =
+      hx_hosts_check(srv->hosts, rq->conn, version, why, sizeof why);
+  if (refused != NULL) {
+    *ret = send_error(rq, refused, why);
+    return -1;
+  }
   int mutating = is_mutating(rq->method);
   const char *token = srv->cfg.token;
   const char *auth = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
@@ -421,9 +432,9 @@ static int guard(request *rq, enum MHD_Result *ret) {
                       "horcrux runs in read-only mode: nothing may change");
     return -1;
   }
-  if (!mutating && !srv->open_beyond_loopback)
+  if (!mutating && !srv->token_everywhere)
     return 0;
-  if (token == NULL) {
+  if (token == NULL) { /* only mutating requests get here without one */
     *ret = send_error(rq, "unauthorized",
                       "this route changes state and needs a bearer token; "
                       "start horcrux with HORCRUX_TOKEN or --token-file");
@@ -501,7 +512,6 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
                                  const char *url, const char *method,
                                  const char *version, const char *upload_data,
                                  size_t *upload_size, void **con_cls) {
-  (void)version;
   server *srv = cls;
   request *rq = *con_cls;
   if (rq == NULL) {
@@ -512,7 +522,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
       return MHD_NO;
     *con_cls = rq;
     enum MHD_Result refused;
-    if (guard(rq, &refused) != 0)
+    if (guard(rq, version, &refused) != 0)
       return refused;
     if (declared_too_large(srv, conn)) {
       rq->too_large = 1;
@@ -845,6 +855,7 @@ static struct MHD_Daemon *start_mhd(server *srv, struct sockaddr_storage *ss,
 
 static void server_free(server *srv) {
   close_states(srv);
+  hx_hosts_free(srv->hosts);
   hx_snapshot_free(&srv->snap);
   pthread_mutex_destroy(&srv->snap_mu);
   pthread_mutex_destroy(&srv->states_mu);
@@ -895,6 +906,40 @@ static void wait_signals(server *srv, const sigset_t *set) {
   }
 }
 
+/* The token rules: beyond loopback, or with --require-token, every route
+ * needs the token, so there must be one. Returns 0, or -1 (logged). */
+static int check_access(const hx_server_config *cfg, int open) {
+  if (cfg->token != NULL || (!open && !cfg->require_token))
+    return 0;
+  if (open)
+    hx_log("error",
+           "--listen %s is beyond loopback: every route then needs a bearer "
+           "token; set HORCRUX_TOKEN or --token-file",
+           cfg->listen);
+  else
+    hx_log("error", "--require-token: every route needs a bearer token; set "
+                    "HORCRUX_TOKEN or --token-file");
+  return -1;
+}
+
+/* The guard's part of the server: the Host allow-list and whether every
+ * route needs the token. */
+static int guard_start(server *srv, int open) {
+  const hx_server_config *cfg = &srv->cfg;
+  srv->token_everywhere = open || cfg->require_token;
+  srv->hosts = hx_hosts_new(cfg->listen, cfg->allow_hosts, cfg->n_allow_hosts);
+  if (srv->hosts == NULL) {
+    hx_log("error", "out of memory");
+    return -1;
+  }
+  if (open)
+    hx_log("warn",
+           "listening beyond loopback on %s: every route needs the "
+           "token; put TLS in front of it",
+           cfg->listen);
+  return 0;
+}
+
 int hx_serve(const hx_server_config *cfg) {
   struct sockaddr_storage ss = {0};
   int v6 = 0;
@@ -904,22 +949,15 @@ int hx_serve(const hx_server_config *cfg) {
     return 2;
   }
   int open = !is_loopback(&ss);
-  if (open && cfg->token == NULL) {
-    hx_log("error",
-           "--listen %s is beyond loopback: every route then needs a bearer "
-           "token; set HORCRUX_TOKEN or --token-file",
-           cfg->listen);
+  if (check_access(cfg, open) != 0)
     return 2;
-  }
   server *srv = server_new(cfg);
   if (srv == NULL)
     return 1;
-  srv->open_beyond_loopback = open;
-  if (open)
-    hx_log("warn",
-           "listening beyond loopback on %s: every route needs the "
-           "token; put TLS in front of it",
-           cfg->listen);
+  if (guard_start(srv, open) != 0) {
+    server_free(srv);
+    return 1;
+  }
 
   /* Signals go to the main thread only: block them before any thread
    * starts (threads inherit the mask) and wait for them below. */

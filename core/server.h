@@ -15,8 +15,11 @@ typedef struct hx_server_config {
   int access_log;           /* one line per request on stderr */
   double interval;          /* collector period in seconds; 0 = none */
   const char *token;        /* bearer token, or NULL: no mutating routes */
-  int read_only;            /* refuse every mutating request */
-  hx_states_config lua;     /* the Lua states */
+  int require_token;        /* every route needs the token */
+  const char *const *allow_hosts; /* Host names served beyond the defaults */
+  size_t n_allow_hosts;
+  int read_only;        /* refuse every mutating request */
+  hx_states_config lua; /* the Lua states */
 } hx_server_config;
 
 /* Serves until SIGTERM or SIGINT; SIGHUP reloads the scripts. Returns the
