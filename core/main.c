@@ -373,7 +373,8 @@ static int serve(int argc, char **argv, const char *lib) {
       .lua = {.scripts_dir = lib,
               .lib_dir = lib,
               .budget = 100000000,
-              .memory_cap = (size_t)256 << 20},
+              .memory_cap = (size_t)256 << 20,
+              .sandbox = 1},
   };
   const char *env = getenv("HORCRUX_LISTEN");
   if (env != NULL && *env != '\0')

@@ -199,7 +199,12 @@ static enum MHD_Result send_results(request *rq, lua_State *co, int nres) {
   int isnum;
   lua_Integer status = lua_tointegerx(co, base, &isnum);
   size_t len = 0;
-  const char *body = nres >= 2 ? lua_tolstring(co, base + 1, &len) : "";
+  /* A string only: lua_tolstring would convert a number in place, which
+   * allocates, outside any protected call. */
+  const char *body = nres < 2 ? ""
+                     : lua_type(co, base + 1) == LUA_TSTRING
+                         ? lua_tolstring(co, base + 1, &len)
+                         : NULL;
   if (!isnum || status < 100 || status > 599 || body == NULL) {
     hx_log("error", "id=%s the dispatcher returned no status and body string",
            rq->id);
@@ -308,25 +313,62 @@ static enum MHD_Result wait_for(request *rq, int is_timer, lua_State *co) {
 }
 
 /* The route's thread goes back to the state's pool (reset when it did not
- * return). */
+ * return; dropped when the run exceeded its budget). */
 static void release_thread(request *rq) {
   if (rq->co == NULL)
     return;
-  hx_state_thread_done(rq->st, rq->co, rq->co_ref);
+  hx_state_thread_done(rq->st, rq->co, rq->co_ref, !rq->run.exceeded);
   rq->co = NULL;
 }
 
-static enum MHD_Result route_failed(request *rq, lua_State *co) {
-  lua_State *L = rq->st->L;
-  const char *msg = lua_tostring(co, -1);
-  luaL_traceback(L, co, msg != NULL ? msg : "(error object is not a string)",
-                 0);
+/* Protected (on the state's main thread): logs why the route of request
+ * arg 1, running on thread arg 2, failed: C string arg 3, else the error
+ * value on top of that thread, with the thread's traceback. */
+static int describe_failure(lua_State *L) {
+  request *rq = lua_touserdata(L, 1);
+  lua_State *co = lua_touserdata(L, 2);
+  const char *why = lua_touserdata(L, 3);
+  if (why == NULL && lua_gettop(co) > 0) {
+    lua_xmove(co, L, 1);
+    why = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                         : luaL_tolstring(L, -1, NULL);
+  }
+  luaL_traceback(L, co, why != NULL ? why : "(no error value)", 0);
   hx_log("error", "id=%s %s %s: %s", rq->id, rq->method, rq->path,
          lua_tostring(L, -1));
-  lua_pop(L, 1);
+  return 0;
+}
+
+/* The route failed (why, or the error value on top of co when why is
+ * NULL): logged, its thread dropped, 500. Every Lua call here runs
+ * protected: describing the failure may need memory the state has not
+ * got. */
+static enum MHD_Result route_failed(request *rq, lua_State *co,
+                                    const char *why) {
+  lua_State *L = rq->st->L;
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, describe_failure);
+  lua_pushlightuserdata(L, rq);
+  lua_pushlightuserdata(L, co);
+  lua_pushlightuserdata(L, (void *)why);
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK)
+    hx_log("error", "id=%s %s %s: %s (no memory to say more)", rq->id,
+           rq->method, rq->path, why != NULL ? why : "the route failed");
+  lua_settop(L, top);
   release_thread(rq); /* resets it: closes its to-be-closed variables */
   return send_error(rq, "internal",
                     "the route failed; see the server log for this request id");
+}
+
+/* The budget was exceeded and the route went on all the same (it caught
+ * the error: pcall, a coroutine): it fails. Else 0. */
+static int over_budget(request *rq, int rc, enum MHD_Result *ret) {
+  if (!rq->run.exceeded || (rc != LUA_OK && rc != LUA_YIELD))
+    return 0;
+  *ret = route_failed(rq, rq->co,
+                      "instruction budget exceeded (the route caught the "
+                      "error; the request fails all the same)");
+  return 1;
 }
 
 static enum MHD_Result resume(request *rq, int nargs) {
@@ -336,18 +378,20 @@ static enum MHD_Result resume(request *rq, int nargs) {
   hx_state_arm(st, co, &rq->run);
   int rc = lua_resume(co, st->L, nargs, &nres);
   st->current = NULL;
+  enum MHD_Result ret;
+  if (over_budget(rq, rc, &ret))
+    return ret;
   if (rc == LUA_YIELD) {
     void *mark = nres >= 2 ? lua_touserdata(co, -nres) : NULL;
     if (nres == 2 && (mark == &hx_async_mark || mark == &hx_sleep_mark))
       return wait_for(rq, mark == &hx_sleep_mark, co);
     if (nres == 4 && mark == &hx_async_many_mark)
       return wait_for_batch(rq, co);
-    lua_pushliteral(co, "a route yielded outside a transfer");
-    return route_failed(rq, co);
+    return route_failed(rq, co, "a route yielded outside a transfer");
   }
   if (rc != LUA_OK)
-    return route_failed(rq, co);
-  enum MHD_Result ret = send_results(rq, co, nres);
+    return route_failed(rq, co, NULL);
+  ret = send_results(rq, co, nres);
   release_thread(rq);
   return ret;
 }
