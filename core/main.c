@@ -44,6 +44,7 @@ static const char usage[] =
     "usage: horcrux serve [--listen ADDR:PORT] [--scripts DIR] [--workers N]\n"
     "                     [--budget N] [--memory MB] [--timeout S]\n"
     "                     [--max-connections N] [--max-per-ip N]\n"
+    "                     [--max-inflight N]\n"
     "                     [--body-max BYTES] [--grace S] [--interval S]\n"
     "                     [--token-file PATH] [--require-token]\n"
     "                     [--allow-host NAME]... [--read-only] "
@@ -242,6 +243,7 @@ static int numeric_option(const char *a, const char *v, hx_server_config *cfg) {
       {"--max-per-ip", 1000000, 0},
       {"--body-max", 1ULL << 32, 0},
       {"--grace", 3600, 0},
+      {"--max-inflight", 100000, 1},
   };
   size_t i = 0;
   while (i < sizeof opts / sizeof opts[0] && strcmp(a, opts[i].flag) != 0)
@@ -278,8 +280,11 @@ static int numeric_option(const char *a, const char *v, hx_server_config *cfg) {
   case 6:
     cfg->body_max = (size_t)n;
     break;
-  default:
+  case 7:
     cfg->grace = (unsigned)n;
+    break;
+  default:
+    cfg->max_inflight = (unsigned)n;
     break;
   }
   return 1;
@@ -309,6 +314,16 @@ static int allow_host(const char *v, hx_server_config *cfg) {
   }
   ((const char **)cfg->allow_hosts)[cfg->n_allow_hosts++] = v;
   return 0;
+}
+
+/* --max-inflight when not given: 64 requests per worker, but no more
+ * than one per MB of --memory (at least 4), since the requests a worker
+ * runs at once share its state's memory. */
+static unsigned default_inflight(size_t memory_cap) {
+  size_t mb = memory_cap >> 20;
+  if (memory_cap == 0 || mb >= 64)
+    return 64;
+  return mb < 4 ? 4 : (unsigned)mb;
 }
 
 /* Reads serve's options into cfg. Returns 0, 1 after printing the usage
@@ -392,6 +407,8 @@ static int serve(int argc, char **argv, const char *lib) {
   }
   if (rc == 0)
     rc = serve_options(argc, argv, &cfg, &token_file);
+  if (cfg.max_inflight == 0)
+    cfg.max_inflight = default_inflight(cfg.lua.memory_cap);
   if (rc == 0 && cfg.token != NULL)
     rc = check_token(cfg.token, cfg.token == token_file ? "--token-file"
                                                         : "HORCRUX_TOKEN");

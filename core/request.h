@@ -39,6 +39,7 @@ typedef struct request {
   char *body;
   size_t len, cap;
   int too_large;
+  int counted;       /* in its worker's count of requests in flight */
   int authenticated; /* a valid bearer token came with it */
   int read_only;     /* the server runs with --read-only */
   int status;

@@ -35,6 +35,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <lauxlib.h>
+#include <malloc.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -73,6 +74,12 @@ struct server {
  * the point is that no other thread ever sees it. */
 static _Thread_local hx_state *tls_state;
 
+/* The requests in flight on this MHD pool thread (--max-inflight), waiting
+ * ones included. libmicrohttpd calls every callback of a connection,
+ * completion and shutdown included, on the thread that owns it, so a
+ * thread-local count needs no lock. */
+static _Thread_local unsigned tls_inflight;
+
 /* ---- states ---------------------------------------------------------- */
 
 /* Protected: the host's own tables in a new state: registry[
@@ -105,6 +112,8 @@ static hx_state *state_from(server *srv, const hx_snapshot *snap, char **err) {
     hx_state_close(st);
     return NULL;
   }
+  st->cap_hit = 0; /* a refusal the load recovered from (a GC) is no cause
+                      to replace the state */
   return st;
 }
 
@@ -127,20 +136,29 @@ static void forget_state(server *srv, hx_state *st) {
   }
   pthread_mutex_unlock(&srv->states_mu);
   hx_state_close(st);
+  /* glibc keeps what a state freed (most of it in the worker's arena) for
+   * the next allocations; a state closed after hitting its cap would leave
+   * the process that much larger for good. */
+  malloc_trim(0);
 }
 
 static hx_state *worker_state(server *srv) {
   unsigned gen = atomic_load(&srv->generation);
   hx_state *st = tls_state;
-  if (st != NULL && st->generation == gen)
+  if (st != NULL && st->generation == gen && !st->cap_hit)
     return st;
+  if (st != NULL && st->cap_hit)
+    hx_log("info", "a worker's Lua state hit its memory cap (--memory): "
+                   "replaced by a fresh one");
   char *err = NULL;
   hx_state *fresh = loaded_state(srv, &gen, &err);
   if (fresh == NULL) {
     hx_log("error", "cannot load the scripts: %s", err);
     free(err);
-    if (st != NULL)
+    if (st != NULL) {
       st->generation = gen; /* keep serving the old scripts */
+      st->cap_hit = 0;
+    }
     return st;
   }
   fresh->generation = gen;
@@ -552,6 +570,66 @@ static int declared_too_large(server *srv, struct MHD_Connection *conn) {
   return errno != 0 || end == cl || n > srv->cfg.body_max;
 }
 
+/* Whether the request announces a body (a length other than 0, or a
+ * chunked one). */
+static int has_body(struct MHD_Connection *conn) {
+  const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                               MHD_HTTP_HEADER_CONTENT_LENGTH);
+  if (cl != NULL && strspn(cl, "0") != strlen(cl))
+    return 1;
+  return MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                     MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
+}
+
+/* 429 with Retry-After: the worker has --max-inflight requests already. */
+static enum MHD_Result send_busy(request *rq) {
+  char msg[160], body[512];
+  snprintf(msg, sizeof msg,
+           "this worker has %u requests in flight (--max-inflight); retry "
+           "shortly",
+           tls_inflight);
+  size_t n = hx_error_json(body, sizeof body, "too_many_requests", msg, rq->id);
+  struct MHD_Response *r =
+      MHD_create_response_from_buffer(n, body, MHD_RESPMEM_MUST_COPY);
+  if (r == NULL)
+    return MHD_NO;
+  MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+  MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+  MHD_add_response_header(r, "X-Request-Id", rq->id);
+  rq->status = MHD_HTTP_TOO_MANY_REQUESTS;
+  enum MHD_Result ret = MHD_queue_response(rq->conn, rq->status, r);
+  MHD_destroy_response(r);
+  rq->phase = DONE;
+  return ret;
+}
+
+/* After the guard, on the access handler's first call: 0 when the request
+ * may run; else its refusal is queued in *ret, before a byte of its body is
+ * read. A GET or HEAD takes no body (none is kept for a route that never
+ * reads one); a body over --body-max is refused; and a worker runs at most
+ * --max-inflight requests at once, since every one of them holds memory in
+ * the worker's capped Lua state until it ends. */
+static int admit(request *rq, enum MHD_Result *ret) {
+  server *srv = rq->srv;
+  if ((strcmp(rq->method, "GET") == 0 || strcmp(rq->method, "HEAD") == 0) &&
+      has_body(rq->conn)) {
+    *ret = send_error(rq, "bad_request", "a GET or HEAD request takes no body");
+    return -1;
+  }
+  if (declared_too_large(srv, rq->conn)) {
+    rq->too_large = 1;
+    *ret = send_error(rq, "too_large", "the request body is too large");
+    return -1;
+  }
+  if (tls_inflight >= srv->cfg.max_inflight) {
+    *ret = send_busy(rq);
+    return -1;
+  }
+  tls_inflight++;
+  rq->counted = 1;
+  return 0;
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
                                  const char *url, const char *method,
                                  const char *version, const char *upload_data,
@@ -566,12 +644,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
       return MHD_NO;
     *con_cls = rq;
     enum MHD_Result refused;
-    if (guard(rq, version, &refused) != 0)
+    if (guard(rq, version, &refused) != 0 || admit(rq, &refused) != 0)
       return refused;
-    if (declared_too_large(srv, conn)) {
-      rq->too_large = 1;
-      return send_error(rq, "too_large", "the request body is too large");
-    }
+    return MHD_YES;
+  }
+  if (*upload_size > 0 && rq->phase == DONE) {
+    *upload_size = 0; /* refused already: the body is dropped */
     return MHD_YES;
   }
   if (*upload_size > 0) {
@@ -595,6 +673,19 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
   return MHD_YES;
 }
 
+/* A worker's state that hit its memory cap is closed as soon as its last
+ * request ends, not at the worker's next request (which may never come):
+ * the memory goes back at once, and the next request builds a fresh
+ * state. */
+static void recycle_full(hx_state *st) {
+  if (!st->cap_hit || st->inflight != 0 || st != tls_state)
+    return;
+  hx_log("info", "a worker's Lua state hit its memory cap (--memory): "
+                 "closed; the next request builds a fresh one");
+  st->retired = 1;
+  tls_state = NULL;
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
   (void)conn;
@@ -605,11 +696,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   *con_cls = NULL;
   if (srv->cfg.access_log)
     hx_request_log(rq, toe != MHD_REQUEST_TERMINATED_COMPLETED_OK);
+  if (rq->counted)
+    tls_inflight--;
   if (rq->st != NULL) {
     hx_state *st = rq->st;
     release_thread(rq);
     hx_request_forget(st->L, rq, st);
     st->inflight--;
+    recycle_full(st);
     if (st->retired && st->inflight == 0)
       forget_state(srv, st);
   }

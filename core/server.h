@@ -11,6 +11,7 @@ typedef struct hx_server_config {
   unsigned max_connections; /* in total */
   unsigned max_per_ip;      /* per client address */
   size_t body_max;          /* request body bytes (413 beyond) */
+  unsigned max_inflight;    /* requests in flight per worker (429 beyond) */
   unsigned grace;           /* seconds to finish requests on SIGTERM */
   int access_log;           /* one line per request on stderr */
   double interval;          /* collector period in seconds; 0 = none */

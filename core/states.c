@@ -33,8 +33,10 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     return NULL;
   }
   if (st->mem_cap != 0 && nsize > old &&
-      st->mem_used + (nsize - old) > st->mem_cap)
+      st->mem_used + (nsize - old) > st->mem_cap) {
+    st->cap_hit = 1;
     return NULL;
+  }
   void *p = realloc(ptr, nsize);
   if (p != NULL)
     st->mem_used = st->mem_used - old + nsize;

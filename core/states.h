@@ -58,6 +58,7 @@ struct hx_state {
   lua_State *L;
   size_t mem_used;
   size_t mem_cap;
+  int cap_hit; /* an allocation was refused: the host replaces the state */
   long long budget;
   hx_run *current; /* the request being run, or NULL */
   int dispatch_ref;
