@@ -2,11 +2,22 @@
  * descriptor reserve (see guard.h). */
 #include "guard.h"
 
+#include "aux.h"
+#include "server.h"
+
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
+#include <time.h>
 
 /* ---- hosts ------------------------------------------------------------ */
 
@@ -147,4 +158,268 @@ const char *hx_hosts_check(const hx_hosts *h, struct MHD_Connection *conn,
            "rebinding); to serve it, start horcrux with --allow-host %.*s",
            c.value, (int)(name_len > 200 ? 200 : name_len), c.value);
   return "forbidden";
+}
+
+/* ---- addresses -------------------------------------------------------- */
+
+int hx_is_loopback(const struct sockaddr *sa) {
+  if (sa == NULL)
+    return 0;
+  if (sa->sa_family == AF_INET)
+    return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) ==
+           127;
+  if (sa->sa_family != AF_INET6)
+    return 0;
+  const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+  return IN6_IS_ADDR_LOOPBACK(a) ||
+         (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
+
+int hx_parse_listen(const char *spec, struct sockaddr_storage *ss, int *v6) {
+  char host[256];
+  const char *colon = strrchr(spec, ':');
+  if (colon == NULL || colon == spec || strlen(spec) >= sizeof host)
+    return -1;
+  size_t hl = (size_t)(colon - spec);
+  memcpy(host, spec, hl);
+  host[hl] = '\0';
+  if (host[0] == '[' && hl >= 2 && host[hl - 1] == ']') {
+    memmove(host, host + 1, hl - 2);
+    host[hl - 2] = '\0';
+  }
+  struct addrinfo hints = {0}, *res = NULL;
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
+  hints.ai_socktype = SOCK_STREAM;
+  if (getaddrinfo(host, colon + 1, &hints, &res) != 0 || res == NULL)
+    return -1;
+  memcpy(ss, res->ai_addr, res->ai_addrlen);
+  *v6 = res->ai_family == AF_INET6;
+  freeaddrinfo(res);
+  return 0;
+}
+
+/* The key an address is counted under: its IPv6 form (an IPv4 address as
+ * ::ffff:a.b.c.d), every loopback address as ::1. 0 for another family. */
+static int address_key(const struct sockaddr *sa, unsigned char key[16]) {
+  static const unsigned char mapped[12] = {0, 0, 0, 0, 0,    0,
+                                           0, 0, 0, 0, 0xff, 0xff};
+  memset(key, 0, 16);
+  if (hx_is_loopback(sa)) {
+    key[15] = 1;
+    return 1;
+  }
+  if (sa != NULL && sa->sa_family == AF_INET) {
+    memcpy(key, mapped, 12);
+    memcpy(key + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    return 1;
+  }
+  if (sa != NULL && sa->sa_family == AF_INET6) {
+    memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+    return 1;
+  }
+  return 0;
+}
+
+#define CONN_BUCKETS 1024 /* a power of two */
+
+typedef struct conn_entry {
+  unsigned char key[16];
+  unsigned count;
+  struct conn_entry *next;
+} conn_entry;
+
+struct hx_conns {
+  pthread_mutex_t mu; /* accepts run on every pool thread */
+  unsigned max;
+  conn_entry *bucket[CONN_BUCKETS];
+  atomic_llong last_warn_s; /* the log says a refusal once a second */
+};
+
+/* The reservation the accept callback made on this thread, for the
+ * connection MHD sets up next on the same thread (its STARTED
+ * notification). MHD runs both, one after the other, on the thread that
+ * accepted; when it drops the connection between them (out of memory, the
+ * connection limit), the next accept on the thread gives the reservation
+ * back. */
+static _Thread_local conn_entry *tls_reserved;
+
+hx_conns *hx_conns_new(unsigned max) {
+  hx_conns *c = calloc(1, sizeof *c);
+  if (c == NULL)
+    return NULL;
+  pthread_mutex_init(&c->mu, NULL);
+  c->max = max;
+  return c;
+}
+
+void hx_conns_free(hx_conns *c) {
+  if (c == NULL)
+    return;
+  for (size_t i = 0; i < CONN_BUCKETS; i++) {
+    for (conn_entry *e = c->bucket[i], *next; e != NULL; e = next) {
+      next = e->next;
+      free(e);
+    }
+  }
+  pthread_mutex_destroy(&c->mu);
+  free(c);
+}
+
+static conn_entry **slot_of(hx_conns *c, const unsigned char key[16]) {
+  uint32_t h = hx_fnv1a((const char *)key, 16);
+  conn_entry **pp = &c->bucket[h & (CONN_BUCKETS - 1)];
+  while (*pp != NULL && memcmp((*pp)->key, key, 16) != 0)
+    pp = &(*pp)->next;
+  return pp;
+}
+
+/* One connection less for e (c->mu held); the entry goes at 0. */
+static void release(hx_conns *c, conn_entry *e) {
+  if (--e->count != 0)
+    return;
+  conn_entry **pp = slot_of(c, e->key);
+  if (*pp == e)
+    *pp = e->next;
+  free(e);
+}
+
+static void warn_refused(hx_conns *c, const struct sockaddr *sa) {
+  long long now = (long long)time(NULL);
+  long long last = atomic_load(&c->last_warn_s);
+  if (now == last ||
+      !atomic_compare_exchange_strong(&c->last_warn_s, &last, now))
+    return;
+  char host[INET6_ADDRSTRLEN] = "?";
+  if (sa->sa_family == AF_INET)
+    inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host,
+              sizeof host);
+  else if (sa->sa_family == AF_INET6)
+    inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host,
+              sizeof host);
+  hx_log("warn", "refusing connections from %s%s: %u open (--max-per-ip)", host,
+         hx_is_loopback(sa) ? " (all of loopback counts as one address)" : "",
+         c->max);
+}
+
+enum MHD_Result hx_conns_accept(void *cls, const struct sockaddr *sa,
+                                socklen_t len) {
+  hx_conns *c = cls;
+  unsigned char key[16];
+  (void)len;
+  pthread_mutex_lock(&c->mu);
+  if (tls_reserved != NULL) { /* MHD dropped the last one before STARTED */
+    release(c, tls_reserved);
+    tls_reserved = NULL;
+  }
+  if (!address_key(sa, key)) {
+    pthread_mutex_unlock(&c->mu);
+    return MHD_YES; /* not an IP address: nothing to count */
+  }
+  conn_entry **pp = slot_of(c, key);
+  if (*pp != NULL && (*pp)->count >= c->max) {
+    pthread_mutex_unlock(&c->mu);
+    warn_refused(c, sa);
+    return MHD_NO;
+  }
+  if (*pp == NULL && (*pp = calloc(1, sizeof **pp)) != NULL)
+    memcpy((*pp)->key, key, 16);
+  if (*pp != NULL) {
+    (*pp)->count++;
+    tls_reserved = *pp;
+  }
+  pthread_mutex_unlock(&c->mu);
+  return MHD_YES;
+}
+
+void hx_conns_notify(void *cls, struct MHD_Connection *conn,
+                     void **socket_context,
+                     enum MHD_ConnectionNotificationCode code) {
+  hx_conns *c = cls;
+  (void)conn;
+  if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+    *socket_context = tls_reserved; /* NULL: not counted */
+    tls_reserved = NULL;
+    return;
+  }
+  conn_entry *e = *socket_context;
+  if (e == NULL)
+    return;
+  *socket_context = NULL;
+  pthread_mutex_lock(&c->mu);
+  release(c, e);
+  pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- descriptors ------------------------------------------------------ */
+
+/* The soft limit is raised to the hard one, up to this: a program the
+ * server starts inherits it, and some walk every descriptor number up to
+ * it. */
+#define FD_CEILING (1 << 20)
+/* What the process holds besides connections: stdio, the listening
+ * socket, the executor's epoll and event descriptors, script and /proc
+ * reads, the collector's client and event stream (64); and one wave of a
+ * many-containers stats request in flight (MANY_WAVE, 128 connections to
+ * the daemon). */
+#define FD_FIXED (64 + 128)
+/* Per worker: MHD's epoll and wake-up descriptors (4), the connections its
+ * Docker client keeps alive (HXD_FREE_MAX, 32); and one transfer per
+ * request in flight (--max-inflight). */
+#define FD_PER_WORKER 36
+/* Per container the live view holds: the cgroup files its readers keep
+ * open. */
+#define FD_PER_CONTAINER 8
+#define MIN_CONTAINERS 16
+#define VIEW_CONTAINERS 10000 /* the view's own default */
+#define DEFAULT_CONNECTIONS 1024
+#define MIN_CONNECTIONS 16
+
+static unsigned long long raise_nofile(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+    return 1024;
+  rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > FD_CEILING
+                    ? FD_CEILING
+                    : rl.rlim_max;
+  if (rl.rlim_cur < want) {
+    rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+      rl.rlim_cur = old;
+  }
+  return (unsigned long long)rl.rlim_cur;
+}
+
+int hx_fd_plan(hx_fd_plan_t *p, unsigned workers, unsigned max_inflight,
+               unsigned max_connections) {
+  p->limit = raise_nofile();
+  p->reserve =
+      FD_FIXED + (unsigned long long)workers *
+                     (FD_PER_WORKER + (unsigned long long)max_inflight);
+  unsigned long long room = p->limit > p->reserve ? p->limit - p->reserve : 0;
+  unsigned long long least = FD_PER_CONTAINER * MIN_CONTAINERS;
+  unsigned long long fits = room > least ? room - least : 0;
+  /* Not given: 1024, or half the room when that is less, so that a low
+   * limit still leaves the view room for containers. */
+  unsigned long long m = max_connections;
+  if (m == 0)
+    m = room / 2 < DEFAULT_CONNECTIONS ? room / 2 : DEFAULT_CONNECTIONS;
+  if (m > fits || m < MIN_CONNECTIONS) {
+    int n = snprintf(p->why, sizeof p->why, "--max-connections %llu: ", m);
+    if (max_connections == 0)
+      n = snprintf(p->why, sizeof p->why, "too few descriptors: ");
+    snprintf(p->why + n, sizeof p->why - (size_t)n,
+             "the descriptor limit is %llu (ulimit -n, raised to the hard "
+             "limit); the server keeps %llu for itself (%d, and %d + "
+             "--max-inflight per worker) and %d per container the live view "
+             "may hold (%d containers at least), which leaves %llu for "
+             "connections (%d at least)",
+             p->limit, p->reserve, FD_FIXED, FD_PER_WORKER, FD_PER_CONTAINER,
+             MIN_CONTAINERS, fits, MIN_CONNECTIONS);
+    return -1;
+  }
+  p->connections = (unsigned)m;
+  unsigned long long c = (room - m) / FD_PER_CONTAINER;
+  p->containers = c > VIEW_CONTAINERS ? VIEW_CONTAINERS : (unsigned)c;
+  return 0;
 }

@@ -44,4 +44,46 @@ int hx_hosts_valid_name(const char *name);
 const char *hx_hosts_check(const hx_hosts *h, struct MHD_Connection *conn,
                            const char *version, char *msg, size_t cap);
 
+/* ---- addresses ---- */
+
+/* Whether sa is a loopback address: 127.0.0.0/8, ::1, ::ffff:127.x. */
+int hx_is_loopback(const struct sockaddr *sa);
+
+/* --listen's "ADDR:PORT" or "[ADDR]:PORT" (numeric) into ss; *v6 set for
+ * IPv6. Returns 0 or -1. */
+int hx_parse_listen(const char *spec, struct sockaddr_storage *ss, int *v6);
+
+/* The per-address count of --max-per-ip (1 or more). Its two callbacks go
+ * to MHD_start_daemon: hx_conns_accept as the accept policy (refuses an
+ * address that has `max` connections) and hx_conns_notify as
+ * MHD_OPTION_NOTIFY_CONNECTION (counts a connection while it is open). */
+typedef struct hx_conns hx_conns;
+hx_conns *hx_conns_new(unsigned max);
+void hx_conns_free(hx_conns *c);
+enum MHD_Result hx_conns_accept(void *cls, const struct sockaddr *sa,
+                                socklen_t len);
+void hx_conns_notify(void *cls, struct MHD_Connection *conn,
+                     void **socket_context,
+                     enum MHD_ConnectionNotificationCode code);
+
+/* ---- descriptors ---- */
+
+typedef struct hx_fd_plan_t {
+  unsigned long long limit;   /* the soft RLIMIT_NOFILE, once raised */
+  unsigned long long reserve; /* kept for the server itself */
+  unsigned connections;       /* --max-connections */
+  unsigned containers;        /* what the live view may hold (8 each) */
+  char why[512];              /* why it does not fit */
+} hx_fd_plan_t;
+
+/* Raises the soft RLIMIT_NOFILE to the hard limit (at most 2^20), then
+ * splits it: a reserve for the server itself (192, and 36 + max_inflight
+ * per worker), the connections, and 8 per container the live view may
+ * hold (at most 10000). A max_connections of 0 takes 1024, or half of what
+ * the reserve leaves when that is less; any that leaves room for fewer
+ * than 16 containers, or that is under 16, is refused. Returns 0, or -1
+ * with p->why. */
+int hx_fd_plan(hx_fd_plan_t *p, unsigned workers, unsigned max_inflight,
+               unsigned max_connections);
+
 #endif

@@ -379,7 +379,7 @@ static int serve(int argc, char **argv, const char *lib) {
       .listen = "127.0.0.1:8080",
       .workers = ncpu > 0 ? (unsigned)ncpu : 2,
       .conn_timeout = 30,
-      .max_connections = 1024,
+      .max_connections = 0, /* 1024, or what the descriptors allow */
       .max_per_ip = 512,
       .body_max = 1 << 20,
       .grace = 10,

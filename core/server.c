@@ -65,6 +65,7 @@ struct server {
   hx_snapshot snap;        /* the scripts every new state loads */
   int token_everywhere;    /* beyond loopback, or --require-token */
   hx_hosts *hosts;         /* the Host allow-list */
+  hx_conns *conns;         /* connections per client address */
   pthread_t collector;
   int collector_started;
   atomic_int collector_stop;
@@ -825,39 +826,6 @@ static void collector_stop(server *srv) {
 
 /* ---- start, signals, stop -------------------------------------------- */
 
-static int parse_listen(const char *spec, struct sockaddr_storage *ss,
-                        int *v6) {
-  char host[256];
-  const char *colon = strrchr(spec, ':');
-  if (colon == NULL || colon == spec || strlen(spec) >= sizeof host)
-    return -1;
-  size_t hl = (size_t)(colon - spec);
-  memcpy(host, spec, hl);
-  host[hl] = '\0';
-  if (host[0] == '[' && hl >= 2 && host[hl - 1] == ']') {
-    memmove(host, host + 1, hl - 2);
-    host[hl - 2] = '\0';
-  }
-  struct addrinfo hints = {0}, *res = NULL;
-  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
-  hints.ai_socktype = SOCK_STREAM;
-  if (getaddrinfo(host, colon + 1, &hints, &res) != 0 || res == NULL)
-    return -1;
-  memcpy(ss, res->ai_addr, res->ai_addrlen);
-  *v6 = res->ai_family == AF_INET6;
-  freeaddrinfo(res);
-  return 0;
-}
-
-static int is_loopback(const struct sockaddr_storage *ss) {
-  if (ss->ss_family == AF_INET)
-    return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) ==
-           127;
-  if (ss->ss_family == AF_INET6)
-    return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)->sin6_addr);
-  return 0;
-}
-
 static void reload(server *srv) {
   char *err = NULL;
   hx_snapshot snap;
@@ -973,19 +941,26 @@ static struct MHD_Daemon *start_mhd(server *srv, struct sockaddr_storage *ss,
   if (v6)
     flags |= MHD_USE_IPv6;
   /* One worker is MHD's own polling thread: MHD warns about a pool size
-   * of 1 (or 0) that it ignores, so the option is given only for more. */
-  struct MHD_OptionItem pool[] = {
-      {srv->cfg.workers > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
-       (intptr_t)srv->cfg.workers, NULL},
-      {MHD_OPTION_END, 0, NULL}};
+   * of 1 (or 0) that it ignores, so the option is given only for more.
+   * --max-per-ip is counted by guard.c (MHD's own count would take each
+   * 127.x address apart). */
+  struct MHD_OptionItem more[3];
+  int n = 0;
+  if (srv->cfg.workers > 1)
+    more[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE,
+                                        (intptr_t)srv->cfg.workers, NULL};
+  if (srv->conns != NULL)
+    more[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION,
+                                        (intptr_t)hx_conns_notify, srv->conns};
+  more[n] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
   /* The logger first: MHD logs with its own until it sees this option. */
   return MHD_start_daemon(
-      flags, 0, NULL, NULL, on_access, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-      NULL, MHD_OPTION_SOCK_ADDR, ss, MHD_OPTION_ARRAY, pool,
+      flags, 0, srv->conns != NULL ? hx_conns_accept : NULL, srv->conns,
+      on_access, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+      MHD_OPTION_SOCK_ADDR, ss, MHD_OPTION_ARRAY, more,
       MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
       MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.conn_timeout,
       MHD_OPTION_CONNECTION_LIMIT, srv->cfg.max_connections,
-      MHD_OPTION_PER_IP_CONNECTION_LIMIT, srv->cfg.max_per_ip,
       MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
       MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
       MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
@@ -994,6 +969,7 @@ static struct MHD_Daemon *start_mhd(server *srv, struct sockaddr_storage *ss,
 static void server_free(server *srv) {
   close_states(srv);
   hx_hosts_free(srv->hosts);
+  hx_conns_free(srv->conns);
   hx_snapshot_free(&srv->snap);
   pthread_mutex_destroy(&srv->snap_mu);
   pthread_mutex_destroy(&srv->states_mu);
@@ -1060,16 +1036,66 @@ static int check_access(const hx_server_config *cfg, int open) {
   return -1;
 }
 
-/* The guard's part of the server: the Host allow-list and whether every
- * route needs the token. */
+/* Protected: require("horcrux.view").set_limits{max_containers = arg 1}. */
+static int set_view_limit(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "horcrux.view");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "set_limits");
+  lua_createtable(L, 0, 1);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, -2, "max_containers");
+  lua_call(L, 1, 0);
+  return 0;
+}
+
+/* The descriptors: the soft limit raised, the connections kept below it
+ * with room for the server and for 8 per container the live view may
+ * hold (the view is told its limit). Returns 0, or -1 (logged). */
+static int plan_descriptors(server *srv) {
+  hx_fd_plan_t p;
+  if (hx_fd_plan(&p, srv->cfg.workers, srv->cfg.max_inflight,
+                 srv->cfg.max_connections) != 0) {
+    hx_log("error", "%s", p.why);
+    return -1;
+  }
+  srv->cfg.max_connections = p.connections;
+  char *err = NULL;
+  hx_state *st = hx_state_new(&srv->cfg.lua, &err);
+  if (st != NULL) {
+    lua_pushcfunction(st->L, set_view_limit);
+    lua_pushinteger(st->L, (lua_Integer)p.containers);
+    if (lua_pcall(st->L, 1, 0, 0) != LUA_OK)
+      err = strdup(lua_tostring(st->L, -1));
+    hx_state_close(st);
+  }
+  if (err != NULL) {
+    hx_log("error", "cannot limit the live view: %s", err);
+    free(err);
+    return -1;
+  }
+  hx_log("info",
+         "descriptors: limit %llu; up to %u connections, %llu kept for the "
+         "server, room for %u containers in the live view (8 each)",
+         p.limit, p.connections, p.reserve, p.containers);
+  return 0;
+}
+
+/* The guard's part of the server: the Host allow-list, whether every
+ * route needs the token, the count per address, the descriptors. */
 static int guard_start(server *srv, int open) {
   const hx_server_config *cfg = &srv->cfg;
   srv->token_everywhere = open || cfg->require_token;
   srv->hosts = hx_hosts_new(cfg->listen, cfg->allow_hosts, cfg->n_allow_hosts);
-  if (srv->hosts == NULL) {
+  if (cfg->max_per_ip > 0)
+    srv->conns = hx_conns_new(cfg->max_per_ip);
+  if (srv->hosts == NULL || (cfg->max_per_ip > 0 && srv->conns == NULL)) {
     hx_log("error", "out of memory");
     return -1;
   }
+  if (plan_descriptors(srv) != 0)
+    return -1;
+
   if (open)
     hx_log("warn",
            "listening beyond loopback on %s: every route needs the "
@@ -1081,12 +1107,12 @@ static int guard_start(server *srv, int open) {
 int hx_serve(const hx_server_config *cfg) {
   struct sockaddr_storage ss = {0};
   int v6 = 0;
-  if (parse_listen(cfg->listen, &ss, &v6) != 0) {
+  if (hx_parse_listen(cfg->listen, &ss, &v6) != 0) {
     hx_log("error", "--listen %s: expected ADDR:PORT with a numeric address",
            cfg->listen);
     return 2;
   }
-  int open = !is_loopback(&ss);
+  int open = !hx_is_loopback((const struct sockaddr *)&ss);
   if (check_access(cfg, open) != 0)
     return 2;
   server *srv = server_new(cfg);
@@ -1094,7 +1120,7 @@ int hx_serve(const hx_server_config *cfg) {
     return 1;
   if (guard_start(srv, open) != 0) {
     server_free(srv);
-    return 1;
+    return 2;
   }
 
   /* Signals go to the main thread only: block them before any thread

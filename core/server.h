@@ -8,7 +8,7 @@ typedef struct hx_server_config {
   const char *listen;       /* "ADDR:PORT", "[ADDR]:PORT" */
   unsigned workers;         /* MHD threads, one Lua state each */
   unsigned conn_timeout;    /* seconds a connection may sit idle */
-  unsigned max_connections; /* in total */
+  unsigned max_connections; /* in total; 0: 1024, or what fits (guard.h) */
   unsigned max_per_ip;      /* per client address */
   size_t body_max;          /* request body bytes (413 beyond) */
   unsigned max_inflight;    /* requests in flight per worker (429 beyond) */
