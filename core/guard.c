@@ -4,6 +4,9 @@
 
 #include "aux.h"
 #include "server.h"
+#include "states.h"
+
+#include <lauxlib.h>
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -158,6 +161,109 @@ const char *hx_hosts_check(const hx_hosts *h, struct MHD_Connection *conn,
            "rebinding); to serve it, start horcrux with --allow-host %.*s",
            c.value, (int)(name_len > 200 ? 200 : name_len), c.value);
   return "forbidden";
+}
+
+/* ---- the token ------------------------------------------------------ */
+
+static int is_mutating(const char *method) {
+  return strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+         strcmp(method, "PATCH") == 0 || strcmp(method, "DELETE") == 0;
+}
+
+/* Compares in time that depends only on the lengths, never on where the
+ * first difference is, so the token cannot be guessed byte by byte. */
+static int same_secret(const char *a, size_t alen, const char *b, size_t blen) {
+  volatile unsigned char diff = (unsigned char)(alen != blen);
+  for (size_t i = 0; i < blen; i++)
+    diff |= (unsigned char)(i < alen ? a[i] ^ b[i] : b[i]);
+  return diff == 0;
+}
+
+const char *hx_token_check(const hx_server_config *cfg, int everywhere,
+                           const char *method, const char *auth,
+                           int *authenticated, const char **msg) {
+  int mutating = is_mutating(method);
+  const char *token = cfg->token;
+  if (token != NULL && auth != NULL && strncasecmp(auth, "Bearer ", 7) == 0) {
+    const char *given = auth + 7;
+    *authenticated = same_secret(given, strlen(given), token, strlen(token));
+  }
+  if (mutating && cfg->read_only) {
+    *msg = "horcrux runs in read-only mode: nothing may change";
+    return "forbidden";
+  }
+  if (!mutating && !everywhere)
+    return NULL;
+  if (token == NULL) { /* only mutating requests get here without one */
+    *msg = "this route changes state and needs a bearer token; start "
+           "horcrux with HORCRUX_TOKEN or --token-file";
+    return "unauthorized";
+  }
+  if (auth == NULL) {
+    *msg = "send Authorization: Bearer <token>";
+    return "unauthorized";
+  }
+  if (!*authenticated) {
+    *msg = "wrong bearer token";
+    return "forbidden";
+  }
+  return NULL;
+}
+
+int hx_check_access(const hx_server_config *cfg, int open) {
+  if (cfg->token != NULL || (!open && !cfg->require_token))
+    return 0;
+  if (open)
+    hx_log("error",
+           "--listen %s is beyond loopback: every route then needs a bearer "
+           "token; set HORCRUX_TOKEN or --token-file",
+           cfg->listen);
+  else
+    hx_log("error", "--require-token: every route needs a bearer token; set "
+                    "HORCRUX_TOKEN or --token-file");
+  return -1;
+}
+
+/* Protected: require("horcrux.view").set_limits{max_containers = arg 1}. */
+static int set_view_limit(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "horcrux.view");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "set_limits");
+  lua_createtable(L, 0, 1);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, -2, "max_containers");
+  lua_call(L, 1, 0);
+  return 0;
+}
+
+int hx_plan_descriptors(hx_server_config *cfg) {
+  hx_fd_plan_t p;
+  if (hx_fd_plan(&p, cfg->workers, cfg->max_inflight, cfg->max_connections) !=
+      0) {
+    hx_log("error", "%s", p.why);
+    return -1;
+  }
+  cfg->max_connections = p.connections;
+  char *err = NULL;
+  hx_state *st = hx_state_new(&cfg->lua, &err);
+  if (st != NULL) {
+    lua_pushcfunction(st->L, set_view_limit);
+    lua_pushinteger(st->L, (lua_Integer)p.containers);
+    if (lua_pcall(st->L, 1, 0, 0) != LUA_OK)
+      err = strdup(lua_tostring(st->L, -1));
+    hx_state_close(st);
+  }
+  if (err != NULL) {
+    hx_log("error", "cannot limit the live view: %s", err);
+    free(err);
+    return -1;
+  }
+  hx_log("info",
+         "descriptors: limit %llu; up to %u connections, %llu kept for the "
+         "server, room for %u containers in the live view (8 each)",
+         p.limit, p.connections, p.reserve, p.containers);
+  return 0;
 }
 
 /* ---- addresses -------------------------------------------------------- */

@@ -23,6 +23,8 @@
 #ifndef HORCRUX_GUARD_H
 #define HORCRUX_GUARD_H
 
+#include "server.h"
+
 #include <microhttpd.h>
 #include <stddef.h>
 #include <sys/socket.h>
@@ -43,6 +45,23 @@ int hx_hosts_valid_name(const char *name);
  * "forbidden": not on the list) with its message in msg[0..cap). */
 const char *hx_hosts_check(const hx_hosts *h, struct MHD_Connection *conn,
                            const char *version, char *msg, size_t cap);
+
+/* ---- the token ---- */
+
+/* The start checks: beyond loopback (open), or with --require-token,
+ * every route needs the token, so there must be one. Returns 0, or -1
+ * (logged). */
+int hx_check_access(const hx_server_config *cfg, int open);
+
+/* The token rule and --read-only for one request: NULL when it may go on;
+ * else the kind of the refusal, its message in *msg. `everywhere`: every
+ * route needs the token (beyond loopback, --require-token); else only
+ * those that change state (POST, PUT, PATCH, DELETE). auth is the
+ * Authorization header or NULL; *authenticated is set when it carries the
+ * token (compared in time that does not depend on where they differ). */
+const char *hx_token_check(const hx_server_config *cfg, int everywhere,
+                           const char *method, const char *auth,
+                           int *authenticated, const char **msg);
 
 /* ---- addresses ---- */
 
@@ -85,5 +104,10 @@ typedef struct hx_fd_plan_t {
  * with p->why. */
 int hx_fd_plan(hx_fd_plan_t *p, unsigned workers, unsigned max_inflight,
                unsigned max_connections);
+
+/* hx_fd_plan for cfg: sets cfg->max_connections, tells the live view its
+ * limit of containers (horcrux.view's set_limits), logs the plan. Returns
+ * 0, or -1 (logged). */
+int hx_plan_descriptors(hx_server_config *cfg);
 
 #endif

@@ -2,6 +2,7 @@
  * request.h). */
 #include "request.h"
 
+#include "aux.h"
 #include "logline.h"
 
 #include <arpa/inet.h>
@@ -200,6 +201,28 @@ static char *put_hex(char *p, unsigned long long v, int digits) {
 void hx_request_id(request *rq, unsigned long long base, unsigned long long n) {
   char *p = put_hex(rq->id, base, 8);
   *put_hex(p, n, 8) = '\0';
+}
+
+/* See request.h. MHD hands the decoded path on as a C string, so a
+ * decoded NUL would cut "/api/containers/a%00b/stats" to
+ * "/api/containers/a" and act on another container. Left encoded, "%00"
+ * fails the id check like any bad byte. */
+size_t hx_unescape(void *cls, struct MHD_Connection *c, char *s) {
+  (void)cls;
+  (void)c;
+  char *w = s;
+  for (const char *r = s; *r != '\0'; r++) {
+    int hi, lo;
+    if (r[0] == '%' && (hi = hx_hexval(r[1])) >= 0 &&
+        (lo = hx_hexval(r[2])) >= 0 && (hi | lo) != 0) {
+      *w++ = (char)(hi * 16 + lo);
+      r += 2;
+    } else {
+      *w++ = *r;
+    }
+  }
+  *w = '\0';
+  return (size_t)(w - s);
 }
 
 /* ---- the access log ---------------------------------------------------- */

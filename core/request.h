@@ -69,6 +69,10 @@ void hx_request_id(request *rq, unsigned long long base, unsigned long long n);
 const char *hx_client_host(struct MHD_Connection *conn, char *host, size_t size,
                            const char *none);
 
+/* MHD's unescape callback: percent-decodes the path and query values in
+ * place, except %00. */
+size_t hx_unescape(void *cls, struct MHD_Connection *c, char *s);
+
 /* The access log's line for rq, written to stderr with one write. */
 void hx_request_log(const request *rq, int aborted);
 

@@ -455,20 +455,6 @@ static enum MHD_Result start(request *rq) {
 
 /* ---- the guard --------------------------------------------------------- */
 
-static int is_mutating(const char *method) {
-  return strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
-         strcmp(method, "PATCH") == 0 || strcmp(method, "DELETE") == 0;
-}
-
-/* Compares in time that depends only on the lengths, never on where the
- * first difference is, so the token cannot be guessed byte by byte. */
-static int same_secret(const char *a, size_t alen, const char *b, size_t blen) {
-  volatile unsigned char diff = (unsigned char)(alen != blen);
-  for (size_t i = 0; i < blen; i++)
-    diff |= (unsigned char)(i < alen ? a[i] ^ b[i] : b[i]);
-  return diff == 0;
-}
-
 /* 0 when the request may go on; else the response is queued. Runs on the
  * access handler's first call: a refused request's body is never read.
  * The Host is checked first: a page that reached the server through DNS
@@ -476,42 +462,19 @@ static int same_secret(const char *a, size_t alen, const char *b, size_t blen) {
 static int guard(request *rq, const char *version, enum MHD_Result *ret) {
   server *srv = rq->srv;
   char why[384];
+  const char *msg = why;
   const char *refused =
       hx_hosts_check(srv->hosts, rq->conn, version, why, sizeof why);
-  if (refused != NULL) {
-    *ret = send_error(rq, refused, why);
-    return -1;
-  }
-  int mutating = is_mutating(rq->method);
-  const char *token = srv->cfg.token;
-  const char *auth = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_AUTHORIZATION);
-  if (token != NULL && auth != NULL && strncasecmp(auth, "Bearer ", 7) == 0) {
-    const char *given = auth + 7;
-    rq->authenticated = same_secret(given, strlen(given), token, strlen(token));
-  }
-  if (mutating && srv->cfg.read_only) {
-    *ret = send_error(rq, "forbidden",
-                      "horcrux runs in read-only mode: nothing may change");
-    return -1;
-  }
-  if (!mutating && !srv->token_everywhere)
+  if (refused == NULL)
+    refused = hx_token_check(
+        &srv->cfg, srv->token_everywhere, rq->method,
+        MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                    MHD_HTTP_HEADER_AUTHORIZATION),
+        &rq->authenticated, &msg);
+  if (refused == NULL)
     return 0;
-  if (token == NULL) { /* only mutating requests get here without one */
-    *ret = send_error(rq, "unauthorized",
-                      "this route changes state and needs a bearer token; "
-                      "start horcrux with HORCRUX_TOKEN or --token-file");
-    return -1;
-  }
-  if (auth == NULL) {
-    *ret = send_error(rq, "unauthorized", "send Authorization: Bearer <token>");
-    return -1;
-  }
-  if (!rq->authenticated) {
-    *ret = send_error(rq, "forbidden", "wrong bearer token");
-    return -1;
-  }
-  return 0;
+  *ret = send_error(rq, refused, msg);
+  return -1;
 }
 
 /* ---- MHD callbacks --------------------------------------------------- */
@@ -886,28 +849,6 @@ static void close_states(server *srv) {
   }
 }
 
-/* Percent-decodes the path and query values in place, except %00: MHD
- * hands the result on as a C string, so a decoded NUL would cut
- * "/api/containers/a%00b/stats" to "/api/containers/a" and act on another
- * container. Left encoded, "%00" fails the id check like any bad byte. */
-static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
-  (void)cls;
-  (void)c;
-  char *w = s;
-  for (const char *r = s; *r != '\0'; r++) {
-    int hi, lo;
-    if (r[0] == '%' && (hi = hx_hexval(r[1])) >= 0 &&
-        (lo = hx_hexval(r[2])) >= 0 && (hi | lo) != 0) {
-      *w++ = (char)(hi * 16 + lo);
-      r += 2;
-    } else {
-      *w++ = *r;
-    }
-  }
-  *w = '\0';
-  return (size_t)(w - s);
-}
-
 /* Each connection's memory pool: the request line, headers and read
  * buffer, and the response headers. MHD clears the whole pool before every
  * request of a keep-alive connection (and half of it again), so its size
@@ -962,7 +903,7 @@ static struct MHD_Daemon *start_mhd(server *srv, struct sockaddr_storage *ss,
       MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.conn_timeout,
       MHD_OPTION_CONNECTION_LIMIT, srv->cfg.max_connections,
       MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-      MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+      MHD_OPTION_UNESCAPE_CALLBACK, hx_unescape, NULL,
       MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
 }
 
@@ -1020,67 +961,6 @@ static void wait_signals(server *srv, const sigset_t *set) {
   }
 }
 
-/* The token rules: beyond loopback, or with --require-token, every route
- * needs the token, so there must be one. Returns 0, or -1 (logged). */
-static int check_access(const hx_server_config *cfg, int open) {
-  if (cfg->token != NULL || (!open && !cfg->require_token))
-    return 0;
-  if (open)
-    hx_log("error",
-           "--listen %s is beyond loopback: every route then needs a bearer "
-           "token; set HORCRUX_TOKEN or --token-file",
-           cfg->listen);
-  else
-    hx_log("error", "--require-token: every route needs a bearer token; set "
-                    "HORCRUX_TOKEN or --token-file");
-  return -1;
-}
-
-/* Protected: require("horcrux.view").set_limits{max_containers = arg 1}. */
-static int set_view_limit(lua_State *L) {
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "horcrux.view");
-  lua_call(L, 1, 1);
-  lua_getfield(L, -1, "set_limits");
-  lua_createtable(L, 0, 1);
-  lua_pushvalue(L, 1);
-  lua_setfield(L, -2, "max_containers");
-  lua_call(L, 1, 0);
-  return 0;
-}
-
-/* The descriptors: the soft limit raised, the connections kept below it
- * with room for the server and for 8 per container the live view may
- * hold (the view is told its limit). Returns 0, or -1 (logged). */
-static int plan_descriptors(server *srv) {
-  hx_fd_plan_t p;
-  if (hx_fd_plan(&p, srv->cfg.workers, srv->cfg.max_inflight,
-                 srv->cfg.max_connections) != 0) {
-    hx_log("error", "%s", p.why);
-    return -1;
-  }
-  srv->cfg.max_connections = p.connections;
-  char *err = NULL;
-  hx_state *st = hx_state_new(&srv->cfg.lua, &err);
-  if (st != NULL) {
-    lua_pushcfunction(st->L, set_view_limit);
-    lua_pushinteger(st->L, (lua_Integer)p.containers);
-    if (lua_pcall(st->L, 1, 0, 0) != LUA_OK)
-      err = strdup(lua_tostring(st->L, -1));
-    hx_state_close(st);
-  }
-  if (err != NULL) {
-    hx_log("error", "cannot limit the live view: %s", err);
-    free(err);
-    return -1;
-  }
-  hx_log("info",
-         "descriptors: limit %llu; up to %u connections, %llu kept for the "
-         "server, room for %u containers in the live view (8 each)",
-         p.limit, p.connections, p.reserve, p.containers);
-  return 0;
-}
-
 /* The guard's part of the server: the Host allow-list, whether every
  * route needs the token, the count per address, the descriptors. */
 static int guard_start(server *srv, int open) {
@@ -1093,9 +973,8 @@ static int guard_start(server *srv, int open) {
     hx_log("error", "out of memory");
     return -1;
   }
-  if (plan_descriptors(srv) != 0)
+  if (hx_plan_descriptors(&srv->cfg) != 0)
     return -1;
-
   if (open)
     hx_log("warn",
            "listening beyond loopback on %s: every route needs the "
@@ -1113,7 +992,7 @@ int hx_serve(const hx_server_config *cfg) {
     return 2;
   }
   int open = !hx_is_loopback((const struct sockaddr *)&ss);
-  if (check_access(cfg, open) != 0)
+  if (hx_check_access(cfg, open) != 0)
     return 2;
   server *srv = server_new(cfg);
   if (srv == NULL)
