@@ -43,8 +43,8 @@ extern char **environ;
 static const char usage[] =
     "usage: horcrux serve [--listen ADDR:PORT] [--scripts DIR] [--workers N]\n"
     "                     [--budget N] [--memory MB] [--timeout S]\n"
-    "                     [--max-connections N] [--max-per-ip N]\n"
-    "                     [--max-inflight N]\n"
+    "                     [--max-connections N] [--max-per-ip N] "
+    "[--max-inflight N]\n"
     "                     [--body-max BYTES] [--grace S] [--interval S]\n"
     "                     [--token-file PATH] [--require-token]\n"
     "                     [--allow-host NAME]... [--read-only] "

@@ -206,6 +206,27 @@ describe("horcrux serve command line", function()
     assert.are.equal("", r.stderr)
   end)
 
+  it("lists the same flags in --help as the README's Configuration table", function()
+    local r = proc.run({ http.bin, "serve", "--help" }, { timeout = 10 })
+    local usage = r.stdout:match("^(usage: horcrux serve.-)\n%s*horcrux run")
+    assert.truthy(usage, r.stdout)
+    local readme = http.read_file("README.md")
+    local config = readme:match("\n## Configuration\n(.-)\n## ")
+    assert.truthy(config, "the README has no Configuration section")
+    local function flags(text, pattern)
+      local set = {}
+      for f in text:gmatch(pattern) do
+        set[f] = true
+      end
+      return set
+    end
+    local from_help = flags(usage, "%-%-[%w-]+")
+    from_help["--help"] = nil
+    assert.is_true(from_help["--listen"] and from_help["--no-access-log"], usage)
+    assert.are.same(from_help, flags(config, "\n| `(%-%-[%w-]+)`"))
+    assert.are.same(from_help, flags(config:match("```\n(.-)```"), "%-%-[%w-]+"))
+  end)
+
   it("runs one worker without a libmicrohttpd warning", function()
     local srv = http.start({ scripts = FIXTURE, args = { "--workers", "1" } })
     finally(function() srv:stop() end)
