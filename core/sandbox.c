@@ -33,54 +33,38 @@ static int refused_exit(lua_State *L) {
   return luaL_error(L, "os.exit is refused in the server");
 }
 
-/* load(chunk [, name [, mode [, env]]]) with mode "t": a mode without 't'
- * is refused as Lua refuses a chunk of the wrong mode. Upvalue: Lua's
- * load. The env argument is passed on only when given (load tells an
- * absent env from a nil one). */
-static int text_load(lua_State *L) {
+/* Calls the function in upvalue 1 (load or loadfile) with this call's
+ * arguments, the one at mode_at (the mode) replaced by "t": a mode without
+ * 't' is refused as Lua refuses a chunk of the wrong mode. The argument
+ * after the mode (env) is passed on only when given: load and loadfile
+ * tell an absent env from a nil one. */
+static int call_text(lua_State *L, int mode_at) {
   int n = lua_gettop(L);
-  const char *mode = luaL_optstring(L, 3, "bt");
+  const char *mode = luaL_optstring(L, mode_at, "bt");
   if (strchr(mode, 't') == NULL) {
     luaL_pushfail(L);
     lua_pushliteral(L, "binary chunks are not loaded in the server (mode "
                        "must allow 't')");
     return 2;
   }
-  if (n < 4)
-    lua_settop(L, 3); /* a name left out is nil, as load takes it */
+  int env = n > mode_at;
+  lua_settop(L, env ? mode_at + 1 : mode_at - 1); /* absent ones are nil */
   int base = lua_gettop(L);
   lua_pushvalue(L, lua_upvalueindex(1));
-  lua_pushvalue(L, 1);
-  lua_pushvalue(L, 2);
+  for (int i = 1; i < mode_at; i++)
+    lua_pushvalue(L, i);
   lua_pushliteral(L, "t");
-  if (n >= 4)
-    lua_pushvalue(L, 4);
-  lua_call(L, n >= 4 ? 4 : 3, LUA_MULTRET);
+  if (env)
+    lua_pushvalue(L, mode_at + 1);
+  lua_call(L, mode_at + env, LUA_MULTRET);
   return lua_gettop(L) - base;
 }
 
-/* loadfile(name [, mode [, env]]) with mode "t"; upvalue: Lua's
- * loadfile. */
-static int text_loadfile(lua_State *L) {
-  int n = lua_gettop(L);
-  const char *mode = luaL_optstring(L, 2, "bt");
-  if (strchr(mode, 't') == NULL) {
-    luaL_pushfail(L);
-    lua_pushliteral(L, "binary chunks are not loaded in the server (mode "
-                       "must allow 't')");
-    return 2;
-  }
-  if (n < 3)
-    lua_settop(L, 2); /* no file name: nil, stdin, as loadfile takes it */
-  int base = lua_gettop(L);
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_pushvalue(L, 1);
-  lua_pushliteral(L, "t");
-  if (n >= 3)
-    lua_pushvalue(L, 3);
-  lua_call(L, n >= 3 ? 3 : 2, LUA_MULTRET);
-  return lua_gettop(L) - base;
-}
+/* load(chunk [, name [, mode [, env]]]) */
+static int text_load(lua_State *L) { return call_text(L, 3); }
+
+/* loadfile([name [, mode [, env]]]) */
+static int text_loadfile(lua_State *L) { return call_text(L, 2); }
 
 static int dofile_done(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
