@@ -224,48 +224,6 @@ int hx_check_access(const hx_server_config *cfg, int open) {
   return -1;
 }
 
-/* Protected: require("horcrux.view").set_limits{max_containers = arg 1}. */
-static int set_view_limit(lua_State *L) {
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "horcrux.view");
-  lua_call(L, 1, 1);
-  lua_getfield(L, -1, "set_limits");
-  lua_createtable(L, 0, 1);
-  lua_pushvalue(L, 1);
-  lua_setfield(L, -2, "max_containers");
-  lua_call(L, 1, 0);
-  return 0;
-}
-
-int hx_plan_descriptors(hx_server_config *cfg) {
-  hx_fd_plan_t p;
-  if (hx_fd_plan(&p, cfg->workers, cfg->max_inflight, cfg->max_connections) !=
-      0) {
-    hx_log("error", "%s", p.why);
-    return -1;
-  }
-  cfg->max_connections = p.connections;
-  char *err = NULL;
-  hx_state *st = hx_state_new(&cfg->lua, &err);
-  if (st != NULL) {
-    lua_pushcfunction(st->L, set_view_limit);
-    lua_pushinteger(st->L, (lua_Integer)p.containers);
-    if (lua_pcall(st->L, 1, 0, 0) != LUA_OK)
-      err = strdup(lua_tostring(st->L, -1));
-    hx_state_close(st);
-  }
-  if (err != NULL) {
-    hx_log("error", "cannot limit the live view: %s", err);
-    free(err);
-    return -1;
-  }
-  hx_log("info",
-         "descriptors: limit %llu; up to %u connections, %llu kept for the "
-         "server, room for %u containers in the live view (8 each)",
-         p.limit, p.connections, p.reserve, p.containers);
-  return 0;
-}
-
 /* ---- addresses -------------------------------------------------------- */
 
 int hx_is_loopback(const struct sockaddr *sa) {
@@ -472,11 +430,11 @@ void hx_conns_notify(void *cls, struct MHD_Connection *conn,
  * Docker client keeps alive (HXD_FREE_MAX, 32); and one transfer per
  * request in flight (--max-inflight). */
 #define FD_PER_WORKER 36
-/* Per container the live view holds: the cgroup files its readers keep
- * open. */
-#define FD_PER_CONTAINER 8
+/* Per container whose cgroup files the live view's sampler keeps open:
+ * 9 on cgroup v2, 10 or 11 on v1 (view_sample.c). The view keeps what its
+ * max_fds allows and reads the other containers by opening their files. */
+#define FD_PER_CONTAINER 11
 #define MIN_CONTAINERS 16
-#define VIEW_CONTAINERS 10000 /* the view's own default */
 #define DEFAULT_CONNECTIONS 1024
 #define MIN_CONNECTIONS 16
 
@@ -517,15 +475,61 @@ int hx_fd_plan(hx_fd_plan_t *p, unsigned workers, unsigned max_inflight,
     snprintf(p->why + n, sizeof p->why - (size_t)n,
              "the descriptor limit is %llu (ulimit -n, raised to the hard "
              "limit); the server keeps %llu for itself (%d, and %d + "
-             "--max-inflight per worker) and %d per container the live view "
-             "may hold (%d containers at least), which leaves %llu for "
-             "connections (%d at least)",
+             "--max-inflight per worker), and the live view %d per "
+             "container whose cgroup files it keeps open (%d containers "
+             "at least), which leaves %llu for connections (%d at least)",
              p->limit, p->reserve, FD_FIXED, FD_PER_WORKER, FD_PER_CONTAINER,
              MIN_CONTAINERS, fits, MIN_CONNECTIONS);
     return -1;
   }
   p->connections = (unsigned)m;
-  unsigned long long c = (room - m) / FD_PER_CONTAINER;
-  p->containers = c > VIEW_CONTAINERS ? VIEW_CONTAINERS : (unsigned)c;
+  /* The view's own default is half the limit; less when that would not
+   * leave the connections and the server their share. */
+  p->view_fds = room - m < p->limit / 2 ? room - m : p->limit / 2;
+  return 0;
+}
+
+/* Protected: require("horcrux.view").set_limits{max_fds = arg 1}. */
+static int set_view_limit(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "horcrux.view");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "set_limits");
+  lua_createtable(L, 0, 1);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, -2, "max_fds");
+  lua_call(L, 1, 0);
+  return 0;
+}
+
+int hx_plan_descriptors(hx_server_config *cfg) {
+  hx_fd_plan_t p;
+  if (hx_fd_plan(&p, cfg->workers, cfg->max_inflight, cfg->max_connections) !=
+      0) {
+    hx_log("error", "%s", p.why);
+    return -1;
+  }
+  cfg->max_connections = p.connections;
+  char *err = NULL;
+  hx_state *st = hx_state_new(&cfg->lua, &err);
+  if (st != NULL) {
+    lua_pushcfunction(st->L, set_view_limit);
+    lua_pushinteger(
+        st->L, (lua_Integer)(p.view_fds < (1 << 24) ? p.view_fds : (1 << 24)));
+    if (lua_pcall(st->L, 1, 0, 0) != LUA_OK)
+      err = strdup(lua_tostring(st->L, -1));
+    hx_state_close(st);
+  }
+  if (err != NULL) {
+    hx_log("error", "cannot limit the live view: %s", err);
+    free(err);
+    return -1;
+  }
+  hx_log("info",
+         "descriptors: limit %llu; up to %u connections, %llu kept for the "
+         "server, %llu for the cgroup files the live view keeps open (about "
+         "%llu containers; it reads others by opening them)",
+         p.limit, p.connections, p.reserve, p.view_fds,
+         p.view_fds / FD_PER_CONTAINER);
   return 0;
 }

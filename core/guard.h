@@ -18,7 +18,8 @@
  *
  * Descriptors. The soft RLIMIT_NOFILE is raised to the hard limit, and
  * the connections are kept below it with a reserve for everything else
- * the process opens (hx_fd_plan).
+ * the process opens, the live view's kept cgroup files included
+ * (hx_fd_plan).
  */
 #ifndef HORCRUX_GUARD_H
 #define HORCRUX_GUARD_H
@@ -88,26 +89,28 @@ void hx_conns_notify(void *cls, struct MHD_Connection *conn,
 /* ---- descriptors ---- */
 
 typedef struct hx_fd_plan_t {
-  unsigned long long limit;   /* the soft RLIMIT_NOFILE, once raised */
-  unsigned long long reserve; /* kept for the server itself */
-  unsigned connections;       /* --max-connections */
-  unsigned containers;        /* what the live view may hold (8 each) */
-  char why[512];              /* why it does not fit */
+  unsigned long long limit;    /* the soft RLIMIT_NOFILE, once raised */
+  unsigned long long reserve;  /* kept for the server itself */
+  unsigned connections;        /* --max-connections */
+  unsigned long long view_fds; /* the live view's max_fds */
+  char why[512];               /* why it does not fit */
 } hx_fd_plan_t;
 
 /* Raises the soft RLIMIT_NOFILE to the hard limit (at most 2^20), then
  * splits it: a reserve for the server itself (192, and 36 + max_inflight
- * per worker), the connections, and 8 per container the live view may
- * hold (at most 10000). A max_connections of 0 takes 1024, or half of what
- * the reserve leaves when that is less; any that leaves room for fewer
- * than 16 containers, or that is under 16, is refused. Returns 0, or -1
- * with p->why. */
+ * per worker), the connections, and the rest for the cgroup files the live
+ * view keeps open (its max_fds, up to 11 a container: half the limit, as
+ * the view takes by itself, or less when that does not fit). A
+ * max_connections
+ * of 0 takes 1024, or half of what the reserve leaves when that is less;
+ * one under 16, or that leaves the view fewer than 11 x 16 descriptors, is
+ * refused. Returns 0, or -1 with p->why. */
 int hx_fd_plan(hx_fd_plan_t *p, unsigned workers, unsigned max_inflight,
                unsigned max_connections);
 
-/* hx_fd_plan for cfg: sets cfg->max_connections, tells the live view its
- * limit of containers (horcrux.view's set_limits), logs the plan. Returns
- * 0, or -1 (logged). */
+/* hx_fd_plan for cfg: sets cfg->max_connections, tells the live view how
+ * many descriptors it may keep (horcrux.view's set_limits{max_fds=}), logs
+ * the plan. Returns 0, or -1 (logged). */
 int hx_plan_descriptors(hx_server_config *cfg);
 
 #endif
