@@ -9,7 +9,8 @@
 --   engine.version()  engine.ping()
 --   engine.containers{all =, filters =, limit =}     /containers/json
 --   engine.inspect(ref)  engine.top(ref [, ps_args])  engine.stats(ref)
---   engine.stats_many(ids)           one-shot stats of many at once
+--   engine.stats_many(ids [, opts])  one-shot stats of many at once;
+--                                    opts.timeout bounds the batch
 --   engine.logs(ref, query [, max_bytes])  the raw log stream (a string)
 --   engine.action(ref, action [, query])  -> {changed = boolean}
 --   engine.remove(ref [, query])     -> true
@@ -89,7 +90,23 @@ M.ping = with_client(function(c) return c:ping() end)
 M.containers = with_client(function(c, opts) return c:containers(opts) end)
 M.inspect = with_client(function(c, ref) return c:inspect(ref) end)
 M.stats = with_client(function(c, ref) return c:stats(ref) end)
-M.stats_many = with_client(function(c, ids) return c:stats_many(ids) end)
+--- One-shot stats of many containers at once; opts.timeout (seconds) bounds
+-- the whole batch (a client of its own with that timeout).
+function M.stats_many(ids, opts)
+  local c, err, kind
+  local t = opts and opts.timeout
+  if t then
+    local ms = math.max(50, math.floor(t * 1000))
+    c, err, kind = special_client("timeout=" .. ms,
+      { timeout = ms / 1000, connect_timeout = math.min(1, ms / 1000) })
+  else
+    c, err, kind = M.client()
+  end
+  if not c then
+    return nil, err, kind
+  end
+  return c:stats_many(ids)
+end
 M.events = with_client(function(c, opts, cb) return c:events(opts, cb) end)
 
 --- `ps` inside a running container: {Titles = {...}, Processes = {{...}}}.

@@ -20,6 +20,7 @@ local null = json.null
 local engine = require "horcrux.engine"
 local config = require "horcrux.config"
 local cli = require "horcrux.cli"
+local live = require "horcrux.live"
 local verdict = require "horcrux.manage.policy"
 local render = require "horcrux.manage.render"
 
@@ -148,10 +149,12 @@ function M.create(spec, policy)
     local ok
     ok, err, kind = engine.action(res.Id, "start")
     if not ok then
+      live.note(res.Id, "created", spec, false)
       return nil, err, kind, { id = res.Id, created = true }
     end
     out.started = true
   end
+  live.note(res.Id, "created", spec, out.started)
   return out
 end
 
@@ -182,6 +185,7 @@ function M.action(ref, action, opts, policy)
     end
     return nil, err, kind
   end
+  live.note(ref, action)
   return { id = ref, action = action, changed = res.changed }
 end
 
@@ -201,6 +205,7 @@ function M.remove(ref, opts, policy)
     end
     return nil, err, kind
   end
+  live.note(ref, "removed")
   return { id = ref, removed = true }
 end
 
