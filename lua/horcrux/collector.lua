@@ -710,6 +710,13 @@ end
 -- slices of at most 100 ms, so a stop is noticed quickly.
 function M.run(opts)
   local state = M.new(opts)
+  -- this thread's calls to the daemon: a few rounds at most, so a daemon
+  -- that stops answering holds the loop (and a SIGTERM) for seconds; the
+  -- process-wide breaker then answers for it at once
+  require("horcrux.engine").configure({
+    timeout = math.max(3, 2 * batch_timeout(state.interval)),
+    connect_timeout = 1,
+  })
   local stopping = state.stopping
   local period = math.floor(state.interval * 1e9)
   local due = clock.mono_ns()

@@ -6,6 +6,7 @@
 --   engine.call(method, template, params, query, body [, content_type])
 --       -> value, status | nil, message, kind, status
 --   engine.client()                   -> the state's client | nil, msg, kind
+--   engine.configure(opts)            the client's options, for this state
 --   engine.version()  engine.ping()
 --   engine.containers{all =, filters =, limit =}     /containers/json
 --   engine.inspect(ref)  engine.top(ref [, ps_args])  engine.stats(ref)
@@ -18,6 +19,18 @@
 --   engine.events(opts, callback)    -> true, how | nil, msg, kind
 --   engine.health()                  -> {reachable, version, api_version |
 --                                        error, kind}
+--   engine.breaker()                 -> the daemon's circuit breaker
+--                                       (horcrux.docker's c:breaker()) | nil
+--   engine.admit([host])             -> true | nil, msg, "unavailable" while
+--                                       the breaker (of host: default the
+--                                       state's daemon) is not closed
+--
+-- The breaker is the process's memory of the daemon (every Lua state of
+-- `horcrux serve` and the collector share it): after calls that got no
+-- answer, every call fails at once with kind "unavailable" and a message
+-- that says why and when the next probe is, so a source hands over to the
+-- next one at once. Inside `horcrux serve` every call also ends by the
+-- request's deadline (kind "timeout").
 --
 -- `template` is an Engine API path with {placeholders} ("/containers/{id}
 -- /top") filled from `params` and checked against Docker's grammar before
@@ -49,14 +62,26 @@ end
 
 --- The state's client. connect() only reads DOCKER_HOST and friends, so a
 -- failure here is a configuration error and is remembered.
+-- Options of this state's client (set by configure()).
+local client_opts = nil
+
 function M.client()
   if client == nil and client_err == nil then
-    client, client_err, client_kind = docker.connect()
+    client, client_err, client_kind = docker.connect(client_opts)
   end
   if client == nil then
     return nil, client_err, client_kind
   end
   return client
+end
+
+--- Sets the options of this state's client (horcrux.docker.connect's:
+-- timeout, connect_timeout...) and drops the one it had: the collector's
+-- thread keeps its calls short, so a daemon that stops answering holds a
+-- round (and a stop) for seconds, not the default 30 s.
+function M.configure(opts)
+  M.reset()
+  client_opts = opts
 end
 
 --- Forgets the state's client (specs that change DOCKER_HOST).
@@ -197,6 +222,33 @@ function M.health()
   end
   return { reachable = true, version = v.Version,
     api_version = c:api_version() }
+end
+
+--- The breaker of the state's daemon: {host, state = "closed" | "open" |
+-- "probing", failures, last_error, last_kind, and while not closed:
+-- message, opened, next_probe, next_probe_in}; nil without a client.
+function M.breaker()
+  local c = M.client()
+  return c and c:breaker() or nil
+end
+
+--- Whether calls reach the daemon now (its breaker is closed): true, or
+-- nil, the breaker's message, "unavailable". For code that reaches a
+-- daemon another way (the docker CLI); `host` names another daemon than
+-- the state's (a DOCKER_HOST of the CLI's own).
+function M.admit(host)
+  if host then
+    local b = docker.breaker(host)
+    if b.state ~= "closed" then
+      return nil, b.message, "unavailable"
+    end
+    return true
+  end
+  local c = M.client()
+  if not c then
+    return true -- no client: the caller's own call will say why
+  end
+  return c:admit()
 end
 
 function M.remove(ref, query)

@@ -174,6 +174,15 @@ function M.action(ref, action, opts, policy)
   end
   local query
   if opts.timeout and M.ACTIONS[action].timeout then
+    -- the daemon waits that long before it kills: it must end before the
+    -- request's deadline, or the client gets a 504 while it goes on
+    local left = require("horcrux.clock").time_left()
+    if left and opts.timeout >= left - 1 then
+      return nil, ("timeout=%d: at most %d s here (the request's deadline, "
+        .. "--deadline, is %d s away)"):format(opts.timeout,
+          math.max(0, math.floor(left) - 2), math.floor(left)),
+        "bad_request", { field = "timeout" }
+    end
     query = { t = opts.timeout }
   elseif opts.signal and action == "kill" then
     query = { signal = opts.signal }

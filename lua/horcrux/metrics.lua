@@ -19,6 +19,7 @@
 -- words are the clearest answer.
 local config = require "horcrux.config"
 local log = require "horcrux.log"
+local errors = require "horcrux.errors"
 local cpu = require "horcrux.cpu"
 local clock = require "horcrux.clock"
 local json = require "horcrux.json"
@@ -40,8 +41,12 @@ local function attempt(src, what, ...)
   end
   local r = table.pack(pcall(fn, ...))
   if not r[1] then
-    log.error("source %s failed: %s", tostring(src.name), tostring(r[2]))
-    return nil, tostring(src.name) .. ": " .. tostring(r[2]), "server"
+    local e = r[2]
+    if errors.is(e) then -- a failure a source raised keeps its kind
+      return nil, e.message, e.kind
+    end
+    log.error("source %s failed: %s", tostring(src.name), tostring(e))
+    return nil, tostring(src.name) .. ": " .. tostring(e), "server"
   end
   if r[2] == nil then
     return nil, r[3], r[4]
