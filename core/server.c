@@ -775,9 +775,11 @@ static int collector_run(lua_State *L) {
   lua_pushliteral(L, "horcrux.collector");
   lua_call(L, 1, 1);
   lua_getfield(L, -1, "run");
-  lua_createtable(L, 0, 3);
+  lua_createtable(L, 0, 4);
   lua_pushnumber(L, srv->cfg.interval);
   lua_setfield(L, -2, "interval");
+  lua_pushnumber(L, srv->cfg.history);
+  lua_setfield(L, -2, "history");
   lua_pushvalue(L, 2);
   lua_setfield(L, -2, "sources");
   lua_pushlightuserdata(L, srv);

@@ -93,7 +93,8 @@ typedef struct view_job {
                    (removed and stored again) is not this one */
   view_probe *probe;
   int result;
-  int64_t mono; /* when its CPU counter was read */
+  int64_t mono;  /* when its CPU counter was read */
+  int ring_fits; /* its entry's ring is of the current size */
   view_figs figs;
 } view_job;
 
@@ -128,5 +129,51 @@ void view_sample_open(lua_State *L);
 /* The descriptor limit of the sampler (-1: half the soft RLIMIT_NOFILE);
  * set >= -1 sets it; returns the previous one. */
 int view_max_fds(int set, int change);
+
+/* ---- view_history.c: each container's ring of points */
+
+enum { HP_CPU = 1, HP_MEM = 2, HP_NET = 4, HP_BLK = 8, HP_PIDS = 16 };
+
+/* One round's figures of a container: 64 bytes. */
+typedef struct view_point {
+  int64_t t_ns;                 /* wall clock */
+  uint64_t mem, rx, tx, rd, wr; /* working set; the I/O counters */
+  float pct;                    /* CPU %, 100 = one core */
+  uint32_t pids;
+  uint32_t have; /* HP_* */
+  uint32_t pad;
+} view_point;
+
+typedef struct view_ring view_ring;
+
+/* Points a ring holds (0: no history) and the least gap between two (a
+ * closer one replaces the last): view.set_limits{history=, history_gap_ms=}. */
+size_t view_history_cap(void);
+void view_history_set(size_t cap, int64_t gap_ns);
+/* A ring of the current size (malloc'd; NULL when none or out of memory). */
+view_ring *view_ring_new(void);
+/* Whether r is of the current size (no new ring needed). */
+int view_ring_fits(const view_ring *r);
+size_t view_ring_bytes(const view_ring *r);
+/* How many points r holds (0 for NULL). */
+size_t view_ring_len(const view_ring *r);
+/* Adds p to *ring, first putting fresh in its place when *ring is NULL or
+ * of another size (its points copied). No allocation: runs under the
+ * view's write lock. Returns the ring to free (the replaced one, or fresh
+ * when unused). */
+view_ring *view_ring_add(view_ring **ring, view_ring *fresh,
+                         const view_point *p);
+/* The newest min(n, max) points into out, oldest first; how many. */
+size_t view_ring_copy(const view_ring *r, view_point *out, size_t max);
+void view_point_of_figs(view_point *p, const view_figs *f, int64_t wall_ns);
+/* The point of the record table at idx (its docker figures). */
+void view_point_of_table(lua_State *L, int idx, view_point *p, int64_t wall_ns);
+/* Pushes {points = [...] (when with_points), summary = {...}} of pts
+ * (oldest first) over [now - window, now) in buckets of step ns. */
+void view_history_push(lua_State *L, const view_point *pts, size_t n,
+                       int64_t now, int64_t window, int64_t step,
+                       int with_points);
+/* The figures of a point, in the answer's order. */
+const char *const *view_history_figures(int *n);
 
 #endif

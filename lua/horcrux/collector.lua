@@ -94,7 +94,8 @@ end
 --- A collector state. opts: interval (seconds, default 1), sources (the
 -- order; default horcrux.config's), stopping (function), relist_every
 -- (rounds between two full lists while events are followed; 1 lists every
--- round).
+-- round), history (seconds each container's history in the view reaches
+-- back, a point a round; nil leaves the view's setting, 900 points).
 function M.new(opts)
   opts = opts or {}
   local interval = opts.interval or 1
@@ -107,6 +108,13 @@ function M.new(opts)
   end
   if opts.stopping ~= nil and type(opts.stopping) ~= "function" then
     error("collector: stopping must be a function", 2)
+  end
+  if opts.history ~= nil then
+    if type(opts.history) ~= "number" or opts.history < 0 then
+      error("collector: history must be seconds (>= 0)", 2)
+    end
+    view.set_limits({ history = math.min(86400, math.ceil(opts.history / interval)),
+      history_gap_ms = math.floor(interval * 500) })
   end
   return {
     interval = interval,
