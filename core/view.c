@@ -595,6 +595,35 @@ static int l_all(lua_State *L) {
   return 1;
 }
 
+/* Every entry with a record, with its meta, as all() copies them. */
+static size_t with_both_size(const hx_node *n, void *arg) {
+  const entry *e = HX_ENTRY_OF(n, const entry, node);
+  (void)arg;
+  return has_record(e) ? copied_size(e, 1) : 0;
+}
+
+static size_t with_both_copy(const hx_node *n, char *at, void *arg) {
+  const entry *e = HX_ENTRY_OF(n, const entry, node);
+  (void)arg;
+  return has_record(e) ? (size_t)(copy_out(at, e, 1) - at) : 0;
+}
+
+void view_each(lua_State *L, void (*fn)(lua_State *L, void *arg), void *arg) {
+  hx_copier c = {with_both_size, with_both_copy, NULL, 0, FIRST_GUESS * 16};
+  const char *buf;
+  size_t n = hx_store_copy_out(L, &store, &c, &buf);
+  int64_t now = hx_mono_ns();
+  for (size_t i = 0; i < n; i++) {
+    view_of v = read_copied(buf);
+    buf = v.next;
+    push_record(L, &v, now, 1);
+    push_meta(L, &v);
+    fn(L, arg);
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 1); /* the copy */
+}
+
 /* metas(): every entry's meta (those that have one), copied out under the
  * read lock, each given full_id after unlocking. */
 static size_t with_meta_size(const hx_node *n, void *arg) {
@@ -992,6 +1021,7 @@ static const luaL_Reg funcs[] = {{"put", l_put},
                                  {"set_limits", l_set_limits},
                                  {"footprint", l_footprint},
                                  {"history", l_history},
+                                 {"prometheus", view_prometheus},
                                  {"metas", l_metas},
                                  {"unsampled", l_unsampled},
                                  {"set_status", l_set_status},

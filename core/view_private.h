@@ -130,6 +130,15 @@ void view_sample_open(lua_State *L);
  * set >= -1 sets it; returns the previous one. */
 int view_max_fds(int set, int change);
 
+/* ---- view.c, for view_prom.c */
+
+/* For each entry with a record: pushes the record (as all() gives it) and
+ * the meta (nil when none), calls fn, pops both. */
+void view_each(lua_State *L, void (*fn)(lua_State *L, void *arg), void *arg);
+
+/* ---- view_prom.c: view.prometheus([opts]) -> text, containers */
+int view_prometheus(lua_State *L);
+
 /* ---- view_history.c: each container's ring of points */
 
 enum { HP_CPU = 1, HP_MEM = 2, HP_NET = 4, HP_BLK = 8, HP_PIDS = 16 };

@@ -111,6 +111,13 @@ route("GET", "/api/stats", function(req)
   return 200, (check(filters.stats(f, check(hx.live.all()))))
 end)
 
+-- Prometheus: the containers under cAdvisor's names and horcrux's own
+-- metrics, from the live view (horcrux/prometheus.lua); OpenMetrics when
+-- Accept asks for it, gzip when Accept-Encoding allows it.
+route("GET", "/metrics", { query = {} }, function(req)
+  return hx.prometheus.answer(req)
+end)
+
 -- The history the live view keeps of a container (horcrux/history.lua):
 -- ?window=5m&step=5s -> {"id", "name", "window_s", "step_s", "figures",
 -- "points": [{"t", "cpu_percent", ...}], "summary": {figure: {"min",

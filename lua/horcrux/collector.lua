@@ -71,6 +71,7 @@
 -- the reply until then; past EVENTS_STALL_S of that the call fails and the
 -- round lists instead.
 local view = require "horcrux.view"
+local prometheus = require "horcrux.prometheus"
 local cpu = require "horcrux.cpu"
 local clock = require "horcrux.clock"
 local null = require("horcrux.json").null
@@ -577,6 +578,7 @@ end
 local function sample_in_view(state, src, ids, summary)
   local ok, s = pcall(src.sample_view)
   if not ok or type(s) ~= "table" then
+    prometheus.source_error(src.name, "server")
     say(state, "source:" .. tostring(src.name), "warn",
       ("%s skipped: %s"):format(tostring(src.name), tostring(s)))
     return ids
@@ -611,6 +613,7 @@ local function sample_with(state, src, pending, deadline, summary)
     recs, errs, kind = nil, recs, "server"
   end
   if not recs then
+    prometheus.source_error(src.name, kind)
     say(state, "source:" .. tostring(src.name),
       kind == "unsupported" and "info" or "warn",
       ("%s skipped: %s"):format(tostring(src.name), tostring(errs)))
@@ -629,6 +632,7 @@ local function sample_with(state, src, pending, deadline, summary)
       quiet(state, "sample:" .. id)
     else
       local e = type(errs) == "table" and errs[id] or nil
+      prometheus.source_error(src.name, e and e.kind)
       summary.last_err[id] = ("%s: %s"):format(tostring(src.name),
         tostring(e and e.error or "no record"))
       if e and e.kind == "not_found" then
@@ -711,6 +715,7 @@ function M.step(state)
   summary.trusted = state.trusted
   state.rounds = state.rounds + 1
   summary.ms = (clock.mono_ns() - t0) / 1e6
+  pcall(prometheus.round, summary)
   return summary
 end
 
