@@ -327,8 +327,9 @@ static void put_container_labels(lua_State *L, int m, sbuf *b) {
   }
   const char **keys = lua_newuserdatauv(L, (cap ? cap : 1) * sizeof *keys, 0);
   lua_pushnil(L);
-  while (n < cap && lua_next(L, lt)) {
-    if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING)
+  while (lua_next(L, lt)) { /* to the end: lua_next leaves nothing then */
+    if (n < cap && lua_type(L, -2) == LUA_TSTRING &&
+        lua_type(L, -1) == LUA_TSTRING)
       keys[n++] = lua_tostring(L, -2); /* anchored by the table */
     lua_pop(L, 1);
   }
@@ -570,6 +571,8 @@ typedef struct rows_of {
 
 static void add_row(lua_State *L, void *arg) {
   rows_of *ro = arg;
+  int top = lua_gettop(L);
+  luaL_checkstack(L, 12, "view.prometheus");
   if (ro->n == ro->cap) {
     size_t cap = ro->cap ? ro->cap * 2 : 64;
     row *grown = lua_newuserdatauv(L, cap * sizeof *grown, 0);
@@ -582,6 +585,7 @@ static void add_row(lua_State *L, void *arg) {
   fill_row(L, t, m, &ro->rows[ro->n]);
   row_labels(L, t, m, &ro->rows[ro->n], ro->pool);
   ro->n++;
+  lua_settop(L, top);
 }
 
 int view_prometheus(lua_State *L) {
