@@ -405,7 +405,7 @@ static const luaL_Reg funcs[] = {{"counter", l_counter},
                                  {"gzip", l_gzip},
                                  {NULL, NULL}};
 
-int luaopen_horcrux_telemetry(lua_State *L) {
+HX_EXPORT int luaopen_horcrux_telemetry(lua_State *L) {
   luaL_newlib(L, funcs);
   return 1;
 }
