@@ -94,8 +94,9 @@ view_ring *view_ring_add(view_ring **ring, view_ring *fresh,
     return spare;
   if (r->n > 0) {
     view_point *last = &r->p[(r->head + r->cap - 1) % r->cap];
-    if (p->t_ns - last->t_ns < (int64_t)atomic_load(&hist_gap) &&
-        p->t_ns >= last->t_ns) {
+    if (p->t_ns < last->t_ns)
+      return spare; /* older than the newest: the ring stays in order */
+    if (p->t_ns - last->t_ns < (int64_t)atomic_load(&hist_gap)) {
       *last = *p;
       return spare;
     }

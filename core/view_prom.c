@@ -189,10 +189,16 @@ static int parse_time(const char *s, double *out) {
   return 1;
 }
 
+/* t[k], RFC 3339 or seconds since the epoch (the list's Created), as the
+ * start time unless one is known already. */
 static void take_time(lua_State *L, int t, row *r, const char *k) {
-  double v;
-  if (!(r->have & 1ull << V_START) && lua_getfield(L, t, k) == LUA_TSTRING &&
-      parse_time(lua_tostring(L, -1), &v))
+  double v = 0;
+  int type;
+  if (r->have & 1ull << V_START)
+    return;
+  type = lua_getfield(L, t, k);
+  if ((type == LUA_TSTRING && parse_time(lua_tostring(L, -1), &v)) ||
+      (type == LUA_TNUMBER && (v = lua_tonumber(L, -1)) > 0))
     r->v[V_START] = v, r->have |= 1ull << V_START;
   lua_pop(L, 1);
 }
