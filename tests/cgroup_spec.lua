@@ -966,27 +966,10 @@ describe("horcrux.cgroup against the real engine #docker", function()
     -- what the bare reads cost (measured 1.0-1.1x), whatever else runs on
     -- the machine. Rescanning the hierarchy, reading a file twice or a
     -- parser that grows with its input shows as several times more.
-    local p, files = h:paths(), {}
-    local function add(dir, names)
-      for _, n in ipairs(names) do files[#files + 1] = dir .. "/" .. n end
-    end
-    if p.unified or h.version == "v2" then
-      add(p.unified or p.cpu or p.memory, { "cpu.stat", "memory.current", "memory.max",
-        "memory.stat", "io.stat", "pids.current", "cgroup.freeze", "cgroup.procs" })
-    else
-      add(p.cpuacct, { "cpuacct.usage", "cgroup.procs" })
-      add(p.memory, { "memory.usage_in_bytes", "memory.limit_in_bytes", "memory.stat" })
-      add(p.blkio, { "blkio.throttle.io_service_bytes_recursive" })
-      add(p.pids, { "pids.current" })
-      if p.freezer then add(p.freezer, { "freezer.state" }) end
-    end
-    files[#files + 1] = "/proc/" .. s.pid .. "/net/dev"
+    local cs = require("cgroup_support")
+    local files = cs.files(h, s.pid)
     local function bare()
-      for _, f in ipairs(files) do
-        local fh = assert(io.open(f))
-        fh:read("a")
-        fh:close()
-      end
+      cs.read_bare(files)
     end
     local n, ratios, said = 500, {}, {}
     for _ = 1, 5 do

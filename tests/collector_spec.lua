@@ -436,26 +436,51 @@ describe("collector", function()
       end
     end)
 
-    it("would spend under 2 % of a core per second on 50 with the cgroup source",
+    it("costs per container a small multiple of a bare read of its cgroup files",
       function()
-        local mine = {}
+        local cs = require "cgroup_support"
+        local mine, files = {}, {}
         for _, id in ipairs(ids) do
           mine[id] = true
+          local h = assert(cgroup.open(id))
+          local f = cs.files(h, assert(h:stats()).pid)
+          h:close()
+          table.move(f, 1, #f, #files + 1, files)
         end
+        -- The peer: reading the files of these N containers bare (open,
+        -- read, close from Lua), measured in the same run between the
+        -- collector's rounds, so that both meet the same load. A round
+        -- per container lists, reads the same files once, parses them,
+        -- keeps the CPU sample and puts the record in the view: a few
+        -- bare reads' worth (measured 1.6x with the cgroup source, 1.8x
+        -- when the API lists, on a loaded 2-core machine). The README's
+        -- figure, 2 % of a core for 50 containers, is this cost on an idle
+        -- machine; a loaded one slows both sides alike, so the bound is a
+        -- ratio, which a round costing several bare reads a container (a
+        -- rescan of the hierarchy, work growing with the square of the
+        -- containers) exceeds.
         for _, case in ipairs({
-          { "cgroup lists and samples", { sources = { cg_source } } },
-          { "API lists, cgroup samples", API_LISTS_CGROUP_SAMPLES },
+          { "cgroup lists and samples", { sources = { cg_source } }, 4 },
+          { "API lists, cgroup samples", API_LISTS_CGROUP_SAMPLES, 5 },
         }) do
           local state = collector.new { sources = case[2] }
           collector.step(state)
-          local rounds = 20
-          local c0, w0 = os.clock(), clock.mono_ns()
-          local s
-          for _ = 1, rounds do
-            s = collector.step(state)
+          local rounds, ratios, said, s = 5, {}, {}, nil
+          for _ = 1, 5 do
+            local c0 = os.clock()
+            for _ = 1, rounds do
+              s = collector.step(state)
+            end
+            local ours = (os.clock() - c0) / rounds / s.running
+            c0 = os.clock()
+            for _ = 1, rounds do
+              cs.read_bare(files)
+            end
+            local peer = (os.clock() - c0) / rounds / N
+            ratios[#ratios + 1] = ours / peer
+            said[#said + 1] = ("%.0f vs %.0f us"):format(ours * 1e6, peer * 1e6)
           end
-          local cpu_ms = (os.clock() - c0) / rounds * 1000
-          local wall_ms = (clock.mono_ns() - w0) / rounds / 1e6
+          table.sort(ratios)
           -- back-to-back rounds leave no base a window old in the CPU
           -- store's ring; one round after the window gives every CPU %
           clock.sleep(cpu.window() / 1000 + 0.1)
@@ -468,13 +493,11 @@ describe("collector", function()
             end
           end
           assert.equal(N, held)
-          -- per container, then for 50 (the others on the engine count too)
-          local per = cpu_ms / s.running
-          print(string.format("\ncollector (%s), %d containers: %.2f ms CPU "
-            .. "and %.2f ms wall a round; %.3f ms a container = %.2f %% of a "
-            .. "core for 50 at 1 s", case[1], s.running, cpu_ms, wall_ms, per,
-            per * 50 / 10))
-          assert.is_true(per * 50 < 20, per * 50)
+          print(string.format("\ncollector (%s), %d containers: a container "
+            .. "costs vs a bare read of its files %s; median %.1fx", case[1],
+            s.running, table.concat(said, ", "), ratios[3]))
+          assert.is_true(ratios[3] < case[3], ("%s: median %.1fx a bare read")
+            :format(case[1], ratios[3]))
         end
       end)
   end)
