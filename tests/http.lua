@@ -133,13 +133,31 @@ function M.env(env)
   return out
 end
 
---- Starts `horcrux serve`; waits until /healthz answers.
+--- The first IPv4 address of this machine beyond loopback (scope global),
+-- for specs that listen where the loopback rules do not apply. Raises when
+-- there is none: such a spec fails, it is never skipped.
+function M.lan_address()
+  local r = assert(proc.run({ "ip", "-4", "-o", "addr", "show", "scope", "global" }))
+  local addr = r.status == 0 and r.stdout:match("inet (%d+%.%d+%.%d+%.%d+)/")
+  if not addr then
+    error("no IPv4 address beyond loopback on this machine (ip -4 addr): "
+      .. r.stdout .. r.stderr)
+  end
+  return addr
+end
+
+--- Starts `horcrux serve`; waits until /healthz answers (any status: a
+-- server beyond loopback answers 401 without the token). opts: scripts,
+-- args, env (a list of K=V; nil inherits), host (the address to listen on
+-- and to reach it at, default 127.0.0.1; "0.0.0.0" listens everywhere and
+-- is reached at 127.0.0.1).
 function M.start(opts)
   opts = opts or {}
   local log = os.tmpname()
+  local host = opts.host or "127.0.0.1"
   for _ = 1, 5 do
     local port = math.random(20000, 60000)
-    local argv = { M.bin, "serve", "--listen", "127.0.0.1:" .. port,
+    local argv = { M.bin, "serve", "--listen", host .. ":" .. port,
       "--scripts", opts.scripts or "lua" }
     for _, a in ipairs(opts.args or {}) do
       argv[#argv + 1] = a
@@ -148,8 +166,9 @@ function M.start(opts)
     if not p then
       error("cannot start horcrux: " .. err)
     end
+    local reach = host == "0.0.0.0" and "127.0.0.1" or host
     local srv = setmetatable({ proc = p, port = port, log = log,
-      url = "http://127.0.0.1:" .. port }, Server)
+      url = "http://" .. reach .. ":" .. port }, Server)
     local deadline = clock.mono_ns() + 10e9
     while clock.mono_ns() < deadline do
       if not srv:alive() then
