@@ -217,18 +217,7 @@ static int l_list(lua_State *L) {
 
 /* ---------------------------------------------------------------- handle */
 
-static void handle_free(handle *h) {
-  for (int k = 0; k < K_N; k++) {
-    free(h->dir[k]);
-    h->dir[k] = NULL;
-  }
-  free(h->proc);
-  h->proc = NULL;
-  free(h->buf.p);
-  h->buf.p = NULL;
-  h->buf.cap = 0;
-  h->closed = 1;
-}
+static void handle_free(handle *h) { cg_handle_release(h); }
 
 static handle *check_handle(lua_State *L) {
   handle *h = luaL_checkudata(L, 1, HANDLE_MT);
@@ -237,19 +226,12 @@ static handle *check_handle(lua_State *L) {
   return h;
 }
 
-static char *dup_or_raise(lua_State *L, const char *s) {
-  char *d = strdup(s);
-  if (d == NULL)
-    luaL_error(L, "not enough memory");
-  return d;
-}
-
 /* cgroup.open(id [, opts]) -> handle | nil, msg, kind */
 static int l_open(lua_State *L) {
   size_t idn;
   const char *id = luaL_checklstring(L, 1, &idn), *root, *proc;
-  char base[PATH_MAX], path[PATH_MAX];
-  int version, prefer = DRV_NONE, found = 0;
+  char base[PATH_MAX];
+  int version, prefer = DRV_NONE, e;
   handle *h;
   opts_paths(L, 2, &root, &proc);
   if (!cg_is_id(id, idn))
@@ -264,32 +246,10 @@ static int l_open(lua_State *L) {
   memset(h, 0, sizeof *h);
   h->closed = 1; /* until every field is set: __gc frees what is there */
   luaL_setmetatable(L, HANDLE_MT);
-  memcpy(h->id, id, CG_ID_LEN + 1);
-  memcpy(h->sid, id, 12);
-  h->v2 = version == LV_V2;
-  h->net_pid = -1;
-  h->proc = dup_or_raise(L, proc);
-  if (h->v2) {
-    if ((h->driver = cg_find_dir(root, id, prefer, path, sizeof path)) !=
-        DRV_NONE) {
-      h->dir[0] = dup_or_raise(L, path);
-      found = 1;
-    }
-  } else {
-    for (int k = 0; k < K_N; k++) {
-      int drv;
-      if (!cg_v1_hierarchy(root, k, base, sizeof base))
-        continue;
-      drv = cg_find_dir(base, id, prefer, path, sizeof path);
-      if (drv == DRV_NONE)
-        continue;
-      h->dir[k] = dup_or_raise(L, path);
-      if (!found)
-        h->driver = drv;
-      found = 1;
-    }
-  }
-  if (!found) {
+  e = cg_handle_open(h, root, version, prefer, id, proc);
+  if (e == ENOMEM)
+    return luaL_error(L, "not enough memory");
+  if (e) {
     handle_free(h);
     return hx_fail(L, HX_NOT_FOUND, "container %s: no cgroup under %s", h->sid,
                    root);

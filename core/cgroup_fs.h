@@ -29,6 +29,8 @@ typedef struct {
 
 /* Reads the whole file at path into b, NUL-terminated; 0 or an errno. */
 int cg_read_file(rbuf *b, const char *path, size_t *len);
+/* The same from a descriptor kept open, from offset 0 (see cgroup_fs.c). */
+int cg_pread_file(rbuf *b, int fd, size_t *len);
 /* out = a/b; 0 when it does not fit. */
 int cg_join(char *out, size_t cap, const char *a, const char *b);
 int cg_is_dir(const char *path);
@@ -67,6 +69,37 @@ int cg_each_container(const char *base, int driver,
 int cg_find_dir(const char *base, const char *id, int prefer, char *out,
                 size_t cap);
 
+/* ---- descriptors kept between reads */
+
+/* How many descriptors the handles sharing a budget may keep open. The
+ * owner sets max; held counts the kept ones across threads (a handle may
+ * be closed on any thread), changed only with __atomic builtins. */
+typedef struct cg_budget {
+  int max;
+  int held;
+} cg_budget;
+
+#define CG_KEEP_MAX 12 /* files a handle reads: 11 on v1, 9 on v2 */
+#define CG_FD_NONE (-1)
+#define CG_FD_ABSENT (-2) /* the file does not exist in a live cgroup */
+#define CG_K_PROC (-1)    /* /proc/<pid>/net/dev, valid for keep.pid */
+
+typedef struct cg_kept {
+  const char *name; /* the reader's literal */
+  int k;            /* controller, or CG_K_PROC */
+  int fd;           /* >= 0 open; CG_FD_NONE; CG_FD_ABSENT */
+} cg_kept;
+
+typedef struct cg_keep {
+  cg_budget *budget;
+  int n;   /* slots used */
+  int pid; /* whose net/dev the CG_K_PROC slot holds */
+  /* Set when a kept cgroup file failed and its path opened again: the
+   * cgroup was made anew (a restart); the holder clears it. */
+  int renewed;
+  cg_kept f[CG_KEEP_MAX];
+} cg_keep;
+
 /* ---- a container's cgroup */
 
 typedef struct {
@@ -81,15 +114,43 @@ typedef struct {
   /* Whether the last pid used for network shared the host's netns: looked
    * up again only when the pid changes. */
   int net_pid, net_host;
+  /* NULL: every read opens, reads and closes the file. Else each file is
+   * opened once and re-read with pread at offset 0 while the budget lets
+   * it be kept (cg_keep_start). */
+  cg_keep *keep;
 } handle;
 
+/* Fills h (zeroed by the caller) for container id under the tree at root
+ * of the given version, the driver `prefer` tried first: its directories,
+ * proc (copied), v2, driver, id and sid; h->closed stays as it was. Returns
+ * 0, ENOENT when the container has no cgroup there, or ENOMEM; on failure
+ * what was allocated stays in h for cg_handle_release. */
+int cg_handle_open(handle *h, const char *root, int version, int prefer,
+                   const char *id, const char *proc);
+/* Frees what h holds and closes what it keeps; sets h->closed. */
+void cg_handle_release(handle *h);
+
+/* Makes h keep its descriptors within budget b; 0 or ENOMEM. */
+int cg_keep_start(handle *h, cg_budget *b);
+/* Closes the descriptors h keeps (it may keep others later). */
+void cg_keep_close(handle *h);
+/* How many descriptors h keeps open. */
+int cg_keep_count(const handle *h);
+/* The pid whose net/dev h keeps open, when its cgroup is the one it was
+ * opened in (not renewed); else 0. */
+int cg_keep_net_pid(const handle *h);
+
 const char *cg_hdir(const handle *h, int k);
-/* The directory whose cgroup.procs names the container's processes. */
+/* The controller whose directory's cgroup.procs names the container's
+ * processes (-1: none), and that directory. */
+int cg_procs_k(const handle *h);
 const char *cg_procs_dir(const handle *h);
 /* Whether the container's cgroup is still there. */
 int cg_alive(const handle *h);
 /* Reads a file of controller k into h->buf; ENOENT without that dir. */
 int cg_hread(handle *h, int k, const char *name, size_t *len);
+/* Reads /proc/<pid>/net/dev (h->proc) into h->buf. */
+int cg_read_net_dev(handle *h, int pid, size_t *len);
 
 /* ---- the readers, each into a C struct */
 

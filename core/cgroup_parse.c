@@ -176,6 +176,30 @@ int cgp_fill_flat(lua_State *L, int t, const char *s, size_t n,
   return count;
 }
 
+/* The value of key in "key value" lines as cgp_fill_flat's `want` finds it
+ * (the last well-formed line with that key), parsing only the lines that
+ * start with it: the readers without a table need one key of memory.stat's
+ * thirty-odd. Returns whether it was found. */
+int cgp_find_key(const char *s, size_t n, const char *key, num *out) {
+  const char *p = s, *end = s + n, *ls, *le, *k;
+  size_t kn = strlen(key), got;
+  num v;
+  int found = 0;
+  while (cgp_next_line(&p, end, &ls, &le)) {
+    const char *q = ls;
+    while (q < le && cgp_is_blank(*q))
+      q++;
+    if ((size_t)(le - q) <= kn || memcmp(q, key, kn) != 0 ||
+        !cgp_is_blank(q[kn]))
+      continue;
+    if (next_pair(&ls, le, &k, &got, &v) && got == kn) {
+      *out = v;
+      found = 1;
+    }
+  }
+  return found;
+}
+
 /* Looks up several keys of "key value" lines in one pass; found[i] says
  * whether keys[i] was seen (with a number). */
 void cgp_find_flat(const char *s, size_t n, const char *const keys[], int nkeys,

@@ -52,6 +52,7 @@ int cgp_field_is_ci(const char *f, size_t n, const char *lit);
 int cgp_is_device(const char *f, size_t n);
 int cgp_fill_flat(lua_State *L, int t, const char *s, size_t n,
                   const char *want, num *got, int *found);
+int cgp_find_key(const char *s, size_t n, const char *key, num *out);
 void cgp_find_flat(const char *s, size_t n, const char *const keys[], int nkeys,
                    num vals[], int found[]);
 void cgp_parse_blkio_v1(lua_State *L, const char *s, size_t n, io_sum *out);

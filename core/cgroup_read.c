@@ -114,10 +114,13 @@ int cg_read_memory(lua_State *L, int st, handle *h, mem_fig *m) {
   if (vanished(h, e))
     return e;
   if (!e) {
+    const char *want = h->v2 ? "inactive_file" : "total_inactive_file";
     num in;
     int found;
-    cgp_fill_flat(L, st, h->buf.p, len,
-                  h->v2 ? "inactive_file" : "total_inactive_file", &in, &found);
+    if (L)
+      cgp_fill_flat(L, st, h->buf.p, len, want, &in, &found);
+    else
+      found = cgp_find_key(h->buf.p, len, want, &in);
     m->inactive_ok = found && cgp_num_unsigned(&in, &m->inactive);
     m->stat_ok = 1;
   }
@@ -204,15 +207,38 @@ static int shares_host_netns(const handle *h, int pid) {
   return na == nb && memcmp(a, b, (size_t)na) == 0;
 }
 
-int cg_read_net(lua_State *L, handle *h, net_fig *n) {
+/* The first pid of the container's own cgroup.procs (read through the
+ * handle, so a kept descriptor serves), else of a sub-cgroup; 0: none. */
+static int first_pid(handle *h, int k, const char *dir) {
   char path[PATH_MAX];
-  const char *dir = cg_procs_dir(h);
+  size_t len;
+  DIR *d;
+  struct dirent *e;
+  int pid = 0;
+  if (cg_hread(h, k, "cgroup.procs", &len) == 0 &&
+      (pid = cgp_first_pid(h->buf.p, len)) > 0)
+    return pid;
+  if ((d = opendir(dir)) == NULL)
+    return 0;
+  while (pid == 0 && (e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.' || !cg_join(path, sizeof path, dir, e->d_name) ||
+        (e->d_type != DT_DIR && (e->d_type != DT_UNKNOWN || !cg_is_dir(path))))
+      continue;
+    pid = find_pid(&h->buf, path, PROCS_DEPTH - 1);
+  }
+  closedir(d);
+  return pid;
+}
+
+int cg_read_net(lua_State *L, handle *h, net_fig *n) {
+  int k = cg_procs_k(h);
   size_t len;
   int e, pid;
   memset(n, 0, sizeof *n);
-  if (dir == NULL)
+  if (k < 0)
     return ENOENT;
-  if ((pid = find_pid(&h->buf, dir, PROCS_DEPTH)) == 0)
+  if ((pid = cg_keep_net_pid(h)) == 0 &&
+      (pid = first_pid(h, k, cg_hdir(h, k))) == 0)
     return ESRCH;
   n->pid = pid;
   if (pid != h->net_pid) {
@@ -221,10 +247,7 @@ int cg_read_net(lua_State *L, handle *h, net_fig *n) {
   }
   if ((n->host = h->net_host))
     return 0;
-  if (snprintf(path, sizeof path, "%s/%d/net/dev", h->proc, pid) >=
-      (int)sizeof path)
-    return ENAMETOOLONG;
-  if ((e = cg_read_file(&h->buf, path, &len)))
+  if ((e = cg_read_net_dev(h, pid, &len)))
     return e;
   cgp_parse_net_dev(L, h->buf.p, len, &n->sum);
   return 0;

@@ -15,6 +15,19 @@
  *   cpu.window()                   -> observe's default window (ms)
  *   cpu.set_window(ms)             -> previous window (ms)
  *   cpu.set_limits{max_containers=, idle_ttl_ms=} -> previous limits
+ *   cpu.capi                       light userdata: the C API below
+ *
+ * The C API. Other C modules reach this store through cpu.capi, a light
+ * userdata pointing to a static const hx_cpu_capi (core/cpu_capi.h):
+ * {version, observe, latest, forget}, the same operations as the Lua
+ * functions on C structs, taking the lock themselves and never calling Lua.
+ * A module fetches it with require("horcrux.cpu") -- package.preload in the
+ * horcrux binary, cpu.so in stock Lua -- so the one loaded copy of this
+ * file, and its one store, serves every source; linking cpu.c into another
+ * module would give that module a private second store. horcrux.view's
+ * sample() fetches it once per call. Check version == HX_CPU_CAPI_VERSION
+ * before use; observe returns NULL or a reason word, "memory" when a new
+ * id could not be stored and "id" for an id outside 1..128 bytes.
  *
  * Reasons (fixed words): "reset" (a counter went backwards: the container
  * restarted), "clock" (the samples' times do not advance), "range" (the
@@ -34,7 +47,9 @@
  * The store keeps the newest RING samples of each container (by time_ns;
  * a sample not newer than the newest is not stored again) and answers
  * observe() against the newest one at least the window (default 500 ms)
- * older. It holds at most max_containers ids (default 4096; the least
+ * older. It holds at most max_containers ids (default 10000, the view's
+ * bound: a round that samples more ids than the store holds would evict
+ * each one's samples before the next round needs them; the least
  * recently used goes first) and drops an id nobody observed or read for
  * idle_ttl (default 10 min), lazily, on the next access. Ids are 1..128
  * bytes. A restart shows as a counter going backwards; a restarted
@@ -52,6 +67,7 @@
  */
 #define _GNU_SOURCE /* the store's writer-preferring lock */
 #include "aux.h"
+#include "cpu_capi.h"
 #include "store.h"
 
 #include <stdint.h>
@@ -59,23 +75,19 @@
 #include <string.h>
 #include <time.h>
 
-#define ID_MAX 128                  /* longest id, bytes */
-#define RING 8                      /* samples kept per container */
-#define NBUCKET 8192                /* hash buckets (power of two) */
-#define SHORT_WINDOW_NS 1000000000  /* below: use timestamps, not ticks */
-#define RANGE_TOLERANCE 0.10        /* relative, above online_cpus × 100 */
-#define DEFAULT_WINDOW_MS 500       /* observe's minimum base age */
-#define DEFAULT_MAX_CONTAINERS 4096 /* least recently used evicted above */
+#define ID_MAX 128                   /* longest id, bytes */
+#define RING 8                       /* samples kept per container */
+#define NBUCKET 8192                 /* hash buckets (power of two) */
+#define SHORT_WINDOW_NS 1000000000   /* below: use timestamps, not ticks */
+#define RANGE_TOLERANCE 0.10         /* relative, above online_cpus × 100 */
+#define DEFAULT_WINDOW_MS 500        /* observe's minimum base age */
+#define DEFAULT_MAX_CONTAINERS 10000 /* least recently used evicted above */
 #define DEFAULT_IDLE_TTL_MS (10 * 60 * 1000) /* unused entries evicted */
 #define MAX_WINDOW_MS (3600 * 1000)
 #define MAX_CONTAINERS (1 << 20)
 
-typedef struct sample {
-  int64_t cpu_ns;
-  int64_t system_ns; /* < 0: unknown */
-  int64_t time_ns;
-  int64_t online_cpus; /* 0: unknown */
-} sample;
+/* system_ns < 0: unknown; online_cpus 0: unknown (cpu_capi.h). */
+typedef hx_cpu_sample sample;
 
 typedef struct entry {
   hx_node node;    /* in the store, whose order is the LRU list */
@@ -93,7 +105,7 @@ typedef struct entry {
  * second sample. Everything in it is guarded by the store's lock, taken for
  * writing (every use moves an entry in the LRU order); no Lua API call is
  * made while it is held (a Lua error would longjmp over the unlock), nor
- * malloc or free (see l_observe). The order of the bounded store is the LRU
+ * malloc or free (see capi_observe). The order of the bounded store is the LRU
  * list: first the least recently used.
  */
 static void free_node(hx_node *n);
@@ -305,6 +317,67 @@ static int l_percent(lua_State *L) {
   return push_result(L, reason, pct);
 }
 
+/* ---- the C API (cpu_capi.h): no Lua, the lock taken here ---- */
+
+static const char *capi_observe(const char *id, size_t len, const sample *s,
+                                int64_t win_ns, double *pct, double *age_ms) {
+  const char *reason = NULL;
+  entry *e = NULL, *fresh = NULL;
+  hx_node *dead = NULL;
+  if (len == 0 || len > ID_MAX)
+    return "id";
+  while (!e) {
+    int64_t now = hx_mono_ns();
+    hx_store_wrlock(&store);
+    if (!(e = lookup(id, len, now, &dead)) && fresh) {
+      e = add(fresh, id, len, now, &dead);
+      fresh = NULL;
+    }
+    if (e)
+      reason =
+          observe_locked(e, s, win_ns < 0 ? window_ns : win_ns, pct, age_ms);
+    hx_store_unlock(&store);
+    /* A new id: its entry is allocated without the lock, then the id looked
+     * up again (another worker may have added it meanwhile). */
+    if (!e && !(fresh = calloc(1, sizeof *fresh)))
+      break;
+  }
+  free(fresh);
+  hx_store_free_list(&store, dead);
+  return e ? reason : "memory";
+}
+
+static int capi_latest(const char *id, size_t len, sample *out) {
+  int64_t now = hx_mono_ns();
+  int found = 0;
+  hx_node *dead = NULL;
+  if (len == 0 || len > ID_MAX)
+    return 0;
+  hx_store_wrlock(&store);
+  entry *e = lookup(id, len, now, &dead);
+  if (e && e->n > 0) {
+    *out = *newest(e);
+    found = 1;
+  }
+  hx_store_unlock(&store);
+  hx_store_free_list(&store, dead);
+  return found;
+}
+
+static int capi_forget(const char *id, size_t len) {
+  hx_node *dead = NULL;
+  hx_store_wrlock(&store);
+  hx_node *n = hx_store_find(&store, id, len);
+  if (n)
+    hx_store_drop(&store, n, &dead);
+  hx_store_unlock(&store);
+  hx_store_free_list(&store, dead);
+  return n != NULL;
+}
+
+static const hx_cpu_capi capi = {HX_CPU_CAPI_VERSION, capi_observe, capi_latest,
+                                 capi_forget};
+
 static int l_observe(lua_State *L) {
   size_t len;
   const char *id = check_id(L, 1, &len);
@@ -316,29 +389,10 @@ static int l_observe(lua_State *L) {
     luaL_argcheck(L, win_ms >= 0 && win_ms <= MAX_WINDOW_MS, 3,
                   "window out of range 0..3600000 ms");
   }
-  const char *reason = NULL;
   double pct = 0, age_ms = 0;
-  entry *e = NULL, *fresh = NULL;
-  hx_node *dead = NULL;
-  while (!e) {
-    int64_t now = hx_mono_ns();
-    hx_store_wrlock(&store);
-    if (!(e = lookup(id, len, now, &dead)) && fresh) {
-      e = add(fresh, id, len, now, &dead);
-      fresh = NULL;
-    }
-    if (e)
-      reason = observe_locked(e, &s, win_ms < 0 ? window_ns : win_ms * 1000000,
-                              &pct, &age_ms);
-    hx_store_unlock(&store);
-    /* A new id: its entry is allocated without the lock, then the id looked
-     * up again (another worker may have added it meanwhile). */
-    if (!e && !(fresh = calloc(1, sizeof *fresh)))
-      break;
-  }
-  free(fresh);
-  hx_store_free_list(&store, dead);
-  if (!e)
+  const char *reason = capi_observe(
+      id, len, &s, win_ms < 0 ? -1 : win_ms * 1000000, &pct, &age_ms);
+  if (reason && strcmp(reason, "memory") == 0)
     return luaL_error(L, "horcrux.cpu: not enough memory");
   if (push_result(L, reason, pct) == 2)
     return 2;
@@ -349,19 +403,8 @@ static int l_observe(lua_State *L) {
 static int l_latest(lua_State *L) {
   size_t len;
   const char *id = check_id(L, 1, &len);
-  int64_t now = hx_mono_ns();
   sample s;
-  int found = 0;
-  hx_node *dead = NULL;
-  hx_store_wrlock(&store);
-  entry *e = lookup(id, len, now, &dead);
-  if (e && e->n > 0) {
-    s = *newest(e);
-    found = 1;
-  }
-  hx_store_unlock(&store);
-  hx_store_free_list(&store, dead);
-  if (!found)
+  if (!capi_latest(id, len, &s))
     lua_pushnil(L);
   else
     push_sample(L, &s);
@@ -371,14 +414,7 @@ static int l_latest(lua_State *L) {
 static int l_forget(lua_State *L) {
   size_t len;
   const char *id = check_id(L, 1, &len);
-  hx_node *dead = NULL;
-  hx_store_wrlock(&store);
-  hx_node *n = hx_store_find(&store, id, len);
-  if (n)
-    hx_store_drop(&store, n, &dead);
-  hx_store_unlock(&store);
-  hx_store_free_list(&store, dead);
-  lua_pushboolean(L, n != NULL);
+  lua_pushboolean(L, capi_forget(id, len));
   return 1;
 }
 
@@ -454,6 +490,8 @@ static const hx_const consts[] = {
 
 HX_EXPORT int luaopen_horcrux_cpu(lua_State *L) {
   luaL_newlib(L, funcs);
+  lua_pushlightuserdata(L, (void *)&capi);
+  lua_setfield(L, -2, "capi");
   hx_store_setfuncs(L, &store); /* clear, count */
   hx_set_consts(L, consts);
   return 1;

@@ -5,8 +5,8 @@
  *   horcrux run FILE.lua [ARGS]    a script with the modules loaded
  *   horcrux NAME [ARGS]            lua/commands/NAME.lua (ps, stats, ...)
  */
-#include "engine.h"
 #include "server.h"
+#include "states.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -171,6 +171,118 @@ static char *read_token(const char *path) {
   return line;
 }
 
+/* A numeric option of serve: 1 when `a` is one (its value v stored in
+ * cfg), 0 when it is not, -1 when v is bad (message printed). */
+static int numeric_option(const char *a, const char *v, hx_server_config *cfg) {
+  static const struct {
+    const char *flag;
+    unsigned long long max;
+    int nonzero;
+  } opts[] = {
+      {"--workers", 256, 1},
+      {"--budget", 1ULL << 50, 0},
+      {"--memory", 1 << 20, 0},
+      {"--timeout", 86400, 0},
+      {"--max-connections", 1000000, 1},
+      {"--max-per-ip", 1000000, 0},
+      {"--body-max", 1ULL << 32, 0},
+      {"--grace", 3600, 0},
+  };
+  size_t i = 0;
+  while (i < sizeof opts / sizeof opts[0] && strcmp(a, opts[i].flag) != 0)
+    i++;
+  if (i == sizeof opts / sizeof opts[0])
+    return 0;
+  unsigned long long n = 0;
+  if (parse_uint(a, v, opts[i].max, &n) != 0)
+    return -1;
+  if (opts[i].nonzero && n == 0) {
+    fprintf(stderr, "horcrux: %s needs a number from 1 to %llu\n", a,
+            opts[i].max);
+    return -1;
+  }
+  switch (i) {
+  case 0:
+    cfg->workers = (unsigned)n;
+    break;
+  case 1:
+    cfg->lua.budget = (long long)n;
+    break;
+  case 2:
+    cfg->lua.memory_cap = (size_t)n << 20;
+    break;
+  case 3:
+    cfg->conn_timeout = (unsigned)n;
+    break;
+  case 4:
+    cfg->max_connections = (unsigned)n;
+    break;
+  case 5:
+    cfg->max_per_ip = (unsigned)n;
+    break;
+  case 6:
+    cfg->body_max = (size_t)n;
+    break;
+  default:
+    cfg->grace = (unsigned)n;
+    break;
+  }
+  return 1;
+}
+
+static int interval_option(const char *v, hx_server_config *cfg) {
+  char *end;
+  double d = v != NULL ? strtod(v, &end) : -1;
+  if (v == NULL || *end != '\0' || !(d >= 0 && d <= 3600)) {
+    fprintf(stderr, "horcrux: --interval needs seconds 0..3600 "
+                    "(0: no collector)\n");
+    return -1;
+  }
+  cfg->interval = d;
+  return 0;
+}
+
+/* Reads serve's options into cfg. Returns 0, 1 after printing the usage
+ * (--help), or -1 after printing why. *token_file gets the malloc'ed token
+ * of --token-file. */
+static int serve_options(int argc, char **argv, hx_server_config *cfg,
+                         char **token_file) {
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    int num;
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      fputs(usage, stdout);
+      return 1;
+    } else if (strcmp(a, "--listen") == 0 && v != NULL) {
+      cfg->listen = v, i++;
+    } else if (strcmp(a, "--scripts") == 0 && v != NULL) {
+      cfg->lua.scripts_dir = v, i++;
+    } else if (strcmp(a, "--no-access-log") == 0) {
+      cfg->access_log = 0;
+    } else if (strcmp(a, "--read-only") == 0) {
+      cfg->read_only = 1;
+    } else if (strcmp(a, "--token-file") == 0 && v != NULL) {
+      free(*token_file);
+      if ((*token_file = read_token(v)) == NULL)
+        return -1;
+      cfg->token = *token_file, i++;
+    } else if (strcmp(a, "--interval") == 0) {
+      if (interval_option(v, cfg) != 0)
+        return -1;
+      i++;
+    } else if ((num = numeric_option(a, v, cfg)) != 0) {
+      if (num < 0)
+        return -1;
+      i++;
+    } else {
+      fprintf(stderr, "horcrux serve: unknown or incomplete option '%s'\n%s", a,
+              usage);
+      return -1;
+    }
+  }
+  return 0;
+}
+
 static int serve(int argc, char **argv, const char *lib) {
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   hx_server_config cfg = {
@@ -183,10 +295,10 @@ static int serve(int argc, char **argv, const char *lib) {
       .grace = 10,
       .access_log = 1,
       .interval = 1.0,
-      .engine = {.scripts_dir = lib,
-                 .lib_dir = lib,
-                 .budget = 100000000,
-                 .memory_cap = (size_t)256 << 20},
+      .lua = {.scripts_dir = lib,
+              .lib_dir = lib,
+              .budget = 100000000,
+              .memory_cap = (size_t)256 << 20},
   };
   const char *env = getenv("HORCRUX_LISTEN");
   if (env != NULL && *env != '\0')
@@ -195,83 +307,23 @@ static int serve(int argc, char **argv, const char *lib) {
   if (env != NULL && *env != '\0')
     cfg.token = env;
   char *token_file = NULL;
-  for (int i = 0; i < argc; i++) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    unsigned long long n = 0;
-    if (strcmp(a, "--listen") == 0 && v != NULL)
-      cfg.listen = v, i++;
-    else if (strcmp(a, "--scripts") == 0 && v != NULL)
-      cfg.engine.scripts_dir = v, i++;
-    else if (strcmp(a, "--no-access-log") == 0)
-      cfg.access_log = 0;
-    else if (strcmp(a, "--read-only") == 0)
-      cfg.read_only = 1;
-    else if (strcmp(a, "--token-file") == 0 && v != NULL) {
-      free(token_file);
-      if ((token_file = read_token(v)) == NULL)
-        goto bad;
-      cfg.token = token_file, i++;
-    } else if (strcmp(a, "--workers") == 0) {
-      if (parse_uint(a, v, 256, &n) != 0 || n == 0)
-        goto bad;
-      cfg.workers = (unsigned)n, i++;
-    } else if (strcmp(a, "--budget") == 0) {
-      if (parse_uint(a, v, 1ULL << 50, &n) != 0)
-        goto bad;
-      cfg.engine.budget = (long long)n, i++;
-    } else if (strcmp(a, "--memory") == 0) {
-      if (parse_uint(a, v, 1 << 20, &n) != 0)
-        goto bad;
-      cfg.engine.memory_cap = (size_t)n << 20, i++;
-    } else if (strcmp(a, "--timeout") == 0) {
-      if (parse_uint(a, v, 86400, &n) != 0)
-        goto bad;
-      cfg.conn_timeout = (unsigned)n, i++;
-    } else if (strcmp(a, "--max-connections") == 0) {
-      if (parse_uint(a, v, 1000000, &n) != 0 || n == 0)
-        goto bad;
-      cfg.max_connections = (unsigned)n, i++;
-    } else if (strcmp(a, "--max-per-ip") == 0) {
-      if (parse_uint(a, v, 1000000, &n) != 0)
-        goto bad;
-      cfg.max_per_ip = (unsigned)n, i++;
-    } else if (strcmp(a, "--body-max") == 0) {
-      if (parse_uint(a, v, 1ULL << 32, &n) != 0)
-        goto bad;
-      cfg.body_max = (size_t)n, i++;
-    } else if (strcmp(a, "--interval") == 0) {
-      char *end;
-      double d = v != NULL ? strtod(v, &end) : -1;
-      if (v == NULL || *end != '\0' || !(d >= 0 && d <= 3600)) {
-        fprintf(stderr, "horcrux: --interval needs seconds 0..3600 "
-                        "(0: no collector)\n");
-        goto bad;
-      }
-      cfg.interval = d, i++;
-    } else if (strcmp(a, "--grace") == 0) {
-      if (parse_uint(a, v, 3600, &n) != 0)
-        goto bad;
-      cfg.grace = (unsigned)n, i++;
-    } else {
-      fprintf(stderr, "horcrux serve: unknown or incomplete option '%s'\n%s", a,
-              usage);
-      goto bad;
-    }
+  int rc = serve_options(argc, argv, &cfg, &token_file);
+  if (rc != 0) {
+    free(token_file);
+    return rc > 0 ? 0 : 2;
   }
-  char *real = realpath(cfg.engine.scripts_dir, NULL);
+  char *real = realpath(cfg.lua.scripts_dir, NULL);
   if (real == NULL) {
-    fprintf(stderr, "horcrux: --scripts %s: %s\n", cfg.engine.scripts_dir,
+    fprintf(stderr, "horcrux: --scripts %s: %s\n", cfg.lua.scripts_dir,
             strerror(errno));
-    goto bad;
+    free(token_file);
+    return 2;
   }
-  cfg.engine.scripts_dir = real;
-  int rc = hx_serve(&cfg);
+  cfg.lua.scripts_dir = real;
+  rc = hx_serve(&cfg);
   free(real);
   free(token_file);
   return rc;
-bad:
-  free(token_file);
-  return 2;
 }
 
 /* Protected part of `run`: arg table, load, call. */
@@ -297,7 +349,7 @@ static int run_script(lua_State *L) {
 
 /* Runs argv[0] (a file) with argv[1..] as its arguments. */
 static int run(int argc, char **argv, const char *lib) {
-  hx_engine_config ec = {.scripts_dir = lib, .lib_dir = lib};
+  hx_states_config ec = {.scripts_dir = lib, .lib_dir = lib};
   char *err = NULL;
   hx_state *st = hx_state_new(&ec, &err);
   if (st == NULL) {

@@ -7,8 +7,10 @@
  * waits for signals. One more thread, the executor, runs the transfers.
  *
  * A request. The access handler's first call only allocates the request;
- * the body arrives in later calls; on the last call the route runs in a
- * coroutine of the thread's state. When the route waits for the daemon (or
+ * the body arrives in later calls; on the last call the dispatcher runs in
+ * a coroutine taken from the state's pool (one that finished a request is
+ * reused), with a request table whose fields are made when the route reads
+ * them (request.c). When the route waits for the daemon (or
  * sleeps) the coroutine yields the transfer (async.h): the connection is
  * suspended, the executor runs the transfer, and its completion resumes the
  * connection, whose thread then resumes the coroutine with the result. So a
@@ -25,6 +27,7 @@
 #include "aux.h"
 #include "executor.h"
 #include "kinds.h"
+#include "request.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -45,7 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef struct server {
+struct server {
   struct MHD_Daemon *mhd;
   hx_executor *ex;
   hx_server_config cfg;
@@ -61,29 +64,7 @@ typedef struct server {
   pthread_t collector;
   int collector_started;
   atomic_int collector_stop;
-} server;
-
-enum phase { RECEIVING, WAITING, DONE };
-
-typedef struct request {
-  server *srv;
-  struct MHD_Connection *conn;
-  hx_state *st;
-  lua_State *co;
-  int co_ref;
-  hx_run run;
-  enum phase phase;
-  lua_Integer resume_value; /* set by the executor before resuming */
-  char *body;
-  size_t len, cap;
-  int too_large;
-  int authenticated; /* a valid bearer token came with it */
-  int status;
-  struct timespec start;
-  char method[16];
-  char *path;
-  char id[24];
-} request;
+};
 
 /* Each MHD pool thread's own Lua state. Thread-local rather than global:
  * the point is that no other thread ever sees it. */
@@ -105,25 +86,36 @@ void hx_log(const char *level, const char *fmt, ...) {
 
 /* ---- states ---------------------------------------------------------- */
 
-static void async_table(lua_State *L) {
-  /* registry[HX_ASYNC_THREADS] = setmetatable({}, {__mode = "k"}) */
+/* Protected: the host's own tables in a new state: registry[
+ * HX_ASYNC_THREADS] = setmetatable({}, {__mode = "k"}) (the request
+ * threads, async.h) and the metatable of request tables. */
+static int host_tables(lua_State *L) {
+  hx_state *st = lua_touserdata(L, 1);
   lua_newtable(L);
   lua_createtable(L, 0, 1);
   lua_pushliteral(L, "k");
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
   lua_setfield(L, LUA_REGISTRYINDEX, HX_ASYNC_THREADS);
+  st->request_mt_ref = hx_request_metatable(L, &st->request_live_ref);
+  return 0;
 }
 
 static hx_state *state_from(server *srv, const hx_snapshot *snap, char **err) {
-  hx_state *st = hx_state_new(&srv->cfg.engine, err);
+  hx_state *st = hx_state_new(&srv->cfg.lua, err);
   if (st == NULL)
     return NULL;
-  if (hx_state_load_app(st, &srv->cfg.engine, snap, err) != 0) {
+  lua_pushcfunction(st->L, host_tables);
+  lua_pushlightuserdata(st->L, st);
+  if (lua_pcall(st->L, 1, 0, 0) != LUA_OK) {
+    *err = strdup("out of memory");
     hx_state_close(st);
     return NULL;
   }
-  async_table(st->L);
+  if (hx_state_load_app(st, &srv->cfg.lua, snap, err) != 0) {
+    hx_state_close(st);
+    return NULL;
+  }
   return st;
 }
 
@@ -326,11 +318,12 @@ static enum MHD_Result wait_for(request *rq, int is_timer, lua_State *co) {
   return MHD_YES;
 }
 
-static void release_coroutine(request *rq) {
+/* The route's thread goes back to the state's pool (reset when it did not
+ * return). */
+static void release_thread(request *rq) {
   if (rq->co == NULL)
     return;
-  lua_State *L = rq->st->L;
-  luaL_unref(L, LUA_REGISTRYINDEX, rq->co_ref);
+  hx_state_thread_done(rq->st, rq->co, rq->co_ref);
   rq->co = NULL;
 }
 
@@ -342,8 +335,7 @@ static enum MHD_Result route_failed(request *rq, lua_State *co) {
   hx_log("error", "id=%s %s %s: %s", rq->id, rq->method, rq->path,
          lua_tostring(L, -1));
   lua_pop(L, 1);
-  lua_resetthread(co); /* closes its to-be-closed variables */
-  release_coroutine(rq);
+  release_thread(rq); /* resets it: closes its to-be-closed variables */
   return send_error(rq, "internal",
                     "the route failed; see the server log for this request id");
 }
@@ -367,100 +359,26 @@ static enum MHD_Result resume(request *rq, int nargs) {
   if (rc != LUA_OK)
     return route_failed(rq, co);
   enum MHD_Result ret = send_results(rq, co, nres);
-  release_coroutine(rq);
+  release_thread(rq);
   return ret;
 }
 
-static enum MHD_Result add_value(void *cls, enum MHD_ValueKind kind,
-                                 const char *key, const char *value) {
-  lua_State *L = cls;
-  if (key == NULL)
-    return MHD_YES;
-  if (kind == MHD_HEADER_KIND) {
-    luaL_Buffer b;
-    char *p = luaL_buffinitsize(L, &b, strlen(key));
-    size_t n = strlen(key);
-    for (size_t i = 0; i < n; i++)
-      p[i] = (char)tolower((unsigned char)key[i]);
-    luaL_pushresultsize(&b, n);
-    lua_pushstring(L, value != NULL ? value : "");
-    lua_settable(L, -3); /* headers[lower(key)] = value */
-    return MHD_YES;
-  }
-  /* query: query[key] = value (the first wins), args[#args+1] = {k, v} */
-  if (lua_getfield(L, -2, key) == LUA_TNIL) {
-    lua_pushstring(L, value != NULL ? value : "");
-    lua_setfield(L, -4, key);
-  }
-  lua_pop(L, 1);
-  lua_createtable(L, 2, 0);
-  lua_pushstring(L, key);
-  lua_rawseti(L, -2, 1);
-  lua_pushstring(L, value != NULL ? value : "");
-  lua_rawseti(L, -2, 2);
-  lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
-  return MHD_YES;
-}
-
-/* The client's address (IPv4 or IPv6) into host, or `none`. */
-static const char *client_host(struct MHD_Connection *conn, char *host,
-                               size_t size, const char *none) {
-  const union MHD_ConnectionInfo *ci =
-      MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-  const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
-  const void *addr = NULL;
-  if (sa != NULL && sa->sa_family == AF_INET)
-    addr = &((const struct sockaddr_in *)sa)->sin_addr;
-  else if (sa != NULL && sa->sa_family == AF_INET6)
-    addr = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-  if (addr == NULL ||
-      inet_ntop(sa->sa_family, addr, host, (socklen_t)size) == NULL)
-    return none;
-  return host;
-}
-
-static void push_remote(lua_State *L, struct MHD_Connection *conn) {
-  char host[INET6_ADDRSTRLEN];
-  lua_pushstring(L, client_host(conn, host, sizeof host, ""));
-}
-
-/* Protected: makes the coroutine, anchors it, and pushes on it the
- * dispatcher and the request table. */
+/* Protected: takes a thread from the state's pool and pushes on it the
+ * dispatcher, the request table (also kept in the registry, so that
+ * on_completed can cut it off its request) and the number of query
+ * arguments (a route that checks its query has nothing to check when 0:
+ * no req.args to build). */
 static int prepare(lua_State *L) {
   request *rq = lua_touserdata(L, 1);
-  lua_State *co = lua_newthread(L);
-  lua_getfield(L, LUA_REGISTRYINDEX, HX_ASYNC_THREADS);
-  lua_pushvalue(L, -2);
-  lua_pushboolean(L, 1);
-  lua_rawset(L, -3); /* async_threads[co] = true */
-  lua_pop(L, 1);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rq->st->dispatch_ref);
-  lua_createtable(L, 0, 10);
-  lua_pushstring(L, rq->method);
-  lua_setfield(L, -2, "method");
-  lua_pushstring(L, rq->path);
-  lua_setfield(L, -2, "path");
-  lua_pushstring(L, rq->id);
-  lua_setfield(L, -2, "id");
-  lua_pushboolean(L, rq->srv->cfg.read_only);
-  lua_setfield(L, -2, "read_only");
-  lua_pushboolean(L, rq->authenticated);
-  lua_setfield(L, -2, "authenticated");
-  push_remote(L, rq->conn);
-  lua_setfield(L, -2, "remote");
-  lua_pushlstring(L, rq->body != NULL ? rq->body : "", rq->len);
-  lua_setfield(L, -2, "body");
-  lua_newtable(L);
-  MHD_get_connection_values(rq->conn, MHD_HEADER_KIND, add_value, L);
-  lua_setfield(L, -2, "headers");
-  lua_newtable(L); /* query */
-  lua_newtable(L); /* args */
-  MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, add_value, L);
-  lua_setfield(L, -3, "args");
-  lua_setfield(L, -2, "query");
-  lua_xmove(L, co, 2); /* dispatcher, request */
-  rq->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  rq->co = co;
+  hx_state *st = rq->st;
+  rq->co = hx_state_thread(st, &rq->co_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, st->dispatch_ref);
+  hx_request_push(L, rq, st);
+  lua_pushvalue(L, -1);
+  rq->table_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushinteger(L, MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND,
+                                               NULL, NULL));
+  lua_xmove(L, rq->co, 3); /* dispatcher, request, nargs */
   return 0;
 }
 
@@ -480,7 +398,7 @@ static enum MHD_Result start(request *rq) {
     lua_pop(L, 1);
     return send_error(rq, "internal", "cannot start the route");
   }
-  return resume(rq, 1);
+  return resume(rq, 2);
 }
 
 /* ---- the guard --------------------------------------------------------- */
@@ -539,22 +457,24 @@ static int guard(request *rq, enum MHD_Result *ret) {
 
 static request *request_new(server *srv, struct MHD_Connection *conn,
                             const char *url, const char *method) {
-  request *rq = calloc(1, sizeof *rq);
+  size_t n = strlen(url);
+  request *rq = malloc(sizeof *rq + n + 1);
   if (rq == NULL)
     return NULL;
-  rq->path = strdup(url);
-  if (rq->path == NULL) {
-    free(rq);
-    return NULL;
-  }
+  memset(rq, 0, sizeof *rq);
+  memcpy(rq->path, url, n + 1);
+  rq->path_len = n;
   rq->srv = srv;
   rq->conn = conn;
   rq->co_ref = LUA_NOREF;
-  snprintf(rq->method, sizeof rq->method, "%s", method);
+  rq->table_ref = LUA_NOREF;
+  rq->read_only = srv->cfg.read_only;
+  size_t m = strlen(method);
+  if (m >= sizeof rq->method)
+    m = sizeof rq->method - 1;
+  memcpy(rq->method, method, m);
   clock_gettime(CLOCK_MONOTONIC, &rq->start);
-  unsigned long long n = atomic_fetch_add(&srv->next_id, 1);
-  snprintf(rq->id, sizeof rq->id, "%08llx%08llx", srv->id_base & 0xffffffffu,
-           n & 0xffffffffu);
+  hx_request_id(rq, srv->id_base, atomic_fetch_add(&srv->next_id, 1));
   atomic_fetch_add(&srv->active, 1);
   return rq;
 }
@@ -642,25 +562,17 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   if (rq == NULL)
     return;
   *con_cls = NULL;
-  if (srv->cfg.access_log) {
-    struct timespec end;
-    char host[INET6_ADDRSTRLEN];
-    clock_gettime(CLOCK_MONOTONIC, &end);
-    double ms = (double)(end.tv_sec - rq->start.tv_sec) * 1e3 +
-                (double)(end.tv_nsec - rq->start.tv_nsec) / 1e6;
-    hx_log("access", "%s %s %d %.1fms %s id=%s%s", rq->method, rq->path,
-           rq->status, ms, client_host(conn, host, sizeof host, "-"), rq->id,
-           toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (aborted)");
-  }
+  if (srv->cfg.access_log)
+    hx_request_log(rq, toe != MHD_REQUEST_TERMINATED_COMPLETED_OK);
   if (rq->st != NULL) {
     hx_state *st = rq->st;
-    release_coroutine(rq);
+    release_thread(rq);
+    hx_request_forget(st->L, rq, st);
     st->inflight--;
     if (st->retired && st->inflight == 0)
       forget_state(srv, st);
   }
   free(rq->body);
-  free(rq->path);
   free(rq);
   atomic_fetch_sub(&srv->active, 1);
 }
@@ -686,7 +598,7 @@ static int collector_sources(lua_State *L) {
   lua_pushliteral(L, "horcrux.app");
   lua_call(L, 1, 1);
   lua_getfield(L, -1, "load_sources");
-  hx_push_app_opts(L, &srv->cfg.engine, &srv->snap);
+  hx_push_app_opts(L, &srv->cfg.lua, &srv->snap);
   lua_call(L, 1, 1);
   lua_pushinteger(L, (lua_Integer)atomic_load(&srv->generation));
   return 2;
@@ -723,7 +635,7 @@ static void nap(server *srv, int ms) {
  * runs for as long as the server), rebuilt after every reload. */
 static void *collector_main(void *arg) {
   server *srv = arg;
-  hx_engine_config ec = srv->cfg.engine;
+  hx_states_config ec = srv->cfg.lua;
   ec.budget = 0;
   while (!atomic_load(&srv->collector_stop)) {
     char *err = NULL;
@@ -815,7 +727,7 @@ static void reload(server *srv) {
   char *err = NULL;
   hx_snapshot snap;
   hx_state *st = NULL;
-  if (hx_snapshot_read(&srv->cfg.engine, &snap, &err) == 0) {
+  if (hx_snapshot_read(&srv->cfg.lua, &snap, &err) == 0) {
     st = state_from(srv, &snap, &err);
     if (st == NULL)
       hx_snapshot_free(&snap);
@@ -893,19 +805,44 @@ static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
   return (size_t)(w - s);
 }
 
+/* Each connection's memory pool: the request line, headers and read
+ * buffer, and the response headers. MHD clears the whole pool before every
+ * request of a keep-alive connection (and half of it again), so its size
+ * is a per-request cost: MHD's default of 32 KiB was 5 % of the CPU time
+ * of a small request. 8 KiB takes request headers of about 7.5 KiB in all
+ * (a larger set is answered 431). A build may set another size. */
+#ifndef CONNECTION_MEMORY
+#define CONNECTION_MEMORY (8 * 1024)
+#endif
+
+/* MHD_USE_TURBO: MHD reads and writes a socket before asking epoll whether
+ * it is ready, and skips a shutdown() before each close. Our connections
+ * are short keep-alive exchanges where the read usually succeeds. A build
+ * may define MHD_FLAGS_EXTRA=0 to compare. */
+#ifndef MHD_FLAGS_EXTRA
+#define MHD_FLAGS_EXTRA MHD_USE_TURBO
+#endif
+
 static struct MHD_Daemon *start_mhd(server *srv, struct sockaddr_storage *ss,
                                     int v6) {
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-                   MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+                   MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+                   MHD_FLAGS_EXTRA;
   if (v6)
     flags |= MHD_USE_IPv6;
+  /* One worker is MHD's own polling thread: MHD warns about a pool size
+   * of 1 (or 0) that it ignores, so the option is given only for more. */
+  struct MHD_OptionItem pool[] = {
+      {srv->cfg.workers > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+       (intptr_t)srv->cfg.workers, NULL},
+      {MHD_OPTION_END, 0, NULL}};
   return MHD_start_daemon(
       flags, 0, NULL, NULL, on_access, srv, MHD_OPTION_SOCK_ADDR, ss,
-      MHD_OPTION_THREAD_POOL_SIZE, srv->cfg.workers,
-      MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.conn_timeout,
-      MHD_OPTION_CONNECTION_LIMIT, srv->cfg.max_connections,
-      MHD_OPTION_PER_IP_CONNECTION_LIMIT, srv->cfg.max_per_ip,
-      MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+      MHD_OPTION_ARRAY, pool, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+      (size_t)CONNECTION_MEMORY, MHD_OPTION_CONNECTION_TIMEOUT,
+      srv->cfg.conn_timeout, MHD_OPTION_CONNECTION_LIMIT,
+      srv->cfg.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+      srv->cfg.max_per_ip, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
       MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
       MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
 }
@@ -933,7 +870,7 @@ static server *server_new(const hx_server_config *cfg) {
   char *err = NULL;
   unsigned gen;
   hx_state *probe = NULL;
-  if (hx_snapshot_read(&cfg->engine, &srv->snap, &err) == 0)
+  if (hx_snapshot_read(&cfg->lua, &srv->snap, &err) == 0)
     probe = loaded_state(srv, &gen, &err);
   if (probe == NULL) {
     hx_log("error", "cannot load the scripts: %s", err);

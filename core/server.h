@@ -2,7 +2,7 @@
 #ifndef HORCRUX_SERVER_H
 #define HORCRUX_SERVER_H
 
-#include "engine.h"
+#include "states.h"
 
 typedef struct hx_server_config {
   const char *listen;       /* "ADDR:PORT", "[ADDR]:PORT" */
@@ -16,7 +16,7 @@ typedef struct hx_server_config {
   double interval;          /* collector period in seconds; 0 = none */
   const char *token;        /* bearer token, or NULL: no mutating routes */
   int read_only;            /* refuse every mutating request */
-  hx_engine_config engine;
+  hx_states_config lua;     /* the Lua states */
 } hx_server_config;
 
 /* Serves until SIGTERM or SIGINT; SIGHUP reloads the scripts. Returns the

@@ -5,6 +5,9 @@
  *
  *   view.put(id, record [, meta [, taken_ns]]) -> true | nil, msg, "limit"
  *   view.set_meta(id, meta)    -> true | nil, msg, "limit"
+ *   view.sample([opts])        -> summary (view_sample.c: the figures of
+ *                                 every running container, read from its
+ *                                 cgroup in C)
  *   view.get(id)               -> record, meta|nil | nil, msg, "not_found"
  *   view.meta(id)              -> meta | nil, msg, "not_found"
  *   view.find(ref)             -> full id | nil, msg, kind
@@ -13,7 +16,11 @@
  *   view.remove(id)            -> true if id was held
  *   view.clear()               -> number of containers dropped
  *   view.count()               -> number of containers held
- *   view.set_limits{max_containers=} -> previous limits
+ *   view.set_limits{max_containers=, max_fds=} -> previous limits
+ *   view.footprint()           -> {containers =, bytes =, fds =}: malloc'd
+ *                                 bytes the view holds (entries, records,
+ *                                 metas, what sample() keeps) and the
+ *                                 descriptors sample() keeps open
  *
  * Ids are full container ids: 64 lowercase hex digits; anything else raises
  * (misuse). A record and a meta are tables of strings, numbers, booleans,
@@ -28,11 +35,21 @@
  * in CLOCK_MONOTONIC ns (horcrux.clock.mono_ns(), the cgroup reader's
  * mono_ns); it defaults to the time of the put. get() and all() add
  * sample_age_ms, an integer: now minus taken_ns, computed at read time.
- * all() also sets id (the full id) and name (meta.name, else the record's
- * own name, else json.null) in each record; get() returns the record as
- * stored plus sample_age_ms. all() and ids() list in the order the
- * containers were first stored; an entry that has a meta but no record yet
- * (set_meta() first) is left out of all() and counts everywhere else.
+ * all() also sets id (the full id) and name (meta.name without a leading
+ * "/", else the record's own name, else json.null) in each record; get()
+ * returns the record as stored plus sample_age_ms. all() and ids() list in
+ * the order the containers were first stored; an entry that has a meta but
+ * no record yet (set_meta() first) is left out of all() and counts
+ * everywhere else.
+ *
+ * Records from C. sample() stores a container's figures as a C struct in
+ * its entry, not as a Lua table; get() and all() build the same stats
+ * record from it as lua/horcrux/record.lua builds from any source
+ * (view_record.c), with id, name (as all() sets it) and sample_age_ms. A
+ * put() replaces such figures with its record and a sample() replaces a
+ * put record with figures: the newest wins, whichever made it. Which
+ * containers sample() reads: those whose meta (put or set_meta) has
+ * status = "running".
  *
  * find(ref) resolves as the daemon does: a full id, then a name (meta.name,
  * a leading "/" ignored), then a unique id prefix. Not held: nil, msg,
@@ -43,43 +60,37 @@
  *
  * The store is bounded (max_containers, default 10000): a put or set_meta
  * of a new id when it is full fails with kind "limit"; nothing is evicted
- * behind the collector's back.
+ * behind the collector's back. max_fds bounds the descriptors sample()
+ * keeps open (view_sample.c); -1, the default, is half the soft
+ * RLIMIT_NOFILE. remove() and clear() close what sample() keeps for a
+ * container.
  *
- * Storage. A record is packed into a flat byte string (a type tag, then
- * the payload; tables carry their pair count so unpacking sizes them once)
- * held in malloc'd memory, so no Lua state owns it. Packing and unpacking
- * run outside the lock, in buffers that are Lua userdata: a Lua error
- * (a bad value, out of memory) never leaks and never leaves the lock held.
+ * Storage. A Lua record and a meta are packed into flat byte strings
+ * (view_pack.c) held in malloc'd memory, so no Lua state owns them.
+ * Packing and unpacking run outside the lock, in buffers that are Lua
+ * userdata: a Lua error (a bad value, out of memory) never leaks and never
+ * leaves the lock held. get() and all() copy what they return under the
+ * read lock and build the tables after unlocking.
  */
 #define _GNU_SOURCE /* the store's writer-preferring lock */
 #include "aux.h"
 #include "jsonconv.h"
 #include "store.h"
+#include "view_private.h"
 
+#include <malloc.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define ID_LEN 64
+#define ID_LEN VIEW_ID_LEN
 #define NBUCKET 4096 /* hash buckets of each index (power of two) */
 #define DEFAULT_MAX_CONTAINERS 10000
 #define MAX_CONTAINERS (1 << 20)
-#define MAX_DEPTH 16        /* nesting of tables in a record */
-#define MAX_BLOB (1u << 20) /* bytes of one packed record or meta */
-#define FIRST_GUESS 1024    /* bytes copied out on a first try */
-
-/* Tags of the packed format. */
-enum {
-  T_NULL = 'z',
-  T_TRUE = 't',
-  T_FALSE = 'f',
-  T_INT = 'i',
-  T_FLOAT = 'd',
-  T_STRING = 's',
-  T_TABLE = 'T',
-  T_ARRAY = 'A' /* a table tagged with json.array_mt */
-};
+#define MAX_DEPTH VIEW_MAX_DEPTH
+#define FIRST_GUESS 1024 /* bytes copied out on a first try */
+#define MAX_FDS (1 << 24)
 
 typedef struct blob {
   char *p; /* malloc'd; NULL when absent */
@@ -91,8 +102,18 @@ typedef struct entry {
   hx_link name_link; /* in the name index while name != NULL */
   char *name;        /* meta.name without a leading "/", or NULL */
   size_t namelen;
-  blob rec, meta;
+  blob rec, meta;   /* rec: a put record, NULL when figs hold it */
   int64_t taken_ns; /* CLOCK_MONOTONIC of the record's figures */
+  int has_figs;     /* the record is figs (sample), not rec (put) */
+  int running;      /* meta.status is "running": sample() reads it */
+  uint64_t gen;     /* unique to this entry, never reused */
+  /* The sampler's (one sample() at a time): it changes them under the read
+   * lock, remove and clear read them under the write lock. busy: checked
+   * out by a round, which then owns the probe and closes it if the entry
+   * went. */
+  int busy;
+  view_probe *probe;
+  view_figs figs;
   char id[ID_LEN];
 } entry;
 
@@ -114,6 +135,7 @@ static hx_link *id_buckets[NBUCKET], *name_buckets[NBUCKET];
 static hx_index names = HX_INDEX_INIT(name_buckets);
 static hx_store store = HX_STORE_INIT(id_buckets, DEFAULT_MAX_CONTAINERS, 0,
                                       free_node, NULL, &names);
+static uint64_t next_gen = 1; /* write lock held */
 
 /* The full id at arg; raises unless it is 64 lowercase hex digits. */
 static const char *check_id(lua_State *L, int arg) {
@@ -123,222 +145,6 @@ static const char *check_id(lua_State *L, int arg) {
   luaL_argcheck(L, n == ID_LEN && hx_is_lower_hex(id, n), arg,
                 "full container id expected (64 lowercase hex digits)");
   return id;
-}
-
-/* ---- packing (may raise: call without the lock) ---- */
-
-/* The output buffer is a userdata at stack index `idx`; growing it makes a
- * bigger one and puts it in the same slot, so nothing here is C-owned. */
-typedef struct packer {
-  lua_State *L;
-  int idx;    /* the buffer userdata */
-  int mt_idx; /* json.array_mt */
-  char *p;
-  size_t n, cap;
-} packer;
-
-static void pk_init(packer *k, lua_State *L, int mt_idx) {
-  k->L = L;
-  k->mt_idx = mt_idx;
-  k->cap = 256;
-  k->n = 0;
-  k->p = lua_newuserdatauv(L, k->cap, 0);
-  k->idx = lua_gettop(L);
-}
-
-static char *pk_room(packer *k, size_t more) {
-  if (more > MAX_BLOB - k->n)
-    luaL_error(k->L, "horcrux.view: record larger than %d bytes",
-               (int)MAX_BLOB);
-  if (k->n + more > k->cap) {
-    size_t cap = k->cap * 2 > k->n + more ? k->cap * 2 : k->n + more;
-    char *p = lua_newuserdatauv(k->L, cap, 0);
-    memcpy(p, k->p, k->n);
-    lua_replace(k->L, k->idx);
-    k->p = p;
-    k->cap = cap;
-  }
-  char *at = k->p + k->n;
-  k->n += more;
-  return at;
-}
-
-static void pk_tag(packer *k, char tag) { *pk_room(k, 1) = tag; }
-
-static void pk_bytes(packer *k, const void *b, size_t n) {
-  memcpy(pk_room(k, n), b, n);
-}
-
-static void pack_value(packer *k, int idx, int depth, const char *key);
-
-/* A key: a string or an integer (a float key would not survive JSON either).
- */
-static void pack_key(packer *k, int idx) {
-  lua_State *L = k->L;
-  if (lua_type(L, idx) == LUA_TSTRING ||
-      (lua_type(L, idx) == LUA_TNUMBER && lua_isinteger(L, idx)))
-    pack_value(k, idx, 0, NULL);
-  else
-    luaL_error(L,
-               "horcrux.view: table key of type %s (string or integer "
-               "expected)",
-               luaL_typename(L, idx));
-}
-
-static void pack_table(packer *k, int idx, int depth) {
-  lua_State *L = k->L;
-  if (depth >= MAX_DEPTH)
-    luaL_error(L, "horcrux.view: tables nested deeper than %d (a cycle?)",
-               MAX_DEPTH);
-  luaL_checkstack(L, 4, "horcrux.view: nesting");
-  char tag = T_TABLE;
-  if (lua_getmetatable(L, idx)) {
-    if (lua_rawequal(L, -1, k->mt_idx))
-      tag = T_ARRAY;
-    lua_pop(L, 1);
-  }
-  pk_tag(k, tag);
-  size_t at = k->n; /* the pair count, written when known */
-  pk_room(k, sizeof(uint32_t));
-  uint32_t pairs = 0;
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    pack_key(k, lua_gettop(L) - 1);
-    pack_value(k, lua_gettop(L), depth + 1,
-               lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL);
-    lua_pop(L, 1);
-    pairs++;
-  }
-  memcpy(k->p + at, &pairs, sizeof pairs);
-}
-
-static void pack_value(packer *k, int idx, int depth, const char *key) {
-  lua_State *L = k->L;
-  idx = lua_absindex(L, idx);
-  switch (lua_type(L, idx)) {
-  case LUA_TBOOLEAN:
-    pk_tag(k, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
-    return;
-  case LUA_TNUMBER:
-    if (lua_isinteger(L, idx)) {
-      int64_t v = (int64_t)lua_tointeger(L, idx);
-      pk_tag(k, T_INT);
-      pk_bytes(k, &v, sizeof v);
-    } else {
-      double v = (double)lua_tonumber(L, idx);
-      pk_tag(k, T_FLOAT);
-      pk_bytes(k, &v, sizeof v);
-    }
-    return;
-  case LUA_TSTRING: {
-    size_t n;
-    const char *s = lua_tolstring(L, idx, &n);
-    if (n > MAX_BLOB)
-      luaL_error(L, "horcrux.view: string longer than %d bytes", (int)MAX_BLOB);
-    uint32_t len = (uint32_t)n;
-    pk_tag(k, T_STRING);
-    pk_bytes(k, &len, sizeof len);
-    pk_bytes(k, s, n);
-    return;
-  }
-  case LUA_TLIGHTUSERDATA:
-    if (lua_touserdata(L, idx) == NULL) {
-      pk_tag(k, T_NULL);
-      return;
-    }
-    break;
-  case LUA_TTABLE:
-    pack_table(k, idx, depth);
-    return;
-  }
-  luaL_error(L, "horcrux.view: cannot store a %s%s%s%s", luaL_typename(L, idx),
-             key ? " (field '" : "", key ? key : "", key ? "')" : "");
-}
-
-/* Packs the table at arg into a new buffer userdata (pushed); returns it and
- * sets *n. */
-static const char *pack(lua_State *L, int arg, size_t *n) {
-  arg = lua_absindex(L, arg);
-  hx_json_push_array_mt(L);
-  int mt = lua_gettop(L);
-  packer k;
-  pk_init(&k, L, mt);
-  pack_table(&k, arg, 0);
-  lua_remove(L, mt);
-  *n = k.n;
-  return k.p;
-}
-
-/* ---- unpacking (trusted input: we wrote it) ---- */
-
-typedef struct reader {
-  const char *p;
-  int mt_idx;
-} reader;
-
-static void rd(reader *r, void *out, size_t n) {
-  memcpy(out, r->p, n);
-  r->p += n;
-}
-
-static void unpack_value(lua_State *L, reader *r) {
-  char tag = *r->p++;
-  switch (tag) {
-  case T_NULL:
-    hx_json_push_null(L);
-    break;
-  case T_TRUE:
-  case T_FALSE:
-    lua_pushboolean(L, tag == T_TRUE);
-    break;
-  case T_INT: {
-    int64_t v;
-    rd(r, &v, sizeof v);
-    lua_pushinteger(L, (lua_Integer)v);
-    break;
-  }
-  case T_FLOAT: {
-    double v;
-    rd(r, &v, sizeof v);
-    lua_pushnumber(L, (lua_Number)v);
-    break;
-  }
-  case T_STRING: {
-    uint32_t n;
-    rd(r, &n, sizeof n);
-    lua_pushlstring(L, r->p, n);
-    r->p += n;
-    break;
-  }
-  default: { /* T_TABLE, T_ARRAY */
-    uint32_t pairs;
-    rd(r, &pairs, sizeof pairs);
-    luaL_checkstack(L, 3, "horcrux.view: nesting");
-    int cap = pairs > 1024 ? 1024 : (int)pairs;
-    if (tag == T_ARRAY)
-      lua_createtable(L, cap, 0);
-    else
-      lua_createtable(L, 0, cap);
-    for (uint32_t i = 0; i < pairs; i++) {
-      unpack_value(L, r); /* key */
-      unpack_value(L, r); /* value */
-      lua_rawset(L, -3);
-    }
-    if (tag == T_ARRAY) {
-      lua_pushvalue(L, r->mt_idx);
-      lua_setmetatable(L, -2);
-    }
-  }
-  }
-}
-
-/* Pushes the table packed in [p, p + n). */
-static void unpack(lua_State *L, const char *p, size_t n) {
-  hx_json_push_array_mt(L);
-  reader r = {p, lua_gettop(L)};
-  (void)n; /* trusted: we wrote it, its own counts end it */
-  unpack_value(L, &r);
-  lua_remove(L, r.mt_idx);
 }
 
 /* ---- the store's own behaviour: the name index (lock held) ---- */
@@ -379,9 +185,13 @@ static char *rename_entry(entry *e, char *name, size_t namelen) {
   return old;
 }
 
+/* A busy entry's probe is the sampler's: it closes it when it finds the
+ * entry gone. */
 static void free_entry(entry *e) {
   if (!e)
     return;
+  if (!e->busy)
+    view_probe_close(e->probe);
   free(e->rec.p);
   free(e->meta.p);
   free(e->name);
@@ -398,6 +208,7 @@ typedef struct update {
   char *name; /* the new name when meta is set (NULL: the meta has none) */
   size_t namelen;
   int has_rec, has_meta;
+  int running; /* meta.status is "running" */
   int64_t taken_ns;
   entry *fresh; /* used if the id is new */
 } update;
@@ -429,6 +240,17 @@ static const char *meta_name(lua_State *L, int idx, size_t *n) {
   return name; /* the string stays on the stack, anchored */
 }
 
+/* Whether meta.status of the table at idx is "running". */
+static int meta_running(lua_State *L, int idx) {
+  size_t n;
+  const char *st = NULL;
+  if (lua_getfield(L, idx, "status") == LUA_TSTRING)
+    st = lua_tolstring(L, -1, &n);
+  int running = st && n == 7 && memcmp(st, "running", 7) == 0;
+  lua_pop(L, 1);
+  return running;
+}
+
 /* Packs and copies what update() stores; raises on misuse or out of
  * memory, owning nothing by then. */
 static void prepare(lua_State *L, const char *id, int rec_arg, int meta_arg,
@@ -437,11 +259,12 @@ static void prepare(lua_State *L, const char *id, int rec_arg, int meta_arg,
   size_t rn = 0, mn = 0, namen = 0;
   memset(u, 0, sizeof *u);
   if (rec_arg) {
-    rp = pack(L, rec_arg, &rn);
+    rp = view_pack(L, rec_arg, &rn);
     u->has_rec = 1;
   }
   if (meta_arg) {
-    mp = pack(L, meta_arg, &mn);
+    mp = view_pack(L, meta_arg, &mn);
+    u->running = meta_running(L, meta_arg);
     name = meta_name(L, meta_arg, &namen);
     u->has_meta = 1;
   }
@@ -476,17 +299,20 @@ static int update_locked(const char *id, update *u) {
     u->fresh = NULL;
     e->node.link.key = e->id;
     e->node.link.klen = ID_LEN;
+    e->gen = next_gen++;
     hx_store_add(&store, &e->node);
   }
   if (u->has_rec) {
     blob old = e->rec;
     e->rec = u->rec;
     e->taken_ns = u->taken_ns;
+    e->has_figs = 0;
     u->rec = old;
   }
   if (u->has_meta) {
     blob old = e->meta;
     e->meta = u->meta;
+    e->running = u->running;
     u->meta = old;
     u->name = rename_entry(e, u->name, u->namelen);
   }
@@ -539,34 +365,47 @@ static lua_Integer age_ms(int64_t now, int64_t taken_ns) {
   return now > taken_ns ? (lua_Integer)((now - taken_ns) / 1000000) : 0;
 }
 
-/* One entry as copied out: [taken_ns][rec.n][meta.n][rec][meta]. */
+/* One entry as copied out: [copied][id][name][record][meta], the record
+ * either packed (put) or a view_figs (sample), the meta only for get() and
+ * meta(). */
 typedef struct copied {
   int64_t taken_ns;
-  uint32_t rn, mn;
+  uint32_t rn, mn, nn;
+  int figs;
 } copied;
 
-static size_t copied_size(const entry *e) {
-  return sizeof(copied) + ID_LEN + e->rec.n + e->meta.n;
+static int has_record(const entry *e) { return e->has_figs || e->rec.p; }
+
+static size_t rec_size(const entry *e) {
+  return e->has_figs ? sizeof e->figs : e->rec.n;
 }
 
-static char *copy_out(char *at, const entry *e) {
-  copied c = {e->taken_ns, (uint32_t)e->rec.n, (uint32_t)e->meta.n};
-  memcpy(at, &c, sizeof c);
-  at += sizeof c;
-  memcpy(at, e->id, ID_LEN);
-  at += ID_LEN;
-  if (e->rec.n)
-    memcpy(at, e->rec.p, e->rec.n);
-  at += e->rec.n;
-  if (e->meta.n)
-    memcpy(at, e->meta.p, e->meta.n);
-  return at + e->meta.n;
+static size_t copied_size(const entry *e, int with_meta) {
+  return sizeof(copied) + ID_LEN + e->namelen + rec_size(e) +
+         (with_meta ? e->meta.n : 0);
+}
+
+static char *put_bytes(char *at, const void *p, size_t n) {
+  if (n)
+    memcpy(at, p, n);
+  return at + n;
+}
+
+static char *copy_out(char *at, const entry *e, int with_meta) {
+  copied c = {e->taken_ns, (uint32_t)rec_size(e),
+              with_meta ? (uint32_t)e->meta.n : 0, (uint32_t)e->namelen,
+              e->has_figs};
+  at = put_bytes(at, &c, sizeof c);
+  at = put_bytes(at, e->id, ID_LEN);
+  at = put_bytes(at, e->name, e->namelen);
+  at = put_bytes(at, e->has_figs ? (const void *)&e->figs : e->rec.p, c.rn);
+  return put_bytes(at, e->meta.p, c.mn);
 }
 
 /* Where a copied entry's parts are. */
 typedef struct view_of {
   copied c;
-  const char *id, *rec, *meta;
+  const char *id, *name, *rec, *meta;
   const char *next;
 } view_of;
 
@@ -574,7 +413,8 @@ static view_of read_copied(const char *at) {
   view_of v;
   memcpy(&v.c, at, sizeof v.c);
   v.id = at + sizeof v.c;
-  v.rec = v.id + ID_LEN;
+  v.name = v.id + ID_LEN;
+  v.rec = v.name + v.c.nn;
   v.meta = v.rec + v.c.rn;
   v.next = v.meta + v.c.mn;
   return v;
@@ -594,12 +434,12 @@ static int fetch(lua_State *L, const char *id, int need_rec, view_of *out) {
     entry *e = by_id(id);
     if (!e)
       got = GOT_NONE;
-    else if (need_rec && !e->rec.p)
+    else if (need_rec && !has_record(e))
       got = GOT_NO_RECORD;
-    else if ((need = copied_size(e)) > cap)
+    else if ((need = copied_size(e, 1)) > cap)
       got = GOT_SMALL;
     else {
-      copy_out(buf, e);
+      copy_out(buf, e, 1);
       got = GOT_IT;
     }
     hx_store_unlock(&store);
@@ -624,9 +464,44 @@ static int not_held(lua_State *L, const char *id, int got) {
 
 static void push_meta(lua_State *L, const view_of *v) {
   if (v->c.mn)
-    unpack(L, v->meta, v->c.mn);
+    view_unpack(L, v->meta, v->c.mn);
   else
     lua_pushnil(L);
+}
+
+/* Sets record.name (at -1) from meta.name, else keeps the record's own
+ * string name, else json.null. */
+static void set_name(lua_State *L, const view_of *v) {
+  if (v->c.nn) {
+    lua_pushlstring(L, v->name, v->c.nn);
+  } else if (lua_getfield(L, -1, "name") == LUA_TSTRING) {
+    lua_pop(L, 1);
+    return;
+  } else {
+    lua_pop(L, 1);
+    hx_json_push_null(L);
+  }
+  lua_setfield(L, -2, "name");
+}
+
+/* Pushes the copied record with sample_age_ms; a record from figures, or
+ * any record when `named`, also gets id and name. */
+static void push_record(lua_State *L, const view_of *v, int64_t now,
+                        int named) {
+  if (v->c.figs) {
+    view_figs f;
+    memcpy(&f, v->rec, sizeof f);
+    view_push_record(L, &f);
+  } else {
+    view_unpack(L, v->rec, v->c.rn);
+  }
+  if (named || v->c.figs) {
+    lua_pushlstring(L, v->id, ID_LEN);
+    lua_setfield(L, -2, "id");
+    set_name(L, v);
+  }
+  lua_pushinteger(L, age_ms(now, v->c.taken_ns));
+  lua_setfield(L, -2, "sample_age_ms");
 }
 
 static int l_get(lua_State *L) {
@@ -635,9 +510,7 @@ static int l_get(lua_State *L) {
   int got = fetch(L, id, 1, &v);
   if (got != GOT_IT)
     return not_held(L, id, got);
-  unpack(L, v.rec, v.c.rn);
-  lua_pushinteger(L, age_ms(hx_mono_ns(), v.c.taken_ns));
-  lua_setfield(L, -2, "sample_age_ms");
+  push_record(L, &v, hx_mono_ns(), 0);
   push_meta(L, &v);
   return 2;
 }
@@ -652,51 +525,23 @@ static int l_meta(lua_State *L) {
   return 1;
 }
 
-/* Copies every entry with a record into a userdata pushed on the stack;
- * returns how many. */
+/* all(): every entry with a record, without its meta (the name is copied
+ * on its own), into a userdata pushed on the stack; returns how many. */
 static size_t with_record_size(const hx_node *n, void *arg) {
   const entry *e = HX_ENTRY_OF(n, const entry, node);
   (void)arg;
-  return e->rec.p ? copied_size(e) : 0;
+  return has_record(e) ? copied_size(e, 0) : 0;
 }
 
 static size_t with_record_copy(const hx_node *n, char *at, void *arg) {
   const entry *e = HX_ENTRY_OF(n, const entry, node);
   (void)arg;
-  return e->rec.p ? (size_t)(copy_out(at, e) - at) : 0;
+  return has_record(e) ? (size_t)(copy_out(at, e, 0) - at) : 0;
 }
 
 static size_t fetch_all(lua_State *L, const char **out) {
   hx_copier c = {with_record_size, with_record_copy, NULL, 0, FIRST_GUESS * 8};
   return hx_store_copy_out(L, &store, &c, out);
-}
-
-/* Sets record.name (at -1) from meta.name, else keeps the record's own
- * string name, else json.null. */
-static void set_name(lua_State *L, const view_of *v) {
-  if (v->c.mn) {
-    unpack(L, v->meta, v->c.mn);
-    int t = lua_getfield(L, -1, "name");
-    lua_remove(L, -2); /* the meta */
-    if (t == LUA_TSTRING) {
-      size_t n;
-      const char *name = lua_tolstring(L, -1, &n);
-      if (n > 0 && name[0] == '/') {
-        lua_pushlstring(L, name + 1, n - 1);
-        lua_remove(L, -2);
-      }
-      lua_setfield(L, -2, "name");
-      return;
-    }
-    lua_pop(L, 1);
-  }
-  if (lua_getfield(L, -1, "name") == LUA_TSTRING) {
-    lua_pop(L, 1);
-    return;
-  }
-  lua_pop(L, 1);
-  hx_json_push_null(L);
-  lua_setfield(L, -2, "name");
 }
 
 static int l_all(lua_State *L) {
@@ -707,12 +552,7 @@ static int l_all(lua_State *L) {
   for (size_t i = 1; i <= n; i++) {
     view_of v = read_copied(buf);
     buf = v.next;
-    unpack(L, v.rec, v.c.rn);
-    lua_pushlstring(L, v.id, ID_LEN);
-    lua_setfield(L, -2, "id");
-    set_name(L, &v);
-    lua_pushinteger(L, age_ms(now, v.c.taken_ns));
-    lua_setfield(L, -2, "sample_age_ms");
+    push_record(L, &v, now, 1);
     lua_rawseti(L, -2, (lua_Integer)i);
   }
   hx_json_push_array_mt(L);
@@ -798,41 +638,167 @@ static int l_remove(lua_State *L) {
   return 1;
 }
 
+/* footprint() -> {containers =, bytes =, fds =}: what the view holds in
+ * malloc'd memory (entries, records, metas, names, and what the sampler
+ * keeps), and the descriptors the sampler keeps open. */
+static int l_footprint(lua_State *L) {
+  size_t bytes = 0, count;
+  hx_store_rdlock(&store);
+  count = store.count;
+  for (hx_node *x = store.first; x; x = x->next) {
+    entry *e = entry_of(x);
+    bytes += malloc_usable_size(e) + malloc_usable_size(e->rec.p) +
+             malloc_usable_size(e->meta.p) + malloc_usable_size(e->name);
+  }
+  hx_store_unlock(&store);
+  bytes += view_sampler_bytes();
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, (lua_Integer)count);
+  lua_setfield(L, -2, "containers");
+  lua_pushinteger(L, (lua_Integer)bytes);
+  lua_setfield(L, -2, "bytes");
+  lua_pushinteger(L, view_sampler_fds());
+  lua_setfield(L, -2, "fds");
+  return 1;
+}
+
 /* The view outlives every lua_State; it goes when the code does (exit, or
  * dlclose of this module by the last lua_close), so nothing is leaked. */
 __attribute__((destructor)) static void free_store(void) {
   hx_store_clear(&store);
 }
 
-/* set_limits{max_containers=}: lowering the bound below the count drops
- * nothing; new ids are refused until the count is under it. */
+/* max_fds: an integer >= -1, or -2 when absent. */
+static lua_Integer opt_max_fds(lua_State *L) {
+  int ok;
+  if (lua_getfield(L, 1, "max_fds") == LUA_TNIL) {
+    lua_pop(L, 1);
+    return -2;
+  }
+  lua_Integer v = lua_tointegerx(L, -1, &ok);
+  if (!ok || v < -1 || v > MAX_FDS)
+    luaL_error(L, "option 'max_fds': integer in -1..%d expected", MAX_FDS);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* set_limits{max_containers=, max_fds=}: lowering max_containers below the
+ * count drops nothing (new ids are refused until the count is under it);
+ * lowering max_fds closes the descriptors over it on the next sample(). */
 static int l_set_limits(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_Integer max =
       hx_store_opt_limit(L, 1, "max_containers", 1, MAX_CONTAINERS);
+  lua_Integer fds = opt_max_fds(L);
   hx_store_wrlock(&store);
   size_t old = store.max_count;
   if (max != -1)
     store.max_count = (size_t)max;
   hx_store_unlock(&store);
-  lua_createtable(L, 0, 1);
+  int old_fds = view_max_fds((int)fds, fds != -2);
+  lua_createtable(L, 0, 2);
   lua_pushinteger(L, (lua_Integer)old);
   lua_setfield(L, -2, "max_containers");
+  lua_pushinteger(L, old_fds);
+  lua_setfield(L, -2, "max_fds");
   return 1;
 }
 
-static const luaL_Reg funcs[] = {
-    {"put", l_put},   {"set_meta", l_set_meta}, {"get", l_get},
-    {"meta", l_meta}, {"find", l_find},         {"all", l_all},
-    {"ids", l_ids},   {"remove", l_remove},     {"set_limits", l_set_limits},
-    {NULL, NULL}};
+/* ---- the sampler's hold on the entries (view_private.h) ---- */
+
+size_t view_count_hint(void) {
+  hx_store_rdlock(&store);
+  size_t n = store.count;
+  hx_store_unlock(&store);
+  return n;
+}
+
+size_t view_checkout(view_job *jobs, view_probe **idle, size_t cap,
+                     size_t *nidle) {
+  size_t n = 0;
+  *nidle = 0;
+  hx_store_rdlock(&store);
+  if (store.count > cap) {
+    hx_store_unlock(&store);
+    return (size_t)-1;
+  }
+  for (hx_node *x = store.first; x; x = x->next) {
+    entry *e = entry_of(x);
+    if (e->busy)
+      continue; /* cannot be: one sample() at a time */
+    if (e->running) {
+      memcpy(jobs[n].id, e->id, ID_LEN);
+      jobs[n].gen = e->gen;
+      jobs[n].probe = e->probe;
+      e->probe = NULL;
+      e->busy = 1;
+      n++;
+    } else if (e->probe) {
+      idle[(*nidle)++] = e->probe;
+      e->probe = NULL;
+    }
+  }
+  hx_store_unlock(&store);
+  return n;
+}
+
+/* j's entry, if it is still the one checked out (lock held). */
+static entry *job_entry(const view_job *j) {
+  entry *e = by_id(j->id);
+  return e && e->gen == j->gen ? e : NULL;
+}
+
+int view_store(const view_job *j, const view_figs *f, int64_t taken_ns) {
+  blob old = {NULL, 0};
+  hx_store_wrlock(&store);
+  entry *e = job_entry(j);
+  if (e) {
+    old = e->rec;
+    e->rec.p = NULL;
+    e->rec.n = 0;
+    e->figs = *f;
+    e->has_figs = 1;
+    e->taken_ns = taken_ns;
+    e->probe = j->probe;
+    e->busy = 0;
+  }
+  hx_store_unlock(&store);
+  free(old.p);
+  return e != NULL;
+}
+
+int view_give_back(const view_job *j, view_probe *p) {
+  hx_store_rdlock(&store);
+  entry *e = job_entry(j);
+  if (e) {
+    e->probe = p;
+    e->busy = 0;
+  }
+  hx_store_unlock(&store);
+  return e != NULL;
+}
+
+static const luaL_Reg funcs[] = {{"put", l_put},
+                                 {"set_meta", l_set_meta},
+                                 {"get", l_get},
+                                 {"meta", l_meta},
+                                 {"find", l_find},
+                                 {"all", l_all},
+                                 {"ids", l_ids},
+                                 {"remove", l_remove},
+                                 {"sample", view_sample},
+                                 {"set_limits", l_set_limits},
+                                 {"footprint", l_footprint},
+                                 {NULL, NULL}};
 
 static const hx_const consts[] = {
     {"DEFAULT_MAX_CONTAINERS", DEFAULT_MAX_CONTAINERS},
     {"MAX_DEPTH", MAX_DEPTH},
+    {"DEFAULT_MAX_FDS", -1},
     {NULL, 0}};
 
 HX_EXPORT int luaopen_horcrux_view(lua_State *L) {
+  view_sample_open(L);
   luaL_newlib(L, funcs);
   hx_store_setfuncs(L, &store); /* clear, count */
   hx_set_consts(L, consts);

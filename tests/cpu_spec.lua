@@ -49,8 +49,19 @@ describe("horcrux.cpu", function()
     assert.equal(128, cpu.ID_MAX)
     assert.equal(1000, cpu.SHORT_WINDOW_MS)
     assert.equal(500, cpu.DEFAULT_WINDOW_MS)
-    assert.equal(4096, cpu.DEFAULT_MAX_CONTAINERS)
+    -- as many as horcrux.view holds: a round evicts nothing it needs next
+    assert.equal(10000, cpu.DEFAULT_MAX_CONTAINERS)
+    assert.equal(require("horcrux.view").DEFAULT_MAX_CONTAINERS,
+      cpu.DEFAULT_MAX_CONTAINERS)
     assert.equal(600000, cpu.DEFAULT_IDLE_TTL_MS)
+  end)
+
+  it("gives other C modules its store through cpu.capi", function()
+    -- a light userdata (core/cpu_capi.h); horcrux.view's sample() uses it,
+    -- tests/view_sample_spec.lua checks that the two share the samples
+    assert.equal("userdata", type(cpu.capi))
+    assert.is_nil(getmetatable(cpu.capi))
+    assert.equal(cpu.capi, require("horcrux.cpu").capi)
   end)
 
   describe("percent", function()
@@ -304,7 +315,7 @@ describe("horcrux.cpu", function()
 
     it("is bounded, evicting the least recently used", function()
       local old = cpu.set_limits({ max_containers = 3 })
-      assert.same({ max_containers = 4096, idle_ttl_ms = 600000 }, old)
+      assert.same({ max_containers = 10000, idle_ttl_ms = 600000 }, old)
       cpu.observe("1", sample(0, 0, 1, 0))
       cpu.observe("2", sample(0, 0, 1, 0))
       cpu.observe("3", sample(0, 0, 1, 0))
@@ -321,14 +332,14 @@ describe("horcrux.cpu", function()
       assert.is_table(cpu.latest("4"))
     end)
 
-    it("holds at most 4096 containers by default", function()
-      for i = 1, 5000 do
+    it("holds at most 10000 containers by default", function()
+      for i = 1, 11000 do
         cpu.observe("c" .. i, sample(0, 0, 1, 0))
       end
-      assert.equal(4096, cpu.count())
-      assert.is_nil(cpu.latest("c904"))
-      assert.is_table(cpu.latest("c905"))
-      assert.is_table(cpu.latest("c5000"))
+      assert.equal(10000, cpu.count())
+      assert.is_nil(cpu.latest("c1000"))
+      assert.is_table(cpu.latest("c1001"))
+      assert.is_table(cpu.latest("c11000"))
     end)
 
     it("evicts entries unused for the idle time", function()
@@ -354,7 +365,7 @@ describe("horcrux.cpu", function()
         "max_containers out of range 1..1048576", nil, true)
       assert.error_matches(function() cpu.set_limits({ idle_ttl_ms = -5 }) end,
         "idle_ttl_ms out of range 1..", nil, true)
-      assert.same({ max_containers = 4096, idle_ttl_ms = 600000 }, cpu.set_limits({}))
+      assert.same({ max_containers = 10000, idle_ttl_ms = 600000 }, cpu.set_limits({}))
     end)
 
     it("is shared by every copy of the module in the process", function()

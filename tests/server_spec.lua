@@ -110,6 +110,72 @@ describe("horcrux serve", function()
     end
   end)
 
+  it("builds the request table the route reads: every field", function()
+    local r = assert(http.request("POST", srv.url .. "/api/fields/v?a=1&b=2&a=3",
+      { body = "the body", headers = { ["X-Test"] = "t", Authorization = AUTH.Authorization } }))
+    assert.are.equal(200, r.status)
+    local f = r.json
+    assert.are.equal("POST", f.method)
+    assert.are.equal("/api/fields/v", f.path)
+    assert.are.same({ x = "v" }, f.params)
+    assert.are.same({ a = "1", b = "2" }, f.query)
+    assert.are.same({ { "a", "1" }, { "b", "2" }, { "a", "3" } }, f.args)
+    assert.are.equal("t", f.headers["x-test"])
+    assert.are.equal("the body", f.body)
+    assert.are.equal(r.headers["x-request-id"], f.id)
+    assert.are.equal("127.0.0.1", f.remote)
+    assert.is_false(f.read_only)
+    assert.is_true(f.authenticated)
+  end)
+
+  it("shows only request fields to pairs: what was read, nothing of the host's", function()
+    local r = assert(http.get(srv.url .. "/pairs"))
+    assert.are.equal(200, r.status)
+    assert.are.same({ "id", "method", "params", "path" }, r.json)
+  end)
+
+  it("checks a route's query before it runs, and answers structured failures", function()
+    local r = assert(http.get(srv.url .. "/checked?n=4&all=1&name=ab"))
+    assert.are.equal(200, r.status)
+    assert.are.same({ n = 4, all = true, name = "ab" }, r.json.query)
+    r = assert(http.get(srv.url .. "/checked"))
+    assert.are.equal(200, r.status)
+    assert.is_table(r.json.query)
+    assert.is_nil(next(r.json.query))
+    r = assert(http.get(srv.url .. "/checked?foo=1"))
+    assert.are.equal(400, r.status)
+    assert.are.equal("bad_request", r.json.error.code)
+    assert.are.equal("foo", r.json.error.field)
+    r = assert(http.get(srv.url .. "/checked?n=1&n=2"))
+    assert.are.equal(400, r.status)
+    assert.are.equal("n", r.json.error.field)
+    r = assert(http.get(srv.url .. "/refuse/conflict"))
+    assert.are.equal(409, r.status)
+    assert.are.same({ code = "conflict", message = "refused as conflict",
+      field = "kind" }, r.json.error)
+  end)
+
+  it("matches *name over several segments and serves HEAD from GET routes", function()
+    local r = assert(http.get(srv.url .. "/files/a/b/c/raw"))
+    assert.are.equal(200, r.status)
+    assert.are.equal("a/b/c", r.body)
+    -- curl --head: with -X HEAD it would wait for the body
+    local h = proc.run({ "curl", "-sS", "--head", "--max-time", "10",
+      srv.url .. "/text" }, { timeout = 15 })
+    assert.are.equal(0, h.status, h.stderr)
+    assert.matches("^HTTP/1.1 200", h.stdout)
+    assert.truthy(h.stdout:lower():find("content-length: 5", 1, true), h.stdout)
+  end)
+
+  it("takes request headers of 7 KiB, and answers 431 to a larger set", function()
+    local r = assert(http.get(srv.url .. "/api/hello/big",
+      { headers = { ["X-Big"] = string.rep("b", 7000) } }))
+    assert.are.equal(200, r.status)
+    r = assert(http.get(srv.url .. "/api/hello/big",
+      { headers = { ["X-Big"] = string.rep("b", 9000) } }))
+    assert.are.equal(431, r.status)
+  end)
+
   it("does not let waiting routes stall other requests", function()
     -- The peer of the quick request is itself on the idle server, just
     -- before (curl's start, which load slows, is in both figures); a
@@ -143,6 +209,68 @@ describe("horcrux serve", function()
     -- at a time per worker, the last would take 4 times as long)
     assert.is_true(took[8] < 2 * took[1], ("waiting routes took %.2f-%.2f s")
       :format(took[1], took[8]))
+  end)
+end)
+
+describe("horcrux serve command line", function()
+  it("prints the usage on --help and exits 0", function()
+    local r = proc.run({ http.bin, "serve", "--help" }, { timeout = 10 })
+    assert.are.equal(0, r.status)
+    assert.truthy(r.stdout:find("usage: horcrux serve", 1, true))
+    assert.are.equal("", r.stderr)
+  end)
+
+  it("runs one worker without a libmicrohttpd warning", function()
+    local srv = http.start({ scripts = FIXTURE, args = { "--workers", "1" } })
+    finally(function() srv:stop() end)
+    assert.are.equal(200, http.get(srv.url .. "/text").status)
+    local log = srv:logtext()
+    assert.is_nil(log:find("Warning", 1, true), log)
+    assert.is_nil(log:find("ignored", 1, true), log)
+  end)
+
+  it("writes one access line per request", function()
+    local srv = http.start({ scripts = FIXTURE })
+    finally(function() srv:stop() end)
+    local r = assert(http.get(srv.url .. "/text?x=1"))
+    clock.sleep(0.1)
+    local line = srv:logtext():match("[^\n]* access GET /text [^\n]*")
+    assert.truthy(line, srv:logtext())
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ access GET /text 200 %d+%.%dms 127%.0%.0%.1 id=" ..
+      r.headers["x-request-id"] .. "$", line)
+  end)
+end)
+
+describe("horcrux serve route threads", function()
+  it("keeps a request table a route stashed safe after its request: unread fields are nil", function()
+    -- One worker: /kept runs in the state whose route kept the table.
+    local srv = http.start({ scripts = FIXTURE, args = { "--workers", "1" } })
+    finally(function() srv:stop() end)
+    local id = assert(http.get(srv.url .. "/keep")).json.id
+    for _ = 1, 4 do
+      local r = assert(http.get(srv.url .. "/kept"))
+      assert.are.equal(200, r.status)
+      assert.are.equal("GET", r.json.method)
+      assert.are.equal(id, r.json.id) -- read while it ran
+      assert.is_true(r.json.headers)
+      assert.is_true(r.json.body)
+    end
+  end)
+
+  it("stops every runaway route on a worker whose threads are reused", function()
+    -- One worker: the requests below run on the threads of one state. A
+    -- thread the budget stopped must not come back with hooks off.
+    local srv = http.start({ scripts = FIXTURE,
+      args = { "--workers", "1", "--budget", "2000000" } })
+    finally(function() srv:stop() end)
+    for _, path in ipairs({ "/loop", "/pcall-loop", "/text", "/loop", "/pcall-loop",
+      "/error", "/pcall-loop" }) do
+      local r = assert(http.get(srv.url .. path, { timeout = 10 }))
+      assert.are.equal(path == "/text" and 200 or 500, r.status, path)
+    end
+    for _ = 1, 20 do
+      assert.are.equal(200, http.get(srv.url .. "/text").status)
+    end
   end)
 end)
 

@@ -7,8 +7,23 @@
 -- shipped lib dir); each is checked, handed to the library
 -- (horcrux.config.use) and registered so that an operator's script can
 -- `require "format"`, `require "fallback"` or `require "policy"`. routes.lua
--- is run with a `route` function in an environment where assigning an
--- undeclared global is an error.
+-- is run in an environment where assigning an undeclared global is an
+-- error, with one function defined:
+--
+--   route(method, pattern, handler)
+--   route(method, pattern, opts, handler)   opts = {query = {key = checker}}
+--
+-- (patterns: horcrux/router.lua). A handler is a function of req returning
+-- status, body[, headers]; format.respond encodes them. opts.query names
+-- the keys the route takes, each with a checker function(text) -> value |
+-- nil, why (input.boolean, input.integer(min, max), input.one_of{...},
+-- input.string(max)); the dispatcher refuses an unknown or repeated key, or
+-- a value its checker refuses, with a bad_request failure whose field is
+-- the key, before the handler runs, and sets req.query to the checked
+-- values. Without opts.query, req.query is the raw query (the first value
+-- of each key). A handler may raise a failure (horcrux.errors): it is
+-- answered with errors.answer(failure). Any other error is a 500 carrying
+-- the request id, with the traceback in the log.
 local router = require "horcrux.router"
 local log = require "horcrux.log"
 local config = require "horcrux.config"
@@ -96,7 +111,133 @@ function M.load_sources(opts)
   return order
 end
 
---- Loads format.lua, fallback.lua and routes.lua; returns dispatch(req).
+--- Checks opts of route(): nil or {query = {key = checker}}.
+local function check_opts(opts)
+  if opts == nil then
+    return
+  end
+  if type(opts) ~= "table" then
+    error("route options must be a table, got " .. type(opts), 0)
+  end
+  for k in pairs(opts) do
+    if k ~= "query" then
+      error(("unknown route option %q (known: query)"):format(tostring(k)), 0)
+    end
+  end
+  if opts.query == nil then
+    return
+  end
+  if type(opts.query) ~= "table" then
+    error("route option query must be a table {key = checker}, got " ..
+      type(opts.query), 0)
+  end
+  for k, check in pairs(opts.query) do
+    if type(k) ~= "string" then
+      error("route option query: keys must be strings, got " .. type(k), 0)
+    end
+    if type(check) ~= "function" then
+      error(("route option query.%s must be a checker function(text) -> "
+        .. "value | nil, why (input.boolean, input.integer(min, max), ...), "
+        .. "got %s"):format(k, type(check)), 0)
+    end
+  end
+end
+
+--- The `route` function of routes.lua: route(method, pattern, [opts,]
+-- handler), adding to `routes`. Errors point at the caller's line.
+local function definer(routes)
+  return function(method, pattern, opts, handler)
+    if handler == nil and type(opts) == "function" then
+      opts, handler = nil, opts
+    end
+    local info = debug.getinfo(2, "Sl")
+    local where = info and (info.short_src .. ":" .. info.currentline)
+    local ok, err = pcall(check_opts, opts)
+    local r
+    if ok then
+      ok, r = pcall(routes.add, routes, method, pattern, handler, opts, where)
+      err = r
+    end
+    if not ok then
+      error(err, 2)
+    end
+    r.query = opts and opts.query
+  end
+end
+
+--- req.query from req.args and the route's checkers (input.query): every
+-- key known and given once, each value as its checker returns it. Raises a
+-- bad_request failure naming the key.
+local function check_query(req, spec)
+  local q, msg, kind, key = input.query(req.args, spec)
+  if not q then
+    errors.raise(kind, msg, key)
+  end
+  req.query = q
+end
+
+--- The dispatcher of a loaded set of routes: dispatch(req [, nargs]) ->
+-- status, body (a string), headers; nargs: how many query arguments the
+-- request has, when the caller knows (the host does). A failure a route
+-- raises (horcrux.errors) is answered as errors.answer says; any other
+-- error, or an answer format.respond refuses, is a 500 with the request id,
+-- the traceback in the log.
+local function dispatcher(routes, format)
+  local respond = format.respond
+  local traceback = debug.traceback
+
+  local function fail(req, err)
+    log.error("id=%s %s %s: %s", req.id, req.method, req.path, tostring(err))
+    local status, body = errors.answer("internal",
+      "the route failed; see the server log for this request id",
+      { request_id = req.id })
+    return respond(status, body)
+  end
+
+  --- What runs protected for each request: the query check (nargs is the
+  -- number of query arguments when the host knows it: with none there is
+  -- nothing to check, and the host's req.query is already the empty table
+  -- the check would give, made only if the route reads it), the handler,
+  -- the encoding of its answer.
+  local function run(r, req, nargs)
+    if r.query and nargs ~= 0 then
+      check_query(req, r.query)
+    end
+    return respond(r.handler(req))
+  end
+
+  local function answer(req, status, body, headers)
+    local ok, s, b, h = pcall(respond, status, body, headers)
+    if not ok then
+      return fail(req, s)
+    end
+    return s, b, h
+  end
+
+  return function(req, nargs)
+    local r, params, allow = routes:match(req.method, req.path)
+    if not r then
+      if params == "method_not_allowed" then
+        local status, body = errors.answer("method_not_allowed", req.method ..
+          " is not allowed on " .. req.path .. "; allowed: " .. allow)
+        return answer(req, status, body, { Allow = allow })
+      end
+      return answer(req, errors.answer("not_found", "no route for " .. req.path))
+    end
+    req.params = params
+    local ok, status, body, headers = xpcall(run, traceback, r, req, nargs)
+    if ok then
+      return status, body, headers
+    end
+    if errors.is(status) then
+      return answer(req, errors.answer(status))
+    end
+    return fail(req, status)
+  end
+end
+
+--- Loads format.lua, fallback.lua, policy.lua and routes.lua; returns
+-- dispatch(req [, nargs]) and the router.
 function M.load(opts)
   local format = require("horcrux.format").check(load_module("format", opts))
   local order = M.check_sources(load_module("fallback", opts))
@@ -110,65 +251,8 @@ function M.load(opts)
     error(err, 0)
   end
   local routes = router.new()
-  -- TEMPORARY (the route-engine branch replaces the dispatcher): route
-  -- options {query = {key = checker}} checked before the handler.
-  local function route(method, pattern, o, handler)
-    if handler == nil then
-      o, handler = nil, o
-    end
-    if o and o.query then
-      local spec, h = o.query, handler
-      handler = function(req)
-        req.query = errors.check(input.query(req.args, spec))
-        return h(req)
-      end
-    end
-    routes:add(method, pattern, handler)
-  end
-  M.run_script("routes", opts, M.strict_env({ route = route }))
-
-  local function fail(req, err)
-    log.error("id=%s %s %s: %s", req.id, req.method, req.path, tostring(err))
-    return format.respond(errors.answer("internal",
-      "the route failed; see the server log for this request id",
-      { request_id = req.id }))
-  end
-
-  local function traceback(e)
-    if errors.is(e) then
-      return e
-    end
-    return debug.traceback(e, 2)
-  end
-
-  return function(req)
-    local handler, params, allow = routes:match(req.method, req.path)
-    if not handler then
-      if params == "method_not_allowed" then
-        local st, b = errors.answer("method_not_allowed",
-          req.method .. " is not allowed on " .. req.path ..
-          "; allowed: " .. allow)
-        return format.respond(st, b, { Allow = allow })
-      end
-      return format.respond(errors.answer("not_found",
-        "no route for " .. req.path))
-    end
-    req.params = params
-    local ok, status, body, headers = xpcall(handler, traceback, req)
-    if not ok then
-      if errors.is(status) then
-        status, body = errors.answer(status)
-        headers = nil
-      else
-        return fail(req, status)
-      end
-    end
-    local ok2, s, b, h = pcall(format.respond, status, body, headers)
-    if not ok2 then
-      return fail(req, s)
-    end
-    return s, b, h
-  end, routes
+  M.run_script("routes", opts, M.strict_env({ route = definer(routes) }))
+  return dispatcher(routes, format), routes
 end
 
 return M

@@ -88,6 +88,11 @@ static void check_flat(const char *s, size_t n) {
         "fill_flat counts differ with and without a table");
   cgp_find_flat(s, n, keys, 5, vals, found);
   CHECK(found[2] == found_want, "find_flat and fill_flat disagree on rss");
+  num one = {0};
+  CHECK(cgp_find_key(s, n, "rss", &one) == found_want,
+        "find_key and fill_flat disagree on rss");
+  CHECK(!found_want || (one.big == got.big && one.i == got.i && one.u == got.u),
+        "find_key and fill_flat found other values of rss");
   for (int i = 0; i < 5; i++) {
     int t = lua_getfield(L, -1, keys[i]);
     CHECK((t != LUA_TNIL) == (found[i] != 0), "%s: table %d, find_flat %d",

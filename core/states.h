@@ -1,21 +1,21 @@
 /*
- * engine.h - Lua states for the host: modules preloaded, paths set, the
+ * states.h - Lua states for the host: modules preloaded, paths set, the
  * operator scripts loaded once per state, and the limits that stop a
  * runaway script (an instruction budget per request, a memory cap per
  * state).
  */
-#ifndef HORCRUX_ENGINE_H
-#define HORCRUX_ENGINE_H
+#ifndef HORCRUX_STATES_H
+#define HORCRUX_STATES_H
 
 #include <lua.h>
 #include <stddef.h>
 
-typedef struct hx_engine_config {
+typedef struct hx_states_config {
   const char *scripts_dir; /* operator scripts: routes.lua, ... */
   const char *lib_dir;     /* the shipped lua/ dir (library and defaults) */
   long long budget;        /* instructions per request; 0 = none */
   size_t memory_cap;       /* bytes per state; 0 = none */
-} hx_engine_config;
+} hx_states_config;
 
 typedef struct hx_state hx_state;
 
@@ -36,7 +36,7 @@ extern const char *const hx_script_names[HX_SCRIPTS];
 
 /* Reads each script from the scripts dir, else the lib dir. Returns 0, or
  * -1 with a malloc'ed message in *err. */
-int hx_snapshot_read(const hx_engine_config *cfg, hx_snapshot *snap,
+int hx_snapshot_read(const hx_states_config *cfg, hx_snapshot *snap,
                      char **err);
 void hx_snapshot_free(hx_snapshot *snap);
 
@@ -45,6 +45,10 @@ typedef struct hx_run {
   long long used;
 } hx_run;
 
+/* Threads a state keeps for running requests (more may run at once; those
+ * beyond are left to the GC when they end). */
+#define HX_THREAD_POOL 64
+
 struct hx_state {
   lua_State *L;
   size_t mem_used;
@@ -52,6 +56,13 @@ struct hx_state {
   long long budget;
   hx_run *current; /* the request being run, or NULL */
   int dispatch_ref;
+  int request_mt_ref;   /* the host's metatable of request tables */
+  int request_live_ref; /* live request tables -> their requests */
+  int nthreads;         /* threads in the pool, free to run a request */
+  struct {
+    lua_State *co;
+    int ref; /* anchors it in the registry */
+  } threads[HX_THREAD_POOL];
   unsigned generation;
   int inflight;
   int retired;
@@ -60,19 +71,30 @@ struct hx_state {
 
 /* Creates a state with the modules preloaded and package.path set.
  * Returns NULL and a malloc'ed message in *err on failure. */
-hx_state *hx_state_new(const hx_engine_config *cfg, char **err);
+hx_state *hx_state_new(const hx_states_config *cfg, char **err);
 
 /* Loads the operator scripts of snap (horcrux.app) and keeps the
  * dispatcher. Returns 0, or -1 with a malloc'ed message in *err. */
-int hx_state_load_app(hx_state *st, const hx_engine_config *cfg,
+int hx_state_load_app(hx_state *st, const hx_states_config *cfg,
                       const hx_snapshot *snap, char **err);
 
 /* Pushes {scripts =, lib =, sources = {name = {path =, text =}}}: the
  * options horcrux.app takes. */
-void hx_push_app_opts(lua_State *L, const hx_engine_config *cfg,
+void hx_push_app_opts(lua_State *L, const hx_states_config *cfg,
                       const hx_snapshot *snap);
 
 void hx_state_close(hx_state *st);
+
+/* A thread to run one request: one that ran before (reset), else a new
+ * one, registered as a request thread (async.h) and anchored by *ref.
+ * Raises on a memory error: call it protected. */
+lua_State *hx_state_thread(hx_state *st, int *ref);
+
+/* Gives back the thread of hx_state_thread once its run is over: one that
+ * returned goes back to the pool (its results dropped); one that failed or
+ * was left suspended is reset (its to-be-closed variables closed) and left
+ * to the GC. */
+void hx_state_thread_done(hx_state *st, lua_State *co, int ref);
 
 /* Arms the budget on a thread about to be resumed for `run`. */
 void hx_state_arm(hx_state *st, lua_State *co, hx_run *run);

@@ -1,0 +1,278 @@
+/* request.c - the lazy request table and the access log line (see
+ * request.h). */
+#include "request.h"
+
+#include <arpa/inet.h>
+#include <lauxlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* a.b.c.d of an IPv4 address into host (at least INET_ADDRSTRLEN bytes):
+ * glibc's inet_ntop goes through sprintf, most of an access line's cost. */
+static void ipv4_text(const struct in_addr *in, char *host) {
+  const unsigned char *b = (const unsigned char *)&in->s_addr;
+  char *p = host;
+  for (int i = 0; i < 4; i++) {
+    unsigned v = b[i];
+    if (v >= 100)
+      *p++ = (char)('0' + v / 100);
+    if (v >= 10)
+      *p++ = (char)('0' + v / 10 % 10);
+    *p++ = (char)('0' + v % 10);
+    *p++ = i < 3 ? '.' : '\0';
+  }
+}
+
+const char *hx_client_host(struct MHD_Connection *conn, char *host, size_t size,
+                           const char *none) {
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+  const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
+  if (sa != NULL && sa->sa_family == AF_INET && size >= INET_ADDRSTRLEN) {
+    ipv4_text(&((const struct sockaddr_in *)sa)->sin_addr, host);
+    return host;
+  }
+  if (sa != NULL && sa->sa_family == AF_INET6 &&
+      inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host,
+                (socklen_t)size) != NULL)
+    return host;
+  return none;
+}
+
+/* headers[lower(key)] = value into the table on top. */
+static enum MHD_Result add_header(void *cls, enum MHD_ValueKind kind,
+                                  const char *key, const char *value) {
+  lua_State *L = cls;
+  (void)kind;
+  if (key == NULL)
+    return MHD_YES;
+  luaL_Buffer b;
+  size_t n = strlen(key);
+  char *p = luaL_buffinitsize(L, &b, n);
+  for (size_t i = 0; i < n; i++)
+    p[i] = (char)(key[i] >= 'A' && key[i] <= 'Z' ? key[i] + 32 : key[i]);
+  luaL_pushresultsize(&b, n);
+  lua_pushstring(L, value != NULL ? value : "");
+  lua_rawset(L, -3);
+  return MHD_YES;
+}
+
+/* query[key] = value into the table on top; the first value of a key
+ * wins. */
+static enum MHD_Result add_query(void *cls, enum MHD_ValueKind kind,
+                                 const char *key, const char *value) {
+  lua_State *L = cls;
+  (void)kind;
+  if (key == NULL)
+    return MHD_YES;
+  lua_pushstring(L, key);
+  if (lua_rawget(L, -2) == LUA_TNIL) {
+    lua_pushstring(L, key);
+    lua_pushstring(L, value != NULL ? value : "");
+    lua_rawset(L, -4);
+  }
+  lua_pop(L, 1);
+  return MHD_YES;
+}
+
+/* args[#args + 1] = {key, value} into the table on top. */
+static enum MHD_Result add_arg(void *cls, enum MHD_ValueKind kind,
+                               const char *key, const char *value) {
+  lua_State *L = cls;
+  (void)kind;
+  if (key == NULL)
+    return MHD_YES;
+  lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+  lua_createtable(L, 2, 0);
+  lua_pushstring(L, key);
+  lua_rawseti(L, -2, 1);
+  lua_pushstring(L, value != NULL ? value : "");
+  lua_rawseti(L, -2, 2);
+  lua_rawseti(L, -2, n + 1);
+  return MHD_YES;
+}
+
+/* Pushes the value of field k of rq; returns 0 (nothing pushed) for a
+ * field requests do not have. */
+static int push_field(lua_State *L, request *rq, const char *k, size_t n) {
+  char host[INET6_ADDRSTRLEN];
+  if (n == 7 && memcmp(k, "headers", 7) == 0) {
+    lua_createtable(L, 0, 8);
+    MHD_get_connection_values(rq->conn, MHD_HEADER_KIND, add_header, L);
+  } else if (n == 5 && memcmp(k, "query", 5) == 0) {
+    lua_newtable(L);
+    MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, add_query, L);
+  } else if (n == 4 && memcmp(k, "args", 4) == 0) {
+    lua_newtable(L);
+    MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, add_arg, L);
+  } else if (n == 4 && memcmp(k, "body", 4) == 0) {
+    lua_pushlstring(L, rq->body != NULL ? rq->body : "", rq->len);
+  } else if (n == 2 && memcmp(k, "id", 2) == 0) {
+    lua_pushstring(L, rq->id);
+  } else if (n == 6 && memcmp(k, "remote", 6) == 0) {
+    lua_pushstring(L, hx_client_host(rq->conn, host, sizeof host, ""));
+  } else if (n == 9 && memcmp(k, "read_only", 9) == 0) {
+    lua_pushboolean(L, rq->read_only);
+  } else if (n == 13 && memcmp(k, "authenticated", 13) == 0) {
+    lua_pushboolean(L, rq->authenticated);
+  } else {
+    return 0;
+  }
+  return 1;
+}
+
+/* __index(t, k): makes field k of a live request, stores it in t. The
+ * upvalue is the state's map of live request tables to their requests. */
+static int request_index(lua_State *L) {
+  if (lua_type(L, 2) != LUA_TSTRING)
+    return 0;
+  lua_pushvalue(L, 1);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TLIGHTUSERDATA)
+    return 0; /* the request is over */
+  request *rq = lua_touserdata(L, -1);
+  size_t n;
+  const char *k = lua_tolstring(L, 2, &n);
+  if (!push_field(L, rq, k, n))
+    return 0;
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, 1);
+  return 1;
+}
+
+int hx_request_metatable(lua_State *L, int *live_ref) {
+  /* live = setmetatable({}, {__mode = "k"}): a table a route stashed does
+   * not stay alive for it, and its entry goes when the request ends. */
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_createtable(L, 0, 2);
+  lua_pushvalue(L, -2);
+  lua_pushcclosure(L, request_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushliteral(L, "horcrux.request");
+  lua_setfield(L, -2, "__name");
+  int mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  *live_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return mt_ref;
+}
+
+void hx_request_push(lua_State *L, request *rq, const hx_state *st) {
+  /* Room for the fields a route usually reads, so they rarely rehash. */
+  lua_createtable(L, 0, 8);
+  lua_pushstring(L, rq->method);
+  lua_setfield(L, -2, "method");
+  lua_pushlstring(L, rq->path, rq->path_len);
+  lua_setfield(L, -2, "path");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, st->request_mt_ref);
+  lua_setmetatable(L, -2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, st->request_live_ref);
+  lua_pushvalue(L, -2);
+  lua_pushlightuserdata(L, rq);
+  lua_rawset(L, -3); /* live[req] = rq */
+  lua_pop(L, 1);
+}
+
+void hx_request_forget(lua_State *L, request *rq, const hx_state *st) {
+  if (rq->table_ref == LUA_NOREF)
+    return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, st->request_live_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rq->table_ref);
+  lua_pushnil(L); /* the key exists: setting it to nil allocates nothing */
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  luaL_unref(L, LUA_REGISTRYINDEX, rq->table_ref);
+  rq->table_ref = LUA_NOREF;
+}
+
+static char *put_hex(char *p, unsigned long long v, int digits) {
+  static const char hex[] = "0123456789abcdef";
+  for (int i = digits - 1; i >= 0; i--, v >>= 4)
+    p[i] = hex[v & 15];
+  return p + digits;
+}
+
+void hx_request_id(request *rq, unsigned long long base, unsigned long long n) {
+  char *p = put_hex(rq->id, base, 8);
+  *put_hex(p, n, 8) = '\0';
+}
+
+/* ---- the access log ---------------------------------------------------- */
+
+typedef struct line {
+  char *p, *end;
+} line;
+
+static void put(line *l, const char *s, size_t n) {
+  size_t room = (size_t)(l->end - l->p);
+  if (n > room)
+    n = room;
+  memcpy(l->p, s, n);
+  l->p += n;
+}
+
+static void put_str(line *l, const char *s) { put(l, s, strlen(s)); }
+
+static void put_uint(line *l, unsigned long long v, int min_digits) {
+  char buf[24];
+  int i = (int)sizeof buf;
+  do {
+    buf[--i] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v != 0 || (int)sizeof buf - i < min_digits);
+  put(l, buf + i, sizeof buf - (size_t)i);
+}
+
+/* "YYYY-MM-DDTHH:MM:SS" of the current second, formatted once a second per
+ * thread (the log's every line needs it). */
+static const char *second_text(time_t sec) {
+  static _Thread_local time_t cached = -1;
+  static _Thread_local char text[32];
+  if (sec != cached) {
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm);
+    cached = sec;
+  }
+  return text;
+}
+
+void hx_request_log(const request *rq, int aborted) {
+  char buf[2048], host[INET6_ADDRSTRLEN];
+  struct timespec now, end;
+  clock_gettime(CLOCK_REALTIME, &now);
+  clock_gettime(CLOCK_MONOTONIC, &end);
+  long long us = (long long)(end.tv_sec - rq->start.tv_sec) * 1000000 +
+                 (end.tv_nsec - rq->start.tv_nsec) / 1000;
+  if (us < 0)
+    us = 0;
+  /* Room kept at the end for the fields after the path and the newline. */
+  line l = {buf, buf + sizeof buf - 160};
+  put_str(&l, second_text(now.tv_sec));
+  put(&l, ".", 1);
+  put_uint(&l, (unsigned long long)now.tv_nsec / 1000000, 3);
+  put_str(&l, "Z access ");
+  put_str(&l, rq->method);
+  put(&l, " ", 1);
+  put(&l, rq->path, rq->path_len);
+  l.end = buf + sizeof buf;
+  put(&l, " ", 1);
+  put_uint(&l, (unsigned long long)rq->status, 1);
+  put(&l, " ", 1);
+  put_uint(&l, (unsigned long long)(us + 50) / 1000, 1);
+  put(&l, ".", 1);
+  put_uint(&l, (unsigned long long)((us + 50) / 100) % 10, 1);
+  put_str(&l, "ms ");
+  put_str(&l, hx_client_host(rq->conn, host, sizeof host, "-"));
+  put_str(&l, " id=");
+  put_str(&l, rq->id);
+  if (aborted)
+    put_str(&l, " (aborted)");
+  put(&l, "\n", 1);
+  /* One write: lines of concurrent workers never interleave. */
+  ssize_t w = write(STDERR_FILENO, buf, (size_t)(l.p - buf));
+  (void)w;
+}

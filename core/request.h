@@ -1,0 +1,74 @@
+/*
+ * request.h - one HTTP request of `horcrux serve` as the server keeps it,
+ * and as a route sees it: a Lua table built lazily.
+ *
+ * The table a route gets holds `method` and `path`; every other field
+ * (headers, query, args, body, id, remote, read_only, authenticated) is
+ * made by the metatable's __index the first time a route reads it, then
+ * stored in the table, so a route pays only for what it reads. The table
+ * reaches its request through the state's map of live requests (not a
+ * field of its own: pairs and JSON see only request fields), and the server
+ * drops the entry when the request completes: a table a route kept (in an
+ * upvalue, in a global) then answers nil for what it never read, and never
+ * touches freed memory.
+ */
+#ifndef HORCRUX_REQUEST_H
+#define HORCRUX_REQUEST_H
+
+#include "states.h"
+
+#include <lua.h>
+#include <microhttpd.h>
+#include <stddef.h>
+#include <time.h>
+
+typedef struct server server;
+
+enum phase { RECEIVING, WAITING, DONE };
+
+typedef struct request {
+  server *srv;
+  struct MHD_Connection *conn;
+  hx_state *st;
+  lua_State *co; /* the thread running the route, or NULL */
+  int co_ref;
+  int table_ref; /* the request table (registry), or LUA_NOREF */
+  hx_run run;
+  enum phase phase;
+  lua_Integer resume_value; /* set by the executor before resuming */
+  char *body;
+  size_t len, cap;
+  int too_large;
+  int authenticated; /* a valid bearer token came with it */
+  int read_only;     /* the server runs with --read-only */
+  int status;
+  struct timespec start;
+  char method[16];
+  char id[20];
+  size_t path_len;
+  char path[]; /* as MHD decoded it */
+} request;
+
+/* Builds the metatable of request tables in L and the map of live request
+ * tables (*live_ref); returns the metatable's registry reference. Raises
+ * on a memory error. */
+int hx_request_metatable(lua_State *L, int *live_ref);
+
+/* Pushes the request table of rq (protected callers only: allocates). */
+void hx_request_push(lua_State *L, request *rq, const hx_state *st);
+
+/* Cuts the request table at rq->table_ref off rq and drops the reference.
+ * Allocates nothing. */
+void hx_request_forget(lua_State *L, request *rq, const hx_state *st);
+
+/* Writes rq->id: 16 hex digits of base and n. */
+void hx_request_id(request *rq, unsigned long long base, unsigned long long n);
+
+/* The client's address (IPv4 or IPv6) into host, or `none`. */
+const char *hx_client_host(struct MHD_Connection *conn, char *host, size_t size,
+                           const char *none);
+
+/* The access log's line for rq, written to stderr with one write. */
+void hx_request_log(const request *rq, int aborted);
+
+#endif

@@ -1,0 +1,588 @@
+/*
+ * view_sample.c - view.sample(): the per-container round in C. One call
+ * reads the cgroup figures of every container the view holds as running
+ * (meta.status == "running") straight into the view, with no Lua table per
+ * container.
+ *
+ *   view.sample([opts]) -> {sampled = n, unreadable = {ids}, gone = {ids},
+ *                           paused = {ids}, us = n, fds = n}
+ *
+ * opts: root = "/sys/fs/cgroup", proc = "/proc", sys = "/sys" (fixture
+ * trees, as horcrux.cgroup takes them). Per container it reads what the
+ * cgroup source reads (horcrux.cgroup's readers, v1, v2 and hybrid,
+ * cgroupfs and systemd): the freezer first (a paused container is listed
+ * in `paused` and not sampled), then CPU ns, memory usage, inactive file
+ * pages and limit, block I/O, pids, and network from /proc/<pid>/net/dev of
+ * its first process. The CPU % goes through horcrux.cpu's one store (its C
+ * API, cpu.capi, fetched once per call), against the host's CPU time from
+ * /proc/stat, read at both ends of the round and interpolated at each
+ * container's read (the daemon reads it once per tick, which skews the
+ * containers read late in a long tick); host memory and online CPUs are
+ * read again every 10 s.
+ *
+ *   sampled     containers whose figures were stored
+ *   unreadable  ids with no cgroup found here (another host's engine, a
+ *               container that never started) or none of whose figures
+ *               could be read: the collector asks the Engine API for them
+ *   gone        ids whose cgroup vanished since it was found (stopped or
+ *               removed); their last figures stay until the collector
+ *               removes them
+ *   paused      ids whose cgroup is frozen
+ *   us          CPU time of this call, µs (its thread, kernel time included)
+ *   fds         descriptors the sampler keeps open after the call
+ *
+ * It blocks on nothing but local files and never calls the daemon. The
+ * files are read without any lock of the view: a round checks the running
+ * entries out under the read lock, reads every one, and then takes the
+ * write lock once per container, only to store its figures, so readers are
+ * never held up by a file read. One round at a time runs (a mutex of its own,
+ * never held across a Lua call); a second caller waits for it.
+ *
+ * Descriptors. What the sampler keeps for a container (a probe: the
+ * cgroup handle of horcrux.cgroup) holds its files open between rounds and
+ * re-reads them with pread at offset 0 (cgroup_fs.c says what that saves):
+ * 9 descriptors a container on v2, 10 or 11 on v1. The probes keep at most
+ * max_fds descriptors in all (view.set_limits; default -1: half the soft
+ * RLIMIT_NOFILE, read each round, so a limit raised later counts); past it
+ * a container's files are opened, read and closed each round. When an open
+ * fails for want of descriptors, the probe drops what it keeps and the
+ * sampler keeps no more than it holds then, until the soft limit changes.
+ * A cgroup removed under a kept file answers ENODEV and the file is opened
+ * again by its path: a restarted container (a new cgroup at the same path)
+ * is found again, and its samples in horcrux.cpu's store are forgotten
+ * (another life: its counters started again, even when they already passed
+ * the old ones); a stopped one is gone. A container read without kept
+ * files shows a restart only by a counter going backwards, as every source
+ * does (the collector's cpu.forget on "die" covers the rest). view.remove and
+ * view.clear close what the sampler keeps for the containers they drop, and a
+ * round closes the probes of containers whose meta no longer says running.
+ */
+#define _GNU_SOURCE
+#include "cgroup_fs.h"
+#include "cpu_capi.h"
+#include "jsonconv.h"
+#include "view_private.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_ROOT "/sys/fs/cgroup"
+#define DEFAULT_PROC "/proc"
+#define DEFAULT_SYS "/sys"
+#define HOST_TTL_NS ((int64_t)10 * 1000000000) /* host memory, CPUs */
+#define CALL_MT "horcrux.view.sample_call"
+
+struct view_probe {
+  handle h;
+  unsigned tree; /* the tree it was found in (S.tree then) */
+};
+
+enum { R_SAMPLED, R_PAUSED, R_GONE, R_UNREADABLE };
+
+/*
+ * The sampler's state is process-wide, as the view is: any Lua state may
+ * call sample(), and the probes it keeps live in the view's entries. The
+ * mutex lets one round run at a time and guards everything here but
+ * max_fds (set by set_limits from any thread: atomic) and budget.held
+ * (atomic: a probe may be closed by view.remove on any thread).
+ */
+static struct sampler {
+  pthread_mutex_t lock;
+  rbuf buf;         /* every probe reads into this one, in turn */
+  cg_budget budget; /* the descriptors the probes keep */
+  int max_fds;      /* the limit set; -1: half the soft RLIMIT_NOFILE */
+  int learned;      /* what could be kept when an open failed; -1: none */
+  rlim_t learned_at;
+  char root[PATH_MAX], proc[PATH_MAX], sys[PATH_MAX];
+  unsigned tree; /* bumped when root or proc changes */
+  int version, prefer;
+  int64_t host_at; /* monotonic; 0: read them again */
+  unsigned host_have;
+  uint64_t host_memory, online_cpus;
+  int stat_fd;        /* <proc>/stat kept open, -1: not open */
+  size_t probe_bytes; /* malloc'd by the open probes (atomic) */
+  size_t buf_bytes;   /* buf.cap, for view_sampler_bytes (atomic) */
+} S = {.lock = PTHREAD_MUTEX_INITIALIZER,
+       .max_fds = -1,
+       .learned = -1,
+       .stat_fd = -1};
+
+int view_max_fds(int set, int change) {
+  if (!change)
+    return __atomic_load_n(&S.max_fds, __ATOMIC_RELAXED);
+  return __atomic_exchange_n(&S.max_fds, set, __ATOMIC_RELAXED);
+}
+
+/* What a probe holds in malloc'd memory. */
+static size_t probe_size(const view_probe *p) {
+  size_t n = malloc_usable_size((void *)p) + malloc_usable_size(p->h.proc) +
+             malloc_usable_size(p->h.keep);
+  for (int k = 0; k < K_N; k++)
+    n += malloc_usable_size(p->h.dir[k]);
+  return n;
+}
+
+static void probe_free(view_probe *p) {
+  cg_handle_release(&p->h);
+  free(p);
+}
+
+void view_probe_close(view_probe *p) {
+  if (!p)
+    return;
+  __atomic_sub_fetch(&S.probe_bytes, probe_size(p), __ATOMIC_RELAXED);
+  probe_free(p);
+}
+
+size_t view_sampler_bytes(void) {
+  return __atomic_load_n(&S.buf_bytes, __ATOMIC_RELAXED) +
+         __atomic_load_n(&S.probe_bytes, __ATOMIC_RELAXED);
+}
+
+int view_sampler_fds(void) {
+  return __atomic_load_n(&S.budget.held, __ATOMIC_RELAXED);
+}
+
+/* ---- the tree, the host, the budget (sampler lock held) ---- */
+
+static int same(const char *a, const char *b) { return strcmp(a, b) == 0; }
+
+static int copy(char *dst, const char *src) {
+  size_t n = strlen(src);
+  if (n >= PATH_MAX)
+    return 0;
+  memcpy(dst, src, n + 1);
+  return 1;
+}
+
+/* Takes the tree of this call; another root or proc makes every probe be
+ * found again. Returns 0 when no cgroup hierarchy is there. */
+static int use_tree(const char *root, const char *proc, const char *sys) {
+  if (!same(root, S.root) || !same(proc, S.proc) || !same(sys, S.sys) ||
+      S.version == LV_NONE) {
+    if (!copy(S.root, root) || !copy(S.proc, proc) || !copy(S.sys, sys)) {
+      S.root[0] = '\0';
+      S.version = LV_NONE;
+      return 0;
+    }
+    S.tree++;
+    if (S.stat_fd >= 0)
+      close(S.stat_fd);
+    S.stat_fd = -1;
+    S.version = cg_detect_version(root);
+    S.prefer = DRV_NONE;
+    S.host_at = 0;
+  }
+  return S.version != LV_NONE;
+}
+
+static int read_at(const char *dir, const char *name, size_t *len) {
+  char path[PATH_MAX];
+  if (!cg_join(path, sizeof path, dir, name))
+    return ENAMETOOLONG;
+  return cg_read_file(&S.buf, path, len);
+}
+
+/* Host memory and online CPUs, read again after HOST_TTL_NS. */
+static void host_figures(int64_t now) {
+  size_t len;
+  uint64_t v;
+  if (S.host_at && now - S.host_at < HOST_TTL_NS)
+    return;
+  S.host_at = now;
+  S.host_have = 0;
+  if (read_at(S.proc, "meminfo", &len) == 0 &&
+      cgp_parse_meminfo(NULL, S.buf.p, len, "MemTotal", &v) && v > 0) {
+    S.host_memory = v;
+    S.host_have |= VF_HOSTMEM;
+  }
+  v = 0;
+  if (read_at(S.sys, "devices/system/cpu/online", &len) == 0)
+    v = cgp_parse_cpu_list(S.buf.p, len);
+  if (v == 0 && same(S.sys, DEFAULT_SYS)) {
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    v = c > 0 ? (uint64_t)c : 0;
+  }
+  if (v > 0) {
+    S.online_cpus = v;
+    S.host_have |= VF_CPUS;
+  }
+}
+
+/* <proc>/stat, kept open: it is read every round. */
+static int read_stat(size_t *len) {
+  char path[PATH_MAX];
+  if (S.stat_fd >= 0 && cg_pread_file(&S.buf, S.stat_fd, len) == 0)
+    return 0;
+  if (S.stat_fd >= 0)
+    close(S.stat_fd);
+  if (!cg_join(path, sizeof path, S.proc, "stat") ||
+      (S.stat_fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+    return read_at(S.proc, "stat", len);
+  return cg_pread_file(&S.buf, S.stat_fd, len);
+}
+
+/* The host's CPU time, ns, as cgroup.system_cpu_ns; -1 when unknown. */
+static int64_t system_cpu_ns(void) {
+  size_t len;
+  stat_cpu sc;
+  uint64_t ns;
+  long hz = sysconf(_SC_CLK_TCK);
+  if (read_stat(&len) || !cgp_parse_stat_cpu(S.buf.p, len, &sc) ||
+      !cgp_ticks_to_ns(sc.ticks, hz > 0 ? (uint64_t)hz : 100, &ns) ||
+      ns > (uint64_t)INT64_MAX)
+    return -1;
+  return (int64_t)ns;
+}
+
+/* The budget of this round; returns the soft descriptor limit. */
+static rlim_t set_budget(void) {
+  struct rlimit rl;
+  rlim_t soft = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
+  int max = view_max_fds(0, 0);
+  if (max < 0)
+    max =
+        soft == RLIM_INFINITY || soft / 2 > INT_MAX ? INT_MAX : (int)(soft / 2);
+  if (S.learned >= 0 && S.learned_at == soft && S.learned < max)
+    max = S.learned;
+  else if (S.learned_at != soft)
+    S.learned = -1;
+  S.budget.max = max;
+  return soft;
+}
+
+/* ---- one container (sampler lock held, no view lock) ---- */
+
+static view_probe *probe_open(const char *job_id) {
+  char id[VIEW_ID_LEN + 1];
+  view_probe *p = calloc(1, sizeof *p);
+  if (!p)
+    return NULL;
+  memcpy(id, job_id, VIEW_ID_LEN);
+  id[VIEW_ID_LEN] = '\0';
+  if (cg_handle_open(&p->h, S.root, S.version, S.prefer, id, S.proc)) {
+    probe_free(p);
+    return NULL;
+  }
+  cg_keep_start(&p->h, &S.budget); /* ENOMEM: it reads without keeping */
+  __atomic_add_fetch(&S.probe_bytes, probe_size(p), __ATOMIC_RELAXED);
+  S.prefer = p->h.driver;
+  p->h.closed = 0;
+  p->tree = S.tree;
+  return p;
+}
+
+/* Whether error e of a read of controller k means the cgroup is gone. */
+static int vanished(const handle *h, int k, int e) {
+  return e && cg_hdir(h, k) && cg_gone(e) && !cg_alive(h);
+}
+
+static int read_memory(handle *h, view_figs *f) {
+  mem_fig m;
+  if (!cg_hdir(h, K_MEM))
+    return 0;
+  if (cg_read_memory(NULL, 0, h, &m))
+    return -1;
+  if (m.usage_ok)
+    f->usage = m.usage, f->have |= VF_USAGE;
+  if (m.inactive_ok)
+    f->inactive = m.inactive, f->have |= VF_INACTIVE;
+  if (m.limit_ok && !m.unlimited)
+    f->limit = m.limit, f->have |= VF_LIMIT;
+  return m.usage_ok || m.limit_ok || m.stat_ok;
+}
+
+/* Block I/O, pids and network: 1 when one was read, -1 when gone. */
+static int read_counters(handle *h, view_figs *f) {
+  io_sum io;
+  single_fig pids;
+  net_fig n;
+  const char *file;
+  int e;
+  if (cg_hdir(h, K_BLKIO)) {
+    if (vanished(h, K_BLKIO, e = cg_read_blkio(NULL, h, &io, &file)))
+      return -1;
+    if (!e)
+      f->blk_read = io.read, f->blk_write = io.write, f->have |= VF_BLK;
+  }
+  if (vanished(h, K_PIDS, e = cg_read_single(h, K_PIDS, "pids.current", &pids)))
+    return -1;
+  if (!e && !pids.max)
+    f->pids = pids.v, f->have |= VF_PIDS;
+  e = cg_read_net(NULL, h, &n);
+  if (e && cg_gone(e) && !cg_alive(h))
+    return -1;
+  if (!e)
+    f->net_rx = n.sum.rx, f->net_tx = n.sum.tx, f->have |= VF_NET;
+  return (f->have & (VF_BLK | VF_PIDS | VF_NET)) != 0;
+}
+
+/* Reads p's figures into f; *mono: when the CPU counter was read. */
+static int probe_read(view_probe *p, view_figs *f, int64_t *mono) {
+  handle *h = &p->h;
+  cpu_fig c;
+  int frozen = 0, e, mem, counters;
+  memset(f, 0, sizeof *f);
+  if (vanished(h, K_FREEZER, e = cg_read_frozen(h, &frozen)))
+    return R_GONE;
+  if (!e && frozen)
+    return R_PAUSED;
+  e = cg_read_cpu(h, &c);
+  f->read_ns = hx_real_ns();
+  *mono = hx_mono_ns();
+  if (vanished(h, K_CPU, e))
+    return R_GONE;
+  if (c.ok)
+    f->cpu_ns = c.usage_ns, f->have |= VF_CPU;
+  if ((mem = read_memory(h, f)) < 0 || (counters = read_counters(h, f)) < 0)
+    return R_GONE;
+  if (c.ok || mem || counters)
+    return R_SAMPLED;
+  return cg_alive(h) ? R_UNREADABLE : R_GONE;
+}
+
+/* The host's CPU time at `at`, between two reads of it around the round
+ * (s0 at m0, s1 at m1): the system counter a container's CPU counter is
+ * divided by must be read when that container's is, or a round that takes
+ * longer than the last (the first, which opens every file) skews the CPU %
+ * of the containers read late in it. The daemon reads it once per tick. */
+typedef struct host_cpu {
+  int64_t s0, m0, s1, m1;
+} host_cpu;
+
+static int64_t system_at(const host_cpu *hc, int64_t at) {
+  if (hc->s0 < 0 || hc->s1 < hc->s0 || hc->m1 <= hc->m0 || at <= hc->m0)
+    return hc->s0;
+  if (at >= hc->m1)
+    return hc->s1;
+  return hc->s0 +
+         (int64_t)((double)(hc->s1 - hc->s0) *
+                   ((double)(at - hc->m0) / (double)(hc->m1 - hc->m0)));
+}
+
+/* The CPU % of f through horcrux.cpu's store, and the host's figures. */
+static void observe(const hx_cpu_capi *cpu, const char *id, view_figs *f,
+                    int64_t sys_ns) {
+  double pct = 0, age = 0;
+  f->have |= S.host_have;
+  f->host_memory = S.host_memory;
+  f->online_cpus = S.online_cpus;
+  if (!(f->have & VF_CPU) || f->cpu_ns > (uint64_t)INT64_MAX || f->read_ns < 0)
+    return;
+  hx_cpu_sample s = {(int64_t)f->cpu_ns, sys_ns, f->read_ns,
+                     (S.host_have & VF_CPUS) ? (int64_t)S.online_cpus : 0};
+  if (cpu->observe(id, VIEW_ID_LEN, &s, -1, &pct, &age) == NULL) {
+    f->pct = pct;
+    f->have |= VF_PCT;
+  }
+}
+
+/* Reads j's figures into the job; no lock of the view held. */
+static void read_one(view_job *j, const hx_cpu_capi *cpu) {
+  view_probe *p = j->probe;
+  if (p && p->tree != S.tree) {
+    view_probe_close(p);
+    p = NULL;
+  }
+  if (!p && (S.version == LV_NONE || !(p = probe_open(j->id)))) {
+    j->probe = NULL;
+    j->result = R_UNREADABLE;
+    return;
+  }
+  if (__atomic_load_n(&S.budget.held, __ATOMIC_RELAXED) > S.budget.max)
+    cg_keep_close(&p->h); /* max_fds lowered: over it, keep none */
+  p->h.buf = S.buf;
+  j->result = probe_read(p, &j->figs, &j->mono);
+  S.buf = p->h.buf;
+  memset(&p->h.buf, 0, sizeof p->h.buf);
+  j->probe = p;
+  if (p->h.keep && p->h.keep->renewed) {
+    /* a new cgroup: the samples of the old one are another life's */
+    cpu->forget(j->id, VIEW_ID_LEN);
+    p->h.keep->renewed = 0;
+  }
+}
+
+/* Stores j's figures, or gives its entry its probe back; closes the probe
+ * of a container gone, or whose entry is. */
+static void store_one(view_job *j, const hx_cpu_capi *cpu, const host_cpu *hc) {
+  view_probe *p = j->probe;
+  if (j->result == R_SAMPLED) {
+    observe(cpu, j->id, &j->figs, system_at(hc, j->mono));
+    if (view_store(j, &j->figs, j->mono))
+      return;
+  } else if (j->result == R_GONE || !p) {
+    view_give_back(j, NULL); /* found again if it comes back */
+  } else if (view_give_back(j, p)) {
+    return;
+  }
+  view_probe_close(p);
+}
+
+/* ---- the call ---- */
+
+/* What a call owns, in a userdata whose __gc frees it. */
+typedef struct call {
+  view_job *jobs;
+  view_probe **idle;
+  size_t cap, n;
+} call;
+
+static int call_gc(lua_State *L) {
+  call *c = luaL_checkudata(L, 1, CALL_MT);
+  free(c->jobs);
+  free(c->idle);
+  c->jobs = NULL;
+  c->idle = NULL;
+  return 0;
+}
+
+/* Checks out the running entries into c; ENOMEM or 0. */
+static int checkout(call *c) {
+  size_t nidle;
+  for (;;) {
+    size_t cap = view_count_hint() + 16;
+    if (cap > c->cap) {
+      free(c->jobs);
+      free(c->idle);
+      c->jobs = malloc(cap * sizeof *c->jobs);
+      c->idle = malloc(cap * sizeof *c->idle);
+      c->cap = c->jobs && c->idle ? cap : 0;
+      if (!c->cap)
+        return ENOMEM;
+    }
+    if ((c->n = view_checkout(c->jobs, c->idle, c->cap, &nidle)) != (size_t)-1)
+      break;
+  }
+  for (size_t i = 0; i < nidle; i++)
+    view_probe_close(c->idle[i]);
+  return 0;
+}
+
+/* The round, under the sampler's lock and with no Lua call. */
+static int run(call *c, const hx_cpu_capi *cpu, const char *root,
+               const char *proc, const char *sys) {
+  pthread_mutex_lock(&S.lock);
+  int e = checkout(c);
+  if (!e) {
+    rlim_t soft = set_budget();
+    int max = S.budget.max;
+    host_cpu hc = {-1, 0, -1, 0};
+    int tree = c->n > 0 && use_tree(root, proc, sys);
+    if (tree) {
+      host_figures(hx_mono_ns());
+      hc.s0 = system_cpu_ns();
+      hc.m0 = hx_mono_ns();
+    }
+    for (size_t i = 0; i < c->n; i++)
+      read_one(&c->jobs[i], cpu);
+    if (tree) {
+      hc.s1 = system_cpu_ns();
+      hc.m1 = hx_mono_ns();
+    }
+    for (size_t i = 0; i < c->n; i++)
+      store_one(&c->jobs[i], cpu, &hc);
+    __atomic_store_n(&S.buf_bytes, S.buf.cap, __ATOMIC_RELAXED);
+    if (S.budget.max < max) { /* out of descriptors: remember */
+      S.learned = S.budget.max;
+      S.learned_at = soft;
+    }
+  }
+  pthread_mutex_unlock(&S.lock);
+  return e;
+}
+
+/* horcrux.cpu's C API, through require (see cpu_capi.h). */
+static const hx_cpu_capi *cpu_api(lua_State *L) {
+  int top = lua_gettop(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, "horcrux.cpu") != LUA_TTABLE) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "horcrux.cpu");
+    lua_call(L, 1, 1);
+  }
+  const hx_cpu_capi *api = NULL;
+  if (lua_type(L, -1) == LUA_TTABLE &&
+      lua_getfield(L, -1, "capi") == LUA_TLIGHTUSERDATA)
+    api = lua_touserdata(L, -1);
+  if (!api || api->version != HX_CPU_CAPI_VERSION)
+    luaL_error(L, "horcrux.view: horcrux.cpu has no C API of version %d",
+               HX_CPU_CAPI_VERSION);
+  lua_settop(L, top);
+  return api;
+}
+
+static int64_t thread_cpu_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* Sets summary[k] to the array of the ids whose result is r. */
+static void set_ids(lua_State *L, const call *c, int r, const char *k) {
+  lua_Integer n = 0;
+  lua_newtable(L);
+  for (size_t i = 0; i < c->n; i++)
+    if (c->jobs[i].result == r) {
+      lua_pushlstring(L, c->jobs[i].id, VIEW_ID_LEN);
+      lua_rawseti(L, -2, ++n);
+    }
+  hx_json_push_array_mt(L);
+  lua_setmetatable(L, -2);
+  lua_setfield(L, -2, k);
+}
+
+int view_sample(lua_State *L) {
+  int64_t t0 = thread_cpu_ns();
+  const char *root = hx_opt_string(L, 1, "root", DEFAULT_ROOT);
+  const char *proc = hx_opt_string(L, 1, "proc", DEFAULT_PROC);
+  const char *sys = hx_opt_string(L, 1, "sys", DEFAULT_SYS);
+  const hx_cpu_capi *cpu = cpu_api(L);
+  call *c = lua_newuserdatauv(L, sizeof *c, 0);
+  memset(c, 0, sizeof *c);
+  luaL_setmetatable(L, CALL_MT);
+  if (run(c, cpu, root, proc, sys))
+    return luaL_error(L, "horcrux.view: not enough memory");
+  lua_createtable(L, 0, 6);
+  lua_Integer sampled = 0;
+  for (size_t i = 0; i < c->n; i++)
+    sampled += c->jobs[i].result == R_SAMPLED;
+  lua_pushinteger(L, sampled);
+  lua_setfield(L, -2, "sampled");
+  set_ids(L, c, R_UNREADABLE, "unreadable");
+  set_ids(L, c, R_GONE, "gone");
+  set_ids(L, c, R_PAUSED, "paused");
+  lua_pushinteger(L, __atomic_load_n(&S.budget.held, __ATOMIC_RELAXED));
+  lua_setfield(L, -2, "fds");
+  lua_pushinteger(L, (thread_cpu_ns() - t0) / 1000);
+  lua_setfield(L, -2, "us");
+  return 1;
+}
+
+void view_sample_open(lua_State *L) {
+  if (luaL_newmetatable(L, CALL_MT)) {
+    lua_pushcfunction(L, call_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+}
+
+/* The probes go with the view's entries (view.c's destructor); the shared
+ * buffer goes with the code. */
+__attribute__((destructor)) static void free_sampler(void) {
+  if (S.stat_fd >= 0)
+    close(S.stat_fd);
+  S.stat_fd = -1;
+  free(S.buf.p);
+  S.buf.p = NULL;
+  S.buf.cap = 0;
+}

@@ -1,0 +1,161 @@
+-- horcrux.app: loading routes.lua (route() with options, duplicates) and
+-- the dispatcher (query checkers, failures, 404/405, HEAD), without a server.
+local app = require "horcrux.app"
+local http = require "http"
+
+local function load(routes_text)
+  local dir = http.scripts_dir({ ["routes.lua"] = routes_text })
+  return app.load({ scripts = dir, lib = "lua" })
+end
+
+local function req(method, path, args)
+  return { method = method, path = path, args = args or {}, id = "req-1" }
+end
+
+describe("horcrux.app dispatcher", function()
+  local dispatch
+
+  setup(function()
+    dispatch = load([[
+local input = require "horcrux.input"
+local errors = require "horcrux.errors"
+route("GET", "/plain", function(req) return 200, { q = req.query } end)
+route("GET", "/q", { query = { n = input.integer(1, 9), all = input.boolean,
+  mode = input.one_of{ "a", "b" }, name = input.string(3) } },
+  function(req) return 200, req.query end)
+route("GET", "/none", { query = {} }, function(req) return 200, "ok" end)
+route("GET", "/fail/:kind", function(req)
+  errors.raise(req.params.kind, "no " .. req.params.kind, { field = "x" })
+end)
+route("GET", "/check", function(req)
+  local v = errors.check(nil, "busy", "conflict")
+  return 200, v
+end)
+route("GET", "/boom", function(req) error("plain boom") end)
+route("GET", "/bad-status", function(req) return "200", "x" end)
+route("POST", "/thing/:id", function(req) return 201, { id = req.params.id } end)
+route("GET", "/thing/:id", function(req) return 200, { id = req.params.id } end)
+]])
+  end)
+
+  local function call(...)
+    local status, body, headers = dispatch(req(...))
+    local json = require "horcrux.json"
+    return status, (headers["Content-Type"] or ""):find("json", 1, true)
+      and json.decode(body) or body, headers
+  end
+
+  it("checks the query against opts.query and hands the checked values on", function()
+    local s, b = call("GET", "/q", { { "n", "3" }, { "all", "0" }, { "mode", "b" },
+      { "name", "abc" } })
+    assert.are.equal(200, s)
+    assert.are.same({ n = 3, all = false, mode = "b", name = "abc" }, b)
+  end)
+
+  it("refuses an unknown key, a repeated key and a bad value, naming the key", function()
+    local s, b = call("GET", "/q", { { "foo", "1" } })
+    assert.are.equal(400, s)
+    assert.are.equal("bad_request", b.error.code)
+    assert.are.equal("foo", b.error.field)
+    assert.truthy(b.error.message:find("all, mode, n, name", 1, true), b.error.message)
+    s, b = call("GET", "/q", { { "n", "1" }, { "n", "2" } })
+    assert.are.equal(400, s)
+    assert.are.equal("n", b.error.field)
+    assert.truthy(b.error.message:find("twice", 1, true))
+    s, b = call("GET", "/q", { { "n", "10" } })
+    assert.are.equal(400, s)
+    assert.are.equal("n", b.error.field)
+    s, b = call("GET", "/q", { { "name", "toolong" } })
+    assert.are.equal(400, s)
+    assert.are.equal("name", b.error.field)
+    assert.truthy(b.error.message:find("1 to 3 printable bytes", 1, true), b.error.message)
+    s, b = call("GET", "/none", { { "x", "" } })
+    assert.are.equal(400, s)
+    assert.truthy(b.error.message:find("no parameters", 1, true))
+  end)
+
+  it("leaves the query unchecked without opts.query", function()
+    local r = req("GET", "/plain", { { "anything", "1" } })
+    r.query = { anything = "1" }
+    local s = dispatch(r)
+    assert.are.equal(200, s)
+  end)
+
+  it("answers a failure a route raises with its kind's status and fields", function()
+    local s, b = call("GET", "/fail/not_found")
+    assert.are.equal(404, s)
+    assert.are.same({ code = "not_found", message = "no not_found", field = "x" }, b.error)
+    s, b = call("GET", "/fail/unavailable")
+    assert.are.equal(503, s)
+    s, b = call("GET", "/check")
+    assert.are.equal(409, s)
+    assert.are.equal("conflict", b.error.code)
+    assert.are.equal("busy", b.error.message)
+  end)
+
+  it("answers any other error, and a bad answer, 500 with the request id", function()
+    local s, b = call("GET", "/boom")
+    assert.are.equal(500, s)
+    assert.are.equal("internal", b.error.code)
+    assert.are.equal("req-1", b.error.request_id)
+    s, b = call("GET", "/bad-status")
+    assert.are.equal(500, s)
+    assert.are.equal("req-1", b.error.request_id)
+  end)
+
+  it("answers 404 and 405 with Allow", function()
+    local s, b = call("GET", "/nothing")
+    assert.are.equal(404, s)
+    assert.are.equal("not_found", b.error.code)
+    local h
+    s, b, h = call("DELETE", "/thing/1")
+    assert.are.equal(405, s)
+    assert.are.equal("POST, GET", h.Allow)
+    assert.are.equal("method_not_allowed", b.error.code)
+  end)
+
+  it("serves HEAD with the GET route", function()
+    local s, b = call("HEAD", "/thing/7")
+    assert.are.equal(200, s)
+    assert.are.same({ id = "7" }, b)
+  end)
+end)
+
+describe("horcrux.app loading routes.lua", function()
+  local function load_error(text)
+    local ok, err = pcall(load, text)
+    assert.is_false(ok)
+    return tostring(err)
+  end
+
+  it("refuses a second route with the same method and pattern, naming both lines", function()
+    local err = load_error('route("GET", "/a/:id", function() end)\n' ..
+      'route("GET", "/b", function() end)\n' ..
+      'route("GET", "/a/:name", function() end)\n')
+    assert.truthy(err:find("routes.lua:3", 1, true), err)
+    assert.truthy(err:find("routes.lua:1", 1, true), err)
+  end)
+
+  it("refuses bad options, naming the key", function()
+    local err = load_error('route("GET", "/a", { query = { n = 1 } }, function() end)')
+    assert.truthy(err:find("query.n", 1, true), err)
+    assert.truthy(err:find("routes.lua:1", 1, true), err)
+    err = load_error('route("GET", "/a", { querry = {} }, function() end)')
+    assert.truthy(err:find("querry", 1, true), err)
+    err = load_error('route("GET", "/a", "x", function() end)')
+    assert.truthy(err:find("must be a table", 1, true), err)
+  end)
+end)
+
+describe("input.string", function()
+  local input = require "horcrux.input"
+  it("takes 1 to max printable bytes", function()
+    local check = input.string(4)
+    assert.are.equal("abcd", check("abcd"))
+    assert.is_nil(check(""))
+    assert.is_nil(check("a\nb"))
+    local v, why = check("abcde")
+    assert.is_nil(v)
+    assert.truthy(why:find("1 to 4 printable bytes", 1, true))
+  end)
+end)

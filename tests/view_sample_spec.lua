@@ -1,0 +1,422 @@
+-- horcrux.view.sample() on the fixture trees of tests/fixtures/cgroup: the
+-- exact figures of every layout (v1, v2, hybrid; cgroupfs and systemd), the
+-- record the view builds from them (the rules of horcrux.record), paused,
+-- gone and unreadable containers, the descriptors it keeps, and the CPU
+-- store it shares with horcrux.cpu. tests/view_engine_spec.lua has the real
+-- engine and the cost.
+local view = require("horcrux.view")
+local cpu = require("horcrux.cpu")
+local cgroup = require("horcrux.cgroup")
+local record = require("horcrux.record")
+local json = require("horcrux.json")
+local time = require("horcrux.time")
+
+local null = json.null
+local CG = "tests/fixtures/cgroup/"
+local PROC = "tests/fixtures/proc"
+local SYS = CG .. "sys"
+local HOST_MEM = 24684100 * 1024 -- fixtures' MemTotal
+local CPUS = 7 -- fixtures' "0-3,6,8-9"
+
+local ID = {
+  v1 = "896fc9b3b4150cfda9e92fd9d32a4e14b2b8a3367a98e0ae23467863569604bb",
+  v2a = "971f5a28c0bdcdf3b0ebb5dd04e32dd6d730222ebe141ecde67db05cb64adfdc",
+  v2b = "346d4e6cd49268598fe0ce2220f718a4575db87659617cc1de0a9abe27227b1b",
+  v2sd = "c393fd1c2ee28c28aa24aa79e34bed641c22e43ee59945dec8b221d6b226d90b",
+  v1sd = "0081f3ef9ac99e13b06884ba14733b504893f8620b9980386765f52077e548ff",
+  partial = "5b9f556f2479870f2f64693ea4d77db35fa8ef85cd1157e1a6b9bbf1ae3627ae",
+  nothing = "1a1730a0777d3398e654bdbf9ad7bb2ef64875dc7a29a85390c38c1d0283be49",
+}
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1"))
+  local out = p:read("a")
+  local ok = p:close()
+  return ok, out
+end
+
+local function tmpdir()
+  local name = os.tmpname()
+  os.remove(name)
+  assert(sh("mkdir -m 700 '" .. name .. "'"))
+  return name
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+local function opts(root)
+  return { root = root, proc = PROC, sys = SYS }
+end
+
+-- A copy of a fixture tree under a temporary directory; the caller removes
+-- it. thaw: the container's freezer says it runs (the fixtures of several
+-- layouts are frozen, for the paused-state specs).
+local function copy_tree(tree, id, thaw)
+  local dir = tmpdir()
+  assert(sh("cp -r " .. CG .. tree .. "/. '" .. dir .. "/'"))
+  if thaw then
+    local ok, out = sh("find '" .. dir .. "' -path '*" .. id
+      .. "*' \\( -name freezer.state -o -name cgroup.freeze \\)")
+    assert(ok, out)
+    for path in out:gmatch("[^\n]+") do
+      write(path, path:match("freezer.state$") and "THAWED\n" or "0\n")
+    end
+  end
+  return dir
+end
+
+-- view.sample() of the one container id under root; its summary, record
+-- and meta.
+local function sample(root, id, meta)
+  view.clear()
+  view.set_meta(id, meta or { name = "c", status = "running" })
+  local s = view.sample(opts(root))
+  return s, view.get(id)
+end
+
+-- What horcrux.record builds from the same figures read by the Lua reader
+-- (cgroup.stats): the view's record must be the same but for read,
+-- sample_age_ms and the CPU % (the store's).
+local function lua_record(root, id)
+  local s = assert(cgroup.stats(id, { root = root, proc = PROC }))
+  return record.new({
+    id = id, name = "c", source = "cgroup", read_ns = s.time_ns,
+    cpu_ns = s.cpu_ns, online_cpus = CPUS,
+    memory_usage = s.memory_usage, inactive_file = s.inactive_file,
+    memory_limit = s.memory_limit, host_memory = HOST_MEM,
+    net_rx = s.net_rx, net_tx = s.net_tx,
+    blk_read = s.blkio_read, blk_write = s.blkio_write, pids = s.pids,
+  })
+end
+
+local function same_as_lua(rec, root, id)
+  local want = lua_record(root, id)
+  for _, k in ipairs({ "read", "cpu_usage_percent" }) do
+    want[k], rec[k] = nil, nil
+  end
+  assert.equal("integer", math.type(rec.sample_age_ms))
+  rec.sample_age_ms = nil
+  assert.same(want, rec)
+end
+
+describe("view.sample on fixture trees", function()
+  local dirs, saved
+
+  before_each(function()
+    view.clear()
+    cpu.clear()
+    dirs = {}
+    saved = view.set_limits({ max_fds = view.DEFAULT_MAX_FDS })
+  end)
+
+  after_each(function()
+    view.clear()
+    cpu.clear()
+    view.set_limits(saved)
+    for _, d in ipairs(dirs) do
+      sh("rm -rf '" .. d .. "'")
+    end
+  end)
+
+  local function tree(name, id, thaw)
+    local d = copy_tree(name, id, thaw)
+    dirs[#dirs + 1] = d
+    return d
+  end
+
+  it("reads v1 cgroupfs: exact figures, the record horcrux.record makes", function()
+    local s, rec, meta = sample(CG .. "v1-cgroupfs", ID.v1)
+    assert.equal(1, s.sampled)
+    assert.same({}, s.unreadable)
+    assert.same({}, s.gone)
+    assert.same({}, s.paused)
+    assert.equal("integer", math.type(s.us))
+    assert.equal(10, s.fds) -- freezer, cpuacct, 3 memory, 2 blkio, pids, procs, net/dev
+    assert.equal(22988981, rec.cpu_usage_ns)
+    assert.equal(1540096 - 32768, rec.memory_usage_bytes)
+    assert.equal(HOST_MEM, rec.memory_limit_bytes) -- no limit: host memory
+    assert.equal((1540096 - 32768) / HOST_MEM * 100, rec.memory_percent)
+    assert.equal(1437696, rec.block_read_bytes)
+    assert.equal(5242880, rec.block_write_bytes)
+    assert.equal(1, rec.pids)
+    assert.equal(2796, rec.network_rx_bytes)
+    assert.equal(1752, rec.network_tx_bytes)
+    assert.equal(CPUS, rec.online_cpus)
+    assert.equal(null, rec.cpu_usage_percent) -- the store's first sample
+    assert.equal("cgroup", rec.source)
+    assert.equal(ID.v1, rec.id)
+    assert.equal("c", rec.name)
+    assert.equal("running", meta.status)
+    local t = assert(time.parse(rec.read))
+    assert.is_true(math.abs(t - os.time() * 1e9) < 5e9)
+    same_as_lua(rec, CG .. "v1-cgroupfs", ID.v1)
+  end)
+
+  it("reads every layout and driver, paused ones as paused", function()
+    local cases = {
+      { "hybrid-cgroupfs", ID.v1, 22988981, 1540096 - 32768, HOST_MEM, 1 },
+      { "v1-systemd", ID.v1sd, 987654321012, 8388608 - 1048576, 268435456, 4 },
+      { "v2-cgroupfs", ID.v2a, 2500000000, 10485760 - 2097152, HOST_MEM, 3 },
+      { "v2-cgroupfs", ID.v2b, 1000, 4096, 1048576, 1 },
+      { "v2-systemd", ID.v2sd, 1234567000, 52428800 - 8388608, 536870912, 2 },
+    }
+    for _, c in ipairs(cases) do
+      local frozen_tree = CG .. c[1]
+      local s = sample(frozen_tree, c[2])
+      if c[2] ~= ID.v2a then -- the fixtures of these are frozen
+        assert.same({ c[2] }, s.paused, c[1])
+        assert.equal(0, s.sampled, c[1])
+        assert.is_nil((view.get(c[2])), c[1])
+      end
+      local root = tree(c[1], c[2], true)
+      local rec
+      s, rec = sample(root, c[2])
+      assert.equal(1, s.sampled, c[1])
+      assert.equal(c[3], rec.cpu_usage_ns, c[1])
+      assert.equal(c[4], rec.memory_usage_bytes, c[1])
+      assert.equal(c[5], rec.memory_limit_bytes, c[1])
+      assert.equal(c[4] / c[5] * 100, rec.memory_percent, c[1])
+      assert.equal(c[6], rec.pids, c[1])
+      same_as_lua(rec, root, c[2])
+    end
+    -- v2b has no memory.stat (used = usage), no io.stat and only lo: 0s
+    local _, rec = sample(tree("v2-cgroupfs", ID.v2b, true), ID.v2b)
+    assert.equal(0, rec.block_read_bytes)
+    assert.equal(0, rec.network_rx_bytes)
+    _, rec = sample(tree("v1-systemd", ID.v1sd, true), ID.v1sd)
+    assert.equal(12345678901, rec.network_rx_bytes)
+    assert.equal(98765432109, rec.network_tx_bytes)
+    assert.equal(3010, rec.block_read_bytes)
+    assert.equal(4020, rec.block_write_bytes)
+  end)
+
+  it("leaves null what it cannot read; nothing readable is unreadable", function()
+    local s, rec = sample(CG .. "v2-partial", ID.partial)
+    assert.equal(1, s.sampled)
+    for _, k in ipairs({ "cpu_usage_ns", "cpu_usage_percent", "memory_usage_bytes",
+      "memory_limit_bytes", "memory_percent", "pids" }) do
+      assert.equal(null, rec[k], k)
+    end
+    -- absent network and block I/O are 0, as horcrux.record says
+    assert.equal(0, rec.network_rx_bytes)
+    assert.equal(0, rec.block_write_bytes)
+    same_as_lua(rec, CG .. "v2-partial", ID.partial)
+    s = sample(CG .. "v2-partial", ID.nothing)
+    assert.same({ ID.nothing }, s.unreadable)
+    assert.equal(0, s.sampled)
+    -- no cgroup at all here: unreadable (the collector asks the Engine API)
+    s = sample(CG .. "v1-cgroupfs", ID.v2a)
+    assert.same({ ID.v2a }, s.unreadable)
+    s = sample("/nonexistent/horcrux", ID.v1)
+    assert.same({ ID.v1 }, s.unreadable)
+  end)
+
+  it("refuses a counter past 2^63-1 and caps a limit at host memory", function()
+    local root = tree("v1-cgroupfs", ID.v1)
+    local mem = root .. "/memory/docker/" .. ID.v1
+    write(root .. "/cpuacct/docker/" .. ID.v1 .. "/cpuacct.usage", "18446744073709551615\n")
+    write(mem .. "/memory.limit_in_bytes", tostring(HOST_MEM * 2) .. "\n")
+    local s, rec = sample(root, ID.v1)
+    assert.equal(1, s.sampled)
+    assert.equal(null, rec.cpu_usage_ns)
+    assert.same({ "cpu_usage_ns" }, rec.refused)
+    assert.equal(json.array_mt, getmetatable(rec.refused))
+    assert.equal(HOST_MEM, rec.memory_limit_bytes)
+    same_as_lua(rec, root, ID.v1)
+    write(mem .. "/memory.usage_in_bytes", "18446744073709551615\n")
+    _, rec = sample(root, ID.v1)
+    assert.same({ "memory_usage_bytes", "cpu_usage_ns" }, rec.refused)
+    assert.equal(null, rec.memory_usage_bytes)
+    assert.equal(null, rec.memory_limit_bytes)
+    assert.equal(null, rec.memory_percent)
+  end)
+
+  it("samples only what the meta says runs, and says gone when the cgroup goes", function()
+    local root = tree("v2-cgroupfs", ID.v2a)
+    local s = sample(root, ID.v2a, { name = "c", status = "exited" })
+    assert.equal(0, s.sampled)
+    assert.same({}, s.unreadable)
+    assert.equal(0, s.fds)
+    view.set_meta(ID.v2a, { name = "c", status = "running" })
+    s = view.sample(opts(root))
+    assert.equal(1, s.sampled)
+    assert.equal(9, s.fds) -- v2: freeze, cpu.stat, 3 memory, io.stat, pids, procs, net/dev
+    -- the meta says it stopped: what was kept for it is closed
+    view.set_meta(ID.v2a, { name = "c", status = "exited" })
+    s = view.sample(opts(root))
+    assert.equal(0, s.fds)
+    assert.equal(2500000000, (view.get(ID.v2a)).cpu_usage_ns) -- kept
+    -- A removed cgroup answers ENODEV through a kept descriptor; a removed
+    -- fixture file stays readable through one, so this part keeps none
+    -- (tests/view_engine_spec.lua stops a real container).
+    view.set_limits({ max_fds = 0 })
+    view.set_meta(ID.v2a, { name = "c", status = "running" })
+    assert.equal(1, view.sample(opts(root)).sampled)
+    assert(sh("rm -rf '" .. root .. "/docker/" .. ID.v2a .. "'"))
+    s = view.sample(opts(root))
+    assert.same({ ID.v2a }, s.gone)
+    assert.equal(0, s.sampled)
+    assert.equal(0, s.fds)
+    assert.equal(2500000000, (view.get(ID.v2a)).cpu_usage_ns) -- until removed
+  end)
+
+  it("closes what it keeps on remove and clear, and keeps within max_fds", function()
+    local root = tree("v1-cgroupfs", ID.v1)
+    assert.equal(10, sample(root, ID.v1).fds)
+    assert.is_true(view.remove(ID.v1))
+    assert.equal(0, view.sample(opts(root)).fds)
+    assert.equal(10, sample(root, ID.v1).fds)
+    view.clear()
+    assert.equal(0, view.sample(opts(root)).fds)
+    -- no descriptor kept: each file opened, read and closed, same figures
+    local old = view.set_limits({ max_fds = 0 })
+    assert.equal(view.DEFAULT_MAX_FDS, old.max_fds)
+    local s, rec = sample(root, ID.v1)
+    assert.equal(1, s.sampled)
+    assert.equal(0, s.fds)
+    assert.equal(22988981, rec.cpu_usage_ns)
+    -- a limit lowered under what is kept: the next round closes the excess
+    view.set_limits({ max_fds = 100 })
+    assert.equal(10, view.sample(opts(root)).fds)
+    view.set_limits({ max_fds = 4 })
+    s = view.sample(opts(root))
+    assert.equal(1, s.sampled)
+    assert.is_true(s.fds <= 4, s.fds)
+    assert.error_matches(function() view.set_limits({ max_fds = -2 }) end,
+      "max_fds", nil, true)
+    assert.equal(4, view.set_limits({}).max_fds)
+  end)
+
+  it("finds the containers again under another tree", function()
+    local s, rec = sample(CG .. "v1-cgroupfs", ID.v1)
+    assert.equal(1, s.sampled)
+    local root = tree("v1-cgroupfs", ID.v1)
+    write(root .. "/pids/docker/" .. ID.v1 .. "/pids.current", "7\n")
+    s = view.sample(opts(root))
+    assert.equal(1, s.sampled)
+    assert.equal(7, (view.get(ID.v1)).pids)
+    assert.equal(1, rec.pids)
+  end)
+
+  it("shares horcrux.cpu's store: cpu.observe finds the view's sample", function()
+    local s, rec = sample(CG .. "v2-cgroupfs", ID.v2a)
+    assert.equal(1, s.sampled)
+    local base = assert(cpu.latest(ID.v2a))
+    assert.equal(2500000000, base.cpu_ns)
+    assert.equal(time.parse(rec.read), base.time_ns)
+    assert.equal(CPUS, base.online_cpus)
+    -- half a core more over 2 ms, against the view's sample
+    local pct, age = cpu.observe(ID.v2a, {
+      cpu_ns = base.cpu_ns + 1000000, time_ns = base.time_ns + 2000000,
+      online_cpus = CPUS,
+    }, 0)
+    assert.equal(2, age)
+    assert.is_true(math.abs(pct - 50) < 1e-9, pct)
+    -- and the view's next sample goes into the same store, against that one
+    local window = cpu.set_window(0)
+    finally(function() cpu.set_window(window) end)
+    require("horcrux.clock").sleep(0.005)
+    assert.equal(1, view.sample(opts(CG .. "v2-cgroupfs")).sampled)
+    rec = view.get(ID.v2a)
+    assert.equal(time.parse(rec.read), assert(cpu.latest(ID.v2a)).time_ns)
+    -- the counter is behind the Lua sample's: a reset, so no figure
+    assert.equal(null, rec.cpu_usage_percent)
+    assert.equal(1, view.sample(opts(CG .. "v2-cgroupfs")).sampled)
+    assert.equal(0, (view.get(ID.v2a)).cpu_usage_percent)
+  end)
+
+  it("gives the C records in all() with ids, names and ages, beside put records", function()
+    local root = CG .. "v2-cgroupfs"
+    local other = ("ab"):rep(32)
+    view.put(other, { source = "docker-api", cpu_usage_percent = 1.5, name = "own" },
+      { name = "/api-one", status = "exited" })
+    view.set_meta(ID.v2a, { name = "/c2", status = "running" })
+    view.set_meta(ID.v2b, { name = "frozen", status = "running" })
+    local s = view.sample(opts(root))
+    assert.equal(1, s.sampled)
+    assert.same({ ID.v2b }, s.paused)
+    local all = view.all()
+    assert.equal(2, #all)
+    assert.equal(other, all[1].id)
+    assert.equal("api-one", all[1].name)
+    assert.equal("docker-api", all[1].source)
+    assert.equal(ID.v2a, all[2].id)
+    assert.equal("c2", all[2].name)
+    assert.equal("cgroup", all[2].source)
+    assert.equal("integer", math.type(all[2].sample_age_ms))
+    assert.equal(ID.v2a, view.find("c2"))
+    -- a put replaces the figures, and a sample replaces a put
+    view.put(ID.v2a, { source = "docker-api", pids = 99 })
+    assert.equal(99, (view.get(ID.v2a)).pids)
+    view.sample(opts(root))
+    local rec = view.get(ID.v2a)
+    assert.equal(3, rec.pids)
+    assert.equal("cgroup", rec.source)
+    assert.matches('"source":"cgroup"', json.encode(view.all()), 1, true)
+  end)
+
+  it("holds a thousand containers: memory and descriptors per container", function()
+    -- A v2 tree of 1,000 containers made of the v2a fixture's files (regular
+    -- files: what the view holds is what it holds for real cgroups; what
+    -- the kernel holds for a kept descriptor is not, see the README).
+    local n = 1000
+    local root = tmpdir()
+    dirs[#dirs + 1] = root
+    write(root .. "/cgroup.controllers", "cpu io memory pids\n")
+    local src = CG .. "v2-cgroupfs/docker/" .. ID.v2a .. "/"
+    local files = {}
+    for _, f in ipairs({ "cgroup.freeze", "cgroup.procs", "cpu.stat", "io.stat",
+      "memory.current", "memory.max", "memory.stat", "pids.current" }) do
+      local h = assert(io.open(src .. f, "rb"))
+      files[f] = h:read("a")
+      h:close()
+    end
+    local ids = {}
+    for i = 1, n do
+      ids[i] = ("%064x"):format(i)
+      local dir = root .. "/docker/" .. ids[i]
+      assert(sh("mkdir -p '" .. dir .. "'"))
+      for f, text in pairs(files) do write(dir .. "/" .. f, text) end
+    end
+    -- the metadata the collector keeps: short id, name, status, image, labels
+    for i, id in ipairs(ids) do
+      view.set_meta(id, { id = id:sub(1, 12), name = "hxbench-view-" .. i,
+        status = "running", image = "horcrux-test:busybox",
+        labels = { ["horcrux.bench"] = "scale", ["com.docker.compose.project"] = "p" .. i % 10 } })
+    end
+    local meta = view.footprint()
+    assert.equal(n, meta.containers)
+    assert.equal(0, meta.fds)
+    view.set_limits({ max_fds = 9 * n })
+    local first = view.sample(opts(root)) -- opens and keeps the files
+    local s = view.sample(opts(root))
+    assert.equal(n, first.sampled)
+    assert.equal(n, s.sampled)
+    local kept = view.footprint()
+    -- the same without descriptors kept
+    view.set_limits({ max_fds = 0 })
+    assert.equal(n, view.sample(opts(root)).sampled)
+    local none = view.footprint()
+    print(("\nview, %d containers: %.0f bytes each for the entry and its meta, "
+      .. "%.0f more with figures and a probe keeping %.1f descriptors (%.0f with "
+      .. "none kept); on regular files %.1f us CPU a container a round, %.1f "
+      .. "in the first (opening)")
+      :format(n, meta.bytes / n, (kept.bytes - meta.bytes) / n, kept.fds / n,
+        (none.bytes - meta.bytes) / n, s.us / n, first.us / n))
+    assert.equal(9 * n, kept.fds)
+    assert.equal(0, none.fds)
+    assert.is_true(kept.bytes < 4096 * n, kept.bytes)
+    view.clear()
+    assert.equal(0, view.footprint().fds)
+    assert.is_true(view.footprint().bytes < 65536) -- the sampler's buffer
+  end)
+
+  it("raises on misuse", function()
+    assert.has_error(function() view.sample("root") end)
+    assert.error_matches(function() view.sample({ root = 1 }) end, "root")
+  end)
+end)
