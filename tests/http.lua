@@ -146,6 +146,26 @@ function M.lan_address()
   return addr
 end
 
+-- A port from the kernel's randomness, not math.random's: a spec seeds
+-- that (cgroup_spec), and the runs of other worktrees sharing the machine
+-- would then try the same ports in the same order.
+local function random_port()
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local b = f:read(4)
+  f:close()
+  return 20000 + string.unpack("<I4", b) % 40000
+end
+
+-- Whether something takes connections on host:port. The server listens
+-- with SO_REUSEPORT, so a second one on a taken port starts without an
+-- error and the kernel shares the connections between the two: a spec's
+-- requests would reach another run's server. Such a port is skipped.
+local function port_taken(host, port)
+  local r = proc.run({ "curl", "-s", "-o", "/dev/null", "--max-time", "1",
+    ("http://%s:%d/"):format(host, port) }, { timeout = 5 })
+  return not r or r.status ~= 7 -- 7: could not connect
+end
+
 --- Starts `horcrux serve`; waits until /healthz answers (any status: a
 -- server beyond loopback answers 401 without the token). opts: scripts,
 -- args, env (a list of K=V; nil inherits), host (the address to listen on
@@ -155,8 +175,12 @@ function M.start(opts)
   opts = opts or {}
   local log = os.tmpname()
   local host = opts.host or "127.0.0.1"
+  local reach = host == "0.0.0.0" and "127.0.0.1" or host
   for _ = 1, 5 do
-    local port = math.random(20000, 60000)
+    local port = random_port()
+    while port_taken(reach, port) do
+      port = random_port()
+    end
     local argv = { M.bin, "serve", "--listen", host .. ":" .. port,
       "--scripts", opts.scripts or "lua" }
     for _, a in ipairs(opts.args or {}) do
@@ -166,7 +190,6 @@ function M.start(opts)
     if not p then
       error("cannot start horcrux: " .. err)
     end
-    local reach = host == "0.0.0.0" and "127.0.0.1" or host
     local srv = setmetatable({ proc = p, port = port, log = log,
       url = "http://" .. reach .. ":" .. port }, Server)
     local deadline = clock.mono_ns() + 10e9
