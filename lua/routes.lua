@@ -47,9 +47,11 @@ route("POST", "/api/containers", { query = {} }, function(req)
   return 201, (check(manage.create(spec)))
 end)
 
--- {"id", "name", "status", "image", "created", "started"}
+-- {"id", "name", "status", "image", "created", "started"};
+-- X-Horcrux-Source: the source that answered.
 route("GET", "/api/containers/:id", { query = {} }, function(req)
-  return 200, (check(hx.metrics.inspect(container(req))))
+  local c, source = check(hx.metrics.inspect(container(req)))
+  return 200, c, { ["X-Horcrux-Source"] = source }
 end)
 
 -- ?force=1&volumes=1 -> {"id", "removed": true}; a running container

@@ -14,21 +14,33 @@ for _, a in ipairs(arg) do
   ids[#ids + 1] = a
 end
 
--- names by id: a record read from the cgroup files knows no name of its
--- own, the list does
+-- names by id, name and id prefix: a record read from the cgroup files
+-- knows no name of its own (its `name` is the id), the list does
 local names = {}
-if #ids == 0 then
-  local list, err = metrics.list({ all = false })
-  if not list then
-    io.stderr:write("horcrux stats: ", err, "\n")
-    os.exit(1)
+local list, err = metrics.list({ all = #ids > 0 })
+if not list then
+  io.stderr:write("horcrux stats: ", err, "\n")
+  os.exit(1)
+end
+local given = #ids > 0
+for _, c in ipairs(list) do
+  if not given and c.status == "running" then
+    ids[#ids + 1] = c.id
   end
-  for _, c in ipairs(list) do
-    if c.status == "running" then
-      ids[#ids + 1] = c.id
-      names[c.id] = c.name
+  names[c.id] = c.name
+  names[c.name] = c.name
+end
+local function name_of(ref, rec)
+  if names[ref] then
+    return names[ref]
+  end
+  for id, name in pairs(names) do
+    if id:find("^%x+$") and (ref:sub(1, #id) == id
+        or (#ref >= 3 and id:sub(1, #ref) == ref)) then
+      return name
     end
   end
+  return type(rec.name) == "string" and rec.name or ref
 end
 
 local function num(v)
@@ -53,7 +65,7 @@ for i, id in ipairs(ids) do
     local rec = r.record
     rows[#rows + 1] = {
       (rec.id or id):sub(1, 12),
-      type(rec.name) == "string" and rec.name or names[id] or id,
+      name_of(id, rec),
       pct(rec.cpu_usage_percent),
       size(units.bytes, rec.memory_usage_bytes) .. " / " ..
         size(units.bytes, rec.memory_limit_bytes),
