@@ -51,8 +51,8 @@ int hx_static_wants(const char *method, const char *path) {
 /* The file's name under dir for path, into out; 0 when path is not one
  * (outside the grammar: "..", ".hidden", "a//b", too deep or too long). */
 static int file_name(const char *path, char *out, size_t cap) {
-  const char *rel =
-      strcmp(path, "/") == 0 ? "index.html" : path + sizeof UI_PREFIX - 1;
+  /* the URL is the file's path in the folder: /ui/app.js is ui/app.js */
+  const char *rel = strcmp(path, "/") == 0 ? "index.html" : path + 1;
   size_t n = strlen(rel);
   if (n == 0 || n >= cap || n > PATH_MAX_LEN)
     return 0;

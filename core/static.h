@@ -19,6 +19,7 @@
 int hx_static_wants(const char *method, const char *path);
 
 /* Queues the answer for path from dir (a real path, no trailing slash):
+ * "/" is dir/index.html, "/ui/x.js" is dir/ui/x.js;
  * 200 with the file, 304 when the client's If-None-Match or
  * If-Modified-Since says it has it, 404 for a name outside the grammar
  * (segments [A-Za-z0-9_][A-Za-z0-9._-]*: no "..", no hidden file), a
