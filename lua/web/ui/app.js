@@ -245,8 +245,10 @@
         startPolling();
       }
     }, 4000);
+    let lastMessage = 0;
     es.addEventListener("stats", (e) => {
       got = true;
+      lastMessage = Date.now();
       clearTimeout(fallback);
       setLive("live: stream", "ok");
       try {
@@ -261,7 +263,11 @@
         es.close();
         startPolling();
       } else {
-        setLive("live: reconnecting", "warn");
+        // EventSource reconnects by itself; say so only when it takes long
+        const since = Date.now();
+        setTimeout(() => {
+          if (lastMessage < since) setLive("live: reconnecting", "warn");
+        }, 3000);
       }
     };
   }
