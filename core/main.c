@@ -53,7 +53,9 @@ static const char usage[] =
     "                     [--web DIR|none]\n"
     "       horcrux run FILE.lua [ARGS...]\n"
     "       horcrux ps [--all]\n"
-    "       horcrux stats [ID...]\n"
+    "       horcrux stats [-a] [--no-stream] [--interval S] [CONTAINER...]\n"
+    "       horcrux events [--since T] [--until T] [--filter K=V]... "
+    "[--format json]\n"
     "       horcrux version\n";
 
 static int exists(const char *path) {
