@@ -265,7 +265,7 @@ describe("horcrux ps and stats against the docker CLI", function()
     -- docker stats before and after ours: our figures lie between its two
     local before = by_name(docker("stats", "--no-stream", ids.idle, ids.busy))
     local c0 = assert(h:stats())
-    local r = horcrux("stats", ids.idle, ids.busy)
+    local r = horcrux("stats", "--no-stream", ids.idle, ids.busy)
     local c1 = assert(h:stats())
     local after = by_name(docker("stats", "--no-stream", ids.idle, ids.busy))
     assert.are.equal(0, r.status, r.stderr)
@@ -305,7 +305,7 @@ describe("horcrux ps and stats against the docker CLI", function()
   end)
 
   it("stats with no id lists every running container; a missing one fails the command", function()
-    local r = horcrux("stats")
+    local r = horcrux("stats", "--no-stream")
     assert.are.equal(0, r.status, r.stderr)
     local seen = {}
     for _, row in ipairs(read_table(r.stdout)) do
@@ -313,11 +313,11 @@ describe("horcrux ps and stats against the docker CLI", function()
     end
     assert.is_true(seen[names.idle] and seen[names.busy])
     assert.is_nil(seen[names.created])
-    r = horcrux("stats", ids.idle, "hxtest-no-such-container")
+    r = horcrux("stats", "--no-stream", ids.idle, "hxtest-no-such-container")
     assert.are.equal(1, r.status)
     assert.truthy(r.stderr:find("hxtest-no-such-container", 1, true), r.stderr)
     assert.truthy(r.stdout:find(names.idle, 1, true), r.stdout) -- the others still printed
-    assert.are.equal(2, horcrux("stats", "--no-stream").status)
+    assert.are.equal(2, horcrux("stats", "--bogus").status)
     assert.are.equal(2, horcrux("ps", "--bogus").status)
   end)
 end)
