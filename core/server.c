@@ -1130,8 +1130,8 @@ int hx_serve(const hx_server_config *cfg) {
    * drain below finds them finished (a suspended connection must not
    * outlive MHD). */
   hx_hub_close_all("shutdown");
+  hx_ws_stop(3);
   drain(srv);
-  hx_ws_stop(2);
   collector_stop(srv);
   MHD_stop_daemon(srv->mhd);
   hx_executor_stop(srv->ex);

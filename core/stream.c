@@ -21,6 +21,7 @@
  */
 #include "stream.h"
 
+#include "aux.h"
 #include "server.h"
 
 #include <errno.h>
@@ -40,7 +41,8 @@
 
 #define SNDBUF (64 * 1024)
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-#define SSE_FIRST "retry: 2000\n\n" /* EventSource's reconnect delay */
+#define CLOSE_WAIT_NS (2LL * 1000000000) /* for the client's close */
+#define SSE_FIRST "retry: 2000\n\n"      /* EventSource's reconnect delay */
 
 enum format { SSE, NDJSON };
 
@@ -218,7 +220,9 @@ typedef struct ws_conn {
   struct ws_conn *ready_next;
   struct ws_conn *all_next, *all_prev; /* ws.all */
   int ready;                           /* in ws.ready */
-  int ending;                          /* the close frame is queued */
+  int last;                            /* the final message is taken */
+  int64_t ending_ns;                   /* when the close frame was queued */
+  struct ws_conn *reap_next;
   uint32_t events;
 } ws_conn;
 
@@ -318,32 +322,34 @@ static void ws_destroy(ws_conn *c) {
 }
 
 /* Queues the subscriber's messages while wslay has none waiting (the hub's
- * queue is the buffer: its bound holds), sends what it can, and returns 0
- * while the connection lives. */
+ * queue is the buffer: its bound holds) and sends them; after the final
+ * one, the close frame (only once the messages before it went: wslay sends
+ * control frames first and nothing after a close). Returns 0 while the
+ * connection lives. */
 static int ws_pump(ws_conn *c) {
-  while (!c->ending && wslay_event_get_queued_msg_count(c->ctx) == 0) {
+  while (!c->last && wslay_event_get_queued_msg_count(c->ctx) == 0) {
     hx_msg *m;
     int r = hx_sub_next(c->sub, &m);
     if (r == HX_SUB_EMPTY)
       break;
     if (r == HX_SUB_END) {
-      wslay_event_queue_close(c->ctx, WSLAY_CODE_GOING_AWAY, NULL, 0);
-      c->ending = 1;
+      c->last = 1;
       break;
     }
     struct wslay_event_msg wm = {WSLAY_TEXT_FRAME, (const uint8_t *)m->data,
                                  m->len};
     if (m->kind == HX_MSG_KEEPALIVE)
       wm = (struct wslay_event_msg){WSLAY_PING, NULL, 0};
-    int final = m->kind == HX_MSG_FINAL;
+    c->last = m->kind == HX_MSG_FINAL;
     int rc = wslay_event_queue_msg(c->ctx, &wm); /* copies the bytes */
     hx_msg_unref(m);
-    if (rc != 0)
+    if (rc != 0 || wslay_event_send(c->ctx) != 0)
       return -1;
-    if (final) {
-      wslay_event_queue_close(c->ctx, WSLAY_CODE_GOING_AWAY, NULL, 0);
-      c->ending = 1;
-    }
+  }
+  if (c->last && c->ending_ns == 0 &&
+      wslay_event_get_queued_msg_count(c->ctx) == 0) {
+    wslay_event_queue_close(c->ctx, WSLAY_CODE_GOING_AWAY, NULL, 0);
+    c->ending_ns = hx_mono_ns();
   }
   if (wslay_event_send(c->ctx) != 0)
     return -1;
@@ -357,6 +363,25 @@ static int ws_pump(ws_conn *c) {
     c->events = ev;
   }
   return 0;
+}
+
+/* Connections whose close frame went CLOSE_WAIT_NS ago without the
+ * client's answer: closed all the same. */
+static void ws_reap(void) {
+  int64_t now = hx_mono_ns();
+  ws_conn *gone = NULL;
+  pthread_mutex_lock(&ws.mu); /* an upgrade may add to ws.all meanwhile */
+  for (ws_conn *c = ws.all; c != NULL; c = c->all_next)
+    if (c->ending_ns != 0 && now - c->ending_ns > CLOSE_WAIT_NS) {
+      c->reap_next = gone;
+      gone = c;
+    }
+  pthread_mutex_unlock(&ws.mu);
+  while (gone != NULL) {
+    ws_conn *next = gone->reap_next;
+    ws_destroy(gone);
+    gone = next;
+  }
 }
 
 static void ws_step(ws_conn *c, uint32_t ev) {
@@ -394,6 +419,7 @@ static void *ws_main(void *arg) {
         break;
       ws_step(c, 0);
     }
+    ws_reap();
   }
   return NULL;
 }
@@ -420,10 +446,8 @@ static void ws_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
   }
   wslay_event_config_set_max_recv_msg_length(c->ctx, 4096);
   c->sub = hx_hub_subscribe(&c->spec, ws_wake, c);
-  if (c->sub == NULL) {
-    wslay_event_queue_close(c->ctx, WSLAY_CODE_GOING_AWAY, NULL, 0);
-    c->ending = 1;
-  }
+  if (c->sub == NULL)
+    c->last = 1; /* the server is stopping: a close frame at once */
   c->events = EPOLLIN;
   struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
   epoll_ctl(ws.epfd, EPOLL_CTL_ADD, sock, &e);
