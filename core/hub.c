@@ -19,6 +19,12 @@
  *                                 that long (default 15)
  *   hub.sse(id, event, data)      -> the SSE frame (specs)
  *
+ * Subscribers of a ring topic read the ring itself (a cursor: no memory of
+ * their own, so a burst of events never drops a reader that keeps up); one
+ * whose next message the ring no longer holds gets `overflow`. Subscribers
+ * of other topics have queues of at most --stream-queue messages and
+ * --stream-bytes bytes; a full queue takes `overflow` and ends.
+ *
  * The lock. Topics, their rings and the subscriber queues are global
  * because publishers and consumers are in different threads and Lua
  * states: the collector's thread publishes, MHD's worker threads (and the
@@ -324,7 +330,8 @@ static void push(hx_sub *s, hx_msg *m, int64_t now) {
   if (s->ended)
     return;
   if (s->interval_ns > 0) {
-    if (s->sent_ns != 0 && now - s->sent_ns < s->interval_ns)
+    /* a tenth of the interval early is on time: rounds jitter */
+    if (s->sent_ns != 0 && now - s->sent_ns < s->interval_ns * 9 / 10)
       return;
     s->sent_ns = now;
   }
@@ -347,7 +354,7 @@ static void refill(hx_sub *s) {
       break;
     }
     hx_msg *m = ring_at(t, s->cursor + 1);
-    if (m == NULL) { /* overwritten while this subscriber read */
+    if (m == NULL) { /* overwritten before this subscriber read it */
       overflow(s);
       return;
     }
@@ -545,9 +552,14 @@ static int l_publish(lua_State *L) {
     ring_put(t, m);
   }
   int64_t now = hx_mono_ns();
-  for (hx_sub *s = t->subs; s != NULL; s = s->next)
-    if (!s->replaying)
+  for (hx_sub *s = t->subs; s != NULL; s = s->next) {
+    if (t->ring_cap == 0) {
       push(s, m, now);
+    } else if (!s->ended) { /* it reads the ring: only woken */
+      s->replaying = 1;
+      wake(s);
+    }
+  }
   pthread_mutex_unlock(&H.mu);
   hx_msg_unref(m);
   lua_pushinteger(L, id);

@@ -9,8 +9,9 @@
  * with an id one more than the previous one ("events"): a subscriber may
  * start after a given id and read the ring before the live messages.
  *
- * A subscriber is a bounded queue of message references. Publishing never
- * blocks and never waits for a subscriber: a queue that is full takes one
+ * A subscriber is a bounded queue of message references (of a ring topic:
+ * a cursor into the ring). Publishing never blocks and never waits for a
+ * subscriber: a queue that is full (a cursor the ring overwrote) takes one
  * final `overflow` message and ends. The consumer takes messages with
  * hx_sub_next(); when there are none it is "armed", and the next message
  * (from any thread) calls its wake function once.
