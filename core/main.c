@@ -46,7 +46,8 @@ static const char usage[] =
     "                     [--max-connections N] [--max-per-ip N] "
     "[--max-inflight N]\n"
     "                     [--body-max BYTES] [--grace S] [--interval S]\n"
-    "                     [--deadline S]\n"
+    "                     [--deadline S] [--events-ring N] [--stream-queue N]\n"
+    "                     [--stream-bytes BYTES]\n"
     "                     [--token-file PATH] [--require-token]\n"
     "                     [--allow-host NAME]... [--read-only] "
     "[--no-access-log]\n"
@@ -249,6 +250,9 @@ static int numeric_option(const char *a, const char *v, hx_server_config *cfg) {
       {"--grace", 3600, 0},
       {"--deadline", 86400, 0},
       {"--max-inflight", 100000, 1},
+      {"--events-ring", 1000000, 1},
+      {"--stream-queue", 100000, 1},
+      {"--stream-bytes", 1ULL << 32, 1},
   };
   size_t i = 0;
   while (i < sizeof opts / sizeof opts[0] && strcmp(a, opts[i].flag) != 0)
@@ -291,8 +295,17 @@ static int numeric_option(const char *a, const char *v, hx_server_config *cfg) {
   case 8:
     cfg->deadline = (unsigned)n;
     break;
-  default:
+  case 9:
     cfg->max_inflight = (unsigned)n;
+    break;
+  case 10:
+    cfg->events_ring = (unsigned)n;
+    break;
+  case 11:
+    cfg->stream_queue = (unsigned)n;
+    break;
+  default:
+    cfg->stream_bytes = (size_t)n;
     break;
   }
   return 1;
@@ -422,6 +435,9 @@ static int serve(int argc, char **argv, const char *lib) {
       .deadline = 10,
       .access_log = 1,
       .interval = 1.0,
+      .stream_queue = 64,
+      .stream_bytes = (size_t)4 << 20,
+      .events_ring = 10000,
       .lua = {.scripts_dir = lib,
               .lib_dir = lib,
               .budget = 100000000,

@@ -142,3 +142,37 @@ for _, action in ipairs({ "start", "stop", "restart" }) do
         req)))
     end)
 end
+
+-- ---- Streams (README: "Streams") ------------------------------------------
+-- A route that returns hub.stream{...} answers with a live stream: Server-
+-- Sent Events, WebSocket when the client asks for an upgrade, NDJSON for
+-- Accept: application/x-ndjson. The stream holds no Lua state: a reload
+-- keeps it open.
+local streams = hx.streams
+
+-- The /api/stats array once per collector round (?interval=S: less often);
+-- the /api/stats filters.
+route("GET", "/api/stats/stream", function(req)
+  return streams.stats(req)
+end)
+
+-- One container's stats record once per round.
+route("GET", "/api/containers/:id/stats/stream",
+  { query = streams.QUERY_STATS }, function(req)
+    local c = check(hx.metrics.inspect(container(req)))
+    return streams.container(c.id, req)
+  end)
+
+-- The container events the server has seen (the last 10,000: --events-ring),
+-- oldest first; ?type= ?action= ?container= (name or id prefix)
+-- ?label=KEY[=VALUE] ?since= (RFC 3339 or Unix seconds) ?after= (event id).
+route("GET", "/api/events", { query = streams.QUERY_EVENTS }, function(req)
+  return 200, (check(streams.recent(req.query)))
+end)
+
+-- Each container event as it comes, with ids; Last-Event-ID (or
+-- ?last_event_id=) resumes after that event.
+route("GET", "/api/events/stream", { query = streams.QUERY_EVENTS_STREAM },
+  function(req)
+    return streams.events(req)
+  end)
