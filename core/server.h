@@ -21,8 +21,12 @@ typedef struct hx_server_config {
   int require_token;        /* every route needs the token */
   const char *const *allow_hosts; /* Host names served beyond the defaults */
   size_t n_allow_hosts;
-  int read_only;        /* refuse every mutating request */
-  hx_states_config lua; /* the Lua states */
+  int read_only;         /* refuse every mutating request */
+  const char *web_dir;   /* the dashboard's files (static.h), or NULL */
+  unsigned stream_queue; /* messages a stream subscriber may have queued */
+  size_t stream_bytes;   /* bytes likewise */
+  unsigned events_ring;  /* container events kept for GET /api/events */
+  hx_states_config lua;  /* the Lua states */
 } hx_server_config;
 
 /* Serves until SIGTERM or SIGINT; SIGHUP reloads the scripts. Returns the
