@@ -297,7 +297,8 @@ static int l_index(lua_State *L) {
   return 1;
 }
 
-/* h:paths() -> {cpuacct=, memory=, blkio=, pids=} (v1) or {unified=} */
+/* h:paths() -> {cpuacct=, memory=, blkio=, pids=, freezer=, cpu=, cpuset=
+ * [, unified= (a hybrid host)]} (v1, hybrid) or {unified=} (v2) */
 static int l_paths(lua_State *L) {
   handle *h = check_handle(L);
   lua_newtable(L);

@@ -844,7 +844,7 @@ static int l_footprint(lua_State *L) {
 
 /* history(id, {window =, step =, points =}) -> {points =, summary =} |
  * nil, msg, "not_found": window and step in ns (step >= 1 ms, at most
- * 100000 buckets); points: false leaves them out. */
+ * 10000 buckets); points: false leaves them out. */
 static int l_history(lua_State *L) {
   const char *id = check_id(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
@@ -852,8 +852,8 @@ static int l_history(lua_State *L) {
   lua_Integer step = (lua_getfield(L, 2, "step"), luaL_checkinteger(L, -1));
   int with_points = (lua_getfield(L, 2, "points"),
                      !lua_isboolean(L, -1) || lua_toboolean(L, -1));
-  luaL_argcheck(L, step >= 1000000 && window >= step && window / step <= 100000,
-                2, "window >= step >= 1 ms, at most 100000 steps");
+  luaL_argcheck(L, step >= 1000000 && window >= step && window / step <= 10000,
+                2, "window >= step >= 1 ms, at most 10000 steps");
   lua_settop(L, 1);
   size_t n = 0, cap = 0;
   view_point *pts = NULL;

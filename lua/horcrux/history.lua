@@ -53,8 +53,8 @@ local function steps(window, step)
   if step > window then
     return nil, "step is longer than the window", "bad_request"
   end
-  if window / step > 100000 then
-    return nil, "more than 100000 steps in the window", "bad_request"
+  if window / step > 10000 then
+    return nil, "more than 10000 steps in the window", "bad_request"
   end
   return window, step
 end
