@@ -28,6 +28,8 @@
  * it (GET /api/hooks). Each is behind a lock, and no Lua call is made while
  * one is held.
  */
+#include "hooks.h"
+
 #include "aux.h"
 #include "hooks_queue.h"
 #include "jsonconv.h"
@@ -67,6 +69,13 @@ static struct {
 
 static atomic_int interrupted;
 
+void hx_hooks_interrupt(int on) {
+  atomic_store(&interrupted, on);
+  pthread_mutex_lock(&feed.mu);
+  pthread_cond_broadcast(&feed.cond);
+  pthread_mutex_unlock(&feed.mu);
+}
+
 static int l_attach(lua_State *L) {
   (void)L;
   pthread_mutex_lock(&feed.mu);
@@ -75,19 +84,13 @@ static int l_attach(lua_State *L) {
   return 0;
 }
 
-static void feed_clear_locked(void) {
-  while (feed.count > 0) {
-    free(feed.item[feed.first]);
-    feed.first = (feed.first + 1) % FEED_MAX;
-    feed.count--;
-  }
-}
-
+/* What is fed while no thread is attached any more stays for the next
+ * one: a reload detaches the old hooks thread before the new attaches. */
 static int l_detach(lua_State *L) {
   (void)L;
   pthread_mutex_lock(&feed.mu);
-  if (feed.attached > 0 && --feed.attached == 0)
-    feed_clear_locked();
+  if (feed.attached > 0)
+    feed.attached--;
   pthread_mutex_unlock(&feed.mu);
   return 0;
 }
@@ -198,10 +201,7 @@ static int l_feed_stats(lua_State *L) {
 }
 
 static int l_interrupt(lua_State *L) {
-  atomic_store(&interrupted, lua_toboolean(L, 1));
-  pthread_mutex_lock(&feed.mu);
-  pthread_cond_broadcast(&feed.cond);
-  pthread_mutex_unlock(&feed.mu);
+  hx_hooks_interrupt(lua_toboolean(L, 1));
   return 0;
 }
 
@@ -507,6 +507,8 @@ static int l_post(lua_State *L) {
       lua_setfield(L, -2, "error");
       lua_pushboolean(L, p->rc == CURLE_OPERATION_TIMEDOUT);
       lua_setfield(L, -2, "timeout");
+      lua_pushboolean(L, atomic_load(&interrupted));
+      lua_setfield(L, -2, "interrupted");
     }
     lua_rawseti(L, -2, i + 1);
   }

@@ -46,7 +46,7 @@ static const char usage[] =
     "                     [--max-connections N] [--max-per-ip N] "
     "[--max-inflight N]\n"
     "                     [--body-max BYTES] [--grace S] [--interval S]\n"
-    "                     [--deadline S]\n"
+    "                     [--deadline S] [--state-dir DIR]\n"
     "                     [--token-file PATH] [--require-token]\n"
     "                     [--allow-host NAME]... [--read-only] "
     "[--no-access-log]\n"
@@ -346,6 +346,8 @@ static int serve_options(int argc, char **argv, hx_server_config *cfg,
       cfg->listen = v, i++;
     } else if (strcmp(a, "--scripts") == 0 && v != NULL) {
       cfg->lua.scripts_dir = v, i++;
+    } else if (strcmp(a, "--state-dir") == 0 && v != NULL && *v != '\0') {
+      cfg->state_dir = v, i++;
     } else if (strcmp(a, "--no-access-log") == 0) {
       cfg->access_log = 0;
     } else if (strcmp(a, "--read-only") == 0) {
@@ -391,6 +393,7 @@ static int serve(int argc, char **argv, const char *lib) {
       .deadline = 10,
       .access_log = 1,
       .interval = 1.0,
+      .state_dir = "/var/lib/horcrux",
       .lua = {.scripts_dir = lib,
               .lib_dir = lib,
               .budget = 100000000,

@@ -20,8 +20,9 @@ typedef struct hx_server_config {
   int require_token;        /* every route needs the token */
   const char *const *allow_hosts; /* Host names served beyond the defaults */
   size_t n_allow_hosts;
-  int read_only;        /* refuse every mutating request */
-  hx_states_config lua; /* the Lua states */
+  int read_only;         /* refuse every mutating request */
+  const char *state_dir; /* the webhooks' queues: DIR/hooks/<name> */
+  hx_states_config lua;  /* the Lua states */
 } hx_server_config;
 
 /* Serves until SIGTERM or SIGINT; SIGHUP reloads the scripts. Returns the

@@ -132,3 +132,15 @@ for _, action in ipairs({ "start", "stop", "restart" }) do
         req)))
     end)
 end
+
+-- Webhooks (hooks.lua): [{"name", "url" (without credentials or query),
+-- "pending", "delivered", "failed", "dropped", "last_error", ...}]
+route("GET", "/api/hooks", { query = {} }, function()
+  return 200, hx.hooks_run.status().hooks
+end)
+
+-- The alerts firing now: [{"alert", "id", "name", "value", "labels",
+-- "annotations", "starts_at", "fingerprint"}]
+route("GET", "/api/alerts", { query = {} }, function()
+  return 200, hx.hooks_run.status().alerts
+end)

@@ -76,6 +76,9 @@ local clock = require "horcrux.clock"
 local null = require("horcrux.json").null
 local time = require "horcrux.time"
 local log = require "horcrux.log"
+-- each container event also goes to the webhooks (a no-op unless the hooks
+-- thread of `horcrux serve` takes them)
+local hooks_feed = require("horcrux.hooks").feed
 
 local M = {}
 
@@ -441,8 +444,7 @@ end
 -- instead (the reason logged once).
 local function follow_events(state, summary)
   local f = state.follow
-  if f == nil or state.listed_ago + 1 >= state.relist_every
-      or not in_order(state, f.src) then
+  if f == nil or not in_order(state, f.src) then
     return false
   end
   local now = clock.now_ns()
@@ -468,10 +470,13 @@ local function follow_events(state, summary)
   for _, ev in ipairs(evs) do
     if apply(state, ev, summary) then
       summary.events = summary.events + 1
+      hooks_feed(ev)
     end
   end
   refresh(state, f.src, summary)
-  return true
+  -- a full list every relist_every rounds: it comes after this round's
+  -- events, so none is skipped (the webhooks get every one)
+  return state.listed_ago < state.relist_every
 end
 
 -- ---- figures -------------------------------------------------------------
