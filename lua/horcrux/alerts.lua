@@ -165,7 +165,8 @@ local function applies(rule, meta)
 end
 
 local function summary(rule, name, value)
-  local v = type(value) == "number" and ("%.1f"):format(value) or tostring(value)
+  local v = math.type(value) == "float" and ("%.1f"):format(value)
+    or tostring(value)
   if rule.summary then
     local subs = { name = name, value = v,
       threshold = tostring(rule.cpu_above or rule.memory_above or "") }
