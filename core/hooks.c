@@ -3,9 +3,9 @@
  * needs from C.
  *
  *   hooks.attach() / hooks.detach()   the hooks thread takes the feed
- *   hooks.feed(event)  -> true | false   a table, JSON-encoded and queued
- *       for the hooks thread (any thread: the collector's); false when no
- *       hooks thread is attached
+ *   hooks.feed(event)  -> true | false[, why]   a table, JSON-encoded and
+ *       queued for the hooks thread (any thread: the collector's); false
+ *       when no hooks thread is attached, or it cannot be encoded
  *   hooks.take(wait_s [, max]) -> {json, ...}   waits up to wait_s for the
  *       first event, then takes up to max (default 256)
  *   hooks.feed_stats() -> {queued =, dropped =}
@@ -104,8 +104,11 @@ static int l_feed(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  if (!hx_json_encode(L, 1, 0, 0))
-    return luaL_error(L, "hooks.feed: %s", lua_tostring(L, -1));
+  if (!hx_json_encode(L, 1, 0, 0)) { /* the caller's loop goes on */
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+  }
   size_t n;
   const char *s = lua_tolstring(L, -1, &n);
   char *copy = malloc(n + 1);

@@ -26,6 +26,8 @@
 --   receiver, external_url   Alertmanager's fields (format = alertmanager)
 local M = {}
 
+local MAX_HOOKS = 64 -- delivered at once: horcrux.hooks.post's limit
+
 local KNOWN = {
   url = "string", secret = "string", filter = "function",
   transform = "function", format = "string", name = "string",
@@ -173,6 +175,9 @@ function M.check(t)
       error(("hooks.lua: unknown key %q (the hooks are the list; alert " ..
         "rules go in alerts = {...})"):format(tostring(k)), 0)
     end
+  end
+  if #t > MAX_HOOKS then
+    error(("hooks.lua: %d hooks, at most %d"):format(#t, MAX_HOOKS), 0)
   end
   local out, names = {}, {}
   for i = 1, #t do
