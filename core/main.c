@@ -46,13 +46,17 @@ static const char usage[] =
     "                     [--max-connections N] [--max-per-ip N] "
     "[--max-inflight N]\n"
     "                     [--body-max BYTES] [--grace S] [--interval S]\n"
-    "                     [--deadline S] [--state-dir DIR]\n"
+    "                     [--deadline S] [--events-ring N] [--stream-queue N]\n"
+    "                     [--stream-bytes BYTES] [--state-dir DIR]\n"
     "                     [--token-file PATH] [--require-token]\n"
     "                     [--allow-host NAME]... [--read-only] "
     "[--no-access-log]\n"
+    "                     [--web DIR|none]\n"
     "       horcrux run FILE.lua [ARGS...]\n"
     "       horcrux ps [--all]\n"
-    "       horcrux stats [ID...]\n"
+    "       horcrux stats [-a] [--no-stream] [--interval S] [CONTAINER...]\n"
+    "       horcrux events [--since T] [--until T] [--filter K=V]... "
+    "[--format json]\n"
     "       horcrux version\n";
 
 static int exists(const char *path) {
@@ -246,6 +250,9 @@ static int numeric_option(const char *a, const char *v, hx_server_config *cfg) {
       {"--grace", 3600, 0},
       {"--deadline", 86400, 0},
       {"--max-inflight", 100000, 1},
+      {"--events-ring", 1000000, 1},
+      {"--stream-queue", 100000, 1},
+      {"--stream-bytes", 1ULL << 32, 1},
   };
   size_t i = 0;
   while (i < sizeof opts / sizeof opts[0] && strcmp(a, opts[i].flag) != 0)
@@ -288,8 +295,17 @@ static int numeric_option(const char *a, const char *v, hx_server_config *cfg) {
   case 8:
     cfg->deadline = (unsigned)n;
     break;
-  default:
+  case 9:
     cfg->max_inflight = (unsigned)n;
+    break;
+  case 10:
+    cfg->events_ring = (unsigned)n;
+    break;
+  case 11:
+    cfg->stream_queue = (unsigned)n;
+    break;
+  default:
+    cfg->stream_bytes = (size_t)n;
     break;
   }
   return 1;
@@ -348,6 +364,8 @@ static int serve_options(int argc, char **argv, hx_server_config *cfg,
       cfg->lua.scripts_dir = v, i++;
     } else if (strcmp(a, "--state-dir") == 0 && v != NULL && *v != '\0') {
       cfg->state_dir = v, i++;
+    } else if (strcmp(a, "--web") == 0 && v != NULL) {
+      cfg->web_dir = v, i++;
     } else if (strcmp(a, "--no-access-log") == 0) {
       cfg->access_log = 0;
     } else if (strcmp(a, "--read-only") == 0) {
@@ -380,6 +398,32 @@ static int serve_options(int argc, char **argv, hx_server_config *cfg,
   return 0;
 }
 
+/* The dashboard's folder, resolved (malloc'ed), into *out: --web's (an
+ * error when it is not there; "none": no dashboard), else web/ of the
+ * scripts dir, else the shipped web/ (none when neither is there).
+ * Returns 0 or -1 with the reason printed. */
+static int web_dir(const char *given, const char *scripts, const char *lib,
+                   char **out) {
+  *out = NULL;
+  if (given != NULL) {
+    if (strcmp(given, "none") == 0)
+      return 0;
+    if ((*out = realpath(given, NULL)) == NULL) {
+      fprintf(stderr, "horcrux: --web %s: %s\n", given, strerror(errno));
+      return -1;
+    }
+    return 0;
+  }
+  const char *dirs[] = {scripts, lib};
+  for (size_t i = 0; i < 2 && *out == NULL; i++) {
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof path, "%s/web", dirs[i]);
+    if (n > 0 && (size_t)n < sizeof path)
+      *out = realpath(path, NULL);
+  }
+  return 0;
+}
+
 static int serve(int argc, char **argv, const char *lib) {
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   hx_server_config cfg = {
@@ -394,6 +438,9 @@ static int serve(int argc, char **argv, const char *lib) {
       .access_log = 1,
       .interval = 1.0,
       .state_dir = "/var/lib/horcrux",
+      .stream_queue = 64,
+      .stream_bytes = (size_t)4 << 20,
+      .events_ring = 10000,
       .lua = {.scripts_dir = lib,
               .lib_dir = lib,
               .budget = 100000000,
@@ -421,19 +468,23 @@ static int serve(int argc, char **argv, const char *lib) {
   if (rc == 0 && cfg.token != NULL)
     rc = check_token(cfg.token, cfg.token == token_file ? "--token-file"
                                                         : "HORCRUX_TOKEN");
-  char *real = NULL;
+  char *real = NULL, *web = NULL;
   if (rc == 0 && (real = realpath(cfg.lua.scripts_dir, NULL)) == NULL) {
     fprintf(stderr, "horcrux: --scripts %s: %s\n", cfg.lua.scripts_dir,
             strerror(errno));
     rc = -1;
   }
+  if (rc == 0)
+    rc = web_dir(cfg.web_dir, real, lib, &web);
   if (rc == 0) {
     cfg.lua.scripts_dir = real;
+    cfg.web_dir = web;
     rc = hx_serve(&cfg);
   } else {
     rc = rc > 0 ? 0 : 2;
   }
   free(real);
+  free(web);
   free(token_file);
   free(env_token);
   free(hosts);

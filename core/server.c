@@ -32,6 +32,8 @@
 #include "kinds.h"
 #include "logline.h"
 #include "request.h"
+#include "static.h"
+#include "stream.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -367,6 +369,38 @@ static void release_thread(request *rq) {
   rq->co = NULL;
 }
 
+static void recycle_full(hx_state *st);
+
+/* The request lets go of its Lua state and of its worker's count of
+ * requests in flight: it has ended as a route (on_completed) or goes on as
+ * a stream, which holds neither. */
+static void detach_state(request *rq) {
+  if (rq->counted) {
+    tls_inflight--;
+    rq->counted = 0;
+  }
+  if (rq->st == NULL)
+    return;
+  hx_state *st = rq->st;
+  release_thread(rq);
+  hx_request_forget(st->L, rq, st);
+  rq->st = NULL;
+  st->inflight--;
+  recycle_full(st);
+  if (st->retired && st->inflight == 0)
+    forget_state(rq->srv, st);
+}
+
+/* The route returned a stream object (hub.stream{}): the connection
+ * becomes its subscriber, and the request gives its state back now. */
+static enum MHD_Result answer_stream(request *rq, lua_State *co, int nres) {
+  hx_stream_spec spec = *hx_stream_test(co, -nres);
+  detach_state(rq);
+  rq->phase = DONE;
+  return hx_stream_respond(rq->conn, rq->id, &spec,
+                           strcmp(rq->method, "HEAD") == 0, &rq->status);
+}
+
 /* Protected (on the state's main thread): logs why the route of request
  * arg 1, running on thread arg 2, failed: C string arg 3, else the error
  * value on top of that thread, with the thread's traceback. */
@@ -485,6 +519,9 @@ static enum MHD_Result resume(request *rq, int nargs) {
     return answer_late(rq, co, rc, nres);
   if (rc != LUA_OK)
     return route_failed(rq, co, NULL);
+  if (nres >= 1 && lua_type(co, -nres) == LUA_TUSERDATA &&
+      hx_stream_test(co, -nres) != NULL)
+    return answer_stream(rq, co, nres);
   ret = send_results(rq, co, nres);
   release_thread(rq);
   return ret;
@@ -541,6 +578,12 @@ static int guard(request *rq, const char *version, enum MHD_Result *ret) {
   const char *msg = why;
   const char *refused =
       hx_hosts_check(srv->hosts, rq->conn, version, why, sizeof why);
+  /* The dashboard's files need no token (static.h says why). */
+  if (refused == NULL && srv->cfg.web_dir != NULL &&
+      hx_static_wants(rq->method, rq->path)) {
+    rq->web = 1;
+    return 0;
+  }
   if (refused == NULL)
     refused = hx_token_check(
         &srv->cfg, srv->token_everywhere, rq->method,
@@ -702,6 +745,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
   case RECEIVING:
     if (rq->too_large)
       return send_error(rq, "too_large", "the request body is too large");
+    if (rq->web) {
+      rq->phase = DONE;
+      return hx_static_send(conn, srv->cfg.web_dir, rq->path, rq->id,
+                            &rq->status);
+    }
     return start(rq);
   case WAITING:
     lua_pushinteger(rq->co, rq->resume_value);
@@ -736,17 +784,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   *con_cls = NULL;
   if (srv->cfg.access_log)
     hx_request_log(rq, toe != MHD_REQUEST_TERMINATED_COMPLETED_OK);
-  if (rq->counted)
-    tls_inflight--;
-  if (rq->st != NULL) {
-    hx_state *st = rq->st;
-    release_thread(rq);
-    hx_request_forget(st->L, rq, st);
-    st->inflight--;
-    recycle_full(st);
-    if (st->retired && st->inflight == 0)
-      forget_state(srv, st);
-  }
+  detach_state(rq);
   free(rq->body);
   free(rq);
   atomic_fetch_sub(&srv->active, 1);
@@ -983,7 +1021,7 @@ static struct MHD_Daemon *start_mhd(server *srv, struct sockaddr_storage *ss,
                                     int v6) {
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                    MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG |
-                   MHD_FLAGS_EXTRA;
+                   MHD_ALLOW_UPGRADE | MHD_FLAGS_EXTRA;
   if (v6)
     flags |= MHD_USE_IPv6;
   /* One worker is MHD's own polling thread: MHD warns about a pool size
@@ -1123,6 +1161,9 @@ int hx_serve(const hx_server_config *cfg) {
     server_free(srv);
     return 1;
   }
+  hx_hub_configure(cfg->stream_queue, cfg->stream_bytes, cfg->events_ring);
+  if (hx_ws_start() != 0)
+    hx_log("warn", "cannot start the WebSocket thread: streams are SSE only");
   srv->mhd = start_mhd(srv, &ss, v6);
   if (srv->mhd == NULL) {
     hx_log("error", "cannot listen on %s: %s", cfg->listen, strerror(errno));
@@ -1138,6 +1179,11 @@ int hx_serve(const hx_server_config *cfg) {
          di != NULL ? di->port : 0, cfg->workers);
 
   wait_signals(srv, &set);
+  /* Streams first: each gets a final `close` message and ends, so that the
+   * drain below finds them finished (a suspended connection must not
+   * outlive MHD). */
+  hx_hub_close_all("shutdown");
+  hx_ws_stop(3);
   drain(srv);
   threads_stop(srv);
   MHD_stop_daemon(srv->mhd);

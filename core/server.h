@@ -22,6 +22,10 @@ typedef struct hx_server_config {
   size_t n_allow_hosts;
   int read_only;         /* refuse every mutating request */
   const char *state_dir; /* the webhooks' queues: DIR/hooks/<name> */
+  const char *web_dir;   /* the dashboard's files (static.h), or NULL */
+  unsigned stream_queue; /* messages a stream subscriber may have queued */
+  size_t stream_bytes;   /* bytes likewise */
+  unsigned events_ring;  /* container events kept for GET /api/events */
   hx_states_config lua;  /* the Lua states */
 } hx_server_config;
 

@@ -29,6 +29,14 @@ route("GET", "/healthz", { query = {} }, function()
   return 200, hx.health.check()
 end)
 
+-- What the dashboard (the files at /, served by the host) asks first:
+-- {"read_only", "authenticated"}: whether this server refuses every change,
+-- and whether this request carried the token.
+route("GET", "/api/session", { query = {} }, function(req)
+  return 200, { read_only = req.read_only == true,
+    authenticated = req.authenticated == true }
+end)
+
 -- [{"id", "name", "status", "image"}, ...]; ?all=0: running ones only.
 -- Filters (horcrux/filters.lua): ?status= ?label=KEY[=VALUE] ?network=
 -- ?name= ?ancestor=, each repeatable. X-Horcrux-Source: the source that
@@ -47,9 +55,11 @@ route("POST", "/api/containers", { query = {} }, function(req)
   return 201, (check(manage.create(spec)))
 end)
 
--- {"id", "name", "status", "image", "created", "started"}
+-- {"id", "name", "status", "image", "created", "started"};
+-- X-Horcrux-Source: the source that answered.
 route("GET", "/api/containers/:id", { query = {} }, function(req)
-  return 200, (check(hx.metrics.inspect(container(req))))
+  local c, source = check(hx.metrics.inspect(container(req)))
+  return 200, c, { ["X-Horcrux-Source"] = source }
 end)
 
 -- ?force=1&volumes=1 -> {"id", "removed": true}; a running container
@@ -132,6 +142,40 @@ for _, action in ipairs({ "start", "stop", "restart" }) do
         req)))
     end)
 end
+
+-- ---- Streams (README: "Streams") ------------------------------------------
+-- A route that returns hub.stream{...} answers with a live stream: Server-
+-- Sent Events, WebSocket when the client asks for an upgrade, NDJSON for
+-- Accept: application/x-ndjson. The stream holds no Lua state: a reload
+-- keeps it open.
+local streams = hx.streams
+
+-- The /api/stats array once per collector round (?interval=S: less often);
+-- the /api/stats filters.
+route("GET", "/api/stats/stream", function(req)
+  return streams.stats(req)
+end)
+
+-- One container's stats record once per round.
+route("GET", "/api/containers/:id/stats/stream",
+  { query = streams.QUERY_STATS }, function(req)
+    local c = check(hx.metrics.inspect(container(req)))
+    return streams.container(c.id, req)
+  end)
+
+-- The container events the server has seen (the last 10,000: --events-ring),
+-- oldest first; ?type= ?action= ?container= (name or id prefix)
+-- ?label=KEY[=VALUE] ?since= (RFC 3339 or Unix seconds) ?after= (event id).
+route("GET", "/api/events", { query = streams.QUERY_EVENTS }, function(req)
+  return 200, (check(streams.recent(req.query)))
+end)
+
+-- Each container event as it comes, with ids; Last-Event-ID (or
+-- ?last_event_id=) resumes after that event.
+route("GET", "/api/events/stream", { query = streams.QUERY_EVENTS_STREAM },
+  function(req)
+    return streams.events(req)
+  end)
 
 -- Webhooks (hooks.lua): [{"name", "url" (without credentials or query),
 -- "pending", "delivered", "failed", "dropped", "last_error", ...}]

@@ -14,7 +14,9 @@
 --   route(method, pattern, opts, handler)   opts = {query = {key = checker}}
 --
 -- (patterns: horcrux/router.lua). A handler is a function of req returning
--- status, body[, headers]; format.respond encodes them. opts.query names
+-- status, body[, headers]; format.respond encodes them -- or a stream
+-- object alone (horcrux.hub's hub.stream{}), which the host answers as a
+-- live stream. opts.query names
 -- the keys the route takes, each with a checker function(text) -> value |
 -- nil, why (input.boolean, input.integer(min, max), input.one_of{...},
 -- input.string(max)); the dispatcher refuses an unknown or repeated key, or
@@ -193,6 +195,7 @@ end
 local function dispatcher(routes, format)
   local respond = format.respond
   local traceback = debug.traceback
+  local is_stream = require("horcrux.hub").is_stream
 
   local function fail(req, err)
     log.error("id=%s %s %s: %s", req.id, req.method, req.path, tostring(err))
@@ -211,7 +214,11 @@ local function dispatcher(routes, format)
     if r.query and nargs ~= 0 then
       check_query(req, r.query)
     end
-    return respond(r.handler(req))
+    local status, body, headers = r.handler(req)
+    if is_stream(status) then
+      return status -- the host answers it (hub.stream{}: a live stream)
+    end
+    return respond(status, body, headers)
   end
 
   local function answer(req, status, body, headers)

@@ -79,6 +79,7 @@ local log = require "horcrux.log"
 -- each container event also goes to the webhooks (a no-op unless the hooks
 -- thread of `horcrux serve` takes them)
 local hooks_feed = require("horcrux.hooks").feed
+local streams = require "horcrux.streams"
 
 local M = {}
 
@@ -285,10 +286,50 @@ local function first_list(state, what, arg)
   return nil
 end
 
+-- Every container event the collector reads goes through here, once, in
+-- order (whether or not the view needs it): the `events` stream and its
+-- ring (horcrux.streams), and the webhooks.
+local function emit(ev)
+  local ok, err = pcall(streams.publish_event, ev)
+  if not ok then
+    log.error("collector: publishing an event: %s", tostring(err))
+  end
+  hooks_feed(ev)
+end
+
+-- Whether src is still one of the sources (a state outlives a change of
+-- state.sources in specs; the server makes a new state on reload).
+local function in_order(state, src)
+  for _, s in ipairs(order_of(state)) do
+    if s == src then
+      return true
+    end
+  end
+  return false
+end
+
+-- The events between the last round that followed them and a list about
+-- to be taken: the list settles the view, but the `events` stream must
+-- not lose them.
+local function catch_up(state, until_ns)
+  local f = state.follow
+  if f == nil or not in_order(state, f.src) then
+    return
+  end
+  local ok, evs = pcall(f.src.events, f.since, until_ns,
+    { stall = EVENTS_STALL_S })
+  if ok and type(evs) == "table" then
+    for _, ev in ipairs(evs) do
+      emit(ev)
+    end
+  end
+end
+
 -- Lists every container (or, failing that, the running ones), replaces
 -- the known set, sets up following the events from just before the list.
 local function relist(state, summary)
   local since = clock.now_ns()
+  catch_up(state, since)
   state.follow, state.listed_ago, state.trusted = nil, 0, false
   local list, src = first_list(state, "containers", { all = true })
   local full = list ~= nil
@@ -429,17 +470,6 @@ local function refresh(state, src, summary)
   end
 end
 
--- Whether src is still one of the sources (a state outlives a change of
--- state.sources in specs; the server makes a new state on reload).
-local function in_order(state, src)
-  for _, s in ipairs(order_of(state)) do
-    if s == src then
-      return true
-    end
-  end
-  return false
-end
-
 -- Follows the events since the last round; false when this round must list
 -- instead (the reason logged once).
 local function follow_events(state, summary)
@@ -457,20 +487,22 @@ local function follow_events(state, summary)
     return false
   end
   quiet(state, "events")
+  f.since = now + 1 -- since and until are both inclusive
+  for _, ev in ipairs(evs) do
+    emit(ev)
+  end
   if (n or 0) >= EVENTS_KEPT - EVENTS_MARGIN then
     say(state, "overflow", "info", ("%d events in one round: the daemon's "
       .. "buffer may have dropped some; listing again"):format(n))
     return false
   end
   quiet(state, "overflow")
-  f.since = now + 1 -- since and until are both inclusive
   state.listed_ago = state.listed_ago + 1
   summary.listed_by = f.src.name
   summary.followed = "events"
   for _, ev in ipairs(evs) do
     if apply(state, ev, summary) then
       summary.events = summary.events + 1
-      hooks_feed(ev)
     end
   end
   refresh(state, f.src, summary)
@@ -711,6 +743,12 @@ function M.step(state)
   return summary
 end
 
+-- The round's figures to the stats streams (horcrux.streams): encoded
+-- once per topic someone reads.
+local function publish_streams()
+  streams.publish_round(require("horcrux.live").all() or {})
+end
+
 --- Runs rounds every interval until opts.stopping() is true. Sleeps in
 -- slices of at most 100 ms, so a stop is noticed quickly.
 function M.run(opts)
@@ -730,6 +768,10 @@ function M.run(opts)
     local ok, err = pcall(M.step, state)
     if not ok then
       say(state, "step", "error", "round failed: " .. tostring(err))
+    end
+    ok, err = pcall(publish_streams)
+    if not ok then
+      say(state, "streams", "error", "streams: " .. tostring(err))
     end
     due = due + period
     local now = clock.mono_ns()

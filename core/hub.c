@@ -1,0 +1,774 @@
+/*
+ * hub.c - horcrux.hub: process-wide topics, messages encoded once, bounded
+ * subscriber queues (hub.h says what they are).
+ *
+ *   hub.publish(topic, data [, {event = NAME}]) -> id (ring topics) | 0
+ *       data: a string (the JSON payload, encoded once by the caller).
+ *       Nobody subscribed and no ring: nothing is allocated.
+ *   hub.ring(topic, n)            the topic keeps its last n messages, with
+ *                                 ids (the server does so for "events")
+ *   hub.recent(topic [, after])   -> {{id =, data =}, ...} held in the ring
+ *                                    after id `after`, oldest first
+ *   hub.last_id(topic)            -> the newest id given (0: none)
+ *   hub.topics([prefix])          -> names of the topics with subscribers
+ *   hub.subscribers([topic])      -> how many (of the topic, or in all)
+ *   hub.stream{topic =, interval = S, last_id = N | "N"}
+ *                                 -> a stream object a route returns; the
+ *                                    host subscribes when it answers
+ *   hub.keepalive([seconds])      a keep-alive to every subscriber idle
+ *                                 that long (default 15)
+ *   hub.sse(id, event, data)      -> the SSE frame (specs)
+ *
+ * Subscribers of a ring topic read the ring itself (a cursor: no memory of
+ * their own, so a burst of events never drops a reader that keeps up); one
+ * whose next message the ring no longer holds gets `overflow`. Subscribers
+ * of other topics have queues of at most --stream-queue messages and
+ * --stream-bytes bytes; a full queue takes `overflow` and ends.
+ *
+ * The lock. Topics, their rings and the subscriber queues are global
+ * because publishers and consumers are in different threads and Lua
+ * states: the collector's thread publishes, MHD's worker threads (and the
+ * WebSocket thread) consume. One mutex guards them all; every section under
+ * it is short and never blocks (no I/O, no Lua, no allocation larger than
+ * one message), so a publisher is delayed by at most the copy of a payload
+ * and a pointer per subscriber. Messages themselves are immutable once
+ * published, and their reference counts atomic: a consumer writes one out
+ * without the lock.
+ */
+#include "hub.h"
+
+#include "aux.h"
+
+#include <lauxlib.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STREAM_MT "horcrux.hub.stream"
+#define DEFAULT_QUEUE 64
+#define DEFAULT_BYTES ((size_t)4 << 20)
+#define DEFAULT_RING 10000
+#define MAX_RING 1000000
+#define EVENT_MAX 64
+
+typedef struct topic {
+  struct topic *next;
+  hx_sub *subs;
+  unsigned nsubs;
+  hx_msg **ring; /* ring_cap slots; ring_n held, oldest at ring_head */
+  unsigned ring_cap, ring_n, ring_head;
+  long long next_id; /* the id the next message gets (ring topics) */
+  char name[];
+} topic;
+
+struct hx_sub {
+  topic *t;
+  hx_sub *next, *prev;
+  hx_msg **q; /* cap slots: the queue bound plus one for the final one */
+  unsigned cap, head, n;
+  size_t bytes;
+  long long cursor; /* ring topics: the last id queued */
+  int replaying;    /* ring messages after cursor wait in the ring */
+  int ended;        /* the final message is queued: nothing more */
+  int armed;        /* the consumer waits for wake */
+  int64_t interval_ns, sent_ns, touched_ns;
+  hx_wake_fn wake;
+  void *ud;
+};
+
+static struct {
+  pthread_mutex_t mu;
+  topic *topics;
+  int closing;
+  unsigned queue;
+  size_t bytes;
+  unsigned events_ring;
+} H = {PTHREAD_MUTEX_INITIALIZER,
+       NULL,
+       0,
+       DEFAULT_QUEUE,
+       DEFAULT_BYTES,
+       DEFAULT_RING};
+
+/* ---- messages ---------------------------------------------------------- */
+
+size_t hx_sse_frame(char *out, size_t cap, long long id, const char *event,
+                    const char *data, size_t len) {
+  size_t n = 0;
+#define PUT(s, k)                                                              \
+  do {                                                                         \
+    size_t k_ = (k);                                                           \
+    if (n < cap)                                                               \
+      memcpy(out + n, (s), n + k_ <= cap ? k_ : cap - n);                      \
+    n += k_;                                                                   \
+  } while (0)
+  char num[32];
+  if (id > 0) {
+    int k = snprintf(num, sizeof num, "id: %lld\n", id);
+    PUT(num, (size_t)k);
+  }
+  if (event != NULL && event[0] != '\0') {
+    PUT("event: ", 7);
+    PUT(event, strlen(event));
+    PUT("\n", 1);
+  }
+  /* SSE ends a line at \r, \n or \r\n: each line of data is a data: field */
+  size_t i = 0;
+  for (;;) {
+    size_t j = i;
+    while (j < len && data[j] != '\n' && data[j] != '\r')
+      j++;
+    PUT("data: ", 6);
+    PUT(data + i, j - i);
+    PUT("\n", 1);
+    if (j >= len)
+      break;
+    if (data[j] == '\r' && j + 1 < len && data[j + 1] == '\n')
+      j++;
+    i = j + 1;
+  }
+  PUT("\n", 1);
+#undef PUT
+  return n;
+}
+
+/* A message of kind with payload data[0..len) (for a ring topic with an
+ * object payload, `{"event_id":id,` is spliced in front of its members). */
+static hx_msg *msg_new(int kind, long long id, const char *event,
+                       const char *data, size_t len) {
+  char head[48];
+  size_t hn = 0;
+  if (id > 0 && len >= 2 && data[0] == '{') {
+    hn = (size_t)snprintf(head, sizeof head, "{\"event_id\":%lld%s", id,
+                          data[1] == '}' ? "" : ",");
+    data++, len--;
+  }
+  size_t plen = hn + len;
+  size_t sse_max = plen * 2 + 96 + (event ? strlen(event) : 0);
+  hx_msg *m = malloc(sizeof *m + plen + 1 + sse_max);
+  if (m == NULL)
+    return NULL;
+  atomic_init(&m->refs, 1);
+  m->kind = kind;
+  m->id = id;
+  char *p = m->buf;
+  memcpy(p, head, hn);
+  memcpy(p + hn, data, len);
+  p[plen] = '\0';
+  m->data = p;
+  m->len = plen;
+  char *s = p + plen + 1;
+  m->sse_len = hx_sse_frame(s, sse_max, id, event, p, plen);
+  m->sse = s;
+  return m;
+}
+
+static hx_msg *msg_ref(hx_msg *m) {
+  atomic_fetch_add(&m->refs, 1);
+  return m;
+}
+
+void hx_msg_unref(hx_msg *m) {
+  if (m != NULL && atomic_fetch_sub(&m->refs, 1) == 1)
+    free(m);
+}
+
+/* The keep-alive: one message every subscriber shares, made once (under
+ * H.mu) and never freed. */
+static hx_msg *keepalive_msg(void) {
+  static hx_msg *ka;
+  if (ka == NULL) {
+    ka = malloc(sizeof *ka + 16);
+    if (ka == NULL)
+      return NULL;
+    atomic_init(&ka->refs, 1); /* never freed */
+    ka->kind = HX_MSG_KEEPALIVE;
+    ka->id = 0;
+    memcpy(ka->buf, ": keepalive\n\n", 14);
+    ka->sse = ka->buf;
+    ka->sse_len = 13;
+    ka->data = ka->buf + 13; /* "" */
+    ka->len = 0;
+  }
+  return ka;
+}
+
+/* ---- topics (callers hold H.mu) ---------------------------------------- */
+
+static topic *find_topic(const char *name) {
+  for (topic *t = H.topics; t != NULL; t = t->next)
+    if (strcmp(t->name, name) == 0)
+      return t;
+  return NULL;
+}
+
+static topic *get_topic(const char *name) {
+  topic *t = find_topic(name);
+  if (t != NULL)
+    return t;
+  size_t n = strlen(name);
+  t = calloc(1, sizeof *t + n + 1);
+  if (t == NULL)
+    return NULL;
+  memcpy(t->name, name, n + 1);
+  t->next_id = 1;
+  t->next = H.topics;
+  H.topics = t;
+  return t;
+}
+
+/* Drops a topic with neither subscribers nor a ring. */
+static void maybe_drop(topic *t) {
+  if (t->nsubs != 0 || t->ring_cap != 0)
+    return;
+  for (topic **pp = &H.topics; *pp != NULL; pp = &(*pp)->next) {
+    if (*pp == t) {
+      *pp = t->next;
+      free(t);
+      return;
+    }
+  }
+}
+
+static long long ring_oldest(const topic *t) { return t->next_id - t->ring_n; }
+
+static hx_msg *ring_at(const topic *t, long long id) {
+  long long off = id - ring_oldest(t);
+  if (off < 0 || off >= t->ring_n)
+    return NULL;
+  return t->ring[(t->ring_head + (unsigned)off) % t->ring_cap];
+}
+
+static void ring_put(topic *t, hx_msg *m) {
+  if (t->ring_n == t->ring_cap) {
+    hx_msg_unref(t->ring[t->ring_head]);
+    t->ring_head = (t->ring_head + 1) % t->ring_cap;
+    t->ring_n--;
+  }
+  t->ring[(t->ring_head + t->ring_n) % t->ring_cap] = msg_ref(m);
+  t->ring_n++;
+}
+
+static int set_ring(topic *t, unsigned n) {
+  if (n == t->ring_cap)
+    return 0;
+  hx_msg **r = calloc(n ? n : 1, sizeof *r);
+  if (r == NULL)
+    return -1;
+  unsigned keep = t->ring_n < n ? t->ring_n : n;
+  for (unsigned i = 0; i < t->ring_n; i++) {
+    hx_msg *m = t->ring[(t->ring_head + i) % t->ring_cap];
+    if (i >= t->ring_n - keep)
+      r[i - (t->ring_n - keep)] = m;
+    else
+      hx_msg_unref(m);
+  }
+  free(t->ring);
+  t->ring = n ? r : NULL;
+  if (n == 0)
+    free(r);
+  t->ring_cap = n;
+  t->ring_n = keep;
+  t->ring_head = 0;
+  return 0;
+}
+
+/* ---- subscriber queues (callers hold H.mu) ----------------------------- */
+
+static void wake(hx_sub *s) {
+  s->touched_ns = hx_mono_ns();
+  if (s->armed) {
+    s->armed = 0;
+    s->wake(s->ud);
+  }
+}
+
+static void enqueue(hx_sub *s, hx_msg *m) {
+  s->q[(s->head + s->n) % s->cap] = msg_ref(m);
+  s->n++;
+  s->bytes += m->len;
+}
+
+/* The last message of s: nothing is queued after it. */
+static void finish(hx_sub *s, hx_msg *m) {
+  if (s->ended || m == NULL)
+    return;
+  enqueue(s, m); /* the queue keeps a slot for it */
+  s->ended = 1;
+  wake(s);
+}
+
+static hx_msg *control(const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static hx_msg *control(const char *event, const char *fmt, ...) {
+  char data[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(data, sizeof data, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= sizeof data)
+    return NULL;
+  return msg_new(HX_MSG_FINAL, 0, event, data, (size_t)n);
+}
+
+static void overflow(hx_sub *s) {
+  hx_msg *m = control(
+      "overflow",
+      "{\"event\":\"overflow\",\"queued\":%u,\"bytes\":%zu,"
+      "\"message\":\"the subscriber fell behind (%u messages or %zu bytes "
+      "queued); reconnect\"}",
+      s->n, s->bytes, H.queue, H.bytes);
+  finish(s, m);
+  hx_msg_unref(m);
+}
+
+/* Hands m to s, or ends s with overflow when its queue is full. */
+static void push(hx_sub *s, hx_msg *m, int64_t now) {
+  if (s->ended)
+    return;
+  if (s->interval_ns > 0) {
+    /* a tenth of the interval early is on time: rounds jitter */
+    if (s->sent_ns != 0 && now - s->sent_ns < s->interval_ns * 9 / 10)
+      return;
+    s->sent_ns = now;
+  }
+  if (s->n + 1 >= s->cap || s->bytes + m->len > H.bytes) {
+    overflow(s);
+    return;
+  }
+  enqueue(s, m);
+  if (m->id > 0)
+    s->cursor = m->id;
+  wake(s);
+}
+
+/* Refills a replaying subscriber's queue from its topic's ring. */
+static void refill(hx_sub *s) {
+  topic *t = s->t;
+  while (s->replaying && s->n + 1 < s->cap) {
+    if (s->cursor + 1 >= t->next_id) {
+      s->replaying = 0;
+      break;
+    }
+    hx_msg *m = ring_at(t, s->cursor + 1);
+    if (m == NULL) { /* overwritten before this subscriber read it */
+      overflow(s);
+      return;
+    }
+    if (s->bytes + m->len > H.bytes && s->n > 0)
+      break;
+    enqueue(s, m);
+    s->cursor = m->id;
+  }
+}
+
+/* ---- the C API ----------------------------------------------------------- */
+
+int hx_parse_event_id(const char *s, size_t n, long long *id) {
+  while (n > 0 && (*s == ' ' || *s == '\t'))
+    s++, n--;
+  while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+    n--;
+  if (n == 0 || n > 18)
+    return -1;
+  long long v = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] < '0' || s[i] > '9')
+      return -1;
+    v = v * 10 + (s[i] - '0');
+  }
+  *id = v;
+  return 0;
+}
+
+/* Positions a new subscriber of a ring topic after last_id: replay from
+ * the ring, or a `gap` message first when the ring no longer holds (or
+ * never held) the event after it. */
+static void position(hx_sub *s, topic *t, long long last_id) {
+  long long newest = t->next_id - 1, oldest = ring_oldest(t);
+  s->cursor = newest;
+  if (last_id < 0 || last_id == newest)
+    return;
+  if (last_id >= oldest - 1 && last_id < newest) {
+    s->cursor = last_id;
+    s->replaying = 1;
+    return;
+  }
+  /* older than the ring, or newer than any id (an earlier run's) */
+  hx_msg *m = control("gap",
+                      "{\"event\":\"gap\",\"after\":%lld,\"resumed_at\":%lld,"
+                      "\"message\":\"the events after %lld are no longer "
+                      "held; the stream resumes at %lld\"}",
+                      last_id, oldest, last_id, oldest);
+  if (m != NULL) {
+    m->kind = HX_MSG_DATA;
+    enqueue(s, m);
+    hx_msg_unref(m);
+  }
+  s->cursor = oldest - 1;
+  s->replaying = t->ring_n > 0;
+}
+
+hx_sub *hx_hub_subscribe(const hx_stream_spec *spec, hx_wake_fn wake_fn,
+                         void *ud) {
+  hx_sub *s = calloc(1, sizeof *s);
+  if (s == NULL)
+    return NULL;
+  pthread_mutex_lock(&H.mu);
+  s->cap = H.queue + 1;
+  s->q = calloc(s->cap, sizeof *s->q);
+  topic *t = H.closing || s->q == NULL ? NULL : get_topic(spec->topic);
+  if (t == NULL) {
+    pthread_mutex_unlock(&H.mu);
+    free(s->q);
+    free(s);
+    return NULL;
+  }
+  s->t = t;
+  s->wake = wake_fn;
+  s->ud = ud;
+  s->interval_ns = spec->interval_ns;
+  s->touched_ns = hx_mono_ns();
+  if (t->ring_cap > 0)
+    position(s, t, spec->last_id);
+  s->next = t->subs;
+  if (t->subs != NULL)
+    t->subs->prev = s;
+  t->subs = s;
+  t->nsubs++;
+  pthread_mutex_unlock(&H.mu);
+  return s;
+}
+
+int hx_sub_next(hx_sub *s, hx_msg **m) {
+  pthread_mutex_lock(&H.mu);
+  if (s->n == 0 && s->replaying)
+    refill(s);
+  int r;
+  if (s->n > 0) {
+    *m = s->q[s->head];
+    s->head = (s->head + 1) % s->cap;
+    s->n--;
+    s->bytes -= (*m)->len;
+    r = HX_SUB_MSG;
+  } else if (s->ended) {
+    r = HX_SUB_END;
+  } else {
+    s->armed = 1;
+    r = HX_SUB_EMPTY;
+  }
+  pthread_mutex_unlock(&H.mu);
+  return r;
+}
+
+void hx_sub_close(hx_sub *s) {
+  if (s == NULL)
+    return;
+  pthread_mutex_lock(&H.mu);
+  topic *t = s->t;
+  if (s->prev != NULL)
+    s->prev->next = s->next;
+  else
+    t->subs = s->next;
+  if (s->next != NULL)
+    s->next->prev = s->prev;
+  t->nsubs--;
+  maybe_drop(t);
+  pthread_mutex_unlock(&H.mu);
+  for (unsigned i = 0; i < s->n; i++)
+    hx_msg_unref(s->q[(s->head + i) % s->cap]);
+  free(s->q);
+  free(s);
+}
+
+void hx_hub_close_all(const char *reason) {
+  hx_msg *m =
+      control("close", "{\"event\":\"close\",\"reason\":\"%s\"}", reason);
+  pthread_mutex_lock(&H.mu);
+  H.closing = 1;
+  for (topic *t = H.topics; t != NULL; t = t->next)
+    for (hx_sub *s = t->subs; s != NULL; s = s->next)
+      finish(s, m);
+  pthread_mutex_unlock(&H.mu);
+  hx_msg_unref(m);
+}
+
+void hx_hub_configure(unsigned queue, size_t bytes, unsigned events_ring) {
+  pthread_mutex_lock(&H.mu);
+  if (queue > 0)
+    H.queue = queue;
+  if (bytes > 0)
+    H.bytes = bytes;
+  if (events_ring > 0) {
+    H.events_ring = events_ring;
+    topic *t = get_topic("events");
+    if (t != NULL)
+      set_ring(t, events_ring);
+  }
+  pthread_mutex_unlock(&H.mu);
+}
+
+const hx_stream_spec *hx_stream_test(lua_State *L, int idx) {
+  return luaL_testudata(L, idx, STREAM_MT);
+}
+
+/* ---- Lua --------------------------------------------------------------- */
+
+static const char *check_topic(lua_State *L, int idx) {
+  size_t n;
+  const char *s = luaL_checklstring(L, idx, &n);
+  luaL_argcheck(L, n > 0 && n < HX_TOPIC_MAX && strlen(s) == n, idx,
+                "a topic is 1-255 bytes without NUL");
+  return s;
+}
+
+static int l_publish(lua_State *L) {
+  const char *name = check_topic(L, 1);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  const char *event = hx_opt_string(L, 3, "event", NULL);
+  if (event != NULL)
+    luaL_argcheck(
+        L, strlen(event) < EVENT_MAX && strcspn(event, "\r\n") == strlen(event),
+        3, "event: a name of at most 63 bytes, one line");
+  pthread_mutex_lock(&H.mu);
+  topic *t = find_topic(name);
+  if (t == NULL || (t->nsubs == 0 && t->ring_cap == 0)) {
+    pthread_mutex_unlock(&H.mu);
+    lua_pushinteger(L, 0);
+    return 1;
+  }
+  long long id = t->ring_cap > 0 ? t->next_id : 0;
+  hx_msg *m = msg_new(HX_MSG_DATA, id, event, data, len);
+  if (m == NULL) {
+    pthread_mutex_unlock(&H.mu);
+    return hx_fail(L, HX_LIMIT, "hub.publish: out of memory");
+  }
+  if (t->ring_cap > 0) {
+    t->next_id++;
+    ring_put(t, m);
+  }
+  int64_t now = hx_mono_ns();
+  for (hx_sub *s = t->subs; s != NULL; s = s->next) {
+    if (t->ring_cap == 0) {
+      push(s, m, now);
+    } else if (!s->ended) { /* it reads the ring: only woken */
+      s->replaying = 1;
+      wake(s);
+    }
+  }
+  pthread_mutex_unlock(&H.mu);
+  hx_msg_unref(m);
+  lua_pushinteger(L, id);
+  return 1;
+}
+
+static int l_ring(lua_State *L) {
+  const char *name = check_topic(L, 1);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, n >= 0 && n <= MAX_RING, 2, "0..1000000");
+  pthread_mutex_lock(&H.mu);
+  topic *t = get_topic(name);
+  int rc = t == NULL ? -1 : set_ring(t, (unsigned)n);
+  if (t != NULL)
+    maybe_drop(t);
+  pthread_mutex_unlock(&H.mu);
+  if (rc != 0)
+    return hx_fail(L, HX_LIMIT, "hub.ring: out of memory");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* Takes references under the lock, then builds the Lua table without it:
+ * a memory error raised while building must not leave the lock held. */
+static int l_recent(lua_State *L) {
+  const char *name = check_topic(L, 1);
+  lua_Integer after = luaL_optinteger(L, 2, 0);
+  hx_msg **got = NULL;
+  unsigned n = 0;
+  pthread_mutex_lock(&H.mu);
+  topic *t = find_topic(name);
+  if (t != NULL && t->ring_n > 0) {
+    got = malloc(t->ring_n * sizeof *got);
+    if (got != NULL) {
+      long long from = after + 1 > ring_oldest(t) ? after + 1 : ring_oldest(t);
+      for (long long id = from; id < t->next_id; id++)
+        got[n++] = msg_ref(ring_at(t, id));
+    }
+  }
+  pthread_mutex_unlock(&H.mu);
+  lua_createtable(L, (int)n, 0);
+  for (unsigned i = 0; i < n; i++) {
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, got[i]->id);
+    lua_setfield(L, -2, "id");
+    lua_pushlstring(L, got[i]->data, got[i]->len);
+    lua_setfield(L, -2, "data");
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  for (unsigned i = 0; i < n; i++)
+    hx_msg_unref(got[i]);
+  free(got);
+  return 1;
+}
+
+static int l_last_id(lua_State *L) {
+  const char *name = check_topic(L, 1);
+  pthread_mutex_lock(&H.mu);
+  topic *t = find_topic(name);
+  long long id = t != NULL && t->ring_cap > 0 ? t->next_id - 1 : 0;
+  pthread_mutex_unlock(&H.mu);
+  lua_pushinteger(L, id);
+  return 1;
+}
+
+static int l_topics(lua_State *L) {
+  size_t plen = 0;
+  const char *prefix = luaL_optlstring(L, 1, "", &plen);
+  char names[64][HX_TOPIC_MAX];
+  int n = 0;
+  pthread_mutex_lock(&H.mu);
+  for (topic *t = H.topics; t != NULL && n < 64; t = t->next)
+    if (t->nsubs > 0 && strncmp(t->name, prefix, plen) == 0)
+      memcpy(names[n++], t->name, strlen(t->name) + 1);
+  pthread_mutex_unlock(&H.mu);
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lua_pushstring(L, names[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
+}
+
+static int l_subscribers(lua_State *L) {
+  const char *name = luaL_optstring(L, 1, NULL);
+  lua_Integer n = 0;
+  pthread_mutex_lock(&H.mu);
+  for (topic *t = H.topics; t != NULL; t = t->next)
+    if (name == NULL || strcmp(name, t->name) == 0)
+      n += t->nsubs;
+  pthread_mutex_unlock(&H.mu);
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+static int l_keepalive(lua_State *L) {
+  lua_Number secs = luaL_optnumber(L, 1, 15);
+  int64_t idle = (int64_t)(secs * 1e9), now = hx_mono_ns();
+  pthread_mutex_lock(&H.mu);
+  hx_msg *ka = keepalive_msg();
+  for (topic *t = H.topics; t != NULL && ka != NULL; t = t->next)
+    for (hx_sub *s = t->subs; s != NULL; s = s->next)
+      if (!s->ended && s->n == 0 && now - s->touched_ns >= idle) {
+        enqueue(s, ka);
+        wake(s);
+      }
+  pthread_mutex_unlock(&H.mu);
+  return 0;
+}
+
+/* The last id from a number or a string (Last-Event-ID); nil: none. */
+static long long opt_last_id(lua_State *L, int idx) {
+  lua_getfield(L, idx, "last_id");
+  long long id = -1;
+  if (lua_type(L, -1) == LUA_TNUMBER) {
+    lua_Integer v = luaL_checkinteger(L, -1);
+    luaL_argcheck(L, v >= 0, idx, "last_id must be >= 0");
+    id = v;
+  } else if (lua_type(L, -1) == LUA_TSTRING) {
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    if (hx_parse_event_id(s, n, &id) != 0)
+      id = -1; /* a malformed Last-Event-ID: live only, as with none */
+  } else if (!lua_isnil(L, -1)) {
+    luaL_argerror(L, idx, "last_id: a number or a string");
+  }
+  lua_pop(L, 1);
+  return id;
+}
+
+static int l_stream(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  const char *name = hx_opt_string(L, 1, "topic", NULL);
+  luaL_argcheck(L,
+                name != NULL && name[0] != '\0' && strlen(name) < HX_TOPIC_MAX,
+                1, "topic: a name of 1-255 bytes");
+  lua_Number interval = hx_opt_number(L, 1, "interval", 0);
+  luaL_argcheck(L, interval >= 0 && interval <= 86400, 1,
+                "interval: 0..86400 seconds");
+  long long last = opt_last_id(L, 1);
+  hx_stream_spec *sp = lua_newuserdatauv(L, sizeof *sp, 0);
+  memset(sp, 0, sizeof *sp);
+  memcpy(sp->topic, name, strlen(name) + 1);
+  sp->interval_ns = (int64_t)(interval * 1e9);
+  sp->last_id = last;
+  luaL_setmetatable(L, STREAM_MT);
+  return 1;
+}
+
+static int l_stream_tostring(lua_State *L) {
+  const hx_stream_spec *sp = luaL_checkudata(L, 1, STREAM_MT);
+  lua_pushfstring(L, "hub.stream(%s)", sp->topic);
+  return 1;
+}
+
+static int l_stream_index(lua_State *L) {
+  const hx_stream_spec *sp = luaL_checkudata(L, 1, STREAM_MT);
+  const char *k = luaL_checkstring(L, 2);
+  if (strcmp(k, "topic") == 0)
+    lua_pushstring(L, sp->topic);
+  else if (strcmp(k, "interval") == 0)
+    lua_pushnumber(L, (lua_Number)sp->interval_ns / 1e9);
+  else if (strcmp(k, "last_id") == 0 && sp->last_id >= 0)
+    lua_pushinteger(L, sp->last_id);
+  else
+    lua_pushnil(L);
+  return 1;
+}
+
+static int l_is_stream(lua_State *L) {
+  lua_pushboolean(L, hx_stream_test(L, 1) != NULL);
+  return 1;
+}
+
+static int l_sse(lua_State *L) {
+  lua_Integer id = luaL_optinteger(L, 1, 0);
+  const char *event = luaL_optstring(L, 2, NULL);
+  size_t len;
+  const char *data = luaL_checklstring(L, 3, &len);
+  luaL_Buffer b;
+  size_t need = hx_sse_frame(NULL, 0, id, event, data, len);
+  char *p = luaL_buffinitsize(L, &b, need);
+  hx_sse_frame(p, need, id, event, data, len);
+  luaL_pushresultsize(&b, need);
+  return 1;
+}
+
+static const luaL_Reg funcs[] = {{"publish", l_publish},
+                                 {"ring", l_ring},
+                                 {"recent", l_recent},
+                                 {"last_id", l_last_id},
+                                 {"topics", l_topics},
+                                 {"subscribers", l_subscribers},
+                                 {"keepalive", l_keepalive},
+                                 {"stream", l_stream},
+                                 {"is_stream", l_is_stream},
+                                 {"sse", l_sse},
+                                 {NULL, NULL}};
+
+HX_EXPORT int luaopen_horcrux_hub(lua_State *L) {
+  if (luaL_newmetatable(L, STREAM_MT)) {
+    lua_pushcfunction(L, l_stream_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, l_stream_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "horcrux.hub.stream");
+    lua_setfield(L, -2, "__name");
+  }
+  lua_pop(L, 1);
+  luaL_newlib(L, funcs);
+  return 1;
+}

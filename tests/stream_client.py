@@ -1,0 +1,131 @@
+#!/usr/bin/python3
+"""Stream clients for tests/streams_spec.lua and scripts/bench streams.
+
+  stream_client.py sse URL SECONDS [HEADER: VALUE]...
+      an SSE client (http.client): one JSON line per message on stdout,
+      {"t": arrival (unix s), "event", "id", "data"}; stops after SECONDS or
+      when the server ends the stream ({"end": true} last).
+  stream_client.py ws URL SECONDS
+      a WebSocket client (python3-websocket): {"t", "op", "data"} per frame.
+  stream_client.py slow URL SECONDS
+      connects with a 4 KiB receive buffer, reads nothing for SECONDS, then
+      reads to the end and prints the last 600 bytes (JSON: {"tail", "eof"}).
+"""
+import http.client
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+
+
+def out(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def sse_read(resp):
+    msg = {}
+    while True:
+        line = resp.readline()
+        if not line:
+            out({"end": True})
+            return
+        line = line.decode().rstrip("\r\n")
+        if line == "":
+            if "data" in msg:
+                msg["t"] = time.time()
+                out(msg)
+            msg = {}
+        elif not line.startswith(":"):
+            k, _, v = line.partition(":")
+            v = v[1:] if v.startswith(" ") else v
+            if k == "data" and "data" in msg:
+                msg["data"] += "\n" + v
+            else:
+                msg[k] = v
+
+
+def sse(url, seconds, headers):
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=seconds + 5)
+    conn.request("GET", u.path + ("?" + u.query if u.query else ""),
+                 headers=headers)
+    resp = conn.getresponse()
+    out({"status": resp.status,
+         "content_type": resp.getheader("Content-Type")})
+    if resp.status != 200:
+        out({"body": resp.read().decode(errors="replace")[:500], "end": True})
+        return
+    # a blocking reader in a thread: a timeout inside http.client's chunked
+    # reader would lose bytes
+    t = threading.Thread(target=sse_read, args=(resp,), daemon=True)
+    t.start()
+    t.join(seconds)
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def ws(url, seconds):
+    import websocket  # python3-websocket
+    c = websocket.create_connection(url, timeout=seconds + 5)
+    out({"status": 101})
+    end = time.time() + seconds
+    c.settimeout(0.2)
+    while time.time() < end:
+        try:
+            op, data = c.recv_data(control_frame=True)
+        except websocket.WebSocketTimeoutException:
+            continue
+        except websocket.WebSocketConnectionClosedException:
+            out({"end": True})
+            return
+        out({"t": time.time(), "op": op,
+             "data": data.decode(errors="replace")})
+        if op == 8:
+            out({"end": True})
+            return
+    c.close()
+
+
+def slow(url, seconds):
+    u = urllib.parse.urlsplit(url)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((u.hostname, u.port))
+    s.sendall(("GET %s HTTP/1.1\r\nHost: %s:%d\r\n\r\n"
+               % (u.path, u.hostname, u.port)).encode())
+    time.sleep(seconds)
+    s.settimeout(5)
+    buf = b""
+    eof = False
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                eof = True
+                break
+            buf = (buf + d)[-4096:]
+    except (socket.timeout, TimeoutError):
+        pass
+    out({"tail": buf[-600:].decode(errors="replace"), "eof": eof})
+
+
+def main():
+    mode, url, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    if mode == "sse":
+        headers = {}
+        for h in sys.argv[4:]:
+            k, _, v = h.partition(":")
+            headers[k.strip()] = v.strip()
+        sse(url, seconds, headers)
+    elif mode == "ws":
+        ws(url, seconds)
+    else:
+        slow(url, seconds)
+
+
+if __name__ == "__main__":
+    main()

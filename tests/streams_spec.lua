@@ -1,0 +1,315 @@
+-- Streams (issue 10): /api/stats/stream, /api/containers/:id/stats/stream,
+-- /api/events, /api/events/stream over SSE (curl and a Python client) and
+-- WebSocket (python3-websocket), against the real engine.
+local http = require "http"
+local support = require "support"
+local json = require "horcrux.json"
+local proc = require "horcrux.proc"
+local clock = require "horcrux.clock"
+local hub = require "horcrux.hub"
+
+local PY = "/usr/bin/python3"
+local CLIENT = "tests/stream_client.py"
+
+-- A client in the background: its JSON lines go to a file.
+local function client(mode, url, seconds, headers)
+  local path = os.tmpname()
+  local argv = { PY, CLIENT, mode, url, tostring(seconds) }
+  for _, h in ipairs(headers or {}) do
+    argv[#argv + 1] = h
+  end
+  local p = assert(proc.spawn(argv, { stdout = path, stderr = path }))
+  return { proc = p, path = path }
+end
+
+-- Its messages so far (waits for it to end when wait is set).
+local function lines(c, wait)
+  if wait then
+    c.proc:wait(30)
+  end
+  local out = {}
+  for line in http.read_file(c.path):gmatch("[^\n]+") do
+    local ok, v = pcall(json.decode, line)
+    out[#out + 1] = ok and v or { raw = line }
+  end
+  return out
+end
+
+local function until_true(seconds, f)
+  local deadline = clock.mono_ns() + seconds * 1e9
+  repeat
+    local v = f()
+    if v then
+      return v
+    end
+    clock.sleep(0.02)
+  until clock.mono_ns() > deadline
+  return nil
+end
+
+local function messages(list, event)
+  local out = {}
+  for _, m in ipairs(list) do
+    if m.data and (event == nil or m.event == event) then
+      out[#out + 1] = m
+    end
+  end
+  return out
+end
+
+describe("hub (the module alone)", function()
+  it("frames SSE once: id, event, one data line per line", function()
+    assert.are.equal("id: 7\nevent: stats\ndata: [1]\n\n",
+      hub.sse(7, "stats", "[1]"))
+    assert.are.equal("data: a\ndata: b\ndata: c\n\n", hub.sse(0, nil, "a\nb\r\nc"))
+  end)
+
+  it("gives ring ids one by one and reads them back after an id", function()
+    hub.ring("spec-ring", 3)
+    for i = 1, 5 do
+      assert.are.equal(i, hub.publish("spec-ring", ('{"n":%d}'):format(i)))
+    end
+    local r = hub.recent("spec-ring", 0)
+    assert.are.equal(3, #r)
+    assert.are.same({ 3, 4, 5 }, { r[1].id, r[2].id, r[3].id })
+    assert.are.same({ event_id = 4, n = 4 }, json.decode(r[2].data))
+    assert.are.equal(1, #hub.recent("spec-ring", 4))
+    assert.are.equal(0, hub.publish("nobody-listens", "{}"))
+  end)
+end)
+
+describe("streams", function()
+  local srv, ids
+
+  setup(function()
+    support.docker()
+    srv = http.start({ args = { "--interval", "0.5" } })
+    ids = {}
+  end)
+
+  teardown(function()
+    for _, id in ipairs(ids) do
+      pcall(support.remove, id)
+    end
+    if srv then
+      srv:stop()
+    end
+  end)
+
+  it("shows a docker run on /api/events/stream within 1 s", function()
+    local c = client("sse", srv.url .. "/api/events/stream", 6)
+    assert.truthy(until_true(3, function()
+      return lines(c)[1]
+    end))
+    local id = support.run_container({ name = "ev" })
+    ids[#ids + 1] = id
+    local t_run = clock.now_ns() / 1e9
+    local seen = until_true(3, function()
+      for _, m in ipairs(messages(lines(c), "event")) do
+        local ev = json.decode(m.data)
+        if ev.id == id and ev.action == "start" then
+          return m
+        end
+      end
+    end)
+    assert.truthy(seen, "no start event on the stream")
+    local ev = json.decode(seen.data)
+    assert.are.equal(tonumber(seen.id), ev.event_id)
+    assert.are.equal("container", ev.type)
+    print(("  start event %.3f s after docker run returned"):format(
+      seen.t - t_run))
+    assert.is_true(seen.t - t_run < 1.0, "took " .. (seen.t - t_run) .. " s")
+    c.proc:kill("TERM")
+  end)
+
+  it("sends a busy container's stats at the collector's rate, over SSE and WebSocket", function()
+    local id = support.run_container({ name = "busy",
+      cmd = { "sh", "-c", "while :; do :; done" } })
+    ids[#ids + 1] = id
+    local ws_url = srv.url:gsub("^http", "ws")
+    local s = client("sse", srv.url .. "/api/stats/stream", 3.2)
+    local one = client("sse", srv.url .. "/api/containers/" .. id ..
+      "/stats/stream", 3.2)
+    local w = client("ws", ws_url .. "/api/stats/stream", 3.2)
+    local got_s, got_w = messages(lines(s, true), "stats"), {}
+    for _, m in ipairs(lines(w, true)) do
+      if m.op == 1 then
+        got_w[#got_w + 1] = m
+      end
+    end
+    local got_one = messages(lines(one, true), "stats")
+    -- 3.2 s at 0.5 s a round: 6 messages, give or take one
+    for what, got in pairs({ sse = got_s, ws = got_w, one = got_one }) do
+      assert.is_true(#got >= 5 and #got <= 8, what .. ": " .. #got)
+    end
+    local busy
+    for _, rec in ipairs(json.decode(got_s[#got_s].data)) do
+      if rec.id == id then
+        busy = rec
+      end
+    end
+    assert.truthy(busy, "the busy container is in the stats array")
+    assert.is_true(busy.cpu_usage_percent > 10)
+    local rec = json.decode(got_one[#got_one].data)
+    assert.are.equal(id, rec.id)
+    assert.are.equal("[", got_w[#got_w].data:sub(1, 1))
+    -- ?interval=1: half as many
+    local slow = client("sse", srv.url .. "/api/stats/stream?interval=1", 3.2)
+    local n = #messages(lines(slow, true), "stats")
+    assert.is_true(n >= 3 and n <= 4, "interval=1: " .. n)
+  end)
+
+  it("resumes from Last-Event-ID without a gap, and /api/events reads the ring", function()
+    local id = support.run_container({ name = "resume", labels = {
+      ["hx.stream"] = "yes" } })
+    ids[#ids + 1] = id
+    support.remove(id)
+    local mine = until_true(3, function()
+      local r = http.get(srv.url .. "/api/events?label=hx.stream=yes&container="
+        .. id:sub(1, 12))
+      local acts = {}
+      for _, ev in ipairs(r.json or {}) do
+        acts[#acts + 1] = ev.action
+      end
+      return acts[#acts] == "destroy" and r.json
+    end)
+    assert.truthy(mine, "the container's events in /api/events")
+    assert.are.equal("create", mine[1].action)
+    local all = http.get(srv.url .. "/api/events").json
+    local last = all[#all].event_id
+    local from = mine[1].event_id - 1
+    local c = client("sse", srv.url .. "/api/events/stream", 1.5,
+      { "Last-Event-ID: " .. from })
+    local got = messages(lines(c, true), "event")
+    assert.is_true(#got >= last - from)
+    for i, m in ipairs(got) do
+      assert.are.equal(from + i, tonumber(m.id))
+    end
+    -- an id the ring never held: a gap message first
+    c = client("sse", srv.url .. "/api/events/stream", 0.8,
+      { "Last-Event-ID: 999999999" })
+    local first = messages(lines(c, true))[1]
+    assert.are.equal("gap", first.event)
+  end)
+
+  it("answers NDJSON for Accept: application/x-ndjson", function()
+    local r = http.get(srv.url .. "/api/stats/stream", { timeout = 1.5,
+      headers = { Accept = "application/x-ndjson" } })
+    -- curl's --max-time ends it: the status line came
+    assert.is_nil(r)
+    local c = client("sse", srv.url .. "/api/stats/stream", 1.2,
+      { "Accept: application/x-ndjson" })
+    assert.are.equal("application/x-ndjson", lines(c, true)[1].content_type)
+  end)
+end)
+
+describe("a slow subscriber", function()
+  local srv, ids = nil, {}
+
+  setup(function()
+    support.docker()
+    srv = http.start({ args = { "--interval", "0.5", "--events-ring", "16" } })
+  end)
+
+  teardown(function()
+    for _, id in ipairs(ids) do
+      pcall(support.remove, id)
+    end
+    if srv then
+      srv:stop()
+    end
+  end)
+
+  -- A subscriber of `events` reads the shared ring: it is dropped once the
+  -- ring (16 events here) overwrote what it had not read.
+  it("is dropped with overflow and does not delay the others", function()
+    local url = srv.url .. "/api/events/stream"
+    local slow = client("slow", url, 6)
+    local fast = client("sse", url, 7)
+    clock.sleep(0.5)
+    -- events of 60 KiB each (labels travel in their attributes)
+    local labels = {}
+    for i = 1, 60 do
+      labels["hx.big" .. i] = string.rep("x", 1000)
+    end
+    for i = 1, 12 do
+      local id = support.run_container({ name = "big" .. i, labels = labels,
+        start = false })
+      ids[#ids + 1] = id
+      support.remove(id)
+    end
+    local tail = lines(slow, true)[1]
+    assert.truthy(tail.tail:find("event: overflow", 1, true), tail.tail)
+    -- the stream ended: the last chunk of the response came
+    assert.truthy(tail.eof or tail.tail:find("\r\n0\r\n\r\n$"), tail.tail)
+    local lag = 0
+    local got = messages(lines(fast, true), "event")
+    assert.is_true(#got >= 24, "the fast one got every event: " .. #got)
+    for _, m in ipairs(got) do
+      local ev = json.decode(m.data)
+      lag = math.max(lag, m.t - ev.time_ns / 1e9)
+    end
+    print(("  fast subscriber's worst lag behind the daemon: %.3f s"):format(lag))
+    assert.is_true(lag < 0.5 + 1.0, "lag " .. lag)
+  end)
+end)
+
+describe("streams and the guard, SIGHUP and SIGTERM", function()
+  it("applies the token and Host rules to streams", function()
+    local tok = os.tmpname()
+    local f = assert(io.open(tok, "w"))
+    f:write("streams-spec-token-0123456789abcdef\n")
+    f:close()
+    local srv = http.start({ args = { "--token-file", tok, "--require-token" } })
+    local ok, err = pcall(function()
+      local c = client("sse", srv.url .. "/api/events/stream", 1)
+      local l = lines(c, true)
+      assert.are.equal(401, l[1].status)
+      c = client("sse", srv.url .. "/api/events/stream", 1, {
+        "Authorization: Bearer streams-spec-token-0123456789abcdef",
+        "Host: evil.example" })
+      assert.are.equal(403, lines(c, true)[1].status)
+      c = client("sse", srv.url .. "/api/events/stream", 1, {
+        "Authorization: Bearer streams-spec-token-0123456789abcdef" })
+      assert.are.equal(200, lines(c, true)[1].status)
+      local r = proc.run({ PY, "-c", ([[
+import websocket
+try:
+    websocket.create_connection("%s/api/events/stream", timeout=3)
+    print("open")
+except websocket.WebSocketBadStatusException as e:
+    print(e.status_code)
+]]):format(srv.url:gsub("^http", "ws")) })
+      assert.are.equal("401", r.stdout:match("%S+"))
+    end)
+    srv:stop()
+    os.remove(tok)
+    assert(ok, err)
+  end)
+
+  it("keeps streams open across a reload and closes them on SIGTERM", function()
+    local srv = http.start({ args = { "--interval", "0.3" } })
+    local s = client("sse", srv.url .. "/api/stats/stream", 8)
+    local w = client("ws", srv.url:gsub("^http", "ws") .. "/api/events/stream", 8)
+    clock.sleep(0.8)
+    srv:signal("HUP")
+    assert.truthy(until_true(3, function()
+      return srv:logtext():find("reloaded the scripts", 1, true)
+    end))
+    local before = #messages(lines(s), "stats")
+    clock.sleep(1)
+    assert.is_true(#messages(lines(s), "stats") > before,
+      "stats keep coming after the reload")
+    local t0 = clock.mono_ns()
+    srv:stop()
+    local stop_s = (clock.mono_ns() - t0) / 1e9
+    local got = lines(s, true)
+    assert.are.equal("close", got[#got - 1].event)
+    assert.is_true(got[#got]["end"])
+    local wl = lines(w, true)
+    assert.are.equal('{"event":"close","reason":"shutdown"}', wl[#wl - 2].data)
+    assert.are.equal(8, wl[#wl - 1].op)
+    print(("  SIGTERM to exit with two streams open: %.2f s"):format(stop_s))
+    assert.is_true(stop_s < 3)
+  end)
+end)
