@@ -47,7 +47,7 @@ static const char usage[] =
     "[--max-inflight N]\n"
     "                     [--body-max BYTES] [--grace S] [--interval S]\n"
     "                     [--deadline S] [--events-ring N] [--stream-queue N]\n"
-    "                     [--stream-bytes BYTES]\n"
+    "                     [--stream-bytes BYTES] [--state-dir DIR]\n"
     "                     [--token-file PATH] [--require-token]\n"
     "                     [--allow-host NAME]... [--read-only] "
     "[--no-access-log]\n"
@@ -362,6 +362,8 @@ static int serve_options(int argc, char **argv, hx_server_config *cfg,
       cfg->listen = v, i++;
     } else if (strcmp(a, "--scripts") == 0 && v != NULL) {
       cfg->lua.scripts_dir = v, i++;
+    } else if (strcmp(a, "--state-dir") == 0 && v != NULL && *v != '\0') {
+      cfg->state_dir = v, i++;
     } else if (strcmp(a, "--web") == 0 && v != NULL) {
       cfg->web_dir = v, i++;
     } else if (strcmp(a, "--no-access-log") == 0) {
@@ -435,6 +437,7 @@ static int serve(int argc, char **argv, const char *lib) {
       .deadline = 10,
       .access_log = 1,
       .interval = 1.0,
+      .state_dir = "/var/lib/horcrux",
       .stream_queue = 64,
       .stream_bytes = (size_t)4 << 20,
       .events_ring = 10000,

@@ -28,6 +28,7 @@
 #include "deadline.h"
 #include "executor.h"
 #include "guard.h"
+#include "hooks.h"
 #include "kinds.h"
 #include "logline.h"
 #include "request.h"
@@ -54,6 +55,18 @@
 #include <time.h>
 #include <unistd.h>
 
+/* A thread of the server running a Lua module's run{} (bg_main). */
+typedef struct bg_thread {
+  server *srv;
+  const char *name;   /* for the log */
+  const char *loader; /* horcrux.app's function that loads its script */
+  const char *module; /* whose run{} it runs */
+  const char *field;  /* run{}'s field for what the loader returned */
+  pthread_t thread;
+  int started;
+  atomic_int stop;
+} bg_thread;
+
 struct server {
   struct MHD_Daemon *mhd;
   hx_executor *ex;
@@ -69,9 +82,8 @@ struct server {
   int token_everywhere;    /* beyond loopback, or --require-token */
   hx_hosts *hosts;         /* the Host allow-list */
   hx_conns *conns;         /* connections per client address */
-  pthread_t collector;
-  int collector_started;
-  atomic_int collector_stop;
+  bg_thread collector;     /* horcrux.collector: keeps the live view */
+  bg_thread hooks;         /* horcrux.hooks_run: webhooks and alerts */
 };
 
 /* Each MHD pool thread's own Lua state. Thread-local rather than global:
@@ -778,47 +790,51 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   atomic_fetch_sub(&srv->active, 1);
 }
 
-/* ---- the collector ---------------------------------------------------- */
+/* ---- the collector and the hooks thread -------------------------------- */
 
-/* stopping() for collector.run: true at shutdown, and after a reload so the
- * collector starts again on the new scripts. Upvalues: server, generation. */
+/* stopping() for the thread's run{}: true at shutdown, and after a reload
+ * so the thread starts again on the new scripts. Upvalues: the thread,
+ * generation. */
 static int l_stopping(lua_State *L) {
-  server *srv = lua_touserdata(L, lua_upvalueindex(1));
+  bg_thread *t = lua_touserdata(L, lua_upvalueindex(1));
   lua_Integer gen = lua_tointeger(L, lua_upvalueindex(2));
-  lua_pushboolean(L, atomic_load(&srv->collector_stop) ||
-                         (lua_Integer)atomic_load(&srv->generation) != gen);
+  lua_pushboolean(L, atomic_load(&t->stop) ||
+                         (lua_Integer)atomic_load(&t->srv->generation) != gen);
   return 1;
 }
 
-/* Protected: pushes require("horcrux.app").load_sources(opts) (fallback.lua
- * of the current snapshot, handed to the library) and the generation it
- * belongs to. Called with snap_mu held. */
-static int collector_sources(lua_State *L) {
-  server *srv = lua_touserdata(L, 1);
+/* Protected: pushes require("horcrux.app")[t->loader](opts) (for the
+ * collector fallback.lua, for the hooks thread hooks.lua, of the current
+ * snapshot) and the generation it belongs to. Called with snap_mu held. */
+static int bg_load(lua_State *L) {
+  bg_thread *t = lua_touserdata(L, 1);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "horcrux.app");
   lua_call(L, 1, 1);
-  lua_getfield(L, -1, "load_sources");
-  hx_push_app_opts(L, &srv->cfg.lua, &srv->snap);
+  lua_getfield(L, -1, t->loader);
+  hx_push_app_opts(L, &t->srv->cfg.lua, &t->srv->snap);
   lua_call(L, 1, 1);
-  lua_pushinteger(L, (lua_Integer)atomic_load(&srv->generation));
+  lua_pushinteger(L, (lua_Integer)atomic_load(&t->srv->generation));
   return 2;
 }
 
-/* Protected: require("horcrux.collector").run{interval, sources, stopping}
- * with the sources and generation that collector_sources pushed. */
-static int collector_run(lua_State *L) {
-  server *srv = lua_touserdata(L, 1);
+/* Protected: require(t->module).run{interval, [t->field] = what bg_load
+ * pushed, stopping, state_dir}. */
+static int bg_run(lua_State *L) {
+  bg_thread *t = lua_touserdata(L, 1);
+  server *srv = t->srv;
   lua_getglobal(L, "require");
-  lua_pushliteral(L, "horcrux.collector");
+  lua_pushstring(L, t->module);
   lua_call(L, 1, 1);
   lua_getfield(L, -1, "run");
-  lua_createtable(L, 0, 3);
+  lua_createtable(L, 0, 4);
   lua_pushnumber(L, srv->cfg.interval);
   lua_setfield(L, -2, "interval");
   lua_pushvalue(L, 2);
-  lua_setfield(L, -2, "sources");
-  lua_pushlightuserdata(L, srv);
+  lua_setfield(L, -2, t->field);
+  lua_pushstring(L, srv->cfg.state_dir);
+  lua_setfield(L, -2, "state_dir");
+  lua_pushlightuserdata(L, t);
   lua_pushvalue(L, 3);
   lua_pushcclosure(L, l_stopping, 2);
   lua_setfield(L, -2, "stopping");
@@ -826,67 +842,92 @@ static int collector_run(lua_State *L) {
   return 0;
 }
 
-static void nap(server *srv, int ms) {
+static void nap(bg_thread *t, int ms) {
   struct timespec ts = {0, 100 * 1000 * 1000};
-  for (int i = 0; i < ms / 100 && !atomic_load(&srv->collector_stop); i++)
+  for (int i = 0; i < ms / 100 && !atomic_load(&t->stop); i++)
     nanosleep(&ts, NULL);
 }
 
-/* The collector's thread: a Lua state of its own (no instruction budget: it
- * runs for as long as the server), rebuilt after every reload. */
-static void *collector_main(void *arg) {
-  server *srv = arg;
+/* A thread of the server with a Lua state of its own (no instruction
+ * budget: it runs for as long as the server), rebuilt after every
+ * reload. */
+static void *bg_main(void *arg) {
+  bg_thread *t = arg;
+  server *srv = t->srv;
   hx_states_config ec = srv->cfg.lua;
   ec.budget = 0;
-  while (!atomic_load(&srv->collector_stop)) {
+  while (!atomic_load(&t->stop)) {
     char *err = NULL;
     hx_state *st = hx_state_new(&ec, &err);
     if (st == NULL) {
-      hx_log("error", "collector: %s", err);
+      hx_log("error", "%s: %s", t->name, err);
       free(err);
-      nap(srv, 1000);
+      nap(t, 1000);
       continue;
     }
     lua_State *L = st->L;
     lua_pushcfunction(L, hx_traceback);
-    lua_pushcfunction(L, collector_run);
-    lua_pushlightuserdata(L, srv);
+    lua_pushcfunction(L, bg_run);
+    lua_pushlightuserdata(L, t);
     lua_pushcfunction(L, hx_traceback);
-    lua_pushcfunction(L, collector_sources);
-    lua_pushlightuserdata(L, srv);
+    lua_pushcfunction(L, bg_load);
+    lua_pushlightuserdata(L, t);
     pthread_mutex_lock(&srv->snap_mu);
-    int rc = lua_pcall(L, 1, 2, -3); /* -> sources, generation */
+    int rc = lua_pcall(L, 1, 2, -3); /* -> loaded, generation */
     pthread_mutex_unlock(&srv->snap_mu);
     if (rc == LUA_OK) {
       lua_remove(L, -3); /* the second traceback handler */
       rc = lua_pcall(L, 3, 0, 1);
     }
     if (rc != LUA_OK) {
-      hx_log("error", "collector stopped, restarting in 1 s: %s",
+      hx_log("error", "%s stopped, restarting in 1 s: %s", t->name,
              lua_tostring(L, -1));
-      nap(srv, 1000);
+      nap(t, 1000);
     }
     hx_state_close(st);
   }
   return NULL;
 }
 
-static void collector_start(server *srv) {
-  if (srv->cfg.interval <= 0)
-    return;
-  if (pthread_create(&srv->collector, NULL, collector_main, srv) != 0) {
-    hx_log("error", "cannot start the collector thread: %s", strerror(errno));
+static void bg_start(server *srv, bg_thread *t) {
+  t->srv = srv;
+  if (pthread_create(&t->thread, NULL, bg_main, t) != 0) {
+    hx_log("error", "cannot start the %s thread: %s", t->name, strerror(errno));
     return;
   }
-  srv->collector_started = 1;
+  t->started = 1;
 }
 
-static void collector_stop(server *srv) {
-  if (!srv->collector_started)
+static void bg_stop(bg_thread *t) {
+  if (!t->started)
     return;
-  atomic_store(&srv->collector_stop, 1);
-  pthread_join(srv->collector, NULL);
-  srv->collector_started = 0;
+  atomic_store(&t->stop, 1);
+  pthread_join(t->thread, NULL);
+  t->started = 0;
+}
+
+/* The collector (when --interval is not 0) and the hooks thread. */
+static void threads_start(server *srv) {
+  srv->collector = (bg_thread){.name = "collector",
+                               .loader = "load_sources",
+                               .module = "horcrux.collector",
+                               .field = "sources"};
+  srv->hooks = (bg_thread){.name = "hooks",
+                           .loader = "load_hooks",
+                           .module = "horcrux.hooks_run",
+                           .field = "hooks"};
+  if (srv->cfg.interval > 0)
+    bg_start(srv, &srv->collector);
+  bg_start(srv, &srv->hooks);
+}
+
+/* The collector first, so that the hooks thread queues on disk every
+ * event it fed; then the hooks thread, its POSTs cut short (what they
+ * carried stays pending on disk). */
+static void threads_stop(server *srv) {
+  bg_stop(&srv->collector);
+  hx_hooks_interrupt(1);
+  bg_stop(&srv->hooks);
 }
 
 /* ---- start, signals, stop -------------------------------------------- */
@@ -1132,7 +1173,7 @@ int hx_serve(const hx_server_config *cfg) {
   }
   const union MHD_DaemonInfo *di =
       MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_BIND_PORT);
-  collector_start(srv);
+  threads_start(srv);
   hx_log("info", "listening on %.*s:%u with %u workers",
          (int)(strrchr(cfg->listen, ':') - cfg->listen), cfg->listen,
          di != NULL ? di->port : 0, cfg->workers);
@@ -1144,7 +1185,7 @@ int hx_serve(const hx_server_config *cfg) {
   hx_hub_close_all("shutdown");
   hx_ws_stop(3);
   drain(srv);
-  collector_stop(srv);
+  threads_stop(srv);
   MHD_stop_daemon(srv->mhd);
   hx_executor_stop(srv->ex);
   server_free(srv);

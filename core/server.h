@@ -21,6 +21,7 @@ typedef struct hx_server_config {
   const char *const *allow_hosts; /* Host names served beyond the defaults */
   size_t n_allow_hosts;
   int read_only;         /* refuse every mutating request */
+  const char *state_dir; /* the webhooks' queues: DIR/hooks/<name> */
   const char *web_dir;   /* the dashboard's files (static.h), or NULL */
   unsigned stream_queue; /* messages a stream subscriber may have queued */
   size_t stream_bytes;   /* bytes likewise */
