@@ -25,6 +25,7 @@
 
 #include "async.h"
 #include "aux.h"
+#include "cors.h"
 #include "deadline.h"
 #include "executor.h"
 #include "guard.h"
@@ -190,6 +191,7 @@ static enum MHD_Result send_buffer(request *rq, int status, const char *body,
   if (ctype != NULL)
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
   MHD_add_response_header(r, "X-Request-Id", rq->id);
+  hx_cors_headers(r, rq->conn);
   rq->status = status;
   enum MHD_Result ret = MHD_queue_response(rq->conn, status, r);
   MHD_destroy_response(r);
@@ -248,6 +250,7 @@ static enum MHD_Result send_results(request *rq, lua_State *co, int nres) {
     }
   }
   MHD_add_response_header(r, "X-Request-Id", rq->id);
+  hx_cors_headers(r, rq->conn);
   rq->status = (int)status;
   enum MHD_Result ret = MHD_queue_response(rq->conn, (unsigned)status, r);
   MHD_destroy_response(r);
@@ -566,6 +569,19 @@ static int guard(request *rq, const char *version, enum MHD_Result *ret) {
   const char *msg = why;
   const char *refused =
       hx_hosts_check(srv->hosts, rq->conn, version, why, sizeof why);
+  /* A preflight never carries the token; a WebSocket's Origin is checked
+   * as CORS does not (cors.h). */
+  if (refused == NULL && hx_cors_is_preflight(rq->conn, rq->method)) {
+    rq->phase = DONE;
+    if (hx_cors_preflight(rq->conn, rq->id, rq->read_only, ret, &rq->status))
+      return -1;
+    refused = "forbidden";
+    msg = "this origin may not use the API from a browser; start horcrux "
+          "with --cors ORIGIN to allow it";
+  }
+  const char *ws = refused == NULL ? hx_cors_ws_refusal(rq->conn) : NULL;
+  if (ws != NULL)
+    refused = "forbidden", msg = ws;
   /* The dashboard's files need no token (static.h says why). */
   if (refused == NULL && srv->cfg.web_dir != NULL &&
       hx_static_wants(rq->method, rq->path)) {
@@ -667,6 +683,7 @@ static enum MHD_Result send_busy(request *rq) {
   MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
   MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
   MHD_add_response_header(r, "X-Request-Id", rq->id);
+  hx_cors_headers(r, rq->conn);
   rq->status = MHD_HTTP_TOO_MANY_REQUESTS;
   enum MHD_Result ret = MHD_queue_response(rq->conn, rq->status, r);
   MHD_destroy_response(r);
@@ -1068,6 +1085,7 @@ static void wait_signals(server *srv, const sigset_t *set) {
 static int guard_start(server *srv, int open) {
   const hx_server_config *cfg = &srv->cfg;
   srv->token_everywhere = open || cfg->require_token;
+  hx_cors_configure(cfg->cors, cfg->n_cors);
   srv->hosts = hx_hosts_new(cfg->listen, cfg->allow_hosts, cfg->n_allow_hosts);
   if (cfg->max_per_ip > 0)
     srv->conns = hx_conns_new(cfg->max_per_ip);
