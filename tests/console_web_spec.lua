@@ -273,7 +273,7 @@ describe("the dashboard in headless Chromium", function()
         port = port, web = "lua/web" },
       { scenario = "token", url = secure.url, token = token, busy = busy_name,
         idle = idle_name, screenshot = shot },
-    }) }, { timeout = 90 }))
+    }) }, { timeout = shot and 180 or 90 }))
     assert.are.equal(0, r.status, r.stderr)
     local res = assert(json.decode(r.stdout), r.stdout)
     io.stderr:write(("console_web_spec: chromium scenarios %d s; CPU cell changed after "

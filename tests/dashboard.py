@@ -231,14 +231,21 @@ def token_scenario(cdp, a):
     cdp.eval("(%s).querySelector('td.name button').click()"
              % (ROW % json.dumps(a["busy"])))
     cdp.wait("!document.querySelector('#detail').hidden", "the detail view")
-    time.sleep(2.5)  # a few more points for the charts
+    # a few more points for the charts (a minute of them for the README's
+    # screenshot)
+    time.sleep(60 if a.get("screenshot") else 2.5)
     out["history"] = cdp.eval("document.body.dataset.history")
     out["token_in_storage"] = cdp.eval(
         "sessionStorage.getItem('horcrux.token') === %s"
         % json.dumps(a["token"]))
     out["token_in_url"] = any(a["token"] in u for u in cdp.requests)
     if a.get("screenshot"):
-        shot = cdp.call("Page.captureScreenshot", format="png")
+        size = cdp.eval("[document.documentElement.scrollWidth, "
+                        "document.documentElement.scrollHeight]")
+        shot = cdp.call("Page.captureScreenshot", format="png",
+                        captureBeyondViewport=True,
+                        clip={"x": 0, "y": 0, "width": size[0],
+                              "height": size[1], "scale": 1})
         import base64
         with open(a["screenshot"], "wb") as f:
             f.write(base64.b64decode(shot["data"]))
