@@ -2,6 +2,8 @@
  * of WebSocket upgrades (see cors.h). */
 #include "cors.h"
 
+#include "stream.h"
+
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,27 +132,9 @@ int hx_cors_preflight(struct MHD_Connection *conn, const char *request_id,
   return 1;
 }
 
-/* Whether the comma-separated header value v has token t (any case). */
-static int has_token(const char *v, const char *t) {
-  size_t n = strlen(t);
-  while (v != NULL && *v != '\0') {
-    v += strspn(v, " \t,");
-    size_t len = strcspn(v, ",");
-    size_t end = len;
-    while (end > 0 && (v[end - 1] == ' ' || v[end - 1] == '\t'))
-      end--;
-    if (end == n && strncasecmp(v, t, n) == 0)
-      return 1;
-    v += len;
-  }
-  return 0;
-}
-
 const char *hx_cors_ws_refusal(struct MHD_Connection *conn) {
-  const char *up = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                               MHD_HTTP_HEADER_UPGRADE);
   const char *origin = origin_of(conn);
-  if (!has_token(up, "websocket") || origin == NULL || listed(origin))
+  if (origin == NULL || listed(origin) || !hx_stream_wants_websocket(conn))
     return NULL;
   const char *host =
       MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);

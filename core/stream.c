@@ -497,7 +497,7 @@ static int has_token(const char *v, const char *token) {
   return 0;
 }
 
-static int wants_websocket(struct MHD_Connection *conn) {
+int hx_stream_wants_websocket(struct MHD_Connection *conn) {
   const char *up = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                MHD_HTTP_HEADER_UPGRADE);
   const char *co = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
@@ -581,7 +581,7 @@ void hx_ws_stop(unsigned grace) {
 enum MHD_Result hx_stream_respond(struct MHD_Connection *conn, const char *id,
                                   const hx_stream_spec *spec, int head,
                                   int *status) {
-  if (!head && wants_websocket(conn))
+  if (!head && hx_stream_wants_websocket(conn))
     return ws_respond(conn, id, spec, status);
   return sse_respond(conn, id, spec, head, status);
 }
