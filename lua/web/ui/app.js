@@ -443,12 +443,12 @@
     }
   }
 
-  // The last hour's events from the ring (the last EVENTS_MAX kept), then
+  // The last 15 minutes' events from the ring (the last EVENTS_MAX kept), then
   // the stream from the last of them on: EventSource (which resumes by
   // Last-Event-ID itself) while no token is needed, else fetch() sending
   // Last-Event-ID at each reconnection.
   async function startEvents() {
-    const since = Math.floor(Date.now() / 1000) - 3600;
+    const since = Math.floor(Date.now() / 1000) - 900;
     const r = await api("GET", "/api/events?since=" + since);
     if (r.status === 404) {
       $("#events").hidden = true; // a server without events
