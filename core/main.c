@@ -5,6 +5,7 @@
  *   horcrux run FILE.lua [ARGS]    a script with the modules loaded
  *   horcrux NAME [ARGS]            lua/commands/NAME.lua (ps, stats, ...)
  */
+#include "cors.h"
 #include "guard.h"
 #include "server.h"
 #include "states.h"
@@ -51,7 +52,7 @@ static const char usage[] =
     "                     [--token-file PATH] [--require-token]\n"
     "                     [--allow-host NAME]... [--read-only] "
     "[--no-access-log]\n"
-    "                     [--web DIR|none]\n"
+    "                     [--web DIR|none] [--cors ORIGIN]...\n"
     "       horcrux run FILE.lua [ARGS...]\n"
     "       horcrux ps [--all]\n"
     "       horcrux stats [-a] [--no-stream] [--interval S] [CONTAINER...]\n"
@@ -337,6 +338,18 @@ static int allow_host(const char *v, hx_server_config *cfg) {
   return 0;
 }
 
+/* --cors ORIGIN: added to cfg->cors (room for one per argument was made
+ * by serve()) when it is an origin as a browser sends it. */
+static int cors_origin(const char *v, hx_server_config *cfg) {
+  const char *why = hx_cors_invalid(v);
+  if (why != NULL) {
+    fprintf(stderr, "horcrux: --cors %s: %s\n", v, why);
+    return -1;
+  }
+  ((const char **)cfg->cors)[cfg->n_cors++] = v;
+  return 0;
+}
+
 /* --max-inflight when not given: 64 requests per worker, but no more
  * than one per MB of --memory (at least 4), since the requests a worker
  * runs at once share its state's memory. */
@@ -374,6 +387,10 @@ static int serve_options(int argc, char **argv, hx_server_config *cfg,
       cfg->require_token = 1;
     } else if (strcmp(a, "--allow-host") == 0 && v != NULL) {
       if (allow_host(v, cfg) != 0)
+        return -1;
+      i++;
+    } else if (strcmp(a, "--cors") == 0 && v != NULL) {
+      if (cors_origin(v, cfg) != 0)
         return -1;
       i++;
     } else if (strcmp(a, "--token-file") == 0 && v != NULL) {
@@ -455,9 +472,11 @@ static int serve(int argc, char **argv, const char *lib) {
   char *token_file = NULL;
   const char **hosts = calloc((size_t)argc + 1, sizeof *hosts);
   cfg.allow_hosts = hosts;
+  const char **cors = calloc((size_t)argc + 1, sizeof *cors);
+  cfg.cors = cors;
   cfg.token = env_token;
   int rc = 0;
-  if (hosts == NULL || (env_set && env_token == NULL)) {
+  if (hosts == NULL || cors == NULL || (env_set && env_token == NULL)) {
     fprintf(stderr, "horcrux: out of memory\n");
     rc = -1;
   }
@@ -488,6 +507,7 @@ static int serve(int argc, char **argv, const char *lib) {
   free(token_file);
   free(env_token);
   free(hosts);
+  free(cors);
   return rc;
 }
 

@@ -25,6 +25,8 @@
 
 #include "async.h"
 #include "aux.h"
+#include "background.h"
+#include "cors.h"
 #include "deadline.h"
 #include "executor.h"
 #include "guard.h"
@@ -55,18 +57,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* A thread of the server running a Lua module's run{} (bg_main). */
-typedef struct bg_thread {
-  server *srv;
-  const char *name;   /* for the log */
-  const char *loader; /* horcrux.app's function that loads its script */
-  const char *module; /* whose run{} it runs */
-  const char *field;  /* run{}'s field for what the loader returned */
-  pthread_t thread;
-  int started;
-  atomic_int stop;
-} bg_thread;
-
 struct server {
   struct MHD_Daemon *mhd;
   hx_executor *ex;
@@ -82,8 +72,8 @@ struct server {
   int token_everywhere;    /* beyond loopback, or --require-token */
   hx_hosts *hosts;         /* the Host allow-list */
   hx_conns *conns;         /* connections per client address */
-  bg_thread collector;     /* horcrux.collector: keeps the live view */
-  bg_thread hooks;         /* horcrux.hooks_run: webhooks and alerts */
+  hx_bg collector;         /* horcrux.collector: keeps the live view */
+  hx_bg hooks;             /* horcrux.hooks_run: webhooks and alerts */
 };
 
 /* Each MHD pool thread's own Lua state. Thread-local rather than global:
@@ -202,6 +192,7 @@ static enum MHD_Result send_buffer(request *rq, int status, const char *body,
   if (ctype != NULL)
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
   MHD_add_response_header(r, "X-Request-Id", rq->id);
+  hx_cors_headers(r, rq->conn);
   rq->status = status;
   enum MHD_Result ret = MHD_queue_response(rq->conn, status, r);
   MHD_destroy_response(r);
@@ -260,6 +251,7 @@ static enum MHD_Result send_results(request *rq, lua_State *co, int nres) {
     }
   }
   MHD_add_response_header(r, "X-Request-Id", rq->id);
+  hx_cors_headers(r, rq->conn);
   rq->status = (int)status;
   enum MHD_Result ret = MHD_queue_response(rq->conn, (unsigned)status, r);
   MHD_destroy_response(r);
@@ -578,6 +570,19 @@ static int guard(request *rq, const char *version, enum MHD_Result *ret) {
   const char *msg = why;
   const char *refused =
       hx_hosts_check(srv->hosts, rq->conn, version, why, sizeof why);
+  /* A preflight never carries the token; a WebSocket's Origin is checked
+   * as CORS does not (cors.h). */
+  if (refused == NULL && hx_cors_is_preflight(rq->conn, rq->method)) {
+    rq->phase = DONE;
+    if (hx_cors_preflight(rq->conn, rq->id, rq->read_only, ret, &rq->status))
+      return -1;
+    refused = "forbidden";
+    msg = "this origin may not use the API from a browser; start horcrux "
+          "with --cors ORIGIN to allow it";
+  }
+  const char *ws = refused == NULL ? hx_cors_ws_refusal(rq->conn) : NULL;
+  if (ws != NULL)
+    refused = "forbidden", msg = ws;
   /* The dashboard's files need no token (static.h says why). */
   if (refused == NULL && srv->cfg.web_dir != NULL &&
       hx_static_wants(rq->method, rq->path)) {
@@ -679,6 +684,7 @@ static enum MHD_Result send_busy(request *rq) {
   MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
   MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
   MHD_add_response_header(r, "X-Request-Id", rq->id);
+  hx_cors_headers(r, rq->conn);
   rq->status = MHD_HTTP_TOO_MANY_REQUESTS;
   enum MHD_Result ret = MHD_queue_response(rq->conn, rq->status, r);
   MHD_destroy_response(r);
@@ -790,144 +796,31 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   atomic_fetch_sub(&srv->active, 1);
 }
 
-/* ---- the collector and the hooks thread -------------------------------- */
-
-/* stopping() for the thread's run{}: true at shutdown, and after a reload
- * so the thread starts again on the new scripts. Upvalues: the thread,
- * generation. */
-static int l_stopping(lua_State *L) {
-  bg_thread *t = lua_touserdata(L, lua_upvalueindex(1));
-  lua_Integer gen = lua_tointeger(L, lua_upvalueindex(2));
-  lua_pushboolean(L, atomic_load(&t->stop) ||
-                         (lua_Integer)atomic_load(&t->srv->generation) != gen);
-  return 1;
-}
-
-/* Protected: pushes require("horcrux.app")[t->loader](opts) (for the
- * collector fallback.lua, for the hooks thread hooks.lua, of the current
- * snapshot) and the generation it belongs to. Called with snap_mu held. */
-static int bg_load(lua_State *L) {
-  bg_thread *t = lua_touserdata(L, 1);
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "horcrux.app");
-  lua_call(L, 1, 1);
-  lua_getfield(L, -1, t->loader);
-  hx_push_app_opts(L, &t->srv->cfg.lua, &t->srv->snap);
-  lua_call(L, 1, 1);
-  lua_pushinteger(L, (lua_Integer)atomic_load(&t->srv->generation));
-  return 2;
-}
-
-/* Protected: require(t->module).run{interval, [t->field] = what bg_load
- * pushed, stopping, state_dir}. */
-static int bg_run(lua_State *L) {
-  bg_thread *t = lua_touserdata(L, 1);
-  server *srv = t->srv;
-  lua_getglobal(L, "require");
-  lua_pushstring(L, t->module);
-  lua_call(L, 1, 1);
-  lua_getfield(L, -1, "run");
-  lua_createtable(L, 0, 4);
-  lua_pushnumber(L, srv->cfg.interval);
-  lua_setfield(L, -2, "interval");
-  lua_pushvalue(L, 2);
-  lua_setfield(L, -2, t->field);
-  lua_pushstring(L, srv->cfg.state_dir);
-  lua_setfield(L, -2, "state_dir");
-  lua_pushlightuserdata(L, t);
-  lua_pushvalue(L, 3);
-  lua_pushcclosure(L, l_stopping, 2);
-  lua_setfield(L, -2, "stopping");
-  lua_call(L, 1, 0);
-  return 0;
-}
-
-static void nap(bg_thread *t, int ms) {
-  struct timespec ts = {0, 100 * 1000 * 1000};
-  for (int i = 0; i < ms / 100 && !atomic_load(&t->stop); i++)
-    nanosleep(&ts, NULL);
-}
-
-/* A thread of the server with a Lua state of its own (no instruction
- * budget: it runs for as long as the server), rebuilt after every
- * reload. */
-static void *bg_main(void *arg) {
-  bg_thread *t = arg;
-  server *srv = t->srv;
-  hx_states_config ec = srv->cfg.lua;
-  ec.budget = 0;
-  while (!atomic_load(&t->stop)) {
-    char *err = NULL;
-    hx_state *st = hx_state_new(&ec, &err);
-    if (st == NULL) {
-      hx_log("error", "%s: %s", t->name, err);
-      free(err);
-      nap(t, 1000);
-      continue;
-    }
-    lua_State *L = st->L;
-    lua_pushcfunction(L, hx_traceback);
-    lua_pushcfunction(L, bg_run);
-    lua_pushlightuserdata(L, t);
-    lua_pushcfunction(L, hx_traceback);
-    lua_pushcfunction(L, bg_load);
-    lua_pushlightuserdata(L, t);
-    pthread_mutex_lock(&srv->snap_mu);
-    int rc = lua_pcall(L, 1, 2, -3); /* -> loaded, generation */
-    pthread_mutex_unlock(&srv->snap_mu);
-    if (rc == LUA_OK) {
-      lua_remove(L, -3); /* the second traceback handler */
-      rc = lua_pcall(L, 3, 0, 1);
-    }
-    if (rc != LUA_OK) {
-      hx_log("error", "%s stopped, restarting in 1 s: %s", t->name,
-             lua_tostring(L, -1));
-      nap(t, 1000);
-    }
-    hx_state_close(st);
-  }
-  return NULL;
-}
-
-static void bg_start(server *srv, bg_thread *t) {
-  t->srv = srv;
-  if (pthread_create(&t->thread, NULL, bg_main, t) != 0) {
-    hx_log("error", "cannot start the %s thread: %s", t->name, strerror(errno));
-    return;
-  }
-  t->started = 1;
-}
-
-static void bg_stop(bg_thread *t) {
-  if (!t->started)
-    return;
-  atomic_store(&t->stop, 1);
-  pthread_join(t->thread, NULL);
-  t->started = 0;
-}
+/* ---- the collector and the hooks thread (background.c) --------------- */
 
 /* The collector (when --interval is not 0) and the hooks thread. */
 static void threads_start(server *srv) {
-  srv->collector = (bg_thread){.name = "collector",
-                               .loader = "load_sources",
-                               .module = "horcrux.collector",
-                               .field = "sources"};
-  srv->hooks = (bg_thread){.name = "hooks",
-                           .loader = "load_hooks",
-                           .module = "horcrux.hooks_run",
-                           .field = "hooks"};
+  hx_bg_env env = {&srv->cfg, &srv->snap_mu, &srv->snap, &srv->generation};
+  srv->collector = (hx_bg){.name = "collector",
+                           .loader = "load_sources",
+                           .module = "horcrux.collector",
+                           .field = "sources"};
+  srv->hooks = (hx_bg){.name = "hooks",
+                       .loader = "load_hooks",
+                       .module = "horcrux.hooks_run",
+                       .field = "hooks"};
   if (srv->cfg.interval > 0)
-    bg_start(srv, &srv->collector);
-  bg_start(srv, &srv->hooks);
+    hx_bg_start(&srv->collector, &env);
+  hx_bg_start(&srv->hooks, &env);
 }
 
 /* The collector first, so that the hooks thread queues on disk every
  * event it fed; then the hooks thread, its POSTs cut short (what they
  * carried stays pending on disk). */
 static void threads_stop(server *srv) {
-  bg_stop(&srv->collector);
+  hx_bg_stop(&srv->collector);
   hx_hooks_interrupt(1);
-  bg_stop(&srv->hooks);
+  hx_bg_stop(&srv->hooks);
 }
 
 /* ---- start, signals, stop -------------------------------------------- */
@@ -1109,6 +1002,7 @@ static void wait_signals(server *srv, const sigset_t *set) {
 static int guard_start(server *srv, int open) {
   const hx_server_config *cfg = &srv->cfg;
   srv->token_everywhere = open || cfg->require_token;
+  hx_cors_configure(cfg->cors, cfg->n_cors);
   srv->hosts = hx_hosts_new(cfg->listen, cfg->allow_hosts, cfg->n_allow_hosts);
   if (cfg->max_per_ip > 0)
     srv->conns = hx_conns_new(cfg->max_per_ip);
