@@ -30,8 +30,8 @@ dependencies = {
   "lua >= 5.4, < 5.5",
 }
 external_dependencies = {
-  -- found by CMake through pkg-config: libcurl, libcjson (Debian:
-  -- libcurl4-openssl-dev libcjson-dev)
+  -- found by CMake through pkg-config: libcurl, libcjson, libcrypto
+  -- (Debian: libcurl4-openssl-dev libcjson-dev libssl-dev)
 }
 build = {
   type = "cmake",

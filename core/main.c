@@ -5,6 +5,7 @@
  *   horcrux run FILE.lua [ARGS]    a script with the modules loaded
  *   horcrux NAME [ARGS]            lua/commands/NAME.lua (ps, stats, ...)
  */
+#include "cors.h"
 #include "guard.h"
 #include "server.h"
 #include "states.h"
@@ -48,11 +49,11 @@ static const char usage[] =
     "                     [--body-max BYTES] [--grace S] [--interval S]\n"
     "                     [--history DURATION]\n"
     "                     [--deadline S] [--events-ring N] [--stream-queue N]\n"
-    "                     [--stream-bytes BYTES]\n"
+    "                     [--stream-bytes BYTES] [--state-dir DIR]\n"
     "                     [--token-file PATH] [--require-token]\n"
     "                     [--allow-host NAME]... [--read-only] "
     "[--no-access-log]\n"
-    "                     [--web DIR|none]\n"
+    "                     [--web DIR|none] [--cors ORIGIN]...\n"
     "       horcrux run FILE.lua [ARGS...]\n"
     "       horcrux ps [--all]\n"
     "       horcrux stats [-a] [--no-stream] [--interval S] [CONTAINER...]\n"
@@ -355,6 +356,18 @@ static int allow_host(const char *v, hx_server_config *cfg) {
   return 0;
 }
 
+/* --cors ORIGIN: added to cfg->cors (room for one per argument was made
+ * by serve()) when it is an origin as a browser sends it. */
+static int cors_origin(const char *v, hx_server_config *cfg) {
+  const char *why = hx_cors_invalid(v);
+  if (why != NULL) {
+    fprintf(stderr, "horcrux: --cors %s: %s\n", v, why);
+    return -1;
+  }
+  ((const char **)cfg->cors)[cfg->n_cors++] = v;
+  return 0;
+}
+
 /* --max-inflight when not given: 64 requests per worker, but no more
  * than one per MB of --memory (at least 4), since the requests a worker
  * runs at once share its state's memory. */
@@ -380,6 +393,8 @@ static int serve_options(int argc, char **argv, hx_server_config *cfg,
       cfg->listen = v, i++;
     } else if (strcmp(a, "--scripts") == 0 && v != NULL) {
       cfg->lua.scripts_dir = v, i++;
+    } else if (strcmp(a, "--state-dir") == 0 && v != NULL && *v != '\0') {
+      cfg->state_dir = v, i++;
     } else if (strcmp(a, "--web") == 0 && v != NULL) {
       cfg->web_dir = v, i++;
     } else if (strcmp(a, "--no-access-log") == 0) {
@@ -390,6 +405,10 @@ static int serve_options(int argc, char **argv, hx_server_config *cfg,
       cfg->require_token = 1;
     } else if (strcmp(a, "--allow-host") == 0 && v != NULL) {
       if (allow_host(v, cfg) != 0)
+        return -1;
+      i++;
+    } else if (strcmp(a, "--cors") == 0 && v != NULL) {
+      if (cors_origin(v, cfg) != 0)
         return -1;
       i++;
     } else if (strcmp(a, "--token-file") == 0 && v != NULL) {
@@ -458,6 +477,7 @@ static int serve(int argc, char **argv, const char *lib) {
       .access_log = 1,
       .interval = 1.0,
       .history = 900,
+      .state_dir = "/var/lib/horcrux",
       .stream_queue = 64,
       .stream_bytes = (size_t)4 << 20,
       .events_ring = 10000,
@@ -475,9 +495,11 @@ static int serve(int argc, char **argv, const char *lib) {
   char *token_file = NULL;
   const char **hosts = calloc((size_t)argc + 1, sizeof *hosts);
   cfg.allow_hosts = hosts;
+  const char **cors = calloc((size_t)argc + 1, sizeof *cors);
+  cfg.cors = cors;
   cfg.token = env_token;
   int rc = 0;
-  if (hosts == NULL || (env_set && env_token == NULL)) {
+  if (hosts == NULL || cors == NULL || (env_set && env_token == NULL)) {
     fprintf(stderr, "horcrux: out of memory\n");
     rc = -1;
   }
@@ -508,6 +530,7 @@ static int serve(int argc, char **argv, const char *lib) {
   free(token_file);
   free(env_token);
   free(hosts);
+  free(cors);
   return rc;
 }
 

@@ -25,9 +25,12 @@
 
 #include "async.h"
 #include "aux.h"
+#include "background.h"
+#include "cors.h"
 #include "deadline.h"
 #include "executor.h"
 #include "guard.h"
+#include "hooks.h"
 #include "kinds.h"
 #include "logline.h"
 #include "request.h"
@@ -69,9 +72,8 @@ struct server {
   int token_everywhere;    /* beyond loopback, or --require-token */
   hx_hosts *hosts;         /* the Host allow-list */
   hx_conns *conns;         /* connections per client address */
-  pthread_t collector;
-  int collector_started;
-  atomic_int collector_stop;
+  hx_bg collector;         /* horcrux.collector: keeps the live view */
+  hx_bg hooks;             /* horcrux.hooks_run: webhooks and alerts */
 };
 
 /* Each MHD pool thread's own Lua state. Thread-local rather than global:
@@ -190,6 +192,7 @@ static enum MHD_Result send_buffer(request *rq, int status, const char *body,
   if (ctype != NULL)
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
   MHD_add_response_header(r, "X-Request-Id", rq->id);
+  hx_cors_headers(r, rq->conn);
   rq->status = status;
   enum MHD_Result ret = MHD_queue_response(rq->conn, status, r);
   MHD_destroy_response(r);
@@ -248,6 +251,7 @@ static enum MHD_Result send_results(request *rq, lua_State *co, int nres) {
     }
   }
   MHD_add_response_header(r, "X-Request-Id", rq->id);
+  hx_cors_headers(r, rq->conn);
   rq->status = (int)status;
   enum MHD_Result ret = MHD_queue_response(rq->conn, (unsigned)status, r);
   MHD_destroy_response(r);
@@ -566,6 +570,19 @@ static int guard(request *rq, const char *version, enum MHD_Result *ret) {
   const char *msg = why;
   const char *refused =
       hx_hosts_check(srv->hosts, rq->conn, version, why, sizeof why);
+  /* A preflight never carries the token; a WebSocket's Origin is checked
+   * as CORS does not (cors.h). */
+  if (refused == NULL && hx_cors_is_preflight(rq->conn, rq->method)) {
+    rq->phase = DONE;
+    if (hx_cors_preflight(rq->conn, rq->id, rq->read_only, ret, &rq->status))
+      return -1;
+    refused = "forbidden";
+    msg = "this origin may not use the API from a browser; start horcrux "
+          "with --cors ORIGIN to allow it";
+  }
+  const char *ws = refused == NULL ? hx_cors_ws_refusal(rq->conn) : NULL;
+  if (ws != NULL)
+    refused = "forbidden", msg = ws;
   /* The dashboard's files need no token (static.h says why). */
   if (refused == NULL && srv->cfg.web_dir != NULL &&
       hx_static_wants(rq->method, rq->path)) {
@@ -667,6 +684,7 @@ static enum MHD_Result send_busy(request *rq) {
   MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
   MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
   MHD_add_response_header(r, "X-Request-Id", rq->id);
+  hx_cors_headers(r, rq->conn);
   rq->status = MHD_HTTP_TOO_MANY_REQUESTS;
   enum MHD_Result ret = MHD_queue_response(rq->conn, rq->status, r);
   MHD_destroy_response(r);
@@ -778,117 +796,31 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   atomic_fetch_sub(&srv->active, 1);
 }
 
-/* ---- the collector ---------------------------------------------------- */
+/* ---- the collector and the hooks thread (background.c) --------------- */
 
-/* stopping() for collector.run: true at shutdown, and after a reload so the
- * collector starts again on the new scripts. Upvalues: server, generation. */
-static int l_stopping(lua_State *L) {
-  server *srv = lua_touserdata(L, lua_upvalueindex(1));
-  lua_Integer gen = lua_tointeger(L, lua_upvalueindex(2));
-  lua_pushboolean(L, atomic_load(&srv->collector_stop) ||
-                         (lua_Integer)atomic_load(&srv->generation) != gen);
-  return 1;
+/* The collector (when --interval is not 0) and the hooks thread. */
+static void threads_start(server *srv) {
+  hx_bg_env env = {&srv->cfg, &srv->snap_mu, &srv->snap, &srv->generation};
+  srv->collector = (hx_bg){.name = "collector",
+                           .loader = "load_sources",
+                           .module = "horcrux.collector",
+                           .field = "sources"};
+  srv->hooks = (hx_bg){.name = "hooks",
+                       .loader = "load_hooks",
+                       .module = "horcrux.hooks_run",
+                       .field = "hooks"};
+  if (srv->cfg.interval > 0)
+    hx_bg_start(&srv->collector, &env);
+  hx_bg_start(&srv->hooks, &env);
 }
 
-/* Protected: pushes require("horcrux.app").load_sources(opts) (fallback.lua
- * of the current snapshot, handed to the library) and the generation it
- * belongs to. Called with snap_mu held. */
-static int collector_sources(lua_State *L) {
-  server *srv = lua_touserdata(L, 1);
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "horcrux.app");
-  lua_call(L, 1, 1);
-  lua_getfield(L, -1, "load_sources");
-  hx_push_app_opts(L, &srv->cfg.lua, &srv->snap);
-  lua_call(L, 1, 1);
-  lua_pushinteger(L, (lua_Integer)atomic_load(&srv->generation));
-  return 2;
-}
-
-/* Protected: require("horcrux.collector").run{interval, sources, stopping}
- * with the sources and generation that collector_sources pushed. */
-static int collector_run(lua_State *L) {
-  server *srv = lua_touserdata(L, 1);
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "horcrux.collector");
-  lua_call(L, 1, 1);
-  lua_getfield(L, -1, "run");
-  lua_createtable(L, 0, 4);
-  lua_pushnumber(L, srv->cfg.interval);
-  lua_setfield(L, -2, "interval");
-  lua_pushnumber(L, srv->cfg.history);
-  lua_setfield(L, -2, "history");
-  lua_pushvalue(L, 2);
-  lua_setfield(L, -2, "sources");
-  lua_pushlightuserdata(L, srv);
-  lua_pushvalue(L, 3);
-  lua_pushcclosure(L, l_stopping, 2);
-  lua_setfield(L, -2, "stopping");
-  lua_call(L, 1, 0);
-  return 0;
-}
-
-static void nap(server *srv, int ms) {
-  struct timespec ts = {0, 100 * 1000 * 1000};
-  for (int i = 0; i < ms / 100 && !atomic_load(&srv->collector_stop); i++)
-    nanosleep(&ts, NULL);
-}
-
-/* The collector's thread: a Lua state of its own (no instruction budget: it
- * runs for as long as the server), rebuilt after every reload. */
-static void *collector_main(void *arg) {
-  server *srv = arg;
-  hx_states_config ec = srv->cfg.lua;
-  ec.budget = 0;
-  while (!atomic_load(&srv->collector_stop)) {
-    char *err = NULL;
-    hx_state *st = hx_state_new(&ec, &err);
-    if (st == NULL) {
-      hx_log("error", "collector: %s", err);
-      free(err);
-      nap(srv, 1000);
-      continue;
-    }
-    lua_State *L = st->L;
-    lua_pushcfunction(L, hx_traceback);
-    lua_pushcfunction(L, collector_run);
-    lua_pushlightuserdata(L, srv);
-    lua_pushcfunction(L, hx_traceback);
-    lua_pushcfunction(L, collector_sources);
-    lua_pushlightuserdata(L, srv);
-    pthread_mutex_lock(&srv->snap_mu);
-    int rc = lua_pcall(L, 1, 2, -3); /* -> sources, generation */
-    pthread_mutex_unlock(&srv->snap_mu);
-    if (rc == LUA_OK) {
-      lua_remove(L, -3); /* the second traceback handler */
-      rc = lua_pcall(L, 3, 0, 1);
-    }
-    if (rc != LUA_OK) {
-      hx_log("error", "collector stopped, restarting in 1 s: %s",
-             lua_tostring(L, -1));
-      nap(srv, 1000);
-    }
-    hx_state_close(st);
-  }
-  return NULL;
-}
-
-static void collector_start(server *srv) {
-  if (srv->cfg.interval <= 0)
-    return;
-  if (pthread_create(&srv->collector, NULL, collector_main, srv) != 0) {
-    hx_log("error", "cannot start the collector thread: %s", strerror(errno));
-    return;
-  }
-  srv->collector_started = 1;
-}
-
-static void collector_stop(server *srv) {
-  if (!srv->collector_started)
-    return;
-  atomic_store(&srv->collector_stop, 1);
-  pthread_join(srv->collector, NULL);
-  srv->collector_started = 0;
+/* The collector first, so that the hooks thread queues on disk every
+ * event it fed; then the hooks thread, its POSTs cut short (what they
+ * carried stays pending on disk). */
+static void threads_stop(server *srv) {
+  hx_bg_stop(&srv->collector);
+  hx_hooks_interrupt(1);
+  hx_bg_stop(&srv->hooks);
 }
 
 /* ---- start, signals, stop -------------------------------------------- */
@@ -1070,6 +1002,7 @@ static void wait_signals(server *srv, const sigset_t *set) {
 static int guard_start(server *srv, int open) {
   const hx_server_config *cfg = &srv->cfg;
   srv->token_everywhere = open || cfg->require_token;
+  hx_cors_configure(cfg->cors, cfg->n_cors);
   srv->hosts = hx_hosts_new(cfg->listen, cfg->allow_hosts, cfg->n_allow_hosts);
   if (cfg->max_per_ip > 0)
     srv->conns = hx_conns_new(cfg->max_per_ip);
@@ -1134,7 +1067,7 @@ int hx_serve(const hx_server_config *cfg) {
   }
   const union MHD_DaemonInfo *di =
       MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_BIND_PORT);
-  collector_start(srv);
+  threads_start(srv);
   hx_log("info", "listening on %.*s:%u with %u workers",
          (int)(strrchr(cfg->listen, ':') - cfg->listen), cfg->listen,
          di != NULL ? di->port : 0, cfg->workers);
@@ -1146,7 +1079,7 @@ int hx_serve(const hx_server_config *cfg) {
   hx_hub_close_all("shutdown");
   hx_ws_stop(3);
   drain(srv);
-  collector_stop(srv);
+  threads_stop(srv);
   MHD_stop_daemon(srv->mhd);
   hx_executor_stop(srv->ex);
   server_free(srv);

@@ -21,7 +21,10 @@ typedef struct hx_server_config {
   int require_token;        /* every route needs the token */
   const char *const *allow_hosts; /* Host names served beyond the defaults */
   size_t n_allow_hosts;
+  const char *const *cors; /* --cors origins (cors.h) */
+  size_t n_cors;
   int read_only;         /* refuse every mutating request */
+  const char *state_dir; /* the webhooks' queues: DIR/hooks/<name> */
   const char *web_dir;   /* the dashboard's files (static.h), or NULL */
   unsigned stream_queue; /* messages a stream subscriber may have queued */
   size_t stream_bytes;   /* bytes likewise */

@@ -177,7 +177,7 @@ hx_state *hx_state_new(const hx_states_config *cfg, char **err) {
 }
 
 const char *const hx_script_names[HX_SCRIPTS] = {"routes", "format", "fallback",
-                                                 "policy"};
+                                                 "policy", "hooks"};
 
 /* Scripts bigger than this are a mistake, not a configuration. */
 #define SCRIPT_MAX (16 << 20)

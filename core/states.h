@@ -24,7 +24,7 @@ typedef struct hx_state hx_state;
  * loads these texts, never the files again, so the workers and the
  * collector all run the version that was validated, even if the files have
  * changed since. */
-#define HX_SCRIPTS 4
+#define HX_SCRIPTS 5
 typedef struct hx_snapshot {
   char *path[HX_SCRIPTS];
   char *text[HX_SCRIPTS];
@@ -32,7 +32,7 @@ typedef struct hx_snapshot {
 } hx_snapshot;
 
 /* The names of the scripts, in snapshot order: "routes", "format",
- * "fallback", "policy". */
+ * "fallback", "policy", "hooks". */
 extern const char *const hx_script_names[HX_SCRIPTS];
 
 /* Reads each script from the scripts dir, else the lib dir. Returns 0, or

@@ -22,6 +22,7 @@
 #include "stream.h"
 
 #include "aux.h"
+#include "cors.h"
 #include "server.h"
 
 #include <errno.h>
@@ -153,6 +154,7 @@ static enum MHD_Result queue_error(struct MHD_Connection *conn, const char *id,
     return MHD_NO;
   MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
   MHD_add_response_header(r, "X-Request-Id", id);
+  hx_cors_headers(r, conn);
   *out = status;
   enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, r);
   MHD_destroy_response(r);
@@ -198,6 +200,7 @@ static enum MHD_Result sse_respond(struct MHD_Connection *conn, const char *id,
   MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
   MHD_add_response_header(r, "X-Accel-Buffering", "no");
   MHD_add_response_header(r, "X-Request-Id", id);
+  hx_cors_headers(r, conn);
   *status = 200;
   enum MHD_Result ret = MHD_queue_response(conn, 200, r);
   MHD_destroy_response(r);
@@ -494,7 +497,7 @@ static int has_token(const char *v, const char *token) {
   return 0;
 }
 
-static int wants_websocket(struct MHD_Connection *conn) {
+int hx_stream_wants_websocket(struct MHD_Connection *conn) {
   const char *up = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                MHD_HTTP_HEADER_UPGRADE);
   const char *co = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
@@ -578,7 +581,7 @@ void hx_ws_stop(unsigned grace) {
 enum MHD_Result hx_stream_respond(struct MHD_Connection *conn, const char *id,
                                   const hx_stream_spec *spec, int head,
                                   int *status) {
-  if (!head && wants_websocket(conn))
+  if (!head && hx_stream_wants_websocket(conn))
     return ws_respond(conn, id, spec, status);
   return sse_respond(conn, id, spec, head, status);
 }

@@ -25,6 +25,10 @@ enum MHD_Result hx_stream_respond(struct MHD_Connection *conn, const char *id,
                                   const hx_stream_spec *spec, int head,
                                   int *status);
 
+/* Whether the request asks for a WebSocket (Upgrade: websocket,
+ * Connection: upgrade). */
+int hx_stream_wants_websocket(struct MHD_Connection *conn);
+
 /* The WebSocket thread: started with the server, stopped after
  * hx_hub_close_all() once every WebSocket has sent its last message (or
  * after `grace` seconds). 0 on success. */

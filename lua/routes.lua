@@ -201,3 +201,15 @@ route("GET", "/api/events/stream", { query = streams.QUERY_EVENTS_STREAM },
   function(req)
     return streams.events(req)
   end)
+
+-- Webhooks (hooks.lua): [{"name", "url" (without credentials or query),
+-- "pending", "delivered", "failed", "dropped", "last_error", ...}]
+route("GET", "/api/hooks", { query = {} }, function()
+  return 200, hx.hooks_run.status().hooks
+end)
+
+-- The alerts firing now: [{"alert", "id", "name", "value", "labels",
+-- "annotations", "starts_at", "fingerprint"}]
+route("GET", "/api/alerts", { query = {} }, function()
+  return 200, hx.hooks_run.status().alerts
+end)

@@ -115,6 +115,14 @@ function M.load_sources(opts)
   return order
 end
 
+--- Loads hooks.lua only (the hooks thread needs no routes) and checks it
+-- (horcrux.hooks_check); returns {hooks =, alerts =}. The routes' states
+-- check it too (load), so a bad hooks.lua fails a start or a reload.
+function M.load_hooks(opts)
+  return require("horcrux.hooks_check").check(M.run_script("hooks", opts,
+    M.strict_env()))
+end
+
 --- Checks opts of route(): nil or {query = {key = checker}}.
 local function check_opts(opts)
   if opts == nil then
@@ -255,7 +263,8 @@ local function dispatcher(routes, format)
   end
 end
 
---- Loads format.lua, fallback.lua, policy.lua and routes.lua; returns
+--- Loads format.lua, fallback.lua, policy.lua, hooks.lua (checked only: the
+-- hooks thread runs it) and routes.lua; returns
 -- dispatch(req [, nargs]) and the router.
 function M.load(opts)
   local format = require("horcrux.format").check(load_module("format", opts))
@@ -263,6 +272,7 @@ function M.load(opts)
   local policy = require("horcrux.manage.policy").check(
     load_module("policy", opts))
   config.use({ sources = order, format = format, policy = policy })
+  M.load_hooks(opts)
   -- A DOCKER_HOST or DOCKER_API_VERSION that cannot be right is refused at
   -- start (and by a reload), not at the first request.
   local _, err, kind = require("horcrux.engine").client()

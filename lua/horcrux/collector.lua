@@ -77,6 +77,9 @@ local clock = require "horcrux.clock"
 local null = require("horcrux.json").null
 local time = require "horcrux.time"
 local log = require "horcrux.log"
+-- each container event also goes to the webhooks (a no-op unless the hooks
+-- thread of `horcrux serve` takes them)
+local hooks_feed = require("horcrux.hooks").feed
 local streams = require "horcrux.streams"
 
 local M = {}
@@ -294,12 +297,13 @@ end
 
 -- Every container event the collector reads goes through here, once, in
 -- order (whether or not the view needs it): the `events` stream and its
--- ring (horcrux.streams).
+-- ring (horcrux.streams), and the webhooks.
 local function emit(ev)
   local ok, err = pcall(streams.publish_event, ev)
   if not ok then
     log.error("collector: publishing an event: %s", tostring(err))
   end
+  hooks_feed(ev)
 end
 
 -- Whether src is still one of the sources (a state outlives a change of
@@ -479,8 +483,7 @@ end
 -- instead (the reason logged once).
 local function follow_events(state, summary)
   local f = state.follow
-  if f == nil or state.listed_ago + 1 >= state.relist_every
-      or not in_order(state, f.src) then
+  if f == nil or not in_order(state, f.src) then
     return false
   end
   local now = clock.now_ns()
@@ -512,7 +515,9 @@ local function follow_events(state, summary)
     end
   end
   refresh(state, f.src, summary)
-  return true
+  -- a full list every relist_every rounds: it comes after this round's
+  -- events, so none is skipped (the webhooks get every one)
+  return state.listed_ago < state.relist_every
 end
 
 -- ---- figures -------------------------------------------------------------

@@ -1,17 +1,26 @@
-// The horcrux dashboard: the containers with live figures, a chart per row,
-// a detail view with history charts, and lifecycle buttons. Plain
-// JavaScript, no library, nothing from another host.
+// The horcrux dashboard: the containers with live figures, grouped by
+// Compose stack, a chart per row, a detail view with history charts, the
+// container events as they come, and lifecycle buttons. Plain JavaScript,
+// no library, nothing from another host.
 //
-// Data (all from the server that served this page):
+// Data (from the server that served this page, or from the one the
+// <meta name="horcrux-api"> of index.html names; that server must then list
+// this page's origin with --cors):
 //   GET /api/session            {read_only, authenticated}: hide the buttons
 //                               in read-only mode
 //   GET /api/stats/stream       live figures (Server-Sent Events, `event:
-//                               stats`, data: the /api/stats array); when the
-//                               server has no stream or EventSource fails
-//                               (it cannot send a token), GET /api/stats
-//                               every second instead
+//                               stats`, data: the /api/stats array): by
+//                               EventSource while no token is needed, else
+//                               by fetch() with the token, the SSE read
+//                               from its body; GET /api/stats every second
+//                               when the server has no stream
 //   GET /api/containers?all=1   names and states, every 5 s and after a
 //                               button
+//   GET /api/stacks, /api/stacks/:name
+//                               which containers form which Compose stack
+//   GET /api/events?since=, /api/events/stream
+//                               the last events, then each one as it comes
+//                               (resumed by Last-Event-ID)
 //   GET /api/containers/:id/history?window=5m&step=5s
 //                               the detail view's history when the server
 //                               keeps one; else the page's own, from the
@@ -28,6 +37,11 @@
   const SPARK_POINTS = 60;
   const POLL_MS = 1000;
   const LIST_MS = 5000;
+  const EVENTS_MAX = 50; // events the panel shows
+  const RETRY_MS = 2000; // before a stream is opened again
+  // The API's origin: this page's own, unless index.html names another.
+  const API = ((document.querySelector('meta[name="horcrux-api"]') || {}).content || "")
+    .replace(/\/+$/, "");
 
   const state = {
     token: sessionStorage.getItem(TOKEN_KEY) || "",
@@ -40,6 +54,11 @@
     selected: null,
     serverHistory: null, // the selected container's, when the server has it
     live: "",
+    stackOf: new Map(), // id (12) -> {stack, service}
+    collapsed: new Set(), // stack names folded in the table
+    groupRows: new Map(), // stack name -> {tr, cells...}
+    events: [], // the last EVENTS_MAX events, oldest first
+    lastEventId: 0,
   };
 
   // ---- formatting, as docker stats prints -------------------------------
@@ -72,7 +91,8 @@
     messageTimer = setTimeout(() => { m.hidden = true; }, bad ? 15000 : 5000);
   }
 
-  function setLive(how, cls) {
+  function setLive(how, cls, transport) {
+    if (transport) document.body.dataset.transport = transport;
     if (state.live === how) return;
     state.live = how;
     const b = $("#live");
@@ -128,29 +148,107 @@
 
   // ---- the API -----------------------------------------------------------
 
-  // fetch with the token; a 401 or a 403 for a wrong token asks for it and
-  // tries again. Resolves to {status, body (parsed JSON or null)}.
-  async function api(method, path) {
+  // fetch with the token; a 401, or a 403 for a wrong token, asks for it
+  // and tries again. Resolves to the Response: its body is unread unless
+  // it was such a refusal.
+  async function authed(method, path, extra) {
     for (;;) {
-      const headers = { Accept: "application/json" };
+      const headers = Object.assign({ Accept: "application/json" }, extra);
       if (state.token) headers.Authorization = "Bearer " + state.token;
-      const r = await fetch(path, { method, headers, cache: "no-store" });
+      const r = await fetch(API + path, { method, headers, cache: "no-store" });
+      if (r.status !== 401 && r.status !== 403) return r;
       let body = null;
       try {
-        body = await r.json();
+        body = await r.clone().json();
       } catch (e) {
         body = null;
       }
       const err = body && body.error;
       const msg = err && err.message ? err.message : "";
-      if (r.status === 401 || (r.status === 403 && /token/.test(msg))) {
+      if (r.status === 401 || /token/.test(msg)) {
         const why = r.status === 401 ? "This server wants its bearer token: " + msg
           : "That token is wrong.";
         if (await askToken(why)) continue;
       }
       if (r.status === 403 && /read-only/.test(msg)) setReadOnly(true);
-      return { status: r.status, body };
+      return r;
     }
+  }
+
+  // authed(), the body parsed: {status, body (JSON or null)}.
+  async function api(method, path) {
+    const r = await authed(method, path);
+    let body = null;
+    try {
+      body = await r.json();
+    } catch (e) {
+      body = null;
+    }
+    return { status: r.status, body };
+  }
+
+  // Reads a text/event-stream body: onMessage({event, data, id}) for each
+  // message (comments and retry skipped). Resolves when the body ends.
+  async function readSSE(body, onMessage) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "", event = "", data = [], id = null;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buf += value;
+      let nl;
+      while ((nl = buf.search(/\r\n|\r|\n/)) >= 0) {
+        if (buf[nl] === "\r" && nl === buf.length - 1) break; // \r\n split
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + (buf.startsWith("\r\n", nl) ? 2 : 1));
+        if (line === "") {
+          if (data.length) onMessage({ event: event || "message", data: data.join("\n"), id });
+          event = "";
+          data = [];
+          continue;
+        }
+        if (line[0] === ":") continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let v = colon < 0 ? "" : line.slice(colon + 1);
+        if (v[0] === " ") v = v.slice(1);
+        if (field === "event") event = v;
+        else if (field === "data") data.push(v);
+        else if (field === "id") id = v;
+      }
+    }
+  }
+
+  // A stream by fetch() (which, unlike EventSource, sends the token),
+  // opened again RETRY_MS after it ends. opts: onMessage, onOpen,
+  // lastId() (sent as Last-Event-ID), onFail(status) when it cannot be
+  // opened at all (before any message: then it is not retried).
+  function fetchStream(path, opts) {
+    let got = false;
+    const open = async () => {
+      let ok = false;
+      try {
+        const extra = { Accept: "text/event-stream" };
+        const last = opts.lastId && opts.lastId();
+        if (last) extra["Last-Event-ID"] = String(last);
+        const r = await authed("GET", path, extra);
+        if (r.status !== 200 || !r.body) {
+          if (!got) return opts.onFail(r.status);
+        } else {
+          ok = true;
+          if (opts.onOpen) opts.onOpen();
+          await readSSE(r.body, (m) => {
+            got = true;
+            opts.onMessage(m);
+          });
+        }
+      } catch (e) {
+        if (!got && !ok) return opts.onFail(0);
+      }
+      if (opts.onGone) opts.onGone();
+      setTimeout(open, RETRY_MS);
+    };
+    open();
   }
 
   function failure(what, r) {
@@ -233,16 +331,40 @@
     pollTimer = setInterval(tick, POLL_MS);
   }
 
-  // EventSource first (it cannot send the token: where reads need it, it
-  // fails and the page polls, with the token).
+  function onStatsMessage(data) {
+    try {
+      onStats(JSON.parse(data));
+    } catch (err) {
+      say("a stats message that is not JSON", true);
+    }
+  }
+
+  // The stats stream by fetch(), with the token; polling when the server
+  // has no stream.
+  function startFetchLive() {
+    if (!window.ReadableStream || !window.TextDecoderStream) return startPolling();
+    fetchStream("/api/stats/stream", {
+      onMessage: (m) => {
+        if (m.event !== "stats") return;
+        setLive("live: stream", "ok", "fetch");
+        onStatsMessage(m.data);
+      },
+      onGone: () => setLive("live: reconnecting", "warn"),
+      onFail: () => startPolling(),
+    });
+  }
+
+  // EventSource while no token is needed (it cannot send one): when it
+  // fails before its first message, the stream by fetch() (which asks for
+  // the token on a 401), and polling when there is no stream at all.
   function startLive() {
-    if (!window.EventSource) return startPolling();
+    if (state.token || !window.EventSource) return startFetchLive();
     let got = false;
-    const es = new EventSource("/api/stats/stream");
+    const es = new EventSource(API + "/api/stats/stream");
     const fallback = setTimeout(() => {
       if (!got) {
         es.close();
-        startPolling();
+        startFetchLive();
       }
     }, 4000);
     let lastMessage = 0;
@@ -250,24 +372,119 @@
       got = true;
       lastMessage = Date.now();
       clearTimeout(fallback);
-      setLive("live: stream", "ok");
-      try {
-        onStats(JSON.parse(e.data));
-      } catch (err) {
-        say("a stats message that is not JSON", true);
-      }
+      setLive("live: stream", "ok", "eventsource");
+      onStatsMessage(e.data);
     });
     es.onerror = () => {
       if (!got || es.readyState === EventSource.CLOSED) {
         clearTimeout(fallback);
         es.close();
-        startPolling();
+        if (!got) startFetchLive(); else setTimeout(startLive, RETRY_MS);
       } else {
         // EventSource reconnects by itself; say so only when it takes long
         const since = Date.now();
         setTimeout(() => {
           if (lastMessage < since) setLive("live: reconnecting", "warn");
         }, 3000);
+      }
+    };
+  }
+
+  // ---- events --------------------------------------------------------------
+
+  const EVENT_CLASS = { start: "ok", unpause: "ok", die: "bad", kill: "bad", oom: "bad",
+    stop: "warn", destroy: "warn", pause: "warn" };
+
+  function onEvent(ev) {
+    if (!ev || typeof ev.event_id !== "number") return;
+    if (ev.event_id <= state.lastEventId) return; // seen (a resume overlaps)
+    state.lastEventId = ev.event_id;
+    state.events.push(ev);
+    if (state.events.length > EVENTS_MAX) state.events.splice(0, state.events.length - EVENTS_MAX);
+    renderEvents();
+    if (["start", "die", "stop", "destroy", "create", "pause", "unpause", "rename"].includes(ev.action)) {
+      clearTimeout(onEvent.reload);
+      onEvent.reload = setTimeout(() => loadContainers().catch(() => {}), 300);
+    }
+  }
+
+  function renderEvents() {
+    const ol = $("#events-list");
+    const items = state.events.slice().reverse().map((ev) => {
+      const li = document.createElement("li");
+      li.dataset.eventId = ev.event_id;
+      const time = document.createElement("time");
+      const d = new Date(ev.time || (ev.time_ns || 0) / 1e6);
+      time.textContent = isNaN(d) ? "" : d.toLocaleTimeString();
+      const action = document.createElement("span");
+      action.className = "badge " + (EVENT_CLASS[ev.action] || "");
+      action.textContent = ev.action || "?";
+      const name = document.createElement("span");
+      name.className = "event-name";
+      name.textContent = ev.name || short(ev.id);
+      const extra = document.createElement("span");
+      extra.className = "note";
+      const code = ev.attributes && ev.attributes.exitCode;
+      extra.textContent = (ev.image ? ev.image : "") + (code !== undefined ? " exit " + code : "");
+      li.append(time, action, name, extra);
+      return li;
+    });
+    ol.replaceChildren(...items);
+    $("#events-empty").hidden = items.length > 0;
+  }
+
+  function onEventMessage(m) {
+    if (m.event === "gap") say("some container events were missed (the server's ring moved on)");
+    if (m.event !== "event") return;
+    try {
+      onEvent(JSON.parse(m.data));
+    } catch (e) {
+      say("an event message that is not JSON", true);
+    }
+  }
+
+  // The last 15 minutes' events from the ring (the last EVENTS_MAX kept), then
+  // the stream from the last of them on: EventSource (which resumes by
+  // Last-Event-ID itself) while no token is needed, else fetch() sending
+  // Last-Event-ID at each reconnection.
+  async function startEvents() {
+    const since = Math.floor(Date.now() / 1000) - 900;
+    const r = await api("GET", "/api/events?since=" + since);
+    if (r.status === 404) {
+      $("#events").hidden = true; // a server without events
+      return;
+    }
+    if (r.status === 200 && Array.isArray(r.body)) r.body.slice(-EVENTS_MAX).forEach(onEvent);
+    renderEvents();
+    const path = "/api/events/stream";
+    const setBadge = (how, cls) => {
+      const b = $("#events-live");
+      b.textContent = how;
+      b.className = "badge " + (cls || "");
+    };
+    const byFetch = () => fetchStream(path, {
+      lastId: () => state.lastEventId,
+      onOpen: () => setBadge("following", "ok"),
+      onMessage: onEventMessage,
+      onGone: () => setBadge("reconnecting", "warn"),
+      onFail: (status) => setBadge("no stream" + (status ? ": HTTP " + status : ""), "bad"),
+    });
+    if (state.token || !window.EventSource) return byFetch();
+    const es = new EventSource(API + path + "?last_event_id=" + state.lastEventId);
+    let opened = false;
+    es.onopen = () => {
+      opened = true;
+      setBadge("following", "ok");
+    };
+    for (const name of ["event", "gap"]) {
+      es.addEventListener(name, (e) => onEventMessage({ event: name, data: e.data }));
+    }
+    es.onerror = () => {
+      if (!opened) {
+        es.close();
+        byFetch();
+      } else {
+        setBadge("reconnecting", "warn");
       }
     };
   }
@@ -354,8 +571,139 @@
     return row;
   }
 
+  // ---- stacks ---------------------------------------------------------------
+
+  // Which container is in which Compose stack (label
+  // com.docker.compose.project): every LIST_MS, from /api/stacks.
+  async function loadStacks() {
+    const r = await api("GET", "/api/stacks");
+    if (r.status !== 200 || !Array.isArray(r.body)) return;
+    const map = new Map();
+    await Promise.all(r.body.map(async (st) => {
+      const d = await api("GET", "/api/stacks/" + encodeURIComponent(st.name));
+      if (d.status !== 200 || !d.body) return;
+      for (const svc of d.body.services || []) {
+        for (const c of svc.containers || []) {
+          map.set(short(c.id), { stack: st.name, service: svc.name });
+        }
+      }
+    }));
+    state.stackOf = map;
+    render();
+  }
+
+  const SUMMED = ["cpu_usage_percent", "memory_usage_bytes", "network_rx_bytes",
+    "network_tx_bytes", "block_read_bytes", "block_write_bytes", "pids"];
+
+  // A stack's figures: the sums over its running members (null: none had it).
+  function totals(members) {
+    const t = {};
+    for (const k of SUMMED) {
+      let sum = null;
+      for (const c of members) {
+        const s = state.stats.get(c.id);
+        if (s && isNum(s[k])) sum = (sum || 0) + s[k];
+      }
+      t[k] = sum;
+    }
+    return t;
+  }
+
+  function makeGroupRow(name) {
+    const tr = document.createElement("tr");
+    tr.className = "stack";
+    tr.dataset.stack = name;
+    const td = (cls, span) => {
+      const cell = document.createElement("td");
+      if (cls) cell.className = cls;
+      if (span) cell.colSpan = span;
+      tr.append(cell);
+      return cell;
+    };
+    const g = { tr };
+    g.toggle = document.createElement("button");
+    g.toggle.type = "button";
+    g.toggle.className = "toggle link";
+    g.toggle.addEventListener("click", () => {
+      if (state.collapsed.has(name)) state.collapsed.delete(name);
+      else state.collapsed.add(name);
+      render();
+    });
+    const first = td("stack-name", 2);
+    first.append(g.toggle);
+    g.status = td("status");
+    g.cpu = td("num cpu");
+    g.mem = td("num mem");
+    td("num memp");
+    g.net = td("num net");
+    g.block = td("num block");
+    g.pids = td("num pids");
+    g.spark = document.createElement("canvas");
+    g.spark.width = 120;
+    g.spark.height = 24;
+    td("spark").append(g.spark);
+    td("actions-cell");
+    state.groupRows.set(name, g);
+    return g;
+  }
+
+  function fillGroupRow(g, name, members) {
+    const t = totals(members);
+    const open = !state.collapsed.has(name);
+    g.tr.classList.toggle("collapsed", !open);
+    g.toggle.textContent = (open ? "\u25BE " : "\u25B8 ") + name;
+    g.toggle.setAttribute("aria-expanded", String(open));
+    g.toggle.title = (open ? "fold" : "unfold") + " the stack " + name;
+    const running = members.filter((c) => c.status === "running").length;
+    g.status.textContent = "stack: " + running + "/" + members.length + " running";
+    g.cpu.textContent = pct(t.cpu_usage_percent);
+    g.mem.textContent = size(bytes, t.memory_usage_bytes);
+    g.net.textContent = pair(human, t.network_rx_bytes, t.network_tx_bytes);
+    g.block.textContent = pair(human, t.block_read_bytes, t.block_write_bytes);
+    g.pids.textContent = isNum(t.pids) ? String(t.pids) : "--";
+    // the members' last minute, summed point by point from the newest
+    const sums = [];
+    for (const c of members) {
+      const h = (state.history.get(c.id) || []).slice(-SPARK_POINTS);
+      h.forEach((p, i) => {
+        const at = SPARK_POINTS - h.length + i;
+        sums[at] = (sums[at] || 0) + (isNum(p.cpu) ? p.cpu : 0);
+      });
+    }
+    sparkline(g.spark, sums.filter((v) => v !== undefined));
+    return t;
+  }
+
+  function fillRow(c) {
+    const row = state.rows.get(c.id) || makeRow(c.id);
+    const s = state.stats.get(c.id);
+    const running = c.status === "running";
+    const st = state.stackOf.get(c.id);
+    row.tr.classList.toggle("stopped", !running);
+    row.tr.classList.toggle("selected", state.selected === c.id);
+    row.tr.classList.toggle("in-stack", !!st);
+    row.tr.hidden = !!st && state.collapsed.has(st.stack);
+    row.id.textContent = c.id;
+    row.name.textContent = c.name || c.id;
+    row.name.title = st ? "stack " + st.stack + ", service " + st.service : "";
+    row.status.textContent = c.status || "";
+    row.cpu.textContent = s ? pct(s.cpu_usage_percent) : "--";
+    row.mem.textContent = s ? pair(bytes, s.memory_usage_bytes, s.memory_limit_bytes) : "--";
+    row.memp.textContent = s ? pct(s.memory_percent) : "--";
+    row.net.textContent = s ? pair(human, s.network_rx_bytes, s.network_tx_bytes) : "--";
+    row.block.textContent = s ? pair(human, s.block_read_bytes, s.block_write_bytes) : "--";
+    row.pids.textContent = s && isNum(s.pids) ? String(s.pids) : "--";
+    showButtons(row.actions, running);
+    const h = state.history.get(c.id) || [];
+    sparkline(row.spark, h.slice(-SPARK_POINTS).map((p) => p.cpu));
+    return row;
+  }
+
+  // The rows: each stack's header (its totals; a click folds it) with its
+  // members under it, stacks first, then the containers of no stack; each
+  // part in the sort order (stacks by their totals).
   function render() {
-    const list = [...state.containers.values()].sort(compare);
+    const list = [...state.containers.values()];
     const tbody = $("#containers tbody");
     for (const [id, row] of state.rows) {
       if (!state.containers.has(id)) {
@@ -363,29 +711,43 @@
         state.rows.delete(id);
       }
     }
+    const stacks = new Map(), singles = [];
     for (const c of list) {
-      const row = state.rows.get(c.id) || makeRow(c.id);
-      const s = state.stats.get(c.id);
-      const running = c.status === "running";
-      row.tr.classList.toggle("stopped", !running);
-      row.tr.classList.toggle("selected", state.selected === c.id);
-      row.id.textContent = c.id;
-      row.name.textContent = c.name || c.id;
-      row.status.textContent = c.status || "";
-      row.cpu.textContent = s ? pct(s.cpu_usage_percent) : "--";
-      row.mem.textContent = s ? pair(bytes, s.memory_usage_bytes, s.memory_limit_bytes) : "--";
-      row.memp.textContent = s ? pct(s.memory_percent) : "--";
-      row.net.textContent = s ? pair(human, s.network_rx_bytes, s.network_tx_bytes) : "--";
-      row.block.textContent = s ? pair(human, s.block_read_bytes, s.block_write_bytes) : "--";
-      row.pids.textContent = s && isNum(s.pids) ? String(s.pids) : "--";
-      showButtons(row.actions, running);
-      const h = state.history.get(c.id) || [];
-      sparkline(row.spark, h.slice(-SPARK_POINTS).map((p) => p.cpu));
-      tbody.append(row.tr); // in sorted order (a move, not a copy)
+      const st = state.stackOf.get(c.id);
+      if (!st) {
+        singles.push(c);
+      } else {
+        if (!stacks.has(st.stack)) stacks.set(st.stack, []);
+        stacks.get(st.stack).push(c);
+      }
     }
+    for (const [name, g] of state.groupRows) {
+      if (!stacks.has(name)) {
+        g.tr.remove();
+        state.groupRows.delete(name);
+      }
+    }
+    const groups = [...stacks].map(([name, members]) => {
+      const g = state.groupRows.get(name) || makeGroupRow(name);
+      return { name, members, g, t: fillGroupRow(g, name, members) };
+    });
+    const f = SORT_VALUE[state.sort.key];
+    groups.sort((a, b) => {
+      const va = f({ id: a.name, name: a.name, status: "" }, a.t);
+      const vb = f({ id: b.name, name: b.name, status: "" }, b.t);
+      const d = typeof va === "number" && typeof vb === "number" ? va - vb
+        : String(va).localeCompare(String(vb));
+      return (d || a.name.localeCompare(b.name)) * state.sort.dir;
+    });
+    for (const grp of groups) {
+      tbody.append(grp.g.tr); // in sorted order (a move, not a copy)
+      for (const c of grp.members.sort(compare)) tbody.append(fillRow(c).tr);
+    }
+    for (const c of singles.sort(compare)) tbody.append(fillRow(c).tr);
     $("#empty").hidden = list.length > 0;
     $("#count").textContent = list.length + " containers, " +
-      list.filter((c) => c.status === "running").length + " running";
+      list.filter((c) => c.status === "running").length + " running" +
+      (stacks.size ? ", " + stacks.size + (stacks.size === 1 ? " stack" : " stacks") : "");
     for (const th of document.querySelectorAll("#containers th[data-key]")) {
       if (th.dataset.key === state.sort.key) {
         th.setAttribute("aria-sort", state.sort.dir > 0 ? "ascending" : "descending");
@@ -516,24 +878,65 @@
     return out;
   }
 
-  // The server's history answer as points like ours, or null when its
-  // shape is not one we know (then the page's own history is used).
-  function parseHistory(body) {
+  // Chart series from the page's own points (counters: rates worked out).
+  function pageSeries(pts) {
+    return {
+      cpu: pts.map((p) => [p.t, p.cpu]), mem: pts.map((p) => [p.t, p.mem]),
+      rx: rates(pts, "rx"), tx: rates(pts, "tx"),
+      br: rates(pts, "br"), bw: rates(pts, "bw"), summary: null,
+    };
+  }
+
+  const timeOf = (p) => {
+    let t = p.t !== undefined ? p.t : p.time !== undefined ? p.time : p.ts !== undefined ? p.ts : p.read;
+    if (typeof t === "string") t = Date.parse(t);
+    else if (isNum(t) && t < 1e11) t = t * 1000; // seconds
+    return t;
+  };
+  const first = (p, names) => {
+    for (const n of names) if (p[n] !== undefined) return p[n];
+    return undefined;
+  };
+
+  // The server's history answer as chart series, or null when its shape is
+  // not one we know (then the page's own history is used). The shape of
+  // GET /api/containers/:id/history: {points: [{t, cpu_percent,
+  // memory_working_set_bytes, network_rx_bytes_per_second, ...}], summary:
+  // {cpu_percent: {min, mean, max, p90, p99, count}, ...}}; points carrying
+  // counters (network_rx_bytes, ...) instead of rates are taken too.
+  function serverSeries(body) {
     const pts = Array.isArray(body) ? body : body && (body.points || body.samples);
     if (!Array.isArray(pts) || pts.length === 0) return null;
-    const out = [];
+    const norm = [];
     for (const p of pts) {
-      let t = p.t !== undefined ? p.t : p.time !== undefined ? p.time : p.ts !== undefined ? p.ts : p.read;
-      if (typeof t === "string") t = Date.parse(t);
-      else if (isNum(t) && t < 1e11) t = t * 1000; // seconds
+      const t = timeOf(p);
       if (!isNum(t)) return null;
-      out.push({
-        t, cpu: p.cpu_usage_percent, mem: p.memory_usage_bytes,
-        limit: p.memory_limit_bytes, rx: p.network_rx_bytes, tx: p.network_tx_bytes,
+      norm.push({
+        t, cpu: first(p, ["cpu_percent", "cpu_usage_percent"]),
+        mem: first(p, ["memory_working_set_bytes", "memory_usage_bytes"]),
+        rx: p.network_rx_bytes, tx: p.network_tx_bytes,
         br: p.block_read_bytes, bw: p.block_write_bytes,
+        rxs: p.network_rx_bytes_per_second, txs: p.network_tx_bytes_per_second,
+        brs: p.block_read_bytes_per_second, bws: p.block_write_bytes_per_second,
       });
     }
-    return out.some((p) => isNum(p.cpu) || isNum(p.mem)) ? out : null;
+    if (!norm.some((p) => isNum(p.cpu) || isNum(p.mem))) return null;
+    const out = pageSeries(norm);
+    for (const [k, ks] of [["rx", "rxs"], ["tx", "txs"], ["br", "brs"], ["bw", "bws"]]) {
+      if (norm.some((p) => isNum(p[ks]))) out[k] = norm.map((p) => [p.t, p[ks]]);
+    }
+    const sm = body && !Array.isArray(body) && body.summary;
+    out.summary = sm && typeof sm === "object" ? sm : null;
+    out.window = body && body.window_s;
+    out.step = body && body.step_s;
+    return out;
+  }
+
+  // "min 1.2 · mean 3.4 · max 9 · p90 8" of a summary figure, or "".
+  function summaryText(sum, fmt) {
+    if (!sum || typeof sum !== "object") return "";
+    return ["min", "mean", "max", "p90"].filter((k) => isNum(sum[k]))
+      .map((k) => k + " " + fmt(sum[k])).join(" \u00b7 ");
   }
 
   let historyTimer = 0;
@@ -542,7 +945,7 @@
       const r = await api("GET", "/api/containers/" + encodeURIComponent(id) +
         "/history?window=5m&step=5s");
       if (state.selected !== id) return;
-      state.serverHistory = r.status === 200 ? parseHistory(r.body) : null;
+      state.serverHistory = r.status === 200 ? serverSeries(r.body) : null;
     } catch (e) {
       state.serverHistory = null;
     }
@@ -579,20 +982,28 @@
       b.hidden = b.dataset.action === "start" ? c.status === "running" : c.status !== "running";
     }
     const server = state.serverHistory;
-    const pts = server || state.history.get(id) || [];
+    const series = server || pageSeries(state.history.get(id) || []);
     $("#history-source").textContent = server
-      ? "History kept by the server: the last 5 minutes, a point every 5 s."
+      ? "History kept by the server: the last " + Math.round((server.window || 300) / 60) +
+        " minutes, a point every " + (server.step || 5) + " s."
       : "History kept by this page from the live figures since it was opened (the server keeps none).";
     document.body.dataset.history = server ? "server" : "page";
-    chart($("#chart-cpu"), [{ points: pts.map((p) => [p.t, p.cpu]), color: "#2f6fdd" }],
-      (y) => y.toFixed(y < 10 ? 1 : 0) + "%", 10);
-    chart($("#chart-mem"), [{ points: pts.map((p) => [p.t, p.mem]), color: "#2f6fdd" }], bytes);
+    const cpuFmt = (y) => y.toFixed(y < 10 ? 1 : 0) + "%";
+    const rate = (y) => human(y) + "/s";
+    const sm = (server && server.summary) || {};
+    $("#sum-cpu").textContent = summaryText(sm.cpu_percent, cpuFmt);
+    $("#sum-mem").textContent = summaryText(sm.memory_working_set_bytes, bytes);
+    const labelled = (label, text) => (text ? label + ": " + text : "");
+    $("#sum-net").textContent = labelled("rx", summaryText(sm.network_rx_bytes_per_second, rate));
+    $("#sum-block").textContent = labelled("write", summaryText(sm.block_write_bytes_per_second, rate));
+    chart($("#chart-cpu"), [{ points: series.cpu, color: "#2f6fdd" }], cpuFmt, 10);
+    chart($("#chart-mem"), [{ points: series.mem, color: "#2f6fdd" }], bytes);
     chart($("#chart-net"), [
-      { points: rates(pts, "rx"), color: "#2f6fdd" },
-      { points: rates(pts, "tx"), color: "#d9822b" }], (y) => human(y) + "/s");
+      { points: series.rx, color: "#2f6fdd" },
+      { points: series.tx, color: "#d9822b" }], rate);
     chart($("#chart-block"), [
-      { points: rates(pts, "br"), color: "#2f6fdd" },
-      { points: rates(pts, "bw"), color: "#d9822b" }], (y) => human(y) + "/s");
+      { points: series.br, color: "#2f6fdd" },
+      { points: series.bw, color: "#d9822b" }], rate);
   }
 
   // ---- start ---------------------------------------------------------------
@@ -630,7 +1041,10 @@
     }
     await loadContainers().catch(() => say("the server does not answer", true));
     setInterval(() => loadContainers().catch(() => {}), LIST_MS);
+    loadStacks().catch(() => {});
+    setInterval(() => loadStacks().catch(() => {}), LIST_MS);
     startLive();
+    startEvents().catch(() => say("no container events: the server does not answer", true));
   }
 
   main();

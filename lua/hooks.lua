@@ -1,0 +1,52 @@
+--- hooks.lua: webhooks and alert rules. Operators edit this file; `kill
+-- -HUP` the server to apply it (a file that fails to load, or a hook or
+-- rule that is wrong -- a url that is not http(s), a filter that is not a
+-- function, an unknown field -- is refused and the running version stays).
+--
+-- The list holds the hooks. Each receives, as a JSON POST, every container
+-- event of the engine (create, start, die, stop, destroy, ...) and every
+-- alert that fires or resolves -- unless its filter says no. Deliveries
+-- wait in a queue on disk, one per hook, under `horcrux serve
+-- --state-dir` (default /var/lib/horcrux): a receiver that is down, a
+-- kill -9 or a restart loses nothing; each is delivered at least once, in
+-- order, with the same X-Horcrux-Delivery id on every attempt. See the
+-- README, "Webhooks and alerts", and lua/horcrux/hooks_check.lua for every
+-- field.
+--
+-- An event (the `event` a filter or transform gets, and the body sent when
+-- there is no transform):
+--   {type = "container", action = "die", id = "<64 hex>", name = "web",
+--    image = "nginx", time = "<RFC 3339>", time_ns = ..., exit_code = 137,
+--    attributes = {...the engine's, labels included}}
+--   {type = "alert", status = "firing" | "resolved", alert = "HighCPU",
+--    id =, name =, value =, labels = {...}, annotations = {summary = ...},
+--    starts_at =, ends_at =, time =, fingerprint =}
+return {
+  -- {
+  --   url = "https://hooks.example.com/horcrux",
+  --   secret = "a long random string", -- X-Horcrux-Signature: sha256=...
+  --   filter = function(event)         -- only these, say
+  --     return event.type == "alert" or event.action == "die"
+  --       or event.action == "oom"
+  --   end,
+  --   transform = function(event)      -- a chat webhook wants {text = ...}
+  --     return { text = (event.name or "?") .. ": " .. (event.action
+  --       or event.annotations.summary) }
+  --   end,
+  --   timeout = 5,                     -- seconds per attempt
+  --   retry_max = 300,                 -- the backoff's cap, in seconds
+  -- },
+  -- {
+  --   -- alerts only, in Alertmanager's webhook JSON (version 4)
+  --   url = "http://127.0.0.1:5001/", format = "alertmanager",
+  -- },
+
+  -- Alert rules, evaluated over the live view every collector interval and
+  -- on every container event (lua/horcrux/alerts.lua has every field).
+  alerts = {
+    -- { name = "HighCPU", cpu_above = 90, for_s = 30 },
+    -- { name = "HighMemory", memory_above = 80, severity = "critical" },
+    -- { name = "ContainerDied", exit_nonzero = true },
+    -- { name = "RestartLoop", restarts = 3, within_s = 300 },
+  },
+}

@@ -1,0 +1,457 @@
+--- horcrux.hooks_run: the webhook thread of `horcrux serve` (its own
+-- thread and Lua state, like the collector's; rebuilt after a reload).
+--
+--   hooks_run.run{hooks = checked hooks.lua (horcrux.hooks_check),
+--                 state_dir = DIR, interval = s, stopping = fn}
+--   hooks_run.status() -> {hooks = [...], alerts = [...]}   (any state)
+--
+-- Each turn: takes the container events the collector fed
+-- (horcrux.hooks.feed), runs the alert rules (horcrux.alerts: on every
+-- event, and over the view every interval), and for each hook whose filter
+-- takes the event appends its body to the hook's queue on disk
+-- (DIR/hooks/<name>/queue); the batch is fsynced before anything is
+-- delivered. Then every hook whose oldest pending delivery is due gets it
+-- POSTed (all hooks at once, one delivery per hook at a time: in order):
+-- a 2xx acks it; anything else is retried after an exponential backoff
+-- with jitter (retry_min * 2^(attempt-1), capped at retry_max, times a
+-- random 0.5 .. 1). A delivery a receiver refuses with a 4xx other than
+-- 408 and 429 is dropped after give_up_after attempts (it would block the
+-- hook's queue forever); errors of the network, timeouts and 5xx are
+-- retried for as long as it takes.
+--
+-- Headers of a delivery: Content-Type: application/json,
+-- X-Horcrux-Delivery: <uuid> (the same on every attempt: receivers
+-- deduplicate with it), X-Horcrux-Event: container | alert,
+-- X-Horcrux-Signature: sha256=<hex HMAC-SHA256 of the body with the
+-- hook's secret> when it has one, and the hook's own headers.
+--
+-- The status (GET /api/hooks, /api/alerts) goes to horcrux.hooks'
+-- process-wide slot after every turn that changed something.
+local hooks = require "horcrux.hooks"
+local alerts = require "horcrux.alerts"
+local json = require "horcrux.json"
+local clock = require "horcrux.clock"
+local time = require "horcrux.time"
+local log = require "horcrux.log"
+
+local M = {}
+
+local TURN_S = 0.2 -- longest wait for events between two looks at stopping()
+
+local function deep_copy(v)
+  if type(v) ~= "table" then
+    return v
+  end
+  local c = {}
+  for k, x in pairs(v) do
+    c[k] = deep_copy(x)
+  end
+  return setmetatable(c, getmetatable(v))
+end
+
+--- The body of an event for a hook of format "json": the event itself.
+-- Container events from the collector's record.
+function M.container_event(ev)
+  local attrs = type(ev.attrs) == "table" and ev.attrs or {}
+  return {
+    type = "container", action = ev.action, id = ev.id,
+    name = ev.name, image = ev.image,
+    time = math.type(ev.time_ns) == "integer" and time.format(ev.time_ns)
+      or nil,
+    time_ns = ev.time_ns,
+    exit_code = tonumber(attrs.exitCode),
+    attributes = attrs,
+  }
+end
+
+--- Alertmanager's webhook body (version 4) for one alert event.
+function M.alertmanager(hook, ev)
+  local base = hook.external_url or ""
+  return {
+    version = "4",
+    groupKey = ('{}:{alertname="%s"}'):format(ev.alert),
+    truncatedAlerts = 0,
+    status = ev.status,
+    receiver = hook.receiver,
+    groupLabels = { alertname = ev.alert },
+    commonLabels = ev.labels,
+    commonAnnotations = ev.annotations,
+    externalURL = base,
+    alerts = setmetatable({ {
+      status = ev.status,
+      labels = ev.labels,
+      annotations = ev.annotations,
+      startsAt = ev.starts_at,
+      endsAt = ev.ends_at or "0001-01-01T00:00:00Z",
+      generatorURL = base ~= "" and (base .. "/api/alerts") or "",
+      fingerprint = ev.fingerprint,
+    } }, json.array_mt),
+  }
+end
+
+-- The body a hook gets for ev, or nil (not for it) and why.
+local function body_for(h, ev)
+  if h.format == "alertmanager" and ev.type ~= "alert" then
+    return nil
+  end
+  local e = deep_copy(ev)
+  if h.filter then
+    local ok, yes = pcall(h.filter, e)
+    if not ok then
+      return nil, "filter: " .. tostring(yes)
+    end
+    if not yes then
+      return nil
+    end
+  end
+  local out = e
+  if h.format == "alertmanager" then
+    out = M.alertmanager(h, e)
+  end
+  if h.transform then
+    local ok, t = pcall(h.transform, out)
+    if not ok then
+      return nil, "transform: " .. tostring(t)
+    end
+    if type(t) ~= "table" then
+      return nil, "transform returned a " .. type(t) .. ", not a table"
+    end
+    out = t
+  end
+  local ok, text = pcall(json.encode, out)
+  if not ok or type(text) ~= "string" then
+    return nil, "cannot encode the body: " .. tostring(text)
+  end
+  return text
+end
+
+-- ---- the state of each hook ----------------------------------------------
+
+local function say(w, msg, level)
+  if w.said ~= msg then
+    w.said = msg
+    log[level or "warn"]("hooks: %s: %s", w.hook.name, msg)
+  end
+end
+
+local function open_queues(list, dir, before)
+  local ws = {}
+  for i, h in ipairs(list) do
+    local old = before[h.name] or {}
+    local w = { hook = h, delivered = old.delivered or 0,
+      failed = old.failed or 0, dropped = old.dropped or 0,
+      errors = old.errors or 0, last_error = old.last_error,
+      last_error_at = old.last_error_at,
+      last_delivered_at = old.last_delivered_at,
+      attempts = 0, next_at = 0 }
+    local q, err, _, cut = hooks.open(dir .. "/hooks/" .. h.name, h.queue_max)
+    if q then
+      w.q = q
+      if cut and cut > 0 then
+        log.warn("hooks: %s: %d bytes cut from the end of its queue (a torn "
+          .. "or damaged record)", h.name, cut)
+      end
+      local n = q:pending()
+      if n > 0 then
+        log.info("hooks: %s: %d deliveries pending from before", h.name, n)
+      end
+    else
+      w.last_error = err
+      say(w, "cannot open its queue: " .. tostring(err), "error")
+    end
+    ws[i] = w
+  end
+  return ws
+end
+
+local function note_error(w, msg)
+  w.last_error = msg
+  w.last_error_at = time.format(clock.now_ns())
+end
+
+-- Appends ev's body to every hook that takes it (not yet fsynced).
+local function enqueue(ws, ev)
+  for _, w in ipairs(ws) do
+    local body, why = body_for(w.hook, ev)
+    if why then
+      w.errors = w.errors + 1
+      note_error(w, why)
+      say(w, why)
+    elseif body and not w.q then
+      w.dropped = w.dropped + 1
+    elseif body then
+      -- the record: the event's type (X-Horcrux-Event), a newline, the body
+      local id, dropped, kind = w.q:append(ev.type .. "\n" .. body)
+      if not id then
+        w.dropped = w.dropped + 1
+        note_error(w, tostring(dropped))
+        say(w, ("cannot queue a delivery (%s): %s"):format(tostring(kind),
+          tostring(dropped)), "error")
+      else
+        w.dirty = true
+        if dropped > 0 then
+          w.dropped = w.dropped + dropped
+          say(w, ("queue full (queue_max %d bytes): dropped the %d oldest "
+            .. "deliveries"):format(w.hook.queue_max, dropped), "error")
+        end
+      end
+    end
+  end
+end
+
+local function sync(ws)
+  for _, w in ipairs(ws) do
+    if w.dirty then
+      w.dirty = nil
+      local ok, err = w.q:sync()
+      if not ok then
+        note_error(w, err)
+        say(w, "fsync: " .. tostring(err), "error")
+      end
+    end
+  end
+end
+
+-- ---- delivery ------------------------------------------------------------
+
+local function backoff(h, attempts)
+  local d = math.min(h.retry_max, h.retry_min * 2 ^ (attempts - 1))
+  return d * (0.5 + 0.5 * math.random())
+end
+
+local function retryable(status)
+  return status == nil or status >= 500 or status == 408 or status == 429
+    or status < 400
+end
+
+local function request_for(w, record, id)
+  local h = w.hook
+  local nl = record:find("\n", 1, true) or 0
+  local kind, body = record:sub(1, nl - 1), record:sub(nl + 1)
+  local headers = {}
+  for k, v in pairs(h.headers or {}) do
+    headers[k] = v
+  end
+  headers["Content-Type"] = "application/json"
+  headers["X-Horcrux-Delivery"] = id
+  headers["X-Horcrux-Event"] = kind ~= "" and kind or nil
+  if h.secret then
+    headers["X-Horcrux-Signature"] = "sha256=" .. hooks.hmac_sha256(h.secret,
+      body)
+  end
+  return { url = h.url, body = body, headers = headers, timeout = h.timeout }
+end
+
+local function settle(w, seq, id, res, now)
+  local h = w.hook
+  if res.status and res.status >= 200 and res.status < 300 then
+    local ok, err = w.q:ack(seq)
+    if not ok then
+      note_error(w, err)
+      say(w, "ack: " .. tostring(err), "error")
+    end
+    w.delivered = w.delivered + 1
+    w.last_delivered_at = time.format(clock.now_ns())
+    w.attempts, w.next_at = 0, 0
+    if w.said then
+      log.info("hooks: %s: delivering again", h.name)
+      w.said = nil
+    end
+    return
+  end
+  w.failed = w.failed + 1
+  w.attempts = w.attempts + 1
+  local why = res.status and ("HTTP " .. res.status) or tostring(res.error)
+  note_error(w, why)
+  if not retryable(res.status) and w.attempts >= h.give_up_after then
+    w.q:ack(seq)
+    w.dropped = w.dropped + 1
+    log.error("hooks: %s: delivery %s refused %d times (%s): dropped",
+      h.name, id, w.attempts, why)
+    w.attempts, w.next_at = 0, 0
+    return
+  end
+  local d = backoff(h, w.attempts)
+  w.next_at = now + d
+  say(w, ("%s; retrying (attempt %d in %.1f s, then backing off up to "
+    .. "%g s)"):format(why, w.attempts + 1, d, h.retry_max))
+end
+
+-- POSTs the oldest pending delivery of every hook that is due.
+local function deliver(ws)
+  local now = clock.mono_ns() / 1e9
+  local reqs, due = {}, {}
+  for _, w in ipairs(ws) do
+    if w.q and w.next_at <= now then
+      local body, id, seq = w.q:head()
+      if body then
+        reqs[#reqs + 1] = request_for(w, body, id)
+        due[#due + 1] = { w = w, id = id, seq = seq }
+      end
+    end
+  end
+  if #reqs == 0 then
+    return false
+  end
+  local results = hooks.post(reqs)
+  now = clock.mono_ns() / 1e9
+  for i, d in ipairs(due) do
+    if not results[i].interrupted then -- stopping: it stays pending
+      settle(d.w, d.seq, d.id, results[i], now)
+    end
+  end
+  return true
+end
+
+-- Seconds until a hook has something due (0: now), at most TURN_S.
+local function next_wait(ws)
+  local now, wait = clock.mono_ns() / 1e9, TURN_S
+  for _, w in ipairs(ws) do
+    if w.q and w.q:pending() > 0 then
+      wait = math.min(wait, math.max(0, w.next_at - now))
+    end
+  end
+  return wait
+end
+
+-- ---- status ----------------------------------------------------------------
+
+local function status_of(ws, al, dir)
+  local list = setmetatable({}, json.array_mt)
+  local now = clock.mono_ns() / 1e9
+  for i, w in ipairs(ws) do
+    local n, bytes, file = 0, 0, 0
+    if w.q then
+      n, bytes, file = w.q:pending()
+    end
+    list[i] = {
+      name = w.hook.name, url = w.hook.public_url, format = w.hook.format,
+      signed = w.hook.secret ~= nil, pending = n, pending_bytes = bytes,
+      queue_file_bytes = file, delivered = w.delivered, failed = w.failed,
+      dropped = w.dropped, errors = w.errors,
+      last_error = w.last_error or json.null,
+      last_error_at = w.last_error_at or json.null,
+      last_delivered_at = w.last_delivered_at or json.null,
+      attempts = w.attempts,
+      next_attempt_in_s = (n > 0 and w.next_at > now)
+        and math.floor((w.next_at - now) * 10 + 0.5) / 10 or 0,
+    }
+  end
+  return json.encode({ hooks = list, alerts = alerts.active(al),
+    feed = hooks.feed_stats(), state_dir = dir })
+end
+
+local function previous()
+  local text = hooks.status()
+  local ok, t = pcall(json.decode, text or "")
+  local by = {}
+  if ok and type(t) == "table" and type(t.hooks) == "table" then
+    for _, h in ipairs(t.hooks) do
+      if type(h) == "table" and type(h.name) == "string" then
+        for k, v in pairs(h) do
+          if v == json.null then
+            h[k] = nil
+          end
+        end
+        by[h.name] = h
+      end
+    end
+  end
+  return by
+end
+
+--- What the hooks thread said last: {hooks = [...], alerts = [...], feed,
+-- state_dir}; empty lists when no hooks thread runs (or before its first
+-- word).
+function M.status()
+  local ok, t = pcall(json.decode, hooks.status() or "")
+  if not ok or type(t) ~= "table" then
+    t = {}
+  end
+  t.hooks = type(t.hooks) == "table" and t.hooks or json.array()
+  t.alerts = type(t.alerts) == "table" and t.alerts or json.array()
+  return t
+end
+
+-- ---- the loop ----------------------------------------------------------------
+
+local function turn(st)
+  local evs = hooks.take(next_wait(st.ws))
+  local now = clock.now_ns()
+  local batch = {}
+  for _, text in ipairs(evs) do
+    local ok, ev = pcall(json.decode, text)
+    -- the collector's {id, action = "network"} is not an event of the
+    -- engine: it has no time
+    if ok and type(ev) == "table" and ev.time_ns then
+      batch[#batch + 1] = M.container_event(ev)
+      for _, a in ipairs(alerts.observe(st.al, ev, now, st.view)) do
+        batch[#batch + 1] = a
+      end
+    end
+  end
+  if clock.mono_ns() >= st.eval_at then
+    st.eval_at = clock.mono_ns() + math.floor(st.interval * 1e9)
+    local ok, fired = pcall(alerts.evaluate, st.al, st.view, now)
+    if ok then
+      for _, a in ipairs(fired) do
+        batch[#batch + 1] = a
+      end
+      st.changed = st.changed or #fired > 0
+    else
+      log.error("hooks: alert rules failed: %s", tostring(fired))
+    end
+  end
+  for _, ev in ipairs(batch) do
+    enqueue(st.ws, ev)
+  end
+  sync(st.ws) -- accepted from here on: on disk
+  local delivered = deliver(st.ws)
+  if #batch > 0 or delivered or st.changed or clock.mono_ns() >= st.status_at then
+    hooks.set_status(status_of(st.ws, st.al, st.dir))
+    st.changed = false
+    st.status_at = clock.mono_ns() + 1e9
+  end
+end
+
+function M.run(opts)
+  local cfg = opts.hooks or { hooks = {}, alerts = {} }
+  local stopping = opts.stopping or function() return false end
+  local st = {
+    dir = opts.state_dir or "/var/lib/horcrux",
+    interval = (opts.interval and opts.interval > 0) and opts.interval or 1,
+    view = require "horcrux.view",
+    al = alerts.new(cfg.alerts),
+    eval_at = 0, status_at = 0,
+  }
+  st.ws = open_queues(cfg.hooks, st.dir, previous())
+  hooks.set_status(status_of(st.ws, st.al, st.dir))
+  if #cfg.hooks == 0 and #cfg.alerts == 0 then
+    while not stopping() do -- nothing to do until a reload brings some
+      while #hooks.take(0) > 0 do end
+      clock.sleep(TURN_S)
+    end
+    return
+  end
+  log.info("hooks: %d hooks, %d alert rules, queues in %s/hooks",
+    #cfg.hooks, #cfg.alerts, st.dir)
+  hooks.attach()
+  local ok, err = pcall(function()
+    while not stopping() do
+      turn(st)
+    end
+  end)
+  hooks.detach() -- what is fed meanwhile waits for the next generation
+  sync(st.ws)
+  hooks.set_status(status_of(st.ws, st.al, st.dir))
+  for _, w in ipairs(st.ws) do
+    if w.q then
+      w.q:close() -- before the next generation opens it (flock)
+    end
+  end
+  if not ok then
+    error(err, 0)
+  end
+end
+
+return M

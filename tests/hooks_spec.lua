@@ -1,0 +1,455 @@
+-- Webhooks and alerts (issue 10): hooks.lua's checks, the queue on disk,
+-- and against the real engine a real receiver on a real socket
+-- (tests/hook_receiver.py): signed deliveries of a container's events, a
+-- receiver down for a while, a kill -9 of horcrux with deliveries pending,
+-- an alert that fires and resolves, Alertmanager's webhook shape.
+local http = require "http"
+local support = require "support"
+local json = require "horcrux.json"
+local proc = require "horcrux.proc"
+local clock = require "horcrux.clock"
+local hooks = require "horcrux.hooks"
+local check = require "horcrux.hooks_check"
+
+local SECRET = "spec-secret-0123456789"
+
+local function tmpdir()
+  local d = os.tmpname()
+  os.remove(d)
+  assert(proc.run({ "mkdir", "-p", d }).status == 0)
+  return d
+end
+
+local function wait_until(what, timeout, fn)
+  local deadline = clock.mono_ns() + timeout * 1e9
+  local last
+  while clock.mono_ns() < deadline do
+    local v = fn()
+    if v then
+      return v
+    end
+    clock.sleep(0.1)
+  end
+  last = fn()
+  if last then
+    return last
+  end
+  error("timed out after " .. timeout .. " s waiting for " .. what, 2)
+end
+
+local function free_port()
+  return math.random(20000, 60000)
+end
+
+-- A receiver on 127.0.0.1:port logging to log; answers status.
+local function receiver(port, log, status)
+  local out = os.tmpname()
+  local p = assert(proc.spawn({ "python3", "tests/hook_receiver.py",
+    tostring(port), log, tostring(status or 200), SECRET },
+    { stdout = out, stderr = out }))
+  wait_until("the receiver", 10, function()
+    return http.read_file(out):find("ready", 1, true)
+  end)
+  return p
+end
+
+local function stop(p)
+  if p and p:running() then
+    p:kill("TERM")
+    p:wait(5)
+  end
+end
+
+local function received(log)
+  local out = {}
+  for line in http.read_file(log):gmatch("[^\n]+") do
+    local r = json.decode(line)
+    r.json = json.decode(r.body)
+    out[#out + 1] = r
+  end
+  return out
+end
+
+-- The container events received for container id, in arrival order.
+local function events_of(list, id)
+  local out = {}
+  for _, r in ipairs(list) do
+    if r.json.type == "container" and r.json.id == id then
+      out[#out + 1] = r
+    end
+  end
+  return out
+end
+
+local function actions(list)
+  local a = {}
+  for i, r in ipairs(list) do
+    a[i] = r.json.action
+  end
+  return a
+end
+
+local function count(list, action)
+  local n = 0
+  for _, r in ipairs(list) do
+    n = n + (r.json.action == action and 1 or 0)
+  end
+  return n
+end
+
+-- hooks.lua with one hook to url taking the events of containers labelled
+-- hx.run=run (and alerts), plus `extra` Lua text inside the list.
+local function hooks_lua(url, run, extra)
+  return ([[
+return {
+  { url = %q, secret = %q, retry_min = 0.2, retry_max = 1, timeout = 2,
+    filter = function(ev)
+      return ev.type == "alert" or (ev.attributes or {})["hx.run"] == %q
+    end },
+  %s
+}
+]]):format(url, SECRET, run, extra or "")
+end
+
+local function start_server(scripts, state)
+  return http.start({ scripts = scripts, args = { "--interval", "0.5",
+    "--state-dir", state, "--no-access-log" } })
+end
+
+local function hook_status(srv, i)
+  local r = assert(http.get(srv.url .. "/api/hooks"))
+  assert.are.equal(200, r.status)
+  return r.json[i or 1], r.json
+end
+
+local function stop_container(id)
+  local st = support.docker():request("POST", "/containers/" .. id .. "/stop",
+    { t = 1 })
+  assert.are.equal(204, st)
+end
+
+local function start_container(id)
+  local st = support.docker():request("POST", "/containers/" .. id .. "/start")
+  assert.are.equal(204, st)
+end
+
+describe("hooks.lua", function()
+  it("refuses a bad hook or rule at load, naming it", function()
+    local cases = {
+      { { { url = "ftp://x/y" } }, "hook 1: url \"ftp://x/y\": only http:// and https://" },
+      { { { url = "http://a/", filter = "yes" } }, "hook 1: filter must be a function, got a string" },
+      { { { url = "http://a/", retries = 3 } }, "hook 1: unknown field \"retries\"" },
+      { { { url = "http://a/", format = "slack" } }, "format must be \"json\" or \"alertmanager\"" },
+      { { { url = "https:///path" } }, "has no host" },
+      { { { url = "http://a/", name = "x" }, { url = "http://b/", name = "x" } }, "hook 2: name \"x\" is hook 1's too" },
+      { { alerts = { { name = "A" } } }, "alerts[1]: no condition" },
+      { { alerts = { { name = "A", cpu_above = 9, memory_above = 9 } } }, "one condition per rule" },
+      { { hooks = {} }, "unknown key \"hooks\"" },
+    }
+    for _, c in ipairs(cases) do
+      local ok, err = pcall(check.check, c[1])
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(c[2], 1, true), tostring(err))
+    end
+    local t = check.check({ { url = "https://u:p@h.example:8443/x?token=t" } })
+    assert.are.equal("https://h.example:8443/x", t.hooks[1].public_url)
+    assert.are.equal(5, t.hooks[1].timeout)
+  end)
+
+  it("a server does not start on a bad hooks.lua, and a reload keeps the running one", function()
+    local bad = http.scripts_dir({ ["hooks.lua"] = 'return { { url = "gopher://x" } }' })
+    local log = os.tmpname()
+    local r = proc.run({ http.bin, "serve", "--listen", "127.0.0.1:" .. free_port(),
+      "--scripts", bad, "--state-dir", tmpdir() }, { timeout = 20 })
+    assert.are_not.equal(0, r.status)
+    assert.truthy((r.stderr .. r.stdout):find("hooks.lua: hook 1: url", 1, true), r.stderr)
+    local dir = http.scripts_dir({ ["hooks.lua"] = "return {}" })
+    local srv = start_server(dir, tmpdir())
+    finally(function() srv:stop() end)
+    local f = assert(io.open(dir .. "/hooks.lua", "w"))
+    f:write('return { { url = "http://a/", filter = 1 } }')
+    f:close()
+    srv:signal("HUP")
+    wait_until("the refused reload", 10, function()
+      return srv:logtext():find("reload failed", 1, true)
+    end)
+    assert.truthy(srv:logtext():find("filter must be a function", 1, true))
+    assert.are.equal(200, assert(http.get(srv.url .. "/api/hooks")).status)
+    os.remove(log)
+  end)
+end)
+
+describe("the queue on disk", function()
+  it("keeps what is not acked across a reopen, with the same ids, and drops the oldest when full", function()
+    local dir = tmpdir() .. "/q"
+    local q = assert(hooks.open(dir, 64 * 1024))
+    local ids = {}
+    for i = 1, 5 do
+      ids[i] = assert(q:append("body " .. i))
+    end
+    assert(q:sync())
+    local b, id, seq = q:head()
+    assert.are.equal("body 1", b)
+    assert(q:ack(seq))
+    q:close()
+    local mode = proc.run({ "stat", "-c", "%a", dir }).stdout
+    assert.are.equal("700\n", mode)
+    -- a torn record at the end (a crash mid-write) is cut, the rest kept
+    local f = assert(io.open(dir .. "/queue", "ab"))
+    f:write("HXQ1\1\0\0\0\0\0\0\0\255")
+    f:close()
+    local q2, _, _, cut = hooks.open(dir, 64 * 1024)
+    assert.are.equal(13, cut)
+    assert.are.equal(4, (q2:pending()))
+    b, id = q2:head()
+    assert.are.equal("body 2", b)
+    assert.are.equal(ids[2], id)
+    -- a second opener (another horcrux on the same --state-dir) is refused
+    local no, err = hooks.open(dir, 64 * 1024)
+    assert.is_nil(no)
+    assert.truthy(err:find("in use", 1, true))
+    -- full: the oldest go, counted
+    local dropped = 0
+    for _ = 1, 100 do
+      local _, d = assert(q2:append(("x"):rep(1000)))
+      dropped = dropped + d
+    end
+    local n, bytes = q2:pending()
+    assert.truthy(bytes <= 64 * 1024)
+    assert.are.equal(104 - dropped, n)
+    assert.truthy(dropped >= 40)
+    q2:close()
+  end)
+end)
+
+describe("webhooks against the engine", function()
+  local cleanup = {}
+  after_each(function()
+    for i = #cleanup, 1, -1 do
+      pcall(cleanup[i])
+    end
+    cleanup = {}
+  end)
+
+  local function run_container(run, cmd)
+    local id = support.run_container({ name = "hooks", labels = { ["hx.run"] = run },
+      cmd = cmd })
+    cleanup[#cleanup + 1] = function() support.remove(id) end
+    return id
+  end
+
+  it("delivers a container's events, signed, in order, with the url's credentials hidden", function()
+    local port, log, run = free_port(), os.tmpname(), support.unique_name("sig")
+    local rcv = receiver(port, log)
+    cleanup[#cleanup + 1] = function() stop(rcv) end
+    local dir = http.scripts_dir({ ["hooks.lua"] = hooks_lua(
+      ("http://user:pw@127.0.0.1:%d/in?token=t"):format(port), run) })
+    local srv = start_server(dir, tmpdir())
+    cleanup[#cleanup + 1] = function() srv:stop() end
+    local id = run_container(run)
+    stop_container(id)
+    support.remove(id)
+    local ok, got = pcall(wait_until, "create .. destroy", 15, function()
+      local evs = events_of(received(log), id)
+      return #evs > 0 and evs[#evs].json.action == "destroy" and evs
+    end)
+    assert(ok, table.concat(actions(events_of(received(log), id)), " ") .. "\n"
+      .. srv:logtext())
+    local acts = table.concat(actions(got), " ")
+    assert.truthy(acts:match("^create start .*die stop destroy$"), acts)
+    local seen = {}
+    for i, r in ipairs(got) do
+      assert.is_true(r.verified, "signature of delivery " .. i)
+      assert.are.equal("container", r.event)
+      assert.are.equal("application/json", r.content_type)
+      assert.matches("^%x+%-%x+%-4%x+%-%x+%-%x+$", r.delivery)
+      assert.is_nil(seen[r.delivery])
+      seen[r.delivery] = true
+      assert.are.equal("/in?token=t", r.path)
+      if i > 1 then
+        assert.truthy(r.json.time_ns >= got[i - 1].json.time_ns)
+      end
+    end
+    local h = hook_status(srv)
+    assert.are.equal(("http://127.0.0.1:%d/in"):format(port), h.url)
+    assert.is_true(h.signed)
+    assert.truthy(h.delivered >= #got)
+    assert.are.equal(0, h.pending)
+  end)
+
+  it("holds what a receiver that is down misses, and delivers every event in order when it is back", function()
+    local port, log, run = free_port(), os.tmpname(), support.unique_name("down")
+    local dir = http.scripts_dir({ ["hooks.lua"] = hooks_lua(
+      ("http://127.0.0.1:%d/in"):format(port), run) })
+    local srv = start_server(dir, tmpdir())
+    cleanup[#cleanup + 1] = function() srv:stop() end
+    local t0 = clock.mono_ns()
+    local id = run_container(run)
+    for _ = 1, 3 do -- about 10 s of events with nobody listening
+      clock.sleep(1)
+      stop_container(id)
+      start_container(id)
+    end
+    local h = wait_until("the pending deliveries", 10, function()
+      local s = hook_status(srv)
+      return s.pending >= 10 and s
+    end)
+    assert.truthy(h.failed > 0)
+    assert.truthy(h.last_error:find("onnect", 1, true), h.last_error)
+    while clock.mono_ns() - t0 < 10e9 do
+      clock.sleep(0.2)
+    end
+    local rcv = receiver(port, log)
+    cleanup[#cleanup + 1] = function() stop(rcv) end
+    local up = clock.mono_ns()
+    local got = wait_until("every delivery", 20, function()
+      local s = hook_status(srv)
+      return s.pending == 0 and events_of(received(log), id)
+    end)
+    local late = (clock.mono_ns() - up) / 1e9
+    assert.are.equal(4, count(got, "start"))
+    assert.are.equal(3, count(got, "die"))
+    assert.are.equal(3, count(got, "stop"))
+    assert.are.equal(1, count(got, "create"))
+    local ids = {}
+    for i, r in ipairs(got) do
+      assert.is_true(r.verified)
+      assert.is_nil(ids[r.delivery])
+      ids[r.delivery] = true
+      if i > 1 then
+        assert.truthy(r.json.time_ns > got[i - 1].json.time_ns, "in order")
+      end
+    end
+    print(("\n  receiver down %.1f s: %d events held, all delivered %.1f s after it came back (%d failed attempts)")
+      :format((up - t0) / 1e9, #got, late, hook_status(srv).failed))
+  end)
+
+  it("delivers after a kill -9 what was pending, duplicates only with the same delivery id", function()
+    local port, log, run = free_port(), os.tmpname(), support.unique_name("kill")
+    local state = tmpdir()
+    local dir = http.scripts_dir({ ["hooks.lua"] = hooks_lua(
+      ("http://127.0.0.1:%d/in"):format(port), run) })
+    local srv = start_server(dir, state)
+    cleanup[#cleanup + 1] = function() srv:stop() end
+    local id = run_container(run)
+    stop_container(id)
+    start_container(id)
+    stop_container(id)
+    -- every event of the engine read (a round or two after the last
+    -- stop) and queued: the pending count holds still for 1.5 s
+    local last, since = -1, clock.mono_ns()
+    local before = wait_until("the pending deliveries", 15, function()
+      local n = hook_status(srv).pending
+      if n ~= last then
+        last, since = n, clock.mono_ns()
+      end
+      return n >= 8 and clock.mono_ns() - since > 1.5e9 and n
+    end)
+    srv.proc:kill("KILL")
+    srv.proc:wait(5)
+    srv.stopped = true
+    local rcv = receiver(port, log)
+    cleanup[#cleanup + 1] = function() stop(rcv) end
+    local srv2 = start_server(dir, state)
+    cleanup[#cleanup + 1] = function() srv2:stop() end
+    local got = wait_until("every delivery", 20, function()
+      return hook_status(srv2).pending == 0 and events_of(received(log), id)
+    end)
+    assert.truthy(#got >= before, #got .. " received, " .. before .. " pending")
+    local distinct, seen = {}, {}
+    for _, r in ipairs(got) do
+      local key = r.json.action .. "@" .. r.json.time_ns
+      if not seen[key] then
+        seen[key] = true
+        distinct[#distinct + 1] = r
+      end
+    end
+    assert.are.equal(1, count(distinct, "create"))
+    assert.are.equal(2, count(distinct, "start"))
+    assert.are.equal(2, count(distinct, "die"))
+    assert.are.equal(2, count(distinct, "stop"))
+    -- the same event always comes with the same delivery id
+    local by_event, by_id = {}, {}
+    for _, r in ipairs(got) do
+      local key = r.json.action .. "@" .. r.json.time_ns
+      by_event[key] = by_event[key] or r.delivery
+      assert.are.equal(by_event[key], r.delivery, "one id per event")
+      by_id[r.delivery] = by_id[r.delivery] or r.body
+      assert.are.equal(by_id[r.delivery], r.body, "one body per id")
+    end
+    assert.truthy(srv2:logtext():find("deliveries pending from before", 1, true))
+  end)
+
+  it("fires an alert on a busy container and resolves it, also in Alertmanager's shape", function()
+    local port, log, run = free_port(), os.tmpname(), support.unique_name("alert")
+    local rcv = receiver(port, log)
+    cleanup[#cleanup + 1] = function() stop(rcv) end
+    local extra = ([[
+  { url = "http://127.0.0.1:%d/am", format = "alertmanager", receiver = "spec",
+    external_url = "http://horcrux.example:8080", retry_min = 0.2 },
+  alerts = {
+    { name = "Busy", cpu_above = 10, for_s = 1, label = "hx.run=%s",
+      severity = "critical", labels = { team = "ops" } },
+    { name = "Died", exit_nonzero = true, label = "hx.run=%s" },
+  },
+]]):format(port, run, run)
+    local dir = http.scripts_dir({ ["hooks.lua"] = hooks_lua(
+      ("http://127.0.0.1:%d/in"):format(port), run, extra) })
+    local srv = start_server(dir, tmpdir())
+    cleanup[#cleanup + 1] = function() srv:stop() end
+    local id = run_container(run, { "sh", "-c", "while :; do :; done" })
+    local function am(status, name)
+      for _, r in ipairs(received(log)) do
+        if r.path == "/am" and r.json.status == status
+            and r.json.groupLabels.alertname == name then
+          return r
+        end
+      end
+    end
+    local fired = wait_until("Busy firing", 20, function() return am("firing", "Busy") end)
+    local active = assert(http.get(srv.url .. "/api/alerts")).json
+    assert.are.equal(1, #active)
+    assert.are.equal("Busy", active[1].alert)
+    assert.are.equal(id, active[1].id)
+    assert.truthy(active[1].value > 10)
+    support.docker():request("POST", "/containers/" .. id .. "/kill")
+    local resolved = wait_until("Busy resolved", 15, function() return am("resolved", "Busy") end)
+    local died = wait_until("Died firing", 15, function() return am("firing", "Died") end)
+    -- Alertmanager's webhook body, version 4
+    local b = fired.json
+    assert.are.equal("4", b.version)
+    assert.are.equal("spec", b.receiver)
+    assert.are.equal("firing", b.status)
+    assert.are.equal("http://horcrux.example:8080", b.externalURL)
+    assert.are.equal('{}:{alertname="Busy"}', b.groupKey)
+    assert.are.equal(0, b.truncatedAlerts)
+    assert.are.same({ alertname = "Busy" }, b.groupLabels)
+    assert.are.equal("ops", b.commonLabels.team)
+    assert.are.equal(1, #b.alerts)
+    local a = b.alerts[1]
+    assert.are.equal("firing", a.status)
+    assert.are.same(b.commonLabels, a.labels)
+    assert.are.equal("critical", a.labels.severity)
+    assert.are.equal(id:sub(1, 12), a.labels.container_id)
+    assert.truthy(a.annotations.summary:find("CPU", 1, true))
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d", a.startsAt)
+    assert.are.equal("0001-01-01T00:00:00Z", a.endsAt)
+    assert.are.equal("http://horcrux.example:8080/api/alerts", a.generatorURL)
+    local ra = resolved.json.alerts[1]
+    assert.are.equal("resolved", ra.status)
+    assert.are.equal(a.fingerprint, ra.fingerprint)
+    assert.are.equal(a.startsAt, ra.startsAt)
+    assert.are_not.equal("0001-01-01T00:00:00Z", ra.endsAt)
+    assert.are.equal("137", tostring(died.json.alerts[1].annotations.summary:match("(%d+)$")))
+    -- the json hook got the alerts too, signed, as X-Horcrux-Event: alert
+    local plain = 0
+    for _, r in ipairs(received(log)) do
+      if r.path == "/in" and r.json.type == "alert" then
+        plain = plain + 1
+        assert.are.equal("alert", r.event)
+        assert.is_true(r.verified)
+      end
+    end
+    assert.truthy(plain >= 3)
+  end)
+end)
