@@ -2,6 +2,8 @@
 #include "aux.h"
 
 #include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -135,4 +137,14 @@ void hx_set_consts(lua_State *L, const hx_const *c) {
     lua_pushinteger(L, c->value);
     lua_setfield(L, -2, c->name);
   }
+}
+
+int hx_shortest(char *buf, size_t cap, double v) {
+  int n = 0;
+  for (int prec = 15; prec <= 17; prec++) {
+    n = snprintf(buf, cap, "%.*g", prec, v);
+    if (strtod(buf, NULL) == v)
+      break;
+  }
+  return n;
 }

@@ -70,4 +70,8 @@ typedef struct hx_const {
 } hx_const;
 void hx_set_consts(lua_State *L, const hx_const *c);
 
+/* The shortest %g text (15 to 17 digits) that reads back as v: what
+ * Prometheus and people read. Returns its length (snprintf's). */
+int hx_shortest(char *buf, size_t cap, double v);
+
 #endif

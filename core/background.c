@@ -35,8 +35,8 @@ static int bg_load(lua_State *L) {
   return 2;
 }
 
-/* Protected: require(t->module).run{interval, [t->field] = what bg_load
- * pushed, stopping, state_dir}. */
+/* Protected: require(t->module).run{interval, history, [t->field] = what
+ * bg_load pushed, stopping, state_dir}. */
 static int bg_run(lua_State *L) {
   hx_bg *t = lua_touserdata(L, 1);
   const hx_server_config *cfg = t->env.cfg;
@@ -44,9 +44,11 @@ static int bg_run(lua_State *L) {
   lua_pushstring(L, t->module);
   lua_call(L, 1, 1);
   lua_getfield(L, -1, "run");
-  lua_createtable(L, 0, 4);
+  lua_createtable(L, 0, 5);
   lua_pushnumber(L, cfg->interval);
   lua_setfield(L, -2, "interval");
+  lua_pushnumber(L, cfg->history); /* the collector's: the view's history */
+  lua_setfield(L, -2, "history");
   lua_pushvalue(L, 2);
   lua_setfield(L, -2, t->field);
   lua_pushstring(L, cfg->state_dir);

@@ -18,11 +18,18 @@
  *   h:stats([into])  {cpu_ns, memory_usage, memory_limit, memory_unlimited,
  *                    memory_stat, inactive_file, blkio_read, blkio_write,
  *                    pids, pid, net_rx, net_tx, net_host, frozen, time_ns,
- *                    mono_ns}; into (a table) is emptied and refilled. No
- *                    limit (v2 "max", v1 >= 2^62): memory_limit is left out
- *                    and memory_unlimited = true. --network host: net_host =
- *                    true and net_rx = net_tx = 0, as docker reports.
- *                    frozen: as h:frozen(), left out when it cannot be told.
+ *                    mono_ns, cpu_user_ns, cpu_system_ns, cpu_percpu_ns,
+ *                    cpu_periods, cpu_throttled_periods, cpu_throttled_ns,
+ *                    cpu_quota_us, cpu_period_us, cpuset_cpus, pids_limit,
+ *                    memory_rss, memory_cache, memory_oom_events, processes,
+ *                    pressure, networks, block_devices, started_ns (when
+ *                    the first process started)}; into (a table) is
+ *                    emptied and refilled. No limit (v2 "max", v1 >= 2^62):
+ *                    memory_limit is left out and memory_unlimited = true;
+ *                    no CPU quota or pids limit: -1. --network host:
+ *                    net_host = true and net_rx = net_tx = 0, as docker
+ *                    reports. frozen: as h:frozen(), left out when it cannot
+ *                    be told. A figure a file did not give is left out.
  *   h:frozen()       true when the container is paused (its cgroup frozen:
  *                    v1 and hybrid freezer.state FROZEN or FREEZING, v2
  *                    cgroup.freeze 1), false when not; nil, msg, "not_found"
@@ -31,7 +38,7 @@
  *   h:close()        also __gc and __close
  *   online_cpus([opts]) host_memory([opts]) system_cpu_ns([opts])
  *   parse.flat_keyed single blkio_v1 io_stat_v2 net_dev proc_stat_cpu
- *         meminfo cpu_list procs
+ *         meminfo cpu_list procs pressure cpu_max u64_list
  *
  * Numbers. The kernel prints unsigned 64-bit counters; a Lua integer is
  * signed. A value up to 2^63-1 comes back as an integer; a value above that
@@ -138,8 +145,8 @@ static int l_detect(lua_State *L) {
     lua_pushstring(L, root);
     lua_setfield(L, -2, "unified");
   } else {
-    lua_createtable(L, 0, K_N);
-    for (int k = 0; k < K_N; k++)
+    lua_createtable(L, 0, K_V1_N);
+    for (int k = 0; k < K_V1_N; k++)
       if (cg_v1_hierarchy(root, k, path, sizeof path)) {
         lua_pushstring(L, path);
         lua_setfield(L, -2, cg_k_names[k]);
@@ -290,7 +297,8 @@ static int l_index(lua_State *L) {
   return 1;
 }
 
-/* h:paths() -> {cpuacct=, memory=, blkio=, pids=} (v1) or {unified=} */
+/* h:paths() -> {cpuacct=, memory=, blkio=, pids=, freezer=, cpu=, cpuset=
+ * [, unified= (a hybrid host)]} (v1, hybrid) or {unified=} (v2) */
 static int l_paths(lua_State *L) {
   handle *h = check_handle(L);
   lua_newtable(L);
@@ -334,7 +342,46 @@ static void set_sums(lua_State *L, const char *sub, const char *ka, uint64_t a,
   set_u64(L, -1, kb, b);
 }
 
-/* h:cpu() -> {usage_ns=[, user_ns=, system_ns=]} */
+/* Pushes an array of n unsigned values (a per-CPU list). */
+static void push_u64_array(lua_State *L, const uint64_t *v, int n) {
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    cgp_push_u64(L, v[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+}
+
+static void set_u64_array(lua_State *L, int t, const char *k, const uint64_t *v,
+                          int n) {
+  push_u64_array(L, v, n);
+  lua_setfield(L, t, k);
+}
+
+/* The names h:cpu() and h:stats() give c's figures beside the usage. */
+typedef const char *const cpu_names[6];
+static cpu_names cpu_keys = {"user_ns", "system_ns",         "percpu_ns",
+                             "periods", "throttled_periods", "throttled_ns"};
+static cpu_names stats_cpu_keys = {"cpu_user_ns",           "cpu_system_ns",
+                                   "cpu_percpu_ns",         "cpu_periods",
+                                   "cpu_throttled_periods", "cpu_throttled_ns"};
+
+/* Sets what c has beside the usage in the table at t, under the names k. */
+static void set_cpu_more(lua_State *L, int t, const cpu_fig *c, cpu_names k) {
+  if (c->have_split) {
+    set_u64(L, t, k[0], c->user_ns);
+    set_u64(L, t, k[1], c->system_ns);
+  }
+  if (c->npercpu > 0)
+    set_u64_array(L, t, k[2], c->percpu, c->npercpu);
+  if (c->throttle_ok) {
+    set_u64(L, t, k[3], c->periods);
+    set_u64(L, t, k[4], c->throttled);
+    set_u64(L, t, k[5], c->throttled_ns);
+  }
+}
+
+/* h:cpu() -> {usage_ns=[, user_ns=, system_ns=][, percpu_ns={...}]
+ *            [, periods=, throttled_periods=, throttled_ns=]} */
 static int l_cpu(lua_State *L) {
   handle *h = check_handle(L);
   cpu_fig c;
@@ -346,17 +393,14 @@ static int l_cpu(lua_State *L) {
     return fail_read(L, h, K_CPU, h->v2 ? "cpu.stat" : "cpuacct.usage", e);
   lua_createtable(L, 0, 3);
   set_u64(L, -1, "usage_ns", c.usage_ns);
-  if (c.have_split) {
-    set_u64(L, -1, "user_ns", c.user_ns);
-    set_u64(L, -1, "system_ns", c.system_ns);
-  }
+  set_cpu_more(L, lua_gettop(L), &c, cpu_keys);
   return 1;
 }
 
 /* Sets the memory figures of m in the table at t under the names in k:
- * usage, limit, unlimited, inactive_file. */
+ * usage, limit, unlimited, inactive_file, rss, cache, oom_events. */
 static void set_memory(lua_State *L, int t, const mem_fig *m,
-                       const char *const k[4]) {
+                       const char *const k[7]) {
   if (m->usage_ok)
     set_u64(L, t, k[0], m->usage);
   if (m->limit_ok && !m->unlimited)
@@ -367,12 +411,20 @@ static void set_memory(lua_State *L, int t, const mem_fig *m,
   }
   if (m->inactive_ok)
     set_u64(L, t, k[3], m->inactive);
+  if (m->rss_ok)
+    set_u64(L, t, k[4], m->rss);
+  if (m->cache_ok)
+    set_u64(L, t, k[5], m->cache);
+  if (m->oom_ok)
+    set_u64(L, t, k[6], m->oom);
 }
 
-/* h:memory() -> {usage=, limit=, unlimited=, inactive_file=, stat={...}} */
+/* h:memory() -> {usage=, limit=, unlimited=, inactive_file=, rss=, cache=,
+ * oom_events=, stat={...}} */
 static int l_memory(lua_State *L) {
-  static const char *const names[4] = {"usage", "limit", "unlimited",
-                                       "inactive_file"};
+  static const char *const names[7] = {"usage",         "limit", "unlimited",
+                                       "inactive_file", "rss",   "cache",
+                                       "oom_events"};
   handle *h = check_handle(L);
   mem_fig m;
   if (cg_hdir(h, K_MEM) == NULL)
@@ -525,14 +577,17 @@ static int stats_cpu(lua_State *L, handle *h, int t, int st) {
   set_u64(L, t, "mono_ns", (uint64_t)hx_mono_ns());
   if (cg_gone(e) && !cg_alive(h))
     return -1;
-  if (c.ok)
+  if (c.ok) {
     set_u64(L, t, "cpu_ns", c.usage_ns);
+    set_cpu_more(L, t, &c, stats_cpu_keys);
+  }
   return c.ok;
 }
 
 static int stats_memory(lua_State *L, handle *h, int t, int st) {
-  static const char *const names[4] = {"memory_usage", "memory_limit",
-                                       "memory_unlimited", "inactive_file"};
+  static const char *const names[7] = {
+      "memory_usage", "memory_limit", "memory_unlimited", "inactive_file",
+      "memory_rss",   "memory_cache", "memory_oom_events"};
   mem_fig m;
   if (!cg_hdir(h, K_MEM))
     return 0;
@@ -559,6 +614,15 @@ static int stats_blkio(lua_State *L, handle *h, int t, int st) {
     return 0;
   set_u64(L, t, "blkio_read", io.read);
   set_u64(L, t, "blkio_write", io.write);
+  lua_createtable(L, 0, io.ndevs);
+  for (int i = 0; i < io.ndevs; i++) {
+    lua_pushfstring(L, "%d:%d", (int)io.devs[i].major, (int)io.devs[i].minor);
+    lua_createtable(L, 0, 2);
+    set_u64(L, -1, "read_bytes", io.devs[i].read);
+    set_u64(L, -1, "write_bytes", io.devs[i].write);
+    lua_rawset(L, -3);
+  }
+  lua_setfield(L, t, "block_devices");
   return 1;
 }
 
@@ -578,6 +642,8 @@ static int stats_pids(lua_State *L, handle *h, int t, int st) {
  * docker reports, flagged by net_host. */
 static int stats_net(lua_State *L, handle *h, int t, int st) {
   net_fig n;
+  uint64_t btime;
+  int64_t started;
   int e = cg_read_net(NULL, h, &n);
   (void)st;
   if (cg_gone(e) && !cg_alive(h))
@@ -586,13 +652,77 @@ static int stats_net(lua_State *L, handle *h, int t, int st) {
     return 0;
   lua_pushinteger(L, n.pid);
   lua_setfield(L, t, "pid");
+  if (n.pid > 0 && cg_read_btime(&h->buf, h->proc, &btime) == 0 &&
+      cg_pid_start_ns(h, n.pid, btime, &started) == 0) {
+    lua_pushinteger(L, started);
+    lua_setfield(L, t, "started_ns");
+  }
   if (n.host) {
     lua_pushboolean(L, 1);
     lua_setfield(L, t, "net_host");
   }
   set_u64(L, t, "net_rx", n.sum.rx);
   set_u64(L, t, "net_tx", n.sum.tx);
+  lua_createtable(L, 0, n.sum.nifs);
+  for (int i = 0; i < n.sum.nifs; i++) {
+    lua_createtable(L, 0, NI_N);
+    for (int j = 0; j < NI_N; j++)
+      set_u64(L, -1, cgp_iface_names[j], n.sum.ifs[i].v[j]);
+    lua_setfield(L, -2, n.sum.ifs[i].name);
+  }
+  lua_setfield(L, t, "networks");
   return 1;
+}
+
+/* The limits: cpu_quota_us (-1: none), cpu_period_us, cpuset_cpus,
+ * pids_limit (-1: none). A state, not a figure (returns 0). */
+static int stats_limits(lua_State *L, handle *h, int t, int st) {
+  limit_fig l;
+  (void)st;
+  if (cg_read_limits(h, &l))
+    return -1;
+  if (l.quota_ok) {
+    lua_pushinteger(
+        L, l.no_quota || l.quota_us > INT64_MAX ? -1 : (lua_Integer)l.quota_us);
+    lua_setfield(L, t, "cpu_quota_us");
+  }
+  if (l.period_ok)
+    set_u64(L, t, "cpu_period_us", l.period_us);
+  if (l.cpuset)
+    set_u64(L, t, "cpuset_cpus", l.cpuset);
+  if (l.pids_ok) {
+    lua_pushinteger(L, l.pids_unlimited || l.pids_max > INT64_MAX
+                           ? -1
+                           : (lua_Integer)l.pids_max);
+    lua_setfield(L, t, "pids_limit");
+  }
+  return 0;
+}
+
+/* pressure = {cpu = {some=, full=}, ...} on v2 (hybrid: the unified tree);
+ * processes, from the container's own cgroup.procs (after stats_pids). */
+static int stats_pressure(lua_State *L, handle *h, int t, int st) {
+  psi_fig p[PSI_N];
+  uint64_t procs;
+  int have, e;
+  (void)st;
+  lua_newtable(L);
+  e = cg_read_pressure(L, h, p, &have);
+  if (e && cg_gone(e) && !cg_alive(h))
+    return -1;
+  if (!e && have)
+    lua_setfield(L, t, "pressure");
+  else
+    lua_pop(L, 1);
+  e = cg_read_procs(h, &procs);
+  if (e && cg_gone(e) && !cg_alive(h))
+    return -1;
+  /* none in its own cgroup while it has tasks: they are in sub-cgroups */
+  lua_getfield(L, t, "pids");
+  if (!e && (procs > 0 || !(lua_tointeger(L, -1) > 0)))
+    set_u64(L, t, "processes", procs);
+  lua_pop(L, 1);
+  return 0;
 }
 
 /* Whether the container is paused: a state, not a figure (returns 0). */
@@ -631,8 +761,9 @@ static void stats_tables(lua_State *L, int into, int *t, int *st) {
 /* Everything the live view needs, in one table (see the file comment). On
  * failure the stack is put back as it was and nil, msg, kind pushed. */
 static int handle_stats(lua_State *L, handle *h, int into) {
-  static const stats_part parts[] = {stats_cpu,  stats_memory, stats_blkio,
-                                     stats_pids, stats_net,    stats_frozen};
+  static const stats_part parts[] = {stats_cpu,    stats_memory,  stats_blkio,
+                                     stats_pids,   stats_net,     stats_frozen,
+                                     stats_limits, stats_pressure};
   int base = lua_gettop(L), t, st, any = 0;
   stats_tables(L, into, &t, &st);
   for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
@@ -872,6 +1003,46 @@ static int lp_procs(lua_State *L) {
   return 1;
 }
 
+/* parse.pressure(text) -> {some = {avg10=, avg60=, avg300=, total=},
+ * full = {...}} | nil, msg, kind */
+static int lp_pressure(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  psi_fig p;
+  lua_newtable(L);
+  if (!cgp_parse_pressure(L, s, n, &p))
+    return parse_fail(L, "pressure");
+  return 1;
+}
+
+/* parse.cpu_max(text) -> quota_us | "max", period_us | nil, msg, kind */
+static int lp_cpu_max(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  uint64_t quota, period;
+  int unlimited;
+  if (!cgp_parse_cpu_max(s, n, &unlimited, &quota, &period))
+    return parse_fail(L, "cpu_max");
+  if (unlimited)
+    lua_pushliteral(L, "max");
+  else
+    cgp_push_u64(L, quota);
+  cgp_push_u64(L, period);
+  return 2;
+}
+
+/* parse.u64_list(text) -> array (cpuacct.usage_percpu) | nil, msg, kind */
+static int lp_u64_list(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  uint64_t v[CGP_MAX_CPUS];
+  int count = cgp_parse_u64_list(s, n, v, CGP_MAX_CPUS);
+  if (count < 0)
+    return parse_fail(L, "u64_list");
+  push_u64_array(L, v, count);
+  return 1;
+}
+
 /* ---------------------------------------------------------------- module */
 
 static const luaL_Reg handle_methods[] = {
@@ -885,12 +1056,19 @@ static const luaL_Reg handle_meta[] = {{"__gc", l_close},
                                        {"__tostring", l_tostring},
                                        {NULL, NULL}};
 
-static const luaL_Reg parse_funcs[] = {
-    {"flat_keyed", lp_flat_keyed}, {"single", lp_single},
-    {"blkio_v1", lp_blkio_v1},     {"io_stat_v2", lp_io_stat_v2},
-    {"net_dev", lp_net_dev},       {"proc_stat_cpu", lp_proc_stat_cpu},
-    {"meminfo", lp_meminfo},       {"cpu_list", lp_cpu_list},
-    {"procs", lp_procs},           {NULL, NULL}};
+static const luaL_Reg parse_funcs[] = {{"flat_keyed", lp_flat_keyed},
+                                       {"single", lp_single},
+                                       {"blkio_v1", lp_blkio_v1},
+                                       {"io_stat_v2", lp_io_stat_v2},
+                                       {"net_dev", lp_net_dev},
+                                       {"proc_stat_cpu", lp_proc_stat_cpu},
+                                       {"meminfo", lp_meminfo},
+                                       {"cpu_list", lp_cpu_list},
+                                       {"procs", lp_procs},
+                                       {"pressure", lp_pressure},
+                                       {"cpu_max", lp_cpu_max},
+                                       {"u64_list", lp_u64_list},
+                                       {NULL, NULL}};
 
 static const luaL_Reg module_funcs[] = {{"detect", l_detect},
                                         {"open", l_open},

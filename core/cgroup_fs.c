@@ -142,8 +142,8 @@ const char *cg_errno_kind(int e) {
 
 const char *const cg_version_names[4] = {NULL, "v1", "v2", "hybrid"};
 const char *const cg_driver_names[3] = {NULL, "cgroupfs", "systemd"};
-const char *const cg_k_names[K_N] = {"cpuacct", "memory", "blkio", "pids",
-                                     "freezer"};
+const char *const cg_k_names[K_N] = {"cpuacct", "memory", "blkio",  "pids",
+                                     "freezer", "cpu",    "cpuset", "unified"};
 
 /* The names a v1 controller's hierarchy may have (cpuacct is often
  * co-mounted with cpu). */
@@ -152,7 +152,10 @@ static const char *const v1_dirs[K_N][4] = {
     {"memory", NULL},
     {"blkio", NULL},
     {"pids", NULL},
-    {"freezer", NULL}};
+    {"freezer", NULL},
+    {"cpu", "cpu,cpuacct", "cpuacct,cpu", NULL},
+    {"cpuset", NULL},
+    {"unified", NULL}};
 
 int cg_v1_hierarchy(const char *root, int k, char *out, size_t cap) {
   for (int i = 0; v1_dirs[k][i]; i++)
@@ -168,7 +171,7 @@ int cg_detect_version(const char *root) {
   int v1 = 0;
   if (is_file_at(root, "cgroup.controllers"))
     return LV_V2;
-  for (int k = 0; k < K_N && !v1; k++)
+  for (int k = 0; k < K_V1_N && !v1; k++)
     v1 = cg_v1_hierarchy(root, k, path, sizeof path);
   if (!v1)
     return LV_NONE;
@@ -231,7 +234,7 @@ int cg_scan_base(const char *root, int version, char *out, size_t cap) {
     int n = snprintf(out, cap, "%s", root);
     return n >= 0 && (size_t)n < cap;
   }
-  for (int k = K_MEM, i = 0; i < K_N; i++, k = (k + 1) % K_N)
+  for (int k = K_MEM, i = 0; i < K_V1_N; i++, k = (k + 1) % K_V1_N)
     if (cg_v1_hierarchy(root, k, out, cap))
       return 1;
   return 0;
@@ -274,7 +277,9 @@ static char *dup_path(const char *s) {
   return d;
 }
 
-/* v2: the one directory; v1 and hybrid: each controller's (the v1 files). */
+/* v2: the one directory; v1 and hybrid: each controller's (the v1 files),
+ * and on hybrid the unified tree's (its pressure files), which alone does
+ * not make a container found. */
 int cg_handle_open(handle *h, const char *root, int version, int prefer,
                    const char *id, const char *proc) {
   char base[PATH_MAX], path[PATH_MAX];
@@ -291,16 +296,17 @@ int cg_handle_open(handle *h, const char *root, int version, int prefer,
     int drv;
     if (h->v2)
       snprintf(base, sizeof base, "%s", root);
-    else if (!cg_v1_hierarchy(root, k, base, sizeof base))
+    else if ((k == K_UNIFIED && version != LV_HYBRID) ||
+             !cg_v1_hierarchy(root, k, base, sizeof base))
       continue;
     drv = cg_find_dir(base, id, prefer, path, sizeof path);
     if (drv == DRV_NONE)
       continue;
     if (!(h->dir[k] = dup_path(path)))
       return ENOMEM;
-    if (!found)
+    if (!found && k != K_UNIFIED)
       h->driver = drv;
-    found = 1;
+    found |= k != K_UNIFIED;
   }
   return found ? 0 : ENOENT;
 }
@@ -328,8 +334,9 @@ const char *cg_hdir(const handle *h, int k) {
 }
 
 int cg_procs_k(const handle *h) {
-  static const int order[K_N] = {K_MEM, K_PIDS, K_CPU, K_BLKIO, K_FREEZER};
-  for (int i = 0; i < K_N; i++)
+  static const int order[K_V1_N] = {K_MEM,     K_PIDS,   K_CPU,   K_BLKIO,
+                                    K_FREEZER, K_CPUCTL, K_CPUSET};
+  for (int i = 0; i < K_V1_N; i++)
     if (cg_hdir(h, order[i]))
       return order[i];
   return -1;
@@ -486,6 +493,16 @@ int cg_hread(handle *h, int k, const char *name, size_t *len) {
     return ENOENT;
   if (h->keep)
     return keep_read(h, kept_slot(h->keep, k, name), dir, name, 0, len);
+  if (!cg_join(path, sizeof path, dir, name))
+    return ENAMETOOLONG;
+  return cg_read_file(&h->buf, path, len);
+}
+
+int cg_hread_once(handle *h, int k, const char *name, size_t *len) {
+  char path[PATH_MAX];
+  const char *dir = cg_hdir(h, k);
+  if (dir == NULL)
+    return ENOENT;
   if (!cg_join(path, sizeof path, dir, name))
     return ENAMETOOLONG;
   return cg_read_file(&h->buf, path, len);

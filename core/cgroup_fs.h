@@ -46,8 +46,23 @@ enum { DRV_NONE, DRV_CGROUPFS, DRV_SYSTEMD };
 extern const char *const cg_version_names[4]; /* NULL, "v1", "v2", "hybrid" */
 extern const char *const cg_driver_names[3];  /* NULL, "cgroupfs", ... */
 
-/* The controllers a handle reads (a v1 hierarchy each; one dir on v2). */
-enum { K_CPU, K_MEM, K_BLKIO, K_PIDS, K_FREEZER, K_N };
+/* The controllers a handle reads (a v1 hierarchy each; one dir on v2).
+ * K_CPU is cpuacct (the usage), K_CPUCTL the cpu controller (quota,
+ * throttling), co-mounted with it or not. K_UNIFIED is the v2 tree beside
+ * the v1 ones on a hybrid host (its pressure files); the v1 controllers are
+ * those before it. */
+enum {
+  K_CPU,
+  K_MEM,
+  K_BLKIO,
+  K_PIDS,
+  K_FREEZER,
+  K_CPUCTL,
+  K_CPUSET,
+  K_UNIFIED,
+  K_N
+};
+#define K_V1_N K_UNIFIED
 extern const char *const cg_k_names[K_N]; /* "cpuacct", "memory", ... */
 
 /* The directory of v1 controller k under root, into out; 0 when absent. */
@@ -79,7 +94,9 @@ typedef struct cg_budget {
   int held;
 } cg_budget;
 
-#define CG_KEEP_MAX 12 /* files a handle reads: 11 on v1, 9 on v2 */
+/* The files a handle reads and may keep: 21 on hybrid, 16 on v2 (the
+ * limits are read without keeping: cg_read_limits). */
+#define CG_KEEP_MAX 24
 #define CG_FD_NONE (-1)
 #define CG_FD_ABSENT (-2) /* the file does not exist in a live cgroup */
 #define CG_K_PROC (-1)    /* /proc/<pid>/net/dev, valid for keep.pid */
@@ -149,6 +166,8 @@ const char *cg_procs_dir(const handle *h);
 int cg_alive(const handle *h);
 /* Reads a file of controller k into h->buf; ENOENT without that dir. */
 int cg_hread(handle *h, int k, const char *name, size_t *len);
+/* The same, never keeping the descriptor (files read seldom). */
+int cg_hread_once(handle *h, int k, const char *name, size_t *len);
 /* Reads /proc/<pid>/net/dev (h->proc) into h->buf. */
 int cg_read_net_dev(handle *h, int pid, size_t *len);
 
@@ -157,9 +176,26 @@ int cg_read_net_dev(handle *h, int pid, size_t *len);
 typedef struct {
   int ok;
   uint64_t usage_ns;
-  int have_split;
+  int have_split; /* user_ns, system_ns */
   uint64_t user_ns, system_ns;
+  int throttle_ok; /* periods, throttled, throttled_ns */
+  uint64_t periods, throttled, throttled_ns;
+  int npercpu; /* 0: none (v2 has no per-CPU counters) */
+  uint64_t percpu[CGP_MAX_CPUS];
 } cpu_fig;
+
+/* What the container may use: its CPU quota per period (v2 cpu.max, v1
+ * cpu.cfs_quota_us and cpu.cfs_period_us), the CPUs of its cpuset and its
+ * pids.max. Files that change only when the container is updated. */
+typedef struct {
+  int quota_ok;  /* the quota was read: quota_us, or none */
+  int no_quota;  /* "max", -1 */
+  int period_ok; /* period_us */
+  uint64_t quota_us, period_us;
+  uint64_t cpuset; /* CPUs in the cpuset; 0: not read */
+  int pids_ok, pids_unlimited;
+  uint64_t pids_max;
+} limit_fig;
 
 /* A one-value file that must hold a size or a count (or "max"). */
 typedef struct {
@@ -172,7 +208,13 @@ typedef struct {
   int usage_ok, limit_ok, inactive_ok, stat_ok;
   int unlimited; /* limit_ok: no limit (v2 "max", v1 >= 2^62) */
   uint64_t usage, limit, inactive;
+  int rss_ok, cache_ok, oom_ok;
+  uint64_t rss, cache, oom; /* oom: OOM kills in the cgroup */
 } mem_fig;
+
+/* PSI of the container's v2 cgroup (a hybrid host's unified tree too). */
+enum { PSI_CPU, PSI_MEMORY, PSI_IO, PSI_N };
+extern const char *const cg_psi_names[PSI_N]; /* "cpu", "memory", "io" */
 
 typedef struct {
   int pid;
@@ -180,7 +222,25 @@ typedef struct {
   net_sum sum;
 } net_fig;
 
+/* The usage (and on v2 the split and the throttling from the same file),
+ * then what other files say: v1 cpuacct.stat, cpuacct.usage_percpu and the
+ * cpu controller's cpu.stat. Only the usage decides the result. */
 int cg_read_cpu(handle *h, cpu_fig *c);
+/* The limits (limit_fig), each file opened, read and closed: 0, or the
+ * errno of a cgroup that vanished. */
+int cg_read_limits(handle *h, limit_fig *l);
+/* cpu.pressure, memory.pressure, io.pressure into p[]; *have gets bit
+ * 1 << PSI_x for each read. ENOENT: no v2 cgroup (a v1 host). The tables
+ * go into the table on top (cpu = {some=, full=}, ...) when L is not NULL. */
+int cg_read_pressure(lua_State *L, handle *h, psi_fig p[PSI_N], int *have);
+/* How many processes the container's own cgroup.procs lists. */
+int cg_read_procs(handle *h, uint64_t *n);
+/* When process pid started (wall clock ns), from <proc>/<pid>/stat and
+ * the boot time btime (s): what the container's first process tells of
+ * the container's start. */
+int cg_pid_start_ns(handle *h, int pid, uint64_t btime, int64_t *ns);
+/* The boot time (s) from <proc>/stat's btime line, read into b. */
+int cg_read_btime(rbuf *b, const char *proc, uint64_t *btime);
 int cg_read_single(handle *h, int k, const char *name, single_fig *f);
 /* memory.stat's pairs go into the table at st when L is not NULL. Returns
  * 0, or the errno of a cgroup that vanished (a missing file is left out). */

@@ -132,6 +132,27 @@ int cgp_is_device(const char *f, size_t n) {
          cgp_scan_u64(c + 1, n - (size_t)(c - f) - 1, &b);
 }
 
+/* The entry of device "major:minor" (checked by cgp_is_device) in out's
+ * list, added when new; NULL when the list is full or the numbers do not
+ * fit 32 bits (out->devs_more says a device was left out). */
+static io_dev *dev_slot(io_sum *out, const char *f, size_t n) {
+  const char *c = memchr(f, ':', n);
+  uint64_t a = 0, b = 0;
+  cgp_scan_u64(f, (size_t)(c - f), &a);
+  cgp_scan_u64(c + 1, n - (size_t)(c - f) - 1, &b);
+  for (int i = 0; i < out->ndevs; i++)
+    if (out->devs[i].major == a && out->devs[i].minor == b)
+      return &out->devs[i];
+  if (out->ndevs == CGP_MAX_DEVS || a > UINT32_MAX || b > UINT32_MAX) {
+    out->devs_more = 1;
+    return NULL;
+  }
+  io_dev *d = &out->devs[out->ndevs++];
+  d->major = (uint32_t)a;
+  d->minor = (uint32_t)b;
+  return d;
+}
+
 /* ---------------------------------------------------------------- parsers
  * Each works on a buffer and a length (no NUL needed) and either fills a
  * Lua table or a C struct; stats() uses the C side, parse.* the Lua side. */
@@ -233,10 +254,13 @@ void cgp_parse_blkio_v1(lua_State *L, const char *s, size_t n, io_sum *out) {
         !cgp_scan_u64(v, vn, &val))
       continue;
     out->entries++;
-    if (cgp_field_is_ci(op, opn, "read"))
-      cgp_add_sat(&out->read, val);
-    else if (cgp_field_is_ci(op, opn, "write"))
-      cgp_add_sat(&out->write, val);
+    if (cgp_field_is_ci(op, opn, "read") || cgp_field_is_ci(op, opn, "write")) {
+      int rd = cgp_field_is_ci(op, opn, "read");
+      io_dev *d = dev_slot(out, dev, devn);
+      cgp_add_sat(rd ? &out->read : &out->write, val);
+      if (d)
+        cgp_add_sat(rd ? &d->read : &d->write, val);
+    }
     if (L) {
       lua_pushlstring(L, dev, devn);
       if (lua_rawget(L, -2) != LUA_TTABLE) {
@@ -263,6 +287,7 @@ void cgp_parse_io_v2(lua_State *L, const char *s, size_t n, io_sum *out) {
     const char *dev, *f;
     size_t devn, fn;
     int any = 0;
+    io_dev *d = NULL;
     if (!cgp_next_field(&ls, le, &dev, &devn) || !cgp_is_device(dev, devn))
       continue;
     if (L) {
@@ -280,10 +305,14 @@ void cgp_parse_io_v2(lua_State *L, const char *s, size_t n, io_sum *out) {
         continue;
       kn = (size_t)(eq - f);
       any = 1;
-      if (cgp_field_is(f, kn, "rbytes"))
-        cgp_add_sat(&out->read, val);
-      else if (cgp_field_is(f, kn, "wbytes"))
-        cgp_add_sat(&out->write, val);
+      if (cgp_field_is(f, kn, "rbytes") || cgp_field_is(f, kn, "wbytes")) {
+        int rd = cgp_field_is(f, kn, "rbytes");
+        if (d == NULL)
+          d = dev_slot(out, dev, devn);
+        cgp_add_sat(rd ? &out->read : &out->write, val);
+        if (d)
+          cgp_add_sat(rd ? &d->read : &d->write, val);
+      }
       if (L) {
         lua_pushlstring(L, f, kn);
         cgp_push_u64(L, val);
@@ -294,6 +323,26 @@ void cgp_parse_io_v2(lua_State *L, const char *s, size_t n, io_sum *out) {
     if (L)
       lua_pop(L, 1);
   }
+}
+
+const char *const cgp_iface_names[NI_N] = {
+    "rx_bytes", "rx_packets", "rx_errors", "rx_dropped",
+    "tx_bytes", "tx_packets", "tx_errors", "tx_dropped"};
+
+/* Where net/dev's 16 columns put the Engine API's eight counters. */
+static const int iface_cols[NI_N] = {0, 1, 2, 3, 8, 9, 10, 11};
+
+/* Keeps an interface's counters in out's list (lo is left to the caller). */
+static void keep_iface(net_sum *out, const char *name, size_t namen,
+                       const uint64_t v[16]) {
+  if (out->nifs == CGP_MAX_IFACES || namen >= CGP_IFNAME) {
+    out->ifs_more = 1;
+    return;
+  }
+  net_iface *f = &out->ifs[out->nifs++];
+  memcpy(f->name, name, namen);
+  for (int i = 0; i < NI_N; i++)
+    f->v[i] = v[iface_cols[i]];
 }
 
 /* /proc/<pid>/net/dev: the 16 counters of each interface. */
@@ -337,10 +386,13 @@ void cgp_parse_net_dev(lua_State *L, const char *s, size_t n, net_sum *out) {
     }
     if (bad || k < 9)
       continue;
+    for (int i = k; i < 16; i++)
+      v[i] = 0;
     if (!cgp_field_is(name, namen, "lo")) {
       cgp_add_sat(&out->rx, v[0]);
       cgp_add_sat(&out->tx, v[8]);
       out->interfaces++;
+      keep_iface(out, name, namen, v);
     }
     if (L) {
       lua_pushlstring(L, name, namen);
@@ -483,5 +535,173 @@ int cgp_first_pid(const char *s, size_t len) {
     if (cgp_next_field(&ls, le, &f, &fn) && cgp_scan_u64(f, fn, &v) && v > 0 &&
         v <= INT_MAX)
       return (int)v;
+  return 0;
+}
+
+/* cgroup.procs: how many pids it lists (lines that are not one, skipped). */
+int cgp_count_pids(const char *s, size_t len) {
+  const char *p = s, *end = s + len, *ls, *le, *f;
+  size_t fn;
+  uint64_t v;
+  int count = 0;
+  while (cgp_next_line(&p, end, &ls, &le))
+    if (cgp_next_field(&ls, le, &f, &fn) && cgp_scan_u64(f, fn, &v) && v > 0 &&
+        v <= INT_MAX)
+      count++;
+  return count;
+}
+
+/* Next field of [*p, end) separated by blanks or newlines. */
+static int next_word(const char **p, const char *end, const char **f,
+                     size_t *n) {
+  const char *s = *p, *e;
+  while (s < end && (cgp_is_blank(*s) || *s == '\n'))
+    s++;
+  if (s == end) {
+    *p = s;
+    return 0;
+  }
+  for (e = s; e < end && !cgp_is_blank(*e) && *e != '\n'; e++)
+    ;
+  *f = s;
+  *n = (size_t)(e - s);
+  *p = e;
+  return 1;
+}
+
+/* Unsigned numbers separated by blanks (cpuacct.usage_percpu: one per
+ * possible CPU) into out[0..max). Returns how many, or -1 when a field is
+ * not a number or there are more than max. */
+int cgp_parse_u64_list(const char *s, size_t len, uint64_t *out, int max) {
+  const char *p = s, *end = s + len, *f;
+  size_t fn;
+  int n = 0;
+  while (next_word(&p, end, &f, &fn)) {
+    if (n == max || !cgp_scan_u64(f, fn, &out[n]))
+      return -1;
+    n++;
+  }
+  return n;
+}
+
+/* v2 cpu.max: "<quota> <period>", the quota "max" for none; us. Returns 1,
+ * or 0 for anything else (a period of 0 included). */
+int cgp_parse_cpu_max(const char *s, size_t len, int *unlimited,
+                      uint64_t *quota, uint64_t *period) {
+  const char *p = s, *end = s + len, *a, *b, *x;
+  size_t an, bn, xn;
+  if (!next_word(&p, end, &a, &an) || !next_word(&p, end, &b, &bn) ||
+      next_word(&p, end, &x, &xn) || !cgp_scan_u64(b, bn, period) ||
+      *period == 0)
+    return 0;
+  *unlimited = cgp_field_is(a, an, "max");
+  *quota = 0;
+  return *unlimited || cgp_scan_u64(a, an, quota);
+}
+
+/* "12.34": digits, optionally a point and digits; the kernel prints the
+ * averages of PSI so (%lu.%02lu). */
+static int scan_decimal(const char *s, size_t n, double *out) {
+  const char *dot = memchr(s, '.', n);
+  size_t in = dot ? (size_t)(dot - s) : n, fn = dot ? n - in - 1 : 0;
+  uint64_t ip, fp = 0;
+  double scale = 1;
+  if (!cgp_scan_u64(s, in, &ip) || (dot && !cgp_scan_u64(dot + 1, fn, &fp)) ||
+      fn > 18)
+    return 0;
+  for (size_t i = 0; i < fn; i++)
+    scale *= 10;
+  *out = (double)ip + (double)fp / scale;
+  return 1;
+}
+
+static const char *const psi_keys[4] = {"avg10", "avg60", "avg300", "total"};
+
+/* One line's "avg10=0.14 avg60=0.03 avg300=0.00 total=20513" after its
+ * first word; ok only when all four are there and well formed. */
+static void parse_psi_line(const char *ls, const char *le, psi_line *out) {
+  const char *f;
+  size_t fn;
+  int seen = 0;
+  memset(out, 0, sizeof *out);
+  while (cgp_next_field(&ls, le, &f, &fn)) {
+    const char *eq = memchr(f, '=', fn);
+    size_t kn = eq ? (size_t)(eq - f) : fn, vn = eq ? fn - kn - 1 : 0;
+    int k = 0;
+    while (k < 4 && !(eq && cgp_field_is(f, kn, psi_keys[k])))
+      k++;
+    if (k == 4 || (seen & 1 << k))
+      return;
+    if (k == 3 ? !cgp_scan_u64(eq + 1, vn, &out->total)
+               : !scan_decimal(eq + 1, vn, &out->avg[k]))
+      return;
+    seen |= 1 << k;
+  }
+  out->ok = seen == 15;
+}
+
+static void push_psi_line(lua_State *L, const psi_line *l, const char *k) {
+  lua_createtable(L, 0, 4);
+  for (int i = 0; i < 3; i++) {
+    lua_pushnumber(L, (lua_Number)l->avg[i]);
+    lua_setfield(L, -2, psi_keys[i]);
+  }
+  cgp_push_u64(L, l->total);
+  lua_setfield(L, -2, psi_keys[3]);
+  lua_setfield(L, -2, k);
+}
+
+/* A *.pressure file: a "some" line and (cpu before 5.13 excepted) a "full"
+ * one. Returns whether a line was well formed; when L is set, the table on
+ * top gets some = {avg10=, avg60=, avg300=, total=} and full = {...}. */
+int cgp_parse_pressure(lua_State *L, const char *s, size_t len, psi_fig *out) {
+  const char *p = s, *end = s + len, *ls, *le, *f;
+  size_t fn;
+  memset(out, 0, sizeof *out);
+  while (cgp_next_line(&p, end, &ls, &le)) {
+    psi_line *l;
+    if (!cgp_next_field(&ls, le, &f, &fn))
+      continue;
+    if (cgp_field_is(f, fn, "some"))
+      l = &out->some;
+    else if (cgp_field_is(f, fn, "full"))
+      l = &out->full;
+    else
+      continue;
+    parse_psi_line(ls, le, l);
+  }
+  if (L && out->some.ok)
+    push_psi_line(L, &out->some, "some");
+  if (L && out->full.ok)
+    push_psi_line(L, &out->full, "full");
+  return out->some.ok || out->full.ok;
+}
+
+/* /proc/stat's "btime <seconds>": the boot time. Returns whether found. */
+int cgp_parse_btime(const char *s, size_t len, uint64_t *out) {
+  const char *p = s, *end = s + len, *ls, *le, *f, *x;
+  size_t fn, xn;
+  while (cgp_next_line(&p, end, &ls, &le))
+    if (cgp_next_field(&ls, le, &f, &fn) && cgp_field_is(f, fn, "btime"))
+      return cgp_next_field(&ls, le, &f, &fn) && cgp_scan_u64(f, fn, out) &&
+             !cgp_next_field(&ls, le, &x, &xn);
+  return 0;
+}
+
+/* /proc/<pid>/stat: "pid (comm) state ppid ..."; the 22nd field, the start
+ * time in ticks after boot. The command may hold blanks and parentheses:
+ * the fields start after the last ')'. Returns whether it was read. */
+int cgp_parse_pid_start(const char *s, size_t len, uint64_t *ticks) {
+  const char *close = NULL, *p, *end = s + len, *f;
+  size_t fn;
+  for (const char *q = s; q < end; q++)
+    if (*q == ')')
+      close = q;
+  if (close == NULL)
+    return 0;
+  p = close + 1;
+  for (int field = 3; next_word(&p, end, &f, &fn); field++)
+    if (field == 22)
+      return cgp_scan_u64(f, fn, ticks);
   return 0;
 }

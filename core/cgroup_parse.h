@@ -19,16 +19,64 @@ typedef struct {
   uint64_t u;
 } num;
 
+/* What the parsers keep per item, at most: devices of a block I/O file,
+ * interfaces of net/dev (lo left out), CPUs of a per-CPU list. Past it the
+ * sums still count every item; the lists say `more`. */
+#define CGP_MAX_DEVS 8
+#define CGP_MAX_IFACES 8
+#define CGP_MAX_CPUS 64
+#define CGP_IFNAME 16 /* IFNAMSIZ: 15 bytes and the NUL */
+
+/* One device's bytes read and written. */
+typedef struct {
+  uint32_t major, minor;
+  uint64_t read, write;
+} io_dev;
+
 /* Block I/O sums: v1 "<dev> <Op> <value>" lines, v2 "<dev> key=value...". */
 typedef struct {
   uint64_t read, write;
   int entries; /* device lines with a value: 0 means "no data" */
+  int ndevs, devs_more;
+  io_dev devs[CGP_MAX_DEVS]; /* in the file's order */
 } io_sum;
+
+/* The counters of one interface, as the Engine API names them. */
+enum {
+  NI_RX_BYTES,
+  NI_RX_PACKETS,
+  NI_RX_ERRORS,
+  NI_RX_DROPPED,
+  NI_TX_BYTES,
+  NI_TX_PACKETS,
+  NI_TX_ERRORS,
+  NI_TX_DROPPED,
+  NI_N
+};
+extern const char *const cgp_iface_names[NI_N]; /* "rx_bytes", ... */
+
+typedef struct {
+  char name[CGP_IFNAME];
+  uint64_t v[NI_N];
+} net_iface;
 
 typedef struct {
   uint64_t rx, tx;
   int interfaces; /* counted, lo excluded */
+  int nifs, ifs_more;
+  net_iface ifs[CGP_MAX_IFACES]; /* lo excluded, in the file's order */
 } net_sum;
+
+/* Pressure stall information: one line of a *.pressure file. */
+typedef struct {
+  int ok;
+  double avg[3];  /* avg10, avg60, avg300: % of the time */
+  uint64_t total; /* us stalled in all */
+} psi_line;
+
+typedef struct {
+  psi_line some, full;
+} psi_fig;
 
 typedef struct {
   uint64_t v[10];
@@ -66,5 +114,12 @@ int cgp_parse_meminfo(lua_State *L, const char *s, size_t len, const char *want,
                       uint64_t *got);
 uint64_t cgp_parse_cpu_list(const char *s, size_t len);
 int cgp_first_pid(const char *s, size_t len);
+int cgp_count_pids(const char *s, size_t len);
+int cgp_parse_u64_list(const char *s, size_t len, uint64_t *out, int max);
+int cgp_parse_cpu_max(const char *s, size_t len, int *unlimited,
+                      uint64_t *quota, uint64_t *period);
+int cgp_parse_pressure(lua_State *L, const char *s, size_t len, psi_fig *out);
+int cgp_parse_btime(const char *s, size_t len, uint64_t *out);
+int cgp_parse_pid_start(const char *s, size_t len, uint64_t *ticks);
 
 #endif

@@ -21,6 +21,55 @@
  * to it is no real limit (no machine has 4 EiB). */
 #define V1_UNLIMITED ((uint64_t)1 << 62)
 
+/* Looks up keys in the "key value" text in h->buf; into[i] gets the value
+ * of keys[i] times mul[i] (mul 0: 1). Returns a bit per key found, a
+ * non-negative number whose product fits. */
+static unsigned find_u64s(const handle *h, size_t len, const char *const *keys,
+                          const uint64_t *mul, int n, uint64_t *into) {
+  num v[8];
+  int found[8];
+  unsigned got = 0;
+  cgp_find_flat(h->buf.p, len, keys, n, v, found);
+  for (int i = 0; i < n; i++) {
+    uint64_t a, m = mul && mul[i] ? mul[i] : 1;
+    if (found[i] && cgp_num_unsigned(&v[i], &a) &&
+        !__builtin_mul_overflow(a, m, &into[i]))
+      got |= 1u << i;
+  }
+  return got;
+}
+
+/* The kernel's USER_HZ, what cpuacct.stat counts in. */
+static uint64_t clk_tck(void) {
+  long hz = sysconf(_SC_CLK_TCK);
+  return hz > 0 ? (uint64_t)hz : 100;
+}
+
+/* v1's other CPU files, each optional: cpuacct.stat (user and system, in
+ * ticks, as the daemon and cAdvisor read them), cpuacct.usage_percpu and
+ * the cpu controller's cpu.stat (throttling, time in ns). */
+static void read_cpu_v1_more(handle *h, cpu_fig *c) {
+  static const char *const split[2] = {"user", "system"};
+  static const char *const thr[3] = {"nr_periods", "nr_throttled",
+                                     "throttled_time"};
+  size_t len;
+  uint64_t v[3];
+  if (cg_hread(h, K_CPU, "cpuacct.stat", &len) == 0 &&
+      find_u64s(h, len, split, NULL, 2, v) == 3 &&
+      cgp_ticks_to_ns(v[0], clk_tck(), &c->user_ns) &&
+      cgp_ticks_to_ns(v[1], clk_tck(), &c->system_ns))
+    c->have_split = 1;
+  if (cg_hread(h, K_CPU, "cpuacct.usage_percpu", &len) == 0) {
+    int n = cgp_parse_u64_list(h->buf.p, len, c->percpu, CGP_MAX_CPUS);
+    c->npercpu = n > 0 ? n : 0;
+  }
+  if (cg_hread(h, K_CPUCTL, "cpu.stat", &len) == 0 &&
+      find_u64s(h, len, thr, NULL, 3, v) == 7) {
+    c->throttle_ok = 1;
+    c->periods = v[0], c->throttled = v[1], c->throttled_ns = v[2];
+  }
+}
+
 /* v1 cpuacct.usage: ns. */
 static int read_cpu_v1(handle *h, cpu_fig *c) {
   size_t len;
@@ -32,31 +81,35 @@ static int read_cpu_v1(handle *h, cpu_fig *c) {
       !cgp_num_unsigned(&v, &c->usage_ns))
     return EINVAL;
   c->ok = 1;
+  read_cpu_v1_more(h, c);
   return 0;
 }
 
-/* v2 cpu.stat: usage_usec, user_usec, system_usec. */
+/* v2 cpu.stat: usage_usec, user_usec, system_usec, and the throttling:
+ * nr_periods, nr_throttled, throttled_usec. */
 static int read_cpu_v2(handle *h, cpu_fig *c) {
-  static const char *const keys[3] = {"usage_usec", "user_usec", "system_usec"};
+  static const char *const keys[6] = {"usage_usec",   "user_usec",
+                                      "system_usec",  "nr_periods",
+                                      "nr_throttled", "throttled_usec"};
+  static const uint64_t mul[6] = {1000, 1000, 1000, 1, 1, 1000};
   size_t len;
-  num v[3];
-  int found[3];
-  uint64_t a[3], ns[3];
+  uint64_t v[6];
   int e = cg_hread(h, K_CPU, "cpu.stat", &len);
   if (e)
     return e;
-  cgp_find_flat(h->buf.p, len, keys, 3, v, found);
-  for (int i = 0; i < 3; i++)
-    found[i] = found[i] && cgp_num_unsigned(&v[i], &a[i]) &&
-               !__builtin_mul_overflow(a[i], (uint64_t)1000, &ns[i]);
-  if (!found[0])
+  unsigned got = find_u64s(h, len, keys, mul, 6, v);
+  if (!(got & 1))
     return EINVAL;
   c->ok = 1;
-  c->usage_ns = ns[0];
-  if (found[1] && found[2]) {
+  c->usage_ns = v[0];
+  if ((got & 6) == 6) {
     c->have_split = 1;
-    c->user_ns = ns[1];
-    c->system_ns = ns[2];
+    c->user_ns = v[1];
+    c->system_ns = v[2];
+  }
+  if ((got & 56) == 56) {
+    c->throttle_ok = 1;
+    c->periods = v[3], c->throttled = v[4], c->throttled_ns = v[5];
   }
   return 0;
 }
@@ -66,14 +119,10 @@ int cg_read_cpu(handle *h, cpu_fig *c) {
   return h->v2 ? read_cpu_v2(h, c) : read_cpu_v1(h, c);
 }
 
-int cg_read_single(handle *h, int k, const char *name, single_fig *f) {
-  size_t len;
+/* The one value in h->buf: a number or "max"; 0 or EINVAL. */
+static int single_of(const handle *h, size_t len, single_fig *f) {
   num v;
-  int e, r;
-  memset(f, 0, sizeof *f);
-  if ((e = cg_hread(h, k, name, &len)))
-    return e;
-  r = cgp_parse_single(h->buf.p, len, &v);
+  int r = cgp_parse_single(h->buf.p, len, &v);
   if (r == 2)
     f->max = f->ok = 1;
   else if (r == 1 && cgp_num_unsigned(&v, &f->v))
@@ -83,9 +132,50 @@ int cg_read_single(handle *h, int k, const char *name, single_fig *f) {
   return 0;
 }
 
+int cg_read_single(handle *h, int k, const char *name, single_fig *f) {
+  size_t len;
+  int e;
+  memset(f, 0, sizeof *f);
+  if ((e = cg_hread(h, k, name, &len)))
+    return e;
+  return single_of(h, len, f);
+}
+
 /* Whether errno e of a read means the whole cgroup is gone. */
 static int vanished(const handle *h, int e) {
   return cg_gone(e) && !cg_alive(h);
+}
+
+/* memory.stat: inactive file pages (what docker and cAdvisor subtract from
+ * the usage), RSS and cache as cAdvisor reads them (v1 total_rss and
+ * total_cache, v2 anon and file). */
+static void memory_stat(lua_State *L, int st, const handle *h, size_t len,
+                        mem_fig *m) {
+  static const char *const v1[3] = {"total_inactive_file", "total_rss",
+                                    "total_cache"};
+  static const char *const v2[3] = {"inactive_file", "anon", "file"};
+  uint64_t v[3];
+  if (L)
+    cgp_fill_flat(L, st, h->buf.p, len, NULL, NULL, NULL);
+  unsigned got = find_u64s(h, len, h->v2 ? v2 : v1, NULL, 3, v);
+  m->inactive_ok = got & 1, m->inactive = v[0];
+  m->rss_ok = (got & 2) != 0, m->rss = v[1];
+  m->cache_ok = (got & 4) != 0, m->cache = v[2];
+  m->stat_ok = 1;
+}
+
+/* OOM kills: v2 memory.events oom_kill, v1 memory.oom_control oom_kill
+ * (kernels from 4.13 print it). */
+static int memory_oom(handle *h, mem_fig *m) {
+  static const char *const key[1] = {"oom_kill"};
+  size_t len;
+  int e =
+      cg_hread(h, K_MEM, h->v2 ? "memory.events" : "memory.oom_control", &len);
+  if (vanished(h, e))
+    return e;
+  if (!e)
+    m->oom_ok = find_u64s(h, len, key, NULL, 1, &m->oom) == 1;
+  return 0;
 }
 
 int cg_read_memory(lua_State *L, int st, handle *h, mem_fig *m) {
@@ -113,18 +203,9 @@ int cg_read_memory(lua_State *L, int st, handle *h, mem_fig *m) {
   e = cg_hread(h, K_MEM, "memory.stat", &len);
   if (vanished(h, e))
     return e;
-  if (!e) {
-    const char *want = h->v2 ? "inactive_file" : "total_inactive_file";
-    num in;
-    int found;
-    if (L)
-      cgp_fill_flat(L, st, h->buf.p, len, want, &in, &found);
-    else
-      found = cgp_find_key(h->buf.p, len, want, &in);
-    m->inactive_ok = found && cgp_num_unsigned(&in, &m->inactive);
-    m->stat_ok = 1;
-  }
-  return 0;
+  if (!e)
+    memory_stat(L, st, h, len, m);
+  return memory_oom(h, m);
 }
 
 /* Block I/O: v2 io.stat; v1 the first of these files with a device line,
@@ -287,4 +368,131 @@ int cg_read_frozen(handle *h, int *frozen) {
   else
     return EINVAL;
   return 0;
+}
+
+/* v2: cpu.max; v1: cpu.cfs_quota_us (-1: none) and cpu.cfs_period_us. */
+static int read_quota(handle *h, limit_fig *l) {
+  size_t len;
+  num v;
+  int e;
+  if (h->v2) {
+    if ((e = cg_hread_once(h, K_CPUCTL, "cpu.max", &len)))
+      return e;
+    l->quota_ok = l->period_ok = cgp_parse_cpu_max(h->buf.p, len, &l->no_quota,
+                                                   &l->quota_us, &l->period_us);
+    return 0;
+  }
+  if ((e = cg_hread_once(h, K_CPUCTL, "cpu.cfs_quota_us", &len)))
+    return e;
+  if (cgp_parse_single(h->buf.p, len, &v) == 1) {
+    l->quota_ok = 1;
+    l->no_quota = !cgp_num_unsigned(&v, &l->quota_us) || l->quota_us == 0;
+  }
+  if ((e = cg_hread_once(h, K_CPUCTL, "cpu.cfs_period_us", &len)))
+    return e;
+  l->period_ok = cgp_parse_single(h->buf.p, len, &v) == 1 &&
+                 cgp_num_unsigned(&v, &l->period_us) && l->period_us > 0;
+  return 0;
+}
+
+/* The effective CPUs of the cpuset (v1 names it cpuset.effective_cpus;
+ * older kernels have only cpuset.cpus). */
+static int read_cpuset(handle *h, limit_fig *l) {
+  size_t len;
+  int e = cg_hread_once(
+      h, K_CPUSET, h->v2 ? "cpuset.cpus.effective" : "cpuset.effective_cpus",
+      &len);
+  if (e == ENOENT && !h->v2 && cg_alive(h))
+    e = cg_hread_once(h, K_CPUSET, "cpuset.cpus", &len);
+  if (e)
+    return e;
+  l->cpuset = cgp_parse_cpu_list(h->buf.p, len);
+  return 0;
+}
+
+int cg_read_limits(handle *h, limit_fig *l) {
+  single_fig pm;
+  size_t len;
+  int e;
+  memset(l, 0, sizeof *l);
+  if (vanished(h, e = read_quota(h, l)) || vanished(h, e = read_cpuset(h, l)))
+    return e;
+  memset(&pm, 0, sizeof pm);
+  e = cg_hread_once(h, K_PIDS, "pids.max", &len);
+  if (vanished(h, e))
+    return e;
+  if (!e)
+    e = single_of(h, len, &pm);
+  if (!e) {
+    l->pids_ok = 1;
+    l->pids_unlimited = pm.max;
+    l->pids_max = pm.v;
+  }
+  return 0;
+}
+
+const char *const cg_psi_names[PSI_N] = {"cpu", "memory", "io"};
+
+int cg_read_pressure(lua_State *L, handle *h, psi_fig p[PSI_N], int *have) {
+  static const char *const files[PSI_N] = {"cpu.pressure", "memory.pressure",
+                                           "io.pressure"};
+  int k = h->v2 ? K_CPU : K_UNIFIED;
+  size_t len;
+  *have = 0;
+  if (!cg_hdir(h, k))
+    return ENOENT;
+  for (int i = 0; i < PSI_N; i++) {
+    int e = cg_hread(h, k, files[i], &len);
+    if (vanished(h, e))
+      return e;
+    if (L)
+      lua_newtable(L);
+    if (!e && cgp_parse_pressure(L, h->buf.p, len, &p[i]))
+      *have |= 1 << i;
+    if (L && (*have & 1 << i))
+      lua_setfield(L, -2, cg_psi_names[i]);
+    else if (L)
+      lua_pop(L, 1);
+  }
+  return 0;
+}
+
+int cg_read_procs(handle *h, uint64_t *n) {
+  int k = cg_procs_k(h);
+  size_t len;
+  int e;
+  if (k < 0)
+    return ENOENT;
+  if ((e = cg_hread(h, k, "cgroup.procs", &len)))
+    return e;
+  *n = (uint64_t)cgp_count_pids(h->buf.p, len);
+  return 0;
+}
+
+int cg_pid_start_ns(handle *h, int pid, uint64_t btime, int64_t *ns) {
+  char path[PATH_MAX];
+  size_t len;
+  uint64_t ticks, hz = clk_tck();
+  int n = snprintf(path, sizeof path, "%s/%d/stat", h->proc, pid), e;
+  if (n < 0 || (size_t)n >= sizeof path)
+    return ENAMETOOLONG;
+  if ((e = cg_read_file(&h->buf, path, &len)))
+    return e;
+  if (!cgp_parse_pid_start(h->buf.p, len, &ticks) ||
+      ticks / hz > (uint64_t)INT32_MAX || btime > (uint64_t)INT32_MAX)
+    return EINVAL;
+  *ns = ((int64_t)btime + (int64_t)(ticks / hz)) * 1000000000 +
+        (int64_t)(ticks % hz) * (int64_t)(1000000000 / hz);
+  return 0;
+}
+
+int cg_read_btime(rbuf *b, const char *proc, uint64_t *btime) {
+  char path[PATH_MAX];
+  size_t len;
+  int e;
+  if (!cg_join(path, sizeof path, proc, "stat"))
+    return ENAMETOOLONG;
+  if ((e = cg_read_file(b, path, &len)))
+    return e;
+  return cgp_parse_btime(b->p, len, btime) ? 0 : EINVAL;
 }

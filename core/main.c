@@ -47,6 +47,7 @@ static const char usage[] =
     "                     [--max-connections N] [--max-per-ip N] "
     "[--max-inflight N]\n"
     "                     [--body-max BYTES] [--grace S] [--interval S]\n"
+    "                     [--history DURATION]\n"
     "                     [--deadline S] [--events-ring N] [--stream-queue N]\n"
     "                     [--stream-bytes BYTES] [--state-dir DIR]\n"
     "                     [--token-file PATH] [--require-token]\n"
@@ -312,6 +313,23 @@ static int numeric_option(const char *a, const char *v, hx_server_config *cfg) {
   return 1;
 }
 
+/* --history DURATION: how long each container's history reaches back, in
+ * seconds or with a unit (90s, 15m, 2h); 0: none. */
+static int history_option(const char *v, hx_server_config *cfg) {
+  char *end;
+  double d = v != NULL ? strtod(v, &end) : -1, mul = 1;
+  if (v != NULL && end != v && *end != '\0' && end[1] == '\0')
+    mul = *end == 's' ? 1 : *end == 'm' ? 60 : *end == 'h' ? 3600 : -1, end++;
+  if (v == NULL || *end != '\0' || mul < 0 ||
+      !(d * mul >= 0 && d * mul <= 86400)) {
+    fprintf(stderr, "horcrux: --history needs a duration up to 24h "
+                    "(900, 90s, 15m, 2h; 0: none)\n");
+    return -1;
+  }
+  cfg->history = d * mul;
+  return 0;
+}
+
 static int interval_option(const char *v, hx_server_config *cfg) {
   char *end;
   double d = v != NULL ? strtod(v, &end) : -1;
@@ -402,6 +420,10 @@ static int serve_options(int argc, char **argv, hx_server_config *cfg,
       if (interval_option(v, cfg) != 0)
         return -1;
       i++;
+    } else if (strcmp(a, "--history") == 0) {
+      if (history_option(v, cfg) != 0)
+        return -1;
+      i++;
     } else if ((num = numeric_option(a, v, cfg)) != 0) {
       if (num < 0)
         return -1;
@@ -454,6 +476,7 @@ static int serve(int argc, char **argv, const char *lib) {
       .deadline = 10,
       .access_log = 1,
       .interval = 1.0,
+      .history = 900,
       .state_dir = "/var/lib/horcrux",
       .stream_queue = 64,
       .stream_bytes = (size_t)4 << 20,

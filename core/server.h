@@ -16,6 +16,7 @@ typedef struct hx_server_config {
   unsigned deadline;        /* seconds a request may take; 0 = none */
   int access_log;           /* one line per request on stderr */
   double interval;          /* collector period in seconds; 0 = none */
+  double history;           /* seconds of history a container keeps */
   const char *token;        /* bearer token, or NULL: no mutating routes */
   int require_token;        /* every route needs the token */
   const char *const *allow_hosts; /* Host names served beyond the defaults */

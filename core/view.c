@@ -98,6 +98,7 @@
 #define MAX_DEPTH VIEW_MAX_DEPTH
 #define FIRST_GUESS 1024 /* bytes copied out on a first try */
 #define MAX_FDS (1 << 24)
+#define MAX_HISTORY 86400 /* points a container (a day at 1 s) */
 
 typedef struct blob {
   char *p; /* malloc'd; NULL when absent */
@@ -120,6 +121,7 @@ typedef struct entry {
    * went. */
   int busy;
   view_probe *probe;
+  view_ring *ring; /* the history (view_history.c); NULL: none yet */
   view_figs figs;
   char id[ID_LEN];
 } entry;
@@ -202,6 +204,7 @@ static void free_entry(entry *e) {
   free(e->rec.p);
   free(e->meta.p);
   free(e->name);
+  free(e->ring);
   free(e);
 }
 
@@ -217,10 +220,14 @@ typedef struct update {
   int has_rec, has_meta;
   int running; /* meta.status is "running" */
   int64_t taken_ns;
-  entry *fresh; /* used if the id is new */
+  entry *fresh;  /* used if the id is new */
+  int has_point; /* a record: its point goes into the history */
+  view_point point;
+  view_ring *ring; /* a new ring when the entry's does not fit, or NULL */
 } update;
 
 static void update_free(update *u) {
+  free(u->ring);
   free(u->rec.p);
   free(u->meta.p);
   free(u->name);
@@ -316,6 +323,8 @@ static int update_locked(const char *id, update *u) {
     e->has_figs = 0;
     u->rec = old;
   }
+  if (u->has_point)
+    u->ring = view_ring_add(&e->ring, u->ring, &u->point);
   if (u->has_meta) {
     blob old = e->meta;
     e->meta = u->meta;
@@ -326,7 +335,22 @@ static int update_locked(const char *id, update *u) {
   return 0;
 }
 
+/* Whether id's entry needs a new ring for its history (a peek: the write
+ * that follows checks again). */
+static int needs_ring(const char *id) {
+  hx_store_rdlock(&store);
+  entry *e = by_id(id);
+  int fits = view_ring_fits(e ? e->ring : NULL);
+  hx_store_unlock(&store);
+  return !fits;
+}
+
+/* The wall clock of monotonic time t. */
+static int64_t wall_of(int64_t t) { return hx_real_ns() - (hx_mono_ns() - t); }
+
 static int apply(lua_State *L, update *u, const char *id) {
+  if (u->has_point && needs_ring(id))
+    u->ring = view_ring_new();
   hx_store_wrlock(&store);
   int full = update_locked(id, u);
   size_t max = store.max_count;
@@ -350,9 +374,13 @@ static int l_put(lua_State *L) {
     taken = (int64_t)t;
   }
   lua_settop(L, 4);
+  view_point point;
+  view_point_of_table(L, 2, &point, wall_of(taken));
   update u;
   prepare(L, id, 2, lua_isnil(L, 3) ? 0 : 3, &u);
   u.taken_ns = taken;
+  u.point = point;
+  u.has_point = 1;
   return apply(L, &u, id);
 }
 
@@ -567,6 +595,35 @@ static int l_all(lua_State *L) {
   return 1;
 }
 
+/* Every entry with a record, with its meta, as all() copies them. */
+static size_t with_both_size(const hx_node *n, void *arg) {
+  const entry *e = HX_ENTRY_OF(n, const entry, node);
+  (void)arg;
+  return has_record(e) ? copied_size(e, 1) : 0;
+}
+
+static size_t with_both_copy(const hx_node *n, char *at, void *arg) {
+  const entry *e = HX_ENTRY_OF(n, const entry, node);
+  (void)arg;
+  return has_record(e) ? (size_t)(copy_out(at, e, 1) - at) : 0;
+}
+
+void view_each(lua_State *L, void (*fn)(lua_State *L, void *arg), void *arg) {
+  hx_copier c = {with_both_size, with_both_copy, NULL, 0, FIRST_GUESS * 16};
+  const char *buf;
+  size_t n = hx_store_copy_out(L, &store, &c, &buf);
+  int64_t now = hx_mono_ns();
+  for (size_t i = 0; i < n; i++) {
+    view_of v = read_copied(buf);
+    buf = v.next;
+    push_record(L, &v, now, 1);
+    push_meta(L, &v);
+    fn(L, arg);
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 1); /* the copy */
+}
+
 /* metas(): every entry's meta (those that have one), copied out under the
  * read lock, each given full_id after unlocking. */
 static size_t with_meta_size(const hx_node *n, void *arg) {
@@ -770,7 +827,8 @@ static int l_footprint(lua_State *L) {
   for (hx_node *x = store.first; x; x = x->next) {
     entry *e = entry_of(x);
     bytes += malloc_usable_size(e) + malloc_usable_size(e->rec.p) +
-             malloc_usable_size(e->meta.p) + malloc_usable_size(e->name);
+             malloc_usable_size(e->meta.p) + malloc_usable_size(e->name) +
+             malloc_usable_size(e->ring);
   }
   hx_store_unlock(&store);
   bytes += view_sampler_bytes();
@@ -781,6 +839,40 @@ static int l_footprint(lua_State *L) {
   lua_setfield(L, -2, "bytes");
   lua_pushinteger(L, view_sampler_fds());
   lua_setfield(L, -2, "fds");
+  return 1;
+}
+
+/* history(id, {window =, step =, points =}) -> {points =, summary =} |
+ * nil, msg, "not_found": window and step in ns (step >= 1 ms, at most
+ * 10000 buckets); points: false leaves them out. */
+static int l_history(lua_State *L) {
+  const char *id = check_id(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_Integer window = (lua_getfield(L, 2, "window"), luaL_checkinteger(L, -1));
+  lua_Integer step = (lua_getfield(L, 2, "step"), luaL_checkinteger(L, -1));
+  int with_points = (lua_getfield(L, 2, "points"),
+                     !lua_isboolean(L, -1) || lua_toboolean(L, -1));
+  luaL_argcheck(L, step >= 1000000 && window >= step && window / step <= 10000,
+                2, "window >= step >= 1 ms, at most 10000 steps");
+  lua_settop(L, 1);
+  size_t n = 0, cap = 0;
+  view_point *pts = NULL;
+  for (;;) {
+    hx_store_rdlock(&store);
+    entry *e = by_id(id);
+    size_t need = e ? view_ring_len(e->ring) : 0;
+    if (e && need <= cap)
+      n = view_ring_copy(e->ring, pts, cap);
+    hx_store_unlock(&store);
+    if (e == NULL)
+      return not_held(L, id, GOT_NONE);
+    if (need <= cap)
+      break;
+    cap = need; /* room for every point held: copy again */
+    pts = lua_newuserdatauv(L, cap * sizeof *pts, 0);
+  }
+  view_history_push(L, pts, n, hx_real_ns(), (int64_t)window, (int64_t)step,
+                    with_points);
   return 1;
 }
 
@@ -804,8 +896,11 @@ static lua_Integer opt_max_fds(lua_State *L) {
   return v;
 }
 
-/* set_limits{max_containers=, max_fds=}: lowering max_containers below the
- * count drops nothing (new ids are refused until the count is under it);
+/* set_limits{max_containers=, max_fds=, history=, history_gap_ms=}:
+ * history is the points each container keeps (0: none; a new size takes
+ * effect at each container's next point), history_gap_ms the least time
+ * between two (a closer one replaces the last). Lowering max_containers below
+ * the count drops nothing (new ids are refused until the count is under it);
  * lowering max_fds closes the descriptors over it on the next sample(). */
 static int l_set_limits(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -818,7 +913,15 @@ static int l_set_limits(lua_State *L) {
     store.max_count = (size_t)max;
   hx_store_unlock(&store);
   int old_fds = view_max_fds((int)fds, fds != -2);
-  lua_createtable(L, 0, 2);
+  lua_Integer hist = hx_store_opt_limit(L, 1, "history", 0, MAX_HISTORY);
+  lua_Integer gap = hx_store_opt_limit(L, 1, "history_gap_ms", 0, 3600000);
+  size_t old_hist = view_history_cap();
+  if (hist != -1 || gap != -1)
+    view_history_set(hist != -1 ? (size_t)hist : old_hist,
+                     gap != -1 ? (int64_t)gap * 1000000 : -1);
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, (lua_Integer)old_hist);
+  lua_setfield(L, -2, "history");
   lua_pushinteger(L, (lua_Integer)old);
   lua_setfield(L, -2, "max_containers");
   lua_pushinteger(L, old_fds);
@@ -852,6 +955,7 @@ size_t view_checkout(view_job *jobs, view_probe **idle, size_t cap,
       memcpy(jobs[n].id, e->id, ID_LEN);
       jobs[n].gen = e->gen;
       jobs[n].probe = e->probe;
+      jobs[n].ring_fits = view_ring_fits(e->ring);
       e->probe = NULL;
       e->busy = 1;
       n++;
@@ -872,9 +976,13 @@ static entry *job_entry(const view_job *j) {
 
 int view_store(const view_job *j, const view_figs *f, int64_t taken_ns) {
   blob old = {NULL, 0};
+  view_ring *ring = j->ring_fits ? NULL : view_ring_new();
+  view_point point;
+  view_point_of_figs(&point, f, wall_of(taken_ns));
   hx_store_wrlock(&store);
   entry *e = job_entry(j);
   if (e) {
+    ring = view_ring_add(&e->ring, ring, &point);
     old = e->rec;
     e->rec.p = NULL;
     e->rec.n = 0;
@@ -886,6 +994,7 @@ int view_store(const view_job *j, const view_figs *f, int64_t taken_ns) {
   }
   hx_store_unlock(&store);
   free(old.p);
+  free(ring);
   return e != NULL;
 }
 
@@ -911,6 +1020,8 @@ static const luaL_Reg funcs[] = {{"put", l_put},
                                  {"sample", view_sample},
                                  {"set_limits", l_set_limits},
                                  {"footprint", l_footprint},
+                                 {"history", l_history},
+                                 {"prometheus", view_prometheus},
                                  {"metas", l_metas},
                                  {"unsampled", l_unsampled},
                                  {"set_status", l_set_status},

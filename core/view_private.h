@@ -8,6 +8,7 @@
 #define HORCRUX_VIEW_PRIVATE_H
 
 #include "aux.h"
+#include "cgroup_fs.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -27,24 +28,52 @@ void view_unpack(lua_State *L, const char *p, size_t n);
  * entry; view_record.c makes the record of them) */
 
 enum {
-  VF_CPU = 1 << 0,      /* cpu_ns */
-  VF_PCT = 1 << 1,      /* pct */
-  VF_USAGE = 1 << 2,    /* usage */
-  VF_INACTIVE = 1 << 3, /* inactive */
-  VF_LIMIT = 1 << 4,    /* limit (absent: none, or not read) */
-  VF_NET = 1 << 5,      /* net_rx, net_tx */
-  VF_BLK = 1 << 6,      /* blk_read, blk_write */
-  VF_PIDS = 1 << 7,     /* pids */
-  VF_HOSTMEM = 1 << 8,  /* host_memory */
-  VF_CPUS = 1 << 9      /* online_cpus */
+  VF_CPU = 1 << 0,       /* cpu_ns */
+  VF_PCT = 1 << 1,       /* pct */
+  VF_USAGE = 1 << 2,     /* usage */
+  VF_INACTIVE = 1 << 3,  /* inactive */
+  VF_LIMIT = 1 << 4,     /* limit (absent: none, or not read) */
+  VF_NET = 1 << 5,       /* net_rx, net_tx, ifs */
+  VF_BLK = 1 << 6,       /* blk_read, blk_write, devs */
+  VF_PIDS = 1 << 7,      /* pids */
+  VF_HOSTMEM = 1 << 8,   /* host_memory */
+  VF_CPUS = 1 << 9,      /* online_cpus */
+  VF_SPLIT = 1 << 10,    /* user_ns, system_ns */
+  VF_THROTTLE = 1 << 11, /* periods, throttled, throttled_ns */
+  VF_QUOTA = 1 << 12,    /* quota_us (absent with VF_NOQUOTA: none) */
+  VF_NOQUOTA = 1 << 13,  /* the quota was read: none */
+  VF_PERIOD = 1 << 14,   /* period_us */
+  VF_CPUSET = 1 << 15,   /* cpuset */
+  VF_RSS = 1 << 16,      /* rss */
+  VF_CACHE = 1 << 17,    /* cache */
+  VF_OOM = 1 << 18,      /* oom */
+  VF_PROCS = 1 << 19,    /* procs */
+  VF_PIDSMAX = 1 << 20,  /* pids_max (absent with VF_NOPIDSMAX: none) */
+  VF_NOPIDSMAX = 1 << 21,
+  VF_STARTED = 1 << 22, /* started_ns */
+  VF_PSI = 1 << 23      /* PSI_CPU's bit; the next two: memory, io */
 };
+#define VF_PSI_BIT(i) ((unsigned)VF_PSI << (i))
+
+#define VIEW_MAX_CPUS CGP_MAX_CPUS
+#define VIEW_MAX_IFACES CGP_MAX_IFACES
+#define VIEW_MAX_DEVS CGP_MAX_DEVS
 
 typedef struct view_figs {
-  unsigned have;   /* VF_* of the fields read */
-  int64_t read_ns; /* wall clock when the CPU counter was read */
+  unsigned have;      /* VF_* of the fields read */
+  int64_t read_ns;    /* wall clock when the CPU counter was read */
+  int64_t started_ns; /* wall clock when its first process started */
   uint64_t cpu_ns, usage, inactive, limit, net_rx, net_tx, blk_read, blk_write,
       pids, host_memory, online_cpus;
   double pct;
+  uint64_t user_ns, system_ns, periods, throttled, throttled_ns;
+  uint64_t quota_us, period_us, cpuset, pids_max;
+  uint64_t rss, cache, oom, procs;
+  int npercpu, nifs, ndevs; /* 0 when none */
+  psi_fig psi[PSI_N];
+  uint64_t percpu[VIEW_MAX_CPUS];
+  net_iface ifs[VIEW_MAX_IFACES];
+  io_dev devs[VIEW_MAX_DEVS];
 } view_figs;
 
 /* ---- view_record.c */
@@ -64,7 +93,8 @@ typedef struct view_job {
                    (removed and stored again) is not this one */
   view_probe *probe;
   int result;
-  int64_t mono; /* when its CPU counter was read */
+  int64_t mono;  /* when its CPU counter was read */
+  int ring_fits; /* its entry's ring is of the current size */
   view_figs figs;
 } view_job;
 
@@ -99,5 +129,60 @@ void view_sample_open(lua_State *L);
 /* The descriptor limit of the sampler (-1: half the soft RLIMIT_NOFILE);
  * set >= -1 sets it; returns the previous one. */
 int view_max_fds(int set, int change);
+
+/* ---- view.c, for view_prom.c */
+
+/* For each entry with a record: pushes the record (as all() gives it) and
+ * the meta (nil when none), calls fn, pops both. */
+void view_each(lua_State *L, void (*fn)(lua_State *L, void *arg), void *arg);
+
+/* ---- view_prom.c: view.prometheus([opts]) -> text, containers */
+int view_prometheus(lua_State *L);
+
+/* ---- view_history.c: each container's ring of points */
+
+enum { HP_CPU = 1, HP_MEM = 2, HP_NET = 4, HP_BLK = 8, HP_PIDS = 16 };
+
+/* One round's figures of a container: 64 bytes. */
+typedef struct view_point {
+  int64_t t_ns;                 /* wall clock */
+  uint64_t mem, rx, tx, rd, wr; /* working set; the I/O counters */
+  float pct;                    /* CPU %, 100 = one core */
+  uint32_t pids;
+  uint32_t have; /* HP_* */
+  uint32_t pad;
+} view_point;
+
+typedef struct view_ring view_ring;
+
+/* Points a ring holds (0: no history) and the least gap between two (a
+ * closer one replaces the last): view.set_limits{history=, history_gap_ms=}. */
+size_t view_history_cap(void);
+void view_history_set(size_t cap, int64_t gap_ns);
+/* A ring of the current size (malloc'd; NULL when none or out of memory). */
+view_ring *view_ring_new(void);
+/* Whether r is of the current size (no new ring needed). */
+int view_ring_fits(const view_ring *r);
+size_t view_ring_bytes(const view_ring *r);
+/* How many points r holds (0 for NULL). */
+size_t view_ring_len(const view_ring *r);
+/* Adds p to *ring, first putting fresh in its place when *ring is NULL or
+ * of another size (its points copied). No allocation: runs under the
+ * view's write lock. Returns the ring to free (the replaced one, or fresh
+ * when unused). */
+view_ring *view_ring_add(view_ring **ring, view_ring *fresh,
+                         const view_point *p);
+/* The newest min(n, max) points into out, oldest first; how many. */
+size_t view_ring_copy(const view_ring *r, view_point *out, size_t max);
+void view_point_of_figs(view_point *p, const view_figs *f, int64_t wall_ns);
+/* The point of the record table at idx (its docker figures). */
+void view_point_of_table(lua_State *L, int idx, view_point *p, int64_t wall_ns);
+/* Pushes {points = [...] (when with_points), summary = {...}} of pts
+ * (oldest first) over [now - window, now) in buckets of step ns. */
+void view_history_push(lua_State *L, const view_point *pts, size_t n,
+                       int64_t now, int64_t window, int64_t step,
+                       int with_points);
+/* The figures of a point, in the answer's order. */
+const char *const *view_history_figures(int *n);
 
 #endif

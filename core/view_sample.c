@@ -81,9 +81,17 @@
 #define HOST_TTL_NS ((int64_t)10 * 1000000000) /* host memory, CPUs */
 #define CALL_MT "horcrux.view.sample_call"
 
+/* The limits (quota, cpuset, pids.max) change only by `docker update`:
+ * read again after this long, by open/read/close (no descriptor kept). */
+#define LIMITS_TTL_NS ((int64_t)10 * 1000000000)
+
 struct view_probe {
   handle h;
-  unsigned tree; /* the tree it was found in (S.tree then) */
+  unsigned tree;    /* the tree it was found in (S.tree then) */
+  limit_fig limits; /* as read at limits_at (monotonic; 0: never) */
+  int64_t limits_at;
+  int start_pid;      /* whose start time started_ns is; 0: none */
+  int64_t started_ns; /* wall clock; 0: unknown */
 };
 
 enum { R_SAMPLED, R_PAUSED, R_GONE, R_UNREADABLE };
@@ -108,6 +116,7 @@ static struct sampler {
   int64_t host_at; /* monotonic; 0: read them again */
   unsigned host_have;
   uint64_t host_memory, online_cpus;
+  uint64_t btime;     /* boot time, s (/proc/stat); 0: unknown */
   int stat_fd;        /* <proc>/stat kept open, -1: not open */
   size_t probe_bytes; /* malloc'd by the open probes (atomic) */
   size_t buf_bytes;   /* buf.cap, for view_sampler_bytes (atomic) */
@@ -216,6 +225,8 @@ static void host_figures(int64_t now) {
     S.online_cpus = v;
     S.host_have |= VF_CPUS;
   }
+  if (cg_read_btime(&S.buf, S.proc, &S.btime))
+    S.btime = 0;
 }
 
 /* <proc>/stat, kept open: it is read every round. */
@@ -286,44 +297,124 @@ static int vanished(const handle *h, int k, int e) {
   return e && cg_hdir(h, k) && cg_gone(e) && !cg_alive(h);
 }
 
+/* Sets f's field and its bit when ok. */
+#define TAKE(ok, field, v, bit)                                                \
+  do {                                                                         \
+    if (ok)                                                                    \
+      (field) = (v), f->have |= (bit);                                         \
+  } while (0)
+
 static int read_memory(handle *h, view_figs *f) {
   mem_fig m;
   if (!cg_hdir(h, K_MEM))
     return 0;
   if (cg_read_memory(NULL, 0, h, &m))
     return -1;
-  if (m.usage_ok)
-    f->usage = m.usage, f->have |= VF_USAGE;
-  if (m.inactive_ok)
-    f->inactive = m.inactive, f->have |= VF_INACTIVE;
-  if (m.limit_ok && !m.unlimited)
-    f->limit = m.limit, f->have |= VF_LIMIT;
+  TAKE(m.usage_ok, f->usage, m.usage, VF_USAGE);
+  TAKE(m.inactive_ok, f->inactive, m.inactive, VF_INACTIVE);
+  TAKE(m.limit_ok && !m.unlimited, f->limit, m.limit, VF_LIMIT);
+  TAKE(m.rss_ok, f->rss, m.rss, VF_RSS);
+  TAKE(m.cache_ok, f->cache, m.cache, VF_CACHE);
+  TAKE(m.oom_ok, f->oom, m.oom, VF_OOM);
   return m.usage_ok || m.limit_ok || m.stat_ok;
 }
 
-/* Block I/O, pids and network: 1 when one was read, -1 when gone. */
+/* Network, per interface too: 1 read, 0 not, -1 gone. */
+static int read_net(handle *h, view_figs *f) {
+  net_fig n;
+  int e = cg_read_net(NULL, h, &n);
+  if (e && cg_gone(e) && !cg_alive(h))
+    return -1;
+  if (e)
+    return 0;
+  f->net_rx = n.sum.rx, f->net_tx = n.sum.tx, f->have |= VF_NET;
+  f->nifs = n.host ? 0 : n.sum.nifs;
+  memcpy(f->ifs, n.sum.ifs, sizeof f->ifs);
+  return 1;
+}
+
+/* Block I/O, pids, processes and network: 1 when one was read, -1 when
+ * gone. */
 static int read_counters(handle *h, view_figs *f) {
   io_sum io;
   single_fig pids;
-  net_fig n;
   const char *file;
+  uint64_t procs = 0;
   int e;
   if (cg_hdir(h, K_BLKIO)) {
     if (vanished(h, K_BLKIO, e = cg_read_blkio(NULL, h, &io, &file)))
       return -1;
-    if (!e)
+    if (!e) {
       f->blk_read = io.read, f->blk_write = io.write, f->have |= VF_BLK;
+      f->ndevs = io.ndevs;
+      memcpy(f->devs, io.devs, sizeof f->devs);
+    }
   }
   if (vanished(h, K_PIDS, e = cg_read_single(h, K_PIDS, "pids.current", &pids)))
     return -1;
-  if (!e && !pids.max)
-    f->pids = pids.v, f->have |= VF_PIDS;
-  e = cg_read_net(NULL, h, &n);
+  TAKE(!e && !pids.max, f->pids, pids.v, VF_PIDS);
+  e = cg_read_procs(h, &procs);
   if (e && cg_gone(e) && !cg_alive(h))
     return -1;
-  if (!e)
-    f->net_rx = n.sum.rx, f->net_tx = n.sum.tx, f->have |= VF_NET;
+  /* none in its own cgroup while it has tasks: they are in sub-cgroups */
+  TAKE(!e && (procs > 0 || !(f->have & VF_PIDS) || f->pids == 0), f->procs,
+       procs, VF_PROCS);
+  if (read_net(h, f) < 0)
+    return -1;
   return (f->have & (VF_BLK | VF_PIDS | VF_NET)) != 0;
+}
+
+/* The CPU figures beside the usage. */
+static void take_cpu(const cpu_fig *c, view_figs *f) {
+  TAKE(c->ok, f->cpu_ns, c->usage_ns, VF_CPU);
+  if (c->have_split)
+    f->user_ns = c->user_ns, f->system_ns = c->system_ns, f->have |= VF_SPLIT;
+  if (c->throttle_ok) {
+    f->periods = c->periods, f->throttled = c->throttled;
+    f->throttled_ns = c->throttled_ns, f->have |= VF_THROTTLE;
+  }
+  f->npercpu = c->npercpu;
+  memcpy(f->percpu, c->percpu, sizeof f->percpu);
+}
+
+/* The limits, read again after LIMITS_TTL_NS; -1 when the cgroup is gone. */
+static int read_limits(view_probe *p, view_figs *f, int64_t now) {
+  limit_fig *l = &p->limits;
+  if (!p->limits_at || now - p->limits_at >= LIMITS_TTL_NS) {
+    if (cg_read_limits(&p->h, l))
+      return -1;
+    p->limits_at = now;
+  }
+  TAKE(l->quota_ok && !l->no_quota, f->quota_us, l->quota_us, VF_QUOTA);
+  f->have |= l->quota_ok && l->no_quota ? VF_NOQUOTA : 0;
+  TAKE(l->period_ok, f->period_us, l->period_us, VF_PERIOD);
+  TAKE(l->cpuset > 0, f->cpuset, l->cpuset, VF_CPUSET);
+  TAKE(l->pids_ok && !l->pids_unlimited, f->pids_max, l->pids_max, VF_PIDSMAX);
+  f->have |= l->pids_ok && l->pids_unlimited ? VF_NOPIDSMAX : 0;
+  return 0;
+}
+
+/* When the container's first process started (its net pid's
+ * /proc/<pid>/stat), read once per pid. */
+static void read_start(view_probe *p, view_figs *f) {
+  int pid = p->h.net_pid;
+  if (pid > 0 && pid != p->start_pid && S.btime > 0) {
+    p->start_pid = pid;
+    if (cg_pid_start_ns(&p->h, pid, S.btime, &p->started_ns))
+      p->started_ns = 0;
+  }
+  TAKE(p->started_ns > 0 && pid == p->start_pid, f->started_ns, p->started_ns,
+       VF_STARTED);
+}
+
+/* PSI on v2 (a hybrid host's unified tree): -1 when the cgroup is gone. */
+static int read_pressure(handle *h, view_figs *f) {
+  int have = 0, e = cg_read_pressure(NULL, h, f->psi, &have);
+  if (e && cg_gone(e) && !cg_alive(h))
+    return -1;
+  for (int i = 0; i < PSI_N; i++)
+    f->have |= have & (1 << i) ? VF_PSI_BIT(i) : 0;
+  return 0;
 }
 
 /* Reads p's figures into f; *mono: when the CPU counter was read. */
@@ -341,10 +432,11 @@ static int probe_read(view_probe *p, view_figs *f, int64_t *mono) {
   *mono = hx_mono_ns();
   if (vanished(h, K_CPU, e))
     return R_GONE;
-  if (c.ok)
-    f->cpu_ns = c.usage_ns, f->have |= VF_CPU;
-  if ((mem = read_memory(h, f)) < 0 || (counters = read_counters(h, f)) < 0)
+  take_cpu(&c, f);
+  if ((mem = read_memory(h, f)) < 0 || (counters = read_counters(h, f)) < 0 ||
+      read_limits(p, f, *mono) < 0 || read_pressure(h, f) < 0)
     return R_GONE;
+  read_start(p, f);
   if (c.ok || mem || counters)
     return R_SAMPLED;
   return cg_alive(h) ? R_UNREADABLE : R_GONE;

@@ -121,6 +121,31 @@ route("GET", "/api/stats", function(req)
   return 200, (check(filters.stats(f, check(hx.live.all()))))
 end)
 
+-- Prometheus: the containers under cAdvisor's names and horcrux's own
+-- metrics, from the live view (horcrux/prometheus.lua); OpenMetrics when
+-- Accept asks for it, gzip when Accept-Encoding allows it.
+route("GET", "/metrics", { query = {} }, function(req)
+  return hx.prometheus.answer(req)
+end)
+
+-- The history the live view keeps of a container (horcrux/history.lua):
+-- ?window=5m&step=5s -> {"id", "name", "window_s", "step_s", "figures",
+-- "points": [{"t", "cpu_percent", ...}], "summary": {figure: {"min",
+-- "mean", "max", "p90", "p99", "count"}}}
+local HISTORY_QUERY = { window = hx.history.duration, step = hx.history.duration }
+
+route("GET", "/api/containers/:id/history", { query = HISTORY_QUERY },
+  function(req)
+    return 200, (check(hx.history.of(container(req), req.query.window,
+      req.query.step)))
+  end)
+
+-- The same summary for every container: {"window_s", "step_s", "figures",
+-- "containers": [{"id", "name", "summary"}]}
+route("GET", "/api/stats/summary", { query = HISTORY_QUERY }, function(req)
+  return 200, (check(hx.history.summary(req.query.window, req.query.step)))
+end)
+
 -- Compose stacks: [{"name", "count", "states", "services": [...]}]
 route("GET", "/api/stacks", { query = {} }, function()
   return 200, (check(stacks.list()))

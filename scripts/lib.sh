@@ -22,7 +22,8 @@ HX_STATE_DIR=${HORCRUX_STATE_DIR:-/run/horcrux}
 HX_PACKAGES=(cmake make gcc pkg-config curl python3 lua5.4 liblua5.4-dev
   libcurl4-openssl-dev libcjson-dev libmicrohttpd-dev libwslay-dev libssl-dev
   lua-busted docker.io python3-websocket
-  busybox-static wrk util-linux strace openssl iproute2)
+  busybox-static wrk util-linux strace openssl iproute2 prometheus
+  zlib1g-dev)
 
 # Set by hx_docker_ensure when it started dockerd itself (empty otherwise).
 HX_DOCKERD_PID=""

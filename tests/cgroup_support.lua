@@ -15,17 +15,34 @@ function M.files(h, pid)
       files[#files + 1] = dir .. "/" .. n
     end
   end
-  if h.version == "v2" or p.unified then
-    add(p.unified or p.cpu or p.memory, { "cpu.stat", "memory.current", "memory.max",
-      "memory.stat", "io.stat", "pids.current", "cgroup.freeze", "cgroup.procs" })
+  if h.version == "v2" then
+    add(p.unified, { "cpu.stat", "memory.current", "memory.max",
+      "memory.stat", "memory.events", "io.stat", "pids.current", "pids.max",
+      "cgroup.freeze", "cgroup.procs", "cpu.max", "cpuset.cpus.effective",
+      "cpu.pressure", "memory.pressure", "io.pressure" })
   else
-    add(p.cpuacct, { "cpuacct.usage", "cgroup.procs" })
-    add(p.memory, { "memory.usage_in_bytes", "memory.limit_in_bytes", "memory.stat" })
+    add(p.cpuacct, { "cpuacct.usage", "cpuacct.stat", "cpuacct.usage_percpu",
+      "cgroup.procs" })
+    if p.cpu then
+      add(p.cpu, { "cpu.stat", "cpu.cfs_quota_us", "cpu.cfs_period_us" })
+    end
+    if p.cpuset then
+      add(p.cpuset, { "cpuset.effective_cpus" })
+    end
+    add(p.memory, { "memory.usage_in_bytes", "memory.limit_in_bytes",
+      "memory.stat", "memory.oom_control", "cgroup.procs" })
     add(p.blkio, { "blkio.throttle.io_service_bytes_recursive" })
-    add(p.pids, { "pids.current" })
+    add(p.pids, { "pids.current", "pids.max" })
     if p.freezer then
       add(p.freezer, { "freezer.state" })
     end
+    if p.unified then -- a hybrid host's pressure files
+      add(p.unified, { "cpu.pressure", "memory.pressure", "io.pressure" })
+    end
+  end
+  files[#files + 1] = "/proc/stat" -- the boot time, for the start
+  if pid then
+    files[#files + 1] = "/proc/" .. pid .. "/stat"
   end
   if pid then
     files[#files + 1] = "/proc/" .. pid .. "/net/dev"

@@ -280,7 +280,13 @@ def readonly_scenario(cdp, a):
         "document.body.dataset.history", "the server's history")
     out["history_summary"] = cdp.eval(
         "document.querySelector('#sum-cpu').textContent")
+    # a line needs two points of the server's history (5 s apart at the
+    # page's step; the page asks again every 5 s): a young server has one
+    end = time.time() + 12
     out["chart_pixels"] = chart_drawn(cdp, "#chart-cpu")
+    while out["chart_pixels"] <= 20 and time.time() < end:
+        time.sleep(0.25)
+        out["chart_pixels"] = chart_drawn(cdp, "#chart-cpu")
     subprocess.run(["docker", "pause", a["idle"]], check=True,
                    stdout=subprocess.DEVNULL)
     subprocess.run(["docker", "unpause", a["idle"]], check=True,

@@ -19,12 +19,24 @@ local function fixture(name)
   return assert(json.decode(text))
 end
 
-local FIELDS = {
+-- the record's fields: docker's seven and more (horcrux.record's list)
+local FIELDS = require("horcrux.record").FIELDS
+
+-- docker's figures, the seed's fields: what the whole-record checks compare
+local BASE = {
   "cpu_usage_percent", "memory_usage_bytes", "memory_limit_bytes",
   "memory_percent", "network_rx_bytes", "network_tx_bytes",
   "block_read_bytes", "block_write_bytes", "pids", "cpu_usage_ns",
   "online_cpus", "read", "source",
 }
+
+local function base(rec)
+  local out = {}
+  for _, k in ipairs(BASE) do
+    out[k] = rec[k]
+  end
+  return out
+end
 
 -- Exactly the record's fields, none missing (null is a value), none more
 -- (but those of `extra`).
@@ -218,10 +230,24 @@ describe("horcrux.stats", function()
         online_cpus = 2,
         read = "2026-11-29T04:52:16.655666234Z",
         source = "docker-api",
-      }, rec)
+      }, base(rec))
       assert_int(331776, rec.memory_usage_bytes)
       assert_int(25276518400, rec.memory_limit_bytes)
       assert_int(6832017464, rec.cpu_usage_ns)
+      -- the figures beside docker's that the reply gives
+      assert_int(6800000000, rec.cpu_user_ns)
+      assert_int(20000000, rec.cpu_system_ns)
+      assert.same({ 5602106872, 1229910592 }, { table.unpack(rec.cpu_percpu_ns) })
+      assert_int(0, rec.cpu_throttled_periods)
+      assert_int(61440, rec.memory_rss_bytes) -- total_rss
+      assert_int(0, rec.memory_cache_bytes)
+      assert_int(331776, rec.memory_working_set_bytes)
+      assert.equal(7, rec.networks.eth0.rx_packets)
+      -- what it does not give: null, never 0
+      assert.equal(null, rec.cpu_quota_us)
+      assert.equal(null, rec.cpu_limit_cores)
+      assert.equal(null, rec.memory_oom_events)
+      assert.equal(null, rec.pressure)
     end)
 
     it("builds the record of an idle container with a memory limit", function()
@@ -241,7 +267,7 @@ describe("horcrux.stats", function()
         online_cpus = 2,
         read = "2026-11-29T04:52:17.675319966Z",
         source = "docker-api",
-      }, rec)
+      }, base(rec))
     end)
 
     it("subtracts inactive page cache (v1 total_inactive_file)", function()
@@ -286,7 +312,7 @@ describe("horcrux.stats", function()
           online_cpus = null,
           read = null, -- Go's zero time is no time: the daemon read nothing
           source = "docker-api",
-        }, rec)
+        }, base(rec))
       end
     end)
 
@@ -307,7 +333,7 @@ describe("horcrux.stats", function()
         online_cpus = 4,
         read = "2024-03-01T10:00:02.5+01:00",
         source = "docker-api",
-      }, rec)
+      }, base(rec))
     end)
 
     it("takes null blkio and missing networks as 0, and v1's no-limit", function()
@@ -367,8 +393,9 @@ describe("horcrux.stats", function()
       assert.equal(null, rec.network_rx_bytes)
       assert.equal(null, rec.network_tx_bytes)
       assert.equal(null, rec.block_write_bytes)
+      -- and a device's own sum past 64 bits (block_devices)
       assert.same({ "network_rx_bytes", "network_tx_bytes", "block_read_bytes",
-        "block_write_bytes" }, { table.unpack(rec.refused) })
+        "block_write_bytes", "block_devices" }, { table.unpack(rec.refused) })
       assert.equal("2262-04-11T23:47:16.854775807Z", rec.read)
       -- and the CPU sample is exact at the edge of int64 ns
       assert.same({
@@ -390,8 +417,9 @@ describe("horcrux.stats", function()
       assert.equal(null, rec.memory_percent)
       assert.equal(null, rec.cpu_usage_ns)
       assert.equal("integer", math.type(rec.network_rx_bytes))
+      -- the interface's own tx_bytes is refused as well (networks)
       assert.same({ "memory_usage_bytes", "network_tx_bytes", "pids",
-        "cpu_usage_ns" }, { table.unpack(rec.refused) })
+        "cpu_usage_ns", "networks" }, { table.unpack(rec.refused) })
       -- and the JSON a client gets says it
       assert.truthy(json.encode(rec):find('"refused":["memory_usage_bytes"', 1, true))
       -- a good reply has no `refused`

@@ -48,6 +48,20 @@ local function write(path, text)
   f:close()
 end
 
+local function sh_out(cmd)
+  local _, out = sh(cmd)
+  return out
+end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do
+    keys[#keys + 1] = k
+  end
+  table.sort(keys)
+  return keys
+end
+
 local function opts(root)
   return { root = root, proc = PROC, sys = SYS }
 end
@@ -90,6 +104,15 @@ local function lua_record(root, id)
     memory_limit = s.memory_limit, host_memory = HOST_MEM,
     net_rx = s.net_rx, net_tx = s.net_tx,
     blk_read = s.blkio_read, blk_write = s.blkio_write, pids = s.pids,
+    cpu_user_ns = s.cpu_user_ns, cpu_system_ns = s.cpu_system_ns,
+    cpu_percpu_ns = s.cpu_percpu_ns, cpu_periods = s.cpu_periods,
+    cpu_throttled_periods = s.cpu_throttled_periods,
+    cpu_throttled_ns = s.cpu_throttled_ns, cpu_quota_us = s.cpu_quota_us,
+    cpu_period_us = s.cpu_period_us, cpuset_cpus = s.cpuset_cpus,
+    memory_rss = s.memory_rss, memory_cache = s.memory_cache,
+    memory_oom_events = s.memory_oom_events, processes = s.processes,
+    pids_limit = s.pids_limit, pressure = s.pressure, networks = s.networks,
+    block_devices = s.block_devices, started_ns = s.started_ns,
   })
 end
 
@@ -135,7 +158,10 @@ describe("view.sample on fixture trees", function()
     assert.same({}, s.gone)
     assert.same({}, s.paused)
     assert.equal("integer", math.type(s.us))
-    assert.equal(10, s.fds) -- freezer, cpuacct, 3 memory, 2 blkio, pids, procs, net/dev
+    -- freezer, 3 cpuacct (usage, stat, usage_percpu), cpu.stat, 4 memory
+    -- (usage, limit, stat, oom_control), 2 blkio, pids, procs, net/dev; the
+    -- limits (quota, period, cpuset, pids.max) are read without keeping
+    assert.equal(14, s.fds)
     assert.equal(22988981, rec.cpu_usage_ns)
     assert.equal(1540096 - 32768, rec.memory_usage_bytes)
     assert.equal(HOST_MEM, rec.memory_limit_bytes) -- no limit: host memory
@@ -194,6 +220,79 @@ describe("view.sample on fixture trees", function()
     assert.equal(4020, rec.block_write_bytes)
   end)
 
+  it("reads the figures beside docker's on every layout", function()
+    -- v1: the CPU split in ticks (cpuacct.stat: user 0, system 1), per CPU,
+    -- throttling of the cpu controller, no quota (-1), a cpuset of 2,
+    -- RSS and cache (total_rss, total_cache), memory.oom_control's kills,
+    -- the first process's start, per interface; no pressure
+    local _, rec = sample(CG .. "v1-cgroupfs", ID.v1)
+    local tick = 1e9 // math.tointeger(assert(tonumber(sh_out("getconf CLK_TCK"))))
+    assert.equal(0, rec.cpu_user_ns)
+    assert.equal(tick, rec.cpu_system_ns)
+    assert.same({ 12258487, 10730494 }, { table.unpack(rec.cpu_percpu_ns) })
+    assert.equal(json.array_mt, getmetatable(rec.cpu_percpu_ns))
+    assert.equal(0, rec.cpu_periods)
+    assert.equal(null, rec.cpu_quota_us)
+    assert.equal(100000, rec.cpu_period_us)
+    assert.equal(2, rec.cpuset_cpus)
+    assert.equal(2.0, rec.cpu_limit_cores) -- the cpuset, under 7 online
+    assert.equal(2, rec.memory_oom_events)
+    assert.equal(1540096, rec.memory_cgroup_usage_bytes)
+    assert.equal(rec.memory_usage_bytes, rec.memory_working_set_bytes)
+    assert.equal(null, rec.memory_cgroup_limit_bytes)
+    assert.equal(null, rec.pressure)
+    assert.equal(1, rec.processes)
+    assert.equal(null, rec.pids_limit)
+    assert.same({ "eth0" }, sorted_keys(rec.networks)) -- pid 5892's net/dev
+    assert.equal(2796, rec.networks.eth0.rx_bytes)
+    assert.equal(18, rec.networks.eth0.rx_packets)
+    assert.equal(6, rec.networks.eth0.tx_packets)
+    -- btime 1795927610 + 12345 ticks
+    assert.equal(time.format(1795927610 * 1000000000 + 12345 * math.tointeger(tick)),
+      rec.started)
+    same_as_lua(rec, CG .. "v1-cgroupfs", ID.v1)
+    -- v2: cpu.max 50000/100000 under a cpuset of 1, throttling in cpu.stat
+    -- (us), anon and file, memory.events, pressure
+    local root = tree("v2-cgroupfs", ID.v2a, true)
+    _, rec = sample(root, ID.v2a)
+    assert.equal(2000000000, rec.cpu_user_ns)
+    assert.equal(500000000, rec.cpu_system_ns)
+    assert.equal(null, rec.cpu_percpu_ns)
+    assert.equal(120, rec.cpu_periods)
+    assert.equal(30, rec.cpu_throttled_periods)
+    assert.equal(1500000000, rec.cpu_throttled_ns)
+    assert.equal(50000, rec.cpu_quota_us)
+    assert.equal(100000, rec.cpu_period_us)
+    assert.equal(1, rec.cpuset_cpus)
+    assert.equal(0.5, rec.cpu_limit_cores)
+    assert.equal(4194304, rec.memory_rss_bytes)
+    assert.equal(6291456, rec.memory_cache_bytes)
+    assert.equal(1, rec.memory_oom_events)
+    assert.same({ avg10 = 12.5, avg60 = 8.25, avg300 = 2.0, total_us = 4500000 },
+      rec.pressure.cpu.some)
+    assert.same({ avg10 = 1.0, avg60 = 0.4, avg300 = 0.05, total_us = 70000 },
+      rec.pressure.io.full)
+    assert.equal(800, rec.pressure.memory.full.total_us)
+    assert.equal(2, rec.processes) -- 4242 and 4250
+    assert.same({ "eth0", "eth1" }, sorted_keys(rec.networks)) -- pid 4242
+    assert.equal(1000000, rec.networks.eth0.rx_bytes)
+    assert.equal(2000, rec.networks.eth0.rx_packets)
+    assert.equal(1, rec.networks.eth1.rx_dropped)
+    assert.equal(30, rec.networks.eth1.tx_packets)
+    same_as_lua(rec, root, ID.v2a)
+    -- its CPU % against the limit: 50 % of a core is all of half a core
+    view.put(ID.v2a, record.new({ id = ID.v2a, source = "cgroup",
+      cpu_percent = 50.0, cpu_quota_us = 50000, cpu_period_us = 100000,
+      cpuset_cpus = 1, online_cpus = CPUS }))
+    assert.equal(100.0, (view.get(ID.v2a)).cpu_limit_percent)
+    -- hybrid: the v1 figures, and the pressure of the unified tree
+    root = tree("hybrid-cgroupfs", ID.v1, true)
+    _, rec = sample(root, ID.v1)
+    assert.equal(20513, rec.pressure.cpu.some.total_us)
+    assert.equal(0.14, rec.pressure.cpu.some.avg10)
+    same_as_lua(rec, root, ID.v1)
+  end)
+
   it("leaves null what it cannot read; nothing readable is unreadable", function()
     local s, rec = sample(CG .. "v2-partial", ID.partial)
     assert.equal(1, s.sampled)
@@ -244,7 +343,9 @@ describe("view.sample on fixture trees", function()
     view.set_meta(ID.v2a, { name = "c", status = "running" })
     s = view.sample(opts(root))
     assert.equal(1, s.sampled)
-    assert.equal(9, s.fds) -- v2: freeze, cpu.stat, 3 memory, io.stat, pids, procs, net/dev
+    -- v2: freeze, cpu.stat, 4 memory (current, max, stat, events), io.stat,
+    -- pids, procs, net/dev, 3 pressure
+    assert.equal(13, s.fds)
     -- the meta says it stopped: what was kept for it is closed
     view.set_meta(ID.v2a, { name = "c", status = "exited" })
     s = view.sample(opts(root))
@@ -266,10 +367,10 @@ describe("view.sample on fixture trees", function()
 
   it("closes what it keeps on remove and clear, and keeps within max_fds", function()
     local root = tree("v1-cgroupfs", ID.v1)
-    assert.equal(10, sample(root, ID.v1).fds)
+    assert.equal(14, sample(root, ID.v1).fds)
     assert.is_true(view.remove(ID.v1))
     assert.equal(0, view.sample(opts(root)).fds)
-    assert.equal(10, sample(root, ID.v1).fds)
+    assert.equal(14, sample(root, ID.v1).fds)
     view.clear()
     assert.equal(0, view.sample(opts(root)).fds)
     -- no descriptor kept: each file opened, read and closed, same figures
@@ -281,7 +382,7 @@ describe("view.sample on fixture trees", function()
     assert.equal(22988981, rec.cpu_usage_ns)
     -- a limit lowered under what is kept: the next round closes the excess
     view.set_limits({ max_fds = 100 })
-    assert.equal(10, view.sample(opts(root)).fds)
+    assert.equal(14, view.sample(opts(root)).fds)
     view.set_limits({ max_fds = 4 })
     s = view.sample(opts(root))
     assert.equal(1, s.sampled)
@@ -409,7 +510,10 @@ describe("view.sample on fixture trees", function()
         (none.bytes - meta.bytes) / n, s.us / n, first.us / n))
     assert.equal(9 * n, kept.fds)
     assert.equal(0, none.fds)
-    assert.is_true(kept.bytes < 4096 * n, kept.bytes)
+    -- with the default history (900 points of 64 bytes: 15 min at 1 s),
+    -- a container stays under 64 KiB
+    assert.equal(900, view.set_limits({}).history)
+    assert.is_true(kept.bytes < 65536 * n, kept.bytes)
     view.clear()
     assert.equal(0, view.footprint().fds)
     assert.is_true(view.footprint().bytes < 65536) -- the sampler's buffer

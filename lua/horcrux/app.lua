@@ -31,6 +31,8 @@ local log = require "horcrux.log"
 local config = require "horcrux.config"
 local errors = require "horcrux.errors"
 local input = require "horcrux.input"
+local prometheus = require "horcrux.prometheus"
+local mono_ns = require("horcrux.clock").mono_ns
 
 local M = {}
 
@@ -229,8 +231,7 @@ local function dispatcher(routes, format)
     return s, b, h
   end
 
-  return function(req, nargs)
-    local r, params, allow = routes:match(req.method, req.path)
+  local function dispatch(req, nargs, r, params, allow)
     if not r then
       if params == "method_not_allowed" then
         local status, body = errors.answer("method_not_allowed", req.method ..
@@ -248,6 +249,17 @@ local function dispatcher(routes, format)
       return answer(req, errors.answer(status))
     end
     return fail(req, status)
+  end
+
+  -- Every request counted by route pattern and status, and timed
+  -- (horcrux.prometheus): the pattern, not the path, so the series stay few.
+  return function(req, nargs)
+    local t0 = mono_ns()
+    local r, params, allow = routes:match(req.method, req.path)
+    local status, body, headers = dispatch(req, nargs, r, params, allow)
+    pcall(prometheus.request, r and r.pattern, req.method, status,
+      (mono_ns() - t0) / 1e9)
+    return status, body, headers
   end
 end
 

@@ -71,6 +71,7 @@
 -- the reply until then; past EVENTS_STALL_S of that the call fails and the
 -- round lists instead.
 local view = require "horcrux.view"
+local prometheus = require "horcrux.prometheus"
 local cpu = require "horcrux.cpu"
 local clock = require "horcrux.clock"
 local null = require("horcrux.json").null
@@ -98,7 +99,8 @@ end
 --- A collector state. opts: interval (seconds, default 1), sources (the
 -- order; default horcrux.config's), stopping (function), relist_every
 -- (rounds between two full lists while events are followed; 1 lists every
--- round).
+-- round), history (seconds each container's history in the view reaches
+-- back, a point a round; nil leaves the view's setting, 900 points).
 function M.new(opts)
   opts = opts or {}
   local interval = opts.interval or 1
@@ -111,6 +113,13 @@ function M.new(opts)
   end
   if opts.stopping ~= nil and type(opts.stopping) ~= "function" then
     error("collector: stopping must be a function", 2)
+  end
+  if opts.history ~= nil then
+    if type(opts.history) ~= "number" or opts.history < 0 then
+      error("collector: history must be seconds (>= 0)", 2)
+    end
+    view.set_limits({ history = math.min(86400, math.ceil(opts.history / interval)),
+      history_gap_ms = math.floor(interval * 500) })
   end
   return {
     interval = interval,
@@ -606,6 +615,7 @@ end
 local function sample_in_view(state, src, ids, summary)
   local ok, s = pcall(src.sample_view)
   if not ok or type(s) ~= "table" then
+    prometheus.source_error(src.name, "server")
     say(state, "source:" .. tostring(src.name), "warn",
       ("%s skipped: %s"):format(tostring(src.name), tostring(s)))
     return ids
@@ -640,6 +650,7 @@ local function sample_with(state, src, pending, deadline, summary)
     recs, errs, kind = nil, recs, "server"
   end
   if not recs then
+    prometheus.source_error(src.name, kind)
     say(state, "source:" .. tostring(src.name),
       kind == "unsupported" and "info" or "warn",
       ("%s skipped: %s"):format(tostring(src.name), tostring(errs)))
@@ -658,6 +669,7 @@ local function sample_with(state, src, pending, deadline, summary)
       quiet(state, "sample:" .. id)
     else
       local e = type(errs) == "table" and errs[id] or nil
+      prometheus.source_error(src.name, e and e.kind)
       summary.last_err[id] = ("%s: %s"):format(tostring(src.name),
         tostring(e and e.error or "no record"))
       if e and e.kind == "not_found" then
@@ -740,6 +752,7 @@ function M.step(state)
   summary.trusted = state.trusted
   state.rounds = state.rounds + 1
   summary.ms = (clock.mono_ns() - t0) / 1e6
+  pcall(prometheus.round, summary)
   return summary
 end
 

@@ -13,7 +13,12 @@
 -- before use). A container that is not running has a reply stamped with
 -- Go's zero time and an empty memory_stats: its record has null figures
 -- (horcrux.record's running = false). Network and block I/O are summed over
--- interfaces (not lo) and devices; v1 says Read/Write, v2 read/write.
+-- interfaces (not lo) and devices; v1 says Read/Write, v2 read/write. The
+-- reply also gives the CPU split (usage_in_usermode, usage_in_kernelmode),
+-- percpu_usage (cgroup v1), throttling_data, RSS and cache (memory.stat's
+-- total_rss and total_cache on v1, anon and file on v2), pids_stats.limit,
+-- the counters of each interface and each device; not the CPU quota,
+-- cpuset, OOM kills, processes nor pressure (null in its records).
 local cpu = require "horcrux.cpu"
 local null = require("horcrux.json").null
 local record = require "horcrux.record"
@@ -141,6 +146,54 @@ local function block_io(blkio)
   return rd, wr
 end
 
+-- Bytes read and written per device: {["8:0"] = {read_bytes, write_bytes}};
+-- nil without a list.
+local function block_devices(blkio)
+  local list = tab(blkio) and tab(blkio.io_service_bytes_recursive)
+  if not list then
+    return nil
+  end
+  local out = {}
+  for _, e in ipairs(list) do
+    local op = tab(e) and type(e.op) == "string" and e.op:lower()
+    local key = (op == "read" or op == "write") and int(e.major)
+      and int(e.minor) and ("%d:%d"):format(e.major, e.minor)
+    if key then
+      local d = out[key] or { read_bytes = 0, write_bytes = 0 }
+      local k = op == "read" and "read_bytes" or "write_bytes"
+      d[k] = d[k] ~= false and sum(d[k], e.value) or false
+      out[key] = d
+    end
+  end
+  for _, d in pairs(out) do -- a refused sum: something record.new refuses
+    d.read_bytes = d.read_bytes == false and -1 or d.read_bytes
+    d.write_bytes = d.write_bytes == false and -1 or d.write_bytes
+  end
+  return out
+end
+
+-- RSS and cache as cAdvisor reads them: v1 total_rss and total_cache, v2
+-- anon and file.
+local function rss_cache(ms)
+  local st = tab(ms.stats) or {}
+  if st.total_rss ~= nil or st.total_cache ~= nil then
+    return st.total_rss, st.total_cache
+  end
+  return st.anon, st.file
+end
+
+-- pids_stats.limit: -1 when none (absent on engines that send no limit, 0
+-- or past 2^62 for "max").
+local function pids_limit(ps)
+  local v = ps and ps.limit
+  if type(v) ~= "number" then
+    return nil
+  elseif v == 0 or v >= 2 ^ 62 then
+    return -1
+  end
+  return v
+end
+
 -- docker's calculateMemUsageUnixNoCache: total_inactive_file (v1) when it
 -- is below usage, else inactive_file (v2; v1's own cgroup).
 local function inactive(ms, usage)
@@ -161,7 +214,20 @@ function stats.fields(raw)
   local ms = tab(raw.memory_stats) or {}
   local rx, tx = network(raw.networks)
   local rd, wr = block_io(raw.blkio_stats)
+  local rss, cache = rss_cache(ms)
+  local thr = tab(cs.throttling_data) or {}
+  local per = tab(usage.percpu_usage)
   return {
+    cpu_user_ns = usage.usage_in_usermode,
+    cpu_system_ns = usage.usage_in_kernelmode,
+    cpu_percpu_ns = per and #per > 0 and per or nil,
+    cpu_periods = thr.periods, cpu_throttled_periods = thr.throttled_periods,
+    cpu_throttled_ns = thr.throttled_time,
+    memory_rss = ms.usage ~= nil and rss or nil,
+    memory_cache = ms.usage ~= nil and cache or nil,
+    pids_limit = pids_limit(tab(raw.pids_stats)),
+    networks = tab(raw.networks),
+    block_devices = block_devices(raw.blkio_stats),
     running = running,
     read = type(raw.read) == "string" and raw.read or nil,
     cpu_ns = usage.total_usage,

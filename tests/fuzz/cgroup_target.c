@@ -6,7 +6,9 @@
  * size, no NUL after it), so ASan sees a read past the end. Every parser
  * runs once with a Lua state (its table form) and once without, and the two
  * runs must agree. Plus differential checks of the number scanners against
- * libc and of the tick conversion against 128-bit arithmetic. A failed
+ * libc and of the tick conversion against 128-bit arithmetic; the PSI,
+ * cpu.max, per-CPU list, cgroup.procs, btime and pid start parsers (first
+ * byte 7, 8, 9) for their bounds and agreement. A failed
  * check prints what differs and aborts, so libFuzzer keeps the input.
  */
 #include "cgroup_parse.h"
@@ -154,6 +156,60 @@ static void check_misc(const char *s, size_t n) {
   CHECK(cgp_first_pid(s, n) >= 0, "first_pid negative");
 }
 
+/* A *.pressure file: the table form and the C form agree, and a line
+ * said to be well formed has its four figures, none negative. */
+static void check_pressure(const char *s, size_t n) {
+  psi_fig a, b;
+  lua_newtable(L);
+  int ra = cgp_parse_pressure(L, s, n, &a);
+  int rb = cgp_parse_pressure(NULL, s, n, &b);
+  CHECK(ra == rb && memcmp(&a, &b, sizeof a) == 0,
+        "pressure differs with a table");
+  CHECK(ra == (a.some.ok || a.full.ok), "pressure result");
+  const psi_line *l[2] = {&a.some, &a.full};
+  static const char *const k[2] = {"some", "full"};
+  for (int i = 0; i < 2; i++) {
+    int t = lua_getfield(L, -1, k[i]);
+    CHECK((t == LUA_TTABLE) == (ra && l[i]->ok), "pressure: %s table", k[i]);
+    for (int j = 0; l[i]->ok && j < 3; j++)
+      CHECK(l[i]->avg[j] >= 0, "pressure: a negative average");
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+/* cpu.max and the per-CPU list: a result within its bounds, a list of
+ * numbers agreeing with the blank-separated fields. */
+static void check_limits(const char *s, size_t n) {
+  int unlimited = -1;
+  uint64_t quota = 1, period = 0, v[8];
+  if (cgp_parse_cpu_max(s, n, &unlimited, &quota, &period))
+    CHECK(period > 0 && (unlimited == 1 || unlimited == 0) &&
+              (!unlimited || quota == 0),
+          "cpu_max: period %llu", (unsigned long long)period);
+  int count = cgp_parse_u64_list(s, n, v, 8);
+  CHECK(count >= -1 && count <= 8, "u64_list count %d", count);
+  int words = 0; /* the fields, as the parser separates them */
+  for (size_t i = 0; i < n; i++) {
+    int sep = cgp_is_blank(s[i]) || s[i] == '\n';
+    int prev = i == 0 || cgp_is_blank(s[i - 1]) || s[i - 1] == '\n';
+    words += !sep && prev;
+  }
+  CHECK(count < 0 || count == words, "u64_list %d of %d words", count, words);
+}
+
+/* cgroup.procs, /proc/stat's btime, /proc/<pid>/stat's start time. */
+static void check_proc(const char *s, size_t n) {
+  uint64_t t = 0;
+  int lines = 1;
+  for (size_t i = 0; i < n; i++)
+    lines += s[i] == '\n';
+  int c = cgp_count_pids(s, n);
+  CHECK(c >= 0 && c <= lines, "count_pids %d of %d lines", c, lines);
+  (void)cgp_parse_btime(s, n, &t);
+  (void)cgp_parse_pid_start(s, n, &t);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size == 0)
     return 0;
@@ -161,7 +217,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
    * the rest is the file, exactly sized. */
   const char *s = (const char *)data + 1;
   size_t n = size - 1;
-  switch (data[0] % 7) {
+  switch (data[0] % 10) {
   case 0:
     check_scan(s, n);
     break;
@@ -179,6 +235,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     break;
   case 5:
     check_meminfo(s, n);
+    break;
+  case 7:
+    check_pressure(s, n);
+    break;
+  case 8:
+    check_limits(s, n);
+    break;
+  case 9:
+    check_proc(s, n);
     break;
   default:
     check_misc(s, n);

@@ -26,7 +26,10 @@
 -- horcrux.cpu's shared store (the same store and math as every source, so a
 -- switch of source shows no jump), memory used = usage − inactive file
 -- pages, the limit capped at host memory (as the daemon caps it), network
--- over every interface but lo, block I/O summed over devices, PIDs.
+-- over every interface but lo, block I/O summed over devices, PIDs; and
+-- the figures beside them (horcrux.record): CPU split, per CPU and
+-- throttling, the limits, RSS, cache, OOM kills, processes, pressure (v2
+-- and hybrid), per interface and per device, the first process's start.
 local cgroup = require "horcrux.cgroup"
 local cpu = require "horcrux.cpu"
 local clock = require "horcrux.clock"
@@ -247,6 +250,16 @@ function M.record(id, s, pct)
     net_rx = s.net_rx, net_tx = s.net_tx,
     blk_read = s.blkio_read, blk_write = s.blkio_write,
     pids = s.pids,
+    cpu_user_ns = s.cpu_user_ns, cpu_system_ns = s.cpu_system_ns,
+    cpu_percpu_ns = s.cpu_percpu_ns, cpu_periods = s.cpu_periods,
+    cpu_throttled_periods = s.cpu_throttled_periods,
+    cpu_throttled_ns = s.cpu_throttled_ns, cpu_quota_us = s.cpu_quota_us,
+    cpu_period_us = s.cpu_period_us, cpuset_cpus = s.cpuset_cpus,
+    memory_rss = s.memory_rss, memory_cache = s.memory_cache,
+    memory_oom_events = s.memory_oom_events, processes = s.processes,
+    pids_limit = s.pids_limit, pressure = s.pressure,
+    networks = s.networks, block_devices = s.block_devices,
+    started_ns = s.started_ns,
   })
 end
 

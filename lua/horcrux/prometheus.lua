@@ -1,0 +1,136 @@
+--- horcrux.prometheus: GET /metrics. The containers under cAdvisor's names
+-- (horcrux.view.prometheus, from the live view: no daemon call), then
+-- horcrux's own metrics (horcrux.telemetry, one registry for the process).
+--
+--   prometheus.answer(req) -> status, body, headers
+--       the Prometheus text format 0.0.4, or OpenMetrics 1.0.0 when the
+--       Accept header asks for application/openmetrics-text; gzip when
+--       Accept-Encoding allows it
+--   prometheus.request(route, method, status, seconds)   the dispatcher's
+--   prometheus.round(summary)                            the collector's
+--   prometheus.source_error(source, kind)                the collector's
+--
+-- horcrux's own families:
+--   horcrux_http_requests_total{route,method,status}     counter
+--   horcrux_http_request_duration_seconds{route}         histogram
+--   horcrux_collector_round_duration_seconds             histogram
+--   horcrux_collector_samples_total{source}              counter
+--   horcrux_source_errors_total{source,kind}             counter
+--   horcrux_view_containers, horcrux_view_bytes          gauges (at scrape)
+--
+-- Another part of horcrux adds its own figures the same way (the hook):
+--   local telemetry = require "horcrux.telemetry"
+--   telemetry.gauge("horcrux_stream_subscribers", "Clients following ...")
+--   telemetry.set("horcrux_stream_subscribers", {stream = "stats"}, n)
+--   telemetry.counter("horcrux_webhook_deliveries_total", "...")
+--   telemetry.inc("horcrux_webhook_deliveries_total", {outcome = "ok"})
+-- A family appears at /metrics once it has a series; declaring is
+-- idempotent, so each state (each worker) may declare at load.
+local telemetry = require "horcrux.telemetry"
+local view = require "horcrux.view"
+
+local M = {}
+
+local DURATION_BUCKETS = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+  0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
+local ROUND_BUCKETS = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+  0.5, 1, 2.5, 5 }
+
+local declared = false
+
+local function declare()
+  if declared then
+    return
+  end
+  telemetry.counter("horcrux_http_requests_total",
+    "Requests answered, by route pattern, method and status.")
+  telemetry.histogram("horcrux_http_request_duration_seconds",
+    "Time from a request's dispatch to its answer, by route pattern.",
+    DURATION_BUCKETS)
+  telemetry.histogram("horcrux_collector_round_duration_seconds",
+    "Wall time of a collector round (list or events, then sampling).",
+    ROUND_BUCKETS)
+  telemetry.counter("horcrux_collector_samples_total",
+    "Containers sampled by the collector, by the source that answered.")
+  telemetry.counter("horcrux_source_errors_total",
+    "Failures of a source asked by the collector, by source and kind.")
+  telemetry.gauge("horcrux_view_containers",
+    "Containers the live view holds.")
+  telemetry.gauge("horcrux_view_bytes",
+    "Bytes the live view holds (records, metas, history, the sampler's).")
+  declared = true
+end
+M.declare = declare
+
+function M.request(route, method, status, seconds)
+  declare()
+  route = route or "(none)"
+  telemetry.inc("horcrux_http_requests_total",
+    { route = route, method = method, status = status })
+  telemetry.observe("horcrux_http_request_duration_seconds",
+    { route = route }, seconds)
+end
+
+function M.round(summary)
+  declare()
+  telemetry.observe("horcrux_collector_round_duration_seconds", nil,
+    (summary.ms or 0) / 1000)
+  for source, n in pairs(summary.by_source or {}) do
+    telemetry.inc("horcrux_collector_samples_total",
+      { source = tostring(source) }, n)
+  end
+end
+
+function M.source_error(source, kind)
+  declare()
+  telemetry.inc("horcrux_source_errors_total",
+    { source = tostring(source), kind = tostring(kind or "unknown") })
+end
+
+local TEXT = "text/plain; version=0.0.4; charset=utf-8"
+local OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+-- Whether header h lists token t with a q that is not 0.
+local function accepts(h, t)
+  if type(h) ~= "string" then
+    return false
+  end
+  for part in h:gmatch("[^,]+") do
+    local name = part:match("^%s*([^;%s]+)")
+    local q = part:match(";%s*q%s*=%s*([%d.]+)")
+    if name and name:lower() == t and (q == nil or tonumber(q) ~= 0) then
+      return true
+    end
+  end
+  return false
+end
+M.accepts = accepts
+
+--- The text of /metrics: (body, openmetrics, containers).
+function M.text(openmetrics)
+  declare()
+  local fp = view.footprint()
+  telemetry.set("horcrux_view_containers", nil, fp.containers)
+  telemetry.set("horcrux_view_bytes", nil, fp.bytes)
+  local body, n = view.prometheus({ openmetrics = openmetrics })
+  body = body .. telemetry.render(openmetrics)
+  if openmetrics then
+    body = body .. "# EOF\n"
+  end
+  return body, n
+end
+
+function M.answer(req)
+  local h = req.headers or {}
+  local om = accepts(h.accept, "application/openmetrics-text")
+  local body = M.text(om)
+  local headers = { ["Content-Type"] = om and OPENMETRICS or TEXT,
+    Vary = "Accept, Accept-Encoding" }
+  if accepts(h["accept-encoding"], "gzip") then
+    body = telemetry.gzip(body)
+    headers["Content-Encoding"] = "gzip"
+  end
+  return 200, body, headers
+end
+
+return M
