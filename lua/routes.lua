@@ -14,6 +14,7 @@
 local hx = require "horcrux" -- hx.NAME is require("horcrux.NAME")
 local check, input, filters = hx.check, hx.input, hx.filters
 local manage, logs, stacks = hx.manage, hx.logs, hx.stacks
+local images, fields = hx.images, hx.fields
 
 -- The container a route names: a name, a full id or an id prefix,
 -- refused (400) before any source is asked when it is not Docker's grammar.
@@ -23,6 +24,11 @@ end
 
 local function stack(req)
   return (check(input.stack_name(req.params.name)))
+end
+
+-- The JSON body of a route, every field checked (horcrux/fields.lua).
+local function body(req, spec, required)
+  return (check(fields.check(check(input.json_body(req)), spec, required)))
 end
 
 route("GET", "/healthz", { query = {} }, function()
@@ -132,3 +138,59 @@ for _, action in ipairs({ "start", "stop", "restart" }) do
         req)))
     end)
 end
+
+-- ---- images (README: "Images") ----------------------------------------------
+-- An image reference goes in the path as it is, / and : included:
+-- /api/images/127.0.0.1:5000/team/app:1.2/push.
+
+-- [{"id", "tags", "digests", "created", "size", "labels", "containers"}];
+-- ?all= ?dangling= ?label=KEY[=VALUE] ?reference=PATTERN
+route("GET", "/api/images", { query = images.LIST_QUERY }, function(req)
+  return 200, (check(images.list(req.query)))
+end)
+
+-- {"image": "repo:tag"} -> {"image", "id", "status", "messages"}, from a
+-- registry policy.lua allows (images.pull), refused before the daemon is
+-- asked otherwise. Credentials: X-Registry-Auth, or policy.lua.
+route("POST", "/api/images/pull", { query = {} }, function(req)
+  local b = body(req, images.PULL_FIELDS, { "image" })
+  return 200, (check(images.pull(b.image, { req = req })))
+end)
+
+-- ?all=1: every image no container uses, not only dangling ones; ?label=
+-- ?until= -> {"deleted", "untagged", "space_reclaimed"}
+route("POST", "/api/images/prune", { query = images.PRUNE_QUERY },
+  function(req)
+    check(input.no_body(req))
+    return 200, (check(images.prune(req.query)))
+  end)
+
+route("GET", "/api/images/*ref/history", { query = {} }, function(req)
+  return 200, (check(images.history(req.params.ref)))
+end)
+
+-- {"repo", "tag"} -> 201 {"image", "source"}
+route("POST", "/api/images/*ref/tag", { query = {} }, function(req)
+  local b = body(req, images.TAG_FIELDS, { "repo" })
+  return 201, (check(images.tag(req.params.ref, b.repo, b.tag)))
+end)
+
+-- -> {"image", "digest", "size", "status", "messages"}, to a registry
+-- policy.lua allows (images.push).
+route("POST", "/api/images/*ref/push", { query = {} }, function(req)
+  check(input.no_body(req))
+  return 200, (check(images.push(req.params.ref, { req = req })))
+end)
+
+route("GET", "/api/images/*ref", { query = {} }, function(req)
+  return 200, (check(images.inspect(req.params.ref)))
+end)
+
+-- ?force=1&noprune=1 -> {"image", "untagged", "deleted"}; 409 when a
+-- container uses it (without force).
+route("DELETE", "/api/images/*ref", { query = images.REMOVE_QUERY },
+  function(req)
+    check(input.no_body(req))
+    return 200, (check(images.remove(req.params.ref, req.query)))
+  end)
+
