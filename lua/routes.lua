@@ -194,3 +194,14 @@ route("DELETE", "/api/images/*ref", { query = images.REMOVE_QUERY },
     return 200, (check(images.remove(req.params.ref, req.query)))
   end)
 
+-- ---- exec (README: "Exec") --------------------------------------------------
+
+-- {"cmd": [...], "timeout": S, "user", "env", "workdir", "privileged"} ->
+-- {"exit_code", "stdout", "stderr", "timed_out", "killed", "truncated",
+-- "duration"}, in a running container policy.lua lets take exec
+-- (exec.containers: by default those labelled horcrux.exec=true).
+route("POST", "/api/containers/:id/exec", { query = {} }, function(req)
+  local b = check(input.json_body(req))
+  return 200, (check(hx.exec.run(container(req), b, { req = req })))
+end)
+
