@@ -205,3 +205,75 @@ route("POST", "/api/containers/:id/exec", { query = {} }, function(req)
   return 200, (check(hx.exec.run(container(req), b, { req = req })))
 end)
 
+-- ---- networks and volumes (README: "Networks and volumes") ------------------
+
+local networks, volumes = hx.networks, hx.volumes
+
+route("GET", "/api/networks", { query = networks.LIST_QUERY }, function(req)
+  return 200, (check(networks.list(req.query)))
+end)
+
+-- {"name", "driver", "internal", "attachable", "ipv6", "labels", "options",
+-- "subnet", "gateway", "ip_range"} -> 201 {"id", "name", "warning"}, as
+-- policy.lua's networks section allows.
+route("POST", "/api/networks", { query = {} }, function(req)
+  local spec = body(req, networks.FIELDS, { "name" })
+  return 201, (check(networks.create(spec)))
+end)
+
+route("POST", "/api/networks/prune", { query = networks.PRUNE_QUERY },
+  function(req)
+    check(input.no_body(req))
+    return 200, (check(networks.prune(req.query)))
+  end)
+
+route("GET", "/api/networks/:name", { query = {} }, function(req)
+  return 200, (check(networks.inspect(req.params.name)))
+end)
+
+-- 409 while containers are on it.
+route("DELETE", "/api/networks/:name", { query = {} }, function(req)
+  check(input.no_body(req))
+  return 200, (check(networks.remove(req.params.name)))
+end)
+
+-- {"container", "aliases", "ipv4"} -> {"network", "container",
+-- "connected": true}, on a network create's rules let containers join.
+route("POST", "/api/networks/:name/connect", { query = {} }, function(req)
+  local spec = body(req, networks.CONNECT_FIELDS, { "container" })
+  return 200, (check(networks.connect(req.params.name, spec, nil, req)))
+end)
+
+route("POST", "/api/networks/:name/disconnect", { query = {} }, function(req)
+  local spec = body(req, networks.DISCONNECT_FIELDS, { "container" })
+  return 200, (check(networks.disconnect(req.params.name, spec, nil, req)))
+end)
+
+route("GET", "/api/volumes", { query = volumes.LIST_QUERY }, function(req)
+  return 200, (check(volumes.list(req.query)))
+end)
+
+-- {"name", "driver", "labels", "options"} -> 201 {"name", "driver",
+-- "mountpoint"}; a bind of a host path is checked as create.binds.
+route("POST", "/api/volumes", { query = {} }, function(req)
+  return 201, (check(volumes.create(body(req, volumes.FIELDS))))
+end)
+
+-- Every volume no container uses (?label= narrows) -> {"deleted",
+-- "space_reclaimed"}
+route("POST", "/api/volumes/prune", { query = volumes.PRUNE_QUERY },
+  function(req)
+    check(input.no_body(req))
+    return 200, (check(volumes.prune(req.query)))
+  end)
+
+route("GET", "/api/volumes/:name", { query = {} }, function(req)
+  return 200, (check(volumes.inspect(req.params.name)))
+end)
+
+-- ?force=1; 409 while a container uses it.
+route("DELETE", "/api/volumes/:name", { query = volumes.REMOVE_QUERY },
+  function(req)
+    check(input.no_body(req))
+    return 200, (check(volumes.remove(req.params.name, req.query)))
+  end)
