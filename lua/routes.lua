@@ -277,3 +277,72 @@ route("DELETE", "/api/volumes/:name", { query = volumes.REMOVE_QUERY },
     check(input.no_body(req))
     return 200, (check(volumes.remove(req.params.name, req.query)))
   end)
+
+-- ---- stacks from compose files (README: "Deploying stacks") -----------------
+
+local compose, swarm = hx.compose, hx.swarm
+
+local function deployed(req)
+  return (check(compose.name(req.params.name)))
+end
+
+-- {"name", "compose": "<file text>"} -> 201 (200 for an update) {"name",
+-- "mode": "compose" | "swarm", "created", "services", "output"}. Every
+-- service is checked against policy.lua first; a refused file makes
+-- nothing.
+route("POST", "/api/stacks", { query = {} }, function(req)
+  local spec = body(req, compose.FIELDS, { "name", "compose" })
+  local res = check(compose.deploy(spec, { req = req }))
+  return res.created and 201 or 200, res
+end)
+
+-- ?volumes=1 also removes its volumes -> {"name", "mode", "removed"}
+route("DELETE", "/api/stacks/:name", { query = { volumes = input.boolean } },
+  function(req)
+    check(input.no_body(req))
+    return 200, (check(compose.down(deployed(req),
+      { volumes = req.query.volumes, req = req })))
+  end)
+
+-- The checked file as deployed -> {"name", "mode", "file"}
+route("GET", "/api/stacks/:name/config", { query = {} }, function(req)
+  return 200, (check(compose.config(deployed(req))))
+end)
+
+-- Pulls its images, each from a registry policy.lua allows -> {"name",
+-- "images": [{"image", "status"}]}
+route("POST", "/api/stacks/:name/pull", { query = {} }, function(req)
+  check(input.no_body(req))
+  return 200, (check(compose.pull(deployed(req), { req = req })))
+end)
+
+-- [{"service", "container", "stream", "line", "time"}]; refused in
+-- read-only mode, as container logs are.
+route("GET", "/api/stacks/:name/logs", { query = compose.LOGS_QUERY },
+  function(req)
+    check(input.writable(req, "stack logs are"))
+    return 200, (check(compose.logs(deployed(req), req.query)))
+  end)
+
+-- The swarm: {"node_state", "manager", "node_id", "nodes"}
+route("GET", "/api/swarm", { query = {} }, function()
+  return 200, (check(swarm.state()))
+end)
+
+-- [{"id", "name", "stack", "image", "mode", "replicas": {"desired",
+-- "running"}, "ports"}]; ?stack=
+route("GET", "/api/swarm/services", { query = swarm.QUERY_SERVICES },
+  function(req)
+    return 200, (check(swarm.services(req.query.stack)))
+  end)
+
+-- [{"id", "service", "slot", "node", "desired_state", "state", "message",
+-- "error", "container"}]; ?stack= ?service= ?node=
+route("GET", "/api/swarm/tasks", { query = swarm.QUERY_TASKS }, function(req)
+  return 200, (check(swarm.tasks(req.query)))
+end)
+
+-- The swarm's stacks: [{"name", "services", "replicas"}]
+route("GET", "/api/swarm/stacks", { query = {} }, function()
+  return 200, (check(swarm.stacks()))
+end)

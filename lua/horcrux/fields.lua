@@ -8,7 +8,8 @@
 --   message. required: a list of names that must be there. A JSON null is
 --   an absent field; an unknown field is refused, every one named.
 --
--- Checkers: fields.string(max [, pattern, what]), fields.boolean,
+-- Checkers: fields.string(max [, pattern, what]), fields.text(max),
+-- fields.boolean,
 -- fields.integer(min, max), fields.number(min, max),
 -- fields.strings(max_items, max_len), fields.map(max_items, max_len),
 -- fields.path (an absolute path, no . or .. part). Every text is
@@ -55,6 +56,17 @@ function M.string(max, pattern, what)
         or (pattern and not v:match(pattern)) then
       return nil, ("%s: must be %s (1 to %d bytes)"):format(f,
         what or "printable text", max)
+    end
+    return v
+  end
+end
+
+--- Text of several lines (a file): any bytes but NUL.
+function M.text(max)
+  return function(f, v)
+    if type(v) ~= "string" or #v == 0 or #v > max or v:find("\0", 1, true) then
+      return nil, ("%s: must be text without NUL bytes (1 to %d bytes)"):format(
+        f, max)
     end
     return v
   end
