@@ -32,6 +32,7 @@
 -- A stack horcrux did not deploy (no kept file) is not taken down here:
 -- 404.
 local json = require "horcrux.json"
+local null = json.null
 local proc = require "horcrux.proc"
 local engine = require "horcrux.engine"
 local config = require "horcrux.config"
@@ -41,8 +42,6 @@ local fields = require "horcrux.fields"
 local input = require "horcrux.input"
 local verdict = require "horcrux.manage.policy"
 local check = require "horcrux.compose.check"
-
-local null = json.null
 
 local M = {}
 
@@ -185,6 +184,18 @@ local function kept(p, name)
     return nil, "compose: the kept file of " .. name .. " is damaged", "io"
   end
   return file, kept_path(p, name)
+end
+
+-- fn(file, path, p) with the kept file of stack `name`, its path and the
+-- compose settings; nil, message, kind when there is none. What down,
+-- config, pull and logs start from.
+local function with_stored(name, opts, fn)
+  local p = verdict.section((opts or {}).policy or config.policy(), "compose")
+  local file, path, kind = kept(p, name)
+  if not file then
+    return nil, path, kind
+  end
+  return fn(file, path, p)
 end
 
 local function keep(p, name, text)
@@ -346,70 +357,60 @@ end
 --- Takes a stack horcrux deployed down: its containers, networks, and its
 -- volumes only when opts.volumes.
 function M.down(name, opts)
-  opts = opts or {}
-  local p = verdict.section(opts.policy or config.policy(), "compose")
-  local file, path, kind = kept(p, name)
-  if not file then
-    return nil, path, kind
-  end
-  local mode = mode_of(file)
-  return locked(name, p, function()
-    return workdir.with(function(dir)
-      local out, err, k
-      if mode == "swarm" then
-        out, err, k = run({ p.docker, "stack", "rm", name }, p, dir)
-      else
-        out, err, k = run({ p.tool, "--project-directory", dir, "-f", path,
-          "-p", name, "down", "--remove-orphans",
-          opts.volumes and "--volumes" or nil }, p, dir)
-      end
-      if not out then
-        return nil, err, k
-      end
-      local vols = opts.volumes and mode == "swarm" and swarm_volumes(name)
-        or null
-      os.remove(path)
-      return { name = name, mode = mode, removed = true,
-        volumes = opts.volumes == true, removed_volumes = vols }
+  local volumes = (opts or {}).volumes == true
+  return with_stored(name, opts, function(file, path, p)
+    local mode = mode_of(file)
+    return locked(name, p, function()
+      return workdir.with(function(dir)
+        local out, err, k
+        if mode == "swarm" then
+          out, err, k = run({ p.docker, "stack", "rm", name }, p, dir)
+        else
+          out, err, k = run({ p.tool, "--project-directory", dir, "-f", path,
+            "-p", name, "down", "--remove-orphans",
+            volumes and "--volumes" or nil }, p, dir)
+        end
+        if not out then
+          return nil, err, k
+        end
+        local vols = volumes and mode == "swarm" and swarm_volumes(name)
+          or null
+        os.remove(path)
+        return { name = name, mode = mode, removed = true,
+          volumes = volumes, removed_volumes = vols }
+      end)
     end)
   end)
 end
 
 function M.config(name, opts)
-  local p = verdict.section((opts or {}).policy or config.policy(), "compose")
-  local file, err, kind = kept(p, name)
-  if not file then
-    return nil, err, kind
-  end
-  return { name = name, mode = mode_of(file), file = file }
+  return with_stored(name, opts, function(file)
+    return { name = name, mode = mode_of(file), file = file }
+  end)
 end
 
 --- Pulls the images of a stack horcrux deployed, each from a registry
 -- policy.lua allows; the results, or when some failed a failure carrying
 -- them.
 function M.pull(name, opts)
-  opts = opts or {}
-  local p = verdict.section(opts.policy or config.policy(), "compose")
-  local file, err, kind = kept(p, name)
-  if not file then
-    return nil, err, kind
-  end
-  local seen, results, first = {}, json.array(), nil
-  for _, svc in ipairs(service_names(file)) do
-    local image = file.services[svc].image
-    if not seen[image] then
-      seen[image] = true
-      local r, e, k = require("horcrux.images").pull(image, opts)
-      results[#results + 1] = r and { image = image, status = r.status }
-        or { image = image, error = { code = k, message = e } }
-      first = first or (not r and { e, k })
+  return with_stored(name, opts, function(file)
+    local seen, results, first = {}, json.array(), nil
+    for _, svc in ipairs(service_names(file)) do
+      local image = file.services[svc].image
+      if not seen[image] then
+        seen[image] = true
+        local r, e, k = require("horcrux.images").pull(image, opts)
+        results[#results + 1] = r and { image = image, status = r.status }
+          or { image = image, error = { code = k, message = e } }
+        first = first or (not r and { e, k })
+      end
     end
-  end
-  if first then
-    return nil, ("pull of stack %s: %s"):format(name, first[1]), first[2],
-      { images = results }
-  end
-  return { name = name, images = results }
+    if first then
+      return nil, ("pull of stack %s: %s"):format(name, first[1]), first[2],
+        { images = results }
+    end
+    return { name = name, images = results }
+  end)
 end
 
 M.LOGS_QUERY = {
@@ -418,41 +419,48 @@ M.LOGS_QUERY = {
   timestamps = input.boolean,
 }
 
---- The logs of a deployed stack's containers (on this node, for a
--- swarm), each line tagged with its service and container; oldest first
--- per container, containers in service order.
-function M.logs(name, q, opts)
-  opts = opts or {}
-  local p = verdict.section(opts.policy or config.policy(), "compose")
-  local file, err, kind = kept(p, name)
-  if not file then
-    return nil, err, kind
-  end
-  local swarm = mode_of(file) == "swarm"
+-- The containers of a deployed stack (on this node, for a swarm), each
+-- with its service.
+local function members(name, swarm)
   local label = (swarm and NAMESPACE or PROJECT) .. "=" .. name
-  local list
-  list, err, kind = engine.containers({ all = true,
+  local list, err, kind = engine.containers({ all = true,
     filters = { label = json.array({ label }) } })
   if not list then
     return nil, err, kind
   end
-  local logs = require "horcrux.logs"
-  local lopts = assert(logs.options({ tail = q.tail, since = q.since,
-    timestamps = q.timestamps }))
-  local out = json.array()
-  for _, c in ipairs(list) do
+  local out = {}
+  for i, c in ipairs(list) do
     local labels = type(c.Labels) == "table" and c.Labels or {}
-    local service = labels[swarm and "com.docker.swarm.service.name"
-      or "com.docker.compose.service"] or null
-    local cname = type(c.Names) == "table" and tostring(c.Names[1] or "")
-      :gsub("^/", "") or c.Id
-    local lines = logs.fetch(c.Id, lopts) or {}
-    for _, l in ipairs(lines) do
-      l.service, l.container = service, cname
-      out[#out + 1] = l
-    end
+    out[i] = { id = c.Id,
+      service = labels[swarm and "com.docker.swarm.service.name"
+        or "com.docker.compose.service"] or null,
+      name = type(c.Names) == "table" and tostring(c.Names[1] or "")
+        :gsub("^/", "") or c.Id }
   end
   return out
+end
+
+--- The logs of a deployed stack's containers (on this node, for a
+-- swarm), each line tagged with its service and container; oldest first
+-- per container, containers in service order.
+function M.logs(name, q, opts)
+  return with_stored(name, opts, function(file)
+    local list, err, kind = members(name, mode_of(file) == "swarm")
+    if not list then
+      return nil, err, kind
+    end
+    local logs = require "horcrux.logs"
+    local lopts = assert(logs.options({ tail = q.tail, since = q.since,
+      timestamps = q.timestamps }))
+    local out = json.array()
+    for _, c in ipairs(list) do
+      for _, l in ipairs(logs.fetch(c.id, lopts) or {}) do
+        l.service, l.container = c.service, c.name
+        out[#out + 1] = l
+      end
+    end
+    return out
+  end)
 end
 
 return M

@@ -261,20 +261,26 @@ function M.image_history(ref)
   return get("/images/{image}/history", { image = ref })
 end
 
---- POST /images/create?fromImage=ref: the progress messages (a sequence
--- of the daemon's JSON lines; an error the daemon met while pulling is one
--- of them, {error =, errorDetail =}). ref must name a tag or a digest: a
--- bare name pulls every tag. opts: timeout (s, 600), max_response (bytes
--- of messages, 32 MiB), platform.
-function M.pull(ref, opts)
-  opts = opts or {}
+-- A call to an endpoint that answers progress messages (pull, push), on a
+-- client of its own: opts.timeout (s, 600), opts.max_response (bytes of
+-- messages, 32 MiB).
+local function progress_call(opts, template, params, query, body)
   local c <close>, err, kind = own_client({ timeout = opts.timeout or 600,
     max_response = opts.max_response or 32 * 1024 * 1024 })
   if not c then
     return nil, err, kind
   end
-  return value(c:call("POST", "/images/create", nil,
-    { fromImage = ref, platform = opts.platform }))
+  return value(c:call("POST", template, params, query, body))
+end
+
+--- POST /images/create?fromImage=ref: the progress messages (a sequence
+-- of the daemon's JSON lines; an error the daemon met while pulling is one
+-- of them, {error =, errorDetail =}). ref must name a tag or a digest: a
+-- bare name pulls every tag. opts: timeout, max_response, platform.
+function M.pull(ref, opts)
+  opts = opts or {}
+  return progress_call(opts, "/images/create", nil,
+    { fromImage = ref, platform = opts.platform })
 end
 
 --- POST /images/{ref}/push: the progress messages, as pull's. The
@@ -284,13 +290,8 @@ end
 -- timeout, max_response, as pull.
 function M.push(ref, opts)
   opts = opts or {}
-  local c <close>, err, kind = own_client({ timeout = opts.timeout or 600,
-    max_response = opts.max_response or 32 * 1024 * 1024 })
-  if not c then
-    return nil, err, kind
-  end
-  return value(c:call("POST", "/images/{image}/push", { image = ref }, nil,
-    opts.auth or {}))
+  return progress_call(opts, "/images/{image}/push", { image = ref }, nil,
+    opts.auth or {})
 end
 
 function M.tag(ref, repo, tag)

@@ -31,14 +31,13 @@
 -- true); a command that writes 64 KiB more than that is killed and the
 -- answer is a failure of kind "limit".
 local json = require "horcrux.json"
+local null = json.null
 local engine = require "horcrux.engine"
 local config = require "horcrux.config"
 local clock = require "horcrux.clock"
 local proc = require "horcrux.proc"
 local fields = require "horcrux.fields"
 local verdict = require "horcrux.manage.policy"
-
-local null = json.null
 
 local M = {}
 
@@ -104,18 +103,6 @@ local function same_user(a, b)
   return canon(a) == canon(b)
 end
 
-local function listed(list, v)
-  if list == true then
-    return true
-  end
-  for _, x in ipairs(type(list) == "table" and list or {}) do
-    if tostring(x) == v then
-      return true
-    end
-  end
-  return false
-end
-
 -- Whether exec.containers lets a command run in ctr.
 local function container_allowed(ctr, spec, p, req)
   local rule = p.containers
@@ -162,7 +149,7 @@ function M.allowed(info, spec, policy, req)
   end
   local own = (type(info.Config) == "table" and info.Config.User) or ""
   if spec.user and not same_user(spec.user, own)
-      and not listed(p.users, spec.user) then
+      and not verdict.listed(p.users, spec.user) then
     return refused("user", "running as %q (the container's user is %q) is "
       .. "refused by the policy (policy.lua: exec.users)", spec.user,
       own == "" and "root" or own)

@@ -24,30 +24,32 @@ local function printable(s)
 end
 
 local function is_object(v)
-  if type(v) ~= "table" or json.is_array(v) and #v > 0 then
+  if type(v) ~= "table" or (json.is_array(v) and #v > 0) then
     return false
   end
+  local k = next(v)
+  while type(k) == "string" do
+    k = next(v, k)
+  end
+  return k == nil
+end
+M.is_object = is_object
+
+-- A JSON array, or a Lua sequence (a caller's plain table): every key an
+-- integer from 1 to its length.
+local function is_list(v)
+  if type(v) ~= "table" then
+    return false
+  elseif json.is_array(v) then
+    return true
+  end
+  local len = #v
   for k in pairs(v) do
-    if type(k) ~= "string" then
+    if math.type(k) ~= "integer" or k < 1 or k > len then
       return false
     end
   end
   return true
-end
-M.is_object = is_object
-
-local function is_list(v)
-  if type(v) ~= "table" then
-    return false
-  end
-  local n = 0
-  for k in pairs(v) do
-    n = n + 1
-    if math.type(k) ~= "integer" then
-      return false
-    end
-  end
-  return n == #v
 end
 
 function M.string(max, pattern, what)

@@ -32,6 +32,7 @@
 -- the same place (`deliver` below), so a route that streams needs nothing
 -- else.
 local json = require "horcrux.json"
+local null = json.null
 local engine = require "horcrux.engine"
 local config = require "horcrux.config"
 local registry = require "horcrux.registry"
@@ -40,8 +41,6 @@ local input = require "horcrux.input"
 local time = require "horcrux.time"
 local cli = require "horcrux.cli"
 local fields = require "horcrux.fields"
-
-local null = json.null
 
 local M = {}
 
@@ -246,12 +245,13 @@ local function cli_pull(p, auth, policy)
   end)
 end
 
---- Pulls ref (as given; :latest when it names no tag) from a registry the
--- policy allows.
-function M.pull(ref, opts)
-  opts = opts or {}
+-- What pull and push do first: the reference checked against the
+-- registries policy.lua allows for op, and the credentials for its
+-- registry (false: none). Returns p, auth, policy | nil, message, kind,
+-- field.
+local function begin(op, ref, opts)
   local policy = opts.policy or config.policy()
-  local p, err, kind, field = target("pull", ref, policy)
+  local p, err, kind, field = target(op, ref, policy)
   if not p then
     return nil, err, kind, field
   end
@@ -260,8 +260,22 @@ function M.pull(ref, opts)
   if auth == nil then
     return nil, err, kind
   end
-  local lines
-  if auth then
+  return p, auth, policy
+end
+
+-- A pull or a push of ref to its end: its messages (each handed to
+-- opts.progress), then done{ref, messages, aux} shapes the answer. A pull
+-- with credentials goes through the CLI (cli_pull).
+local function transfer(op, ref, opts, done)
+  opts = opts or {}
+  local p, auth, policy, field = begin(op, ref, opts)
+  if not p then
+    return nil, auth, policy, field
+  end
+  local lines, err, kind
+  if op == "push" then
+    lines, err, kind = engine.push(p.ref, { auth = auth or nil })
+  elseif auth then
     lines, err, kind = cli_pull(p, auth, policy)
   else
     lines, err, kind = engine.pull(p.ref)
@@ -269,43 +283,32 @@ function M.pull(ref, opts)
   if not lines then
     return nil, err, kind
   end
-  local messages, failed = deliver(lines, opts.progress)
+  local messages, failed, aux = deliver(lines, opts.progress)
   if failed then
-    return nil, ("pull %s: %s"):format(p.ref, failed), stream_kind(failed),
+    return nil, ("%s %s: %s"):format(op, p.ref, failed), stream_kind(failed),
       { messages = messages }
   end
-  local img = engine.image(p.ref)
-  return { image = p.ref, id = type(img) == "table" and img.Id or null,
-    status = last_status(messages), messages = messages }
+  return done({ ref = p.ref, messages = messages, aux = aux or {} })
+end
+
+--- Pulls ref (as given; :latest when it names no tag) from a registry the
+-- policy allows.
+function M.pull(ref, opts)
+  return transfer("pull", ref, opts, function(t)
+    local img = engine.image(t.ref)
+    return { image = t.ref, id = type(img) == "table" and img.Id or null,
+      status = last_status(t.messages), messages = t.messages }
+  end)
 end
 
 --- Pushes ref (:latest when it names no tag) to a registry the policy
 -- allows.
 function M.push(ref, opts)
-  opts = opts or {}
-  local policy = opts.policy or config.policy()
-  local p, err, kind, field = target("push", ref, policy)
-  if not p then
-    return nil, err, kind, field
-  end
-  local auth
-  auth, err, kind = registry.credentials(p.registry, opts.req, policy)
-  if auth == nil then
-    return nil, err, kind
-  end
-  local lines
-  lines, err, kind = engine.push(p.ref, { auth = auth or nil })
-  if not lines then
-    return nil, err, kind
-  end
-  local messages, failed, aux = deliver(lines, opts.progress)
-  if failed then
-    return nil, ("push %s: %s"):format(p.ref, failed), stream_kind(failed),
-      { messages = messages }
-  end
-  aux = aux or {}
-  return { image = p.ref, digest = aux.Digest or null, size = aux.Size or null,
-    status = last_status(messages), messages = messages }
+  return transfer("push", ref, opts, function(t)
+    return { image = t.ref, digest = t.aux.Digest or null,
+      size = t.aux.Size or null, status = last_status(t.messages),
+      messages = t.messages }
+  end)
 end
 
 -- ---- tag, remove, prune ----------------------------------------------------

@@ -19,6 +19,7 @@
 --   networks.disconnect(name, spec, policy, req)     connected}
 -- each answering its value or nil, message, kind[, field].
 local json = require "horcrux.json"
+local null = json.null
 local engine = require "horcrux.engine"
 local config = require "horcrux.config"
 local input = require "horcrux.input"
@@ -26,9 +27,9 @@ local time = require "horcrux.time"
 local fields = require "horcrux.fields"
 local verdict = require "horcrux.manage.policy"
 
-local null = json.null
-
 local M = {}
+
+local listed = verdict.listed
 
 local NAME = "^[%w][%w_.-]*$"
 
@@ -119,20 +120,8 @@ end
 
 -- ---- policy --------------------------------------------------------------
 
-local function listed(list, v)
-  if list == true then
-    return true
-  end
-  for _, x in ipairs(type(list) == "table" and list or {}) do
-    if x == v then
-      return true
-    end
-  end
-  return false
-end
-
 function M.check(def, policy, field)
-  local p = verdict.section(policy, "networks")
+  local p = verdict.section(policy or config.policy(), "networks")
   field = field and (field .. ".") or ""
   if not p.create then
     return nil, field .. "name: creating networks is refused by the policy "
@@ -159,7 +148,6 @@ end
 -- ---- changes -------------------------------------------------------------
 
 function M.create(spec, policy)
-  policy = policy or config.policy()
   local ok, err, kind, field = M.check(spec, policy)
   if not ok then
     return nil, err, kind, field
@@ -210,54 +198,50 @@ function M.prune(q)
   return { deleted = deleted }
 end
 
--- The container spec names, as the manage hook sees it (policy.lua:
--- manage), for `action`.
-local function container(spec, action, policy, req)
-  local ref, err, kind = input.ref(spec.container, "container")
+-- Connects (connected true) or disconnects a container: a network
+-- create's rules let containers join (create.networks; macvlan and ipvlan
+-- listed there) to connect; the manage hook asked about the container
+-- (policy.lua: manage, action "connect" or "disconnect").
+local function attach(name, spec, policy, req, connected)
+  policy = policy or config.policy()
+  local ok, err, kind, field = true, nil, nil, nil
+  if connected then
+    ok, err, kind, field = verdict.network_allowed(name, policy)
+  end
+  if not ok then
+    return nil, err, kind, field
+  end
+  local ref
+  ref, err, kind = input.ref(spec.container, "container")
   if not ref then
     return nil, err, kind, "container"
   end
-  return verdict.may(action, ref, policy, req)
-end
-
---- Connects a container to network `name`, as create's rules would let a
--- container join it (create.networks; macvlan and ipvlan listed there).
-function M.connect(name, spec, policy, req)
-  policy = policy or config.policy()
-  local ok, err, kind, field = verdict.network_allowed(name, policy)
-  if not ok then
-    return nil, err, kind, field
-  end
   local ctr
-  ctr, err, kind, field = container(spec, "connect", policy, req)
+  ctr, err, kind = verdict.may(connected and "connect" or "disconnect", ref,
+    policy, req)
   if not ctr then
-    return nil, err, kind, field
+    return nil, err, kind, "container"
   end
-  local endpoint = { Aliases = spec.aliases }
-  if spec.ipv4 then
-    endpoint.IPAMConfig = { IPv4Address = spec.ipv4 }
+  if connected then
+    ok, err, kind = engine.network_connect(name, { Container = ctr.id,
+      EndpointConfig = { Aliases = spec.aliases,
+        IPAMConfig = spec.ipv4 and { IPv4Address = spec.ipv4 } or nil } })
+  else
+    ok, err, kind = engine.network_disconnect(name, { Container = ctr.id,
+      Force = spec.force })
   end
-  ok, err, kind = engine.network_connect(name, { Container = ctr.id,
-    EndpointConfig = endpoint })
   if not ok then
     return nil, err, kind
   end
-  return { network = name, container = spec.container, connected = true }
+  return { network = name, container = spec.container, connected = connected }
+end
+
+function M.connect(name, spec, policy, req)
+  return attach(name, spec, policy, req, true)
 end
 
 function M.disconnect(name, spec, policy, req)
-  policy = policy or config.policy()
-  local ctr, err, kind, field = container(spec, "disconnect", policy, req)
-  if not ctr then
-    return nil, err, kind, field
-  end
-  local ok
-  ok, err, kind = engine.network_disconnect(name, { Container = ctr.id,
-    Force = spec.force })
-  if not ok then
-    return nil, err, kind
-  end
-  return { network = name, container = spec.container, connected = false }
+  return attach(name, spec, policy, req, false)
 end
 
 return M

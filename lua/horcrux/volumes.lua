@@ -20,16 +20,16 @@
 -- local driver would make the host mount (nfs, ext4 of a /dev device...)
 -- must be listed in volumes.mount_types.
 local json = require "horcrux.json"
-local engine = require "horcrux.engine"
-local config = require "horcrux.config"
-local input = require "horcrux.input"
-local time = require "horcrux.time"
-local fields = require "horcrux.fields"
-local verdict = require "horcrux.manage.policy"
-
 local null = json.null
+local verdict = require "horcrux.manage.policy"
+local engine = require "horcrux.engine"
+local fields = require "horcrux.fields"
+local input = require "horcrux.input"
+local config = require "horcrux.config"
 
 local M = {}
+
+local listed = verdict.listed
 
 M.LIST_QUERY = { dangling = input.boolean, driver = input.string(64),
   label = input.string(512), name = input.string(255) }
@@ -80,18 +80,6 @@ function M.inspect(name)
   return item(v)
 end
 
-local function listed(list, v)
-  if list == true then
-    return true
-  end
-  for _, x in ipairs(type(list) == "table" and list or {}) do
-    if x == v then
-      return true
-    end
-  end
-  return false
-end
-
 -- Whether the local driver's options make a bind of a host path.
 local function is_bind(o)
   local flags = "," .. (o.o or "") .. ","
@@ -101,6 +89,7 @@ local function is_bind(o)
 end
 
 function M.check(def, policy, field)
+  policy = policy or config.policy()
   local p = verdict.section(policy, "volumes")
   field = field and (field .. ".") or ""
   local function refused(f, msg, setting)
@@ -137,17 +126,15 @@ function M.check(def, policy, field)
 end
 
 function M.create(spec, policy)
-  policy = policy or config.policy()
   local opts, err, kind, field = M.check(spec, policy)
-  if not opts then
-    return nil, err, kind, field
-  end
   local v
-  v, err, kind = engine.volume_create({ Name = spec.name,
-    Driver = spec.driver or "local", Labels = spec.labels,
-    DriverOpts = next(opts) and opts or nil })
+  if opts then
+    v, err, kind = engine.volume_create({ Name = spec.name,
+      Driver = spec.driver or "local", Labels = spec.labels,
+      DriverOpts = next(opts) and opts or nil })
+  end
   if not v then
-    return nil, err, kind
+    return nil, err, kind, field
   end
   return { name = v.Name, driver = v.Driver, mountpoint = v.Mountpoint or null }
 end

@@ -136,14 +136,20 @@ local function under(path, prefix)
   return path == prefix or path:sub(1, #prefix + 1) == prefix .. "/"
 end
 
+--- Whether a setting that is a list (or true: anything) holds v; a
+-- number listed matches its text (exec.users = {1000} lists user "1000").
 local function listed(list, v)
-  for _, x in ipairs(list) do
-    if x == v then
+  if list == true then
+    return true
+  end
+  for _, x in ipairs(type(list) == "table" and list or {}) do
+    if x == v or (math.type(x) == "integer" and tostring(x) == v) then
       return true
     end
   end
   return false
 end
+M.listed = listed
 
 -- The daemon reads host paths on its own host: they can be resolved here
 -- only when it is this machine's (a unix socket).
