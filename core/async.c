@@ -1,18 +1,17 @@
 /* async.c - run or yield a curl transfer (see async.h). */
 #include "async.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 const char hx_async_mark = 0;
 const char hx_sleep_mark = 0;
 const char hx_async_many_mark = 0;
+const char hx_task_mark = 0;
 
 int hx_can_yield(lua_State *L) {
   if (!lua_isyieldable(L))
@@ -29,38 +28,10 @@ int hx_can_yield(lua_State *L) {
   return yes;
 }
 
-int hx_perform(lua_State *L, CURL *easy, lua_KContext ctx, lua_KFunction k) {
-  if (hx_can_yield(L)) {
-    lua_pushlightuserdata(L, (void *)&hx_async_mark);
-    lua_pushlightuserdata(L, easy);
-    return lua_yieldk(L, 2, ctx, k);
-  }
-  lua_pushinteger(L, (lua_Integer)curl_easy_perform(easy));
-  return k(L, LUA_OK, ctx);
-}
-
-int hx_sleep(lua_State *L, lua_Integer ms, lua_KContext ctx, lua_KFunction k) {
-  if (ms < 0)
-    ms = 0;
-  if (hx_can_yield(L)) {
-    lua_pushlightuserdata(L, (void *)&hx_sleep_mark);
-    lua_pushinteger(L, ms);
-    return lua_yieldk(L, 2, ctx, k);
-  }
-  struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-    ;
-  lua_pushinteger(L, 0);
-  return k(L, LUA_OK, ctx);
-}
-
-/* The synchronous batch: a multi handle of its own, for this call only. */
-static void perform_many_now(CURL **easy, CURLcode *rc, int n) {
-  CURLM *multi = hx_multi_init();
+/* Runs easy[0..n) concurrently on multi; rc[i] gets each result. */
+static void perform_now(CURLM *multi, CURL **easy, CURLcode *rc, int n) {
   for (int i = 0; i < n; i++)
     rc[i] = CURLE_FAILED_INIT;
-  if (multi == NULL)
-    return;
   for (int i = 0; i < n; i++)
     if (curl_multi_add_handle(multi, easy[i]) != CURLM_OK)
       rc[i] = CURLE_OUT_OF_MEMORY;
@@ -82,11 +53,67 @@ static void perform_many_now(CURL **easy, CURLcode *rc, int n) {
   }
   for (int i = 0; i < n; i++)
     curl_multi_remove_handle(multi, easy[i]);
-  curl_multi_cleanup(multi);
 }
 
-int hx_perform_many(lua_State *L, CURL **easy, CURLcode *rc, int n,
-                    lua_KContext ctx, lua_KFunction k) {
+/* Idle connections a synchronous multi keeps (see hx_perform): as many as
+ * a docker client keeps idle handles (HXD_FREE_MAX). The collector samples
+ * every running container at once each round, on one client: with fewer,
+ * all but those few reconnected every second (the soak's descriptor count
+ * swung by 15 with 20 containers running); these are reused. */
+#define SYNC_IDLE 32
+
+/* *sync, made on first use; NULL when curl cannot make one. */
+static CURLM *sync_multi(CURLM **sync) {
+  if (*sync == NULL && (*sync = curl_multi_init()) != NULL)
+    curl_multi_setopt(*sync, CURLMOPT_MAXCONNECTS, (long)SYNC_IDLE);
+  return *sync;
+}
+
+CURLcode hx_perform_now(CURLM **sync, CURL *easy) {
+  CURLM *multi = sync_multi(sync);
+  if (multi == NULL)
+    return curl_easy_perform(easy);
+  /* Taken out while it runs: a transfer that one of this transfer's
+   * callbacks makes with the same *sync gets a multi of its own (curl
+   * refuses a multi's calls from its own callbacks); the one left over is
+   * cleaned up after. */
+  *sync = NULL;
+  CURLcode rc;
+  perform_now(multi, &easy, &rc, 1);
+  if (*sync != NULL)
+    curl_multi_cleanup(*sync);
+  *sync = multi;
+  return rc;
+}
+
+int hx_perform(lua_State *L, CURLM **sync, CURL *easy, lua_KContext ctx,
+               lua_KFunction k) {
+  if (hx_can_yield(L)) {
+    lua_pushlightuserdata(L, (void *)&hx_async_mark);
+    lua_pushlightuserdata(L, easy);
+    return lua_yieldk(L, 2, ctx, k);
+  }
+  lua_pushinteger(L, (lua_Integer)hx_perform_now(sync, easy));
+  return k(L, LUA_OK, ctx);
+}
+
+int hx_sleep(lua_State *L, lua_Integer ms, lua_KContext ctx, lua_KFunction k) {
+  if (ms < 0)
+    ms = 0;
+  if (hx_can_yield(L)) {
+    lua_pushlightuserdata(L, (void *)&hx_sleep_mark);
+    lua_pushinteger(L, ms);
+    return lua_yieldk(L, 2, ctx, k);
+  }
+  struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+    ;
+  lua_pushinteger(L, 0);
+  return k(L, LUA_OK, ctx);
+}
+
+int hx_perform_many(lua_State *L, CURLM **sync, CURL **easy, CURLcode *rc,
+                    int n, lua_KContext ctx, lua_KFunction k) {
   if (n > 0 && hx_can_yield(L)) {
     lua_pushlightuserdata(L, (void *)&hx_async_many_mark);
     lua_pushlightuserdata(L, easy);
@@ -94,8 +121,53 @@ int hx_perform_many(lua_State *L, CURL **easy, CURLcode *rc, int n,
     lua_pushinteger(L, n);
     return lua_yieldk(L, 4, ctx, k);
   }
-  if (n > 0)
-    perform_many_now(easy, rc, n);
+  CURLM *multi = n > 0 ? sync_multi(sync) : NULL;
+  for (int i = 0; i < n && multi == NULL; i++)
+    rc[i] = CURLE_FAILED_INIT;
+  if (multi != NULL) {
+    *sync = NULL; /* as in hx_perform_now */
+    perform_now(multi, easy, rc, n);
+    if (*sync != NULL)
+      curl_multi_cleanup(*sync);
+    *sync = multi;
+  }
+  lua_pushinteger(L, 0);
+  return k(L, LUA_OK, ctx);
+}
+
+/* ---- tasks (see async.h) ----------------------------------------------- */
+
+/* The synchronous run: step, then wait for a descriptor or the time step
+ * asked for. */
+static void run_task_now(hx_task *t) {
+  long ms;
+  while ((ms = t->step(t)) != HX_TASK_DONE) {
+    struct curl_waitfd w[HX_TASK_FDS];
+    struct pollfd pf[HX_TASK_FDS];
+    int n = t->fds(t, w);
+    for (int i = 0; i < n; i++) {
+      short ev = 0;
+      if (w[i].events & CURL_WAIT_POLLIN)
+        ev |= POLLIN;
+      if (w[i].events & CURL_WAIT_POLLOUT)
+        ev |= POLLOUT;
+      pf[i] = (struct pollfd){w[i].fd, ev, 0};
+    }
+    if (n == 0 && ms < 0)
+      ms = 1; /* nothing to wait on: a task that forgot its timer */
+    if (poll(pf, (nfds_t)n, ms > INT_MAX ? INT_MAX : (int)ms) == -1 &&
+        errno != EINTR)
+      poll(NULL, 0, 1); /* cannot wait on them: do not spin */
+  }
+}
+
+int hx_run_task(lua_State *L, hx_task *t, lua_KContext ctx, lua_KFunction k) {
+  if (hx_can_yield(L)) {
+    lua_pushlightuserdata(L, (void *)&hx_task_mark);
+    lua_pushlightuserdata(L, t);
+    return lua_yieldk(L, 2, ctx, k);
+  }
+  run_task_now(t);
   lua_pushinteger(L, 0);
   return k(L, LUA_OK, ctx);
 }
@@ -106,74 +178,4 @@ curl_socket_t hx_open_socket(void *ud, curlsocktype purpose,
                              struct curl_sockaddr *addr) {
   (void)ud, (void)purpose;
   return socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
-}
-
-typedef struct fdlist {
-  int *fd;
-  int n, cap;
-} fdlist;
-
-static int fdlist_has(const fdlist *l, int fd) {
-  for (int i = 0; i < l->n; i++)
-    if (l->fd[i] == fd)
-      return 1;
-  return 0;
-}
-
-/* The socket descriptors without close-on-exec: listed into *out when
- * `before` is NULL; otherwise each that is not in *before is given the
- * flag. Returns 0, or -1 when /proc/self/fd cannot be read (or out of
- * memory: the list is then incomplete, and the marking skipped). */
-static int bare_sockets(fdlist *out, const fdlist *before) {
-  DIR *d = opendir("/proc/self/fd");
-  struct dirent *e;
-  int rc = 0;
-  if (d == NULL)
-    return -1;
-  while ((e = readdir(d)) != NULL) {
-    struct stat st;
-    int fd = atoi(e->d_name), fl;
-    if (fd <= 2 || fd == dirfd(d) || (fl = fcntl(fd, F_GETFD)) < 0 ||
-        (fl & FD_CLOEXEC) || fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
-      continue;
-    if (before != NULL) {
-      if (!fdlist_has(before, fd))
-        fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
-      continue;
-    }
-    if (out->n == out->cap) {
-      int cap = out->cap ? out->cap * 2 : 16;
-      int *p = realloc(out->fd, (size_t)cap * sizeof *p);
-      if (p == NULL) {
-        rc = -1;
-        break;
-      }
-      out->fd = p;
-      out->cap = cap;
-    }
-    out->fd[out->n++] = fd;
-  }
-  closedir(d);
-  return rc;
-}
-
-CURLM *hx_multi_init(void) {
-  fdlist before = {NULL, 0, 0};
-  int ok = bare_sockets(&before, NULL) == 0;
-  CURLM *multi = curl_multi_init();
-  if (ok && multi != NULL)
-    bare_sockets(NULL, &before);
-  free(before.fd);
-  return multi;
-}
-
-void hx_easy_prime(CURL *easy) {
-  fdlist before = {NULL, 0, 0};
-  int ok = bare_sockets(&before, NULL) == 0;
-  curl_easy_setopt(easy, CURLOPT_URL, ""); /* fails at once: no I/O */
-  curl_easy_perform(easy);
-  if (ok)
-    bare_sockets(NULL, &before);
-  free(before.fd);
-  curl_easy_reset(easy);
 }

@@ -18,6 +18,11 @@
  *   c:request(method, path[, query[, body[, content_type]]])
  *                                   -> status, body, headers | nil, msg, kind
  *   c:api_version()                 -> "1.41" | nil before negotiation
+ *   c:breaker()                     -> its daemon's breaker (below) | nil
+ *   c:admit()                       -> true | nil, msg, "unavailable" while
+ *                                      the breaker is not closed
+ *   docker.breaker([host])          -> the breaker of host (default
+ *                                      DOCKER_HOST), a table
  *   c:connections()                 -> connections opened so far
  *   c:close()                       (also __gc and __close)
  *
@@ -31,6 +36,17 @@
  *   timeout          seconds for a whole request (30; 0: none)
  *   connect_timeout  seconds (5)
  *   max_response     bytes of a reply (64 MiB); more fails with kind "limit"
+ *   breaker          false: this client ignores its daemon's breaker
+ *                    (default true)
+ *
+ * The breaker (docker_breaker.c) is the process's memory of each daemon,
+ * shared by every client and every Lua state of the process: after
+ * failures to get any answer it fails calls at once with kind
+ * "unavailable", until a probe is answered. Its table: {host, state =
+ * "closed" | "open" | "probing", failures, opened_count, last_error,
+ * last_kind, and while not closed: message, opened, next_probe (RFC 3339),
+ * next_probe_in (s)}. Inside `horcrux serve` every transfer also ends by
+ * the request's deadline (docker_private.h).
  *
  * Kinds (aux.h): unavailable (connect, TLS, socket errors), timeout,
  * unauthorized (401), forbidden (403), not_found (404), conflict (409),
@@ -94,6 +110,9 @@ static void curl_init(void) {
 /* ---- client ---------------------------------------------------------- */
 
 static void client_release(hxd_client *c) {
+  if (c->sync != NULL)
+    curl_multi_cleanup(c->sync);
+  c->sync = NULL;
   for (int i = 0; i < c->nfree; i++)
     curl_easy_cleanup(c->free[i]);
   c->nfree = 0;
@@ -104,22 +123,19 @@ static void client_release(hxd_client *c) {
   free(c->cert);
   free(c->key);
   c->host = c->base = c->sock = c->ca = c->cert = c->key = NULL;
+  hxd_breaker_release(c->breaker);
+  c->breaker = NULL;
   c->closed = 1;
 }
 
-CURL *hxd_client_take(hxd_client *c, int *primed) {
-  if (c->nfree == 0) {
-    *primed = 0;
+CURL *hxd_client_take(hxd_client *c) {
+  if (c->nfree == 0)
     return curl_easy_init();
-  }
-  c->nfree--;
-  *primed = c->primed[c->nfree];
-  return c->free[c->nfree];
+  return c->free[--c->nfree];
 }
 
-void hxd_client_give(hxd_client *c, CURL *easy, int primed) {
+void hxd_client_give(hxd_client *c, CURL *easy) {
   if (!c->closed && c->nfree < HXD_FREE_MAX) {
-    c->primed[c->nfree] = (unsigned char)primed;
     c->free[c->nfree++] = easy;
   } else {
     curl_easy_cleanup(easy);
@@ -155,6 +171,35 @@ static int l_api_version(lua_State *L) {
     lua_pushnil(L);
   else
     lua_pushstring(L, c->version);
+  return 1;
+}
+
+static int l_breaker(lua_State *L) {
+  hxd_client *c = hxd_check_client(L);
+  if (c->breaker == NULL)
+    lua_pushnil(L);
+  else
+    hxd_breaker_push(L, c->breaker);
+  return 1;
+}
+
+static int l_admit(lua_State *L) {
+  char why[600];
+  hxd_client *c = hxd_check_client(L);
+  if (!hxd_breaker_admits(c->breaker, why, sizeof why))
+    return hx_fail(L, HX_UNAVAILABLE, "%s", why);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* docker.breaker([host]): host as connect() takes it. */
+static int l_module_breaker(lua_State *L) {
+  const char *host = luaL_optstring(L, 1, NULL);
+  if (host == NULL || host[0] == '\0')
+    host = getenv("DOCKER_HOST");
+  if (host == NULL || host[0] == '\0')
+    host = "unix:///var/run/docker.sock";
+  hxd_breaker_push_host(L, host);
   return 1;
 }
 
@@ -895,6 +940,7 @@ static int l_connect(lua_State *L) {
   lua_Number timeout = hx_opt_number(L, 1, "timeout", 30);
   lua_Number ctimeout = hx_opt_number(L, 1, "connect_timeout", 5);
   lua_Integer max = hx_opt_integer(L, 1, "max_response", 64 << 20);
+  int use_breaker = hx_opt_boolean(L, 1, "breaker", 1);
   luaL_argcheck(L, timeout >= 0 && timeout <= 86400, 1,
                 "timeout out of range 0..86400 (0: none)");
   luaL_argcheck(L, ctimeout >= 0 && ctimeout <= 86400, 1,
@@ -936,6 +982,8 @@ static int l_connect(lua_State *L) {
     client_release(c);
     return 3;
   }
+  if (use_breaker)
+    c->breaker = hxd_breaker_for(c->host);
   lua_settop(L, cidx);
   return 1;
 }
@@ -954,6 +1002,8 @@ static const luaL_Reg client_methods[] = {{"version", l_version},
                                           {"call", l_call},
                                           {"api_version", l_api_version},
                                           {"connections", l_connections},
+                                          {"breaker", l_breaker},
+                                          {"admit", l_admit},
                                           {"close", l_close},
                                           {NULL, NULL}};
 
@@ -963,11 +1013,10 @@ static const luaL_Reg client_meta[] = {{"__gc", l_close},
                                        {"__index", NULL},
                                        {NULL, NULL}};
 
-static const luaL_Reg funcs[] = {{"connect", l_connect},
-                                 {"valid_id", l_valid_id},
-                                 {"valid_name", l_valid_name},
-                                 {"ref", l_ref},
-                                 {NULL, NULL}};
+static const luaL_Reg funcs[] = {
+    {"connect", l_connect},        {"valid_id", l_valid_id},
+    {"valid_name", l_valid_name},  {"ref", l_ref},
+    {"breaker", l_module_breaker}, {NULL, NULL}};
 
 HX_EXPORT int luaopen_horcrux_docker(lua_State *L) {
   if (luaL_newmetatable(L, HXD_CLIENT_MT)) {

@@ -39,18 +39,20 @@
  * MANY_WAVE refs go in waves of MANY_WAVE, which bounds the connections
  * (descriptors) open at once.
  *
- * Streams (events, stats_stream) are synchronous: curl_easy_perform() on
- * the caller's thread, meant for the collector's own thread (docker.c
- * refuses them inside a request coroutine, where they would hold a worker
- * for as long as the stream lasts). The write callback buffers the body,
- * splits it on newlines (a JSON value may be split across writes or
- * several merged in one) and hands each decoded value to the Lua callback
- * through lua_pcall, so no Lua error ever longjmps across curl: an error,
- * or the callback's `false`, only makes the write callback stop the
- * transfer; the error is raised again once curl has returned.
+ * The breaker and the deadline. Before its first transfer a request asks
+ * its daemon's breaker (docker_breaker.c): refused, it fails at once with
+ * the breaker's message; told to probe, it sends GET /_ping first (k_probed)
+ * and goes on only when that is answered. Every transfer is set up with
+ * min(the client's timeout, the time left before the request's deadline,
+ * deadline.h); past the deadline nothing is sent. The end of every transfer
+ * is reported to the breaker: an answer closes it, no answer (kind
+ * unavailable or timeout) counts against it.
+ *
+ * Streams (events, stats_stream) are in docker_stream.c.
  */
 #include "async.h"
 #include "aux.h"
+#include "deadline.h"
 #include "docker_private.h"
 #include "jsonconv.h"
 
@@ -60,7 +62,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #define HEAD_MAX (64 * 1024) /* reply headers cap */
 #define ERR_TEXT_MAX 200     /* how much of a non-JSON error body to quote */
@@ -74,13 +75,7 @@
 
 /* ---- reply buffers --------------------------------------------------- */
 
-typedef struct buf {
-  char *p;
-  size_t len, cap;
-} buf;
-
-/* 0 on success, 1 when the cap would be passed, 2 when out of memory. */
-static int buf_add(buf *b, const char *p, size_t n, size_t cap_max) {
+int hxd_buf_add(hxd_buf *b, const char *p, size_t n, size_t cap_max) {
   if (n > cap_max - b->len)
     return 1;
   if (b->len + n > b->cap) {
@@ -100,7 +95,7 @@ static int buf_add(buf *b, const char *p, size_t n, size_t cap_max) {
   return 0;
 }
 
-static void buf_free(buf *b) {
+static void buf_free(hxd_buf *b) {
   free(b->p);
   b->p = NULL;
   b->len = b->cap = 0;
@@ -108,60 +103,15 @@ static void buf_free(buf *b) {
 
 /* ---- requests -------------------------------------------------------- */
 
-/* User values of a request. */
-enum { UV_CLIENT = 1, UV_TARGET, UV_BODY, UV_CTYPE, UV_N = UV_CTYPE };
-
-/* Why a stream ended early; set by its callbacks. */
-enum stream_end {
-  S_RUN,     /* not yet: the daemon ends it, or the transfer fails */
-  S_STOPPED, /* the Lua callback returned false */
-  S_RAISED,  /* the Lua callback raised: the error is on the stack */
-  S_BADJSON, /* a line is not JSON: the message is on the stack */
-  S_LIMIT,   /* a line passed max_line */
-  S_STALLED  /* no data for `stall` ms */
-};
-
-/* The state of a stream (events, stats_stream); zero for other requests.
- * Streams are synchronous, so L is the caller's state, in hxd_stream. */
-typedef struct stream {
-  lua_State *L;
-  int cb; /* the callback's index on L's stack */
-  hxd_stream_opts opt;
-  size_t done;     /* bytes of the body buffer already delivered */
-  int64_t last_ms; /* when the last byte came (monotonic) */
-  int http;        /* 0: unknown yet, 1: 2xx (deliver), 2: an error reply */
-  int end;         /* enum stream_end */
-} stream;
-
-typedef struct request {
-  CURL *easy;     /* NULL when not holding one */
-  hxd_client *cl; /* alive: the client is user value UV_CLIENT */
-  struct curl_slist *headers;
-  buf body, head; /* the reply */
-  size_t max_response;
-  int overflow; /* 1: max_response passed, 2: out of memory */
-  int reply;    /* enum hxd_reply */
-  int versioned;
-  int sync;   /* run by curl_easy_perform: the handle must be primed */
-  int primed; /* the handle's, see hx_easy_prime */
-  char method[16];
-  /* Filled when a transfer ends, before its handle is given back. */
-  long status;
-  long os_errno;
-  int json;
-  char err[CURL_ERROR_SIZE];
-  stream st;
-} request;
-
-static void request_drop_easy(request *r) {
+static void request_drop_easy(hxd_request *r) {
   if (r->easy != NULL) {
-    hxd_client_give(r->cl, r->easy, r->primed);
+    hxd_client_give(r->cl, r->easy);
     r->easy = NULL;
   }
 }
 
 static int request_gc(lua_State *L) {
-  request *r = luaL_checkudata(L, 1, HXD_REQUEST_MT);
+  hxd_request *r = luaL_checkudata(L, 1, HXD_REQUEST_MT);
   request_drop_easy(r);
   curl_slist_free_all(r->headers);
   r->headers = NULL;
@@ -170,9 +120,9 @@ static int request_gc(lua_State *L) {
   return 0;
 }
 
-static size_t on_body(char *p, size_t size, size_t n, void *ud) {
-  request *r = ud;
-  int e = buf_add(&r->body, p, size * n, r->max_response);
+size_t hxd_on_body(char *p, size_t size, size_t n, void *ud) {
+  hxd_request *r = ud;
+  int e = hxd_buf_add(&r->body, p, size * n, r->max_response);
   if (e != 0) {
     r->overflow = e;
     return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
@@ -181,10 +131,10 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud) {
 }
 
 static size_t on_header(char *p, size_t size, size_t n, void *ud) {
-  request *r = ud;
+  hxd_request *r = ud;
   if (size * n >= 5 && memcmp(p, "HTTP/", 5) == 0)
     r->head.len = 0; /* a new response (after 100 Continue) */
-  int e = buf_add(&r->head, p, size * n, HEAD_MAX);
+  int e = hxd_buf_add(&r->head, p, size * n, HEAD_MAX);
   if (e != 0) {
     r->overflow = e;
     return 0;
@@ -193,10 +143,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
 }
 
 /* Pushes a new request for the client at index 1. */
-static request *push_request(lua_State *L, const char *method, int reply,
-                             int versioned) {
+hxd_request *hxd_push_request(lua_State *L, const char *method, int reply,
+                              int versioned) {
   hxd_client *c = hxd_check_client(L);
-  request *r = lua_newuserdatauv(L, sizeof *r, UV_N);
+  hxd_request *r = lua_newuserdatauv(L, sizeof *r, HXD_UV_CTYPE);
   memset(r, 0, sizeof *r);
   luaL_setmetatable(L, HXD_REQUEST_MT);
   r->cl = c;
@@ -205,7 +155,7 @@ static request *push_request(lua_State *L, const char *method, int reply,
   r->max_response = c->max_response;
   snprintf(r->method, sizeof r->method, "%s", method);
   lua_pushvalue(L, 1);
-  lua_setiuservalue(L, -2, UV_CLIENT);
+  lua_setiuservalue(L, -2, HXD_UV_CLIENT);
   return r;
 }
 
@@ -225,26 +175,28 @@ void hxd_open_requests(lua_State *L) {
       rc = curl_easy_setopt(e, opt, val);                                      \
   } while (0)
 
-/* Sets the URL: the real target, or GET /version when `negotiate`. The URL
- * string is pushed and popped here (curl copies it); the body stays
- * anchored in its user value until the transfer ends. */
-static CURLcode setup_url(lua_State *L, int ridx, request *r, int negotiate,
+/* Sets the URL: the real target, GET /version or GET /_ping (`what`). The
+ * URL string is pushed and popped here (curl copies it); the body and the
+ * target stay anchored in their user values until the transfer ends. */
+static CURLcode setup_url(lua_State *L, int ridx, hxd_request *r, int what,
                           const char **body, size_t *blen) {
   hxd_client *c = r->cl;
   CURL *e = r->easy;
   CURLcode rc = CURLE_OK;
   *body = NULL;
   *blen = 0;
-  if (negotiate) {
-    lua_pushfstring(L, "%s/version", c->base);
+  if (what != HXD_T_REAL) {
+    r->target = what == HXD_T_PING ? "/_ping" : "/version";
+    lua_pushfstring(L, "%s%s", c->base, r->target);
   } else {
-    lua_getiuservalue(L, ridx, UV_TARGET);
+    lua_getiuservalue(L, ridx, HXD_UV_TARGET);
+    r->target = lua_tostring(L, -1);
     if (r->versioned)
       lua_pushfstring(L, "%s/v%s%s", c->base, c->version, lua_tostring(L, -1));
     else
       lua_pushfstring(L, "%s%s", c->base, lua_tostring(L, -1));
     lua_remove(L, -2);
-    if (lua_getiuservalue(L, ridx, UV_BODY) == LUA_TSTRING)
+    if (lua_getiuservalue(L, ridx, HXD_UV_BODY) == LUA_TSTRING)
       *body = lua_tolstring(L, -1, blen);
     lua_pop(L, 1); /* still anchored as a user value */
   }
@@ -253,21 +205,35 @@ static CURLcode setup_url(lua_State *L, int ridx, request *r, int negotiate,
   return rc;
 }
 
+/* The transfer's timeouts: the client's (the probe's own), capped by the
+ * request's deadline; the caller has checked that it has not passed. */
+static void set_timeouts(hxd_request *r, long *connect_ms) {
+  hxd_client *c = r->cl;
+  long own = r->probe ? HXD_PROBE_MS : c->timeout_ms;
+  long ms = hx_deadline_cap(own, &r->capped);
+  r->timeout_ms = ms < 0 ? 1 : ms;
+  *connect_ms = c->connect_timeout_ms;
+  if (r->probe && *connect_ms > HXD_PROBE_MS)
+    *connect_ms = HXD_PROBE_MS;
+}
+
 /* What every transfer of the client shares: callbacks, limits, where. */
-static CURLcode setup_common(request *r) {
+static CURLcode setup_common(hxd_request *r) {
   hxd_client *c = r->cl;
   CURL *e = r->easy;
   CURLcode rc = CURLE_OK;
+  long connect_ms;
+  set_timeouts(r, &connect_ms);
   SETOPT(CURLOPT_NOSIGNAL, 1L);
   SETOPT(CURLOPT_OPENSOCKETFUNCTION, hx_open_socket); /* close-on-exec */
   SETOPT(CURLOPT_ERRORBUFFER, r->err);
-  SETOPT(CURLOPT_WRITEFUNCTION, on_body);
+  SETOPT(CURLOPT_WRITEFUNCTION, hxd_on_body);
   SETOPT(CURLOPT_WRITEDATA, r);
   SETOPT(CURLOPT_HEADERFUNCTION, on_header);
   SETOPT(CURLOPT_HEADERDATA, r);
   SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)r->max_response);
-  SETOPT(CURLOPT_TIMEOUT_MS, c->timeout_ms);
-  SETOPT(CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
+  SETOPT(CURLOPT_TIMEOUT_MS, r->timeout_ms);
+  SETOPT(CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
   SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
   SETOPT(CURLOPT_USERAGENT, "horcrux");
 #if LIBCURL_VERSION_NUM >= 0x075500
@@ -283,8 +249,8 @@ static CURLcode setup_common(request *r) {
   return rc;
 }
 
-static CURLcode setup_method(request *r, const char *method, const char *body,
-                             size_t blen) {
+static CURLcode setup_method(hxd_request *r, const char *method,
+                             const char *body, size_t blen) {
   CURL *e = r->easy;
   CURLcode rc = CURLE_OK;
   if (strcmp(method, "GET") == 0 && body == NULL)
@@ -302,13 +268,13 @@ static CURLcode setup_method(request *r, const char *method, const char *body,
 
 /* No "Expect: 100-continue"; the body's Content-Type (JSON unless the
  * request says). The list hangs off the request until the transfer ends. */
-static CURLcode setup_headers(lua_State *L, int ridx, request *r,
+static CURLcode setup_headers(lua_State *L, int ridx, hxd_request *r,
                               int has_body) {
   CURL *e = r->easy;
   CURLcode rc = CURLE_OK;
   struct curl_slist *h = curl_slist_append(NULL, "Expect:");
   if (h != NULL && has_body) {
-    lua_getiuservalue(L, ridx, UV_CTYPE);
+    lua_getiuservalue(L, ridx, HXD_UV_CTYPE);
     const char *ct =
         lua_isstring(L, -1) ? lua_tostring(L, -1) : "application/json";
     lua_pushfstring(L, "Content-Type: %s", ct);
@@ -326,18 +292,12 @@ static CURLcode setup_headers(lua_State *L, int ridx, request *r,
   return rc;
 }
 
-/* Sets r's handle up for one transfer: the real one, or GET /version when
- * `negotiate`. */
-static CURLcode setup(lua_State *L, int ridx, request *r, int negotiate) {
+CURLcode hxd_setup(lua_State *L, int ridx, hxd_request *r, int what) {
   CURLcode rc;
   const char *body;
   size_t blen;
-  if (r->easy == NULL && (r->easy = hxd_client_take(r->cl, &r->primed)) == NULL)
+  if (r->easy == NULL && (r->easy = hxd_client_take(r->cl)) == NULL)
     return CURLE_OUT_OF_MEMORY;
-  if (r->sync && !r->primed) {
-    hx_easy_prime(r->easy);
-    r->primed = 1;
-  }
   curl_easy_reset(r->easy); /* keeps the live connection */
   buf_free(&r->body);
   buf_free(&r->head);
@@ -346,24 +306,26 @@ static CURLcode setup(lua_State *L, int ridx, request *r, int negotiate) {
   r->overflow = 0;
   r->status = r->os_errno = 0;
   r->err[0] = '\0';
-  rc = setup_url(L, ridx, r, negotiate, &body, &blen);
+  r->probe = what == HXD_T_PING;
+  r->started = hx_mono_ns();
+  rc = setup_url(L, ridx, r, what, &body, &blen);
   if (rc == CURLE_OK)
     rc = setup_common(r);
   if (rc == CURLE_OK)
-    rc = setup_method(r, negotiate ? "GET" : r->method, body, blen);
+    rc = setup_method(r, what != HXD_T_REAL ? "GET" : r->method, body, blen);
   if (rc == CURLE_OK)
     rc = setup_headers(L, ridx, r, body != NULL);
   return rc;
 }
 
-/* Records what the continuation needs from the handle, then gives the
- * handle back to the client. */
-static void finish(request *r) {
+void hxd_finish(hxd_request *r, CURLcode rc) {
   CURL *e = r->easy;
   long n = 0;
   char *ct = NULL;
   if (e == NULL)
     return;
+  if (rc == CURLE_OK)
+    hxd_breaker_ok(r->cl->breaker);
   curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
   curl_easy_getinfo(e, CURLINFO_OS_ERRNO, &r->os_errno);
   if (curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &n) == CURLE_OK)
@@ -402,25 +364,51 @@ static const char *curl_kind(CURLcode rc, int overflow) {
   }
 }
 
-static int fail_transfer(lua_State *L, request *r, CURLcode rc) {
-  const char *kind = curl_kind(rc, r->overflow);
+/* The message of a transfer that got no answer (kind is curl_kind's). */
+static void push_transfer_message(lua_State *L, hxd_request *r, CURLcode rc,
+                                  const char *kind) {
   hxd_client *c = r->cl;
   const char *host = c->closed ? "(closed client)" : c->host;
+  char dl[64];
   if (r->overflow == 2)
-    return hx_fail(L, kind, "docker: out of memory reading the reply");
-  if (r->overflow == 1 || rc == CURLE_FILESIZE_EXCEEDED)
-    return hx_fail(L, kind, "docker: reply larger than max_response (%s bytes)",
-                   lua_pushfstring(L, "%I", (LUAI_UACINT)r->max_response));
-  if (rc == CURLE_ABORTED_BY_CALLBACK) /* the host is stopping */
-    return hx_fail(L, kind, "docker: %s: transfer aborted", host);
-  if (rc == CURLE_COULDNT_CONNECT && r->os_errno != 0)
-    return hx_fail(L, kind, "docker: cannot connect to %s: %s", host,
-                   strerror((int)r->os_errno));
-  return hx_fail(L, kind, "docker: %s: %s", host,
-                 r->err[0] ? r->err : curl_easy_strerror(rc));
+    hx_fail(L, kind, "docker: out of memory reading the reply");
+  else if (r->overflow == 1 || rc == CURLE_FILESIZE_EXCEEDED)
+    hx_fail(L, kind, "docker: reply larger than max_response (%s bytes)",
+            lua_pushfstring(L, "%I", (LUAI_UACINT)r->max_response));
+  else if (rc == CURLE_ABORTED_BY_CALLBACK) /* the host is stopping */
+    hx_fail(L, kind, "docker: %s: transfer aborted", host);
+  else if (rc == CURLE_OPERATION_TIMEDOUT && r->capped)
+    hx_fail(L, kind, "docker: %s did not answer %s %s within %s", host,
+            r->probe ? "GET" : r->method, r->target,
+            hx_deadline_message(dl, sizeof dl));
+  else if (rc == CURLE_COULDNT_CONNECT && r->os_errno != 0)
+    hx_fail(L, kind, "docker: cannot connect to %s: %s", host,
+            strerror((int)r->os_errno));
+  else
+    hx_fail(L, kind, "docker: %s: %s", host,
+            r->err[0] ? r->err : curl_easy_strerror(rc));
 }
 
-static int blank(const char *p, size_t n) {
+int hxd_fail_transfer(lua_State *L, hxd_request *r, CURLcode rc) {
+  const char *kind = curl_kind(rc, r->overflow);
+  push_transfer_message(L, r, rc, kind);
+  const char *msg = lua_tostring(L, -2);
+  if (rc == CURLE_OPERATION_TIMEDOUT && r->capped) {
+    char note[160];
+    snprintf(note, sizeof note, "the daemon at %s did not answer %s %s",
+             r->cl->closed ? "(closed client)" : r->cl->host,
+             r->probe ? "GET" : r->method, r->target);
+    hx_deadline_note(note);
+  }
+  /* No answer from the daemon counts against its breaker; the host
+   * stopping (aborted) says nothing about the daemon. */
+  if ((strcmp(kind, HX_UNAVAILABLE) == 0 || strcmp(kind, HX_TIMEOUT) == 0) &&
+      rc != CURLE_ABORTED_BY_CALLBACK)
+    hxd_breaker_fail(r->cl->breaker, r->probe, kind, msg, r->started);
+  return 3;
+}
+
+int hxd_blank(const char *p, size_t n) {
   for (size_t i = 0; i < n; i++)
     if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r')
       return 0;
@@ -432,7 +420,7 @@ static int blank(const char *p, size_t n) {
  * lua_settop, which can leave a dangling stack pointer when closing a
  * to-be-closed slot makes the stack grow (fixed in 5.4.5); the decoder
  * closes one. */
-static int decode_body(lua_State *L, request *r) {
+static int decode_body(lua_State *L, hxd_request *r) {
   luaL_checkstack(L, 64, "decoding a reply");
   return hx_json_decode(L, r->body.p, r->body.len, HX_JSON_DEFAULT_DEPTH);
 }
@@ -464,7 +452,7 @@ static const char *status_kind(long s, const char *msg) {
 
 /* Pushes the daemon's message of an error reply (the JSON "message", or
  * the first line of a text body), or returns NULL. */
-static const char *push_daemon_message(lua_State *L, request *r) {
+static const char *push_daemon_message(lua_State *L, hxd_request *r) {
   size_t n = 0;
   if (r->body.len == 0)
     return NULL;
@@ -480,7 +468,7 @@ static const char *push_daemon_message(lua_State *L, request *r) {
 }
 
 /* The error for a non-2xx reply, with the daemon's own message. */
-static int fail_http(lua_State *L, request *r) {
+int hxd_fail_http(lua_State *L, hxd_request *r) {
   const char *msg = push_daemon_message(L, r);
   const char *kind = status_kind(r->status, msg);
   if (msg == NULL || msg[0] == '\0')
@@ -497,7 +485,7 @@ static int fail_http(lua_State *L, request *r) {
 /* A JSON reply of values one per line (Docker's progress streams: pull,
  * push, build, load answer so): pushes the sequence of the values and
  * returns 1, or pushes the message of the first bad line and returns 0. */
-static int decode_lines(lua_State *L, request *r) {
+static int decode_lines(lua_State *L, hxd_request *r) {
   int top = lua_gettop(L);
   lua_Integer k = 0;
   lua_newtable(L);
@@ -507,7 +495,7 @@ static int decode_lines(lua_State *L, request *r) {
     const char *p = r->body.p + i, *nl = memchr(p, '\n', r->body.len - i);
     size_t n = nl != NULL ? (size_t)(nl - p) : r->body.len - i;
     i += n + (nl != NULL);
-    if (blank(p, n))
+    if (hxd_blank(p, n))
       continue;
     luaL_checkstack(L, 64, "decoding a reply"); /* see decode_body */
     if (!hx_json_decode(L, p, n, HX_JSON_DEFAULT_DEPTH)) {
@@ -521,7 +509,7 @@ static int decode_lines(lua_State *L, request *r) {
 
 /* Decodes a JSON reply for call: pushes the value and returns 1, or pushes
  * a message and returns 0. */
-static int decode_call(lua_State *L, request *r) {
+static int decode_call(lua_State *L, hxd_request *r) {
   if (r->reply == HXD_CALL_LINES)
     return decode_lines(L, r);
   if (decode_body(L, r))
@@ -538,14 +526,14 @@ static int decode_call(lua_State *L, request *r) {
 /* c:call's results: value, status for 2xx and 304 (the decoded JSON of a
  * JSON reply, the body of another, true for none); else nil, msg, kind,
  * status. */
-static int call_results(lua_State *L, request *r) {
+static int call_results(lua_State *L, hxd_request *r) {
   long s = r->status;
   if ((s < 200 || s >= 300) && s != 304) {
-    fail_http(L, r);
+    hxd_fail_http(L, r);
     lua_pushinteger(L, s);
     return 4;
   }
-  if (blank(r->body.p, r->body.len)) {
+  if (hxd_blank(r->body.p, r->body.len)) {
     lua_pushboolean(L, 1);
   } else if (!r->json) {
     lua_pushlstring(L, r->body.p, r->body.len);
@@ -560,7 +548,7 @@ static int call_results(lua_State *L, request *r) {
 }
 
 /* Pushes the decoded body, or nil, msg, "protocol"; returns 1 or 3. */
-static int push_decoded(lua_State *L, request *r) {
+static int push_decoded(lua_State *L, hxd_request *r) {
   if (r->body.len == 0)
     return hx_fail(L, HX_PROTOCOL, "docker: empty reply (HTTP %d)",
                    (int)r->status);
@@ -578,7 +566,7 @@ typedef struct header {
 
 /* Walks the headers of h after its status line: *pos starts at 0. Sets *out
  * to the next header and returns 1, or returns 0 at the end. */
-static int next_header(const buf *h, size_t *pos, header *out) {
+static int next_header(const hxd_buf *h, size_t *pos, header *out) {
   size_t i = *pos;
   if (i == 0)
     while (i < h->len && h->p[i] != '\n') /* the status line */
@@ -608,7 +596,7 @@ static int next_header(const buf *h, size_t *pos, header *out) {
 
 /* Pushes the reply headers as a table of lower-case names; repeated
  * headers are joined with ", ". */
-static void push_headers(lua_State *L, const buf *h) {
+static void push_headers(lua_State *L, const hxd_buf *h) {
   size_t pos = 0;
   header hd;
   luaL_checkstack(L, 8, "reply headers");
@@ -636,7 +624,7 @@ static void push_headers(lua_State *L, const buf *h) {
 
 /* Negotiates from a reply's API-Version header (the daemon sends it with
  * every answer; /_ping is how Docker's own clients learn it). */
-static void negotiate_from_header(request *r) {
+static void negotiate_from_header(hxd_request *r) {
   size_t pos = 0;
   header hd;
   if (r->cl->closed || r->cl->version[0] != '\0')
@@ -649,10 +637,10 @@ static void negotiate_from_header(request *r) {
 }
 
 /* The results of a finished transfer, as its reply kind wants them. */
-static int push_results(lua_State *L, request *r, CURLcode rc) {
+static int push_results(lua_State *L, hxd_request *r, CURLcode rc) {
   int ok = r->status >= 200 && r->status < 300;
   if (rc != CURLE_OK) {
-    fail_transfer(L, r, rc);
+    hxd_fail_transfer(L, r, rc);
     if (r->reply != HXD_CALL && r->reply != HXD_CALL_LINES)
       return 3;
     lua_pushnil(L); /* call: no status, no HTTP answer came */
@@ -674,13 +662,13 @@ static int push_results(lua_State *L, request *r, CURLcode rc) {
     return 3;
   case HXD_TRUE:
     if (!ok)
-      return fail_http(L, r);
+      return hxd_fail_http(L, r);
     negotiate_from_header(r);
     lua_pushboolean(L, 1);
     return 1;
   default:
     if (!ok)
-      return fail_http(L, r);
+      return hxd_fail_http(L, r);
     if (push_decoded(L, r) != 1)
       return 3;
     /* GET /version is the negotiation itself. */
@@ -696,32 +684,51 @@ static int send_request(lua_State *L, int ridx);
  * failed one may have buffered up to max_response, and Lua's collector,
  * which sees only the small userdata, would free it at no predictable time
  * (issue 8 #7). */
-static void reply_free(request *r) {
+void hxd_reply_free(hxd_request *r) {
   buf_free(&r->body);
   buf_free(&r->head);
 }
 
+/* A failure of nil, msg, kind on top as r's results: call()'s carry a 4th
+ * value, the status (none: no HTTP answer came). */
+static int fail_results(lua_State *L, hxd_request *r) {
+  if (r->reply != HXD_CALL && r->reply != HXD_CALL_LINES)
+    return 3;
+  lua_pushnil(L);
+  return 4;
+}
+
+/* Pushes nil, msg, "timeout" for `method target` not sent because the
+ * request's deadline has passed; returns 3. */
+static int fail_deadline(lua_State *L, const char *method, const char *target) {
+  char dl[64];
+  hx_fail(L, HX_TIMEOUT, "docker: %s %s not sent: %s has passed", method,
+          target != NULL ? target : "", hx_deadline_message(dl, sizeof dl));
+  hx_deadline_note(lua_tostring(L, -2) + 8); /* without "docker: " */
+  return 3;
+}
+
 static int k_done(lua_State *L, int status, lua_KContext ctx) {
   int ridx = (int)ctx;
-  request *r = lua_touserdata(L, ridx);
+  hxd_request *r = lua_touserdata(L, ridx);
   CURLcode rc = (CURLcode)lua_tointeger(L, -1);
   (void)status;
   lua_pop(L, 1);
-  finish(r);
+  hxd_finish(r, rc);
   int nret = push_results(L, r, rc);
-  reply_free(r);
+  hxd_reply_free(r);
   return nret;
 }
 
 /* After GET /version for negotiation (r finished): 0 when the client now
  * has its version, or 3 with nil, msg, kind on top. Another coroutine may
  * have negotiated meanwhile: the same answer. */
-static int negotiated(lua_State *L, request *r, CURLcode rc) {
+static int negotiated(lua_State *L, hxd_request *r, CURLcode rc) {
   int nret;
   if (rc != CURLE_OK)
-    nret = fail_transfer(L, r, rc);
+    nret = hxd_fail_transfer(L, r, rc);
   else if (r->status != 200)
-    nret = fail_http(L, r);
+    nret = hxd_fail_http(L, r);
   else if ((nret = push_decoded(L, r)) == 1) {
     if (r->cl->closed)
       nret = hx_fail(L, HX_UNAVAILABLE, "docker: client closed");
@@ -732,50 +739,109 @@ static int negotiated(lua_State *L, request *r, CURLcode rc) {
       nret = 0;
     }
   }
-  reply_free(r);
+  hxd_reply_free(r);
   return nret;
 }
 
 static int k_negotiated(lua_State *L, int status, lua_KContext ctx) {
   int ridx = (int)ctx, nret;
-  request *r = lua_touserdata(L, ridx);
+  hxd_request *r = lua_touserdata(L, ridx);
   CURLcode rc = (CURLcode)lua_tointeger(L, -1);
   (void)status;
   lua_pop(L, 1);
-  finish(r);
+  hxd_finish(r, rc);
   nret = negotiated(L, r, rc);
-  return nret != 0 ? nret : send_request(L, ridx);
+  return nret != 0 ? fail_results(L, r) : send_request(L, ridx);
 }
 
-/* Runs the request at ridx: GET /version first when the client has no API
- * version yet and the target needs one. */
-static int send_request(lua_State *L, int ridx) {
-  request *r = lua_touserdata(L, ridx);
-  int negotiate = r->versioned && r->cl->version[0] == '\0';
-  r->sync = !hx_can_yield(L);
-  CURLcode rc = setup(L, ridx, r, negotiate);
-  if (rc != CURLE_OK) {
-    finish(r);
-    return hx_fail(L, HX_UNAVAILABLE, "docker: cannot set up a transfer: %s",
-                   curl_easy_strerror(rc));
-  }
-  return hx_perform(L, r->easy, ridx, negotiate ? k_negotiated : k_done);
+/* After the breaker's probe (r finished): 0 when it was answered (the
+ * breaker is closed), or 3 with the breaker's refusal on top. */
+static int probed(lua_State *L, hxd_request *r, CURLcode rc) {
+  hxd_finish(r, rc);
+  hxd_reply_free(r);
+  if (rc == CURLE_OK)
+    return 0;
+  hxd_fail_transfer(L, r, rc); /* reopens the breaker */
+  lua_pop(L, 3);
+  return hxd_breaker_refusal(L, r->cl->breaker);
 }
+
+static int k_probed(lua_State *L, int status, lua_KContext ctx) {
+  int ridx = (int)ctx;
+  hxd_request *r = lua_touserdata(L, ridx);
+  CURLcode rc = (CURLcode)lua_tointeger(L, -1);
+  (void)status;
+  lua_pop(L, 1);
+  if (probed(L, r, rc) != 0)
+    return fail_results(L, r);
+  return send_request(L, ridx);
+}
+
+/* Which transfer the request at ridx sends next: the breaker's probe when
+ * one is due, GET /version when the client has no API version yet and the
+ * target needs one, else its own. -1 with nil, msg, kind on top when the
+ * breaker refuses it or the request's deadline has passed. */
+static int next_transfer(lua_State *L, int ridx, hxd_request *r) {
+  int what = HXD_T_REAL;
+  lua_getiuservalue(L, ridx, HXD_UV_TARGET);
+  r->target = lua_tostring(L, -1); /* anchored as the user value */
+  lua_pop(L, 1);
+  if (r->cl->closed)
+    return hx_fail(L, HX_UNAVAILABLE, "docker: client closed"), -1;
+  if (hx_deadline_left_ms() <= 0) /* before the breaker: no probe claimed */
+    return fail_deadline(L, r->method, r->target), -1;
+  if (!r->admitted) {
+    char why[600];
+    int gate = hxd_breaker_gate(r->cl->breaker, why, sizeof why);
+    if (gate == HXD_REFUSED)
+      return hx_fail(L, HX_UNAVAILABLE, "%s", why), -1;
+    r->admitted = 1;
+    if (gate == HXD_PROBE)
+      what = HXD_T_PING;
+  }
+  if (what == HXD_T_REAL && r->versioned && r->cl->version[0] == '\0')
+    what = HXD_T_VERSION;
+  return what;
+}
+
+/* Runs the request at ridx, its probe and negotiation chained before it;
+ * a stream (HXD_STREAM) returns 0 when its own transfer may start. */
+static int send_request(lua_State *L, int ridx) {
+  hxd_request *r = lua_touserdata(L, ridx);
+  int what = next_transfer(L, ridx, r);
+  if (what < 0)
+    return fail_results(L, r);
+  if (what == HXD_T_REAL && r->reply == HXD_STREAM)
+    return 0;
+  CURLcode rc = hxd_setup(L, ridx, r, what);
+  if (rc != CURLE_OK) {
+    hxd_finish(r, rc);
+    hx_fail(L, HX_UNAVAILABLE, "docker: cannot set up a transfer: %s",
+            curl_easy_strerror(rc));
+    return fail_results(L, r);
+  }
+  return hx_perform(L, &r->cl->sync, r->easy, ridx,
+                    what == HXD_T_PING      ? k_probed
+                    : what == HXD_T_VERSION ? k_negotiated
+                                            : k_done);
+}
+
+int hxd_ready(lua_State *L, int ridx) { return send_request(L, ridx); }
 
 int hxd_send(lua_State *L, const char *method, int reply, int versioned,
              int body, int ctype) {
   body = body != 0 ? lua_absindex(L, body) : 0;
   ctype = ctype != 0 ? lua_absindex(L, ctype) : 0;
-  push_request(L, method, reply, versioned);
+  hxd_push_request(L, method, reply, versioned);
   lua_insert(L, -2);
-  lua_setiuservalue(L, -2, UV_TARGET);
+  lua_setiuservalue(L, -2, HXD_UV_TARGET);
   if (body != 0) {
     lua_pushvalue(L, body);
-    lua_setiuservalue(L, -2, UV_BODY);
+    lua_setiuservalue(L, -2, HXD_UV_BODY);
   }
   if (ctype != 0) {
     lua_pushvalue(L, ctype);
-    lua_setiuservalue(L, -2, UV_CTYPE);
+    lua_setiuservalue(L, -2, HXD_UV_CTYPE);
   }
   return send_request(L, lua_gettop(L));
 }
@@ -811,7 +877,7 @@ typedef struct batch {
   lua_Integer *pos; /* [n] request slot -> index in refs */
 } batch;
 
-enum { B_RESULTS = 3, B_BATCH, B_REQUESTS, B_VERSION };
+enum { B_RESULTS = 3, B_BATCH, B_REQUESTS, B_PRE };
 
 /* Every request from slot `from` on fails with the nil, msg, kind on top;
  * returns the results. */
@@ -835,19 +901,25 @@ static int k_many_done(lua_State *L, int status, lua_KContext ctx) {
   batch *b = lua_touserdata(L, B_BATCH);
   (void)status, (void)ctx;
   lua_settop(L, B_REQUESTS); /* pops the 0 */
+  /* Every handle first: the answers reach the breaker before the failures
+   * of the same wave, which then are no stall (the daemon answered). */
+  for (int t = 0; t < b->wave; t++) {
+    lua_rawgeti(L, B_REQUESTS, b->slot[t] + 1);
+    hxd_finish(lua_touserdata(L, -1), b->rc[t]);
+    lua_pop(L, 1);
+  }
   for (int t = 0; t < b->wave; t++) {
     int j = b->slot[t], nret;
     lua_rawgeti(L, B_REQUESTS, j + 1);
-    request *r = lua_touserdata(L, -1);
-    finish(r);
+    hxd_request *r = lua_touserdata(L, -1);
     if (b->rc[t] != CURLE_OK)
-      nret = fail_transfer(L, r, b->rc[t]);
+      nret = hxd_fail_transfer(L, r, b->rc[t]);
     else if (r->status < 200 || r->status >= 300)
-      nret = fail_http(L, r);
+      nret = hxd_fail_http(L, r);
     else
       nret = push_decoded(L, r);
     set_element(L, B_RESULTS, b->pos[j], nret);
-    reply_free(r); /* the next waves need not carry this one's */
+    hxd_reply_free(r); /* the next waves need not carry this one's */
     lua_settop(L, B_REQUESTS);
   }
   b->wave = 0;
@@ -865,17 +937,21 @@ static int many_send(lua_State *L) {
     hx_fail(L, HX_UNAVAILABLE, "docker: client closed");
     return many_fail_all(L, b->next);
   }
+  if (hx_deadline_left_ms() <= 0) {
+    fail_deadline(L, "GET", "/containers/{id}/stats");
+    return many_fail_all(L, b->next);
+  }
   while (b->next < b->n && b->wave < MANY_WAVE) {
     int j = b->next++;
     lua_rawgeti(L, B_REQUESTS, j + 1);
-    request *r = lua_touserdata(L, -1);
-    CURLcode rc = setup(L, lua_gettop(L), r, 0);
+    hxd_request *r = lua_touserdata(L, -1);
+    CURLcode rc = hxd_setup(L, lua_gettop(L), r, HXD_T_REAL);
     if (rc == CURLE_OK) {
       b->easy[b->wave] = r->easy;
       b->rc[b->wave] = CURLE_FAILED_INIT;
       b->slot[b->wave++] = j;
     } else {
-      finish(r);
+      hxd_finish(r, rc);
       set_element(L, B_RESULTS, b->pos[j],
                   hx_fail(L, HX_UNAVAILABLE,
                           "docker: cannot set up a transfer: %s",
@@ -883,19 +959,72 @@ static int many_send(lua_State *L) {
     }
     lua_settop(L, B_REQUESTS);
   }
-  return hx_perform_many(L, b->easy, b->rc, b->wave, 0, k_many_done);
+  return hx_perform_many(L, &c->sync, b->easy, b->rc, b->wave, 0,
+                         k_many_done);
+}
+
+/* Runs the request on top (at B_PRE: the probe or GET /version) with k. */
+static int many_pre(lua_State *L, int what, lua_KFunction k) {
+  hxd_request *r = lua_touserdata(L, B_PRE);
+  CURLcode rc = hxd_setup(L, B_PRE, r, what);
+  if (rc != CURLE_OK) {
+    hxd_finish(r, rc);
+    hx_fail(L, HX_UNAVAILABLE, "docker: cannot set up a transfer: %s",
+            curl_easy_strerror(rc));
+    return many_fail_all(L, 0);
+  }
+  return hx_perform(L, &r->cl->sync, r->easy, 0, k);
 }
 
 static int k_many_version(lua_State *L, int status, lua_KContext ctx) {
-  request *r = lua_touserdata(L, B_VERSION);
+  hxd_request *r = lua_touserdata(L, B_PRE);
   CURLcode rc = (CURLcode)lua_tointeger(L, -1);
   (void)status, (void)ctx;
   lua_pop(L, 1);
-  finish(r);
+  hxd_finish(r, rc);
   if (negotiated(L, r, rc) != 0)
     return many_fail_all(L, 0);
   lua_settop(L, B_REQUESTS);
   return many_send(L);
+}
+
+/* After the breaker: GET /version when needed, then the waves. */
+static int many_version(lua_State *L) {
+  hxd_client *c = lua_touserdata(L, 1);
+  lua_settop(L, B_REQUESTS);
+  if (c->version[0] != '\0')
+    return many_send(L);
+  hxd_push_request(L, "GET", HXD_VERSION, 0); /* B_PRE */
+  return many_pre(L, HXD_T_VERSION, k_many_version);
+}
+
+static int k_many_probed(lua_State *L, int status, lua_KContext ctx) {
+  hxd_request *r = lua_touserdata(L, B_PRE);
+  CURLcode rc = (CURLcode)lua_tointeger(L, -1);
+  (void)status, (void)ctx;
+  lua_pop(L, 1);
+  if (probed(L, r, rc) != 0)
+    return many_fail_all(L, 0);
+  return many_version(L);
+}
+
+/* The batch asks the breaker once, for all its transfers. */
+static int many_start(lua_State *L) {
+  hxd_client *c = lua_touserdata(L, 1);
+  char why[600];
+  if (hx_deadline_left_ms() <= 0) {
+    fail_deadline(L, "GET", "/containers/{id}/stats");
+    return many_fail_all(L, 0);
+  }
+  int gate = hxd_breaker_gate(c->breaker, why, sizeof why);
+  if (gate == HXD_REFUSED) {
+    hx_fail(L, HX_UNAVAILABLE, "%s", why);
+    return many_fail_all(L, 0);
+  }
+  if (gate == HXD_GO)
+    return many_version(L);
+  hxd_push_request(L, "GET", HXD_TRUE, 0); /* B_PRE */
+  return many_pre(L, HXD_T_PING, k_many_probed);
 }
 
 /* Pushes the batch userdata for n requests. */
@@ -929,9 +1058,9 @@ static void many_add(lua_State *L, batch *b, lua_Integer i) {
     lua_pushlstring(L, id, len);
     lua_pushliteral(L, "/stats?stream=0&one-shot=1");
     lua_concat(L, 3);
-    push_request(L, "GET", HXD_VALUE, 1);
+    hxd_push_request(L, "GET", HXD_VALUE, 1);
     lua_insert(L, -2);
-    lua_setiuservalue(L, -2, UV_TARGET);
+    lua_setiuservalue(L, -2, HXD_UV_TARGET);
     b->pos[b->n++] = i;
     lua_rawseti(L, B_REQUESTS, b->n);
   }
@@ -939,7 +1068,7 @@ static void many_add(lua_State *L, batch *b, lua_Integer i) {
 }
 
 int hxd_stats_many(lua_State *L) {
-  hxd_client *c = hxd_check_client(L);
+  hxd_check_client(L);
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
   lua_Integer n = luaL_len(L, 2);
@@ -955,219 +1084,5 @@ int hxd_stats_many(lua_State *L) {
     lua_settop(L, B_RESULTS);
     return 1;
   }
-  if (c->version[0] != '\0')
-    return many_send(L);
-  request *r = push_request(L, "GET", HXD_VERSION, 0); /* B_VERSION */
-  r->sync = !hx_can_yield(L);
-  CURLcode rc = setup(L, B_VERSION, r, 1);
-  if (rc != CURLE_OK) {
-    finish(r);
-    hx_fail(L, HX_UNAVAILABLE, "docker: cannot set up a transfer: %s",
-            curl_easy_strerror(rc));
-    return many_fail_all(L, 0);
-  }
-  return hx_perform(L, r->easy, 0, k_many_version);
-}
-
-/* ---- streams --------------------------------------------------------- */
-
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Protected, called by run_deliver: [callback request final] -> hands each
- * complete line of the buffer (with `final`, the rest too) to the callback,
- * decoded. Returns the stream_end, then the message for S_BADJSON. */
-static int deliver(lua_State *L) {
-  request *r = lua_touserdata(L, 2);
-  stream *s = &r->st;
-  int final = lua_toboolean(L, 3);
-  while (s->done < r->body.len) {
-    const char *p = r->body.p + s->done;
-    size_t left = r->body.len - s->done;
-    const char *nl = memchr(p, '\n', left);
-    size_t len = nl != NULL ? (size_t)(nl - p) : left;
-    if (len > s->opt.max_line) {
-      lua_pushinteger(L, S_LIMIT);
-      return 1;
-    }
-    if (nl == NULL && !final)
-      break; /* the rest comes with the next write */
-    s->done += nl != NULL ? len + 1 : len;
-    if (blank(p, len))
-      continue;
-    luaL_checkstack(L, 64, "decoding a stream"); /* see decode_body */
-    if (!hx_json_decode(L, p, len, HX_JSON_DEFAULT_DEPTH)) {
-      lua_pushinteger(L, S_BADJSON);
-      lua_insert(L, -2);
-      return 2;
-    }
-    lua_pushvalue(L, 1);
-    lua_insert(L, -2);
-    lua_call(L, 1, 1);
-    int stop = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    if (stop) {
-      lua_pushinteger(L, S_STOPPED);
-      return 1;
-    }
-  }
-  lua_pushinteger(L, S_RUN);
-  return 1;
-}
-
-/* Runs deliver() under lua_pcall, from inside curl: nothing here may raise
- * (the stack room was reserved before the transfer). An early end leaves
- * the error object or message on the stack for hxd_stream. */
-static void run_deliver(request *r, int final) {
-  lua_State *L = r->st.L;
-  lua_pushcfunction(L, deliver);
-  lua_pushvalue(L, r->st.cb);
-  lua_pushlightuserdata(L, r);
-  lua_pushboolean(L, final);
-  if (lua_pcall(L, 3, 2, 0) != LUA_OK) {
-    r->st.end = S_RAISED;
-    return;
-  }
-  r->st.end = (int)lua_tointeger(L, -2);
-  if (r->st.end == S_BADJSON)
-    lua_remove(L, -2);
-  else
-    lua_pop(L, 2);
-}
-
-static size_t on_stream(char *p, size_t size, size_t n, void *ud) {
-  request *r = ud;
-  stream *s = &r->st;
-  s->last_ms = now_ms();
-  if (s->http == 0) {
-    long code = 0;
-    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
-    s->http = code >= 200 && code < 300 ? 1 : 2;
-  }
-  if (s->http == 2)
-    return on_body(p, size, n, ud); /* an error reply, for fail_http */
-  if (s->done > 0) {                /* drop what was delivered */
-    memmove(r->body.p, r->body.p + s->done, r->body.len - s->done);
-    r->body.len -= s->done;
-    s->done = 0;
-  }
-  /* Bounded: deliver() fails a line longer than max_line at once. */
-  int e = buf_add(&r->body, p, size * n, SIZE_MAX);
-  if (e != 0) {
-    r->overflow = e;
-    return 0;
-  }
-  run_deliver(r, 0);
-  return s->end == S_RUN ? size * n : 0; /* 0 stops the transfer */
-}
-
-static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut,
-                       curl_off_t un) {
-  request *r = ud;
-  (void)dt, (void)dn, (void)ut, (void)un;
-  if (r->st.opt.stall_ms > 0 &&
-      now_ms() - r->st.last_ms >= r->st.opt.stall_ms) {
-    r->st.end = S_STALLED;
-    return 1;
-  }
-  return 0;
-}
-
-/* Streams are synchronous: the API version is negotiated now if needed.
- * Returns 0, or 3 with nil, msg, kind on top. */
-static int negotiate_now(lua_State *L) {
-  hxd_client *c = hxd_check_client(L);
-  if (c->version[0] != '\0')
-    return 0;
-  int top = lua_gettop(L);
-  lua_pushliteral(L, "/version");
-  /* Not yielded: the caller runs outside any request coroutine. */
-  if (hxd_send(L, "GET", HXD_VERSION, 0, 0, 0) != 1)
-    return 3;
-  if (c->version[0] == '\0')
-    return hx_fail(L, HX_PROTOCOL, "docker: GET /version: no ApiVersion");
-  lua_settop(L, top);
-  return 0;
-}
-
-/* Turns the stream's handle into a stream's: its own write callback, no
- * total timeout (the stall timeout instead), no size cap. */
-static CURLcode setup_stream(request *r) {
-  CURL *e = r->easy;
-  CURLcode rc = CURLE_OK;
-  SETOPT(CURLOPT_WRITEFUNCTION, on_stream);
-  SETOPT(CURLOPT_TIMEOUT_MS, 0L);
-  SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)0);
-  if (r->st.opt.stall_ms > 0) {
-    SETOPT(CURLOPT_NOPROGRESS, 0L);
-    SETOPT(CURLOPT_XFERINFOFUNCTION, on_progress);
-    SETOPT(CURLOPT_XFERINFODATA, r);
-  }
-  return rc;
-}
-
-/* The results of a stream that curl has finished with. */
-static int stream_results(lua_State *L, request *r, CURLcode rc) {
-  switch (r->st.end) {
-  case S_RAISED:
-    reply_free(r);
-    return lua_error(L);
-  case S_STOPPED:
-    lua_pushboolean(L, 1);
-    lua_pushliteral(L, "stopped");
-    return 2;
-  case S_BADJSON:
-    return hx_fail(L, HX_PROTOCOL, "docker: bad JSON in a stream: %s",
-                   lua_tostring(L, -1));
-  case S_LIMIT:
-    return hx_fail(L, HX_LIMIT,
-                   "docker: a stream line is longer than max_line (%I bytes)",
-                   (LUAI_UACINT)r->st.opt.max_line);
-  case S_STALLED:
-    return hx_fail(L, HX_TIMEOUT, "docker: %s: no data for %I ms (stall)",
-                   r->cl->closed ? "(closed client)" : r->cl->host,
-                   (LUAI_UACINT)r->st.opt.stall_ms);
-  }
-  if (rc != CURLE_OK)
-    return fail_transfer(L, r, rc);
-  if (r->status < 200 || r->status >= 300)
-    return fail_http(L, r);
-  lua_pushboolean(L, 1);
-  lua_pushliteral(L, "ended");
-  return 2;
-}
-
-int hxd_stream(lua_State *L, int cb, const hxd_stream_opts *opt) {
-  int tidx = lua_gettop(L), nret;
-  if ((nret = negotiate_now(L)) != 0)
-    return nret;
-  lua_settop(L, tidx);
-  request *r = push_request(L, "GET", HXD_VALUE, 1);
-  lua_pushvalue(L, tidx);
-  lua_setiuservalue(L, -2, UV_TARGET);
-  r->st.opt = *opt;
-  r->sync = 1;
-  CURLcode rc = setup(L, lua_gettop(L), r, 0);
-  if (rc == CURLE_OK)
-    rc = setup_stream(r);
-  if (rc != CURLE_OK) {
-    finish(r);
-    return hx_fail(L, HX_UNAVAILABLE, "docker: cannot set up a transfer: %s",
-                   curl_easy_strerror(rc));
-  }
-  r->st.L = L;
-  r->st.cb = cb;
-  r->st.last_ms = now_ms();
-  luaL_checkstack(L, 16, "running a stream"); /* for run_deliver */
-  rc = curl_easy_perform(r->easy);
-  if (rc == CURLE_OK && r->st.end == S_RUN && r->st.http == 1)
-    run_deliver(r, 1); /* a last line without its newline */
-  finish(r);
-  r->st.L = NULL;
-  nret = stream_results(L, r, rc);
-  reply_free(r);
-  return nret;
+  return many_start(L);
 }

@@ -1,15 +1,20 @@
 /* executor.c - the host's curl-multi thread (see executor.h). */
 #include "executor.h"
 
+#include "async.h"
+
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
 
 typedef struct job {
-  CURL *easy; /* NULL for a timer */
+  CURL *easy;    /* a transfer, or NULL */
+  hx_task *task; /* a task (async.h), or NULL; neither: a timer */
   hx_exec_done done;
   void *ud;
-  long long due_ms; /* timers: CLOCK_MONOTONIC deadline */
+  long long due_ms; /* timers, tasks: CLOCK_MONOTONIC time to step */
+  int first, nfd;   /* tasks: its descriptors in the wait list */
   struct job *next;
 } job;
 
@@ -17,9 +22,12 @@ struct hx_executor {
   pthread_t thread;
   pthread_mutex_t mu; /* guards queue, timers, pending, stopping, aborting */
   CURLM *multi;
-  job *queue;   /* submitted transfers not yet added to the multi */
-  job *timers;  /* pending timers, unordered (few at a time) */
-  job *running; /* transfers in the multi; executor thread only */
+  job *queue;               /* submitted transfers and tasks not yet taken */
+  job *timers;              /* pending timers, unordered (few at a time) */
+  job *running;             /* transfers in the multi; executor thread only */
+  job *tasks;               /* tasks being run; executor thread only */
+  struct curl_waitfd *wait; /* the tasks' descriptors; executor thread */
+  int nwait, wait_cap;
   int pending;
   int stopping;
   int aborting;
@@ -87,49 +95,120 @@ static void collect_done(hx_executor *ex) {
   }
 }
 
+/* Room in ex->wait for n descriptors; 0, or -1 out of memory. */
+static int wait_room(hx_executor *ex, int n) {
+  if (ex->nwait + n <= ex->wait_cap)
+    return 0;
+  int cap = ex->wait_cap ? ex->wait_cap * 2 : 16 * HX_TASK_FDS;
+  while (cap < ex->nwait + n)
+    cap *= 2;
+  struct curl_waitfd *w = realloc(ex->wait, (size_t)cap * sizeof *w);
+  if (w == NULL)
+    return -1;
+  ex->wait = w;
+  ex->wait_cap = cap;
+  return 0;
+}
+
+/* Steps each task that is due or has a descriptor the last poll found
+ * ready, finishes those that are done, and lists the descriptors of the
+ * others for the next poll. Returns the poll timeout, at most `timeout`. */
+static int step_tasks(hx_executor *ex, int timeout) {
+  long long now = now_ms();
+  for (job **pp = &ex->tasks; *pp != NULL;) {
+    job *j = *pp;
+    int ready = j->due_ms <= now;
+    for (int i = 0; i < j->nfd && !ready; i++)
+      ready = ex->wait[j->first + i].revents != 0;
+    if (ready) {
+      long ms = j->task->step(j->task);
+      if (ms == HX_TASK_DONE) {
+        *pp = j->next;
+        finish(ex, j, CURLE_OK);
+        continue;
+      }
+      j->due_ms = ms < 0 ? LLONG_MAX : now + ms;
+    }
+    pp = &j->next;
+  }
+  ex->nwait = 0;
+  for (job *j = ex->tasks; j != NULL; j = j->next) {
+    j->first = ex->nwait;
+    j->nfd = 0;
+    if (wait_room(ex, HX_TASK_FDS) == 0)
+      j->nfd = j->task->fds(j->task, ex->wait + ex->nwait);
+    else if (j->due_ms > now + 10)
+      j->due_ms = now + 10; /* no room to wait on its descriptors: look */
+    for (int i = 0; i < j->nfd; i++)
+      ex->wait[j->first + i].revents = 0;
+    ex->nwait += j->nfd;
+    if (j->due_ms - now < timeout)
+      timeout = j->due_ms > now ? (int)(j->due_ms - now) : 0;
+  }
+  return timeout;
+}
+
+/* Takes what was submitted: transfers into the multi, tasks into the list
+ * (stepped at once); all refused when aborting. */
+static void add_work(hx_executor *ex, job *added, int abort_now) {
+  while (added != NULL) {
+    job *j = added;
+    added = j->next;
+    if (j->task != NULL && !abort_now) {
+      j->due_ms = 0;
+      j->nfd = 0;
+      j->next = ex->tasks;
+      ex->tasks = j;
+      continue;
+    }
+    if (abort_now || j->task != NULL ||
+        curl_multi_add_handle(ex->multi, j->easy) != CURLM_OK) {
+      j->easy = NULL; /* not in the multi */
+      finish(ex, j, CURLE_ABORTED_BY_CALLBACK);
+      continue;
+    }
+    j->next = ex->running;
+    ex->running = j;
+  }
+}
+
+/* Ends every job of a list at once (hx_executor_abort). */
+static void abort_list(hx_executor *ex, job **list) {
+  while (*list != NULL) {
+    job *j = *list;
+    *list = j->next;
+    finish(ex, j, CURLE_ABORTED_BY_CALLBACK);
+  }
+}
+
 static void *run(void *arg) {
   hx_executor *ex = arg;
   for (;;) {
     job *added = NULL, *fired = NULL;
     int abort_now, stop_now, still;
     int timeout = take_work(ex, &added, &fired, &abort_now, &stop_now);
-    while (added != NULL) {
-      job *j = added;
-      added = j->next;
-      if (abort_now || curl_multi_add_handle(ex->multi, j->easy) != CURLM_OK) {
-        j->next = NULL;
-        j->done(CURLE_ABORTED_BY_CALLBACK, j->ud);
-        free(j);
-        pthread_mutex_lock(&ex->mu);
-        ex->pending--;
-        pthread_mutex_unlock(&ex->mu);
-        continue;
-      }
-      j->next = ex->running;
-      ex->running = j;
-    }
+    add_work(ex, added, abort_now);
     while (fired != NULL) {
       job *t = fired;
       fired = t->next;
       finish(ex, t, abort_now ? CURLE_ABORTED_BY_CALLBACK : CURLE_OK);
     }
     if (abort_now) {
-      while (ex->running != NULL) {
-        job *j = ex->running;
-        ex->running = j->next;
-        finish(ex, j, CURLE_ABORTED_BY_CALLBACK);
-      }
+      abort_list(ex, &ex->running);
+      abort_list(ex, &ex->tasks);
     }
     if (stop_now)
       break;
     curl_multi_perform(ex->multi, &still);
     collect_done(ex);
-    curl_multi_poll(ex->multi, NULL, 0, timeout > 0 ? timeout : 0, NULL);
+    timeout = step_tasks(ex, timeout);
+    curl_multi_poll(ex->multi, ex->wait, (unsigned)ex->nwait,
+                    timeout > 0 ? timeout : 0, NULL);
   }
   return NULL;
 }
 
-hx_executor *hx_executor_start(void) {
+hx_executor *hx_executor_start(long max_idle) {
   hx_executor *ex = calloc(1, sizeof *ex);
   if (ex == NULL)
     return NULL;
@@ -138,6 +217,8 @@ hx_executor *hx_executor_start(void) {
     free(ex);
     return NULL;
   }
+  curl_multi_setopt(ex->multi, CURLMOPT_MAXCONNECTS,
+                    max_idle > 0 ? max_idle : 1);
   pthread_mutex_init(&ex->mu, NULL);
   if (pthread_create(&ex->thread, NULL, run, ex) != 0) {
     curl_multi_cleanup(ex->multi);
@@ -155,7 +236,7 @@ static int enqueue(hx_executor *ex, job *j) {
     free(j);
     return -1;
   }
-  if (j->easy != NULL) {
+  if (j->easy != NULL || j->task != NULL) {
     j->next = ex->queue;
     ex->queue = j;
   } else {
@@ -176,6 +257,19 @@ int hx_executor_submit(hx_executor *ex, CURL *easy, hx_exec_done done,
     return -1;
   }
   j->easy = easy;
+  j->done = done;
+  j->ud = ud;
+  return enqueue(ex, j);
+}
+
+int hx_executor_task(hx_executor *ex, hx_task *task, hx_exec_done done,
+                     void *ud) {
+  job *j = calloc(1, sizeof *j);
+  if (j == NULL || task == NULL) {
+    free(j);
+    return -1;
+  }
+  j->task = task;
   j->done = done;
   j->ud = ud;
   return enqueue(ex, j);
@@ -215,5 +309,6 @@ void hx_executor_stop(hx_executor *ex) {
   pthread_join(ex->thread, NULL);
   curl_multi_cleanup(ex->multi);
   pthread_mutex_destroy(&ex->mu);
+  free(ex->wait);
   free(ex);
 }

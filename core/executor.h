@@ -4,7 +4,10 @@
  * Route handlers yield their transfers (async.h); the server hands each one
  * to this thread, which runs them all concurrently on one curl multi handle
  * (sharing its keep-alive connections), and calls `done` from this thread
- * when a transfer ends. Timers (a handler's sleep) run here too.
+ * when a transfer ends. Timers (a handler's sleep) run here too, and tasks
+ * (async.h: a program horcrux.proc runs), whose descriptors are polled
+ * with the multi's sockets (curl_multi_poll's extra_fds): one thread
+ * serves them all, and no worker thread waits for any.
  */
 #ifndef HORCRUX_EXECUTOR_H
 #define HORCRUX_EXECUTOR_H
@@ -12,25 +15,44 @@
 #include <curl/curl.h>
 
 typedef struct hx_executor hx_executor;
+typedef struct hx_task hx_task; /* async.h */
 
 /* Called on the executor thread; `rc` is the transfer's result, or
  * CURLE_OK for a timer. Must not block. */
 typedef void (*hx_exec_done)(CURLcode rc, void *ud);
 
-hx_executor *hx_executor_start(void);
+/* Idle connections the multi keeps for reuse, per worker thread. Without
+ * a bound curl keeps as many as the peak of concurrent transfers (4 per
+ * handle ever added), for up to 118 s each: 470 idle sockets to the daemon
+ * after a burst of 512 requests. A few per worker cover the steady state
+ * (each worker's requests in flight); past them, a burst's connections are
+ * closed as their transfers end, and a new one to the daemon's socket costs
+ * tens of microseconds. */
+#define HX_IDLE_PER_WORKER 4
+
+/* Starts the thread; its multi keeps at most max_idle idle connections
+ * (CURLMOPT_MAXCONNECTS). */
+hx_executor *hx_executor_start(long max_idle);
 
 /* Queues a transfer; returns 0, or -1 when the executor is stopping (then
  * `done` is not called). Thread-safe. */
 int hx_executor_submit(hx_executor *ex, CURL *easy, hx_exec_done done,
                        void *ud);
 
+/* Steps a task until it is done, then calls `done` with CURLE_OK; returns
+ * 0, or -1 when the executor is stopping (then `done` is not called). On
+ * hx_executor_abort, `done` gets CURLE_ABORTED_BY_CALLBACK with the task
+ * unfinished. Thread-safe. */
+int hx_executor_task(hx_executor *ex, hx_task *task, hx_exec_done done,
+                     void *ud);
+
 /* Calls `done` after `ms` milliseconds. Thread-safe. */
 int hx_executor_timer(hx_executor *ex, long ms, hx_exec_done done, void *ud);
 
-/* Transfers under way or queued, and timers pending. */
+/* Transfers and tasks under way or queued, and timers pending. */
 int hx_executor_pending(hx_executor *ex);
 
-/* Ends every transfer and timer at once, calling each `done` with
+/* Ends every transfer, task and timer at once, calling each `done` with
  * CURLE_ABORTED_BY_CALLBACK; later submissions fail. */
 void hx_executor_abort(hx_executor *ex);
 

@@ -567,6 +567,8 @@ static void sort_keys(lua_State *L, int *idx, int *tmp, int n) {
   memcpy(idx, tmp, (size_t)n * sizeof *idx);
 }
 
+#define SORT_ON_STACK 64 /* keys of an object sorted without malloc */
+
 /* An object whose first pair (string key) is on the stack, printed with
  * its keys in byte order: every pair is copied onto the stack first. */
 static int enc_sorted_object(enc *e, int t, int depth, const seg *at) {
@@ -581,7 +583,10 @@ static int enc_sorted_object(enc *e, int t, int depth, const seg *at) {
       return enc_fail(e, at, "object too large to sort its keys");
     lua_pushvalue(L, -2); /* the key, for lua_next */
   } while (lua_next(L, t));
-  int *idx = malloc(2 * (size_t)n * sizeof *idx);
+  /* Objects of a route's answer are small: their order fits on the C
+   * stack, so the common one costs no malloc. */
+  int small[2 * SORT_ON_STACK];
+  int *idx = n <= SORT_ON_STACK ? small : malloc(2 * (size_t)n * sizeof *idx);
   if (idx == NULL) {
     e->oom = 1;
     return 0;
@@ -594,7 +599,8 @@ static int enc_sorted_object(enc *e, int t, int depth, const seg *at) {
     s.key = lua_tolstring(L, idx[i], &s.klen);
     ok = put_key(e, i == 0, depth, &s) && enc_value(e, idx[i] + 1, depth, &s);
   }
-  free(idx);
+  if (idx != small)
+    free(idx);
   if (!ok || !close_with(e, depth, '}'))
     return 0;
   lua_settop(L, base);

@@ -5,9 +5,11 @@
  *   horcrux run FILE.lua [ARGS]    a script with the modules loaded
  *   horcrux NAME [ARGS]            lua/commands/NAME.lua (ps, stats, ...)
  */
+#include "guard.h"
 #include "server.h"
 #include "states.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <lauxlib.h>
 #include <limits.h>
@@ -16,6 +18,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #ifndef HORCRUX_VERSION
 #define HORCRUX_VERSION "dev"
@@ -39,9 +43,13 @@
 static const char usage[] =
     "usage: horcrux serve [--listen ADDR:PORT] [--scripts DIR] [--workers N]\n"
     "                     [--budget N] [--memory MB] [--timeout S]\n"
-    "                     [--max-connections N] [--max-per-ip N]\n"
+    "                     [--max-connections N] [--max-per-ip N] "
+    "[--max-inflight N]\n"
     "                     [--body-max BYTES] [--grace S] [--interval S]\n"
-    "                     [--token-file PATH] [--read-only] [--no-access-log]\n"
+    "                     [--deadline S]\n"
+    "                     [--token-file PATH] [--require-token]\n"
+    "                     [--allow-host NAME]... [--read-only] "
+    "[--no-access-log]\n"
     "       horcrux run FILE.lua [ARGS...]\n"
     "       horcrux ps [--all]\n"
     "       horcrux stats [ID...]\n"
@@ -171,6 +179,55 @@ static char *read_token(const char *path) {
   return line;
 }
 
+/* A token shorter than this is refused at start: a guessable token on a
+ * socket that is root on the host is worse than none. */
+#define TOKEN_MIN 16
+
+/* 0 when token may serve; else -1 with the reason printed. */
+static int check_token(const char *token, const char *from) {
+  size_t n = strlen(token), blank = 0;
+  while (blank < n && isspace((unsigned char)token[blank]))
+    blank++;
+  if (blank == n) {
+    fprintf(stderr, "horcrux: the token of %s is blank\n", from);
+    return -1;
+  }
+  if (n < TOKEN_MIN) {
+    fprintf(stderr,
+            "horcrux: the token of %s has %zu bytes; it needs at least %d "
+            "(openssl rand -hex 32 makes one)\n",
+            from, n, TOKEN_MIN);
+    return -1;
+  }
+  return 0;
+}
+
+/* HORCRUX_TOKEN, taken out of the environment: a copy is returned (NULL
+ * when it is not set), the variable is unset, so that neither a route's
+ * os.getenv nor a program the server starts sees it, and its text is
+ * wiped, so that /proc/PID/environ (the environment the process started
+ * with) no longer shows it. *set tells whether it was set at all. */
+static char *take_env_token(int *set) {
+  static const char name[] = "HORCRUX_TOKEN=";
+  const size_t nl = sizeof name - 1;
+  char *copy = NULL, *wipe[8];
+  int nwipe = 0;
+  *set = 0;
+  for (char **e = environ; e != NULL && *e != NULL; e++) {
+    if (strncmp(*e, name, nl) != 0)
+      continue;
+    if (!*set)
+      copy = strdup(*e + nl);
+    *set = 1;
+    if (nwipe < 8)
+      wipe[nwipe++] = *e;
+  }
+  unsetenv("HORCRUX_TOKEN");
+  for (int i = 0; i < nwipe; i++)
+    explicit_bzero(wipe[i], strlen(wipe[i]));
+  return copy;
+}
+
 /* A numeric option of serve: 1 when `a` is one (its value v stored in
  * cfg), 0 when it is not, -1 when v is bad (message printed). */
 static int numeric_option(const char *a, const char *v, hx_server_config *cfg) {
@@ -187,6 +244,8 @@ static int numeric_option(const char *a, const char *v, hx_server_config *cfg) {
       {"--max-per-ip", 1000000, 0},
       {"--body-max", 1ULL << 32, 0},
       {"--grace", 3600, 0},
+      {"--deadline", 86400, 0},
+      {"--max-inflight", 100000, 1},
   };
   size_t i = 0;
   while (i < sizeof opts / sizeof opts[0] && strcmp(a, opts[i].flag) != 0)
@@ -223,8 +282,14 @@ static int numeric_option(const char *a, const char *v, hx_server_config *cfg) {
   case 6:
     cfg->body_max = (size_t)n;
     break;
-  default:
+  case 7:
     cfg->grace = (unsigned)n;
+    break;
+  case 8:
+    cfg->deadline = (unsigned)n;
+    break;
+  default:
+    cfg->max_inflight = (unsigned)n;
     break;
   }
   return 1;
@@ -240,6 +305,30 @@ static int interval_option(const char *v, hx_server_config *cfg) {
   }
   cfg->interval = d;
   return 0;
+}
+
+/* --allow-host NAME: added to cfg->allow_hosts (room for one per
+ * argument was made by serve()). */
+static int allow_host(const char *v, hx_server_config *cfg) {
+  if (!hx_hosts_valid_name(v)) {
+    fprintf(stderr,
+            "horcrux: --allow-host %s: expected a host name or address, "
+            "with or without :PORT ([::1] for IPv6)\n",
+            v);
+    return -1;
+  }
+  ((const char **)cfg->allow_hosts)[cfg->n_allow_hosts++] = v;
+  return 0;
+}
+
+/* --max-inflight when not given: 64 requests per worker, but no more
+ * than one per MB of --memory (at least 4), since the requests a worker
+ * runs at once share its state's memory. */
+static unsigned default_inflight(size_t memory_cap) {
+  size_t mb = memory_cap >> 20;
+  if (memory_cap == 0 || mb >= 64)
+    return 64;
+  return mb < 4 ? 4 : (unsigned)mb;
 }
 
 /* Reads serve's options into cfg. Returns 0, 1 after printing the usage
@@ -261,6 +350,12 @@ static int serve_options(int argc, char **argv, hx_server_config *cfg,
       cfg->access_log = 0;
     } else if (strcmp(a, "--read-only") == 0) {
       cfg->read_only = 1;
+    } else if (strcmp(a, "--require-token") == 0) {
+      cfg->require_token = 1;
+    } else if (strcmp(a, "--allow-host") == 0 && v != NULL) {
+      if (allow_host(v, cfg) != 0)
+        return -1;
+      i++;
     } else if (strcmp(a, "--token-file") == 0 && v != NULL) {
       free(*token_file);
       if ((*token_file = read_token(v)) == NULL)
@@ -289,40 +384,56 @@ static int serve(int argc, char **argv, const char *lib) {
       .listen = "127.0.0.1:8080",
       .workers = ncpu > 0 ? (unsigned)ncpu : 2,
       .conn_timeout = 30,
-      .max_connections = 1024,
+      .max_connections = 0, /* 1024, or what the descriptors allow */
       .max_per_ip = 512,
       .body_max = 1 << 20,
       .grace = 10,
+      .deadline = 10,
       .access_log = 1,
       .interval = 1.0,
       .lua = {.scripts_dir = lib,
               .lib_dir = lib,
               .budget = 100000000,
-              .memory_cap = (size_t)256 << 20},
+              .memory_cap = (size_t)256 << 20,
+              .sandbox = 1},
   };
   const char *env = getenv("HORCRUX_LISTEN");
   if (env != NULL && *env != '\0')
     cfg.listen = env;
-  env = getenv("HORCRUX_TOKEN");
-  if (env != NULL && *env != '\0')
-    cfg.token = env;
+  int env_set;
+  char *env_token = take_env_token(&env_set);
   char *token_file = NULL;
-  int rc = serve_options(argc, argv, &cfg, &token_file);
-  if (rc != 0) {
-    free(token_file);
-    return rc > 0 ? 0 : 2;
+  const char **hosts = calloc((size_t)argc + 1, sizeof *hosts);
+  cfg.allow_hosts = hosts;
+  cfg.token = env_token;
+  int rc = 0;
+  if (hosts == NULL || (env_set && env_token == NULL)) {
+    fprintf(stderr, "horcrux: out of memory\n");
+    rc = -1;
   }
-  char *real = realpath(cfg.lua.scripts_dir, NULL);
-  if (real == NULL) {
+  if (rc == 0)
+    rc = serve_options(argc, argv, &cfg, &token_file);
+  if (cfg.max_inflight == 0)
+    cfg.max_inflight = default_inflight(cfg.lua.memory_cap);
+  if (rc == 0 && cfg.token != NULL)
+    rc = check_token(cfg.token, cfg.token == token_file ? "--token-file"
+                                                        : "HORCRUX_TOKEN");
+  char *real = NULL;
+  if (rc == 0 && (real = realpath(cfg.lua.scripts_dir, NULL)) == NULL) {
     fprintf(stderr, "horcrux: --scripts %s: %s\n", cfg.lua.scripts_dir,
             strerror(errno));
-    free(token_file);
-    return 2;
+    rc = -1;
   }
-  cfg.lua.scripts_dir = real;
-  rc = hx_serve(&cfg);
+  if (rc == 0) {
+    cfg.lua.scripts_dir = real;
+    rc = hx_serve(&cfg);
+  } else {
+    rc = rc > 0 ? 0 : 2;
+  }
   free(real);
   free(token_file);
+  free(env_token);
+  free(hosts);
   return rc;
 }
 

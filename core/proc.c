@@ -12,18 +12,32 @@
  *       "timeout"; child:running(). The handle owns the child: collecting
  *       or closing it kills (SIGKILL) and reaps a child still running.
  *
- * It is called from the server's worker threads in parallel, so: no mutable
- * global state, posix_spawnp instead of fork (after fork a threaded process
- * may only call async-signal-safe functions; glibc's posix_spawn does the
- * vfork-style dance for us), every descriptor O_CLOEXEC (so a sibling thread's
- * child never inherits our pipe ends and keeps them open), and SIGPIPE blocked
- * in this thread only while we write the child's stdin.
+ * A run is a task (async.h): a step that never blocks (read the outputs,
+ * feed stdin, reap, signal at the timeout) and the descriptors it waits on
+ * (the pipes; a pidfd once the outputs are closed). Inside a request of
+ * `horcrux serve` the task is yielded to the host's executor thread, which
+ * polls them with its curl transfers, so no worker thread waits for a
+ * program; elsewhere hx_run_task steps it here between poll(2) calls.
  *
- * Nothing between the spawn and the reap can raise: the C-owned buffers live
- * in a userdata with __gc, and the child is always reaped and its pipes closed
- * before any Lua value is pushed.
+ * It is called from the server's worker threads in parallel and stepped on
+ * the executor thread, so: no mutable global state, posix_spawnp instead of
+ * fork (after fork a threaded process may only call async-signal-safe
+ * functions; glibc's posix_spawn does the vfork-style dance for us), every
+ * descriptor O_CLOEXEC, and SIGPIPE blocked in the stepping thread only
+ * while we write the child's stdin.
+ *
+ * A child gets descriptors 0, 1 and 2 and nothing else: every descriptor
+ * above 2 is closed in it (posix_spawn_file_actions_addclosefrom_np, glibc
+ * 2.34), whatever flags the host's or a library's descriptors carry. Its
+ * environment is opts.env when given, else ours without HORCRUX_TOKEN.
+ *
+ * Nothing between the spawn and the reap can raise: the run, its C-owned
+ * buffers and descriptors live in a userdata whose __gc kills and reaps a
+ * child still running, and the result is pushed only once the child is
+ * reaped and its pipes closed.
  */
-#define _GNU_SOURCE /* posix_spawn_file_actions_addchdir_np (glibc 2.29) */
+#define _GNU_SOURCE /* posix_spawn_file_actions_add{chdir,closefrom}_np */
+#include "async.h"
 #include "aux.h"
 
 #include <errno.h>
@@ -37,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -44,7 +59,7 @@
 
 extern char **environ;
 
-#define PROC_BUFFERS "horcrux.proc.buffers"
+#define PROC_RUN "horcrux.proc.run"
 #define PROC_CHILD "horcrux.proc.child"
 #define DEFAULT_TIMEOUT 10.0
 #define DEFAULT_MAX_OUTPUT (1024 * 1024)
@@ -54,6 +69,9 @@ extern char **environ;
 #define CHUNK 65536
 /* Bytes past the cap go through a stack buffer: small, for worker threads. */
 #define SCRATCH 16384
+/* Without a pidfd, how often a child that closed its outputs is looked at:
+ * from 1 ms, doubling, to this. */
+#define MAX_NAP 0.05
 
 /* One captured stream; the bytes are malloc'ed and owned by the userdata. */
 typedef struct stream {
@@ -62,20 +80,55 @@ typedef struct stream {
   int fd; /* our end of the pipe, -1 once closed */
 } stream;
 
-typedef struct buffers {
-  stream out[2]; /* stdout, stderr */
-} buffers;
+/* Where a run is: reading its outputs; they are closed and the child is
+ * waited for; the timeout came and SIGTERM was sent; then SIGKILL; reaped. */
+enum phase { PUMP, WAIT, TERM, KILL, DONE };
 
-static int buffers_gc(lua_State *L) {
-  buffers *b = luaL_checkudata(L, 1, PROC_BUFFERS);
+/* One proc.run: a task (async.h) that the executor or run_task_now steps,
+ * in a userdata with __gc. Only the task's stepper touches it between the
+ * spawn and the continuation. */
+typedef struct run {
+  hx_task task;  /* first: the host sees a hx_task * */
+  stream out[2]; /* stdout, stderr */
+  size_t max_output;
+  int truncated, oom, timed_out;
+  const char *in; /* the stdin option's bytes, kept by the anchor table */
+  size_t in_len, in_off;
+  int in_fd;
+  const char *prog; /* argv[0], for messages */
+  pid_t pid;
+  int pidfd;          /* -1 without pidfd_open (Linux < 5.3) */
+  int reaped, status; /* status: waitpid's, -1 when unknown */
+  enum phase phase;
+  double deadline, kill_at, nap; /* CLOCK_MONOTONIC seconds */
+} run;
+
+static void close_fd(int *fd);
+static void reap_blocking(pid_t pid, int *st);
+
+/* Kills (SIGKILL) and reaps a child still running, closes every
+ * descriptor. Idempotent; blocks only for a killed child to die. */
+static void run_end(run *r) {
+  if (!r->reaped && r->pid > 0) {
+    kill(-r->pid, SIGKILL);
+    kill(r->pid, SIGKILL);
+    reap_blocking(r->pid, &r->status);
+    r->reaped = 1;
+  }
+  close_fd(&r->out[0].fd);
+  close_fd(&r->out[1].fd);
+  close_fd(&r->in_fd);
+  close_fd(&r->pidfd);
+  r->phase = DONE;
+}
+
+static int run_gc(lua_State *L) {
+  run *r = luaL_checkudata(L, 1, PROC_RUN);
+  run_end(r);
   for (int i = 0; i < 2; i++) {
-    free(b->out[i].data);
-    b->out[i].data = NULL;
-    b->out[i].len = b->out[i].cap = 0;
-    /* Only reached if something raised with a pipe still open. */
-    if (b->out[i].fd >= 0)
-      close(b->out[i].fd);
-    b->out[i].fd = -1;
+    free(r->out[i].data);
+    r->out[i].data = NULL;
+    r->out[i].len = r->out[i].cap = 0;
   }
   return 0;
 }
@@ -134,14 +187,35 @@ static char **collect_argv(lua_State *L, int anchor) {
   return argv;
 }
 
-/* opts.env: a sequence of "K=V", a map K -> V, or both -> char *[]. Returns
- * NULL when there is no env option (inherit). */
+/* The variable an inherited environment never passes on: horcrux's bearer
+ * token is a secret of the host, not of the programs it runs (issue 8 #9).
+ * A child gets it only when opts.env names it. */
+#define SECRET_VAR "HORCRUX_TOKEN="
+
+/* This process's environment without SECRET_VAR, in a userdata. The server
+ * changes its environment only before its threads start. */
+static char **inherited_env(lua_State *L, int anchor) {
+  size_t n = 0;
+  while (environ != NULL && environ[n] != NULL)
+    n++;
+  char **envp = lua_newuserdatauv(L, sizeof(char *) * (n + 1), 0);
+  lua_rawseti(L, anchor, luaL_len(L, anchor) + 1);
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (strncmp(environ[i], SECRET_VAR, sizeof SECRET_VAR - 1) != 0)
+      envp[k++] = environ[i];
+  envp[k] = NULL;
+  return envp;
+}
+
+/* opts.env: a sequence of "K=V", a map K -> V, or both -> char *[]; with
+ * no env option, the inherited environment. */
 static char **collect_env(lua_State *L, int opts, int anchor) {
   if (lua_isnoneornil(L, opts))
-    return NULL;
+    return inherited_env(L, anchor);
   if (lua_getfield(L, opts, "env") == LUA_TNIL) {
     lua_pop(L, 1);
-    return NULL;
+    return inherited_env(L, anchor);
   }
   if (!lua_istable(L, -1))
     luaL_error(L, "option 'env': table expected, got %s", luaL_typename(L, -1));
@@ -201,15 +275,19 @@ static int above_stdio(int fd) {
   return nfd;
 }
 
+/* A pipe, both ends close-on-exec and above 2; on failure nothing is left
+ * open and p is {-1, -1}, so the caller closes nothing twice. */
 static int cloexec_pipe(int p[2]) {
-  if (pipe2(p, O_CLOEXEC) == -1)
+  if (pipe2(p, O_CLOEXEC) == -1) {
+    p[0] = p[1] = -1;
     return -1;
+  }
   for (int i = 0; i < 2; i++) {
-    p[i] = above_stdio(p[i]);
+    p[i] = above_stdio(p[i]); /* closes the old number either way */
     if (p[i] == -1) {
       int err = errno;
-      if (i == 1)
-        close(p[0]);
+      close(p[1 - i]);
+      p[0] = p[1] = -1;
       errno = err;
       return -1;
     }
@@ -259,7 +337,8 @@ static int spawn(const spawn_req *r, pid_t *pid, int out_fd[2], int *in_fd) {
   else
     err = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   if (err || (err = posix_spawn_file_actions_adddup2(&fa, po[1], 1)) ||
-      (err = posix_spawn_file_actions_adddup2(&fa, pe[1], 2)))
+      (err = posix_spawn_file_actions_adddup2(&fa, pe[1], 2)) ||
+      (err = posix_spawn_file_actions_addclosefrom_np(&fa, 3)))
     goto out;
   if (r->cwd && (err = posix_spawn_file_actions_addchdir_np(&fa, r->cwd)))
     goto out;
@@ -282,8 +361,7 @@ static int spawn(const spawn_req *r, pid_t *pid, int out_fd[2], int *in_fd) {
                                                POSIX_SPAWN_SETPGROUP)))
     goto out;
 
-  err = posix_spawnp(pid, r->argv[0], &fa, &at, r->argv,
-                     r->envp ? r->envp : environ);
+  err = posix_spawnp(pid, r->argv[0], &fa, &at, r->argv, r->envp);
 
 out:
   if (fa_ok)
@@ -309,32 +387,23 @@ out:
   return 0;
 }
 
-/* ---- the I/O loop (never raises) ----------------------------------------- */
-
-typedef struct io {
-  buffers *b;
-  size_t max_output;
-  int truncated, oom;
-  const char *in;
-  size_t in_len, in_off;
-  int in_fd;
-} io;
+/* ---- the run's steps (never raise, never block) ------------------------- */
 
 /* Reads what is available on stream s; closes it at EOF or error. Bytes past
  * the cap are read and dropped, so the child never blocks on a full pipe. */
-static void drain(io *x, stream *s) {
+static void drain(run *r, stream *s) {
   char scratch[SCRATCH];
   while (s->fd >= 0) {
     char *dst = scratch;
     size_t room = sizeof scratch;
-    if (s->len < x->max_output && !x->oom) {
+    if (s->len < r->max_output && !r->oom) {
       if (s->cap == s->len) {
         size_t want = s->cap ? s->cap * 2 : CHUNK;
-        if (want > x->max_output)
-          want = x->max_output;
+        if (want > r->max_output)
+          want = r->max_output;
         char *p = realloc(s->data, want);
         if (p == NULL) {
-          x->oom = 1;
+          r->oom = 1;
           continue;
         }
         s->data = p;
@@ -346,7 +415,7 @@ static void drain(io *x, stream *s) {
     ssize_t n = read(s->fd, dst, room);
     if (n > 0) {
       if (dst == scratch)
-        x->truncated = 1;
+        r->truncated = 1;
       else
         s->len += (size_t)n;
     } else if (n == 0) {
@@ -364,7 +433,7 @@ static void drain(io *x, stream *s) {
 /* Writes what the pipe takes of the child's stdin. SIGPIPE is blocked around
  * the write in this thread only; one raised by our EPIPE is consumed so it
  * never reaches the process once unblocked. */
-static void feed(io *x) {
+static void feed(run *r) {
   sigset_t pipeset, old, pending;
   sigemptyset(&pipeset);
   sigaddset(&pipeset, SIGPIPE);
@@ -372,13 +441,13 @@ static void feed(io *x) {
   sigpending(&pending);
   int was_pending = sigismember(&pending, SIGPIPE);
 
-  while (x->in_fd >= 0 && x->in_off < x->in_len) {
-    size_t n = x->in_len - x->in_off;
+  while (r->in_fd >= 0 && r->in_off < r->in_len) {
+    size_t n = r->in_len - r->in_off;
     if (n > CHUNK)
       n = CHUNK;
-    ssize_t w = write(x->in_fd, x->in + x->in_off, n);
+    ssize_t w = write(r->in_fd, r->in + r->in_off, n);
     if (w >= 0) {
-      x->in_off += (size_t)w;
+      r->in_off += (size_t)w;
     } else if (errno == EINTR) {
       continue;
     } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -389,56 +458,110 @@ static void feed(io *x) {
         while (sigtimedwait(&pipeset, NULL, &zero) == -1 && errno == EINTR)
           ;
       }
-      close_fd(&x->in_fd); /* the child stopped reading: drop the rest */
+      close_fd(&r->in_fd); /* the child stopped reading: drop the rest */
     }
   }
-  if (x->in_off >= x->in_len)
-    close_fd(&x->in_fd); /* EOF for the child */
+  if (r->in_off >= r->in_len)
+    close_fd(&r->in_fd); /* EOF for the child */
   pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
-/* Polls the pipes until both outputs reach EOF or the deadline passes.
- * Returns 1 on timeout. */
-static int pump(io *x, double deadline) {
-  if (x->in_fd >= 0)
-    feed(x);
+/* Reaps the child if it has exited; 1 when it is reaped. */
+static int try_reap(run *r) {
   for (;;) {
-    struct pollfd pf[3];
-    stream *who[3];
-    nfds_t n = 0;
-    for (int i = 0; i < 2; i++) {
-      if (x->b->out[i].fd >= 0) {
-        pf[n] = (struct pollfd){x->b->out[i].fd, POLLIN, 0};
-        who[n++] = &x->b->out[i];
-      }
+    pid_t w = waitpid(r->pid, &r->status, WNOHANG);
+    if (w == r->pid)
+      return r->reaped = 1;
+    if (w == -1 && errno == EINTR)
+      continue;
+    if (w == -1) {
+      r->status = -1; /* ECHILD: the host reaps children itself */
+      return r->reaped = 1;
     }
-    if (n == 0)
-      return 0;
-    if (x->in_fd >= 0) {
-      pf[n] = (struct pollfd){x->in_fd, POLLOUT, 0};
-      who[n++] = NULL;
-    }
-    double left = deadline - now();
-    if (left <= 0)
-      return 1;
-    int ms = left > INT_MAX / 1000 - 1 ? INT_MAX : (int)(left * 1000) + 1;
-    int r = poll(pf, n, ms);
-    if (r == -1) {
-      if (errno == EINTR)
-        continue;
-      return 1; /* cannot wait any more: treat as the timeout */
-    }
-    for (nfds_t i = 0; i < n; i++) {
-      if (pf[i].revents == 0)
-        continue;
-      if (who[i])
-        drain(x, who[i]);
-      else if (pf[i].revents & (POLLERR | POLLHUP))
-        close_fd(&x->in_fd);
-      else
-        feed(x);
-    }
+    return 0;
   }
+}
+
+/* The group takes whatever the child started; the pid itself, in case the
+ * child left the group. It is not reaped yet, so neither id is reused. */
+static void signal_child(run *r, int sig, enum phase next) {
+  kill(-r->pid, sig);
+  kill(r->pid, sig);
+  r->phase = next;
+  r->nap = 0.001;
+}
+
+/* The child is reaped: after a timeout, keep what it wrote before it died
+ * without waiting for EOF (a grandchild may still hold the pipe). */
+static long run_done(run *r) {
+  for (int i = 0; i < 2; i++) {
+    drain(r, &r->out[i]);
+    close_fd(&r->out[i].fd);
+  }
+  close_fd(&r->in_fd);
+  close_fd(&r->pidfd);
+  r->phase = DONE;
+  return HX_TASK_DONE;
+}
+
+/* Milliseconds until the run must be stepped again with no descriptor
+ * ready; -1 for never. */
+static long run_wake(run *r, double t) {
+  double until = r->phase == TERM   ? r->kill_at
+                 : r->phase == KILL ? INFINITY
+                                    : r->deadline;
+  /* Without a pidfd nothing says when the child exits: look again soon. */
+  if (r->phase != PUMP && r->pidfd < 0) {
+    if (t + r->nap < until)
+      until = t + r->nap;
+    r->nap = r->nap * 2 < MAX_NAP ? r->nap * 2 : MAX_NAP;
+  }
+  if (isinf(until))
+    return -1;
+  double ms = ceil((until - t) * 1000);
+  return ms <= 0 ? 0 : ms > INT_MAX ? INT_MAX : (long)ms;
+}
+
+/* The task's step: outputs until EOF, then the exit, both by the deadline;
+ * past it SIGTERM, then SIGKILL after KILL_GRACE. */
+static long run_step(hx_task *t) {
+  run *r = (run *)t;
+  if (r->phase == DONE)
+    return HX_TASK_DONE;
+  if (r->in_fd >= 0)
+    feed(r);
+  drain(r, &r->out[0]);
+  drain(r, &r->out[1]);
+  if (r->phase == PUMP && r->out[0].fd < 0 && r->out[1].fd < 0) {
+    r->phase = WAIT; /* the child usually exits now, but it may not have */
+    r->nap = 0.001;
+  }
+  if (r->phase != PUMP && try_reap(r))
+    return run_done(r);
+  double now_s = now();
+  if ((r->phase == PUMP || r->phase == WAIT) && now_s >= r->deadline) {
+    r->timed_out = 1;
+    r->kill_at = now_s + KILL_GRACE;
+    signal_child(r, SIGTERM, TERM);
+  } else if (r->phase == TERM && now_s >= r->kill_at) {
+    signal_child(r, SIGKILL, KILL);
+  }
+  return run_wake(r, now_s);
+}
+
+static int run_fds(hx_task *t, struct curl_waitfd *w) {
+  run *r = (run *)t;
+  int n = 0;
+  for (int i = 0; i < 2; i++)
+    if (r->out[i].fd >= 0)
+      w[n++] = (struct curl_waitfd){r->out[i].fd, CURL_WAIT_POLLIN, 0};
+  if (r->in_fd >= 0)
+    w[n++] = (struct curl_waitfd){r->in_fd, CURL_WAIT_POLLOUT, 0};
+  /* Only once the outputs are closed: before, an exit must not end the
+   * wait for them, and a readable pidfd would wake us at every turn. */
+  if (r->phase != PUMP && r->pidfd >= 0)
+    w[n++] = (struct curl_waitfd){r->pidfd, CURL_WAIT_POLLIN, 0};
+  return n;
 }
 
 /* Waits for pid until the deadline; 1 when reaped (status in *st). */
@@ -456,7 +579,7 @@ static int reap_until(pid_t pid, int *st, double deadline) {
     if (left <= 0)
       return 0;
     sleep_for(nap < left ? nap : left);
-    if (nap < 0.05)
+    if (nap < MAX_NAP)
       nap *= 2;
   }
 }
@@ -472,105 +595,9 @@ static void reap_blocking(pid_t pid, int *st) {
 
 /* ---- proc.run ------------------------------------------------------------ */
 
-static int proc_run(lua_State *L) {
-  lua_settop(L, 2);
-  int opts = 2;
-  if (!lua_isnil(L, opts))
-    luaL_checktype(L, opts, LUA_TTABLE);
-  lua_newtable(L); /* anchor for every string and array the child uses */
-  int anchor = lua_gettop(L);
-
-  spawn_req req = {0};
-  req.argv = collect_argv(L, anchor);
-  req.envp = collect_env(L, opts, anchor);
-
-  double timeout = hx_opt_number(L, opts, "timeout", DEFAULT_TIMEOUT);
-  if (!(timeout > 0)) /* also NaN */
-    return luaL_error(L, "option 'timeout': must be positive");
-  lua_Integer max_out =
-      hx_opt_integer(L, opts, "max_output", DEFAULT_MAX_OUTPUT);
-  if (max_out < 0)
-    return luaL_error(L, "option 'max_output': must not be negative");
-
-  req.cwd = hx_opt_string(L, opts, "cwd", NULL);
-  size_t in_len = 0;
-  const char *in = NULL;
-  if (!lua_isnil(L, opts)) {
-    int t = lua_getfield(L, opts, "stdin");
-    if (t != LUA_TNIL && t != LUA_TSTRING)
-      return luaL_error(L, "option 'stdin': string expected, got %s",
-                        luaL_typename(L, -1));
-    if (t == LUA_TSTRING) {
-      in = lua_tolstring(L, -1, &in_len);
-      lua_rawseti(L, anchor, luaL_len(L, anchor) + 1);
-    } else {
-      lua_pop(L, 1);
-    }
-  }
-  req.has_stdin = in != NULL;
-
-  /* chdir failing inside posix_spawn reports the same ENOENT as a missing
-   * program; checking first gives each its own message. */
-  if (req.cwd) {
-    struct stat sb;
-    if (stat(req.cwd, &sb) == -1)
-      return hx_fail(L, HX_UNAVAILABLE, "proc: cwd '%s': %s", req.cwd,
-                     strerror(errno));
-    if (!S_ISDIR(sb.st_mode))
-      return hx_fail(L, HX_UNAVAILABLE, "proc: cwd '%s': not a directory",
-                     req.cwd);
-  }
-
-  buffers *b = lua_newuserdatauv(L, sizeof *b, 0);
-  memset(b, 0, sizeof *b);
-  b->out[0].fd = b->out[1].fd = -1;
-  luaL_setmetatable(L, PROC_BUFFERS);
-
-  /* From here to the reap nothing may raise. */
-  pid_t pid;
-  int out_fd[2], in_fd;
-  double start = now();
-  int err = spawn(&req, &pid, out_fd, &in_fd);
-  if (err == ENOENT)
-    return hx_fail(L, HX_NOT_FOUND, "proc: %s: program not found", req.argv[0]);
-  if (err)
-    return hx_fail(L, HX_UNAVAILABLE, "proc: cannot run %s: %s", req.argv[0],
-                   strerror(err));
-  b->out[0].fd = out_fd[0];
-  b->out[1].fd = out_fd[1];
-
-  io x = {b, (size_t)max_out, 0, 0, in, in_len, 0, in_fd};
-  double deadline = isinf(timeout) ? INFINITY : start + timeout;
-  int st = -1;
-  int timed_out = pump(&x, deadline);
-  /* Outputs closed: the child usually exits now, but it may not have. */
-  if (!timed_out && !reap_until(pid, &st, deadline))
-    timed_out = 1;
-  if (timed_out) {
-    /* The group takes whatever the child started; the pid itself, in case
-     * the child left the group. It is not reaped yet, so neither id has been
-     * reused. */
-    kill(-pid, SIGTERM);
-    kill(pid, SIGTERM);
-    if (!reap_until(pid, &st, now() + KILL_GRACE)) {
-      kill(-pid, SIGKILL);
-      kill(pid, SIGKILL);
-      reap_blocking(pid, &st);
-    }
-    /* Keep what the child wrote before it died, without waiting for EOF
-     * (a grandchild may still hold the pipe). */
-    for (int i = 0; i < 2; i++) {
-      drain(&x, &b->out[i]);
-      close_fd(&b->out[i].fd);
-    }
-  }
-  close_fd(&x.in_fd);
-
-  if (x.oom)
-    return hx_fail(L, HX_UNAVAILABLE, "proc: %s: out of memory for output",
-                   req.argv[0]);
-
-  lua_createtable(L, 0, 6);
+/* {status = n} or {signal = n} (or neither: unknown) from a waitpid status. */
+static int push_status(lua_State *L, int st) {
+  lua_createtable(L, 0, 2);
   if (st != -1 && WIFEXITED(st)) {
     lua_pushinteger(L, WEXITSTATUS(st));
     lua_setfield(L, -2, "status");
@@ -578,16 +605,138 @@ static int proc_run(lua_State *L) {
     lua_pushinteger(L, WTERMSIG(st));
     lua_setfield(L, -2, "signal");
   }
+  return 1;
+}
+
+/* opts.stdin into r (anchored); raises on a bad value. */
+static void collect_stdin(lua_State *L, int opts, int anchor, run *r) {
+  if (lua_isnil(L, opts))
+    return;
+  int t = lua_getfield(L, opts, "stdin");
+  if (t != LUA_TNIL && t != LUA_TSTRING)
+    luaL_error(L, "option 'stdin': string expected, got %s",
+               luaL_typename(L, -1));
+  if (t == LUA_TSTRING) {
+    r->in = lua_tolstring(L, -1, &r->in_len);
+    lua_rawseti(L, anchor, luaL_len(L, anchor) + 1);
+  } else {
+    lua_pop(L, 1);
+  }
+}
+
+/* Reads the arguments into *req and a new run userdata (pushed, with
+ * __gc); raises on misuse. The strings stay alive in the anchor table at
+ * index 3. */
+static run *run_new(lua_State *L, spawn_req *req, double *timeout) {
+  int opts = 2, anchor = 3;
+  req->argv = collect_argv(L, anchor);
+  req->envp = collect_env(L, opts, anchor);
+  *timeout = hx_opt_number(L, opts, "timeout", DEFAULT_TIMEOUT);
+  if (!(*timeout > 0)) /* also NaN */
+    luaL_error(L, "option 'timeout': must be positive");
+  lua_Integer max_out =
+      hx_opt_integer(L, opts, "max_output", DEFAULT_MAX_OUTPUT);
+  if (max_out < 0)
+    luaL_error(L, "option 'max_output': must not be negative");
+  req->cwd = hx_opt_string(L, opts, "cwd", NULL);
+  run *r = lua_newuserdatauv(L, sizeof *r, 0);
+  memset(r, 0, sizeof *r);
+  r->out[0].fd = r->out[1].fd = r->in_fd = r->pidfd = -1;
+  r->reaped = 1; /* nothing to reap yet */
+  r->status = -1;
+  luaL_setmetatable(L, PROC_RUN);
+  r->task.step = run_step;
+  r->task.fds = run_fds;
+  r->max_output = (size_t)max_out;
+  r->prog = req->argv[0];
+  collect_stdin(L, opts, anchor, r);
+  req->has_stdin = r->in != NULL;
+  return r;
+}
+
+/* chdir failing inside posix_spawn reports the same ENOENT as a missing
+ * program; checking first gives each its own message. Returns 0, or pushes
+ * the failure and returns 3. */
+static int check_cwd(lua_State *L, const char *cwd) {
+  struct stat sb;
+  if (cwd == NULL)
+    return 0;
+  if (stat(cwd, &sb) == -1)
+    return hx_fail(L, HX_UNAVAILABLE, "proc: cwd '%s': %s", cwd,
+                   strerror(errno));
+  if (!S_ISDIR(sb.st_mode))
+    return hx_fail(L, HX_UNAVAILABLE, "proc: cwd '%s': not a directory", cwd);
+  return 0;
+}
+
+/* A pidfd for the child: its exit wakes a poll (Linux 5.3). Without one
+ * the step looks at the child with a backoff instead. */
+static int open_pidfd(pid_t pid) {
+#ifdef SYS_pidfd_open
+  return (int)syscall(SYS_pidfd_open, pid, 0); /* close-on-exec */
+#else
+  (void)pid;
+  return -1;
+#endif
+}
+
+/* The result table of a finished run, or the failure when the host
+ * stopped before it finished. k of hx_run_task: ctx is the run's index. */
+static int run_result(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  int aborted = lua_tointeger(L, -1) != 0;
+  lua_pop(L, 1);
+  run *r = lua_touserdata(L, (int)ctx);
+  if (aborted || r->phase != DONE) {
+    run_end(r);
+    return hx_fail(L, HX_UNAVAILABLE, "proc: %s: stopped, the server stops",
+                   r->prog);
+  }
+  if (r->oom)
+    return hx_fail(L, HX_UNAVAILABLE, "proc: %s: out of memory for output",
+                   r->prog);
+  push_status(L, r->status);
   static const char *const names[2] = {"stdout", "stderr"};
   for (int i = 0; i < 2; i++) {
-    lua_pushlstring(L, b->out[i].data ? b->out[i].data : "", b->out[i].len);
+    lua_pushlstring(L, r->out[i].data ? r->out[i].data : "", r->out[i].len);
     lua_setfield(L, -2, names[i]);
   }
-  lua_pushboolean(L, timed_out);
+  lua_pushboolean(L, r->timed_out);
   lua_setfield(L, -2, "timed_out");
-  lua_pushboolean(L, x.truncated);
+  lua_pushboolean(L, r->truncated);
   lua_setfield(L, -2, "truncated");
   return 1;
+}
+
+static int proc_run(lua_State *L) {
+  lua_settop(L, 2);
+  if (!lua_isnil(L, 2))
+    luaL_checktype(L, 2, LUA_TTABLE);
+  lua_newtable(L); /* 3: anchor for every string and array the child uses */
+  spawn_req req = {0};
+  double timeout;
+  run *r = run_new(L, &req, &timeout);
+  int ridx = lua_gettop(L);
+  if (check_cwd(L, req.cwd) != 0)
+    return 3;
+
+  int out_fd[2];
+  double start = now();
+  int err = spawn(&req, &r->pid, out_fd, &r->in_fd);
+  if (err == ENOENT)
+    return hx_fail(L, HX_NOT_FOUND, "proc: %s: program not found", r->prog);
+  if (err)
+    return hx_fail(L, HX_UNAVAILABLE, "proc: cannot run %s: %s", r->prog,
+                   strerror(err));
+  /* From here the run's __gc kills and reaps the child if anything ends
+   * this call before the result. */
+  r->reaped = 0;
+  r->out[0].fd = out_fd[0];
+  r->out[1].fd = out_fd[1];
+  r->pidfd = open_pidfd(r->pid);
+  r->deadline = isinf(timeout) ? INFINITY : start + timeout;
+  r->phase = PUMP;
+  return hx_run_task(L, &r->task, ridx, run_result);
 }
 
 /* ---- proc.which ---------------------------------------------------------- */
@@ -646,18 +795,6 @@ typedef struct child {
   int reaped;
 } child;
 
-static int push_status(lua_State *L, int st) {
-  lua_createtable(L, 0, 2);
-  if (st != -1 && WIFEXITED(st)) {
-    lua_pushinteger(L, WEXITSTATUS(st));
-    lua_setfield(L, -2, "status");
-  } else if (st != -1 && WIFSIGNALED(st)) {
-    lua_pushinteger(L, WTERMSIG(st));
-    lua_setfield(L, -2, "signal");
-  }
-  return 1;
-}
-
 static int open_output(posix_spawn_file_actions_t *fa, int fd,
                        const char *path) {
   if (path == NULL)
@@ -690,6 +827,8 @@ static int spawn_detached(char **argv, char **envp, const char *cwd,
     else
       err = open_output(&fa, 2, err_path);
   }
+  if (!err)
+    err = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
   if (!err && cwd)
     err = posix_spawn_file_actions_addchdir_np(&fa, cwd);
   if (!err && !(err = posix_spawnattr_setsigmask(&at, &none)) &&
@@ -699,7 +838,7 @@ static int spawn_detached(char **argv, char **envp, const char *cwd,
                                             POSIX_SPAWN_SETSIGDEF |
                                             POSIX_SPAWN_SETPGROUP);
   if (!err)
-    err = posix_spawnp(pid, argv[0], &fa, &at, argv, envp ? envp : environ);
+    err = posix_spawnp(pid, argv[0], &fa, &at, argv, envp);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&at);
   return err;
@@ -846,8 +985,8 @@ static const luaL_Reg proc_funcs[] = {
 };
 
 HX_EXPORT int luaopen_horcrux_proc(lua_State *L) {
-  if (luaL_newmetatable(L, PROC_BUFFERS)) {
-    lua_pushcfunction(L, buffers_gc);
+  if (luaL_newmetatable(L, PROC_RUN)) {
+    lua_pushcfunction(L, run_gc);
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);

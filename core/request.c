@@ -2,6 +2,9 @@
  * request.h). */
 #include "request.h"
 
+#include "aux.h"
+#include "logline.h"
+
 #include <arpa/inet.h>
 #include <lauxlib.h>
 #include <string.h>
@@ -200,6 +203,28 @@ void hx_request_id(request *rq, unsigned long long base, unsigned long long n) {
   *put_hex(p, n, 8) = '\0';
 }
 
+/* See request.h. MHD hands the decoded path on as a C string, so a
+ * decoded NUL would cut "/api/containers/a%00b/stats" to
+ * "/api/containers/a" and act on another container. Left encoded, "%00"
+ * fails the id check like any bad byte. */
+size_t hx_unescape(void *cls, struct MHD_Connection *c, char *s) {
+  (void)cls;
+  (void)c;
+  char *w = s;
+  for (const char *r = s; *r != '\0'; r++) {
+    int hi, lo;
+    if (r[0] == '%' && (hi = hx_hexval(r[1])) >= 0 &&
+        (lo = hx_hexval(r[2])) >= 0 && (hi | lo) != 0) {
+      *w++ = (char)(hi * 16 + lo);
+      r += 2;
+    } else {
+      *w++ = *r;
+    }
+  }
+  *w = '\0';
+  return (size_t)(w - s);
+}
+
 /* ---- the access log ---------------------------------------------------- */
 
 typedef struct line {
@@ -215,6 +240,12 @@ static void put(line *l, const char *s, size_t n) {
 }
 
 static void put_str(line *l, const char *s) { put(l, s, strlen(s)); }
+
+/* Text that came from the client, escaped (logline.h): a decoded "%0a"
+ * in a path never starts a forged line. */
+static void put_escaped(line *l, const char *s, size_t n) {
+  l->p += hx_log_escape(l->p, (size_t)(l->end - l->p), s, n, NULL);
+}
 
 static void put_uint(line *l, unsigned long long v, int min_digits) {
   char buf[24];
@@ -255,9 +286,9 @@ void hx_request_log(const request *rq, int aborted) {
   put(&l, ".", 1);
   put_uint(&l, (unsigned long long)now.tv_nsec / 1000000, 3);
   put_str(&l, "Z access ");
-  put_str(&l, rq->method);
+  put_escaped(&l, rq->method, strlen(rq->method));
   put(&l, " ", 1);
-  put(&l, rq->path, rq->path_len);
+  put_escaped(&l, rq->path, rq->path_len);
   l.end = buf + sizeof buf;
   put(&l, " ", 1);
   put_uint(&l, (unsigned long long)rq->status, 1);

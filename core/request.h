@@ -15,6 +15,7 @@
 #ifndef HORCRUX_REQUEST_H
 #define HORCRUX_REQUEST_H
 
+#include "deadline.h"
 #include "states.h"
 
 #include <lua.h>
@@ -39,10 +40,12 @@ typedef struct request {
   char *body;
   size_t len, cap;
   int too_large;
+  int counted;       /* in its worker's count of requests in flight */
   int authenticated; /* a valid bearer token came with it */
   int read_only;     /* the server runs with --read-only */
   int status;
   struct timespec start;
+  hx_deadline deadline; /* set by the server when the route starts */
   char method[16];
   char id[20];
   size_t path_len;
@@ -67,6 +70,10 @@ void hx_request_id(request *rq, unsigned long long base, unsigned long long n);
 /* The client's address (IPv4 or IPv6) into host, or `none`. */
 const char *hx_client_host(struct MHD_Connection *conn, char *host, size_t size,
                            const char *none);
+
+/* MHD's unescape callback: percent-decodes the path and query values in
+ * place, except %00. */
+size_t hx_unescape(void *cls, struct MHD_Connection *c, char *s);
 
 /* The access log's line for rq, written to stderr with one write. */
 void hx_request_log(const request *rq, int aborted);

@@ -25,14 +25,18 @@
 
 #include "async.h"
 #include "aux.h"
+#include "deadline.h"
 #include "executor.h"
+#include "guard.h"
 #include "kinds.h"
+#include "logline.h"
 #include "request.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <lauxlib.h>
+#include <malloc.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -58,9 +62,11 @@ struct server {
   unsigned long long id_base;
   pthread_mutex_t states_mu; /* guards `states`, the list of every state */
   hx_state *states;
-  pthread_mutex_t snap_mu;  /* guards snap and generation changes */
-  hx_snapshot snap;         /* the scripts every new state loads */
-  int open_beyond_loopback; /* every route needs the token */
+  pthread_mutex_t snap_mu; /* guards snap and generation changes */
+  hx_snapshot snap;        /* the scripts every new state loads */
+  int token_everywhere;    /* beyond loopback, or --require-token */
+  hx_hosts *hosts;         /* the Host allow-list */
+  hx_conns *conns;         /* connections per client address */
   pthread_t collector;
   int collector_started;
   atomic_int collector_stop;
@@ -70,19 +76,11 @@ struct server {
  * the point is that no other thread ever sees it. */
 static _Thread_local hx_state *tls_state;
 
-void hx_log(const char *level, const char *fmt, ...) {
-  char line[2048], ts[32];
-  struct timespec now;
-  struct tm tm;
-  clock_gettime(CLOCK_REALTIME, &now);
-  gmtime_r(&now.tv_sec, &tm);
-  strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap); /* truncates, never overflows */
-  va_end(ap);
-  fprintf(stderr, "%s.%03ldZ %s %s\n", ts, now.tv_nsec / 1000000, level, line);
-}
+/* The requests in flight on this MHD pool thread (--max-inflight), waiting
+ * ones included. libmicrohttpd calls every callback of a connection,
+ * completion and shutdown included, on the thread that owns it, so a
+ * thread-local count needs no lock. */
+static _Thread_local unsigned tls_inflight;
 
 /* ---- states ---------------------------------------------------------- */
 
@@ -116,6 +114,8 @@ static hx_state *state_from(server *srv, const hx_snapshot *snap, char **err) {
     hx_state_close(st);
     return NULL;
   }
+  st->cap_hit = 0; /* a refusal the load recovered from (a GC) is no cause
+                      to replace the state */
   return st;
 }
 
@@ -138,20 +138,29 @@ static void forget_state(server *srv, hx_state *st) {
   }
   pthread_mutex_unlock(&srv->states_mu);
   hx_state_close(st);
+  /* glibc keeps what a state freed (most of it in the worker's arena) for
+   * the next allocations; a state closed after hitting its cap would leave
+   * the process that much larger for good. */
+  malloc_trim(0);
 }
 
 static hx_state *worker_state(server *srv) {
   unsigned gen = atomic_load(&srv->generation);
   hx_state *st = tls_state;
-  if (st != NULL && st->generation == gen)
+  if (st != NULL && st->generation == gen && !st->cap_hit)
     return st;
+  if (st != NULL && st->cap_hit)
+    hx_log("info", "a worker's Lua state hit its memory cap (--memory): "
+                   "replaced by a fresh one");
   char *err = NULL;
   hx_state *fresh = loaded_state(srv, &gen, &err);
   if (fresh == NULL) {
     hx_log("error", "cannot load the scripts: %s", err);
     free(err);
-    if (st != NULL)
+    if (st != NULL) {
       st->generation = gen; /* keep serving the old scripts */
+      st->cap_hit = 0;
+    }
     return st;
   }
   fresh->generation = gen;
@@ -210,7 +219,12 @@ static enum MHD_Result send_results(request *rq, lua_State *co, int nres) {
   int isnum;
   lua_Integer status = lua_tointegerx(co, base, &isnum);
   size_t len = 0;
-  const char *body = nres >= 2 ? lua_tolstring(co, base + 1, &len) : "";
+  /* A string only: lua_tolstring would convert a number in place, which
+   * allocates, outside any protected call. */
+  const char *body = nres < 2 ? ""
+                     : lua_type(co, base + 1) == LUA_TSTRING
+                         ? lua_tolstring(co, base + 1, &len)
+                         : NULL;
   if (!isnum || status < 100 || status > 599 || body == NULL) {
     hx_log("error", "id=%s the dispatcher returned no status and body string",
            rq->id);
@@ -318,26 +332,119 @@ static enum MHD_Result wait_for(request *rq, int is_timer, lua_State *co) {
   return MHD_YES;
 }
 
+/* A program run by horcrux.proc (async.h's task): the executor polls its
+ * pipes and resumes the connection when it has ended. */
+static enum MHD_Result wait_for_task(request *rq, lua_State *co) {
+  hx_task *task = lua_touserdata(co, -1);
+  lua_pop(co, 2);
+  rq->phase = WAITING;
+  MHD_suspend_connection(rq->conn);
+  if (hx_executor_task(rq->srv->ex, task, on_done, rq) != 0) {
+    rq->resume_value = CURLE_ABORTED_BY_CALLBACK; /* stopping */
+    MHD_resume_connection(rq->conn);
+  }
+  return MHD_YES;
+}
+
 /* The route's thread goes back to the state's pool (reset when it did not
- * return). */
+ * return; dropped when the run exceeded its budget). */
 static void release_thread(request *rq) {
   if (rq->co == NULL)
     return;
-  hx_state_thread_done(rq->st, rq->co, rq->co_ref);
+  hx_state_thread_done(rq->st, rq->co, rq->co_ref, !rq->run.exceeded);
   rq->co = NULL;
 }
 
-static enum MHD_Result route_failed(request *rq, lua_State *co) {
-  lua_State *L = rq->st->L;
-  const char *msg = lua_tostring(co, -1);
-  luaL_traceback(L, co, msg != NULL ? msg : "(error object is not a string)",
-                 0);
+/* Protected (on the state's main thread): logs why the route of request
+ * arg 1, running on thread arg 2, failed: C string arg 3, else the error
+ * value on top of that thread, with the thread's traceback. */
+static int describe_failure(lua_State *L) {
+  request *rq = lua_touserdata(L, 1);
+  lua_State *co = lua_touserdata(L, 2);
+  const char *why = lua_touserdata(L, 3);
+  if (why == NULL && lua_gettop(co) > 0) {
+    lua_xmove(co, L, 1);
+    why = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                         : luaL_tolstring(L, -1, NULL);
+  }
+  luaL_traceback(L, co, why != NULL ? why : "(no error value)", 0);
   hx_log("error", "id=%s %s %s: %s", rq->id, rq->method, rq->path,
          lua_tostring(L, -1));
-  lua_pop(L, 1);
+  return 0;
+}
+
+/* The route failed (why, or the error value on top of co when why is
+ * NULL): logged, its thread dropped, 500. Every Lua call here runs
+ * protected: describing the failure may need memory the state has not
+ * got. */
+static enum MHD_Result route_failed(request *rq, lua_State *co,
+                                    const char *why) {
+  lua_State *L = rq->st->L;
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, describe_failure);
+  lua_pushlightuserdata(L, rq);
+  lua_pushlightuserdata(L, co);
+  lua_pushlightuserdata(L, (void *)why);
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK)
+    hx_log("error", "id=%s %s %s: %s (no memory to say more)", rq->id,
+           rq->method, rq->path, why != NULL ? why : "the route failed");
+  lua_settop(L, top);
   release_thread(rq); /* resets it: closes its to-be-closed variables */
   return send_error(rq, "internal",
                     "the route failed; see the server log for this request id");
+}
+
+/* ---- the request's deadline ------------------------------------------ */
+
+/* Gives the request its deadline (deadline.h): --deadline seconds from its
+ * start. Every wait of its route ends by then, and a call made after it
+ * fails at once. */
+static void set_deadline(request *rq) {
+  long ms = (long)rq->srv->cfg.deadline * 1000;
+  rq->deadline.ms = ms;
+  rq->deadline.note[0] = '\0';
+  rq->deadline.at_ns = ms == 0 ? 0
+                               : (int64_t)rq->start.tv_sec * 1000000000 +
+                                     rq->start.tv_nsec + (int64_t)ms * 1000000;
+}
+
+static int past_deadline(const request *rq) {
+  return rq->deadline.at_ns != 0 && hx_mono_ns() >= rq->deadline.at_ns;
+}
+
+/* A route that ended after its deadline, having returned (rc LUA_OK, nres
+ * results) or failed: answered 504 whatever it returned, unless it
+ * answered 504 itself; the message names what the deadline cut first. */
+static enum MHD_Result answer_late(request *rq, lua_State *co, int rc,
+                                   int nres) {
+  char msg[400];
+  if (rc == LUA_OK && nres >= 1 && lua_tointeger(co, -nres) == 504) {
+    enum MHD_Result ret = send_results(rq, co, nres);
+    release_thread(rq);
+    return ret;
+  }
+  if (rc != LUA_OK)
+    hx_log("error", "id=%s %s %s: failed after its deadline: %s", rq->id,
+           rq->method, rq->path,
+           lua_isstring(co, -1) ? lua_tostring(co, -1) : "(no message)");
+  release_thread(rq);
+  snprintf(msg, sizeof msg,
+           "the request did not finish within its deadline "
+           "(%u s)%s%s",
+           rq->srv->cfg.deadline, rq->deadline.note[0] != '\0' ? ": " : "",
+           rq->deadline.note);
+  return send_error(rq, "timeout", msg);
+}
+
+/* The budget was exceeded and the route went on all the same (it caught
+ * the error: pcall, a coroutine): it fails. Else 0. */
+static int over_budget(request *rq, int rc, enum MHD_Result *ret) {
+  if (!rq->run.exceeded || (rc != LUA_OK && rc != LUA_YIELD))
+    return 0;
+  *ret = route_failed(rq, rq->co,
+                      "instruction budget exceeded (the route caught the "
+                      "error; the request fails all the same)");
+  return 1;
 }
 
 static enum MHD_Result resume(request *rq, int nargs) {
@@ -345,20 +452,28 @@ static enum MHD_Result resume(request *rq, int nargs) {
   lua_State *co = rq->co;
   int nres = 0;
   hx_state_arm(st, co, &rq->run);
+  hx_deadline_enter(&rq->deadline);
   int rc = lua_resume(co, st->L, nargs, &nres);
+  hx_deadline_leave();
   st->current = NULL;
+  enum MHD_Result ret;
+  if (over_budget(rq, rc, &ret))
+    return ret;
   if (rc == LUA_YIELD) {
     void *mark = nres >= 2 ? lua_touserdata(co, -nres) : NULL;
     if (nres == 2 && (mark == &hx_async_mark || mark == &hx_sleep_mark))
       return wait_for(rq, mark == &hx_sleep_mark, co);
     if (nres == 4 && mark == &hx_async_many_mark)
       return wait_for_batch(rq, co);
-    lua_pushliteral(co, "a route yielded outside a transfer");
-    return route_failed(rq, co);
+    if (nres == 2 && mark == &hx_task_mark)
+      return wait_for_task(rq, co);
+    return route_failed(rq, co, "a route yielded outside a transfer");
   }
+  if (past_deadline(rq))
+    return answer_late(rq, co, rc, nres);
   if (rc != LUA_OK)
-    return route_failed(rq, co);
-  enum MHD_Result ret = send_results(rq, co, nres);
+    return route_failed(rq, co, NULL);
+  ret = send_results(rq, co, nres);
   release_thread(rq);
   return ret;
 }
@@ -389,6 +504,7 @@ static enum MHD_Result start(request *rq) {
     return send_error(rq, "internal", "no Lua state could be loaded");
   rq->st = st;
   st->inflight++;
+  set_deadline(rq);
   lua_State *L = st->L;
   lua_pushcfunction(L, prepare);
   lua_pushlightuserdata(L, rq);
@@ -403,54 +519,26 @@ static enum MHD_Result start(request *rq) {
 
 /* ---- the guard --------------------------------------------------------- */
 
-static int is_mutating(const char *method) {
-  return strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
-         strcmp(method, "PATCH") == 0 || strcmp(method, "DELETE") == 0;
-}
-
-/* Compares in time that depends only on the lengths, never on where the
- * first difference is, so the token cannot be guessed byte by byte. */
-static int same_secret(const char *a, size_t alen, const char *b, size_t blen) {
-  volatile unsigned char diff = (unsigned char)(alen != blen);
-  for (size_t i = 0; i < blen; i++)
-    diff |= (unsigned char)(i < alen ? a[i] ^ b[i] : b[i]);
-  return diff == 0;
-}
-
 /* 0 when the request may go on; else the response is queued. Runs on the
- * access handler's first call: a refused request's body is never read. */
-static int guard(request *rq, enum MHD_Result *ret) {
+ * access handler's first call: a refused request's body is never read.
+ * The Host is checked first: a page that reached the server through DNS
+ * rebinding learns nothing, not even whether it needs a token. */
+static int guard(request *rq, const char *version, enum MHD_Result *ret) {
   server *srv = rq->srv;
-  int mutating = is_mutating(rq->method);
-  const char *token = srv->cfg.token;
-  const char *auth = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_AUTHORIZATION);
-  if (token != NULL && auth != NULL && strncasecmp(auth, "Bearer ", 7) == 0) {
-    const char *given = auth + 7;
-    rq->authenticated = same_secret(given, strlen(given), token, strlen(token));
-  }
-  if (mutating && srv->cfg.read_only) {
-    *ret = send_error(rq, "forbidden",
-                      "horcrux runs in read-only mode: nothing may change");
-    return -1;
-  }
-  if (!mutating && !srv->open_beyond_loopback)
+  char why[384];
+  const char *msg = why;
+  const char *refused =
+      hx_hosts_check(srv->hosts, rq->conn, version, why, sizeof why);
+  if (refused == NULL)
+    refused = hx_token_check(
+        &srv->cfg, srv->token_everywhere, rq->method,
+        MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                    MHD_HTTP_HEADER_AUTHORIZATION),
+        &rq->authenticated, &msg);
+  if (refused == NULL)
     return 0;
-  if (token == NULL) {
-    *ret = send_error(rq, "unauthorized",
-                      "this route changes state and needs a bearer token; "
-                      "start horcrux with HORCRUX_TOKEN or --token-file");
-    return -1;
-  }
-  if (auth == NULL) {
-    *ret = send_error(rq, "unauthorized", "send Authorization: Bearer <token>");
-    return -1;
-  }
-  if (!rq->authenticated) {
-    *ret = send_error(rq, "forbidden", "wrong bearer token");
-    return -1;
-  }
-  return 0;
+  *ret = send_error(rq, refused, msg);
+  return -1;
 }
 
 /* ---- MHD callbacks --------------------------------------------------- */
@@ -510,11 +598,70 @@ static int declared_too_large(server *srv, struct MHD_Connection *conn) {
   return errno != 0 || end == cl || n > srv->cfg.body_max;
 }
 
+/* Whether the request announces a body (a length other than 0, or a
+ * chunked one). */
+static int has_body(struct MHD_Connection *conn) {
+  const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                               MHD_HTTP_HEADER_CONTENT_LENGTH);
+  if (cl != NULL && strspn(cl, "0") != strlen(cl))
+    return 1;
+  return MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                     MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
+}
+
+/* 429 with Retry-After: the worker has --max-inflight requests already. */
+static enum MHD_Result send_busy(request *rq) {
+  char msg[160], body[512];
+  snprintf(msg, sizeof msg,
+           "this worker has %u requests in flight (--max-inflight); retry "
+           "shortly",
+           tls_inflight);
+  size_t n = hx_error_json(body, sizeof body, "too_many_requests", msg, rq->id);
+  struct MHD_Response *r =
+      MHD_create_response_from_buffer(n, body, MHD_RESPMEM_MUST_COPY);
+  if (r == NULL)
+    return MHD_NO;
+  MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+  MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+  MHD_add_response_header(r, "X-Request-Id", rq->id);
+  rq->status = MHD_HTTP_TOO_MANY_REQUESTS;
+  enum MHD_Result ret = MHD_queue_response(rq->conn, rq->status, r);
+  MHD_destroy_response(r);
+  rq->phase = DONE;
+  return ret;
+}
+
+/* After the guard, on the access handler's first call: 0 when the request
+ * may run; else its refusal is queued in *ret, before a byte of its body is
+ * read. A GET or HEAD takes no body (none is kept for a route that never
+ * reads one); a body over --body-max is refused; and a worker runs at most
+ * --max-inflight requests at once, since every one of them holds memory in
+ * the worker's capped Lua state until it ends. */
+static int admit(request *rq, enum MHD_Result *ret) {
+  server *srv = rq->srv;
+  if ((strcmp(rq->method, "GET") == 0 || strcmp(rq->method, "HEAD") == 0) &&
+      has_body(rq->conn)) {
+    *ret = send_error(rq, "bad_request", "a GET or HEAD request takes no body");
+    return -1;
+  }
+  if (declared_too_large(srv, rq->conn)) {
+    rq->too_large = 1;
+    *ret = send_error(rq, "too_large", "the request body is too large");
+    return -1;
+  }
+  if (tls_inflight >= srv->cfg.max_inflight) {
+    *ret = send_busy(rq);
+    return -1;
+  }
+  tls_inflight++;
+  rq->counted = 1;
+  return 0;
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
                                  const char *url, const char *method,
                                  const char *version, const char *upload_data,
                                  size_t *upload_size, void **con_cls) {
-  (void)version;
   server *srv = cls;
   request *rq = *con_cls;
   if (rq == NULL) {
@@ -525,12 +672,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
       return MHD_NO;
     *con_cls = rq;
     enum MHD_Result refused;
-    if (guard(rq, &refused) != 0)
+    if (guard(rq, version, &refused) != 0 || admit(rq, &refused) != 0)
       return refused;
-    if (declared_too_large(srv, conn)) {
-      rq->too_large = 1;
-      return send_error(rq, "too_large", "the request body is too large");
-    }
+    return MHD_YES;
+  }
+  if (*upload_size > 0 && rq->phase == DONE) {
+    *upload_size = 0; /* refused already: the body is dropped */
     return MHD_YES;
   }
   if (*upload_size > 0) {
@@ -554,6 +701,19 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
   return MHD_YES;
 }
 
+/* A worker's state that hit its memory cap is closed as soon as its last
+ * request ends, not at the worker's next request (which may never come):
+ * the memory goes back at once, and the next request builds a fresh
+ * state. */
+static void recycle_full(hx_state *st) {
+  if (!st->cap_hit || st->inflight != 0 || st != tls_state)
+    return;
+  hx_log("info", "a worker's Lua state hit its memory cap (--memory): "
+                 "closed; the next request builds a fresh one");
+  st->retired = 1;
+  tls_state = NULL;
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
   (void)conn;
@@ -564,11 +724,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   *con_cls = NULL;
   if (srv->cfg.access_log)
     hx_request_log(rq, toe != MHD_REQUEST_TERMINATED_COMPLETED_OK);
+  if (rq->counted)
+    tls_inflight--;
   if (rq->st != NULL) {
     hx_state *st = rq->st;
     release_thread(rq);
     hx_request_forget(st->L, rq, st);
     st->inflight--;
+    recycle_full(st);
     if (st->retired && st->inflight == 0)
       forget_state(srv, st);
   }
@@ -690,39 +853,6 @@ static void collector_stop(server *srv) {
 
 /* ---- start, signals, stop -------------------------------------------- */
 
-static int parse_listen(const char *spec, struct sockaddr_storage *ss,
-                        int *v6) {
-  char host[256];
-  const char *colon = strrchr(spec, ':');
-  if (colon == NULL || colon == spec || strlen(spec) >= sizeof host)
-    return -1;
-  size_t hl = (size_t)(colon - spec);
-  memcpy(host, spec, hl);
-  host[hl] = '\0';
-  if (host[0] == '[' && hl >= 2 && host[hl - 1] == ']') {
-    memmove(host, host + 1, hl - 2);
-    host[hl - 2] = '\0';
-  }
-  struct addrinfo hints = {0}, *res = NULL;
-  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
-  hints.ai_socktype = SOCK_STREAM;
-  if (getaddrinfo(host, colon + 1, &hints, &res) != 0 || res == NULL)
-    return -1;
-  memcpy(ss, res->ai_addr, res->ai_addrlen);
-  *v6 = res->ai_family == AF_INET6;
-  freeaddrinfo(res);
-  return 0;
-}
-
-static int is_loopback(const struct sockaddr_storage *ss) {
-  if (ss->ss_family == AF_INET)
-    return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) ==
-           127;
-  if (ss->ss_family == AF_INET6)
-    return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)->sin6_addr);
-  return 0;
-}
-
 static void reload(server *srv) {
   char *err = NULL;
   hx_snapshot snap;
@@ -783,28 +913,6 @@ static void close_states(server *srv) {
   }
 }
 
-/* Percent-decodes the path and query values in place, except %00: MHD
- * hands the result on as a C string, so a decoded NUL would cut
- * "/api/containers/a%00b/stats" to "/api/containers/a" and act on another
- * container. Left encoded, "%00" fails the id check like any bad byte. */
-static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
-  (void)cls;
-  (void)c;
-  char *w = s;
-  for (const char *r = s; *r != '\0'; r++) {
-    int hi, lo;
-    if (r[0] == '%' && (hi = hx_hexval(r[1])) >= 0 &&
-        (lo = hx_hexval(r[2])) >= 0 && (hi | lo) != 0) {
-      *w++ = (char)(hi * 16 + lo);
-      r += 2;
-    } else {
-      *w++ = *r;
-    }
-  }
-  *w = '\0';
-  return (size_t)(w - s);
-}
-
 /* Each connection's memory pool: the request line, headers and read
  * buffer, and the response headers. MHD clears the whole pool before every
  * request of a keep-alive connection (and half of it again), so its size
@@ -823,6 +931,13 @@ static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
 #define MHD_FLAGS_EXTRA MHD_USE_TURBO
 #endif
 
+/* libmicrohttpd's own messages, as log lines of ours (escaped: some quote
+ * what a client sent). */
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+  (void)cls;
+  hx_logv("warn", fmt, ap);
+}
+
 static struct MHD_Daemon *start_mhd(server *srv, struct sockaddr_storage *ss,
                                     int v6) {
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
@@ -831,24 +946,35 @@ static struct MHD_Daemon *start_mhd(server *srv, struct sockaddr_storage *ss,
   if (v6)
     flags |= MHD_USE_IPv6;
   /* One worker is MHD's own polling thread: MHD warns about a pool size
-   * of 1 (or 0) that it ignores, so the option is given only for more. */
-  struct MHD_OptionItem pool[] = {
-      {srv->cfg.workers > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
-       (intptr_t)srv->cfg.workers, NULL},
-      {MHD_OPTION_END, 0, NULL}};
+   * of 1 (or 0) that it ignores, so the option is given only for more.
+   * --max-per-ip is counted by guard.c (MHD's own count would take each
+   * 127.x address apart). */
+  struct MHD_OptionItem more[3];
+  int n = 0;
+  if (srv->cfg.workers > 1)
+    more[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE,
+                                        (intptr_t)srv->cfg.workers, NULL};
+  if (srv->conns != NULL)
+    more[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION,
+                                        (intptr_t)hx_conns_notify, srv->conns};
+  more[n] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+  /* The logger first: MHD logs with its own until it sees this option. */
   return MHD_start_daemon(
-      flags, 0, NULL, NULL, on_access, srv, MHD_OPTION_SOCK_ADDR, ss,
-      MHD_OPTION_ARRAY, pool, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-      (size_t)CONNECTION_MEMORY, MHD_OPTION_CONNECTION_TIMEOUT,
-      srv->cfg.conn_timeout, MHD_OPTION_CONNECTION_LIMIT,
-      srv->cfg.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-      srv->cfg.max_per_ip, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-      MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+      flags, 0, srv->conns != NULL ? hx_conns_accept : NULL, srv->conns,
+      on_access, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+      MHD_OPTION_SOCK_ADDR, ss, MHD_OPTION_ARRAY, more,
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
+      MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.conn_timeout,
+      MHD_OPTION_CONNECTION_LIMIT, srv->cfg.max_connections,
+      MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+      MHD_OPTION_UNESCAPE_CALLBACK, hx_unescape, NULL,
       MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
 }
 
 static void server_free(server *srv) {
   close_states(srv);
+  hx_hosts_free(srv->hosts);
+  hx_conns_free(srv->conns);
   hx_snapshot_free(&srv->snap);
   pthread_mutex_destroy(&srv->snap_mu);
   pthread_mutex_destroy(&srv->states_mu);
@@ -899,31 +1025,46 @@ static void wait_signals(server *srv, const sigset_t *set) {
   }
 }
 
-int hx_serve(const hx_server_config *cfg) {
-  struct sockaddr_storage ss = {0};
-  int v6 = 0;
-  if (parse_listen(cfg->listen, &ss, &v6) != 0) {
-    hx_log("error", "--listen %s: expected ADDR:PORT with a numeric address",
-           cfg->listen);
-    return 2;
+/* The guard's part of the server: the Host allow-list, whether every
+ * route needs the token, the count per address, the descriptors. */
+static int guard_start(server *srv, int open) {
+  const hx_server_config *cfg = &srv->cfg;
+  srv->token_everywhere = open || cfg->require_token;
+  srv->hosts = hx_hosts_new(cfg->listen, cfg->allow_hosts, cfg->n_allow_hosts);
+  if (cfg->max_per_ip > 0)
+    srv->conns = hx_conns_new(cfg->max_per_ip);
+  if (srv->hosts == NULL || (cfg->max_per_ip > 0 && srv->conns == NULL)) {
+    hx_log("error", "out of memory");
+    return -1;
   }
-  int open = !is_loopback(&ss);
-  if (open && cfg->token == NULL) {
-    hx_log("error",
-           "--listen %s is beyond loopback: every route then needs a bearer "
-           "token; set HORCRUX_TOKEN or --token-file",
-           cfg->listen);
-    return 2;
-  }
-  server *srv = server_new(cfg);
-  if (srv == NULL)
-    return 1;
-  srv->open_beyond_loopback = open;
+  if (hx_plan_descriptors(&srv->cfg) != 0)
+    return -1;
   if (open)
     hx_log("warn",
            "listening beyond loopback on %s: every route needs the "
            "token; put TLS in front of it",
            cfg->listen);
+  return 0;
+}
+
+int hx_serve(const hx_server_config *cfg) {
+  struct sockaddr_storage ss = {0};
+  int v6 = 0;
+  if (hx_parse_listen(cfg->listen, &ss, &v6) != 0) {
+    hx_log("error", "--listen %s: expected ADDR:PORT with a numeric address",
+           cfg->listen);
+    return 2;
+  }
+  int open = !hx_is_loopback((const struct sockaddr *)&ss);
+  if (hx_check_access(cfg, open) != 0)
+    return 2;
+  server *srv = server_new(cfg);
+  if (srv == NULL)
+    return 1;
+  if (guard_start(srv, open) != 0) {
+    server_free(srv);
+    return 2;
+  }
 
   /* Signals go to the main thread only: block them before any thread
    * starts (threads inherit the mask) and wait for them below. */
@@ -935,7 +1076,7 @@ int hx_serve(const hx_server_config *cfg) {
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
 
-  srv->ex = hx_executor_start();
+  srv->ex = hx_executor_start(HX_IDLE_PER_WORKER * (long)cfg->workers);
   if (srv->ex == NULL) {
     hx_log("error", "cannot start the executor thread");
     server_free(srv);

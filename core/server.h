@@ -8,15 +8,20 @@ typedef struct hx_server_config {
   const char *listen;       /* "ADDR:PORT", "[ADDR]:PORT" */
   unsigned workers;         /* MHD threads, one Lua state each */
   unsigned conn_timeout;    /* seconds a connection may sit idle */
-  unsigned max_connections; /* in total */
+  unsigned max_connections; /* in total; 0: 1024, or what fits (guard.h) */
   unsigned max_per_ip;      /* per client address */
   size_t body_max;          /* request body bytes (413 beyond) */
+  unsigned max_inflight;    /* requests in flight per worker (429 beyond) */
   unsigned grace;           /* seconds to finish requests on SIGTERM */
+  unsigned deadline;        /* seconds a request may take; 0 = none */
   int access_log;           /* one line per request on stderr */
   double interval;          /* collector period in seconds; 0 = none */
   const char *token;        /* bearer token, or NULL: no mutating routes */
-  int read_only;            /* refuse every mutating request */
-  hx_states_config lua;     /* the Lua states */
+  int require_token;        /* every route needs the token */
+  const char *const *allow_hosts; /* Host names served beyond the defaults */
+  size_t n_allow_hosts;
+  int read_only;        /* refuse every mutating request */
+  hx_states_config lua; /* the Lua states */
 } hx_server_config;
 
 /* Serves until SIGTERM or SIGINT; SIGHUP reloads the scripts. Returns the

@@ -33,8 +33,10 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     return NULL;
   }
   if (st->mem_cap != 0 && nsize > old &&
-      st->mem_used + (nsize - old) > st->mem_cap)
+      st->mem_used + (nsize - old) > st->mem_cap) {
+    st->cap_hit = 1;
     return NULL;
+  }
   void *p = realloc(ptr, nsize);
   if (p != NULL)
     st->mem_used = st->mem_used - old + nsize;
@@ -50,13 +52,19 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
   hx_state *st = state_of(L);
   if (st == NULL || st->current == NULL || st->budget <= 0)
     return;
-  st->current->used += HOOK_EVERY;
-  if (st->current->used > st->budget) {
-    /* From now on every instruction of this thread raises, so a script
-     * that catches the error with pcall cannot go on looping. */
-    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
-    luaL_error(L, "instruction budget of %I exceeded", (lua_Integer)st->budget);
+  hx_run *run = st->current;
+  if (!run->exceeded) {
+    run->used += HOOK_EVERY;
+    if (run->used <= st->budget)
+      return;
+    run->exceeded = 1;
   }
+  /* From now on every instruction of this thread raises, so a script
+   * that catches the error with pcall cannot go on looping; any other
+   * thread of the run (a coroutine's caller that caught its error) raises
+   * at its next count, and the host fails the run whatever it returns. */
+  lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+  luaL_error(L, "instruction budget of %I exceeded", (lua_Integer)st->budget);
 }
 
 void hx_state_arm(hx_state *st, lua_State *co, hx_run *run) {
@@ -115,10 +123,15 @@ static int set_paths(lua_State *L) {
   return 0;
 }
 
+/* Protected: libraries, modules, paths; the sandbox when arg 3 is true. */
 static int open_state(lua_State *L) {
+  int sandbox = lua_toboolean(L, 3);
   luaL_openlibs(L);
   hx_preload(L);
-  return set_paths(L);
+  set_paths(L);
+  if (sandbox)
+    hx_sandbox(L);
+  return 0;
 }
 
 hx_state *hx_state_new(const hx_states_config *cfg, char **err) {
@@ -146,7 +159,8 @@ hx_state *hx_state_new(const hx_states_config *cfg, char **err) {
   lua_pushcfunction(L, open_state);
   lua_pushstring(L, cfg->scripts_dir);
   lua_pushstring(L, cfg->lib_dir);
-  if (lua_pcall(L, 2, 0, 1) != LUA_OK) {
+  lua_pushboolean(L, cfg->sandbox);
+  if (lua_pcall(L, 3, 0, 1) != LUA_OK) {
     *err = dupmsg(lua_tostring(L, -1));
     hx_state_close(st);
     return NULL;
@@ -298,9 +312,11 @@ int hx_state_load_app(hx_state *st, const hx_states_config *cfg,
   lua_sethook(L, NULL, 0, 0);
   st->current = NULL;
   st->budget = budget;
-  if (rc != LUA_OK || !lua_isfunction(L, -1)) {
+  if (rc != LUA_OK || !lua_isfunction(L, -1) || load_run.exceeded) {
     *err = dupmsg(rc != LUA_OK ? lua_tostring(L, -1)
-                               : "horcrux.app.load returned no dispatcher");
+                  : load_run.exceeded
+                      ? "loading the scripts exceeded the instruction budget"
+                      : "horcrux.app.load returned no dispatcher");
     lua_settop(L, 0);
     return -1;
   }
@@ -327,13 +343,13 @@ lua_State *hx_state_thread(hx_state *st, int *ref) {
   return co;
 }
 
-void hx_state_thread_done(hx_state *st, lua_State *co, int ref) {
+void hx_state_thread_done(hx_state *st, lua_State *co, int ref, int reuse) {
   /* A thread that returned runs the next function as it is. One that
    * failed or is left suspended is reset (its to-be-closed variables
    * closed) and dropped, not reused: an error raised by a hook (the
    * instruction budget) leaves hooks disabled in its thread, and nothing
    * in the API turns them on again. */
-  if (lua_status(co) == LUA_OK && st->nthreads < HX_THREAD_POOL) {
+  if (reuse && lua_status(co) == LUA_OK && st->nthreads < HX_THREAD_POOL) {
     lua_settop(co, 0);
     st->threads[st->nthreads].co = co;
     st->threads[st->nthreads].ref = ref;

@@ -15,6 +15,7 @@ typedef struct hx_states_config {
   const char *lib_dir;     /* the shipped lua/ dir (library and defaults) */
   long long budget;        /* instructions per request; 0 = none */
   size_t memory_cap;       /* bytes per state; 0 = none */
+  int sandbox;             /* the server's states: hx_sandbox applies */
 } hx_states_config;
 
 typedef struct hx_state hx_state;
@@ -40,9 +41,13 @@ int hx_snapshot_read(const hx_states_config *cfg, hx_snapshot *snap,
                      char **err);
 void hx_snapshot_free(hx_snapshot *snap);
 
-/* What the budget hook charges: set by the host around each resume. */
+/* What the budget hook charges: set by the host around each resume. Once
+ * the budget is exceeded, `exceeded` stays set and every thread the run
+ * resumes raises again, so the run fails whatever a script catches
+ * (pcall, a coroutine's error): the host answers it as failed. */
 typedef struct hx_run {
   long long used;
+  int exceeded;
 } hx_run;
 
 /* Threads a state keeps for running requests (more may run at once; those
@@ -53,6 +58,7 @@ struct hx_state {
   lua_State *L;
   size_t mem_used;
   size_t mem_cap;
+  int cap_hit; /* an allocation was refused: the host replaces the state */
   long long budget;
   hx_run *current; /* the request being run, or NULL */
   int dispatch_ref;
@@ -91,10 +97,10 @@ void hx_state_close(hx_state *st);
 lua_State *hx_state_thread(hx_state *st, int *ref);
 
 /* Gives back the thread of hx_state_thread once its run is over: one that
- * returned goes back to the pool (its results dropped); one that failed or
- * was left suspended is reset (its to-be-closed variables closed) and left
- * to the GC. */
-void hx_state_thread_done(hx_state *st, lua_State *co, int ref);
+ * returned goes back to the pool (its results dropped) when `reuse` is
+ * set; one that failed or was left suspended is reset (its to-be-closed
+ * variables closed) and left to the GC, as is one not to reuse. */
+void hx_state_thread_done(hx_state *st, lua_State *co, int ref, int reuse);
 
 /* Arms the budget on a thread about to be resumed for `run`. */
 void hx_state_arm(hx_state *st, lua_State *co, hx_run *run);
@@ -104,5 +110,11 @@ int hx_traceback(lua_State *L);
 
 /* Registers the C modules in package.preload. */
 void hx_preload(lua_State *L);
+
+/* A lua_CFunction: makes the state's libraries the server's (sandbox.c):
+ * debug holds traceback and getinfo only; os.exit raises (and logs);
+ * load, loadfile, dofile and require load text chunks only. Applied by
+ * hx_state_new when the config says `sandbox`. */
+int hx_sandbox(lua_State *L);
 
 #endif

@@ -17,6 +17,13 @@
  *   view.clear()               -> number of containers dropped
  *   view.count()               -> number of containers held
  *   view.set_limits{max_containers=, max_fds=} -> previous limits
+ *   view.metas()               -> array of every meta held, each with
+ *                                 full_id (the collector keeps stopped
+ *                                 containers' too: GET /api/containers)
+ *   view.unsampled()           -> the ids whose meta says running and that
+ *                                 hold no record yet
+ *   view.set_status(t), view.status() -> the collector's word on the view
+ *                                 ({trusted = ...}), or nil before any
  *   view.footprint()           -> {containers =, bytes =, fds =}: malloc'd
  *                                 bytes the view holds (entries, records,
  *                                 metas, what sample() keeps) and the
@@ -560,6 +567,121 @@ static int l_all(lua_State *L) {
   return 1;
 }
 
+/* metas(): every entry's meta (those that have one), copied out under the
+ * read lock, each given full_id after unlocking. */
+static size_t with_meta_size(const hx_node *n, void *arg) {
+  const entry *e = HX_ENTRY_OF(n, const entry, node);
+  (void)arg;
+  return e->meta.n ? sizeof(copied) + ID_LEN + e->namelen + e->meta.n : 0;
+}
+
+static size_t with_meta_copy(const hx_node *n, char *at, void *arg) {
+  const entry *e = HX_ENTRY_OF(n, const entry, node);
+  (void)arg;
+  if (!e->meta.n)
+    return 0;
+  copied c = {e->taken_ns, 0, (uint32_t)e->meta.n, (uint32_t)e->namelen, 0};
+  char *p = put_bytes(at, &c, sizeof c);
+  p = put_bytes(p, e->id, ID_LEN);
+  p = put_bytes(p, e->name, e->namelen);
+  return (size_t)(put_bytes(p, e->meta.p, e->meta.n) - at);
+}
+
+static int l_metas(lua_State *L) {
+  hx_copier c = {with_meta_size, with_meta_copy, NULL, 0, FIRST_GUESS * 8};
+  const char *buf;
+  size_t n = hx_store_copy_out(L, &store, &c, &buf);
+  lua_createtable(L, n > INT32_MAX ? 0 : (int)n, 0);
+  for (size_t i = 1; i <= n; i++) {
+    view_of v = read_copied(buf);
+    buf = v.next;
+    view_unpack(L, v.meta, v.c.mn);
+    lua_pushlstring(L, v.id, ID_LEN);
+    lua_setfield(L, -2, "full_id");
+    lua_rawseti(L, -2, (lua_Integer)i);
+  }
+  hx_json_push_array_mt(L);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+/* The collector's word on the view, e.g. {trusted = true, ...}: a packed
+ * table, process-wide like the store (the collector's thread writes it,
+ * every worker reads it), behind a lock of its own; the packing and the
+ * unpacking run outside it. */
+static pthread_mutex_t status_mu = PTHREAD_MUTEX_INITIALIZER;
+static blob status_blob;
+
+static int l_set_status(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  size_t n;
+  const char *p = view_pack(L, 1, &n);
+  char *copy = dup_bytes(p, n);
+  if (copy == NULL)
+    return luaL_error(L, "view: not enough memory");
+  pthread_mutex_lock(&status_mu);
+  char *old = status_blob.p;
+  status_blob.p = copy;
+  status_blob.n = n;
+  pthread_mutex_unlock(&status_mu);
+  free(old);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_status(lua_State *L) {
+  char *buf = NULL;
+  size_t n;
+  for (;;) {
+    pthread_mutex_lock(&status_mu);
+    n = status_blob.n;
+    int fits = buf != NULL && lua_rawlen(L, -1) >= n;
+    if (fits)
+      memcpy(buf, status_blob.p, n);
+    pthread_mutex_unlock(&status_mu);
+    if (n == 0 || fits)
+      break;
+    if (buf != NULL)
+      lua_pop(L, 1);
+    buf = lua_newuserdatauv(L, n, 0);
+  }
+  if (n == 0) {
+    lua_pushnil(L);
+    return 1;
+  }
+  view_unpack(L, buf, n);
+  return 1;
+}
+
+/* unsampled(): the ids of the entries whose meta says running and that
+ * hold no record yet (just started, or made running by view.set_meta). */
+static size_t unsampled_size(const hx_node *n, void *arg) {
+  const entry *e = HX_ENTRY_OF(n, const entry, node);
+  (void)arg;
+  return e->running && !has_record(e) ? ID_LEN : 0;
+}
+
+static size_t unsampled_copy(const hx_node *n, char *at, void *arg) {
+  const entry *e = HX_ENTRY_OF(n, const entry, node);
+  (void)arg;
+  if (!e->running || has_record(e))
+    return 0;
+  memcpy(at, e->id, ID_LEN);
+  return ID_LEN;
+}
+
+static int l_unsampled(lua_State *L) {
+  hx_copier c = {unsampled_size, unsampled_copy, NULL, 0, ID_LEN * 64};
+  const char *buf;
+  size_t n = hx_store_copy_out(L, &store, &c, &buf);
+  lua_createtable(L, n > INT32_MAX ? 0 : (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushlstring(L, buf + i * ID_LEN, ID_LEN);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
 static size_t id_size(const hx_node *n, void *arg) {
   (void)n, (void)arg;
   return ID_LEN;
@@ -789,6 +911,10 @@ static const luaL_Reg funcs[] = {{"put", l_put},
                                  {"sample", view_sample},
                                  {"set_limits", l_set_limits},
                                  {"footprint", l_footprint},
+                                 {"metas", l_metas},
+                                 {"unsampled", l_unsampled},
+                                 {"set_status", l_set_status},
+                                 {"status", l_status},
                                  {NULL, NULL}};
 
 static const hx_const consts[] = {

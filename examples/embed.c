@@ -20,7 +20,7 @@ static const char script[] =
     "for i, r in ipairs(metrics.stats_many(ids)) do\n"
     "  if r.record then\n"
     "    out[#out + 1] = string.format('%s %s %.1f%%', ids[i],\n"
-    "      r.record.name, tonumber(r.record.cpu_usage_percent) or 0)\n"
+    "      list[i].name, tonumber(r.record.cpu_usage_percent) or 0)\n"
     "  end\n"
     "end\n"
     "return table.concat(out, '\\n')\n";

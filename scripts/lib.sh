@@ -18,7 +18,7 @@ HX_STATE_DIR=${HORCRUX_STATE_DIR:-/run/horcrux}
 # shellcheck disable=SC2034 # used by the scripts that source this file
 HX_PACKAGES=(cmake make gcc pkg-config curl python3 lua5.4 liblua5.4-dev
   libcurl4-openssl-dev libcjson-dev libmicrohttpd-dev lua-busted docker.io
-  busybox-static wrk util-linux)
+  busybox-static wrk util-linux strace)
 
 # Set by hx_docker_ensure when it started dockerd itself (empty otherwise).
 HX_DOCKERD_PID=""

@@ -83,10 +83,13 @@ describe("collector", function()
     cpu.clear()
   end)
 
+  -- the list comes from the source that knows every container (the
+  -- Engine API) whatever the order; the figures from the first source
   for _, case in ipairs({
-    { "default order (lists and samples through the API)", DEFAULT,
+    { "API first (lists and samples through the API)", DEFAULT,
       "docker-api", "docker-api" },
-    { "cgroup first", CGROUP_FIRST, "cgroup", "cgroup" },
+    { "cgroup first (samples in C, lists through the API)", CGROUP_FIRST,
+      "docker-api", "cgroup" },
   }) do
     local title, order, lister, sampler = case[1], case[2], case[3], case[4]
 
@@ -205,7 +208,9 @@ describe("collector", function()
       local state = collector.new { sources = { sources = { api, cg_source } } }
       local s = collector.step(state)
       assert.equal("docker-api", s.listed_by)
-      assert.equal(s.running, asked)
+      -- the engine is shared: a container another run stopped meanwhile
+      -- was asked for and found gone
+      assert.equal(s.running + s.gone, asked)
       assert.equal(1, s.by_source["docker-api"])
       assert.equal(s.running - 1, s.by_source.cgroup or 0)
       local rec = view.get(id)
@@ -276,7 +281,13 @@ describe("collector", function()
       assert.equal("docker-api", rec.source)
       assert.equal(name, rec.name)
       assert.same({ id = id:sub(1, 12), name = name, status = "running",
-        image = support.image }, meta)
+        image = support.image }, { id = meta.id, name = meta.name,
+        status = meta.status, image = meta.image })
+      -- the create and start events tell the times and the labels
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT[%d:.]+Z$", meta.started)
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT[%d:.]+Z$", meta.created)
+      assert.equal(support.label_value, meta.labels[support.label])
+      assert.is_true(s.trusted)
 
       post(id, "pause")
       s = collector.step(state)
@@ -386,7 +397,9 @@ describe("collector", function()
       assert.equal("events", s.followed)
       assert.is_true(s.gone >= 1)
       assert.is_nil((view.get(id)), "the API says it does not run")
-      assert.is_nil(state.known[id])
+      -- still known (it exists), with no figures and no word on its state
+      -- until the next list or event
+      assert.equal(null, state.known[id].status)
       s = collector.step(state)
       assert.equal("events", s.followed)
       assert.is_nil((view.get(id)))

@@ -89,7 +89,10 @@ end
 --- A horcrux.docker client of this daemon (a new one each time: a client
 -- keeps its connection, which a restart breaks).
 function Daemon:client(opts)
-  local o = { host = self.host, timeout = 10, connect_timeout = 2 }
+  -- The spec's own clients ignore the breaker: the spec stops and freezes
+  -- this daemon on purpose, and must still reach it as soon as it answers.
+  local o = { host = self.host, timeout = 10, connect_timeout = 2,
+    breaker = false }
   for k, v in pairs(opts or {}) do
     o[k] = v
   end
@@ -99,7 +102,7 @@ end
 --- Whether it answers GET /_ping now.
 function Daemon:ping()
   local c = docker.connect({ host = self.host, timeout = 2,
-    connect_timeout = 1 })
+    connect_timeout = 1, breaker = false })
   if not c then
     return false
   end

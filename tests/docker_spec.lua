@@ -773,7 +773,8 @@ describe("horcrux.docker", function()
   describe("the async host's yield protocol", function()
     -- Plays the host: registers a coroutine as a request thread, takes the
     -- yielded easy handle, and resumes with a CURLcode of its choosing
-    -- instead of running the transfer.
+    -- instead of running the transfer. Its clients ignore the breaker: the
+    -- made-up failures would open it (docker_breaker_spec.lua tests that).
     local REG = "horcrux.async.threads"
     local reg = debug.getregistry()
     before_each(function() reg[REG] = setmetatable({}, { __mode = "k" }) end)
@@ -786,7 +787,7 @@ describe("horcrux.docker", function()
     end
 
     it("yields the transfer, and negotiation first when needed", function()
-      local c = assert(docker.connect { host = MISSING })
+      local c = assert(docker.connect { host = MISSING, breaker = false })
       local co = request_thread(function() return c:inspect("abc") end)
       local ok, mark, easy = coroutine.resume(co)
       assert.is_true(ok)
@@ -802,7 +803,8 @@ describe("horcrux.docker", function()
     end)
 
     it("keeps several requests of one client in flight, each with its handle", function()
-      local c = assert(docker.connect { host = MISSING, api_version = "1.41" })
+      local c = assert(docker.connect { host = MISSING, api_version = "1.41",
+        breaker = false })
       local a = request_thread(function() return c:stats("aaa") end)
       local b = request_thread(function() return c:inspect("bbb") end)
       local _, _, ea = coroutine.resume(a)
@@ -828,7 +830,7 @@ describe("horcrux.docker", function()
     end)
 
     it("survives a close while a request is in flight", function()
-      local c = assert(docker.connect { host = MISSING })
+      local c = assert(docker.connect { host = MISSING, breaker = false })
       local co = request_thread(function() return c:containers() end)
       coroutine.resume(co) -- GET /version, yielded
       c:close()
@@ -841,7 +843,8 @@ describe("horcrux.docker", function()
     end)
 
     it("stats_many yields one batch, after negotiation when needed", function()
-      local c = assert(docker.connect { host = MISSING, api_version = "1.41" })
+      local c = assert(docker.connect { host = MISSING, api_version = "1.41",
+        breaker = false })
       local co = request_thread(function() return c:stats_many { "a", "b/c", "d" } end)
       local ok, mark, easy, rc, n = coroutine.resume(co)
       assert.is_true(ok)
@@ -860,7 +863,7 @@ describe("horcrux.docker", function()
 
       -- No version yet: GET /version alone first (mark, easy), and its
       -- failure is every element's.
-      local fresh = assert(docker.connect { host = MISSING })
+      local fresh = assert(docker.connect { host = MISSING, breaker = false })
       co = request_thread(function() return fresh:stats_many { "a", "d" } end)
       local res = table.pack(coroutine.resume(co))
       assert.are.equal(3, res.n) -- true, mark, easy

@@ -4,6 +4,9 @@
 --   local host, stop = ds.mock()                 -- the fake engine, unix socket
 --   local host, stop = ds.mock { tcp = true }    -- on 127.0.0.1:port
 --   local host, stop = ds.mock { args = "--big 8388608" }
+--   local host, stop, hang = ds.mock { hang = true }  -- hang(true): every
+--                                -- request held unanswered; hang(false):
+--                                -- answered again (SIGSTOP, SIGCONT)
 --   local out = ds.lua_with_env({ DOCKER_API_VERSION = "1.40" }, code)
 --   ds.negotiated("1.52")                        -- what negotiation gives
 --
@@ -32,9 +35,18 @@ function M.mock(opts)
   assert(os.execute("mkdir -m 700 " .. dir))
   local sock, portfile, pidfile = dir .. "/d.sock", dir .. "/port", dir .. "/pid"
   local listen = opts.tcp and "--tcp " .. portfile or "--unix " .. sock
+  local hangfile = dir .. "/hang"
+  local args = (opts.args or "") .. (opts.hang and " --hang-file " .. hangfile
+    or "")
   assert(os.execute(string.format("%s tests/mocks/docker_mock.py %s %s"
-    .. " >/dev/null 2>&1 & echo $! > %s", python(), listen, opts.args or "",
-    pidfile)))
+    .. " >/dev/null 2>&1 & echo $! > %s", python(), listen, args, pidfile)))
+  local function hang(on)
+    if on then
+      assert(io.open(hangfile, "w")):close()
+    else
+      os.remove(hangfile)
+    end
+  end
   local f = assert(io.open(pidfile))
   local pid = assert(tonumber(f:read("l")))
   f:close()
@@ -51,11 +63,13 @@ function M.mock(opts)
         f:close()
       end
     end
-    local c = assert(docker.connect { host = host })
+    -- Not through the breaker: the pings before the mock listens would
+    -- open it for the spec's own clients.
+    local c = assert(docker.connect { host = host, breaker = false })
     local up = c:ping()
     c:close()
     if up then
-      return host, stop
+      return host, stop, hang
     end
     system.sleep(0.05)
   end

@@ -168,8 +168,27 @@ describe("the guard around the management routes", function()
     local r = ms.call(srv, "POST", "/api/containers/" .. id .. "/stop", nil, { token = false })
     assert.are.equal("application/json", r.headers["content-type"])
     local e = json.decode(r.body).error
-    assert.is_string(e.code)
-    assert.is_string(e.message)
+    assert.are.equal("unauthorized", e.code)
+    assert.are.equal("send Authorization: Bearer <token>", e.message)
+    assert.matches("^%x+$", e.request_id)
+    assert.are.equal(r.headers["x-request-id"], e.request_id)
     unchanged("shape")
+  end)
+
+  it("guards PUT and PATCH as it guards POST and DELETE", function()
+    for _, m in ipairs({ "PUT", "PATCH" }) do
+      local path = "/api/containers/" .. id
+      local r = ms.call(srv, m, path, {}, { token = false })
+      assert.are.equal(401, r.status, m .. ": " .. r.body)
+      r = ms.call(srv, m, path, {}, { token = "wrong-" .. ms.TOKEN })
+      assert.are.equal(403, r.status, m .. ": " .. r.body)
+      r = ms.call(ro, m, path, {})
+      assert.are.equal(403, r.status, m .. ": " .. r.body)
+      assert.truthy(r.json.error.message:find("read-only", 1, true))
+      -- with the token, the router answers: no such route for that method
+      r = ms.call(srv, m, path, {})
+      assert.are.equal(405, r.status, m .. ": " .. r.body)
+    end
+    unchanged("PUT and PATCH")
   end)
 end)

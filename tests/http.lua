@@ -133,14 +133,22 @@ function M.env(env)
   return out
 end
 
---- Starts `horcrux serve`; waits until /healthz answers.
+--- Starts `horcrux serve`; waits until /healthz answers. opts: scripts,
+-- args, env, prefix (an argv the server's goes after, as
+-- {"prlimit", "--nofile=1024:4096"}).
 function M.start(opts)
   opts = opts or {}
   local log = os.tmpname()
   for _ = 1, 5 do
     local port = math.random(20000, 60000)
-    local argv = { M.bin, "serve", "--listen", "127.0.0.1:" .. port,
-      "--scripts", opts.scripts or "lua" }
+    local argv = {}
+    for _, a in ipairs(opts.prefix or {}) do
+      argv[#argv + 1] = a
+    end
+    for _, a in ipairs({ M.bin, "serve", "--listen", "127.0.0.1:" .. port,
+      "--scripts", opts.scripts or "lua" }) do
+      argv[#argv + 1] = a
+    end
     for _, a in ipairs(opts.args or {}) do
       argv[#argv + 1] = a
     end

@@ -50,6 +50,36 @@ local function process_state(pid)
   return stat and stat:match("%) (%a) ")
 end
 
+-- The descriptor numbers in an `ls -l /proc/self/fd` listing, without the
+-- one ls opened to read that directory.
+local function fds_of(listing)
+  local fds = {}
+  for fd, target in listing:gmatch(" (%d+) %-> ([^\n]*)") do
+    if not target:match("^/proc/%d+/fd$") then
+      fds[#fds + 1] = tonumber(fd)
+    end
+  end
+  table.sort(fds)
+  return fds
+end
+
+-- An environment list for a lua5.4 child that loads this build's modules
+-- (and keeps the sanitizer run's settings).
+local function lua_env(extra)
+  local env = { "PATH=" .. os.getenv("PATH"), "LUA_CPATH_5_4=" .. package.cpath,
+    "LUA_PATH_5_4=" .. package.path }
+  for _, k in ipairs({ "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS" }) do
+    local v = os.getenv(k)
+    if v then
+      env[#env + 1] = k .. "=" .. v
+    end
+  end
+  for _, kv in ipairs(extra or {}) do
+    env[#env + 1] = kv
+  end
+  return env
+end
+
 describe("horcrux.proc", function()
   after_each(function()
     assert.same({}, children())
@@ -366,6 +396,84 @@ describe("horcrux.proc", function()
       -- (busted runs every spec in it; curl's multi handles hold one each).
       local grew = fds() - before
       assert.is_true(grew < 10, grew .. " pipes more after 202 runs")
+    end)
+  end)
+
+  describe("what a child inherits (issue 8 #9)", function()
+    -- io.open's FILE is not close-on-exec (fopen without "e"): a descriptor
+    -- of ours that a careless library could hold at any time.
+    it("closes every descriptor above 2 in a child of run", function()
+      local f = assert(io.open("/etc/hostname"))
+      finally(function() f:close() end)
+      local r = assert(proc.run({ "ls", "-l", "/proc/self/fd" }))
+      assert.same({ 0, 1, 2 }, fds_of(r.stdout), r.stdout)
+      r = assert(proc.run({ "ls", "-l", "/proc/self/fd" }, { stdin = "x" }))
+      assert.same({ 0, 1, 2 }, fds_of(r.stdout), r.stdout)
+    end)
+
+    it("closes every descriptor above 2 in a child of spawn", function()
+      local f = assert(io.open("/etc/hostname"))
+      local out = os.tmpname()
+      finally(function()
+        f:close()
+        os.remove(out)
+      end)
+      local c = assert(proc.spawn({ "ls", "-l", "/proc/self/fd" }, { stdout = out }))
+      assert.equal(0, c:wait(10).status)
+      local text = read_file(out)
+      assert.same({ 0, 1, 2 }, fds_of(text), text)
+    end)
+
+    it("passes HORCRUX_TOKEN only to a child whose env names it", function()
+      -- A lua5.4 with the token in its environment runs `env`, inheriting.
+      local code = [[
+        local proc = require "horcrux.proc"
+        io.write(proc.run({ "env" }).stdout, "--\n")
+        local out = os.tmpname()
+        proc.spawn({ "env" }, { stdout = out }):wait(10)
+        local f = io.open(out)
+        io.write(f:read("a"))
+        f:close()
+        os.remove(out)
+      ]]
+      local r = assert(proc.run({ "lua5.4", "-e", code }, { env = lua_env({
+        "HORCRUX_TOKEN=a-token-of-24-characters", "KEPT=yes" }) }))
+      assert.equal(0, r.status, r.stderr)
+      local run, spawned = r.stdout:match("^(.*)%-%-\n(.*)$")
+      for _, text in ipairs({ run, spawned }) do
+        assert.truthy(text:find("KEPT=yes", 1, true), text)
+        assert.is_nil(text:find("HORCRUX_TOKEN", 1, true), text)
+      end
+      -- Named in env, it is passed: env is exactly what the child gets.
+      r = assert(proc.run({ "env" }, { env = { "HORCRUX_TOKEN=x" } }))
+      assert.equal("HORCRUX_TOKEN=x\n", r.stdout)
+    end)
+
+    it("closes each pipe end once when one cannot be moved above stdio", function()
+      -- With stdio closed and room for four descriptors, the first pipe is
+      -- 0 and 1: 0 moves to 3, 1 cannot move. Whatever proc opened must be
+      -- closed exactly once: a second close(2) of a number closes whatever
+      -- another thread has opened under it meanwhile.
+      local code = [[
+        local proc = require "horcrux.proc"
+        os.exit(proc.run({ "true" }) and 3 or 0)
+      ]]
+      local log = os.tmpname()
+      finally(function() os.remove(log) end)
+      local env = lua_env()
+      if os.getenv("HORCRUX_TEST_SANITIZE") then
+        env[#env + 1] = "ASAN_OPTIONS=detect_leaks=0" -- LSan needs descriptors
+      end
+      local r = assert(proc.run({ "sh", "-c", 'exec strace -f -qq -o "$0" '
+        .. '-e trace=pipe2,fcntl,close prlimit --nofile=4 "$1" -e "$2" '
+        .. "<&- >&- 2>&-", log, "lua5.4", code }, { env = env, timeout = 60 }))
+      assert.equal(0, r.status, r.stderr)
+      local trace = read_file(log)
+      local from = trace:find("pipe2%(%[0, 1%]")
+      assert.truthy(from, trace)
+      local after = trace:sub(from)
+      assert.truthy(after:find("F_DUPFD_CLOEXEC, 3%)%s+= 3"), after)
+      assert.is_nil(after:find("EBADF", 1, true), after)
     end)
   end)
 

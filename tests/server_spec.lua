@@ -4,7 +4,7 @@ local proc = require "horcrux.proc"
 local clock = require "horcrux.clock"
 
 local FIXTURE = "tests/fixtures/routes"
-local TOKEN = "spec-token"
+local TOKEN = "server-spec-token-0123"
 local AUTH = { Authorization = "Bearer " .. TOKEN }
 local ENV = { "HORCRUX_TOKEN=" .. TOKEN, "PATH=" .. os.getenv("PATH") }
 
@@ -206,6 +206,27 @@ describe("horcrux serve command line", function()
     assert.are.equal("", r.stderr)
   end)
 
+  it("lists the same flags in --help as the README's Configuration table", function()
+    local r = proc.run({ http.bin, "serve", "--help" }, { timeout = 10 })
+    local usage = r.stdout:match("^(usage: horcrux serve.-)\n%s*horcrux run")
+    assert.truthy(usage, r.stdout)
+    local readme = http.read_file("README.md")
+    local config = readme:match("\n## Configuration\n(.-)\n## ")
+    assert.truthy(config, "the README has no Configuration section")
+    local function flags(text, pattern)
+      local set = {}
+      for f in text:gmatch(pattern) do
+        set[f] = true
+      end
+      return set
+    end
+    local from_help = flags(usage, "%-%-[%w-]+")
+    from_help["--help"] = nil
+    assert.is_true(from_help["--listen"] and from_help["--no-access-log"], usage)
+    assert.are.same(from_help, flags(config, "\n| `(%-%-[%w-]+)`"))
+    assert.are.same(from_help, flags(config:match("```\n(.-)```"), "%-%-[%w-]+"))
+  end)
+
   it("runs one worker without a libmicrohttpd warning", function()
     local srv = http.start({ scripts = FIXTURE, args = { "--workers", "1" } })
     finally(function() srv:stop() end)
@@ -322,17 +343,17 @@ end)
 
 describe("horcrux serve guard", function()
   it("refuses a mutating request without a token, with a wrong one, and lets the right one in", function()
-    local srv = http.start({ scripts = FIXTURE, env = { "HORCRUX_TOKEN=s3cret-token", "PATH=" .. os.getenv("PATH") } })
+    local srv = http.start({ scripts = FIXTURE, env = { "HORCRUX_TOKEN=s3cret-token-0123456789", "PATH=" .. os.getenv("PATH") } })
     finally(function() srv:stop() end)
     local r = assert(http.request("POST", srv.url .. "/api/hello/x", { body = "b" }))
     assert.are.equal(401, r.status)
     assert.are.equal("unauthorized", r.json.error.code)
     r = assert(http.request("POST", srv.url .. "/api/hello/x",
-      { body = "b", headers = { Authorization = "Bearer s3cret-tokeN" } }))
+      { body = "b", headers = { Authorization = "Bearer s3cret-token-012345678X" } }))
     assert.are.equal(403, r.status)
     assert.are.equal("forbidden", r.json.error.code)
     r = assert(http.request("POST", srv.url .. "/api/hello/x",
-      { body = "b", headers = { Authorization = "Bearer s3cret-token" } }))
+      { body = "b", headers = { Authorization = "Bearer s3cret-token-0123456789" } }))
     assert.are.equal(201, r.status)
     -- reads need no token on loopback
     assert.are.equal(200, http.get(srv.url .. "/text").status)
@@ -343,10 +364,10 @@ describe("horcrux serve guard", function()
 
   it("refuses every mutating request in read-only mode, and tells routes", function()
     local srv = http.start({ scripts = FIXTURE, args = { "--read-only" },
-      env = { "HORCRUX_TOKEN=t", "PATH=" .. os.getenv("PATH") } })
+      env = ENV })
     finally(function() srv:stop() end)
     local r = assert(http.request("POST", srv.url .. "/api/hello/x",
-      { body = "b", headers = { Authorization = "Bearer t" } }))
+      { body = "b", headers = AUTH }))
     assert.are.equal(403, r.status)
     assert.truthy(r.json.error.message:find("read-only", 1, true))
   end)
@@ -360,13 +381,13 @@ describe("horcrux serve guard", function()
 
   it("answers 413 to a body over the limit without reading it", function()
     local srv = http.start({ scripts = FIXTURE, args = { "--body-max", "1024" },
-      env = { "HORCRUX_TOKEN=t", "PATH=" .. os.getenv("PATH") } })
+      env = ENV })
     finally(function() srv:stop() end)
     local r = assert(http.request("POST", srv.url .. "/api/hello/x",
-      { body = string.rep("x", 5000), headers = { Authorization = "Bearer t" } }))
+      { body = string.rep("x", 5000), headers = AUTH }))
     assert.are.equal(413, r.status)
     r = assert(http.request("POST", srv.url .. "/api/hello/x",
-      { body = string.rep("x", 1000), headers = { Authorization = "Bearer t" } }))
+      { body = string.rep("x", 1000), headers = AUTH }))
     assert.are.equal(201, r.status)
   end)
 end)

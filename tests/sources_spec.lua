@@ -316,9 +316,9 @@ describe("sources on the real engine", function()
       end
     end)
 
-    it("the cgroup-first policy answers from the cgroup files", function()
+    it("the shipped cgroup-first order answers from the cgroup files", function()
       local metrics = require "horcrux.metrics"
-      local policy = dofile("examples/fallback-cgroup-first.lua")
+      local policy = dofile("lua/fallback.lua")
       assert.equal("cgroup", policy.sources[1].name)
       local rec, src = metrics.stats(idle, policy)
       assert.equal("cgroup", src)
@@ -333,6 +333,10 @@ describe("sources on the real engine", function()
       -- a name the view does not hold: the daemon resolves it
       local _
       _, src = metrics.stats(idle_name, policy)
+      assert.equal("docker-api", src)
+      -- the API-first example asks the daemon first
+      local api_first = dofile("examples/fallback-api-first.lua")
+      _, src = metrics.stats(idle, api_first)
       assert.equal("docker-api", src)
     end)
   end)

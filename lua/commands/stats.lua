@@ -14,6 +14,9 @@ for _, a in ipairs(arg) do
   ids[#ids + 1] = a
 end
 
+-- names by id: a record read from the cgroup files knows no name of its
+-- own, the list does
+local names = {}
 if #ids == 0 then
   local list, err = metrics.list({ all = false })
   if not list then
@@ -21,7 +24,10 @@ if #ids == 0 then
     os.exit(1)
   end
   for _, c in ipairs(list) do
-    ids[#ids + 1] = c.id
+    if c.status == "running" then
+      ids[#ids + 1] = c.id
+      names[c.id] = c.name
+    end
   end
 end
 
@@ -46,7 +52,8 @@ for i, id in ipairs(ids) do
   if r.record then
     local rec = r.record
     rows[#rows + 1] = {
-      (rec.id or id):sub(1, 12), rec.name or id,
+      (rec.id or id):sub(1, 12),
+      type(rec.name) == "string" and rec.name or names[id] or id,
       pct(rec.cpu_usage_percent),
       size(units.bytes, rec.memory_usage_bytes) .. " / " ..
         size(units.bytes, rec.memory_limit_bytes),

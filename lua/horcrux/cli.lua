@@ -18,6 +18,8 @@
 --         default 10), all (ps only, default true)
 local proc = require("horcrux.proc")
 local json = require("horcrux.json")
+local clock = require("horcrux.clock")
+local engine = require("horcrux.engine")
 
 local cli = {}
 
@@ -286,6 +288,24 @@ function cli.classify(stderr)
 end
 local classify = cli.classify
 
+-- The daemon the CLI asks when its environment is `env` (K=V strings
+-- and/or a map, as proc.run takes it; nil: ours, whose daemon is the
+-- engine's): its DOCKER_HOST, else the CLI's default socket.
+local function cli_host(env)
+  if env == nil then
+    return nil
+  end
+  if type(env.DOCKER_HOST) == "string" then
+    return env.DOCKER_HOST
+  end
+  for _, kv in ipairs(env) do
+    if type(kv) == "string" and kv:sub(1, 12) == "DOCKER_HOST=" then
+      return kv:sub(13)
+    end
+  end
+  return "unix:///var/run/docker.sock"
+end
+
 --- Runs `docker ARGS...` (never through a shell); returns its stdout or
 -- nil, message, kind. opts: docker (the CLI's path), timeout (s, 10), env.
 function cli.run(args, opts)
@@ -296,8 +316,19 @@ function cli.run(args, opts)
     argv[#argv + 1] = args[i]
   end
   local what = "docker " .. args[1]
+  -- Not while the breaker of the daemon the CLI asks is open, and never
+  -- past the request's deadline.
+  local admitted, why, wkind = engine.admit(cli_host(opts.env))
+  if not admitted then
+    return nil, ("%s: %s"):format(SOURCE, why), wkind
+  end
+  local left = clock.time_left()
+  if left and left <= 0 then
+    return nil, ("%s: %s not run: the request's deadline has passed")
+      :format(SOURCE, what), "timeout"
+  end
   local r, msg, kind = proc.run(argv, {
-    timeout = opts.timeout or 10,
+    timeout = math.min(opts.timeout or 10, left or math.huge),
     max_output = MAX_OUTPUT,
     env = opts.env,
   })

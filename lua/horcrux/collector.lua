@@ -12,56 +12,64 @@
 --        ms = wall time of the round,
 --        followed = "list" | "events" | nil (how the set was kept),
 --        events = container events applied (an events round),
---        gone = containers dropped because sampling found them gone,
---        first_looks = first records of new containers (see first_look)}
+--        gone = containers sampling found stopped or removed,
+--        trusted = whether the view now holds every container's metadata}
 --
 -- The sources are fallback.lua's order (horcrux.config), or opts.sources
 -- (an array, or a table with .sources). The collector asks them for
 -- capabilities (the source contract), never by name.
 --
--- Who runs. A round either lists the running containers or follows the
--- engine's events since the last round:
+-- What the view holds. Every container the engine has, in every state,
+-- with its metadata (name, status, image, image id, labels, networks, and
+-- the times of its creation and start when an event told them); the
+-- figures of the running ones. GET /api/containers and the filters of
+-- /api/stats answer from it while it can be trusted (summary.trusted,
+-- view.status()): a full list came from a source that knows every
+-- container, and its events were followed without a gap since.
 --
---   list    the first source that has running() and answers gives the set
---           (the Engine API: /containers/json with status=running; the
---           cgroup files: the cgroups that are not frozen; the CLI: `docker
---           ps`); the containers that left are dropped from the view (and
---           from horcrux.cpu's store). When no source can list, the known
---           set is kept.
+-- Who exists. A round either lists or follows the engine's events since
+-- the last round:
+--
+--   list    the first source with containers() that answers gives every
+--           container (the Engine API: /containers/json?all=1); failing
+--           that, the first with running() gives the running ones (the
+--           cgroup files: those not frozen), and the view is not trusted.
+--           What left the list is dropped from the view (and from
+--           horcrux.cpu's store).
 --   events  when the source that listed can also give events(), the next
 --           rounds ask it for the events between the last round and now
 --           (in the past: the daemon answers at once from its buffer) and
---           apply them in order: start and unpause add a container; die,
---           stop, pause and destroy drop it (cpu.forget too: a restarted
---           container's counters start again); rename renames.
+--           apply them in order: create adds a container (its labels are
+--           the event's attributes), start, restart and unpause make it
+--           running (start: its start time), die and stop exited, pause
+--           paused, rename renames, destroy drops it.
 --
 -- A full list comes back every relist_every rounds (default 10) and at once
--- when the event call fails (daemon restarting: the list then falls to the
--- next source, and while the API is away every round lists, so the first
--- one after it returns lists through it again), when the daemon's event
--- buffer (256 events of every type) may have overflowed between two rounds
--- (events() therefore counts every event, so the count tells). A container
--- that sampling finds not running or gone is dropped at once, event or not.
--- An event round costs the daemon a walk of its event buffer instead of a
--- walk of every container (scripts/bench view measures both).
+-- when the event call fails (the daemon restarting: while it is away every
+-- round lists, through the next source that can), or when the daemon's
+-- event buffer (256 events of every type) may have overflowed between two
+-- rounds (events() counts every event, so the count tells).
+--
+-- Figures. Every running container, from the first source of the order
+-- that answers for it. A source with sample_view() (the cgroup files, read
+-- in C by horcrux.view.sample straight into the view, no Lua table per
+-- container) samples the whole running set at once when it comes first;
+-- what it cannot read (another host's engine, a container without a
+-- cgroup here) goes on to the next source. Any other source takes part
+-- through sample_many(ids) or, with stats(id) only (an operator's own), one
+-- call per container while the round has time. A round never waits for
+-- the daemon longer than the interval (at least 1.1 s: Docker before 25.0
+-- answers a one-shot stats request at its next one-second tick): a
+-- container the daemon has not answered for keeps its last figures, and
+-- their age says so. The errors
+-- of one container (or one source) are logged once per change and never
+-- stop the loop.
 --
 -- Time. since and until are the host's wall clock in ns; the daemon stamps
 -- its events with its own. On a local socket they are the same clock. A
 -- remote daemon whose clock lags ours sees `until` in its future and holds
 -- the reply until then; past EVENTS_STALL_S of that the call fails and the
 -- round lists instead.
---
--- Sampling: every running container from the first source that answers
--- for it, feeding horcrux.cpu's store, the record and the container's
--- metadata going to the view. A source takes part in a round through
--- sample_many(ids) or, for a source that has only stats(id) (an operator's
--- own), one call per container while the round has time left. A round
--- never waits for a second sample: the CPU % of a container's first round
--- is null, the next round has it. A container new to the set gets a first
--- record from an `instant` source (one that never waits on the daemon: the
--- cgroup files) before the round samples (first_look), when the first
--- source is not instant. The errors of one container (or one source) are
--- logged once per change and never stop the loop.
 local view = require "horcrux.view"
 local cpu = require "horcrux.cpu"
 local clock = require "horcrux.clock"
@@ -84,9 +92,9 @@ local function never()
 end
 
 --- A collector state. opts: interval (seconds, default 1), sources (the
--- order; default horcrux.config's), stopping (function),
--- relist_every (rounds between two full lists while events are followed;
--- 1 lists every round).
+-- order; default horcrux.config's), stopping (function), relist_every
+-- (rounds between two full lists while events are followed; 1 lists every
+-- round).
 function M.new(opts)
   opts = opts or {}
   local interval = opts.interval or 1
@@ -104,14 +112,16 @@ function M.new(opts)
     interval = interval,
     sources = opts.sources,
     stopping = opts.stopping or never,
-    known = {},  -- full id -> meta {id (12), name, status, image}
-    said = {},   -- key -> the last message logged for it
+    known = {}, -- full id -> meta, every container the view holds
+    said = {},  -- key -> the last message logged for it
     rounds = 0,
     relist_every = relist_every,
-    -- {src = the source that listed and gives events, since = wall ns} while
-    -- events are followed; nil: the next round lists
+    -- {src = the source that listed and gives events, since = wall ns}
+    -- while events are followed; nil: the next round lists
     follow = nil,
     listed_ago = 0, -- event rounds since the last list
+    trusted = false,
+    refresh = {}, -- ids whose networks the next event round asks for
   }
 end
 
@@ -127,8 +137,6 @@ local function quiet(state, key)
   state.said[key] = nil
 end
 
--- The source order: the state's own (specs, the server's reloads), else
--- horcrux.config's.
 local function order_of(state)
   return require("horcrux.config").order(state.sources)
 end
@@ -137,105 +145,336 @@ local function strip(name)
   return type(name) == "string" and (name:gsub("^/", "")) or nil
 end
 
--- The view's metadata of a container; labels, networks and image_id when
--- the lister knows them (filters on /api/stats read them).
-local function meta_from(id, name, status, image, c)
+-- ---- metadata ----------------------------------------------------------
+
+-- The view's metadata of a container from a source's record c (what it
+-- does not say is kept from old): name, status, image, image_id, labels,
+-- networks, created and started (RFC 3339, from events).
+local function meta_from(id, c, old)
+  old = old or {}
+  local function pick(v, o)
+    if v == nil or v == null then
+      return o
+    end
+    return v
+  end
   return {
     id = id:sub(1, 12),
-    name = name or null,
-    status = status or null,
-    image = image or null,
-    image_id = c and c.image_id or nil,
-    labels = c and type(c.labels) == "table" and c.labels or nil,
-    networks = c and type(c.networks) == "table" and c.networks or nil,
+    name = pick(strip(c.name), old.name) or null,
+    status = pick(c.status, old.status) or null,
+    image = pick(c.image, old.image) or null,
+    image_id = pick(c.image_id, old.image_id),
+    labels = type(c.labels) == "table" and c.labels or old.labels,
+    networks = type(c.networks) == "table" and c.networks or old.networks,
+    created = pick(c.created, old.created),
+    started = pick(c.started, old.started),
+    -- when what this meta says became true (wall ns): an event's time, a
+    -- list's; a route's note (horcrux.live.note) newer than it stays
+    at_ns = c.at_ns or old.at_ns,
   }
 end
 
--- ---- who runs --------------------------------------------------------
-
-local function running_of(src)
-  if type(src.running) == "function" then
-    return src.running()
+local function same_table(a, b)
+  if a == b then
+    return true
   end
-  return nil, tostring(src.name) .. " cannot list running containers",
-    "unsupported"
+  if type(a) ~= "table" or type(b) ~= "table" then
+    return false
+  end
+  for k, v in pairs(a) do
+    if b[k] ~= v then
+      return false
+    end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then
+      return false
+    end
+  end
+  return true
 end
 
--- id -> meta of every running container, and the source (the table) that
--- said so; or nil when no source could list.
-local function list_running(state)
-  for _, src in ipairs(order_of(state)) do
-    local ok, list, err = pcall(running_of, src)
-    if not ok then
-      list, err = nil, list
+local META_FIELDS = { "id", "name", "status", "image", "image_id", "created",
+  "started" } -- at_ns is not compared: it only orders the writers
+
+local function same_meta(a, b)
+  for _, k in ipairs(META_FIELDS) do
+    if a[k] ~= b[k] then
+      return false
     end
-    if list then
-      quiet(state, "list")
-      local set = {}
-      for _, c in ipairs(list) do
-        if type(c.id) == "string" and #c.id == 64 then
-          set[c.id] = meta_from(c.id, strip(c.name), c.status, c.image, c)
-        end
-      end
-      return set, src
-    end
-    say(state, "list:" .. tostring(src.name), "warn",
-      ("cannot list containers from %s: %s"):format(tostring(src.name),
-        tostring(err)))
   end
-  say(state, "list", "error",
-    "no source could list the running containers; keeping the known set")
+  return same_table(a.labels, b.labels) and same_table(a.networks, b.networks)
+end
+
+-- Drops every trace of a container that no longer exists.
+local function forget(state, id)
+  view.remove(id)
+  cpu.forget(id)
+  for _, src in ipairs(order_of(state)) do
+    if type(src.forget) == "function" then
+      pcall(src.forget, id)
+    end
+  end
+  state.known[id] = nil
+  state.changed[id] = nil
+  quiet(state, "sample:" .. id)
+  quiet(state, "put:" .. id)
+end
+
+-- Sets the metadata of a container; a container that stops running loses
+-- its figures (and what the sampler keeps for it) and its CPU samples: a
+-- restart starts its counters again.
+local function set(state, id, meta, summary)
+  local old = state.known[id]
+  if old and same_meta(old, meta) then
+    return
+  end
+  if not old then
+    summary.added = summary.added + 1
+  elseif old.status == "running" and meta.status ~= "running" then
+    view.remove(id)
+    cpu.forget(id)
+  end
+  state.known[id] = meta
+  state.changed[id] = true
+end
+
+-- Hands the round's changes to the view -- but where a route told the view
+-- of a state newer than what the collector saw (horcrux.live.note: a start
+-- that came after the create event this round read), the view keeps it
+-- until the collector's word agrees on the state.
+local function publish(state, summary)
+  for id in pairs(state.changed) do
+    local meta = state.known[id]
+    local cur = meta.at_ns and view.meta(id)
+    if not (cur and cur.noted and cur.at_ns and cur.at_ns > meta.at_ns
+        and cur.status ~= meta.status) then
+      local ok, err = view.set_meta(id, meta)
+      if not ok then
+        say(state, "put:" .. id, "error", ("%s: %s"):format(id:sub(1, 12),
+          err))
+      end
+    end
+  end
+  state.changed = {}
+  if view.set_status then
+    view.set_status({ trusted = state.trusted, listed_by = summary.listed_by,
+      followed = summary.followed })
+  end
+end
+
+-- ---- who exists: the list ---------------------------------------------
+
+-- The first answer of capability `what` in the order: list, source; or nil.
+local function first_list(state, what, arg)
+  for _, src in ipairs(order_of(state)) do
+    if type(src[what]) == "function" then
+      local ok, list, err = pcall(src[what], arg)
+      if ok and type(list) == "table" then
+        quiet(state, "list:" .. tostring(src.name))
+        return list, src
+      end
+      say(state, "list:" .. tostring(src.name), "warn",
+        ("cannot list containers from %s: %s"):format(tostring(src.name),
+          tostring(ok and err or list)))
+    end
+  end
   return nil
 end
 
--- Names and images of the containers the lister could not name (the cgroup
--- source knows none of its own): kept from an earlier round, else asked of
--- the other sources -- in the same round for a container new to
--- the set, every ENRICH_EVERY_NS for those still nameless. Runs before the
--- set replaces state.known.
-local ENRICH_EVERY_NS = 10 * 1000000000
-
-local function enrich(state, set, lister)
-  local missing, new = 0, false
-  for id, meta in pairs(set) do
-    if meta.name == null then
-      local old = state.known[id]
-      if old and old.name ~= null then
-        meta.name = old.name
-        if meta.image == null then
-          meta.image = old.image
-        end
-      else
-        missing = missing + 1
-        new = new or old == nil
+-- Lists every container (or, failing that, the running ones), replaces
+-- the known set, sets up following the events from just before the list.
+local function relist(state, summary)
+  local since = clock.now_ns()
+  state.follow, state.listed_ago, state.trusted = nil, 0, false
+  local list, src = first_list(state, "containers", { all = true })
+  local full = list ~= nil
+  if not list then
+    list, src = first_list(state, "running")
+  end
+  summary.listed_by = src and src.name
+  summary.followed = list and "list" or nil
+  if not list then
+    say(state, "list", "error",
+      "no source could list the containers; keeping the known set")
+    return
+  end
+  quiet(state, "list")
+  local seen = {}
+  for _, c in ipairs(list) do
+    if type(c.id) == "string" and #c.id == 64 then
+      seen[c.id] = true
+      c.at_ns = since
+      set(state, c.id, meta_from(c.id, c, state.known[c.id]), summary)
+    end
+  end
+  -- a list also hands every container's metadata to the view again, so
+  -- what a route told the view meanwhile (horcrux.live.note) never
+  -- outlives a list
+  for id in pairs(seen) do
+    state.changed[id] = true
+  end
+  for id, meta in pairs(state.known) do
+    if not seen[id] and (full or meta.status == "running") then
+      if full then
+        forget(state, id)
+        summary.removed = summary.removed + 1
+      else -- not running any more; what it is now, only the daemon knows
+        local m = meta_from(id, { status = null }, meta)
+        m.status = null
+        set(state, id, m, summary)
       end
     end
   end
-  local now = clock.mono_ns()
-  if missing == 0 or (not new and now < (state.enrich_at or 0)) then
+  -- the view may hold containers this collector never listed (sampled on
+  -- demand by a route, or left by an earlier collector)
+  for _, id in ipairs(view.ids()) do
+    if not state.known[id] then
+      view.remove(id)
+    end
+  end
+  if type(src.events) == "function" then
+    state.follow = { src = src, since = since }
+    state.trusted = full
+    say(state, "follow", "info", ("following the engine's events, a full "
+      .. "list every %d rounds"):format(state.relist_every))
+  else
+    quiet(state, "follow")
+  end
+end
+
+-- ---- who exists: the events ---------------------------------------------
+
+local STATUS = {
+  create = "created", start = "running", restart = "running",
+  unpause = "running", die = "exited", stop = "exited", pause = "paused",
+}
+
+-- Event attributes that are not labels.
+local NOT_LABELS = { name = true, image = true, exitCode = true,
+  signal = true, execDuration = true, oldName = true }
+
+local function labels_of(attrs)
+  local labels = {}
+  for k, v in pairs(attrs or {}) do
+    if not NOT_LABELS[k] then
+      labels[k] = v
+    end
+  end
+  return labels
+end
+
+-- Applies one container event; true if it was one.
+local function apply(state, ev, summary)
+  local id, action = ev.id, ev.action
+  if type(id) ~= "string" or #id ~= 64 or type(action) ~= "string" then
+    return false
+  end
+  if action == "destroy" then
+    if state.known[id] then
+      summary.removed = summary.removed + 1
+    end
+    forget(state, id)
+    return true
+  end
+  local old = state.known[id]
+  local c = { name = ev.name, image = ev.image, status = STATUS[action],
+    at_ns = ev.time_ns }
+  if action == "create" or not old then
+    c.labels = labels_of(ev.attrs)
+  end
+  local at = ev.time_ns and time.format(ev.time_ns) or nil
+  if action == "create" then
+    c.created = at
+  elseif action == "start" or action == "restart" then
+    c.started = at
+  end
+  if action == "network" or action == "create" then
+    state.refresh[id] = true -- its networks: the list tells them
+  end
+  if not STATUS[action] and not old then
+    return true -- another action of a container we never saw: the next list
+  end
+  set(state, id, meta_from(id, c, old), summary)
+  return true
+end
+
+-- What events do not say of a container (its networks, its image id, all
+-- its labels), asked of the source that lists for the containers created
+-- or (dis)connected this round: one list call, filtered by their ids.
+local REFRESH_MAX = 100
+
+local function refresh(state, src, summary)
+  local ids = {}
+  for id in pairs(state.refresh) do
+    if #ids < REFRESH_MAX and state.known[id] then
+      ids[#ids + 1] = id
+    end
+    state.refresh[id] = nil
+  end
+  if #ids == 0 or type(src.containers) ~= "function" then
     return
   end
-  state.enrich_at = now + ENRICH_EVERY_NS
-  for _, src in ipairs(order_of(state)) do
-    if src ~= lister then
-      local ok, list = pcall(running_of, src)
-      if ok and list then
-        for _, c in ipairs(list) do
-          local meta = set[c.id]
-          if meta and meta.name == null and type(c.name) == "string" then
-            meta.name = strip(c.name)
-            if meta.image == null and type(c.image) == "string" then
-              meta.image = c.image
-            end
-          end
-        end
-        return
+  local ok, list = pcall(src.containers, { all = true,
+    filters = { id = ids } })
+  if ok and type(list) == "table" then
+    for _, c in ipairs(list) do
+      if state.known[c.id] then
+        set(state, c.id, meta_from(c.id, c, state.known[c.id]), summary)
       end
     end
   end
 end
 
--- ---- sampling --------------------------------------------------------
+-- Whether src is still one of the sources (a state outlives a change of
+-- state.sources in specs; the server makes a new state on reload).
+local function in_order(state, src)
+  for _, s in ipairs(order_of(state)) do
+    if s == src then
+      return true
+    end
+  end
+  return false
+end
+
+-- Follows the events since the last round; false when this round must list
+-- instead (the reason logged once).
+local function follow_events(state, summary)
+  local f = state.follow
+  if f == nil or state.listed_ago + 1 >= state.relist_every
+      or not in_order(state, f.src) then
+    return false
+  end
+  local now = clock.now_ns()
+  local ok, evs, n = pcall(f.src.events, f.since, now,
+    { stall = EVENTS_STALL_S })
+  if not ok or not evs then
+    say(state, "events", "warn", ("cannot follow the engine's events (%s); "
+      .. "listing instead"):format(tostring(ok and n or evs)))
+    state.trusted = false
+    return false
+  end
+  quiet(state, "events")
+  if (n or 0) >= EVENTS_KEPT - EVENTS_MARGIN then
+    say(state, "overflow", "info", ("%d events in one round: the daemon's "
+      .. "buffer may have dropped some; listing again"):format(n))
+    return false
+  end
+  quiet(state, "overflow")
+  f.since = now + 1 -- since and until are both inclusive
+  state.listed_ago = state.listed_ago + 1
+  summary.listed_by = f.src.name
+  summary.followed = "events"
+  for _, ev in ipairs(evs) do
+    if apply(state, ev, summary) then
+      summary.events = summary.events + 1
+    end
+  end
+  refresh(state, f.src, summary)
+  return true
+end
+
+-- ---- figures -------------------------------------------------------------
 
 -- A source with stats(id) only: one call per container while the round
 -- has time; the ids it did not reach go to the next source.
@@ -257,9 +496,17 @@ local function each_sample(src, ids, deadline)
   return recs, errs
 end
 
-local function sample_many(src, ids, deadline)
+-- How long a source's batch may take: the interval, but at least what
+-- Docker before 25.0 needs to answer a one-shot stats request at all (its
+-- next one-second tick). A fixed figure per state: the API source keeps a
+-- client per timeout.
+local function batch_timeout(interval)
+  return math.max(interval, 1.1)
+end
+
+local function sample_many(src, ids, deadline, interval)
   if type(src.sample_many) == "function" then
-    return src.sample_many(ids)
+    return src.sample_many(ids, { timeout = batch_timeout(interval) })
   elseif type(src.stats) == "function" then
     return each_sample(src, ids, deadline)
   end
@@ -299,259 +546,117 @@ local function store(state, id, rec, src)
   return ok
 end
 
-local function forget(state, id)
-  view.remove(id)
-  cpu.forget(id)
-  for _, src in ipairs(order_of(state)) do
-    if type(src.forget) == "function" then
-      pcall(src.forget, id)
-    end
+-- A container sampling found not running any more, before an event or a
+-- list said so: its figures go now; the next list or event tells what it
+-- has become.
+local function gone(state, id, summary)
+  local meta = state.known[id]
+  if meta and meta.status == "running" then
+    local m = meta_from(id, {}, meta)
+    m.status = null
+    set(state, id, m, summary)
   end
-  state.known[id] = nil
-  quiet(state, "sample:" .. id)
-  quiet(state, "put:" .. id)
+  summary.gone = summary.gone + 1
 end
 
--- A container that sampling found gone (not running, or no such container)
--- before an event or a list said so: dropped now. Its event normally comes
--- with the next round (it stopped while the round sampled); a missed one
--- changes nothing more, as nothing adds it back but a start or a list.
-local function gone(state, id, summary, why)
-  forget(state, id)
-  summary.dropped[id] = true
-  summary.gone = summary.gone + 1
-  log.info("collector: %s dropped: %s", id:sub(1, 12), why)
+local function count(summary, src, n)
+  summary.sampled = summary.sampled + n
+  summary.by_source[src.name] = (summary.by_source[src.name] or 0) + n
+end
+
+-- The whole running set through src.sample_view (horcrux.view.sample):
+-- the ids left for the next source.
+local function sample_in_view(state, src, ids, summary)
+  local ok, s = pcall(src.sample_view)
+  if not ok or type(s) ~= "table" then
+    say(state, "source:" .. tostring(src.name), "warn",
+      ("%s skipped: %s"):format(tostring(src.name), tostring(s)))
+    return ids
+  end
+  quiet(state, "source:" .. tostring(src.name))
+  count(summary, src, s.sampled or 0)
+  summary.sample_us = s.us
+  local left, skip = {}, {}
+  for _, id in ipairs(s.gone or {}) do
+    gone(state, id, summary)
+    skip[id] = true
+  end
+  for _, id in ipairs(s.paused or {}) do
+    skip[id] = true -- its pause event says so next round
+  end
+  for _, id in ipairs(s.unreadable or {}) do
+    if not skip[id] and state.known[id] then
+      left[#left + 1] = id
+    end
+  end
+  return left
 end
 
 -- An answer about the container itself: the next source would say the
 -- same (it is gone, the ref is wrong); the next listing settles it.
 local FINAL = { not_found = true, bad_request = true, conflict = true }
 
+local function sample_with(state, src, pending, deadline, summary)
+  local ok, recs, errs, kind = pcall(sample_many, src, pending, deadline,
+    state.interval)
+  if not ok then
+    recs, errs, kind = nil, recs, "server"
+  end
+  if not recs then
+    say(state, "source:" .. tostring(src.name),
+      kind == "unsupported" and "info" or "warn",
+      ("%s skipped: %s"):format(tostring(src.name), tostring(errs)))
+    return pending
+  end
+  quiet(state, "source:" .. tostring(src.name))
+  local left = {}
+  for _, id in ipairs(pending) do
+    local rec = recs[id]
+    if type(rec) == "table" and rec.read == null then
+      gone(state, id, summary) -- the API's zero time: it does not run
+    elseif type(rec) == "table" then
+      if store(state, id, rec, src) then
+        count(summary, src, 1)
+      end
+      quiet(state, "sample:" .. id)
+    else
+      local e = type(errs) == "table" and errs[id] or nil
+      summary.last_err[id] = ("%s: %s"):format(tostring(src.name),
+        tostring(e and e.error or "no record"))
+      if e and e.kind == "not_found" then
+        gone(state, id, summary)
+      elseif not (e and FINAL[e.kind]) then
+        left[#left + 1] = id
+      end
+    end
+  end
+  return left
+end
+
 local function sample_round(state, ids, summary)
   local pending = ids
   local deadline = clock.mono_ns() + math.floor(state.interval * 1e9)
-  local last_err = {}
-  for _, src in ipairs(order_of(state)) do
+  summary.last_err = {}
+  for i, src in ipairs(order_of(state)) do
     if #pending == 0 then
       break
     end
-    local ok, recs, errs, kind = pcall(sample_many, src, pending, deadline)
-    if not ok then
-      recs, errs, kind = nil, recs, "server"
-    end
-    if recs then
-      quiet(state, "source:" .. tostring(src.name))
-      local left = {}
-      for _, id in ipairs(pending) do
-        local rec = recs[id]
-        if type(rec) == "table" and rec.read == null then
-          -- the API stamps a container that does not run with the zero
-          -- time (stats.lua): an exit no event or list told of yet
-          gone(state, id, summary, "not running")
-        elseif type(rec) == "table" then
-          if store(state, id, rec, src) then
-            summary.stored[id] = true
-            summary.sampled = summary.sampled + 1
-            summary.by_source[src.name] = (summary.by_source[src.name] or 0)
-              + 1
-          end
-          quiet(state, "sample:" .. id)
-        else
-          local e = type(errs) == "table" and errs[id] or nil
-          last_err[id] = ("%s: %s"):format(tostring(src.name),
-            tostring(e and e.error or "no record"))
-          if e and e.kind == "not_found" then
-            gone(state, id, summary, "no such container")
-          elseif not (e and FINAL[e.kind]) then
-            left[#left + 1] = id
-          end
-        end
-      end
-      pending = left
+    if i == 1 and type(src.sample_view) == "function" then
+      pending = sample_in_view(state, src, pending, summary)
     else
-      say(state, "source:" .. tostring(src.name),
-        kind == "unsupported" and "info" or "warn",
-        ("%s skipped: %s"):format(tostring(src.name), tostring(errs)))
+      pending = sample_with(state, src, pending, deadline, summary)
     end
   end
-  for _, id in ipairs(ids) do
-    if not summary.stored[id] and not summary.dropped[id] then
-      summary.failed = summary.failed + 1
-      say(state, "sample:" .. id, "warn", ("no figures for %s: %s"):format(
-        id:sub(1, 12), last_err[id] or "no source answered"))
-    end
+  for _, id in ipairs(pending) do
+    summary.failed = summary.failed + 1
+    say(state, "sample:" .. id, "warn", ("no figures for %s: %s"):format(
+      id:sub(1, 12), summary.last_err[id] or "no source answered"))
   end
+  summary.last_err = nil
 end
 
--- ---- who runs: the list ---------------------------------------------
-
--- Whether src can follow the engine's events (the events capability).
-local function can_follow(src)
-  return type(src.events) == "function"
-end
-
--- Lists, replaces the known set with what runs, drops what left; sets up
--- following the events from the time just before the list.
-local function relist(state, summary)
-  local since = clock.now_ns()
-  local set, src = list_running(state)
-  summary.listed_by = src and src.name
-  summary.followed = set and "list" or nil
-  state.follow = nil
-  state.listed_ago = 0
-  if not set then
-    return
-  end
-  if can_follow(src) then
-    state.follow = { src = src, since = since }
-    say(state, "follow", "info", ("following the engine's events, a full "
-      .. "list every %d rounds"):format(state.relist_every))
-  else
-    quiet(state, "follow")
-  end
-  enrich(state, set, src)
-  for id in pairs(state.known) do
-    if not set[id] then
-      forget(state, id)
-      summary.removed = summary.removed + 1
-    end
-  end
-  -- The view may hold containers this collector never listed (sampled
-  -- on demand by a route, or left by an earlier collector): what does
-  -- not run goes too.
-  for _, id in ipairs(view.ids()) do
-    if not set[id] then
-      forget(state, id)
-    end
-  end
-  for id, meta in pairs(set) do
-    if not state.known[id] then
-      summary.added = summary.added + 1
-      summary.new[id] = true
-    end
-    state.known[id] = meta
-  end
-end
-
--- ---- who runs: the events --------------------------------------------
-
-local ADD = { start = true, unpause = true }
-local DROP = { die = true, stop = true, pause = true, destroy = true }
-
--- Applies one container event to the known set; true if it was one.
-local function apply(state, ev, summary)
-  local id, action = ev.id, ev.action
-  if type(id) ~= "string" or #id ~= 64 or type(action) ~= "string" then
-    return false
-  end
-  if ADD[action] then
-    if not state.known[id] then
-      summary.added = summary.added + 1
-      summary.new[id] = true
-    end
-    -- an unpause keeps what a list said of labels and networks
-    state.known[id] = meta_from(id, ev.name, "running", ev.image,
-      state.known[id])
-  elseif DROP[action] then
-    if state.known[id] then
-      summary.removed = summary.removed + 1
-    end
-    summary.new[id] = nil
-    forget(state, id) -- the view too: a container sampled on demand
-  elseif action == "rename" then
-    local meta = state.known[id]
-    if meta and type(ev.name) == "string" then
-      meta.name = ev.name
-    end
-  end
-  return true
-end
-
--- Whether src is still one of the sources (a state outlives a change of
--- state.sources in specs; the server makes a new state on reload).
-local function in_order(state, src)
-  for _, s in ipairs(order_of(state)) do
-    if s == src then
-      return true
-    end
-  end
-  return false
-end
-
--- Follows the events since the last round; false when this round must list
--- instead (the reason logged once).
-local function follow_events(state, summary)
-  local f = state.follow
-  if f == nil or state.listed_ago + 1 >= state.relist_every
-      or not in_order(state, f.src) then
-    return false
-  end
-  local now = clock.now_ns()
-  local ok, evs, n = pcall(f.src.events, f.since, now,
-    { stall = EVENTS_STALL_S })
-  if not ok or not evs then
-    say(state, "events", "warn", ("cannot follow the engine's events (%s); "
-      .. "listing instead"):format(tostring(ok and n or evs)))
-    return false
-  end
-  quiet(state, "events")
-  if (n or 0) >= EVENTS_KEPT - EVENTS_MARGIN then
-    say(state, "overflow", "info", ("%d events in one round: the daemon's "
-      .. "buffer may have dropped some; listing again"):format(n))
-    return false
-  end
-  quiet(state, "overflow")
-  f.since = now + 1 -- since and until are both inclusive
-  state.listed_ago = state.listed_ago + 1
-  summary.listed_by = f.src.name
-  summary.followed = "events"
-  for _, ev in ipairs(evs) do
-    if apply(state, ev, summary) then
-      summary.events = summary.events + 1
-    end
-  end
-  return true
-end
-
--- A first record, at once, for the containers new this round, from the
--- first instant source (the cgroup files) when the order has one behind a
--- first source that is not. The docker-api source answers at the daemon's next one-second tick
--- on engines before 25.0, so a container started just after a round began
--- would wait for that round and the whole next one (up to 2 s) before the
--- view held it; the cgroup files answer in microseconds. The round's own
--- sampling replaces the record as it ends, and both go through the same
--- CPU store, so the first source's record has a CPU % a round earlier.
-local function first_look(state, summary)
-  local ids = {}
-  for id in pairs(summary.new) do
-    if state.known[id] then
-      ids[#ids + 1] = id
-    end
-  end
-  local sources = order_of(state)
-  if #ids == 0 or sources[1] == nil or sources[1].instant then
-    return
-  end
-  for i = 2, #sources do
-    local src = sources[i]
-    if src.instant and type(src.sample_many) == "function" then
-      table.sort(ids)
-      local ok, recs = pcall(src.sample_many, ids)
-      if ok and type(recs) == "table" then
-        for _, id in ipairs(ids) do
-          local rec = recs[id]
-          if type(rec) == "table" and store(state, id, rec, src) then
-            summary.first_looks = summary.first_looks + 1
-          end
-        end
-      end
-      return
-    end
-  end
-end
-
---- One round: list (or follow the events), drop the containers that left,
--- sample the rest.
+--- One round: list (or follow the events), hand the metadata to the view,
+-- sample the running containers.
 function M.step(state)
   if type(state) ~= "table" then
     error("collector.step: state expected (collector.new)", 2)
@@ -565,35 +670,37 @@ function M.step(state)
   local t0 = clock.mono_ns()
   local summary = {
     running = 0, sampled = 0, failed = 0, added = 0, removed = 0,
-    events = 0, gone = 0, first_looks = 0, by_source = {}, new = {},
+    events = 0, gone = 0, by_source = {},
   }
+  state.changed = {}
   local ok, followed = pcall(follow_events, state, summary)
-  local err
   if not ok then
     say(state, "events", "error", "following events failed: "
       .. tostring(followed))
   end
   if not (ok and followed) then
-    relist(state, summary)
+    ok, followed = pcall(relist, state, summary)
+    if not ok then
+      say(state, "list", "error", "listing failed: " .. tostring(followed))
+    end
   end
-  ok, err = pcall(first_look, state, summary)
-  summary.new = nil
-  if not ok then
-    say(state, "first", "error", "first look failed: " .. tostring(err))
-  end
+  publish(state, summary)
   local ids = {}
-  for id in pairs(state.known) do
-    ids[#ids + 1] = id
+  for id, meta in pairs(state.known) do
+    if meta.status == "running" then
+      ids[#ids + 1] = id
+    end
   end
   table.sort(ids)
   summary.running = #ids
-  summary.stored, summary.dropped = {}, {}
+  local err
   ok, err = pcall(sample_round, state, ids, summary)
-  summary.stored, summary.dropped = nil, nil
   if not ok then
     say(state, "round", "error", "round failed: " .. tostring(err))
   end
+  publish(state, summary) -- what sampling found stopped
   summary.running = summary.running - summary.gone
+  summary.trusted = state.trusted
   state.rounds = state.rounds + 1
   summary.ms = (clock.mono_ns() - t0) / 1e6
   return summary
@@ -603,6 +710,13 @@ end
 -- slices of at most 100 ms, so a stop is noticed quickly.
 function M.run(opts)
   local state = M.new(opts)
+  -- this thread's calls to the daemon: a few rounds at most, so a daemon
+  -- that stops answering holds the loop (and a SIGTERM) for seconds; the
+  -- process-wide breaker then answers for it at once
+  require("horcrux.engine").configure({
+    timeout = math.max(3, 2 * batch_timeout(state.interval)),
+    connect_timeout = 1,
+  })
   local stopping = state.stopping
   local period = math.floor(state.interval * 1e9)
   local due = clock.mono_ns()

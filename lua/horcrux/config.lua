@@ -36,16 +36,16 @@ function M.reset()
 end
 
 --- The sources, in the order reads try them: fallback.lua's `sources`, or
--- the library's default order (the Engine API, the cgroup files, the
--- docker CLI).
+-- the library's default order, the shipped one (the cgroup files, the
+-- Engine API, the docker CLI).
 function M.sources()
   local order = current.sources
   if type(order) == "table" then
     return order.sources or order
   end
   return {
-    require "horcrux.sources.docker_api",
     require "horcrux.sources.cgroup",
+    require "horcrux.sources.docker_api",
     require "horcrux.sources.docker_cli",
   }
 end

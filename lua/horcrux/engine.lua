@@ -6,10 +6,12 @@
 --   engine.call(method, template, params, query, body [, content_type])
 --       -> value, status | nil, message, kind, status
 --   engine.client()                   -> the state's client | nil, msg, kind
+--   engine.configure(opts)            the client's options, for this state
 --   engine.version()  engine.ping()
 --   engine.containers{all =, filters =, limit =}     /containers/json
 --   engine.inspect(ref)  engine.top(ref [, ps_args])  engine.stats(ref)
---   engine.stats_many(ids)           one-shot stats of many at once
+--   engine.stats_many(ids [, opts])  one-shot stats of many at once;
+--                                    opts.timeout bounds the batch
 --   engine.logs(ref, query [, max_bytes])  the raw log stream (a string)
 --   engine.action(ref, action [, query])  -> {changed = boolean}
 --   engine.remove(ref [, query])     -> true
@@ -17,6 +19,18 @@
 --   engine.events(opts, callback)    -> true, how | nil, msg, kind
 --   engine.health()                  -> {reachable, version, api_version |
 --                                        error, kind}
+--   engine.breaker()                 -> the daemon's circuit breaker
+--                                       (horcrux.docker's c:breaker()) | nil
+--   engine.admit([host])             -> true | nil, msg, "unavailable" while
+--                                       the breaker (of host: default the
+--                                       state's daemon) is not closed
+--
+-- The breaker is the process's memory of the daemon (every Lua state of
+-- `horcrux serve` and the collector share it): after calls that got no
+-- answer, every call fails at once with kind "unavailable" and a message
+-- that says why and when the next probe is, so a source hands over to the
+-- next one at once. Inside `horcrux serve` every call also ends by the
+-- request's deadline (kind "timeout").
 --
 -- Images, exec, networks, volumes and swarm (typed helpers over call; each
 -- answers the daemon's decoded reply or nil, message, kind, status):
@@ -67,14 +81,26 @@ end
 
 --- The state's client. connect() only reads DOCKER_HOST and friends, so a
 -- failure here is a configuration error and is remembered.
+-- Options of this state's client (set by configure()).
+local client_opts = nil
+
 function M.client()
   if client == nil and client_err == nil then
-    client, client_err, client_kind = docker.connect()
+    client, client_err, client_kind = docker.connect(client_opts)
   end
   if client == nil then
     return nil, client_err, client_kind
   end
   return client
+end
+
+--- Sets the options of this state's client (horcrux.docker.connect's:
+-- timeout, connect_timeout...) and drops the one it had: the collector's
+-- thread keeps its calls short, so a daemon that stops answering holds a
+-- round (and a stop) for seconds, not the default 30 s.
+function M.configure(opts)
+  M.reset()
+  client_opts = opts
 end
 
 --- Forgets the state's client (specs that change DOCKER_HOST).
@@ -108,7 +134,23 @@ M.ping = with_client(function(c) return c:ping() end)
 M.containers = with_client(function(c, opts) return c:containers(opts) end)
 M.inspect = with_client(function(c, ref) return c:inspect(ref) end)
 M.stats = with_client(function(c, ref) return c:stats(ref) end)
-M.stats_many = with_client(function(c, ids) return c:stats_many(ids) end)
+--- One-shot stats of many containers at once; opts.timeout (seconds) bounds
+-- the whole batch (a client of its own with that timeout).
+function M.stats_many(ids, opts)
+  local c, err, kind
+  local t = opts and opts.timeout
+  if t then
+    local ms = math.max(50, math.floor(t * 1000))
+    c, err, kind = special_client("timeout=" .. ms,
+      { timeout = ms / 1000, connect_timeout = math.min(1, ms / 1000) })
+  else
+    c, err, kind = M.client()
+  end
+  if not c then
+    return nil, err, kind
+  end
+  return c:stats_many(ids)
+end
 M.events = with_client(function(c, opts, cb) return c:events(opts, cb) end)
 
 --- `ps` inside a running container: {Titles = {...}, Processes = {{...}}}.
@@ -199,6 +241,33 @@ function M.health()
   end
   return { reachable = true, version = v.Version,
     api_version = c:api_version() }
+end
+
+--- The breaker of the state's daemon: {host, state = "closed" | "open" |
+-- "probing", failures, last_error, last_kind, and while not closed:
+-- message, opened, next_probe, next_probe_in}; nil without a client.
+function M.breaker()
+  local c = M.client()
+  return c and c:breaker() or nil
+end
+
+--- Whether calls reach the daemon now (its breaker is closed): true, or
+-- nil, the breaker's message, "unavailable". For code that reaches a
+-- daemon another way (the docker CLI); `host` names another daemon than
+-- the state's (a DOCKER_HOST of the CLI's own).
+function M.admit(host)
+  if host then
+    local b = docker.breaker(host)
+    if b.state ~= "closed" then
+      return nil, b.message, "unavailable"
+    end
+    return true
+  end
+  local c = M.client()
+  if not c then
+    return true -- no client: the caller's own call will say why
+  end
+  return c:admit()
 end
 
 function M.remove(ref, query)

@@ -8,6 +8,86 @@ local metrics = require "horcrux.metrics"
 
 local M = {}
 
+--- Whether the view holds every container's metadata: the collector
+-- listed them all from a source that knows every one, and has followed the
+-- engine's events without a gap since (at most one round old).
+function M.trusted()
+  local st = view.status and view.status()
+  return type(st) == "table" and st.trusted == true
+end
+
+--- GET /api/containers from the view: the containers whose metadata
+-- matches f (horcrux.filters), in the route's shape; all = false keeps
+-- what `docker ps` shows (running, paused, restarting). nil when the view
+-- cannot be trusted (M.trusted): the caller asks the sources.
+function M.list(f, all)
+  if not M.trusted() then
+    return nil
+  end
+  local filters = require "horcrux.filters"
+  local out = json.array()
+  local shown = { running = true, paused = true, restarting = true }
+  for _, meta in ipairs(view.metas()) do
+    local rec = { status = meta.status, name = meta.name, image = meta.image,
+      image_id = meta.image_id, labels = meta.labels or {},
+      networks = meta.networks or {} }
+    if (all or shown[meta.status]) and filters.match(f, rec) then
+      out[#out + 1] = { id = meta.full_id:sub(1, 12), name = meta.name,
+        status = meta.status, image = meta.image }
+    end
+  end
+  return out
+end
+
+-- What an action leaves a container as.
+local AFTER = { start = "running", restart = "running", unpause = "running",
+  stop = "exited", kill = "exited", pause = "paused" }
+
+--- What horcrux itself just changed, told to the view at once, so that a
+-- client that creates, drives or removes a container through horcrux sees
+-- it in its next answer (the collector's next round confirms it from the
+-- engine's events). change: "created" (with the create spec and whether it
+-- was started), an action word, or "removed". Nothing when no collector
+-- keeps the view.
+function M.note(ref, change, spec, started)
+  if not M.trusted() then
+    return
+  end
+  local id = #ref == 64 and ref or view.find(ref)
+  if not id then
+    return
+  end
+  if change == "removed" then
+    view.remove(id)
+    return
+  end
+  -- what the collector already said of it stays (its networks, its
+  -- image id): only the state changes
+  local meta = view.meta(id)
+  if change == "created" and not meta then
+    -- the network the daemon attaches it to (bridge unless the body said)
+    local net = spec.network or "bridge"
+    meta = { id = id:sub(1, 12), name = spec.name or json.null,
+      image = spec.image, labels = spec.labels or {},
+      networks = net:match("^container:") and {} or { [net] = "" },
+      created = require("horcrux.time").format(require("horcrux.clock")
+        .now_ns()) }
+  end
+  local status = change == "created" and (started and "running" or "created")
+    or AFTER[change]
+  if not meta or not status then
+    return
+  end
+  if meta.status == "running" and status ~= "running" then
+    view.remove(id) -- its figures go with its running
+  end
+  meta.status = status
+  -- newer than any event the collector read before it: its next publish
+  -- leaves this be (collector.lua)
+  meta.at_ns, meta.noted = require("horcrux.clock").now_ns(), true
+  view.set_meta(id, meta)
+end
+
 --- The stats record of one container (a name, a full id or an id prefix).
 function M.stats(ref, sources)
   local id = view.find(ref)
@@ -26,6 +106,16 @@ end
 function M.all(sources)
   if view.count() > 0 then
     local all = view.all()
+    -- running by the view's word but no figures yet (started since the
+    -- collector's last round, through horcrux): sampled now
+    local missing = view.unsampled()
+    if #missing > 0 then
+      for _, r in ipairs(metrics.stats_many(missing, sources)) do
+        if r.record then
+          all[#all + 1] = r.record
+        end
+      end
+    end
     return setmetatable(all, json.array_mt)
   end
   local list, err, kind, tried = metrics.list({ all = false }, sources)

@@ -20,6 +20,7 @@ local null = json.null
 local engine = require "horcrux.engine"
 local config = require "horcrux.config"
 local cli = require "horcrux.cli"
+local live = require "horcrux.live"
 local verdict = require "horcrux.manage.policy"
 local render = require "horcrux.manage.render"
 
@@ -148,10 +149,12 @@ function M.create(spec, policy)
     local ok
     ok, err, kind = engine.action(res.Id, "start")
     if not ok then
+      live.note(res.Id, "created", spec, false)
       return nil, err, kind, { id = res.Id, created = true }
     end
     out.started = true
   end
+  live.note(res.Id, "created", spec, out.started)
   return out
 end
 
@@ -171,6 +174,15 @@ function M.action(ref, action, opts, policy)
   end
   local query
   if opts.timeout and M.ACTIONS[action].timeout then
+    -- the daemon waits that long before it kills: it must end before the
+    -- request's deadline, or the client gets a 504 while it goes on
+    local left = require("horcrux.clock").time_left()
+    if left and opts.timeout >= left - 1 then
+      return nil, ("timeout=%d: at most %d s here (the request's deadline, "
+        .. "--deadline, is %d s away)"):format(opts.timeout,
+          math.max(0, math.floor(left) - 2), math.floor(left)),
+        "bad_request", { field = "timeout" }
+    end
     query = { t = opts.timeout }
   elseif opts.signal and action == "kill" then
     query = { signal = opts.signal }
@@ -182,6 +194,7 @@ function M.action(ref, action, opts, policy)
     end
     return nil, err, kind
   end
+  live.note(ref, action)
   return { id = ref, action = action, changed = res.changed }
 end
 
@@ -201,6 +214,7 @@ function M.remove(ref, opts, policy)
     end
     return nil, err, kind
   end
+  live.note(ref, "removed")
   return { id = ref, removed = true }
 end
 

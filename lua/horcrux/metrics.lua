@@ -12,11 +12,14 @@
 -- A source that cannot answer (unavailable, timeout, server, protocol,
 -- limit, unsupported: it lacks the capability) hands over to the next; an
 -- answer about the container itself (not_found, bad_request, conflict) is
--- final. When every source fails the kind is "metrics_unavailable" and
+-- final. A source may answer in part (its second value "partial"): the
+-- next ones are asked, and the partial answer is given only when none of
+-- them answers completely. When every source fails the kind is "metrics_unavailable" and
 -- `tried` lists what each one said -- unless there was only one, whose own
 -- words are the clearest answer.
 local config = require "horcrux.config"
 local log = require "horcrux.log"
+local errors = require "horcrux.errors"
 local cpu = require "horcrux.cpu"
 local clock = require "horcrux.clock"
 local json = require "horcrux.json"
@@ -38,8 +41,12 @@ local function attempt(src, what, ...)
   end
   local r = table.pack(pcall(fn, ...))
   if not r[1] then
-    log.error("source %s failed: %s", tostring(src.name), tostring(r[2]))
-    return nil, tostring(src.name) .. ": " .. tostring(r[2]), "server"
+    local e = r[2]
+    if errors.is(e) then -- a failure a source raised keeps its kind
+      return nil, e.message, e.kind
+    end
+    log.error("source %s failed: %s", tostring(src.name), tostring(e))
+    return nil, tostring(src.name) .. ": " .. tostring(e), "server"
   end
   if r[2] == nil then
     return nil, r[3], r[4]
@@ -55,20 +62,32 @@ local function give_up(tried)
     { tried = tried }
 end
 
--- The first source that answers `what`: its packed values and itself, or
--- nil, message, kind[, extra] when none does.
+-- The first source that answers `what` completely: its packed values and
+-- itself, or nil, message, kind[, extra] when none does. A source that can
+-- answer only in part (its second value is "partial": the cgroup files
+-- know no stopped container, and names only from the collector) is kept
+-- and given when no later source answers completely.
 local function first(what, sources, ...)
-  local tried = {}
+  local tried, partial = {}, nil
   for _, src in ipairs(config.order(sources)) do
     local r, err, kind = attempt(src, what, ...)
-    if r ~= nil then
+    if r ~= nil and r[3] == "partial" then
+      partial = partial or { r, src }
+    elseif r ~= nil then
       return r, src
+    else
+      kind = kind or "server"
+      if not HAND_OVER[kind] then
+        if partial then
+          break
+        end
+        return nil, err, kind
+      end
+      tried[#tried + 1] = { source = src.name, error = err, kind = kind }
     end
-    kind = kind or "server"
-    if not HAND_OVER[kind] then
-      return nil, err, kind
-    end
-    tried[#tried + 1] = { source = src.name, error = err, kind = kind }
+  end
+  if partial then
+    return partial[1], partial[2]
   end
   return give_up(tried)
 end

@@ -192,7 +192,9 @@ return function(data)
   if call and #path <= 600 then
     call_grammar(path)
   end
-  local handler, params, allow = r:match(method, path)
+  -- match gives the route (its handler in .handler), or nil and why
+  local m, params, allow = r:match(method, path)
+  local handler = type(m) == "table" and m.handler or m
   if handler == nil then
     check(params == "not_found" or (params == "method_not_allowed"
       and type(allow) == "string" and #allow > 0),

@@ -7,6 +7,8 @@ answers depends on the path, with any /vX.Y prefix removed:
 
   /version       200 {"ApiVersion": --api, ...}
   /_ping         200 OK (text/plain)
+  /containers/json  200 [] (no containers: a collector lists and follows
+                 the events, which /events below gives)
   /echo[/...]    200 JSON of the request: method, target, body, content_type,
                  conn (serial of the connection) and nth (request on it);
                  also two X-Multi headers
@@ -47,6 +49,11 @@ answers depends on the path, with any /vX.Y prefix removed:
 /containers/NAME/json and /containers/NAME/stats answer as /NAME does, so
 inspect(), stats(), stats_many() and stats_stream() meet the same faults;
 anything else    404 {"message": "no such route: PATH"}
+
+With --hang every request is read and never answered, as a daemon stopped
+with SIGSTOP (its socket still accepts). With --hang-file PATH a request
+read while PATH exists waits until PATH is removed, then is answered: a
+daemon stopped, then continued.
 
 It exits by itself after --lifetime seconds, in case the spec that started it
 dies without killing it.
@@ -135,10 +142,15 @@ def serve(sock, args):
                 return
             nth += 1
             method, target, headers, body = req
+            while args.hang or (args.hang_file and
+                                os.path.exists(args.hang_file)):
+                time.sleep(0.02)
             path = re.sub(r"^/v[0-9]+\.[0-9]+(?=/)", "", target.split("?")[0])
             path = re.sub(r"^/containers/([^/]+)/(json|stats)$", r"/\1", path)
             if path == "/version":
                 reply(sock, 200, {"ApiVersion": args.api, "Version": "mock"})
+            elif path == "/containers/json":
+                reply(sock, 200, [])
             elif path == "/_ping":
                 reply(sock, 200, "OK", "text/plain; charset=utf-8")
             elif path == "/echo" or path.startswith("/echo/"):
@@ -253,6 +265,8 @@ def main():
     p.add_argument("--big", type=int, default=1 << 20)
     p.add_argument("--slow", type=float, default=1.0)
     p.add_argument("--lifetime", type=float, default=300)
+    p.add_argument("--hang", action="store_true")
+    p.add_argument("--hang-file")
     args = p.parse_args()
     if args.unix:
         try:

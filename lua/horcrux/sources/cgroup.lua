@@ -258,18 +258,36 @@ function M.sample(id)
 end
 
 --- Every id at once; per id a record or {error =, kind =} where kind is
--- the cgroup reader's own (not_found: the cgroup is gone).
+-- the cgroup reader's own (not_found: the cgroup is gone). An id that is
+-- not a full one (a name, a prefix) is resolved first; one that cannot be
+-- is "unavailable" here: the next source may know it.
 function M.sample_many(ids)
   local recs, errs = {}, {}
-  for _, id in ipairs(ids) do
-    local rec, err, _, why = M.sample(id)
+  for _, ref in ipairs(ids) do
+    local id, err, kind = ref, nil, nil
+    if not is_full_id(ref) then
+      id, err, kind = M.resolve(ref)
+    end
+    local rec, why
+    if id then
+      rec, err, _, why = M.sample(id)
+    end
     if rec then
-      recs[id] = rec
+      recs[ref] = rec
     else
-      errs[id] = { error = err, kind = why or "unavailable" }
+      errs[ref] = { error = err,
+        kind = id and (why or "unavailable") or
+          (kind == "bad_request" and kind or "unavailable") }
     end
   end
   return recs, errs
+end
+
+--- The collector's round in C: every container the view holds as running
+-- sampled from its cgroup straight into the view (horcrux.view.sample):
+-- its summary {sampled, unreadable, gone, paused, us, fds}.
+function M.sample_view()
+  return view.sample(M.options)
 end
 
 --- The stats record with a true CPU %: when the store has no sample at
@@ -330,13 +348,16 @@ end
 
 --- Every container that has a cgroup (running or paused; the others are
 -- unknown to the kernel), in the route's shape. opts.filters.status is
--- applied; other filters need the daemon and are ignored.
+-- applied; other filters need the daemon and are ignored. The answer is
+-- "partial" (second value) unless only running ones were asked for and the
+-- collector named every one: the next source is asked first.
 function M.list(opts)
   local ids, err, kind = cgroup_ids()
   if not ids then
     return nil, err, kind
   end
   local want = shapes.wanted_status(opts)
+  local complete = opts ~= nil and opts.all == false
   local out = json.array()
   for _, id in ipairs(ids) do
     local meta = meta_of(id)
@@ -351,13 +372,15 @@ function M.list(opts)
         image = or_null(meta.image),
         source = M.name,
       }
+      complete = complete and meta.name ~= nil and meta.name ~= null
     end
   end
-  return out
+  return out, not complete and "partial" or nil
 end
 
 --- What can be told of a container with a cgroup: its full id, state, and
--- the collector's metadata.
+-- the collector's metadata; "partial" (second value) when the collector
+-- has not told its name, image and times.
 function M.inspect(ref)
   local id, err, kind = M.resolve(ref)
   if not id then
@@ -371,7 +394,7 @@ function M.inspect(ref)
   end
   h:close()
   local meta = meta_of(id)
-  return {
+  local out = {
     id = id,
     name = or_null(meta.name),
     status = status_of(id, meta),
@@ -379,6 +402,12 @@ function M.inspect(ref)
     created = or_null(meta.created),
     started = or_null(meta.started),
   }
+  for _, k in ipairs({ "name", "image", "created", "started" }) do
+    if out[k] == null then
+      return out, "partial"
+    end
+  end
+  return out
 end
 
 M.is_full_id = is_full_id

@@ -78,9 +78,11 @@ end
 
 --- One concurrent batch of one-shot stats, no second sample: a container
 -- seen for the first time has no CPU % yet (the next round gives it).
--- {[id] = record}, {[id] = {error =, kind =}}.
-function M.sample_many(ids)
-  local res, err, kind = engine.stats_many(ids)
+-- {[id] = record}, {[id] = {error =, kind =}}. opts.timeout: seconds the
+-- batch may take (the collector's round); a container the daemon has not
+-- answered by then is a "timeout".
+function M.sample_many(ids, opts)
+  local res, err, kind = engine.stats_many(ids, opts)
   if type(res) ~= "table" then
     return nil, err or "docker-api: stats_many gave no answer",
       kind or "server"
@@ -152,7 +154,10 @@ end
 
 --- The engine's events between since_ns and until_ns (wall clock, both in
 -- the past: the daemon answers at once from its buffer). Returns the
--- container events, in order, as {id, action, name, image, labels}, and
+-- container events, in order, as {id, action, name, image, attrs (the
+-- event's attributes: the container's labels with name and image),
+-- time_ns} -- and {id, action = "network"} when a container was connected
+-- to a network or disconnected -- and
 -- how many events of every type came (the daemon keeps its last 256: a
 -- count that high may have lost the oldest). opts.stall: seconds of
 -- silence before the call fails (a daemon whose clock lags ours).
@@ -163,7 +168,14 @@ function M.events(since_ns, until_ns, opts)
     stall = opts and opts.stall or 2,
   }, function(ev)
     n = n + 1
-    if type(ev) == "table" and ev.Type == "container" then
+    if type(ev) == "table" and ev.Type == "network"
+        and (ev.Action == "connect" or ev.Action == "disconnect") then
+      local attrs = type(ev.Actor) == "table"
+        and type(ev.Actor.Attributes) == "table" and ev.Actor.Attributes or {}
+      if type(attrs.container) == "string" then
+        evs[#evs + 1] = { id = attrs.container, action = "network" }
+      end
+    elseif type(ev) == "table" and ev.Type == "container" then
       local actor = type(ev.Actor) == "table" and ev.Actor or {}
       local attrs = type(actor.Attributes) == "table" and actor.Attributes
         or {}
@@ -171,6 +183,9 @@ function M.events(since_ns, until_ns, opts)
         evs[#evs + 1] = {
           id = actor.ID, action = ev.Action, name = strip(attrs.name),
           image = type(attrs.image) == "string" and attrs.image or nil,
+          attrs = attrs,
+          time_ns = math.type(ev.timeNano) == "integer" and ev.timeNano
+            or nil,
         }
       end
     end
