@@ -14,6 +14,10 @@ local function labels(indent)
     support.label_value)
 end
 
+-- Neither httpd nor sleep, as pid 1, ends on SIGTERM: without this every
+-- update and `down` waits out the 10 s grace of each container.
+local STOP = "    stop_signal: SIGKILL\n"
+
 --- A compose file with two services on a network of its own, everything
 -- labelled with the test label; `extra` goes into web's definition.
 function M.two_services(extra)
@@ -21,9 +25,9 @@ function M.two_services(extra)
     .. "  web:\n    image: " .. support.image .. "\n"
     .. '    command: ["httpd", "-f", "-p", "8000"]\n'
     .. "    networks: [back]\n" .. labels("    ")
-    .. "    deploy: {replicas: 2}\n" .. (extra or "")
+    .. "    deploy: {replicas: 2}\n" .. STOP .. (extra or "")
     .. "  db:\n    image: " .. support.image .. "\n"
-    .. '    command: ["sleep", "600"]\n'
+    .. '    command: ["sleep", "600"]\n' .. STOP
     .. "    networks: [back]\n" .. labels("    ")
     .. "networks:\n  back:\n" .. labels("    ")
 end
