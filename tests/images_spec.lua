@@ -214,6 +214,13 @@ describe("images against the real engine and a real registry", function()
     assert.is_true(has(r.json.messages, "Pulling fs layer"), r.body)
     assert.is_true(has(r.json.messages, "Pull complete"), r.body)
     assert.truthy(r.json.status:find("Downloaded newer image", 1, true), r.body)
+    -- the same pull from Lua: every message handed to progress, in order
+    local seen = {}
+    local again = assert(require("horcrux.images").pull(remote .. ":v1", {
+      policy = { images = { pull = { reg.host } } },
+      progress = function(m) seen[#seen + 1] = m end }))
+    assert.are.same(again.messages, seen)
+    assert.truthy(again.status:find("Image is up to date", 1, true), again.status)
 
     r = http.get(srv.url .. "/api/images?label=" .. support.label_arg)
     local listed = false

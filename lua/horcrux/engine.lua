@@ -35,8 +35,8 @@
 -- Images, exec, networks, volumes and swarm (typed helpers over call; each
 -- answers the daemon's decoded reply or nil, message, kind, status):
 --   engine.images(query)  engine.image(ref)  engine.image_history(ref)
---   engine.pull(ref, opts)  engine.push(ref, opts)   -> the progress
---                                    messages, [{status, id, ...}, ...]
+--   engine.pull(ref, opts)  engine.push(ref, opts)   -> true, each
+--                                    progress message to opts.line(m)
 --   engine.tag(ref, repo, tag)  engine.remove_image(ref, query)
 --   engine.prune_images(filters)
 --   engine.exec_create(ref, body)  engine.exec_inspect(id)
@@ -332,31 +332,45 @@ end
 
 -- A call to an endpoint that answers progress messages (pull, push), on a
 -- client of its own: opts.timeout (s, 600), opts.max_response (bytes of
--- messages, 32 MiB).
+-- messages, 32 MiB). opts.line(message) is called with each of the
+-- daemon's JSON lines, in order: today once the reply is complete (a
+-- request's coroutine cannot hold a stream, docker_stream.c); a streamed
+-- transfer (the streams work) calls it as each line comes, so only this
+-- function changes then.
 local function progress_call(opts, template, params, query, body)
   local c <close>, err, kind = own_client({ timeout = opts.timeout or 600,
     max_response = opts.max_response or 32 * 1024 * 1024 })
   if not c then
     return nil, err, kind
   end
-  return value(c:call("POST", template, params, query, body))
+  local lines, e, k, status = c:call("POST", template, params, query, body)
+  if lines == nil then
+    return nil, e, k, status
+  end
+  if opts.line then
+    for _, m in ipairs(type(lines) == "table" and lines or {}) do
+      opts.line(m)
+    end
+  end
+  return true
 end
 
---- POST /images/create?fromImage=ref: the progress messages (a sequence
--- of the daemon's JSON lines; an error the daemon met while pulling is one
--- of them, {error =, errorDetail =}). ref must name a tag or a digest: a
--- bare name pulls every tag. opts: timeout, max_response, platform.
+--- POST /images/create?fromImage=ref: true, each of the daemon's
+-- progress messages handed to opts.line (an error the daemon met while
+-- pulling is one of them, {error =, errorDetail =}). ref must name a tag
+-- or a digest: a bare name pulls every tag. opts: line, timeout,
+-- max_response, platform.
 function M.pull(ref, opts)
   opts = opts or {}
   return progress_call(opts, "/images/create", nil,
     { fromImage = ref, platform = opts.platform })
 end
 
---- POST /images/{ref}/push: the progress messages, as pull's. The
--- registry's credentials go in the body ({username, password,
+--- POST /images/{ref}/push: true, the progress messages to opts.line as
+-- pull's. The registry's credentials go in the body ({username, password,
 -- serveraddress} or {identitytoken}), the form the daemon takes when no
 -- X-Registry-Auth header comes: opts.auth, else {} (anonymous). opts:
--- timeout, max_response, as pull.
+-- line, timeout, max_response, as pull.
 function M.push(ref, opts)
   opts = opts or {}
   return progress_call(opts, "/images/{image}/push", { image = ref }, nil,

@@ -27,10 +27,11 @@
 --
 -- Progress: a plain request waits and answers every message the daemon
 -- sent ({status, id, progress} each). opts.progress(message), when given,
--- is called with each one as it is known -- today once the pull has ended;
--- a streamed pull (the streams work) calls it as each line comes, from
--- the same place (`deliver` below), so a route that streams needs nothing
--- else.
+-- is called with each one, in order, from the line callback the engine
+-- calls per progress line (`messages` below; engine.pull's opts.line):
+-- today once the reply is complete, since a route's coroutine cannot hold
+-- a stream; when the streams work streams the transfer, as each line
+-- comes, and a route that streams pull progress needs nothing else.
 local json = require "horcrux.json"
 local null = json.null
 local engine = require "horcrux.engine"
@@ -160,32 +161,35 @@ local function stream_kind(msg)
   return "server"
 end
 
---- The messages of a pull or push, each {status, id, progress} (what is
--- given), handed to progress() as each is known; the first error the
--- daemon reported, and the aux record (push: Tag, Digest, Size).
-local function deliver(lines, progress)
-  local out, failed, aux = json.array(), nil, nil
-  for _, m in ipairs(type(lines) == "table" and lines or {}) do
-    if type(m) == "table" then
-      local e = m.error or (type(m.errorDetail) == "table"
-        and m.errorDetail.message)
-      local msg = { status = m.status, id = m.id, progress = m.progress }
-      if e then
-        msg.error = tostring(e)
-        failed = failed or tostring(e)
-      end
-      if type(m.aux) == "table" then
-        aux = m.aux
-      end
-      if next(msg) then
-        out[#out + 1] = msg
-        if progress then
-          progress(msg)
-        end
+--- A pull's or push's messages as they come: t.line(m) takes each of the
+-- daemon's lines, keeps it as {status, id, progress[, error]} (what is
+-- given) in t.messages and hands it to progress(); t.failed is the first
+-- error the daemon reported, t.aux its aux record (push: Tag, Digest,
+-- Size).
+local function messages(progress)
+  local t = { messages = json.array(), aux = {} }
+  function t.line(m)
+    if type(m) ~= "table" then
+      return
+    end
+    local e = m.error or (type(m.errorDetail) == "table"
+      and m.errorDetail.message)
+    local msg = { status = m.status, id = m.id, progress = m.progress }
+    if e then
+      msg.error = tostring(e)
+      t.failed = t.failed or msg.error
+    end
+    if type(m.aux) == "table" then
+      t.aux = m.aux
+    end
+    if next(msg) then
+      t.messages[#t.messages + 1] = msg
+      if progress then
+        progress(msg)
       end
     end
   end
-  return out, failed, aux
+  return t
 end
 
 local function last_status(messages)
@@ -218,9 +222,9 @@ local function target(op, ref, policy)
 end
 
 -- A pull with credentials: `docker --config DIR pull REF`, DIR private and
--- holding a config.json for this registry only. Its text lines are the
--- messages.
-local function cli_pull(p, auth, policy)
+-- holding a config.json for this registry only. Each of its text lines is
+-- a message, handed to line().
+local function cli_pull(p, auth, policy, line)
   local o = policy.cli or {}
   return workdir.with(function(dir)
     local ok, err, kind = workdir.write(dir .. "/config.json",
@@ -235,13 +239,12 @@ local function cli_pull(p, auth, policy)
     if not out then
       return nil, err, kind
     end
-    local lines = {}
-    for line in out:gmatch("[^\n]+") do
-      if line ~= p.ref then -- the CLI's last line names the image
-        lines[#lines + 1] = { status = line }
+    for text in out:gmatch("[^\n]+") do
+      if text ~= p.ref then -- the CLI's last line names the image
+        line({ status = text })
       end
     end
-    return lines
+    return true
   end)
 end
 
@@ -272,23 +275,24 @@ local function transfer(op, ref, opts, done)
   if not p then
     return nil, auth, policy, field
   end
-  local lines, err, kind
+  local t = messages(opts.progress)
+  local ok, err, kind
   if op == "push" then
-    lines, err, kind = engine.push(p.ref, { auth = auth or nil })
+    ok, err, kind = engine.push(p.ref, { auth = auth or nil, line = t.line })
   elseif auth then
-    lines, err, kind = cli_pull(p, auth, policy)
+    ok, err, kind = cli_pull(p, auth, policy, t.line)
   else
-    lines, err, kind = engine.pull(p.ref)
+    ok, err, kind = engine.pull(p.ref, { line = t.line })
   end
-  if not lines then
+  if not ok then
     return nil, err, kind
   end
-  local messages, failed, aux = deliver(lines, opts.progress)
-  if failed then
-    return nil, ("%s %s: %s"):format(op, p.ref, failed), stream_kind(failed),
-      { messages = messages }
+  if t.failed then
+    return nil, ("%s %s: %s"):format(op, p.ref, t.failed),
+      stream_kind(t.failed), { messages = t.messages }
   end
-  return done({ ref = p.ref, messages = messages, aux = aux or {} })
+  t.ref = p.ref
+  return done(t)
 end
 
 --- Pulls ref (as given; :latest when it names no tag) from a registry the
