@@ -14,7 +14,6 @@
 local hx = require "horcrux" -- hx.NAME is require("horcrux.NAME")
 local check, input, filters = hx.check, hx.input, hx.filters
 local manage, logs, stacks = hx.manage, hx.logs, hx.stacks
-local images, fields = hx.images, hx.fields
 
 -- The container a route names: a name, a full id or an id prefix,
 -- refused (400) before any source is asked when it is not Docker's grammar.
@@ -24,11 +23,6 @@ end
 
 local function stack(req)
   return (check(input.stack_name(req.params.name)))
-end
-
--- The JSON body of a route, every field checked (horcrux/fields.lua).
-local function body(req, spec, required)
-  return (check(fields.check(check(input.json_body(req)), spec, required)))
 end
 
 route("GET", "/healthz", { query = {} }, function()
@@ -137,6 +131,15 @@ for _, action in ipairs({ "start", "stop", "restart" }) do
       return 200, (check(stacks.action(stack(req), action, req.query, nil,
         req)))
     end)
+end
+
+-- ==== images, exec, networks, volumes, stacks from compose files (issue 12):
+-- one block to the end of the file.
+local images, fields = hx.images, hx.fields
+
+-- The JSON body of a route, every field checked (horcrux/fields.lua).
+local function body(req, spec, required)
+  return (check(fields.check(check(input.json_body(req)), spec, required)))
 end
 
 -- ---- images (README: "Images") ----------------------------------------------
