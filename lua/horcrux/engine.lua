@@ -423,15 +423,6 @@ function M.networks(filters) return get("/networks", nil, filtered(filters)) end
 function M.network(name)
   return get("/networks/{network}", { network = name })
 end
-function M.network_create(body)
-  return value(M.call("POST", "/networks/create", nil, nil, body))
-end
-function M.network_remove(name)
-  return value(M.call("DELETE", "/networks/{network}", { network = name }))
-end
-function M.network_prune(filters)
-  return value(M.call("POST", "/networks/prune", nil, filtered(filters)))
-end
 --- body: {Container, EndpointConfig} (connect), {Container, Force}
 -- (disconnect).
 function M.network_connect(name, body)
@@ -446,14 +437,20 @@ end
 --- GET /volumes: {Volumes = [...], Warnings}.
 function M.volumes(filters) return get("/volumes", nil, filtered(filters)) end
 function M.volume(name) return get("/volumes/{volume}", { volume = name }) end
-function M.volume_create(body)
-  return value(M.call("POST", "/volumes/create", nil, nil, body))
-end
-function M.volume_remove(name, query)
-  return value(M.call("DELETE", "/volumes/{volume}", { volume = name }, query))
-end
-function M.volume_prune(filters)
-  return value(M.call("POST", "/volumes/prune", nil, filtered(filters)))
+
+-- network_create(body), network_remove(name[, query]),
+-- network_prune(filters), and the same three of volume_: one shape.
+for kind, path in pairs({ network = "/networks", volume = "/volumes" }) do
+  local one = path .. "/{" .. kind .. "}"
+  M[kind .. "_create"] = function(body)
+    return value(M.call("POST", path .. "/create", nil, nil, body))
+  end
+  M[kind .. "_remove"] = function(name, query)
+    return value(M.call("DELETE", one, { [kind] = name }, query))
+  end
+  M[kind .. "_prune"] = function(filters)
+    return value(M.call("POST", path .. "/prune", nil, filtered(filters)))
+  end
 end
 
 --- GET /info: the engine, and its swarm state (Swarm.LocalNodeState,
