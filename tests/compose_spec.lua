@@ -161,13 +161,11 @@ describe("stacks from compose files, on the real engine", function()
     local cases = {
       { "    privileged: true\n", "services.web.privileged" },
       { '    volumes: ["/:/host:ro"]\n', "services.web.volumes[1]" },
-      { "services:\n  web:\n    image: " .. support.image
-        .. "\n    network_mode: host\n", "services.web.network_mode", true },
       { "    env_file: /etc/passwd\n", "services.web.env_file" },
     }
     for _, c in ipairs(cases) do
       local name = support.unique_name("bad"):lower()
-      local r = deploy(name, c[3] and c[1] or two_services(c[1]))
+      local r = deploy(name, two_services(c[1]))
       assert.are.equal(403, r.status, c[1] .. r.body)
       assert.are.equal(c[2], r.json.error.field, r.body)
       assert.are.same({ 0, false, false }, { #project_containers(name),
@@ -187,6 +185,7 @@ describe("stacks from compose files, on the real engine", function()
       { { cap_add = { "SYS_ADMIN" } }, "services.web.cap_add[1]" },
       { { devices = { "/dev/fuse:/dev/fuse:rwm" } }, "services.web.devices[1].host" },
       { { pid = "host" }, "services.web.pid" },
+      { { network_mode = "host" }, "services.web.network_mode" },
       { { security_opt = { "seccomp=unconfined" } }, "services.web.security_opt" },
     }
     for _, c in ipairs(cases) do
