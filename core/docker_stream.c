@@ -21,6 +21,7 @@
  * For the breaker, a stream that got its reply's headers was answered; one
  * that stalled before any byte came, or could not connect, was not.
  */
+#include "async.h"
 #include "aux.h"
 #include "docker_private.h"
 #include "jsonconv.h"

@@ -130,6 +130,26 @@ static int listed(const hx_hosts *h, const char *v, size_t name_len,
   return 0;
 }
 
+/* Whether the name part of a Host value is an IP address (a.b.c.d, or an
+ * IPv6 address in brackets). Such a Host cannot come from DNS rebinding:
+ * the page that sent it was loaded from that address itself. */
+static int ip_literal(const char *v, size_t name_len) {
+  char a[INET6_ADDRSTRLEN + 2];
+  unsigned char bin[sizeof(struct in6_addr)];
+  if (name_len < 2 || name_len >= sizeof a)
+    return 0;
+  if (v[0] == '[') {
+    if (v[name_len - 1] != ']')
+      return 0;
+    memcpy(a, v + 1, name_len - 2);
+    a[name_len - 2] = '\0';
+    return inet_pton(AF_INET6, a, bin) == 1;
+  }
+  memcpy(a, v, name_len);
+  a[name_len] = '\0';
+  return inet_pton(AF_INET, a, bin) == 1;
+}
+
 int hx_hosts_valid_name(const char *name) {
   size_t name_len;
   const char *port;
@@ -154,7 +174,7 @@ const char *hx_hosts_check(const hx_hosts *h, struct MHD_Connection *conn,
                      : "the Host header is malformed");
     return "bad_request";
   }
-  if (listed(h, c.value, name_len, port))
+  if (ip_literal(c.value, name_len) || listed(h, c.value, name_len, port))
     return NULL;
   snprintf(msg, cap,
            "Host '%.200s' is not allowed here (a guard against DNS "
@@ -468,7 +488,9 @@ int hx_fd_plan(hx_fd_plan_t *p, unsigned workers, unsigned max_inflight,
   unsigned long long m = max_connections;
   if (m == 0)
     m = room / 2 < DEFAULT_CONNECTIONS ? room / 2 : DEFAULT_CONNECTIONS;
-  if (m > fits || m < MIN_CONNECTIONS) {
+  /* MIN_CONNECTIONS bounds what the plan chooses; an operator may ask for
+   * fewer (one client, a test). */
+  if (m > fits || (max_connections == 0 && m < MIN_CONNECTIONS)) {
     int n = snprintf(p->why, sizeof p->why, "--max-connections %llu: ", m);
     if (max_connections == 0)
       n = snprintf(p->why, sizeof p->why, "too few descriptors: ");

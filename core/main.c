@@ -50,9 +50,12 @@ static const char usage[] =
     "                     [--token-file PATH] [--require-token]\n"
     "                     [--allow-host NAME]... [--read-only] "
     "[--no-access-log]\n"
+    "                     [--web DIR|none]\n"
     "       horcrux run FILE.lua [ARGS...]\n"
     "       horcrux ps [--all]\n"
-    "       horcrux stats [ID...]\n"
+    "       horcrux stats [-a] [--no-stream] [--interval S] [CONTAINER...]\n"
+    "       horcrux events [--since T] [--until T] [--filter K=V]... "
+    "[--format json]\n"
     "       horcrux version\n";
 
 static int exists(const char *path) {
@@ -346,6 +349,8 @@ static int serve_options(int argc, char **argv, hx_server_config *cfg,
       cfg->listen = v, i++;
     } else if (strcmp(a, "--scripts") == 0 && v != NULL) {
       cfg->lua.scripts_dir = v, i++;
+    } else if (strcmp(a, "--web") == 0 && v != NULL) {
+      cfg->web_dir = v, i++;
     } else if (strcmp(a, "--no-access-log") == 0) {
       cfg->access_log = 0;
     } else if (strcmp(a, "--read-only") == 0) {
@@ -374,6 +379,32 @@ static int serve_options(int argc, char **argv, hx_server_config *cfg,
               usage);
       return -1;
     }
+  }
+  return 0;
+}
+
+/* The dashboard's folder, resolved (malloc'ed), into *out: --web's (an
+ * error when it is not there; "none": no dashboard), else web/ of the
+ * scripts dir, else the shipped web/ (none when neither is there).
+ * Returns 0 or -1 with the reason printed. */
+static int web_dir(const char *given, const char *scripts, const char *lib,
+                   char **out) {
+  *out = NULL;
+  if (given != NULL) {
+    if (strcmp(given, "none") == 0)
+      return 0;
+    if ((*out = realpath(given, NULL)) == NULL) {
+      fprintf(stderr, "horcrux: --web %s: %s\n", given, strerror(errno));
+      return -1;
+    }
+    return 0;
+  }
+  const char *dirs[] = {scripts, lib};
+  for (size_t i = 0; i < 2 && *out == NULL; i++) {
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof path, "%s/web", dirs[i]);
+    if (n > 0 && (size_t)n < sizeof path)
+      *out = realpath(path, NULL);
   }
   return 0;
 }
@@ -418,19 +449,23 @@ static int serve(int argc, char **argv, const char *lib) {
   if (rc == 0 && cfg.token != NULL)
     rc = check_token(cfg.token, cfg.token == token_file ? "--token-file"
                                                         : "HORCRUX_TOKEN");
-  char *real = NULL;
+  char *real = NULL, *web = NULL;
   if (rc == 0 && (real = realpath(cfg.lua.scripts_dir, NULL)) == NULL) {
     fprintf(stderr, "horcrux: --scripts %s: %s\n", cfg.lua.scripts_dir,
             strerror(errno));
     rc = -1;
   }
+  if (rc == 0)
+    rc = web_dir(cfg.web_dir, real, lib, &web);
   if (rc == 0) {
     cfg.lua.scripts_dir = real;
+    cfg.web_dir = web;
     rc = hx_serve(&cfg);
   } else {
     rc = rc > 0 ? 0 : 2;
   }
   free(real);
+  free(web);
   free(token_file);
   free(env_token);
   free(hosts);

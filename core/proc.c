@@ -5,6 +5,9 @@
  *                               truncated} | nil, message, kind
  *   proc.which(name)        -> path | nil
  *   proc.realpath(path)     -> the resolved path | nil, message, kind
+ *   proc.isatty([fd])       -> whether descriptor fd (default 1, stdout)
+ *                              is a terminal (`horcrux stats` redraws on
+ *                              one, appends frames elsewhere)
  *   proc.spawn(argv [, opts]) -> child | nil, message, kind
  *       a program left running: opts stdout/stderr (file paths, appended;
  *       default /dev/null), env, cwd; child:pid(), child:kill([sig]),
@@ -979,9 +982,15 @@ static int proc_realpath(lua_State *L) {
   return 1;
 }
 
+static int proc_isatty(lua_State *L) {
+  lua_Integer fd = luaL_optinteger(L, 1, 1);
+  lua_pushboolean(L, fd >= 0 && fd <= INT_MAX && isatty((int)fd) == 1);
+  return 1;
+}
+
 static const luaL_Reg proc_funcs[] = {
-    {"run", proc_run},     {"which", proc_which}, {"realpath", proc_realpath},
-    {"spawn", proc_spawn}, {NULL, NULL},
+    {"run", proc_run},     {"which", proc_which},   {"realpath", proc_realpath},
+    {"spawn", proc_spawn}, {"isatty", proc_isatty}, {NULL, NULL},
 };
 
 HX_EXPORT int luaopen_horcrux_proc(lua_State *L) {

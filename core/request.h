@@ -43,6 +43,7 @@ typedef struct request {
   int counted;       /* in its worker's count of requests in flight */
   int authenticated; /* a valid bearer token came with it */
   int read_only;     /* the server runs with --read-only */
+  int web;           /* a dashboard file (static.h), not a route */
   int status;
   struct timespec start;
   hx_deadline deadline; /* set by the server when the route starts */

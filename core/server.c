@@ -31,6 +31,7 @@
 #include "kinds.h"
 #include "logline.h"
 #include "request.h"
+#include "static.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -529,6 +530,12 @@ static int guard(request *rq, const char *version, enum MHD_Result *ret) {
   const char *msg = why;
   const char *refused =
       hx_hosts_check(srv->hosts, rq->conn, version, why, sizeof why);
+  /* The dashboard's files need no token (static.h says why). */
+  if (refused == NULL && srv->cfg.web_dir != NULL &&
+      hx_static_wants(rq->method, rq->path)) {
+    rq->web = 1;
+    return 0;
+  }
   if (refused == NULL)
     refused = hx_token_check(
         &srv->cfg, srv->token_everywhere, rq->method,
@@ -690,6 +697,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
   case RECEIVING:
     if (rq->too_large)
       return send_error(rq, "too_large", "the request body is too large");
+    if (rq->web) {
+      rq->phase = DONE;
+      return hx_static_send(conn, srv->cfg.web_dir, rq->path, rq->id,
+                            &rq->status);
+    }
     return start(rq);
   case WAITING:
     lua_pushinteger(rq->co, rq->resume_value);

@@ -21,6 +21,7 @@ typedef struct hx_server_config {
   const char *const *allow_hosts; /* Host names served beyond the defaults */
   size_t n_allow_hosts;
   int read_only;        /* refuse every mutating request */
+  const char *web_dir;  /* the dashboard's files (static.h), or NULL */
   hx_states_config lua; /* the Lua states */
 } hx_server_config;
 

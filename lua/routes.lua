@@ -29,6 +29,14 @@ route("GET", "/healthz", { query = {} }, function()
   return 200, hx.health.check()
 end)
 
+-- What the dashboard (the files at /, served by the host) asks first:
+-- {"read_only", "authenticated"}: whether this server refuses every change,
+-- and whether this request carried the token.
+route("GET", "/api/session", { query = {} }, function(req)
+  return 200, { read_only = req.read_only == true,
+    authenticated = req.authenticated == true }
+end)
+
 -- [{"id", "name", "status", "image"}, ...]; ?all=0: running ones only.
 -- Filters (horcrux/filters.lua): ?status= ?label=KEY[=VALUE] ?network=
 -- ?name= ?ancestor=, each repeatable. X-Horcrux-Source: the source that
@@ -47,9 +55,11 @@ route("POST", "/api/containers", { query = {} }, function(req)
   return 201, (check(manage.create(spec)))
 end)
 
--- {"id", "name", "status", "image", "created", "started"}
+-- {"id", "name", "status", "image", "created", "started"};
+-- X-Horcrux-Source: the source that answered.
 route("GET", "/api/containers/:id", { query = {} }, function(req)
-  return 200, (check(hx.metrics.inspect(container(req))))
+  local c, source = check(hx.metrics.inspect(container(req)))
+  return 200, c, { ["X-Horcrux-Source"] = source }
 end)
 
 -- ?force=1&volumes=1 -> {"id", "removed": true}; a running container

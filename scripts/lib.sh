@@ -14,11 +14,14 @@ HX_STATE_DIR=${HORCRUX_STATE_DIR:-/run/horcrux}
 # What scripts/run needs; scripts/test and scripts/bench add theirs. curl and
 # make are not dependencies of the others on a minimal Debian: name them.
 # wrk drives tests/concurrency_spec.lua; util-linux (unshare) the private
-# dockerd of tests/daemon.lua. scripts/fuzz, memcheck and tsan add theirs.
+# dockerd of tests/daemon.lua; openssl makes the certificates of the TLS
+# specs (tests/docker_spec.lua); iproute2 (ip) finds the address beyond
+# loopback that tests/access_spec.lua listens on. scripts/fuzz, memcheck and
+# tsan add theirs.
 # shellcheck disable=SC2034 # used by the scripts that source this file
 HX_PACKAGES=(cmake make gcc pkg-config curl python3 lua5.4 liblua5.4-dev
   libcurl4-openssl-dev libcjson-dev libmicrohttpd-dev lua-busted docker.io
-  busybox-static wrk util-linux strace)
+  busybox-static wrk util-linux strace openssl iproute2)
 
 # Set by hx_docker_ensure when it started dockerd itself (empty otherwise).
 HX_DOCKERD_PID=""

@@ -670,21 +670,20 @@ describe("horcrux.cgroup host figures", function()
   end)
 end)
 
--- The real engine. Containers are labelled and always removed.
+-- The real engine. Containers are labelled and always removed. Without an
+-- engine these fail (support.docker() raises): a missing engine is never a
+-- silent skip, in CI or not.
 describe("horcrux.cgroup against the real engine #docker", function()
-  local IMAGE = "horcrux-test:busybox"
-  local have_docker = sh("docker info >/dev/null")
+  local support = require("support")
+  local IMAGE = support.image
 
   local function need_docker()
-    if have_docker then return true end
-    if os.getenv("CI") == "true" then error("no Docker engine answers (CI=true)") end
-    pending("no Docker engine answers")
-    return false
+    support.docker()
   end
 
   local started = {}
   local function run(args)
-    local ok, out = sh("docker run -d --label " .. require("support").label_arg .. " " .. args)
+    local ok, out = sh("docker run -d --label " .. support.label_arg .. " " .. args)
     assert(ok, out)
     local id = out:match("(%x+)%s*$")
     assert.equal(64, #id)
@@ -706,22 +705,76 @@ describe("horcrux.cgroup against the real engine #docker", function()
     return cond()
   end
 
-  local function bytes(s) -- "1.48MiB" -> number, as docker stats prints it
+  -- "1.48MiB" -> bytes, and half a step of the last digit docker could have
+  -- printed: it prints sizes with 4 significant digits (BytesSize, %.4g)
+  -- and network bytes with 3 (HumanSizeWithPrecision), so a figure is
+  -- exact to within half a unit of that digit.
+  local function bytes(s, digits)
     local n, unit = s:match("^%s*([%d.]+)%s*(%a*)")
     local mult = { B = 1, kB = 1e3, KB = 1e3, MB = 1e6, GB = 1e9, KiB = 1024, MiB = 1024 ^ 2,
       GiB = 1024 ^ 3, TiB = 1024 ^ 4 }
-    return tonumber(n) * assert(mult[unit], unit)
+    local v = tonumber(n) * assert(mult[unit], unit)
+    local step = tonumber(n) == 0 and 0
+      or 10 ^ (math.floor(math.log(tonumber(n), 10)) - (digits - 1)) * mult[unit]
+    return v, unit == "B" and 0 or step / 2
   end
 
   local function docker_stats(id)
     local ok, out = sh("docker stats --no-stream --format '{{.MemUsage}}|{{.PIDs}}|{{.NetIO}}' " .. id)
     assert(ok, out)
     local mu, ml, pids, rx, tx = out:match("^(.-) / (.-)|(%d+)|(.-) / (.-)%s*$")
-    return { mem = bytes(mu), limit = bytes(ml), pids = tonumber(pids), rx = bytes(rx), tx = bytes(tx) }
+    local r = { pids = tonumber(pids) }
+    r.mem, r.mem_round = bytes(mu, 4)
+    r.limit, r.limit_round = bytes(ml, 4)
+    r.rx, r.rx_round = bytes(rx, 3)
+    r.tx, r.tx_round = bytes(tx, 3)
+    return r
   end
 
-  it("measures busy and idle containers, agreeing with docker stats", function()
-    if not need_docker() then return end
+  -- CPU ns the kernel charged to one process: utime + stime of
+  -- /proc/<pid>/stat in clock ticks, an accounting of its own, apart from
+  -- the cgroup's cpuacct counter.
+  local HZ = 100
+  local function proc_cpu_ns(pid)
+    local rest = slurp("/proc/" .. pid .. "/stat"):match("%) (.*)$")
+    local f = {}
+    for w in rest:gmatch("%S+") do f[#f + 1] = w end
+    return (tonumber(f[12]) + tonumber(f[13])) * (1e9 // HZ)
+  end
+
+  -- The whole disk the daemon's data root lives on (a throttle takes a
+  -- disk, not a partition), else the first disk in /sys/block that is no
+  -- loop, ram or zram device.
+  local function data_disk()
+    local ok, root = sh("docker info --format '{{.DockerRootDir}}'")
+    assert(ok, root)
+    local okd, dev = sh("stat -c '%Hd:%Ld' '" .. root:gsub("%s+$", "") .. "'")
+    if okd then
+      local okr, sys = sh("readlink -f /sys/dev/block/" .. dev:gsub("%s+$", ""))
+      sys = sys:gsub("%s+$", "")
+      if okr and sys:match("^/sys/") then
+        local part = io.open(sys .. "/partition")
+        if part then
+          part:close()
+          sys = sys:match("^(.*)/[^/]+$")
+        end
+        local name = sys:match("([^/]+)$")
+        if name and not name:match("^loop") and not name:match("^z?ram") then
+          return "/dev/" .. name
+        end
+      end
+    end
+    local _, list = sh("ls /sys/block")
+    for name in list:gmatch("%S+") do
+      if not (name:match("^loop") or name:match("^z?ram") or name:match("^dm%-")) then
+        return "/dev/" .. name
+      end
+    end
+    error("no block device found for the throttle (data root " .. root .. ")")
+  end
+
+  it("measures busy and idle containers, agreeing with the process's own ticks and docker stats", function()
+    need_docker()
     finally(remove_all)
     local busy = run(IMAGE .. " sh -c 'while :; do :; done'")
     local idle = run(IMAGE .. " sleep 3600")
@@ -736,14 +789,29 @@ describe("horcrux.cgroup against the real engine #docker", function()
     local hi = assert(cgroup.open(idle))
     assert.equal(d.driver, hb.driver)
     sh("sleep 0.5")
+    -- The peer: the busy loop's own utime + stime over the same window,
+    -- read right after each cgroup read. Both count the CPU the loop got,
+    -- however little other work on the machine leaves it, so they agree
+    -- on a loaded machine as on an idle one; only the 10 ms tick is
+    -- between them (2 ticks over 2 s: 0.01 of a core).
     local b1, i1 = assert(hb:stats()), assert(hi:stats())
-    sh("sleep 1")
+    local p1 = proc_cpu_ns(b1.pid)
+    sh("sleep 2")
     local b2, i2 = assert(hb:stats()), assert(hi:stats())
-    local rate_b = (b2.cpu_ns - b1.cpu_ns) / (b2.mono_ns - b1.mono_ns)
+    local p2 = proc_cpu_ns(b2.pid)
+    local wall = b2.mono_ns - b1.mono_ns
+    local rate_b = (b2.cpu_ns - b1.cpu_ns) / wall
+    local rate_p = (p2 - p1) / wall
     local rate_i = (i2.cpu_ns - i1.cpu_ns) / (i2.mono_ns - i1.mono_ns)
-    io.stderr:write(("\n  busy %.3f cores, idle %.4f cores\n"):format(rate_b, rate_i))
-    assert.is_true(rate_b > 0.6 and rate_b < 1.1, "busy: " .. rate_b)
-    assert.is_true(rate_i < 0.05, "idle: " .. rate_i)
+    io.stderr:write(("\n  busy %.3f cores (its ticks %.3f), idle %.4f cores\n"):format(
+      rate_b, rate_p, rate_i))
+    assert.is_true(math.abs(rate_b - rate_p) <= 0.02 + 0.03 * rate_p,
+      ("busy: cgroup %.3f vs ticks %.3f cores"):format(rate_b, rate_p))
+    assert.is_true(rate_p > 0, "the busy loop got no CPU at all")
+    -- one thread uses at most one core, whatever the load
+    assert.is_true(rate_b <= 1.02, "busy: " .. rate_b)
+    -- a sleeping process uses next to nothing, whatever the load
+    assert.is_true(rate_i < 0.01, "idle: " .. rate_i)
     for _, s in ipairs({ b2, i2 }) do
       assert.is_true(s.pids >= 1)
       assert.is_true(s.memory_usage > 0)
@@ -751,26 +819,38 @@ describe("horcrux.cgroup against the real engine #docker", function()
       assert.is_number(s.inactive_file)
       assert.equal(0, s.blkio_write)
       assert.is_number(s.net_rx)
-      assert.is_nil(s.net_host)
+      assert.is_nil(s.net_host) -- set only for a host-network container
     end
+    -- docker stats read between two reads of ours: its figures lie between
+    -- them, give or take the rounding of what it prints and a page of
+    -- memory (the old tolerance, 1 MiB or 20 %, passed any figure for a
+    -- container of a few hundred KiB)
     local host_mem = cgroup.host_memory()
     for _, pair in ipairs({ { busy, hb }, { idle, hi } }) do
+      local s0 = assert(pair[2]:stats())
       local ds = docker_stats(pair[1])
       local s = assert(pair[2]:stats())
       assert.equal(ds.pids, s.pids)
-      local used = s.memory_usage - s.inactive_file
-      assert.is_true(math.abs(used - ds.mem) <= math.max(1024 ^ 2, 0.2 * ds.mem),
-        ("memory %.0f vs docker %.0f"):format(used, ds.mem))
+      local u0, u1 = s0.memory_usage - s0.inactive_file, s.memory_usage - s.inactive_file
+      local tol = ds.mem_round + 4096
+      assert.is_true(ds.mem >= math.min(u0, u1) - tol and ds.mem <= math.max(u0, u1) + tol,
+        ("memory: docker %.0f, ours %d and %d"):format(ds.mem, u0, u1))
       assert.is_true(s.memory_unlimited)
-      assert.is_true(math.abs(host_mem - ds.limit) <= 0.01 * host_mem)
-      assert.is_true(math.abs(s.net_rx - ds.rx) <= 0.05 * ds.rx + 100)
+      assert.is_true(math.abs(host_mem - ds.limit) <= ds.limit_round,
+        ("limit: docker %.0f, host %d"):format(ds.limit, host_mem))
+      for _, k in ipairs({ "rx", "tx" }) do
+        local lo, hi_ = s0["net_" .. k], s["net_" .. k]
+        assert.is_true(ds[k] >= lo - ds[k .. "_round"] and ds[k] <= hi_ + ds[k .. "_round"],
+          ("net %s: docker %.0f, ours %d and %d"):format(k, ds[k], lo, hi_))
+      end
     end
   end)
 
   it("counts block I/O written with O_DIRECT under a throttle", function()
-    if not need_docker() then return end
+    need_docker()
     finally(remove_all)
-    local id = run("--device-write-bps /dev/vda:1gb --device-read-bps /dev/vda:1gb " .. IMAGE
+    local disk = data_disk()
+    local id = run("--device-write-bps " .. disk .. ":1gb --device-read-bps " .. disk .. ":1gb " .. IMAGE
       .. " sh -c 'dd if=/dev/zero of=/x bs=1M count=20 oflag=direct && sleep 3600'")
     local h = assert(cgroup.open(id))
     local s = wait_for(function()
@@ -783,7 +863,7 @@ describe("horcrux.cgroup against the real engine #docker", function()
   end)
 
   it("sees network bytes grow when the container is pinged", function()
-    if not need_docker() then return end
+    need_docker()
     finally(remove_all)
     local id = run(IMAGE .. " sleep 3600")
     local ok, ip = sh("docker inspect -f '{{.NetworkSettings.IPAddress}}' " .. id)
@@ -804,26 +884,37 @@ describe("horcrux.cgroup against the real engine #docker", function()
   end)
 
   it("reports a host-network container as net_host with no counters of its own", function()
-    if not need_docker() then return end
+    need_docker()
     finally(remove_all)
     local id = run("--network host " .. IMAGE .. " sleep 3600")
     local s = assert(cgroup.stats(id))
-    if s.net_host then
-      assert.equal(0, s.net_rx)
-      assert.equal(0, s.net_tx)
-    else
-      -- this process does not share the engine's network namespace, so the
-      -- host's cannot be told apart: the counters are still read
-      assert.is_number(s.net_rx)
+    -- The host's namespace is what the reader compares with: /proc/1's,
+    -- or its own process's where /proc/1's cannot be read (no
+    -- CAP_SYS_PTRACE). A --network host container shares the daemon's, so
+    -- where the daemon runs in that namespace (checked here, not assumed)
+    -- the container must be told as on the host's network.
+    local ok, pid = sh("docker inspect -f '{{.State.Pid}}' " .. id)
+    assert(ok, pid)
+    local _, mine = sh("readlink /proc/" .. pid:match("%d+") .. "/ns/net")
+    local okh, host = sh("readlink /proc/1/ns/net")
+    if not okh then
+      host = select(2, sh("readlink /proc/self/ns/net"))
     end
+    assert.matches("^net:", mine)
+    assert.equal(host, mine, "the daemon's network namespace is not the one the reader "
+      .. "takes for the host's: this spec cannot tell what --network host means here")
+    assert.is_true(s.net_host)
+    assert.equal(0, s.net_rx)
+    assert.equal(0, s.net_tx)
     local none = run("--network none " .. IMAGE .. " sleep 3600")
     s = assert(cgroup.stats(none))
+    assert.is_nil(s.net_host)
     assert.equal(0, s.net_rx)
     assert.equal(0, s.net_tx)
   end)
 
   it("tells a paused container from a running one", function()
-    if not need_docker() then return end
+    need_docker()
     local id = run(IMAGE .. " sleep 3600")
     finally(function()
       sh("docker unpause " .. id .. " >/dev/null")
@@ -847,7 +938,7 @@ describe("horcrux.cgroup against the real engine #docker", function()
   end)
 
   it("says not_found once the container is removed", function()
-    if not need_docker() then return end
+    need_docker()
     finally(remove_all)
     local id = run(IMAGE .. " sleep 3600")
     local h = assert(cgroup.open(id))
@@ -862,19 +953,38 @@ describe("horcrux.cgroup against the real engine #docker", function()
     assert.equal("not_found", kind2)
   end)
 
-  it("reads one container's stats cheaply", function()
-    if not need_docker() then return end
+  it("reads one container's stats for about what reading its files costs", function()
+    need_docker()
     finally(remove_all)
     local id = run(IMAGE .. " sleep 3600")
     local h = assert(cgroup.open(id))
     local into = {}
-    local n = 2000
-    local c0 = os.clock()
-    local t0 = assert(h:stats(into)).mono_ns
-    for _ = 1, n do assert(h:stats(into)) end
-    local cpu_us = (os.clock() - c0) / n * 1e6
-    local wall_us = (into.mono_ns - t0) / n / 1e3
-    io.stderr:write(("\n  stats(): %.1f us CPU, %.1f us wall per container\n"):format(cpu_us, wall_us))
-    assert.is_true(cpu_us < 2000)
+    local s = assert(h:stats(into))
+    -- The peer: the same files read bare (open, read, close from Lua), in
+    -- the same run, in alternating blocks so that both meet the same load.
+    -- stats() reads them once each and parses them in C: it costs about
+    -- what the bare reads cost (measured 1.0-1.1x), whatever else runs on
+    -- the machine. Rescanning the hierarchy, reading a file twice or a
+    -- parser that grows with its input shows as several times more.
+    local cs = require("cgroup_support")
+    local files = cs.files(h, s.pid)
+    local function bare()
+      cs.read_bare(files)
+    end
+    local n, ratios, said = 500, {}, {}
+    for _ = 1, 5 do
+      local c0 = os.clock()
+      for _ = 1, n do assert(h:stats(into)) end
+      local ours = (os.clock() - c0) / n * 1e6
+      c0 = os.clock()
+      for _ = 1, n do bare() end
+      local peer = (os.clock() - c0) / n * 1e6
+      ratios[#ratios + 1] = ours / peer
+      said[#said + 1] = ("%.1f vs %.1f us"):format(ours, peer)
+    end
+    table.sort(ratios)
+    io.stderr:write(("\n  stats() vs a bare read of its %d files: %s; median %.2fx\n")
+      :format(#files, table.concat(said, ", "), ratios[3]))
+    assert.is_true(ratios[3] < 2, ("median %.2fx a bare read"):format(ratios[3]))
   end)
 end)

@@ -1,21 +1,49 @@
 -- Every refusal of a management route leaves the containers as they were:
 -- no token, a wrong token, read-only mode, an oversized body, a bad id or
--- stack name (refused before any request to the daemon).
+-- stack name (refused before any request to the daemon). Each refused
+-- action is aimed at a container it would change (a stopped one for start,
+-- a paused one for unpause, a running one for the rest), so a refusal that
+-- let the action through shows in the daemon's view of it. PUT and PATCH
+-- go through the same guard (routes of the spec's own, beside the shipped
+-- ones, that would pause and stop a container).
 local ms = require "manage_support"
 local support = require "support"
+local http = require "http"
+local proc = require "horcrux.proc"
 local json = require "horcrux.json"
 
 local PROJECT = "com.docker.compose.project"
+local SERVICE = "com.docker.compose.service"
+local ROOT = assert(proc.run({ "pwd" })).stdout:gsub("\n$", "")
 
--- Every mutating route, for container `id` and stack `stack`; create's body
--- names a container that must never exist.
-local function mutating(id, stack, create_body)
+-- The shipped routes, plus a PUT and a PATCH that act on a container.
+local ROUTES = ([[
+assert(loadfile(%q, "t", _ENV))()
+local engine = require "horcrux.engine"
+local errors = require "horcrux.errors"
+route("PUT", "/t/containers/:id/pause", { query = {} }, function(req)
+  return 200, errors.check(engine.action(req.params.id, "pause"))
+end)
+route("PATCH", "/t/containers/:id/stop", { query = {} }, function(req)
+  return 200, errors.check(engine.action(req.params.id, "stop", { t = 0 }))
+end)
+]]):format(ROOT .. "/lua/routes.lua")
+
+-- Every mutating route, each aimed at a container it would change: c.run
+-- (running), c.stopped (created, never started), c.paused; stack `stack`
+-- holds c.run and c.stopped. create's body names a container that must
+-- never exist.
+local function mutating(c, stack, create_body)
   local out = {
     { "POST", "/api/containers", create_body },
-    { "DELETE", "/api/containers/" .. id .. "?force=1" },
+    { "DELETE", "/api/containers/" .. c.run .. "?force=1" },
+    { "POST", "/api/containers/" .. c.stopped .. "/start" },
+    { "POST", "/api/containers/" .. c.paused .. "/unpause" },
+    { "PUT", "/t/containers/" .. c.run .. "/pause" },
+    { "PATCH", "/t/containers/" .. c.run .. "/stop" },
   }
-  for _, a in ipairs({ "start", "stop", "restart", "kill", "pause", "unpause" }) do
-    out[#out + 1] = { "POST", "/api/containers/" .. id .. "/" .. a }
+  for _, a in ipairs({ "stop", "restart", "kill", "pause" }) do
+    out[#out + 1] = { "POST", "/api/containers/" .. c.run .. "/" .. a }
   end
   for _, a in ipairs({ "start", "stop", "restart" }) do
     out[#out + 1] = { "POST", "/api/stacks/" .. stack .. "/" .. a }
@@ -24,21 +52,35 @@ local function mutating(id, stack, create_body)
 end
 
 describe("the guard around the management routes", function()
-  local srv, ro, id, stack, before, create
+  local srv, ro, c, id, stack, before, create, dir
 
   setup(function()
     support.docker()
-    srv = ms.start()
-    ro = ms.start({ args = { "--read-only" } })
+    dir = http.scripts_dir({ ["routes.lua"] = ROUTES })
+    srv = ms.start({ scripts = dir })
+    ro = ms.start({ scripts = dir, args = { "--read-only" } })
     stack = ("hxguard%x%04x"):format(os.time(), math.random(0, 0xffff))
-    id = ms.create(srv, { labels = { [PROJECT] = stack,
-      ["com.docker.compose.service"] = "app" }, start = true })
-    before = ms.snapshot(id)
+    c = {}
+    c.run = ms.create(srv, { labels = { [PROJECT] = stack, [SERVICE] = "app" }, start = true })
+    c.stopped = ms.create(srv, { labels = { [PROJECT] = stack, [SERVICE] = "db" } })
+    c.paused = ms.create(srv, { start = true })
+    local st = support.docker():request("POST", "/containers/" .. c.paused .. "/pause")
+    assert(st == 204, "pause: " .. tostring(st))
+    id = c.run
+    before = {}
+    for k, ref in pairs(c) do
+      before[k] = ms.snapshot(ref)
+    end
+    assert.are.same({ "running", "created", "paused" }, { before.run.status,
+      before.stopped.status, before.paused.status })
     create = ms.body()
     ms.track(create.name)
   end)
 
   teardown(function()
+    if c and c.paused then
+      support.docker():request("POST", "/containers/" .. c.paused .. "/unpause")
+    end
     ms.cleanup()
     if srv then
       srv:stop()
@@ -46,15 +88,20 @@ describe("the guard around the management routes", function()
     if ro then
       ro:stop()
     end
+    if dir then
+      proc.run({ "rm", "-rf", dir })
+    end
   end)
 
   local function unchanged(what)
-    assert.are.same(before, ms.snapshot(id), what)
+    for k, ref in pairs(c) do
+      assert.are.same(before[k], ms.snapshot(ref), what .. " (" .. k .. ")")
+    end
     assert.is_nil(ms.inspect(create.name), what)
   end
 
   it("refuses every mutating route without a token (401) and with a wrong one (403)", function()
-    for _, m in ipairs(mutating(id, stack, create)) do
+    for _, m in ipairs(mutating(c, stack, create)) do
       local what = m[1] .. " " .. m[2]
       local r = ms.call(srv, m[1], m[2], m[3], { token = false })
       assert.are.equal(401, r.status, what .. ": " .. r.body)
@@ -67,7 +114,7 @@ describe("the guard around the management routes", function()
   end)
 
   it("refuses every mutating route in read-only mode, with the right token", function()
-    for _, m in ipairs(mutating(id, stack, create)) do
+    for _, m in ipairs(mutating(c, stack, create)) do
       local what = m[1] .. " " .. m[2]
       local r = ms.call(ro, m[1], m[2], m[3])
       assert.are.equal(403, r.status, what .. ": " .. r.body)
@@ -90,9 +137,9 @@ describe("the guard around the management routes", function()
   end)
 
   it("refuses every mutating route when no token is configured", function()
-    local open = ms.start({ token = false })
+    local open = ms.start({ token = false, scripts = dir })
     finally(function() open:stop() end)
-    for _, m in ipairs(mutating(id, stack, create)) do
+    for _, m in ipairs(mutating(c, stack, create)) do
       local what = m[1] .. " " .. m[2]
       local r = ms.call(open, m[1], m[2], m[3], { token = "anything" })
       assert.are.equal(401, r.status, what .. ": " .. r.body)
@@ -162,6 +209,19 @@ describe("the guard around the management routes", function()
       assert.are.equal("bad_request", r.json.error.code)
     end
     unchanged("NUL in the path")
+  end)
+
+  it("lets PUT and PATCH through with the right token (the routes above do act)", function()
+    local target = ms.create(srv, { start = true })
+    local r = ms.call(srv, "PUT", "/t/containers/" .. target .. "/pause")
+    assert.are.equal(200, r.status, r.body)
+    assert.is_true(r.json.changed)
+    assert.are.equal("paused", ms.status(target))
+    support.docker():request("POST", "/containers/" .. target .. "/unpause")
+    r = ms.call(srv, "PATCH", "/t/containers/" .. target .. "/stop")
+    assert.are.equal(200, r.status, r.body)
+    assert.are.equal("exited", ms.status(target))
+    unchanged("PUT and PATCH on another container")
   end)
 
   it("answers what a refusal is as JSON with the error shape", function()

@@ -133,19 +133,60 @@ function M.env(env)
   return out
 end
 
---- Starts `horcrux serve`; waits until /healthz answers. opts: scripts,
--- args, env, prefix (an argv the server's goes after, as
+--- The first IPv4 address of this machine beyond loopback (scope global),
+-- for specs that listen where the loopback rules do not apply. Raises when
+-- there is none: such a spec fails, it is never skipped.
+function M.lan_address()
+  local r = assert(proc.run({ "ip", "-4", "-o", "addr", "show", "scope", "global" }))
+  local addr = r.status == 0 and r.stdout:match("inet (%d+%.%d+%.%d+%.%d+)/")
+  if not addr then
+    error("no IPv4 address beyond loopback on this machine (ip -4 addr): "
+      .. r.stdout .. r.stderr)
+  end
+  return addr
+end
+
+-- A port from the kernel's randomness, not math.random's: a spec seeds
+-- that (cgroup_spec), and the runs of other worktrees sharing the machine
+-- would then try the same ports in the same order.
+local function random_port()
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local b = f:read(4)
+  f:close()
+  return 20000 + string.unpack("<I4", b) % 40000
+end
+
+-- Whether something takes connections on host:port. The server listens
+-- with SO_REUSEPORT, so a second one on a taken port starts without an
+-- error and the kernel shares the connections between the two: a spec's
+-- requests would reach another run's server. Such a port is skipped.
+local function port_taken(host, port)
+  local r = proc.run({ "curl", "-s", "-o", "/dev/null", "--max-time", "1",
+    ("http://%s:%d/"):format(host, port) }, { timeout = 5 })
+  return not r or r.status ~= 7 -- 7: could not connect
+end
+
+--- Starts `horcrux serve`; waits until /healthz answers (any status: a
+-- server beyond loopback answers 401 without the token). opts: scripts,
+-- args, env (a list of K=V; nil inherits), host (the address to listen on
+-- and to reach it at, default 127.0.0.1; "0.0.0.0" listens everywhere and
+-- is reached at 127.0.0.1), prefix (an argv the server's goes after, as
 -- {"prlimit", "--nofile=1024:4096"}).
 function M.start(opts)
   opts = opts or {}
   local log = os.tmpname()
+  local host = opts.host or "127.0.0.1"
+  local reach = host == "0.0.0.0" and "127.0.0.1" or host
   for _ = 1, 5 do
-    local port = math.random(20000, 60000)
+    local port = random_port()
+    while port_taken(reach, port) do
+      port = random_port()
+    end
     local argv = {}
     for _, a in ipairs(opts.prefix or {}) do
       argv[#argv + 1] = a
     end
-    for _, a in ipairs({ M.bin, "serve", "--listen", "127.0.0.1:" .. port,
+    for _, a in ipairs({ M.bin, "serve", "--listen", host .. ":" .. port,
       "--scripts", opts.scripts or "lua" }) do
       argv[#argv + 1] = a
     end
@@ -157,7 +198,7 @@ function M.start(opts)
       error("cannot start horcrux: " .. err)
     end
     local srv = setmetatable({ proc = p, port = port, log = log,
-      url = "http://127.0.0.1:" .. port }, Server)
+      url = "http://" .. reach .. ":" .. port }, Server)
     local deadline = clock.mono_ns() + 10e9
     while clock.mono_ns() < deadline do
       if not srv:alive() then

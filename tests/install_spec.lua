@@ -99,7 +99,9 @@ describe("installing", function()
     lists_with(lpath, cpath, name)
     for _, f in ipairs({ "/bin/horcrux", "/share/horcrux/lua/routes.lua",
       "/share/horcrux/lua/fallback.lua", "/share/horcrux/lua/format.lua",
-      "/share/horcrux/lua/policy.lua", "/share/horcrux/lua/commands/ps.lua" }) do
+      "/share/horcrux/lua/policy.lua", "/share/horcrux/lua/commands/ps.lua",
+      "/share/horcrux/lua/commands/events.lua", "/share/horcrux/lua/web/index.html",
+      "/share/horcrux/lua/web/ui/app.js" }) do
       assert.is_not_nil(io.open(prefix .. f), f)
     end
   end)

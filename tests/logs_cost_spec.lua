@@ -6,17 +6,21 @@
 -- inputs) and by measuring demux at growing sizes: a quadratic cost pins
 -- a worker inside one C call (a Lua pattern, a string concatenation) where
 -- the instruction budget never fires. Costs are CPU time per call
--- (os.clock), each call repeated until 0.1 s has passed, so a loaded
--- machine changes both sizes alike.
+-- (os.clock), each call repeated until 0.1 s has passed, the least of three
+-- such runs, so a loaded machine changes both sizes alike.
 local logs = require "horcrux.logs"
 
 local function cost(raw, tty)
-  local n, t0 = 0, os.clock()
-  repeat
-    logs.demux(raw, tty, false)
-    n = n + 1
-  until os.clock() - t0 > 0.1
-  return (os.clock() - t0) / n
+  local best = math.huge
+  for _ = 1, 3 do -- the least of three: a burst of other work inflates one
+    local n, t0 = 0, os.clock()
+    repeat
+      logs.demux(raw, tty, false)
+      n = n + 1
+    until os.clock() - t0 > 0.1
+    best = math.min(best, (os.clock() - t0) / n)
+  end
+  return best
 end
 
 -- cost(make(4n)) / cost(make(n)), with a message naming both.

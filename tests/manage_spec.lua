@@ -410,38 +410,67 @@ describe("container lifecycle over HTTP", function()
   end)
 
   it("creates with every setting the body gives, started when asked", function()
+    -- every field of the body that the shipped policy allows (binds,
+    -- devices, pid_mode and cap_add it refuses: the policy specs cover
+    -- them), each checked in the daemon's own inspect
+    local vol = "hxtest-vol-" .. os.time() .. math.random(1000)
     local b = ms.body({
       start = true, env = { GREETING = "hello world" },
       labels = { ["hx.extra"] = "yes" },
-      ports = { { container = 8080, host = 0 } },
+      cmd = { "-c", "exec sleep 600" }, entrypoint = { "/bin/sh" },
+      ports = { { container = 8080, host = 0 },
+        { container = 53, host = 0, protocol = "udp", host_ip = "127.0.0.1" },
+        { container = 9000 } },
       memory_limit_bytes = 32 * 1024 * 1024, cpus = 0.5,
-      restart_policy = "on-failure:2", volumes = { { name = "hxtest-vol-" .. os.time() .. math.random(1000), target = "/data" } },
-      cap_drop = { "NET_RAW" }, working_dir = "/tmp", hostname = "hx-host",
-      read_only = true,
+      restart_policy = "on-failure:2", network = "bridge", privileged = false,
+      volumes = { { name = vol, target = "/data", read_only = true } },
+      cap_drop = { "NET_RAW" }, user = "1234:5678", working_dir = "/tmp",
+      hostname = "hx-host", tty = true, read_only = true, stop_timeout = 7,
     })
     ms.track(b.name)
     local r = post("/api/containers", b)
     assert.are.equal(201, r.status, r.body)
     assert.is_true(r.json.started)
+    assert.are.equal(b.name, r.json.name)
     local info = ms.inspect(r.json.id)
+    finally(function()
+      support.remove(r.json.id)
+      support.docker():request("DELETE", "/volumes/" .. vol)
+    end)
+    assert.are.equal("/" .. b.name, info.Name)
+    assert.are.equal(support.image, info.Config.Image)
     assert.are.equal("running", info.State.Status)
+    assert.are.same({ "/bin/sh" }, info.Config.Entrypoint)
+    assert.are.same({ "-c", "exec sleep 600" }, info.Config.Cmd)
     local env = table.concat(info.Config.Env, "\n")
     assert.truthy(env:find("GREETING=hello world", 1, true))
     assert.are.equal("yes", info.Config.Labels["hx.extra"])
-    assert.are.equal("1", info.Config.Labels["horcrux.test"])
+    assert.are.equal("1", info.Config.Labels[support.label])
     assert.are.equal(32 * 1024 * 1024, info.HostConfig.Memory)
     assert.are.equal(500000000, info.HostConfig.NanoCpus)
     assert.are.same({ Name = "on-failure", MaximumRetryCount = 2 }, info.HostConfig.RestartPolicy)
-    assert.are.equal("127.0.0.1", info.HostConfig.PortBindings["8080/tcp"][1].HostIp)
+    assert.are.equal("bridge", info.HostConfig.NetworkMode)
+    assert.is_false(info.HostConfig.Privileged)
+    -- published on loopback (the policy's default_host_ip), any free port
+    assert.are.same({ { HostIp = "127.0.0.1", HostPort = "" } },
+      info.HostConfig.PortBindings["8080/tcp"])
+    assert.are.same({ { HostIp = "127.0.0.1", HostPort = "" } },
+      info.HostConfig.PortBindings["53/udp"])
+    assert.is_nil(info.HostConfig.PortBindings["9000/tcp"])
+    assert.is_table(info.Config.ExposedPorts["9000/tcp"])
+    local bound = info.NetworkSettings.Ports["8080/tcp"][1]
+    assert.are.equal("127.0.0.1", bound.HostIp)
+    assert.matches("^%d+$", bound.HostPort)
+    assert.are.equal(1, #info.Mounts)
+    assert.are.same({ "volume", vol, "/data", false }, { info.Mounts[1].Type,
+      info.Mounts[1].Name, info.Mounts[1].Destination, info.Mounts[1].RW })
     assert.are.same({ "NET_RAW" }, info.HostConfig.CapDrop)
-    assert.is_true(info.HostConfig.ReadonlyRootfs)
+    assert.are.equal("1234:5678", info.Config.User)
     assert.are.equal("/tmp", info.Config.WorkingDir)
     assert.are.equal("hx-host", info.Config.Hostname)
-    assert.are.equal("volume", info.Mounts[1].Type)
-    local vol = info.Mounts[1].Name
-    assert.is_false(info.HostConfig.Privileged)
-    support.remove(r.json.id)
-    support.docker():request("DELETE", "/volumes/" .. vol)
+    assert.is_true(info.Config.Tty)
+    assert.is_true(info.HostConfig.ReadonlyRootfs)
+    assert.are.equal(7, info.Config.StopTimeout)
   end)
 
   it("answers 409 for a name in use, 404 for an image that is not here", function()
@@ -458,10 +487,12 @@ describe("container lifecycle over HTTP", function()
   end)
 
   it("says so when the container is created but does not start", function()
+    local want, kind = ms.answer_for(ms.bad_start_status())
     local b = ms.body({ cmd = { "/no/such/program" }, start = true })
     ms.track(b.name)
     local r = post("/api/containers", b)
-    assert.is_true(r.status >= 400, r.body)
+    assert.are.equal(want, r.status, r.body)
+    assert.are.equal(kind, r.json.error.code)
     assert.is_true(r.json.error.created)
     local info = ms.inspect(b.name)
     assert.are.equal(info.Id, r.json.error.id)

@@ -132,6 +132,36 @@ function M.status(ref)
   return info and info.State.Status
 end
 
+--- The HTTP status and kind horcrux answers for a daemon's HTTP status:
+-- the client's one mapping (architecture.md: 400, 404, 409 as they are,
+-- other 4xx bad_request, 5xx server = 502).
+function M.answer_for(daemon_status)
+  local kinds = { [400] = "bad_request", [401] = "unauthorized", [403] = "forbidden",
+    [404] = "not_found", [409] = "conflict" }
+  local kind = kinds[daemon_status]
+    or (daemon_status >= 400 and daemon_status < 500 and "bad_request")
+    or (daemon_status >= 500 and "server") or "protocol"
+  local status = ({ bad_request = 400, unauthorized = 401, forbidden = 403,
+    not_found = 404, conflict = 409 })[kind] or 502
+  return status, kind
+end
+
+--- What this daemon answers to starting a container whose program does
+-- not exist (400 on current engines, 500 on some older ones), asked of it
+-- directly with a container made and removed here.
+function M.bad_start_status()
+  local c = support.docker()
+  local st, body = c:request("POST", "/containers/create",
+    { name = support.unique_name("badstart") },
+    { Image = support.image, Cmd = { "/no/such/program" },
+      Labels = { [support.label] = support.label_value } })
+  assert(st == 201, "create: " .. tostring(st))
+  local status = c:request("POST", "/containers/" .. body.Id .. "/start")
+  support.remove(body.Id)
+  assert(status ~= 204, "the daemon started a container with no program")
+  return status
+end
+
 --- Waits until f() is truthy (at most `seconds`); returns its value.
 function M.eventually(seconds, f)
   local clock = require "horcrux.clock"

@@ -6,8 +6,65 @@ local proc = require "horcrux.proc"
 local clock = require "horcrux.clock"
 local cli = require "horcrux.cli"
 local json = require "horcrux.json"
+local cgroup = require "horcrux.cgroup"
 
 local PATH = "PATH=" .. os.getenv("PATH")
+
+local function median(xs)
+  local t = { table.unpack(xs) }
+  table.sort(t)
+  local n = #t
+  return n % 2 == 1 and t[(n + 1) // 2] or (t[n // 2] + t[n // 2 + 1]) / 2
+end
+
+-- The record of GET /api/containers/:ref/stats once the live view answers
+-- it (sample_age_ms says so; a container the view does not hold yet is
+-- sampled on demand, over another window) with a CPU % and, with `after`,
+-- a sample newer than that `read` time.
+local function next_rec(s, ref, after)
+  local deadline = clock.mono_ns() + 15e9
+  while true do
+    local r = assert(http.get(s.url .. "/api/containers/" .. ref .. "/stats"))
+    assert.are.equal(200, r.status, r.body)
+    if type(r.json.cpu_usage_percent) == "number" and r.json.sample_age_ms ~= nil
+        and r.json.read ~= after then
+      return r.json
+    end
+    assert(clock.mono_ns() < deadline, "no new CPU % from the view: " .. r.body)
+    clock.sleep(0.02)
+  end
+end
+
+-- The kernel's own count of a container over [c0, c1] (two reads of its
+-- cgroup), as a CPU % (100 = one core).
+local function kernel_pct(c0, c1)
+  return (c1.cpu_ns - c0.cpu_ns) / (c1.mono_ns - c0.mono_ns) * 100
+end
+
+-- A busy loop's CPU % from s's live view against the kernel's count over
+-- the same seconds: the cgroup counter read as the view gets a sample and
+-- again as it gets the next, which is the window of the next record's CPU
+-- %. On a loaded machine the loop gets less than a core and both say so;
+-- a second unlike its neighbours (the polls are 20 ms apart, the window a
+-- second) stays out of the median of three.
+local function view_agrees_with_kernel(s, id)
+  local h = assert(cgroup.open(id))
+  local rec = next_rec(s, id)
+  local diffs, said = {}, {}
+  for _ = 1, 3 do
+    rec = next_rec(s, id, rec.read)
+    local c0 = assert(h:stats())
+    rec = next_rec(s, id, rec.read)
+    local c1 = assert(h:stats())
+    local kernel = kernel_pct(c0, c1)
+    diffs[#diffs + 1] = math.abs(rec.cpu_usage_percent - kernel)
+    said[#said + 1] = ("%.1f (kernel %.1f, %s)"):format(rec.cpu_usage_percent,
+      kernel, rec.source)
+  end
+  print("\nroutes: busy loop CPU % from the view: " .. table.concat(said, ", "))
+  assert.is_true(median(diffs) <= 10, table.concat(said, ", "))
+  return rec
+end
 
 -- docker stats --no-stream for one container, in the background, so that it
 -- measures the same seconds as the request made meanwhile.
@@ -93,54 +150,130 @@ describe("container routes", function()
     end
   end)
 
-  -- docker stats measures over its own second or two, horcrux over its own;
-  -- on a host whose load changes from second to second (other work sharing
-  -- the CPUs) the two can differ for reasons that are not horcrux's, so a
-  -- comparison gets three tries: a wrong number fails all three.
-  local function agrees(ask, name)
-    local last
-    for _ = 1, 3 do
-      local theirs = docker_stats_async(name)
-      local r = ask()
-      local d = theirs()
-      assert.are.equal(200, r.status, r.body)
-      local ours = r.json.cpu_usage_percent
-      assert.is_number(ours)
-      if math.abs(ours - d.cpu_usage_percent) <= 10 then
-        return ours
-      end
-      last = ("horcrux %.1f vs docker %.1f"):format(ours, d.cpu_usage_percent)
-    end
-    error(last)
-  end
-
-  it("gives a busy loop's CPU % within 10 points of docker stats, from the live view", function()
-    for _ = 1, 2 do
-      local ours = agrees(function()
-        clock.sleep(1.0) -- the middle of docker's two-sample window
-        return assert(http.get(srv.url .. "/api/containers/" .. busy_name .. "/stats"))
-      end, busy_name)
-      assert.is_true(ours > 20, "a busy loop uses a core: " .. ours)
-    end
+  it("gives a busy loop's CPU % from the live view as the kernel counts it", function()
+    view_agrees_with_kernel(srv, busy)
   end)
 
   it("gives a true CPU % on the very first request, with no live view", function()
+    -- A container that idles, then turns busy: its lifetime average is a
+    -- fraction of what it uses now, so a first request that answered the
+    -- lifetime average (a one-shot sample's empty precpu) is told apart
+    -- from one that measured a window. The peer is the kernel's count over
+    -- the request (its cgroup counter read before and after it), whose two
+    -- samples lie inside that window.
+    local id = support.run_container({ name = "late-busy",
+      cmd = { "sh", "-c", "sleep 15; while :; do :; done" } })
+    local s -- the server of the later request
+    -- one finally per it (busted keeps the last one given)
+    finally(function()
+      local ok, err = true, nil
+      if s then
+        ok, err = pcall(s.stop, s)
+      end
+      support.remove(id)
+      assert(ok, err)
+    end)
+    local born = clock.mono_ns()
+    local h = assert(cgroup.open(id))
+    local busy_now = false
+    for _ = 1, 120 do
+      local a = assert(h:stats())
+      clock.sleep(0.25)
+      if kernel_pct(a, assert(h:stats())) > 5 then
+        busy_now = true
+        break
+      end
+    end
+    assert.is_true(busy_now, "the container never turned busy")
+    local function check(ask, what)
+      local said = {}
+      for _ = 1, 3 do
+        local c0 = assert(h:stats())
+        local r = ask()
+        local c1 = assert(h:stats())
+        assert.are.equal(200, r.status, r.body)
+        local ours = r.json.cpu_usage_percent
+        assert.is_number(ours, r.body)
+        local kernel = kernel_pct(c0, c1)
+        local life = c1.cpu_ns / (c1.mono_ns - born) * 100
+        assert(kernel > 2 * life, ("the container's lifetime average %.1f is too close to "
+          .. "its rate %.1f to tell them apart"):format(life, kernel))
+        said[#said + 1] = ("%.1f (kernel %.1f, lifetime %.1f)"):format(ours, kernel, life)
+        if math.abs(ours - kernel) <= 10 + 0.15 * kernel
+            and math.abs(ours - kernel) < math.abs(ours - life) then
+          print(("\nroutes: %s: %s"):format(what, said[#said]))
+          return
+        end
+      end
+      error(what .. ": " .. table.concat(said, ", "))
+    end
     -- a new server each time: its sample store is empty, so the request is
-    -- a first one (two one-shot samples), as docker stats takes two
-    local ours = agrees(function()
-      local s = http.start({ env = { PATH }, args = { "--interval", "0" } })
-      local r = assert(http.get(s.url .. "/api/containers/" .. busy_name .. "/stats"))
-      s:stop()
-      return r
-    end, busy_name)
-    assert.is_true(ours > 20, "a busy loop uses a core: " .. ours)
+    -- a first one
+    check(function()
+      local first = http.start({ env = { PATH }, args = { "--interval", "0" } })
+      local ok, r = pcall(http.get, first.url .. "/api/containers/" .. id .. "/stats")
+      first:stop()
+      return assert(ok and r, r)
+    end, "first request")
     -- and a later request, against the sample the first one stored
-    local s = http.start({ env = { PATH }, args = { "--interval", "0" } })
-    finally(function() s:stop() end)
-    assert(http.get(s.url .. "/api/containers/" .. busy_name .. "/stats"))
-    agrees(function()
-      return assert(http.get(s.url .. "/api/containers/" .. busy_name .. "/stats"))
-    end, busy_name)
+    s = http.start({ env = { PATH }, args = { "--interval", "0" } })
+    check(function()
+      assert(http.get(s.url .. "/api/containers/" .. id .. "/stats"))
+      return assert(http.get(s.url .. "/api/containers/" .. id .. "/stats"))
+    end, "later request")
+  end)
+
+  it("gives a CPU % to every one of many concurrent requests, with no live view", function()
+    -- 8 clients at once, 3 requests each, for the busy container, on a
+    -- server with no collector: every request samples through the CPU
+    -- store, from four workers at once. The record's contract is a true
+    -- CPU % (waiting a window when it must), whichever source answers.
+    -- Failed with the cgroup source first (20 to 39 of 40 answers null):
+    -- the store keeps the newest 8 samples of a container (core/cpu.c
+    -- RING), concurrent requests store more than 8 within a window, and
+    -- the base a waiting request counted on was gone when its window had
+    -- passed; sources/cgroup.lua's stats() now uses its own two samples.
+    local orders = {
+      { "cgroup first (shipped)", nil },
+      { "docker-api first", http.read_file("examples/fallback-api-first.lua") },
+    }
+    local said = {}
+    for _, order in ipairs(orders) do
+      local dir = http.scripts_dir({ ["fallback.lua"] = order[2] })
+      local s = http.start({ scripts = order[2] and dir or nil, env = { PATH },
+        args = { "--interval", "0", "--workers", "4" } })
+      local clients, outs = {}, {}
+      for i = 1, 8 do
+        outs[i] = os.tmpname()
+        local argv = { "curl", "-s", "--max-time", "30" }
+        for _ = 1, 3 do
+          argv[#argv + 1] = s.url .. "/api/containers/" .. busy .. "/stats"
+          argv[#argv + 1] = "-w"
+          argv[#argv + 1] = "\n"
+        end
+        clients[i] = assert(proc.spawn(argv, { stdout = outs[i] }))
+      end
+      local nulls, total = 0, 0
+      for i = 1, 8 do
+        clients[i]:wait(60)
+        for line in http.read_file(outs[i]):gmatch("[^\n]+") do
+          total = total + 1
+          local rec = json.decode(line)
+          if type(rec) ~= "table" or type(rec.cpu_usage_percent) ~= "number" then
+            nulls = nulls + 1
+          end
+        end
+        os.remove(outs[i])
+      end
+      local ok, err = pcall(s.stop, s)
+      proc.run({ "rm", "-rf", dir })
+      assert(ok, err)
+      said[#said + 1] = ("%s: %d of %d without a CPU %%"):format(order[1], nulls, total)
+    end
+    print("\nroutes: concurrent first requests: " .. table.concat(said, "; "))
+    for i, order in ipairs(orders) do
+      assert.is_truthy(said[i]:find(": 0 of 24 ", 1, true), said[i] .. " (" .. order[1] .. ")")
+    end
   end)
 
   it("gives an idle container under 5 % CPU and its memory within 10 % of docker's", function()
@@ -182,7 +315,7 @@ describe("container routes", function()
     assert.is_true(by[busy].sample_age_ms < 3000)
   end)
 
-  it("answers /healthz in under 50 ms while 8 clients wait on stats the daemon holds", function()
+  it("answers /healthz as fast as on an idle server while 8 clients wait on stats the daemon holds", function()
     -- no collector and the API first: every stats request goes to the
     -- daemon, which answers a one-shot at its next tick (up to a second on
     -- engines before 25.0)
@@ -192,7 +325,20 @@ describe("container routes", function()
       args = { "--interval", "0", "--workers", "2" } })
     finally(function() s:stop() end)
     assert.are.equal(200, http.get(s.url .. "/healthz").status) -- engine check cached
+    -- The peer: /healthz on the same server just before, in the same run
+    -- (curl's own start, which the load slows as much, is in both).
+    local function healthz_median()
+      local times = {}
+      for i = 1, 5 do
+        local r = assert(http.get(s.url .. "/healthz"))
+        assert.are.equal(200, r.status)
+        times[i] = r.time
+      end
+      return median(times)
+    end
+    local idle_s = healthz_median()
     local waiting, outs = {}, {}
+    local t_spawn = clock.mono_ns()
     for i = 1, 8 do
       local ref = ({ busy, idle })[i % 2 + 1]
       outs[i] = os.tmpname()
@@ -200,23 +346,27 @@ describe("container routes", function()
         "--max-time", "20", s.url .. "/api/containers/" .. ref .. "/stats" }, { stdout = outs[i] }))
     end
     clock.sleep(0.3)
-    local times = {}
-    for i = 1, 5 do
-      local t0 = clock.mono_ns()
-      local r = assert(http.get(s.url .. "/healthz"))
-      times[i] = (clock.mono_ns() - t0) / 1e6
-      assert.are.equal(200, r.status)
-    end
-    table.sort(times)
-    -- curl's own start is in these figures: the median is what counts
-    assert.is_true(times[3] < 50, "healthz median " .. times[3] .. " ms")
+    local t_measure = (clock.mono_ns() - t_spawn) / 1e9
+    local busy_s = healthz_median()
+    local took_min = math.huge
     for i = 1, 8 do
       assert.are.equal(0, waiting[i]:wait(30).status)
-      -- they did wait on the daemon meanwhile (else this proves nothing)
       local took = tonumber(http.read_file(outs[i]))
       os.remove(outs[i])
-      assert.is_true(took > 0.5, "stats request " .. i .. " took " .. tostring(took) .. " s")
+      took_min = math.min(took_min, took)
     end
+    print(("\nroutes: /healthz median %.1f ms idle, %.1f ms while stats wait "
+      .. "(the quickest stats request took %.2f s)"):format(idle_s * 1000,
+        busy_s * 1000, took_min))
+    -- they did wait on the daemon meanwhile (else this proves nothing)
+    assert.is_true(took_min > 0.5, "a stats request took " .. took_min .. " s")
+    -- A /healthz queued behind them would wait until a stats request ends:
+    -- at least took_min - t_measure more than on the idle server. Half of
+    -- that is the bound: a load that slows curl slows both medians alike.
+    local stall = took_min - t_measure
+    assert.is_true(busy_s < idle_s + stall / 2, ("healthz median %.1f ms while "
+      .. "stats wait, %.1f ms idle (a stall adds %.0f ms)"):format(busy_s * 1000,
+        idle_s * 1000, stall * 1000))
   end)
 
   it("refuses query keys a route does not take, on every route", function()
@@ -298,7 +448,8 @@ describe("container routes", function()
       local r = assert(http.get(down.url .. "/api/containers/" .. busy .. "/stats"))
       assert.are.equal(200, r.status)
       assert.are.equal("cgroup", r.json.source)
-      assert.is_true(r.json.cpu_usage_percent > 20)
+      local rec = view_agrees_with_kernel(down, busy)
+      assert.are.equal("cgroup", rec.source)
     end)
 
     it("lists the running containers, saying the list came from the cgroup files", function()

@@ -147,9 +147,11 @@ describe("horcrux.shared", function()
     assert.equal("10", shared.get("s"))
   end)
 
-  it("keeps increments atomic when many coroutines interleave", function()
-    -- busted has one Lua state, so this checks the read-modify-write path;
-    -- the workers test below checks it across threads.
+  it("counts each increment once when coroutines of one state interleave", function()
+    -- One Lua state and no threads: no increment can race another here,
+    -- so this checks the read-modify-write path only. Atomicity across
+    -- threads is "horcrux.shared across workers" below (4 workers, 200
+    -- parallel POSTs), and under ThreadSanitizer, concurrency_spec.
     local cos = {}
     for i = 1, 10 do
       cos[i] = coroutine.wrap(function()

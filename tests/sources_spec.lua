@@ -160,30 +160,44 @@ describe("sources on the real engine", function()
         print(string.format("\ncgroup source: busy loop %.1f %% (the "
           .. "process's own ticks say %.1f %%)", pct, ref))
         assert.is_true(math.abs(pct - ref) <= 10, pct .. " vs " .. ref)
-        -- busy (it gets what the other work on the host leaves it: about
-        -- 100 on an idle host), and not more than the one core it can use,
-        -- give or take the jitter of two reads a second apart (measured
-        -- 100.9 on an idle host)
-        assert.is_true(pct > 10 and pct <= 103, pct)
+        -- it got some CPU (what the other work on the host leaves it: about
+        -- 100 on an idle host, far less on a loaded one, so no floor but
+        -- the process's own ticks above), and not more than the one core it
+        -- can use, give or take the jitter of two reads a second apart
+        -- (measured 100.9 on an idle host)
+        assert.is_true(pct > 0 and pct <= 103, pct)
         local irec = assert(cg_source.stats(idle))
         assert.is_number(irec.cpu_usage_percent)
         assert.is_true(irec.cpu_usage_percent < 5, irec.cpu_usage_percent)
       end)
 
-    it("answers from the store without waiting when a base is there", function()
-      assert(cg_source.stats(idle)) -- seeds the store
-      clock.sleep(cpu.window() / 1000 + 0.05)
+    -- The peer of a call that must not wait is the same call made when it
+    -- has to (no base in the store): it waits a window, a call that does
+    -- not wait takes a small part of that, however loaded the machine.
+    local function timed(f)
       local t0 = clock.mono_ns()
-      local rec = assert(cg_source.stats(idle))
-      assert.is_true((clock.mono_ns() - t0) / 1e6 < 100)
+      local rec = assert(f())
+      return (clock.mono_ns() - t0) / 1e9, rec
+    end
+
+    it("answers from the store without waiting when a base is there", function()
+      cpu.forget(idle)
+      local waited = timed(function() return cg_source.stats(idle) end) -- seeds the store
+      assert.is_true(waited >= cpu.window() / 1000 * 0.9, waited)
+      clock.sleep(cpu.window() / 1000 + 0.05)
+      local took, rec = timed(function() return cg_source.stats(idle) end)
+      assert.is_true(took < waited / 2, ("%.3f s with a base, %.3f s without"):format(
+        took, waited))
       assert.is_number(rec.cpu_usage_percent)
     end)
 
     it("sample() never waits: null CPU % without a base", function()
       cpu.forget(idle)
-      local t0 = clock.mono_ns()
-      local rec = assert(cg_source.sample(idle))
-      assert.is_true((clock.mono_ns() - t0) / 1e6 < 50)
+      local waited = timed(function() return cg_source.stats(idle) end)
+      cpu.forget(idle)
+      local took, rec = timed(function() return cg_source.sample(idle) end)
+      assert.is_true(took < waited / 2, ("sample() %.3f s, stats() %.3f s"):format(
+        took, waited))
       assert.equal(null, rec.cpu_usage_percent)
       assert.is_number(rec.memory_usage_bytes)
     end)
@@ -260,11 +274,26 @@ describe("sources on the real engine", function()
     end)
 
     it("samples many containers in one call, keyed by full id", function()
-      local recs, errs = assert(cli_source.sample_many({ busy, idle }))
-      assert.equal(busy, recs[busy].id)
-      assert.equal(idle, recs[idle].id)
-      assert.is_nil(next(errs))
-      assert.is_true(recs[busy].cpu_usage_percent > 20)
+      -- the peer of the busy loop's figure: the kernel's count of its
+      -- cgroup over the call, whose window (the daemon's last second) lies
+      -- inside it; a few tries keep one unlike second out
+      local h = assert(cgroup.open(busy))
+      local said = {}
+      for _ = 1, 3 do
+        local c0 = assert(h:stats())
+        local recs, errs = assert(cli_source.sample_many({ busy, idle }))
+        local c1 = assert(h:stats())
+        assert.equal(busy, recs[busy].id)
+        assert.equal(idle, recs[idle].id)
+        assert.is_nil(next(errs))
+        local pct = recs[busy].cpu_usage_percent
+        local kernel = (c1.cpu_ns - c0.cpu_ns) / (c1.mono_ns - c0.mono_ns) * 100
+        said[#said + 1] = ("%s (kernel %.1f)"):format(tostring(pct), kernel)
+        if type(pct) == "number" and math.abs(pct - kernel) <= 10 + 0.15 * kernel then
+          return
+        end
+      end
+      error("busy loop via docker-cli: " .. table.concat(said, ", "))
     end)
 
     it("lists and inspects", function()
@@ -350,11 +379,20 @@ describe("sources on the real engine", function()
           require "horcrux.sources.docker_api",
           require "horcrux.sources.cgroup",
         } }
+        -- the peer: the kernel's count of the busy cgroup read just before
+        -- and after the call, whose window (the one the source waits) lies
+        -- inside (read here, not around the whole process: its start under
+        -- ASan takes seconds that the loop shares the CPUs with it)
+        local h = assert(require("horcrux.cgroup").open(arg[1]))
+        local c0 = assert(h:stats())
         local rec, src = metrics.stats(arg[1], policy)
+        local c1 = assert(h:stats())
+        h:close()
         local list = metrics.list({ all = false }, policy)
         local _, _, kind = require("horcrux.sources.docker_api").stats(arg[1])
         print(json.encode({ rec = rec, src = src, api_kind = kind,
-          listed = list and #list or -1 }))
+          listed = list and #list or -1,
+          kernel = (c1.cpu_ns - c0.cpu_ns) / (c1.mono_ns - c0.mono_ns) * 100 }))
         -- the process-wide stores: empty, so LeakSanitizer sees no leftovers
         require("horcrux.cpu").clear()
         require("horcrux.view").clear()
@@ -379,7 +417,9 @@ describe("sources on the real engine", function()
       assert.equal("cgroup", out.rec.source)
       assert.equal(busy, out.rec.id)
       assert.is_number(out.rec.cpu_usage_percent)
-      assert.is_true(out.rec.cpu_usage_percent > 10, out.rec.cpu_usage_percent)
+      local kernel = out.kernel
+      assert.is_true(math.abs(out.rec.cpu_usage_percent - kernel) <= 10 + 0.15 * kernel,
+        ("%.1f vs the kernel's %.1f over the call"):format(out.rec.cpu_usage_percent, kernel))
       assert.is_true(out.listed >= 2)
     end)
   end)

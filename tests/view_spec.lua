@@ -302,38 +302,60 @@ describe("horcrux.view", function()
     assert.matches("field 'bad'", err)
   end)
 
-  it("answers get() for 50 containers in well under a millisecond", function()
-    local ids = {}
+  it("answers get() and all() for 50 containers for about what copying them in Lua costs", function()
+    local ids, plain = {}, {}
     for i = 1, 50 do
       ids[i] = string.format("%02x", i) .. string.rep("c", 62)
       local r = record(i * 1.5)
       r.id, r.name = ids[i], "c" .. i
       view.put(ids[i], r, { id = ids[i]:sub(1, 12), name = "c" .. i,
         status = "running", image = "horcrux-test:busybox" })
+      plain[ids[i]] = r
     end
-    local rounds = 200
-    local t0 = os.clock()
-    for _ = 1, rounds do
-      for i = 1, 50 do
-        view.get(ids[i])
+    -- The peer: a plain Lua table of the same records, each copied out as
+    -- get() copies it (a new table with sample_age_ms added), measured in
+    -- the same run in alternating blocks, so that both meet the same load.
+    -- get() and all() lock, find and unpack: about a Lua copy's cost
+    -- (measured 1.1-1.4x, 1.1-2x under ASan). A lookup that walks the
+    -- store, or a lock held across Lua calls that waits, shows as many
+    -- times more.
+    local function copy_out(t)
+      local o = {}
+      for k, v in pairs(t) do
+        o[k] = v
       end
+      o.sample_age_ms = 0
+      return o
     end
-    local per_50_us = (os.clock() - t0) / rounds * 1e6
-    t0 = os.clock()
-    for _ = 1, rounds do
-      view.all()
-    end
-    local all_us = (os.clock() - t0) / rounds * 1e6
-    t0 = os.clock()
-    for _ = 1, rounds do
-      for i = 1, 50 do
-        view.find("c" .. i)
+    local rounds, gets, alls, said = 100, {}, {}, {}
+    for _ = 1, 5 do
+      local t0 = os.clock()
+      for _ = 1, rounds do
+        for i = 1, 50 do
+          view.get(ids[i])
+        end
       end
+      local get_us = (os.clock() - t0) / rounds * 1e6
+      t0 = os.clock()
+      for _ = 1, rounds do
+        view.all()
+      end
+      local all_us = (os.clock() - t0) / rounds * 1e6
+      t0 = os.clock()
+      for _ = 1, rounds do
+        for i = 1, 50 do
+          copy_out(plain[ids[i]])
+        end
+      end
+      local peer_us = (os.clock() - t0) / rounds * 1e6
+      gets[#gets + 1], alls[#alls + 1] = get_us / peer_us, all_us / peer_us
+      said[#said + 1] = ("%.0f/%.0f vs %.0f us"):format(get_us, all_us, peer_us)
     end
-    local find_us = (os.clock() - t0) / rounds * 1e6
-    print(string.format("\nview: get() x50 %.1f us, all() of 50 %.1f us, "
-      .. "find(name) x50 %.1f us", per_50_us, all_us, find_us))
-    assert.is_true(per_50_us < 500, per_50_us)
-    assert.is_true(all_us < 500, all_us)
+    table.sort(gets)
+    table.sort(alls)
+    print(string.format("\nview: get() x50 / all() of 50 vs a Lua copy of 50: %s; "
+      .. "medians %.2fx, %.2fx", table.concat(said, ", "), gets[3], alls[3]))
+    assert.is_true(gets[3] < 3, ("get() x50: %.2fx a Lua copy"):format(gets[3]))
+    assert.is_true(alls[3] < 3, ("all() of 50: %.2fx a Lua copy"):format(alls[3]))
   end)
 end)

@@ -1,34 +1,75 @@
---- horcrux stats [ID...]: one table of figures, as `docker stats --no-stream`
--- prints it, from the sources of fallback.lua (the Engine API first).
--- With no ID, every running container.
+--- horcrux stats [OPTIONS] [CONTAINER...]: the containers' figures, live, as
+-- `docker stats` prints them, from the sources of fallback.lua (the Engine
+-- API first).
+--
+--   -a, --all        every container, not only the running ones
+--   --no-stream      one table, then exit
+--   --interval S     seconds between tables (default 1; 0.1 .. 3600)
+--   --no-trunc       full ids
+--   CONTAINER...     names, ids or id prefixes: only these
+--
+-- On a terminal each table replaces the last (the screen is cleared, as
+-- docker does); elsewhere (a pipe, a file) the tables follow one another,
+-- each under its own header line. Ctrl-C ends it. The figures are the
+-- library's stats records, computed as docker stats computes them (CPU %
+-- over the time since the previous table, memory without the inactive
+-- file pages).
 local metrics = require "horcrux.metrics"
 local units = require "horcrux.units"
 local json = require "horcrux.json"
+local clock = require "horcrux.clock"
+local proc = require "horcrux.proc"
 
-local ids = {}
-for _, a in ipairs(arg) do
-  if a:sub(1, 1) == "-" then
-    io.stderr:write("usage: horcrux stats [ID...]\n")
-    os.exit(2)
-  end
-  ids[#ids + 1] = a
+local USAGE = "usage: horcrux stats [-a|--all] [--no-stream] [--interval S] "
+  .. "[--no-trunc] [CONTAINER...]\n"
+local HEADER = { "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT",
+  "MEM %", "NET I/O", "BLOCK I/O", "PIDS" }
+
+local function fail(msg, code)
+  io.stderr:write("horcrux stats: ", msg, "\n")
+  os.exit(code or 1)
 end
 
--- names by id: a record read from the cgroup files knows no name of its
--- own, the list does
-local names = {}
-if #ids == 0 then
-  local list, err = metrics.list({ all = false })
-  if not list then
-    io.stderr:write("horcrux stats: ", err, "\n")
-    os.exit(1)
-  end
-  for _, c in ipairs(list) do
-    if c.status == "running" then
-      ids[#ids + 1] = c.id
-      names[c.id] = c.name
+local function options(args)
+  local o = { refs = {}, interval = 1 }
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    local flag, value = a:match("^(%-%-[%w-]+)=(.*)$")
+    flag = flag or a
+    if a == "--" then
+      table.move(args, i + 1, #args, #o.refs + 1, o.refs)
+      break
+    elseif a == "-a" or a == "--all" then
+      o.all = true
+    elseif a == "--no-stream" then
+      o.no_stream = true
+    elseif a == "--no-trunc" then
+      o.no_trunc = true
+    elseif flag == "--interval" then
+      if not value then
+        i = i + 1
+        value = args[i]
+      end
+      local s = tonumber(value or "")
+      if not s or s < 0.1 or s > 3600 then
+        io.stderr:write("horcrux stats: --interval needs seconds from 0.1 ",
+          "to 3600\n", USAGE)
+        os.exit(2)
+      end
+      o.interval = s
+    elseif a == "-h" or a == "--help" then
+      io.stdout:write(USAGE)
+      os.exit(0)
+    elseif a:sub(1, 1) == "-" then
+      io.stderr:write("horcrux stats: unknown option ", a, "\n", USAGE)
+      os.exit(2)
+    else
+      o.refs[#o.refs + 1] = a
     end
+    i = i + 1
   end
+  return o
 end
 
 local function num(v)
@@ -45,30 +86,120 @@ local function size(f, v)
   return v and f(v) or "--"
 end
 
-local records, failed = metrics.stats_many(ids), false
-local rows = {}
-for i, id in ipairs(ids) do
-  local r = records[i]
-  if r.record then
-    local rec = r.record
-    rows[#rows + 1] = {
-      (rec.id or id):sub(1, 12),
-      type(rec.name) == "string" and rec.name or names[id] or id,
-      pct(rec.cpu_usage_percent),
-      size(units.bytes, rec.memory_usage_bytes) .. " / " ..
-        size(units.bytes, rec.memory_limit_bytes),
+local function pair(f, a, b)
+  return size(f, a) .. " / " .. size(f, b)
+end
+
+-- The containers of one table: {id, name, running} in the list's order
+-- (what `docker ps` lists), or the refs given, in their order, with the
+-- names the list knows. A record from the cgroup files knows no name; the
+-- list does.
+local function targets(o)
+  local list, err = metrics.list({ all = true })
+  if not list and #o.refs == 0 then
+    return nil, err
+  end
+  local out, by = {}, {}
+  for _, c in ipairs(list or {}) do
+    by[c.id] = c
+    by[c.name] = c
+    if #o.refs == 0 and (o.all or c.status == "running") then
+      out[#out + 1] = { ref = c.id, name = c.name,
+        running = c.status == "running" }
+    end
+  end
+  for _, ref in ipairs(o.refs) do
+    local c = by[ref] or by[ref:sub(1, 12)]
+    if not c and #ref < 12 then -- an id prefix
+      for _, x in ipairs(list or {}) do
+        if x.id:sub(1, #ref) == ref then
+          c = x
+          break
+        end
+      end
+    end
+    out[#out + 1] = { ref = ref, name = c and c.name,
+      running = not c or c.status == "running", given = true }
+  end
+  return out
+end
+
+-- One table's rows; errors of the refs given on the first table go to
+-- stderr (a container that stopped later keeps its row, with "--").
+local function rows(o, list, first)
+  local refs = {}
+  for i, t in ipairs(list) do
+    refs[i] = t.ref
+  end
+  local records = metrics.stats_many(refs)
+  local out, failed = {}, 0
+  for i, t in ipairs(list) do
+    local r = records[i]
+    local rec = r.record or {}
+    if not r.record then
+      if t.given or t.running then
+        failed = failed + 1
+      end
+      if first and t.given then
+        io.stderr:write("horcrux stats: ", t.ref, ": ", tostring(r.error), "\n")
+      end
+    end
+    local id = type(rec.id) == "string" and rec.id or t.ref
+    out[#out + 1] = {
+      o.no_trunc and id or id:sub(1, 12),
+      t.name or (type(rec.name) == "string" and rec.name) or t.ref,
+      t.running and pct(rec.cpu_usage_percent) or "0.00%",
+      pair(units.bytes, rec.memory_usage_bytes, rec.memory_limit_bytes),
       pct(rec.memory_percent),
-      size(units.human, rec.network_rx_bytes) .. " / " ..
-        size(units.human, rec.network_tx_bytes),
-      size(units.human, rec.block_read_bytes) .. " / " ..
-        size(units.human, rec.block_write_bytes),
+      pair(units.human, rec.network_rx_bytes, rec.network_tx_bytes),
+      pair(units.human, rec.block_read_bytes, rec.block_write_bytes),
       tostring(num(rec.pids) or "--"),
     }
+  end
+  return out, failed
+end
+
+-- A writer that collects a table's text, so a frame goes out in one write.
+local function buffer()
+  local parts = {}
+  return {
+    write = function(self, ...)
+      for _, s in ipairs({ ... }) do
+        parts[#parts + 1] = s
+      end
+      return self
+    end,
+    text = function() return table.concat(parts) end,
+  }
+end
+
+local o = options(arg)
+local tty = proc.isatty(1)
+local first = true
+local next_at = clock.mono_ns()
+while true do
+  local list, err = targets(o)
+  if not list then
+    fail(err)
+  end
+  local r, failed = rows(o, list, first)
+  local b = buffer()
+  units.table(b, HEADER, r)
+  -- docker's own redraw: clear the screen, cursor home, the table
+  io.stdout:write(tty and not o.no_stream and "\27[2J\27[H" or "", b:text())
+  io.stdout:flush()
+  if o.no_stream then
+    os.exit(failed > 0 and 1 or 0)
+  end
+  if first and #o.refs > 0 and failed == #o.refs then
+    os.exit(1) -- none of the containers named is there
+  end
+  first = false
+  next_at = next_at + math.floor(o.interval * 1e9)
+  local now = clock.mono_ns()
+  if next_at > now then
+    clock.sleep((next_at - now) / 1e9)
   else
-    failed = true
-    io.stderr:write("horcrux stats: ", id, ": ", tostring(r.error), "\n")
+    next_at = now -- sampling took longer than the interval: no burst
   end
 end
-units.table(io.stdout, { "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT",
-  "MEM %", "NET I/O", "BLOCK I/O", "PIDS" }, rows)
-os.exit(failed and 1 or 0)

@@ -43,7 +43,8 @@ function M.duration(seconds)
 end
 
 --- Prints rows under a header, columns padded like docker's tabwriter
--- (three spaces between columns).
+-- (tabwriter.NewWriter(out, 10, 1, 3, ' ', 0): three spaces after a cell,
+-- every column but the last at least 10 wide).
 local function width(s)
   return utf8.len(s) or #s -- characters, so "…" counts as one column
 end
@@ -51,7 +52,7 @@ end
 function M.table(out, header, rows)
   local widths = {}
   for i, h in ipairs(header) do
-    widths[i] = width(h)
+    widths[i] = math.max(width(h), 7) -- with the 3 spaces: 10
   end
   for _, r in ipairs(rows) do
     for i, cell in ipairs(r) do

@@ -208,18 +208,22 @@ local function read(id)
 end
 
 -- Feeds the sample of s to the shared store; returns pct | nil, reason.
+-- cpu.observe of raw figures s; a third value, the sample stored (nil
+-- when s has no counter).
 local function observe(id, s)
   local ns = s.cpu_ns
   if math.type(ns) ~= "integer" or math.type(s.time_ns) ~= "integer" then
     return nil, "no_counter"
   end
   local cpus = host_figures()
-  return cpu.observe(id, {
+  local sample = {
     cpu_ns = ns,
     system_ns = cgroup.system_cpu_ns(M.options) or nil,
     online_cpus = cpus or nil,
     time_ns = s.time_ns,
-  })
+  }
+  local pct, why = cpu.observe(id, sample)
+  return pct, why, sample
 end
 
 local or_null = record.or_null
@@ -304,7 +308,7 @@ function M.stats(ref)
     return nil, err, kind
   end
   local prev = cpu.latest(id)
-  local pct, why = observe(id, s)
+  local pct, why, first = observe(id, s)
   if pct == nil and (why == "no_base" or why == "reset" or why == "clock") then
     local wait_ms = cpu.window()
     if why == "no_base" and prev and prev.time_ns < s.time_ns then
@@ -318,7 +322,14 @@ function M.stats(ref)
     if not s then
       return nil, err, kind
     end
-    pct = observe(id, s)
+    local second
+    pct, why, second = observe(id, s)
+    if pct == nil and why == "no_base" and first and second then
+      -- concurrent requests stored more samples than the store keeps
+      -- (cpu.RING) within the window and pushed this one's base out: the
+      -- window this request waited is still its own two samples
+      pct = cpu.percent(first, second)
+    end
   end
   return M.record(id, s, pct)
 end
