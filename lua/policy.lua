@@ -72,6 +72,85 @@ return {
   -- {id, name, image, labels, status}.
   manage = nil,
 
+  -- Images (/api/images). Registries are host[:port] as in a reference
+  -- ("127.0.0.1:5000", "registry.example.com"); "docker.io" is Docker Hub,
+  -- the registry of a name without one ("busybox", "team/app"). None by
+  -- default: a pull brings code from outside onto this host, a push sends
+  -- images (and what is baked into them) out of it, so only the registries
+  -- the operator names are reached.
+  images = {
+    pull = {},   -- registries images may be pulled from; true: any
+    push = {},   -- registries images may be pushed to; true: any
+    -- Credentials when the request brings no X-Registry-Auth header: a
+    -- table by registry, { ["127.0.0.1:5000"] = { username = "u",
+    -- password = "p" } } (or { identitytoken = "..." }), or the path of a
+    -- docker CLI config.json whose "auths" hold them. Never logged.
+    auth = nil,
+  },
+
+  -- POST /api/containers/:id/exec runs a command inside a container: a
+  -- shell in it for whoever holds the token, with the container's data and
+  -- secrets. So a container takes exec only when its creator said so.
+  exec = {
+    -- false: none; true: any; a label key: the containers carrying it with
+    -- "true" or "1" (set when the container is made: labels cannot change
+    -- later); or function(container, spec, req) returning nil to allow or
+    -- a message to refuse. container: {id, name, image, labels, status}.
+    containers = "horcrux.exec",
+    -- "privileged": true in the body: every capability, the host's devices.
+    privileged = false,
+    -- "user" naming someone other than the container's own user: a list
+    -- of the users allowed ({ "1000", "app" }), or true for any.
+    users = {},
+    -- Containers that are themselves privileged or share the host's PID
+    -- or network namespace: an exec there is root on the host.
+    privileged_containers = false,
+    max_timeout = 300,              -- seconds a command may run
+    max_output_bytes = 1024 * 1024, -- stdout and stderr, together
+  },
+
+  -- POST /api/networks (and the networks of a compose file).
+  networks = {
+    create = true,
+    -- Drivers a network may use: macvlan and ipvlan put containers on the
+    -- host's LAN; add them here to allow that. true: any.
+    drivers = { "bridge", "overlay" },
+    -- Driver options ("options") a network may set; true: any. Others can
+    -- bind a network to a host interface or change the host's firewall.
+    options = { "com.docker.network.driver.mtu",
+      "com.docker.network.bridge.enable_icc" },
+  },
+
+  -- POST /api/volumes (and the volumes of a compose file).
+  volumes = {
+    create = true,
+    drivers = { "local" }, -- true: any
+    -- The local driver's "type" option: what the host mounts for the
+    -- volume. A bind of a host path (o=bind, or type=none with a device)
+    -- is checked as create.binds; other types (nfs, ext4 of a /dev
+    -- device...) must be listed here. true: any.
+    mount_types = { "tmpfs" },
+  },
+
+  -- POST /api/stacks: compose files, through Debian's docker-compose (and
+  -- `docker stack deploy` when the engine is a swarm manager). Every
+  -- service is checked against `create` (and the volumes and networks the
+  -- file defines against `volumes` and `networks`) before anything is made.
+  compose = {
+    tool = "docker-compose", -- path of docker-compose (1.29)
+    python = "python3",      -- reads YAML with compose's own PyYAML
+    docker = "docker",       -- the CLI, for `docker stack deploy`
+    timeout = 120,           -- seconds per command
+    swarm = true,            -- a swarm manager deploys a swarm stack
+    -- Service keys horcrux does not check that a file may use anyway, e.g.
+    -- { "sysctls", "security_opt" }: each gives more than a container
+    -- made through POST /api/containers can have.
+    allow = {},
+    -- Where the checked file of each stack is kept (for update, config,
+    -- pull and down).
+    state_dir = "/var/lib/horcrux/stacks",
+  },
+
   -- When the Engine API cannot be reached (kind "unavailable"), run the
   -- lifecycle through the docker CLI instead (never through a shell). Off:
   -- the CLI may talk to another engine than the one horcrux watches, and

@@ -213,3 +213,220 @@ end)
 route("GET", "/api/alerts", { query = {} }, function()
   return 200, hx.hooks_run.status().alerts
 end)
+
+-- ==== images, exec, networks, volumes, stacks from compose files (issue 12):
+-- one block to the end of the file.
+local images, fields = hx.images, hx.fields
+
+-- The JSON body of a route, every field checked (horcrux/fields.lua).
+local function body(req, spec, required)
+  return (check(fields.check(check(input.json_body(req)), spec, required)))
+end
+
+-- ---- images (README: "Images") ----------------------------------------------
+-- An image reference goes in the path as it is, / and : included:
+-- /api/images/127.0.0.1:5000/team/app:1.2/push.
+
+-- [{"id", "tags", "digests", "created", "size", "labels", "containers"}];
+-- ?all= ?dangling= ?label=KEY[=VALUE] ?reference=PATTERN
+route("GET", "/api/images", { query = images.LIST_QUERY }, function(req)
+  return 200, (check(images.list(req.query)))
+end)
+
+-- {"image": "repo:tag"} -> {"image", "id", "status", "messages"}, from a
+-- registry policy.lua allows (images.pull), refused before the daemon is
+-- asked otherwise. Credentials: X-Registry-Auth, or policy.lua.
+route("POST", "/api/images/pull", { query = {} }, function(req)
+  local b = body(req, images.PULL_FIELDS, { "image" })
+  return 200, (check(images.pull(b.image, { req = req })))
+end)
+
+-- ?all=1: every image no container uses, not only dangling ones; ?label=
+-- ?until= -> {"deleted", "untagged", "space_reclaimed"}
+route("POST", "/api/images/prune", { query = images.PRUNE_QUERY },
+  function(req)
+    check(input.no_body(req))
+    return 200, (check(images.prune(req.query)))
+  end)
+
+route("GET", "/api/images/*ref/history", { query = {} }, function(req)
+  return 200, (check(images.history(req.params.ref)))
+end)
+
+-- {"repo", "tag"} -> 201 {"image", "source"}
+route("POST", "/api/images/*ref/tag", { query = {} }, function(req)
+  local b = body(req, images.TAG_FIELDS, { "repo" })
+  return 201, (check(images.tag(req.params.ref, b.repo, b.tag)))
+end)
+
+-- -> {"image", "digest", "size", "status", "messages"}, to a registry
+-- policy.lua allows (images.push).
+route("POST", "/api/images/*ref/push", { query = {} }, function(req)
+  check(input.no_body(req))
+  return 200, (check(images.push(req.params.ref, { req = req })))
+end)
+
+route("GET", "/api/images/*ref", { query = {} }, function(req)
+  return 200, (check(images.inspect(req.params.ref)))
+end)
+
+-- ?force=1&noprune=1 -> {"image", "untagged", "deleted"}; 409 when a
+-- container uses it (without force).
+route("DELETE", "/api/images/*ref", { query = images.REMOVE_QUERY },
+  function(req)
+    check(input.no_body(req))
+    return 200, (check(images.remove(req.params.ref, req.query)))
+  end)
+
+-- ---- exec (README: "Exec") --------------------------------------------------
+
+-- {"cmd": [...], "timeout": S, "user", "env", "workdir", "privileged"} ->
+-- {"exit_code", "stdout", "stderr", "timed_out", "killed", "truncated",
+-- "duration"}, in a running container policy.lua lets take exec
+-- (exec.containers: by default those labelled horcrux.exec=true).
+route("POST", "/api/containers/:id/exec", { query = {} }, function(req)
+  local b = check(input.json_body(req))
+  return 200, (check(hx.exec.run(container(req), b, { req = req })))
+end)
+
+-- ---- networks and volumes (README: "Networks and volumes") ------------------
+
+local networks, volumes = hx.networks, hx.volumes
+
+route("GET", "/api/networks", { query = networks.LIST_QUERY }, function(req)
+  return 200, (check(networks.list(req.query)))
+end)
+
+-- {"name", "driver", "internal", "attachable", "ipv6", "labels", "options",
+-- "subnet", "gateway", "ip_range"} -> 201 {"id", "name", "warning"}, as
+-- policy.lua's networks section allows.
+route("POST", "/api/networks", { query = {} }, function(req)
+  local spec = body(req, networks.FIELDS, { "name" })
+  return 201, (check(networks.create(spec)))
+end)
+
+route("POST", "/api/networks/prune", { query = networks.PRUNE_QUERY },
+  function(req)
+    check(input.no_body(req))
+    return 200, (check(networks.prune(req.query)))
+  end)
+
+route("GET", "/api/networks/:name", { query = {} }, function(req)
+  return 200, (check(networks.inspect(req.params.name)))
+end)
+
+-- 409 while containers are on it.
+route("DELETE", "/api/networks/:name", { query = {} }, function(req)
+  check(input.no_body(req))
+  return 200, (check(networks.remove(req.params.name)))
+end)
+
+-- {"container", "aliases", "ipv4"} -> {"network", "container",
+-- "connected": true}, on a network create's rules let containers join.
+route("POST", "/api/networks/:name/connect", { query = {} }, function(req)
+  local spec = body(req, networks.CONNECT_FIELDS, { "container" })
+  return 200, (check(networks.connect(req.params.name, spec, nil, req)))
+end)
+
+route("POST", "/api/networks/:name/disconnect", { query = {} }, function(req)
+  local spec = body(req, networks.DISCONNECT_FIELDS, { "container" })
+  return 200, (check(networks.disconnect(req.params.name, spec, nil, req)))
+end)
+
+route("GET", "/api/volumes", { query = volumes.LIST_QUERY }, function(req)
+  return 200, (check(volumes.list(req.query)))
+end)
+
+-- {"name", "driver", "labels", "options"} -> 201 {"name", "driver",
+-- "mountpoint"}; a bind of a host path is checked as create.binds.
+route("POST", "/api/volumes", { query = {} }, function(req)
+  return 201, (check(volumes.create(body(req, volumes.FIELDS))))
+end)
+
+-- Every volume no container uses (?label= narrows) -> {"deleted",
+-- "space_reclaimed"}
+route("POST", "/api/volumes/prune", { query = volumes.PRUNE_QUERY },
+  function(req)
+    check(input.no_body(req))
+    return 200, (check(volumes.prune(req.query)))
+  end)
+
+route("GET", "/api/volumes/:name", { query = {} }, function(req)
+  return 200, (check(volumes.inspect(req.params.name)))
+end)
+
+-- ?force=1; 409 while a container uses it.
+route("DELETE", "/api/volumes/:name", { query = volumes.REMOVE_QUERY },
+  function(req)
+    check(input.no_body(req))
+    return 200, (check(volumes.remove(req.params.name, req.query)))
+  end)
+
+-- ---- stacks from compose files (README: "Deploying stacks") -----------------
+
+local compose, swarm = hx.compose, hx.swarm
+
+local function deployed(req)
+  return (check(compose.name(req.params.name)))
+end
+
+-- {"name", "compose": "<file text>"} -> 201 (200 for an update) {"name",
+-- "mode": "compose" | "swarm", "created", "services", "output"}. Every
+-- service is checked against policy.lua first; a refused file makes
+-- nothing.
+route("POST", "/api/stacks", { query = {} }, function(req)
+  local spec = body(req, compose.FIELDS, { "name", "compose" })
+  local res = check(compose.deploy(spec, { req = req }))
+  return res.created and 201 or 200, res
+end)
+
+-- ?volumes=1 also removes its volumes -> {"name", "mode", "removed"}
+route("DELETE", "/api/stacks/:name", { query = { volumes = input.boolean } },
+  function(req)
+    check(input.no_body(req))
+    return 200, (check(compose.down(deployed(req),
+      { volumes = req.query.volumes, req = req })))
+  end)
+
+-- The checked file as deployed -> {"name", "mode", "file"}
+route("GET", "/api/stacks/:name/config", { query = {} }, function(req)
+  return 200, (check(compose.config(deployed(req))))
+end)
+
+-- Pulls its images, each from a registry policy.lua allows -> {"name",
+-- "images": [{"image", "status"}]}
+route("POST", "/api/stacks/:name/pull", { query = {} }, function(req)
+  check(input.no_body(req))
+  return 200, (check(compose.pull(deployed(req), { req = req })))
+end)
+
+-- [{"service", "container", "stream", "line", "time"}]; refused in
+-- read-only mode, as container logs are.
+route("GET", "/api/stacks/:name/logs", { query = compose.LOGS_QUERY },
+  function(req)
+    check(input.writable(req, "stack logs are"))
+    return 200, (check(compose.logs(deployed(req), req.query)))
+  end)
+
+-- The swarm: {"node_state", "manager", "node_id", "nodes"}
+route("GET", "/api/swarm", { query = {} }, function()
+  return 200, (check(swarm.state()))
+end)
+
+-- [{"id", "name", "stack", "image", "mode", "replicas": {"desired",
+-- "running"}, "ports"}]; ?stack=
+route("GET", "/api/swarm/services", { query = swarm.QUERY_SERVICES },
+  function(req)
+    return 200, (check(swarm.services(req.query.stack)))
+  end)
+
+-- [{"id", "service", "slot", "node", "desired_state", "state", "message",
+-- "error", "container"}]; ?stack= ?service= ?node=
+route("GET", "/api/swarm/tasks", { query = swarm.QUERY_TASKS }, function(req)
+  return 200, (check(swarm.tasks(req.query)))
+end)
+
+-- The swarm's stacks: [{"name", "services", "replicas"}]
+route("GET", "/api/swarm/stacks", { query = {} }, function()
+  return 200, (check(swarm.stacks()))
+end)

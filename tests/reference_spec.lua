@@ -10,7 +10,10 @@ local MODULES = {
   stacks = "horcrux.stacks", logs = "horcrux.logs", manage = "horcrux.manage",
   json = "horcrux.json", clock = "horcrux.clock", shared = "horcrux.shared",
   view = "horcrux.view", record = "horcrux.record", time = "horcrux.time",
-  log = "horcrux.log",
+  log = "horcrux.log", images = "horcrux.images", registry = "horcrux.registry",
+  exec = "horcrux.exec", networks = "horcrux.networks",
+  volumes = "horcrux.volumes", compose = "horcrux.compose",
+  swarm = "horcrux.swarm", fields = "horcrux.fields",
 }
 
 local function reference()

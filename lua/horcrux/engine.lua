@@ -32,6 +32,25 @@
 -- next one at once. Inside `horcrux serve` every call also ends by the
 -- request's deadline (kind "timeout").
 --
+-- Images, exec, networks, volumes and swarm (typed helpers over call; each
+-- answers the daemon's decoded reply or nil, message, kind, status):
+--   engine.images(query)  engine.image(ref)  engine.image_history(ref)
+--   engine.pull(ref, opts)  engine.push(ref, opts)   -> true, each
+--                                    progress message to opts.line(m)
+--   engine.tag(ref, repo, tag)  engine.remove_image(ref, query)
+--   engine.prune_images(filters)
+--   engine.exec_create(ref, body)  engine.exec_inspect(id)
+--   engine.exec_start(id, opts)      -> the raw (multiplexed) output
+--   engine.networks(filters)  engine.network(name)  engine.network_create(body)
+--   engine.network_remove(name)  engine.network_prune(filters)
+--   engine.network_connect(name, body)  engine.network_disconnect(name, body)
+--   engine.volumes(filters)  engine.volume(name)  engine.volume_create(body)
+--   engine.volume_remove(name, query)  engine.volume_prune(filters)
+--   engine.info()  engine.nodes(filters)  engine.services(filters)
+--   engine.tasks(filters)
+-- A call that may take long (pull, push, exec_start) runs on a client of
+-- its own with the timeout (and reply cap) it is given, closed after it.
+--
 -- `template` is an Engine API path with {placeholders} ("/containers/{id}
 -- /top") filled from `params` and checked against Docker's grammar before
 -- any request is made (horcrux.docker's c:call); the version prefix is
@@ -271,5 +290,178 @@ function M.create(body, name)
   end
   return v
 end
+
+-- ---- images, exec, networks, volumes, swarm -------------------------------
+
+-- A call's value, or its failure (nil, message, kind, status); a success's
+-- status is dropped.
+local function value(v, err, kind, status)
+  if v == nil then
+    return nil, err, kind, status
+  end
+  return v
+end
+
+local function get(template, params, query)
+  return value(M.call("GET", template, params, query))
+end
+
+-- {filters = f} when f has any key (the daemon takes filters as JSON).
+local function filtered(filters, query)
+  query = query or {}
+  if type(filters) == "table" and next(filters) ~= nil then
+    query.filters = filters
+  end
+  return query
+end
+
+-- A client of its own for a call that may take long (opts: timeout,
+-- max_response), so the state's client keeps its limits; the caller closes
+-- it (`local c <close> = ...`).
+local function own_client(opts)
+  return docker.connect(opts)
+end
+
+--- GET /images/json; query: all, filters (dangling, label, reference...),
+-- digests.
+function M.images(query) return get("/images/json", nil, query) end
+function M.image(ref) return get("/images/{image}/json", { image = ref }) end
+function M.image_history(ref)
+  return get("/images/{image}/history", { image = ref })
+end
+
+-- A call to an endpoint that answers progress messages (pull, push), on a
+-- client of its own: opts.timeout (s, 600), opts.max_response (bytes of
+-- messages, 32 MiB). opts.line(message) is called with each of the
+-- daemon's JSON lines, in order: today once the reply is complete (a
+-- request's coroutine cannot hold a stream, docker_stream.c); a streamed
+-- transfer (the streams work) calls it as each line comes, so only this
+-- function changes then.
+local function progress_call(opts, template, params, query, body)
+  local c <close>, err, kind = own_client({ timeout = opts.timeout or 600,
+    max_response = opts.max_response or 32 * 1024 * 1024 })
+  if not c then
+    return nil, err, kind
+  end
+  local lines, e, k, status = c:call("POST", template, params, query, body)
+  if lines == nil then
+    return nil, e, k, status
+  end
+  if opts.line then
+    for _, m in ipairs(type(lines) == "table" and lines or {}) do
+      opts.line(m)
+    end
+  end
+  return true
+end
+
+--- POST /images/create?fromImage=ref: true, each of the daemon's
+-- progress messages handed to opts.line (an error the daemon met while
+-- pulling is one of them, {error =, errorDetail =}). ref must name a tag
+-- or a digest: a bare name pulls every tag. opts: line, timeout,
+-- max_response, platform.
+function M.pull(ref, opts)
+  opts = opts or {}
+  return progress_call(opts, "/images/create", nil,
+    { fromImage = ref, platform = opts.platform })
+end
+
+--- POST /images/{ref}/push: true, the progress messages to opts.line as
+-- pull's. The registry's credentials go in the body ({username, password,
+-- serveraddress} or {identitytoken}), the form the daemon takes when no
+-- X-Registry-Auth header comes: opts.auth, else {} (anonymous). opts:
+-- line, timeout, max_response, as pull.
+function M.push(ref, opts)
+  opts = opts or {}
+  return progress_call(opts, "/images/{image}/push", { image = ref }, nil,
+    opts.auth or {})
+end
+
+function M.tag(ref, repo, tag)
+  return value(M.call("POST", "/images/{image}/tag", { image = ref },
+    { repo = repo, tag = tag }))
+end
+
+--- DELETE /images/{ref}; query: force, noprune. [{Untagged} | {Deleted}].
+function M.remove_image(ref, query)
+  return value(M.call("DELETE", "/images/{image}", { image = ref }, query))
+end
+
+function M.prune_images(filters)
+  return value(M.call("POST", "/images/prune", nil, filtered(filters)))
+end
+
+--- POST /containers/{ref}/exec: {Id}.
+function M.exec_create(ref, body)
+  return value(M.call("POST", "/containers/{id}/exec", { id = ref }, nil,
+    body))
+end
+
+function M.exec_inspect(id) return get("/exec/{exec}/json", { exec = id }) end
+
+--- POST /exec/{id}/start, attached: the output as the daemon sends it (a
+-- TTY's bytes, else multiplexed frames; "" when there was none), once the
+-- command ended. opts: timeout (s: the transfer fails with kind "timeout"
+-- past it, the command still running), max_response (bytes: "limit").
+function M.exec_start(id, opts)
+  opts = opts or {}
+  local c <close>, err, kind = own_client({ timeout = opts.timeout,
+    max_response = opts.max_response })
+  if not c then
+    return nil, err, kind
+  end
+  local v, status
+  v, err, kind, status = c:call("POST", "/exec/{exec}/start", { exec = id },
+    nil, { Detach = false, Tty = opts.tty == true })
+  if v == nil then
+    return nil, err, kind, status
+  end
+  return v == true and "" or v
+end
+
+function M.networks(filters) return get("/networks", nil, filtered(filters)) end
+function M.network(name)
+  return get("/networks/{network}", { network = name })
+end
+--- body: {Container, EndpointConfig} (connect), {Container, Force}
+-- (disconnect).
+function M.network_connect(name, body)
+  return value(M.call("POST", "/networks/{network}/connect",
+    { network = name }, nil, body))
+end
+function M.network_disconnect(name, body)
+  return value(M.call("POST", "/networks/{network}/disconnect",
+    { network = name }, nil, body))
+end
+
+--- GET /volumes: {Volumes = [...], Warnings}.
+function M.volumes(filters) return get("/volumes", nil, filtered(filters)) end
+function M.volume(name) return get("/volumes/{volume}", { volume = name }) end
+
+-- network_create(body), network_remove(name[, query]),
+-- network_prune(filters), and the same three of volume_: one shape.
+for kind, path in pairs({ network = "/networks", volume = "/volumes" }) do
+  local one = path .. "/{" .. kind .. "}"
+  M[kind .. "_create"] = function(body)
+    return value(M.call("POST", path .. "/create", nil, nil, body))
+  end
+  M[kind .. "_remove"] = function(name, query)
+    return value(M.call("DELETE", one, { [kind] = name }, query))
+  end
+  M[kind .. "_prune"] = function(filters)
+    return value(M.call("POST", path .. "/prune", nil, filtered(filters)))
+  end
+end
+
+--- GET /info: the engine, and its swarm state (Swarm.LocalNodeState,
+-- Swarm.ControlAvailable: a manager).
+function M.info() return get("/info") end
+function M.nodes(filters) return get("/nodes", nil, filtered(filters)) end
+--- GET /services?status=true: each with ServiceStatus {RunningTasks,
+-- DesiredTasks} (API 1.41).
+function M.services(filters)
+  return get("/services", nil, filtered(filters, { status = true }))
+end
+function M.tasks(filters) return get("/tasks", nil, filtered(filters)) end
 
 return M

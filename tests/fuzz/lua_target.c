@@ -1,7 +1,7 @@
 /*
  * lua_target.c - the libFuzzer driver of the targets written in Lua
  * (tests/fuzz/<target>.lua): the JSON bridge, the router and the id grammar,
- * the logs demux, the create-body validator.
+ * the logs demux, the create-body validator, issue 12's parsers (objects).
  *
  * One lua_State per process, with every C module in package.preload (the
  * list is core/modules.def, as the host's) and package.path on the tree's

@@ -28,7 +28,8 @@ local M = {}
 
 local SETTINGS = {
   create = "table", manage = "function", cli_fallback = "boolean",
-  cli = "table",
+  cli = "table", images = "table", exec = "table", networks = "table",
+  volumes = "table", compose = "table",
 }
 local CREATE_SETTINGS = {
   privileged = "boolean", binds = "boolean|table", volumes = "boolean",
@@ -39,6 +40,37 @@ local CREATE_SETTINGS = {
   default_host_ip = "string", public_ports = "boolean", check = "function",
 }
 local CLI_SETTINGS = { docker = "string", timeout = "number", env = "table" }
+-- The sections of the routes beyond containers, and their settings.
+local SECTIONS = {
+  images = { pull = "boolean|table", push = "boolean|table",
+    auth = "string|table" },
+  exec = { containers = "boolean|string|function", privileged = "boolean",
+    users = "boolean|table", privileged_containers = "boolean",
+    max_timeout = "number", max_output_bytes = "number" },
+  networks = { create = "boolean", drivers = "boolean|table",
+    options = "boolean|table" },
+  volumes = { create = "boolean", drivers = "boolean|table",
+    mount_types = "boolean|table" },
+  compose = { tool = "string", python = "string", docker = "string",
+    timeout = "number", swarm = "boolean", allow = "table",
+    state_dir = "string" },
+}
+
+--- What a setting of those sections means when policy.lua leaves it out:
+-- nothing that reaches beyond the engine's own objects (see policy.lua).
+M.SECTION_DEFAULTS = {
+  images = { pull = {}, push = {} },
+  exec = { containers = "horcrux.exec", privileged = false, users = {},
+    privileged_containers = false, max_timeout = 300,
+    max_output_bytes = 1024 * 1024 },
+  networks = { create = true, drivers = { "bridge", "overlay" },
+    options = { "com.docker.network.driver.mtu",
+      "com.docker.network.bridge.enable_icc" } },
+  volumes = { create = true, drivers = { "local" }, mount_types = { "tmpfs" } },
+  compose = { tool = "docker-compose", python = "python3", docker = "docker",
+    timeout = 120, swarm = true, allow = {},
+    state_dir = "/var/lib/horcrux/stacks" },
+}
 
 --- Nothing that gives a container root on the host: what a missing
 -- setting means.
@@ -69,7 +101,24 @@ function M.check(p)
   check_settings(p, SETTINGS, "")
   check_settings(p.create or {}, CREATE_SETTINGS, "create.")
   check_settings(p.cli or {}, CLI_SETTINGS, "cli.")
+  for name, settings in pairs(SECTIONS) do
+    check_settings(p[name] or {}, settings, name .. ".")
+  end
   return p
+end
+
+--- policy.lua's section `name` (images, exec, networks, volumes, compose)
+-- with the defaults filled in for what it leaves out.
+function M.section(p, name)
+  local given = (p or {})[name] or {}
+  local out = {}
+  for k, v in pairs(M.SECTION_DEFAULTS[name]) do
+    out[k] = v
+  end
+  for k, v in pairs(given) do
+    out[k] = v
+  end
+  return out
 end
 
 -- ---- the create verdict ---------------------------------------------------
@@ -87,14 +136,20 @@ local function under(path, prefix)
   return path == prefix or path:sub(1, #prefix + 1) == prefix .. "/"
 end
 
+--- Whether a setting that is a list (or true: anything) holds v; a
+-- number listed matches its text (exec.users = {1000} lists user "1000").
 local function listed(list, v)
-  for _, x in ipairs(list) do
-    if x == v then
+  if list == true then
+    return true
+  end
+  for _, x in ipairs(type(list) == "table" and list or {}) do
+    if x == v or (math.type(x) == "integer" and tostring(x) == v) then
       return true
     end
   end
   return false
 end
+M.listed = listed
 
 -- The daemon reads host paths on its own host: they can be resolved here
 -- only when it is this machine's (a unix socket).
@@ -279,6 +334,25 @@ local function check_limits(spec, p)
         spec.cpus and "" or "; give cpus"), "forbidden", "cpus"
   end
   return true
+end
+
+--- Whether create's rules let a container join the network `net` (a name,
+-- "host", "container:<id>"): true | nil, message, kind, "network".
+function M.network_allowed(net, policy)
+  return check_network({ network = net }, (policy or M.DEFAULT).create or {})
+end
+
+--- Whether create's rules let the host path `path` be mounted: its
+-- resolved form (symlinks followed, as the daemon would mount it) | nil,
+-- message, kind, field. field names where path came from.
+function M.bind_allowed(path, policy, field)
+  local spec = { binds = { { source = path } } }
+  local ok, err, kind = check_binds(spec, (policy or M.DEFAULT).create or {})
+  if not ok then
+    return nil, (err:gsub("^binds%[1%]%.source", field or "source")), kind,
+      field
+  end
+  return spec.binds[1].source
 end
 
 -- In order: what needs no daemon first, so a refused body costs no call.

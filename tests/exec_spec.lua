@@ -1,0 +1,178 @@
+-- Exec: a command in a running container through POST
+-- /api/containers/:id/exec, against the real engine: its output and exit
+-- code, a command that outlives its timeout killed and reported, bounded
+-- output, and the refusals (read-only mode, the default policy: unlabelled
+-- containers, privileged exec, other users).
+local exec = require "horcrux.exec"
+local json = require "horcrux.json"
+local proc = require "horcrux.proc"
+local ms = require "manage_support"
+local support = require "support"
+
+local function frame(stream, payload)
+  return string.pack(">BBBBI4", stream, 0, 0, 0, #payload) .. payload
+end
+
+describe("horcrux.exec", function()
+  it("splits the daemon's frames byte for byte", function()
+    local out, err = exec.frames(frame(1, "a\r\n") .. frame(2, "e") ..
+      frame(1, "b") .. frame(2, "rr\n") .. frame(1, ""))
+    assert.are.equal("a\r\nb", out)
+    assert.are.equal("err\n", err)
+    out, err = exec.frames(frame(1, "ok") .. "garbage!")
+    assert.are.same({ "ok", "" }, { out, err })
+  end)
+
+  local function info(over)
+    local i = { Id = "abc", Name = "/c1", State = { Status = "running" },
+      Config = { User = "", Labels = { ["horcrux.exec"] = "true" } },
+      HostConfig = {} }
+    for k, v in pairs(over or {}) do
+      i[k] = v
+    end
+    return i
+  end
+
+  local function verdict(i, spec, policy)
+    spec.timeout = spec.timeout or 10
+    local ok, err, kind, field = exec.allowed(i, spec, policy or {}, {})
+    return ok and "ok" or field, err, kind
+  end
+
+  it("follows the policy: label, privileged, users, timeout", function()
+    assert.are.equal("ok", verdict(info(), {}))
+    assert.are.equal("ok", verdict(info(), { user = "root" }))
+    assert.are.equal("ok", verdict(info(), { user = "0:0" }))
+    local f, err, kind = verdict(info({ Config = { Labels = {} } }), {})
+    assert.are.same({ "container", "forbidden" }, { f, kind })
+    assert.truthy(err:find("horcrux.exec=true", 1, true), err)
+    assert.are.equal("privileged", verdict(info(), { privileged = true }))
+    assert.are.equal("user", verdict(info(), { user = "nobody" }))
+    assert.are.equal("ok", verdict(info(), { user = "nobody" },
+      { exec = { users = { "nobody" } } }))
+    assert.are.equal("container", verdict(info({ HostConfig = { Privileged = true } }), {}))
+    assert.are.equal("container", verdict(info({ HostConfig = { PidMode = "host" } }), {}))
+    assert.are.equal("timeout", verdict(info(), { timeout = 301 }))
+    assert.are.equal("container", verdict(info(), {}, { exec = { containers = false } }))
+    assert.are.equal("ok", verdict(info({ Config = { Labels = {} } }), {},
+      { exec = { containers = true } }))
+    assert.are.equal("container", verdict(info(), {},
+      { exec = { containers = function(c) return c.name .. " is special" end } }))
+  end)
+end)
+
+describe("exec against the real engine", function()
+  local srv, ro, small, dir, id, plain
+
+  local function run(server, ref, body, opts)
+    return ms.call(server, "POST", "/api/containers/" .. ref .. "/exec", body, opts)
+  end
+
+  local function processes(ref)
+    local top = assert(support.docker():call("GET", "/containers/{id}/top",
+      { id = ref }))
+    local out = {}
+    for _, p in ipairs(top.Processes) do
+      out[#out + 1] = p[#p]
+    end
+    return table.concat(out, "\n")
+  end
+
+  lazy_setup(function()
+    id = support.run_container({ name = "exec",
+      labels = { ["horcrux.exec"] = "true" } })
+    plain = support.run_container({ name = "noexec" })
+    srv = ms.start()
+    ro = ms.start({ args = { "--read-only" } })
+    dir = assert(proc.run({ "mktemp", "-d", "/tmp/hxtest-scripts.XXXXXX" }))
+      .stdout:gsub("%s+$", "")
+    local f = assert(io.open(dir .. "/policy.lua", "w"))
+    f:write("return { exec = { max_output_bytes = 1000, max_timeout = 5 } }\n")
+    f:close()
+    small = ms.start({ scripts = dir })
+  end)
+
+  lazy_teardown(function()
+    for _, s in ipairs({ srv, ro, small }) do s:stop() end
+    support.remove(id)
+    support.remove(plain)
+    proc.run({ "rm", "-rf", dir })
+  end)
+
+  it("answers echo's output and sh's exit code 3", function()
+    local r = run(srv, id, { cmd = { "echo", "hello", "world" } })
+    assert.are.equal(200, r.status, r.body)
+    assert.are.same({ 0, "hello world\n", "" },
+      { r.json.exit_code, r.json.stdout, r.json.stderr })
+    assert.is_false(r.json.timed_out)
+    r = run(srv, id, { cmd = { "sh", "-c", "echo out; echo err >&2; exit 3" } })
+    assert.are.equal(200, r.status, r.body)
+    assert.are.same({ 3, "out\n", "err\n" },
+      { r.json.exit_code, r.json.stdout, r.json.stderr })
+    r = run(srv, id, { cmd = { "sh", "-c", "echo $A $B; pwd" },
+      env = { A = "1", B = "two words" }, workdir = "/bin", user = "0" })
+    assert.are.equal("1 two words\n/bin\n", r.json.stdout, r.body)
+  end)
+
+  it("kills a command that outlives its timeout, and the ones it started", function()
+    local r = run(srv, id, { cmd = { "sh", "-c", "sleep 77; echo never" },
+      timeout = 1 })
+    assert.are.equal(200, r.status, r.body)
+    assert.is_true(r.json.timed_out, r.body)
+    assert.is_true(r.json.killed, r.body)
+    assert.are.equal(137, r.json.exit_code, r.body)
+    assert.is_true(r.json.duration >= 1 and r.json.duration < 10, r.body)
+    assert.is_nil(processes(id):find("sleep 77", 1, true), processes(id))
+    r = run(small, id, { cmd = { "true" }, timeout = 6 })
+    assert.are.equal(403, r.status, r.body)
+    assert.are.equal("timeout", r.json.error.field)
+  end)
+
+  it("bounds the output", function()
+    local r = run(small, id, { cmd = { "sh", "-c", "yes | head -c 30000" } })
+    assert.are.equal(200, r.status, r.body)
+    assert.is_true(r.json.truncated, r.body)
+    assert.are.equal(1000, #r.json.stdout)
+    r = run(small, id, { cmd = { "sh", "-c", "yes | head -c 300000" } })
+    assert.are.equal(502, r.status, r.body)
+    assert.are.equal("limit", r.json.error.code)
+  end)
+
+  it("is refused in read-only mode, and the command never runs", function()
+    local marker = "/hxtest-ro-" .. math.random(1e9)
+    local r = run(ro, id, { cmd = { "touch", marker } })
+    assert.are.equal(403, r.status, r.body)
+    r = run(srv, id, { cmd = { "ls", marker } })
+    assert.are.equal(1, r.json.exit_code, r.body)
+    -- the same command where writes are allowed does leave the file
+    r = run(srv, id, { cmd = { "sh", "-c", "touch " .. marker .. " && ls " .. marker } })
+    assert.are.equal(0, r.json.exit_code, r.body)
+  end)
+
+  it("is refused by the default policy: privileged, other users, unlabelled", function()
+    local r = run(srv, id, { cmd = { "id" }, privileged = true })
+    assert.are.equal(403, r.status, r.body)
+    assert.are.equal("privileged", r.json.error.field)
+    r = run(srv, id, { cmd = { "id" }, user = "nobody" })
+    assert.are.equal(403, r.status, r.body)
+    assert.are.equal("user", r.json.error.field)
+    r = run(srv, plain, { cmd = { "id" } })
+    assert.are.equal(403, r.status, r.body)
+    assert.are.equal("container", r.json.error.field)
+  end)
+
+  it("refuses bad bodies, stopped containers and unknown ones", function()
+    for _, b in ipairs({ {}, { cmd = "echo hi" }, { cmd = json.array() },
+      { cmd = { "x" }, timeout = 0 }, { cmd = { "x" }, tty = true },
+      { cmd = { "x" }, workdir = "rel" } }) do
+      local r = run(srv, id, b)
+      assert.are.equal(400, r.status, json.encode(b) .. " " .. r.body)
+    end
+    assert.are.equal(404, run(srv, "hxtest-no-such-container", { cmd = { "x" } }).status)
+    local stopped = support.run_container({ name = "stopped", start = false,
+      labels = { ["horcrux.exec"] = "true" } })
+    finally(function() support.remove(stopped) end)
+    local r = run(srv, stopped, { cmd = { "true" } })
+    assert.are.equal(409, r.status, r.body)
+  end)
+end)
