@@ -94,6 +94,15 @@ function M.client()
   return client
 end
 
+-- The client of options `opts`, kept under `key`; the state's client when
+-- key is nil.
+local function client_for(key, opts)
+  if key then
+    return special_client(key, opts)
+  end
+  return M.client()
+end
+
 --- Sets the options of this state's client (horcrux.docker.connect's:
 -- timeout, connect_timeout...) and drops the one it had: the collector's
 -- thread keeps its calls short, so a daemon that stops answering holds a
@@ -137,15 +146,13 @@ M.stats = with_client(function(c, ref) return c:stats(ref) end)
 --- One-shot stats of many containers at once; opts.timeout (seconds) bounds
 -- the whole batch (a client of its own with that timeout).
 function M.stats_many(ids, opts)
-  local c, err, kind
-  local t = opts and opts.timeout
+  local t, key, copts = opts and opts.timeout, nil, nil
   if t then
     local ms = math.max(50, math.floor(t * 1000))
-    c, err, kind = special_client("timeout=" .. ms,
-      { timeout = ms / 1000, connect_timeout = math.min(1, ms / 1000) })
-  else
-    c, err, kind = M.client()
+    key = "timeout=" .. ms
+    copts = { timeout = ms / 1000, connect_timeout = math.min(1, ms / 1000) }
   end
+  local c, err, kind = client_for(key, copts)
   if not c then
     return nil, err, kind
   end
@@ -163,13 +170,8 @@ end
 -- max_bytes fails with kind "limit" as it passes the cap, so a huge log is
 -- never held whole.
 function M.logs(ref, query, max_bytes)
-  local c, err, kind
-  if max_bytes then
-    c, err, kind = special_client("max_response=" .. max_bytes,
-      { max_response = max_bytes })
-  else
-    c, err, kind = M.client()
-  end
+  local c, err, kind = client_for(max_bytes and "max_response=" .. max_bytes,
+    max_bytes and { max_response = max_bytes })
   if not c then
     return nil, err, kind
   end
