@@ -51,11 +51,22 @@ end
 
 local seq = 0
 
+-- Six random digits from the kernel's randomness, not math.random's: a spec
+-- may seed that (cgroup_spec does), and the same file runs in the normal
+-- and the sanitizer run at the same time (scripts/test), both processes
+-- then drawing the same numbers in the same second.
+local function random6()
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local b = f:read(4)
+  f:close()
+  return string.unpack("<I4", b) % 1000000
+end
+
 --- A name no other test (nor a parallel run) uses.
 function support.unique_name(name)
   seq = seq + 1
   return string.format("hxtest-%s-%x-%d-%06d", name or "c", os.time(), seq,
-    math.random(0, 999999))
+    random6())
 end
 
 -- Raises with the engine's message unless the reply has status `want`.
