@@ -144,13 +144,19 @@ M.containers = with_client(function(c, opts) return c:containers(opts) end)
 M.inspect = with_client(function(c, ref) return c:inspect(ref) end)
 M.stats = with_client(function(c, ref) return c:stats(ref) end)
 --- One-shot stats of many containers at once; opts.timeout (seconds) bounds
--- the whole batch (a client of its own with that timeout).
+-- the whole batch (a client of its own with that timeout). That client
+-- does not feed the daemon's breaker: a batch cut by its own short bound
+-- (Docker before 25.0 answers a one-shot stats at its next one-second
+-- tick, later on a loaded engine) is not a daemon that stopped answering,
+-- and opening the breaker for it failed every route at once; the
+-- caller's other calls (the collector's list and events) still feed it.
 function M.stats_many(ids, opts)
   local t, key, copts = opts and opts.timeout, nil, nil
   if t then
     local ms = math.max(50, math.floor(t * 1000))
     key = "timeout=" .. ms
-    copts = { timeout = ms / 1000, connect_timeout = math.min(1, ms / 1000) }
+    copts = { timeout = ms / 1000, connect_timeout = math.min(1, ms / 1000),
+      breaker = false }
   end
   local c, err, kind = client_for(key, copts)
   if not c then
