@@ -229,8 +229,17 @@ local function dispatcher(routes, format)
     return s, b, h
   end
 
+  -- A route without parameters is found by two lookups here (what
+  -- routes:match does first), without the method call.
+  local exact, no_params = routes.exact, router.NO_PARAMS
+
   return function(req, nargs)
-    local r, params, allow = routes:match(req.method, req.path)
+    local method, path = req.method, req.path
+    local by = exact[path]
+    local r, params, allow = by and by[method], no_params
+    if not r then
+      r, params, allow = routes:match(method, path)
+    end
     if not r then
       if params == "method_not_allowed" then
         local status, body = errors.answer("method_not_allowed", req.method ..
