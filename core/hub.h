@@ -45,11 +45,16 @@ typedef struct hx_msg {
 
 void hx_msg_unref(hx_msg *m);
 
+/* How a subscriber is served: the host (core/stream.c) says so in its
+ * spec before subscribing; GET /metrics counts subscribers by it. */
+enum hx_via { HX_VIA_OTHER, HX_VIA_SSE, HX_VIA_NDJSON, HX_VIA_WEBSOCKET };
+
 /* What a route asks for: hub.stream{topic =, interval =, last_id =}. */
 typedef struct hx_stream_spec {
   int64_t interval_ns; /* 0: every message */
   long long last_id;   /* resume after this id; -1: live only */
   char topic[HX_TOPIC_MAX];
+  int via; /* enum hx_via: set by the host, not by the route */
 } hx_stream_spec;
 
 /* The stream object at idx (a hub.stream{} userdata), or NULL. */
