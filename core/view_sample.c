@@ -41,7 +41,8 @@
  * Descriptors. What the sampler keeps for a container (a probe: the
  * cgroup handle of horcrux.cgroup) holds its files open between rounds and
  * re-reads them with pread at offset 0 (cgroup_fs.c says what that saves):
- * 9 descriptors a container on v2, 10 or 11 on v1. The probes keep at most
+ * up to 17 descriptors a container (a v1 host with the unified tree's
+ * pressure files: 17 measured; fewer on v2). The probes keep at most
  * max_fds descriptors in all (view.set_limits; default -1: half the soft
  * RLIMIT_NOFILE, read each round, so a limit raised later counts); past it
  * a container's files are opened, read and closed each round. When an open
