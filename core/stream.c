@@ -22,6 +22,7 @@
 #include "stream.h"
 
 #include "aux.h"
+#include "follow.h"
 #include "server.h"
 
 #include <errno.h>
@@ -45,6 +46,15 @@
 #define SSE_FIRST "retry: 2000\n\n"      /* EventSource's reconnect delay */
 
 enum format { SSE, NDJSON };
+
+/* The subscriber of spec for a consumer: a topic's, or a log follow's
+ * (fed by its own transfer). Either is closed with hx_sub_close. */
+static hx_sub *subscribe(const hx_stream_spec *spec, hx_wake_fn wake,
+                         void *ud) {
+  if (spec->ep != NULL)
+    return hx_follow_open(spec, wake, ud);
+  return hx_hub_subscribe(spec, wake, ud);
+}
 
 /* ---- SSE and NDJSON ---------------------------------------------------- */
 
@@ -180,7 +190,7 @@ static enum MHD_Result sse_respond(struct MHD_Connection *conn, const char *id,
       return MHD_NO;
     c->conn = conn;
     c->format = format;
-    c->sub = hx_hub_subscribe(spec, sse_wake, c);
+    c->sub = subscribe(spec, sse_wake, c);
     if (c->sub == NULL) {
       free(c);
       return queue_error(conn, id, 503, "unavailable", "the server is stopping",
@@ -445,7 +455,7 @@ static void ws_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
     return;
   }
   wslay_event_config_set_max_recv_msg_length(c->ctx, 4096);
-  c->sub = hx_hub_subscribe(&c->spec, ws_wake, c);
+  c->sub = subscribe(&c->spec, ws_wake, c);
   if (c->sub == NULL)
     c->last = 1; /* the server is stopping: a close frame at once */
   c->events = EPOLLIN;
@@ -557,6 +567,7 @@ int hx_ws_start(void) {
 int hx_ws_count(void) { return atomic_load(&ws.count); }
 
 void hx_ws_stop(unsigned grace) {
+  hx_follow_stop(); /* every stream had its last message: no more lines */
   if (!ws.started)
     return;
   for (unsigned i = 0; i < grace * 50 && hx_ws_count() > 0; i++)
