@@ -25,16 +25,15 @@
 #include <string.h>
 
 #define URL_MAX 1024
-#define ERR_BODY 400       /* bytes of a refusal's body kept for the message */
-#define IDLE 4             /* idle connections to the daemon kept */
-#define BATCH (256 * 1024) /* bytes of lines that make a message at most */
+#define ERR_BODY 400 /* bytes of a refusal's body kept for the message */
+#define IDLE 4       /* idle connections to the daemon kept */
 
 typedef struct follow {
   hx_sub *sub; /* the producer's reference */
   CURL *easy;
   hx_demux dm;
-  char *nd, *sse; /* the lines of a batch: JSON lines, SSE frames */
-  size_t nd_n, nd_cap, sse_n, sse_cap;
+  char *nd, *sse; /* a line's event: its JSON, its SSE frame */
+  size_t nd_cap, sse_cap;
   long status;             /* the reply's, once known */
   int stopped;             /* the subscriber ended: no more lines */
   const char *bad;         /* why the stream was refused, or NULL */
@@ -73,33 +72,21 @@ static int room(char **p, size_t len, size_t *cap, size_t n) {
   return 0;
 }
 
-/* The batch so far, one message: the lines of one read from the daemon
- * share a message (and a queue slot), so a burst of lines is not a burst of
- * messages. Returns 1 once the subscriber has ended. */
-static int flush(follow *f) {
-  if (f->nd_n == 0 || f->stopped)
-    return f->stopped;
-  f->nd_n--; /* the last newline: bytes_of() adds it back */
-  if (hx_sub_push_framed(f->sub, f->nd, f->nd_n, f->sse, f->sse_n) != 0)
-    f->stopped = 1;
-  f->nd_n = f->sse_n = 0;
-  return f->stopped;
-}
-
 /* A line: {"line","stream"[,"time"][,"truncated"]} (keys in byte order, as
- * the non-follow route's records), added to the batch. Returns 1 (stop)
+ * the non-follow route's records), one event `log` (the hub joins the
+ * events its reader has not taken yet into one message). Returns 1 (stop)
  * once the subscriber has ended. */
 static int on_line(void *ud, const char *stream, const char *line, size_t len,
                    const char *time, int truncated) {
   follow *f = ud;
   size_t tl = time != NULL ? strlen(time) : 0;
   size_t most = 6 * len + 6 * tl + 96;
-  if (room(&f->nd, f->nd_n, &f->nd_cap, most) != 0 ||
-      room(&f->sse, f->sse_n, &f->sse_cap, most + 24) != 0) {
+  if (room(&f->nd, 0, &f->nd_cap, most) != 0 ||
+      room(&f->sse, 0, &f->sse_cap, most + 24) != 0) {
     f->bad = "out of memory";
     return f->stopped = 1;
   }
-  char *p = f->nd + f->nd_n;
+  char *p = f->nd;
   size_t n = 0;
   memcpy(p, "{\"line\":", 8);
   n = 8;
@@ -115,14 +102,18 @@ static int on_line(void *ud, const char *stream, const char *line, size_t len,
     n += 17;
   }
   p[n++] = '}';
-  char *q = f->sse + f->sse_n;
+  char *q = f->sse;
   memcpy(q, "event: log\ndata: ", 17);
   memcpy(q + 17, p, n);
   memcpy(q + 17 + n, "\n\n", 2);
-  f->sse_n += n + 19;
-  p[n++] = '\n';
-  f->nd_n += n;
-  return f->nd_n >= BATCH ? flush(f) : 0;
+  if (hx_sub_push_framed(f->sub, p, n, q, n + 19) != 0)
+    f->stopped = 1;
+  if (f->nd_cap > 64 * 1024) { /* a long line's buffers are not kept */
+    free(f->nd), free(f->sse);
+    f->nd = f->sse = NULL;
+    f->nd_cap = f->sse_cap = 0;
+  }
+  return f->stopped;
 }
 
 static size_t on_data(char *p, size_t size, size_t nmemb, void *ud) {
@@ -137,8 +128,6 @@ static size_t on_data(char *p, size_t size, size_t nmemb, void *ud) {
     return n;
   }
   int rc = hx_demux_feed(&f->dm, p, n);
-  if (rc == 0 && flush(f) != 0)
-    rc = 1;
   if (rc == -1)
     f->bad = "the daemon sent bytes that are not log frames";
   else if (rc == -2)
@@ -193,7 +182,6 @@ static void on_done(CURLcode rc, void *ud) {
     if (f->bad == NULL && f->status >= 200 && f->status <= 299 &&
         hx_demux_finish(&f->dm) == -1)
       f->bad = "the daemon sent bytes that are not log frames";
-    flush(f);
     if (!f->stopped)
       end_message(f, rc);
   }

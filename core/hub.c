@@ -161,6 +161,7 @@ static hx_msg *msg_new(int kind, long long id, const char *event,
   atomic_init(&m->refs, 1);
   m->kind = kind;
   m->id = id;
+  m->data_cap = m->sse_cap = 0; /* never changes */
   char *p = m->buf;
   memcpy(p, head, hn);
   memcpy(p + hn, data, len);
@@ -193,6 +194,7 @@ static hx_msg *keepalive_msg(void) {
       return NULL;
     atomic_init(&ka->refs, 1); /* never freed */
     ka->kind = HX_MSG_KEEPALIVE;
+    ka->data_cap = ka->sse_cap = 0;
     ka->id = 0;
     memcpy(ka->buf, ": keepalive\n\n", 14);
     ka->sse = ka->buf;
@@ -539,25 +541,62 @@ void hx_sub_release(hx_sub *s) {
     sub_free(s);
 }
 
-/* A message whose SSE frame is given (several events in one message). */
-static hx_msg *msg_framed(const char *data, size_t len, const char *sse,
-                          size_t sse_len) {
-  hx_msg *m = malloc(sizeof *m + len + 1 + sse_len + 1);
+#define JOIN_MAX ((size_t)256 * 1024) /* a fed message's data, joined */
+
+/* A fed subscriber's message: data and its SSE frame, each in a region of
+ * room for more (caps at least the lengths; a NUL after each). */
+static hx_msg *msg_framed(const char *data, size_t len, size_t dcap,
+                          const char *sse, size_t sse_len, size_t scap) {
+  hx_msg *m = malloc(sizeof *m + dcap + 1 + scap + 1);
   if (m == NULL)
     return NULL;
   atomic_init(&m->refs, 1);
   m->kind = HX_MSG_DATA;
   m->id = 0;
+  m->data_cap = dcap;
+  m->sse_cap = scap;
   memcpy(m->buf, data, len);
   m->buf[len] = '\0';
   m->data = m->buf;
   m->len = len;
-  char *f = m->buf + len + 1;
+  char *f = m->buf + dcap + 1;
   memcpy(f, sse, sse_len);
   f[sse_len] = '\0';
   m->sse = f;
   m->sse_len = sse_len;
   return m;
+}
+
+/* Joins an event to the last message of s's queue, which its reader has
+ * not taken (only the queue holds it: it may change). The caller holds
+ * H.mu. Returns 0, or -1 when it cannot (none, full, out of memory). */
+static int join_tail(hx_sub *s, const char *data, size_t len, const char *sse,
+                     size_t sse_len) {
+  if (s->n == 0)
+    return -1;
+  unsigned at = (s->head + s->n - 1) % s->cap;
+  hx_msg *m = s->q[at];
+  if (m->data_cap == 0 || atomic_load(&m->refs) != 1 ||
+      m->len + 1 + len > JOIN_MAX)
+    return -1;
+  size_t dl = m->len + 1 + len, sl = m->sse_len + sse_len;
+  if (dl > m->data_cap || sl > m->sse_cap) { /* twice the room */
+    hx_msg *g = msg_framed(m->data, m->len, dl * 2, m->sse, m->sse_len, sl * 2);
+    if (g == NULL)
+      return -1;
+    free(m); /* its only reference was the queue's */
+    s->q[at] = m = g;
+  }
+  char *d = (char *)m->data, *f = (char *)m->sse;
+  d[m->len] = '\n';
+  memcpy(d + m->len + 1, data, len);
+  d[dl] = '\0';
+  memcpy(f + m->sse_len, sse, sse_len);
+  f[sl] = '\0';
+  m->len = dl;
+  m->sse_len = sl;
+  s->bytes += 1 + len;
+  return 0;
 }
 
 int hx_sub_push(hx_sub *s, const char *event, const char *data, size_t len,
@@ -568,7 +607,17 @@ int hx_sub_push(hx_sub *s, const char *event, const char *data, size_t len,
 
 int hx_sub_push_framed(hx_sub *s, const char *data, size_t len, const char *sse,
                        size_t sse_len) {
-  return sub_give(s, msg_framed(data, len, sse, sse_len), 0);
+  pthread_mutex_lock(&H.mu);
+  if (!s->ended && s->bytes + 1 + len <= H.bytes &&
+      join_tail(s, data, len, sse, sse_len) == 0) {
+    wake(s);
+    pthread_mutex_unlock(&H.mu);
+    return 0;
+  }
+  pthread_mutex_unlock(&H.mu);
+  size_t dcap = len < 512 ? 1024 : 2 * len;
+  size_t scap = sse_len < 512 ? 1024 : 2 * sse_len;
+  return sub_give(s, msg_framed(data, len, dcap, sse, sse_len, scap), 0);
 }
 
 static int sub_give(hx_sub *s, hx_msg *m, int final) {

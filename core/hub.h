@@ -40,6 +40,10 @@ typedef struct hx_msg {
   size_t len;
   const char *sse; /* the whole SSE frame, ending in a blank line */
   size_t sse_len;
+  /* a fed subscriber's message takes more lines while it waits at the end
+   * of its queue (hx_sub_push_framed): the room of its two regions; 0: a
+   * message that never changes */
+  size_t data_cap, sse_cap;
   char buf[];
 } hx_msg;
 
@@ -106,9 +110,12 @@ void hx_sub_release(hx_sub *s);
 int hx_sub_push(hx_sub *s, const char *event, const char *data, size_t len,
                 int final);
 
-/* The same for a message of several events: data is their payloads as
- * JSON lines (NDJSON, WebSocket), sse their SSE frames, made by the
- * producer. */
+/* One event of a fed subscriber, framed by its producer: data its payload
+ * (one line of JSON), sse its SSE frame. While the reader has not taken
+ * the last message queued, events join it (up to 256 KiB: then one more
+ * message), so a burst of lines is not a burst of queue slots; such a
+ * message's data is its payloads as JSON lines (NDJSON, and one WebSocket
+ * text message). Returns as hx_sub_push. */
 int hx_sub_push_framed(hx_sub *s, const char *data, size_t len, const char *sse,
                        size_t sse_len);
 

@@ -240,6 +240,8 @@ int hx_demux_finish(hx_demux *d) {
       frame_head(d, "", 0, 1, &rc);
     frame_end(d);
   }
+  if (!d->tty && d->hdr_n > 0) /* a header cut short */
+    d->bad = 1;
   d->hdr_n = 0;
   for (int s = 0; s < HX_LOG_STREAMS && rc == 0; s++) {
     hx_line_buf *l = &d->line[s];
