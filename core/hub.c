@@ -505,6 +505,12 @@ static void sub_free(hx_sub *s) {
   free(s);
 }
 
+void hx_sub_disarm(hx_sub *s) {
+  pthread_mutex_lock(&H.mu);
+  s->armed = 0;
+  pthread_mutex_unlock(&H.mu);
+}
+
 void hx_sub_close(hx_sub *s) {
   if (s == NULL)
     return;

@@ -88,6 +88,10 @@ enum { HX_SUB_MSG, HX_SUB_EMPTY, HX_SUB_END };
  * now, the subscriber is armed; HX_SUB_END: the final message was taken. */
 int hx_sub_next(hx_sub *s, hx_msg **m);
 
+/* The consumer will call hx_sub_next again by itself (it has bytes to
+ * write): s is no longer armed, no wake comes. */
+void hx_sub_disarm(hx_sub *s);
+
 /* Unsubscribes s and frees it (its queued messages dropped) once its
  * producer, if it has one, has let it go too. */
 void hx_sub_close(hx_sub *s);
