@@ -291,15 +291,8 @@ static int enqueue(hx_executor *ex, job *j, unsigned long long *id) {
 
 int hx_executor_submit(hx_executor *ex, CURL *easy, hx_exec_done done,
                        void *ud) {
-  job *j = calloc(1, sizeof *j);
-  if (j == NULL || easy == NULL) {
-    free(j);
-    return -1;
-  }
-  j->easy = easy;
-  j->done = done;
-  j->ud = ud;
-  return enqueue(ex, j, NULL);
+  unsigned long long id;
+  return hx_executor_submit_id(ex, easy, done, ud, &id);
 }
 
 int hx_executor_submit_id(hx_executor *ex, CURL *easy, hx_exec_done done,

@@ -107,6 +107,18 @@ static int line_end(hx_demux *d, int s, const char *t) {
   return stop ? 1 : 0;
 }
 
+/* A TTY's line with timestamps is complete: its own time split off. */
+static int tty_line_end(hx_demux *d, int s) {
+  hx_line_buf *l = &d->line[s];
+  char t[HX_LOG_TIME_MAX + 1];
+  size_t skip = split_time(l->p != NULL ? l->p : "", l->len, 1, t);
+  if (skip > 0) {
+    memmove(l->p, l->p + skip, l->len - skip);
+    l->len -= skip;
+  }
+  return line_end(d, s, skip > 0 ? t : NULL);
+}
+
 /* Payload bytes of the current frame (or of the TTY stream), after its
  * time: lines end at each newline. In a frame, only the first line gets the
  * frame's time; a TTY's lines are split for their time when they end. */
@@ -122,13 +134,7 @@ static int payload(hx_demux *d, const char *p, size_t n) {
     if (nl == NULL)
       break;
     if (d->tty && d->timestamps) {
-      char t[HX_LOG_TIME_MAX + 1];
-      size_t skip = split_time(l->p != NULL ? l->p : "", l->len, 1, t);
-      if (skip > 0) {
-        memmove(l->p, l->p + skip, l->len - skip);
-        l->len -= skip;
-      }
-      rc = line_end(d, s, skip > 0 ? t : NULL);
+      rc = tty_line_end(d, s);
     } else {
       rc = line_end(d, s, d->ftime);
       d->ftime[0] = '\0';
@@ -247,17 +253,7 @@ int hx_demux_finish(hx_demux *d) {
     hx_line_buf *l = &d->line[s];
     if (!l->open)
       continue;
-    if (d->tty && d->timestamps) {
-      char t[HX_LOG_TIME_MAX + 1];
-      size_t skip = split_time(l->p != NULL ? l->p : "", l->len, 1, t);
-      if (skip > 0) {
-        memmove(l->p, l->p + skip, l->len - skip);
-        l->len -= skip;
-      }
-      rc = line_end(d, s, skip > 0 ? t : NULL);
-    } else {
-      rc = line_end(d, s, NULL);
-    }
+    rc = d->tty && d->timestamps ? tty_line_end(d, s) : line_end(d, s, NULL);
   }
   if (rc == 0 && d->bad)
     rc = -1;
