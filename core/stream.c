@@ -477,7 +477,6 @@ static void *ws_main(void *arg) {
   int paced = 0;
   while (!atomic_load(&ws.stop)) {
     int n = epoll_wait(ws.epfd, evs, 64, paced ? 1 : 500);
-    paced = pace_step(PACE_SLICE);
     for (int i = 0; i < n; i++) {
       if (evs[i].data.ptr == NULL) {
         uint64_t v;
@@ -487,6 +486,9 @@ static void *ws_main(void *arg) {
       }
       ws_step(evs[i].data.ptr, evs[i].events);
     }
+    /* after the eventfd was read: a wake that kicks from now on is seen by
+     * the next epoll_wait */
+    paced = pace_step(PACE_SLICE);
     for (;;) { /* the woken ones */
       pthread_mutex_lock(&ws.mu);
       ws_conn *c = ws.ready;
