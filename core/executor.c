@@ -13,8 +13,9 @@ typedef struct job {
   hx_task *task; /* a task (async.h), or NULL; neither: a timer */
   hx_exec_done done;
   void *ud;
-  long long due_ms; /* timers, tasks: CLOCK_MONOTONIC time to step */
-  int first, nfd;   /* tasks: its descriptors in the wait list */
+  long long due_ms;      /* timers, tasks: CLOCK_MONOTONIC time to step */
+  unsigned long long id; /* transfers: for hx_executor_cancel */
+  int first, nfd;        /* tasks: its descriptors in the wait list */
   struct job *next;
 } job;
 
@@ -31,6 +32,9 @@ struct hx_executor {
   int pending;
   int stopping;
   int aborting;
+  unsigned long long next_id;  /* the id the next transfer gets */
+  unsigned long long *cancels; /* ids to end, taken by the thread */
+  int ncancel, cancel_cap;
 };
 
 static long long now_ms(void) {
@@ -51,13 +55,24 @@ static void finish(hx_executor *ex, job *j, CURLcode rc) {
   pthread_mutex_unlock(&ex->mu);
 }
 
-/* Takes the queued transfers and the due timers; returns the poll timeout. */
+/* Takes the queued transfers, the due timers and the cancels (into *cancels,
+ * *ncancel: the thread's own array, swapped with the shared one); returns
+ * the poll timeout. */
 static int take_work(hx_executor *ex, job **added, job **fired, int *abort_now,
-                     int *stop_now) {
+                     int *stop_now, unsigned long long **cancels, int *ncancel,
+                     int *cancel_cap) {
   long long now = now_ms(), next = now + 1000;
   pthread_mutex_lock(&ex->mu);
   *added = ex->queue;
   ex->queue = NULL;
+  unsigned long long *mine = *cancels;
+  int mine_cap = *cancel_cap;
+  *cancels = ex->cancels;
+  *ncancel = ex->ncancel;
+  *cancel_cap = ex->cancel_cap;
+  ex->cancels = mine;
+  ex->ncancel = 0;
+  ex->cancel_cap = mine_cap;
   job **pp = &ex->timers;
   while (*pp != NULL) {
     job *t = *pp;
@@ -172,6 +187,21 @@ static void add_work(hx_executor *ex, job *added, int abort_now) {
   }
 }
 
+/* Ends the running transfers whose ids were cancelled (those that already
+ * ended are not found). */
+static void cancel_ids(hx_executor *ex, const unsigned long long *ids, int n) {
+  for (int i = 0; i < n; i++) {
+    for (job **pp = &ex->running; *pp != NULL; pp = &(*pp)->next) {
+      if ((*pp)->id == ids[i]) {
+        job *j = *pp;
+        *pp = j->next;
+        finish(ex, j, CURLE_ABORTED_BY_CALLBACK);
+        break;
+      }
+    }
+  }
+}
+
 /* Ends every job of a list at once (hx_executor_abort). */
 static void abort_list(hx_executor *ex, job **list) {
   while (*list != NULL) {
@@ -183,11 +213,15 @@ static void abort_list(hx_executor *ex, job **list) {
 
 static void *run(void *arg) {
   hx_executor *ex = arg;
+  unsigned long long *cancels = NULL;
+  int ncancel = 0, cancel_cap = 0;
   for (;;) {
     job *added = NULL, *fired = NULL;
     int abort_now, stop_now, still;
-    int timeout = take_work(ex, &added, &fired, &abort_now, &stop_now);
+    int timeout = take_work(ex, &added, &fired, &abort_now, &stop_now, &cancels,
+                            &ncancel, &cancel_cap);
     add_work(ex, added, abort_now);
+    cancel_ids(ex, cancels, ncancel); /* after add_work: they are running */
     while (fired != NULL) {
       job *t = fired;
       fired = t->next;
@@ -205,6 +239,7 @@ static void *run(void *arg) {
     curl_multi_poll(ex->multi, ex->wait, (unsigned)ex->nwait,
                     timeout > 0 ? timeout : 0, NULL);
   }
+  free(cancels);
   return NULL;
 }
 
@@ -229,13 +264,18 @@ hx_executor *hx_executor_start(long max_idle) {
   return ex;
 }
 
-static int enqueue(hx_executor *ex, job *j) {
+/* Queues j; a transfer gets its id (into *id when id is not NULL). */
+static int enqueue(hx_executor *ex, job *j, unsigned long long *id) {
   pthread_mutex_lock(&ex->mu);
   if (ex->stopping || ex->aborting) {
     pthread_mutex_unlock(&ex->mu);
     free(j);
     return -1;
   }
+  if (j->easy != NULL)
+    j->id = ++ex->next_id;
+  if (id != NULL)
+    *id = j->id;
   if (j->easy != NULL || j->task != NULL) {
     j->next = ex->queue;
     ex->queue = j;
@@ -251,6 +291,12 @@ static int enqueue(hx_executor *ex, job *j) {
 
 int hx_executor_submit(hx_executor *ex, CURL *easy, hx_exec_done done,
                        void *ud) {
+  unsigned long long id;
+  return hx_executor_submit_id(ex, easy, done, ud, &id);
+}
+
+int hx_executor_submit_id(hx_executor *ex, CURL *easy, hx_exec_done done,
+                          void *ud, unsigned long long *id) {
   job *j = calloc(1, sizeof *j);
   if (j == NULL || easy == NULL) {
     free(j);
@@ -259,7 +305,28 @@ int hx_executor_submit(hx_executor *ex, CURL *easy, hx_exec_done done,
   j->easy = easy;
   j->done = done;
   j->ud = ud;
-  return enqueue(ex, j);
+  return enqueue(ex, j, id);
+}
+
+void hx_executor_cancel(hx_executor *ex, unsigned long long id) {
+  pthread_mutex_lock(&ex->mu);
+  if (id == 0 || id > ex->next_id || ex->stopping) {
+    pthread_mutex_unlock(&ex->mu);
+    return;
+  }
+  if (ex->ncancel == ex->cancel_cap) {
+    int cap = ex->cancel_cap ? ex->cancel_cap * 2 : 16;
+    unsigned long long *c = realloc(ex->cancels, (size_t)cap * sizeof *c);
+    if (c == NULL) { /* the transfer runs on until its own end */
+      pthread_mutex_unlock(&ex->mu);
+      return;
+    }
+    ex->cancels = c;
+    ex->cancel_cap = cap;
+  }
+  ex->cancels[ex->ncancel++] = id;
+  pthread_mutex_unlock(&ex->mu);
+  curl_multi_wakeup(ex->multi);
 }
 
 int hx_executor_task(hx_executor *ex, hx_task *task, hx_exec_done done,
@@ -272,7 +339,7 @@ int hx_executor_task(hx_executor *ex, hx_task *task, hx_exec_done done,
   j->task = task;
   j->done = done;
   j->ud = ud;
-  return enqueue(ex, j);
+  return enqueue(ex, j, NULL);
 }
 
 int hx_executor_timer(hx_executor *ex, long ms, hx_exec_done done, void *ud) {
@@ -282,7 +349,7 @@ int hx_executor_timer(hx_executor *ex, long ms, hx_exec_done done, void *ud) {
   j->done = done;
   j->ud = ud;
   j->due_ms = now_ms() + (ms > 0 ? ms : 0);
-  return enqueue(ex, j);
+  return enqueue(ex, j, NULL);
 }
 
 int hx_executor_pending(hx_executor *ex) {
@@ -310,5 +377,6 @@ void hx_executor_stop(hx_executor *ex) {
   curl_multi_cleanup(ex->multi);
   pthread_mutex_destroy(&ex->mu);
   free(ex->wait);
+  free(ex->cancels);
   free(ex);
 }

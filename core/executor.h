@@ -39,6 +39,17 @@ hx_executor *hx_executor_start(long max_idle);
 int hx_executor_submit(hx_executor *ex, CURL *easy, hx_exec_done done,
                        void *ud);
 
+/* As hx_executor_submit; *id (set before the transfer can start) names the
+ * transfer for hx_executor_cancel: ids are never reused, so a cancel that
+ * comes after the transfer ended is harmless. */
+int hx_executor_submit_id(hx_executor *ex, CURL *easy, hx_exec_done done,
+                          void *ud, unsigned long long *id);
+
+/* Ends transfer id, if it has not ended yet: its `done` is called (on the
+ * executor thread, never from this call) with CURLE_ABORTED_BY_CALLBACK.
+ * Thread-safe; a no-op for an id that ended or is unknown. */
+void hx_executor_cancel(hx_executor *ex, unsigned long long id);
+
 /* Steps a task until it is done, then calls `done` with CURLE_OK; returns
  * 0, or -1 when the executor is stopping (then `done` is not called). On
  * hx_executor_abort, `done` gets CURLE_ABORTED_BY_CALLBACK with the task

@@ -41,6 +41,8 @@
 #include "hub.h"
 
 #include "aux.h"
+#include "docker_private.h"
+#include "logdemux.h"
 
 #include <lauxlib.h>
 #include <pthread.h>
@@ -50,6 +52,8 @@
 #include <string.h>
 
 #define STREAM_MT "horcrux.hub.stream"
+#define DEMUX_MT "horcrux.hub.demux"
+#define MAX_ENDPOINTS 16
 #define DEFAULT_QUEUE 64
 #define DEFAULT_BYTES ((size_t)4 << 20)
 #define DEFAULT_RING 10000
@@ -76,6 +80,10 @@ struct hx_sub {
   int replaying;    /* ring messages after cursor wait in the ring */
   int ended;        /* the final message is queued: nothing more */
   int armed;        /* the consumer waits for wake */
+  int closed;       /* its consumer let it go (fed: the producer may not) */
+  int refs;         /* the consumer, and a fed one's producer */
+  unsigned long long producer; /* fed: the producer's id for `closed` */
+  hx_closed_fn on_closed;      /* fed: how its producer is stopped */
   int64_t interval_ns, sent_ns, touched_ns;
   hx_wake_fn wake;
   void *ud;
@@ -89,12 +97,12 @@ static struct {
   unsigned queue;
   size_t bytes;
   unsigned events_ring;
-} H = {PTHREAD_MUTEX_INITIALIZER,
-       NULL,
-       0,
-       DEFAULT_QUEUE,
-       DEFAULT_BYTES,
-       DEFAULT_RING};
+  hx_endpoint ep[MAX_ENDPOINTS]; /* log follows' daemons, never freed */
+  int nep;
+} H = {.mu = PTHREAD_MUTEX_INITIALIZER,
+       .queue = DEFAULT_QUEUE,
+       .bytes = DEFAULT_BYTES,
+       .events_ring = DEFAULT_RING};
 
 /* ---- counts for GET /metrics ------------------------------------------
  *
@@ -203,6 +211,7 @@ static hx_msg *msg_new(int kind, long long id, const char *event,
   atomic_init(&m->refs, 1);
   m->kind = kind;
   m->id = id;
+  m->data_cap = m->sse_cap = 0; /* never changes */
   char *p = m->buf;
   memcpy(p, head, hn);
   memcpy(p + hn, data, len);
@@ -235,6 +244,7 @@ static hx_msg *keepalive_msg(void) {
       return NULL;
     atomic_init(&ka->refs, 1); /* never freed */
     ka->kind = HX_MSG_KEEPALIVE;
+    ka->data_cap = ka->sse_cap = 0;
     ka->id = 0;
     memcpy(ka->buf, ": keepalive\n\n", 14);
     ka->sse = ka->buf;
@@ -419,6 +429,8 @@ static void refill(hx_sub *s) {
 
 /* ---- the C API ----------------------------------------------------------- */
 
+static int sub_give(hx_sub *s, hx_msg *m, int final);
+
 int hx_parse_event_id(const char *s, size_t n, long long *id) {
   while (n > 0 && (*s == ' ' || *s == '\t'))
     s++, n--;
@@ -464,8 +476,8 @@ static void position(hx_sub *s, topic *t, long long last_id) {
   s->replaying = t->ring_n > 0;
 }
 
-hx_sub *hx_hub_subscribe(const hx_stream_spec *spec, hx_wake_fn wake_fn,
-                         void *ud) {
+static hx_sub *subscribe(const hx_stream_spec *spec, hx_wake_fn wake_fn,
+                         void *ud, hx_closed_fn closed) {
   hx_sub *s = calloc(1, sizeof *s);
   if (s == NULL)
     return NULL;
@@ -484,6 +496,8 @@ hx_sub *hx_hub_subscribe(const hx_stream_spec *spec, hx_wake_fn wake_fn,
   s->ud = ud;
   s->interval_ns = spec->interval_ns;
   s->touched_ns = hx_mono_ns();
+  s->refs = closed != NULL ? 2 : 1;
+  s->on_closed = closed;
   if (t->ring_cap > 0)
     position(s, t, spec->last_id);
   s->next = t->subs;
@@ -496,6 +510,22 @@ hx_sub *hx_hub_subscribe(const hx_stream_spec *spec, hx_wake_fn wake_fn,
     s->counted->subs++;
   pthread_mutex_unlock(&H.mu);
   return s;
+}
+
+hx_sub *hx_hub_subscribe(const hx_stream_spec *spec, hx_wake_fn wake_fn,
+                         void *ud) {
+  return subscribe(spec, wake_fn, ud, NULL);
+}
+
+hx_sub *hx_hub_subscribe_fed(const hx_stream_spec *spec, hx_wake_fn wake,
+                             void *ud, hx_closed_fn closed) {
+  return closed != NULL ? subscribe(spec, wake, ud, closed) : NULL;
+}
+
+void hx_sub_set_producer(hx_sub *s, unsigned long long id) {
+  pthread_mutex_lock(&H.mu);
+  s->producer = id;
+  pthread_mutex_unlock(&H.mu);
 }
 
 int hx_sub_next(hx_sub *s, hx_msg **m) {
@@ -519,6 +549,23 @@ int hx_sub_next(hx_sub *s, hx_msg **m) {
   return r;
 }
 
+/* Drops one reference to s (the caller holds H.mu); 1 when s is to be
+ * freed (sub_free, after the lock). */
+static int sub_unref(hx_sub *s) { return --s->refs == 0; }
+
+static void sub_free(hx_sub *s) {
+  for (unsigned i = 0; i < s->n; i++)
+    hx_msg_unref(s->q[(s->head + i) % s->cap]);
+  free(s->q);
+  free(s);
+}
+
+void hx_sub_disarm(hx_sub *s) {
+  pthread_mutex_lock(&H.mu);
+  s->armed = 0;
+  pthread_mutex_unlock(&H.mu);
+}
+
 void hx_sub_close(hx_sub *s) {
   if (s == NULL)
     return;
@@ -534,11 +581,120 @@ void hx_sub_close(hx_sub *s) {
   if (s->counted != NULL)
     s->counted->subs--;
   maybe_drop(t);
+  s->t = NULL;
+  s->closed = s->ended = 1; /* no wake, no message from now on */
+  s->armed = 0;
+  hx_closed_fn closed = s->on_closed;
+  unsigned long long producer = s->producer;
+  int last = sub_unref(s);
   pthread_mutex_unlock(&H.mu);
-  for (unsigned i = 0; i < s->n; i++)
-    hx_msg_unref(s->q[(s->head + i) % s->cap]);
-  free(s->q);
-  free(s);
+  if (closed != NULL)
+    closed(producer);
+  if (last)
+    sub_free(s);
+}
+
+void hx_sub_release(hx_sub *s) {
+  if (s == NULL)
+    return;
+  pthread_mutex_lock(&H.mu);
+  int last = sub_unref(s);
+  pthread_mutex_unlock(&H.mu);
+  if (last)
+    sub_free(s);
+}
+
+#define JOIN_MAX ((size_t)256 * 1024) /* a fed message's data, joined */
+
+/* A fed subscriber's message: data and its SSE frame, each in a region of
+ * room for more (caps at least the lengths; a NUL after each). */
+static hx_msg *msg_framed(const char *data, size_t len, size_t dcap,
+                          const char *sse, size_t sse_len, size_t scap) {
+  hx_msg *m = malloc(sizeof *m + dcap + 1 + scap + 1);
+  if (m == NULL)
+    return NULL;
+  atomic_init(&m->refs, 1);
+  m->kind = HX_MSG_DATA;
+  m->id = 0;
+  m->data_cap = dcap;
+  m->sse_cap = scap;
+  memcpy(m->buf, data, len);
+  m->buf[len] = '\0';
+  m->data = m->buf;
+  m->len = len;
+  char *f = m->buf + dcap + 1;
+  memcpy(f, sse, sse_len);
+  f[sse_len] = '\0';
+  m->sse = f;
+  m->sse_len = sse_len;
+  return m;
+}
+
+/* Joins an event to the last message of s's queue, which its reader has
+ * not taken (only the queue holds it: it may change). The caller holds
+ * H.mu. Returns 0, or -1 when it cannot (none, full, out of memory). */
+static int join_tail(hx_sub *s, const char *data, size_t len, const char *sse,
+                     size_t sse_len) {
+  if (s->n == 0)
+    return -1;
+  unsigned at = (s->head + s->n - 1) % s->cap;
+  hx_msg *m = s->q[at];
+  if (m->data_cap == 0 || atomic_load(&m->refs) != 1 ||
+      m->len + 1 + len > JOIN_MAX)
+    return -1;
+  size_t dl = m->len + 1 + len, sl = m->sse_len + sse_len;
+  if (dl > m->data_cap || sl > m->sse_cap) { /* twice the room */
+    hx_msg *g = msg_framed(m->data, m->len, dl * 2, m->sse, m->sse_len, sl * 2);
+    if (g == NULL)
+      return -1;
+    free(m); /* its only reference was the queue's */
+    s->q[at] = m = g;
+  }
+  char *d = (char *)m->data, *f = (char *)m->sse;
+  d[m->len] = '\n';
+  memcpy(d + m->len + 1, data, len);
+  d[dl] = '\0';
+  memcpy(f + m->sse_len, sse, sse_len);
+  f[sl] = '\0';
+  m->len = dl;
+  m->sse_len = sl;
+  s->bytes += 1 + len;
+  return 0;
+}
+
+int hx_sub_push(hx_sub *s, const char *event, const char *data, size_t len,
+                int final) {
+  hx_msg *m = msg_new(final ? HX_MSG_FINAL : HX_MSG_DATA, 0, event, data, len);
+  return sub_give(s, m, final);
+}
+
+int hx_sub_push_framed(hx_sub *s, const char *data, size_t len, const char *sse,
+                       size_t sse_len) {
+  pthread_mutex_lock(&H.mu);
+  if (!s->ended && s->bytes + 1 + len <= H.bytes &&
+      join_tail(s, data, len, sse, sse_len) == 0) {
+    wake(s);
+    pthread_mutex_unlock(&H.mu);
+    return 0;
+  }
+  pthread_mutex_unlock(&H.mu);
+  size_t dcap = len < 512 ? 1024 : 2 * len;
+  size_t scap = sse_len < 512 ? 1024 : 2 * sse_len;
+  return sub_give(s, msg_framed(data, len, dcap, sse, sse_len, scap), 0);
+}
+
+static int sub_give(hx_sub *s, hx_msg *m, int final) {
+  pthread_mutex_lock(&H.mu);
+  if (m == NULL) /* out of memory: the subscriber ends, told so if it can */
+    overflow(s);
+  else if (final)
+    finish(s, m);
+  else
+    push(s, m, hx_mono_ns());
+  int ended = s->ended;
+  pthread_mutex_unlock(&H.mu);
+  hx_msg_unref(m);
+  return ended && !final ? -1 : 0;
 }
 
 void hx_hub_close_all(const char *reason) {
@@ -790,6 +946,146 @@ static int l_stream(lua_State *L) {
   return 1;
 }
 
+/* ---- log follow --------------------------------------------------------- */
+
+static int same(const char *a, const char *b) {
+  return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static char *dup_opt(const char *s, int *oom) {
+  char *d = s != NULL ? strdup(s) : NULL;
+  if (s != NULL && d == NULL)
+    *oom = 1;
+  return d;
+}
+
+/* The interned endpoint of client c, or NULL (every slot taken, or out of
+ * memory). */
+static const hx_endpoint *endpoint_of(const hxd_client *c) {
+  const hx_endpoint *found = NULL;
+  pthread_mutex_lock(&H.mu);
+  for (int i = 0; i < H.nep && found == NULL; i++) {
+    const hx_endpoint *e = &H.ep[i];
+    if (same(e->sock, c->sock) && same(e->base, c->base) &&
+        same(e->ca, c->ca) && same(e->cert, c->cert) && same(e->key, c->key) &&
+        e->connect_timeout_ms == c->connect_timeout_ms)
+      found = e;
+  }
+  if (found == NULL && H.nep < MAX_ENDPOINTS) {
+    int oom = 0;
+    hx_endpoint e = {dup_opt(c->sock, &oom), dup_opt(c->base, &oom),
+                     dup_opt(c->ca, &oom),   dup_opt(c->cert, &oom),
+                     dup_opt(c->key, &oom),  c->connect_timeout_ms};
+    if (oom || e.base == NULL) {
+      free((char *)e.sock), free((char *)e.base), free((char *)e.ca);
+      free((char *)e.cert), free((char *)e.key);
+    } else {
+      H.ep[H.nep] = e;
+      found = &H.ep[H.nep++];
+    }
+  }
+  pthread_mutex_unlock(&H.mu);
+  return found;
+}
+
+/* hub.follow{client =, id =, query =, tty =, timestamps =}: the stream of
+ * GET /containers/<id>/logs?follow=1&<query> on the client's daemon, in
+ * its negotiated API version. id: a full id; query: key=value pairs of
+ * [A-Za-z0-9._:%+-], joined by &. */
+static int l_follow(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "client");
+  const hxd_client *c = luaL_testudata(L, -1, HXD_CLIENT_MT);
+  luaL_argcheck(L, c != NULL && !c->closed, 1,
+                "client: an open horcrux.docker client");
+  const char *id = hx_opt_string(L, 1, "id", "");
+  luaL_argcheck(L, strlen(id) == 64 && hx_is_lower_hex(id, 64), 1,
+                "id: a container's full id");
+  const char *query = hx_opt_string(L, 1, "query", "");
+  luaL_argcheck(L,
+                strspn(query, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRS"
+                              "TUVWXYZ0123456789._:%+-=&") == strlen(query),
+                1, "query: key=value pairs joined by &");
+  int tty = hx_opt_boolean(L, 1, "tty", 0);
+  int ts = hx_opt_boolean(L, 1, "timestamps", 0);
+  const hx_endpoint *ep = endpoint_of(c);
+  if (ep == NULL)
+    return luaL_error(L, "hub.follow: no room for another daemon");
+  hx_stream_spec *sp = lua_newuserdatauv(L, sizeof *sp, 0);
+  memset(sp, 0, sizeof *sp);
+  int n = snprintf(sp->path, sizeof sp->path,
+                   "%s%s/containers/%s/logs?follow=1%s%s",
+                   c->version[0] != '\0' ? "/v" : "", c->version, id,
+                   query[0] != '\0' ? "&" : "", query);
+  luaL_argcheck(L, n > 0 && (size_t)n < sizeof sp->path, 1, "query: too long");
+  snprintf(sp->topic, sizeof sp->topic, "logs/%s", id);
+  sp->last_id = -1;
+  sp->ep = ep;
+  sp->tty = tty;
+  sp->timestamps = ts;
+  luaL_setmetatable(L, STREAM_MT);
+  return 1;
+}
+
+/* hub.demux(chunks, tty, timestamps [, max_line]) -> lines: what a log
+ * follow makes of a stream that came in these chunks (specs, fuzz):
+ * {stream =, line = [, time =][, truncated = true]}, and true when bytes
+ * that are not frames ended it. */
+static int demux_line(void *ud, const char *stream, const char *line,
+                      size_t len, const char *time, int truncated) {
+  lua_State *L = ud;
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, stream);
+  lua_setfield(L, -2, "stream");
+  lua_pushlstring(L, line, len);
+  lua_setfield(L, -2, "line");
+  if (time != NULL) {
+    lua_pushstring(L, time);
+    lua_setfield(L, -2, "time");
+  }
+  if (truncated) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "truncated");
+  }
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  return 0;
+}
+
+static int l_demux_gc(lua_State *L) {
+  hx_demux_free(luaL_checkudata(L, 1, DEMUX_MT));
+  return 0;
+}
+
+static int l_demux(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int tty = lua_toboolean(L, 2), ts = lua_toboolean(L, 3);
+  lua_Integer max = luaL_optinteger(L, 4, (lua_Integer)1 << 40);
+  luaL_argcheck(L, max > 0, 4, "max_line must be positive");
+  hx_demux *d = lua_newuserdatauv(L, sizeof *d, 0); /* 5: freed by __gc */
+  memset(d, 0, sizeof *d);
+  luaL_setmetatable(L, DEMUX_MT);
+  hx_demux_init(d, tty, ts, (size_t)max, demux_line, L);
+  lua_newtable(L); /* 6: the lines */
+  int rc = 0;
+  for (lua_Integer i = 1; rc == 0; i++) {
+    if (lua_rawgeti(L, 1, i) == LUA_TNIL) {
+      lua_pop(L, 1);
+      break;
+    }
+    size_t n;
+    const char *p = luaL_checklstring(L, -1, &n);
+    lua_insert(L, -2); /* the chunk stays below the lines while fed */
+    rc = hx_demux_feed(d, p, n);
+    lua_remove(L, -2);
+  }
+  if (rc == 0 || rc == -1)
+    rc = hx_demux_finish(d);
+  if (rc == -2)
+    return luaL_error(L, "hub.demux: out of memory");
+  lua_pushboolean(L, d->bad);
+  return 2;
+}
+
 static int l_stream_tostring(lua_State *L) {
   const hx_stream_spec *sp = luaL_checkudata(L, 1, STREAM_MT);
   lua_pushfstring(L, "hub.stream(%s)", sp->topic);
@@ -838,6 +1134,8 @@ static const luaL_Reg funcs[] = {{"publish", l_publish},
                                  {"stream", l_stream},
                                  {"is_stream", l_is_stream},
                                  {"sse", l_sse},
+                                 {"follow", l_follow},
+                                 {"demux", l_demux},
                                  {NULL, NULL}};
 
 HX_EXPORT int luaopen_horcrux_hub(lua_State *L) {
@@ -848,6 +1146,11 @@ HX_EXPORT int luaopen_horcrux_hub(lua_State *L) {
     lua_setfield(L, -2, "__index");
     lua_pushliteral(L, "horcrux.hub.stream");
     lua_setfield(L, -2, "__name");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, DEMUX_MT)) {
+    lua_pushcfunction(L, l_demux_gc);
+    lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
   luaL_newlib(L, funcs);

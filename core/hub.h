@@ -40,6 +40,10 @@ typedef struct hx_msg {
   size_t len;
   const char *sse; /* the whole SSE frame, ending in a blank line */
   size_t sse_len;
+  /* a fed subscriber's message takes more lines while it waits at the end
+   * of its queue (hx_sub_push_framed): the room of its two regions; 0: a
+   * message that never changes */
+  size_t data_cap, sse_cap;
   char buf[];
 } hx_msg;
 
@@ -49,12 +53,27 @@ void hx_msg_unref(hx_msg *m);
  * spec before subscribing; GET /metrics counts subscribers by it. */
 enum hx_via { HX_VIA_OTHER, HX_VIA_SSE, HX_VIA_NDJSON, HX_VIA_WEBSOCKET };
 
-/* What a route asks for: hub.stream{topic =, interval =, last_id =}. */
+/* Where a log follow reaches the daemon: a client's settings, interned by
+ * the hub (a process has a few) and never freed, so a stream spec may
+ * point to one after the Lua state that made it is gone. */
+typedef struct hx_endpoint {
+  const char *sock;            /* unix socket path, or NULL */
+  const char *base;            /* "http://localhost", "https://h:2376" */
+  const char *ca, *cert, *key; /* TLS files, or NULL */
+  long connect_timeout_ms;
+} hx_endpoint;
+
+/* What a route asks for: hub.stream{topic =, interval =, last_id =}, or
+ * hub.follow{} (a log follow: ep is set; its subscriber, on topic
+ * "logs/<id>", is fed by a transfer of its own, core/follow.c). */
 typedef struct hx_stream_spec {
   int64_t interval_ns; /* 0: every message */
   long long last_id;   /* resume after this id; -1: live only */
   char topic[HX_TOPIC_MAX];
-  int via; /* enum hx_via: set by the host, not by the route */
+  int via;                 /* enum hx_via: set by the host, not by the route */
+  const hx_endpoint *ep;   /* a log follow's daemon, or NULL */
+  int tty, timestamps;     /* a log follow's stream */
+  char path[HX_TOPIC_MAX]; /* its request: path and query */
 } hx_stream_spec;
 
 /* The stream object at idx (a hub.stream{} userdata), or NULL. */
@@ -74,8 +93,40 @@ enum { HX_SUB_MSG, HX_SUB_EMPTY, HX_SUB_END };
  * now, the subscriber is armed; HX_SUB_END: the final message was taken. */
 int hx_sub_next(hx_sub *s, hx_msg **m);
 
-/* Unsubscribes and frees s (its queued messages dropped). */
+/* The consumer will call hx_sub_next again by itself (it has bytes to
+ * write): s is no longer armed, no wake comes. */
+void hx_sub_disarm(hx_sub *s);
+
+/* Unsubscribes s and frees it (its queued messages dropped) once its
+ * producer, if it has one, has let it go too. */
 void hx_sub_close(hx_sub *s);
+
+/* A subscriber fed by one producer of its own (a log follow's transfer)
+ * rather than by publishers of its topic: as hx_hub_subscribe, and the
+ * producer holds a reference it gives back with hx_sub_release. When the
+ * consumer closes it, closed(producer id) is called (not under the hub's
+ * lock) so that the producer stops; hx_sub_set_producer sets the id. */
+typedef void (*hx_closed_fn)(unsigned long long producer);
+hx_sub *hx_hub_subscribe_fed(const hx_stream_spec *spec, hx_wake_fn wake,
+                             void *ud, hx_closed_fn closed);
+void hx_sub_set_producer(hx_sub *s, unsigned long long id);
+void hx_sub_release(hx_sub *s);
+
+/* The producer's message for s alone: data[0..len) under event (a JSON
+ * payload); final: the last one (`end`). Queued as a publish would be: a
+ * full queue ends s with `overflow`. Returns 0 while s takes more, -1 once
+ * it has ended (overflow, closed by its consumer, the server stopping). */
+int hx_sub_push(hx_sub *s, const char *event, const char *data, size_t len,
+                int final);
+
+/* One event of a fed subscriber, framed by its producer: data its payload
+ * (one line of JSON), sse its SSE frame. While the reader has not taken
+ * the last message queued, events join it (up to 256 KiB: then one more
+ * message), so a burst of lines is not a burst of queue slots; such a
+ * message's data is its payloads as JSON lines (NDJSON, and one WebSocket
+ * text message). Returns as hx_sub_push. */
+int hx_sub_push_framed(hx_sub *s, const char *data, size_t len, const char *sse,
+                       size_t sse_len);
 
 /* Every subscriber gets a final `close` message (reason) and ends; new
  * subscriptions are refused from now on. */

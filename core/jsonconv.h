@@ -43,4 +43,9 @@ void hx_json_push_null(lua_State *L);
 /* Pushes the array metatable, creating it once per state. */
 void hx_json_push_array_mt(lua_State *L);
 
+/* Writes s[0..n) as a JSON string (quotes included) to out, which has room
+ * for 6 * n + 2 bytes; returns the length. As hx_json_encode writes a
+ * string: well-formed UTF-8 as it is, each other byte >= 0x80 as \ufffd. */
+size_t hx_json_quote(char *out, const char *s, size_t n);
+
 #endif

@@ -406,6 +406,16 @@ static int put_string(enc *e, const char *s, size_t len) {
   return put_char(e, '"');
 }
 
+size_t hx_json_quote(char *out, const char *s, size_t n) {
+  /* put_string into the caller's buffer: 6 * n + 2 bytes never grow */
+  outbuf b = {out, 0, 6 * n + 2, NULL, NULL};
+  enc e;
+  memset(&e, 0, sizeof e);
+  e.b = &b;
+  put_string(&e, s, n);
+  return b.n;
+}
+
 /* In pretty mode, a new line indented to depth. */
 static int newline(enc *e, int depth) {
   size_t n = 1 + 2 * (size_t)depth;

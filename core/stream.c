@@ -15,6 +15,17 @@
  * handshake, and hands the socket back to MHD (MHD_UPGRADE_ACTION_CLOSE)
  * when the stream ends.
  *
+ * The fan-out's pace. A round wakes every SSE subscriber at once; resumed
+ * together, a thousand of them made each MHD worker write for tens of
+ * milliseconds in one go (and MHD scans its whole suspended list for each
+ * wake it sees), while a /healthz on that worker waited behind them. So a
+ * wake only queues its connection (the `pace` list; the first one kicks
+ * the WebSocket thread), and that thread resumes them PACE_SLICE at a time,
+ * one slice a millisecond: each worker's loop then writes a slice and
+ * serves whatever else came between two. A connection on the list is
+ * always suspended (a reader that returns bytes disarms its subscriber:
+ * only a suspended one is armed), so MHD cannot free it before its resume.
+ *
  * Kernel buffers are part of a subscriber's cost: a stream's socket gets a
  * send buffer of SNDBUF bytes (Linux's autotuning would let a slow reader
  * hold megabytes there before its queue ever filled).
@@ -23,6 +34,7 @@
 
 #include "aux.h"
 #include "cors.h"
+#include "follow.h"
 #include "server.h"
 
 #include <errno.h>
@@ -47,10 +59,21 @@
 
 enum format { SSE, NDJSON };
 
+/* The subscriber of spec for a consumer: a topic's, or a log follow's
+ * (fed by its own transfer). Either is closed with hx_sub_close. */
+static hx_sub *subscribe(const hx_stream_spec *spec, hx_wake_fn wake,
+                         void *ud) {
+  if (spec->ep != NULL)
+    return hx_follow_open(spec, wake, ud);
+  return hx_hub_subscribe(spec, wake, ud);
+}
+
 /* ---- SSE and NDJSON ---------------------------------------------------- */
 
 typedef struct sse_conn {
   hx_sub *sub;
+  struct sse_conn *pace_next; /* on pace.list */
+  int paced;                  /* on pace.list */
   struct MHD_Connection *conn;
   int format;
   hx_msg *cur; /* the message being written, from byte off */
@@ -58,9 +81,62 @@ typedef struct sse_conn {
   size_t first; /* bytes of SSE_FIRST written */
 } sse_conn;
 
+#define PACE_SLICE 64
+
+static struct {
+  pthread_mutex_t mu; /* under the hub's lock (wake), never the reverse */
+  sse_conn *head, *tail;
+  int on; /* the WebSocket thread paces; else resume at once */
+} pace = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void kick(void);
+
 static void sse_wake(void *ud) {
   sse_conn *c = ud;
-  MHD_resume_connection(c->conn);
+  pthread_mutex_lock(&pace.mu);
+  if (!pace.on) {
+    pthread_mutex_unlock(&pace.mu);
+    MHD_resume_connection(c->conn);
+    return;
+  }
+  int first = pace.head == NULL;
+  if (!c->paced) {
+    c->paced = 1;
+    c->pace_next = NULL;
+    if (pace.tail != NULL)
+      pace.tail->pace_next = c;
+    else
+      pace.head = c;
+    pace.tail = c;
+  }
+  pthread_mutex_unlock(&pace.mu);
+  if (first)
+    kick();
+}
+
+/* Resumes up to max paced connections (all: max < 0); returns how many are
+ * left. The connections are suspended: taken off the list, they stay
+ * valid until their resume. */
+static int pace_step(int max) {
+  sse_conn *got[PACE_SLICE];
+  int n = 0, left;
+  do {
+    pthread_mutex_lock(&pace.mu);
+    n = 0;
+    while (pace.head != NULL && n < PACE_SLICE) {
+      sse_conn *c = pace.head;
+      pace.head = c->pace_next;
+      c->paced = 0;
+      got[n++] = c;
+    }
+    if (pace.head == NULL)
+      pace.tail = NULL;
+    left = pace.head != NULL;
+    pthread_mutex_unlock(&pace.mu);
+    for (int i = 0; i < n; i++)
+      MHD_resume_connection(got[i]->conn);
+  } while (max < 0 && left);
+  return left;
 }
 
 /* The bytes of m for format: SSE its frame; NDJSON its data and a newline
@@ -98,8 +174,10 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
       if (r == HX_SUB_END)
         return n > 0 ? (ssize_t)n : MHD_CONTENT_READER_END_OF_STREAM;
       if (r == HX_SUB_EMPTY) {
-        if (n > 0)
-          return (ssize_t)n; /* armed: a wake then is harmless */
+        if (n > 0) { /* MHD calls again after writing these */
+          hx_sub_disarm(c->sub);
+          return (ssize_t)n;
+        }
         MHD_suspend_connection(c->conn);
         return 0;
       }
@@ -184,7 +262,7 @@ static enum MHD_Result sse_respond(struct MHD_Connection *conn, const char *id,
     c->format = format;
     hx_stream_spec sp = *spec; /* the transport, for GET /metrics */
     sp.via = format == SSE ? HX_VIA_SSE : HX_VIA_NDJSON;
-    c->sub = hx_hub_subscribe(&sp, sse_wake, c);
+    c->sub = subscribe(&sp, sse_wake, c);
     if (c->sub == NULL) {
       free(c);
       return queue_error(conn, id, 503, "unavailable", "the server is stopping",
@@ -401,8 +479,9 @@ static void ws_step(ws_conn *c, uint32_t ev) {
 static void *ws_main(void *arg) {
   (void)arg;
   struct epoll_event evs[64];
+  int paced = 0;
   while (!atomic_load(&ws.stop)) {
-    int n = epoll_wait(ws.epfd, evs, 64, 500);
+    int n = epoll_wait(ws.epfd, evs, 64, paced ? 1 : 500);
     for (int i = 0; i < n; i++) {
       if (evs[i].data.ptr == NULL) {
         uint64_t v;
@@ -412,6 +491,9 @@ static void *ws_main(void *arg) {
       }
       ws_step(evs[i].data.ptr, evs[i].events);
     }
+    /* after the eventfd was read: a wake that kicks from now on is seen by
+     * the next epoll_wait */
+    paced = pace_step(PACE_SLICE);
     for (;;) { /* the woken ones */
       pthread_mutex_lock(&ws.mu);
       ws_conn *c = ws.ready;
@@ -450,7 +532,7 @@ static void ws_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
     return;
   }
   wslay_event_config_set_max_recv_msg_length(c->ctx, 4096);
-  c->sub = hx_hub_subscribe(&c->spec, ws_wake, c);
+  c->sub = subscribe(&c->spec, ws_wake, c);
   if (c->sub == NULL)
     c->last = 1; /* the server is stopping: a close frame at once */
   c->events = EPOLLIN;
@@ -557,12 +639,16 @@ int hx_ws_start(void) {
   if (pthread_create(&ws.thread, NULL, ws_main, NULL) != 0)
     return -1;
   ws.started = 1;
+  pthread_mutex_lock(&pace.mu);
+  pace.on = 1;
+  pthread_mutex_unlock(&pace.mu);
   return 0;
 }
 
 int hx_ws_count(void) { return atomic_load(&ws.count); }
 
 void hx_ws_stop(unsigned grace) {
+  hx_follow_stop(); /* every stream had its last message: no more lines */
   if (!ws.started)
     return;
   for (unsigned i = 0; i < grace * 50 && hx_ws_count() > 0; i++)
@@ -571,6 +657,10 @@ void hx_ws_stop(unsigned grace) {
   kick();
   pthread_join(ws.thread, NULL);
   ws.started = 0;
+  pthread_mutex_lock(&pace.mu);
+  pace.on = 0; /* later wakes resume at once */
+  pthread_mutex_unlock(&pace.mu);
+  pace_step(-1); /* and those waiting go now */
   if (hx_ws_count() > 0)
     hx_log("warn", "%d WebSocket streams did not close in time", hx_ws_count());
   while (ws.all != NULL) /* the thread is gone: this one may */

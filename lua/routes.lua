@@ -102,11 +102,20 @@ end)
 -- [{"stream": "stdout"|"stderr", "line", "time" (timestamps=1)}, ...],
 -- oldest first; Accept: text/plain gives the lines as text. Past the cap
 -- the newest lines are kept and X-Horcrux-Truncated: 1 says so. Refused in
--- read-only mode: logs often carry secrets.
-route("GET", "/api/containers/:id/logs", { query = logs.QUERY }, function(req)
+-- read-only mode: logs often carry secrets. ?follow=1: the lines as they
+-- come (README "Streams"), until the container stops.
+local LOGS_QUERY = { follow = input.boolean }
+for k, checker in pairs(logs.QUERY) do
+  LOGS_QUERY[k] = checker
+end
+
+route("GET", "/api/containers/:id/logs", { query = LOGS_QUERY }, function(req)
   check(input.writable(req, "container logs are"))
-  local lines, info = check(logs.fetch(container(req),
-    check(logs.options(req.query))))
+  local opts = check(logs.options(req.query))
+  if req.query.follow then
+    return check(hx.streams.follow(container(req), opts))
+  end
+  local lines, info = check(logs.fetch(container(req), opts))
   local headers = { ["X-Horcrux-Truncated"] = info.truncated and "1" or "0" }
   if input.accepts_text(req) then
     headers["Content-Type"] = "text/plain; charset=utf-8"

@@ -42,11 +42,21 @@ class CDP:
         self.ws = websocket.create_connection(url, timeout=30,
                                               suppress_origin=True)
         self.next_id = 0
-        self.requests = []
+        self.seen = []  # (loaderId, url) of every request since open()
+        self.loader = None
+
+    @property
+    def requests(self):
+        """The current page's requests: one of the page navigated away
+        from (its stream reconnecting as it unloads) can arrive after
+        open() began."""
+        return [u for (ld, u) in self.seen
+                if self.loader is None or ld == self.loader]
 
     def _event(self, m):
         if m.get("method") == "Network.requestWillBeSent":
-            self.requests.append(m["params"]["request"]["url"])
+            self.seen.append((m["params"].get("loaderId"),
+                              m["params"]["request"]["url"]))
 
     def call(self, method, **params):
         self.next_id += 1
@@ -82,8 +92,8 @@ class CDP:
                 "document.querySelector('#containers tbody').innerText")))
 
     def open(self, url):
-        self.requests = []
-        self.call("Page.navigate", url=url)
+        self.seen = []
+        self.loader = self.call("Page.navigate", url=url).get("loaderId")
         self.wait("document.readyState === 'complete'", "the page to load")
 
 

@@ -96,7 +96,8 @@ def slow(url, seconds):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.connect((u.hostname, u.port))
     s.sendall(("GET %s HTTP/1.1\r\nHost: %s:%d\r\n\r\n"
-               % (u.path, u.hostname, u.port)).encode())
+               % (u.path + ("?" + u.query if u.query else ""), u.hostname,
+                  u.port)).encode())
     time.sleep(seconds)
     s.settimeout(5)
     buf = b""

@@ -85,7 +85,7 @@ end
 --- Creates (and unless start == false, starts) a container.
 -- opts: name (a readable part of the name), cmd (argv, default a long
 -- sleep), labels (added to horcrux.test=1), host_config (the API's
--- HostConfig), image (default support.image), start (default true).
+-- HostConfig), image (default support.image), start (default true), tty.
 -- Returns the full id and the name.
 function support.run_container(opts)
   opts = opts or {}
@@ -100,6 +100,7 @@ function support.run_container(opts)
     Cmd = opts.cmd or { "sleep", "600" },
     Labels = labels,
     HostConfig = opts.host_config,
+    Tty = opts.tty or nil,
     StopTimeout = 1,
   })
   local id = expect("create " .. name, 201, status, body).Id

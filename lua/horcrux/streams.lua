@@ -7,6 +7,9 @@
 --   streams.container(id, req) -> hub.stream for one container (full id)
 --   streams.events(req)        -> hub.stream of `events` (Last-Event-ID,
 --                                 or ?last_event_id= for WebSocket clients)
+--   streams.follow(ref, opts)  -> hub.follow for GET /api/containers/:id/
+--                                 logs?follow=1 (opts: horcrux.logs'
+--                                 options) | nil, message, kind
 --   streams.recent(q)          -> the ring's events matching q (GET
 --                                 /api/events: type, action, container,
 --                                 label, since)
@@ -25,6 +28,7 @@ local input = require "horcrux.input"
 local time = require "horcrux.time"
 local view = require "horcrux.view"
 local errors = require "horcrux.errors"
+local engine = require "horcrux.engine"
 
 local M = {}
 
@@ -91,6 +95,40 @@ function M.events(req)
 end
 
 M.QUERY_EVENTS_STREAM = { last_event_id = input.integer(0, 1e15) }
+
+-- ---- log follow ----------------------------------------------------------
+
+--- The log follow of ref: the daemon's own stream (follow=1), split into
+-- lines by the host (core/follow.c). Asks the daemon first, so an unknown
+-- container is a 404 and the TTY (raw stream or frames) is known.
+function M.follow(ref, opts)
+  local info, err, kind = engine.inspect(ref)
+  if not info then
+    return nil, err, kind
+  end
+  local c
+  c, err, kind = engine.client()
+  if not c then
+    return nil, err, kind
+  end
+  local q = { "stdout=" .. (opts.stdout and 1 or 0),
+    "stderr=" .. (opts.stderr and 1 or 0) }
+  if opts.timestamps then
+    q[#q + 1] = "timestamps=1"
+  end
+  if opts.tail ~= nil and opts.tail ~= "all" then
+    q[#q + 1] = "tail=" .. opts.tail
+  end
+  if opts.since then
+    q[#q + 1] = "since=" .. opts.since
+  end
+  if opts.until_ then
+    q[#q + 1] = "until=" .. opts.until_
+  end
+  local config = type(info.Config) == "table" and info.Config or {}
+  return hub.follow({ client = c, id = info.Id, query = table.concat(q, "&"),
+    tty = config.Tty == true, timestamps = opts.timestamps == true })
+end
 
 -- ---- GET /api/events ----------------------------------------------------
 

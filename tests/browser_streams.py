@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""tests/browser_streams.py: headless Chromium's own EventSource and
+WebSocket on horcrux's streams, for tests/stream_clients_spec.lua (driven
+over the DevTools protocol as tests/dashboard.py does, whose browser start
+it uses).
+
+    browser_streams.py JSON-ARGS  ->  one JSON object on stdout
+
+JSON-ARGS: {"url": server, "busy": a busy container's id, "logs": a ticking
+container's id, "seconds": how long to listen}. The page (the server's /,
+so the streams are same-origin) opens an EventSource and a WebSocket on
+/api/containers/<busy>/stats/stream and an EventSource on
+/api/containers/<logs>/logs?follow=1, and reports what each received:
+{"sse": [{t, cpu}], "ws": [{t, cpu}], "logs": [line], "end": reason,
+"errors": [...]}.
+"""
+import json
+import shutil
+import sys
+
+from dashboard import start_browser
+
+JS = """
+new Promise(resolve => {
+  const out = {sse: [], ws: [], logs: [], end: null, errors: []};
+  const base = '/api/containers/';
+  const es = new EventSource(base + %(busy)s + '/stats/stream');
+  es.addEventListener('stats', e => out.sse.push(
+    {t: Date.now() / 1000, cpu: JSON.parse(e.data).cpu_usage_percent}));
+  es.onerror = () => out.errors.push('stats EventSource');
+  const ws = new WebSocket(location.origin.replace(/^http/, 'ws') + base +
+    %(busy)s + '/stats/stream');
+  ws.onmessage = e => out.ws.push(
+    {t: Date.now() / 1000, cpu: JSON.parse(e.data).cpu_usage_percent});
+  ws.onerror = () => out.errors.push('WebSocket');
+  const logs = new EventSource(base + %(logs)s + '/logs?follow=1');
+  logs.addEventListener('log', e => out.logs.push(JSON.parse(e.data).line));
+  logs.addEventListener('end', e => {
+    out.end = JSON.parse(e.data).reason;
+    logs.close();  // else EventSource reconnects after retry: 2000
+  });
+  setTimeout(() => { es.close(); ws.close(); logs.close(); resolve(out); },
+             %(ms)d);
+})
+"""
+
+
+def main():
+    a = json.loads(sys.argv[1])
+    p, prof, cdp = start_browser()
+    try:
+        cdp.open(a["url"] + "/")
+        out = cdp.eval(JS % {"busy": json.dumps(a["busy"]),
+                             "logs": json.dumps(a["logs"]),
+                             "ms": int(a["seconds"] * 1000)})
+    except Exception as e:  # reported to the spec, which fails
+        out = {"error": str(e)}
+    finally:
+        p.kill()
+        p.wait()
+        shutil.rmtree(prof, ignore_errors=True)
+    json.dump(out, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+-- Streams with real clients (issue 10's acceptance): headless Chromium's
+-- own EventSource and WebSocket (tests/browser_streams.py over the
+-- DevTools protocol), curl -N, and a stats subscriber that reads nothing
+-- beside one that reads (--stream-queue small): the first is dropped with
+-- overflow, the second gets every round.
+local http = require "http"
+local support = require "support"
+local json = require "horcrux.json"
+local proc = require "horcrux.proc"
+local clock = require "horcrux.clock"
+local htime = require "horcrux.time"
+
+local PY = "/usr/bin/python3"
+local PATH = "PATH=" .. os.getenv("PATH")
+
+local function client(mode, url, seconds)
+  local path = os.tmpname()
+  local p = assert(proc.spawn({ PY, "tests/stream_client.py", mode, url,
+    tostring(seconds) }, { stdout = path, stderr = path }))
+  return { proc = p, path = path }
+end
+
+local function lines(c)
+  c.proc:wait(30)
+  local out = {}
+  for line in http.read_file(c.path):gmatch("[^\n]+") do
+    local ok, v = pcall(json.decode, line)
+    out[#out + 1] = ok and v or { raw = line }
+  end
+  return out
+end
+
+describe("stream clients", function()
+  local srv, ids = nil, {}
+
+  setup(function()
+    support.docker()
+    srv = http.start({ env = { PATH }, args = { "--interval", "0.5" } })
+  end)
+
+  teardown(function()
+    for _, id in ipairs(ids) do
+      pcall(support.remove, id)
+    end
+    if srv then
+      srv:stop()
+    end
+  end)
+
+  it("Chromium's EventSource and WebSocket get a busy container's stats at the collector's rate, and EventSource follows logs", function()
+    local busy = support.run_container({ name = "cbusy",
+      cmd = { "sh", "-c", "while :; do :; done" } })
+    ids[#ids + 1] = busy
+    local logs = support.run_container({ name = "clogs", cmd = { "sh", "-c",
+      "sleep 2; for i in 1 2 3; do echo line $i; sleep 0.2; done" } })
+    ids[#ids + 1] = logs
+    local r = assert(proc.run({ PY, "tests/browser_streams.py", json.encode({
+      url = srv.url, busy = busy, logs = logs, seconds = 4 }) },
+      { timeout = 60 }))
+    assert.are.equal(0, r.status, r.stderr)
+    local res = assert(json.decode(r.stdout), r.stdout)
+    assert.is_nil(res.error, res.error)
+    assert.are.same({}, res.errors)
+    -- 4 s at 0.5 s a round: 8, give or take (the first after the page's
+    -- own start)
+    for _, what in ipairs({ "sse", "ws" }) do
+      local got = res[what]
+      assert.is_true(#got >= 6 and #got <= 10, what .. ": " .. #got)
+      -- a busy loop: well above idle even when other work shares the cores
+      assert.is_true(got[#got].cpu > 1, what .. " cpu " .. got[#got].cpu)
+      local every = (got[#got].t - got[1].t) / (#got - 1)
+      print(("  %s: %d messages, one every %.3f s"):format(what, #got, every))
+      assert.is_true(every > 0.35 and every < 0.7, what .. " every " .. every)
+    end
+    assert.are.same({ "line 1", "line 2", "line 3" }, res.logs)
+    assert.are.equal("ended", res["end"])
+  end)
+
+  it("streams to curl -N", function()
+    local r = assert(proc.run({ "curl", "-sN", "--max-time", "1.8",
+      srv.url .. "/api/stats/stream" }))
+    assert.are.equal(28, r.status) -- curl's "timed out": it kept reading
+    assert.truthy(r.stdout:find("^retry: 2000\n\n"), r.stdout)
+    local frames = 0
+    for data in r.stdout:gmatch("event: stats\ndata: ([^\n]*)\n\n") do
+      frames = frames + 1
+      assert.are.equal("table", type(json.decode(data)))
+    end
+    assert.is_true(frames >= 3 and frames <= 5, "frames " .. frames)
+  end)
+end)
+
+describe("a stats subscriber that reads nothing", function()
+  -- Rounds of 0.1 s of 8 containers' records (about 4 KiB each): the
+  -- reader's socket buffers fill in a few seconds, then its queue of 8.
+  it("is dropped with overflow while one that reads gets every round", function()
+    local ids = {}
+    local srv = http.start({ args = { "--interval", "0.1", "--stream-queue",
+      "8" } })
+    local ok, err = pcall(function()
+      for i = 1, 8 do
+        ids[i] = support.run_container({ name = "q" .. i })
+      end
+      clock.sleep(0.5)
+      local slow = client("slow", srv.url .. "/api/stats/stream", 7)
+      local fast = client("sse", srv.url .. "/api/stats/stream", 7)
+      local tail = lines(slow)[1]
+      assert.truthy(tail.tail:find("event: overflow", 1, true), tail.tail)
+      local got, gaps, worst = lines(fast), 0, 0
+      local stats = {}
+      for _, m in ipairs(got) do
+        assert.is_not.equal("overflow", m.event)
+        if m.event == "stats" then
+          stats[#stats + 1] = m
+        end
+      end
+      -- a gap is the reader's wait past the collector's own: arrivals apart
+      -- by more than their rounds' samples are, plus 0.15 s (a loaded
+      -- machine delays the rounds themselves; that is not the stream's doing)
+      local function round_t(m)
+        local rec = json.decode(m.data)[1]
+        local ns = rec and rec.read and htime.parse(rec.read)
+        return ns and ns / 1e9 or m.t
+      end
+      for i = 2, #stats do
+        local gap = (stats[i].t - stats[i - 1].t)
+          - (round_t(stats[i]) - round_t(stats[i - 1]))
+        worst = math.max(worst, gap)
+        if gap > 0.15 then
+          gaps = gaps + 1
+        end
+      end
+      print(("  the reader that reads: %d rounds in 7 s, longest wait past its round %.3f s")
+        :format(#stats, worst))
+      assert.is_true(#stats >= 50, "rounds " .. #stats)
+      assert.is_true(gaps <= 2, gaps .. " waits over 0.15 s past the rounds")
+    end)
+    srv:stop()
+    for _, id in ipairs(ids) do
+      pcall(support.remove, id)
+    end
+    assert(ok, err)
+  end)
+end)
