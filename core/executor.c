@@ -33,6 +33,8 @@ struct hx_executor {
   int aborting;
 };
 
+hx_executor *hx_executor_host;
+
 static long long now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -511,6 +511,36 @@ void hx_hub_configure(unsigned queue, size_t bytes, unsigned events_ring) {
   pthread_mutex_unlock(&H.mu);
 }
 
+int hx_hub_publish(const char *name, const char *event, const char *data,
+                   size_t len, int final) {
+  int reached = 0;
+  pthread_mutex_lock(&H.mu);
+  topic *t = find_topic(name);
+  hx_msg *m =
+      t == NULL || t->nsubs == 0
+          ? NULL
+          : msg_new(final ? HX_MSG_FINAL : HX_MSG_DATA, 0, event, data, len);
+  int64_t now = hx_mono_ns();
+  for (hx_sub *s = m != NULL ? t->subs : NULL; s != NULL; s = s->next) {
+    reached += !s->ended;
+    if (final)
+      finish(s, m);
+    else
+      push(s, m, now);
+  }
+  pthread_mutex_unlock(&H.mu);
+  hx_msg_unref(m);
+  return reached;
+}
+
+unsigned hx_hub_subscribers(const char *name) {
+  pthread_mutex_lock(&H.mu);
+  topic *t = find_topic(name);
+  unsigned n = t != NULL ? t->nsubs : 0;
+  pthread_mutex_unlock(&H.mu);
+  return n;
+}
+
 const hx_stream_spec *hx_stream_test(lua_State *L, int idx) {
   return luaL_testudata(L, idx, STREAM_MT);
 }

@@ -76,6 +76,17 @@ void hx_sub_close(hx_sub *s);
  * subscriptions are refused from now on. */
 void hx_hub_close_all(const char *reason);
 
+/* For publishers in C (horcrux.docker's relay, on the executor thread):
+ * data[0..len) to every subscriber of topic, as hub.publish does for a
+ * topic without a ring; `final`: as their last message (HX_MSG_FINAL),
+ * after which each ends. Returns how many subscribers it reached; 0, and
+ * nothing allocated, when there are none. Never blocks. */
+int hx_hub_publish(const char *topic, const char *event, const char *data,
+                   size_t len, int final);
+
+/* How many subscribers topic has now. */
+unsigned hx_hub_subscribers(const char *topic);
+
 /* The bounds: messages and bytes per subscriber queue, and the size of the
  * events ring. 0 keeps a value. */
 void hx_hub_configure(unsigned queue, size_t bytes, unsigned events_ring);

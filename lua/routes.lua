@@ -235,9 +235,14 @@ end)
 
 -- {"image": "repo:tag"} -> {"image", "id", "status", "messages"}, from a
 -- registry policy.lua allows (images.pull), refused before the daemon is
--- asked otherwise. Credentials: X-Registry-Auth, or policy.lua.
+-- asked otherwise. Credentials: X-Registry-Auth, or policy.lua. With
+-- Accept: text/event-stream (or application/x-ndjson) the daemon's
+-- progress messages as they come, then `result` or `error`.
 route("POST", "/api/images/pull", { query = {} }, function(req)
   local b = body(req, images.PULL_FIELDS, { "image" })
+  if images.wants_stream(req) then
+    return (check(images.pull_stream(b.image, { req = req })))
+  end
   return 200, (check(images.pull(b.image, { req = req })))
 end)
 
