@@ -735,6 +735,22 @@ static int l_stream(lua_State *L) {
   memcpy(sp->topic, name, strlen(name) + 1);
   sp->interval_ns = (int64_t)(interval * 1e9);
   sp->last_id = last;
+  if (lua_getfield(L, 1, "exec") == LUA_TTABLE) { /* stream.c's "exec" */
+    const char *id = hx_opt_string(L, -1, "id", "");
+    const char *sock = hx_opt_string(L, -1, "socket", "");
+    const char *api = hx_opt_string(L, -1, "api", "");
+    luaL_argcheck(L,
+                  id[0] && strspn(id, "0123456789abcdef") == strlen(id) &&
+                      strlen(id) < sizeof sp->exec && sock[0] == '/' &&
+                      strlen(sock) < sizeof sp->exec_sock &&
+                      strlen(api) < sizeof sp->exec_api &&
+                      strspn(api, "0123456789.") == strlen(api),
+                  1, "exec: {id = hex, socket = /path, api = \"1.41\"}");
+    memcpy(sp->exec, id, strlen(id) + 1);
+    memcpy(sp->exec_sock, sock, strlen(sock) + 1);
+    memcpy(sp->exec_api, api, strlen(api) + 1);
+  }
+  lua_pop(L, 1);
   luaL_setmetatable(L, STREAM_MT);
   return 1;
 }

@@ -45,11 +45,17 @@ typedef struct hx_msg {
 
 void hx_msg_unref(hx_msg *m);
 
-/* What a route asks for: hub.stream{topic =, interval =, last_id =}. */
+/* What a route asks for: hub.stream{topic =, interval =, last_id =}.
+ * With exec = {id =, socket =, api =}: no topic is read; the WebSocket
+ * carries the bytes of that exec (created with Tty), started by the host
+ * over the daemon's unix socket (core/stream.c, "exec"). */
 typedef struct hx_stream_spec {
   int64_t interval_ns; /* 0: every message */
   long long last_id;   /* resume after this id; -1: live only */
   char topic[HX_TOPIC_MAX];
+  char exec[72];       /* the exec's id, or "" */
+  char exec_sock[108]; /* the daemon's unix socket */
+  char exec_api[16];   /* "1.41", or "": unversioned */
 } hx_stream_spec;
 
 /* The stream object at idx (a hub.stream{} userdata), or NULL. */

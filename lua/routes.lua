@@ -289,6 +289,16 @@ route("DELETE", "/api/images/*ref", { query = images.REMOVE_QUERY },
 -- {"exit_code", "stdout", "stderr", "timed_out", "killed", "truncated",
 -- "duration"}, in a running container policy.lua lets take exec
 -- (exec.containers: by default those labelled horcrux.exec=true).
+-- An interactive exec (a TTY) over a WebSocket: ?cmd=sh (or a JSON array),
+-- ?user= ?workdir= ?privileged=; the client's messages are its input, the
+-- binary messages back its output, and {"event":"exit","exit_code"} the
+-- last. The token is needed (Authorization), read-only mode refuses it,
+-- and policy.lua's exec rules apply before the exec is created.
+route("GET", "/api/containers/:id/exec/ws", { query = hx.exec.TERMINAL_QUERY },
+  function(req)
+    return (check(hx.exec.terminal(container(req), req)))
+  end)
+
 route("POST", "/api/containers/:id/exec", { query = {} }, function(req)
   local b = check(input.json_body(req))
   return 200, (check(hx.exec.run(container(req), b, { req = req })))
