@@ -274,6 +274,14 @@ describe("images against the real engine and a real registry", function()
     assert.truthy(lines[#lines].status:find("Image is up to date", 1, true),
       r.body)
     assert.are.equal("result", lines[#lines].event, r.body)
+    -- an image the registry does not have: the stream's last event is the
+    -- error, with its kind
+    events = sse_events(call(srv, "POST", "/api/images/pull",
+      { image = reg.host .. "/hxtest/no-such-image:v1" },
+      { headers = { Accept = "text/event-stream" } }))
+    assert.are.equal("error", events[#events].event)
+    assert.are.equal("not_found", events[#events].data.error.code,
+      json.encode(events[#events].data))
 
     r = http.get(srv.url .. "/api/images?label=" .. support.label_arg)
     local listed = false
