@@ -50,9 +50,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WAIT_MS 10000                /* for the first subscriber */
-#define RELAY_LINE_MAX (1024 * 1024) /* a longer line ends the relay: "limit"  \
-                                      */
+#define WAIT_MS 10000 /* for the first subscriber */
+#define RELAY_LINE_MAX                                                         \
+  (1024 * 1024)               /* a longer line ends the relay: "limit"         \
+                               */
 #define STATUS_MAX 512        /* of the last status kept for the result */
 #define ERROR_MAX 1024        /* of the daemon's message kept */
 #define DEFAULT_TIMEOUT_S 600 /* as engine.pull's */
@@ -365,7 +366,8 @@ static CURLcode setup(lua_State *L, hxd_client *c, relay *r, const char *method,
   return rc;
 }
 
-/* opts.headers and the fixed ones into r->headers; 0 or -1 (memory). */
+/* opts.headers and the fixed ones into r->headers; 0, or -1 (memory, or
+ * a header that is not one line). */
 static int add_headers(lua_State *L, relay *r) {
   const char *fixed[] = {"Expect:", "Content-Type: application/json"};
   for (size_t i = 0; i < 2; i++) {
@@ -377,8 +379,10 @@ static int add_headers(lua_State *L, relay *r) {
   if (lua_getfield(L, 6, "headers") == LUA_TTABLE) {
     for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
       const char *s = lua_tostring(L, -1);
-      luaL_argcheck(L, strcspn(s, "\r\n") == strlen(s), 6,
-                    "headers: one line each");
+      if (strcspn(s, "\r\n") != strlen(s)) { /* no raise: r would leak */
+        lua_pop(L, 2);
+        return -1;
+      }
       struct curl_slist *h = curl_slist_append(r->headers, s);
       lua_pop(L, 1);
       if (h == NULL)
@@ -422,7 +426,9 @@ int hxd_relay(lua_State *L) {
       add_headers(L, r) != 0 ||
       setup(L, c, r, method, path, (long)(timeout * 1000)) != CURLE_OK) {
     relay_free(r);
-    return hx_fail(L, HX_LIMIT, "relay: cannot set the transfer up");
+    return hx_fail(L, HX_BAD_REQUEST,
+                   "relay: cannot set the transfer up (memory, or a header "
+                   "of more than one line)");
   }
   r->task.step = wait_step;
   r->task.fds = wait_fds;
