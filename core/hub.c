@@ -15,6 +15,9 @@
  *   hub.stream{topic =, interval = S, last_id = N | "N"}
  *                                 -> a stream object a route returns; the
  *                                    host subscribes when it answers
+ *   hub.counts()                  -> {{topic =, transport =, subscribers =,
+ *                                    overflows =}, ...}: by topic family
+ *                                    and transport (GET /metrics)
  *   hub.keepalive([seconds])      a keep-alive to every subscriber idle
  *                                 that long (default 15)
  *   hub.sse(id, event, data)      -> the SSE frame (specs)
@@ -76,6 +79,7 @@ struct hx_sub {
   int64_t interval_ns, sent_ns, touched_ns;
   hx_wake_fn wake;
   void *ud;
+  struct hub_count *counted; /* its slot of the counts, or NULL */
 };
 
 static struct {
@@ -91,6 +95,52 @@ static struct {
        DEFAULT_QUEUE,
        DEFAULT_BYTES,
        DEFAULT_RING};
+
+/* ---- counts for GET /metrics ------------------------------------------
+ *
+ * Subscribers now and subscribers ended by overflow, by topic family (the
+ * topic up to its first '/' or '?': "stats", "events") and transport. A
+ * slot is made at a subscription and kept, so a family reads 0 once its
+ * last subscriber left; past MAX_COUNTS slots, families share "other".
+ * Changed under H.mu where a subscriber comes, goes or overflows; nothing
+ * per message. */
+
+#define MAX_COUNTS 48
+#define FAMILY_MAX 32
+
+typedef struct hub_count {
+  char family[FAMILY_MAX];
+  int via;
+  unsigned subs;
+  unsigned long long overflows;
+} hub_count;
+
+static hub_count counts[MAX_COUNTS];
+static int ncounts;
+
+/* The slot of (topic's family, via), made when new (H.mu held). */
+static hub_count *count_of(const char *topic, int via) {
+  char fam[FAMILY_MAX] = "other";
+  size_t n = strcspn(topic, "/?");
+  if (n > 0 && n < FAMILY_MAX)
+    memcpy(fam, topic, n), fam[n] = '\0';
+  via = via >= HX_VIA_OTHER && via <= HX_VIA_WEBSOCKET ? via : HX_VIA_OTHER;
+  for (int pass = 0; pass < 2; pass++) {
+    for (int i = 0; i < ncounts; i++)
+      if (counts[i].via == via && strcmp(counts[i].family, fam) == 0)
+        return &counts[i];
+    /* the last four slots are kept for "other" */
+    int room = strcmp(fam, "other") == 0 ? MAX_COUNTS : MAX_COUNTS - 4;
+    if (ncounts < room) {
+      hub_count *c = &counts[ncounts++];
+      memcpy(c->family, fam, sizeof fam);
+      c->via = via;
+      return c;
+    }
+    memcpy(fam, "other", 6);
+  }
+  return NULL;
+}
 
 /* ---- messages ---------------------------------------------------------- */
 
@@ -315,6 +365,8 @@ static hx_msg *control(const char *event, const char *fmt, ...) {
 }
 
 static void overflow(hx_sub *s) {
+  if (!s->ended && s->counted != NULL)
+    s->counted->overflows++;
   hx_msg *m = control(
       "overflow",
       "{\"event\":\"overflow\",\"queued\":%u,\"bytes\":%zu,"
@@ -439,6 +491,9 @@ hx_sub *hx_hub_subscribe(const hx_stream_spec *spec, hx_wake_fn wake_fn,
     t->subs->prev = s;
   t->subs = s;
   t->nsubs++;
+  s->counted = count_of(spec->topic, spec->via);
+  if (s->counted != NULL)
+    s->counted->subs++;
   pthread_mutex_unlock(&H.mu);
   return s;
 }
@@ -476,6 +531,8 @@ void hx_sub_close(hx_sub *s) {
   if (s->next != NULL)
     s->next->prev = s->prev;
   t->nsubs--;
+  if (s->counted != NULL)
+    s->counted->subs--;
   maybe_drop(t);
   pthread_mutex_unlock(&H.mu);
   for (unsigned i = 0; i < s->n; i++)
@@ -685,6 +742,30 @@ static int l_subscribers(lua_State *L) {
   return 1;
 }
 
+/* The counts (a copy taken under the lock, the table built after it). */
+static int l_counts(lua_State *L) {
+  static const char *const via[] = {"other", "sse", "ndjson", "websocket"};
+  hub_count *got = lua_newuserdatauv(L, sizeof counts, 0);
+  pthread_mutex_lock(&H.mu);
+  int n = ncounts;
+  memcpy(got, counts, (size_t)n * sizeof *got);
+  pthread_mutex_unlock(&H.mu);
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, got[i].family);
+    lua_setfield(L, -2, "topic");
+    lua_pushstring(L, via[got[i].via]);
+    lua_setfield(L, -2, "transport");
+    lua_pushinteger(L, (lua_Integer)got[i].subs);
+    lua_setfield(L, -2, "subscribers");
+    lua_pushinteger(L, (lua_Integer)got[i].overflows);
+    lua_setfield(L, -2, "overflows");
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
+}
+
 static int l_keepalive(lua_State *L) {
   lua_Number secs = luaL_optnumber(L, 1, 15);
   int64_t idle = (int64_t)(secs * 1e9), now = hx_mono_ns();
@@ -816,5 +897,7 @@ HX_EXPORT int luaopen_horcrux_hub(lua_State *L) {
   }
   lua_pop(L, 1);
   luaL_newlib(L, funcs);
+  lua_pushcfunction(L, l_counts); /* GET /metrics' (telemetry) */
+  lua_setfield(L, -2, "counts");
   return 1;
 }

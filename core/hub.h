@@ -45,6 +45,10 @@ typedef struct hx_msg {
 
 void hx_msg_unref(hx_msg *m);
 
+/* How a subscriber is served: the host (core/stream.c) says so in its
+ * spec before subscribing; GET /metrics counts subscribers by it. */
+enum hx_via { HX_VIA_OTHER, HX_VIA_SSE, HX_VIA_NDJSON, HX_VIA_WEBSOCKET };
+
 /* What a route asks for: hub.stream{topic =, interval =, last_id =}.
  * With exec = {id =, socket =, api =}: no topic is read; the WebSocket
  * carries the bytes of that exec (created with Tty), started by the host
@@ -53,6 +57,7 @@ typedef struct hx_stream_spec {
   int64_t interval_ns; /* 0: every message */
   long long last_id;   /* resume after this id; -1: live only */
   char topic[HX_TOPIC_MAX];
+  int via;             /* enum hx_via: set by the host, not by the route */
   char exec[72];       /* the exec's id, or "" */
   char exec_sock[108]; /* the daemon's unix socket */
   char exec_api[16];   /* "1.41", or "": unversioned */

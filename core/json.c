@@ -19,6 +19,7 @@
 #include "jsonconv.h"
 
 #include <cjson/cJSON.h>
+#include <string.h>
 
 static int check_depth(lua_State *L, int opts) {
   lua_Integer d = hx_opt_integer(L, opts, "max_depth", HX_JSON_DEFAULT_DEPTH);
@@ -38,12 +39,51 @@ static int l_decode(lua_State *L) {
   return 1;
 }
 
+/* The options of encode in one pass over the table (a route's answer is
+ * encoded with them on every request: three lookups by name cost as much
+ * as encoding a small body). 0 when the table holds a known key of the
+ * wrong type or an out-of-range depth: the caller then reads them one by
+ * one, which raises the same error as ever. */
+static int quick_encode_opts(lua_State *L, int *depth, int *flags) {
+  *depth = HX_JSON_DEFAULT_DEPTH;
+  *flags = 0;
+  if (lua_isnoneornil(L, 2))
+    return 1;
+  if (lua_type(L, 2) != LUA_TTABLE)
+    return 0;
+  int ok = 1;
+  lua_pushnil(L);
+  while (ok && lua_next(L, 2) != 0) {
+    size_t n = 0;
+    const char *k =
+        lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &n) : "";
+    int t = lua_type(L, -1);
+    if (n == 6 && memcmp(k, "pretty", 6) == 0) {
+      ok = t == LUA_TBOOLEAN;
+      *flags |= ok && lua_toboolean(L, -1) ? HX_JSON_PRETTY : 0;
+    } else if (n == 9 && memcmp(k, "sort_keys", 9) == 0) {
+      ok = t == LUA_TBOOLEAN;
+      *flags |= ok && lua_toboolean(L, -1) ? HX_JSON_SORT_KEYS : 0;
+    } else if (n == 9 && memcmp(k, "max_depth", 9) == 0) {
+      lua_Integer d = lua_tointegerx(L, -1, &ok);
+      ok = ok && d >= 1 && d <= CJSON_NESTING_LIMIT;
+      *depth = ok ? (int)d : *depth;
+    }
+    lua_pop(L, 1);
+  }
+  if (!ok)
+    lua_pop(L, 1); /* the key lua_next left */
+  return ok;
+}
+
 static int l_encode(lua_State *L) {
   int depth, flags;
   luaL_checkany(L, 1);
-  depth = check_depth(L, 2);
-  flags = (hx_opt_boolean(L, 2, "pretty", 0) ? HX_JSON_PRETTY : 0) |
-          (hx_opt_boolean(L, 2, "sort_keys", 0) ? HX_JSON_SORT_KEYS : 0);
+  if (!quick_encode_opts(L, &depth, &flags)) {
+    depth = check_depth(L, 2);
+    flags = (hx_opt_boolean(L, 2, "pretty", 0) ? HX_JSON_PRETTY : 0) |
+            (hx_opt_boolean(L, 2, "sort_keys", 0) ? HX_JSON_SORT_KEYS : 0);
+  }
   if (!hx_json_encode(L, 1, depth, flags))
     return hx_fail(L, HX_BAD_REQUEST, "%s", lua_tostring(L, -1));
   return 1;

@@ -158,6 +158,13 @@ int hx_request_metatable(lua_State *L, int *live_ref) {
   lua_setfield(L, -2, "__index");
   lua_pushliteral(L, "horcrux.request");
   lua_setfield(L, -2, "__name");
+  /* The names of the two fields every request table gets, kept as strings
+   * (mt[1], mt[2]) so that hx_request_push does not look them up by their
+   * C text on every request. */
+  lua_pushliteral(L, "method");
+  lua_rawseti(L, -2, 1);
+  lua_pushliteral(L, "path");
+  lua_rawseti(L, -2, 2);
   int mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   *live_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return mt_ref;
@@ -166,11 +173,13 @@ int hx_request_metatable(lua_State *L, int *live_ref) {
 void hx_request_push(lua_State *L, request *rq, const hx_state *st) {
   /* Room for the fields a route usually reads, so they rarely rehash. */
   lua_createtable(L, 0, 8);
-  lua_pushstring(L, rq->method);
-  lua_setfield(L, -2, "method");
-  lua_pushlstring(L, rq->path, rq->path_len);
-  lua_setfield(L, -2, "path");
   lua_rawgeti(L, LUA_REGISTRYINDEX, st->request_mt_ref);
+  lua_rawgeti(L, -1, 1);
+  lua_pushstring(L, rq->method);
+  lua_rawset(L, -4);
+  lua_rawgeti(L, -1, 2);
+  lua_pushlstring(L, rq->path, rq->path_len);
+  lua_rawset(L, -4);
   lua_setmetatable(L, -2);
   lua_rawgeti(L, LUA_REGISTRYINDEX, st->request_live_ref);
   lua_pushvalue(L, -2);

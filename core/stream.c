@@ -188,7 +188,9 @@ static enum MHD_Result sse_respond(struct MHD_Connection *conn, const char *id,
       return MHD_NO;
     c->conn = conn;
     c->format = format;
-    c->sub = hx_hub_subscribe(spec, sse_wake, c);
+    hx_stream_spec sp = *spec; /* the transport, for GET /metrics */
+    sp.via = format == SSE ? HX_VIA_SSE : HX_VIA_NDJSON;
+    c->sub = hx_hub_subscribe(&sp, sse_wake, c);
     if (c->sub == NULL) {
       free(c);
       return queue_error(conn, id, 503, "unavailable", "the server is stopping",
@@ -588,6 +590,7 @@ static enum MHD_Result ws_respond(struct MHD_Connection *conn, const char *id,
     return MHD_NO;
   c->fd = -1;
   c->spec = *spec;
+  c->spec.via = HX_VIA_WEBSOCKET;
   /* c is freed by the upgrade handler, or lost if the client goes before
    * the 101 was written (MHD has no callback for that) */
   struct MHD_Response *r = MHD_create_response_for_upgrade(ws_upgraded, c);

@@ -8,7 +8,9 @@
  *   telemetry.gauge(name, help)         same name with another type
  *   telemetry.histogram(name, help, {upper bounds...})      raises)
  *   telemetry.inc(name [, labels [, n]])  a counter or gauge += n (1)
- *   telemetry.set(name, labels, v)        a gauge = v
+ *   telemetry.set(name, labels, v)        a gauge = v; a counter kept
+ *                                         elsewhere (the hub's), read at
+ *                                         scrape: raised to v, never lowered
  *   telemetry.observe(name, labels, v)    a histogram
  *   telemetry.render([openmetrics])     -> text (families in declaration
  *                                          order, series in first-use order)
@@ -216,13 +218,14 @@ static int update(lua_State *L, int op) {
   family *f = find(name);
   if (f == NULL)
     err = "not declared";
-  else if ((op == OP_SET && f->type != T_GAUGE) ||
-           (op == OP_OBSERVE) != (f->type == T_HISTOGRAM) ||
-           (op == OP_INC && f->type == T_COUNTER && v < 0))
+  else if ((op == OP_OBSERVE) != (f->type == T_HISTOGRAM) ||
+           (op != OP_OBSERVE && f->type == T_COUNTER && v < 0))
     err = "not of that type (or a counter going down)";
   series *s = err ? NULL : series_of(f, labels, &fresh);
   if (s && op == OP_INC)
     s->value += v;
+  else if (s && op == OP_SET && f->type == T_COUNTER)
+    s->value = v > s->value ? v : s->value; /* two scrapes may race */
   else if (s && op == OP_SET)
     s->value = v;
   else if (s) {

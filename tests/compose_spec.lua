@@ -89,7 +89,10 @@ describe("stacks from compose files, on the real engine", function()
 
   lazy_setup(function()
     dir = st.scripts([[return { compose = { swarm = false, state_dir = "STATE" } }]])
-    srv = ms.start({ scripts = dir })
+    -- a deploy runs the compose tool (Python, 1-2 s to start) and the
+    -- daemon's creates: past the default 10 s on a loaded machine, so the
+    -- deadline the README tells operators to raise for stacks
+    srv = ms.start({ scripts = dir, args = { "--deadline", "60" } })
   end)
 
   lazy_teardown(function()

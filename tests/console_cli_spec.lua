@@ -102,6 +102,10 @@ describe("horcrux stats", function()
     local last
     for _ = 1, 3 do -- the host's load moves between the two windows
       local out, err = tmpfile(), tmpfile()
+      -- the kernel's count of the loop over both windows: the peer that
+      -- says how busy it was (on a loaded machine it gets what is left)
+      local h = assert(require("horcrux.cgroup").open(busy))
+      local c0 = assert(h:stats())
       local theirs = docker_stats_async(busy_name)
       local p = assert(proc.spawn({ BIN, "stats", "--interval", "0.5",
         busy_name }, { stdout = out, stderr = err }))
@@ -109,6 +113,9 @@ describe("horcrux stats", function()
       local text = wait_for(out, 5, function(t) return #frames(t) >= 2 end)
       p:kill("INT")
       local st = assert(p:wait(5))
+      local c1 = assert(h:stats())
+      h:close()
+      local kernel = (c1.cpu_ns - c0.cpu_ns) / (c1.mono_ns - c0.mono_ns) * 100
       os.remove(out)
       local f = frames(text)
       assert.is_true(#f >= 2, text)
@@ -134,10 +141,12 @@ describe("horcrux stats", function()
       assert.is_true(math.abs(mem - d.memory_usage_bytes) <= 0.10 *
         d.memory_usage_bytes + 512 * 1024,
         row[4] .. " vs docker " .. d.memory_usage_bytes)
-      if math.abs(ours - d.cpu_usage_percent) <= 10 and ours > 20 then
+      if math.abs(ours - d.cpu_usage_percent) <= 10 and kernel > 0
+          and math.abs(ours - kernel) <= 10 + 0.15 * kernel then
         return
       end
-      last = ("horcrux %.1f vs docker %.1f"):format(ours, d.cpu_usage_percent)
+      last = ("horcrux %.1f vs docker %.1f, the kernel %.1f"):format(ours,
+        d.cpu_usage_percent, kernel)
     end
     error(last)
   end)

@@ -464,24 +464,9 @@ describe("horcrux.proc", function()
       if os.getenv("HORCRUX_TEST_SANITIZE") then
         env[#env + 1] = "ASAN_OPTIONS=detect_leaks=0" -- LSan needs descriptors
       end
-      -- The interpreter itself, not a shell script around it: the sanitizer
-      -- run's lua5.4 is scripts/test's wrapper (exec ld.so --preload ...),
-      -- and sh wants a descriptor above 10 to read a script.
-      local lua = { "lua5.4" }
-      if os.getenv("HORCRUX_TEST_SANITIZE") then
-        local w = assert(proc.run({ "sh", "-c", "command -v lua5.4" })).stdout:gsub("%s+$", "")
-        local line = assert(read_file(w):match("\nexec ([^\n]+) \"%$@\""), w)
-        lua = {}
-        for word in line:gsub("\\ ", "\0"):gmatch("%S+") do
-          lua[#lua + 1] = word:gsub("%z", " ")
-        end
-      end
-      local argv = { "strace", "-f", "-qq", "-o", log, "-e", "trace=pipe2,fcntl,close",
-        "prlimit", "--nofile=4" }
-      table.move(lua, 1, #lua, #argv + 1, argv)
-      table.move({ "-e", code }, 1, 2, #argv + 1, argv)
-      local r = assert(proc.run({ "sh", "-c", 'exec "$@" <&- >&- 2>&-', "sh",
-        table.unpack(argv) }, { env = env, timeout = 60 }))
+      local r = assert(proc.run({ "sh", "-c", 'exec strace -f -qq -o "$0" '
+        .. '-e trace=pipe2,fcntl,close prlimit --nofile=4 "$1" -e "$2" '
+        .. "<&- >&- 2>&-", log, "lua5.4", code }, { env = env, timeout = 60 }))
       assert.equal(0, r.status, r.stderr)
       local trace = read_file(log)
       local from = trace:find("pipe2%(%[0, 1%]")

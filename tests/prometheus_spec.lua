@@ -133,7 +133,16 @@ describe("GET /metrics and the history #docker", function()
     local t0 = clock.mono_ns()
 
     -- the text format, checked by promtool, with cAdvisor's labels
-    local text = http.get(srv.url .. "/metrics").body
+    -- after the collector's first round (its counters appear with it)
+    local text
+    local until_ns = clock.mono_ns() + 10e9
+    repeat
+      text = http.get(srv.url .. "/metrics").body
+      if text:find("\nhorcrux_collector_samples_total{source=", 1, true) then
+        break
+      end
+      clock.sleep(0.2)
+    until clock.mono_ns() > until_ns
     local check = proc.run({ "promtool", "check", "metrics" },
       { stdin = text, timeout = 30 })
     assert.equal(0, check.status, check.stdout .. check.stderr)

@@ -1,3 +1,4 @@
+-- scripts/test: serial (its bound is the issue's CPU per container a round, an absolute figure; other jobs on the same 2 cores tripled it)
 -- horcrux.view.sample() against the real engine: its figures beside the
 -- Engine API's for the same containers at the same moment (the bounds of
 -- tests/sources_spec.lua: CPU ns 2 %, memory 2 %, network 1 %, PIDs equal),

@@ -136,6 +136,9 @@ local function rows(o, list, first)
   for i, t in ipairs(list) do
     local r = records[i]
     local rec = r.record or {}
+    if not r.record and not t.given and r.kind == "not_found" then
+      goto gone -- removed since the list: no row, as docker stats does
+    end
     if not r.record then
       if t.given or t.running then
         failed = failed + 1
@@ -155,6 +158,7 @@ local function rows(o, list, first)
       pair(units.human, rec.block_read_bytes, rec.block_write_bytes),
       tostring(num(rec.pids) or "--"),
     }
+    ::gone::
   end
   return out, failed
 end

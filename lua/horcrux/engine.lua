@@ -94,6 +94,15 @@ function M.client()
   return client
 end
 
+-- The client of options `opts`, kept under `key`; the state's client when
+-- key is nil.
+local function client_for(key, opts)
+  if key then
+    return special_client(key, opts)
+  end
+  return M.client()
+end
+
 --- Sets the options of this state's client (horcrux.docker.connect's:
 -- timeout, connect_timeout...) and drops the one it had: the collector's
 -- thread keeps its calls short, so a daemon that stops answering holds a
@@ -135,17 +144,21 @@ M.containers = with_client(function(c, opts) return c:containers(opts) end)
 M.inspect = with_client(function(c, ref) return c:inspect(ref) end)
 M.stats = with_client(function(c, ref) return c:stats(ref) end)
 --- One-shot stats of many containers at once; opts.timeout (seconds) bounds
--- the whole batch (a client of its own with that timeout).
+-- the whole batch (a client of its own with that timeout). That client
+-- does not feed the daemon's breaker: a batch cut by its own short bound
+-- (Docker before 25.0 answers a one-shot stats at its next one-second
+-- tick, later on a loaded engine) is not a daemon that stopped answering,
+-- and opening the breaker for it failed every route at once; the
+-- caller's other calls (the collector's list and events) still feed it.
 function M.stats_many(ids, opts)
-  local c, err, kind
-  local t = opts and opts.timeout
+  local t, key, copts = opts and opts.timeout, nil, nil
   if t then
     local ms = math.max(50, math.floor(t * 1000))
-    c, err, kind = special_client("timeout=" .. ms,
-      { timeout = ms / 1000, connect_timeout = math.min(1, ms / 1000) })
-  else
-    c, err, kind = M.client()
+    key = "timeout=" .. ms
+    copts = { timeout = ms / 1000, connect_timeout = math.min(1, ms / 1000),
+      breaker = false }
   end
+  local c, err, kind = client_for(key, copts)
   if not c then
     return nil, err, kind
   end
@@ -163,13 +176,8 @@ end
 -- max_bytes fails with kind "limit" as it passes the cap, so a huge log is
 -- never held whole.
 function M.logs(ref, query, max_bytes)
-  local c, err, kind
-  if max_bytes then
-    c, err, kind = special_client("max_response=" .. max_bytes,
-      { max_response = max_bytes })
-  else
-    c, err, kind = M.client()
-  end
+  local c, err, kind = client_for(max_bytes and "max_response=" .. max_bytes,
+    max_bytes and { max_response = max_bytes })
   if not c then
     return nil, err, kind
   end

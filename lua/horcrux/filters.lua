@@ -199,57 +199,55 @@ local function hex_of(v)
   return h and h:lower()
 end
 
+-- Whether test(v) holds for one of values at least.
+local function any(values, test)
+  for _, v in ipairs(values) do
+    if test(v) then
+      return true
+    end
+  end
+  return false
+end
+
 local MATCH = {
   status = function(rec, values)
     if not known(rec.status) then
       return nil
     end
-    for _, v in ipairs(values) do
-      if rec.status == v then
-        return true
-      end
-    end
-    return false
+    return any(values, function(v) return rec.status == v end)
   end,
-  label = function(rec, values)
+  label = function(rec, values) -- every value must hold
     if type(rec.labels) ~= "table" then
       return nil
     end
-    for _, v in ipairs(values) do
+    return not any(values, function(v)
       local key, value = v:match("^([^=]*)=(.*)$")
       local have = rec.labels[key or v]
-      if have == nil or (value and have ~= value) then
-        return false
-      end
-    end
-    return true
+      return have == nil or (value and have ~= value)
+    end)
   end,
   network = function(rec, values)
     if type(rec.networks) ~= "table" then
       return nil
     end
-    for _, v in ipairs(values) do
+    return any(values, function(v)
       for name, id in pairs(rec.networks) do
         if name == v or (type(id) == "string" and #v > 0
             and id:sub(1, #v) == v) then
           return true
         end
       end
-    end
-    return false
+    end)
   end,
   name = function(rec, values)
     if not known(rec.name) then
       return nil
     end
     local bare = rec.name:gsub("^/", "")
-    for _, v in ipairs(values) do
+    return any(values, function(v)
       local p = name_pattern(v)
-      if bare:find(p) or ("/" .. bare):find(p) then
-        return true
-      end
-    end
-    return false
+      return bare:find(p) or ("/" .. bare):find(p)
+    end)
   end,
   ancestor = function(rec, values)
     if not known(rec.image) then
@@ -258,25 +256,14 @@ local MATCH = {
     local image = norm_image(rec.image)
     local ids = {}
     for _, s in ipairs({ rec.image, known(rec.image_id) and rec.image_id or nil }) do
-      local h = hex_of(s)
-      if h then
-        ids[#ids + 1] = h
-      end
+      ids[#ids + 1] = hex_of(s)
     end
-    for _, v in ipairs(values) do
-      if norm_image(v) == image then
-        return true
-      end
+    return any(values, function(v)
       local h = hex_of(v)
-      if h then
-        for _, id in ipairs(ids) do
-          if id:sub(1, #h) == h then
-            return true
-          end
-        end
-      end
-    end
-    return false
+      return norm_image(v) == image or (h and any(ids, function(id)
+        return id:sub(1, #h) == h
+      end))
+    end)
   end,
 }
 

@@ -13,6 +13,8 @@ local json = require "horcrux.json"
 
 local M = {}
 
+local type, mtype, encode = type, math.type, json.encode
+
 local function has(headers, name)
   for k in pairs(headers) do
     if type(k) == "string" and k:lower() == name then
@@ -28,21 +30,17 @@ end
 -- of a small request's instructions.
 local fast = setmetatable({}, { __mode = "k" })
 
-local function respond_fast(status, body, settings)
-  local enc = fast[settings]
-  if enc == nil then
-    enc = { pretty = settings.pretty, sort_keys = settings.sort_keys }
-    fast[settings] = enc
-  end
-  enc.pretty, enc.sort_keys = settings.pretty, settings.sort_keys
-  return json.encode(body, enc)
-end
-
 function M.respond(status, body, headers, settings)
   if headers == nil and type(body) == "table"
-      and math.type(status) == "integer" and status >= 100
+      and mtype(status) == "integer" and status >= 100
       and status <= 599 then
-    local text = respond_fast(status, body, settings)
+    local enc = fast[settings]
+    if enc == nil then
+      enc = {}
+      fast[settings] = enc
+    end
+    enc.pretty, enc.sort_keys = settings.pretty, settings.sort_keys
+    local text = encode(body, enc)
     if text then
       return status, text, { ["Content-Type"] = "application/json" }
     end

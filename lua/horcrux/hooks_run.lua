@@ -26,13 +26,16 @@
 -- hook's secret> when it has one, and the hook's own headers.
 --
 -- The status (GET /api/hooks, /api/alerts) goes to horcrux.hooks'
--- process-wide slot after every turn that changed something.
+-- process-wide slot after every turn that changed something; the pending
+-- counts go to GET /metrics with it, and each delivered, failed or dropped
+-- delivery as it happens (horcrux.prometheus: the registry is process-wide).
 local hooks = require "horcrux.hooks"
 local alerts = require "horcrux.alerts"
 local json = require "horcrux.json"
 local clock = require "horcrux.clock"
 local time = require "horcrux.time"
 local log = require "horcrux.log"
+local prometheus = require "horcrux.prometheus"
 
 local M = {}
 
@@ -179,11 +182,13 @@ local function enqueue(ws, ev)
       say(w, why)
     elseif body and not w.q then
       w.dropped = w.dropped + 1
+      prometheus.webhook(w.hook.name, "dropped")
     elseif body then
       -- the record: the event's type (X-Horcrux-Event), a newline, the body
       local id, dropped, kind = w.q:append(ev.type .. "\n" .. body)
       if not id then
         w.dropped = w.dropped + 1
+        prometheus.webhook(w.hook.name, "dropped")
         note_error(w, tostring(dropped))
         say(w, ("cannot queue a delivery (%s): %s"):format(tostring(kind),
           tostring(dropped)), "error")
@@ -191,6 +196,7 @@ local function enqueue(ws, ev)
         w.dirty = true
         if dropped > 0 then
           w.dropped = w.dropped + dropped
+          prometheus.webhook(w.hook.name, "dropped", dropped)
           say(w, ("queue full (queue_max %d bytes): dropped the %d oldest "
             .. "deliveries"):format(w.hook.queue_max, dropped), "error")
         end
@@ -251,6 +257,7 @@ local function settle(w, seq, id, res, now)
       say(w, "ack: " .. tostring(err), "error")
     end
     w.delivered = w.delivered + 1
+    prometheus.webhook(h.name, "delivered")
     w.last_delivered_at = time.format(clock.now_ns())
     w.attempts, w.next_at = 0, 0
     if w.said then
@@ -260,12 +267,14 @@ local function settle(w, seq, id, res, now)
     return
   end
   w.failed = w.failed + 1
+  prometheus.webhook(h.name, "failed")
   w.attempts = w.attempts + 1
   local why = res.status and ("HTTP " .. res.status) or tostring(res.error)
   note_error(w, why)
   if not retryable(res.status) and w.attempts >= h.give_up_after then
     w.q:ack(seq)
     w.dropped = w.dropped + 1
+    prometheus.webhook(h.name, "dropped")
     log.error("hooks: %s: delivery %s refused %d times (%s): dropped",
       h.name, id, w.attempts, why)
     w.attempts, w.next_at = 0, 0
@@ -316,6 +325,21 @@ end
 
 -- ---- status ----------------------------------------------------------------
 
+-- Every hook's series at /metrics from its start (at 0: a rate works from
+-- the first delivery); a hook a reload removed has nothing pending here.
+local function metrics_series(ws, before)
+  for _, w in ipairs(ws) do
+    local name = w.hook.name
+    prometheus.webhook(name, "delivered", 0)
+    prometheus.webhook(name, "dropped", 0)
+    prometheus.webhook(name, "failed", 0)
+    before[name] = nil
+  end
+  for name in pairs(before) do
+    prometheus.webhook_pending(name, 0)
+  end
+end
+
 local function status_of(ws, al, dir)
   local list = setmetatable({}, json.array_mt)
   local now = clock.mono_ns() / 1e9
@@ -324,6 +348,7 @@ local function status_of(ws, al, dir)
     if w.q then
       n, bytes, file = w.q:pending()
     end
+    prometheus.webhook_pending(w.hook.name, n)
     list[i] = {
       name = w.hook.name, url = w.hook.public_url, format = w.hook.format,
       signed = w.hook.secret ~= nil, pending = n, pending_bytes = bytes,
@@ -424,7 +449,9 @@ function M.run(opts)
     al = alerts.new(cfg.alerts),
     eval_at = 0, status_at = 0,
   }
-  st.ws = open_queues(cfg.hooks, st.dir, previous())
+  local before = previous()
+  st.ws = open_queues(cfg.hooks, st.dir, before)
+  metrics_series(st.ws, before)
   hooks.set_status(status_of(st.ws, st.al, st.dir))
   if #cfg.hooks == 0 and #cfg.alerts == 0 then
     while not stopping() do -- nothing to do until a reload brings some

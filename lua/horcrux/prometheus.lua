@@ -9,6 +9,10 @@
 --   prometheus.request(route, method, status, seconds)   the dispatcher's
 --   prometheus.round(summary)                            the collector's
 --   prometheus.source_error(source, kind)                the collector's
+--   prometheus.webhook(hook, outcome [, n])              the hooks thread's:
+--       outcome "delivered" | "dropped" (a delivery's end) or "failed" (an
+--       attempt that got no 2xx); n = 0 makes the series at 0
+--   prometheus.webhook_pending(hook, n)                  the hooks thread's
 --
 -- horcrux's own families:
 --   horcrux_http_requests_total{route,method,status}     counter
@@ -17,6 +21,11 @@
 --   horcrux_collector_samples_total{source}              counter
 --   horcrux_source_errors_total{source,kind}             counter
 --   horcrux_view_containers, horcrux_view_bytes          gauges (at scrape)
+--   horcrux_stream_subscribers{topic,transport}          gauge (at scrape,
+--   horcrux_stream_overflows_total{topic,transport}      counter  the hub's)
+--   horcrux_webhook_deliveries_total{hook,outcome}       counter
+--   horcrux_webhook_failed_attempts_total{hook}          counter
+--   horcrux_webhook_pending{hook}                        gauge
 --
 -- Another part of horcrux adds its own figures the same way (the hook):
 --   local telemetry = require "horcrux.telemetry"
@@ -28,6 +37,7 @@
 -- idempotent, so each state (each worker) may declare at load.
 local telemetry = require "horcrux.telemetry"
 local view = require "horcrux.view"
+local hub = require "horcrux.hub"
 
 local M = {}
 
@@ -58,6 +68,16 @@ local function declare()
     "Containers the live view holds.")
   telemetry.gauge("horcrux_view_bytes",
     "Bytes the live view holds (records, metas, history, the sampler's).")
+  telemetry.gauge("horcrux_stream_subscribers",
+    "Clients following a stream now, by topic family and transport.")
+  telemetry.counter("horcrux_stream_overflows_total",
+    "Stream subscribers ended because they fell behind (overflow).")
+  telemetry.counter("horcrux_webhook_deliveries_total",
+    "Webhook deliveries ended, by hook and outcome (delivered, dropped).")
+  telemetry.counter("horcrux_webhook_failed_attempts_total",
+    "Webhook POSTs that got no 2xx answer (retried, or then dropped).")
+  telemetry.gauge("horcrux_webhook_pending",
+    "Webhook deliveries queued on disk and not yet delivered, by hook.")
   declared = true
 end
 M.declare = declare
@@ -87,6 +107,32 @@ function M.source_error(source, kind)
     { source = tostring(source), kind = tostring(kind or "unknown") })
 end
 
+function M.webhook(hook, outcome, n)
+  declare()
+  if outcome == "failed" then
+    telemetry.inc("horcrux_webhook_failed_attempts_total",
+      { hook = tostring(hook) }, n)
+  else
+    telemetry.inc("horcrux_webhook_deliveries_total",
+      { hook = tostring(hook), outcome = outcome }, n)
+  end
+end
+
+function M.webhook_pending(hook, n)
+  declare()
+  telemetry.set("horcrux_webhook_pending", { hook = tostring(hook) }, n)
+end
+
+-- The hub's counts, read at scrape (the hub keeps them where subscribers
+-- come and go: nothing is counted per message).
+local function streams()
+  for _, c in ipairs(hub.counts()) do
+    local labels = { topic = c.topic, transport = c.transport }
+    telemetry.set("horcrux_stream_subscribers", labels, c.subscribers)
+    telemetry.set("horcrux_stream_overflows_total", labels, c.overflows)
+  end
+end
+
 local TEXT = "text/plain; version=0.0.4; charset=utf-8"
 local OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
@@ -112,6 +158,7 @@ function M.text(openmetrics)
   local fp = view.footprint()
   telemetry.set("horcrux_view_containers", nil, fp.containers)
   telemetry.set("horcrux_view_bytes", nil, fp.bytes)
+  streams()
   local body, n = view.prometheus({ openmetrics = openmetrics })
   body = body .. telemetry.render(openmetrics)
   if openmetrics then
