@@ -182,6 +182,14 @@ void hxd_reply_free(hxd_request *r);
 size_t hxd_on_body(char *p, size_t size, size_t n, void *ud);
 int hxd_buf_add(hxd_buf *b, const char *p, size_t n, size_t cap_max);
 
+/* The kind of a non-2xx reply with the daemon's message (NULL: none), and
+ * of a transfer that failed with rc: the one mapping, for docker_relay.c. */
+const char *hxd_status_kind(long status, const char *msg);
+const char *hxd_curl_kind(CURLcode rc);
+
+/* c:relay(...), the method (docker_relay.c). */
+int hxd_relay(lua_State *L);
+
 /* True when p[0..n) holds only blanks (space, tab, CR). */
 int hxd_blank(const char *p, size_t n);
 

@@ -450,6 +450,12 @@ static const char *status_kind(long s, const char *msg) {
   return s >= 500 && s < 600 ? HX_SERVER : HX_PROTOCOL;
 }
 
+const char *hxd_status_kind(long s, const char *msg) {
+  return status_kind(s, msg);
+}
+
+const char *hxd_curl_kind(CURLcode rc) { return curl_kind(rc, 0); }
+
 /* Pushes the daemon's message of an error reply (the JSON "message", or
  * the first line of a text body), or returns NULL. */
 static const char *push_daemon_message(lua_State *L, hxd_request *r) {
@@ -959,8 +965,7 @@ static int many_send(lua_State *L) {
     }
     lua_settop(L, B_REQUESTS);
   }
-  return hx_perform_many(L, &c->sync, b->easy, b->rc, b->wave, 0,
-                         k_many_done);
+  return hx_perform_many(L, &c->sync, b->easy, b->rc, b->wave, 0, k_many_done);
 }
 
 /* Runs the request on top (at B_PRE: the probe or GET /version) with k. */

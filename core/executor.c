@@ -37,6 +37,8 @@ struct hx_executor {
   int ncancel, cancel_cap;
 };
 
+hx_executor *hx_executor_host;
+
 static long long now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

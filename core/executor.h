@@ -70,4 +70,11 @@ void hx_executor_abort(hx_executor *ex);
 /* Stops the thread (after hx_executor_abort if work is pending) and frees. */
 void hx_executor_stop(hx_executor *ex);
 
+/* The executor of `horcrux serve` while it runs (set and cleared by the
+ * host), else NULL: for work a module starts and leaves running after its
+ * route returned (horcrux.docker's relay, docker_relay.c), which reaches
+ * it through a weak reference, so the module's .so loads in stock lua5.4
+ * too. */
+extern hx_executor *hx_executor_host;
+
 #endif

@@ -42,7 +42,6 @@
 
 #include "aux.h"
 #include "docker_private.h"
-#include "logdemux.h"
 
 #include <lauxlib.h>
 #include <pthread.h>
@@ -52,7 +51,6 @@
 #include <string.h>
 
 #define STREAM_MT "horcrux.hub.stream"
-#define DEMUX_MT "horcrux.hub.demux"
 #define MAX_ENDPOINTS 16
 #define DEFAULT_QUEUE 64
 #define DEFAULT_BYTES ((size_t)4 << 20)
@@ -724,6 +722,36 @@ void hx_hub_configure(unsigned queue, size_t bytes, unsigned events_ring) {
   pthread_mutex_unlock(&H.mu);
 }
 
+int hx_hub_publish(const char *name, const char *event, const char *data,
+                   size_t len, int final) {
+  int reached = 0;
+  pthread_mutex_lock(&H.mu);
+  topic *t = find_topic(name);
+  hx_msg *m =
+      t == NULL || t->nsubs == 0
+          ? NULL
+          : msg_new(final ? HX_MSG_FINAL : HX_MSG_DATA, 0, event, data, len);
+  int64_t now = hx_mono_ns();
+  for (hx_sub *s = m != NULL ? t->subs : NULL; s != NULL; s = s->next) {
+    reached += !s->ended;
+    if (final)
+      finish(s, m);
+    else
+      push(s, m, now);
+  }
+  pthread_mutex_unlock(&H.mu);
+  hx_msg_unref(m);
+  return reached;
+}
+
+unsigned hx_hub_subscribers(const char *name) {
+  pthread_mutex_lock(&H.mu);
+  topic *t = find_topic(name);
+  unsigned n = t != NULL ? t->nsubs : 0;
+  pthread_mutex_unlock(&H.mu);
+  return n;
+}
+
 const hx_stream_spec *hx_stream_test(lua_State *L, int idx) {
   return luaL_testudata(L, idx, STREAM_MT);
 }
@@ -942,6 +970,22 @@ static int l_stream(lua_State *L) {
   memcpy(sp->topic, name, strlen(name) + 1);
   sp->interval_ns = (int64_t)(interval * 1e9);
   sp->last_id = last;
+  if (lua_getfield(L, 1, "exec") == LUA_TTABLE) { /* stream.c's "exec" */
+    const char *id = hx_opt_string(L, -1, "id", "");
+    const char *sock = hx_opt_string(L, -1, "socket", "");
+    const char *api = hx_opt_string(L, -1, "api", "");
+    luaL_argcheck(L,
+                  id[0] && strspn(id, "0123456789abcdef") == strlen(id) &&
+                      strlen(id) < sizeof sp->exec && sock[0] == '/' &&
+                      strlen(sock) < sizeof sp->exec_sock &&
+                      strlen(api) < sizeof sp->exec_api &&
+                      strspn(api, "0123456789.") == strlen(api),
+                  1, "exec: {id = hex, socket = /path, api = \"1.41\"}");
+    memcpy(sp->exec, id, strlen(id) + 1);
+    memcpy(sp->exec_sock, sock, strlen(sock) + 1);
+    memcpy(sp->exec_api, api, strlen(api) + 1);
+  }
+  lua_pop(L, 1);
   luaL_setmetatable(L, STREAM_MT);
   return 1;
 }
@@ -1031,61 +1075,6 @@ static int l_follow(lua_State *L) {
  * follow makes of a stream that came in these chunks (specs, fuzz):
  * {stream =, line = [, time =][, truncated = true]}, and true when bytes
  * that are not frames ended it. */
-static int demux_line(void *ud, const char *stream, const char *line,
-                      size_t len, const char *time, int truncated) {
-  lua_State *L = ud;
-  lua_createtable(L, 0, 4);
-  lua_pushstring(L, stream);
-  lua_setfield(L, -2, "stream");
-  lua_pushlstring(L, line, len);
-  lua_setfield(L, -2, "line");
-  if (time != NULL) {
-    lua_pushstring(L, time);
-    lua_setfield(L, -2, "time");
-  }
-  if (truncated) {
-    lua_pushboolean(L, 1);
-    lua_setfield(L, -2, "truncated");
-  }
-  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-  return 0;
-}
-
-static int l_demux_gc(lua_State *L) {
-  hx_demux_free(luaL_checkudata(L, 1, DEMUX_MT));
-  return 0;
-}
-
-static int l_demux(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  int tty = lua_toboolean(L, 2), ts = lua_toboolean(L, 3);
-  lua_Integer max = luaL_optinteger(L, 4, (lua_Integer)1 << 40);
-  luaL_argcheck(L, max > 0, 4, "max_line must be positive");
-  hx_demux *d = lua_newuserdatauv(L, sizeof *d, 0); /* 5: freed by __gc */
-  memset(d, 0, sizeof *d);
-  luaL_setmetatable(L, DEMUX_MT);
-  hx_demux_init(d, tty, ts, (size_t)max, demux_line, L);
-  lua_newtable(L); /* 6: the lines */
-  int rc = 0;
-  for (lua_Integer i = 1; rc == 0; i++) {
-    if (lua_rawgeti(L, 1, i) == LUA_TNIL) {
-      lua_pop(L, 1);
-      break;
-    }
-    size_t n;
-    const char *p = luaL_checklstring(L, -1, &n);
-    lua_insert(L, -2); /* the chunk stays below the lines while fed */
-    rc = hx_demux_feed(d, p, n);
-    lua_remove(L, -2);
-  }
-  if (rc == 0 || rc == -1)
-    rc = hx_demux_finish(d);
-  if (rc == -2)
-    return luaL_error(L, "hub.demux: out of memory");
-  lua_pushboolean(L, d->bad);
-  return 2;
-}
-
 static int l_stream_tostring(lua_State *L) {
   const hx_stream_spec *sp = luaL_checkudata(L, 1, STREAM_MT);
   lua_pushfstring(L, "hub.stream(%s)", sp->topic);
@@ -1124,19 +1113,13 @@ static int l_sse(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg funcs[] = {{"publish", l_publish},
-                                 {"ring", l_ring},
-                                 {"recent", l_recent},
-                                 {"last_id", l_last_id},
-                                 {"topics", l_topics},
-                                 {"subscribers", l_subscribers},
-                                 {"keepalive", l_keepalive},
-                                 {"stream", l_stream},
-                                 {"is_stream", l_is_stream},
-                                 {"sse", l_sse},
-                                 {"follow", l_follow},
-                                 {"demux", l_demux},
-                                 {NULL, NULL}};
+static const luaL_Reg funcs[] = {
+    {"publish", l_publish},     {"ring", l_ring},
+    {"recent", l_recent},       {"last_id", l_last_id},
+    {"topics", l_topics},       {"subscribers", l_subscribers},
+    {"keepalive", l_keepalive}, {"stream", l_stream},
+    {"is_stream", l_is_stream}, {"sse", l_sse},
+    {"follow", l_follow},       {NULL, NULL}};
 
 HX_EXPORT int luaopen_horcrux_hub(lua_State *L) {
   if (luaL_newmetatable(L, STREAM_MT)) {
@@ -1148,12 +1131,8 @@ HX_EXPORT int luaopen_horcrux_hub(lua_State *L) {
     lua_setfield(L, -2, "__name");
   }
   lua_pop(L, 1);
-  if (luaL_newmetatable(L, DEMUX_MT)) {
-    lua_pushcfunction(L, l_demux_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
   luaL_newlib(L, funcs);
+  hx_hub_demux_open(L);           /* hub.demux (hub_demux.c) */
   lua_pushcfunction(L, l_counts); /* GET /metrics' (telemetry) */
   lua_setfield(L, -2, "counts");
   return 1;

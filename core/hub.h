@@ -65,7 +65,10 @@ typedef struct hx_endpoint {
 
 /* What a route asks for: hub.stream{topic =, interval =, last_id =}, or
  * hub.follow{} (a log follow: ep is set; its subscriber, on topic
- * "logs/<id>", is fed by a transfer of its own, core/follow.c). */
+ * "logs/<id>", is fed by a transfer of its own, core/follow.c). With
+ * exec = {id =, socket =, api =}: no topic is read; the WebSocket carries
+ * the bytes of that exec (created with Tty), started by the host over the
+ * daemon's unix socket (core/stream.c, "exec"). */
 typedef struct hx_stream_spec {
   int64_t interval_ns; /* 0: every message */
   long long last_id;   /* resume after this id; -1: live only */
@@ -74,6 +77,9 @@ typedef struct hx_stream_spec {
   const hx_endpoint *ep;   /* a log follow's daemon, or NULL */
   int tty, timestamps;     /* a log follow's stream */
   char path[HX_TOPIC_MAX]; /* its request: path and query */
+  char exec[72];           /* the exec's id, or "" */
+  char exec_sock[108];     /* the daemon's unix socket */
+  char exec_api[16];       /* "1.41", or "": unversioned */
 } hx_stream_spec;
 
 /* The stream object at idx (a hub.stream{} userdata), or NULL. */
@@ -132,6 +138,17 @@ int hx_sub_push_framed(hx_sub *s, const char *data, size_t len, const char *sse,
  * subscriptions are refused from now on. */
 void hx_hub_close_all(const char *reason);
 
+/* For publishers in C (horcrux.docker's relay, on the executor thread):
+ * data[0..len) to every subscriber of topic, as hub.publish does for a
+ * topic without a ring; `final`: as their last message (HX_MSG_FINAL),
+ * after which each ends. Returns how many subscribers it reached; 0, and
+ * nothing allocated, when there are none. Never blocks. */
+int hx_hub_publish(const char *topic, const char *event, const char *data,
+                   size_t len, int final);
+
+/* How many subscribers topic has now. */
+unsigned hx_hub_subscribers(const char *topic);
+
 /* The bounds: messages and bytes per subscriber queue, and the size of the
  * events ring. 0 keeps a value. */
 void hx_hub_configure(unsigned queue, size_t bytes, unsigned events_ring);
@@ -144,5 +161,8 @@ int hx_parse_event_id(const char *s, size_t n, long long *id);
  * returns its full length (test and fuzz entry). */
 size_t hx_sse_frame(char *out, size_t cap, long long id, const char *event,
                     const char *data, size_t len);
+
+/* hub_demux.c: sets hub.demux in the module table on top of L's stack. */
+void hx_hub_demux_open(lua_State *L);
 
 #endif

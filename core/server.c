@@ -1055,6 +1055,7 @@ int hx_serve(const hx_server_config *cfg) {
     server_free(srv);
     return 1;
   }
+  hx_executor_host = srv->ex; /* for the relays (docker_relay.c) */
   hx_hub_configure(cfg->stream_queue, cfg->stream_bytes, cfg->events_ring);
   if (hx_ws_start() != 0)
     hx_log("warn", "cannot start the WebSocket thread: streams are SSE only");
@@ -1081,6 +1082,7 @@ int hx_serve(const hx_server_config *cfg) {
   drain(srv);
   threads_stop(srv);
   MHD_stop_daemon(srv->mhd);
+  hx_executor_host = NULL;
   hx_executor_stop(srv->ex);
   server_free(srv);
   hx_log("info", "stopped");

@@ -37,18 +37,24 @@
 #include "follow.h"
 #include "server.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <wslay/wslay.h>
 
@@ -307,6 +313,8 @@ typedef struct ws_conn {
   int64_t ending_ns;                   /* when the close frame was queued */
   struct ws_conn *reap_next;
   uint32_t events;
+  struct ws_exec *x; /* an exec's bytes (below, "exec"), or NULL */
+  int dead;          /* destroyed: freed at the end of the loop's turn */
 } ws_conn;
 
 static struct {
@@ -318,6 +326,8 @@ static struct {
   ws_conn *ready;
   ws_conn *all; /* every open one: closed at the stop */
   atomic_int count;
+  ws_conn *graves;     /* destroyed this turn (the thread's only) */
+  atomic_int retrying; /* execs waiting to ask for their exit code again */
 } ws = {.mu = PTHREAD_MUTEX_INITIALIZER, .epfd = -1, .evfd = -1};
 
 static void kick(void) {
@@ -337,6 +347,16 @@ static void ws_wake(void *ud) {
   pthread_mutex_unlock(&ws.mu);
   kick();
 }
+
+/* The exec side (below): a connection's bytes to and from an exec. */
+typedef struct ws_exec ws_exec;
+static int exec_begin(ws_conn *c);
+static void exec_take(ws_conn *c, const uint8_t *p, size_t n);
+static int exec_pump(ws_conn *c);
+static void exec_step(ws_conn *c, uint32_t ev);
+static void exec_free(ws_conn *c);
+static int exec_want_client(const ws_conn *c);
+static void exec_retries(void);
 
 static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
                        int flags, void *ud) {
@@ -370,17 +390,28 @@ static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data,
   return r;
 }
 
-/* A client's messages are not commands: pings and closes wslay answers
- * itself; anything else is ignored. */
+/* A stream's client's messages are not commands: pings and closes wslay
+ * answers itself; anything else is ignored. An exec's client's text and
+ * binary messages are its terminal's input. */
 static void ws_on_msg(wslay_event_context_ptr ctx,
                       const struct wslay_event_on_msg_recv_arg *arg, void *ud) {
-  (void)ctx, (void)arg, (void)ud;
+  (void)ctx;
+  ws_conn *c = ud;
+  if (c->x != NULL &&
+      (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME))
+    exec_take(c, arg->msg, arg->msg_length);
 }
 
 static const struct wslay_event_callbacks ws_callbacks = {
     ws_recv, ws_send, NULL, NULL, NULL, NULL, ws_on_msg};
 
+/* Closes c now; its memory goes at the end of the loop's turn (an event
+ * of the same turn may still name it: an exec has two descriptors). */
 static void ws_destroy(ws_conn *c) {
+  if (c->dead)
+    return;
+  c->dead = 1;
+  exec_free(c);
   hx_sub_close(c->sub); /* no wake after this */
   pthread_mutex_lock(&ws.mu);
   if (c->ready) {
@@ -401,7 +432,16 @@ static void ws_destroy(ws_conn *c) {
   wslay_event_context_free(c->ctx);
   MHD_upgrade_action(c->urh, MHD_UPGRADE_ACTION_CLOSE);
   atomic_fetch_sub(&ws.count, 1);
-  free(c);
+  c->reap_next = ws.graves;
+  ws.graves = c;
+}
+
+static void ws_bury(void) {
+  while (ws.graves != NULL) {
+    ws_conn *c = ws.graves;
+    ws.graves = c->reap_next;
+    free(c);
+  }
 }
 
 /* Queues the subscriber's messages while wslay has none waiting (the hub's
@@ -410,7 +450,10 @@ static void ws_destroy(ws_conn *c) {
  * control frames first and nothing after a close). Returns 0 while the
  * connection lives. */
 static int ws_pump(ws_conn *c) {
-  while (!c->last && wslay_event_get_queued_msg_count(c->ctx) == 0) {
+  if (c->spec.exec[0] != '\0' && exec_pump(c) != 0)
+    return -1;
+  while (c->spec.exec[0] == '\0' && !c->last &&
+         wslay_event_get_queued_msg_count(c->ctx) == 0) {
     hx_msg *m;
     int r = hx_sub_next(c->sub, &m);
     if (r == HX_SUB_EMPTY)
@@ -431,15 +474,19 @@ static int ws_pump(ws_conn *c) {
   }
   if (c->last && c->ending_ns == 0 &&
       wslay_event_get_queued_msg_count(c->ctx) == 0) {
-    wslay_event_queue_close(c->ctx, WSLAY_CODE_GOING_AWAY, NULL, 0);
+    wslay_event_queue_close(c->ctx,
+                            c->spec.exec[0] ? WSLAY_CODE_NORMAL_CLOSURE
+                                            : WSLAY_CODE_GOING_AWAY,
+                            NULL, 0);
     c->ending_ns = hx_mono_ns();
   }
   if (wslay_event_send(c->ctx) != 0)
     return -1;
   if (!wslay_event_want_read(c->ctx) && !wslay_event_want_write(c->ctx))
     return -1;
-  uint32_t ev = (wslay_event_want_read(c->ctx) ? EPOLLIN : 0) |
-                (wslay_event_want_write(c->ctx) ? EPOLLOUT : 0);
+  uint32_t ev =
+      (wslay_event_want_read(c->ctx) && exec_want_client(c) ? EPOLLIN : 0) |
+      (wslay_event_want_write(c->ctx) ? EPOLLOUT : 0);
   if (ev != c->events) {
     struct epoll_event e = {.events = ev, .data.ptr = c};
     epoll_ctl(ws.epfd, EPOLL_CTL_MOD, c->fd, &e);
@@ -481,7 +528,10 @@ static void *ws_main(void *arg) {
   struct epoll_event evs[64];
   int paced = 0;
   while (!atomic_load(&ws.stop)) {
-    int n = epoll_wait(ws.epfd, evs, 64, paced ? 1 : 500);
+    int n = epoll_wait(ws.epfd, evs, 64,
+                       paced                       ? 1
+                       : atomic_load(&ws.retrying) ? 20
+                                                   : 500);
     for (int i = 0; i < n; i++) {
       if (evs[i].data.ptr == NULL) {
         uint64_t v;
@@ -489,7 +539,15 @@ static void *ws_main(void *arg) {
         (void)r;
         continue;
       }
-      ws_step(evs[i].data.ptr, evs[i].events);
+      /* an exec's daemon side is its connection's address + 1 */
+      uintptr_t p = (uintptr_t)evs[i].data.ptr;
+      ws_conn *c = (ws_conn *)(p & ~(uintptr_t)1);
+      if (c->dead)
+        continue;
+      if (p & 1)
+        exec_step(c, evs[i].events);
+      else
+        ws_step(c, evs[i].events);
     }
     /* after the eventfd was read: a wake that kicks from now on is seen by
      * the next epoll_wait */
@@ -507,6 +565,8 @@ static void *ws_main(void *arg) {
       ws_step(c, 0);
     }
     ws_reap();
+    exec_retries();
+    ws_bury();
   }
   return NULL;
 }
@@ -532,9 +592,14 @@ static void ws_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
     return;
   }
   wslay_event_config_set_max_recv_msg_length(c->ctx, 4096);
-  c->sub = subscribe(&c->spec, ws_wake, c);
-  if (c->sub == NULL)
-    c->last = 1; /* the server is stopping: a close frame at once */
+  if (c->spec.exec[0] != '\0') {
+    if (exec_begin(c) != 0)
+      c->last = 1; /* exec_begin queued the error message */
+  } else {
+    c->sub = subscribe(&c->spec, ws_wake, c);
+    if (c->sub == NULL)
+      c->last = 1; /* the server is stopping: a close frame at once */
+  }
   c->events = EPOLLIN;
   struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
   epoll_ctl(ws.epfd, EPOLL_CTL_ADD, sock, &e);
@@ -665,8 +730,423 @@ void hx_ws_stop(unsigned grace) {
     hx_log("warn", "%d WebSocket streams did not close in time", hx_ws_count());
   while (ws.all != NULL) /* the thread is gone: this one may */
     ws_destroy(ws.all);
+  ws_bury();
   close(ws.evfd);
   close(ws.epfd);
+}
+
+/* ---- exec ---------------------------------------------------------------
+ *
+ * GET /api/containers/:id/exec/ws: the route created the exec (with a TTY)
+ * once policy.lua allowed it, and its hub.stream{exec = ...} brings the
+ * upgraded connection here. This thread connects to the daemon's unix
+ * socket itself and writes POST /exec/{id}/start with Upgrade: tcp (Docker's
+ * hijacked connection); once the daemon answers 101 it pumps raw bytes:
+ * the client's text and binary messages to the daemon (the terminal's
+ * input), the daemon's bytes to the client as binary messages. When the
+ * daemon ends the stream (the command exited), GET /exec/{id}/json on a
+ * second connection (HTTP/1.0: no chunks) gives the exit code, sent as a
+ * last text message {"event":"exit","exit_code":N}, then the close frame.
+ * A client that goes away closes the daemon's connection with it (the
+ * TTY hangs up).
+ *
+ * Why our own socket rather than curl's CONNECT_ONLY: the bytes must be
+ * pumped here, in this epoll thread, and curl would only have made the
+ * connection (the HTTP exchange and its 101 would be ours all the same),
+ * at the cost of an easy handle per terminal. The price: the daemon must
+ * be on a unix socket (the route refuses a tcp:// DOCKER_HOST). */
+
+#define X_IN_MAX (256 * 1024) /* client bytes the daemon has not taken */
+#define X_HEAD_MAX 8192       /* the reply's head; inspect's whole reply */
+#define X_QUEUED_MAX 16       /* messages for the client: stop reading */
+#define X_READ 16384
+#define X_TRIES 50 /* inspects, 20 ms apart, while the exec still runs */
+
+enum { X_START, X_REFUSED, X_PUMP, X_INSPECT, X_DONE };
+
+struct ws_exec {
+  int fd;          /* the daemon's connection, or -1 */
+  int state;       /* X_* */
+  uint32_t events; /* what fd is registered for (0: not) */
+  char req[512];   /* the request, from req_off */
+  size_t req_len, req_off;
+  char *in; /* the client's bytes for the daemon */
+  size_t in_len, in_cap;
+  char head[X_HEAD_MAX]; /* the reply so far */
+  size_t head_len;
+  int tries;
+  int64_t retry_ns; /* when to inspect again (0: not waiting) */
+};
+
+static void x_send_text(ws_conn *c, const char *text) {
+  struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)text,
+                              strlen(text)};
+  wslay_event_queue_msg(c->ctx, &m);
+}
+
+static void x_close_fd(ws_conn *c) {
+  ws_exec *x = c->x;
+  if (x->fd >= 0) {
+    if (x->events != 0)
+      epoll_ctl(ws.epfd, EPOLL_CTL_DEL, x->fd, NULL);
+    close(x->fd);
+  }
+  x->fd = -1;
+  x->events = 0;
+}
+
+/* The last message: {"event":"error","error":{"code","message"}}. */
+static void x_fail(ws_conn *c, const char *kind, const char *message) {
+  cJSON *o = cJSON_CreateObject(), *e = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "event", "error");
+  cJSON_AddStringToObject(e, "code", kind);
+  cJSON_AddStringToObject(e, "message", message);
+  cJSON_AddItemToObject(o, "error", e);
+  char *text = cJSON_PrintUnformatted(o);
+  x_send_text(c, text != NULL ? text : "{\"event\":\"error\"}");
+  free(text);
+  cJSON_Delete(o);
+  x_close_fd(c);
+  c->x->state = X_DONE;
+  c->last = 1;
+}
+
+static int x_connect(ws_conn *c, const char *fmt, const char *method) {
+  ws_exec *x = c->x;
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  memcpy(sa.sun_path, c->spec.exec_sock, strlen(c->spec.exec_sock) + 1);
+  x->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (x->fd < 0 || connect(x->fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    char msg[300];
+    snprintf(msg, sizeof msg, "docker: cannot connect to %s: %s",
+             c->spec.exec_sock, strerror(errno));
+    x_fail(c, "unavailable", msg);
+    return -1;
+  }
+  char ver[24] = "";
+  if (c->spec.exec_api[0] != '\0')
+    snprintf(ver, sizeof ver, "/v%s", c->spec.exec_api);
+  int n = snprintf(x->req, sizeof x->req, fmt, method, ver, c->spec.exec);
+  x->req_len = n > 0 && (size_t)n < sizeof x->req ? (size_t)n : 0;
+  x->req_off = 0;
+  x->head_len = 0;
+  return 0;
+}
+
+#define X_START_REQ                                                            \
+  "%s %s/exec/%s/start HTTP/1.1\r\nHost: docker\r\nUser-Agent: horcrux\r\n"    \
+  "Content-Type: application/json\r\nConnection: Upgrade\r\n"                  \
+  "Upgrade: tcp\r\nContent-Length: 27\r\n\r\n{\"Detach\":false,\"Tty\":true}"
+#define X_INSPECT_REQ                                                          \
+  "%s %s/exec/%s/json HTTP/1.0\r\nHost: docker\r\nUser-Agent: horcrux\r\n\r\n"
+
+/* On the MHD thread, before the connection is this thread's: nothing is
+ * registered yet (the first pump does it). */
+static int exec_begin(ws_conn *c) {
+  c->x = calloc(1, sizeof *c->x);
+  if (c->x == NULL)
+    return -1;
+  c->x->fd = -1;
+  c->x->state = X_START;
+  return x_connect(c, X_START_REQ, "POST");
+}
+
+static void exec_take(ws_conn *c, const uint8_t *p, size_t n) {
+  ws_exec *x = c->x;
+  if (x->state > X_PUMP)
+    return; /* the command has ended: its input goes nowhere */
+  if (x->in_len + n > x->in_cap) {
+    size_t cap = x->in_cap ? x->in_cap * 2 : 4096;
+    while (cap < x->in_len + n)
+      cap *= 2;
+    char *b = realloc(x->in, cap);
+    if (b == NULL)
+      return;
+    x->in = b;
+    x->in_cap = cap;
+  }
+  memcpy(x->in + x->in_len, p, n);
+  x->in_len += n;
+}
+
+/* Whether to read the client: not while the daemon has not taken the
+ * terminal's earlier input (wslay then stops reading, and TCP pushes
+ * back). */
+static int exec_want_client(const ws_conn *c) {
+  return c->x == NULL || c->x->in_len < X_IN_MAX;
+}
+
+/* Writes what is pending to the daemon: the request, then (pumping) the
+ * client's bytes. 0, or -1 when the daemon's connection failed. */
+static int x_flush(ws_conn *c) {
+  ws_exec *x = c->x;
+  while (x->fd >= 0 && x->req_off < x->req_len) {
+    ssize_t w =
+        send(x->fd, x->req + x->req_off, x->req_len - x->req_off, MSG_NOSIGNAL);
+    if (w < 0)
+      return errno == EAGAIN || errno == EINTR ? 0 : -1;
+    x->req_off += (size_t)w;
+  }
+  while (x->fd >= 0 && x->state == X_PUMP && x->in_len > 0) {
+    ssize_t w = send(x->fd, x->in, x->in_len, MSG_NOSIGNAL);
+    if (w < 0)
+      return errno == EAGAIN || errno == EINTR ? 0 : -1;
+    memmove(x->in, x->in + w, x->in_len - (size_t)w);
+    x->in_len -= (size_t)w;
+  }
+  return 0;
+}
+
+/* The exit code: {"event":"exit","exit_code":N} and the close, or another
+ * look in 20 ms while the daemon still says it runs. */
+static void x_inspected(ws_conn *c) {
+  ws_exec *x = c->x;
+  x_close_fd(c);
+  x->head[x->head_len < X_HEAD_MAX ? x->head_len : X_HEAD_MAX - 1] = '\0';
+  const char *body = strstr(x->head, "\r\n\r\n");
+  cJSON *o = body != NULL ? cJSON_Parse(body + 4) : NULL;
+  const cJSON *running = cJSON_GetObjectItemCaseSensitive(o, "Running");
+  const cJSON *code = cJSON_GetObjectItemCaseSensitive(o, "ExitCode");
+  if (cJSON_IsTrue(running) && ++x->tries < X_TRIES) {
+    cJSON_Delete(o);
+    x->retry_ns = hx_mono_ns() + 20 * 1000000LL;
+    atomic_fetch_add(&ws.retrying, 1);
+    return;
+  }
+  char text[96];
+  if (cJSON_IsNumber(code) && !cJSON_IsTrue(running))
+    snprintf(text, sizeof text, "{\"event\":\"exit\",\"exit_code\":%d}",
+             code->valueint);
+  else
+    snprintf(text, sizeof text, "{\"event\":\"exit\",\"exit_code\":null}");
+  cJSON_Delete(o);
+  x_send_text(c, text);
+  x->state = X_DONE;
+  c->last = 1;
+}
+
+static void x_inspect(ws_conn *c) {
+  c->x->state = X_INSPECT;
+  x_close_fd(c);
+  x_connect(c, X_INSPECT_REQ, "GET");
+}
+
+/* The daemon's answer to the start: 101 (or 200) and the first bytes, or
+ * its refusal, read to its end. */
+static void x_head(ws_conn *c) {
+  ws_exec *x = c->x;
+  x->head[x->head_len] = '\0'; /* room kept for it */
+  char *end = strstr(x->head, "\r\n\r\n");
+  if (end == NULL)
+    return;
+  int status = 0;
+  sscanf(x->head, "HTTP/%*d.%*d %d", &status);
+  if (status == 101 || status == 200) {
+    size_t off = (size_t)(end + 4 - x->head);
+    x->state = X_PUMP;
+    if (off < x->head_len) {
+      struct wslay_event_msg m = {WSLAY_BINARY_FRAME,
+                                  (const uint8_t *)x->head + off,
+                                  x->head_len - off};
+      wslay_event_queue_msg(c->ctx, &m);
+    }
+    return;
+  }
+  x->state = X_REFUSED;
+}
+
+static void x_refused(ws_conn *c) {
+  ws_exec *x = c->x;
+  int status = 0;
+  char msg[512] = "the daemon refused to start the exec";
+  x->head[x->head_len < X_HEAD_MAX ? x->head_len : X_HEAD_MAX - 1] = '\0';
+  sscanf(x->head, "HTTP/%*d.%*d %d", &status);
+  const char *body = strstr(x->head, "\r\n\r\n");
+  cJSON *o = body != NULL ? cJSON_Parse(body + 4) : NULL;
+  const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "message");
+  if (cJSON_IsString(m))
+    snprintf(msg, sizeof msg, "docker: %s", m->valuestring);
+  cJSON_Delete(o);
+  x_fail(c,
+         status == 404   ? "not_found"
+         : status == 409 ? "conflict"
+                         : "server",
+         msg);
+}
+
+/* Reads what the daemon has for the state the exec is in. */
+static void x_read(ws_conn *c) {
+  ws_exec *x = c->x;
+  for (;;) {
+    if (x->fd < 0)
+      return;
+    if (x->state == X_PUMP) {
+      if (wslay_event_get_queued_msg_count(c->ctx) >= X_QUEUED_MAX)
+        return; /* the client is slow: the daemon waits (TCP) */
+      uint8_t buf[X_READ];
+      ssize_t r = recv(x->fd, buf, sizeof buf, 0);
+      if (r < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+      if (r <= 0) { /* the command ended (or the daemon went) */
+        x_inspect(c);
+        continue;
+      }
+      struct wslay_event_msg m = {WSLAY_BINARY_FRAME, buf, (size_t)r};
+      wslay_event_queue_msg(c->ctx, &m); /* copies */
+      continue;
+    }
+    size_t room = X_HEAD_MAX - 1 - x->head_len;
+    ssize_t r = room > 0 ? recv(x->fd, x->head + x->head_len, room, 0) : 0;
+    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+      return;
+    if (r > 0)
+      x->head_len += (size_t)r;
+    if (x->state == X_START) {
+      if (r <= 0) {
+        x_fail(c, "protocol", "docker: the exec's start was not answered");
+        return;
+      }
+      x_head(c);
+      continue;
+    }
+    if (r > 0)
+      continue;
+    if (x->state == X_REFUSED)
+      x_refused(c);
+    else if (x->state == X_INSPECT)
+      x_inspected(c);
+    return;
+  }
+}
+
+/* Registers fd for what it waits on now. */
+static void x_register(ws_conn *c) {
+  ws_exec *x = c->x;
+  if (x->fd < 0)
+    return;
+  uint32_t ev = 0;
+  if (x->state != X_PUMP ||
+      wslay_event_get_queued_msg_count(c->ctx) < X_QUEUED_MAX)
+    ev |= EPOLLIN;
+  if (x->req_off < x->req_len || (x->state == X_PUMP && x->in_len > 0))
+    ev |= EPOLLOUT;
+  if (ev == x->events)
+    return;
+  struct epoll_event e = {.events = ev, .data.ptr = (void *)((uintptr_t)c | 1)};
+  epoll_ctl(ws.epfd, x->events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, x->fd, &e);
+  x->events = ev;
+}
+
+/* Called by ws_pump (this thread): the daemon's side moved on. */
+static int exec_pump(ws_conn *c) {
+  ws_exec *x = c->x;
+  if (x == NULL)
+    return -1;
+  if (x->retry_ns != 0 && hx_mono_ns() >= x->retry_ns) {
+    x->retry_ns = 0;
+    atomic_fetch_sub(&ws.retrying, 1);
+    x_inspect(c);
+  }
+  if (x_flush(c) != 0) {
+    if (x->state == X_PUMP)
+      x_inspect(c);
+    else if (x->state != X_DONE)
+      x_fail(c, "unavailable", "docker: the connection to the daemon failed");
+  }
+  x_read(c); /* what the client's pace now lets through */
+  x_register(c);
+  /* sent now, so that ws_pump finds the last message gone and closes */
+  return wslay_event_send(c->ctx) != 0 ? -1 : 0;
+}
+
+static void exec_step(ws_conn *c, uint32_t ev) {
+  (void)ev; /* what is ready is found by trying */
+  if (ws_pump(c) != 0)
+    ws_destroy(c);
+}
+
+static void exec_retries(void) {
+  if (atomic_load(&ws.retrying) == 0)
+    return;
+  int64_t now = hx_mono_ns();
+  ws_conn *due = NULL;
+  pthread_mutex_lock(&ws.mu);
+  for (ws_conn *c = ws.all; c != NULL; c = c->all_next)
+    if (c->x != NULL && c->x->retry_ns != 0 && now >= c->x->retry_ns) {
+      c->reap_next = due;
+      due = c;
+    }
+  pthread_mutex_unlock(&ws.mu);
+  while (due != NULL) {
+    ws_conn *next = due->reap_next;
+    ws_step(due, 0);
+    due = next;
+  }
+}
+
+/* The client went while the command runs: the daemon does not end an exec
+ * whose connection closed (its TTY stays open in the shim), so it gets the
+ * SIGHUP a terminal's hangup sends. Its host pid comes from the daemon
+ * (exec inspect, asked here with a 500 ms bound: the only wait of this
+ * thread, on a client's going only) and is signalled only while its
+ * cgroup still names the container (a pid reused since is left alone).
+ * Without the right to signal it (horcrux not root), it lingers as a
+ * `docker exec` whose client was killed does. */
+static void x_hangup(ws_conn *c) {
+  char req[256], buf[X_HEAD_MAX], ver[24] = "";
+  if (c->spec.exec_api[0] != '\0')
+    snprintf(ver, sizeof ver, "/v%s", c->spec.exec_api);
+  int n = snprintf(req, sizeof req, X_INSPECT_REQ, "GET", ver, c->spec.exec);
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  memcpy(sa.sun_path, c->spec.exec_sock, strlen(c->spec.exec_sock) + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct timeval tv = {0, 500 * 1000};
+  size_t got = 0;
+  if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0 &&
+      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0 &&
+      connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+      send(fd, req, (size_t)n, MSG_NOSIGNAL) == n) {
+    ssize_t r;
+    while (got < sizeof buf - 1 &&
+           (r = recv(fd, buf + got, sizeof buf - 1 - got, 0)) > 0)
+      got += (size_t)r;
+  }
+  if (fd >= 0)
+    close(fd);
+  buf[got] = '\0';
+  const char *body = strstr(buf, "\r\n\r\n");
+  cJSON *o = body != NULL ? cJSON_Parse(body + 4) : NULL;
+  const cJSON *pid = cJSON_GetObjectItemCaseSensitive(o, "Pid");
+  const cJSON *cid = cJSON_GetObjectItemCaseSensitive(o, "ContainerID");
+  if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "Running")) &&
+      cJSON_IsNumber(pid) && pid->valueint > 1 && cJSON_IsString(cid)) {
+    char path[64], cg[4096];
+    snprintf(path, sizeof path, "/proc/%d/cgroup", pid->valueint);
+    int cfd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t k = cfd >= 0 ? read(cfd, cg, sizeof cg - 1) : -1;
+    if (cfd >= 0)
+      close(cfd);
+    if (k > 0) {
+      cg[k] = '\0';
+      if (strstr(cg, cid->valuestring) != NULL)
+        kill(pid->valueint, SIGHUP);
+    }
+  }
+  cJSON_Delete(o);
+}
+
+static void exec_free(ws_conn *c) {
+  ws_exec *x = c->x;
+  if (x == NULL)
+    return;
+  if (x->state == X_PUMP)
+    x_hangup(c);
+  if (x->retry_ns != 0)
+    atomic_fetch_sub(&ws.retrying, 1);
+  x_close_fd(c);
+  free(x->in);
+  free(x);
+  c->x = NULL;
 }
 
 /* ---- the answer ------------------------------------------------------- */
@@ -676,5 +1156,8 @@ enum MHD_Result hx_stream_respond(struct MHD_Connection *conn, const char *id,
                                   int *status) {
   if (!head && hx_stream_wants_websocket(conn))
     return ws_respond(conn, id, spec, status);
+  if (spec->exec[0] != '\0')
+    return queue_error(conn, id, 400, "bad_request",
+                       "an exec's terminal needs a WebSocket upgrade", status);
   return sse_respond(conn, id, spec, head, status);
 }

@@ -244,9 +244,14 @@ end)
 
 -- {"image": "repo:tag"} -> {"image", "id", "status", "messages"}, from a
 -- registry policy.lua allows (images.pull), refused before the daemon is
--- asked otherwise. Credentials: X-Registry-Auth, or policy.lua.
+-- asked otherwise. Credentials: X-Registry-Auth, or policy.lua. With
+-- Accept: text/event-stream (or application/x-ndjson) the daemon's
+-- progress messages as they come, then `result` or `error`.
 route("POST", "/api/images/pull", { query = {} }, function(req)
   local b = body(req, images.PULL_FIELDS, { "image" })
+  if images.wants_stream(req) then
+    return (check(images.pull_stream(b.image, { req = req })))
+  end
   return 200, (check(images.pull(b.image, { req = req })))
 end)
 
@@ -293,6 +298,16 @@ route("DELETE", "/api/images/*ref", { query = images.REMOVE_QUERY },
 -- {"exit_code", "stdout", "stderr", "timed_out", "killed", "truncated",
 -- "duration"}, in a running container policy.lua lets take exec
 -- (exec.containers: by default those labelled horcrux.exec=true).
+-- An interactive exec (a TTY) over a WebSocket: ?cmd=sh (or a JSON array),
+-- ?user= ?workdir= ?privileged=; the client's messages are its input, the
+-- binary messages back its output, and {"event":"exit","exit_code"} the
+-- last. The token is needed (Authorization), read-only mode refuses it,
+-- and policy.lua's exec rules apply before the exec is created.
+route("GET", "/api/containers/:id/exec/ws", { query = hx.exec.TERMINAL_QUERY },
+  function(req)
+    return (check(hx.exec.terminal(container(req), req)))
+  end)
+
 route("POST", "/api/containers/:id/exec", { query = {} }, function(req)
   local b = check(input.json_body(req))
   return 200, (check(hx.exec.run(container(req), b, { req = req })))

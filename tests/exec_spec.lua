@@ -9,6 +9,18 @@ local proc = require "horcrux.proc"
 local ms = require "manage_support"
 local support = require "support"
 
+local PY = "/usr/bin/python3"
+
+-- The socket descriptors process pid holds (every kind).
+local function sockets(pid)
+  local out = assert(proc.run({ "ls", "-l", "/proc/" .. pid .. "/fd" })).stdout
+  local n = 0
+  for _ in out:gmatch("socket:%[") do
+    n = n + 1
+  end
+  return n
+end
+
 local function frame(stream, payload)
   return string.pack(">BBBBI4", stream, 0, 0, 0, #payload) .. payload
 end
@@ -174,5 +186,60 @@ describe("exec against the real engine", function()
     finally(function() support.remove(stopped) end)
     local r = run(srv, stopped, { cmd = { "true" } })
     assert.are.equal(409, r.status, r.body)
+  end)
+
+  -- ---- the terminal: GET /api/containers/:id/exec/ws (README "Exec") ----
+
+  local function terminal(server, ref, query, mode, token)
+    local url = server.url:gsub("^http", "ws") .. "/api/containers/" .. ref
+      .. "/exec/ws?" .. query
+    local r = assert(proc.run({ PY, "tests/exec_terminal.py", url,
+      token == nil and ms.TOKEN or token, mode }, { timeout = 40 }))
+    assert(r.status == 0, r.stderr)
+    return r.stdout:match("^(.-)%s*$")
+  end
+
+  it("runs sh on a TTY over a WebSocket: input, output, exit code", function()
+    local out = json.decode(terminal(srv, id, "cmd=sh", "echo"))
+    assert.truthy(out.out:find("\r\nhi\r\n", 1, true), out.out)
+    assert.are.same({ event = "exit", exit_code = 5 }, out.last)
+    assert.are.equal(1000, out.close)
+    -- a JSON argv
+    out = json.decode(terminal(srv, id, "cmd=" .. ('["sh","-i"]'):gsub("[%[%]\",]",
+      function(c) return ("%%%02X"):format(c:byte()) end), "echo"))
+    assert.are.same({ event = "exit", exit_code = 5 }, out.last)
+  end)
+
+  it("refuses a terminal in read-only mode, privileged, unlabelled, without the token", function()
+    local before = #processes(id)
+    assert.are.equal("403", terminal(ro, id, "cmd=sh", "status"))
+    assert.are.equal("403", terminal(srv, id, "cmd=sh&privileged=1", "status"))
+    assert.are.equal("403", terminal(srv, id, "cmd=sh&user=nobody", "status"))
+    assert.are.equal("403", terminal(srv, plain, "cmd=sh", "status"))
+    assert.are.equal("401", terminal(srv, id, "cmd=sh", "status", ""))
+    assert.are.equal("400", terminal(srv, id, "cmd=", "status"))
+    assert.are.equal(before, #processes(id))
+    -- a plain GET is no terminal
+    local r = ms.call(srv, "GET", "/api/containers/" .. id .. "/exec/ws?cmd=sh")
+    assert.are.equal(400, r.status, r.body)
+  end)
+
+  it("ends the exec's connection when the client goes, leaking no descriptor", function()
+    local pid = srv.proc:pid()
+    terminal(srv, id, "cmd=sh", "echo") -- the engine's idle connections made
+    local before = sockets(pid)
+    assert.are.equal("dropped", terminal(srv, id, "cmd=sh", "drop"))
+    local after
+    for _ = 1, 100 do
+      after = sockets(pid)
+      if after <= before and not processes(id):find("^sh$") then
+        break
+      end
+      require("horcrux.clock").sleep(0.05)
+    end
+    assert.is_true(after <= before, ("%d sockets before, %d after"):format(before, after))
+    for line in processes(id):gmatch("[^\n]+") do
+      assert.are_not.equal("sh", line, processes(id))
+    end
   end)
 end)

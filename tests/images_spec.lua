@@ -151,6 +151,22 @@ local function has(messages, word)
   return false
 end
 
+-- The SSE events of a streamed answer: {event, data (decoded)}, in order.
+local function sse_events(r)
+  assert(r.status == 200, r.body)
+  assert.truthy((r.headers["content-type"] or ""):find("text/event-stream",
+    1, true), r.body)
+  local out = {}
+  for block in (r.body .. "\n\n"):gmatch("(.-)\n\n") do
+    local ev = block:match("^event: ([^\n]+)") or block:match("\nevent: ([^\n]+)")
+    local data = block:match("data: ([^\n]*)")
+    if ev and data then
+      out[#out + 1] = { event = ev, data = json.decode(data) }
+    end
+  end
+  return out
+end
+
 local function auth_header(user, password)
   return (registry.base64(json.encode({ username = user, password = password }))
     :gsub("%+", "-"):gsub("/", "_"))
@@ -222,6 +238,51 @@ describe("images against the real engine and a real registry", function()
     assert.are.same(again.messages, seen)
     assert.truthy(again.status:find("Image is up to date", 1, true), again.status)
 
+    -- streamed (README "Pull progress as it comes"): removed once more, the
+    -- pull's progress arrives as SSE events before its result, in the
+    -- daemon's order; an up-to-date pull over NDJSON ends with its result
+    docker({ "rmi", remote .. ":v1" })
+    local events = sse_events(call(srv, "POST", "/api/images/pull",
+      { image = remote .. ":v1" },
+      { headers = { Accept = "text/event-stream" } }))
+    local last = events[#events]
+    assert.are.equal("result", last.event)
+    assert.are.same({ event = "result", image = remote .. ":v1",
+      status = "Status: Downloaded newer image for " .. remote .. ":v1" },
+      last.data)
+    local order = {}
+    for i = 1, #events - 1 do
+      assert.are.equal("progress", events[i].event)
+      local st = events[i].data.status or ""
+      for _, word in ipairs({ "Pulling fs layer", "Pull complete", "Digest:" }) do
+        if st:find(word, 1, true) and not order[word] then
+          order[#order + 1], order[word] = word, true
+        end
+      end
+    end
+    assert.are.same({ "Pulling fs layer", "Pull complete", "Digest:" },
+      { order[1], order[2], order[3] })
+    assert.are.equal(built, docker({ "image", "inspect", "--format", "{{.Id}}",
+      remote .. ":v1" }).stdout:gsub("%s+$", ""))
+    r = call(srv, "POST", "/api/images/pull", { image = remote .. ":v1" },
+      { headers = { Accept = "application/x-ndjson" } })
+    assert.are.equal("application/x-ndjson", r.headers["content-type"])
+    local lines = {}
+    for l in r.body:gmatch("[^\n]+") do
+      lines[#lines + 1] = json.decode(l)
+    end
+    assert.truthy(lines[#lines].status:find("Image is up to date", 1, true),
+      r.body)
+    assert.are.equal("result", lines[#lines].event, r.body)
+    -- an image the registry does not have: the stream's last event is the
+    -- error, with its kind
+    events = sse_events(call(srv, "POST", "/api/images/pull",
+      { image = reg.host .. "/hxtest/no-such-image:v1" },
+      { headers = { Accept = "text/event-stream" } }))
+    assert.are.equal("error", events[#events].event)
+    assert.are.equal("not_found", events[#events].data.error.code,
+      json.encode(events[#events].data))
+
     r = http.get(srv.url .. "/api/images?label=" .. support.label_arg)
     local listed = false
     for _, img in ipairs(r.json) do
@@ -263,6 +324,11 @@ describe("images against the real engine and a real registry", function()
       assert.are.equal(403, r.status, r.body)
       assert.are.equal("image", r.json.error.field)
       assert.truthy(r.json.error.message:find("images.pull", 1, true), r.body)
+      -- asked as a stream: the same refusal, before any stream begins
+      r = call(srv, "POST", "/api/images/pull", { image = ref },
+        { headers = { Accept = "text/event-stream" } })
+      assert.are.equal(403, r.status, r.body)
+      assert.are.equal("image", r.json.error.field)
     end
     local r = call(srv, "POST", "/api/images/" .. source .. "/push")
     assert.are.equal(403, r.status, r.body)

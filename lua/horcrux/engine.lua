@@ -341,10 +341,10 @@ end
 -- A call to an endpoint that answers progress messages (pull, push), on a
 -- client of its own: opts.timeout (s, 600), opts.max_response (bytes of
 -- messages, 32 MiB). opts.line(message) is called with each of the
--- daemon's JSON lines, in order: today once the reply is complete (a
--- request's coroutine cannot hold a stream, docker_stream.c); a streamed
--- transfer (the streams work) calls it as each line comes, so only this
--- function changes then.
+-- daemon's JSON lines, in order, once the reply is complete (a request's
+-- coroutine cannot hold a stream, docker_stream.c). A pull streamed to its
+-- client does not come here: images.pull_stream hands the transfer to the
+-- host's executor (the client's c:relay, docker_relay.c).
 local function progress_call(opts, template, params, query, body)
   local c <close>, err, kind = own_client({ timeout = opts.timeout or 600,
     max_response = opts.max_response or 32 * 1024 * 1024 })

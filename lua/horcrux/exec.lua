@@ -10,6 +10,12 @@
 --                                       "forbidden", field
 --   exec.frames(raw)                -> stdout, stderr: the daemon's
 --                                       multiplexed output, byte for byte
+--   exec.TERMINAL_QUERY             the query of the terminal's route
+--   exec.terminal(ref, req [, opts]) -> hub.stream{exec = ...} | nil,
+--                                       message, kind[, extra]: an
+--                                       interactive exec (TTY) whose bytes
+--                                       the host pumps over the request's
+--                                       WebSocket (core/stream.c, "exec")
 --
 -- The body: {"cmd": [...] (required, no shell), "timeout": seconds
 -- (default 30, at most exec.max_timeout), "user", "env": {"K": "v"},
@@ -24,8 +30,13 @@
 -- right, `kill -9` of its pid in the container's namespace runs as root
 -- inside the container (which then needs a `kill`). Its output so far is
 -- not kept (the client drops a transfer it cut); the answer says
--- timed_out, killed, and the exit code the kill left (137). Streamed exec
--- output is for the streams work (an exec attached over a WebSocket).
+-- timed_out, killed, and the exit code the kill left (137).
+--
+-- The terminal (GET /api/containers/:id/exec/ws, a WebSocket): the same
+-- policy, checked before the exec is created; it needs the token (a GET
+-- that changes state: the guard asks it only of POST and the like) and is
+-- refused in read-only mode. It has no timeout: it lasts as long as the
+-- command or the client.
 --
 -- Output is bounded: past exec.max_output_bytes it is cut (truncated:
 -- true); a command that writes 64 KiB more than that is killed and the
@@ -322,6 +333,110 @@ local function running(ref)
       s.Paused and "paused" or "not running"), "conflict"
   end
   return info
+end
+
+-- ---- the terminal -----------------------------------------------------------
+
+M.TERMINAL_QUERY = {
+  cmd = require("horcrux.input").string(4096),
+  user = require("horcrux.input").string(64),
+  workdir = require("horcrux.input").string(1024),
+  privileged = require("horcrux.input").boolean,
+}
+
+-- ?cmd=sh or ?cmd=["sh","-l"] (a JSON array of strings) -> the argv.
+local function argv_of(text)
+  if text == nil or text == "" then
+    return nil, "cmd: name a program (?cmd=sh, or a JSON array)",
+      "bad_request", "cmd"
+  end
+  if text:sub(1, 1) ~= "[" then
+    return { text }
+  end
+  local v = json.decode(text)
+  if type(v) ~= "table" or #v == 0 then
+    return nil, "cmd: a JSON array of strings", "bad_request", "cmd"
+  end
+  for i = 1, #v do
+    if type(v[i]) ~= "string" then
+      return nil, "cmd: a JSON array of strings", "bad_request", "cmd"
+    end
+  end
+  return v
+end
+
+-- The daemon's unix socket (a tcp:// daemon cannot be hijacked here).
+local function daemon_socket()
+  local host = os.getenv("DOCKER_HOST") or ""
+  if host == "" then
+    return "/var/run/docker.sock"
+  end
+  local path = host:match("^unix://(/.+)$")
+  if not path or #path >= 108 then
+    return nil, "exec over WebSocket needs the daemon on a unix socket "
+      .. "(DOCKER_HOST is " .. host .. ")", "unsupported"
+  end
+  return path
+end
+
+local function wants_websocket(req)
+  local up = (req.headers.upgrade or ""):lower()
+  local co = (req.headers.connection or ""):lower()
+  return up:find("websocket", 1, true) ~= nil
+    and co:find("upgrade", 1, true) ~= nil
+end
+
+--- The terminal of GET /api/containers/:id/exec/ws (query checked by
+-- TERMINAL_QUERY): refused in read-only mode and without the token, then
+-- policy.lua's exec rules as for run, then the exec is created (Tty,
+-- stdin attached) and the stream object that starts it returned.
+function M.terminal(ref, req, opts)
+  opts = opts or {}
+  if req.read_only then
+    return nil, "horcrux runs in read-only mode: nothing may change",
+      "forbidden"
+  end
+  if not req.authenticated then
+    return nil, "an exec needs the token (Authorization: Bearer ...)",
+      "unauthorized"
+  end
+  if not wants_websocket(req) then
+    return nil, "an exec's terminal needs a WebSocket upgrade",
+      "bad_request"
+  end
+  local q = req.query or {}
+  local cmd, err, kind, field = argv_of(q.cmd)
+  if not cmd then
+    return nil, err, kind, field
+  end
+  local sock
+  sock, err, kind = daemon_socket()
+  if not sock then
+    return nil, err, kind
+  end
+  local policy = opts.policy or config.policy()
+  local spec = { cmd = cmd, user = q.user, workdir = q.workdir,
+    privileged = q.privileged, timeout = 0 }
+  local info
+  info, err, kind = running(ref)
+  if not info then
+    return nil, err, kind
+  end
+  local ok
+  ok, err, kind, field = M.allowed(info, spec, policy, req)
+  if not ok then
+    return nil, err, kind, field
+  end
+  local body = create_body(spec)
+  body.AttachStdin, body.Tty = true, true
+  local x
+  x, err, kind = engine.exec_create(info.Id, body)
+  if not x then
+    return nil, err, kind
+  end
+  local c = engine.client()
+  return require("horcrux.hub").stream({ topic = "exec/" .. x.Id,
+    exec = { id = x.Id, socket = sock, api = c and c:api_version() or "" } })
 end
 
 function M.run(ref, body, opts)

@@ -10,6 +10,8 @@
 --   images.history(ref)               -> [{id, created, created_by, size,
 --                                          tags, comment}]
 --   images.pull(ref, opts)            -> {image, id, status, messages}
+--   images.pull_stream(ref, opts)     -> hub.stream of the pull's progress
+--   images.wants_stream(req)          -> whether req's Accept asks for one
 --   images.push(ref, opts)            -> {image, digest, size, status,
 --                                          messages}
 --   images.tag(ref, repo, tag, policy) -> {image, source}
@@ -28,10 +30,14 @@
 -- Progress: a plain request waits and answers every message the daemon
 -- sent ({status, id, progress} each). opts.progress(message), when given,
 -- is called with each one, in order, from the line callback the engine
--- calls per progress line (`messages` below; engine.pull's opts.line):
--- today once the reply is complete, since a route's coroutine cannot hold
--- a stream; when the streams work streams the transfer, as each line
--- comes, and a route that streams pull progress needs nothing else.
+-- calls per progress line (`messages` below; engine.pull's opts.line),
+-- once the reply is complete. A request that accepts text/event-stream or
+-- application/x-ndjson gets them as they come instead: pull_stream checks
+-- the policy and the credentials as pull does, then hands the transfer to
+-- the host's executor (horcrux.docker's c:relay), which publishes each of
+-- the daemon's lines to a topic of this request's own, and answers a
+-- hub.stream of that topic: the route returns at once and holds neither
+-- its worker nor its Lua state while the daemon pulls.
 local json = require "horcrux.json"
 local null = json.null
 local engine = require "horcrux.engine"
@@ -303,6 +309,51 @@ function M.pull(ref, opts)
     return { image = t.ref, id = type(img) == "table" and img.Id or null,
       status = last_status(t.messages), messages = t.messages }
   end)
+end
+
+--- Whether req asks for its answer as a stream (Accept: text/event-stream
+-- or application/x-ndjson).
+function M.wants_stream(req)
+  local a = req.headers.accept or ""
+  return a:find("text/event-stream", 1, true) ~= nil
+    or a:find("application/x-ndjson", 1, true) ~= nil
+end
+
+--- The pull of ref streamed: the same registry policy and credentials as
+-- pull, checked before anything reaches the daemon; then a hub.stream of
+-- topic "pull/<request id>" whose messages are the daemon's lines
+-- (`progress`), then `result` {event, image, status} or `error` {event,
+-- error = {code, message}}. opts: req (its id names the topic, its
+-- X-Registry-Auth is read), policy.
+function M.pull_stream(ref, opts)
+  opts = opts or {}
+  local p, auth, policy, field = begin("pull", ref, opts)
+  if not p then
+    return nil, auth, policy, field
+  end
+  local ok, err, kind = engine.admit()
+  if not ok then
+    return nil, err, kind
+  end
+  local c
+  c, err, kind = engine.client()
+  if not c then
+    return nil, err, kind
+  end
+  local headers
+  if auth then -- the daemon takes them in this header only (base64url)
+    headers = { "X-Registry-Auth: " .. registry.base64(json.encode(auth))
+      :gsub("%+", "-"):gsub("/", "_") }
+  end
+  local topic = "pull/" .. tostring(opts.req and opts.req.id or
+    ("%d"):format(math.random(1, 1 << 48)))
+  ok, err, kind = c:relay("POST", "/images/create", { fromImage = p.ref },
+    nil, { topic = topic, image = p.ref, headers = headers,
+      timeout = math.max((policy.cli or {}).timeout or 0, 600) })
+  if not ok then
+    return nil, err, kind
+  end
+  return require("horcrux.hub").stream({ topic = topic })
 end
 
 --- Pushes ref (:latest when it names no tag) to a registry the policy

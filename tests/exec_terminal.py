@@ -1,0 +1,62 @@
+#!/usr/bin/python3
+"""The terminal client of tests/exec_spec.lua (python3-websocket).
+
+  exec_terminal.py URL TOKEN MODE
+    MODE "echo": sends `echo hi` and `exit 5` to sh, prints JSON
+      {"out": what came back, "last": the last text message, "close": the
+      close code}
+    MODE "status": prints the HTTP status of a refused upgrade (or "open")
+    MODE "drop": opens, reads the prompt, then closes the TCP socket without
+      a close frame; prints "dropped"
+"""
+import json
+import sys
+import time
+
+import websocket
+
+url, token, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+headers = ["Authorization: Bearer " + token] if token else []
+
+if mode == "status":
+    try:
+        websocket.create_connection(url, timeout=10, header=headers)
+        print("open")
+    except websocket.WebSocketBadStatusException as e:
+        print(e.status_code)
+    sys.exit(0)
+
+ws = websocket.create_connection(url, timeout=10, header=headers)
+if mode == "drop":
+    ws.send("echo ready\n")
+    out = b""
+    deadline = time.time() + 10
+    while b"ready" not in out.replace(b"echo ready", b"") and time.time() < deadline:
+        op, data = ws.recv_data()
+        out += data
+    ws.sock.close()  # no close frame: the client is simply gone
+    print("dropped")
+    sys.exit(0)
+
+ws.send("echo hi\n")
+out, last, code = b"", None, None
+sent_exit = False
+deadline = time.time() + 15
+while time.time() < deadline:
+    try:
+        op, data = ws.recv_data(control_frame=True)
+    except websocket.WebSocketConnectionClosedException:
+        break
+    if op == websocket.ABNF.OPCODE_CLOSE:
+        code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+        break
+    if op == websocket.ABNF.OPCODE_TEXT:
+        last = json.loads(data)
+        continue
+    if op == websocket.ABNF.OPCODE_BINARY:
+        out += data
+        if b"hi\r\n" in out.replace(b"echo hi\r\n", b"") and not sent_exit:
+            ws.send_binary(b"exit 5\n")
+            sent_exit = True
+print(json.dumps({"out": out.decode("utf-8", "replace"), "last": last,
+                  "close": code}))
