@@ -9,8 +9,9 @@
  * --allow-host; a name matches with any port, a NAME:PORT only with that
  * port. An IP address (192.0.2.2, [2001:db8::1]) is always served: a page
  * that sends one as Host was loaded from that address, so no rebinding
- * is involved (the address of a server on 0.0.0.0 need not be listed). A request without Host is served only over HTTP/1.0 (which has no
- * Host); HTTP/1.1 requires exactly one (RFC 9112, 3.2).
+ * is involved (the address of a server on 0.0.0.0 need not be listed). A
+ * request without Host is served only over HTTP/1.0 (which has no Host);
+ * HTTP/1.1 requires exactly one (RFC 9112, 3.2).
  *
  * Addresses. --max-per-ip counts connections per client address, where
  * all of 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104 are one address (every
