@@ -78,6 +78,10 @@ hxd_client *hxd_check_client(lua_State *L);
 CURL *hxd_client_take(hxd_client *c);
 void hxd_client_give(hxd_client *c, CURL *easy);
 
+/* The options of every transfer to c's daemon that say where it is and
+ * how to speak to it: user agent, protocols, unix socket, TLS files. */
+CURLcode hxd_setup_where(CURL *e, const hxd_client *c);
+
 /* Sets c's version to min(daemon's, ours) from the daemon's version text
  * s[0..n) ("1.41"); returns 0, changing nothing, when it is not one. */
 int hxd_negotiate(hxd_client *c, const char *s, size_t n);

@@ -342,17 +342,8 @@ static CURLcode setup(lua_State *L, hxd_client *c, relay *r, const char *method,
   SETOPT(CURLOPT_XFERINFODATA, r);
   SETOPT(CURLOPT_TIMEOUT_MS, timeout_ms);
   SETOPT(CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
-  SETOPT(CURLOPT_USERAGENT, "horcrux");
-#if LIBCURL_VERSION_NUM >= 0x075500
-  SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
-#endif
-  if (c->sock != NULL)
-    SETOPT(CURLOPT_UNIX_SOCKET_PATH, c->sock);
-  if (c->ca != NULL) {
-    SETOPT(CURLOPT_CAINFO, c->ca);
-    SETOPT(CURLOPT_SSLCERT, c->cert);
-    SETOPT(CURLOPT_SSLKEY, c->key);
-  }
+  if (rc == CURLE_OK)
+    rc = hxd_setup_where(e, c);
   if (strcmp(method, "POST") == 0 || r->body != NULL) {
     if (strcmp(method, "POST") != 0)
       SETOPT(CURLOPT_CUSTOMREQUEST, method);

@@ -235,6 +235,11 @@ static CURLcode setup_common(hxd_request *r) {
   SETOPT(CURLOPT_TIMEOUT_MS, r->timeout_ms);
   SETOPT(CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
   SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+  return rc == CURLE_OK ? hxd_setup_where(e, c) : rc;
+}
+
+CURLcode hxd_setup_where(CURL *e, const hxd_client *c) {
+  CURLcode rc = CURLE_OK;
   SETOPT(CURLOPT_USERAGENT, "horcrux");
 #if LIBCURL_VERSION_NUM >= 0x075500
   SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
