@@ -33,8 +33,10 @@ describe("the mutating routes of images, exec, networks, volumes, stacks", funct
       exec = { containers = true },
       compose = { swarm = false, state_dir = "STATE" },
     }]]))
-    srv = ms.start({ scripts = dir })
-    ro = ms.start({ scripts = dir, args = { "--read-only" } })
+    -- the set-up deploys a stack (the compose tool, the daemon's creates):
+    -- the deadline the README tells operators to raise for stacks
+    srv = ms.start({ scripts = dir, args = { "--deadline", "60" } })
+    ro = ms.start({ scripts = dir, args = { "--read-only", "--deadline", "60" } })
     image = support.unique_name("guard") .. ":v1"
     local r = docker({ "build", "-q", "-t", image, "-" }, ("FROM %s\nLABEL %s=%s\n")
       :format(support.image, support.label, support.label_value))
