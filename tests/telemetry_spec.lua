@@ -195,7 +195,7 @@ return {
       return value(t, series:format(family, hook,
         outcome and (',outcome="' .. outcome .. '"') or "")) or -1
     end
-    text = wait_until("create and start delivered, refused, pending", 15, function()
+    text = wait_until("create and start delivered, refused, pending", 30, function()
       local t = scrape(srv)
       return v(t, "deliveries_total", "ok", "delivered") >= 2
         and v(t, "deliveries_total", "refused", "dropped") >= 2
