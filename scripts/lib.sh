@@ -71,8 +71,8 @@ hx_run_exit_hooks_now() {
 hx_missing_packages() {
   local p
   for p in "$@"; do
-    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null |
-      grep -q '^install ok installed$' || printf '%s\n' "$p"
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] ||
+      printf '%s\n' "$p"
   done
 }
 
@@ -276,7 +276,7 @@ hx_remove_labelled() {
 HX_TEST_IMAGE=horcrux-test:busybox
 hx_build_test_image() {
   local ctx=$1/image
-  readelf -l /bin/busybox 2>/dev/null | grep -q 'program interpreter' &&
+  [[ $(readelf -l /bin/busybox 2>/dev/null) == *"program interpreter"* ]] &&
     hx_die "/bin/busybox is dynamically linked; install busybox-static"
   mkdir -p "$ctx"
   cp "$HX_ROOT/tests/image/Dockerfile" "$ctx/Dockerfile"
