@@ -9,31 +9,9 @@ local clock = require "horcrux.clock"
 local hub = require "horcrux.hub"
 
 local PY = "/usr/bin/python3"
-local CLIENT = "tests/stream_client.py"
 
--- A client in the background: its JSON lines go to a file.
-local function client(mode, url, seconds, headers)
-  local path = os.tmpname()
-  local argv = { PY, CLIENT, mode, url, tostring(seconds) }
-  for _, h in ipairs(headers or {}) do
-    argv[#argv + 1] = h
-  end
-  local p = assert(proc.spawn(argv, { stdout = path, stderr = path }))
-  return { proc = p, path = path }
-end
-
--- Its messages so far (waits for it to end when wait is set).
-local function lines(c, wait)
-  if wait then
-    c.proc:wait(30)
-  end
-  local out = {}
-  for line in http.read_file(c.path):gmatch("[^\n]+") do
-    local ok, v = pcall(json.decode, line)
-    out[#out + 1] = ok and v or { raw = line }
-  end
-  return out
-end
+local ss = require "stream_support"
+local client, lines = ss.client, ss.lines
 
 local function until_true(seconds, f)
   local deadline = clock.mono_ns() + seconds * 1e9
