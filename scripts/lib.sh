@@ -260,14 +260,16 @@ hx_dockerd_stop() {
 # carries LABEL (key=value), with its anonymous volumes.
 hx_remove_labelled() {
   local ids
-  ids=$(docker ps -aq --filter "label=$1" 2>/dev/null) || {
+  ids=$(timeout 60 docker ps -aq --filter "label=$1" 2>/dev/null) || {
     hx_log "could not list containers labelled $1"
     return 1
   }
   [ -n "$ids" ] || return 0
   hx_log "removing containers labelled $1: ${ids//$'\n'/ }"
   # shellcheck disable=SC2086 # one id per word
-  docker rm -f -v $ids >/dev/null
+  # bounded: an exit hook must end (a container the engine cannot kill
+  # would otherwise hold the whole run)
+  timeout 120 docker rm -f -v $ids >/dev/null
 }
 
 # The image that test and bench containers run: tests/image/Dockerfile with
@@ -327,4 +329,18 @@ hx_stop_pid() {
     kill -KILL "$pid" 2>/dev/null
   fi
   wait "$pid" 2>/dev/null || true
+}
+
+# hx_stop_sessions PID...: stops the sessions these leaders started (TERM,
+# then KILL a second later) and reaps the leaders, and only them: a bare
+# `wait` would also wait for our other children, such as the dockerd that
+# hx_docker_ensure started and a later hook stops. That hung a CI run of
+# scripts/test until the run's time ran out.
+hx_stop_sessions() {
+  local p
+  [ "$#" -gt 0 ] || return 0
+  for p in "$@"; do pkill -TERM -s "$p" 2>/dev/null; done
+  sleep 1
+  for p in "$@"; do pkill -KILL -s "$p" 2>/dev/null; done
+  wait "$@" 2>/dev/null || true
 }

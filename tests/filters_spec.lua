@@ -370,7 +370,7 @@ describe("filters over HTTP", function()
     -- created c, which no cgroup list can hold whatever the filter), so
     -- only the filter keeps it out of status=running
     local docker = support.docker()
-    assert.are.equal(204, (docker:request("POST", "/containers/" .. ids.b .. "/pause")))
+    assert.are.equal(204, (support.pause(ids.b)))
     local down = ms.start({ env = { ms.DEAD_DOCKER } })
     finally(function()
       docker:request("POST", "/containers/" .. ids.b .. "/unpause")

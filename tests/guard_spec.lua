@@ -64,7 +64,7 @@ describe("the guard around the management routes", function()
     c.run = ms.create(srv, { labels = { [PROJECT] = stack, [SERVICE] = "app" }, start = true })
     c.stopped = ms.create(srv, { labels = { [PROJECT] = stack, [SERVICE] = "db" } })
     c.paused = ms.create(srv, { start = true })
-    local st = support.docker():request("POST", "/containers/" .. c.paused .. "/pause")
+    local st = support.pause(c.paused)
     assert(st == 204, "pause: " .. tostring(st))
     id = c.run
     before = {}

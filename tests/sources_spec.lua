@@ -236,7 +236,7 @@ describe("sources on the real engine", function()
         -- no name without the daemon's word; the item says where it came from
         assert.same({ id = idle:sub(1, 12), name = null, status = "running",
           image = null, source = "cgroup" }, mine[idle:sub(1, 12)])
-        assert.equal(204, (c:request("POST", "/containers/" .. busy .. "/pause")))
+        assert.equal(204, (support.pause(busy)))
         finally(function()
           c:request("POST", "/containers/" .. busy .. "/unpause")
         end)

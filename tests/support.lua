@@ -114,6 +114,23 @@ function support.run_container(opts)
   return id, name
 end
 
+--- Pauses a running container; returns the daemon's status (204) and body.
+-- runc's cgroup v1 freezer gives up now and then on a busy container when
+-- the host is loaded (500, "unable to freeze"), and thaws it again: the
+-- pause is asked up to three times, half a second apart, as a user would.
+function support.pause(id)
+  local c = support.docker()
+  local status, body
+  for _ = 1, 3 do
+    status, body = c:request("POST", "/containers/" .. id .. "/pause")
+    if status ~= 500 then break end
+    io.stderr:write("pause ", id:sub(1, 12), ": ", tostring(status), " ",
+      type(body) == "table" and tostring(body.message) or tostring(body), "; again\n")
+    require("horcrux.clock").sleep(0.5)
+  end
+  return status, body
+end
+
 --- Removes a container (running or not) and its anonymous volumes; a
 -- container that is already gone is fine.
 function support.remove(id)

@@ -152,7 +152,7 @@ describe("view.sample on the real engine #docker", function()
     assert.equal(1, s.sampled)
     local fds = s.fds
     assert.is_true(fds >= 9, fds)
-    assert.equal(204, (c:request("POST", "/containers/" .. id .. "/pause")))
+    assert.equal(204, (support.pause(id)))
     s = view.sample()
     assert.same({ id }, s.paused)
     assert.equal(0, s.sampled)
