@@ -134,12 +134,19 @@ describe("streams", function()
         end
       end
     end
-    local busy = busy_in(got_s[#got_s])
-    assert.truthy(busy, "the busy container is in the stats array")
+    -- the stream's rounds after the first (whose window began before c0)
+    -- cover the kernel's window: their mean is the figure to compare (the
+    -- last round alone is half a second of a loop that gets what is left)
+    local sum, n = 0, 0
+    for i = 2, #got_s do
+      local busy = busy_in(got_s[i])
+      assert.truthy(busy, "the busy container is in the stats array")
+      sum, n = sum + busy.cpu_usage_percent, n + 1
+    end
     assert.is_true(kernel > 0, "the kernel counted no CPU time")
-    assert.is_true(math.abs(busy.cpu_usage_percent - kernel) <= 10 + 0.15 * kernel,
-      ("busy loop: %.1f %% in the stream, the kernel %.1f %% over it"):format(
-        busy.cpu_usage_percent, kernel))
+    assert.is_true(math.abs(sum / n - kernel) <= 10 + 0.15 * kernel,
+      ("busy loop: %.1f %% in the stream (mean of %d rounds), the kernel %.1f %% over it"):format(
+        sum / n, n, kernel))
     local rec = json.decode(got_one[#got_one].data)
     assert.are.equal(id, rec.id)
     assert.are.equal("[", got_w[#got_w].data:sub(1, 1))
