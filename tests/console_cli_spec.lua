@@ -1,6 +1,9 @@
 -- horcrux stats (live) and horcrux events against the real engine: the
 -- commands run as children, their output read as a user's pipe or terminal
 -- gets it.
+-- scripts/test: serial (horcrux stats, docker stats and the kernel each see
+-- a busy loop over a different second: beside three other slots' loops on
+-- two cores the three disagreed by 15 points in a CI run)
 local support = require "support"
 local http = require "http"
 local proc = require "horcrux.proc"
