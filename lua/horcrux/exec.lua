@@ -345,6 +345,21 @@ M.TERMINAL_QUERY = {
 }
 
 -- ?cmd=sh or ?cmd=["sh","-l"] (a JSON array of strings) -> the argv.
+-- The running container ref names, if the policy lets spec run in it:
+-- its inspect | nil, message, kind [, field].
+local function target(ref, spec, policy, req)
+  local info, err, kind = running(ref)
+  if not info then
+    return nil, err, kind
+  end
+  local ok, field
+  ok, err, kind, field = M.allowed(info, spec, policy, req)
+  if not ok then
+    return nil, err, kind, field
+  end
+  return info
+end
+
 local function argv_of(text)
   if text == nil or text == "" then
     return nil, "cmd: name a program (?cmd=sh, or a JSON array)",
@@ -418,13 +433,8 @@ function M.terminal(ref, req, opts)
   local spec = { cmd = cmd, user = q.user, workdir = q.workdir,
     privileged = q.privileged, timeout = 0 }
   local info
-  info, err, kind = running(ref)
+  info, err, kind, field = target(ref, spec, policy, req)
   if not info then
-    return nil, err, kind
-  end
-  local ok
-  ok, err, kind, field = M.allowed(info, spec, policy, req)
-  if not ok then
     return nil, err, kind, field
   end
   local body = create_body(spec)
@@ -448,13 +458,8 @@ function M.run(ref, body, opts)
     return nil, err, kind, field
   end
   local info
-  info, err, kind = running(ref)
+  info, err, kind, field = target(ref, spec, policy, opts.req)
   if not info then
-    return nil, err, kind
-  end
-  local ok
-  ok, err, kind, field = M.allowed(info, spec, policy, opts.req)
-  if not ok then
     return nil, err, kind, field
   end
   local t = budget(spec.timeout)

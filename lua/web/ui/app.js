@@ -536,6 +536,23 @@
     }
   }
 
+  // The figure cells of a container's row and of a stack's row, in the
+  // table's column order: status, CPU, memory, memory %, network, block
+  // I/O, PIDs and the sparkline. td(className) appends a cell to the row.
+  function figureCells(r, td) {
+    r.status = td("status");
+    r.cpu = td("num cpu");
+    r.mem = td("num mem");
+    r.memp = td("num memp");
+    r.net = td("num net");
+    r.block = td("num block");
+    r.pids = td("num pids");
+    r.spark = document.createElement("canvas");
+    r.spark.width = 120;
+    r.spark.height = 24;
+    td("spark").append(r.spark);
+  }
+
   function makeRow(id) {
     const tr = document.createElement("tr");
     tr.dataset.id = id;
@@ -553,17 +570,7 @@
     row.name.className = "link";
     row.name.addEventListener("click", () => select(id));
     nameCell.append(row.name);
-    row.status = td("status");
-    row.cpu = td("num cpu");
-    row.mem = td("num mem");
-    row.memp = td("num memp");
-    row.net = td("num net");
-    row.block = td("num block");
-    row.pids = td("num pids");
-    row.spark = document.createElement("canvas");
-    row.spark.width = 120;
-    row.spark.height = 24;
-    td("spark").append(row.spark);
+    figureCells(row, td);
     row.actions = actionButtons(id);
     row.actions.hidden = state.readOnly;
     td("actions-cell").append(row.actions);
@@ -631,17 +638,7 @@
     });
     const first = td("stack-name", 2);
     first.append(g.toggle);
-    g.status = td("status");
-    g.cpu = td("num cpu");
-    g.mem = td("num mem");
-    td("num memp");
-    g.net = td("num net");
-    g.block = td("num block");
-    g.pids = td("num pids");
-    g.spark = document.createElement("canvas");
-    g.spark.width = 120;
-    g.spark.height = 24;
-    td("spark").append(g.spark);
+    figureCells(g, td);
     td("actions-cell");
     state.groupRows.set(name, g);
     return g;
