@@ -1,7 +1,7 @@
 /*
  * docker_relay.c - c:relay(method, path, query, body, opts): a daemon reply
- * of JSON lines (a pull's progress) published as it comes, line by line,
- * to a hub topic, by the host's executor thread. The route that starts it
+ * of JSON lines (a pull's or a push's progress) published as it comes, line by
+ * line, to a hub topic, by the host's executor thread. The route that starts it
  * returns hub.stream{topic = opts.topic} and lets go of its worker and its
  * Lua state: the connection becomes the topic's subscriber (core/stream.c)
  * and nothing else of the request is held while the daemon works.
@@ -12,13 +12,16 @@
  *             and / . _ - : @ only
  *     query   {key = string} (escaped here), or nil
  *     body    a string (JSON), or nil
- *     opts    topic (required), image (named in the result), timeout
- *             (seconds, 600), headers ({"Name: value", ...}: never
- *             logged, freed with the transfer)
+ *     opts    topic (required), image (named in the result), op ("pull",
+ *             the default, or "push": the word of a streamed error's
+ *             message), timeout (seconds, 600), headers ({"Name: value",
+ *             ...}: never logged, freed with the transfer)
  *
  * What the topic gets: each line of the reply as it is (`progress`); then
  * one final message, after which its subscribers end:
- *   `result`  {"event":"result","image":...,"status":<the last status>}
+ *   `result`  {"event":"result","image":...,"status":<the last status>},
+ *             with "digest" and "size" when the daemon sent an aux record
+ *             (a push's {"aux":{"Tag","Digest","Size"}})
  *   `error`   {"event":"error","error":{"code":KIND,"message":...}}: a
  *             non-2xx reply (the daemon's message), an error the daemon
  *             streamed after its 200 ({"error": ...} lines), a failed
@@ -87,6 +90,9 @@ typedef struct relay {
   char curl_err[CURL_ERROR_SIZE];
   char image[512];
   char topic[HX_TOPIC_MAX];
+  char op[8];       /* "pull" or "push" */
+  char digest[160]; /* the aux record's Digest, "" when none came */
+  double size;      /* its Size, < 0 when none */
 } relay;
 
 static long long mono_ms(void) { return hx_mono_ns() / 1000000; }
@@ -161,7 +167,7 @@ static void finish_relay(relay *r, CURLcode rc) {
     snprintf(msg, sizeof msg, "docker: %s", dm);
     publish_error(r, hxd_status_kind(r->status, dm), msg);
   } else if (r->failed[0] != '\0') {
-    snprintf(msg, sizeof msg, "pull %s: %s", r->image, r->failed);
+    snprintf(msg, sizeof msg, "%s %s: %s", r->op, r->image, r->failed);
     publish_error(r, streamed_kind(r->failed), msg);
   } else {
     cJSON *o = cJSON_CreateObject();
@@ -171,18 +177,29 @@ static void finish_relay(relay *r, CURLcode rc) {
       cJSON_AddStringToObject(o, "status", r->last_status);
     else
       cJSON_AddNullToObject(o, "status");
+    if (r->digest[0] != '\0')
+      cJSON_AddStringToObject(o, "digest", r->digest);
+    if (r->size >= 0)
+      cJSON_AddNumberToObject(o, "size", r->size);
     publish_json(r, "result", o);
   }
 }
 
 /* ---- the transfer (executor thread) ------------------------------------ */
 
-/* Keeps what the result needs from one line: its status, or the first
- * error. */
+/* Keeps what the result needs from one line: its status, the first
+ * error, a push's aux record. */
 static void note_line(relay *r, const char *p, size_t n) {
   cJSON *o = cJSON_ParseWithLength(p, n);
   const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "status");
   const cJSON *err = cJSON_GetObjectItemCaseSensitive(o, "error");
+  const cJSON *aux = cJSON_GetObjectItemCaseSensitive(o, "aux");
+  const cJSON *digest = cJSON_GetObjectItemCaseSensitive(aux, "Digest");
+  const cJSON *size = cJSON_GetObjectItemCaseSensitive(aux, "Size");
+  if (cJSON_IsString(digest))
+    snprintf(r->digest, sizeof r->digest, "%s", digest->valuestring);
+  if (cJSON_IsNumber(size) && size->valuedouble >= 0)
+    r->size = size->valuedouble;
   if (cJSON_IsString(st))
     snprintf(r->last_status, sizeof r->last_status, "%s", st->valuestring);
   if (cJSON_IsString(err) && r->failed[0] == '\0')
@@ -394,10 +411,13 @@ int hxd_relay(lua_State *L) {
   luaL_checktype(L, 6, LUA_TTABLE);
   const char *topic = hx_opt_string(L, 6, "topic", NULL);
   const char *image = hx_opt_string(L, 6, "image", "");
+  const char *op = hx_opt_string(L, 6, "op", "pull");
   lua_Number timeout = hx_opt_number(L, 6, "timeout", DEFAULT_TIMEOUT_S);
   luaL_argcheck(L, topic != NULL && topic[0] && strlen(topic) < HX_TOPIC_MAX, 6,
                 "topic: a name of 1-255 bytes");
   luaL_argcheck(L, timeout > 0 && timeout <= 86400, 6, "timeout: seconds");
+  luaL_argcheck(L, strcmp(op, "pull") == 0 || strcmp(op, "push") == 0, 6,
+                "op: \"pull\" or \"push\"");
   if (!valid_path(path))
     return hx_fail(L, HX_BAD_REQUEST, "relay: %s is not an API path", path);
   if (&hx_executor_host == NULL || hx_executor_host == NULL ||
@@ -410,6 +430,8 @@ int hxd_relay(lua_State *L) {
     return hx_fail(L, HX_LIMIT, "relay: out of memory");
   snprintf(r->topic, sizeof r->topic, "%s", topic);
   snprintf(r->image, sizeof r->image, "%s", image);
+  snprintf(r->op, sizeof r->op, "%s", op);
+  r->size = -1;
   r->ex = hx_executor_host;
   r->body = body != NULL ? strdup(body) : NULL;
   r->easy = curl_easy_init();

@@ -274,9 +274,13 @@ route("POST", "/api/images/*ref/tag", { query = {} }, function(req)
 end)
 
 -- -> {"image", "digest", "size", "status", "messages"}, to a registry
--- policy.lua allows (images.push).
+-- policy.lua allows (images.push); streamed as a pull is with Accept:
+-- text/event-stream (or application/x-ndjson).
 route("POST", "/api/images/*ref/push", { query = {} }, function(req)
   check(input.no_body(req))
+  if images.wants_stream(req) then
+    return (check(images.push_stream(req.params.ref, { req = req })))
+  end
   return 200, (check(images.push(req.params.ref, { req = req })))
 end)
 

@@ -213,6 +213,29 @@ describe("images against the real engine and a real registry", function()
     assert.are.equal(200, r.status, r.body)
     assert.truthy(r.json.digest:match("^sha256:%x+$"), r.body)
     assert.is_true(has(r.json.messages, "Pushed"), r.body)
+    local digest = r.json.digest
+
+    -- the push streamed: a second tag of the same image, its progress as
+    -- SSE events, then the result with the registry's digest (the same
+    -- manifest, so the plain push's digest) and size
+    r = call(srv, "POST", "/api/images/" .. source .. "/tag",
+      { repo = remote, tag = "v2" })
+    assert.are.equal(201, r.status, r.body)
+    local pushed = sse_events(call(srv, "POST", "/api/images/" .. remote
+      .. ":v2/push", nil, { headers = { Accept = "text/event-stream" } }))
+    local fin = pushed[#pushed]
+    assert.are.equal("result", fin.event, json.encode(fin.data))
+    assert.are.equal(remote .. ":v2", fin.data.image)
+    assert.are.equal(digest, fin.data.digest)
+    assert.is_true(fin.data.size > 0, json.encode(fin.data))
+    local said = {}
+    for i = 1, #pushed - 1 do
+      assert.are.equal("progress", pushed[i].event)
+      said[#said + 1] = pushed[i].data
+    end
+    assert.is_true(has(said, "Layer already exists") or has(said, "Pushed"),
+      json.encode(said))
+    docker({ "rmi", remote .. ":v2" })
 
     -- both names gone: the image itself is deleted, its own layer too
     r = call(srv, "DELETE", "/api/images/" .. remote .. ":v1")

@@ -11,6 +11,7 @@
 --                                          tags, comment}]
 --   images.pull(ref, opts)            -> {image, id, status, messages}
 --   images.pull_stream(ref, opts)     -> hub.stream of the pull's progress
+--   images.push_stream(ref, opts)     -> hub.stream of the push's progress
 --   images.wants_stream(req)          -> whether req's Accept asks for one
 --   images.push(ref, opts)            -> {image, digest, size, status,
 --                                          messages}
@@ -319,15 +320,14 @@ function M.wants_stream(req)
     or a:find("application/x-ndjson", 1, true) ~= nil
 end
 
---- The pull of ref streamed: the same registry policy and credentials as
--- pull, checked before anything reaches the daemon; then a hub.stream of
--- topic "pull/<request id>" whose messages are the daemon's lines
--- (`progress`), then `result` {event, image, status} or `error` {event,
--- error = {code, message}}. opts: req (its id names the topic, its
--- X-Registry-Auth is read), policy.
-function M.pull_stream(ref, opts)
+-- A pull or a push of ref streamed: the same registry policy and
+-- credentials as the plain one, checked before anything reaches the daemon;
+-- then a hub.stream of topic "<op>/<request id>" whose messages are the
+-- daemon's lines (`progress`), then `result` {event, image, status [,
+-- digest, size]} or `error` {event, error = {code, message}}.
+local function stream(op, ref, opts)
   opts = opts or {}
-  local p, auth, policy, field = begin("pull", ref, opts)
+  local p, auth, policy, field = begin(op, ref, opts)
   if not p then
     return nil, auth, policy, field
   end
@@ -340,20 +340,38 @@ function M.pull_stream(ref, opts)
   if not c then
     return nil, err, kind
   end
-  local headers
-  if auth then -- the daemon takes them in this header only (base64url)
-    headers = { "X-Registry-Auth: " .. registry.base64(json.encode(auth))
-      :gsub("%+", "-"):gsub("/", "_") }
+  local path, query, body, headers
+  if op == "push" then
+    -- the credentials in the body, as engine.push sends them ({}: none)
+    path, body = "/images/" .. p.ref .. "/push", json.encode(auth or {})
+  else
+    path, query = "/images/create", { fromImage = p.ref }
+    if auth then -- a pull takes them in this header only (base64url)
+      headers = { "X-Registry-Auth: " .. registry.base64(json.encode(auth))
+        :gsub("%+", "-"):gsub("/", "_") }
+    end
   end
-  local topic = "pull/" .. tostring(opts.req and opts.req.id or
+  local topic = op .. "/" .. tostring(opts.req and opts.req.id or
     ("%d"):format(math.random(1, 1 << 48)))
-  ok, err, kind = c:relay("POST", "/images/create", { fromImage = p.ref },
-    nil, { topic = topic, image = p.ref, headers = headers,
-      timeout = math.max((policy.cli or {}).timeout or 0, 600) })
+  ok, err, kind = c:relay("POST", path, query, body, { topic = topic,
+    image = p.ref, op = op, headers = headers,
+    timeout = math.max((policy.cli or {}).timeout or 0, 600) })
   if not ok then
     return nil, err, kind
   end
   return require("horcrux.hub").stream({ topic = topic })
+end
+
+--- The pull of ref streamed (see stream above). opts: req (its id names
+-- the topic, its X-Registry-Auth is read), policy.
+function M.pull_stream(ref, opts)
+  return stream("pull", ref, opts)
+end
+
+--- The push of ref streamed, as pull_stream; its result carries the
+-- digest and size the registry gave.
+function M.push_stream(ref, opts)
+  return stream("push", ref, opts)
 end
 
 --- Pushes ref (:latest when it names no tag) to a registry the policy
