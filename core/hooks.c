@@ -22,6 +22,13 @@
  *       multi), no redirect followed, http and https only
  *   hooks.hmac_sha256(key, data) -> lower-case hex
  *   hooks.set_status(text), hooks.status() -> text | nil
+ *   hooks.bounded(budget, fn, ...) -> true, fn's results | false, message
+ *       fn called with the arguments in a coroutine of its own, stopped
+ *       after `budget` Lua instructions (1 to 2^31-1) as a route is: from
+ *       then on every instruction of it raises, so a pcall inside cannot
+ *       go on; a yield is an error too. For an operator's filter,
+ *       transform and alert test on the hooks thread, where a loop that
+ *       never ends would hold every delivery.
  *
  * The feed and the status are process-wide: the collector's thread feeds,
  * the hooks thread takes and sets the status, every worker's state reads
@@ -36,6 +43,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <limits.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <pthread.h>
@@ -542,6 +550,44 @@ static int l_hmac(lua_State *L) {
   return 1;
 }
 
+/* ---- bounded calls ------------------------------------------------------ */
+
+static void over_budget(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  /* every instruction raises from now on: a pcall that catches the first
+   * error cannot go on looping */
+  lua_sethook(L, over_budget, LUA_MASKCOUNT, 1);
+  luaL_error(L, "instruction budget exceeded");
+}
+
+static int l_bounded(lua_State *L) {
+  lua_Integer budget = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, budget > 0 && budget <= INT_MAX, 1,
+                "1 to 2^31-1 instructions");
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  int nargs = lua_gettop(L) - 2;
+  lua_State *co = lua_newthread(L);
+  lua_insert(L, 1);            /* the thread below the rest: kept from the GC */
+  lua_xmove(L, co, nargs + 1); /* fn and its arguments */
+  lua_sethook(co, over_budget, LUA_MASKCOUNT, (int)budget);
+  int nres = 0;
+  int rc = lua_resume(co, L, nargs, &nres);
+  if (rc == LUA_OK) {
+    luaL_checkstack(L, nres + 1, "hooks.bounded: too many results");
+    lua_pushboolean(L, 1);
+    lua_xmove(co, L, nres);
+    return nres + 1;
+  }
+  lua_pushboolean(L, 0);
+  if (rc == LUA_YIELD)
+    lua_pushliteral(L, "a yield outside a coroutine of its own");
+  else if (lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER)
+    lua_pushstring(L, lua_tostring(co, -1));
+  else
+    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(co, -1));
+  return 2;
+}
+
 static const luaL_Reg queue_methods[] = {
     {"append", q_append}, {"sync", q_sync},       {"head", q_head},
     {"ack", q_ack},       {"pending", q_pending}, {"close", q_close},
@@ -558,6 +604,7 @@ static const luaL_Reg funcs[] = {{"attach", l_attach},
                                  {"open", l_open},
                                  {"post", l_post},
                                  {"hmac_sha256", l_hmac},
+                                 {"bounded", l_bounded},
                                  {NULL, NULL}};
 
 HX_EXPORT int luaopen_horcrux_hooks(lua_State *L) {

@@ -179,6 +179,50 @@ describe("hooks.lua", function()
   end)
 end)
 
+describe("horcrux.hooks.bounded", function()
+  local hooks = require "horcrux.hooks"
+
+  it("returns what the function returns, or false and its error", function()
+    assert.are.same({ true, 3, "x" }, { hooks.bounded(1000, function(a, b)
+      return a + b, "x"
+    end, 1, 2) })
+    local ok, msg = hooks.bounded(1000, function() error("boom") end)
+    assert.is_false(ok)
+    assert.matches("boom$", msg)
+    ok, msg = hooks.bounded(1000, function() error({}) end)
+    assert.are.same({ false, "(error object is a table value)" }, { ok, msg })
+    ok, msg = hooks.bounded(1000, coroutine.yield)
+    assert.is_false(ok)
+    assert.matches("yield", msg)
+    assert.has_error(function() hooks.bounded(0, print) end)
+  end)
+
+  it("stops a loop after the budget, even one that catches the error", function()
+    local ok, msg = hooks.bounded(100000, function()
+      while true do end
+    end)
+    assert.is_false(ok)
+    assert.matches("instruction budget exceeded", msg)
+    local tries = 0
+    ok, msg = hooks.bounded(100000, function()
+      for _ = 1, 1000 do
+        tries = tries + 1
+        pcall(function() while true do end end)
+      end
+      return "escaped"
+    end)
+    assert.is_false(ok)
+    assert.matches("instruction budget exceeded", msg)
+    assert.are.equal(1, tries) -- the loop around pcall stops at once
+    -- within the budget: the same work runs to its end
+    assert.are.same({ true, 5000050000 }, { hooks.bounded(10000000, function()
+      local n = 0
+      for i = 1, 100000 do n = n + i end
+      return n
+    end) })
+  end)
+end)
+
 describe("the queue on disk", function()
   it("keeps what is not acked across a reopen, with the same ids, and drops the oldest when full", function()
     local dir = tmpdir() .. "/q"
@@ -242,8 +286,16 @@ describe("webhooks against the engine", function()
     local port, log, run = free_port(), os.tmpname(), support.unique_name("sig")
     local rcv = receiver(port, log)
     cleanup[#cleanup + 1] = function() stop(rcv) end
+    -- a second hook whose filter never returns, even catching its error:
+    -- stopped by the budget at each event, while the first one delivers
+    local runaway = [[
+  { url = "http://127.0.0.1:9/never", name = "runaway",
+    filter = function()
+      while true do pcall(function() while true do end end) end
+    end },
+]]
     local dir = http.scripts_dir({ ["hooks.lua"] = hooks_lua(
-      ("http://user:pw@127.0.0.1:%d/in?token=t"):format(port), run) })
+      ("http://user:pw@127.0.0.1:%d/in?token=t"):format(port), run, runaway) })
     local srv = start_server(dir, tmpdir())
     cleanup[#cleanup + 1] = function() srv:stop() end
     local id = run_container(run)
@@ -275,6 +327,12 @@ describe("webhooks against the engine", function()
     assert.is_true(h.signed)
     assert.truthy(h.delivered >= #got)
     assert.are.equal(0, h.pending)
+    local r = hook_status(srv, 2)
+    assert.are.equal("runaway", r.name)
+    assert.is_true(r.errors >= #got, r.errors)
+    assert.truthy(r.last_error:find("instruction budget exceeded", 1, true),
+      r.last_error)
+    assert.are.equal(0, r.delivered)
   end)
 
   it("holds what a receiver that is down misses, and delivers every event in order when it is back", function()

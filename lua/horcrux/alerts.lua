@@ -39,6 +39,8 @@
 -- fingerprint}.
 local json = require "horcrux.json"
 local time = require "horcrux.time"
+local hooks = require "horcrux.hooks"
+local BUDGET = require("horcrux.hooks_check").BUDGET
 
 local M = {}
 
@@ -158,7 +160,7 @@ local function applies(rule, meta)
     end
   end
   if rule.match then
-    local ok, yes = pcall(rule.match, meta)
+    local ok, yes = hooks.bounded(BUDGET, rule.match, meta)
     return ok and yes and true or false
   end
   return true
@@ -204,7 +206,7 @@ local function fire(st, rule, id, meta, value, now, out)
   a = { type = "alert", status = "firing", alert = rule.name, id = id,
     name = name, value = value, labels = labels,
     annotations = { summary = summary(rule, name, value) },
-    starts_at = time.format(now), fingerprint = require("horcrux.hooks")
+    starts_at = time.format(now), fingerprint = hooks
       .hmac_sha256("horcrux-alert", key):sub(1, 16),
     order = st.order }
   st.active[key] = a
@@ -243,7 +245,7 @@ local function test(rule, rec, meta)
     local v = rec.memory_percent
     return type(v) == "number" and v > rule.memory_above, v
   end
-  local ok, yes, value = pcall(rule.when, rec, meta)
+  local ok, yes, value = hooks.bounded(BUDGET, rule.when, rec, meta)
   return ok and yes and true or false, value
 end
 

@@ -28,6 +28,11 @@ local M = {}
 
 local MAX_HOOKS = 64 -- delivered at once: horcrux.hooks.post's limit
 
+-- Lua instructions a filter, a transform or an alert's `when`/`match` may
+-- run per call (horcrux.hooks.bounded): a few hundred is usual; a loop
+-- that never ends is stopped there instead of holding every delivery.
+M.BUDGET = 1000000
+
 local KNOWN = {
   url = "string", secret = "string", filter = "function",
   transform = "function", format = "string", name = "string",

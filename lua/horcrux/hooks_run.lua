@@ -30,6 +30,7 @@
 -- counts go to GET /metrics with it, and each delivered, failed or dropped
 -- delivery as it happens (horcrux.prometheus: the registry is process-wide).
 local hooks = require "horcrux.hooks"
+local hooks_check = require "horcrux.hooks_check"
 local alerts = require "horcrux.alerts"
 local json = require "horcrux.json"
 local clock = require "horcrux.clock"
@@ -99,7 +100,7 @@ local function body_for(h, ev)
   end
   local e = deep_copy(ev)
   if h.filter then
-    local ok, yes = pcall(h.filter, e)
+    local ok, yes = hooks.bounded(hooks_check.BUDGET, h.filter, e)
     if not ok then
       return nil, "filter: " .. tostring(yes)
     end
@@ -112,7 +113,7 @@ local function body_for(h, ev)
     out = M.alertmanager(h, e)
   end
   if h.transform then
-    local ok, t = pcall(h.transform, out)
+    local ok, t = hooks.bounded(hooks_check.BUDGET, h.transform, out)
     if not ok then
       return nil, "transform: " .. tostring(t)
     end
