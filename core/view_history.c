@@ -2,10 +2,10 @@
  * view_history.c - each container's history in the live view: a ring of
  * points, one a collector round, and the answer of view.history().
  *
- * A point is 64 bytes: the wall clock, CPU %, the working set, pids and the
- * four I/O counters (rates are worked out when asked, from the counters, so
- * a missed round costs no accuracy). The default 15 minutes at 1 s is 900
- * points, 57,600 bytes a container.
+ * A point holds the wall clock, CPU %, the working set, pids and the four
+ * I/O counters (rates are worked out when asked, from the counters, so a
+ * missed round costs no accuracy), in 36 bytes (hslot below). The default
+ * 15 minutes at 1 s is 900 points, 32,400 bytes a container.
  *
  * view.history(id, {window =, step =, points =}) buckets the points of the
  * last `window` ns into buckets of `step` ns ending now: a gauge (CPU %,
@@ -26,9 +26,31 @@
 #include <string.h>
 #include <time.h>
 
+/* A point as the ring keeps it: 36 bytes, not view_point's 64. The time
+ * is milliseconds after the ring's base; the working set is exact (two
+ * halves); pids share a word with the HP_* bits; each I/O counter is kept
+ * as its change since the point before that had it, and the ring keeps
+ * the newest value of each, so the points are rebuilt from the newest
+ * back (a float's 24 bits make a change of up to 16 MB a round exact, a
+ * larger one exact to 1 part in 16 million: rates, the only use of the
+ * counters, are unchanged to that precision). */
+typedef struct hslot {
+  uint32_t dt_ms; /* after the ring's base */
+  float pct;
+  uint32_t mem_lo, mem_hi;
+  uint32_t pids_have; /* pids << HP_BITS | have */
+  float d[4];         /* rx, tx, rd, wr: the change */
+} hslot;
+
+#define HP_BITS 5
+#define PIDS_MAX ((uint32_t)UINT32_MAX >> HP_BITS)
+#define DT_MAX ((int64_t)UINT32_MAX)
+
 struct view_ring {
   size_t cap, n, head; /* head: the slot the next point goes to */
-  view_point p[];
+  int64_t base_ms;     /* the wall clock of dt_ms 0 */
+  uint64_t last[4];    /* the newest value of each counter (0: never) */
+  hslot p[];
 };
 
 /* Process-wide like the view: set by the collector, read by every put. */
@@ -48,10 +70,10 @@ view_ring *view_ring_new(void) {
   view_ring *r;
   if (cap == 0)
     return NULL;
-  r = malloc(sizeof *r + cap * sizeof(view_point));
+  r = malloc(sizeof *r + cap * sizeof(hslot));
   if (r) {
+    memset(r, 0, sizeof *r);
     r->cap = cap;
-    r->n = r->head = 0;
   }
   return r;
 }
@@ -62,20 +84,94 @@ int view_ring_fits(const view_ring *r) {
 }
 
 size_t view_ring_bytes(const view_ring *r) {
-  return r ? sizeof *r + r->cap * sizeof(view_point) : 0;
+  return r ? sizeof *r + r->cap * sizeof(hslot) : 0;
 }
 
 size_t view_ring_len(const view_ring *r) { return r ? r->n : 0; }
 
-static const view_point *nth(const view_ring *r, size_t i) {
-  return &r->p[(r->head + r->cap - r->n + i) % r->cap];
+static hslot *nth(const view_ring *r, size_t i) {
+  return (hslot *)&r->p[(r->head + r->cap - r->n + i) % r->cap];
+}
+
+static const unsigned ctr_bit[4] = {HP_NET, HP_NET, HP_BLK, HP_BLK};
+
+static void counters_of(const view_point *p, uint64_t v[4]) {
+  v[0] = p->rx, v[1] = p->tx, v[2] = p->rd, v[3] = p->wr;
+}
+
+/* The point of slot s, whose counters' values are cum. */
+static void decode(const view_ring *r, const hslot *s, const double cum[4],
+                   view_point *out) {
+  memset(out, 0, sizeof *out);
+  out->t_ns = (r->base_ms + (int64_t)s->dt_ms) * 1000000;
+  out->have = s->pids_have & ((1u << HP_BITS) - 1);
+  out->pids = s->pids_have >> HP_BITS;
+  out->pct = s->pct;
+  out->mem = (uint64_t)s->mem_hi << 32 | s->mem_lo;
+  uint64_t *v[4] = {&out->rx, &out->tx, &out->rd, &out->wr};
+  for (int k = 0; k < 4; k++)
+    if ((out->have & ctr_bit[k]) && cum[k] > 0)
+      *v[k] = (uint64_t)llround(cum[k]);
 }
 
 size_t view_ring_copy(const view_ring *r, view_point *out, size_t max) {
   size_t n = r ? (r->n < max ? r->n : max) : 0;
-  for (size_t i = 0; i < n; i++)
-    out[i] = *nth(r, r->n - n + i);
+  double cum[4];
+  for (int k = 0; k < 4 && r; k++)
+    cum[k] = (double)r->last[k];
+  for (size_t i = n; i-- > 0;) { /* newest first: the counters go back */
+    const hslot *s = nth(r, r->n - n + i);
+    decode(r, s, cum, &out[i]);
+    for (int k = 0; k < 4; k++)
+      cum[k] -= s->d[k];
+  }
   return n;
+}
+
+/* Moves the base to the oldest point (a ring that has run for 49 days);
+ * points still too far apart are dropped. */
+static void rebase(view_ring *r, int64_t t_ms) {
+  int64_t shift = r->n > 0 ? (int64_t)nth(r, 0)->dt_ms : 0;
+  if (r->n == 0 || t_ms - (r->base_ms + shift) > DT_MAX) {
+    r->n = r->head = 0;
+    r->base_ms = t_ms;
+    return;
+  }
+  for (size_t i = 0; i < r->n; i++)
+    nth(r, i)->dt_ms -= (uint32_t)shift;
+  r->base_ms += shift;
+}
+
+/* p into slot s; prev: the counters' values before s (the newest values
+ * of the points before it). */
+static void encode(view_ring *r, hslot *s, const view_point *p,
+                   const uint64_t prev[4]) {
+  uint64_t v[4];
+  counters_of(p, v);
+  s->dt_ms = (uint32_t)(p->t_ns / 1000000 - r->base_ms);
+  s->pct = p->pct;
+  s->mem_lo = (uint32_t)p->mem, s->mem_hi = (uint32_t)(p->mem >> 32);
+  uint32_t have = p->have;
+  if (p->pids > PIDS_MAX)
+    have &= ~(uint32_t)HP_PIDS;
+  s->pids_have = (have & HP_PIDS ? p->pids << HP_BITS : 0) | have;
+  for (int k = 0; k < 4; k++) {
+    int on = (have & ctr_bit[k]) != 0;
+    s->d[k] = on ? (float)((double)v[k] - (double)prev[k]) : 0.0f;
+    r->last[k] = on ? v[k] : prev[k];
+  }
+}
+
+/* Raw slots of r (the newest that fit) into fresh: the encoding is
+ * relative to the newest point, so the oldest can go. */
+static void move_slots(view_ring *fresh, const view_ring *r) {
+  size_t n = r->n < fresh->cap ? r->n : fresh->cap;
+  for (size_t i = 0; i < n; i++)
+    fresh->p[i] = *nth(r, r->n - n + i);
+  fresh->n = n;
+  fresh->head = n % fresh->cap;
+  fresh->base_ms = r->base_ms;
+  memcpy(fresh->last, r->last, sizeof r->last);
 }
 
 view_ring *view_ring_add(view_ring **ring, view_ring *fresh,
@@ -85,23 +181,33 @@ view_ring *view_ring_add(view_ring **ring, view_ring *fresh,
     return fresh;
   if ((r == NULL || r->cap != view_history_cap()) && fresh != NULL) {
     if (r)
-      fresh->n = view_ring_copy(r, fresh->p, fresh->cap);
-    fresh->head = fresh->n % fresh->cap;
+      move_slots(fresh, r);
     spare = r;
     *ring = r = fresh;
   }
   if (r == NULL)
     return spare;
+  int64_t t_ms = p->t_ns / 1000000;
+  if (r->n == 0)
+    r->base_ms = t_ms;
   if (r->n > 0) {
-    view_point *last = &r->p[(r->head + r->cap - 1) % r->cap];
-    if (p->t_ns < last->t_ns)
+    hslot *last = nth(r, r->n - 1);
+    int64_t last_ns = (r->base_ms + (int64_t)last->dt_ms) * 1000000;
+    if (t_ms < r->base_ms + (int64_t)last->dt_ms)
       return spare; /* older than the newest: the ring stays in order */
-    if (p->t_ns - last->t_ns < (int64_t)atomic_load(&hist_gap)) {
-      *last = *p;
+    if (p->t_ns - last_ns < (int64_t)atomic_load(&hist_gap)) {
+      uint64_t prev[4]; /* the values before the newest, which p replaces */
+      for (int k = 0; k < 4; k++)
+        prev[k] = r->last[k] - (uint64_t)(int64_t)llround(last->d[k]);
+      encode(r, last, p, prev);
       return spare;
     }
   }
-  r->p[r->head] = *p;
+  if (t_ms - r->base_ms > DT_MAX)
+    rebase(r, t_ms);
+  uint64_t prev[4];
+  memcpy(prev, r->last, sizeof prev);
+  encode(r, &r->p[r->head], p, prev);
   r->head = (r->head + 1) % r->cap;
   if (r->n < r->cap)
     r->n++;

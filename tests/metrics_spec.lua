@@ -234,6 +234,71 @@ describe("the history", function()
     assert.equal(0.5, history.duration("500ms"))
   end)
 
+  it("keeps counters and memory as they were: large, missing, replaced, resized", function()
+    -- the ring keeps a counter as its change from the point before (a
+    -- float) and the newest value: rates must come out as they went in
+    local id = id_of(11)
+    view.set_meta(id, { name = "c", status = "running" })
+    local now = clock.mono_ns() - 1000000000
+    local big = 5000000000007 -- 5 TB and 7 bytes: past 32 bits, odd
+    for i = 60, 0, -1 do
+      local k = 60 - i
+      local rec = { memory_usage_bytes = big + k, pids = 2,
+        block_read_bytes = 3 * k, block_write_bytes = 0 }
+      if k < 20 or k > 24 then -- rounds 20-24 have no network figures
+        rec.network_rx_bytes = 10000000000 * k -- 10 GB a second: past 2^24
+        rec.network_tx_bytes = 123456789 + 7 * k
+      end
+      view.put(id, rec, nil, now - i * 1000000000)
+    end
+    local function check(points, upto)
+      local rates = 0
+      for i = 1, upto or #points do
+        local p = points[i]
+        assert.is_true(p.memory_working_set_bytes >= big, p.memory_working_set_bytes)
+        local rd = p.block_read_bytes_per_second -- null: no point before
+        assert.is_true(i == 1 or math.abs(rd - 3) < 1e-6, tostring(rd))
+        local rx = p.network_rx_bytes_per_second
+        if rx ~= null then
+          rates = rates + 1
+          assert.is_true(math.abs(rx - 1e10) / 1e10 < 1e-6, rx)
+          assert.is_true(math.abs(p.network_tx_bytes_per_second - 7) < 1e-6,
+            p.network_tx_bytes_per_second)
+        end
+      end
+      return rates
+    end
+    local h = view.history(id, { window = 40 * 1000000000, step = 1000000000 })
+    local last = h.points[#h.points]
+    assert.equal(big + 60, last.memory_working_set_bytes) -- exact
+    assert.is_true(check(h.points) >= 30)
+    -- a replacing round (closer than the gap) moves the newest value only
+    view.put(id, { memory_usage_bytes = big, pids = 2, block_read_bytes = 180,
+      block_write_bytes = 0, network_rx_bytes = 600000000000,
+      network_tx_bytes = 123456789 + 420 }, nil, now + 200000000)
+    h = view.history(id, { window = 40 * 1000000000, step = 1000000000 })
+    local fine = view.history(id, { window = 5 * 1000000000, step = 10000000 })
+    assert.equal(big, fine.points[#fine.points].memory_working_set_bytes)
+    -- (the newest's rates: 1.2 s since the round before it)
+    local p = fine.points[#fine.points]
+    assert.is_true(math.abs(p.block_read_bytes_per_second - 2.5) < 1e-6)
+    assert.is_true(math.abs(p.network_rx_bytes_per_second - 1e10 / 1.2) < 1e3)
+    check(h.points, #h.points - 1)
+    -- a smaller ring keeps the newest points, rebuilt the same
+    view.set_limits({ history = 20 })
+    view.put(id, { memory_usage_bytes = big + 61, pids = 2,
+      block_read_bytes = 183, block_write_bytes = 0,
+      network_rx_bytes = 610000000000, network_tx_bytes = 123456789 + 427 },
+      nil, now + 1000000000)
+    h = view.history(id, { window = 60 * 1000000000, step = 1000000000 })
+    assert.is_true(#h.points >= 18 and #h.points <= 20, #h.points)
+    -- 10 ms steps: the newest point alone in its bucket
+    fine = view.history(id, { window = 5 * 1000000000, step = 10000000 })
+    assert.equal(big + 61, fine.points[#fine.points].memory_working_set_bytes)
+    assert.is_true(check(h.points, #h.points - 2) >= 15)
+    view.set_limits({ history = 900 })
+  end)
+
   it("keeps at most the points it was told, oldest dropped", function()
     view.set_limits({ history = 10 })
     local id = id_of(10)

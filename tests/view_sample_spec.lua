@@ -510,10 +510,10 @@ describe("view.sample on fixture trees", function()
         (none.bytes - meta.bytes) / n, s.us / n, first.us / n))
     assert.equal(9 * n, kept.fds)
     assert.equal(0, none.fds)
-    -- with the default history (900 points of 64 bytes: 15 min at 1 s),
-    -- a container stays under 64 KiB
+    -- with the default history (900 points of 36 bytes: 15 min at 1 s),
+    -- a container stays under 40 KiB: 1,000 of them in 40 MB
     assert.equal(900, view.set_limits({}).history)
-    assert.is_true(kept.bytes < 65536 * n, kept.bytes)
+    assert.is_true(kept.bytes < 40960 * n, kept.bytes)
     view.clear()
     assert.equal(0, view.footprint().fds)
     assert.is_true(view.footprint().bytes < 65536) -- the sampler's buffer
