@@ -82,9 +82,45 @@ local function declare()
 end
 M.declare = declare
 
+-- The handles of the request series this state has used (telemetry.series):
+-- counts[route][method][status] and durations[route]. A request then costs
+-- a few table reads and one telemetry.bump, not two label tables to build,
+-- sort and look up under the lock (a tenth of a small request's
+-- instructions). Bounded as the series are (a series with no room gets no
+-- handle and goes the slow way, counted under the family's overflow).
+local counts, durations = {}, {}
+local series, bump = telemetry.series, telemetry.bump
+
+local function handles(route, method, status)
+  local by_method = counts[route]
+  if by_method == nil then
+    by_method = {}
+    counts[route] = by_method
+  end
+  local by_status = by_method[method]
+  if by_status == nil then
+    by_status = {}
+    by_method[method] = by_status
+  end
+  local c, d = by_status[status], durations[route]
+  if c == nil or d == nil then
+    declare()
+    c = series("horcrux_http_requests_total",
+      { route = route, method = method, status = status })
+    d = series("horcrux_http_request_duration_seconds", { route = route })
+    by_status[status], durations[route] = c, d
+  end
+  return c, d
+end
+
 function M.request(route, method, status, seconds)
-  declare()
   route = route or "(none)"
+  local c, d = handles(route, method, status)
+  if c and d and bump(c, 1, d, seconds) then
+    return
+  end
+  counts, durations = {}, {} -- stale (a reset) or no room: the slow way
+  declare()
   telemetry.inc("horcrux_http_requests_total",
     { route = route, method = method, status = status })
   telemetry.observe("horcrux_http_request_duration_seconds",
