@@ -74,6 +74,7 @@ struct server {
   hx_conns *conns;         /* connections per client address */
   hx_bg collector;         /* horcrux.collector: keeps the live view */
   hx_bg hooks;             /* horcrux.hooks_run: webhooks and alerts */
+  int ticks; /* the budget's tick handler is installed (states.h) */
 };
 
 /* Each MHD pool thread's own Lua state. Thread-local rather than global:
@@ -148,7 +149,16 @@ static void forget_state(server *srv, hx_state *st) {
   malloc_trim(0);
 }
 
+/* This worker thread has tried to start its budget tick (states.h). */
+static _Thread_local int tls_tick_tried;
+
 static hx_state *worker_state(server *srv) {
+  if (!tls_tick_tried) {
+    tls_tick_tried = 1;
+    if (srv->ticks && hx_budget_ticks_start() != 0)
+      hx_log("warn", "no CPU-time timer for a worker: its requests are "
+                     "counted by the budget from their first instruction");
+  }
   unsigned gen = atomic_load(&srv->generation);
   hx_state *st = tls_state;
   if (st != NULL && st->generation == gen && !st->cap_hit)
@@ -493,7 +503,7 @@ static enum MHD_Result resume(request *rq, int nargs) {
   hx_deadline_enter(&rq->deadline);
   int rc = lua_resume(co, st->L, nargs, &nres);
   hx_deadline_leave();
-  st->current = NULL;
+  hx_state_disarm(st);
   enum MHD_Result ret;
   if (over_budget(rq, rc, &ret))
     return ret;
@@ -1049,6 +1059,9 @@ int hx_serve(const hx_server_config *cfg) {
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
 
+  /* The budget's tick (states_budget.c): the handler before any worker
+   * starts its timer. Without it, each run is counted from its start. */
+  srv->ticks = cfg->lua.budget > 0 && hx_budget_ticks_install() == 0;
   srv->ex = hx_executor_start(HX_IDLE_PER_WORKER * (long)cfg->workers);
   if (srv->ex == NULL) {
     hx_log("error", "cannot start the executor thread");

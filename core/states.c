@@ -14,9 +14,6 @@
 #include "modules.def"
 #undef HX_MODULE
 
-/* How often the count hook runs; the budget is checked at this grain. */
-#define HOOK_EVERY 1000
-
 static char *dupmsg(const char *s) {
   char *d = strdup(s != NULL ? s : "unknown error");
   return d != NULL ? d : NULL;
@@ -41,36 +38,6 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   if (p != NULL)
     st->mem_used = st->mem_used - old + nsize;
   return p;
-}
-
-static hx_state *state_of(lua_State *L) {
-  return *(hx_state **)lua_getextraspace(L);
-}
-
-static void budget_hook(lua_State *L, lua_Debug *ar) {
-  (void)ar;
-  hx_state *st = state_of(L);
-  if (st == NULL || st->current == NULL || st->budget <= 0)
-    return;
-  hx_run *run = st->current;
-  if (!run->exceeded) {
-    run->used += HOOK_EVERY;
-    if (run->used <= st->budget)
-      return;
-    run->exceeded = 1;
-  }
-  /* From now on every instruction of this thread raises, so a script
-   * that catches the error with pcall cannot go on looping; any other
-   * thread of the run (a coroutine's caller that caught its error) raises
-   * at its next count, and the host fails the run whatever it returns. */
-  lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
-  luaL_error(L, "instruction budget of %I exceeded", (lua_Integer)st->budget);
-}
-
-void hx_state_arm(hx_state *st, lua_State *co, hx_run *run) {
-  st->current = run;
-  if (st->budget > 0)
-    lua_sethook(co, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
 }
 
 int hx_traceback(lua_State *L) {
@@ -129,8 +96,10 @@ static int open_state(lua_State *L) {
   luaL_openlibs(L);
   hx_preload(L);
   set_paths(L);
-  if (sandbox)
+  if (sandbox) {
     hx_sandbox(L);
+    hx_budget_coroutines(L);
+  }
   return 0;
 }
 
@@ -299,8 +268,9 @@ static int load_app(lua_State *L) {
 int hx_state_load_app(hx_state *st, const hx_states_config *cfg,
                       const hx_snapshot *snap, char **err) {
   lua_State *L = st->L;
-  hx_run load_run = {0};
-  /* Loading may take more than a request, but never forever. */
+  /* Loading may take more than a request, but never forever; it is
+   * counted from its first instruction (armed: it needs no tick). */
+  hx_run load_run = {.armed = 1};
   long long budget = st->budget;
   st->budget = budget > 0 ? budget * 10 : 0;
   hx_state_arm(st, L, &load_run);
@@ -310,7 +280,7 @@ int hx_state_load_app(hx_state *st, const hx_states_config *cfg,
   lua_pushlightuserdata(L, (void *)snap);
   int rc = lua_pcall(L, 2, 1, 1);
   lua_sethook(L, NULL, 0, 0);
-  st->current = NULL;
+  hx_state_disarm(st);
   st->budget = budget;
   if (rc != LUA_OK || !lua_isfunction(L, -1) || load_run.exceeded) {
     *err = dupmsg(rc != LUA_OK ? lua_tostring(L, -1)

@@ -44,10 +44,14 @@ void hx_snapshot_free(hx_snapshot *snap);
 /* What the budget hook charges: set by the host around each resume. Once
  * the budget is exceeded, `exceeded` stays set and every thread the run
  * resumes raises again, so the run fails whatever a script catches
- * (pcall, a coroutine's error): the host answers it as failed. */
+ * (pcall, a coroutine's error): the host answers it as failed. `armed`:
+ * the run is counted (states_budget.c: from the first tick of its worker's
+ * CPU-time timer that falls while it runs, or from its start where there
+ * is no tick); set by the tick's signal handler, hence volatile. */
 typedef struct hx_run {
   long long used;
   int exceeded;
+  volatile int armed;
 } hx_run;
 
 /* Threads a state keeps for running requests (more may run at once; those
@@ -60,7 +64,9 @@ struct hx_state {
   size_t mem_cap;
   int cap_hit; /* an allocation was refused: the host replaces the state */
   long long budget;
-  hx_run *current; /* the request being run, or NULL */
+  hx_run *volatile current;    /* the request being run, or NULL */
+  lua_State *volatile running; /* the thread running its Lua code now (the
+                                  tick hooks it: states_budget.c) */
   int dispatch_ref;
   int request_mt_ref;   /* the host's metatable of request tables */
   int request_live_ref; /* live request tables -> their requests */
@@ -102,8 +108,24 @@ lua_State *hx_state_thread(hx_state *st, int *ref);
  * variables closed) and left to the GC, as is one not to reuse. */
 void hx_state_thread_done(hx_state *st, lua_State *co, int ref, int reuse);
 
-/* Arms the budget on a thread about to be resumed for `run`. */
+/* The instruction budget (states_budget.c). hx_state_arm: co is about to
+ * be resumed for `run`; it is hooked at once when the run is armed, or
+ * when this thread has no tick (then the run is armed now), else the
+ * tick arms it later if it runs that long. hx_state_disarm: the resume
+ * has returned. */
 void hx_state_arm(hx_state *st, lua_State *co, hx_run *run);
+void hx_state_disarm(hx_state *st);
+
+/* The tick's signal handler, installed once for the process before the
+ * workers start; then each worker thread starts its own tick (a timer of
+ * its CPU time). Each returns 0, or -1 (no tick: runs are counted from
+ * their first instruction). */
+int hx_budget_ticks_install(void);
+int hx_budget_ticks_start(void);
+
+/* A lua_CFunction: coroutine.resume, wrap and close as Lua's, recording
+ * which thread runs (for the tick). Applied with the sandbox. */
+int hx_budget_coroutines(lua_State *L);
 
 /* Pushes the message handler that adds a traceback (for lua_pcall). */
 int hx_traceback(lua_State *L);

@@ -12,6 +12,17 @@
  *                                         elsewhere (the hub's), read at
  *                                         scrape: raised to v, never lowered
  *   telemetry.observe(name, labels, v)    a histogram
+ *   telemetry.series(name, labels)      -> a handle of that series (made
+ *                                          when new), or nil when the family
+ *                                          has no room for another series
+ *   telemetry.bump(h, v [, h2, v2 ...]) -> true: each handle's series gets
+ *                                          v as inc (a counter, a gauge) or
+ *                                          observe (a histogram) would give
+ *                                          it, under one lock; false (and
+ *                                          nothing bumped) when a handle is
+ *                                          stale (a reset since): the hot
+ *                                          path of a caller that keeps the
+ *                                          handles of its series
  *   telemetry.render([openmetrics])     -> text (families in declaration
  *                                          order, series in first-use order)
  *   telemetry.reset()                   -> forgets every family (specs)
@@ -60,6 +71,7 @@ typedef struct family {
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static family *fams[MAX_FAMILIES];
 static int nfams;
+static lua_Integer epoch; /* bumped by reset: older handles are stale */
 
 static int name_ok(const char *s) {
   if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_'))
@@ -207,6 +219,19 @@ static series *series_of(family *f, const char *labels, series **fresh) {
 
 enum { OP_INC, OP_SET, OP_OBSERVE };
 
+/* Adds v to s of f as inc (counter, gauge) or observe (histogram) does. */
+static void apply(family *f, series *s, double v) {
+  if (f->type != T_HISTOGRAM) {
+    s->value += v;
+    return;
+  }
+  for (int i = 0; i < f->nbuckets; i++)
+    if (v <= f->bounds[i])
+      s->buckets[i]++;
+  s->sum += v;
+  s->count++;
+}
+
 static int update(lua_State *L, int op) {
   const char *name = luaL_checkstring(L, 1);
   char labels[MAX_LABELS];
@@ -222,24 +247,74 @@ static int update(lua_State *L, int op) {
            (op != OP_OBSERVE && f->type == T_COUNTER && v < 0))
     err = "not of that type (or a counter going down)";
   series *s = err ? NULL : series_of(f, labels, &fresh);
-  if (s && op == OP_INC)
-    s->value += v;
-  else if (s && op == OP_SET && f->type == T_COUNTER)
+  if (s && op == OP_SET && f->type == T_COUNTER)
     s->value = v > s->value ? v : s->value; /* two scrapes may race */
   else if (s && op == OP_SET)
     s->value = v;
-  else if (s) {
-    for (int i = 0; i < f->nbuckets; i++)
-      if (v <= f->bounds[i])
-        s->buckets[i]++;
-    s->sum += v;
-    s->count++;
-  }
+  else if (s)
+    apply(f, s, v);
   pthread_mutex_unlock(&mu);
   free(fresh);
   if (err)
     return luaL_error(L, "telemetry: %s: %s", name, err);
   return 0;
+}
+
+/* A handle: the epoch, the family's index, the series' index. */
+#define H_SERIES 1024
+#define H_FAMS (H_SERIES * MAX_FAMILIES)
+
+static int l_series(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  char labels[MAX_LABELS];
+  labels_of(L, 2, labels);
+  series *fresh = calloc(1, sizeof *fresh);
+  lua_Integer h = -1;
+  pthread_mutex_lock(&mu);
+  for (int i = 0; i < nfams && h < 0; i++) {
+    if (strcmp(fams[i]->name, name) != 0)
+      continue;
+    h = -2;
+    series *s = series_of(fams[i], labels, &fresh);
+    for (int k = 0; s != NULL && k < fams[i]->nseries; k++)
+      if (fams[i]->s[k] == s)
+        h = epoch * H_FAMS + (lua_Integer)i * H_SERIES + k;
+  }
+  pthread_mutex_unlock(&mu);
+  free(fresh);
+  if (h == -1)
+    return luaL_error(L, "telemetry: %s: not declared", name);
+  if (h < 0)
+    return 0; /* no room: counted under the family's overflow */
+  lua_pushinteger(L, h);
+  return 1;
+}
+
+static int l_bump(lua_State *L) {
+  int n = lua_gettop(L) / 2, ok = 1, down = 0;
+  luaL_argcheck(L, n >= 1 && n <= 8, 1, "1 to 8 handle, value pairs");
+  lua_Integer h[8];
+  double v[8];
+  for (int i = 0; i < n; i++) {
+    h[i] = luaL_checkinteger(L, 2 * i + 1);
+    v[i] = luaL_checknumber(L, 2 * i + 2);
+  }
+  pthread_mutex_lock(&mu);
+  for (int i = 0; i < n && ok; i++) {
+    lua_Integer fi = h[i] % H_FAMS / H_SERIES, si = h[i] % H_SERIES;
+    ok = h[i] >= 0 && h[i] / H_FAMS == epoch && fi < nfams &&
+         si < fams[fi]->nseries;
+    down |= ok && v[i] < 0 && fams[fi]->type == T_COUNTER;
+  }
+  for (int i = 0; i < n && ok && !down; i++) {
+    family *f = fams[h[i] % H_FAMS / H_SERIES];
+    apply(f, f->s[h[i] % H_SERIES], v[i]);
+  }
+  pthread_mutex_unlock(&mu);
+  if (down)
+    return luaL_error(L, "telemetry.bump: a counter going down");
+  lua_pushboolean(L, ok);
+  return 1;
 }
 
 static int l_inc(lua_State *L) { return update(L, OP_INC); }
@@ -366,6 +441,7 @@ static int l_reset(lua_State *L) {
     free(fams[i]);
   }
   nfams = 0;
+  epoch++;
   pthread_mutex_unlock(&mu);
   return 0;
 }
@@ -397,16 +473,11 @@ static int l_gzip(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg funcs[] = {{"counter", l_counter},
-                                 {"gauge", l_gauge},
-                                 {"histogram", l_histogram},
-                                 {"inc", l_inc},
-                                 {"set", l_set},
-                                 {"observe", l_observe},
-                                 {"render", l_render},
-                                 {"reset", l_reset},
-                                 {"gzip", l_gzip},
-                                 {NULL, NULL}};
+static const luaL_Reg funcs[] = {
+    {"counter", l_counter}, {"gauge", l_gauge}, {"histogram", l_histogram},
+    {"inc", l_inc},         {"set", l_set},     {"observe", l_observe},
+    {"series", l_series},   {"bump", l_bump},   {"render", l_render},
+    {"reset", l_reset},     {"gzip", l_gzip},   {NULL, NULL}};
 
 HX_EXPORT int luaopen_horcrux_telemetry(lua_State *L) {
   luaL_newlib(L, funcs);

@@ -150,6 +150,47 @@ describe("horcrux.telemetry and GET /metrics", function()
     assert.has_error(function() telemetry.counter("bad-name", "x") end)
   end)
 
+  it("bumps series by handle (the dispatcher's path); a reset makes handles stale", function()
+    telemetry.counter("hx_test_total", "A test counter.")
+    telemetry.histogram("hx_test_seconds", "A test histogram.", { 0.1, 1 })
+    local c = telemetry.series("hx_test_total", { route = "/a", status = 200 })
+    assert.are.equal(c, telemetry.series("hx_test_total", { status = 200, route = "/a" }))
+    local h = telemetry.series("hx_test_seconds", nil)
+    assert.is_true(telemetry.bump(c, 1, h, 0.05))
+    assert.is_true(telemetry.bump(c, 2))
+    telemetry.inc("hx_test_total", { route = "/a", status = 200 })
+    local text = telemetry.render()
+    assert.truthy(text:find('\nhx_test_total{route="/a",status="200"} 4\n', 1, true), text)
+    assert.truthy(text:find('\nhx_test_seconds_bucket{le="0.1"} 1\n', 1, true), text)
+    assert.has_error(function() telemetry.bump(c, -1) end)
+    assert.has_error(function() telemetry.series("hx_undeclared", nil) end)
+    telemetry.reset()
+    telemetry.counter("hx_test_total", "A test counter.")
+    assert.is_false(telemetry.bump(c, 1)) -- stale: nothing bumped
+    assert.is_nil(telemetry.render():find("hx_test_total{", 1, true))
+    -- the dispatcher's counts go on after a reset (the slow way, then new
+    -- handles); in a process of its own: prometheus declares its families
+    -- once per state, and the specs after this one need them declared
+    local r = require("horcrux.proc").run({ "lua5.4", "-e", [[
+      local telemetry = require "horcrux.telemetry"
+      local prometheus = require "horcrux.prometheus"
+      local function families()
+        telemetry.counter("horcrux_http_requests_total", "x")
+        telemetry.histogram("horcrux_http_request_duration_seconds", "x", { 1 })
+      end
+      prometheus.request("/x", "GET", 200, 0.01)
+      telemetry.reset()
+      families()
+      prometheus.request("/x", "GET", 200, 0.01)
+      prometheus.request("/x", "GET", 200, 0.01)
+      io.write(telemetry.render())
+    ]] }, { env = { "LUA_PATH=" .. package.path, "LUA_CPATH=" .. package.cpath,
+      "PATH=" .. os.getenv("PATH") } })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.truthy(r.stdout:find(
+      'horcrux_http_requests_total{method="GET",route="/x",status="200"} 2\n', 1, true), r.stdout)
+  end)
+
   it("answers text or OpenMetrics as Accept says, gzip as Accept-Encoding allows", function()
     local _, body, h = prometheus.answer({ headers = {} })
     assert.matches("^text/plain; version=0.0.4", h["Content-Type"])

@@ -34,6 +34,65 @@ route("GET", "/many-loops", function()
   return 200, "escaped the budget"
 end)
 
+-- the budget starts counting at the worker's first tick during a request
+-- (states_budget.c): loops the tick must find wherever they run
+local pingpong = coroutine.wrap(function()
+  while true do coroutine.yield() end
+end)
+route("GET", "/pingpong-loop", function()
+  while true do pingpong() end -- a coroutine switch every few instructions
+end)
+local made_at_load = coroutine.create(loop) -- before any request ran
+route("GET", "/load-coroutine-loop", function()
+  local ok = coroutine.resume(made_at_load)
+  return 200, "escaped the budget: " .. tostring(ok)
+end)
+route("GET", "/close-loop", function()
+  local co = coroutine.create(function()
+    local _ <close> = setmetatable({}, { __close = loop })
+    coroutine.yield()
+  end)
+  coroutine.resume(co)
+  local ok = coroutine.close(co) -- runs the __close handler in co
+  return 200, "escaped the budget: " .. tostring(ok)
+end)
+route("GET", "/nested-loop", function()
+  return 200, "escaped: " .. tostring(coroutine.wrap(function()
+    return pcall(coroutine.wrap(function() return pcall(loop) end))
+  end)())
+end)
+-- coroutine.resume, wrap and close are the host's (they record the running
+-- thread): Lua's own answers and messages
+route("GET", "/coroutines", function()
+  local out = {}
+  local co = coroutine.create(function(a) local b = coroutine.yield(a + 1) return b * 2 end)
+  out.first = { coroutine.resume(co, 1) }
+  out.second = { coroutine.resume(co, 5) }
+  out.dead = { coroutine.resume(co) }
+  out.status = coroutine.status(co)
+  local w = coroutine.wrap(function() error("boom") end)
+  out.wrap_error = select(2, pcall(w))
+  local w2 = coroutine.wrap(function() error({ code = 1 }) end)
+  out.wrap_table = select(2, pcall(w2)).code
+  out.close_running = select(2, pcall(coroutine.close, coroutine.running()))
+  out.bad_resume = select(2, pcall(coroutine.resume, 42))
+  local c2 = coroutine.create(function() coroutine.yield() end)
+  coroutine.resume(c2)
+  out.close = { coroutine.close(c2) }
+  out.close_status = coroutine.status(c2)
+  local c3 = coroutine.create(function()
+    local _ <close> = setmetatable({}, { __close = function() error("in close") end })
+    coroutine.yield()
+  end)
+  coroutine.resume(c3)
+  out.close_error = { coroutine.close(c3) }
+  out.gen = {}
+  for v in coroutine.wrap(function() for i = 1, 3 do coroutine.yield(i) end end) do
+    out.gen[#out.gen + 1] = v
+  end
+  return 200, out
+end)
+
 -- the hook switched off, then a loop the budget must stop
 route("GET", "/sethook", function()
   local ok = pcall(debug.sethook)
@@ -124,6 +183,57 @@ describe("the sandbox of routes", function()
     for _ = 1, 4 do
       assert.are.equal(200, assert(http.get(srv.url .. "/text")).status)
     end
+  end)
+
+  it("stops loops in coroutines made at load, in ping-pong, in __close, nested", function()
+    for _, path in ipairs({ "/pingpong-loop", "/load-coroutine-loop", "/close-loop",
+      "/nested-loop" }) do
+      local r = assert(http.get(srv.url .. path, { timeout = 20 }))
+      assert.are.equal(500, r.status, path .. ": " .. r.body)
+    end
+    assert.are.equal(200, assert(http.get(srv.url .. "/text")).status)
+  end)
+
+  it("keeps coroutine.resume, wrap and close as Lua has them", function()
+    local r = assert(http.get(srv.url .. "/coroutines"))
+    assert.are.equal(200, r.status, r.body)
+    assert.are.same({
+      first = { true, 2 }, second = { true, 10 },
+      dead = { false, "cannot resume dead coroutine" }, status = "dead",
+      wrap_error = r.json.wrap_error, wrap_table = 1,
+      close_running = "cannot close a running coroutine",
+      bad_resume = "bad argument #1 to 'coroutine.resume' (thread expected, got number)",
+      close = { true }, close_status = "dead",
+      close_error = { false, r.json.close_error[2] },
+      gen = { 1, 2, 3 },
+    }, r.json)
+    -- the position of the error inside the coroutine, as Lua gives it
+    assert.truthy(r.json.wrap_error:find("routes.lua:%d+: boom$"), r.json.wrap_error)
+    assert.truthy(r.json.close_error[2]:find("in close$"), r.json.close_error[2])
+  end)
+
+  it("counts a route that runs long from its first tick: a tiny budget stops a loop, not a short route", function()
+    -- --budget 100000: a short route (a few thousand instructions) passes
+    -- whether or not a tick armed it; the loop is stopped within a tick
+    -- and 100000 instructions.
+    local s2 = http.start({ scripts = http.scripts_dir({ ["routes.lua"] = ROUTES }),
+      args = { "--budget", "100000", "--workers", "1" } })
+    finally(function() s2:stop() end)
+    local t0 = clock.mono_ns()
+    local r = assert(http.get(s2.url .. "/sethook", { timeout = 20 }))
+    assert.are.equal(500, r.status, r.body)
+    assert.is_true(clock.mono_ns() - t0 < 2e9, "the loop ran for long")
+    for _ = 1, 50 do
+      assert.are.equal(200, assert(http.get(s2.url .. "/text")).status)
+    end
+  end)
+
+  it("holds the loader to its budget (ten times --budget, counted from the start)", function()
+    local dir = http.scripts_dir({ ["routes.lua"] = "while true do end\n" })
+    local r = require("horcrux.proc").run({ http.bin, "serve", "--listen", "127.0.0.1:0",
+      "--scripts", dir, "--budget", "100000" }, { timeout = 30 })
+    assert.are_not.equal(0, r.status)
+    assert.truthy(r.stderr:find("instruction budget", 1, true), r.stderr)
   end)
 
   it("keeps debug.sethook and debug.gethook out of reach; traceback and getinfo stay", function()

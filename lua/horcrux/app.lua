@@ -256,6 +256,7 @@ local function dispatcher(routes, format)
   -- A route without parameters is found by two lookups here (what
   -- routes:match does first), without the method call.
   local exact, no_params = routes.exact, router.NO_PARAMS
+  local request_metrics = prometheus.request -- never raises
   return function(req, nargs)
     local t0 = mono_ns()
     local method, path = req.method, req.path
@@ -265,8 +266,7 @@ local function dispatcher(routes, format)
       r, params, allow = routes:match(method, path)
     end
     local status, body, headers = dispatch(req, nargs, r, params, allow)
-    pcall(prometheus.request, r and r.pattern, req.method, status,
-      (mono_ns() - t0) / 1e9)
+    request_metrics(r and r.pattern, method, status, (mono_ns() - t0) / 1e9)
     return status, body, headers
   end
 end
