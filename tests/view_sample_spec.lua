@@ -460,6 +460,49 @@ describe("view.sample on fixture trees", function()
     assert.matches('"source":"cgroup"', json.encode(view.all()), 1, true)
   end)
 
+  it("writes in stats_json() what json.encode(all()) writes", function()
+    -- the ages are read at each call: the rest must be the same bytes
+    local function same_text(want)
+      local function strip(text)
+        return (text:gsub('"sample_age_ms":%d+', '"sample_age_ms":0'))
+      end
+      local all, keep = view.all(), json.array()
+      for _, rec in ipairs(all) do
+        if not want or want[rec.id] then
+          keep[#keep + 1] = rec
+        end
+      end
+      local text, n = view.stats_json(want)
+      assert.equal(#keep, n)
+      assert.equal(strip(assert(json.encode(keep, { sort_keys = true }))),
+        strip(text))
+      assert.same(json.decode(strip(json.encode(keep))),
+        json.decode(strip(text)))
+    end
+    assert.equal("[]", (view.stats_json()))
+    local refused = tree("v1-cgroupfs", ID.v1)
+    write(refused .. "/cpuacct/docker/" .. ID.v1 .. "/cpuacct.usage",
+      "18446744073709551615\n")
+    for _, case in ipairs({ { CG .. "v1-cgroupfs", ID.v1 },
+      { tree("v2-cgroupfs", ID.v2a, true), ID.v2a },
+      { tree("hybrid-cgroupfs", ID.v1, true), ID.v1 },
+      { CG .. "v2-partial", ID.partial }, { refused, ID.v1 } }) do
+      sample(case[1], case[2], { name = "/c\"1\"", status = "running" })
+      view.sample(opts(case[1])) -- a CPU % the second time
+      same_text()
+    end
+    -- a name with quotes, a put record beside the figures, and a filter
+    local other = ("ab"):rep(32)
+    view.put(other, { source = "docker-api", cpu_usage_percent = 1.5, name = "own",
+      nested = { b = 1, a = { 0.1, 2 } } }, { name = "/api-one", status = "running" })
+    view.set_meta(ID.v1, { status = "running" }) -- no name: null
+    same_text()
+    same_text({ [other] = true })
+    same_text({ [ID.v1] = true })
+    same_text({})
+    assert.has_error(function() view.stats_json("x") end)
+  end)
+
   it("holds a thousand containers: memory and descriptors per container", function()
     -- A v2 tree of 1,000 containers made of the v2a fixture's files (regular
     -- files: what the view holds is what it holds for real cgroups; what

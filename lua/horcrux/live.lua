@@ -102,6 +102,60 @@ function M.stats(ref, sources)
   return metrics.stats(id or ref, sources)
 end
 
+-- What filters.match reads of a container, from its meta.
+local function matched(filters, f, meta)
+  return filters.match(f, { status = meta.status, name = meta.name,
+    image = meta.image, image_id = meta.image_id, labels = meta.labels or {},
+    networks = meta.networks or {} })
+end
+
+--- GET /api/stats as JSON text written from the view in C
+-- (view.stats_json): the same answer as json.encode(filters.stats(f,
+-- M.all()), {sort_keys = true}) without a Lua table per record. nil when
+-- that way does not apply and the caller builds the answer as before:
+-- format.lua asks for indented JSON, the view holds nothing (no
+-- collector), or f filters while the view cannot be trusted.
+function M.stats_json(f)
+  local filters = require "horcrux.filters"
+  if require("horcrux.config").format().pretty or view.count() == 0 then
+    return nil
+  end
+  local want
+  if not filters.none(f) then
+    if not M.trusted() then
+      return nil
+    end
+    want = {}
+    for _, meta in ipairs(view.metas()) do
+      if meta.status == "running" and matched(filters, f, meta) then
+        want[meta.full_id] = true
+      end
+    end
+  end
+  local text = view.stats_json(want)
+  -- running by the view's word but no figures yet: sampled now, as all()
+  local missing = {}
+  for _, id in ipairs(view.unsampled()) do
+    if not want or want[id] then
+      missing[#missing + 1] = id
+    end
+  end
+  if #missing == 0 then
+    return text
+  end
+  local more = {}
+  for _, r in ipairs(metrics.stats_many(missing)) do
+    if r.record then
+      more[#more + 1] = assert(json.encode(r.record, { sort_keys = true }))
+    end
+  end
+  if #more == 0 then
+    return text
+  end
+  return text:sub(1, -2) .. (text == "[]" and "" or ",")
+    .. table.concat(more, ",") .. "]"
+end
+
 --- The records of every running container, as a JSON array.
 function M.all(sources)
   if view.count() > 0 then
