@@ -39,6 +39,15 @@ static unsigned find_u64s(const handle *h, size_t len, const char *const *keys,
   return got;
 }
 
+/* A file of the figures read seldom (handle.slow): EAGAIN when skipped. */
+static int slow_hread(handle *h, int k, const char *name, size_t *len) {
+  if (h->slow == CG_SLOW_SKIP)
+    return EAGAIN;
+  if (h->slow == CG_SLOW_ONCE)
+    return cg_hread_once(h, k, name, len);
+  return cg_hread(h, k, name, len);
+}
+
 /* The kernel's USER_HZ, what cpuacct.stat counts in. */
 static uint64_t clk_tck(void) {
   long hz = sysconf(_SC_CLK_TCK);
@@ -59,11 +68,11 @@ static void read_cpu_v1_more(handle *h, cpu_fig *c) {
       cgp_ticks_to_ns(v[0], clk_tck(), &c->user_ns) &&
       cgp_ticks_to_ns(v[1], clk_tck(), &c->system_ns))
     c->have_split = 1;
-  if (cg_hread(h, K_CPU, "cpuacct.usage_percpu", &len) == 0) {
+  if (slow_hread(h, K_CPU, "cpuacct.usage_percpu", &len) == 0) {
     int n = cgp_parse_u64_list(h->buf.p, len, c->percpu, CGP_MAX_CPUS);
     c->npercpu = n > 0 ? n : 0;
   }
-  if (cg_hread(h, K_CPUCTL, "cpu.stat", &len) == 0 &&
+  if (slow_hread(h, K_CPUCTL, "cpu.stat", &len) == 0 &&
       find_u64s(h, len, thr, NULL, 3, v) == 7) {
     c->throttle_ok = 1;
     c->periods = v[0], c->throttled = v[1], c->throttled_ns = v[2];
@@ -169,8 +178,8 @@ static void memory_stat(lua_State *L, int st, const handle *h, size_t len,
 static int memory_oom(handle *h, mem_fig *m) {
   static const char *const key[1] = {"oom_kill"};
   size_t len;
-  int e =
-      cg_hread(h, K_MEM, h->v2 ? "memory.events" : "memory.oom_control", &len);
+  int e = slow_hread(h, K_MEM, h->v2 ? "memory.events" : "memory.oom_control",
+                     &len);
   if (vanished(h, e))
     return e;
   if (!e)
@@ -442,7 +451,7 @@ int cg_read_pressure(lua_State *L, handle *h, psi_fig p[PSI_N], int *have) {
   if (!cg_hdir(h, k))
     return ENOENT;
   for (int i = 0; i < PSI_N; i++) {
-    int e = cg_hread(h, k, files[i], &len);
+    int e = slow_hread(h, k, files[i], &len);
     if (vanished(h, e))
       return e;
     if (L)

@@ -158,10 +158,11 @@ describe("view.sample on fixture trees", function()
     assert.same({}, s.gone)
     assert.same({}, s.paused)
     assert.equal("integer", math.type(s.us))
-    -- freezer, 3 cpuacct (usage, stat, usage_percpu), cpu.stat, 4 memory
-    -- (usage, limit, stat, oom_control), 2 blkio, pids, procs, net/dev; the
-    -- limits (quota, period, cpuset, pids.max) are read without keeping
-    assert.equal(14, s.fds)
+    -- freezer, 2 cpuacct (usage, stat), 3 memory (usage, limit, stat), 2
+    -- blkio, pids, net/dev; the limits (quota, period, cpuset, pids.max)
+    -- and the figures read every 10 s (usage_percpu, cpu.stat, oom_control,
+    -- procs) are read without keeping
+    assert.equal(11, s.fds)
     assert.equal(22988981, rec.cpu_usage_ns)
     assert.equal(1540096 - 32768, rec.memory_usage_bytes)
     assert.equal(HOST_MEM, rec.memory_limit_bytes) -- no limit: host memory
@@ -343,9 +344,10 @@ describe("view.sample on fixture trees", function()
     view.set_meta(ID.v2a, { name = "c", status = "running" })
     s = view.sample(opts(root))
     assert.equal(1, s.sampled)
-    -- v2: freeze, cpu.stat, 4 memory (current, max, stat, events), io.stat,
-    -- pids, procs, net/dev, 3 pressure
-    assert.equal(13, s.fds)
+    -- v2: freeze, cpu.stat, 3 memory (current, max, stat), io.stat, pids,
+    -- net/dev; memory.events, procs and the 3 pressure files are read
+    -- every 10 s without keeping
+    assert.equal(9, s.fds)
     -- the meta says it stopped: what was kept for it is closed
     view.set_meta(ID.v2a, { name = "c", status = "exited" })
     s = view.sample(opts(root))
@@ -367,10 +369,10 @@ describe("view.sample on fixture trees", function()
 
   it("closes what it keeps on remove and clear, and keeps within max_fds", function()
     local root = tree("v1-cgroupfs", ID.v1)
-    assert.equal(14, sample(root, ID.v1).fds)
+    assert.equal(11, sample(root, ID.v1).fds)
     assert.is_true(view.remove(ID.v1))
     assert.equal(0, view.sample(opts(root)).fds)
-    assert.equal(14, sample(root, ID.v1).fds)
+    assert.equal(11, sample(root, ID.v1).fds)
     view.clear()
     assert.equal(0, view.sample(opts(root)).fds)
     -- no descriptor kept: each file opened, read and closed, same figures
@@ -382,7 +384,7 @@ describe("view.sample on fixture trees", function()
     assert.equal(22988981, rec.cpu_usage_ns)
     -- a limit lowered under what is kept: the next round closes the excess
     view.set_limits({ max_fds = 100 })
-    assert.equal(14, view.sample(opts(root)).fds)
+    assert.equal(11, view.sample(opts(root)).fds)
     view.set_limits({ max_fds = 4 })
     s = view.sample(opts(root))
     assert.equal(1, s.sampled)
@@ -458,6 +460,32 @@ describe("view.sample on fixture trees", function()
     assert.equal(3, rec.pids)
     assert.equal("cgroup", rec.source)
     assert.matches('"source":"cgroup"', json.encode(view.all()), 1, true)
+  end)
+
+  it("reads the seldom-read figures every 10 s, the others every round", function()
+    local root = tree("v2-cgroupfs", ID.v2a, true)
+    local dir = root .. "/docker/" .. ID.v2a
+    local _, rec = sample(root, ID.v2a)
+    assert.equal(1, rec.memory_oom_events)
+    assert.equal(2, rec.processes)
+    assert.equal(12.5, rec.pressure.cpu.some.avg10)
+    write(dir .. "/memory.events", "oom 9\noom_kill 9\n")
+    write(dir .. "/cgroup.procs", "4242\n")
+    write(dir .. "/cpu.pressure", "some avg10=1.00 avg60=0.00 avg300=0.00 total=1\n")
+    write(dir .. "/pids.current", "7\n")
+    view.sample(opts(root))
+    rec = view.get(ID.v2a)
+    assert.equal(7, rec.pids) -- every round
+    -- as read at most 10 s ago
+    assert.equal(1, rec.memory_oom_events)
+    assert.equal(2, rec.processes)
+    assert.equal(12.5, rec.pressure.cpu.some.avg10)
+    -- a new probe (the container found again) reads them at once
+    view.remove(ID.v2a)
+    _, rec = sample(root, ID.v2a)
+    assert.equal(9, rec.memory_oom_events)
+    assert.equal(1, rec.processes)
+    assert.equal(1.0, rec.pressure.cpu.some.avg10)
   end)
 
   it("writes in stats_json() what json.encode(all()) writes", function()
