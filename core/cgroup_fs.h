@@ -137,7 +137,8 @@ typedef struct {
   cg_keep *keep;
   /* CG_SLOW_*: how the readers read the files of the figures that the
    * live view reads seldom (v1 per-CPU and cpu.stat, the OOM count, the
-   * pressure files). 0, what a zeroed handle has: as every other file. */
+   * pressure files, the memory limit). 0, what a zeroed handle has: as
+   * every other file. */
   int slow;
 } handle;
 

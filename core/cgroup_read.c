@@ -150,6 +150,17 @@ int cg_read_single(handle *h, int k, const char *name, single_fig *f) {
   return single_of(h, len, f);
 }
 
+/* The memory limit, read with the seldom-read figures (handle.slow): it
+ * changes only by `docker update`. */
+static int read_limit(handle *h, const char *name, single_fig *f) {
+  size_t len;
+  int e;
+  memset(f, 0, sizeof *f);
+  if ((e = slow_hread(h, K_MEM, name, &len)))
+    return e;
+  return single_of(h, len, f);
+}
+
 /* Whether errno e of a read means the whole cgroup is gone. */
 static int vanished(const handle *h, int e) {
   return cg_gone(e) && !cg_alive(h);
@@ -200,8 +211,7 @@ int cg_read_memory(lua_State *L, int st, handle *h, mem_fig *m) {
     m->usage_ok = 1;
     m->usage = u.v;
   }
-  e = cg_read_single(h, K_MEM, h->v2 ? "memory.max" : "memory.limit_in_bytes",
-                     &lim);
+  e = read_limit(h, h->v2 ? "memory.max" : "memory.limit_in_bytes", &lim);
   if (vanished(h, e))
     return e;
   if (!e) {

@@ -88,7 +88,8 @@
 
 /* The figures beside docker's that no docker stats column shows and that
  * are counters or slow averages (v1 per-CPU time and throttling, OOM
- * kills, processes, pressure): read again after this long, by
+ * kills, processes, pressure), and the memory limit (a limit, changed only
+ * by `docker update`, as the others above): read again after this long, by
  * open/read/close. They were 7 of the 17 files a container on a hybrid
  * host; read every round they cost a third of its time, and kept open
  * they left the descriptors of only ~590 containers in the default budget
@@ -97,13 +98,13 @@
  * round does not read them all at once. */
 #define SLOW_TTL_NS ((int64_t)10 * 1000000000)
 #define VF_SLOW                                                                \
-  (VF_THROTTLE | VF_OOM | VF_PROCS | VF_PSI_BIT(0) | VF_PSI_BIT(1) |           \
-   VF_PSI_BIT(2))
+  (VF_THROTTLE | VF_OOM | VF_PROCS | VF_LIMIT | VF_PSI_BIT(0) |                \
+   VF_PSI_BIT(1) | VF_PSI_BIT(2))
 
 /* The seldom-read figures as last read. */
 typedef struct slow_figs {
   unsigned have; /* VF_SLOW bits */
-  uint64_t periods, throttled, throttled_ns, oom, procs;
+  uint64_t periods, throttled, throttled_ns, oom, procs, limit;
   int npercpu;
   psi_fig psi[PSI_N];
   uint64_t percpu[VIEW_MAX_CPUS];
@@ -453,6 +454,7 @@ static void slow_keep(view_probe *p, const view_figs *f, int64_t now) {
   s->have = f->have & VF_SLOW;
   s->periods = f->periods, s->throttled = f->throttled;
   s->throttled_ns = f->throttled_ns, s->oom = f->oom, s->procs = f->procs;
+  s->limit = f->limit;
   s->npercpu = f->npercpu;
   memcpy(s->percpu, f->percpu, sizeof s->percpu);
   memcpy(s->psi, f->psi, sizeof s->psi);
@@ -475,7 +477,7 @@ static void slow_give(const view_probe *p, view_figs *f) {
     f->periods = s->periods, f->throttled = s->throttled;
     f->throttled_ns = s->throttled_ns;
   }
-  f->oom = s->oom, f->procs = s->procs;
+  f->oom = s->oom, f->procs = s->procs, f->limit = s->limit;
   f->npercpu = s->npercpu;
   memcpy(f->percpu, s->percpu, sizeof f->percpu);
   memcpy(f->psi, s->psi, sizeof f->psi);

@@ -158,11 +158,11 @@ describe("view.sample on fixture trees", function()
     assert.same({}, s.gone)
     assert.same({}, s.paused)
     assert.equal("integer", math.type(s.us))
-    -- freezer, 2 cpuacct (usage, stat), 3 memory (usage, limit, stat), 2
-    -- blkio, pids, net/dev; the limits (quota, period, cpuset, pids.max)
-    -- and the figures read every 10 s (usage_percpu, cpu.stat, oom_control,
-    -- procs) are read without keeping
-    assert.equal(11, s.fds)
+    -- freezer, 2 cpuacct (usage, stat), 2 memory (usage, stat), 2 blkio,
+    -- pids, procs, net/dev; the limits (quota, period, cpuset, pids.max,
+    -- memory) and the figures read every 10 s (usage_percpu, cpu.stat,
+    -- oom_control) are read without keeping
+    assert.equal(10, s.fds)
     assert.equal(22988981, rec.cpu_usage_ns)
     assert.equal(1540096 - 32768, rec.memory_usage_bytes)
     assert.equal(HOST_MEM, rec.memory_limit_bytes) -- no limit: host memory
@@ -344,10 +344,10 @@ describe("view.sample on fixture trees", function()
     view.set_meta(ID.v2a, { name = "c", status = "running" })
     s = view.sample(opts(root))
     assert.equal(1, s.sampled)
-    -- v2: freeze, cpu.stat, 3 memory (current, max, stat), io.stat, pids,
-    -- net/dev; memory.events, procs and the 3 pressure files are read
-    -- every 10 s without keeping
-    assert.equal(9, s.fds)
+    -- v2: freeze, cpu.stat, 2 memory (current, stat), io.stat, pids,
+    -- procs, net/dev; memory.max, memory.events and the 3 pressure files
+    -- are read every 10 s without keeping
+    assert.equal(8, s.fds)
     -- the meta says it stopped: what was kept for it is closed
     view.set_meta(ID.v2a, { name = "c", status = "exited" })
     s = view.sample(opts(root))
@@ -369,10 +369,10 @@ describe("view.sample on fixture trees", function()
 
   it("closes what it keeps on remove and clear, and keeps within max_fds", function()
     local root = tree("v1-cgroupfs", ID.v1)
-    assert.equal(11, sample(root, ID.v1).fds)
+    assert.equal(10, sample(root, ID.v1).fds)
     assert.is_true(view.remove(ID.v1))
     assert.equal(0, view.sample(opts(root)).fds)
-    assert.equal(11, sample(root, ID.v1).fds)
+    assert.equal(10, sample(root, ID.v1).fds)
     view.clear()
     assert.equal(0, view.sample(opts(root)).fds)
     -- no descriptor kept: each file opened, read and closed, same figures
@@ -384,7 +384,7 @@ describe("view.sample on fixture trees", function()
     assert.equal(22988981, rec.cpu_usage_ns)
     -- a limit lowered under what is kept: the next round closes the excess
     view.set_limits({ max_fds = 100 })
-    assert.equal(11, view.sample(opts(root)).fds)
+    assert.equal(10, view.sample(opts(root)).fds)
     view.set_limits({ max_fds = 4 })
     s = view.sample(opts(root))
     assert.equal(1, s.sampled)
@@ -473,6 +473,7 @@ describe("view.sample on fixture trees", function()
     write(dir .. "/cgroup.procs", "4242\n")
     write(dir .. "/cpu.pressure", "some avg10=1.00 avg60=0.00 avg300=0.00 total=1\n")
     write(dir .. "/pids.current", "7\n")
+    write(dir .. "/memory.max", "1048576\n")
     view.sample(opts(root))
     rec = view.get(ID.v2a)
     assert.equal(7, rec.pids) -- every round
@@ -480,12 +481,14 @@ describe("view.sample on fixture trees", function()
     assert.equal(1, rec.memory_oom_events)
     assert.equal(2, rec.processes)
     assert.equal(12.5, rec.pressure.cpu.some.avg10)
+    assert.equal(null, rec.memory_cgroup_limit_bytes) -- "max" then
     -- a new probe (the container found again) reads them at once
     view.remove(ID.v2a)
     _, rec = sample(root, ID.v2a)
     assert.equal(9, rec.memory_oom_events)
     assert.equal(1, rec.processes)
     assert.equal(1.0, rec.pressure.cpu.some.avg10)
+    assert.equal(1048576, rec.memory_cgroup_limit_bytes)
   end)
 
   it("writes in stats_json() what json.encode(all()) writes", function()
@@ -579,7 +582,7 @@ describe("view.sample on fixture trees", function()
       .. "in the first (opening)")
       :format(n, meta.bytes / n, (kept.bytes - meta.bytes) / n, kept.fds / n,
         (none.bytes - meta.bytes) / n, s.us / n, first.us / n))
-    assert.equal(9 * n, kept.fds)
+    assert.equal(8 * n, kept.fds) -- memory.max is read every 10 s, not kept
     assert.equal(0, none.fds)
     -- with the default history (900 points of 36 bytes: 15 min at 1 s),
     -- a container stays under 40 KiB: 1,000 of them in 40 MB
