@@ -16,6 +16,13 @@ function M.trusted()
   return type(st) == "table" and st.trusted == true
 end
 
+-- What filters.match reads of a container, from its meta.
+local function matched(filters, f, meta)
+  return filters.match(f, { status = meta.status, name = meta.name,
+    image = meta.image, image_id = meta.image_id, labels = meta.labels or {},
+    networks = meta.networks or {} })
+end
+
 --- GET /api/containers from the view: the containers whose metadata
 -- matches f (horcrux.filters), in the route's shape; all = false keeps
 -- what `docker ps` shows (running, paused, restarting). nil when the view
@@ -27,11 +34,10 @@ function M.list(f, all)
   local filters = require "horcrux.filters"
   local out = json.array()
   local shown = { running = true, paused = true, restarting = true }
+  local every = filters.none(f)
   for _, meta in ipairs(view.metas()) do
-    local rec = { status = meta.status, name = meta.name, image = meta.image,
-      image_id = meta.image_id, labels = meta.labels or {},
-      networks = meta.networks or {} }
-    if (all or shown[meta.status]) and filters.match(f, rec) then
+    if (all or shown[meta.status])
+        and (every or matched(filters, f, meta)) then
       out[#out + 1] = { id = meta.full_id:sub(1, 12), name = meta.name,
         status = meta.status, image = meta.image }
     end
@@ -100,13 +106,6 @@ function M.stats(ref, sources)
     end
   end
   return metrics.stats(id or ref, sources)
-end
-
--- What filters.match reads of a container, from its meta.
-local function matched(filters, f, meta)
-  return filters.match(f, { status = meta.status, name = meta.name,
-    image = meta.image, image_id = meta.image_id, labels = meta.labels or {},
-    networks = meta.networks or {} })
 end
 
 --- GET /api/stats as JSON text written from the view in C
