@@ -141,24 +141,19 @@ static int single_of(const handle *h, size_t len, single_fig *f) {
   return 0;
 }
 
-int cg_read_single(handle *h, int k, const char *name, single_fig *f) {
+/* A one-value file; slow: one of the seldom-read figures' (handle.slow). */
+static int read_single(handle *h, int k, const char *name, single_fig *f,
+                       int slow) {
   size_t len;
   int e;
   memset(f, 0, sizeof *f);
-  if ((e = cg_hread(h, k, name, &len)))
+  if ((e = slow ? slow_hread(h, k, name, &len) : cg_hread(h, k, name, &len)))
     return e;
   return single_of(h, len, f);
 }
 
-/* The memory limit, read with the seldom-read figures (handle.slow): it
- * changes only by `docker update`. */
-static int read_limit(handle *h, const char *name, single_fig *f) {
-  size_t len;
-  int e;
-  memset(f, 0, sizeof *f);
-  if ((e = slow_hread(h, K_MEM, name, &len)))
-    return e;
-  return single_of(h, len, f);
+int cg_read_single(handle *h, int k, const char *name, single_fig *f) {
+  return read_single(h, k, name, f, 0);
 }
 
 /* Whether errno e of a read means the whole cgroup is gone. */
@@ -211,7 +206,9 @@ int cg_read_memory(lua_State *L, int st, handle *h, mem_fig *m) {
     m->usage_ok = 1;
     m->usage = u.v;
   }
-  e = read_limit(h, h->v2 ? "memory.max" : "memory.limit_in_bytes", &lim);
+  /* the limit changes only by `docker update`: read seldom */
+  e = read_single(h, K_MEM, h->v2 ? "memory.max" : "memory.limit_in_bytes",
+                  &lim, 1);
   if (vanished(h, e))
     return e;
   if (!e) {
