@@ -574,6 +574,7 @@ static void read_one(view_job *j, const hx_cpu_capi *cpu) {
     /* a new cgroup: the samples of the old one are another life's */
     cpu->forget(j->id, VIEW_ID_LEN);
     p->h.keep->renewed = 0;
+    p->slow_at = 0; /* its seldom-read figures too, next round */
   }
 }
 
