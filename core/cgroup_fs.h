@@ -135,7 +135,18 @@ typedef struct {
    * opened once and re-read with pread at offset 0 while the budget lets
    * it be kept (cg_keep_start). */
   cg_keep *keep;
+  /* CG_SLOW_*: how the readers read the files of the figures that the
+   * live view reads seldom (v1 per-CPU and cpu.stat, the OOM count, the
+   * pressure files, the memory limit). 0, what a zeroed handle has: as
+   * every other file. */
+  int slow;
 } handle;
+
+enum {
+  CG_SLOW_READ, /* read and kept as the other files */
+  CG_SLOW_SKIP, /* not read: their figures are left unset */
+  CG_SLOW_ONCE  /* read without keeping their descriptors */
+};
 
 /* Fills h (zeroed by the caller) for container id under the tree at root
  * of the given version, the driver `prefer` tried first: its directories,

@@ -39,6 +39,15 @@ static unsigned find_u64s(const handle *h, size_t len, const char *const *keys,
   return got;
 }
 
+/* A file of the figures read seldom (handle.slow): EAGAIN when skipped. */
+static int slow_hread(handle *h, int k, const char *name, size_t *len) {
+  if (h->slow == CG_SLOW_SKIP)
+    return EAGAIN;
+  if (h->slow == CG_SLOW_ONCE)
+    return cg_hread_once(h, k, name, len);
+  return cg_hread(h, k, name, len);
+}
+
 /* The kernel's USER_HZ, what cpuacct.stat counts in. */
 static uint64_t clk_tck(void) {
   long hz = sysconf(_SC_CLK_TCK);
@@ -59,11 +68,11 @@ static void read_cpu_v1_more(handle *h, cpu_fig *c) {
       cgp_ticks_to_ns(v[0], clk_tck(), &c->user_ns) &&
       cgp_ticks_to_ns(v[1], clk_tck(), &c->system_ns))
     c->have_split = 1;
-  if (cg_hread(h, K_CPU, "cpuacct.usage_percpu", &len) == 0) {
+  if (slow_hread(h, K_CPU, "cpuacct.usage_percpu", &len) == 0) {
     int n = cgp_parse_u64_list(h->buf.p, len, c->percpu, CGP_MAX_CPUS);
     c->npercpu = n > 0 ? n : 0;
   }
-  if (cg_hread(h, K_CPUCTL, "cpu.stat", &len) == 0 &&
+  if (slow_hread(h, K_CPUCTL, "cpu.stat", &len) == 0 &&
       find_u64s(h, len, thr, NULL, 3, v) == 7) {
     c->throttle_ok = 1;
     c->periods = v[0], c->throttled = v[1], c->throttled_ns = v[2];
@@ -132,13 +141,19 @@ static int single_of(const handle *h, size_t len, single_fig *f) {
   return 0;
 }
 
-int cg_read_single(handle *h, int k, const char *name, single_fig *f) {
+/* A one-value file; slow: one of the seldom-read figures' (handle.slow). */
+static int read_single(handle *h, int k, const char *name, single_fig *f,
+                       int slow) {
   size_t len;
   int e;
   memset(f, 0, sizeof *f);
-  if ((e = cg_hread(h, k, name, &len)))
+  if ((e = slow ? slow_hread(h, k, name, &len) : cg_hread(h, k, name, &len)))
     return e;
   return single_of(h, len, f);
+}
+
+int cg_read_single(handle *h, int k, const char *name, single_fig *f) {
+  return read_single(h, k, name, f, 0);
 }
 
 /* Whether errno e of a read means the whole cgroup is gone. */
@@ -169,8 +184,8 @@ static void memory_stat(lua_State *L, int st, const handle *h, size_t len,
 static int memory_oom(handle *h, mem_fig *m) {
   static const char *const key[1] = {"oom_kill"};
   size_t len;
-  int e =
-      cg_hread(h, K_MEM, h->v2 ? "memory.events" : "memory.oom_control", &len);
+  int e = slow_hread(h, K_MEM, h->v2 ? "memory.events" : "memory.oom_control",
+                     &len);
   if (vanished(h, e))
     return e;
   if (!e)
@@ -191,8 +206,9 @@ int cg_read_memory(lua_State *L, int st, handle *h, mem_fig *m) {
     m->usage_ok = 1;
     m->usage = u.v;
   }
-  e = cg_read_single(h, K_MEM, h->v2 ? "memory.max" : "memory.limit_in_bytes",
-                     &lim);
+  /* the limit changes only by `docker update`: read seldom */
+  e = read_single(h, K_MEM, h->v2 ? "memory.max" : "memory.limit_in_bytes",
+                  &lim, 1);
   if (vanished(h, e))
     return e;
   if (!e) {
@@ -442,7 +458,7 @@ int cg_read_pressure(lua_State *L, handle *h, psi_fig p[PSI_N], int *have) {
   if (!cg_hdir(h, k))
     return ENOENT;
   for (int i = 0; i < PSI_N; i++) {
-    int e = cg_hread(h, k, files[i], &len);
+    int e = slow_hread(h, k, files[i], &len);
     if (vanished(h, e))
       return e;
     if (L)

@@ -451,10 +451,10 @@ void hx_conns_notify(void *cls, struct MHD_Connection *conn,
  * request in flight (--max-inflight). */
 #define FD_PER_WORKER 36
 /* Per container whose cgroup files the live view's sampler keeps open:
- * up to 17 (view_sample.c: a v1 host with the unified tree's pressure
- * files; fewer on v2). The view keeps what its
+ * up to 10 (view_sample.c: a v1 or hybrid host; 8 on v2; the files read
+ * every 10 s are opened and closed each time). The view keeps what its
  * max_fds allows and reads the other containers by opening their files. */
-#define FD_PER_CONTAINER 17
+#define FD_PER_CONTAINER 10
 #define MIN_CONTAINERS 16
 #define DEFAULT_CONNECTIONS 1024
 #define MIN_CONNECTIONS 16

@@ -48,4 +48,10 @@ void hx_json_push_array_mt(lua_State *L);
  * string: well-formed UTF-8 as it is, each other byte >= 0x80 as \ufffd. */
 size_t hx_json_quote(char *out, const char *s, size_t n);
 
+/* Writes the finite v to out (room for 48 bytes, NUL-terminated) as
+ * hx_json_encode writes a float: the shortest of 15, 16 and 17 significant
+ * digits that reads back the same, in %g's layout. Returns the length; 0
+ * (nothing written) for NaN and the infinities. */
+size_t hx_json_format_double(char *out, double v);
+
 #endif

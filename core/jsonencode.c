@@ -294,13 +294,19 @@ static int try_digits(char *out, double v, int neg, const char *d, int x,
  * even one first as printf does. horcrux never sets LC_NUMERIC; under a
  * locale whose decimal point is not '.', the checks fail and every float
  * comes out as %.17g, with the point put back to '.'. */
-static int put_float(enc *e, double v, const seg *at) {
-  char tmp[48], out[48], d[FLOAT_DIGITS];
+size_t hx_json_format_double(char *out, double v) {
+  char tmp[48], d[FLOAT_DIGITS];
   int neg, x, n = 0;
   if (!isfinite(v))
-    return enc_fail(e, at, "%s", isnan(v) ? "NaN" : "infinity");
-  if (v == 0)
-    return signbit(v) ? PUT_LIT(e, "-0") : put_char(e, '0');
+    return 0;
+  if (v == 0) {
+    size_t z = 0;
+    if (signbit(v))
+      out[z++] = '-';
+    out[z++] = '0';
+    out[z] = '\0';
+    return z;
+  }
   /* [-]d.dddd...e[+-]x; the point may be a locale's. */
   snprintf(tmp, sizeof tmp, "%.*e", FLOAT_DIGITS - 1, v);
   neg = tmp[0] == '-';
@@ -321,12 +327,20 @@ static int put_float(enc *e, double v, const seg *at) {
     }
   }
   if (n == 0) { /* not expected: let the C library do it */
-    n = snprintf(out, sizeof out, "%.17g", v);
+    n = snprintf(out, 48, "%.17g", v);
     for (int i = 0; i < n; i++)
       if (!strchr("0123456789+-.eE", out[i])) /* a locale's decimal mark */
         out[i] = '.';
   }
-  return put(e, out, (size_t)n);
+  return (size_t)n;
+}
+
+static int put_float(enc *e, double v, const seg *at) {
+  char out[48];
+  size_t n = hx_json_format_double(out, v);
+  if (n == 0)
+    return enc_fail(e, at, "%s", isnan(v) ? "NaN" : "infinity");
+  return put(e, out, n);
 }
 
 static int is_cont(unsigned char c) { return (c & 0xC0) == 0x80; }

@@ -12,6 +12,8 @@
  *   view.meta(id)              -> meta | nil, msg, "not_found"
  *   view.find(ref)             -> full id | nil, msg, kind
  *   view.all()                 -> array of records (each with id and name)
+ *   view.stats_json([want])    -> the JSON text of all() (of the ids in the
+ *                                 set want only), written in C; and n
  *   view.ids()                 -> array of full ids
  *   view.remove(id)            -> true if id was held
  *   view.clear()               -> number of containers dropped
@@ -595,6 +597,59 @@ static int l_all(lua_State *L) {
   return 1;
 }
 
+/* stats_json([want]) -> text, n: the JSON array of the records all() gives
+ * (those of the ids in the set `want` only, when given: {[full id] =
+ * true}), as json.encode(all(), {sort_keys = true}) writes it; n records.
+ * Figures are written in C (view_json.c); a record put from Lua is built
+ * and encoded as all() would. The entries are copied under the read lock,
+ * as all() copies them, and written after it. */
+static int l_stats_json(lua_State *L) {
+  int want = !lua_isnoneornil(L, 1);
+  if (want)
+    luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  view_json *j = view_json_new(L);
+  view_jbuf *b = view_json_buf(j);
+  const char *buf;
+  size_t n = fetch_all(L, &buf), kept = 0;
+  int64_t now = hx_mono_ns();
+  view_jbuf_put(b, "[", 1);
+  for (size_t i = 0; i < n; i++) {
+    view_of v = read_copied(buf);
+    buf = v.next;
+    if (want) {
+      lua_pushlstring(L, v.id, ID_LEN);
+      int in = lua_rawget(L, 1) != LUA_TNIL && lua_toboolean(L, -1);
+      lua_pop(L, 1);
+      if (!in)
+        continue;
+    }
+    if (kept++ > 0)
+      view_jbuf_put(b, ",", 1);
+    if (v.c.figs) {
+      view_figs f;
+      memcpy(&f, v.rec, sizeof f);
+      view_json_figs(j, &f, v.id, v.name, v.c.nn, age_ms(now, v.c.taken_ns));
+    } else {
+      push_record(L, &v, now, 1);
+      if (!hx_json_encode(L, -1, 0, HX_JSON_SORT_KEYS))
+        return luaL_error(L, "view: %s", lua_tostring(L, -1));
+      size_t tn;
+      const char *t = lua_tolstring(L, -1, &tn);
+      view_jbuf_put(b, t, tn);
+      lua_pop(L, 2);
+    }
+  }
+  view_jbuf_put(b, "]", 1);
+  if (b->oom || b->bad)
+    return luaL_error(L, "view: %s",
+                      b->oom ? "not enough memory"
+                             : "a record past the writer's bounds");
+  lua_pushlstring(L, b->p, b->n);
+  lua_pushinteger(L, (lua_Integer)kept);
+  return 2;
+}
+
 /* Every entry with a record, with its meta, as all() copies them. */
 static size_t with_both_size(const hx_node *n, void *arg) {
   const entry *e = HX_ENTRY_OF(n, const entry, node);
@@ -1022,6 +1077,7 @@ static const luaL_Reg funcs[] = {{"put", l_put},
                                  {"footprint", l_footprint},
                                  {"history", l_history},
                                  {"prometheus", view_prometheus},
+                                 {"stats_json", l_stats_json},
                                  {"metas", l_metas},
                                  {"unsampled", l_unsampled},
                                  {"set_status", l_set_status},

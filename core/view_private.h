@@ -78,9 +78,46 @@ typedef struct view_figs {
 
 /* ---- view_record.c */
 
-/* Pushes the stats record of f by lua/horcrux/record.lua's rules, with
- * source = "cgroup" and without id, name and sample_age_ms. */
+/* Where the members of a record go: a Lua table (view_push_record) or
+ * JSON text (view_json.c). k is the member's key in an object, NULL for an
+ * item of an array; a key need not outlive the call. open/close bracket a
+ * nested object (array = 0) or array (array = 1); hint: members expected. */
+enum { VO_NULL, VO_INT, VO_FLOAT };
+typedef struct view_out view_out;
+struct view_out {
+  void (*num)(view_out *o, const char *k, int kind, int64_t i, double d);
+  void (*str)(view_out *o, const char *k, const char *s);
+  void (*open)(view_out *o, const char *k, int array, int hint);
+  void (*close)(view_out *o, int array);
+};
+
+/* The members of the stats record of f by lua/horcrux/record.lua's rules,
+ * with source = "cgroup" and without id, name and sample_age_ms, into o
+ * (its object already open). */
+void view_emit_record(view_out *o, const view_figs *f);
+/* Pushes that record as a table. */
 void view_push_record(lua_State *L, const view_figs *f);
+
+/* ---- view_json.c: records as JSON text */
+
+/* A growable buffer, a userdata whose __gc frees it. oom: a write found
+ * no memory; bad: a record's shape past the writer's bounds. */
+typedef struct view_jbuf {
+  char *p;
+  size_t n, cap;
+  int oom, bad;
+} view_jbuf;
+view_jbuf *view_jbuf_new(lua_State *L); /* pushed */
+int view_jbuf_put(view_jbuf *b, const char *s, size_t n);
+
+/* A writer of records (a userdata, pushed, holding its buffers). */
+typedef struct view_json view_json;
+view_json *view_json_new(lua_State *L);
+view_jbuf *view_json_buf(view_json *j);
+/* Appends f's record with id, name (namelen 0: null) and sample_age_ms, as
+ * json.encode(record, {sort_keys = true}) writes what view.all() gives. */
+void view_json_figs(view_json *j, const view_figs *f, const char *id,
+                    const char *name, size_t namelen, int64_t age_ms);
 
 /* ---- the sampler's hold on the entries (view.c, for view_sample.c) */
 

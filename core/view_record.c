@@ -97,34 +97,30 @@ static int counter(checked *c, const view_figs *f, unsigned bit, uint64_t v,
   return 1;
 }
 
-static void set_int(lua_State *L, const char *k, int ok, int64_t v) {
-  if (ok)
-    lua_pushinteger(L, (lua_Integer)v);
-  else
-    hx_json_push_null(L);
-  lua_setfield(L, -2, k);
+static void set_int(view_out *o, const char *k, int ok, int64_t v) {
+  o->num(o, k, ok ? VO_INT : VO_NULL, v, 0);
 }
 
-static void set_float(lua_State *L, const char *k, int ok, double v) {
-  if (ok)
-    lua_pushnumber(L, (lua_Number)v);
-  else
-    hx_json_push_null(L);
-  lua_setfield(L, -2, k);
+static void set_float(view_out *o, const char *k, int ok, double v) {
+  o->num(o, k, ok ? VO_FLOAT : VO_NULL, 0, v);
+}
+
+static void set_null(view_out *o, const char *k) {
+  o->num(o, k, VO_NULL, 0, 0);
 }
 
 /* Network and block I/O: 0 when not read, null when refused. */
-static void set_sum(lua_State *L, checked *c, const view_figs *f, unsigned bit,
+static void set_sum(view_out *o, checked *c, const view_figs *f, unsigned bit,
                     uint64_t v, int r) {
   int64_t n = 0;
   int ok = counter(c, f, bit, v, r, &n);
-  set_int(L, names[r], ok || !(f->have & bit), n);
+  set_int(o, names[r], ok || !(f->have & bit), n);
 }
 
 /* record.memory: used, limit and percent of the figures; the working set
  * (the same used), the cgroup's own usage and limit (none at or above the
  * host's memory). */
-static void set_memory(lua_State *L, checked *c, const view_figs *f) {
+static void set_memory(view_out *o, checked *c, const view_figs *f) {
   int64_t usage = 0, inactive = 0, limit = 0, host = 0;
   int has_usage = counter(c, f, VF_USAGE, f->usage, R_MEM_USAGE, &usage);
   int has_inactive =
@@ -148,21 +144,21 @@ static void set_memory(lua_State *L, checked *c, const view_figs *f) {
       has_pct = 1;
     }
   }
-  set_int(L, "memory_usage_bytes", has_usage, usage);
-  set_int(L, "memory_limit_bytes", has_usage && has_limit, limit);
-  set_float(L, "memory_percent", has_pct, pct);
-  set_int(L, "memory_working_set_bytes", has_usage, usage);
-  set_int(L, "memory_cgroup_usage_bytes", has_usage, raw);
-  set_int(L, "memory_cgroup_limit_bytes", own_limit, raw_limit);
+  set_int(o, "memory_usage_bytes", has_usage, usage);
+  set_int(o, "memory_limit_bytes", has_usage && has_limit, limit);
+  set_float(o, "memory_percent", has_pct, pct);
+  set_int(o, "memory_working_set_bytes", has_usage, usage);
+  set_int(o, "memory_cgroup_usage_bytes", has_usage, raw);
+  set_int(o, "memory_cgroup_limit_bytes", own_limit, raw_limit);
 }
 
 /* A counter field named names[r]: its value, or null (refused or not
  * read). Returns whether it was set to a value; *out gets it. */
-static int set_counter(lua_State *L, checked *c, const view_figs *f,
+static int set_counter(view_out *o, checked *c, const view_figs *f,
                        unsigned bit, uint64_t v, int r, int64_t *out) {
   int64_t n = 0;
   int ok = counter(c, f, bit, v, r, &n);
-  set_int(L, names[r], ok, n);
+  set_int(o, names[r], ok, n);
   if (out)
     *out = n;
   return ok;
@@ -170,9 +166,9 @@ static int set_counter(lua_State *L, checked *c, const view_figs *f,
 
 /* A limit whose absence is known (bit none): null then, as when unknown.
  * Returns 1 when the value was set, -1 when known to be none, 0 else. */
-static int set_limit(lua_State *L, checked *c, const view_figs *f, unsigned bit,
+static int set_limit(view_out *o, checked *c, const view_figs *f, unsigned bit,
                      unsigned none, uint64_t v, int r, int64_t *out) {
-  if (set_counter(L, c, f, bit, v, r, out))
+  if (set_counter(o, c, f, bit, v, r, out))
     return 1;
   return (f->have & none) && !(f->have & bit) ? -1 : 0;
 }
@@ -198,131 +194,122 @@ static int cpu_limit(int quota, int64_t q, int has_period, int64_t period,
 }
 
 /* The CPU figures beside docker's, and the limit. */
-static void set_cpu_more(lua_State *L, checked *c, const view_figs *f) {
+static void set_cpu_more(view_out *o, checked *c, const view_figs *f) {
   int64_t q = 0, period = 0, cpuset = 0, cpus = 0;
   double cores = 0;
-  set_counter(L, c, f, VF_SPLIT, f->user_ns, R_USER, NULL);
-  set_counter(L, c, f, VF_SPLIT, f->system_ns, R_SYSTEM, NULL);
-  set_counter(L, c, f, VF_THROTTLE, f->periods, R_PERIODS, NULL);
-  set_counter(L, c, f, VF_THROTTLE, f->throttled, R_THROTTLED, NULL);
-  set_counter(L, c, f, VF_THROTTLE, f->throttled_ns, R_THROTTLED_NS, NULL);
+  set_counter(o, c, f, VF_SPLIT, f->user_ns, R_USER, NULL);
+  set_counter(o, c, f, VF_SPLIT, f->system_ns, R_SYSTEM, NULL);
+  set_counter(o, c, f, VF_THROTTLE, f->periods, R_PERIODS, NULL);
+  set_counter(o, c, f, VF_THROTTLE, f->throttled, R_THROTTLED, NULL);
+  set_counter(o, c, f, VF_THROTTLE, f->throttled_ns, R_THROTTLED_NS, NULL);
   int has_period =
-      set_counter(L, c, f, VF_PERIOD, f->period_us, R_PERIOD, &period);
+      set_counter(o, c, f, VF_PERIOD, f->period_us, R_PERIOD, &period);
   int has_cpuset =
-      set_counter(L, c, f, VF_CPUSET, f->cpuset, R_CPUSET, &cpuset);
+      set_counter(o, c, f, VF_CPUSET, f->cpuset, R_CPUSET, &cpuset);
   int quota =
-      set_limit(L, c, f, VF_QUOTA, VF_NOQUOTA, f->quota_us, R_QUOTA, &q);
+      set_limit(o, c, f, VF_QUOTA, VF_NOQUOTA, f->quota_us, R_QUOTA, &q);
   int has_cpus = counter(c, f, VF_CPUS, f->online_cpus, R_CPUS, &cpus);
   int has = cpu_limit(quota, q, has_period, period, has_cpuset, cpuset,
                       has_cpus, cpus, &cores);
   int has_pct = (f->have & VF_PCT) && f->pct >= 0 && f->pct < HUGE_VAL;
-  set_float(L, "cpu_limit_cores", has, cores);
-  set_float(L, "cpu_limit_percent", has && cores > 0 && has_pct,
+  set_float(o, "cpu_limit_cores", has, cores);
+  set_float(o, "cpu_limit_percent", has && cores > 0 && has_pct,
             has && cores > 0 ? f->pct / cores : 0);
 }
 
-/* Pushes v as a counter of field r: null (and r refused) past INT64_MAX. */
-static void push_counter(lua_State *L, checked *c, uint64_t v, int r) {
-  if (v > (uint64_t)INT64_MAX) {
+/* v as a counter of field r under key k: null (and r refused) past
+ * INT64_MAX. */
+static void put_counter(view_out *o, const char *k, checked *c, uint64_t v,
+                        int r) {
+  int ok = v <= (uint64_t)INT64_MAX;
+  if (!ok)
     c->refused[r] = 1;
-    hx_json_push_null(L);
-  } else {
-    lua_pushinteger(L, (lua_Integer)v);
-  }
+  set_int(o, k, ok, ok ? (int64_t)v : 0);
 }
 
 /* An array of counters (cpu_percpu_ns), null when there is none. */
-static void set_percpu(lua_State *L, checked *c, const view_figs *f) {
+static void set_percpu(view_out *o, checked *c, const view_figs *f) {
   if (f->npercpu <= 0) {
-    hx_json_push_null(L);
-  } else {
-    lua_createtable(L, f->npercpu, 0);
-    for (int i = 0; i < f->npercpu; i++) {
-      push_counter(L, c, f->percpu[i], R_PERCPU);
-      lua_rawseti(L, -2, i + 1);
-    }
-    hx_json_push_array_mt(L);
-    lua_setmetatable(L, -2);
+    set_null(o, "cpu_percpu_ns");
+    return;
   }
-  lua_setfield(L, -2, "cpu_percpu_ns");
+  o->open(o, "cpu_percpu_ns", 1, f->npercpu);
+  for (int i = 0; i < f->npercpu; i++)
+    put_counter(o, NULL, c, f->percpu[i], R_PERCPU);
+  o->close(o, 1);
 }
 
 /* networks = {name = {rx_bytes, ...}}, null when not read. */
-static void set_networks(lua_State *L, checked *c, const view_figs *f) {
+static void set_networks(view_out *o, checked *c, const view_figs *f) {
   if (!(f->have & VF_NET)) {
-    hx_json_push_null(L);
-  } else {
-    lua_createtable(L, 0, f->nifs);
-    for (int i = 0; i < f->nifs; i++) {
-      lua_createtable(L, 0, NI_N);
-      for (int j = 0; j < NI_N; j++) {
-        push_counter(L, c, f->ifs[i].v[j], R_NETWORKS);
-        lua_setfield(L, -2, cgp_iface_names[j]);
-      }
-      lua_setfield(L, -2, f->ifs[i].name);
-    }
+    set_null(o, "networks");
+    return;
   }
-  lua_setfield(L, -2, "networks");
+  o->open(o, "networks", 0, f->nifs);
+  for (int i = 0; i < f->nifs; i++) {
+    o->open(o, f->ifs[i].name, 0, NI_N);
+    for (int j = 0; j < NI_N; j++)
+      put_counter(o, cgp_iface_names[j], c, f->ifs[i].v[j], R_NETWORKS);
+    o->close(o, 0);
+  }
+  o->close(o, 0);
 }
 
 /* block_devices = {["8:0"] = {read_bytes, write_bytes}}, null when not
  * read. */
-static void set_devices(lua_State *L, checked *c, const view_figs *f) {
+static void set_devices(view_out *o, checked *c, const view_figs *f) {
   if (!(f->have & VF_BLK)) {
-    hx_json_push_null(L);
-  } else {
-    lua_createtable(L, 0, f->ndevs);
-    for (int i = 0; i < f->ndevs; i++) {
-      lua_pushfstring(L, "%d:%d", (int)f->devs[i].major, (int)f->devs[i].minor);
-      lua_createtable(L, 0, 2);
-      push_counter(L, c, f->devs[i].read, R_DEVICES);
-      lua_setfield(L, -2, "read_bytes");
-      push_counter(L, c, f->devs[i].write, R_DEVICES);
-      lua_setfield(L, -2, "write_bytes");
-      lua_rawset(L, -3);
-    }
+    set_null(o, "block_devices");
+    return;
   }
-  lua_setfield(L, -2, "block_devices");
+  o->open(o, "block_devices", 0, f->ndevs);
+  for (int i = 0; i < f->ndevs; i++) {
+    char key[32];
+    snprintf(key, sizeof key, "%d:%d", (int)f->devs[i].major,
+             (int)f->devs[i].minor);
+    o->open(o, key, 0, 2);
+    put_counter(o, "read_bytes", c, f->devs[i].read, R_DEVICES);
+    put_counter(o, "write_bytes", c, f->devs[i].write, R_DEVICES);
+    o->close(o, 0);
+  }
+  o->close(o, 0);
 }
 
-static void push_psi_line(lua_State *L, checked *c, const psi_line *l,
-                          const char *k) {
+static void put_psi_line(view_out *o, checked *c, const psi_line *l,
+                         const char *k) {
   static const char *const avg[3] = {"avg10", "avg60", "avg300"};
   if (!l->ok)
     return;
-  lua_createtable(L, 0, 4);
-  for (int i = 0; i < 3; i++) {
-    lua_pushnumber(L, (lua_Number)l->avg[i]);
-    lua_setfield(L, -2, avg[i]);
-  }
-  push_counter(L, c, l->total, R_PRESSURE);
-  lua_setfield(L, -2, "total_us");
-  lua_setfield(L, -2, k);
+  o->open(o, k, 0, 4);
+  for (int i = 0; i < 3; i++)
+    set_float(o, avg[i], 1, l->avg[i]);
+  put_counter(o, "total_us", c, l->total, R_PRESSURE);
+  o->close(o, 0);
 }
 
 /* pressure = {cpu = {some =, full =}, memory =, io =}, null when none. */
-static void set_pressure(lua_State *L, checked *c, const view_figs *f) {
+static void set_pressure(view_out *o, checked *c, const view_figs *f) {
   int any = 0;
   for (int i = 0; i < PSI_N; i++)
     any |= (f->have & VF_PSI_BIT(i)) != 0;
   if (!any) {
-    hx_json_push_null(L);
-  } else {
-    lua_createtable(L, 0, PSI_N);
-    for (int i = 0; i < PSI_N; i++) {
-      if (!(f->have & VF_PSI_BIT(i)))
-        continue;
-      lua_createtable(L, 0, 2);
-      push_psi_line(L, c, &f->psi[i].some, "some");
-      push_psi_line(L, c, &f->psi[i].full, "full");
-      lua_setfield(L, -2, cg_psi_names[i]);
-    }
+    set_null(o, "pressure");
+    return;
   }
-  lua_setfield(L, -2, "pressure");
+  o->open(o, "pressure", 0, PSI_N);
+  for (int i = 0; i < PSI_N; i++) {
+    if (!(f->have & VF_PSI_BIT(i)))
+      continue;
+    o->open(o, cg_psi_names[i], 0, 2);
+    put_psi_line(o, c, &f->psi[i].some, "some");
+    put_psi_line(o, c, &f->psi[i].full, "full");
+    o->close(o, 0);
+  }
+  o->close(o, 0);
 }
 
 /* "2026-11-30T08:33:31.123456789Z", as horcrux.time.format writes it. */
-static void push_rfc3339(lua_State *L, int64_t ns) {
+static void set_rfc3339(view_out *o, const char *k, int64_t ns) {
   char buf[64];
   struct tm tm;
   time_t secs = (time_t)(ns / 1000000000);
@@ -334,65 +321,121 @@ static void push_rfc3339(lua_State *L, int64_t ns) {
   gmtime_r(&secs, &tm);
   size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
   snprintf(buf + n, sizeof buf - n, ".%09ldZ", frac);
-  lua_pushstring(L, buf);
+  o->str(o, k, buf);
 }
 
 /* The figures beside docker's, in record.lua's order of refusal. */
-static void set_more(lua_State *L, checked *c, const view_figs *f) {
-  set_cpu_more(L, c, f);
-  set_counter(L, c, f, VF_RSS, f->rss, R_RSS, NULL);
-  set_counter(L, c, f, VF_CACHE, f->cache, R_CACHE, NULL);
-  set_counter(L, c, f, VF_OOM, f->oom, R_OOM, NULL);
-  set_counter(L, c, f, VF_PROCS, f->procs, R_PROCS, NULL);
-  set_limit(L, c, f, VF_PIDSMAX, VF_NOPIDSMAX, f->pids_max, R_PIDS_LIMIT, NULL);
-  set_percpu(L, c, f);
-  set_pressure(L, c, f);
-  set_networks(L, c, f);
-  set_devices(L, c, f);
+static void set_more(view_out *o, checked *c, const view_figs *f) {
+  set_cpu_more(o, c, f);
+  set_counter(o, c, f, VF_RSS, f->rss, R_RSS, NULL);
+  set_counter(o, c, f, VF_CACHE, f->cache, R_CACHE, NULL);
+  set_counter(o, c, f, VF_OOM, f->oom, R_OOM, NULL);
+  set_counter(o, c, f, VF_PROCS, f->procs, R_PROCS, NULL);
+  set_limit(o, c, f, VF_PIDSMAX, VF_NOPIDSMAX, f->pids_max, R_PIDS_LIMIT, NULL);
+  set_percpu(o, c, f);
+  set_pressure(o, c, f);
+  set_networks(o, c, f);
+  set_devices(o, c, f);
   if (f->have & VF_STARTED)
-    push_rfc3339(L, f->started_ns);
+    set_rfc3339(o, "started", f->started_ns);
   else
-    hx_json_push_null(L);
-  lua_setfield(L, -2, "started");
+    set_null(o, "started");
 }
 
-static void set_refused(lua_State *L, const checked *c) {
+static void set_refused(view_out *o, const checked *c) {
   int n = 0;
   for (int r = 0; r < R_N; r++)
     if (c->refused[r]) {
-      if (n == 0)
-        lua_createtable(L, 2, 0);
-      lua_pushstring(L, names[r]);
-      lua_rawseti(L, -2, ++n);
+      if (n++ == 0)
+        o->open(o, "refused", 1, 2);
+      o->str(o, NULL, names[r]);
     }
-  if (n == 0)
-    return;
-  hx_json_push_array_mt(L);
-  lua_setmetatable(L, -2);
-  lua_setfield(L, -2, "refused");
+  if (n > 0)
+    o->close(o, 1);
+}
+
+void view_emit_record(view_out *o, const view_figs *f) {
+  checked c = {{0}};
+  int64_t v = 0;
+  set_float(o, "cpu_usage_percent",
+            (f->have & VF_PCT) && f->pct >= 0 && f->pct < HUGE_VAL, f->pct);
+  set_memory(o, &c, f);
+  set_sum(o, &c, f, VF_NET, f->net_rx, R_NET_RX);
+  set_sum(o, &c, f, VF_NET, f->net_tx, R_NET_TX);
+  set_sum(o, &c, f, VF_BLK, f->blk_read, R_BLK_READ);
+  set_sum(o, &c, f, VF_BLK, f->blk_write, R_BLK_WRITE);
+  int ok = counter(&c, f, VF_PIDS, f->pids, R_PIDS, &v);
+  set_int(o, "pids", ok, v);
+  ok = counter(&c, f, VF_CPU, f->cpu_ns, R_CPU_NS, &v);
+  set_int(o, "cpu_usage_ns", ok, v);
+  ok = counter(&c, f, VF_CPUS, f->online_cpus, R_CPUS, &v);
+  set_int(o, "online_cpus", ok, v);
+  set_rfc3339(o, "read", f->read_ns);
+  o->str(o, "source", "cgroup");
+  set_more(o, &c, f);
+  set_refused(o, &c);
+}
+
+/* ---- the record as a Lua table */
+
+typedef struct lt_out {
+  view_out o;
+  lua_State *L;
+  int depth;
+  lua_Integer n[VIEW_MAX_DEPTH + 1]; /* items of each open array */
+} lt_out;
+
+/* The value on top of the stack into the table below it: under k, or as
+ * the next item of an array. */
+static void lt_set(lt_out *u, const char *k) {
+  if (k)
+    lua_setfield(u->L, -2, k);
+  else
+    lua_rawseti(u->L, -2, ++u->n[u->depth]);
+}
+
+static void lt_num(view_out *o, const char *k, int kind, int64_t i, double d) {
+  lt_out *u = (lt_out *)o;
+  if (kind == VO_INT)
+    lua_pushinteger(u->L, (lua_Integer)i);
+  else if (kind == VO_FLOAT)
+    lua_pushnumber(u->L, (lua_Number)d);
+  else
+    hx_json_push_null(u->L);
+  lt_set(u, k);
+}
+
+static void lt_str(view_out *o, const char *k, const char *s) {
+  lt_out *u = (lt_out *)o;
+  lua_pushstring(u->L, s);
+  lt_set(u, k);
+}
+
+/* A table under k (its key pushed first: k may not outlive the call), or
+ * the next item of an array when k is NULL. */
+static void lt_open(view_out *o, const char *k, int array, int hint) {
+  lt_out *u = (lt_out *)o;
+  if (k)
+    lua_pushstring(u->L, k);
+  else
+    lua_pushinteger(u->L, ++u->n[u->depth]);
+  lua_createtable(u->L, array ? hint : 0, array ? 0 : hint);
+  u->n[++u->depth] = 0;
+}
+
+static void lt_close(view_out *o, int array) {
+  lt_out *u = (lt_out *)o;
+  if (array) {
+    hx_json_push_array_mt(u->L);
+    lua_setmetatable(u->L, -2);
+  }
+  u->depth--;
+  lua_rawset(u->L, -3);
 }
 
 void view_push_record(lua_State *L, const view_figs *f) {
-  checked c = {{0}};
-  int64_t v = 0;
+  lt_out u = {{lt_num, lt_str, lt_open, lt_close}, L, 0, {0}};
+  luaL_checkstack(L, 2 * VIEW_MAX_DEPTH + 4, "view record");
   lua_createtable(L, 0, 40);
-  set_float(L, "cpu_usage_percent",
-            (f->have & VF_PCT) && f->pct >= 0 && f->pct < HUGE_VAL, f->pct);
-  set_memory(L, &c, f);
-  set_sum(L, &c, f, VF_NET, f->net_rx, R_NET_RX);
-  set_sum(L, &c, f, VF_NET, f->net_tx, R_NET_TX);
-  set_sum(L, &c, f, VF_BLK, f->blk_read, R_BLK_READ);
-  set_sum(L, &c, f, VF_BLK, f->blk_write, R_BLK_WRITE);
-  int ok = counter(&c, f, VF_PIDS, f->pids, R_PIDS, &v);
-  set_int(L, "pids", ok, v);
-  ok = counter(&c, f, VF_CPU, f->cpu_ns, R_CPU_NS, &v);
-  set_int(L, "cpu_usage_ns", ok, v);
-  ok = counter(&c, f, VF_CPUS, f->online_cpus, R_CPUS, &v);
-  set_int(L, "online_cpus", ok, v);
-  push_rfc3339(L, f->read_ns);
-  lua_setfield(L, -2, "read");
-  lua_pushliteral(L, "cgroup");
-  lua_setfield(L, -2, "source");
-  set_more(L, &c, f);
-  set_refused(L, &c);
+  view_emit_record(&u.o, f);
 }

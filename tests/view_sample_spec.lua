@@ -158,10 +158,11 @@ describe("view.sample on fixture trees", function()
     assert.same({}, s.gone)
     assert.same({}, s.paused)
     assert.equal("integer", math.type(s.us))
-    -- freezer, 3 cpuacct (usage, stat, usage_percpu), cpu.stat, 4 memory
-    -- (usage, limit, stat, oom_control), 2 blkio, pids, procs, net/dev; the
-    -- limits (quota, period, cpuset, pids.max) are read without keeping
-    assert.equal(14, s.fds)
+    -- freezer, 2 cpuacct (usage, stat), 2 memory (usage, stat), 2 blkio,
+    -- pids, procs, net/dev; the limits (quota, period, cpuset, pids.max,
+    -- memory) and the figures read every 10 s (usage_percpu, cpu.stat,
+    -- oom_control) are read without keeping
+    assert.equal(10, s.fds)
     assert.equal(22988981, rec.cpu_usage_ns)
     assert.equal(1540096 - 32768, rec.memory_usage_bytes)
     assert.equal(HOST_MEM, rec.memory_limit_bytes) -- no limit: host memory
@@ -343,9 +344,10 @@ describe("view.sample on fixture trees", function()
     view.set_meta(ID.v2a, { name = "c", status = "running" })
     s = view.sample(opts(root))
     assert.equal(1, s.sampled)
-    -- v2: freeze, cpu.stat, 4 memory (current, max, stat, events), io.stat,
-    -- pids, procs, net/dev, 3 pressure
-    assert.equal(13, s.fds)
+    -- v2: freeze, cpu.stat, 2 memory (current, stat), io.stat, pids,
+    -- procs, net/dev; memory.max, memory.events and the 3 pressure files
+    -- are read every 10 s without keeping
+    assert.equal(8, s.fds)
     -- the meta says it stopped: what was kept for it is closed
     view.set_meta(ID.v2a, { name = "c", status = "exited" })
     s = view.sample(opts(root))
@@ -367,10 +369,10 @@ describe("view.sample on fixture trees", function()
 
   it("closes what it keeps on remove and clear, and keeps within max_fds", function()
     local root = tree("v1-cgroupfs", ID.v1)
-    assert.equal(14, sample(root, ID.v1).fds)
+    assert.equal(10, sample(root, ID.v1).fds)
     assert.is_true(view.remove(ID.v1))
     assert.equal(0, view.sample(opts(root)).fds)
-    assert.equal(14, sample(root, ID.v1).fds)
+    assert.equal(10, sample(root, ID.v1).fds)
     view.clear()
     assert.equal(0, view.sample(opts(root)).fds)
     -- no descriptor kept: each file opened, read and closed, same figures
@@ -382,7 +384,7 @@ describe("view.sample on fixture trees", function()
     assert.equal(22988981, rec.cpu_usage_ns)
     -- a limit lowered under what is kept: the next round closes the excess
     view.set_limits({ max_fds = 100 })
-    assert.equal(14, view.sample(opts(root)).fds)
+    assert.equal(10, view.sample(opts(root)).fds)
     view.set_limits({ max_fds = 4 })
     s = view.sample(opts(root))
     assert.equal(1, s.sampled)
@@ -460,6 +462,78 @@ describe("view.sample on fixture trees", function()
     assert.matches('"source":"cgroup"', json.encode(view.all()), 1, true)
   end)
 
+  it("reads the seldom-read figures every 10 s, the others every round", function()
+    local root = tree("v2-cgroupfs", ID.v2a, true)
+    local dir = root .. "/docker/" .. ID.v2a
+    local _, rec = sample(root, ID.v2a)
+    assert.equal(1, rec.memory_oom_events)
+    assert.equal(2, rec.processes)
+    assert.equal(12.5, rec.pressure.cpu.some.avg10)
+    write(dir .. "/memory.events", "oom 9\noom_kill 9\n")
+    write(dir .. "/cgroup.procs", "4242\n")
+    write(dir .. "/cpu.pressure", "some avg10=1.00 avg60=0.00 avg300=0.00 total=1\n")
+    write(dir .. "/pids.current", "7\n")
+    write(dir .. "/memory.max", "1048576\n")
+    view.sample(opts(root))
+    rec = view.get(ID.v2a)
+    assert.equal(7, rec.pids) -- every round
+    -- as read at most 10 s ago
+    assert.equal(1, rec.memory_oom_events)
+    assert.equal(2, rec.processes)
+    assert.equal(12.5, rec.pressure.cpu.some.avg10)
+    assert.equal(null, rec.memory_cgroup_limit_bytes) -- "max" then
+    -- a new probe (the container found again) reads them at once
+    view.remove(ID.v2a)
+    _, rec = sample(root, ID.v2a)
+    assert.equal(9, rec.memory_oom_events)
+    assert.equal(1, rec.processes)
+    assert.equal(1.0, rec.pressure.cpu.some.avg10)
+    assert.equal(1048576, rec.memory_cgroup_limit_bytes)
+  end)
+
+  it("writes in stats_json() what json.encode(all()) writes", function()
+    -- the ages are read at each call: the rest must be the same bytes
+    local function same_text(want)
+      local function strip(text)
+        return (text:gsub('"sample_age_ms":%d+', '"sample_age_ms":0'))
+      end
+      local all, keep = view.all(), json.array()
+      for _, rec in ipairs(all) do
+        if not want or want[rec.id] then
+          keep[#keep + 1] = rec
+        end
+      end
+      local text, n = view.stats_json(want)
+      assert.equal(#keep, n)
+      assert.equal(strip(assert(json.encode(keep, { sort_keys = true }))),
+        strip(text))
+      assert.same(json.decode(strip(json.encode(keep))),
+        json.decode(strip(text)))
+    end
+    assert.equal("[]", (view.stats_json()))
+    local refused = tree("v1-cgroupfs", ID.v1)
+    write(refused .. "/cpuacct/docker/" .. ID.v1 .. "/cpuacct.usage",
+      "18446744073709551615\n")
+    for _, case in ipairs({ { CG .. "v1-cgroupfs", ID.v1 },
+      { tree("v2-cgroupfs", ID.v2a, true), ID.v2a },
+      { tree("hybrid-cgroupfs", ID.v1, true), ID.v1 },
+      { CG .. "v2-partial", ID.partial }, { refused, ID.v1 } }) do
+      sample(case[1], case[2], { name = "/c\"1\"", status = "running" })
+      view.sample(opts(case[1])) -- a CPU % the second time
+      same_text()
+    end
+    -- a name with quotes, a put record beside the figures, and a filter
+    local other = ("ab"):rep(32)
+    view.put(other, { source = "docker-api", cpu_usage_percent = 1.5, name = "own",
+      nested = { b = 1, a = { 0.1, 2 } } }, { name = "/api-one", status = "running" })
+    view.set_meta(ID.v1, { status = "running" }) -- no name: null
+    same_text()
+    same_text({ [other] = true })
+    same_text({ [ID.v1] = true })
+    same_text({})
+    assert.has_error(function() view.stats_json("x") end)
+  end)
+
   it("holds a thousand containers: memory and descriptors per container", function()
     -- A v2 tree of 1,000 containers made of the v2a fixture's files (regular
     -- files: what the view holds is what it holds for real cgroups; what
@@ -508,7 +582,7 @@ describe("view.sample on fixture trees", function()
       .. "in the first (opening)")
       :format(n, meta.bytes / n, (kept.bytes - meta.bytes) / n, kept.fds / n,
         (none.bytes - meta.bytes) / n, s.us / n, first.us / n))
-    assert.equal(9 * n, kept.fds)
+    assert.equal(8 * n, kept.fds) -- memory.max is read every 10 s, not kept
     assert.equal(0, none.fds)
     -- with the default history (900 points of 36 bytes: 15 min at 1 s),
     -- a container stays under 40 KiB: 1,000 of them in 40 MB

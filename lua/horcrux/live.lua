@@ -16,6 +16,13 @@ function M.trusted()
   return type(st) == "table" and st.trusted == true
 end
 
+-- What filters.match reads of a container, from its meta.
+local function matched(filters, f, meta)
+  return filters.match(f, { status = meta.status, name = meta.name,
+    image = meta.image, image_id = meta.image_id, labels = meta.labels or {},
+    networks = meta.networks or {} })
+end
+
 --- GET /api/containers from the view: the containers whose metadata
 -- matches f (horcrux.filters), in the route's shape; all = false keeps
 -- what `docker ps` shows (running, paused, restarting). nil when the view
@@ -27,11 +34,10 @@ function M.list(f, all)
   local filters = require "horcrux.filters"
   local out = json.array()
   local shown = { running = true, paused = true, restarting = true }
+  local every = filters.none(f)
   for _, meta in ipairs(view.metas()) do
-    local rec = { status = meta.status, name = meta.name, image = meta.image,
-      image_id = meta.image_id, labels = meta.labels or {},
-      networks = meta.networks or {} }
-    if (all or shown[meta.status]) and filters.match(f, rec) then
+    if (all or shown[meta.status])
+        and (every or matched(filters, f, meta)) then
       out[#out + 1] = { id = meta.full_id:sub(1, 12), name = meta.name,
         status = meta.status, image = meta.image }
     end
@@ -100,6 +106,53 @@ function M.stats(ref, sources)
     end
   end
   return metrics.stats(id or ref, sources)
+end
+
+--- GET /api/stats as JSON text written from the view in C
+-- (view.stats_json): the same answer as json.encode(filters.stats(f,
+-- M.all()), {sort_keys = true}) without a Lua table per record. nil when
+-- that way does not apply and the caller builds the answer as before:
+-- format.lua asks for indented JSON, the view holds nothing (no
+-- collector), or f filters while the view cannot be trusted.
+function M.stats_json(f)
+  local filters = require "horcrux.filters"
+  if require("horcrux.config").format().pretty or view.count() == 0 then
+    return nil
+  end
+  local want
+  if not filters.none(f) then
+    if not M.trusted() then
+      return nil
+    end
+    want = {}
+    for _, meta in ipairs(view.metas()) do
+      if meta.status == "running" and matched(filters, f, meta) then
+        want[meta.full_id] = true
+      end
+    end
+  end
+  local text = view.stats_json(want)
+  -- running by the view's word but no figures yet: sampled now, as all()
+  local missing = {}
+  for _, id in ipairs(view.unsampled()) do
+    if not want or want[id] then
+      missing[#missing + 1] = id
+    end
+  end
+  if #missing == 0 then
+    return text
+  end
+  local more = {}
+  for _, r in ipairs(metrics.stats_many(missing)) do
+    if r.record then
+      more[#more + 1] = assert(json.encode(r.record, { sort_keys = true }))
+    end
+  end
+  if #more == 0 then
+    return text
+  end
+  return text:sub(1, -2) .. (text == "[]" and "" or ",")
+    .. table.concat(more, ",") .. "]"
 end
 
 --- The records of every running container, as a JSON array.
