@@ -456,8 +456,12 @@ static void set_deadline(request *rq) {
                                      rq->start.tv_nsec + (int64_t)ms * 1000000;
 }
 
+/* Past it, or a wait of the route was cut by it (a wait ends at the
+ * deadline to the millisecond: its timer may fire a little before at_ns,
+ * and the route must be answered 504 all the same). */
 static int past_deadline(const request *rq) {
-  return rq->deadline.at_ns != 0 && hx_mono_ns() >= rq->deadline.at_ns;
+  return rq->deadline.at_ns != 0 &&
+         (hx_mono_ns() >= rq->deadline.at_ns || rq->deadline.note[0] != '\0');
 }
 
 /* A route that ended after its deadline, having returned (rc LUA_OK, nres
