@@ -9,26 +9,13 @@ local json = require "horcrux.json"
 local proc = require "horcrux.proc"
 local clock = require "horcrux.clock"
 local htime = require "horcrux.time"
+local stream = require "stream_support"
 
 local PY = "/usr/bin/python3"
 local PATH = "PATH=" .. os.getenv("PATH")
 
-local function client(mode, url, seconds)
-  local path = os.tmpname()
-  local p = assert(proc.spawn({ PY, "tests/stream_client.py", mode, url,
-    tostring(seconds) }, { stdout = path, stderr = path }))
-  return { proc = p, path = path }
-end
-
-local function lines(c)
-  c.proc:wait(30)
-  local out = {}
-  for line in http.read_file(c.path):gmatch("[^\n]+") do
-    local ok, v = pcall(json.decode, line)
-    out[#out + 1] = ok and v or { raw = line }
-  end
-  return out
-end
+local client = stream.client
+local function lines(c) return stream.lines(c, true) end
 
 describe("stream clients", function()
   local srv, ids = nil, {}
