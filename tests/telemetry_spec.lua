@@ -195,14 +195,25 @@ return {
       return value(t, series:format(family, hook,
         outcome and (',outcome="' .. outcome .. '"') or "")) or -1
     end
-    text = wait_until("create and start delivered, refused, pending", 30, function()
+    local last = ""
+    local ok
+    ok, text = pcall(wait_until, "create and start delivered, refused, pending", 30, function()
       local t = scrape(srv)
+      last = t
       return v(t, "deliveries_total", "ok", "delivered") >= 2
         and v(t, "deliveries_total", "refused", "dropped") >= 2
         and v(t, "failed_attempts_total", "refused") >= 2
         and v(t, "pending", "down") >= 2
         and v(t, "failed_attempts_total", "down") >= 1 and t
     end)
+    if not ok then -- which series fell short, and what the server said
+      local series = {}
+      for line in last:gmatch("[^\n]+") do
+        if line:find("^horcrux_webhook") then series[#series + 1] = line end
+      end
+      error(tostring(text) .. "\n" .. table.concat(series, "\n") .. "\n"
+        .. srv:logtext():sub(-2000))
+    end
     assert.are.equal(0, v(text, "pending", "ok"))
     assert.are.equal(0, v(text, "deliveries_total", "down", "delivered"))
     assert.are.equal(0, v(text, "failed_attempts_total", "ok"))
