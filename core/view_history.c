@@ -188,12 +188,12 @@ view_ring *view_ring_add(view_ring **ring, view_ring *fresh,
   if (r == NULL)
     return spare;
   int64_t t_ms = p->t_ns / 1000000;
-  if (r->n == 0)
+  if (r->n == 0) {
     r->base_ms = t_ms;
-  if (r->n > 0) {
+  } else {
     hslot *last = nth(r, r->n - 1);
     int64_t last_ns = (r->base_ms + (int64_t)last->dt_ms) * 1000000;
-    if (t_ms < r->base_ms + (int64_t)last->dt_ms)
+    if (p->t_ns < last_ns)
       return spare; /* older than the newest: the ring stays in order */
     if (p->t_ns - last_ns < (int64_t)atomic_load(&hist_gap)) {
       uint64_t prev[4]; /* the values before the newest, which p replaces */
