@@ -41,7 +41,10 @@ function M.request(method, url, opts)
     argv[#argv + 1] = "@-"
   end
   argv[#argv + 1] = url
-  local r, err = proc.run(argv, { stdin = opts.body, timeout = (opts.timeout or 30) + 5 })
+  -- proc.run keeps 1 MiB of output unless told: /api/events answers the
+  -- whole ring, several MiB once a whole suite has run beside the spec
+  local r, err = proc.run(argv, { stdin = opts.body, timeout = (opts.timeout or 30) + 5,
+    max_output = opts.max_output or 64 * 1024 * 1024 })
   if not r then
     error("curl: " .. err)
   end

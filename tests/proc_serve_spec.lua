@@ -278,7 +278,7 @@ describe("horcrux.proc from a route", function()
   end)
 
   it("feeds stdin and reads it back, larger than a pipe both ways", function()
-    -- 256 KiB (the spec reads curl through proc.run, capped at 1 MiB)
+    -- 256 KiB
     local big = string.rep("0123456789abcdef", 16 * 1024)
     -- (No Expect: 100-continue: the helper reads one response head.)
     local auth = { Authorization = "Bearer " .. TOKEN, Expect = "" }
