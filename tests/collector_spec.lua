@@ -403,6 +403,52 @@ describe("collector", function()
       assert.equal("events", collector.step(state).followed)
     end)
 
+  it("gives, once, an event that entered the daemon's buffer after a query "
+    .. "that covered its time", function()
+      -- The daemon stamps an event, then adds it to the buffer a query
+      -- reads; on a loaded machine a query can come in between. Here every
+      -- query withholds what was stamped in its last 0.5 s, as if it had
+      -- not entered yet.
+      local late = true
+      local api = api_over {
+        events = function(since, until_ns, opts)
+          local evs, n = api_source.events(since, until_ns, opts)
+          if not evs or not late then
+            return evs, n
+          end
+          local entered = {}
+          for _, ev in ipairs(evs) do
+            if not ev.time_ns or ev.time_ns < until_ns - 500000000 then
+              entered[#entered + 1] = ev
+            end
+          end
+          return entered, n
+        end,
+      }
+      local streams = require "horcrux.streams"
+      require("horcrux.hub").ring("events", 1000) -- as the server keeps it
+      local state = collector.new { sources = {
+        sources = { api, cg_source, cli_source } }, relist_every = 100 }
+      assert.equal("list", collector.step(state).followed)
+      local id = support.run_container { name = "coll-late" }
+      finally(function() support.remove(id) end)
+      post(id, "pause")
+      assert.equal("events", collector.step(state).followed)
+      clock.sleep(0.6)
+      -- the next query reaches back over the last one's end
+      assert.equal("events", collector.step(state).followed)
+      assert.is_nil((view.get(id)), "the late pause came: paused leaves")
+      late = false
+      clock.sleep(0.3)
+      assert.equal("events", collector.step(state).followed)
+      local acts = {}
+      for _, ev in ipairs(streams.recent({ container = id:sub(1, 12) })) do
+        acts[#acts + 1] = ev.action
+      end
+      -- each once, in order, though three queries covered them
+      assert.same({ "create", "start", "pause" }, acts)
+    end)
+
   it("drops a container that sampling finds gone, with no event",
     function()
       local id = support.run_container { name = "coll-missed" }

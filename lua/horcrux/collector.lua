@@ -91,6 +91,12 @@ local RELIST_EVERY = 10 -- rounds: one full list, then events for the rest
 local EVENTS_KEPT = 256
 local EVENTS_MARGIN = 16 -- events logged after `until` share the buffer
 local EVENTS_STALL_S = 2 -- an event call this silent has failed
+-- The daemon stamps an event before it enters the buffer a query reads:
+-- on a loaded machine an event stamped before one query's `until` can
+-- enter after that query, and the next one, from `until` on, would never
+-- see it. So each query reaches back this far before the last one's end,
+-- and what an earlier query gave is dropped (events_seen).
+local EVENTS_OVERLAP_NS = 1000000000
 
 local function never()
   return false
@@ -133,6 +139,7 @@ function M.new(opts)
     -- while events are followed; nil: the next round lists
     follow = nil,
     listed_ago = 0, -- event rounds since the last list
+    events_seen = {}, -- "time id action" -> time_ns of the events given
     trusted = false,
     refresh = {}, -- ids whose networks the next event round asks for
   }
@@ -317,6 +324,42 @@ local function in_order(state, src)
   return false
 end
 
+-- The events an earlier query did not give, remembered (by time, id and
+-- action) for two overlaps.
+local function unseen(state, evs, until_ns)
+  local seen, out = state.events_seen, {}
+  for _, ev in ipairs(evs) do
+    local t = ev.time_ns
+    local key = t and (t .. " " .. tostring(ev.id) .. " " .. tostring(ev.action))
+    if not key or not seen[key] then
+      out[#out + 1] = ev
+      if key then
+        seen[key] = t
+      end
+    end
+  end
+  local horizon = until_ns - 2 * EVENTS_OVERLAP_NS
+  for key, t in pairs(seen) do
+    if t < horizon then
+      seen[key] = nil
+    end
+  end
+  return out
+end
+
+-- The events of f's source up to until_ns, from EVENTS_OVERLAP_NS before
+-- f.since (never before f.floor, the first list's time), less those seen:
+-- ok, events, how many the daemon sent (as the source's events()).
+local function query_events(state, f, until_ns)
+  local from = math.max(f.floor or f.since, f.since - EVENTS_OVERLAP_NS)
+  local ok, evs, n = pcall(f.src.events, from, until_ns,
+    { stall = EVENTS_STALL_S })
+  if ok and type(evs) == "table" then
+    evs = unseen(state, evs, until_ns)
+  end
+  return ok, evs, n
+end
+
 -- The events between the last round that followed them and a list about
 -- to be taken: the list settles the view, but the `events` stream must
 -- not lose them.
@@ -325,8 +368,7 @@ local function catch_up(state, until_ns)
   if f == nil or not in_order(state, f.src) then
     return
   end
-  local ok, evs = pcall(f.src.events, f.since, until_ns,
-    { stall = EVENTS_STALL_S })
+  local ok, evs = query_events(state, f, until_ns)
   if ok and type(evs) == "table" then
     for _, ev in ipairs(evs) do
       emit(ev)
@@ -339,6 +381,8 @@ end
 local function relist(state, summary)
   local since = clock.now_ns()
   catch_up(state, since)
+  -- the next follow reaches back over what this one read, never before
+  local floor = state.follow and state.follow.floor or since
   state.follow, state.listed_ago, state.trusted = nil, 0, false
   local list, src = first_list(state, "containers", { all = true })
   local full = list ~= nil
@@ -387,7 +431,7 @@ local function relist(state, summary)
     end
   end
   if type(src.events) == "function" then
-    state.follow = { src = src, since = since }
+    state.follow = { src = src, since = since, floor = floor }
     state.trusted = full
     say(state, "follow", "info", ("following the engine's events, a full "
       .. "list every %d rounds"):format(state.relist_every))
@@ -487,8 +531,7 @@ local function follow_events(state, summary)
     return false
   end
   local now = clock.now_ns()
-  local ok, evs, n = pcall(f.src.events, f.since, now,
-    { stall = EVENTS_STALL_S })
+  local ok, evs, n = query_events(state, f, now)
   if not ok or not evs then
     say(state, "events", "warn", ("cannot follow the engine's events (%s); "
       .. "listing instead"):format(tostring(ok and n or evs)))

@@ -173,7 +173,9 @@ function M.events(since_ns, until_ns, opts)
       local attrs = type(ev.Actor) == "table"
         and type(ev.Actor.Attributes) == "table" and ev.Actor.Attributes or {}
       if type(attrs.container) == "string" then
-        evs[#evs + 1] = { id = attrs.container, action = "network" }
+        evs[#evs + 1] = { id = attrs.container, action = "network",
+          time_ns = math.type(ev.timeNano) == "integer" and ev.timeNano
+            or nil }
       end
     elseif type(ev) == "table" and ev.Type == "container" then
       local actor = type(ev.Actor) == "table" and ev.Actor or {}
