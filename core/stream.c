@@ -452,6 +452,12 @@ static void ws_bury(void) {
 static int ws_pump(ws_conn *c) {
   if (c->spec.exec[0] != '\0' && exec_pump(c) != 0)
     return -1;
+  /* the rest of a message the socket took only part of, first: the hub
+   * wakes a subscriber only after hx_sub_next found its queue empty, so
+   * the messages after that one are taken here once it went */
+  if (wslay_event_get_queued_msg_count(c->ctx) > 0 &&
+      wslay_event_send(c->ctx) != 0)
+    return -1;
   while (c->spec.exec[0] == '\0' && !c->last &&
          wslay_event_get_queued_msg_count(c->ctx) == 0) {
     hx_msg *m;

@@ -7,6 +7,9 @@
       when the server ends the stream ({"end": true} last).
   stream_client.py ws URL SECONDS
       a WebSocket client (python3-websocket): {"t", "op", "data"} per frame.
+  stream_client.py ws-late URL SECONDS LATE
+      the same with a 4 KiB receive buffer, reading nothing for LATE seconds
+      first (the server's sends go out in parts), then for SECONDS.
   stream_client.py slow URL SECONDS
       connects with a 4 KiB receive buffer, reads nothing for SECONDS, then
       reads to the end and prints the last 600 bytes (JSON: {"tail", "eof"}).
@@ -68,17 +71,11 @@ def sse(url, seconds, headers):
     os._exit(0)
 
 
-def ws(url, seconds):
-    import websocket  # python3-websocket
-    c = websocket.create_connection(url, timeout=seconds + 5)
-    out({"status": 101})
-    end = time.time() + seconds
-    c.settimeout(0.2)
-    while time.time() < end:
+def ws_read(c):
+    import websocket
+    while True:
         try:
             op, data = c.recv_data(control_frame=True)
-        except websocket.WebSocketTimeoutException:
-            continue
         except websocket.WebSocketConnectionClosedException:
             out({"end": True})
             return
@@ -87,7 +84,23 @@ def ws(url, seconds):
         if op == 8:
             out({"end": True})
             return
-    c.close()
+
+
+def ws(url, seconds, late=0.0):
+    import websocket  # python3-websocket
+    opts = {}
+    if late > 0:  # a 4 KiB receive buffer: the server's sends are partial
+        opts["sockopt"] = ((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),)
+    c = websocket.create_connection(url, timeout=seconds + late + 5, **opts)
+    out({"status": 101})
+    time.sleep(late)
+    # a blocking reader in a thread: a timeout inside a frame would lose
+    # the frame's bytes read so far
+    t = threading.Thread(target=ws_read, args=(c,), daemon=True)
+    t.start()
+    t.join(seconds)
+    sys.stdout.flush()
+    os._exit(0)
 
 
 def slow(url, seconds):
@@ -124,6 +137,8 @@ def main():
         sse(url, seconds, headers)
     elif mode == "ws":
         ws(url, seconds)
+    elif mode == "ws-late":
+        ws(url, seconds, float(sys.argv[4]))
     else:
         slow(url, seconds)
 

@@ -142,3 +142,41 @@ describe("a stats subscriber that reads nothing", function()
     assert(ok, err)
   end)
 end)
+
+describe("a WebSocket reader whose socket takes a message in parts", function()
+  -- A 4 KiB receive buffer and nothing read for 2 s: 20 rounds of 0.1 s
+  -- wait, more than the sockets hold, so a message goes out in parts. The
+  -- hub wakes a subscriber only after it found its queue empty: the
+  -- messages after that one must be taken once its rest went, or the
+  -- stream stops there for good (it did, with 200 containers' rounds).
+  it("gets the rounds after it at the collector's rate", function()
+    local ids = {}
+    local srv = http.start({ args = { "--interval", "0.1" } })
+    local ok, err = pcall(function()
+      for i = 1, 6 do
+        ids[i] = support.run_container({ name = "w" .. i })
+      end
+      clock.sleep(0.5)
+      local t0 = clock.now_ns() / 1e9
+      local c = client("ws-late", srv.url:gsub("^http", "ws")
+        .. "/api/stats/stream", 3, { "2" })
+      local got, late = {}, 0
+      for _, m in ipairs(lines(c)) do
+        if m.op == 1 then
+          got[#got + 1] = m
+          assert.are.equal("table", type(json.decode(m.data)), m.data:sub(1, 200))
+          -- in the last 1.5 s: long after the backlog went
+          late = late + (m.t > t0 + 3.5 and 1 or 0)
+        end
+      end
+      print(("  %d messages, %d of them in the last 1.5 s"):format(#got, late))
+      assert.is_true(#got >= 20, "messages " .. #got)
+      assert.is_true(late >= 5, late .. " messages in the last 1.5 s")
+    end)
+    srv:stop()
+    for _, id in ipairs(ids) do
+      pcall(support.remove, id)
+    end
+    assert(ok, err)
+  end)
+end)
