@@ -900,13 +900,18 @@ static void close_states(server *srv) {
 }
 
 /* Each connection's memory pool: the request line, headers and read
- * buffer, and the response headers. MHD clears the whole pool before every
- * request of a keep-alive connection (and half of it again), so its size
- * is a per-request cost: MHD's default of 32 KiB was 5 % of the CPU time
- * of a small request. 8 KiB takes request headers of about 7.5 KiB in all
- * (a larger set is answered 431). A build may set another size. */
+ * buffer, the copy libmicrohttpd makes of the Cookie header to split it,
+ * and the response headers. MHD clears the whole pool before every request
+ * of a keep-alive connection (and half of it again), so its size is a
+ * per-request cost: MHD's default of 32 KiB was 5 % of the CPU time of a
+ * small request. 16 KiB takes request headers of about 15.5 KiB in all,
+ * with a Cookie of up to about 7.5 KiB among them (a browser's cookies
+ * for one site; 8 KiB took only 3.5 KiB of them). A larger set is answered
+ * 431 by MHD, except a Cookie too large for its copy but not for the pool:
+ * MHD 0.9.75 then sends its 431's head twice (fixed in later releases).
+ * A build may set another size. */
 #ifndef CONNECTION_MEMORY
-#define CONNECTION_MEMORY (8 * 1024)
+#define CONNECTION_MEMORY (16 * 1024)
 #endif
 
 /* MHD_USE_TURBO: MHD reads and writes a socket before asking epoll whether
