@@ -140,6 +140,13 @@ typedef struct {
    * pressure files, the memory limit). 0, what a zeroed handle has: as
    * every other file. */
   int slow;
+  /* memory.stat's figures as last read (stat_got: a bit per figure of
+   * mem_fig's inactive, rss, cache; stat_usage: the usage read with them).
+   * With stat_reuse set and h->slow CG_SLOW_SKIP, a read whose usage is
+   * the same takes them again instead of reading memory.stat. */
+  int stat_reuse;
+  unsigned stat_got;
+  uint64_t stat_usage, stat_v[3];
 } handle;
 
 enum {

@@ -87,24 +87,28 @@
 #define LIMITS_TTL_NS ((int64_t)10 * 1000000000)
 
 /* The figures beside docker's that no docker stats column shows and that
- * are counters or slow averages (v1 per-CPU time and throttling, OOM
- * kills, processes, pressure), and the memory limit (a limit, changed only
- * by `docker update`, as the others above): read again after this long, by
- * open/read/close. They were 7 of the 17 files a container on a hybrid
+ * are counters or slow averages (v1 per-CPU time, user/system split and
+ * throttling, OOM kills, processes, pressure), and the memory limit (a limit,
+ * changed only by `docker update`, as the others above): read again after this
+ * long, by open/read/close. They were 7 of the 17 files a container on a hybrid
  * host; read every round they cost a third of its time, and kept open
  * they left the descriptors of only ~590 containers in the default budget
  * (half of a 20,000 limit), the others opening all of theirs every round.
  * Each container's reads are spread over the interval (by its id), so a
- * round does not read them all at once. */
+ * round does not read them all at once. v1 memory.stat (the inactive file
+ * pages docker subtracts; the kernel formats some 40 lines of it, the
+ * dearest file of a round) is read when the usage changed since it was,
+ * and at this read (handle.stat_reuse). */
 #define SLOW_TTL_NS ((int64_t)10 * 1000000000)
 #define VF_SLOW                                                                \
-  (VF_THROTTLE | VF_OOM | VF_PROCS | VF_LIMIT | VF_PSI_BIT(0) |                \
+  (VF_THROTTLE | VF_SPLIT | VF_OOM | VF_PROCS | VF_LIMIT | VF_PSI_BIT(0) |     \
    VF_PSI_BIT(1) | VF_PSI_BIT(2))
 
 /* The seldom-read figures as last read. */
 typedef struct slow_figs {
   unsigned have; /* VF_SLOW bits */
   uint64_t periods, throttled, throttled_ns, oom, procs, limit;
+  uint64_t user_ns, system_ns; /* v1 cpuacct.stat */
   int npercpu;
   psi_fig psi[PSI_N];
   uint64_t percpu[VIEW_MAX_CPUS];
@@ -312,6 +316,8 @@ static view_probe *probe_open(const char *job_id) {
     return NULL;
   }
   cg_keep_start(&p->h, &S.budget); /* ENOMEM: it reads without keeping */
+  /* memory.stat read again when the usage changed, or at the slow read */
+  p->h.stat_reuse = 1;
   __atomic_add_fetch(&S.probe_bytes, probe_size(p), __ATOMIC_RELAXED);
   S.prefer = p->h.driver;
   p->h.closed = 0;
@@ -455,6 +461,7 @@ static void slow_keep(view_probe *p, const view_figs *f, int64_t now) {
   s->periods = f->periods, s->throttled = f->throttled;
   s->throttled_ns = f->throttled_ns, s->oom = f->oom, s->procs = f->procs;
   s->limit = f->limit;
+  s->user_ns = f->user_ns, s->system_ns = f->system_ns;
   s->npercpu = f->npercpu;
   memcpy(s->percpu, f->percpu, sizeof s->percpu);
   memcpy(s->psi, f->psi, sizeof s->psi);
@@ -467,15 +474,17 @@ static void slow_keep(view_probe *p, const view_figs *f, int64_t now) {
   p->slow_at = now;
 }
 
-/* Puts the seldom-read figures as last read into f; v2's throttling comes
- * with the usage (cpu.stat) every round. */
+/* Puts the seldom-read figures as last read into f; v2's throttling and
+ * CPU split come with the usage (cpu.stat) every round. */
 static void slow_give(const view_probe *p, view_figs *f) {
   const slow_figs *s = &p->slow;
-  unsigned mask = p->h.v2 ? VF_SLOW & ~(unsigned)VF_THROTTLE : VF_SLOW;
+  unsigned mask =
+      p->h.v2 ? VF_SLOW & ~(unsigned)(VF_THROTTLE | VF_SPLIT) : VF_SLOW;
   f->have = (f->have & ~mask) | (s->have & mask);
   if (!p->h.v2) {
     f->periods = s->periods, f->throttled = s->throttled;
     f->throttled_ns = s->throttled_ns;
+    f->user_ns = s->user_ns, f->system_ns = s->system_ns;
   }
   f->oom = s->oom, f->procs = s->procs, f->limit = s->limit;
   f->npercpu = s->npercpu;

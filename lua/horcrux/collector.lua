@@ -757,9 +757,13 @@ function M.step(state)
 end
 
 -- The round's figures to the stats streams (horcrux.streams): encoded
--- once per topic someone reads.
+-- once per topic someone reads, and built (live.all) only when one is.
+local function all_records()
+  return require("horcrux.live").all() or {}
+end
+
 local function publish_streams()
-  streams.publish_round(require("horcrux.live").all() or {})
+  streams.publish_round(all_records)
 end
 
 --- Runs rounds every interval until opts.stopping() is true. Sleeps in
