@@ -2,7 +2,7 @@
 -- thread of its own with its own Lua state; the routes answer from the view.
 --
 --   collector.run{interval = 1, sources = order, stopping = fn,
---                 relist_every = 10}
+--                 relist_every = 60}
 --       loops until stopping() is true; returns the state
 --   collector.new(opts)   -> state (the same options)
 --   collector.step(state) -> summary of one round (what specs call; an
@@ -44,7 +44,9 @@
 --           running (start: its start time), die and stop exited, pause
 --           paused, rename renames, destroy drops it.
 --
--- A full list comes back every relist_every rounds (default 10) and at once
+-- A full list comes back every relist_every rounds (default 60: the list is
+-- a check on the events, and at 1,000 containers each costs the daemon
+-- ~0.1 s of CPU and this thread the decoding of its ~1 MB) and at once
 -- when the event call fails (the daemon restarting: while it is away every
 -- round lists, through the next source that can), or when the daemon's
 -- event buffer (256 events of every type) may have overflowed between two
@@ -85,7 +87,7 @@ local streams = require "horcrux.streams"
 local M = {}
 
 local SLICE_S = 0.1 -- longest sleep between two looks at stopping()
-local RELIST_EVERY = 10 -- rounds: one full list, then events for the rest
+local RELIST_EVERY = 60 -- rounds: one full list, then events for the rest
 -- The daemon keeps its last 256 events (moby daemon/events, eventsLimit);
 -- an unfiltered reply this long may have lost the oldest of the window.
 local EVENTS_KEPT = 256
