@@ -141,9 +141,9 @@ typedef struct {
    * every other file. */
   int slow;
   /* memory.stat's figures as last read (stat_got: a bit per figure of
-   * mem_fig's inactive, rss, cache; stat_usage: the usage read with them).
-   * With stat_reuse set and h->slow CG_SLOW_SKIP, a read whose usage is
-   * the same takes them again instead of reading memory.stat. */
+   * mem_fig's inactive, rss, cache, and 8 once read; stat_usage: the usage
+   * read with them). While the holder sets stat_reuse, a read whose usage
+   * is the same takes them again instead of reading memory.stat. */
   int stat_reuse;
   unsigned stat_got;
   uint64_t stat_usage, stat_v[3];

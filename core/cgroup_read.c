@@ -192,10 +192,10 @@ static void memory_stat(lua_State *L, int st, handle *h, size_t len,
  * usage is the one they were read with. The kernel moves pages between its
  * lists as they age, so the inactive figure may change while the usage
  * does not (a page read again goes active): the live view reads it again
- * at its next seldom read (10 s at most). */
+ * after 10 s at most (view_sample.c's STAT_TTL_NS). */
 static int stat_reused(handle *h, mem_fig *m) {
-  if (!h->stat_reuse || h->slow != CG_SLOW_SKIP || !(h->stat_got & 8) ||
-      !m->usage_ok || m->usage != h->stat_usage)
+  if (!h->stat_reuse || !(h->stat_got & 8) || !m->usage_ok ||
+      m->usage != h->stat_usage)
     return 0;
   stat_figs(m, h->stat_got & 7, h->stat_v);
   return 1;

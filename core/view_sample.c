@@ -18,7 +18,10 @@
  * /proc/stat, read at both ends of the round and interpolated at each
  * container's read (the daemon reads it once per tick, which skews the
  * containers read late in a long tick); host memory and online CPUs are
- * read again every 10 s.
+ * read again every 10 s. What no docker stats column shows (v1 per-CPU
+ * time, the CPU split and throttling, OOM kills, processes, pressure) and
+ * the limits are read every 30 s; memory.stat when the usage changed, and
+ * every 10 s at the least.
  *
  *   sampled     containers whose figures were stored
  *   unreadable  ids with no cgroup found here (another host's engine, a
@@ -83,8 +86,11 @@
 #define CALL_MT "horcrux.view.sample_call"
 
 /* The limits (quota, cpuset, pids.max) change only by `docker update`:
- * read again after this long, by open/read/close (no descriptor kept). */
-#define LIMITS_TTL_NS ((int64_t)10 * 1000000000)
+ * read again after this long, by open/read/close (no descriptor kept). An
+ * open by path costs more than the read (the walk down a long kernfs
+ * path): at 10 s, these and the seldom-read figures below were a third of
+ * a round's time, 1.2 opens a container a round. */
+#define LIMITS_TTL_NS ((int64_t)30 * 1000000000)
 
 /* The figures beside docker's that no docker stats column shows and that
  * are counters or slow averages (v1 per-CPU time, user/system split and
@@ -98,8 +104,9 @@
  * round does not read them all at once. v1 memory.stat (the inactive file
  * pages docker subtracts; the kernel formats some 40 lines of it, the
  * dearest file of a round) is read when the usage changed since it was,
- * and at this read (handle.stat_reuse). */
-#define SLOW_TTL_NS ((int64_t)10 * 1000000000)
+ * and after STAT_TTL_NS at the least (handle.stat_reuse). */
+#define SLOW_TTL_NS ((int64_t)30 * 1000000000)
+#define STAT_TTL_NS ((int64_t)10 * 1000000000) /* memory.stat at the least */
 #define VF_SLOW                                                                \
   (VF_THROTTLE | VF_SPLIT | VF_OOM | VF_PROCS | VF_LIMIT | VF_PSI_BIT(0) |     \
    VF_PSI_BIT(1) | VF_PSI_BIT(2))
@@ -120,6 +127,7 @@ struct view_probe {
   limit_fig limits; /* as read at limits_at (monotonic; 0: never) */
   int64_t limits_at;
   int64_t slow_at; /* when slow was read (monotonic, spread); 0: never */
+  int64_t stat_at; /* when memory.stat was last read for sure; 0: never */
   slow_figs slow;
   int start_pid;      /* whose start time started_ns is; 0: none */
   int64_t started_ns; /* wall clock; 0: unknown */
@@ -316,8 +324,6 @@ static view_probe *probe_open(const char *job_id) {
     return NULL;
   }
   cg_keep_start(&p->h, &S.budget); /* ENOMEM: it reads without keeping */
-  /* memory.stat read again when the usage changed, or at the slow read */
-  p->h.stat_reuse = 1;
   __atomic_add_fetch(&S.probe_bytes, probe_size(p), __ATOMIC_RELAXED);
   S.prefer = p->h.driver;
   p->h.closed = 0;
@@ -453,6 +459,15 @@ static int read_pressure(handle *h, view_figs *f) {
   return 0;
 }
 
+/* A part of ttl fixed by p's id: a container's reads of files read every
+ * ttl fall at its own moment of it, not all in one round. */
+static int64_t id_spread(const view_probe *p, int64_t ttl) {
+  uint64_t spread = 0;
+  for (int i = 0; i < 8; i++)
+    spread = spread * 31 + (unsigned char)p->h.id[i];
+  return (int64_t)(spread % (uint64_t)ttl);
+}
+
 /* Keeps the seldom-read figures f has; the next read after SLOW_TTL_NS,
  * less a part of it fixed by the id the first time (the spread). */
 static void slow_keep(view_probe *p, const view_figs *f, int64_t now) {
@@ -465,12 +480,8 @@ static void slow_keep(view_probe *p, const view_figs *f, int64_t now) {
   s->npercpu = f->npercpu;
   memcpy(s->percpu, f->percpu, sizeof s->percpu);
   memcpy(s->psi, f->psi, sizeof s->psi);
-  if (!p->slow_at) {
-    uint64_t spread = 0;
-    for (int i = 0; i < 8; i++)
-      spread = spread * 31 + (unsigned char)p->h.id[i];
-    now -= (int64_t)(spread % (uint64_t)SLOW_TTL_NS);
-  }
+  if (!p->slow_at)
+    now -= id_spread(p, SLOW_TTL_NS);
   p->slow_at = now;
 }
 
@@ -505,6 +516,9 @@ static int probe_read(view_probe *p, view_figs *f, int64_t *mono) {
   int64_t now = hx_mono_ns();
   int due = !p->slow_at || now - p->slow_at >= SLOW_TTL_NS;
   h->slow = due ? CG_SLOW_ONCE : CG_SLOW_SKIP;
+  h->stat_reuse = p->stat_at && now - p->stat_at < STAT_TTL_NS;
+  if (!h->stat_reuse)
+    p->stat_at = p->stat_at ? now : now - id_spread(p, STAT_TTL_NS);
   e = cg_read_cpu(h, &c);
   f->read_ns = hx_real_ns();
   *mono = hx_mono_ns();
@@ -584,6 +598,7 @@ static void read_one(view_job *j, const hx_cpu_capi *cpu) {
     cpu->forget(j->id, VIEW_ID_LEN);
     p->h.keep->renewed = 0;
     p->slow_at = 0; /* its seldom-read figures too, next round */
+    p->stat_at = 0;
   }
 }
 
