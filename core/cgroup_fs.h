@@ -174,6 +174,8 @@ int cg_keep_count(const handle *h);
 /* The pid whose net/dev h keeps open, when its cgroup is the one it was
  * opened in (not renewed); else 0. */
 int cg_keep_net_pid(const handle *h);
+/* Closes the net/dev h keeps (the live view reads the network otherwise). */
+void cg_keep_close_net(handle *h);
 
 const char *cg_hdir(const handle *h, int k);
 /* The controller whose directory's cgroup.procs names the container's
