@@ -138,6 +138,7 @@ struct view_probe {
    * container's end. */
   int nl_index, nl_nsid;
   unsigned nl_gen;
+  int nl_looked; /* an end was looked for since the last seldom read */
   char nl_name[CGP_IFNAME];
 };
 
@@ -510,8 +511,15 @@ static int read_memory(handle *h, view_figs *f) {
 static void nl_find(view_probe *p, const net_fig *n) {
   char path[64];
   int nsid, index;
-  if (!S.nl.ok || n->host || n->pid <= 0 || n->sum.interfaces != 1 ||
-      n->sum.nifs != 1 || nl_peers())
+  handle *h = &p->h;
+  /* a container with none (no veth, two interfaces) is asked again at its
+   * seldom read, after a restart, or when the host's links changed */
+  if (!S.nl.ok || (p->nl_looked && p->nl_gen == S.nl.gen &&
+                   h->slow != CG_SLOW_ONCE && !(h->keep && h->keep->renewed)))
+    return;
+  p->nl_looked = 1, p->nl_gen = S.nl.gen;
+  if (n->host || n->pid <= 0 || n->sum.interfaces != 1 || n->sum.nifs != 1 ||
+      nl_peers())
     return;
   snprintf(path, sizeof path, "%s/%d/ns/net", DEFAULT_PROC, n->pid);
   if (nl_nsid(S.nl.fd, &S.nl.seq, S.nl.buf, path, &nsid) || nsid < 0 ||
@@ -536,6 +544,7 @@ static int nl_take(view_probe *p, view_figs *f) {
        (nl_peers() || peer_of(p->nl_nsid) != p->nl_index)) ||
       !(x = host_find(p->nl_index))) {
     p->nl_index = 0;
+    p->nl_looked = 0; /* looked for again after this read of net/dev */
     return 0;
   }
   p->nl_gen = S.nl.gen;
