@@ -397,6 +397,13 @@ int cg_keep_net_pid(const handle *h) {
   return 0;
 }
 
+void cg_keep_close_net(handle *h) {
+  if (h->keep)
+    for (int i = 0; i < h->keep->n; i++)
+      if (h->keep->f[i].k == CG_K_PROC)
+        kept_close(h->keep, &h->keep->f[i]);
+}
+
 /* The slot of (k, name), made if new; NULL when every slot is taken. */
 static cg_kept *kept_slot(cg_keep *kp, int k, const char *name) {
   for (int i = 0; i < kp->n; i++)

@@ -140,6 +140,13 @@ typedef struct {
    * pressure files, the memory limit). 0, what a zeroed handle has: as
    * every other file. */
   int slow;
+  /* memory.stat's figures as last read (stat_got: a bit per figure of
+   * mem_fig's inactive, rss, cache, and 8 once read; stat_usage: the usage
+   * read with them). While the holder sets stat_reuse, a read whose usage
+   * is the same takes them again instead of reading memory.stat. */
+  int stat_reuse;
+  unsigned stat_got;
+  uint64_t stat_usage, stat_v[3];
 } handle;
 
 enum {
@@ -167,6 +174,8 @@ int cg_keep_count(const handle *h);
 /* The pid whose net/dev h keeps open, when its cgroup is the one it was
  * opened in (not renewed); else 0. */
 int cg_keep_net_pid(const handle *h);
+/* Closes the net/dev h keeps (the live view reads the network otherwise). */
+void cg_keep_close_net(handle *h);
 
 const char *cg_hdir(const handle *h, int k);
 /* The controller whose directory's cgroup.procs names the container's

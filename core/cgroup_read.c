@@ -63,7 +63,7 @@ static void read_cpu_v1_more(handle *h, cpu_fig *c) {
                                      "throttled_time"};
   size_t len;
   uint64_t v[3];
-  if (cg_hread(h, K_CPU, "cpuacct.stat", &len) == 0 &&
+  if (slow_hread(h, K_CPU, "cpuacct.stat", &len) == 0 &&
       find_u64s(h, len, split, NULL, 2, v) == 3 &&
       cgp_ticks_to_ns(v[0], clk_tck(), &c->user_ns) &&
       cgp_ticks_to_ns(v[1], clk_tck(), &c->system_ns))
@@ -161,22 +161,44 @@ static int vanished(const handle *h, int e) {
   return cg_gone(e) && !cg_alive(h);
 }
 
-/* memory.stat: inactive file pages (what docker and cAdvisor subtract from
- * the usage), RSS and cache as cAdvisor reads them (v1 total_rss and
- * total_cache, v2 anon and file). */
-static void memory_stat(lua_State *L, int st, const handle *h, size_t len,
-                        mem_fig *m) {
-  static const char *const v1[3] = {"total_inactive_file", "total_rss",
-                                    "total_cache"};
-  static const char *const v2[3] = {"inactive_file", "anon", "file"};
-  uint64_t v[3];
-  if (L)
-    cgp_fill_flat(L, st, h->buf.p, len, NULL, NULL, NULL);
-  unsigned got = find_u64s(h, len, h->v2 ? v2 : v1, NULL, 3, v);
+/* The figures of memory.stat into m: a bit of got per value of v. */
+static void stat_figs(mem_fig *m, unsigned got, const uint64_t v[3]) {
   m->inactive_ok = got & 1, m->inactive = v[0];
   m->rss_ok = (got & 2) != 0, m->rss = v[1];
   m->cache_ok = (got & 4) != 0, m->cache = v[2];
   m->stat_ok = 1;
+}
+
+/* memory.stat: inactive file pages (what docker and cAdvisor subtract from
+ * the usage), RSS and cache as cAdvisor reads them (v1 total_rss and
+ * total_cache, v2 anon and file); kept in h for handle.stat_reuse. */
+static void memory_stat(lua_State *L, int st, handle *h, size_t len,
+                        mem_fig *m) {
+  static const char *const v1[3] = {"total_inactive_file", "total_rss",
+                                    "total_cache"};
+  static const char *const v2[3] = {"inactive_file", "anon", "file"};
+  uint64_t v[3] = {0, 0, 0};
+  if (L)
+    cgp_fill_flat(L, st, h->buf.p, len, NULL, NULL, NULL);
+  unsigned got = find_u64s(h, len, h->v2 ? v2 : v1, NULL, 3, v);
+  stat_figs(m, got, v);
+  h->stat_got = got | 8; /* 8: read */
+  h->stat_usage = m->usage;
+  memcpy(h->stat_v, v, sizeof v);
+}
+
+/* Whether memory.stat's figures as last read may stand for this read: the
+ * holder asked for it (the live view, between its seldom reads) and the
+ * usage is the one they were read with. The kernel moves pages between its
+ * lists as they age, so the inactive figure may change while the usage
+ * does not (a page read again goes active): the live view reads it again
+ * after 10 s at most (view_sample.c's STAT_TTL_NS). */
+static int stat_reused(handle *h, mem_fig *m) {
+  if (!h->stat_reuse || !(h->stat_got & 8) || !m->usage_ok ||
+      m->usage != h->stat_usage)
+    return 0;
+  stat_figs(m, h->stat_got & 7, h->stat_v);
+  return 1;
 }
 
 /* OOM kills: v2 memory.events oom_kill, v1 memory.oom_control oom_kill
@@ -216,11 +238,14 @@ int cg_read_memory(lua_State *L, int st, handle *h, mem_fig *m) {
     m->unlimited = lim.max || lim.v >= V1_UNLIMITED;
     m->limit = lim.v;
   }
-  e = cg_hread(h, K_MEM, "memory.stat", &len);
-  if (vanished(h, e))
-    return e;
-  if (!e)
-    memory_stat(L, st, h, len, m);
+  if (L || !stat_reused(h, m)) {
+    h->stat_got = 0;
+    e = cg_hread(h, K_MEM, "memory.stat", &len);
+    if (vanished(h, e))
+      return e;
+    if (!e)
+      memory_stat(L, st, h, len, m);
+  }
   return memory_oom(h, m);
 }
 

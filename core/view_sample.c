@@ -18,7 +18,10 @@
  * /proc/stat, read at both ends of the round and interpolated at each
  * container's read (the daemon reads it once per tick, which skews the
  * containers read late in a long tick); host memory and online CPUs are
- * read again every 10 s.
+ * read again every 10 s. What no docker stats column shows (v1 per-CPU
+ * time, the CPU split and throttling, OOM kills, processes, pressure) and
+ * the limits are read every 30 s; memory.stat when the usage changed, and
+ * every 10 s at the least.
  *
  *   sampled     containers whose figures were stored
  *   unreadable  ids with no cgroup found here (another host's engine, a
@@ -62,6 +65,7 @@
 #include "cgroup_fs.h"
 #include "cpu_capi.h"
 #include "jsonconv.h"
+#include "netlink.h"
 #include "view_private.h"
 
 #include <errno.h>
@@ -83,28 +87,36 @@
 #define CALL_MT "horcrux.view.sample_call"
 
 /* The limits (quota, cpuset, pids.max) change only by `docker update`:
- * read again after this long, by open/read/close (no descriptor kept). */
-#define LIMITS_TTL_NS ((int64_t)10 * 1000000000)
+ * read again after this long, by open/read/close (no descriptor kept). An
+ * open by path costs more than the read (the walk down a long kernfs
+ * path): at 10 s, these and the seldom-read figures below were a third of
+ * a round's time, 1.2 opens a container a round. */
+#define LIMITS_TTL_NS ((int64_t)30 * 1000000000)
 
 /* The figures beside docker's that no docker stats column shows and that
- * are counters or slow averages (v1 per-CPU time and throttling, OOM
- * kills, processes, pressure), and the memory limit (a limit, changed only
- * by `docker update`, as the others above): read again after this long, by
- * open/read/close. They were 7 of the 17 files a container on a hybrid
+ * are counters or slow averages (v1 per-CPU time, user/system split and
+ * throttling, OOM kills, processes, pressure), and the memory limit (a limit,
+ * changed only by `docker update`, as the others above): read again after this
+ * long, by open/read/close. They were 7 of the 17 files a container on a hybrid
  * host; read every round they cost a third of its time, and kept open
  * they left the descriptors of only ~590 containers in the default budget
  * (half of a 20,000 limit), the others opening all of theirs every round.
  * Each container's reads are spread over the interval (by its id), so a
- * round does not read them all at once. */
-#define SLOW_TTL_NS ((int64_t)10 * 1000000000)
+ * round does not read them all at once. v1 memory.stat (the inactive file
+ * pages docker subtracts; the kernel formats some 40 lines of it, the
+ * dearest file of a round) is read when the usage changed since it was,
+ * and after STAT_TTL_NS at the least (handle.stat_reuse). */
+#define SLOW_TTL_NS ((int64_t)30 * 1000000000)
+#define STAT_TTL_NS ((int64_t)10 * 1000000000) /* memory.stat at the least */
 #define VF_SLOW                                                                \
-  (VF_THROTTLE | VF_OOM | VF_PROCS | VF_LIMIT | VF_PSI_BIT(0) |                \
+  (VF_THROTTLE | VF_SPLIT | VF_OOM | VF_PROCS | VF_LIMIT | VF_PSI_BIT(0) |     \
    VF_PSI_BIT(1) | VF_PSI_BIT(2))
 
 /* The seldom-read figures as last read. */
 typedef struct slow_figs {
   unsigned have; /* VF_SLOW bits */
   uint64_t periods, throttled, throttled_ns, oom, procs, limit;
+  uint64_t user_ns, system_ns; /* v1 cpuacct.stat */
   int npercpu;
   psi_fig psi[PSI_N];
   uint64_t percpu[VIEW_MAX_CPUS];
@@ -116,12 +128,30 @@ struct view_probe {
   limit_fig limits; /* as read at limits_at (monotonic; 0: never) */
   int64_t limits_at;
   int64_t slow_at; /* when slow was read (monotonic, spread); 0: never */
+  int64_t stat_at; /* when memory.stat was last read for sure; 0: never */
   slow_figs slow;
   int start_pid;      /* whose start time started_ns is; 0: none */
   int64_t started_ns; /* wall clock; 0: unknown */
+  /* Network from the host's end of its veth (netlink.c): that end's
+   * index (0: net/dev instead), the namespace id the host gives the
+   * container's, the links' generation it was found in, the name of the
+   * container's end. */
+  int nl_index, nl_nsid;
+  unsigned nl_gen;
+  int nl_looked; /* an end was looked for since the last seldom read */
+  char nl_name[CGP_IFNAME];
 };
 
 enum { R_SAMPLED, R_PAUSED, R_GONE, R_UNREADABLE };
+
+/* A host link's counters, and a host link whose peer is elsewhere. */
+typedef struct nl_host {
+  int index;
+  uint64_t v[NI_N];
+} nl_host;
+typedef struct nl_peer {
+  int index, nsid;
+} nl_peer;
 
 /*
  * The sampler's state is process-wide, as the view is: any Lua state may
@@ -143,14 +173,31 @@ static struct sampler {
   int64_t host_at; /* monotonic; 0: read them again */
   unsigned host_have;
   uint64_t host_memory, online_cpus;
-  uint64_t btime;     /* boot time, s (/proc/stat); 0: unknown */
-  int stat_fd;        /* <proc>/stat kept open, -1: not open */
+  uint64_t btime; /* boot time, s (/proc/stat); 0: unknown */
+  int stat_fd;    /* <proc>/stat kept open, -1: not open */
+  struct nl_state {
+    int on; /* this call reads network over netlink */
+    int fd; /* the host's rtnetlink socket; -1: none */
+    int ok; /* hosts holds this round's counters */
+    uint32_t seq;
+    char *buf;      /* NL_BUF bytes */
+    nl_host *hosts; /* this round's counters of the host's links, by index */
+    size_t nhosts, hosts_cap;
+    uint64_t sig;   /* of the set of indexes in hosts */
+    nl_peer *peers; /* host links whose peer is in another namespace */
+    size_t npeers, peers_cap;
+    uint64_t peers_sig; /* sig when peers were read; 0: never */
+    unsigned gen;       /* bumped when the set of links changed */
+    int reads;          /* containers read from hosts in this call */
+    int fails;          /* dumps failed in a row */
+  } nl;
   size_t probe_bytes; /* malloc'd by the open probes (atomic) */
   size_t buf_bytes;   /* buf.cap, for view_sampler_bytes (atomic) */
 } S = {.lock = PTHREAD_MUTEX_INITIALIZER,
        .max_fds = -1,
        .learned = -1,
-       .stat_fd = -1};
+       .stat_fd = -1,
+       .nl = {.fd = -1}};
 
 int view_max_fds(int set, int change) {
   if (!change)
@@ -298,6 +345,118 @@ static rlim_t set_budget(void) {
   return soft;
 }
 
+/* ---- the host's links over netlink (sampler lock held) ---- */
+
+static int by_index(const void *a, const void *b) {
+  int x = *(const int *)a, y = *(const int *)b; /* index comes first */
+  return (x > y) - (x < y);
+}
+
+/* One more item of size `size` in *arr (n used of *cap); NULL: no memory. */
+static void *push(void **arr, size_t *n, size_t *cap, size_t size) {
+  if (*n == *cap) {
+    size_t c = *cap ? 2 * *cap : 256;
+    void *q = realloc(*arr, c * size);
+    if (!q)
+      return NULL;
+    *arr = q, *cap = c;
+  }
+  return (char *)*arr + (*n)++ * size;
+}
+
+static void take_host(void *arg, const nl_item *it) {
+  nl_host *h;
+  if (!it->v || it->index <= 0)
+    return;
+  if (!(h = push((void **)&S.nl.hosts, &S.nl.nhosts, &S.nl.hosts_cap,
+                 sizeof *h))) {
+    *(int *)arg = ENOMEM;
+    return;
+  }
+  h->index = it->index;
+  memcpy(h->v, it->v, sizeof h->v);
+}
+
+static void nl_drop(void) {
+  if (S.nl.fd >= 0)
+    close(S.nl.fd);
+  S.nl.fd = -1; /* a new socket next time: nothing of this one left over */
+  S.nl.ok = 0;
+  S.nl.peers_sig = 0;
+}
+
+/* This round's counters of every host link: one dump. After 3 failures
+ * in a row (an old kernel, no permission) the sampler stays on net/dev. */
+static void nl_round(void) {
+  int oom = 0, e;
+  S.nl.ok = 0;
+  S.nl.nhosts = 0;
+  if (!S.nl.on || (!S.nl.buf && !(S.nl.buf = malloc(NL_BUF))))
+    return;
+  if (S.nl.fd < 0 && (S.nl.fd = nl_open()) < 0) {
+    S.nl.fd = -1;
+    S.nl.fails++;
+    return;
+  }
+  if ((e = nl_stats(S.nl.fd, &S.nl.seq, S.nl.buf, take_host, &oom)) || oom) {
+    nl_drop();
+    S.nl.fails += !oom;
+    return;
+  }
+  S.nl.fails = 0;
+  qsort(S.nl.hosts, S.nl.nhosts, sizeof *S.nl.hosts, by_index);
+  uint64_t sig = S.nl.nhosts;
+  for (size_t i = 0; i < S.nl.nhosts; i++)
+    sig = sig * 1000003 + (uint64_t)S.nl.hosts[i].index;
+  if (sig != S.nl.sig)
+    S.nl.sig = sig, S.nl.gen++;
+  S.nl.ok = 1;
+}
+
+static const nl_host *host_find(int index) {
+  return bsearch(&index, S.nl.hosts, S.nl.nhosts, sizeof *S.nl.hosts, by_index);
+}
+
+static void take_peer(void *arg, const nl_item *it) {
+  nl_peer *p;
+  if (!it->veth || !it->has_link || !it->has_nsid || it->nsid < 0)
+    return;
+  if (!(p = push((void **)&S.nl.peers, &S.nl.npeers, &S.nl.peers_cap,
+                 sizeof *p))) {
+    *(int *)arg = ENOMEM;
+    return;
+  }
+  p->index = it->index, p->nsid = it->nsid;
+}
+
+/* The host's veths whose peer is in another namespace, read again when the
+ * set of links changed since; 0 or -1. */
+static int nl_peers(void) {
+  int oom = 0;
+  if (S.nl.peers_sig && S.nl.peers_sig == S.nl.sig)
+    return 0;
+  S.nl.npeers = 0;
+  if (nl_links(S.nl.fd, &S.nl.seq, S.nl.buf, take_peer, &oom) || oom) {
+    nl_drop();
+    return -1;
+  }
+  S.nl.peers_sig = S.nl.sig;
+  return 0;
+}
+
+/* The host's end of the one veth into namespace nsid; 0 when there is
+ * none, or more than one. */
+static int peer_of(int nsid) {
+  int index = 0;
+  for (size_t i = 0; i < S.nl.npeers; i++)
+    if (S.nl.peers[i].nsid == nsid) {
+      if (index)
+        return 0;
+      index = S.nl.peers[i].index;
+    }
+  return index && host_find(index) ? index : 0;
+}
+
 /* ---- one container (sampler lock held, no view lock) ---- */
 
 static view_probe *probe_open(const char *job_id) {
@@ -346,9 +505,71 @@ static int read_memory(handle *h, view_figs *f) {
   return m.usage_ok || m.limit_ok || m.stat_ok;
 }
 
+/* After a read of net/dev that found one interface but lo: the host's end
+ * of its veth, when there is exactly one into the container's namespace
+ * (the kept net/dev is then closed). */
+static void nl_find(view_probe *p, const net_fig *n) {
+  char path[64];
+  int nsid, index;
+  handle *h = &p->h;
+  /* a container with none (no veth, two interfaces) is asked again at its
+   * seldom read, after a restart, or when the host's links changed */
+  if (!S.nl.ok || (p->nl_looked && p->nl_gen == S.nl.gen &&
+                   h->slow != CG_SLOW_ONCE && !(h->keep && h->keep->renewed)))
+    return;
+  p->nl_looked = 1, p->nl_gen = S.nl.gen;
+  if (n->host || n->pid <= 0 || n->sum.interfaces != 1 || n->sum.nifs != 1 ||
+      nl_peers())
+    return;
+  snprintf(path, sizeof path, "%s/%d/ns/net", DEFAULT_PROC, n->pid);
+  if (nl_nsid(S.nl.fd, &S.nl.seq, S.nl.buf, path, &nsid) || nsid < 0 ||
+      !(index = peer_of(nsid)))
+    return;
+  p->nl_index = index, p->nl_nsid = nsid, p->nl_gen = S.nl.gen;
+  memcpy(p->nl_name, n->sum.ifs[0].name, sizeof p->nl_name);
+  cg_keep_close_net(&p->h);
+}
+
+/* The network from the host's end of p's veth into f: 1, or 0 when it is
+ * to be read from net/dev (no end known, or found again: at the seldom
+ * read, so that an interface added beside it shows within 30 s; after a
+ * restart; when the links changed and it is not the one any more). */
+static int nl_take(view_probe *p, view_figs *f) {
+  handle *h = &p->h;
+  const nl_host *x;
+  if (!p->nl_index)
+    return 0;
+  if (!S.nl.ok || h->slow == CG_SLOW_ONCE || (h->keep && h->keep->renewed) ||
+      (p->nl_gen != S.nl.gen &&
+       (nl_peers() || peer_of(p->nl_nsid) != p->nl_index)) ||
+      !(x = host_find(p->nl_index))) {
+    p->nl_index = 0;
+    p->nl_looked = 0; /* looked for again after this read of net/dev */
+    return 0;
+  }
+  p->nl_gen = S.nl.gen;
+  /* what the host's end sent, the container's received */
+  net_iface *i = &f->ifs[0];
+  memcpy(i->name, p->nl_name, sizeof i->name);
+  i->v[NI_RX_BYTES] = x->v[NI_TX_BYTES], i->v[NI_TX_BYTES] = x->v[NI_RX_BYTES];
+  i->v[NI_RX_PACKETS] = x->v[NI_TX_PACKETS];
+  i->v[NI_TX_PACKETS] = x->v[NI_RX_PACKETS];
+  i->v[NI_RX_ERRORS] = x->v[NI_TX_ERRORS];
+  i->v[NI_TX_ERRORS] = x->v[NI_RX_ERRORS];
+  i->v[NI_RX_DROPPED] = x->v[NI_TX_DROPPED];
+  i->v[NI_TX_DROPPED] = x->v[NI_RX_DROPPED];
+  f->net_rx = i->v[NI_RX_BYTES], f->net_tx = i->v[NI_TX_BYTES];
+  f->nifs = 1, f->have |= VF_NET;
+  S.nl.reads++;
+  return 1;
+}
+
 /* Network, per interface too: 1 read, 0 not, -1 gone. */
-static int read_net(handle *h, view_figs *f) {
+static int read_net(view_probe *p, view_figs *f) {
+  handle *h = &p->h;
   net_fig n;
+  if (nl_take(p, f))
+    return 1;
   int e = cg_read_net(NULL, h, &n);
   if (e && cg_gone(e) && !cg_alive(h))
     return -1;
@@ -357,12 +578,14 @@ static int read_net(handle *h, view_figs *f) {
   f->net_rx = n.sum.rx, f->net_tx = n.sum.tx, f->have |= VF_NET;
   f->nifs = n.host ? 0 : n.sum.nifs;
   memcpy(f->ifs, n.sum.ifs, sizeof f->ifs);
+  nl_find(p, &n);
   return 1;
 }
 
 /* Block I/O, pids, processes and network: 1 when one was read, -1 when
  * gone. */
-static int read_counters(handle *h, view_figs *f) {
+static int read_counters(view_probe *p, view_figs *f) {
+  handle *h = &p->h;
   io_sum io;
   single_fig pids;
   const char *file;
@@ -381,7 +604,7 @@ static int read_counters(handle *h, view_figs *f) {
     return -1;
   TAKE(!e && !pids.max, f->pids, pids.v, VF_PIDS);
   if (h->slow == CG_SLOW_SKIP)
-    return read_net(h, f) < 0 ? -1
+    return read_net(p, f) < 0 ? -1
                               : (f->have & (VF_BLK | VF_PIDS | VF_NET)) != 0;
   e = cg_read_procs(h, &procs);
   if (e && cg_gone(e) && !cg_alive(h))
@@ -389,7 +612,7 @@ static int read_counters(handle *h, view_figs *f) {
   /* none in its own cgroup while it has tasks: they are in sub-cgroups */
   TAKE(!e && (procs > 0 || !(f->have & VF_PIDS) || f->pids == 0), f->procs,
        procs, VF_PROCS);
-  if (read_net(h, f) < 0)
+  if (read_net(p, f) < 0)
     return -1;
   return (f->have & (VF_BLK | VF_PIDS | VF_NET)) != 0;
 }
@@ -447,6 +670,15 @@ static int read_pressure(handle *h, view_figs *f) {
   return 0;
 }
 
+/* A part of ttl fixed by p's id: a container's reads of files read every
+ * ttl fall at its own moment of it, not all in one round. */
+static int64_t id_spread(const view_probe *p, int64_t ttl) {
+  uint64_t spread = 0;
+  for (int i = 0; i < 8; i++)
+    spread = spread * 31 + (unsigned char)p->h.id[i];
+  return (int64_t)(spread % (uint64_t)ttl);
+}
+
 /* Keeps the seldom-read figures f has; the next read after SLOW_TTL_NS,
  * less a part of it fixed by the id the first time (the spread). */
 static void slow_keep(view_probe *p, const view_figs *f, int64_t now) {
@@ -455,27 +687,26 @@ static void slow_keep(view_probe *p, const view_figs *f, int64_t now) {
   s->periods = f->periods, s->throttled = f->throttled;
   s->throttled_ns = f->throttled_ns, s->oom = f->oom, s->procs = f->procs;
   s->limit = f->limit;
+  s->user_ns = f->user_ns, s->system_ns = f->system_ns;
   s->npercpu = f->npercpu;
   memcpy(s->percpu, f->percpu, sizeof s->percpu);
   memcpy(s->psi, f->psi, sizeof s->psi);
-  if (!p->slow_at) {
-    uint64_t spread = 0;
-    for (int i = 0; i < 8; i++)
-      spread = spread * 31 + (unsigned char)p->h.id[i];
-    now -= (int64_t)(spread % (uint64_t)SLOW_TTL_NS);
-  }
+  if (!p->slow_at)
+    now -= id_spread(p, SLOW_TTL_NS);
   p->slow_at = now;
 }
 
-/* Puts the seldom-read figures as last read into f; v2's throttling comes
- * with the usage (cpu.stat) every round. */
+/* Puts the seldom-read figures as last read into f; v2's throttling and
+ * CPU split come with the usage (cpu.stat) every round. */
 static void slow_give(const view_probe *p, view_figs *f) {
   const slow_figs *s = &p->slow;
-  unsigned mask = p->h.v2 ? VF_SLOW & ~(unsigned)VF_THROTTLE : VF_SLOW;
+  unsigned mask =
+      p->h.v2 ? VF_SLOW & ~(unsigned)(VF_THROTTLE | VF_SPLIT) : VF_SLOW;
   f->have = (f->have & ~mask) | (s->have & mask);
   if (!p->h.v2) {
     f->periods = s->periods, f->throttled = s->throttled;
     f->throttled_ns = s->throttled_ns;
+    f->user_ns = s->user_ns, f->system_ns = s->system_ns;
   }
   f->oom = s->oom, f->procs = s->procs, f->limit = s->limit;
   f->npercpu = s->npercpu;
@@ -496,13 +727,16 @@ static int probe_read(view_probe *p, view_figs *f, int64_t *mono) {
   int64_t now = hx_mono_ns();
   int due = !p->slow_at || now - p->slow_at >= SLOW_TTL_NS;
   h->slow = due ? CG_SLOW_ONCE : CG_SLOW_SKIP;
+  h->stat_reuse = p->stat_at && now - p->stat_at < STAT_TTL_NS;
+  if (!h->stat_reuse)
+    p->stat_at = p->stat_at ? now : now - id_spread(p, STAT_TTL_NS);
   e = cg_read_cpu(h, &c);
   f->read_ns = hx_real_ns();
   *mono = hx_mono_ns();
   if (vanished(h, K_CPU, e))
     return R_GONE;
   take_cpu(&c, f);
-  if ((mem = read_memory(h, f)) < 0 || (counters = read_counters(h, f)) < 0 ||
+  if ((mem = read_memory(h, f)) < 0 || (counters = read_counters(p, f)) < 0 ||
       read_limits(p, f, *mono) < 0 || (due && read_pressure(h, f) < 0))
     return R_GONE;
   if (due)
@@ -575,6 +809,7 @@ static void read_one(view_job *j, const hx_cpu_capi *cpu) {
     cpu->forget(j->id, VIEW_ID_LEN);
     p->h.keep->renewed = 0;
     p->slow_at = 0; /* its seldom-read figures too, next round */
+    p->stat_at = 0;
   }
 }
 
@@ -601,6 +836,7 @@ typedef struct call {
   view_job *jobs;
   view_probe **idle;
   size_t cap, n;
+  int netlink; /* containers whose network came over netlink */
 } call;
 
 static int call_gc(lua_State *L) {
@@ -636,10 +872,14 @@ static int checkout(call *c) {
 
 /* The round, under the sampler's lock and with no Lua call. */
 static int run(call *c, const hx_cpu_capi *cpu, const char *root,
-               const char *proc, const char *sys) {
+               const char *proc, const char *sys, int netlink) {
   pthread_mutex_lock(&S.lock);
   int e = checkout(c);
   if (!e) {
+    /* a fixture tree's pids are no processes of this host */
+    S.nl.on = netlink && same(proc, DEFAULT_PROC) && S.nl.fails < 3;
+    S.nl.reads = 0;
+    S.nl.ok = 0;
     rlim_t soft = set_budget();
     int max = S.budget.max;
     host_cpu hc = {-1, 0, -1, 0};
@@ -648,6 +888,7 @@ static int run(call *c, const hx_cpu_capi *cpu, const char *root,
       host_figures(hx_mono_ns());
       hc.s0 = system_cpu_ns();
       hc.m0 = hx_mono_ns();
+      nl_round();
     }
     for (size_t i = 0; i < c->n; i++)
       read_one(&c->jobs[i], cpu);
@@ -658,6 +899,7 @@ static int run(call *c, const hx_cpu_capi *cpu, const char *root,
     for (size_t i = 0; i < c->n; i++)
       store_one(&c->jobs[i], cpu, &hc);
     __atomic_store_n(&S.buf_bytes, S.buf.cap, __ATOMIC_RELAXED);
+    c->netlink = S.nl.reads;
     if (S.budget.max < max) { /* out of descriptors: remember */
       S.learned = S.budget.max;
       S.learned_at = soft;
@@ -712,11 +954,12 @@ int view_sample(lua_State *L) {
   const char *root = hx_opt_string(L, 1, "root", DEFAULT_ROOT);
   const char *proc = hx_opt_string(L, 1, "proc", DEFAULT_PROC);
   const char *sys = hx_opt_string(L, 1, "sys", DEFAULT_SYS);
+  int netlink = hx_opt_boolean(L, 1, "netlink", 1);
   const hx_cpu_capi *cpu = cpu_api(L);
   call *c = lua_newuserdatauv(L, sizeof *c, 0);
   memset(c, 0, sizeof *c);
   luaL_setmetatable(L, CALL_MT);
-  if (run(c, cpu, root, proc, sys))
+  if (run(c, cpu, root, proc, sys, netlink))
     return luaL_error(L, "horcrux.view: not enough memory");
   lua_createtable(L, 0, 6);
   lua_Integer sampled = 0;
@@ -729,6 +972,8 @@ int view_sample(lua_State *L) {
   set_ids(L, c, R_PAUSED, "paused");
   lua_pushinteger(L, __atomic_load_n(&S.budget.held, __ATOMIC_RELAXED));
   lua_setfield(L, -2, "fds");
+  lua_pushinteger(L, c->netlink);
+  lua_setfield(L, -2, "netlink");
   lua_pushinteger(L, (thread_cpu_ns() - t0) / 1000);
   lua_setfield(L, -2, "us");
   return 1;
@@ -749,6 +994,11 @@ __attribute__((destructor)) static void free_sampler(void) {
     close(S.stat_fd);
   S.stat_fd = -1;
   free(S.buf.p);
+  nl_drop();
+  free(S.nl.buf);
+  free(S.nl.hosts);
+  free(S.nl.peers);
+  S.nl.buf = NULL, S.nl.hosts = NULL, S.nl.peers = NULL;
   S.buf.p = NULL;
   S.buf.cap = 0;
 }

@@ -158,11 +158,11 @@ describe("view.sample on fixture trees", function()
     assert.same({}, s.gone)
     assert.same({}, s.paused)
     assert.equal("integer", math.type(s.us))
-    -- freezer, 2 cpuacct (usage, stat), 2 memory (usage, stat), 2 blkio,
-    -- pids, procs, net/dev; the limits (quota, period, cpuset, pids.max,
-    -- memory) and the figures read every 10 s (usage_percpu, cpu.stat,
-    -- oom_control) are read without keeping
-    assert.equal(10, s.fds)
+    -- freezer, cpuacct.usage, 2 memory (usage, stat), 2 blkio, pids,
+    -- procs, net/dev; the limits (quota, period, cpuset, pids.max, memory)
+    -- and the figures read every 10 s (cpuacct.stat, usage_percpu,
+    -- cpu.stat, oom_control) are read without keeping
+    assert.equal(9, s.fds)
     assert.equal(22988981, rec.cpu_usage_ns)
     assert.equal(1540096 - 32768, rec.memory_usage_bytes)
     assert.equal(HOST_MEM, rec.memory_limit_bytes) -- no limit: host memory
@@ -369,10 +369,10 @@ describe("view.sample on fixture trees", function()
 
   it("closes what it keeps on remove and clear, and keeps within max_fds", function()
     local root = tree("v1-cgroupfs", ID.v1)
-    assert.equal(10, sample(root, ID.v1).fds)
+    assert.equal(9, sample(root, ID.v1).fds)
     assert.is_true(view.remove(ID.v1))
     assert.equal(0, view.sample(opts(root)).fds)
-    assert.equal(10, sample(root, ID.v1).fds)
+    assert.equal(9, sample(root, ID.v1).fds)
     view.clear()
     assert.equal(0, view.sample(opts(root)).fds)
     -- no descriptor kept: each file opened, read and closed, same figures
@@ -384,7 +384,8 @@ describe("view.sample on fixture trees", function()
     assert.equal(22988981, rec.cpu_usage_ns)
     -- a limit lowered under what is kept: the next round closes the excess
     view.set_limits({ max_fds = 100 })
-    assert.equal(10, view.sample(opts(root)).fds)
+    -- (memory.stat not among them: the usage is as it was, so not read)
+    assert.equal(8, view.sample(opts(root)).fds)
     view.set_limits({ max_fds = 4 })
     s = view.sample(opts(root))
     assert.equal(1, s.sampled)
@@ -489,6 +490,16 @@ describe("view.sample on fixture trees", function()
     assert.equal(1, rec.processes)
     assert.equal(1.0, rec.pressure.cpu.some.avg10)
     assert.equal(1048576, rec.memory_cgroup_limit_bytes)
+    -- memory.stat: read again when the usage changed, else at the seldom
+    -- read (usage 10485760 - inactive_file 2097152 read with the probe)
+    assert.equal(10485760 - 2097152, rec.memory_usage_bytes)
+    write(dir .. "/memory.stat", "anon 4194304\nfile 6291456\ninactive_file 1048576\n")
+    rec = (view.sample(opts(root)) and view.get(ID.v2a))
+    assert.equal(10485760 - 2097152, rec.memory_usage_bytes)
+    assert.equal(6291456, rec.memory_cache_bytes)
+    write(dir .. "/memory.current", "10489856\n")
+    rec = (view.sample(opts(root)) and view.get(ID.v2a))
+    assert.equal(10489856 - 1048576, rec.memory_usage_bytes)
   end)
 
   it("writes in stats_json() what json.encode(all()) writes", function()

@@ -2,7 +2,7 @@
 -- thread of its own with its own Lua state; the routes answer from the view.
 --
 --   collector.run{interval = 1, sources = order, stopping = fn,
---                 relist_every = 10}
+--                 relist_every = 60}
 --       loops until stopping() is true; returns the state
 --   collector.new(opts)   -> state (the same options)
 --   collector.step(state) -> summary of one round (what specs call; an
@@ -44,7 +44,9 @@
 --           running (start: its start time), die and stop exited, pause
 --           paused, rename renames, destroy drops it.
 --
--- A full list comes back every relist_every rounds (default 10) and at once
+-- A full list comes back every relist_every rounds (default 60: the list is
+-- a check on the events, and at 1,000 containers each costs the daemon
+-- ~0.1 s of CPU and this thread the decoding of its ~1 MB) and at once
 -- when the event call fails (the daemon restarting: while it is away every
 -- round lists, through the next source that can), or when the daemon's
 -- event buffer (256 events of every type) may have overflowed between two
@@ -85,7 +87,7 @@ local streams = require "horcrux.streams"
 local M = {}
 
 local SLICE_S = 0.1 -- longest sleep between two looks at stopping()
-local RELIST_EVERY = 10 -- rounds: one full list, then events for the rest
+local RELIST_EVERY = 60 -- rounds: one full list, then events for the rest
 -- The daemon keeps its last 256 events (moby daemon/events, eventsLimit);
 -- an unfiltered reply this long may have lost the oldest of the window.
 local EVENTS_KEPT = 256
@@ -736,6 +738,10 @@ local function sample_round(state, ids, summary)
     if i == 1 and type(src.sample_view) == "function" then
       pending = sample_in_view(state, src, pending, summary)
     else
+      -- in id order for the sources asked one by one or in batches; the
+      -- view samples the whole running set itself, so a round with
+      -- nothing left for them sorts nothing (1 us a container at 500)
+      table.sort(pending)
       pending = sample_with(state, src, pending, deadline, summary)
     end
   end
@@ -783,7 +789,6 @@ function M.step(state)
       ids[#ids + 1] = id
     end
   end
-  table.sort(ids)
   summary.running = #ids
   local err
   ok, err = pcall(sample_round, state, ids, summary)
@@ -800,9 +805,13 @@ function M.step(state)
 end
 
 -- The round's figures to the stats streams (horcrux.streams): encoded
--- once per topic someone reads.
+-- once per topic someone reads, and built (live.all) only when one is.
+local function all_records()
+  return require("horcrux.live").all() or {}
+end
+
 local function publish_streams()
-  streams.publish_round(require("horcrux.live").all() or {})
+  streams.publish_round(all_records)
 end
 
 --- Runs rounds every interval until opts.stopping() is true. Sleeps in

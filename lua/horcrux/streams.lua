@@ -16,7 +16,9 @@
 --   streams.publish_round(all) the collector, after each round: `stats`,
 --                              each active filtered topic, each followed
 --                              container (nothing is encoded for a topic
---                              nobody reads)
+--                              nobody reads; all may be a function giving
+--                              the records, called only when a topic needs
+--                              them)
 --   streams.publish_event(ev)  the collector, for each container event
 --
 -- Topics: "stats", "stats?<filters as canonical JSON>", "stats/<full id>",
@@ -211,17 +213,27 @@ local function decode_filters(topic)
 end
 
 --- After a round: `stats` and what subscribers follow, each encoded once.
--- all: the records of every running container (live.all()).
+-- all: the records of every running container (live.all()), or a function
+-- that gives them, called only when `stats` or a filtered topic is read (a
+-- table a record for every container each round cost the collector more
+-- than its cgroup reads).
 function M.publish_round(all)
   hub.keepalive(15)
   if hub.subscribers() == 0 then
     return
   end
-  setmetatable(all, json.array_mt)
-  if hub.subscribers("stats") > 0 then
+  local filtered = hub.topics("stats?")
+  local whole = hub.subscribers("stats") > 0
+  if type(all) == "function" and (whole or #filtered > 0) then
+    all = all() or {}
+  end
+  if type(all) == "table" then
+    setmetatable(all, json.array_mt)
+  end
+  if whole then
     hub.publish("stats", json.encode(all, ENC), { event = "stats" })
   end
-  for _, topic in ipairs(hub.topics("stats?")) do
+  for _, topic in ipairs(filtered) do
     local f = decode_filters(topic)
     local ok, list = pcall(filters.stats, f, all)
     if f and ok and list then
