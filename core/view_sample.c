@@ -8,17 +8,20 @@
  *                           paused = {ids}, us = n, fds = n}
  *
  * opts: root = "/sys/fs/cgroup", proc = "/proc", sys = "/sys" (fixture
- * trees, as horcrux.cgroup takes them). Per container it reads what the
- * cgroup source reads (horcrux.cgroup's readers, v1, v2 and hybrid,
- * cgroupfs and systemd): the freezer first (a paused container is listed
- * in `paused` and not sampled), then CPU ns, memory usage, inactive file
- * pages and limit, block I/O, pids, and network from /proc/<pid>/net/dev of
- * its first process. The CPU % goes through horcrux.cpu's one store (its C
- * API, cpu.capi, fetched once per call), against the host's CPU time from
- * /proc/stat, read at both ends of the round and interpolated at each
- * container's read (the daemon reads it once per tick, which skews the
- * containers read late in a long tick); host memory and online CPUs are
- * read again every 10 s. What no docker stats column shows (v1 per-CPU
+ * trees, as horcrux.cgroup takes them); freezer = false when the caller
+ * learns pauses from the engine's events (the collector while it follows
+ * them): the freezer is then read only with the seldom-read figures, and a
+ * container paused since is sampled (0 % CPU) until its event comes. Per
+ * container it reads what the cgroup source reads (horcrux.cgroup's readers,
+ * v1, v2 and hybrid, cgroupfs and systemd): the freezer first (a paused
+ * container is listed in `paused` and not sampled), then CPU ns, memory usage,
+ * inactive file pages and limit, block I/O, pids, and network from
+ * /proc/<pid>/net/dev of its first process. The CPU % goes through
+ * horcrux.cpu's one store (its C API, cpu.capi, fetched once per call), against
+ * the host's CPU time from /proc/stat, read at both ends of the round and
+ * interpolated at each container's read (the daemon reads it once per tick,
+ * which skews the containers read late in a long tick); host memory and online
+ * CPUs are read again every 10 s. What no docker stats column shows (v1 per-CPU
  * time, the CPU split and throttling, OOM kills, processes, pressure) and
  * the limits are read every 30 s; memory.stat when the usage changed, and
  * every 10 s at the least.
@@ -175,6 +178,7 @@ static struct sampler {
   uint64_t host_memory, online_cpus;
   uint64_t btime; /* boot time, s (/proc/stat); 0: unknown */
   int stat_fd;    /* <proc>/stat kept open, -1: not open */
+  int freezer;    /* this call reads the freezer every round */
   struct nl_state {
     int on; /* this call reads network over netlink */
     int fd; /* the host's rtnetlink socket; -1: none */
@@ -720,12 +724,14 @@ static int probe_read(view_probe *p, view_figs *f, int64_t *mono) {
   cpu_fig c;
   int frozen = 0, e, mem, counters;
   memset(f, 0, sizeof *f);
-  if (vanished(h, K_FREEZER, e = cg_read_frozen(h, &frozen)))
-    return R_GONE;
-  if (!e && frozen)
-    return R_PAUSED;
   int64_t now = hx_mono_ns();
   int due = !p->slow_at || now - p->slow_at >= SLOW_TTL_NS;
+  if (S.freezer || due) {
+    if (vanished(h, K_FREEZER, e = cg_read_frozen(h, &frozen)))
+      return R_GONE;
+    if (!e && frozen)
+      return R_PAUSED;
+  }
   h->slow = due ? CG_SLOW_ONCE : CG_SLOW_SKIP;
   h->stat_reuse = p->stat_at && now - p->stat_at < STAT_TTL_NS;
   if (!h->stat_reuse)
@@ -872,10 +878,11 @@ static int checkout(call *c) {
 
 /* The round, under the sampler's lock and with no Lua call. */
 static int run(call *c, const hx_cpu_capi *cpu, const char *root,
-               const char *proc, const char *sys, int netlink) {
+               const char *proc, const char *sys, int netlink, int freezer) {
   pthread_mutex_lock(&S.lock);
   int e = checkout(c);
   if (!e) {
+    S.freezer = freezer;
     /* a fixture tree's pids are no processes of this host */
     S.nl.on = netlink && same(proc, DEFAULT_PROC) && S.nl.fails < 3;
     S.nl.reads = 0;
@@ -955,11 +962,12 @@ int view_sample(lua_State *L) {
   const char *proc = hx_opt_string(L, 1, "proc", DEFAULT_PROC);
   const char *sys = hx_opt_string(L, 1, "sys", DEFAULT_SYS);
   int netlink = hx_opt_boolean(L, 1, "netlink", 1);
+  int freezer = hx_opt_boolean(L, 1, "freezer", 1);
   const hx_cpu_capi *cpu = cpu_api(L);
   call *c = lua_newuserdatauv(L, sizeof *c, 0);
   memset(c, 0, sizeof *c);
   luaL_setmetatable(L, CALL_MT);
-  if (run(c, cpu, root, proc, sys, netlink))
+  if (run(c, cpu, root, proc, sys, netlink, freezer))
     return luaL_error(L, "horcrux.view: not enough memory");
   lua_createtable(L, 0, 6);
   lua_Integer sampled = 0;

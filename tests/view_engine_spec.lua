@@ -184,6 +184,12 @@ describe("view.sample on the real engine #docker", function()
     local fds = s.fds
     assert.is_true(fds >= 8, fds)
     assert.equal(204, (support.pause(id)))
+    -- a caller that learns pauses from events (freezer = false) has the
+    -- freezer read only with the seldom-read figures: sampled, at 0 % CPU
+    s = view.sample({ freezer = false })
+    assert.same({}, s.paused)
+    assert.equal(1, s.sampled)
+    rec = view.get(id)
     s = view.sample()
     assert.same({ id }, s.paused)
     assert.equal(0, s.sampled)

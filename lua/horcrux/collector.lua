@@ -658,7 +658,8 @@ end
 -- The whole running set through src.sample_view (horcrux.view.sample):
 -- the ids left for the next source.
 local function sample_in_view(state, src, ids, summary)
-  local ok, s = pcall(src.sample_view)
+  -- while the events are followed, a pause comes with its event
+  local ok, s = pcall(src.sample_view, { followed = state.trusted == true })
   if not ok or type(s) ~= "table" then
     prometheus.source_error(src.name, "server")
     say(state, "source:" .. tostring(src.name), "warn",

@@ -302,9 +302,16 @@ end
 
 --- The collector's round in C: every container the view holds as running
 -- sampled from its cgroup straight into the view (horcrux.view.sample):
--- its summary {sampled, unreadable, gone, paused, us, fds}.
-function M.sample_view()
-  return view.sample(M.options)
+-- its summary {sampled, unreadable, gone, paused, us, fds}. opts.followed:
+-- the caller learns pauses from the engine's events, so the freezer is
+-- read only with the seldom-read figures.
+function M.sample_view(opts)
+  local o = {}
+  for k, v in pairs(M.options or {}) do
+    o[k] = v
+  end
+  o.freezer = not (opts and opts.followed)
+  return view.sample(o)
 end
 
 --- The stats record with a true CPU %: when the store has no sample at
