@@ -174,7 +174,12 @@ typedef struct json_out {
   int cached_n;
   const char *cached_kp[JO_MEMBERS];
   unsigned char cached_order[JO_MEMBERS];
+  /* where the last record's sample_age_ms value is in b: [age_at, age_end) */
+  size_t age_at, age_end;
 } json_out;
+
+/* The key of the age (its address marks it, as the order cache's keys). */
+static const char AGE_KEY[] = "sample_age_ms";
 
 /* Starts a member (an object's key, an array's comma). */
 static void begin(json_out *u, const char *k) {
@@ -290,6 +295,10 @@ static void close_object(json_out *u, const frame *f) {
     size_t from = f->m[m].at, to = m + 1 < f->n ? f->m[m + 1].at : b->n;
     if (i > 0)
       put(s, ",", 1);
+    if (u->depth == 1 && f->m[m].kp == AGE_KEY) {
+      u->age_at = f->start + s->n + sizeof AGE_KEY + 2; /* "key": */
+      u->age_end = f->start + s->n + (to - from);
+    }
     put(s, b->p + from, to - from);
   }
   put(s, "}", 1);
@@ -329,11 +338,15 @@ view_json *view_json_new(lua_State *L) {
 
 view_jbuf *view_json_buf(view_json *j) { return ((json_out *)j)->b; }
 
-void view_json_figs(view_json *j, const view_figs *f, const char *id,
-                    const char *name, size_t namelen, int64_t age_ms) {
+/* Appends f's record with id, name (namelen 0: null) and sample_age_ms, as
+ * json.encode(record, {sort_keys = true}) writes what view.all() gives;
+ * u->age_at and age_end say where the age is. */
+static void view_json_figs(view_json *j, const view_figs *f, const char *id,
+                           const char *name, size_t namelen, int64_t age_ms) {
   json_out *u = (json_out *)j;
   char sid[VIEW_ID_LEN + 1];
   u->depth = 0;
+  u->age_at = u->age_end = 0;
   j_open(&u->o, NULL, 0, 44);
   view_emit_record(&u->o, f);
   memcpy(sid, id, VIEW_ID_LEN);
@@ -345,6 +358,111 @@ void view_json_figs(view_json *j, const view_figs *f, const char *id,
   } else {
     j_num(&u->o, "name", VO_NULL, 0, 0);
   }
-  j_num(&u->o, "sample_age_ms", VO_INT, age_ms, 0);
+  j_num(&u->o, AGE_KEY, VO_INT, age_ms, 0);
   j_close(&u->o, 0);
+}
+
+/* ---- view.stats_json ---- */
+
+static lua_Integer age_of(int64_t now, int64_t taken_ns) {
+  return now > taken_ns ? (lua_Integer)((now - taken_ns) / 1000000) : 0;
+}
+
+/* c's cached text into b, its age written where it goes. */
+static void put_text(view_jbuf *b, const view_jcopy *c, const char *text,
+                     lua_Integer age) {
+  char tmp[24], *q = digits(tmp + sizeof tmp, (uint64_t)age);
+  put(b, text, c->age);
+  put(b, q, (size_t)(tmp + sizeof tmp - q));
+  put(b, text + c->age, c->rn - c->age);
+}
+
+/* The texts written this time (fr[0..n)), copied out of b for their
+ * entries, the age left out; what cannot be copied is left NULL. */
+static void make_frags(const view_jbuf *b, view_frag *fr, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    view_frag *x = &fr[i];
+    size_t head = x->age_at - x->from, tail = x->to - x->age_end;
+    x->p = head + tail <= UINT32_MAX ? malloc(head + tail + 1) : NULL;
+    if (!x->p)
+      continue;
+    memcpy(x->p, b->p + x->from, head);
+    memcpy(x->p + head, b->p + x->age_end, tail);
+    x->n = (uint32_t)(head + tail);
+    x->age = (uint32_t)head;
+  }
+}
+
+/* Whether the id at id is in the set at index 1 (no set: every one). */
+static int wanted(lua_State *L, int want, const char *id) {
+  if (!want)
+    return 1;
+  lua_pushlstring(L, id, VIEW_ID_LEN);
+  int in = lua_rawget(L, 1) != LUA_TNIL && lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return in;
+}
+
+/* stats_json([want]) -> text, n: the JSON array of the records all() gives
+ * (those of the ids in the set `want` only, when given: {[full id] =
+ * true}), as json.encode(all(), {sort_keys = true}) writes it; n records.
+ * A record from figures is written in C once and kept in its entry (its
+ * age written at each call); a record put from Lua is built and encoded as
+ * all() would. The entries are copied under the read lock, as all() copies
+ * them, written after it, and the new texts installed under the write
+ * lock, each only if its entry has not changed since the copy. */
+int view_stats_json(lua_State *L) {
+  int want = !lua_isnoneornil(L, 1);
+  if (want)
+    luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  json_out *u = (json_out *)view_json_new(L);
+  view_jbuf *b = u->b;
+  const char *at;
+  size_t n = view_copy_json(L, &at), kept = 0, nfr = 0;
+  view_frag *fr = lua_newuserdatauv(L, (n ? n : 1) * sizeof *fr, 0);
+  int64_t now = hx_mono_ns();
+  put(b, "[", 1);
+  for (size_t i = 0; i < n; i++) {
+    view_jcopy c;
+    memcpy(&c, at, sizeof c);
+    const char *id = at + sizeof c, *name = id + VIEW_ID_LEN,
+               *rec = name + c.nn;
+    at = rec + c.rn;
+    if (!wanted(L, want, id))
+      continue;
+    if (kept++ > 0)
+      put(b, ",", 1);
+    lua_Integer age = age_of(now, c.taken_ns);
+    if (c.kind == VJ_TEXT) {
+      put_text(b, &c, rec, age);
+    } else if (c.kind == VJ_FIGS) {
+      view_figs f;
+      size_t from = b->n;
+      memcpy(&f, rec, sizeof f);
+      view_json_figs((view_json *)u, &f, id, name, c.nn, age);
+      if (!b->oom && !b->bad && u->age_at > from)
+        fr[nfr++] = (view_frag){id, c.gen, c.ver,     NULL,       0,
+                                0,  from,  u->age_at, u->age_end, b->n};
+    } else {
+      view_push_put(L, &c, id, now);
+      if (!hx_json_encode(L, -1, 0, HX_JSON_SORT_KEYS))
+        return luaL_error(L, "view: %s", lua_tostring(L, -1));
+      size_t tn;
+      const char *t = lua_tolstring(L, -1, &tn);
+      put(b, t, tn);
+      lua_pop(L, 2);
+    }
+  }
+  put(b, "]", 1);
+  if (b->oom || b->bad)
+    return luaL_error(L, "view: %s",
+                      b->oom ? "not enough memory"
+                             : "a record past the writer's bounds");
+  /* no Lua call raises from here to the install: the copies are owned */
+  make_frags(b, fr, nfr);
+  view_frags_install(fr, nfr);
+  lua_pushlstring(L, b->p, b->n);
+  lua_pushinteger(L, (lua_Integer)kept);
+  return 2;
 }

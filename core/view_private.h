@@ -114,10 +114,43 @@ int view_jbuf_put(view_jbuf *b, const char *s, size_t n);
 typedef struct view_json view_json;
 view_json *view_json_new(lua_State *L);
 view_jbuf *view_json_buf(view_json *j);
-/* Appends f's record with id, name (namelen 0: null) and sample_age_ms, as
- * json.encode(record, {sort_keys = true}) writes what view.all() gives. */
-void view_json_figs(view_json *j, const view_figs *f, const char *id,
-                    const char *name, size_t namelen, int64_t age_ms);
+
+/* view.stats_json([want]) (view_json.c). Each record's text is kept in
+ * its entry once written (its age left out: it is written at read time),
+ * until the entry's figures or name change; a record from figures is
+ * written once a round however often it is asked. */
+int view_stats_json(lua_State *L);
+
+/* ---- view.c, for view.stats_json */
+
+/* One entry as view_copy_json copies it, followed by its id (VIEW_ID_LEN
+ * bytes), its name (nn) and rn bytes: the cached text (VJ_TEXT; the age
+ * goes at byte `age`), a view_figs (VJ_FIGS) or a packed record (VJ_PUT). */
+enum { VJ_TEXT, VJ_FIGS, VJ_PUT };
+typedef struct view_jcopy {
+  int64_t taken_ns;
+  uint64_t gen, ver; /* the entry's, when copied */
+  uint32_t nn, rn, age;
+  int kind;
+} view_jcopy;
+/* Every entry with a record into a userdata pushed on the stack (under the
+ * read lock); returns how many, *buf the first. */
+size_t view_copy_json(lua_State *L, const char **buf);
+/* Pushes the VJ_PUT record at id (its copy's id) as view.all() gives it. */
+void view_push_put(lua_State *L, const view_jcopy *c, const char *id,
+                   int64_t now);
+/* A record's text written for the entry of id as it was at (gen, ver):
+ * p (malloc'd, n bytes, the age to go at byte age). */
+typedef struct view_frag {
+  const char *id;
+  uint64_t gen, ver;
+  char *p;
+  uint32_t n, age;
+  size_t from, age_at, age_end, to; /* view_json.c's, while writing */
+} view_frag;
+/* Under the write lock: each p into its entry when the entry is still at
+ * (gen, ver) and holds no text; frees the p not kept (sets them NULL). */
+void view_frags_install(view_frag *f, size_t n);
 
 /* ---- the sampler's hold on the entries (view.c, for view_sample.c) */
 
