@@ -218,7 +218,7 @@ static void free_entry(entry *e) {
   free(e->rec.p);
   free(e->meta.p);
   free(e->name);
-  free(e->ring);
+  view_ring_free(e->ring);
   free(e->frag);
   free(e);
   atomic_fetch_add(&meta_gen, 1); /* after the entry left the store */
@@ -627,20 +627,14 @@ static int l_all(lua_State *L) {
 /* stats_json (view_json.c): every entry with a record, as its cached
  * JSON text when it has one, else as all() copies it, with what installing
  * a text needs (view_private.h). */
-static size_t json_size(const hx_node *n, void *arg) {
-  const entry *e = HX_ENTRY_OF(n, const entry, node);
-  (void)arg;
+static size_t json_size(const entry *e) {
   if (!has_record(e))
     return 0;
   return sizeof(view_jcopy) + ID_LEN + e->namelen +
          (e->frag ? e->frag_n : rec_size(e));
 }
 
-static size_t json_copy(const hx_node *n, char *at, void *arg) {
-  const entry *e = HX_ENTRY_OF(n, const entry, node);
-  (void)arg;
-  if (!has_record(e))
-    return 0;
+static char *json_copy(const entry *e, char *at) {
   view_jcopy c = {e->taken_ns,
                   e->gen,
                   e->ver,
@@ -653,17 +647,45 @@ static size_t json_copy(const hx_node *n, char *at, void *arg) {
   char *p = put_bytes(at, &c, sizeof c);
   p = put_bytes(p, e->id, ID_LEN);
   p = put_bytes(p, e->name, e->namelen);
-  p = put_bytes(p,
-                e->frag       ? e->frag
-                : e->has_figs ? (const void *)&e->figs
-                              : e->rec.p,
-                c.rn);
-  return (size_t)(p - at);
+  return put_bytes(p,
+                   e->frag       ? e->frag
+                   : e->has_figs ? (const void *)&e->figs
+                                 : e->rec.p,
+                   c.rn);
 }
 
-size_t view_copy_json(lua_State *L, const char **buf) {
-  hx_copier c = {json_size, json_copy, NULL, 0, FIRST_GUESS * 64};
-  return hx_store_copy_out(L, &store, &c, buf);
+static int id_cmp(const void *a, const void *b) { return memcmp(a, b, ID_LEN); }
+
+/* Whether e is one of the sorted ids (NULL: every one). */
+static int in_ids(const entry *e, const char *ids, size_t nids) {
+  return !ids || bsearch(e->id, ids, nids, ID_LEN, id_cmp) != NULL;
+}
+
+size_t view_copy_json(const char *ids, size_t nids, view_jbuf *out) {
+  for (;;) {
+    size_t need = 0, n = 0;
+    hx_store_rdlock(&store);
+    for (hx_node *x = store.first; x; x = x->next)
+      if (in_ids(entry_of(x), ids, nids))
+        need += json_size(entry_of(x));
+    if (need <= out->cap) {
+      char *at = out->p;
+      for (hx_node *x = store.first; x; x = x->next) {
+        entry *e = entry_of(x);
+        if (has_record(e) && in_ids(e, ids, nids)) {
+          at = json_copy(e, at);
+          n++;
+        }
+      }
+      out->n = (size_t)(at - out->p);
+    }
+    hx_store_unlock(&store);
+    if (need <= out->cap)
+      return n;
+    out->n = 0; /* room for what arrives meanwhile */
+    if (!view_jbuf_room(out, need + need / 4 + 256))
+      return (size_t)-1;
+  }
 }
 
 void view_push_put(lua_State *L, const view_jcopy *c, const char *id,
@@ -937,7 +959,7 @@ static int l_footprint(lua_State *L) {
     entry *e = entry_of(x);
     bytes += malloc_usable_size(e) + malloc_usable_size(e->rec.p) +
              malloc_usable_size(e->meta.p) + malloc_usable_size(e->name) +
-             malloc_usable_size(e->ring);
+             view_ring_bytes(e->ring);
   }
   hx_store_unlock(&store);
   bytes += view_sampler_bytes();

@@ -89,6 +89,14 @@ int view_jbuf_put(view_jbuf *b, const char *s, size_t n) {
   return put(b, s, n);
 }
 
+int view_jbuf_room(view_jbuf *b, size_t n) { return reserve(b, n); }
+
+void view_jbuf_free(view_jbuf *b) {
+  free(b->p);
+  b->p = NULL;
+  b->n = b->cap = 0;
+}
+
 /* Bytes a JSON string holds as they are: printable ASCII but '"' and '\\'. */
 static unsigned char plain[256];
 
@@ -393,14 +401,67 @@ static void make_frags(const view_jbuf *b, view_frag *fr, size_t n) {
   }
 }
 
-/* Whether the id at id is in the set at index 1 (no set: every one). */
-static int wanted(lua_State *L, int want, const char *id) {
-  if (!want)
-    return 1;
-  lua_pushlstring(L, id, VIEW_ID_LEN);
-  int in = lua_rawget(L, 1) != LUA_TNIL && lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  return in;
+static int id_order(const void *a, const void *b) {
+  return memcmp(a, b, VIEW_ID_LEN);
+}
+
+/* The ids of the set at index 1 ({[full id] = true}), sorted, into ids;
+ * how many. A key that is not a full id is no container's. */
+static size_t want_ids(lua_State *L, view_jbuf *ids) {
+  size_t n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, 1) != 0) {
+    size_t kn;
+    if (lua_type(L, -2) == LUA_TSTRING && lua_toboolean(L, -1)) {
+      const char *k = lua_tolstring(L, -2, &kn);
+      if (kn == VIEW_ID_LEN && put(ids, k, kn))
+        n++;
+    }
+    lua_pop(L, 1);
+  }
+  if (n > 1)
+    qsort(ids->p, n, VIEW_ID_LEN, id_order);
+  return n;
+}
+
+/* The buffers of one call, freed at its end (their userdata's __gc frees
+ * them too when a Lua error cuts it short). */
+typedef struct call {
+  view_jbuf *ids, *copy, *frags;
+} call;
+
+static void call_free(call *c) {
+  view_jbuf_free(c->ids);
+  view_jbuf_free(c->copy);
+  view_jbuf_free(c->frags);
+}
+
+/* One copied entry's record into u's buffer; a record written from
+ * figures is noted in fr for its entry (*nfr). */
+static void write_one(lua_State *L, json_out *u, const view_jcopy *c,
+                      const char *id, int64_t now, view_frag *fr, size_t *nfr) {
+  view_jbuf *b = u->b;
+  const char *name = id + VIEW_ID_LEN, *rec = name + c->nn;
+  lua_Integer age = age_of(now, c->taken_ns);
+  if (c->kind == VJ_TEXT) {
+    put_text(b, c, rec, age);
+  } else if (c->kind == VJ_FIGS) {
+    view_figs f;
+    size_t from = b->n;
+    memcpy(&f, rec, sizeof f);
+    view_json_figs((view_json *)u, &f, id, name, c->nn, age);
+    if (!b->oom && !b->bad && u->age_at > from)
+      fr[(*nfr)++] = (view_frag){id, c->gen, c->ver,    NULL,       0,
+                                 0,  from,   u->age_at, u->age_end, b->n};
+  } else {
+    view_push_put(L, c, id, now);
+    if (!hx_json_encode(L, -1, 0, HX_JSON_SORT_KEYS))
+      luaL_error(L, "view: %s", lua_tostring(L, -1));
+    size_t tn;
+    const char *t = lua_tolstring(L, -1, &tn);
+    put(b, t, tn);
+    lua_pop(L, 2);
+  }
 }
 
 /* stats_json([want]) -> text, n: the JSON array of the records all() gives
@@ -408,9 +469,9 @@ static int wanted(lua_State *L, int want, const char *id) {
  * true}), as json.encode(all(), {sort_keys = true}) writes it; n records.
  * A record from figures is written in C once and kept in its entry (its
  * age written at each call); a record put from Lua is built and encoded as
- * all() would. The entries are copied under the read lock, as all() copies
- * them, written after it, and the new texts installed under the write
- * lock, each only if its entry has not changed since the copy. */
+ * all() would. The entries (those wanted) are copied under the read lock
+ * into malloc'd memory, written after it, and the new texts installed
+ * under the write lock, each only if its entry has not changed since. */
 int view_stats_json(lua_State *L) {
   int want = !lua_isnoneornil(L, 1);
   if (want)
@@ -418,51 +479,42 @@ int view_stats_json(lua_State *L) {
   lua_settop(L, 1);
   json_out *u = (json_out *)view_json_new(L);
   view_jbuf *b = u->b;
-  const char *at;
-  size_t n = view_copy_json(L, &at), kept = 0, nfr = 0;
-  view_frag *fr = lua_newuserdatauv(L, (n ? n : 1) * sizeof *fr, 0);
+  call c = {view_jbuf_new(L), view_jbuf_new(L), view_jbuf_new(L)};
+  size_t nids = want ? want_ids(L, c.ids) : 0, nfr = 0;
+  size_t n = want && nids == 0 ? 0 : view_copy_json(c.ids->p, nids, c.copy);
+  if (c.ids->oom || n == (size_t)-1 ||
+      !reserve(c.frags, (n ? n : 1) * sizeof(view_frag)) ||
+      !reserve(b, c.copy->n + 24 * n + 2)) {
+    call_free(&c);
+    return luaL_error(L, "view: not enough memory");
+  }
+  view_frag *fr = (view_frag *)(void *)c.frags->p;
+  const char *at = c.copy->p;
   int64_t now = hx_mono_ns();
   put(b, "[", 1);
   for (size_t i = 0; i < n; i++) {
-    view_jcopy c;
-    memcpy(&c, at, sizeof c);
-    const char *id = at + sizeof c, *name = id + VIEW_ID_LEN,
-               *rec = name + c.nn;
-    at = rec + c.rn;
-    if (!wanted(L, want, id))
-      continue;
-    if (kept++ > 0)
+    view_jcopy jc;
+    memcpy(&jc, at, sizeof jc);
+    const char *id = at + sizeof jc;
+    at = id + VIEW_ID_LEN + jc.nn + jc.rn;
+    if (i > 0)
       put(b, ",", 1);
-    lua_Integer age = age_of(now, c.taken_ns);
-    if (c.kind == VJ_TEXT) {
-      put_text(b, &c, rec, age);
-    } else if (c.kind == VJ_FIGS) {
-      view_figs f;
-      size_t from = b->n;
-      memcpy(&f, rec, sizeof f);
-      view_json_figs((view_json *)u, &f, id, name, c.nn, age);
-      if (!b->oom && !b->bad && u->age_at > from)
-        fr[nfr++] = (view_frag){id, c.gen, c.ver,     NULL,       0,
-                                0,  from,  u->age_at, u->age_end, b->n};
-    } else {
-      view_push_put(L, &c, id, now);
-      if (!hx_json_encode(L, -1, 0, HX_JSON_SORT_KEYS))
-        return luaL_error(L, "view: %s", lua_tostring(L, -1));
-      size_t tn;
-      const char *t = lua_tolstring(L, -1, &tn);
-      put(b, t, tn);
-      lua_pop(L, 2);
-    }
+    write_one(L, u, &jc, id, now, fr, &nfr);
   }
   put(b, "]", 1);
-  if (b->oom || b->bad)
+  if (b->oom || b->bad) {
+    call_free(&c);
     return luaL_error(L, "view: %s",
                       b->oom ? "not enough memory"
                              : "a record past the writer's bounds");
+  }
   /* no Lua call raises from here to the install: the copies are owned */
   make_frags(b, fr, nfr);
   view_frags_install(fr, nfr);
+  call_free(&c);
   lua_pushlstring(L, b->p, b->n);
-  lua_pushinteger(L, (lua_Integer)kept);
+  view_jbuf_free(b);
+  view_jbuf_free(u->scratch);
+  lua_pushinteger(L, (lua_Integer)n);
   return 2;
 }

@@ -60,6 +60,7 @@ for i, id in ipairs(ids) do
       ["horcrux.bench.group"] = i % 10 == 0 and "tenth" or "idle" },
     networks = { bridge = ("cd"):rep(32) } })
 end
+if os.getenv("HIST") then view.set_limits({ history = tonumber(os.getenv("HIST")) }) end
 view.set_status({ trusted = true, listed_by = "docker-api", followed = true })
 local opts = { root = root, proc = "tests/fixtures/proc",
   sys = CG .. "sys" }
@@ -116,3 +117,11 @@ for _, a in ipairs(asks) do
 end
 print(("footprint: %.0f bytes a container"):format(view.footprint().bytes / N))
 run("rm -rf " .. root)
+local function rss_kb()
+  local h = io.open("/proc/self/status")
+  local text = h and h:read("a") or ""
+  if h then h:close() end
+  return tonumber(text:match("VmRSS:%s*(%d+)")) or 0
+end
+print(("RSS: %.1f MB (view and Lua heap: %.1f MB)"):format(rss_kb() / 1024,
+  collectgarbage("count") / 1024))
