@@ -141,7 +141,7 @@ static uint64_t unzigzag(uint64_t z) {
  * (prev), so its change is 0. */
 static void fields_of(const view_point *p, const uint64_t prev[HF_N],
                       uint64_t v[HF_N]) {
-  uint32_t have = p->have, pct;
+  uint32_t have = p->have & ((1u << HP_BITS) - 1), pct;
   if (p->pids > PIDS_MAX)
     have &= ~(uint32_t)HP_PIDS;
   memcpy(&pct, &p->pct, sizeof pct);

@@ -609,10 +609,11 @@ describe("view.sample on fixture trees", function()
         (none.bytes - meta.bytes) / n, s.us / n, first.us / n))
     assert.equal(8 * n, kept.fds) -- memory.max is read every 10 s, not kept
     assert.equal(0, none.fds)
-    -- with the default history (900 points of 36 bytes: 15 min at 1 s),
-    -- a container stays under 40 KiB: 1,000 of them in 40 MB
+    -- the default history (900 points: 15 min at 1 s) allocates its
+    -- blocks as points come (2 KB each): a container with a few points
+    -- stays under 8 KiB (full, idle: about 16 KB, README)
     assert.equal(900, view.set_limits({}).history)
-    assert.is_true(kept.bytes < 40960 * n, kept.bytes)
+    assert.is_true(kept.bytes < 8192 * n, kept.bytes)
     view.clear()
     assert.equal(0, view.footprint().fds)
     assert.is_true(view.footprint().bytes < 65536) -- the sampler's buffer

@@ -4,6 +4,8 @@
 --
 --   build/horcrux run tests/bench/view_serve.lua [N [REPEATS]]
 --
+-- (HX_VIEW_ROOT=DIR: the tree is made there, kept, and used by the next
+-- runs given the same DIR and N.)
 -- Prints the median and least ms of each answer over REPEATS (default 20),
 -- cold (the first after a round: every container sampled again) and warm
 -- (the same round), and the answers' sizes. Under valgrind --tool=callgrind
@@ -24,9 +26,19 @@ local function run(argv)
   assert(ok, argv)
 end
 
-local root = os.tmpname()
-os.remove(root)
-run("mkdir -m 700 " .. root)
+-- HX_VIEW_ROOT: where the tree is made and kept (made only when missing)
+local keep = os.getenv("HX_VIEW_ROOT")
+local root = keep or os.tmpname()
+local made = io.open(root .. "/cgroup.controllers")
+local given = made ~= nil
+if made then
+  made:close()
+else
+  if not keep then
+    os.remove(root)
+  end
+  run("mkdir -p -m 700 " .. root)
+end
 local f = assert(io.open(root .. "/cgroup.controllers", "wb"))
 f:write("cpu io memory pids\n")
 f:close()
@@ -44,6 +56,8 @@ end
 local ids = {}
 for i = 1, N do
   ids[i] = ("%064x"):format(i)
+end
+for i = 1, given and 0 or N do
   local dir = root .. "/docker/" .. ids[i]
   run("mkdir -p " .. dir)
   for name, text in pairs(files) do
@@ -116,7 +130,9 @@ for _, a in ipairs(asks) do
     a[1], cm, cl, wm, wl, size[a[1]]))
 end
 print(("footprint: %.0f bytes a container"):format(view.footprint().bytes / N))
-run("rm -rf " .. root)
+if not keep then
+  run("rm -rf " .. root)
+end
 local function rss_kb()
   local h = io.open("/proc/self/status")
   local text = h and h:read("a") or ""
