@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <lauxlib.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -465,6 +466,13 @@ static int web_dir(const char *given, const char *scripts, const char *lib,
 
 static int serve(int argc, char **argv, const char *lib) {
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  /* Two malloc arenas, not glibc's eight a core: each thread (workers,
+   * the collector, the HTTP daemon's) otherwise keeps what it freed in an
+   * arena of its own. Measured side by side with 400 containers: RSS 33
+   * against 45 MB, 41 against 55 after 180 requests, the same latencies.
+   * MALLOC_ARENA_MAX in the environment still decides. */
+  if (getenv("MALLOC_ARENA_MAX") == NULL)
+    mallopt(M_ARENA_MAX, 2);
   hx_server_config cfg = {
       .listen = "127.0.0.1:8080",
       .workers = ncpu > 0 ? (unsigned)ncpu : 2,

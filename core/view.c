@@ -88,6 +88,7 @@
 #include "view_private.h"
 
 #include <malloc.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +125,14 @@ typedef struct entry {
   int busy;
   view_probe *probe;
   view_ring *ring; /* the history (view_history.c); NULL: none yet */
+  /* The record's JSON text as view.stats_json last wrote it from figs,
+   * without its age (written at frag_age when asked): NULL when none or
+   * stale. ver counts the changes of what the text says (the figures, the
+   * name, a put record); a text written from a copy of another ver is not
+   * installed. Both under the store's lock, as the rest. */
+  char *frag;
+  uint32_t frag_n, frag_age;
+  uint64_t ver;
   view_figs figs;
   char id[ID_LEN];
 } entry;
@@ -147,6 +156,9 @@ static hx_index names = HX_INDEX_INIT(name_buckets);
 static hx_store store = HX_STORE_INIT(id_buckets, DEFAULT_MAX_CONTAINERS, 0,
                                       free_node, NULL, &names);
 static uint64_t next_gen = 1; /* write lock held */
+/* Bumped by every change of the metas held (a meta set, an entry gone),
+ * under the write lock or after the change is seen: view.generation(). */
+static atomic_ullong meta_gen = 1;
 
 /* The full id at arg; raises unless it is 64 lowercase hex digits. */
 static const char *check_id(lua_State *L, int arg) {
@@ -206,8 +218,10 @@ static void free_entry(entry *e) {
   free(e->rec.p);
   free(e->meta.p);
   free(e->name);
-  free(e->ring);
+  view_ring_free(e->ring);
+  free(e->frag);
   free(e);
+  atomic_fetch_add(&meta_gen, 1); /* after the entry left the store */
 }
 
 static void free_node(hx_node *n) { free_entry(entry_of(n)); }
@@ -226,9 +240,11 @@ typedef struct update {
   int has_point; /* a record: its point goes into the history */
   view_point point;
   view_ring *ring; /* a new ring when the entry's does not fit, or NULL */
+  char *frag;      /* the entry's JSON text, stale now */
 } update;
 
 static void update_free(update *u) {
+  free(u->frag);
   free(u->ring);
   free(u->rec.p);
   free(u->meta.p);
@@ -317,6 +333,17 @@ static int update_locked(const char *id, update *u) {
     e->node.link.klen = ID_LEN;
     e->gen = next_gen++;
     hx_store_add(&store, &e->node);
+  }
+  int new_meta =
+      u->has_meta &&
+      (u->meta.n != e->meta.n ||
+       (u->meta.n > 0 && memcmp(u->meta.p, e->meta.p, u->meta.n) != 0));
+  if (new_meta)
+    atomic_fetch_add(&meta_gen, 1);
+  if (u->has_rec || new_meta) { /* the record, or its name, changes */
+    u->frag = e->frag;
+    e->frag = NULL;
+    e->ver++;
   }
   if (u->has_rec) {
     blob old = e->rec;
@@ -597,57 +624,106 @@ static int l_all(lua_State *L) {
   return 1;
 }
 
-/* stats_json([want]) -> text, n: the JSON array of the records all() gives
- * (those of the ids in the set `want` only, when given: {[full id] =
- * true}), as json.encode(all(), {sort_keys = true}) writes it; n records.
- * Figures are written in C (view_json.c); a record put from Lua is built
- * and encoded as all() would. The entries are copied under the read lock,
- * as all() copies them, and written after it. */
-static int l_stats_json(lua_State *L) {
-  int want = !lua_isnoneornil(L, 1);
-  if (want)
-    luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
-  view_json *j = view_json_new(L);
-  view_jbuf *b = view_json_buf(j);
-  const char *buf;
-  size_t n = fetch_all(L, &buf), kept = 0;
-  int64_t now = hx_mono_ns();
-  view_jbuf_put(b, "[", 1);
-  for (size_t i = 0; i < n; i++) {
-    view_of v = read_copied(buf);
-    buf = v.next;
-    if (want) {
-      lua_pushlstring(L, v.id, ID_LEN);
-      int in = lua_rawget(L, 1) != LUA_TNIL && lua_toboolean(L, -1);
-      lua_pop(L, 1);
-      if (!in)
-        continue;
+/* stats_json (view_json.c): every entry with a record, as its cached
+ * JSON text when it has one, else as all() copies it, with what installing
+ * a text needs (view_private.h). */
+static size_t json_size(const entry *e) {
+  if (!has_record(e))
+    return 0;
+  return sizeof(view_jcopy) + ID_LEN + e->namelen +
+         (e->frag ? e->frag_n : rec_size(e));
+}
+
+static char *json_copy(const entry *e, char *at) {
+  view_jcopy c = {e->taken_ns,
+                  e->gen,
+                  e->ver,
+                  (uint32_t)e->namelen,
+                  e->frag ? e->frag_n : (uint32_t)rec_size(e),
+                  e->frag_age,
+                  e->frag       ? VJ_TEXT
+                  : e->has_figs ? VJ_FIGS
+                                : VJ_PUT};
+  char *p = put_bytes(at, &c, sizeof c);
+  p = put_bytes(p, e->id, ID_LEN);
+  p = put_bytes(p, e->name, e->namelen);
+  return put_bytes(p,
+                   e->frag       ? e->frag
+                   : e->has_figs ? (const void *)&e->figs
+                                 : e->rec.p,
+                   c.rn);
+}
+
+static int id_cmp(const void *a, const void *b) { return memcmp(a, b, ID_LEN); }
+
+/* Whether e is one of the sorted ids (NULL: every one). */
+static int in_ids(const entry *e, const char *ids, size_t nids) {
+  return !ids || bsearch(e->id, ids, nids, ID_LEN, id_cmp) != NULL;
+}
+
+size_t view_copy_json(const char *ids, size_t nids, view_jbuf *out) {
+  for (;;) {
+    size_t need = 0, n = 0;
+    hx_store_rdlock(&store);
+    for (hx_node *x = store.first; x; x = x->next)
+      if (in_ids(entry_of(x), ids, nids))
+        need += json_size(entry_of(x));
+    if (need <= out->cap) {
+      char *at = out->p;
+      for (hx_node *x = store.first; x; x = x->next) {
+        entry *e = entry_of(x);
+        if (has_record(e) && in_ids(e, ids, nids)) {
+          at = json_copy(e, at);
+          n++;
+        }
+      }
+      out->n = (size_t)(at - out->p);
     }
-    if (kept++ > 0)
-      view_jbuf_put(b, ",", 1);
-    if (v.c.figs) {
-      view_figs f;
-      memcpy(&f, v.rec, sizeof f);
-      view_json_figs(j, &f, v.id, v.name, v.c.nn, age_ms(now, v.c.taken_ns));
-    } else {
-      push_record(L, &v, now, 1);
-      if (!hx_json_encode(L, -1, 0, HX_JSON_SORT_KEYS))
-        return luaL_error(L, "view: %s", lua_tostring(L, -1));
-      size_t tn;
-      const char *t = lua_tolstring(L, -1, &tn);
-      view_jbuf_put(b, t, tn);
-      lua_pop(L, 2);
+    hx_store_unlock(&store);
+    if (need <= out->cap)
+      return n;
+    out->n = 0; /* room for what arrives meanwhile */
+    if (!view_jbuf_room(out, need + need / 4 + 256))
+      return (size_t)-1;
+  }
+}
+
+void view_push_put(lua_State *L, const view_jcopy *c, const char *id,
+                   int64_t now) {
+  view_of v = {{c->taken_ns, c->rn, 0, c->nn, 0},
+               id,
+               id + ID_LEN,
+               id + ID_LEN + c->nn,
+               NULL,
+               NULL};
+  push_record(L, &v, now, 1);
+}
+
+void view_frags_install(view_frag *f, size_t n) {
+  hx_store_wrlock(&store);
+  for (size_t i = 0; i < n; i++) {
+    entry *e = f[i].p ? by_id(f[i].id) : NULL;
+    if (e && e->gen == f[i].gen && e->ver == f[i].ver && e->has_figs &&
+        !e->frag) {
+      e->frag = f[i].p;
+      e->frag_n = f[i].n;
+      e->frag_age = f[i].age;
+      f[i].p = NULL;
     }
   }
-  view_jbuf_put(b, "]", 1);
-  if (b->oom || b->bad)
-    return luaL_error(L, "view: %s",
-                      b->oom ? "not enough memory"
-                             : "a record past the writer's bounds");
-  lua_pushlstring(L, b->p, b->n);
-  lua_pushinteger(L, (lua_Integer)kept);
-  return 2;
+  hx_store_unlock(&store);
+  for (size_t i = 0; i < n; i++) {
+    free(f[i].p); /* not installed: the entry changed meanwhile */
+    f[i].p = NULL;
+  }
+}
+
+/* generation() -> an integer that changes whenever a meta held changes
+ * (set, or its entry gone): what is worked out from metas() alone holds
+ * while it stays the same. */
+static int l_generation(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)atomic_load(&meta_gen));
+  return 1;
 }
 
 /* Every entry with a record, with its meta, as all() copies them. */
@@ -883,7 +959,7 @@ static int l_footprint(lua_State *L) {
     entry *e = entry_of(x);
     bytes += malloc_usable_size(e) + malloc_usable_size(e->rec.p) +
              malloc_usable_size(e->meta.p) + malloc_usable_size(e->name) +
-             malloc_usable_size(e->ring);
+             view_ring_bytes(e->ring);
   }
   hx_store_unlock(&store);
   bytes += view_sampler_bytes();
@@ -1031,6 +1107,7 @@ static entry *job_entry(const view_job *j) {
 
 int view_store(const view_job *j, const view_figs *f, int64_t taken_ns) {
   blob old = {NULL, 0};
+  char *frag = NULL;
   view_ring *ring = j->ring_fits ? NULL : view_ring_new();
   view_point point;
   view_point_of_figs(&point, f, wall_of(taken_ns));
@@ -1043,12 +1120,16 @@ int view_store(const view_job *j, const view_figs *f, int64_t taken_ns) {
     e->rec.n = 0;
     e->figs = *f;
     e->has_figs = 1;
+    frag = e->frag;
+    e->frag = NULL;
+    e->ver++;
     e->taken_ns = taken_ns;
     e->probe = j->probe;
     e->busy = 0;
   }
   hx_store_unlock(&store);
   free(old.p);
+  free(frag);
   free(ring);
   return e != NULL;
 }
@@ -1077,7 +1158,8 @@ static const luaL_Reg funcs[] = {{"put", l_put},
                                  {"footprint", l_footprint},
                                  {"history", l_history},
                                  {"prometheus", view_prometheus},
-                                 {"stats_json", l_stats_json},
+                                 {"stats_json", view_stats_json},
+                                 {"generation", l_generation},
                                  {"metas", l_metas},
                                  {"unsampled", l_unsampled},
                                  {"set_status", l_set_status},

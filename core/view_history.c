@@ -4,8 +4,9 @@
  *
  * A point holds the wall clock, CPU %, the working set, pids and the four
  * I/O counters (rates are worked out when asked, from the counters, so a
- * missed round costs no accuracy), in 36 bytes (hslot below). The default
- * 15 minutes at 1 s is 900 points, 32,400 bytes a container.
+ * missed round costs no accuracy), as the changes since the point before
+ * (below): 8 to 12 bytes for an idle container's, at most 80. The default
+ * 15 minutes at 1 s is 900 points: about 10 KB a container idle.
  *
  * view.history(id, {window =, step =, points =}) buckets the points of the
  * last `window` ns into buckets of `step` ns ending now: a gauge (CPU %,
@@ -21,36 +22,38 @@
 
 #include <math.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-/* A point as the ring keeps it: 36 bytes, not view_point's 64. The time
- * is milliseconds after the ring's base; the working set is exact (two
- * halves); pids share a word with the HP_* bits; each I/O counter is kept
- * as its change since the point before that had it, and the ring keeps
- * the newest value of each, so the points are rebuilt from the newest
- * back (a float's 24 bits make a change of up to 16 MB a round exact, a
- * larger one exact to 1 part in 16 million: rates, the only use of the
- * counters, are unchanged to that precision). */
-typedef struct hslot {
-  uint32_t dt_ms; /* after the ring's base */
-  float pct;
-  uint32_t mem_lo, mem_hi;
-  uint32_t pids_have; /* pids << HP_BITS | have */
-  float d[4];         /* rx, tx, rd, wr: the change */
-} hslot;
-
+/* The points of a container, oldest first, in a chain of blocks: each
+ * point is its eight fields' changes since the point before it in its
+ * block (the first: since zero), each a zigzag varint. An idle container's
+ * point is mostly zeros: 8 to 12 bytes, where a fixed slot took 36. The
+ * values are exact (the counters too: a float kept their changes before).
+ * A block is allocated outside the view's lock (view_ring_new), when the
+ * newest cannot take a point of the largest size; the oldest block goes
+ * when the blocks after it hold the points kept (history cap) without it.
+ * The first block of a chain heads it (its head fields are the chain's).
+ */
+enum { HF_T, HF_PCT, HF_MEM, HF_PIDS, HF_RX, HF_TX, HF_RD, HF_WR, HF_N };
 #define HP_BITS 5
 #define PIDS_MAX ((uint32_t)UINT32_MAX >> HP_BITS)
-#define DT_MAX ((int64_t)UINT32_MAX)
+#define POINT_MAX (HF_N * 10) /* the bytes of a point at most */
+#define BLOCK_BYTES 1792
 
 struct view_ring {
-  size_t cap, n, head; /* head: the slot the next point goes to */
-  int64_t base_ms;     /* the wall clock of dt_ms 0 */
-  uint64_t last[4];    /* the newest value of each counter (0: never) */
-  hslot p[];
+  view_ring *next;     /* the next newer block, NULL for the newest */
+  uint32_t used, npts; /* this block's bytes and points */
+  /* the chain's, in its first block: */
+  view_ring *last;       /* the newest block */
+  size_t n, cap;         /* points held; points answered (the cap then) */
+  uint32_t last_at;      /* where the newest point starts in last */
+  uint64_t before[HF_N]; /* the values before the newest (in its block) */
+  uint64_t cur[HF_N];    /* the newest values */
+  unsigned char b[BLOCK_BYTES];
 };
 
 /* Process-wide like the view: set by the collector, read by every put. */
@@ -66,151 +69,204 @@ void view_history_set(size_t cap, int64_t gap_ns) {
 }
 
 view_ring *view_ring_new(void) {
-  size_t cap = view_history_cap();
   view_ring *r;
-  if (cap == 0)
+  if (view_history_cap() == 0)
     return NULL;
-  r = malloc(sizeof *r + cap * sizeof(hslot));
-  if (r) {
-    memset(r, 0, sizeof *r);
-    r->cap = cap;
-  }
+  r = malloc(sizeof *r);
+  if (r) /* the points' bytes are left untouched until written */
+    memset(r, 0, offsetof(view_ring, b));
   return r;
 }
 
+void view_ring_free(view_ring *r) {
+  while (r) {
+    view_ring *next = r->next;
+    free(r);
+    r = next;
+  }
+}
+
 int view_ring_fits(const view_ring *r) {
-  size_t cap = view_history_cap();
-  return cap == 0 || (r != NULL && r->cap == cap);
+  return view_history_cap() == 0 ||
+         (r != NULL && BLOCK_BYTES - r->last->used >= POINT_MAX);
 }
 
 size_t view_ring_bytes(const view_ring *r) {
-  return r ? sizeof *r + r->cap * sizeof(hslot) : 0;
+  size_t n = 0;
+  for (; r; r = r->next)
+    n += sizeof *r;
+  return n;
 }
 
-size_t view_ring_len(const view_ring *r) { return r ? r->n : 0; }
-
-static hslot *nth(const view_ring *r, size_t i) {
-  return (hslot *)&r->p[(r->head + r->cap - r->n + i) % r->cap];
+size_t view_ring_len(const view_ring *r) {
+  return r ? (r->n < r->cap ? r->n : r->cap) : 0;
 }
 
 static const unsigned ctr_bit[4] = {HP_NET, HP_NET, HP_BLK, HP_BLK};
 
-static void counters_of(const view_point *p, uint64_t v[4]) {
-  v[0] = p->rx, v[1] = p->tx, v[2] = p->rd, v[3] = p->wr;
+static unsigned char *put_varint(unsigned char *o, uint64_t v) {
+  while (v >= 0x80) {
+    *o++ = (unsigned char)(v | 0x80);
+    v >>= 7;
+  }
+  *o++ = (unsigned char)v;
+  return o;
 }
 
-/* The point of slot s, whose counters' values are cum. */
-static void decode(const view_ring *r, const hslot *s, const double cum[4],
-                   view_point *out) {
-  memset(out, 0, sizeof *out);
-  out->t_ns = (r->base_ms + (int64_t)s->dt_ms) * 1000000;
-  out->have = s->pids_have & ((1u << HP_BITS) - 1);
-  out->pids = s->pids_have >> HP_BITS;
-  out->pct = s->pct;
-  out->mem = (uint64_t)s->mem_hi << 32 | s->mem_lo;
-  uint64_t *v[4] = {&out->rx, &out->tx, &out->rd, &out->wr};
+/* A varint of [*at, end) into *v; 0 when it runs past end or over 64 bits
+ * (never, for what put_varint wrote). */
+static int get_varint(const unsigned char **at, const unsigned char *end,
+                      uint64_t *v) {
+  uint64_t x = 0;
+  for (int shift = 0; *at < end && shift < 64; shift += 7) {
+    unsigned char c = *(*at)++;
+    x |= (uint64_t)(c & 0x7f) << shift;
+    if (!(c & 0x80)) {
+      *v = x;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static uint64_t zigzag(uint64_t d) {
+  return (d << 1) ^ (uint64_t) - (int64_t)(d >> 63);
+}
+
+static uint64_t unzigzag(uint64_t z) {
+  return (z >> 1) ^ (uint64_t) - (int64_t)(z & 1);
+}
+
+/* The fields of p; a counter p does not have keeps the value before
+ * (prev), so its change is 0. */
+static void fields_of(const view_point *p, const uint64_t prev[HF_N],
+                      uint64_t v[HF_N]) {
+  uint32_t have = p->have & ((1u << HP_BITS) - 1), pct;
+  if (p->pids > PIDS_MAX)
+    have &= ~(uint32_t)HP_PIDS;
+  memcpy(&pct, &p->pct, sizeof pct);
+  v[HF_T] = (uint64_t)(p->t_ns / 1000000);
+  v[HF_PCT] = pct;
+  v[HF_MEM] = p->mem;
+  v[HF_PIDS] = (uint64_t)(have & HP_PIDS ? p->pids << HP_BITS : 0) | have;
+  const uint64_t c[4] = {p->rx, p->tx, p->rd, p->wr};
   for (int k = 0; k < 4; k++)
-    if ((out->have & ctr_bit[k]) && cum[k] > 0)
-      *v[k] = (uint64_t)llround(cum[k]);
+    v[HF_RX + k] = have & ctr_bit[k] ? c[k] : prev[HF_RX + k];
+}
+
+/* The point of the values v. */
+static void point_of(const uint64_t v[HF_N], view_point *out) {
+  uint32_t pct = (uint32_t)v[HF_PCT];
+  memset(out, 0, sizeof *out);
+  out->t_ns = (int64_t)v[HF_T] * 1000000;
+  memcpy(&out->pct, &pct, sizeof pct);
+  out->mem = v[HF_MEM];
+  out->have = (uint32_t)(v[HF_PIDS] & ((1u << HP_BITS) - 1));
+  out->pids = (uint32_t)(v[HF_PIDS] >> HP_BITS);
+  uint64_t *c[4] = {&out->rx, &out->tx, &out->rd, &out->wr};
+  for (int k = 0; k < 4; k++)
+    *c[k] = out->have & ctr_bit[k] ? v[HF_RX + k] : 0;
+}
+
+/* Decodes the points of block b from [at, end) after `skip` of them into
+ * out; returns how many were written, or -1 on bytes that are not points
+ * (a block is only ever written by encode below). */
+static long decode_block(const unsigned char *at, const unsigned char *end,
+                         size_t npts, size_t skip, view_point *out) {
+  uint64_t v[HF_N] = {0};
+  long w = 0;
+  for (size_t i = 0; i < npts; i++) {
+    for (int k = 0; k < HF_N; k++) {
+      uint64_t z;
+      if (!get_varint(&at, end, &z))
+        return -1;
+      v[k] += unzigzag(z);
+    }
+    if (i >= skip)
+      point_of(v, &out[w++]);
+  }
+  return w;
 }
 
 size_t view_ring_copy(const view_ring *r, view_point *out, size_t max) {
-  size_t n = r ? (r->n < max ? r->n : max) : 0;
-  double cum[4];
-  for (int k = 0; k < 4 && r; k++)
-    cum[k] = (double)r->last[k];
-  for (size_t i = n; i-- > 0;) { /* newest first: the counters go back */
-    const hslot *s = nth(r, r->n - n + i);
-    decode(r, s, cum, &out[i]);
-    for (int k = 0; k < 4; k++)
-      cum[k] -= s->d[k];
+  size_t len = view_ring_len(r), n = len < max ? len : max, w = 0;
+  size_t skip = r ? r->n - n : 0; /* the oldest points held, not given */
+  for (const view_ring *x = r; x && w < n; x = x->next) {
+    if (skip >= x->npts) {
+      skip -= x->npts;
+      continue;
+    }
+    long got = decode_block(x->b, x->b + x->used, x->npts, skip, out + w);
+    if (got < 0)
+      break;
+    w += (size_t)got;
+    skip = 0;
   }
-  return n;
+  return w;
 }
 
-/* Moves the base to the oldest point (a ring that has run for 49 days);
- * points still too far apart are dropped. */
-static void rebase(view_ring *r, int64_t t_ms) {
-  int64_t shift = r->n > 0 ? (int64_t)nth(r, 0)->dt_ms : 0;
-  if (r->n == 0 || t_ms - (r->base_ms + shift) > DT_MAX) {
-    r->n = r->head = 0;
-    r->base_ms = t_ms;
-    return;
-  }
-  for (size_t i = 0; i < r->n; i++)
-    nth(r, i)->dt_ms -= (uint32_t)shift;
-  r->base_ms += shift;
-}
-
-/* p into slot s; prev: the counters' values before s (the newest values
- * of the points before it). */
-static void encode(view_ring *r, hslot *s, const view_point *p,
-                   const uint64_t prev[4]) {
-  uint64_t v[4];
-  counters_of(p, v);
-  s->dt_ms = (uint32_t)(p->t_ns / 1000000 - r->base_ms);
-  s->pct = p->pct;
-  s->mem_lo = (uint32_t)p->mem, s->mem_hi = (uint32_t)(p->mem >> 32);
-  uint32_t have = p->have;
-  if (p->pids > PIDS_MAX)
-    have &= ~(uint32_t)HP_PIDS;
-  s->pids_have = (have & HP_PIDS ? p->pids << HP_BITS : 0) | have;
-  for (int k = 0; k < 4; k++) {
-    int on = (have & ctr_bit[k]) != 0;
-    s->d[k] = on ? (float)((double)v[k] - (double)prev[k]) : 0.0f;
-    r->last[k] = on ? v[k] : prev[k];
-  }
-}
-
-/* Raw slots of r (the newest that fit) into fresh: the encoding is
- * relative to the newest point, so the oldest can go. */
-static void move_slots(view_ring *fresh, const view_ring *r) {
-  size_t n = r->n < fresh->cap ? r->n : fresh->cap;
-  for (size_t i = 0; i < n; i++)
-    fresh->p[i] = *nth(r, r->n - n + i);
-  fresh->n = n;
-  fresh->head = n % fresh->cap;
-  fresh->base_ms = r->base_ms;
-  memcpy(fresh->last, r->last, sizeof r->last);
+/* p at the end of r's newest block, after the values before. */
+static void encode(view_ring *r, const view_point *p) {
+  view_ring *l = r->last;
+  uint64_t v[HF_N];
+  fields_of(p, r->before, v);
+  unsigned char *o = l->b + r->last_at;
+  for (int k = 0; k < HF_N; k++)
+    o = put_varint(o, zigzag(v[k] - r->before[k]));
+  l->used = (uint32_t)(o - l->b);
+  memcpy(r->cur, v, sizeof v);
 }
 
 view_ring *view_ring_add(view_ring **ring, view_ring *fresh,
                          const view_point *p) {
   view_ring *r = *ring, *spare = fresh;
-  if (view_history_cap() == 0)
+  size_t cap = view_history_cap();
+  if (cap == 0)
     return fresh;
-  if ((r == NULL || r->cap != view_history_cap()) && fresh != NULL) {
-    if (r)
-      move_slots(fresh, r);
-    spare = r;
-    *ring = r = fresh;
-  }
-  if (r == NULL)
-    return spare;
-  int64_t t_ms = p->t_ns / 1000000;
-  if (r->n == 0) {
-    r->base_ms = t_ms;
-  } else {
-    hslot *last = nth(r, r->n - 1);
-    int64_t last_ns = (r->base_ms + (int64_t)last->dt_ms) * 1000000;
+  if (r && r->n > 0) {
+    int64_t last_ns = (int64_t)r->cur[HF_T] * 1000000;
     if (p->t_ns < last_ns)
-      return spare; /* older than the newest: the ring stays in order */
+      return spare; /* older than the newest: the points stay in order */
     if (p->t_ns - last_ns < (int64_t)atomic_load(&hist_gap)) {
-      uint64_t prev[4]; /* the values before the newest, which p replaces */
-      for (int k = 0; k < 4; k++)
-        prev[k] = r->last[k] - (uint64_t)(int64_t)llround(last->d[k]);
-      encode(r, last, p, prev);
+      encode(r, p); /* in the newest's place */
+      r->cap = cap;
       return spare;
     }
   }
-  if (t_ms - r->base_ms > DT_MAX)
-    rebase(r, t_ms);
-  uint64_t prev[4];
-  memcpy(prev, r->last, sizeof prev);
-  encode(r, &r->p[r->head], p, prev);
-  r->head = (r->head + 1) % r->cap;
-  if (r->n < r->cap)
-    r->n++;
+  if (!view_ring_fits(r)) { /* a new block: fresh, if there is one */
+    if (!fresh)
+      return NULL; /* no room: the point is not kept */
+    spare = NULL;
+    fresh->next = NULL;
+    fresh->used = fresh->npts = 0;
+    if (!r) {
+      *ring = r = fresh;
+      r->last = r;
+      r->n = 0;
+    } else {
+      r->last->next = fresh;
+      r->last = fresh;
+    }
+    memset(r->before, 0, sizeof r->before);     /* a block starts from zero */
+    if (r->next && r->n + 1 - r->npts >= cap) { /* the oldest: not needed */
+      view_ring *head = r->next;
+      head->last = r->last;
+      head->n = r->n - r->npts;
+      head->last_at = r->last_at;
+      memcpy(head->before, r->before, sizeof r->before);
+      memcpy(head->cur, r->cur, sizeof r->cur);
+      r->next = NULL;
+      spare = r;
+      *ring = r = head;
+    }
+  } else {
+    memcpy(r->before, r->cur, sizeof r->cur);
+  }
+  r->last_at = r->last->used;
+  encode(r, p);
+  r->last->npts++;
+  r->n++;
+  r->cap = cap;
   return spare;
 }
 

@@ -89,6 +89,14 @@ int view_jbuf_put(view_jbuf *b, const char *s, size_t n) {
   return put(b, s, n);
 }
 
+int view_jbuf_room(view_jbuf *b, size_t n) { return reserve(b, n); }
+
+void view_jbuf_free(view_jbuf *b) {
+  free(b->p);
+  b->p = NULL;
+  b->n = b->cap = 0;
+}
+
 /* Bytes a JSON string holds as they are: printable ASCII but '"' and '\\'. */
 static unsigned char plain[256];
 
@@ -174,7 +182,12 @@ typedef struct json_out {
   int cached_n;
   const char *cached_kp[JO_MEMBERS];
   unsigned char cached_order[JO_MEMBERS];
+  /* where the last record's sample_age_ms value is in b: [age_at, age_end) */
+  size_t age_at, age_end;
 } json_out;
+
+/* The key of the age (its address marks it, as the order cache's keys). */
+static const char AGE_KEY[] = "sample_age_ms";
 
 /* Starts a member (an object's key, an array's comma). */
 static void begin(json_out *u, const char *k) {
@@ -290,6 +303,10 @@ static void close_object(json_out *u, const frame *f) {
     size_t from = f->m[m].at, to = m + 1 < f->n ? f->m[m + 1].at : b->n;
     if (i > 0)
       put(s, ",", 1);
+    if (u->depth == 1 && f->m[m].kp == AGE_KEY) {
+      u->age_at = f->start + s->n + sizeof AGE_KEY + 2; /* "key": */
+      u->age_end = f->start + s->n + (to - from);
+    }
     put(s, b->p + from, to - from);
   }
   put(s, "}", 1);
@@ -329,11 +346,15 @@ view_json *view_json_new(lua_State *L) {
 
 view_jbuf *view_json_buf(view_json *j) { return ((json_out *)j)->b; }
 
-void view_json_figs(view_json *j, const view_figs *f, const char *id,
-                    const char *name, size_t namelen, int64_t age_ms) {
+/* Appends f's record with id, name (namelen 0: null) and sample_age_ms, as
+ * json.encode(record, {sort_keys = true}) writes what view.all() gives;
+ * u->age_at and age_end say where the age is. */
+static void view_json_figs(view_json *j, const view_figs *f, const char *id,
+                           const char *name, size_t namelen, int64_t age_ms) {
   json_out *u = (json_out *)j;
   char sid[VIEW_ID_LEN + 1];
   u->depth = 0;
+  u->age_at = u->age_end = 0;
   j_open(&u->o, NULL, 0, 44);
   view_emit_record(&u->o, f);
   memcpy(sid, id, VIEW_ID_LEN);
@@ -345,6 +366,155 @@ void view_json_figs(view_json *j, const view_figs *f, const char *id,
   } else {
     j_num(&u->o, "name", VO_NULL, 0, 0);
   }
-  j_num(&u->o, "sample_age_ms", VO_INT, age_ms, 0);
+  j_num(&u->o, AGE_KEY, VO_INT, age_ms, 0);
   j_close(&u->o, 0);
+}
+
+/* ---- view.stats_json ---- */
+
+static lua_Integer age_of(int64_t now, int64_t taken_ns) {
+  return now > taken_ns ? (lua_Integer)((now - taken_ns) / 1000000) : 0;
+}
+
+/* c's cached text into b, its age written where it goes. */
+static void put_text(view_jbuf *b, const view_jcopy *c, const char *text,
+                     lua_Integer age) {
+  char tmp[24], *q = digits(tmp + sizeof tmp, (uint64_t)age);
+  put(b, text, c->age);
+  put(b, q, (size_t)(tmp + sizeof tmp - q));
+  put(b, text + c->age, c->rn - c->age);
+}
+
+/* The texts written this time (fr[0..n)), copied out of b for their
+ * entries, the age left out; what cannot be copied is left NULL. */
+static void make_frags(const view_jbuf *b, view_frag *fr, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    view_frag *x = &fr[i];
+    size_t head = x->age_at - x->from, tail = x->to - x->age_end;
+    x->p = head + tail <= UINT32_MAX ? malloc(head + tail + 1) : NULL;
+    if (!x->p)
+      continue;
+    memcpy(x->p, b->p + x->from, head);
+    memcpy(x->p + head, b->p + x->age_end, tail);
+    x->n = (uint32_t)(head + tail);
+    x->age = (uint32_t)head;
+  }
+}
+
+static int id_order(const void *a, const void *b) {
+  return memcmp(a, b, VIEW_ID_LEN);
+}
+
+/* The ids of the set at index 1 ({[full id] = true}), sorted, into ids;
+ * how many. A key that is not a full id is no container's. */
+static size_t want_ids(lua_State *L, view_jbuf *ids) {
+  size_t n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, 1) != 0) {
+    size_t kn;
+    if (lua_type(L, -2) == LUA_TSTRING && lua_toboolean(L, -1)) {
+      const char *k = lua_tolstring(L, -2, &kn);
+      if (kn == VIEW_ID_LEN && put(ids, k, kn))
+        n++;
+    }
+    lua_pop(L, 1);
+  }
+  if (n > 1)
+    qsort(ids->p, n, VIEW_ID_LEN, id_order);
+  return n;
+}
+
+/* The buffers of one call, freed at its end (their userdata's __gc frees
+ * them too when a Lua error cuts it short). */
+typedef struct call {
+  view_jbuf *ids, *copy, *frags;
+} call;
+
+static void call_free(call *c) {
+  view_jbuf_free(c->ids);
+  view_jbuf_free(c->copy);
+  view_jbuf_free(c->frags);
+}
+
+/* One copied entry's record into u's buffer; a record written from
+ * figures is noted in fr for its entry (*nfr). */
+static void write_one(lua_State *L, json_out *u, const view_jcopy *c,
+                      const char *id, int64_t now, view_frag *fr, size_t *nfr) {
+  view_jbuf *b = u->b;
+  const char *name = id + VIEW_ID_LEN, *rec = name + c->nn;
+  lua_Integer age = age_of(now, c->taken_ns);
+  if (c->kind == VJ_TEXT) {
+    put_text(b, c, rec, age);
+  } else if (c->kind == VJ_FIGS) {
+    view_figs f;
+    size_t from = b->n;
+    memcpy(&f, rec, sizeof f);
+    view_json_figs((view_json *)u, &f, id, name, c->nn, age);
+    if (!b->oom && !b->bad && u->age_at > from)
+      fr[(*nfr)++] = (view_frag){id, c->gen, c->ver,    NULL,       0,
+                                 0,  from,   u->age_at, u->age_end, b->n};
+  } else {
+    view_push_put(L, c, id, now);
+    if (!hx_json_encode(L, -1, 0, HX_JSON_SORT_KEYS))
+      luaL_error(L, "view: %s", lua_tostring(L, -1));
+    size_t tn;
+    const char *t = lua_tolstring(L, -1, &tn);
+    put(b, t, tn);
+    lua_pop(L, 2);
+  }
+}
+
+/* stats_json([want]) -> text, n: the JSON array of the records all() gives
+ * (those of the ids in the set `want` only, when given: {[full id] =
+ * true}), as json.encode(all(), {sort_keys = true}) writes it; n records.
+ * A record from figures is written in C once and kept in its entry (its
+ * age written at each call); a record put from Lua is built and encoded as
+ * all() would. The entries (those wanted) are copied under the read lock
+ * into malloc'd memory, written after it, and the new texts installed
+ * under the write lock, each only if its entry has not changed since. */
+int view_stats_json(lua_State *L) {
+  int want = !lua_isnoneornil(L, 1);
+  if (want)
+    luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  json_out *u = (json_out *)view_json_new(L);
+  view_jbuf *b = u->b;
+  call c = {view_jbuf_new(L), view_jbuf_new(L), view_jbuf_new(L)};
+  size_t nids = want ? want_ids(L, c.ids) : 0, nfr = 0;
+  size_t n = want && nids == 0 ? 0 : view_copy_json(c.ids->p, nids, c.copy);
+  if (c.ids->oom || n == (size_t)-1 ||
+      !reserve(c.frags, (n ? n : 1) * sizeof(view_frag)) ||
+      !reserve(b, c.copy->n + 24 * n + 2)) {
+    call_free(&c);
+    return luaL_error(L, "view: not enough memory");
+  }
+  view_frag *fr = (view_frag *)(void *)c.frags->p;
+  const char *at = c.copy->p;
+  int64_t now = hx_mono_ns();
+  put(b, "[", 1);
+  for (size_t i = 0; i < n; i++) {
+    view_jcopy jc;
+    memcpy(&jc, at, sizeof jc);
+    const char *id = at + sizeof jc;
+    at = id + VIEW_ID_LEN + jc.nn + jc.rn;
+    if (i > 0)
+      put(b, ",", 1);
+    write_one(L, u, &jc, id, now, fr, &nfr);
+  }
+  put(b, "]", 1);
+  if (b->oom || b->bad) {
+    call_free(&c);
+    return luaL_error(L, "view: %s",
+                      b->oom ? "not enough memory"
+                             : "a record past the writer's bounds");
+  }
+  /* no Lua call raises from here to the install: the copies are owned */
+  make_frags(b, fr, nfr);
+  view_frags_install(fr, nfr);
+  call_free(&c);
+  lua_pushlstring(L, b->p, b->n);
+  view_jbuf_free(b);
+  view_jbuf_free(u->scratch);
+  lua_pushinteger(L, (lua_Integer)n);
+  return 2;
 }

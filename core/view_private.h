@@ -109,15 +109,52 @@ typedef struct view_jbuf {
 } view_jbuf;
 view_jbuf *view_jbuf_new(lua_State *L); /* pushed */
 int view_jbuf_put(view_jbuf *b, const char *s, size_t n);
+/* Room for n more bytes (0: none, b->oom set); frees b's bytes. */
+int view_jbuf_room(view_jbuf *b, size_t n);
+void view_jbuf_free(view_jbuf *b);
 
 /* A writer of records (a userdata, pushed, holding its buffers). */
 typedef struct view_json view_json;
 view_json *view_json_new(lua_State *L);
 view_jbuf *view_json_buf(view_json *j);
-/* Appends f's record with id, name (namelen 0: null) and sample_age_ms, as
- * json.encode(record, {sort_keys = true}) writes what view.all() gives. */
-void view_json_figs(view_json *j, const view_figs *f, const char *id,
-                    const char *name, size_t namelen, int64_t age_ms);
+
+/* view.stats_json([want]) (view_json.c). Each record's text is kept in
+ * its entry once written (its age left out: it is written at read time),
+ * until the entry's figures or name change; a record from figures is
+ * written once a round however often it is asked. */
+int view_stats_json(lua_State *L);
+
+/* ---- view.c, for view.stats_json */
+
+/* One entry as view_copy_json copies it, followed by its id (VIEW_ID_LEN
+ * bytes), its name (nn) and rn bytes: the cached text (VJ_TEXT; the age
+ * goes at byte `age`), a view_figs (VJ_FIGS) or a packed record (VJ_PUT). */
+enum { VJ_TEXT, VJ_FIGS, VJ_PUT };
+typedef struct view_jcopy {
+  int64_t taken_ns;
+  uint64_t gen, ver; /* the entry's, when copied */
+  uint32_t nn, rn, age;
+  int kind;
+} view_jcopy;
+/* Every entry with a record (of the ids only, when ids: nids full ids
+ * sorted by memcmp) into out (under the read lock); how many, or
+ * (size_t)-1 when out could not grow. */
+size_t view_copy_json(const char *ids, size_t nids, view_jbuf *out);
+/* Pushes the VJ_PUT record at id (its copy's id) as view.all() gives it. */
+void view_push_put(lua_State *L, const view_jcopy *c, const char *id,
+                   int64_t now);
+/* A record's text written for the entry of id as it was at (gen, ver):
+ * p (malloc'd, n bytes, the age to go at byte age). */
+typedef struct view_frag {
+  const char *id;
+  uint64_t gen, ver;
+  char *p;
+  uint32_t n, age;
+  size_t from, age_at, age_end, to; /* view_json.c's, while writing */
+} view_frag;
+/* Under the write lock: each p into its entry when the entry is still at
+ * (gen, ver) and holds no text; frees the p not kept (sets them NULL). */
+void view_frags_install(view_frag *f, size_t n);
 
 /* ---- the sampler's hold on the entries (view.c, for view_sample.c) */
 
@@ -180,7 +217,8 @@ int view_prometheus(lua_State *L);
 
 enum { HP_CPU = 1, HP_MEM = 2, HP_NET = 4, HP_BLK = 8, HP_PIDS = 16 };
 
-/* One round's figures of a container: 64 bytes. */
+/* One round's figures of a container: 64 bytes (the history keeps fewer,
+ * view_history.c). */
 typedef struct view_point {
   int64_t t_ns;                 /* wall clock */
   uint64_t mem, rx, tx, rd, wr; /* working set; the I/O counters */
@@ -190,23 +228,28 @@ typedef struct view_point {
   uint32_t pad;
 } view_point;
 
+/* A container's history: a chain of blocks of points. */
 typedef struct view_ring view_ring;
 
-/* Points a ring holds (0: no history) and the least gap between two (a
+/* Points a history answers (0: none kept) and the least gap between two (a
  * closer one replaces the last): view.set_limits{history=, history_gap_ms=}. */
 size_t view_history_cap(void);
 void view_history_set(size_t cap, int64_t gap_ns);
-/* A ring of the current size (malloc'd; NULL when none or out of memory). */
+/* A block for a history (malloc'd; NULL when none is kept or out of
+ * memory). */
 view_ring *view_ring_new(void);
-/* Whether r is of the current size (no new ring needed). */
+/* Frees a history, every block of it. */
+void view_ring_free(view_ring *r);
+/* Whether r takes a point without a new block. */
 int view_ring_fits(const view_ring *r);
 size_t view_ring_bytes(const view_ring *r);
-/* How many points r holds (0 for NULL). */
+/* How many points r answers (0 for NULL). */
 size_t view_ring_len(const view_ring *r);
-/* Adds p to *ring, first putting fresh in its place when *ring is NULL or
- * of another size (its points copied). No allocation: runs under the
- * view's write lock. Returns the ring to free (the replaced one, or fresh
- * when unused). */
+/* Adds p to *ring, first appending fresh as a new block when the newest
+ * cannot take it (*ring NULL: fresh becomes it; no fresh then: p is not
+ * kept). No allocation: runs under the view's write lock. Returns the
+ * block to free (fresh when unused, or the oldest block when no longer
+ * needed; one block, its next NULL). */
 view_ring *view_ring_add(view_ring **ring, view_ring *fresh,
                          const view_point *p);
 /* The newest min(n, max) points into out, oldest first; how many. */

@@ -532,6 +532,7 @@ describe("view.sample on fixture trees", function()
       sample(case[1], case[2], { name = "/c\"1\"", status = "running" })
       view.sample(opts(case[1])) -- a CPU % the second time
       same_text()
+      same_text() -- the text kept from the first, its age written anew
     end
     -- a name with quotes, a put record beside the figures, and a filter
     local other = ("ab"):rep(32)
@@ -542,7 +543,31 @@ describe("view.sample on fixture trees", function()
     same_text({ [other] = true })
     same_text({ [ID.v1] = true })
     same_text({})
+    view.set_meta(ID.v1, { name = "/renamed", status = "running" })
+    same_text() -- a new name: the record written again
+    assert.truthy(view.stats_json():find('"name":"renamed"', 1, true))
     assert.has_error(function() view.stats_json("x") end)
+  end)
+
+  it("writes a record's text once a round, its age at every call", function()
+    local clock = require "horcrux.clock"
+    local root = tree("v2-cgroupfs", ID.v2a, true)
+    sample(root, ID.v2a)
+    local function age(text)
+      return tonumber(text:match('"sample_age_ms":(%d+)'))
+    end
+    local first = view.stats_json()
+    local t0 = clock.mono_ns()
+    while clock.mono_ns() - t0 < 30e6 do end -- 30 ms pass
+    local again = view.stats_json()
+    assert.is_true(age(again) >= age(first) + 30, again)
+    assert.equal((first:gsub('"sample_age_ms":%d+', "")),
+      (again:gsub('"sample_age_ms":%d+', "")))
+    assert.equal(first:match('"read":"[^"]*"'), again:match('"read":"[^"]*"'))
+    view.sample(opts(root)) -- a new round: new figures, a new text
+    local read = view.get(ID.v2a).read
+    assert.truthy(view.stats_json():find('"read":"' .. read .. '"', 1, true))
+    assert.is_true(age(view.stats_json()) < 30)
   end)
 
   it("holds a thousand containers: memory and descriptors per container", function()
@@ -595,10 +620,11 @@ describe("view.sample on fixture trees", function()
         (none.bytes - meta.bytes) / n, s.us / n, first.us / n))
     assert.equal(8 * n, kept.fds) -- memory.max is read every 10 s, not kept
     assert.equal(0, none.fds)
-    -- with the default history (900 points of 36 bytes: 15 min at 1 s),
-    -- a container stays under 40 KiB: 1,000 of them in 40 MB
+    -- the default history (900 points: 15 min at 1 s) allocates its
+    -- blocks as points come (2 KB each): a container with a few points
+    -- stays under 8 KiB (full, idle: about 16 KB, README)
     assert.equal(900, view.set_limits({}).history)
-    assert.is_true(kept.bytes < 40960 * n, kept.bytes)
+    assert.is_true(kept.bytes < 8192 * n, kept.bytes)
     view.clear()
     assert.equal(0, view.footprint().fds)
     assert.is_true(view.footprint().bytes < 65536) -- the sampler's buffer

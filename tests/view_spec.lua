@@ -359,3 +359,62 @@ describe("horcrux.view", function()
     assert.is_true(alls[3] < 3, ("all() of 50: %.2fx a Lua copy"):format(alls[3]))
   end)
 end)
+
+describe("view.generation and the answers kept by it", function()
+  after_each(function()
+    view.clear()
+    view.set_status({ trusted = false })
+  end)
+
+  it("changes with the metas only, and live.list_json with it", function()
+    local live = require("horcrux.live")
+    view.clear()
+    local g0 = view.generation()
+    view.set_meta(A, { name = "/a", status = "running", image = "i" })
+    local g1 = view.generation()
+    assert.is_true(g1 ~= g0)
+    view.set_meta(A, { name = "/a", status = "running", image = "i" })
+    assert.equal(g1, view.generation()) -- the same meta
+    view.put(A, record(1.5)) -- a record is no meta
+    assert.equal(g1, view.generation())
+    view.set_status({ trusted = true })
+    local f = {}
+    local text = live.list_json(f, true)
+    assert.equal(json.encode(live.list(f, true), { sort_keys = true }), text)
+    assert.equal(text, live.list_json(f, true)) -- kept
+    view.set_meta(A, { name = "/b", status = "exited", image = "i" })
+    assert.is_true(view.generation() ~= g1)
+    assert.equal(json.encode(live.list(f, true), { sort_keys = true }),
+      live.list_json(f, true))
+    assert.truthy(live.list_json(f, true):find('"status":"exited"', 1, true))
+    assert.equal("[]", live.list_json(f, false)) -- exited: not shown
+    local g2 = view.generation()
+    view.remove(A)
+    assert.is_true(view.generation() ~= g2)
+    assert.equal("[]", live.list_json(f, true))
+    view.set_status({ trusted = false })
+    assert.is_nil(live.list_json(f, true)) -- not trusted: the sources'
+  end)
+
+  it("picks a filter's containers again when a meta changes", function()
+    local live = require("horcrux.live")
+    local filters = require("horcrux.filters")
+    view.clear()
+    view.set_status({ trusted = true })
+    view.put(A, record(1.5), { name = "/a", status = "running",
+      labels = { tier = "web" } })
+    view.put(B, record(2.5), { name = "/b", status = "running",
+      labels = { tier = "db" } })
+    local f = assert(filters.parse({ { "label", "tier=web" } }))
+    local one = json.decode(assert(live.stats_json(f)))
+    assert.equal(1, #one)
+    assert.equal(A, one[1].id)
+    view.set_meta(B, { name = "/b", status = "running",
+      labels = { tier = "web" } })
+    assert.equal(2, #json.decode(assert(live.stats_json(f))))
+    view.remove(A)
+    local left = json.decode(assert(live.stats_json(f)))
+    assert.equal(1, #left)
+    assert.equal(B, left[1].id)
+  end)
+end)

@@ -16,6 +16,35 @@ function M.trusted()
   return type(st) == "table" and st.trusted == true
 end
 
+-- What is worked out from the metas alone -- the text of a list, the set
+-- of ids a filter picks -- kept while view.generation() (which every
+-- change of a meta held changes) stays the same: each Lua state (a worker's
+-- or the collector's) keeps its own, so no lock is needed. The generation
+-- is read before the metas, so what is kept is never older than the
+-- generation it is kept under.
+local memo = { n = 0, list = {}, want = {} }
+local MEMO_MAX = 16 -- answers kept a generation (then all are dropped)
+
+local function memo_of()
+  local gen = view.generation()
+  if memo.gen ~= gen or memo.n >= MEMO_MAX then
+    memo.gen, memo.n, memo.list, memo.want = gen, 0, {}, {}
+  end
+  return memo
+end
+
+-- The memo's key of f (the route's word first): its keys in filters.KEYS'
+-- order, each with its values as given.
+local function key_of(filters, f, what)
+  local parts = { what }
+  for _, k in ipairs(filters.KEYS) do
+    if f[k] then
+      parts[#parts + 1] = k .. "=" .. table.concat(f[k], "\0")
+    end
+  end
+  return table.concat(parts, "\1")
+end
+
 -- What filters.match reads of a container, from its meta.
 local function matched(filters, f, meta)
   return filters.match(f, { status = meta.status, name = meta.name,
@@ -43,6 +72,31 @@ function M.list(f, all)
     end
   end
   return out
+end
+
+--- GET /api/containers from the view as JSON text: what M.list(f, all)
+-- gives, as the route's answer encodes it (keys sorted), written once a
+-- generation of the metas. nil when the view cannot be trusted or
+-- format.lua asks for another encoding: the caller goes the table's way.
+function M.list_json(f, all)
+  local filters = require "horcrux.filters"
+  local fmt = require("horcrux.config").format()
+  if fmt.pretty or fmt.sort_keys == false or not M.trusted() then
+    return nil
+  end
+  all = all or f.status ~= nil -- as filters.list
+  local m = memo_of()
+  local key = key_of(filters, f, all and "all" or "shown")
+  local text = m.list[key]
+  if not text then
+    local list = M.list(f, all)
+    if not list then
+      return nil
+    end
+    text = assert(json.encode(list, { sort_keys = true }))
+    m.list[key], m.n = text, m.n + 1
+  end
+  return text
 end
 
 -- What an action leaves a container as.
@@ -124,11 +178,17 @@ function M.stats_json(f)
     if not M.trusted() then
       return nil
     end
-    want = {}
-    for _, meta in ipairs(view.metas()) do
-      if meta.status == "running" and matched(filters, f, meta) then
-        want[meta.full_id] = true
+    local m = memo_of()
+    local key = key_of(filters, f, "stats")
+    want = m.want[key]
+    if not want then
+      want = {}
+      for _, meta in ipairs(view.metas()) do
+        if meta.status == "running" and matched(filters, f, meta) then
+          want[meta.full_id] = true
+        end
       end
+      m.want[key], m.n = want, m.n + 1
     end
   end
   local text = view.stats_json(want)
