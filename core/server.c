@@ -386,6 +386,7 @@ static void detach_state(request *rq) {
   hx_state *st = rq->st;
   release_thread(rq);
   hx_request_forget(st->L, rq, st);
+  hx_state_settle(st);
   rq->st = NULL;
   st->inflight--;
   recycle_full(st);

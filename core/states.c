@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <lualib.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -330,6 +331,14 @@ void hx_state_thread_done(hx_state *st, lua_State *co, int ref, int reuse) {
     lua_resetthread(co);
   lua_settop(co, 0);
   luaL_unref(st->L, LUA_REGISTRYINDEX, ref);
+}
+
+void hx_state_settle(hx_state *st) {
+  if (st->mem_used <= st->settled + HX_SETTLE_SLACK)
+    return;
+  lua_gc(st->L, LUA_GCCOLLECT);
+  st->settled = st->mem_used;
+  malloc_trim(0);
 }
 
 void hx_state_close(hx_state *st) {

@@ -75,6 +75,7 @@ struct hx_state {
     lua_State *co;
     int ref; /* anchors it in the registry */
   } threads[HX_THREAD_POOL];
+  size_t settled; /* mem_used after the last full collection (settle) */
   unsigned generation;
   int inflight;
   int retired;
@@ -94,6 +95,13 @@ int hx_state_load_app(hx_state *st, const hx_states_config *cfg,
  * options horcrux.app takes. */
 void hx_push_app_opts(lua_State *L, const hx_states_config *cfg,
                       const hx_snapshot *snap);
+
+/* After a request ended: a full collection (and the freed memory handed
+ * back to the system) when the state holds HX_SETTLE_SLACK more than the
+ * last one left, so that an answer of every container leaves no garbage
+ * behind in a state that then sits idle. */
+#define HX_SETTLE_SLACK (4u << 20)
+void hx_state_settle(hx_state *st);
 
 void hx_state_close(hx_state *st);
 
