@@ -1011,6 +1011,8 @@ static int l_history(lua_State *L) {
  * dlclose of this module by the last lua_close), so nothing is leaked. */
 __attribute__((destructor)) static void free_store(void) {
   hx_store_clear(&store);
+  free(status_blob.p); /* the collector's word (set_status) goes with it */
+  status_blob.p = NULL;
 }
 
 /* max_fds: an integer >= -1, or -2 when absent. */

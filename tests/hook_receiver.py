@@ -3,7 +3,7 @@
 PORT LOG [STATUS [SECRET]]. Appends one JSON line per POST to LOG (path,
 the X-Horcrux-* headers, the body as text, and with SECRET whether the
 signature verifies) and answers STATUS (default 200). Writes "ready PORT"
-to stdout once it listens."""
+to stdout once it listens (PORT 0: the port the kernel gave)."""
 import hashlib
 import hmac
 import http.server
@@ -47,6 +47,6 @@ class Server(http.server.HTTPServer):
     allow_reuse_address = True
 
 
-srv = Server(("127.0.0.1", PORT), Handler)
-print("ready", PORT, flush=True)
+srv = Server(("127.0.0.1", PORT), Handler)  # PORT 0: one the kernel picks
+print("ready", srv.server_address[1], flush=True)
 srv.serve_forever()
