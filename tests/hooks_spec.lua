@@ -464,7 +464,18 @@ describe("webhooks against the engine", function()
         end
       end
     end
-    local fired = wait_until("Busy firing", 20, function() return am("firing", "Busy") end)
+    local ok, fired = pcall(wait_until, "Busy firing", 20, function()
+      return am("firing", "Busy")
+    end)
+    if not ok then -- what the server held of the alert and the container
+      local function body(path)
+        local r = http.get(srv.url .. path)
+        return r and r.body or "?"
+      end
+      error(tostring(fired) .. "\n/api/alerts: " .. body("/api/alerts")
+        .. "\n/api/hooks: " .. body("/api/hooks") .. "\nstats: "
+        .. body("/api/containers/" .. id .. "/stats"))
+    end
     local active = assert(http.get(srv.url .. "/api/alerts")).json
     assert.are.equal(1, #active)
     assert.are.equal("Busy", active[1].alert)

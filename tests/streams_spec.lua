@@ -225,8 +225,10 @@ describe("a slow subscriber", function()
   -- ring (16 events here) overwrote what it had not read.
   it("is dropped with overflow and does not delay the others", function()
     local url = srv.url .. "/api/events/stream"
-    local slow = client("slow", url, 6)
-    local fast = client("sse", url, 7)
+    -- 10 s: the 24 events must all come while the slow one reads nothing
+    -- (12 creates and removes took more than 6 s once under a whole suite)
+    local slow = client("slow", url, 10)
+    local fast = client("sse", url, 11)
     clock.sleep(0.5)
     -- events of 60 KiB each (labels travel in their attributes)
     local labels = {}
