@@ -195,8 +195,17 @@ static struct sampler {
     int reads;          /* containers read from hosts in this call */
     int fails;          /* dumps failed in a row */
   } nl;
+  /* The round's jobs and the probes of entries that stopped, kept from
+   * round to round: a view_job holds a whole view_figs (about 2.5 KiB), so
+   * a call's own arrays were 2.5 MB of garbage a round at 1,000
+   * containers that Lua's collector, seeing only a small userdata, let
+   * pile up to 75 MB between its cycles. */
+  view_job *jobs;
+  view_probe **idle;
+  size_t cap;
   size_t probe_bytes; /* malloc'd by the open probes (atomic) */
-  size_t buf_bytes;   /* buf.cap, for view_sampler_bytes (atomic) */
+  size_t buf_bytes;   /* buf.cap and the jobs, for view_sampler_bytes
+                         (atomic) */
 } S = {.lock = PTHREAD_MUTEX_INITIALIZER,
        .max_fds = -1,
        .learned = -1,
@@ -837,42 +846,67 @@ static void store_one(view_job *j, const hx_cpu_capi *cpu, const host_cpu *hc) {
 
 /* ---- the call ---- */
 
-/* What a call owns, in a userdata whose __gc frees it. */
+/* A job that was not sampled: what the call tells Lua of it. */
+typedef struct odd_job {
+  char id[VIEW_ID_LEN];
+  int result;
+} odd_job;
+
+/* What a call owns, in a userdata whose __gc frees it: the jobs not
+ * sampled (copied out of S.jobs before the lock goes; few in a round). */
 typedef struct call {
-  view_job *jobs;
-  view_probe **idle;
-  size_t cap, n;
+  size_t n, sampled;
+  odd_job *odd;
+  size_t nodd;
   int netlink; /* containers whose network came over netlink */
 } call;
 
 static int call_gc(lua_State *L) {
   call *c = luaL_checkudata(L, 1, CALL_MT);
-  free(c->jobs);
-  free(c->idle);
-  c->jobs = NULL;
-  c->idle = NULL;
+  free(c->odd);
+  c->odd = NULL;
   return 0;
 }
 
-/* Checks out the running entries into c; ENOMEM or 0. */
+/* Checks out the running entries into S.jobs (c->n of them); ENOMEM or
+ * 0. Under S.lock. */
 static int checkout(call *c) {
   size_t nidle;
   for (;;) {
     size_t cap = view_count_hint() + 16;
-    if (cap > c->cap) {
-      free(c->jobs);
-      free(c->idle);
-      c->jobs = malloc(cap * sizeof *c->jobs);
-      c->idle = malloc(cap * sizeof *c->idle);
-      c->cap = c->jobs && c->idle ? cap : 0;
-      if (!c->cap)
+    if (cap > S.cap || S.cap > 2 * cap) { /* grown, or most entries gone */
+      free(S.jobs);
+      free(S.idle);
+      S.jobs = malloc(cap * sizeof *S.jobs);
+      S.idle = malloc(cap * sizeof *S.idle);
+      S.cap = S.jobs && S.idle ? cap : 0;
+      if (!S.cap)
         return ENOMEM;
     }
-    if ((c->n = view_checkout(c->jobs, c->idle, c->cap, &nidle)) != (size_t)-1)
+    if ((c->n = view_checkout(S.jobs, S.idle, S.cap, &nidle)) != (size_t)-1)
       break;
   }
   for (size_t i = 0; i < nidle; i++)
-    view_probe_close(c->idle[i]);
+    view_probe_close(S.idle[i]);
+  return 0;
+}
+
+/* The jobs of the round not sampled into c->odd; ENOMEM or 0. Under
+ * S.lock. */
+static int keep_odd(call *c) {
+  c->sampled = 0;
+  for (size_t i = 0; i < c->n; i++)
+    c->sampled += S.jobs[i].result == R_SAMPLED;
+  size_t want = c->n - c->sampled;
+  if (want == 0)
+    return 0;
+  if (!(c->odd = malloc(want * sizeof *c->odd)))
+    return ENOMEM;
+  for (size_t i = 0; i < c->n; i++)
+    if (S.jobs[i].result != R_SAMPLED) {
+      memcpy(c->odd[c->nodd].id, S.jobs[i].id, VIEW_ID_LEN);
+      c->odd[c->nodd++].result = S.jobs[i].result;
+    }
   return 0;
 }
 
@@ -898,19 +932,22 @@ static int run(call *c, const hx_cpu_capi *cpu, const char *root,
       nl_round();
     }
     for (size_t i = 0; i < c->n; i++)
-      read_one(&c->jobs[i], cpu);
+      read_one(&S.jobs[i], cpu);
     if (tree) {
       hc.s1 = system_cpu_ns();
       hc.m1 = hx_mono_ns();
     }
     for (size_t i = 0; i < c->n; i++)
-      store_one(&c->jobs[i], cpu, &hc);
-    __atomic_store_n(&S.buf_bytes, S.buf.cap, __ATOMIC_RELAXED);
+      store_one(&S.jobs[i], cpu, &hc);
+    __atomic_store_n(&S.buf_bytes,
+                     S.buf.cap + S.cap * (sizeof *S.jobs + sizeof *S.idle),
+                     __ATOMIC_RELAXED);
     c->netlink = S.nl.reads;
     if (S.budget.max < max) { /* out of descriptors: remember */
       S.learned = S.budget.max;
       S.learned_at = soft;
     }
+    e = keep_odd(c);
   }
   pthread_mutex_unlock(&S.lock);
   return e;
@@ -946,9 +983,9 @@ static int64_t thread_cpu_ns(void) {
 static void set_ids(lua_State *L, const call *c, int r, const char *k) {
   lua_Integer n = 0;
   lua_newtable(L);
-  for (size_t i = 0; i < c->n; i++)
-    if (c->jobs[i].result == r) {
-      lua_pushlstring(L, c->jobs[i].id, VIEW_ID_LEN);
+  for (size_t i = 0; i < c->nodd; i++)
+    if (c->odd[i].result == r) {
+      lua_pushlstring(L, c->odd[i].id, VIEW_ID_LEN);
       lua_rawseti(L, -2, ++n);
     }
   hx_json_push_array_mt(L);
@@ -970,10 +1007,7 @@ int view_sample(lua_State *L) {
   if (run(c, cpu, root, proc, sys, netlink, freezer))
     return luaL_error(L, "horcrux.view: not enough memory");
   lua_createtable(L, 0, 6);
-  lua_Integer sampled = 0;
-  for (size_t i = 0; i < c->n; i++)
-    sampled += c->jobs[i].result == R_SAMPLED;
-  lua_pushinteger(L, sampled);
+  lua_pushinteger(L, (lua_Integer)c->sampled);
   lua_setfield(L, -2, "sampled");
   set_ids(L, c, R_UNREADABLE, "unreadable");
   set_ids(L, c, R_GONE, "gone");
@@ -1002,6 +1036,9 @@ __attribute__((destructor)) static void free_sampler(void) {
     close(S.stat_fd);
   S.stat_fd = -1;
   free(S.buf.p);
+  free(S.jobs);
+  free(S.idle);
+  S.jobs = NULL, S.idle = NULL, S.cap = 0;
   nl_drop();
   free(S.nl.buf);
   free(S.nl.hosts);
