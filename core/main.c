@@ -473,6 +473,15 @@ static int serve(int argc, char **argv, const char *lib) {
    * MALLOC_ARENA_MAX in the environment still decides. */
   if (getenv("MALLOC_ARENA_MAX") == NULL)
     mallopt(M_ARENA_MAX, 2);
+  /* Blocks of 256 KiB and more from mmap, given back when freed. glibc
+   * otherwise raises its threshold to the largest block freed, so once an
+   * answer of 1,000 containers (1.8 MB, and its copy in the response) was
+   * freed, the next ones came from the arenas and left them fragmented.
+   * Measured side by side on 1,003 idle containers with the same requests
+   * every 2 s for 4 min: RSS 34-46 MB against 45-62, the same CPU.
+   * MALLOC_MMAP_THRESHOLD_ in the environment still decides. */
+  if (getenv("MALLOC_MMAP_THRESHOLD_") == NULL)
+    mallopt(M_MMAP_THRESHOLD, 256 << 10);
   hx_server_config cfg = {
       .listen = "127.0.0.1:8080",
       .workers = ncpu > 0 ? (unsigned)ncpu : 2,

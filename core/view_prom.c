@@ -614,6 +614,10 @@ int view_prometheus(lua_State *L) {
   if (out->oom || pool->oom)
     return luaL_error(L, "view.prometheus: not enough memory");
   lua_pushlstring(L, out->p ? out->p : "", out->n);
+  /* Freed now, not at the state's next collection: at 1,000 containers
+   * the two are megabytes that Lua's collector does not see. */
+  free(out->p), free(pool->p);
+  out->p = NULL, pool->p = NULL;
   lua_pushinteger(L, (lua_Integer)ro.n);
   return 2;
 }
