@@ -10,6 +10,7 @@ local proc = require "horcrux.proc"
 local clock = require "horcrux.clock"
 local hooks = require "horcrux.hooks"
 local check = require "horcrux.hooks_check"
+local receiver = require "hook_receiver"
 
 local SECRET = "spec-secret-0123456789"
 
@@ -35,29 +36,6 @@ local function wait_until(what, timeout, fn)
     return last
   end
   error("timed out after " .. timeout .. " s waiting for " .. what, 2)
-end
-
-local function free_port()
-  return math.random(20000, 60000)
-end
-
--- A receiver on 127.0.0.1:port logging to log; answers status.
-local function receiver(port, log, status)
-  local out = os.tmpname()
-  local p = assert(proc.spawn({ "python3", "tests/hook_receiver.py",
-    tostring(port), log, tostring(status or 200), SECRET },
-    { stdout = out, stderr = out }))
-  wait_until("the receiver", 10, function()
-    return http.read_file(out):find("ready", 1, true)
-  end)
-  return p
-end
-
-local function stop(p)
-  if p and p:running() then
-    p:kill("TERM")
-    p:wait(5)
-  end
 end
 
 local function received(log)
@@ -159,7 +137,7 @@ describe("hooks.lua", function()
   it("a server does not start on a bad hooks.lua, and a reload keeps the running one", function()
     local bad = http.scripts_dir({ ["hooks.lua"] = 'return { { url = "gopher://x" } }' })
     local log = os.tmpname()
-    local r = proc.run({ http.bin, "serve", "--listen", "127.0.0.1:" .. free_port(),
+    local r = proc.run({ http.bin, "serve", "--listen", "127.0.0.1:0",
       "--scripts", bad, "--state-dir", tmpdir() }, { timeout = 20 })
     assert.are_not.equal(0, r.status)
     assert.truthy((r.stderr .. r.stdout):find("hooks.lua: hook 1: url", 1, true), r.stderr)
@@ -266,6 +244,49 @@ describe("the queue on disk", function()
   end)
 end)
 
+describe("tests/hook_receiver.lua", function()
+  it("raises for a receiver that cannot hold its port, never takes it for one that listens", function()
+    local a, holder = receiver.start(), nil
+    finally(function()
+      if holder then
+        holder:kill("KILL")
+        holder:wait(5)
+      end
+      a:stop()
+    end)
+    -- a client socket holds its local port against a bind, as the
+    -- thousands of loopback connections in TIME_WAIT of a whole suite do
+    local out = os.tmpname()
+    holder = assert(proc.spawn({ "python3", "-c", [[
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+print(s.getsockname()[1], flush=True)
+time.sleep(30)
+]], tostring(a.port) }, { stdout = out }))
+    local port = wait_until("the client's port", 10, function()
+      return tonumber(http.read_file(out):match("^(%d+)\n"))
+    end)
+    local ok, err = pcall(receiver.start, { port = port })
+    assert.is_false(ok)
+    err = tostring(err)
+    assert.truthy(err:find("never held its port", 1, true), err)
+    assert.truthy(err:find("cannot listen on 127.0.0.1:" .. port, 1, true), err)
+  end)
+
+  it("refuses connections while down, holding its port, and takes them once up", function()
+    local r = receiver.start({ down = true })
+    finally(function() r:stop() end)
+    local url = ("http://127.0.0.1:%d/x"):format(r.port)
+    local res = hooks.post({ { url = url, body = "{}", timeout = 5 } })[1]
+    assert.is_nil(res.status)
+    assert.truthy(res.error:find("onnect", 1, true), res.error)
+    r:up()
+    res = hooks.post({ { url = url, body = "{}", timeout = 5 } })[1]
+    assert.are.equal(200, res.status, res.error)
+    assert.are.equal(1, #received(r.log))
+  end)
+end)
+
 describe("webhooks against the engine", function()
   local cleanup = {}
   after_each(function()
@@ -283,9 +304,10 @@ describe("webhooks against the engine", function()
   end
 
   it("delivers a container's events, signed, in order, with the url's credentials hidden", function()
-    local port, log, run = free_port(), os.tmpname(), support.unique_name("sig")
-    local rcv = receiver(port, log)
-    cleanup[#cleanup + 1] = function() stop(rcv) end
+    local run = support.unique_name("sig")
+    local rcv = receiver.start({ secret = SECRET })
+    cleanup[#cleanup + 1] = function() rcv:stop() end
+    local port, log = rcv.port, rcv.log
     -- a second hook whose filter never returns, even catching its error:
     -- stopped by the budget at each event, while the first one delivers
     local runaway = [[
@@ -336,7 +358,11 @@ describe("webhooks against the engine", function()
   end)
 
   it("holds what a receiver that is down misses, and delivers every event in order when it is back", function()
-    local port, log, run = free_port(), os.tmpname(), support.unique_name("down")
+    local run = support.unique_name("down")
+    -- its port held, refusing connections, until it comes up
+    local rcv = receiver.start({ secret = SECRET, down = true })
+    cleanup[#cleanup + 1] = function() rcv:stop() end
+    local port, log = rcv.port, rcv.log
     local dir = http.scripts_dir({ ["hooks.lua"] = hooks_lua(
       ("http://127.0.0.1:%d/in"):format(port), run) })
     local srv = start_server(dir, tmpdir())
@@ -357,8 +383,7 @@ describe("webhooks against the engine", function()
     while clock.mono_ns() - t0 < 10e9 do
       clock.sleep(0.2)
     end
-    local rcv = receiver(port, log)
-    cleanup[#cleanup + 1] = function() stop(rcv) end
+    rcv:up()
     local up = clock.mono_ns()
     local got = wait_until("every delivery", 20, function()
       local s = hook_status(srv)
@@ -383,7 +408,10 @@ describe("webhooks against the engine", function()
   end)
 
   it("delivers after a kill -9 what was pending, duplicates only with the same delivery id", function()
-    local port, log, run = free_port(), os.tmpname(), support.unique_name("kill")
+    local run = support.unique_name("kill")
+    local rcv = receiver.start({ secret = SECRET, down = true })
+    cleanup[#cleanup + 1] = function() rcv:stop() end
+    local port, log = rcv.port, rcv.log
     local state = tmpdir()
     local dir = http.scripts_dir({ ["hooks.lua"] = hooks_lua(
       ("http://127.0.0.1:%d/in"):format(port), run) })
@@ -406,8 +434,7 @@ describe("webhooks against the engine", function()
     srv.proc:kill("KILL")
     srv.proc:wait(5)
     srv.stopped = true
-    local rcv = receiver(port, log)
-    cleanup[#cleanup + 1] = function() stop(rcv) end
+    rcv:up()
     local srv2 = start_server(dir, state)
     cleanup[#cleanup + 1] = function() srv2:stop() end
     local got = wait_until("every delivery", 20, function()
@@ -439,9 +466,10 @@ describe("webhooks against the engine", function()
   end)
 
   it("fires an alert on a busy container and resolves it, also in Alertmanager's shape", function()
-    local port, log, run = free_port(), os.tmpname(), support.unique_name("alert")
-    local rcv = receiver(port, log)
-    cleanup[#cleanup + 1] = function() stop(rcv) end
+    local run = support.unique_name("alert")
+    local rcv = receiver.start({ secret = SECRET })
+    cleanup[#cleanup + 1] = function() rcv:stop() end
+    local port, log = rcv.port, rcv.log
     local extra = ([[
   { url = "http://127.0.0.1:%d/am", format = "alertmanager", receiver = "spec",
     external_url = "http://horcrux.example:8080", retry_min = 0.2 },

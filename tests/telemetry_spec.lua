@@ -9,6 +9,7 @@ local support = require "support"
 local json = require "horcrux.json"
 local proc = require "horcrux.proc"
 local clock = require "horcrux.clock"
+local receiver = require "hook_receiver"
 
 local PY = "/usr/bin/python3"
 
@@ -153,23 +154,19 @@ describe("GET /metrics: streams and webhooks #docker", function()
 
   it("counts webhook deliveries by hook and outcome, and what is pending", function()
     local run = support.unique_name("telem")
-    local ok_log, bad_log = os.tmpname(), os.tmpname()
     local srv, okr, badr, id
     finally(function()
       if id then support.remove(id) end
       if srv then srv:stop() end
-      stop(okr); stop(badr)
+      if okr then okr:stop() end
+      if badr then badr:stop() end
     end)
-    -- each on a port the kernel gives it (a random one may be taken)
-    okr = spawn({ PY, "tests/hook_receiver.py", "0", ok_log, "200" })
-    badr = spawn({ PY, "tests/hook_receiver.py", "0", bad_log, "400" })
-    local ports = {}
-    for i, r in ipairs({ okr, badr }) do
-      ports[i] = tonumber(wait_until("a receiver", 10, function()
-        return http.read_file(r.out):match("ready (%d+)")
-      end))
-    end
-    local ok_port, bad_port = ports[1], ports[2]
+    -- each on a port the kernel gives it: a random one may be held by a
+    -- client socket, and the receiver then never listened (its "Address
+    -- already in use" passed for "ready": 'ok' failed every attempt)
+    okr = receiver.start({ status = 200 })
+    badr = receiver.start({ status = 400 })
+    local ok_port, bad_port, ok_log = okr.port, badr.port, okr.log
     local filter = ('filter = function(ev) return (ev.attributes or {})'
       .. '["hx.run"] == %q end'):format(run)
     local scripts = http.scripts_dir({ ["hooks.lua"] = ([[
@@ -222,7 +219,9 @@ return {
       local hooks = http.get(srv.url .. "/api/hooks")
       error(tostring(text) .. "\n" .. table.concat(series, "\n") .. "\n"
         .. (hooks and hooks.body or "") .. "\n"
-        .. table.concat(said, "\n", math.max(1, #said - 30)))
+        .. table.concat(said, "\n", math.max(1, #said - 30))
+        .. "\nreceiver ok: " .. okr:said()
+        .. "\nreceiver refused: " .. badr:said())
     end
     assert.are.equal(0, v(text, "pending", "ok"))
     assert.are.equal(0, v(text, "deliveries_total", "down", "delivered"))
