@@ -470,11 +470,15 @@ describe("webhooks against the engine", function()
     local rcv = receiver.start({ secret = SECRET })
     cleanup[#cleanup + 1] = function() rcv:stop() end
     local port, log = rcv.port, rcv.log
+    -- above 1 %, not 10: all containers share the one weight of the
+    -- /docker cgroup (cpu.shares 1024) against each task of the host, so on
+    -- a loaded 2-core machine a busy loop gets 4 to 15 % of a core (4.6 %
+    -- beside a whole suite's load); at 10 it was seldom above for a second
     local extra = ([[
   { url = "http://127.0.0.1:%d/am", format = "alertmanager", receiver = "spec",
     external_url = "http://horcrux.example:8080", retry_min = 0.2 },
   alerts = {
-    { name = "Busy", cpu_above = 10, for_s = 1, label = "hx.run=%s",
+    { name = "Busy", cpu_above = 1, for_s = 1, label = "hx.run=%s",
       severity = "critical", labels = { team = "ops" } },
     { name = "Died", exit_nonzero = true, label = "hx.run=%s" },
   },
@@ -508,7 +512,7 @@ describe("webhooks against the engine", function()
     assert.are.equal(1, #active)
     assert.are.equal("Busy", active[1].alert)
     assert.are.equal(id, active[1].id)
-    assert.truthy(active[1].value > 10)
+    assert.truthy(active[1].value > 1)
     support.docker():request("POST", "/containers/" .. id .. "/kill")
     local resolved = wait_until("Busy resolved", 15, function() return am("resolved", "Busy") end)
     local died = wait_until("Died firing", 15, function() return am("firing", "Died") end)
