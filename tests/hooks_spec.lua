@@ -244,6 +244,36 @@ describe("the queue on disk", function()
   end)
 end)
 
+describe("the queue on disk, a delivery in flight", function()
+  it("acks a record the bound dropped meanwhile as nothing to do, and keeps the rest", function()
+    local dir = tmpdir() .. "/q"
+    local q = assert(hooks.open(dir, 4096))
+    assert(q:append(("a"):rep(1000)))
+    assert(q:sync())
+    local _, _, seq = q:head() -- its POST runs while more come
+    for _ = 1, 6 do
+      assert(q:append(("b"):rep(1000)))
+    end
+    assert(q:sync())
+    local _, _, now_head = q:head()
+    assert.truthy(now_head > seq, "the head was dropped")
+    local pending = q:pending()
+    assert.is_true(q:ack(seq)) -- the POST ended with a 2xx
+    assert.are.equal(pending, (q:pending()))
+    q:close()
+    -- an ack below the last one would have read as damage: the file cut
+    -- there, and every later delivery gone
+    local q2, _, _, cut = hooks.open(dir, 4096)
+    assert.are.equal(0, cut)
+    assert.are.equal(pending, (q2:pending()))
+    -- nor is an ack past the last record written
+    local no, msg = q2:ack(now_head + 1000)
+    assert.is_nil(no)
+    assert.truthy(msg:find("ack", 1, true), msg)
+    q2:close()
+  end)
+end)
+
 describe("tests/hook_receiver.lua", function()
   it("raises for a receiver that cannot hold its port, never takes it for one that listens", function()
     local a, holder = receiver.start(), nil
