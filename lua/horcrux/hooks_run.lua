@@ -15,12 +15,13 @@
 -- in order), and the POSTs that ended since are settled. POSTs go on
 -- across turns (horcrux.hooks.poster): a receiver that hangs until its
 -- timeout holds its own hook only, never the others, the events taken
--- meanwhile nor the alert rules. A 2xx acks a delivery; anything else is retried after an exponential backoff
--- with jitter (retry_min * 2^(attempt-1), capped at retry_max, times a
--- random 0.5 .. 1). A delivery a receiver refuses with a 4xx other than
--- 408 and 429 is dropped after give_up_after attempts (it would block the
--- hook's queue forever); errors of the network, timeouts and 5xx are
--- retried for as long as it takes.
+-- meanwhile nor the alert rules. A 2xx acks a delivery; anything else is
+-- retried after an exponential backoff with jitter (retry_min *
+-- 2^(attempt-1), capped at retry_max, times a random 0.5 .. 1). A
+-- delivery a receiver refuses with a 4xx other than 408 and 429 is dropped
+-- after give_up_after attempts (it would block the hook's queue forever);
+-- errors of the network, timeouts and 5xx are retried for as long as it
+-- takes.
 --
 -- Headers of a delivery: Content-Type: application/json,
 -- X-Horcrux-Delivery: <uuid> (the same on every attempt: receivers
