@@ -1,8 +1,10 @@
 -- Webhooks and alerts (issue 10): hooks.lua's checks, the queue on disk,
 -- and against the real engine a real receiver on a real socket
--- (tests/hook_receiver.py): signed deliveries of a container's events, a
--- receiver down for a while, a kill -9 of horcrux with deliveries pending,
--- an alert that fires and resolves, Alertmanager's webhook shape.
+-- (tests/hook_receiver.py through tests/hook_receiver.lua): signed
+-- deliveries of a container's events, a receiver down for a while, a kill
+-- -9 of horcrux with deliveries pending, a receiver that hangs beside one
+-- that answers, an alert that fires and resolves, Alertmanager's webhook
+-- shape.
 local http = require "http"
 local support = require "support"
 local json = require "horcrux.json"
