@@ -20,6 +20,16 @@
  *   hooks.post{{url =, body =, headers = {k = v}, timeout = s}, ...}
  *       -> {{status = n} | {error = msg}, ...}: every POST at once (a curl
  *       multi), no redirect followed, http and https only
+ *   hooks.poster() -> p: POSTs that go on across calls, so that a receiver
+ *       that hangs holds only its own (the hooks thread's turns, the other
+ *       hooks and the alert rules go on meanwhile)
+ *       p:start(key, request) -> true   (request as hooks.post's; at most
+ *           64 at once)
+ *       p:poll([wait_s]) -> {{key =, status = n} | {key =, error = msg,
+ *           timeout = bool}, ...}: the POSTs that ended since (waits up to
+ *           wait_s, default 0, for one to make progress)
+ *       p:running() -> n
+ *       p:close()   aborts those still running (also __gc, __close)
  *   hooks.hmac_sha256(key, data) -> lower-case hex
  *   hooks.set_status(text), hooks.status() -> text | nil
  *   hooks.bounded(budget, fn, ...) -> true, fn's results | false, message
@@ -57,6 +67,7 @@
 #define POST_MAX 64 /* POSTs at once */
 #define QUEUE_MT "horcrux.hooks.queue"
 #define POSTS_MT "horcrux.hooks.posts"
+#define POSTER_MT "horcrux.hooks.poster"
 #define BOX_MT "horcrux.hooks.box"
 
 /* ---- the feed (process-wide) ------------------------------------------ */
@@ -409,10 +420,10 @@ static size_t discard(char *p, size_t size, size_t n, void *ud) {
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init(void) { curl_global_init(CURL_GLOBAL_ALL); }
 
-/* Builds post i from the request table on top of the stack. Raises on a
- * bad field: ps (a userdata with __gc) owns what was made so far. */
-static void post_build(lua_State *L, posts *ps, int i) {
-  post *p = &ps->p[i];
+/* Builds p from the request table on top of the stack (request i, for
+ * messages). Raises on a bad field: p is in a userdata whose __gc frees
+ * what was made so far. */
+static void post_build(lua_State *L, post *p, int i) {
   int t = lua_gettop(L);
   const char *url = hx_opt_string(L, t, "url", NULL);
   if (url == NULL)
@@ -426,7 +437,6 @@ static void post_build(lua_State *L, posts *ps, int i) {
   p->e = curl_easy_init();
   if (p->e == NULL)
     luaL_error(L, "hooks.post: out of memory");
-  ps->n = i + 1;
   lua_getfield(L, t, "headers");
   if (lua_istable(L, -1)) {
     lua_pushnil(L);
@@ -496,7 +506,8 @@ static int l_post(lua_State *L) {
     ps->p[i].rc = CURLE_ABORTED_BY_CALLBACK; /* until it ends */
     lua_rawgeti(L, 1, i + 1);
     luaL_argcheck(L, lua_istable(L, -1), 1, "a list of request tables");
-    post_build(L, ps, i);
+    ps->n = i + 1; /* __gc frees it from here on */
+    post_build(L, &ps->p[i], i);
     lua_pop(L, 1);
   }
   ps->multi = curl_multi_init();
@@ -526,6 +537,152 @@ static int l_post(lua_State *L) {
   lua_pushcfunction(L, posts_gc); /* the handles go now, not at a GC */
   lua_pushvalue(L, -3);
   lua_call(L, 1, 0);
+  return 1;
+}
+
+/* ---- the poster: POSTs across calls ------------------------------------ */
+
+/* One multi for the hooks thread's whole life: each turn starts what is
+ * due and takes what ended, never waiting for the slowest receiver (one
+ * that hangs until its timeout held every hook and the alert rules). */
+enum { SLOT_FREE, SLOT_RUNNING, SLOT_ENDED };
+
+typedef struct poster {
+  CURLM *multi;
+  post p[POST_MAX];
+  lua_Integer key[POST_MAX];
+  int state[POST_MAX];
+} poster;
+
+static void slot_free(poster *pt, int i) {
+  post *p = &pt->p[i];
+  if (p->e != NULL) {
+    if (pt->state[i] == SLOT_RUNNING)
+      curl_multi_remove_handle(pt->multi, p->e);
+    curl_easy_cleanup(p->e);
+  }
+  curl_slist_free_all(p->headers);
+  memset(p, 0, sizeof *p);
+  pt->state[i] = SLOT_FREE;
+}
+
+static int poster_close(lua_State *L) {
+  poster *pt = luaL_checkudata(L, 1, POSTER_MT);
+  if (pt->multi != NULL) {
+    for (int i = 0; i < POST_MAX; i++)
+      slot_free(pt, i);
+    curl_multi_cleanup(pt->multi);
+    pt->multi = NULL;
+  }
+  return 0;
+}
+
+static poster *checkposter(lua_State *L) {
+  poster *pt = luaL_checkudata(L, 1, POSTER_MT);
+  if (pt->multi == NULL)
+    luaL_error(L, "hooks poster: closed");
+  return pt;
+}
+
+static int l_poster(lua_State *L) {
+  pthread_once(&curl_once, curl_init);
+  poster *pt = lua_newuserdatauv(L, sizeof *pt, 0);
+  memset(pt, 0, sizeof *pt);
+  luaL_setmetatable(L, POSTER_MT);
+  pt->multi = curl_multi_init();
+  if (pt->multi == NULL)
+    return luaL_error(L, "hooks.poster: out of memory");
+  return 1;
+}
+
+static int pt_start(lua_State *L) {
+  poster *pt = checkposter(L);
+  lua_Integer key = luaL_checkinteger(L, 2);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  int i = 0;
+  while (i < POST_MAX && pt->state[i] != SLOT_FREE)
+    i++;
+  if (i == POST_MAX)
+    return luaL_error(L, "hooks poster: %d POSTs at once already", POST_MAX);
+  slot_free(pt, i); /* what a start that raised in post_build left */
+  lua_settop(L, 3);
+  post_build(L, &pt->p[i], 0);
+  pt->key[i] = key;
+  if (curl_multi_add_handle(pt->multi, pt->p[i].e) != CURLM_OK) {
+    slot_free(pt, i);
+    return luaL_error(L, "hooks poster: cannot start a POST");
+  }
+  pt->state[i] = SLOT_RUNNING;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* Pushes {key =, status =} or {key =, error =, timeout =} for slot i. */
+static void push_result(lua_State *L, const poster *pt, int i) {
+  const post *p = &pt->p[i];
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, pt->key[i]);
+  lua_setfield(L, -2, "key");
+  if (p->rc == CURLE_OK) {
+    lua_pushinteger(L, p->status);
+    lua_setfield(L, -2, "status");
+    return;
+  }
+  lua_pushstring(L, p->err[0] != '\0' ? p->err : curl_easy_strerror(p->rc));
+  lua_setfield(L, -2, "error");
+  lua_pushboolean(L, p->rc == CURLE_OPERATION_TIMEDOUT);
+  lua_setfield(L, -2, "timeout");
+}
+
+static void take_ended(poster *pt) {
+  CURLMsg *m;
+  int left;
+  while ((m = curl_multi_info_read(pt->multi, &left)) != NULL) {
+    if (m->msg != CURLMSG_DONE)
+      continue;
+    for (int i = 0; i < POST_MAX; i++)
+      if (pt->state[i] == SLOT_RUNNING && pt->p[i].e == m->easy_handle) {
+        pt->p[i].rc = m->data.result; /* m is gone once removed */
+        curl_easy_getinfo(pt->p[i].e, CURLINFO_RESPONSE_CODE, &pt->p[i].status);
+        curl_multi_remove_handle(pt->multi, pt->p[i].e);
+        pt->state[i] = SLOT_ENDED;
+        break;
+      }
+  }
+}
+
+static int pt_poll(lua_State *L) {
+  poster *pt = checkposter(L);
+  double wait_s = luaL_optnumber(L, 2, 0);
+  int running = 0;
+  curl_multi_perform(pt->multi, &running);
+  if (running > 0 && wait_s > 0) {
+    int ms = wait_s > 1 ? 1000 : (int)(wait_s * 1000);
+    curl_multi_poll(pt->multi, NULL, 0, ms, NULL);
+    curl_multi_perform(pt->multi, &running);
+  }
+  take_ended(pt);
+  /* the results first, then the slots freed: a push that raises leaves
+   * the ended ones to the next poll */
+  lua_newtable(L);
+  int n = 0;
+  for (int i = 0; i < POST_MAX; i++)
+    if (pt->state[i] == SLOT_ENDED) {
+      push_result(L, pt, i);
+      lua_rawseti(L, -2, ++n);
+    }
+  for (int i = 0; i < POST_MAX; i++)
+    if (pt->state[i] == SLOT_ENDED)
+      slot_free(pt, i);
+  return 1;
+}
+
+static int pt_running(lua_State *L) {
+  poster *pt = checkposter(L);
+  int n = 0;
+  for (int i = 0; i < POST_MAX; i++)
+    n += pt->state[i] == SLOT_RUNNING;
+  lua_pushinteger(L, n);
   return 1;
 }
 
@@ -593,6 +750,12 @@ static const luaL_Reg queue_methods[] = {
     {"ack", q_ack},       {"pending", q_pending}, {"close", q_close},
     {NULL, NULL}};
 
+static const luaL_Reg poster_methods[] = {{"start", pt_start},
+                                          {"poll", pt_poll},
+                                          {"running", pt_running},
+                                          {"close", poster_close},
+                                          {NULL, NULL}};
+
 static const luaL_Reg funcs[] = {{"attach", l_attach},
                                  {"detach", l_detach},
                                  {"feed", l_feed},
@@ -603,6 +766,7 @@ static const luaL_Reg funcs[] = {{"attach", l_attach},
                                  {"status", l_status},
                                  {"open", l_open},
                                  {"post", l_post},
+                                 {"poster", l_poster},
                                  {"hmac_sha256", l_hmac},
                                  {"bounded", l_bounded},
                                  {NULL, NULL}};
@@ -620,6 +784,15 @@ HX_EXPORT int luaopen_horcrux_hooks(lua_State *L) {
   if (luaL_newmetatable(L, POSTS_MT)) {
     lua_pushcfunction(L, posts_gc);
     lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, POSTER_MT)) {
+    luaL_newlib(L, poster_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, poster_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, poster_close);
+    lua_setfield(L, -2, "__close");
   }
   lua_pop(L, 1);
   if (luaL_newmetatable(L, BOX_MT)) {

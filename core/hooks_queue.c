@@ -493,6 +493,15 @@ static int compact(hxq *q) {
 }
 
 int hxq_ack(hxq *q, uint64_t seq) {
+  /* Done already: a delivery in flight while appends dropped it (queue
+   * full). Its ack record would go below the last one, which the parser
+   * takes for damage and cuts, with everything after it. */
+  if (seq <= q->acked)
+    return 0;
+  if (seq >= q->next_seq) { /* an ack past the last record: refused too */
+    errno = EINVAL;
+    return -1;
+  }
   if (write_ack(q, seq) != 0 || fdatasync(q->fd) != 0)
     return -1;
   drop_to(q, seq);

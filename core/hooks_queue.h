@@ -85,8 +85,9 @@ int hxq_sync(hxq *q);
 int hxq_head(const hxq *q, size_t *len, char id[HXQ_ID_LEN + 1], uint64_t *seq);
 int hxq_read_head(hxq *q, char *body);
 
-/* Marks every pending record up to seq done (written and fsynced).
- * Returns 0, or -1 with errno. */
+/* Marks every pending record up to seq done (written and fsynced); a seq
+ * done already (dropped while its delivery was in flight) is nothing to
+ * do. Returns 0, or -1 with errno (EINVAL: a seq never appended). */
 int hxq_ack(hxq *q, uint64_t seq);
 
 size_t hxq_pending(const hxq *q);

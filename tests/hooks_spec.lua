@@ -1,8 +1,10 @@
 -- Webhooks and alerts (issue 10): hooks.lua's checks, the queue on disk,
 -- and against the real engine a real receiver on a real socket
--- (tests/hook_receiver.py): signed deliveries of a container's events, a
--- receiver down for a while, a kill -9 of horcrux with deliveries pending,
--- an alert that fires and resolves, Alertmanager's webhook shape.
+-- (tests/hook_receiver.py through tests/hook_receiver.lua): signed
+-- deliveries of a container's events, a receiver down for a while, a kill
+-- -9 of horcrux with deliveries pending, a receiver that hangs beside one
+-- that answers, an alert that fires and resolves, Alertmanager's webhook
+-- shape.
 local http = require "http"
 local support = require "support"
 local json = require "horcrux.json"
@@ -10,6 +12,7 @@ local proc = require "horcrux.proc"
 local clock = require "horcrux.clock"
 local hooks = require "horcrux.hooks"
 local check = require "horcrux.hooks_check"
+local receiver = require "hook_receiver"
 
 local SECRET = "spec-secret-0123456789"
 
@@ -35,29 +38,6 @@ local function wait_until(what, timeout, fn)
     return last
   end
   error("timed out after " .. timeout .. " s waiting for " .. what, 2)
-end
-
-local function free_port()
-  return math.random(20000, 60000)
-end
-
--- A receiver on 127.0.0.1:port logging to log; answers status.
-local function receiver(port, log, status)
-  local out = os.tmpname()
-  local p = assert(proc.spawn({ "python3", "tests/hook_receiver.py",
-    tostring(port), log, tostring(status or 200), SECRET },
-    { stdout = out, stderr = out }))
-  wait_until("the receiver", 10, function()
-    return http.read_file(out):find("ready", 1, true)
-  end)
-  return p
-end
-
-local function stop(p)
-  if p and p:running() then
-    p:kill("TERM")
-    p:wait(5)
-  end
 end
 
 local function received(log)
@@ -159,7 +139,7 @@ describe("hooks.lua", function()
   it("a server does not start on a bad hooks.lua, and a reload keeps the running one", function()
     local bad = http.scripts_dir({ ["hooks.lua"] = 'return { { url = "gopher://x" } }' })
     local log = os.tmpname()
-    local r = proc.run({ http.bin, "serve", "--listen", "127.0.0.1:" .. free_port(),
+    local r = proc.run({ http.bin, "serve", "--listen", "127.0.0.1:0",
       "--scripts", bad, "--state-dir", tmpdir() }, { timeout = 20 })
     assert.are_not.equal(0, r.status)
     assert.truthy((r.stderr .. r.stdout):find("hooks.lua: hook 1: url", 1, true), r.stderr)
@@ -266,6 +246,79 @@ describe("the queue on disk", function()
   end)
 end)
 
+describe("the queue on disk, a delivery in flight", function()
+  it("acks a record the bound dropped meanwhile as nothing to do, and keeps the rest", function()
+    local dir = tmpdir() .. "/q"
+    local q = assert(hooks.open(dir, 4096))
+    assert(q:append(("a"):rep(1000)))
+    assert(q:sync())
+    local _, _, seq = q:head() -- its POST runs while more come
+    for _ = 1, 6 do
+      assert(q:append(("b"):rep(1000)))
+    end
+    assert(q:sync())
+    local _, _, now_head = q:head()
+    assert.truthy(now_head > seq, "the head was dropped")
+    local pending = q:pending()
+    assert.is_true(q:ack(seq)) -- the POST ended with a 2xx
+    assert.are.equal(pending, (q:pending()))
+    q:close()
+    -- an ack below the last one would have read as damage: the file cut
+    -- there, and every later delivery gone
+    local q2, _, _, cut = hooks.open(dir, 4096)
+    assert.are.equal(0, cut)
+    assert.are.equal(pending, (q2:pending()))
+    -- nor is an ack past the last record written
+    local no, msg = q2:ack(now_head + 1000)
+    assert.is_nil(no)
+    assert.truthy(msg:find("ack", 1, true), msg)
+    q2:close()
+  end)
+end)
+
+describe("tests/hook_receiver.lua", function()
+  it("raises for a receiver that cannot hold its port, never takes it for one that listens", function()
+    local a, holder = receiver.start(), nil
+    finally(function()
+      if holder then
+        holder:kill("KILL")
+        holder:wait(5)
+      end
+      a:stop()
+    end)
+    -- a client socket holds its local port against a bind, as the
+    -- thousands of loopback connections in TIME_WAIT of a whole suite do
+    local out = os.tmpname()
+    holder = assert(proc.spawn({ "python3", "-c", [[
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+print(s.getsockname()[1], flush=True)
+time.sleep(30)
+]], tostring(a.port) }, { stdout = out }))
+    local port = wait_until("the client's port", 10, function()
+      return tonumber(http.read_file(out):match("^(%d+)\n"))
+    end)
+    local ok, err = pcall(receiver.start, { port = port })
+    assert.is_false(ok)
+    err = tostring(err)
+    assert.truthy(err:find("never held its port", 1, true), err)
+    assert.truthy(err:find("cannot listen on 127.0.0.1:" .. port, 1, true), err)
+  end)
+
+  it("refuses connections while down, holding its port, and takes them once up", function()
+    local r = receiver.start({ down = true })
+    finally(function() r:stop() end)
+    local url = ("http://127.0.0.1:%d/x"):format(r.port)
+    local res = hooks.post({ { url = url, body = "{}", timeout = 5 } })[1]
+    assert.is_nil(res.status)
+    assert.truthy(res.error:find("onnect", 1, true), res.error)
+    r:up()
+    res = hooks.post({ { url = url, body = "{}", timeout = 5 } })[1]
+    assert.are.equal(200, res.status, res.error)
+    assert.are.equal(1, #received(r.log))
+  end)
+end)
+
 describe("webhooks against the engine", function()
   local cleanup = {}
   after_each(function()
@@ -283,9 +336,10 @@ describe("webhooks against the engine", function()
   end
 
   it("delivers a container's events, signed, in order, with the url's credentials hidden", function()
-    local port, log, run = free_port(), os.tmpname(), support.unique_name("sig")
-    local rcv = receiver(port, log)
-    cleanup[#cleanup + 1] = function() stop(rcv) end
+    local run = support.unique_name("sig")
+    local rcv = receiver.start({ secret = SECRET })
+    cleanup[#cleanup + 1] = function() rcv:stop() end
+    local port, log = rcv.port, rcv.log
     -- a second hook whose filter never returns, even catching its error:
     -- stopped by the budget at each event, while the first one delivers
     local runaway = [[
@@ -322,11 +376,13 @@ describe("webhooks against the engine", function()
         assert.truthy(r.json.time_ns >= got[i - 1].json.time_ns)
       end
     end
-    local h = hook_status(srv)
+    -- the receiver logs a delivery before it answers: the status follows
+    local h = wait_until("the status of every delivery", 10, function()
+      local s = hook_status(srv)
+      return s.pending == 0 and s.delivered >= #got and s
+    end)
     assert.are.equal(("http://127.0.0.1:%d/in"):format(port), h.url)
     assert.is_true(h.signed)
-    assert.truthy(h.delivered >= #got)
-    assert.are.equal(0, h.pending)
     local r = hook_status(srv, 2)
     assert.are.equal("runaway", r.name)
     assert.is_true(r.errors >= #got, r.errors)
@@ -336,7 +392,11 @@ describe("webhooks against the engine", function()
   end)
 
   it("holds what a receiver that is down misses, and delivers every event in order when it is back", function()
-    local port, log, run = free_port(), os.tmpname(), support.unique_name("down")
+    local run = support.unique_name("down")
+    -- its port held, refusing connections, until it comes up
+    local rcv = receiver.start({ secret = SECRET, down = true })
+    cleanup[#cleanup + 1] = function() rcv:stop() end
+    local port, log = rcv.port, rcv.log
     local dir = http.scripts_dir({ ["hooks.lua"] = hooks_lua(
       ("http://127.0.0.1:%d/in"):format(port), run) })
     local srv = start_server(dir, tmpdir())
@@ -357,12 +417,14 @@ describe("webhooks against the engine", function()
     while clock.mono_ns() - t0 < 10e9 do
       clock.sleep(0.2)
     end
-    local rcv = receiver(port, log)
-    cleanup[#cleanup + 1] = function() stop(rcv) end
+    rcv:up()
     local up = clock.mono_ns()
+    -- every event: nothing pending can come before the collector fed the
+    -- last start (a loaded machine: the loop above took 21 s once)
     local got = wait_until("every delivery", 20, function()
-      local s = hook_status(srv)
-      return s.pending == 0 and events_of(received(log), id)
+      local evs = events_of(received(log), id)
+      return hook_status(srv).pending == 0 and count(evs, "start") >= 4
+        and count(evs, "stop") >= 3 and evs
     end)
     local late = (clock.mono_ns() - up) / 1e9
     assert.are.equal(4, count(got, "start"))
@@ -383,7 +445,10 @@ describe("webhooks against the engine", function()
   end)
 
   it("delivers after a kill -9 what was pending, duplicates only with the same delivery id", function()
-    local port, log, run = free_port(), os.tmpname(), support.unique_name("kill")
+    local run = support.unique_name("kill")
+    local rcv = receiver.start({ secret = SECRET, down = true })
+    cleanup[#cleanup + 1] = function() rcv:stop() end
+    local port, log = rcv.port, rcv.log
     local state = tmpdir()
     local dir = http.scripts_dir({ ["hooks.lua"] = hooks_lua(
       ("http://127.0.0.1:%d/in"):format(port), run) })
@@ -406,8 +471,7 @@ describe("webhooks against the engine", function()
     srv.proc:kill("KILL")
     srv.proc:wait(5)
     srv.stopped = true
-    local rcv = receiver(port, log)
-    cleanup[#cleanup + 1] = function() stop(rcv) end
+    rcv:up()
     local srv2 = start_server(dir, state)
     cleanup[#cleanup + 1] = function() srv2:stop() end
     local got = wait_until("every delivery", 20, function()
@@ -438,15 +502,71 @@ describe("webhooks against the engine", function()
     assert.truthy(srv2:logtext():find("deliveries pending from before", 1, true))
   end)
 
+  it("goes on delivering to the other hooks and firing alerts while one receiver hangs", function()
+    local run = support.unique_name("hang")
+    local live = receiver.start({ secret = SECRET })
+    cleanup[#cleanup + 1] = function() live:stop() end
+    local hang = receiver.start()
+    cleanup[#cleanup + 1] = function()
+      hang.proc:kill("CONT")
+      hang:stop()
+    end
+    -- it takes connections (the kernel's backlog) and never answers
+    assert(hang.proc:kill("STOP"))
+    local extra = ([[
+  { url = "http://127.0.0.1:%d/hang", name = "hang", timeout = 30,
+    filter = function(ev)
+      return ev.type == "alert" or (ev.attributes or {})["hx.run"] == %q
+    end },
+  alerts = { { name = "Died", exit_nonzero = true, label = "hx.run=%s" } },
+]]):format(hang.port, run, run)
+    local dir = http.scripts_dir({ ["hooks.lua"] = hooks_lua(
+      ("http://127.0.0.1:%d/in"):format(live.port), run, extra) })
+    local srv = start_server(dir, tmpdir())
+    cleanup[#cleanup + 1] = function() srv:stop() end
+    local t0 = clock.mono_ns()
+    local id = run_container(run, { "sh", "-c", "sleep 1; exit 3" })
+    -- within 10 s, while the hanging POST has 30 s: it held every hook and
+    -- the alert rules until its timeout once
+    local ok, err = pcall(wait_until, "create, start, die and Died at the other receiver", 10,
+      function()
+        local list = received(live.log)
+        local acts = table.concat(actions(events_of(list, id)), " ")
+        for _, r in ipairs(list) do
+          if r.json.type == "alert" and r.json.alert == "Died"
+              and acts:match("^create start .*die") then
+            return true
+          end
+        end
+      end)
+    assert(ok, tostring(err) .. "\n" .. table.concat(actions(events_of(
+      received(live.log), id)), " ") .. "\n/api/hooks: "
+      .. tostring(assert(http.get(srv.url .. "/api/hooks")).body))
+    local h = hook_status(srv, 2)
+    assert.are.equal("hang", h.name)
+    assert.are.equal(0, h.failed, "its first POST still runs")
+    assert.truthy(h.pending >= 4, h.pending)
+    local alerts = assert(http.get(srv.url .. "/api/alerts")).json
+    assert.are.equal(1, #alerts)
+    assert.are.equal("Died", alerts[1].alert)
+    print(("\n  one receiver hanging: the other got create .. die and the alert %.1f s after the container's start")
+      :format((clock.mono_ns() - t0) / 1e9))
+  end)
+
   it("fires an alert on a busy container and resolves it, also in Alertmanager's shape", function()
-    local port, log, run = free_port(), os.tmpname(), support.unique_name("alert")
-    local rcv = receiver(port, log)
-    cleanup[#cleanup + 1] = function() stop(rcv) end
+    local run = support.unique_name("alert")
+    local rcv = receiver.start({ secret = SECRET })
+    cleanup[#cleanup + 1] = function() rcv:stop() end
+    local port, log = rcv.port, rcv.log
+    -- above 1 %, not 10: all containers share the one weight of the
+    -- /docker cgroup (cpu.shares 1024) against each task of the host, so on
+    -- a loaded 2-core machine a busy loop gets 4 to 15 % of a core (4.6 %
+    -- beside a whole suite's load); at 10 it was seldom above for a second
     local extra = ([[
   { url = "http://127.0.0.1:%d/am", format = "alertmanager", receiver = "spec",
     external_url = "http://horcrux.example:8080", retry_min = 0.2 },
   alerts = {
-    { name = "Busy", cpu_above = 10, for_s = 1, label = "hx.run=%s",
+    { name = "Busy", cpu_above = 1, for_s = 1, label = "hx.run=%s",
       severity = "critical", labels = { team = "ops" } },
     { name = "Died", exit_nonzero = true, label = "hx.run=%s" },
   },
@@ -480,7 +600,7 @@ describe("webhooks against the engine", function()
     assert.are.equal(1, #active)
     assert.are.equal("Busy", active[1].alert)
     assert.are.equal(id, active[1].id)
-    assert.truthy(active[1].value > 10)
+    assert.truthy(active[1].value > 1)
     support.docker():request("POST", "/containers/" .. id .. "/kill")
     local resolved = wait_until("Busy resolved", 15, function() return am("resolved", "Busy") end)
     local died = wait_until("Died firing", 15, function() return am("firing", "Died") end)
@@ -511,14 +631,20 @@ describe("webhooks against the engine", function()
     assert.are_not.equal("0001-01-01T00:00:00Z", ra.endsAt)
     assert.are.equal("137", tostring(died.json.alerts[1].annotations.summary:match("(%d+)$")))
     -- the json hook got the alerts too, signed, as X-Horcrux-Event: alert
-    local plain = 0
-    for _, r in ipairs(received(log)) do
-      if r.path == "/in" and r.json.type == "alert" then
-        plain = plain + 1
-        assert.are.equal("alert", r.event)
-        assert.is_true(r.verified)
+    -- (each hook delivers at its own pace: it has the container's events
+    -- too, so it may come after the other)
+    local plain = wait_until("the three alerts at /in", 10, function()
+      local n = {}
+      for _, r in ipairs(received(log)) do
+        if r.path == "/in" and r.json.type == "alert" then
+          n[#n + 1] = r
+        end
       end
+      return #n >= 3 and n
+    end)
+    for _, r in ipairs(plain) do
+      assert.are.equal("alert", r.event)
+      assert.is_true(r.verified)
     end
-    assert.truthy(plain >= 3)
   end)
 end)

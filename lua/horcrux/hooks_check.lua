@@ -26,7 +26,7 @@
 --   receiver, external_url   Alertmanager's fields (format = alertmanager)
 local M = {}
 
-local MAX_HOOKS = 64 -- delivered at once: horcrux.hooks.post's limit
+local MAX_HOOKS = 64 -- delivered at once: horcrux.hooks.poster's limit
 
 -- Lua instructions a filter, a transform or an alert's `when`/`match` may
 -- run per call (horcrux.hooks.bounded): a few hundred is usual; a loop

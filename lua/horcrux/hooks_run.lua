@@ -10,14 +10,18 @@
 -- event, and over the view every interval), and for each hook whose filter
 -- takes the event appends its body to the hook's queue on disk
 -- (DIR/hooks/<name>/queue); the batch is fsynced before anything is
--- delivered. Then every hook whose oldest pending delivery is due gets it
--- POSTed (all hooks at once, one delivery per hook at a time: in order):
--- a 2xx acks it; anything else is retried after an exponential backoff
--- with jitter (retry_min * 2^(attempt-1), capped at retry_max, times a
--- random 0.5 .. 1). A delivery a receiver refuses with a 4xx other than
--- 408 and 429 is dropped after give_up_after attempts (it would block the
--- hook's queue forever); errors of the network, timeouts and 5xx are
--- retried for as long as it takes.
+-- delivered. Then every hook whose oldest pending delivery is due and
+-- that has none in flight gets it POSTed (one delivery per hook at a time:
+-- in order), and the POSTs that ended since are settled. POSTs go on
+-- across turns (horcrux.hooks.poster): a receiver that hangs until its
+-- timeout holds its own hook only, never the others, the events taken
+-- meanwhile nor the alert rules. A 2xx acks a delivery; anything else is
+-- retried after an exponential backoff with jitter (retry_min *
+-- 2^(attempt-1), capped at retry_max, times a random 0.5 .. 1). A
+-- delivery a receiver refuses with a 4xx other than 408 and 429 is dropped
+-- after give_up_after attempts (it would block the hook's queue forever);
+-- errors of the network, timeouts and 5xx are retried for as long as it
+-- takes.
 --
 -- Headers of a delivery: Content-Type: application/json,
 -- X-Horcrux-Delivery: <uuid> (the same on every attempt: receivers
@@ -41,6 +45,7 @@ local prometheus = require "horcrux.prometheus"
 local M = {}
 
 local TURN_S = 0.2 -- longest wait for events between two looks at stopping()
+local POLL_S = 0.05 -- the same while a POST runs (waiting on its socket)
 
 local function deep_copy(v)
   if type(v) ~= "table" then
@@ -287,37 +292,39 @@ local function settle(w, seq, id, res, now)
     .. "%g s)"):format(why, w.attempts + 1, d, h.retry_max))
 end
 
--- POSTs the oldest pending delivery of every hook that is due.
-local function deliver(ws)
+-- Starts the oldest pending delivery of every hook that is due and has
+-- none in flight; settles the POSTs that ended, waiting up to wait_s for
+-- one to end. True when one ended.
+local function deliver(st, wait_s)
+  local ws, poster = st.ws, st.poster
   local now = clock.mono_ns() / 1e9
-  local reqs, due = {}, {}
-  for _, w in ipairs(ws) do
-    if w.q and w.next_at <= now then
+  for i, w in ipairs(ws) do
+    if w.q and not w.inflight and w.next_at <= now then
       local body, id, seq = w.q:head()
       if body then
-        reqs[#reqs + 1] = request_for(w, body, id)
-        due[#due + 1] = { w = w, id = id, seq = seq }
+        poster:start(i, request_for(w, body, id))
+        w.inflight = { id = id, seq = seq }
       end
     end
   end
-  if #reqs == 0 then
-    return false
-  end
-  local results = hooks.post(reqs)
+  local ended = poster:poll(wait_s)
   now = clock.mono_ns() / 1e9
-  for i, d in ipairs(due) do
-    if not results[i].interrupted then -- stopping: it stays pending
-      settle(d.w, d.seq, d.id, results[i], now)
-    end
+  for _, res in ipairs(ended) do
+    local w = ws[res.key]
+    local d = w.inflight
+    w.inflight = nil
+    settle(w, d.seq, d.id, res, now)
   end
-  return true
+  return #ended > 0
 end
 
--- Seconds until a hook has something due (0: now), at most TURN_S.
-local function next_wait(ws)
-  local now, wait = clock.mono_ns() / 1e9, TURN_S
-  for _, w in ipairs(ws) do
-    if w.q and w.q:pending() > 0 then
+-- Seconds until a hook has something due (0: now), at most TURN_S; at
+-- most POLL_S while a POST runs.
+local function next_wait(st)
+  local now = clock.mono_ns() / 1e9
+  local wait = st.poster:running() > 0 and POLL_S or TURN_S
+  for _, w in ipairs(st.ws) do
+    if w.q and not w.inflight and w.q:pending() > 0 then
       wait = math.min(wait, math.max(0, w.next_at - now))
     end
   end
@@ -402,7 +409,11 @@ end
 -- ---- the loop ----------------------------------------------------------------
 
 local function turn(st)
-  local evs = hooks.take(next_wait(st.ws))
+  -- while a POST runs the turn waits on its socket, not on the feed: its
+  -- end is settled at once (an event waits up to POLL_S)
+  local wait = next_wait(st)
+  local posting = st.poster:running() > 0
+  local evs = hooks.take(posting and 0 or wait)
   local now = clock.now_ns()
   local batch = {}
   for _, text in ipairs(evs) do
@@ -432,7 +443,7 @@ local function turn(st)
     enqueue(st.ws, ev)
   end
   sync(st.ws) -- accepted from here on: on disk
-  local delivered = deliver(st.ws)
+  local delivered = deliver(st, posting and wait or 0)
   if #batch > 0 or delivered or st.changed or clock.mono_ns() >= st.status_at then
     hooks.set_status(status_of(st.ws, st.al, st.dir))
     st.changed = false
@@ -463,6 +474,7 @@ function M.run(opts)
   end
   log.info("hooks: %d hooks, %d alert rules, queues in %s/hooks",
     #cfg.hooks, #cfg.alerts, st.dir)
+  st.poster = hooks.poster()
   hooks.attach()
   local ok, err = pcall(function()
     while not stopping() do
@@ -470,6 +482,7 @@ function M.run(opts)
     end
   end)
   hooks.detach() -- what is fed meanwhile waits for the next generation
+  st.poster:close() -- a POST cut short stays pending on disk
   sync(st.ws)
   hooks.set_status(status_of(st.ws, st.al, st.dir))
   for _, w in ipairs(st.ws) do
