@@ -91,7 +91,7 @@ static _Thread_local unsigned tls_inflight;
 
 /* Protected: the host's own tables in a new state: registry[
  * HX_ASYNC_THREADS] = setmetatable({}, {__mode = "k"}) (the request
- * threads, async.h) and the metatable of request tables. */
+ * threads, async.h) and the slots of request tables (request.c). */
 static int host_tables(lua_State *L) {
   hx_state *st = lua_touserdata(L, 1);
   lua_newtable(L);
@@ -100,7 +100,7 @@ static int host_tables(lua_State *L) {
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
   lua_setfield(L, LUA_REGISTRYINDEX, HX_ASYNC_THREADS);
-  st->request_mt_ref = hx_request_metatable(L, &st->request_live_ref);
+  hx_request_slots(L, st);
   return 0;
 }
 
@@ -249,7 +249,11 @@ static enum MHD_Result send_results(request *rq, lua_State *co, int nres) {
       MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
   if (r == NULL)
     return MHD_NO;
-  if (nres >= 3 && lua_istable(co, base + 2)) {
+  if (nres >= 3 && lua_topointer(co, base + 2) == rq->st->json_headers &&
+      rq->st->json_headers != NULL) {
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            "application/json");
+  } else if (nres >= 3 && lua_istable(co, base + 2)) {
     lua_pushnil(co);
     while (lua_next(co, base + 2) != 0) {
       if (lua_type(co, -2) == LUA_TSTRING && lua_type(co, -1) == LUA_TSTRING) {
@@ -535,7 +539,7 @@ static enum MHD_Result resume(request *rq, int nargs) {
 }
 
 /* Protected: takes a thread from the state's pool and pushes on it the
- * dispatcher, the request table (also kept in the registry, so that
+ * dispatcher, the request table (in a slot of the state's, so that
  * on_completed can cut it off its request) and the number of query
  * arguments (a route that checks its query has nothing to check when 0:
  * no req.args to build). */
@@ -545,8 +549,6 @@ static int prepare(lua_State *L) {
   rq->co = hx_state_thread(st, &rq->co_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, st->dispatch_ref);
   hx_request_push(L, rq, st);
-  lua_pushvalue(L, -1);
-  rq->table_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushinteger(L, MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND,
                                                NULL, NULL));
   lua_xmove(L, rq->co, 3); /* dispatcher, request, nargs */
@@ -630,7 +632,6 @@ static request *request_new(server *srv, struct MHD_Connection *conn,
   rq->srv = srv;
   rq->conn = conn;
   rq->co_ref = LUA_NOREF;
-  rq->table_ref = LUA_NOREF;
   rq->read_only = srv->cfg.read_only;
   size_t m = strlen(method);
   if (m >= sizeof rq->method)

@@ -2,13 +2,16 @@
 -- operator's script) builds on, and the defaults when there is none.
 --
 --   format.respond(status, body, headers, settings) -> status, text, headers
+--   format.JSON_HEADERS  {["Content-Type"] = "application/json"}, read-only
 --   format.DEFAULT   {pretty = false, sort_keys = true, respond = ...}
 --
 -- A table body is JSON (settings.pretty: indented; settings.sort_keys:
 -- object keys in byte order, so the same answer is always the same text)
 -- with Content-Type application/json unless the route set one; a string
 -- goes as it is (text/plain unless set); nil is an empty body. Anything
--- else, or a status outside 100-599, raises: the route is wrong.
+-- else, or a status outside 100-599, raises: the route is wrong. The
+-- headers returned for a table body without headers of the route's are
+-- JSON_HEADERS, shared by every answer (read-only: copy it to change it).
 local json = require "horcrux.json"
 
 local M = {}
@@ -30,6 +33,24 @@ end
 -- of a small request's instructions.
 local fast = setmetatable({}, { __mode = "k" })
 
+--- The headers of that answer: one table for every request (no table made
+-- per request), read-only since it is shared: a format.lua that adds a
+-- header copies it first (pairs works). The host knows it and sends its
+-- Content-Type without walking it.
+local json_headers = { ["Content-Type"] = "application/json" }
+M.JSON_HEADERS = setmetatable({}, {
+  __index = json_headers,
+  __newindex = function()
+    error("format.JSON_HEADERS is shared by every answer: copy it to add a "
+      .. "header", 2)
+  end,
+  __pairs = function()
+    return next, json_headers, nil
+  end,
+  __metatable = false,
+})
+local JSON_HEADERS = M.JSON_HEADERS
+
 function M.respond(status, body, headers, settings)
   if headers == nil and type(body) == "table"
       and mtype(status) == "integer" and status >= 100
@@ -42,7 +63,7 @@ function M.respond(status, body, headers, settings)
     enc.pretty, enc.sort_keys = settings.pretty, settings.sort_keys
     local text = encode(body, enc)
     if text then
-      return status, text, { ["Content-Type"] = "application/json" }
+      return status, text, JSON_HEADERS
     end
   end
   if math.type(status) ~= "integer" or status < 100 or status > 599 then
