@@ -542,7 +542,8 @@ static enum MHD_Result resume(request *rq, int nargs) {
  * dispatcher, the request table (in a slot of the state's, so that
  * on_completed can cut it off its request) and the number of query
  * arguments (a route that checks its query has nothing to check when 0:
- * no req.args to build). */
+ * no req.args to build), and when the request started (clock.mono_ns's
+ * clock: the dispatcher times the request from it). */
 static int prepare(lua_State *L) {
   request *rq = lua_touserdata(L, 1);
   hx_state *st = rq->st;
@@ -551,7 +552,9 @@ static int prepare(lua_State *L) {
   hx_request_push(L, rq, st);
   lua_pushinteger(L, MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND,
                                                NULL, NULL));
-  lua_xmove(L, rq->co, 3); /* dispatcher, request, nargs */
+  lua_pushinteger(L, (lua_Integer)rq->start.tv_sec * 1000000000 +
+                         rq->start.tv_nsec);
+  lua_xmove(L, rq->co, 4); /* dispatcher, request, nargs, t0 */
   return 0;
 }
 
@@ -572,7 +575,7 @@ static enum MHD_Result start(request *rq) {
     lua_pop(L, 1);
     return send_error(rq, "internal", "cannot start the route");
   }
-  return resume(rq, 2);
+  return resume(rq, 3);
 }
 
 /* ---- the guard --------------------------------------------------------- */
