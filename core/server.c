@@ -666,9 +666,8 @@ static int append_body(request *rq, const char *data, size_t n) {
   return 0;
 }
 
-static int declared_too_large(server *srv, struct MHD_Connection *conn) {
-  const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                               MHD_HTTP_HEADER_CONTENT_LENGTH);
+/* Whether Content-Length (cl, or NULL) is over --body-max. */
+static int declared_too_large(server *srv, const char *cl) {
   if (cl == NULL)
     return 0;
   errno = 0;
@@ -677,11 +676,9 @@ static int declared_too_large(server *srv, struct MHD_Connection *conn) {
   return errno != 0 || end == cl || n > srv->cfg.body_max;
 }
 
-/* Whether the request announces a body (a length other than 0, or a
- * chunked one). */
-static int has_body(struct MHD_Connection *conn) {
-  const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                               MHD_HTTP_HEADER_CONTENT_LENGTH);
+/* Whether the request announces a body (a Content-Length, cl, other than
+ * 0, or a chunked one). */
+static int has_body(struct MHD_Connection *conn, const char *cl) {
   if (cl != NULL && strspn(cl, "0") != strlen(cl))
     return 1;
   return MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
@@ -719,12 +716,14 @@ static enum MHD_Result send_busy(request *rq) {
  * the worker's capped Lua state until it ends. */
 static int admit(request *rq, enum MHD_Result *ret) {
   server *srv = rq->srv;
+  const char *cl = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                               MHD_HTTP_HEADER_CONTENT_LENGTH);
   if ((strcmp(rq->method, "GET") == 0 || strcmp(rq->method, "HEAD") == 0) &&
-      has_body(rq->conn)) {
+      has_body(rq->conn, cl)) {
     *ret = send_error(rq, "bad_request", "a GET or HEAD request takes no body");
     return -1;
   }
-  if (declared_too_large(srv, rq->conn)) {
+  if (declared_too_large(srv, cl)) {
     rq->too_large = 1;
     *ret = send_error(rq, "too_large", "the request body is too large");
     return -1;
