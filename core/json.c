@@ -7,6 +7,8 @@
  *   json.encode(value [, {pretty = false, sort_keys = false,
  *                         max_depth = 128}])
  *                                            -> text | nil, msg, "bad_request"
+ *   json.encoder([opts])      a function(value) that encodes as
+ *                             json.encode(value, opts), opts read once
  *   json.null                 the light userdata NULL, JSON null
  *   json.array([t])           tags t (or a new table) as a JSON array
  *   json.array_mt             the metatable of arrays
@@ -76,16 +78,46 @@ static int quick_encode_opts(lua_State *L, int *depth, int *flags) {
   return ok;
 }
 
+/* The options of encode at stack index 2 (nil or a table). */
+static void encode_opts(lua_State *L, int *depth, int *flags) {
+  if (!quick_encode_opts(L, depth, flags)) {
+    *depth = check_depth(L, 2);
+    *flags = (hx_opt_boolean(L, 2, "pretty", 0) ? HX_JSON_PRETTY : 0) |
+             (hx_opt_boolean(L, 2, "sort_keys", 0) ? HX_JSON_SORT_KEYS : 0);
+  }
+}
+
+static int encode_with(lua_State *L, int depth, int flags) {
+  if (!hx_json_encode(L, 1, depth, flags))
+    return hx_fail(L, HX_BAD_REQUEST, "%s", lua_tostring(L, -1));
+  return 1;
+}
+
 static int l_encode(lua_State *L) {
   int depth, flags;
   luaL_checkany(L, 1);
-  if (!quick_encode_opts(L, &depth, &flags)) {
-    depth = check_depth(L, 2);
-    flags = (hx_opt_boolean(L, 2, "pretty", 0) ? HX_JSON_PRETTY : 0) |
-            (hx_opt_boolean(L, 2, "sort_keys", 0) ? HX_JSON_SORT_KEYS : 0);
-  }
-  if (!hx_json_encode(L, 1, depth, flags))
-    return hx_fail(L, HX_BAD_REQUEST, "%s", lua_tostring(L, -1));
+  encode_opts(L, &depth, &flags);
+  return encode_with(L, depth, flags);
+}
+
+/* encode with the options of its upvalues (depth, flags). */
+static int l_encode_fixed(lua_State *L) {
+  luaL_checkany(L, 1);
+  return encode_with(L, (int)lua_tointeger(L, lua_upvalueindex(1)),
+                     (int)lua_tointeger(L, lua_upvalueindex(2)));
+}
+
+/* json.encoder([opts]): encode with opts read once (an answer encoded on
+ * every request with the same options need not read them each time). */
+static int l_encoder(lua_State *L) {
+  int depth, flags;
+  lua_settop(L, 1);
+  lua_pushnil(L);
+  lua_insert(L, 1); /* the options where encode has them */
+  encode_opts(L, &depth, &flags);
+  lua_pushinteger(L, depth);
+  lua_pushinteger(L, flags);
+  lua_pushcclosure(L, l_encode_fixed, 2);
   return 1;
 }
 
@@ -121,8 +153,8 @@ static int l_is_array(lua_State *L) {
 }
 
 static const luaL_Reg json_funcs[] = {
-    {"decode", l_decode},     {"encode", l_encode}, {"array", l_array},
-    {"is_array", l_is_array}, {NULL, NULL},
+    {"decode", l_decode}, {"encode", l_encode},     {"encoder", l_encoder},
+    {"array", l_array},   {"is_array", l_is_array}, {NULL, NULL},
 };
 
 HX_EXPORT int luaopen_horcrux_json(lua_State *L) {

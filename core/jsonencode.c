@@ -44,6 +44,7 @@ typedef struct outbuf {
   size_t n, cap;
   lua_Alloc f;
   void *ud;
+  const void *array_mt; /* the state's array metatable (it never changes) */
 } outbuf;
 
 static const char buf_key = 0; /* its address keys the registry */
@@ -74,6 +75,9 @@ static outbuf *get_outbuf(lua_State *L) {
   b->p = NULL;
   b->n = b->cap = 0;
   b->f = lua_getallocf(L, &b->ud);
+  hx_json_push_array_mt(L);
+  b->array_mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
   if (luaL_newmetatable(L, BUF_MT)) {
     lua_pushcfunction(L, outbuf_gc);
     lua_setfield(L, -2, "__gc");
@@ -95,7 +99,7 @@ typedef struct enc {
   lua_State *L;
   outbuf *b;
   int max_depth, pretty, sort;
-  int mt; /* stack index of the array metatable */
+  const void *mt; /* the array metatable */
   int oom;
   char msg[256];
 } enc;
@@ -422,7 +426,7 @@ static int put_string(enc *e, const char *s, size_t len) {
 
 size_t hx_json_quote(char *out, const char *s, size_t n) {
   /* put_string into the caller's buffer: 6 * n + 2 bytes never grow */
-  outbuf b = {out, 0, 6 * n + 2, NULL, NULL};
+  outbuf b = {out, 0, 6 * n + 2, NULL, NULL, NULL};
   enc e;
   memset(&e, 0, sizeof e);
   e.b = &b;
@@ -641,7 +645,7 @@ static int enc_table(enc *e, int t, int depth, const seg *at) {
   if (!lua_checkstack(L, 3))
     return enc_fail(e, at, "nested too deeply for the Lua stack");
   if (lua_getmetatable(L, t)) {
-    int tagged = lua_rawequal(L, -1, e->mt);
+    int tagged = lua_topointer(L, -1) == e->mt;
     lua_pop(L, 1);
     if (tagged)
       return enc_array(e, t, (lua_Integer)lua_rawlen(L, t), depth, at);
@@ -695,9 +699,8 @@ int hx_json_encode(lua_State *L, int idx, int max_depth, int flags) {
   luaL_checkstack(L, 4, "JSON encode");
   e.b = get_outbuf(L);
   base = lua_gettop(L);
-  hx_json_push_array_mt(L);
   e.L = L;
-  e.mt = base + 1;
+  e.mt = e.b->array_mt;
   e.max_depth = hx_json_clamp_depth(max_depth);
   e.pretty = (flags & HX_JSON_PRETTY) != 0;
   e.sort = (flags & HX_JSON_SORT_KEYS) != 0;

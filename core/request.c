@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <lauxlib.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -125,15 +126,27 @@ static int push_field(lua_State *L, request *rq, const char *k, size_t n) {
   return 1;
 }
 
-/* __index(t, k): makes field k of a live request, stores it in t. The
- * upvalue is the state's map of live request tables to their requests. */
+/* The slots of request tables (request.h): registry[st->request_slots_ref]
+ * is a table with [0] = the metatable of a table whose request is over
+ * (fields it never read are nil), [2i - 1] = the metatable of slot i and
+ * [2i] = the request table in slot i, or false; st->req_slot[i - 1] is its
+ * request. A request table reaches its request through its metatable (a
+ * field would show in pairs and JSON), and is cut off it when the request
+ * ends by having its metatable swapped: neither allocates. */
+
+/* __index(t, k) of slot upvalue 2 of state upvalue 1: makes field k of the
+ * request, stores it in t. A table that took the slot's metatable by
+ * setmetatable, not its own, gets nothing. */
 static int request_index(lua_State *L) {
   if (lua_type(L, 2) != LUA_TSTRING)
     return 0;
-  lua_pushvalue(L, 1);
-  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TLIGHTUSERDATA)
-    return 0; /* the request is over */
-  request *rq = lua_touserdata(L, -1);
+  hx_state *st = lua_touserdata(L, lua_upvalueindex(1));
+  lua_Integer i = lua_tointeger(L, lua_upvalueindex(2));
+  request *rq = st->req_slot[i - 1];
+  lua_rawgeti(L, LUA_REGISTRYINDEX, st->request_slots_ref);
+  lua_rawgeti(L, -1, 2 * i);
+  if (rq == NULL || !lua_rawequal(L, -1, 1))
+    return 0;
   size_t n;
   const char *k = lua_tolstring(L, 2, &n);
   if (!push_field(L, rq, k, n))
@@ -144,36 +157,66 @@ static int request_index(lua_State *L) {
   return 1;
 }
 
-int hx_request_metatable(lua_State *L, int *live_ref) {
-  /* live = setmetatable({}, {__mode = "k"}): a table a route stashed does
-   * not stay alive for it, and its entry goes when the request ends. */
-  lua_newtable(L);
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "k");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
-  lua_createtable(L, 0, 2);
-  lua_pushvalue(L, -2);
-  lua_pushcclosure(L, request_index, 1);
-  lua_setfield(L, -2, "__index");
+/* {__name = "horcrux.request", [1] = "method", [2] = "path"}, with
+ * __index the field maker of slot i when i > 0. The names of the two
+ * fields every request table gets are kept as strings so that
+ * hx_request_push does not look them up by their C text every request. */
+static void push_metatable(lua_State *L, hx_state *st, lua_Integer i) {
+  lua_createtable(L, 2, 2);
+  if (i > 0) {
+    lua_pushlightuserdata(L, st);
+    lua_pushinteger(L, i);
+    lua_pushcclosure(L, request_index, 2);
+    lua_setfield(L, -2, "__index");
+  }
   lua_pushliteral(L, "horcrux.request");
   lua_setfield(L, -2, "__name");
-  /* The names of the two fields every request table gets, kept as strings
-   * (mt[1], mt[2]) so that hx_request_push does not look them up by their
-   * C text on every request. */
   lua_pushliteral(L, "method");
   lua_rawseti(L, -2, 1);
   lua_pushliteral(L, "path");
   lua_rawseti(L, -2, 2);
-  int mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  *live_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  return mt_ref;
 }
 
-void hx_request_push(lua_State *L, request *rq, const hx_state *st) {
+void hx_request_slots(lua_State *L, hx_state *st) {
+  lua_createtable(L, 16, 1);
+  push_metatable(L, st, 0);
+  lua_rawseti(L, -2, 0);
+  st->request_slots_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* A free slot for rq, the slots table on top of L: one that served before,
+ * else a new one (its metatable made). Raises on a memory error. */
+static lua_Integer take_slot(lua_State *L, hx_state *st, request *rq) {
+  if (st->req_nfree == 0) {
+    int n = st->req_nslots + 1;
+    request **slot = realloc(st->req_slot, (size_t)n * sizeof *slot);
+    if (slot != NULL)
+      st->req_slot = slot;
+    int *fr =
+        slot != NULL ? realloc(st->req_free, (size_t)n * sizeof *fr) : NULL;
+    if (fr == NULL)
+      luaL_error(L, "not enough memory");
+    st->req_free = fr;
+    push_metatable(L, st, n);
+    lua_rawseti(L, -2, 2 * n - 1);
+    lua_pushboolean(L, 0);
+    lua_rawseti(L, -2, 2 * n);
+    slot[n - 1] = NULL;
+    st->req_nslots = n;
+    st->req_free[st->req_nfree++] = n;
+  }
+  lua_Integer i = st->req_free[--st->req_nfree];
+  st->req_slot[i - 1] = rq;
+  rq->slot = (int)i;
+  return i;
+}
+
+void hx_request_push(lua_State *L, request *rq, hx_state *st) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, st->request_slots_ref);
+  lua_Integer i = take_slot(L, st, rq);
   /* Room for the fields a route usually reads, so they rarely rehash. */
   lua_createtable(L, 0, 8);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, st->request_mt_ref);
+  lua_rawgeti(L, -2, 2 * i - 1);
   lua_rawgeti(L, -1, 1);
   lua_pushstring(L, rq->method);
   lua_rawset(L, -4);
@@ -181,23 +224,27 @@ void hx_request_push(lua_State *L, request *rq, const hx_state *st) {
   lua_pushlstring(L, rq->path, rq->path_len);
   lua_rawset(L, -4);
   lua_setmetatable(L, -2);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, st->request_live_ref);
-  lua_pushvalue(L, -2);
-  lua_pushlightuserdata(L, rq);
-  lua_rawset(L, -3); /* live[req] = rq */
-  lua_pop(L, 1);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, -3, 2 * i); /* slots[2i] = req */
+  lua_remove(L, -2);
 }
 
-void hx_request_forget(lua_State *L, request *rq, const hx_state *st) {
-  if (rq->table_ref == LUA_NOREF)
+void hx_request_forget(lua_State *L, request *rq, hx_state *st) {
+  if (rq->slot == 0)
     return;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, st->request_live_ref);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rq->table_ref);
-  lua_pushnil(L); /* the key exists: setting it to nil allocates nothing */
-  lua_rawset(L, -3);
+  lua_Integer i = rq->slot;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, st->request_slots_ref);
+  if (lua_rawgeti(L, -1, 2 * i) == LUA_TTABLE) {
+    lua_rawgeti(L, -2, 0);
+    lua_setmetatable(L, -2);
+  }
   lua_pop(L, 1);
-  luaL_unref(L, LUA_REGISTRYINDEX, rq->table_ref);
-  rq->table_ref = LUA_NOREF;
+  lua_pushboolean(L, 0); /* the key exists: setting it allocates nothing */
+  lua_rawseti(L, -2, 2 * i);
+  lua_pop(L, 1);
+  st->req_slot[i - 1] = NULL;
+  st->req_free[st->req_nfree++] = (int)i;
+  rq->slot = 0;
 }
 
 static char *put_hex(char *p, unsigned long long v, int digits) {

@@ -6,11 +6,11 @@
  * (headers, query, args, body, id, remote, read_only, authenticated) is
  * made by the metatable's __index the first time a route reads it, then
  * stored in the table, so a route pays only for what it reads. The table
- * reaches its request through the state's map of live requests (not a
- * field of its own: pairs and JSON see only request fields), and the server
- * drops the entry when the request completes: a table a route kept (in an
- * upvalue, in a global) then answers nil for what it never read, and never
- * touches freed memory.
+ * reaches its request through its metatable, one of a slot of the state's
+ * (not a field of its own: pairs and JSON see only request fields), and the
+ * server swaps that metatable when the request completes: a table a route
+ * kept (in an upvalue, in a global) then answers nil for what it never
+ * read, and never touches freed memory.
  */
 #ifndef HORCRUX_REQUEST_H
 #define HORCRUX_REQUEST_H
@@ -33,7 +33,7 @@ typedef struct request {
   hx_state *st;
   lua_State *co; /* the thread running the route, or NULL */
   int co_ref;
-  int table_ref; /* the request table (registry), or LUA_NOREF */
+  int slot; /* its request table's slot (request.c), or 0 */
   hx_run run;
   enum phase phase;
   lua_Integer resume_value; /* set by the executor before resuming */
@@ -53,17 +53,16 @@ typedef struct request {
   char path[]; /* as MHD decoded it */
 } request;
 
-/* Builds the metatable of request tables in L and the map of live request
- * tables (*live_ref); returns the metatable's registry reference. Raises
- * on a memory error. */
-int hx_request_metatable(lua_State *L, int *live_ref);
+/* Makes the state's slots of request tables (request.c) in L. Raises on a
+ * memory error. */
+void hx_request_slots(lua_State *L, hx_state *st);
 
-/* Pushes the request table of rq (protected callers only: allocates). */
-void hx_request_push(lua_State *L, request *rq, const hx_state *st);
+/* Pushes the request table of rq and gives it a slot (protected callers
+ * only: allocates). */
+void hx_request_push(lua_State *L, request *rq, hx_state *st);
 
-/* Cuts the request table at rq->table_ref off rq and drops the reference.
- * Allocates nothing. */
-void hx_request_forget(lua_State *L, request *rq, const hx_state *st);
+/* Cuts rq's request table off rq and frees its slot. Allocates nothing. */
+void hx_request_forget(lua_State *L, request *rq, hx_state *st);
 
 /* Writes rq->id: 16 hex digits of base and n. */
 void hx_request_id(request *rq, unsigned long long base, unsigned long long n);

@@ -91,7 +91,7 @@ static _Thread_local unsigned tls_inflight;
 
 /* Protected: the host's own tables in a new state: registry[
  * HX_ASYNC_THREADS] = setmetatable({}, {__mode = "k"}) (the request
- * threads, async.h) and the metatable of request tables. */
+ * threads, async.h) and the slots of request tables (request.c). */
 static int host_tables(lua_State *L) {
   hx_state *st = lua_touserdata(L, 1);
   lua_newtable(L);
@@ -100,7 +100,7 @@ static int host_tables(lua_State *L) {
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
   lua_setfield(L, LUA_REGISTRYINDEX, HX_ASYNC_THREADS);
-  st->request_mt_ref = hx_request_metatable(L, &st->request_live_ref);
+  hx_request_slots(L, st);
   return 0;
 }
 
@@ -249,7 +249,11 @@ static enum MHD_Result send_results(request *rq, lua_State *co, int nres) {
       MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
   if (r == NULL)
     return MHD_NO;
-  if (nres >= 3 && lua_istable(co, base + 2)) {
+  if (nres >= 3 && lua_topointer(co, base + 2) == rq->st->json_headers &&
+      rq->st->json_headers != NULL) {
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            "application/json");
+  } else if (nres >= 3 && lua_istable(co, base + 2)) {
     lua_pushnil(co);
     while (lua_next(co, base + 2) != 0) {
       if (lua_type(co, -2) == LUA_TSTRING && lua_type(co, -1) == LUA_TSTRING) {
@@ -535,21 +539,22 @@ static enum MHD_Result resume(request *rq, int nargs) {
 }
 
 /* Protected: takes a thread from the state's pool and pushes on it the
- * dispatcher, the request table (also kept in the registry, so that
+ * dispatcher, the request table (in a slot of the state's, so that
  * on_completed can cut it off its request) and the number of query
  * arguments (a route that checks its query has nothing to check when 0:
- * no req.args to build). */
+ * no req.args to build), and when the request started (clock.mono_ns's
+ * clock: the dispatcher times the request from it). */
 static int prepare(lua_State *L) {
   request *rq = lua_touserdata(L, 1);
   hx_state *st = rq->st;
   rq->co = hx_state_thread(st, &rq->co_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, st->dispatch_ref);
   hx_request_push(L, rq, st);
-  lua_pushvalue(L, -1);
-  rq->table_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushinteger(L, MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND,
                                                NULL, NULL));
-  lua_xmove(L, rq->co, 3); /* dispatcher, request, nargs */
+  lua_pushinteger(L, (lua_Integer)rq->start.tv_sec * 1000000000 +
+                         rq->start.tv_nsec);
+  lua_xmove(L, rq->co, 4); /* dispatcher, request, nargs, t0 */
   return 0;
 }
 
@@ -570,7 +575,7 @@ static enum MHD_Result start(request *rq) {
     lua_pop(L, 1);
     return send_error(rq, "internal", "cannot start the route");
   }
-  return resume(rq, 2);
+  return resume(rq, 3);
 }
 
 /* ---- the guard --------------------------------------------------------- */
@@ -630,7 +635,6 @@ static request *request_new(server *srv, struct MHD_Connection *conn,
   rq->srv = srv;
   rq->conn = conn;
   rq->co_ref = LUA_NOREF;
-  rq->table_ref = LUA_NOREF;
   rq->read_only = srv->cfg.read_only;
   size_t m = strlen(method);
   if (m >= sizeof rq->method)
@@ -662,9 +666,8 @@ static int append_body(request *rq, const char *data, size_t n) {
   return 0;
 }
 
-static int declared_too_large(server *srv, struct MHD_Connection *conn) {
-  const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                               MHD_HTTP_HEADER_CONTENT_LENGTH);
+/* Whether Content-Length (cl, or NULL) is over --body-max. */
+static int declared_too_large(server *srv, const char *cl) {
   if (cl == NULL)
     return 0;
   errno = 0;
@@ -673,11 +676,9 @@ static int declared_too_large(server *srv, struct MHD_Connection *conn) {
   return errno != 0 || end == cl || n > srv->cfg.body_max;
 }
 
-/* Whether the request announces a body (a length other than 0, or a
- * chunked one). */
-static int has_body(struct MHD_Connection *conn) {
-  const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                               MHD_HTTP_HEADER_CONTENT_LENGTH);
+/* Whether the request announces a body (a Content-Length, cl, other than
+ * 0, or a chunked one). */
+static int has_body(struct MHD_Connection *conn, const char *cl) {
   if (cl != NULL && strspn(cl, "0") != strlen(cl))
     return 1;
   return MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
@@ -715,12 +716,14 @@ static enum MHD_Result send_busy(request *rq) {
  * the worker's capped Lua state until it ends. */
 static int admit(request *rq, enum MHD_Result *ret) {
   server *srv = rq->srv;
+  const char *cl = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                               MHD_HTTP_HEADER_CONTENT_LENGTH);
   if ((strcmp(rq->method, "GET") == 0 || strcmp(rq->method, "HEAD") == 0) &&
-      has_body(rq->conn)) {
+      has_body(rq->conn, cl)) {
     *ret = send_error(rq, "bad_request", "a GET or HEAD request takes no body");
     return -1;
   }
-  if (declared_too_large(srv, rq->conn)) {
+  if (declared_too_large(srv, cl)) {
     rq->too_large = 1;
     *ret = send_error(rq, "too_large", "the request body is too large");
     return -1;

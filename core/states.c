@@ -113,8 +113,7 @@ hx_state *hx_state_new(const hx_states_config *cfg, char **err) {
   st->mem_cap = cfg->memory_cap;
   st->budget = cfg->budget;
   st->dispatch_ref = LUA_NOREF;
-  st->request_mt_ref = LUA_NOREF;
-  st->request_live_ref = LUA_NOREF;
+  st->request_slots_ref = LUA_NOREF;
   st->L = lua_newstate(capped_alloc, st);
   if (st->L == NULL) {
     free(st);
@@ -251,16 +250,24 @@ void hx_push_app_opts(lua_State *L, const hx_states_config *cfg,
 }
 
 /* Protected: require("horcrux.app").load(opts); the options are built here
- * so that a memory error while building them is caught too. */
+ * so that a memory error while building them is caught too. Notes the
+ * shared headers of format.respond's common answer (st->json_headers). */
 static int load_app(lua_State *L) {
   const hx_states_config *cfg = lua_touserdata(L, 1);
   const hx_snapshot *snap = lua_touserdata(L, 2);
+  hx_state *st = lua_touserdata(L, 3);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "horcrux.app");
   lua_call(L, 1, 1);
   lua_getfield(L, -1, "load");
   hx_push_app_opts(L, cfg, snap);
   lua_call(L, 1, 1);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "horcrux.format");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "JSON_HEADERS");
+  st->json_headers = lua_istable(L, -1) ? lua_topointer(L, -1) : NULL;
+  lua_pop(L, 2);
   return 1;
 }
 
@@ -279,7 +286,8 @@ int hx_state_load_app(hx_state *st, const hx_states_config *cfg,
   lua_pushcfunction(L, load_app);
   lua_pushlightuserdata(L, (void *)cfg);
   lua_pushlightuserdata(L, (void *)snap);
-  int rc = lua_pcall(L, 2, 1, 1);
+  lua_pushlightuserdata(L, st);
+  int rc = lua_pcall(L, 3, 1, 1);
   lua_sethook(L, NULL, 0, 0);
   hx_state_disarm(st);
   st->budget = budget;
@@ -346,5 +354,7 @@ void hx_state_close(hx_state *st) {
     return;
   if (st->L != NULL)
     lua_close(st->L);
+  free(st->req_slot);
+  free(st->req_free);
   free(st);
 }

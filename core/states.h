@@ -68,9 +68,16 @@ struct hx_state {
   lua_State *volatile running; /* the thread running its Lua code now (the
                                   tick hooks it: states_budget.c) */
   int dispatch_ref;
-  int request_mt_ref;   /* the host's metatable of request tables */
-  int request_live_ref; /* live request tables -> their requests */
-  int nthreads;         /* threads in the pool, free to run a request */
+  /* the slots of request tables (request.c): their table in the
+   * registry, the request in each, the free ones */
+  int request_slots_ref;
+  struct request **req_slot;
+  int *req_free;
+  int req_nslots, req_nfree;
+  /* format.JSON_HEADERS: a route's answer with these headers is sent with
+   * Content-Type application/json, the table not walked (server.c) */
+  const void *json_headers;
+  int nthreads; /* threads in the pool, free to run a request */
   struct {
     lua_State *co;
     int ref; /* anchors it in the registry */

@@ -296,8 +296,13 @@ static int l_bump(lua_State *L) {
   lua_Integer h[8];
   double v[8];
   for (int i = 0; i < n; i++) {
-    h[i] = luaL_checkinteger(L, 2 * i + 1);
-    v[i] = luaL_checknumber(L, 2 * i + 2);
+    int isint, isnum; /* the luaL_check* calls only to raise */
+    h[i] = lua_tointegerx(L, 2 * i + 1, &isint);
+    v[i] = lua_tonumberx(L, 2 * i + 2, &isnum);
+    if (!isint)
+      luaL_checkinteger(L, 2 * i + 1);
+    if (!isnum)
+      luaL_checknumber(L, 2 * i + 2);
   }
   pthread_mutex_lock(&mu);
   for (int i = 0; i < n && ok; i++) {

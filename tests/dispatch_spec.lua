@@ -119,6 +119,21 @@ route("GET", "/thing/:id", function(req) return 200, { id = req.params.id } end)
     assert.are.equal(200, s)
     assert.are.same({ id = "7" }, b)
   end)
+
+  it("gives a table answer the shared, read-only JSON headers", function()
+    local format = require "horcrux.format"
+    local s, _, h = call("GET", "/thing/7")
+    assert.are.equal(200, s)
+    assert.are.equal(format.JSON_HEADERS, h)
+    assert.are.equal("application/json", h["Content-Type"])
+    local seen = {}
+    for k, v in pairs(h) do
+      seen[k] = v
+    end
+    assert.are.same({ ["Content-Type"] = "application/json" }, seen)
+    assert.has_error(function() h["X-Mine"] = "1" end)
+    assert.is_nil(rawget(h, "X-Mine"))
+  end)
 end)
 
 describe("horcrux.app loading routes.lua", function()

@@ -32,9 +32,26 @@ describe("horcrux.json", function()
   it("exposes null, the array metatable and the functions", function()
     assert.are.equal("userdata", type(json.null))
     assert.are.equal("table", type(json.array_mt))
-    for _, f in ipairs({ "decode", "encode", "array", "is_array" }) do
+    for _, f in ipairs({ "decode", "encode", "encoder", "array", "is_array" }) do
       assert.are.equal("function", type(json[f]))
     end
+  end)
+
+  it("encoder(opts) encodes as encode(value, opts) does, its options read once", function()
+    local opts = { sort_keys = true }
+    local enc = json.encoder(opts)
+    opts.sort_keys, opts.pretty = false, true -- read once: no effect
+    local v = { b = 1, a = { 2, 3 }, c = "x" }
+    assert.are.equal(json.encode(v, { sort_keys = true }), enc(v))
+    assert.are.equal('{"a":[2,3],"b":1,"c":"x"}', enc(v))
+    assert.are.equal(json.encode(v, { pretty = true, sort_keys = true }),
+      json.encoder({ pretty = true, sort_keys = true })(v))
+    assert.are.equal("[]", json.encoder()(json.array()))
+    local text, msg, kind = enc({ [1.5] = true })
+    assert.is_nil(text)
+    assert.truthy(msg:find("not an integer", 1, true), msg)
+    assert.are.equal("bad_request", kind)
+    assert.has_error(function() json.encoder({ pretty = "yes" }) end)
   end)
 
   describe("decode", function()

@@ -188,17 +188,12 @@ local function check_query(req, spec)
   req.query = q
 end
 
---- The dispatcher of a loaded set of routes: dispatch(req [, nargs]) ->
--- status, body (a string), headers; nargs: how many query arguments the
--- request has, when the caller knows (the host does). A failure a route
--- raises (horcrux.errors) is answered as errors.answer says; any other
--- error, or an answer format.respond refuses, is a 500 with the request id,
--- the traceback in the log.
-local function dispatcher(routes, format)
-  local respond = format.respond
-  local traceback = debug.traceback
-  local is_stream = require("horcrux.hub").is_stream
-
+--- The answers the dispatcher gives when no route answers, with respond
+-- (format.respond): unrouted(req, why, allow) -- 404, or 405 with Allow;
+-- failed(req, err) -- a failure a route raised (horcrux.errors) as
+-- errors.answer says, anything else a 500 with the request id, logged.
+-- Either gives a 500 when format.respond refuses.
+local function answerers(respond)
   local function fail(req, err)
     log.error("id=%s %s %s: %s", req.id, req.method, req.path, tostring(err))
     local status, body = errors.answer("internal",
@@ -206,6 +201,45 @@ local function dispatcher(routes, format)
       { request_id = req.id })
     return respond(status, body)
   end
+
+  local function answer(req, status, body, headers)
+    local ok, s, b, h = pcall(respond, status, body, headers)
+    if not ok then
+      return fail(req, s)
+    end
+    return s, b, h
+  end
+
+  local function unrouted(req, why, allow)
+    if why == "method_not_allowed" then
+      local status, body = errors.answer("method_not_allowed", req.method ..
+        " is not allowed on " .. req.path .. "; allowed: " .. allow)
+      return answer(req, status, body, { Allow = allow })
+    end
+    return answer(req, errors.answer("not_found", "no route for " .. req.path))
+  end
+
+  local function failed(req, err)
+    if errors.is(err) then
+      return answer(req, errors.answer(err))
+    end
+    return fail(req, err)
+  end
+
+  return unrouted, failed
+end
+
+--- The dispatcher of a loaded set of routes: dispatch(req [, nargs [, t0]])
+-- -> status, body (a string), headers; nargs: how many query arguments the
+-- request has, t0: when it started (clock.mono_ns), when the caller knows
+-- (the host does). A failure a route raises (horcrux.errors) is answered
+-- as errors.answer says; any other error, or an answer format.respond
+-- refuses, is a 500 with the request id, the traceback in the log.
+local function dispatcher(routes, format)
+  local respond = format.respond
+  local traceback = debug.traceback
+  local is_stream = require("horcrux.hub").is_stream
+  local unrouted, failed = answerers(respond)
 
   --- What runs protected for each request: the query check (nargs is the
   -- number of query arguments when the host knows it: with none there is
@@ -223,49 +257,30 @@ local function dispatcher(routes, format)
     return respond(status, body, headers)
   end
 
-  local function answer(req, status, body, headers)
-    local ok, s, b, h = pcall(respond, status, body, headers)
-    if not ok then
-      return fail(req, s)
-    end
-    return s, b, h
-  end
-
-  local function dispatch(req, nargs, r, params, allow)
-    if not r then
-      if params == "method_not_allowed" then
-        local status, body = errors.answer("method_not_allowed", req.method ..
-          " is not allowed on " .. req.path .. "; allowed: " .. allow)
-        return answer(req, status, body, { Allow = allow })
-      end
-      return answer(req, errors.answer("not_found", "no route for " .. req.path))
-    end
-    req.params = params
-    local ok, status, body, headers = xpcall(run, traceback, r, req, nargs)
-    if ok then
-      return status, body, headers
-    end
-    if errors.is(status) then
-      return answer(req, errors.answer(status))
-    end
-    return fail(req, status)
-  end
-
   -- Every request counted by route pattern and status, and timed
   -- (horcrux.prometheus): the pattern, not the path, so the series stay few.
   -- A route without parameters is found by two lookups here (what
   -- routes:match does first), without the method call.
   local exact, no_params = routes.exact, router.NO_PARAMS
   local request_metrics = prometheus.request -- never raises
-  return function(req, nargs)
-    local t0 = mono_ns()
+  return function(req, nargs, t0)
+    t0 = t0 or mono_ns()
     local method, path = req.method, req.path
     local by = exact[path]
     local r, params, allow = by and by[method], no_params
     if not r then
       r, params, allow = routes:match(method, path)
     end
-    local status, body, headers = dispatch(req, nargs, r, params, allow)
+    local ok, status, body, headers
+    if r then
+      req.params = params
+      ok, status, body, headers = xpcall(run, traceback, r, req, nargs)
+      if not ok then
+        status, body, headers = failed(req, status)
+      end
+    else
+      status, body, headers = unrouted(req, params, allow)
+    end
     request_metrics(r and r.pattern, method, status, (mono_ns() - t0) / 1e9)
     return status, body, headers
   end
@@ -273,7 +288,7 @@ end
 
 --- Loads format.lua, fallback.lua, policy.lua, hooks.lua (checked only: the
 -- hooks thread runs it) and routes.lua; returns
--- dispatch(req [, nargs]) and the router.
+-- dispatch(req [, nargs [, t0]]) and the router.
 function M.load(opts)
   local format = require("horcrux.format").check(load_module("format", opts))
   local order = M.check_sources(load_module("fallback", opts))

@@ -55,7 +55,7 @@ local function declare()
   telemetry.counter("horcrux_http_requests_total",
     "Requests answered, by route pattern, method and status.")
   telemetry.histogram("horcrux_http_request_duration_seconds",
-    "Time from a request's dispatch to its answer, by route pattern.",
+    "Time from a request's start (its head read) to its answer, by route pattern.",
     DURATION_BUCKETS)
   telemetry.histogram("horcrux_collector_round_duration_seconds",
     "Wall time of a collector round (list or events, then sampling).",
