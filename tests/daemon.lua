@@ -50,15 +50,8 @@ local function run(argv, opts)
   return r
 end
 
-local function read_file(path)
-  local f = io.open(path, "r")
-  if not f then
-    return ""
-  end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+-- a file's text, "" when it cannot be read
+local read_file = require("http").read_file
 
 --- Whether a private dockerd can be started here: true, or false and why.
 function M.available()

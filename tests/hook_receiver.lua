@@ -18,15 +18,8 @@ local M = {}
 local Receiver = {}
 Receiver.__index = Receiver
 
-local function read_file(path)
-  local f = io.open(path, "r")
-  if not f then
-    return ""
-  end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+-- a file's text, "" when it cannot be read
+local read_file = require("http").read_file
 
 -- Waits up to 10 s for a line of the receiver's output that `pattern`
 -- (anchored at a line's start) matches; its captures, or raises.

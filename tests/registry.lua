@@ -35,15 +35,8 @@ local function write(path, text)
   f:close()
 end
 
-local function read(path)
-  local f = io.open(path, "r")
-  if not f then
-    return ""
-  end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+-- a file's text, "" when it cannot be read
+local read = require("http").read_file
 
 function M.available()
   if not proc.which(M.BIN) then
