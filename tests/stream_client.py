@@ -10,9 +10,10 @@
   stream_client.py ws-late URL SECONDS LATE
       the same with a 4 KiB receive buffer, reading nothing for LATE seconds
       first (the server's sends go out in parts), then for SECONDS.
-  stream_client.py slow URL SECONDS
-      connects with a 4 KiB receive buffer, reads nothing for SECONDS, then
-      reads to the end and prints the last 600 bytes (JSON: {"tail", "eof"}).
+  stream_client.py slow URL SECONDS [GOFILE]
+      connects with a 4 KiB receive buffer, reads nothing until GOFILE exists
+      (or for SECONDS), then reads to the end (at most 10 s, 5 s of silence)
+      and prints the last 600 bytes (JSON: {"tail", "eof"}).
 """
 import http.client
 import json
@@ -103,7 +104,7 @@ def ws(url, seconds, late=0.0):
     os._exit(0)
 
 
-def slow(url, seconds):
+def slow(url, seconds, gofile=None):
     u = urllib.parse.urlsplit(url)
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -111,12 +112,16 @@ def slow(url, seconds):
     s.sendall(("GET %s HTTP/1.1\r\nHost: %s:%d\r\n\r\n"
                % (u.path + ("?" + u.query if u.query else ""), u.hostname,
                   u.port)).encode())
-    time.sleep(seconds)
+    # the spec says when: a fixed sleep raced the events it waits for
+    deadline = time.time() + seconds
+    while time.time() < deadline and not (gofile and os.path.exists(gofile)):
+        time.sleep(0.05)
     s.settimeout(5)
     buf = b""
     eof = False
+    stop = time.time() + 10  # a stream that is not dropped never ends
     try:
-        while True:
+        while time.time() < stop:
             d = s.recv(65536)
             if not d:
                 eof = True
@@ -140,7 +145,7 @@ def main():
     elif mode == "ws-late":
         ws(url, seconds, float(sys.argv[4]))
     else:
-        slow(url, seconds)
+        slow(url, seconds, sys.argv[4] if len(sys.argv) > 4 else None)
 
 
 if __name__ == "__main__":
