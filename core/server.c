@@ -245,8 +245,10 @@ static enum MHD_Result send_results(request *rq, lua_State *co, int nres) {
            rq->id);
     return send_error(rq, "internal", "bad response from the dispatcher");
   }
+  /* Not copied: the body stays on the route's thread, which is released
+   * when the request has ended (on_completed), after its last byte went. */
   struct MHD_Response *r =
-      MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+      MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_PERSISTENT);
   if (r == NULL)
     return MHD_NO;
   if (nres >= 3 && lua_topointer(co, base + 2) == rq->st->json_headers &&
@@ -476,9 +478,7 @@ static enum MHD_Result answer_late(request *rq, lua_State *co, int rc,
                                    int nres) {
   char msg[400];
   if (rc == LUA_OK && nres >= 1 && lua_tointeger(co, -nres) == 504) {
-    enum MHD_Result ret = send_results(rq, co, nres);
-    release_thread(rq);
-    return ret;
+    return send_results(rq, co, nres); /* the thread holds the body */
   }
   if (rc != LUA_OK)
     hx_log("error", "id=%s %s %s: failed after its deadline: %s", rq->id,
@@ -533,9 +533,9 @@ static enum MHD_Result resume(request *rq, int nargs) {
   if (nres >= 1 && lua_type(co, -nres) == LUA_TUSERDATA &&
       hx_stream_test(co, -nres) != NULL)
     return answer_stream(rq, co, nres);
-  ret = send_results(rq, co, nres);
-  release_thread(rq);
-  return ret;
+  /* The thread is released with the request (detach_state): its stack
+   * holds the body MHD sends from. */
+  return send_results(rq, co, nres);
 }
 
 /* Protected: takes a thread from the state's pool and pushes on it the

@@ -290,6 +290,52 @@ describe("horcrux serve route threads", function()
     end
   end)
 
+  it("sends a large body whole to a slow reader while other requests collect garbage", function()
+    -- MHD sends the body from the route's string, not a copy: the string
+    -- must live until the last byte went, whatever runs meanwhile on the
+    -- worker (under ASan a freed body would fail here).
+    local dir = copy_routes([[
+route("GET", "/big", function()
+  return 200, string.rep("0123456789abcdef", 256 * 1024) -- 4 MiB, new
+end)
+route("GET", "/gc", function()
+  collectgarbage("collect")
+  return 200, { ok = true }
+end)
+]])
+    local srv = http.start({ scripts = dir, args = { "--workers", "1" } })
+    finally(function() srv:stop() end)
+    local out = os.tmpname()
+    local reader = assert(proc.spawn({ "python3", "-c", [[
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+buf = b""
+while True:
+    d = s.recv(4096)
+    if not d:
+        break
+    buf += d
+    if len(buf) < 1 << 20:
+        time.sleep(0.002)
+head, _, body = buf.partition(b"\r\n\r\n")
+ok = body == b"0123456789abcdef" * (256 * 1024)
+print(len(body), "intact" if ok else "damaged")
+]], tostring(srv.port) }, { stdout = out, stderr = out }))
+    -- while it reads: collections and other answers on the same worker
+    for _ = 1, 20 do
+      assert.are.equal(200, assert(http.get(srv.url .. "/gc")).status)
+      clock.sleep(0.05)
+    end
+    local st = reader:wait(60)
+    assert.are.equal(0, st and st.status, http.read_file(out))
+    assert.are.equal(tostring(4 * 1024 * 1024) .. " intact",
+      http.read_file(out):match("^(%d+ %a+)"))
+    os.remove(out)
+  end)
+
   it("stops every runaway route on a worker whose threads are reused", function()
     -- One worker: the requests below run on the threads of one state. A
     -- thread the budget stopped must not come back with hooks off.
