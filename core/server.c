@@ -247,8 +247,8 @@ static enum MHD_Result send_results(request *rq, lua_State *co, int nres) {
   }
   /* Not copied: the body stays on the route's thread, which is released
    * when the request has ended (on_completed), after its last byte went. */
-  struct MHD_Response *r =
-      MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_PERSISTENT);
+  struct MHD_Response *r = MHD_create_response_from_buffer(
+      len, (void *)body, MHD_RESPMEM_PERSISTENT);
   if (r == NULL)
     return MHD_NO;
   if (nres >= 3 && lua_topointer(co, base + 2) == rq->st->json_headers &&
