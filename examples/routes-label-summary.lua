@@ -19,7 +19,7 @@ route("GET", "/api/labels/:label/summary", { query = {} }, function(req)
   for _, c in ipairs(all) do
     out.states[c.status] = (out.states[c.status] or 0) + 1
   end
-  local running = check(filters.stats(f, check(live.all())))
+  local running = check(live.stats_matching(f))
   for _, r in ipairs(running) do
     out.cpu_usage_percent = out.cpu_usage_percent + (tonumber(r.cpu_usage_percent) or 0)
     out.memory_usage_bytes = out.memory_usage_bytes + (tonumber(r.memory_usage_bytes) or 0)

@@ -137,7 +137,7 @@ route("GET", "/api/stats", function(req)
   if text then
     return 200, text, { ["Content-Type"] = "application/json" }
   end
-  return 200, (check(filters.stats(f, check(hx.live.all()))))
+  return 200, (check(hx.live.stats_matching(f)))
 end)
 
 -- Prometheus: the containers under cAdvisor's names and horcrux's own

@@ -469,15 +469,21 @@ end
 -- says what f needs -- and a matching running container that `all` lacks
 -- (started since the collector's last round) is sampled now; when none
 -- can say, match() decides from what the live view knows of each
--- (view.meta: name, image, status, labels and networks).
+-- (view.meta: name, image, status, labels and networks). `all` nil:
+-- nothing is sampled yet, so only the matches are; nil (no reason) when no
+-- source can say which match, and the caller samples all and asks again.
 function M.stats(f, all, sources)
   if M.none(f) then
     return all
   end
   if require("horcrux.live").trusted() then
-    return M.stats_from_view(f, all, sources)
+    return M.stats_from_view(f, all or {}, sources)
   end
   local list, why = running_matches(f, sources)
+  if not list and all == nil then
+    return nil
+  end
+  all = all or {}
   if not list then
     local out, msg = from_view(f, all)
     if not out then

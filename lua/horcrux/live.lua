@@ -215,6 +215,29 @@ function M.stats_json(f)
     .. table.concat(more, ",") .. "]"
 end
 
+--- GET /api/stats when stats_json cannot answer: the records of the
+-- running containers that match f (horcrux.filters). Before the
+-- collector's first round (the view holds nothing) a filter samples only
+-- the containers it matches, not every one: a label picking a tenth of
+-- 1,000 containers waited 5.6 s for all of them.
+function M.stats_matching(f, sources)
+  local filters = require "horcrux.filters"
+  if filters.none(f) then
+    return M.all(sources)
+  end
+  if view.count() == 0 then
+    local out, err, kind = filters.stats(f, nil, sources)
+    if out or err then
+      return out, err, kind
+    end
+  end
+  local all, err, kind, tried = M.all(sources)
+  if not all then
+    return nil, err, kind, tried
+  end
+  return filters.stats(f, all, sources)
+end
+
 --- The records of every running container, as a JSON array.
 function M.all(sources)
   if view.count() > 0 then
