@@ -12,7 +12,7 @@ so the streams are same-origin) opens an EventSource and a WebSocket on
 /api/containers/<busy>/stats/stream and an EventSource on
 /api/containers/<logs>/logs?follow=1, and reports what each received:
 {"sse": [{t, cpu}], "ws": [{t, cpu}], "logs": [line], "end": reason,
-"errors": [...]}.
+"errors": [{what, t, state, after}]}.
 """
 import json
 import shutil
@@ -27,12 +27,16 @@ new Promise(resolve => {
   const es = new EventSource(base + %(busy)s + '/stats/stream');
   es.addEventListener('stats', e => out.sse.push(
     {t: Date.now() / 1000, cpu: JSON.parse(e.data).cpu_usage_percent}));
-  es.onerror = () => out.errors.push('stats EventSource');
+  // an error says when, the state it left (0: reconnecting, 2: closed)
+  // and how many messages had come
+  const fail = (what, src, n) => () => out.errors.push(
+    {what: what, t: Date.now() / 1000, state: src.readyState, after: n()});
+  es.onerror = fail('stats EventSource', es, () => out.sse.length);
   const ws = new WebSocket(location.origin.replace(/^http/, 'ws') + base +
     %(busy)s + '/stats/stream');
   ws.onmessage = e => out.ws.push(
     {t: Date.now() / 1000, cpu: JSON.parse(e.data).cpu_usage_percent});
-  ws.onerror = () => out.errors.push('WebSocket');
+  ws.onerror = fail('WebSocket', ws, () => out.ws.length);
   const logs = new EventSource(base + %(logs)s + '/logs?follow=1');
   logs.addEventListener('log', e => out.logs.push(JSON.parse(e.data).line));
   logs.addEventListener('end', e => {
