@@ -129,7 +129,12 @@ describe("sources on the real engine", function()
             local lo = cg_source.record(id, before, nil)[k]
             assert.is_true(api[k] >= lo * 0.99 and api[k] <= rec[k] * 1.01,
               ("%s: api %d outside [%d, %d]"):format(k, api[k], lo, rec[k]))
-            assert_near(rec[k], api[k], 0.01, k)
+            -- with no packet in the window, the same count; a packet in it
+            -- (the bridge carries other containers' ARP and neighbour
+            -- discovery: 266 -> 426 bytes once) leaves only the bracket
+            if lo == rec[k] then
+              assert_near(rec[k], api[k], 0.01, k)
+            end
           end
           assert.equal(api.block_read_bytes, rec.block_read_bytes)
           assert.equal(api.block_write_bytes, rec.block_write_bytes)
