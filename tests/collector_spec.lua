@@ -403,6 +403,37 @@ describe("collector", function()
       assert.equal("events", collector.step(state).followed)
     end)
 
+  it("says the view is not trusted as soon as the events fail, before it lists",
+    function()
+      -- the list after a failed follow may wait on a stalled daemon for as
+      -- long as its calls may take: meanwhile nothing may answer from the
+      -- view as if it were followed (fault_stall_spec once saw "view")
+      local id = support.run_container { name = "coll-trust" }
+      finally(function() support.remove(id) end)
+      local fail, seen = false, {}
+      local api = api_over {
+        events = function(...)
+          if fail then
+            return nil, "docker: broken on purpose", "server"
+          end
+          return api_source.events(...)
+        end,
+        containers = function(...)
+          seen[#seen + 1] = (view.status() or {}).trusted
+          return api_source.containers(...)
+        end,
+      }
+      local state = collector.new { sources = {
+        sources = { api, cg_source, cli_source } } }
+      assert.equal("list", collector.step(state).followed)
+      assert.equal("events", collector.step(state).followed)
+      assert.is_true(view.status().trusted)
+      fail, seen = true, {}
+      assert.equal("list", collector.step(state).followed)
+      assert.same({ false }, seen)
+      assert.is_true(view.status().trusted) -- listed again: followed anew
+    end)
+
   it("gives, once, an event that entered the daemon's buffer after a query "
     .. "that covered its time", function()
       -- The daemon stamps an event, then adds it to the buffer a query

@@ -538,6 +538,12 @@ local function follow_events(state, summary)
     say(state, "events", "warn", ("cannot follow the engine's events (%s); "
       .. "listing instead"):format(tostring(ok and n or evs)))
     state.trusted = false
+    -- said at once, not at the round's end: the list that follows may wait
+    -- on the same daemon for as long as its calls may take, and until then
+    -- the routes would answer from a view nobody follows
+    if view.set_status then
+      view.set_status({ trusted = false })
+    end
     return false
   end
   quiet(state, "events")
