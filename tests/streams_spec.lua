@@ -322,8 +322,10 @@ except websocket.WebSocketBadStatusException as e:
 
   it("keeps streams open across a reload and closes them on SIGTERM", function()
     local srv = http.start({ args = { "--interval", "0.3" } })
-    local s = client("sse", srv.url .. "/api/stats/stream", 8)
-    local w = client("ws", srv.url:gsub("^http", "ws") .. "/api/events/stream", 8)
+    -- 30 s: both end when the server closes them; a shorter window could
+    -- end first on a loaded machine (other specs' events come here too)
+    local s = client("sse", srv.url .. "/api/stats/stream", 30)
+    local w = client("ws", srv.url:gsub("^http", "ws") .. "/api/events/stream", 30)
     clock.sleep(0.8)
     srv:signal("HUP")
     assert.truthy(until_true(3, function()
