@@ -273,6 +273,30 @@ hx_remove_labelled() {
   timeout 120 docker rm -f -v $ids >/dev/null
 }
 
+# hx_sweep_daemon_roots [GLOB]: removes the roots of private dockerds that
+# specs start (tests/daemon.lua: /tmp/hxd.XXXXXX, GLOB's default) left by a
+# run that was killed: those whose dockerd (the pid in ROOT/docker.pid) is
+# gone and that are older than 10 minutes (a spec of another run may be
+# starting one: mktemp, then dockerd writes its pid). Mounts under a root
+# are unmounted (lazily) first, and rm stays on the root's file system.
+# Prints the roots removed.
+hx_sweep_daemon_roots() {
+  local glob=${1:-/tmp/hxd.*} d pid m
+  for d in $glob; do
+    [ -d "$d" ] && [ ! -L "$d" ] || continue
+    pid=$(cat "$d/docker.pid" 2>/dev/null || true)
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then continue; fi
+    [ -n "$(find "$d" -maxdepth 0 -mmin +10)" ] || continue
+    # deepest first; /proc/self/mounts escapes a space as \040
+    awk -v r="$d/" 'substr($2, 1, length(r)) == r { print length($2), $2 }' /proc/self/mounts |
+      sort -rn | cut -d' ' -f2- | while read -r m; do
+      umount -l "$(printf '%b' "$m")" 2>/dev/null || true
+    done
+    rm -rf --one-file-system "$d" 2>/dev/null || true
+    [ -e "$d" ] || printf '%s\n' "$d"
+  done
+}
+
 # The image that test and bench containers run: tests/image/Dockerfile with
 # the host's static busybox, built in a context of its own under WORKDIR
 # (nothing is copied into the repo).

@@ -44,4 +44,36 @@ describe("scripts/lib.sh", function()
       assert.is_truthy(out:find("other alive", 1, true), out)
       assert.is_truthy(out:find("done", 1, true), out)
     end)
+  -- A killed run leaves its private dockerd's root (/tmp/hxd.*) behind;
+  -- scripts/test sweeps those whose daemon is gone, and no other.
+  it("hx_sweep_daemon_roots removes the roots whose dockerd is gone, and only those",
+    function()
+      local out = bash([[
+        set -u
+        source scripts/lib.sh
+        top=$(mktemp -d "${TMPDIR:-/tmp}/hxsweep.XXXXXX")
+        sleep 120 & live=$!
+        sleep 0 & dead=$!; wait "$dead"
+        mkdir -p "$top"/r.gone/data/m "$top"/r.live "$top"/r.new "$top"/r.dead
+        mount -t tmpfs hxsweep "$top/r.gone/data/m"  # a mount left under it
+        echo x >"$top/r.gone/data/m/f"
+        echo "$live" >"$top/r.live/docker.pid"
+        echo "$dead" >"$top/r.dead/docker.pid"
+        for r in gone live dead; do touch -d '-20 minutes' "$top/r.$r"; done
+        hx_sweep_daemon_roots "$top/r.*" | sed "s|^$top/|removed |"
+        for r in gone live new dead; do [ -d "$top/r.$r" ] && echo "kept r.$r"; done
+        grep -q " $top/" /proc/self/mounts && echo "a mount is left"
+        kill "$live"; wait "$live" 2>/dev/null
+        umount "$top/r.gone/data/m" 2>/dev/null
+        rm -rf "$top"
+        echo done
+      ]])
+      local lines = {}
+      for l in out:gmatch("[^\n]+") do
+        lines[#lines + 1] = l
+      end
+      table.sort(lines)
+      assert.same({ "done", "kept r.live", "kept r.new", "removed r.dead",
+        "removed r.gone" }, lines)
+    end)
 end)
