@@ -283,7 +283,7 @@ hx_remove_labelled() {
 hx_sweep_daemon_roots() {
   local glob=${1:-/tmp/hxd.*} d pid m
   for d in $glob; do
-    [ -d "$d" ] && [ ! -L "$d" ] || continue
+    if [ ! -d "$d" ] || [ -L "$d" ]; then continue; fi
     pid=$(cat "$d/docker.pid" 2>/dev/null || true)
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then continue; fi
     [ -n "$(find "$d" -maxdepth 0 -mmin +10)" ] || continue
