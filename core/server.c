@@ -36,6 +36,7 @@
 #include "request.h"
 #include "static.h"
 #include "stream.h"
+#include "wsproto.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -580,6 +581,31 @@ static enum MHD_Result start(request *rq) {
 
 /* ---- the guard --------------------------------------------------------- */
 
+/* The token rule (guard.h): the Authorization header, or for a WebSocket
+ * upgrade without one, the token its protocols carry (wsproto.h: a browser's
+ * WebSocket can send nothing else). */
+static const char *token_check(request *rq, const char **msg) {
+  server *srv = rq->srv;
+  char from_ws[512];
+  const char *auth = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_AUTHORIZATION);
+  if (auth == NULL && hx_stream_wants_websocket(rq->conn)) {
+    int got =
+        hx_ws_bearer(MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+                                                 "Sec-WebSocket-Protocol"),
+                     from_ws, sizeof from_ws);
+    if (got < 0) {
+      *msg = "the " HX_WS_BEARER_PREFIX " protocol must hold the token in "
+             "base64url without padding";
+      return "unauthorized";
+    }
+    if (got > 0)
+      auth = from_ws;
+  }
+  return hx_token_check(&srv->cfg, srv->token_everywhere, rq->method, auth,
+                        &rq->authenticated, msg);
+}
+
 /* 0 when the request may go on; else the response is queued. Runs on the
  * access handler's first call: a refused request's body is never read.
  * The Host is checked first: a page that reached the server through DNS
@@ -610,11 +636,7 @@ static int guard(request *rq, const char *version, enum MHD_Result *ret) {
     return 0;
   }
   if (refused == NULL)
-    refused = hx_token_check(
-        &srv->cfg, srv->token_everywhere, rq->method,
-        MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
-                                    MHD_HTTP_HEADER_AUTHORIZATION),
-        &rq->authenticated, &msg);
+    refused = token_check(rq, &msg);
   if (refused == NULL)
     return 0;
   *ret = send_error(rq, refused, msg);

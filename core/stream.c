@@ -36,6 +36,7 @@
 #include "cors.h"
 #include "follow.h"
 #include "server.h"
+#include "wsproto.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -691,6 +692,11 @@ static enum MHD_Result ws_respond(struct MHD_Connection *conn, const char *id,
   }
   MHD_add_response_header(r, MHD_HTTP_HEADER_UPGRADE, "websocket");
   MHD_add_response_header(r, "Sec-WebSocket-Accept", accept);
+  /* a page that sent its token in its protocols (wsproto.h) */
+  if (hx_ws_offers(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                               "Sec-WebSocket-Protocol"),
+                   HX_WS_PROTOCOL))
+    MHD_add_response_header(r, "Sec-WebSocket-Protocol", HX_WS_PROTOCOL);
   MHD_add_response_header(r, "X-Request-Id", id);
   *status = 101;
   enum MHD_Result ret =

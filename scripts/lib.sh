@@ -110,7 +110,7 @@ hx_build() {
 # hx_build_fuzz DIR [TARGET...]: the libFuzzer harnesses of tests/fuzz
 # (clang, ASan + UBSan) into DIR; default every target.
 HX_FUZZ_TARGETS=(json cgroup router logs manage streams hookq objects follow view netlink
-  history)
+  history wsproto)
 hx_build_fuzz() {
   local dir=$1 targets
   shift

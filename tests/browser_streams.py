@@ -15,10 +15,9 @@ so the streams are same-origin) opens an EventSource and a WebSocket on
 "errors": [{what, t, state, after}]}.
 """
 import json
-import shutil
 import sys
 
-from dashboard import start_browser
+from dashboard import eval_on_page
 
 JS = """
 new Promise(resolve => {
@@ -51,19 +50,9 @@ new Promise(resolve => {
 
 def main():
     a = json.loads(sys.argv[1])
-    p, prof, cdp = start_browser()
-    try:
-        cdp.open(a["url"] + "/")
-        out = cdp.eval(JS % {"busy": json.dumps(a["busy"]),
-                             "logs": json.dumps(a["logs"]),
-                             "ms": int(a["seconds"] * 1000)})
-    except Exception as e:  # reported to the spec, which fails
-        out = {"error": str(e)}
-    finally:
-        p.kill()
-        p.wait()
-        shutil.rmtree(prof, ignore_errors=True)
-    json.dump(out, sys.stdout)
+    json.dump(eval_on_page(a["url"] + "/", JS % {
+        "busy": json.dumps(a["busy"]), "logs": json.dumps(a["logs"]),
+        "ms": int(a["seconds"] * 1000)}), sys.stdout)
 
 
 if __name__ == "__main__":

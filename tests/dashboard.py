@@ -124,6 +124,22 @@ def start_browser():
     return p, prof, cdp
 
 
+def eval_on_page(url, expr):
+    """Opens url in a browser of its own, evaluates expr there (a promise is
+    awaited) and returns its value, or {"error": why}; the browser is
+    stopped and its profile removed whatever happens."""
+    p, prof, cdp = start_browser()
+    try:
+        cdp.open(url)
+        return cdp.eval(expr)
+    except Exception as e:  # reported to the spec, which fails
+        return {"error": str(e)}
+    finally:
+        p.kill()
+        p.wait()
+        shutil.rmtree(prof, ignore_errors=True)
+
+
 ROW = ("[...document.querySelectorAll('#containers tbody tr')]"
        ".find(tr => tr.querySelector('td.name button')?.textContent === %s)")
 

@@ -208,6 +208,14 @@ describe("exec against the real engine", function()
     out = json.decode(terminal(srv, id, "cmd=" .. ('["sh","-i"]'):gsub("[%[%]\",]",
       function(c) return ("%%%02X"):format(c:byte()) end), "echo"))
     assert.are.same({ event = "exit", exit_code = 5 }, out.last)
+    -- the token in the offered protocols, as a browser's WebSocket sends it
+    out = json.decode(terminal(srv, id, "cmd=sh", "echo", "proto:" .. ms.TOKEN))
+    assert.are.same({ event = "exit", exit_code = 5 }, out.last)
+    -- a wrong one: the route's own rule, as for a wrong header (401)
+    assert.are.equal("401", terminal(srv, id, "cmd=sh", "status",
+      "proto:" .. ms.TOKEN .. "-not"))
+    assert.are.equal("401", terminal(srv, id, "cmd=sh", "status",
+      ms.TOKEN .. "-not"))
   end)
 
   it("refuses a terminal in read-only mode, privileged, unlabelled, without the token", function()

@@ -6,9 +6,12 @@
       {"out": what came back, "last": the last text message, "close": the
       close code}
     MODE "status": prints the HTTP status of a refused upgrade (or "open")
+    TOKEN "proto:<token>": the token in the offered protocols, as a browser's
+      WebSocket sends it, instead of Authorization
     MODE "drop": opens, reads the prompt, then closes the TCP socket without
       a close frame; prints "dropped"
 """
+import base64
 import json
 import sys
 import time
@@ -17,16 +20,22 @@ import websocket
 
 url, token, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 headers = ["Authorization: Bearer " + token] if token else []
+protocols = None
+if token.startswith("proto:"):  # as a browser sends it (README "Security")
+    b64 = base64.urlsafe_b64encode(token[6:].encode()).decode().rstrip("=")
+    headers, protocols = [], ["horcrux", "horcrux.bearer." + b64]
 
 if mode == "status":
     try:
-        websocket.create_connection(url, timeout=10, header=headers)
+        websocket.create_connection(url, timeout=10, header=headers,
+                                subprotocols=protocols)
         print("open")
     except websocket.WebSocketBadStatusException as e:
         print(e.status_code)
     sys.exit(0)
 
-ws = websocket.create_connection(url, timeout=10, header=headers)
+ws = websocket.create_connection(url, timeout=10, header=headers,
+                                subprotocols=protocols)
 if mode == "drop":
     ws.send("echo ready\n")
     out = b""

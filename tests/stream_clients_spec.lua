@@ -185,4 +185,35 @@ describe("a WebSocket reader whose socket takes a message in parts", function()
       assert.is_true(late >= 5, late .. " messages in the last 1.5 s")
     end)
   end)
+
+  -- A browser's WebSocket cannot send Authorization: with every route
+  -- behind the token, a page sends it in its protocols (README "Guard").
+  it("Chromium's WebSocket sends the token in its protocols, and is refused without it", function()
+    local token = "the-token/of+this spec, 32 bytes"
+    local s = http.start({ env = { PATH, "HORCRUX_TOKEN=" .. token },
+      args = { "--interval", "0.5", "--require-token" } })
+    local ok, err = pcall(function()
+      local r = assert(proc.run({ PY, "tests/browser_ws_token.py",
+        json.encode({ url = s.url, token = token }) }, { timeout = 60 }))
+      assert.are.equal(0, r.status, r.stderr)
+      local res = assert(json.decode(r.stdout), r.stdout)
+      assert.is_nil(res.error, res.error)
+      local log = s:logtext()
+      -- two rounds, and the server selected "horcrux" (else Chromium
+      -- fails the handshake), never echoing the token's protocol
+      assert.are.same({ messages = 2, protocol = "horcrux", error = false,
+        code = 1005 }, res.token, log)
+      for _, name in ipairs({ "none", "wrong" }) do
+        assert.are.equal(0, res[name].messages, name)
+        assert.is_true(res[name].error, name)
+        assert.are.equal(1006, res[name].code, name)
+      end
+      -- the refusals, before any handshake: 401 without it, 403 wrong
+      assert.is_truthy(log:find("GET /api/stats/stream 101 ", 1, true), log)
+      assert.is_truthy(log:find("GET /api/stats/stream 401 ", 1, true), log)
+      assert.is_truthy(log:find("GET /api/stats/stream 403 ", 1, true), log)
+    end)
+    s:stop()
+    assert(ok, err)
+  end)
 end)

@@ -412,7 +412,8 @@ function M.terminal(ref, req, opts)
       "forbidden"
   end
   if not req.authenticated then
-    return nil, "an exec needs the token (Authorization: Bearer ...)",
+    return nil, "an exec needs the token (Authorization: Bearer ..., or "
+      .. "from a browser in the WebSocket's protocols: README \"Security\")",
       "unauthorized"
   end
   if not wants_websocket(req) then
