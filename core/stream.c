@@ -636,29 +636,13 @@ static int ws_accept(const char *key, char out[32]) {
   return 0;
 }
 
-/* Whether the comma-separated header value has token (any case). */
-static int has_token(const char *v, const char *token) {
-  size_t tn = strlen(token);
-  while (v != NULL && *v != '\0') {
-    while (*v == ' ' || *v == '\t' || *v == ',')
-      v++;
-    size_t n = strcspn(v, ",");
-    size_t m = n;
-    while (m > 0 && (v[m - 1] == ' ' || v[m - 1] == '\t'))
-      m--;
-    if (m == tn && strncasecmp(v, token, tn) == 0)
-      return 1;
-    v += n;
-  }
-  return 0;
-}
-
 int hx_stream_wants_websocket(struct MHD_Connection *conn) {
   const char *up = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                MHD_HTTP_HEADER_UPGRADE);
   const char *co = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                MHD_HTTP_HEADER_CONNECTION);
-  return up != NULL && has_token(up, "websocket") && has_token(co, "upgrade");
+  return up != NULL && hx_list_has(up, "websocket", 1) &&
+         hx_list_has(co, "upgrade", 1);
 }
 
 static enum MHD_Result ws_respond(struct MHD_Connection *conn, const char *id,
@@ -693,9 +677,9 @@ static enum MHD_Result ws_respond(struct MHD_Connection *conn, const char *id,
   MHD_add_response_header(r, MHD_HTTP_HEADER_UPGRADE, "websocket");
   MHD_add_response_header(r, "Sec-WebSocket-Accept", accept);
   /* a page that sent its token in its protocols (wsproto.h) */
-  if (hx_ws_offers(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                               "Sec-WebSocket-Protocol"),
-                   HX_WS_PROTOCOL))
+  if (hx_list_has(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                              "Sec-WebSocket-Protocol"),
+                  HX_WS_PROTOCOL, 0))
     MHD_add_response_header(r, "Sec-WebSocket-Protocol", HX_WS_PROTOCOL);
   MHD_add_response_header(r, "X-Request-Id", id);
   *status = 101;

@@ -1,11 +1,13 @@
 /*
- * wsproto.c - the token a browser's WebSocket sends in its protocols
- * (wsproto.h). No dependency: the server and the fuzz target
- * (tests/fuzz/wsproto_target.c) link it alike.
+ * wsproto.c - the comma-separated header lists of a WebSocket upgrade, and
+ * the token a browser's WebSocket sends in its protocols (wsproto.h). No
+ * dependency: the server and the fuzz target (tests/fuzz/wsproto_target.c)
+ * link it alike.
  */
 #include "wsproto.h"
 
 #include <string.h>
+#include <strings.h>
 
 /* The next element of a comma-separated list at *p, trimmed: its start in
  * *e and length in *n; 0 at the end. */
@@ -23,11 +25,12 @@ static int next_element(const char **p, const char **e, size_t *n) {
   return 1;
 }
 
-int hx_ws_offers(const char *list, const char *name) {
+int hx_list_has(const char *list, const char *name, int any_case) {
   const char *e;
   size_t n, len = strlen(name);
   while (list != NULL && next_element(&list, &e, &n))
-    if (n == len && memcmp(e, name, n) == 0)
+    if (n == len &&
+        (any_case ? strncasecmp(e, name, n) : memcmp(e, name, n)) == 0)
       return 1;
   return 0;
 }

@@ -1,5 +1,6 @@
 /*
- * wsproto.h - the token in a WebSocket's protocols.
+ * wsproto.h - the header lists of a WebSocket upgrade, and the token in
+ * its protocols.
  */
 #ifndef HX_WSPROTO_H
 #define HX_WSPROTO_H
@@ -13,9 +14,10 @@
 #define HX_WS_PROTOCOL "horcrux"
 #define HX_WS_BEARER_PREFIX "horcrux.bearer."
 
-/* Whether the list (NULL: none) holds name exactly (protocols are
- * case-sensitive). */
-int hx_ws_offers(const char *list, const char *name);
+/* Whether a comma-separated header value (NULL: none) holds name as one of
+ * its elements (blanks around each ignored): exactly, or in any case when
+ * any_case (Upgrade, Connection; protocols are case-sensitive). */
+int hx_list_has(const char *list, const char *name, int any_case);
 
 /* The token a list carries, as an Authorization value "Bearer <token>"
  * written to out (size bytes, NUL-terminated). Returns 1 when found, 0

@@ -1,6 +1,6 @@
 /*
  * wsproto_target.c - libFuzzer target "wsproto": the Sec-WebSocket-Protocol
- * parsers of core/wsproto.c (hx_ws_offers, hx_ws_bearer) on any bytes.
+ * parsers of core/wsproto.c (hx_list_has, hx_ws_bearer) on any bytes.
  *
  * The first byte sets the size of the output buffer (0-255); the rest is
  * the header value, NUL-terminated in a buffer of exactly its size, so ASan
@@ -8,8 +8,9 @@
  * 0 exactly when no element starts with horcrux.bearer.; on 1 the output
  * is "Bearer " and at least one byte, NUL-terminated within the buffer,
  * and the token base64url-encoded again is the element's text (up to the
- * bits of its last character that no byte holds); hx_ws_offers agrees
- * with a plain scan. A failed check prints what differs and aborts.
+ * bits of its last character that no byte holds); hx_list_has agrees
+ * with a plain scan, exact and in any case. A failed check prints what differs
+ * and aborts.
  */
 #include "wsproto.h"
 
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define CHECK(cond, ...)                                                       \
   do {                                                                         \
@@ -52,6 +54,11 @@ static int each(const char *list, int (*f)(const char *, size_t, void *),
 static int is_horcrux(const char *e, size_t n, void *arg) {
   (void)arg;
   return n == 7 && memcmp(e, "horcrux", 7) == 0;
+}
+
+static int is_websocket(const char *e, size_t n, void *arg) {
+  (void)arg;
+  return n == 9 && strncasecmp(e, "websocket", 9) == 0;
 }
 
 static int first_bearer(const char *e, size_t n, void *arg) {
@@ -101,8 +108,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memcpy(list, data + 1, size - 1);
   list[size - 1] = '\0';
 
-  CHECK(hx_ws_offers(list, HX_WS_PROTOCOL) == each(list, is_horcrux, NULL),
-        "hx_ws_offers disagrees with a plain scan");
+  CHECK(hx_list_has(list, HX_WS_PROTOCOL, 0) == each(list, is_horcrux, NULL),
+        "hx_list_has disagrees with a plain scan");
+  CHECK(hx_list_has(list, "websocket", 1) == each(list, is_websocket, NULL),
+        "hx_list_has in any case disagrees with a plain scan");
   const char *el[2] = {NULL, NULL};
   int has = each(list, first_bearer, el);
   int r = hx_ws_bearer(list, out, cap);
