@@ -17,6 +17,9 @@
  *       q:ack(seq) -> true | nil, msg, kind
  *       q:pending() -> n, bytes, file bytes
  *       q:close()   (also __gc, __close)
+ *   hooks.mark_load(dir) -> ns | false | nil, msg, kind   and
+ *   hooks.mark_save(dir, ns) -> true | nil, msg, kind: DIR/events.mark, the
+ *       time of the newest container event accepted (hooks_queue.h)
  *   hooks.post{{url =, body =, headers = {k = v}, timeout = s}, ...}
  *       -> {{status = n} | {error = msg}, ...}: every POST at once (a curl
  *       multi), no redirect followed, http and https only
@@ -310,6 +313,31 @@ static int l_open(lua_State *L) {
   lua_pushnil(L);
   lua_pushinteger(L, (lua_Integer)cut);
   return 4;
+}
+
+/* hooks.mark_load(dir) -> ns | false (no mark) | nil, msg, kind */
+static int l_mark_load(lua_State *L) {
+  const char *dir = luaL_checkstring(L, 1);
+  int64_t ns = 0;
+  int got = hxq_mark_load(dir, &ns);
+  if (got < 0)
+    return hx_fail_errno(L, HX_IO, "hooks: reading " HXQ_MARK, errno);
+  if (got == 0)
+    lua_pushboolean(L, 0);
+  else
+    lua_pushinteger(L, (lua_Integer)ns);
+  return 1;
+}
+
+/* hooks.mark_save(dir, ns) -> true | nil, msg, kind (durable once true) */
+static int l_mark_save(lua_State *L) {
+  const char *dir = luaL_checkstring(L, 1);
+  lua_Integer ns = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, ns >= 0, 2, "a time in ns (>= 0)");
+  if (hxq_mark_save(dir, (int64_t)ns) != 0)
+    return hx_fail_errno(L, HX_IO, "hooks: saving " HXQ_MARK, errno);
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 static int q_append(lua_State *L) {
@@ -765,6 +793,8 @@ static const luaL_Reg funcs[] = {{"attach", l_attach},
                                  {"set_status", l_set_status},
                                  {"status", l_status},
                                  {"open", l_open},
+                                 {"mark_load", l_mark_load},
+                                 {"mark_save", l_mark_save},
                                  {"post", l_post},
                                  {"poster", l_poster},
                                  {"hmac_sha256", l_hmac},

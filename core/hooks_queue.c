@@ -515,3 +515,70 @@ int hxq_ack(hxq *q, uint64_t seq) {
 size_t hxq_pending(const hxq *q) { return q->n - q->head; }
 uint64_t hxq_pending_bytes(const hxq *q) { return q->pending_bytes; }
 uint64_t hxq_file_bytes(const hxq *q) { return q->size; }
+
+/* ---- the events mark -------------------------------------------------- */
+
+int hxq_mark_parse(const char *s, size_t n, int64_t *ns) {
+  static const char magic[] = "HXM1 ";
+  size_t m = sizeof magic - 1, i = m;
+  uint64_t v = 0;
+  if (n < m + 2 || memcmp(s, magic, m) != 0 || s[n - 1] != '\n')
+    return -1;
+  for (; i < n - 1; i++) {
+    if (s[i] < '0' || s[i] > '9' || i - m >= 19) /* 19 digits fit */
+      return -1;
+    v = v * 10 + (uint64_t)(s[i] - '0');
+  }
+  if (i == m || v > (uint64_t)INT64_MAX)
+    return -1;
+  *ns = (int64_t)v;
+  return 0;
+}
+
+int hxq_mark_load(const char *dir, int64_t *ns) {
+  char buf[64];
+  int fd = open_in(dir, HXQ_MARK, O_RDONLY);
+  if (fd < 0)
+    return errno == ENOENT ? 0 : -1;
+  ssize_t n;
+  do
+    n = read(fd, buf, sizeof buf);
+  while (n < 0 && errno == EINTR);
+  int saved = errno;
+  close(fd);
+  if (n < 0) {
+    errno = saved;
+    return -1;
+  }
+  if (hxq_mark_parse(buf, (size_t)n, ns) != 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  return 1;
+}
+
+int hxq_mark_save(const char *dir, int64_t ns) {
+  char text[32];
+  if (ns < 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  int len = snprintf(text, sizeof text, "HXM1 %lld\n", (long long)ns);
+  int fd = open_in(dir, HXQ_MARK ".new", O_WRONLY | O_CREAT | O_TRUNC);
+  if (fd < 0)
+    return -1;
+  char *from = path_in(dir, HXQ_MARK ".new"), *to = path_in(dir, HXQ_MARK);
+  int ok = from != NULL && to != NULL &&
+           write_all(fd, text, (size_t)len) == 0 && fdatasync(fd) == 0 &&
+           rename(from, to) == 0;
+  int saved = errno;
+  close(fd);
+  free(from);
+  free(to);
+  if (!ok) {
+    errno = saved;
+    return -1;
+  }
+  sync_dir(dir);
+  return 0;
+}

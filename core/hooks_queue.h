@@ -94,4 +94,18 @@ size_t hxq_pending(const hxq *q);
 uint64_t hxq_pending_bytes(const hxq *q);
 uint64_t hxq_file_bytes(const hxq *q);
 
+/* The events mark: DIR/events.mark, "HXM1 <ns>\n", the time (wall clock,
+ * ns) of the newest container event the hooks thread accepted, so that the
+ * next start asks the engine for what came after (events while horcrux was
+ * down). Saved to events.mark.new, fsynced and renamed over it (then the
+ * directory is fsynced): a crash leaves either mark whole.
+ *
+ * hxq_mark_parse: 0 and *ns for a mark's text, -1 for anything else.
+ * hxq_mark_load: 1 and *ns; 0 when there is no mark; -1 with errno (EINVAL:
+ * a damaged mark). hxq_mark_save: 0, or -1 with errno. */
+#define HXQ_MARK "events.mark"
+int hxq_mark_parse(const char *s, size_t n, int64_t *ns);
+int hxq_mark_load(const char *dir, int64_t *ns);
+int hxq_mark_save(const char *dir, int64_t ns);
+
 #endif

@@ -846,7 +846,7 @@ static void threads_start(server *srv) {
                            .module = "horcrux.collector",
                            .field = "sources"};
   srv->hooks = (hx_bg){.name = "hooks",
-                       .loader = "load_hooks",
+                       .loader = "load_hooks_thread",
                        .module = "horcrux.hooks_run",
                        .field = "hooks"};
   if (srv->cfg.interval > 0)

@@ -246,6 +246,35 @@ describe("the queue on disk", function()
   end)
 end)
 
+describe("the events mark", function()
+  it("is saved whole and read back; none is false, a damaged one an io failure", function()
+    local dir = tmpdir()
+    assert.is_false(hooks.mark_load(dir))
+    assert.is_true(hooks.mark_save(dir, 1764547200123456789))
+    assert.are.equal(1764547200123456789, hooks.mark_load(dir))
+    assert.are.equal("HXM1 1764547200123456789\n",
+      http.read_file(dir .. "/events.mark"))
+    assert.is_true(hooks.mark_save(dir, 5))
+    assert.are.equal(5, hooks.mark_load(dir))
+    -- the new one replaced the old by a rename: no file left beside it
+    assert.is_nil(io.open(dir .. "/events.mark.new"))
+    for _, bad in ipairs({ "HXM1 12", "HXM1 \n", "HXM1 -5\n", "HXM2 5\n",
+      "HXM1 5x\n", "HXM1 99999999999999999999\n", "" }) do
+      local f = assert(io.open(dir .. "/events.mark", "wb"))
+      f:write(bad)
+      f:close()
+      local v, msg, kind = hooks.mark_load(dir)
+      assert.is_nil(v, bad)
+      assert.are.equal("io", kind)
+      assert.truthy(msg:find("events.mark", 1, true), msg)
+    end
+    local ok, msg, kind = hooks.mark_save(dir .. "/no/such/dir", 5)
+    assert.is_nil(ok)
+    assert.are.equal("io", kind)
+    assert.truthy(msg:find("No such file", 1, true), msg)
+  end)
+end)
+
 describe("the queue on disk, a delivery in flight", function()
   it("acks a record the bound dropped meanwhile as nothing to do, and keeps the rest", function()
     local dir = tmpdir() .. "/q"
@@ -500,6 +529,61 @@ describe("webhooks against the engine", function()
       assert.are.equal(by_id[r.delivery], r.body, "one body per id")
     end
     assert.truthy(srv2:logtext():find("deliveries pending from before", 1, true))
+  end)
+
+  it("replays after a restart the events that happened while it was down, each once", function()
+    local run = support.unique_name("gone")
+    local rcv = receiver.start({ secret = SECRET })
+    cleanup[#cleanup + 1] = function() rcv:stop() end
+    local log = rcv.log
+    local state = tmpdir()
+    local dir = http.scripts_dir({ ["hooks.lua"] = hooks_lua(
+      ("http://127.0.0.1:%d/in"):format(rcv.port), run) })
+    local srv = start_server(dir, state)
+    cleanup[#cleanup + 1] = function() srv:stop() end
+    local id = run_container(run)
+    -- its create and start delivered: the mark is past them (it is saved
+    -- in the turn that queued them, before any POST)
+    wait_until("the create and the start", 15, function()
+      return count(events_of(received(log), id), "start") == 1
+        and hook_status(srv).pending == 0
+    end)
+    assert.truthy(http.read_file(state .. "/hooks/events.mark")
+      :match("^HXM1 %d+\n$"))
+    srv.proc:kill("KILL")
+    srv.proc:wait(5)
+    srv.stopped = true
+    -- what the engine does while horcrux is down
+    stop_container(id)
+    start_container(id)
+    stop_container(id)
+    local srv2 = start_server(dir, state)
+    cleanup[#cleanup + 1] = function() srv2:stop() end
+    local got = wait_until("the events of while it was down", 20, function()
+      local evs = events_of(received(log), id)
+      return count(evs, "stop") >= 2 and hook_status(srv2).pending == 0 and evs
+    end)
+    -- a moment more: a duplicate (the collector's feed of the same events)
+    -- would come now
+    clock.sleep(1.5)
+    got = events_of(received(log), id)
+    local acts = table.concat(actions(got), " ")
+    assert.are.equal(1, count(got, "create"), acts)
+    assert.are.equal(2, count(got, "start"), acts)
+    assert.are.equal(2, count(got, "die"), acts)
+    assert.are.equal(2, count(got, "stop"), acts)
+    local ids = {}
+    for i, r in ipairs(got) do
+      assert.is_true(r.verified)
+      assert.is_nil(ids[r.delivery])
+      ids[r.delivery] = true
+      if i > 1 then
+        assert.truthy(r.json.time_ns > got[i - 1].json.time_ns, "in order")
+      end
+    end
+    local text = srv2:logtext()
+    assert.truthy(text:find("(while horcrux was down) replayed", 1, true), text)
+    print(("\n  after a kill -9: %s"):format(acts))
   end)
 
   it("goes on delivering to the other hooks and firing alerts while one receiver hangs", function()

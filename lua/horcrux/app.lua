@@ -115,6 +115,14 @@ function M.load_sources(opts)
   return order
 end
 
+--- The hooks thread's loader: hooks.lua (as load_hooks) and fallback.lua's
+-- sources handed to the library (after a restart the thread asks the
+-- engine's events through them: horcrux.hooks_run).
+function M.load_hooks_thread(opts)
+  M.load_sources(opts)
+  return M.load_hooks(opts)
+end
+
 --- Loads hooks.lua only (the hooks thread needs no routes) and checks it
 -- (horcrux.hooks_check); returns {hooks =, alerts =}. The routes' states
 -- check it too (load), so a bad hooks.lua fails a start or a reload.

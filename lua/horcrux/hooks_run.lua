@@ -23,6 +23,11 @@
 -- errors of the network, timeouts and 5xx are retried for as long as it
 -- takes.
 --
+-- The first hooks thread of a process first queues the engine's container
+-- events that came after the mark on disk (DIR/hooks/events.mark, the
+-- newest event accepted): what the engine did while horcrux was down
+-- ("events while horcrux was down" below).
+--
 -- Headers of a delivery: Content-Type: application/json,
 -- X-Horcrux-Delivery: <uuid> (the same on every attempt: receivers
 -- deduplicate with it), X-Horcrux-Event: container | alert,
@@ -41,6 +46,7 @@ local clock = require "horcrux.clock"
 local time = require "horcrux.time"
 local log = require "horcrux.log"
 local prometheus = require "horcrux.prometheus"
+local config = require "horcrux.config"
 
 local M = {}
 
@@ -212,16 +218,19 @@ local function enqueue(ws, ev)
 end
 
 local function sync(ws)
+  local all = true
   for _, w in ipairs(ws) do
     if w.dirty then
       w.dirty = nil
       local ok, err = w.q:sync()
       if not ok then
+        all = false
         note_error(w, err)
         say(w, "fsync: " .. tostring(err), "error")
       end
     end
   end
+  return all
 end
 
 -- ---- delivery ------------------------------------------------------------
@@ -406,7 +415,121 @@ function M.status()
   return t
 end
 
+-- ---- events while horcrux was down --------------------------------------
+--
+-- The collector feeds the events it reads while horcrux runs. So that a
+-- kill -9, a crash or a restart does not lose what the engine did
+-- meanwhile, the hooks thread keeps a mark on disk (DIR/hooks/events.mark,
+-- hooks.mark_save): the time of the newest container event it accepted,
+-- saved once the batch that held it is fsynced in the queues. The first
+-- hooks thread of a process asks the engine (the first source of
+-- fallback.lua's order that gives events) for the events after the mark
+-- and up to the moment it took the feed, and accepts them first; an event
+-- of that window that the collector feeds as well is taken once. The
+-- engine keeps its last 256 events of every type (moby's eventsLimit):
+-- what happened before those while horcrux was down is gone, and the log
+-- says when that may be the case.
+
+local EVENTS_KEPT, EVENTS_MARGIN = 256, 16 -- as the collector's
+
+local function event_key(ev)
+  return tostring(ev.time_ns) .. " " .. tostring(ev.id) .. " "
+    .. tostring(ev.action)
+end
+
+local function events_source()
+  for _, src in ipairs(config.sources()) do
+    if type(src) == "table" and type(src.events) == "function" then
+      return src
+    end
+  end
+end
+
+-- Saves ns as the mark when it is newer; a failure is logged once.
+local function save_mark(st, ns)
+  if not st.mark_dir or math.type(ns) ~= "integer"
+      or (st.mark and ns <= st.mark) then
+    return
+  end
+  local ok, err = hooks.mark_save(st.mark_dir, ns)
+  if ok then
+    st.mark, st.mark_error = ns, nil
+  elseif st.mark_error ~= tostring(err) then
+    st.mark_error = tostring(err)
+    log.error("hooks: %s: events that happen while horcrux is down will "
+      .. "not be replayed after this point", st.mark_error)
+  end
+end
+
+-- The mark, or the time it is now saved at (the first start with hooks,
+-- or a damaged mark): the mark's time and whether there was one.
+local function load_mark(st, now)
+  local mark, err = hooks.mark_load(st.mark_dir)
+  if mark == nil then
+    log.error("hooks: %s; no events replayed, a new mark saved", tostring(err))
+  end
+  if not mark then
+    save_mark(st, now)
+    return nil
+  end
+  st.mark = mark
+  return mark
+end
+
+-- The engine's container events after the mark, up to now (the feed is
+-- taken already): {ev, ...}, remembered in st.replayed.
+local function replay(st, now)
+  local mark = load_mark(st, now)
+  local src = mark and events_source()
+  if not mark or mark >= now then
+    return {}
+  elseif not src then
+    log.warn("hooks: no source gives events: the events since %s (while "
+      .. "horcrux was down) are not replayed", time.format(mark))
+    return {}
+  end
+  local ok, evs, n = pcall(src.events, mark + 1, now, { stall = 2 })
+  if not ok or type(evs) ~= "table" then
+    log.warn("hooks: cannot ask the engine for the events since %s (while "
+      .. "horcrux was down): %s", time.format(mark), tostring(ok and n or evs))
+    return {}
+  end
+  local out = {}
+  for _, ev in ipairs(evs) do
+    if math.type(ev.time_ns) == "integer" and ev.time_ns > mark then
+      out[#out + 1] = ev
+      st.replayed[event_key(ev)] = true
+    end
+  end
+  st.replay_until = now
+  if (n or 0) >= EVENTS_KEPT - EVENTS_MARGIN then
+    log.warn("hooks: the engine gave %d events since %s: it keeps its last "
+      .. "%d, so the oldest of that time may be missing", n,
+      time.format(mark), EVENTS_KEPT)
+  end
+  log.info("hooks: %d container events since %s (while horcrux was down) "
+    .. "replayed", #out, time.format(mark))
+  return out
+end
+
 -- ---- the loop ----------------------------------------------------------------
+
+-- One container event into the batch, with the alerts it fires.
+local function accept(st, ev, batch, now)
+  batch[#batch + 1] = M.container_event(ev)
+  for _, a in ipairs(alerts.observe(st.al, ev, now, st.view)) do
+    batch[#batch + 1] = a
+  end
+  if math.type(ev.time_ns) == "integer" and ev.time_ns > (st.newest or 0) then
+    st.newest = ev.time_ns
+  end
+end
+
+-- An event the replay gave already (the collector read it too).
+local function replayed(st, ev)
+  return st.replay_until ~= nil and ev.time_ns <= st.replay_until
+    and st.replayed[event_key(ev)] == true
+end
 
 local function turn(st)
   -- while a POST runs the turn waits on its socket, not on the feed: its
@@ -416,15 +539,17 @@ local function turn(st)
   local evs = hooks.take(posting and 0 or wait)
   local now = clock.now_ns()
   local batch = {}
+  for _, ev in ipairs(st.replay or {}) do
+    accept(st, ev, batch, now)
+  end
+  st.replay = nil
   for _, text in ipairs(evs) do
     local ok, ev = pcall(json.decode, text)
     -- the collector's {id, action = "network"} is not an event of the
     -- engine: it has no time
-    if ok and type(ev) == "table" and ev.time_ns then
-      batch[#batch + 1] = M.container_event(ev)
-      for _, a in ipairs(alerts.observe(st.al, ev, now, st.view)) do
-        batch[#batch + 1] = a
-      end
+    if ok and type(ev) == "table" and math.type(ev.time_ns) == "integer"
+        and not replayed(st, ev) then
+      accept(st, ev, batch, now)
     end
   end
   if clock.mono_ns() >= st.eval_at then
@@ -442,7 +567,9 @@ local function turn(st)
   for _, ev in ipairs(batch) do
     enqueue(st.ws, ev)
   end
-  sync(st.ws) -- accepted from here on: on disk
+  if sync(st.ws) then -- accepted from here on: on disk
+    save_mark(st, st.newest)
+  end
   local delivered = deliver(st, posting and wait or 0)
   if #batch > 0 or delivered or st.changed or clock.mono_ns() >= st.status_at then
     hooks.set_status(status_of(st.ws, st.al, st.dir))
@@ -460,7 +587,13 @@ function M.run(opts)
     view = require "horcrux.view",
     al = alerts.new(cfg.alerts),
     eval_at = 0, status_at = 0,
+    replayed = {}, -- event_key -> true: the events the replay gave
   }
+  -- the mark sits beside the queues (none without a hook)
+  st.mark_dir = #cfg.hooks > 0 and st.dir .. "/hooks" or nil
+  -- the process's first hooks thread: nothing said a status before it (a
+  -- reload's thread finds what the collector fed meanwhile in the feed)
+  local first = hooks.status() == nil
   local before = previous()
   st.ws = open_queues(cfg.hooks, st.dir, before)
   metrics_series(st.ws, before)
@@ -476,6 +609,11 @@ function M.run(opts)
     #cfg.hooks, #cfg.alerts, st.dir)
   st.poster = hooks.poster()
   hooks.attach()
+  if st.mark_dir and first then
+    st.replay = replay(st, clock.now_ns())
+  elseif st.mark_dir then
+    load_mark(st, clock.now_ns())
+  end
   local ok, err = pcall(function()
     while not stopping() do
       turn(st)

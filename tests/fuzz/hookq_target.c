@@ -8,7 +8,8 @@
  * and parsing the valid prefix again must take all of it. Then the bytes
  * are written as a queue file and opened as the server would: what was cut
  * must be what the parser refused, and the pending records must read back
- * whole. A broken invariant prints what differs and aborts.
+ * whole. The same bytes go to hxq_mark_parse (the events mark). A broken
+ * invariant prints what differs and aborts.
  */
 #include "hooks_queue.h"
 
@@ -83,8 +84,27 @@ static void write_file(const uint8_t *data, size_t size) {
   close(fd);
 }
 
+/* The events mark: taken only as "HXM1 ", 1 to 19 digits, a newline, and
+ * then what it took is the value those digits say. */
+static void check_mark(const char *buf, size_t size) {
+  int64_t ns = -1;
+  if (hxq_mark_parse(buf, size, &ns) != 0)
+    return;
+  CHECK(size >= 7 && size <= 25 && memcmp(buf, "HXM1 ", 5) == 0 &&
+            buf[size - 1] == '\n',
+        "a mark of %zu bytes taken", size);
+  int64_t v = 0;
+  for (size_t i = 5; i < size - 1; i++) {
+    CHECK(buf[i] >= '0' && buf[i] <= '9', "byte %zu of a mark taken", i);
+    v = v * 10 + (buf[i] - '0');
+  }
+  CHECK(ns == v && ns >= 0, "mark %lld, the digits say %lld", (long long)ns,
+        (long long)v);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *buf = (const char *)data;
+  check_mark(buf, size);
   walk w = {0};
   size_t ok = hxq_parse(buf, size, visit, &w);
   CHECK(ok <= size, "prefix %zu of %zu", ok, size);
