@@ -171,30 +171,49 @@ describe("log follow", function()
   it("frees the transfer when the client goes", function()
     local id = run({ name = "busy", cmd = ticker(600, 0.1, 0) })
     local pid = srv.proc:pid()
-    local before = engine_sockets(pid)
-    local cs = {}
-    for i = 1, 6 do
-      cs[i] = client("sse", url(id, "tail=0"), 1.5)
+    -- the server's other connections to the engine come and go (the
+    -- collector's calls): the fewest over a second is the baseline
+    local before = math.huge
+    for _ = 1, 20 do
+      before = math.min(before, engine_sockets(pid))
+      clock.sleep(0.05)
     end
-    local during = until_true(3, function()
+    local cs = {}
+    -- each client reads for 4 s: long enough that all six are connected
+    -- at once even when a sanitizer build on a loaded machine is slow to
+    -- start them (1.5 s fell short once)
+    for i = 1, 6 do
+      cs[i] = client("sse", url(id, "tail=0"), 4)
+    end
+    -- each follow holds a connection to the engine; one may be an idle
+    -- connection of the executor's (it keeps up to 4), so at least 2 are
+    -- new (and a follow's connection is closed, not kept, when it is cut)
+    local most = 0
+    local during = until_true(4, function()
       local n = engine_sockets(pid)
-      return n >= before + 5 and n
-    end)
-    assert.truthy(during, "6 follows hold 6 connections to the engine")
+      most = math.max(most, n)
+      return n >= before + 2 and most >= before + 6 and n
+    end) or (most >= before + 2 and most)
+    assert.truthy(during, ("6 follows hold 6 connections to the engine: "
+      .. "%d before, at most %d"):format(before, most))
     for _, c in ipairs(cs) do
       assert.truthy(#events(lines(c, true), "log") >= 5)
     end
     -- a follow sees its client gone at its next write (a line every
     -- 0.1 s here) and aborts its transfer on the follow executor's next
     -- turn: 10 s for a sanitizer build on a loaded machine (5 s fell
-    -- short once at a load average of 11)
+    -- short once at a load average of 11); one of the collector's calls
+    -- may be open meanwhile
+    local least = math.huge
     local after = until_true(10, function()
       local n = engine_sockets(pid)
-      return n <= math.min(before + 1, during - 5) and n
+      least = math.min(least, n)
+      return n <= before + 1 and n
     end)
     print(("  engine sockets: %d before, %d with 6 follows, %s after they went")
-      :format(before, during, tostring(after)))
-    assert.truthy(after, "the transfers were freed")
+      :format(before, most, tostring(after)))
+    assert.truthy(after, ("the transfers were freed: %d before, %d with "
+      .. "the follows, at least %d after"):format(before, during, least))
   end)
 
   -- 1.6 MB of lines (2,000 of 800 bytes) in 4 s; the queue holds 1 MiB

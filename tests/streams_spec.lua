@@ -209,7 +209,7 @@ describe("a slow subscriber", function()
 
   setup(function()
     support.docker()
-    srv = http.start({ args = { "--interval", "0.5", "--events-ring", "16" } })
+    srv = http.start({ args = { "--interval", "0.5", "--events-ring", "32" } })
   end)
 
   teardown(function()
@@ -222,11 +222,13 @@ describe("a slow subscriber", function()
   end)
 
   -- A subscriber of `events` reads the shared ring: it is dropped once the
-  -- ring (16 events here) overwrote what it had not read. The server's
+  -- ring (32 events here) overwrote what it had not read. The server's
   -- socket takes part of that reader's backlog before it holds the server
-  -- up, a varying number of these events (24 were once not enough; 30 were
-  -- here): 62 of ours leave it well over 16 behind, whatever else happens
-  -- on the engine.
+  -- up, a varying number of these events (24 were once not enough with a
+  -- ring of 16; 30 were): 102 of ours leave it well over 32 behind,
+  -- whatever else happens on the engine. The fast one must never be 32
+  -- behind: a round publishes its events at once, and with a ring of 16 a
+  -- late round on a loaded machine once dropped it too.
   it("is dropped with overflow and does not delay the others", function()
     local url = srv.url .. "/api/events/stream"
     -- the slow one reads nothing until the fast one has every event of
@@ -237,7 +239,7 @@ describe("a slow subscriber", function()
     local fast = client("sse", url, 60)
     clock.sleep(0.5)
     -- events of 60 KiB each (labels travel in their attributes): a create,
-    -- 60 renames (each an event, about 6 a round) and a destroy
+    -- 100 renames (each an event, about 7 a round) and a destroy
     local labels = {}
     for i = 1, 60 do
       labels["hx.big" .. i] = string.rep("x", 1000)
@@ -246,13 +248,13 @@ describe("a slow subscriber", function()
       start = false })
     ids[#ids + 1] = id
     local docker = support.docker()
-    for i = 1, 60 do
+    for i = 1, 100 do
       local st = docker:request("POST", "/containers/" .. id .. "/rename",
         { name = name .. "-" .. i })
       assert.are.equal(204, st)
       -- paced: the collector publishes a round's events at once, and a
-      -- round of more than 16 would overflow every subscriber's ring
-      clock.sleep(0.08)
+      -- round of more than 32 would overflow every subscriber's ring
+      clock.sleep(0.05)
     end
     support.remove(id)
     -- ours only: the shared engine's events of other specs come too, and
@@ -265,7 +267,7 @@ describe("a slow subscriber", function()
       return n
     end
     local all = until_true(15, function()
-      return ours() >= 62
+      return ours() >= 102
     end)
     fast.proc:kill("TERM")
     assert(io.open(go, "w")):close()
