@@ -589,13 +589,18 @@ function M.run(opts)
     eval_at = 0, status_at = 0,
     replayed = {}, -- event_key -> true: the events the replay gave
   }
-  -- the mark sits beside the queues (none without a hook)
-  st.mark_dir = #cfg.hooks > 0 and st.dir .. "/hooks" or nil
   -- the process's first hooks thread: nothing said a status before it (a
   -- reload's thread finds what the collector fed meanwhile in the feed)
   local first = hooks.status() == nil
   local before = previous()
   st.ws = open_queues(cfg.hooks, st.dir, before)
+  -- the mark sits beside the queues, kept by whoever holds one of them
+  -- (not by a second horcrux on the same --state-dir, refused its queues)
+  for _, w in ipairs(st.ws) do
+    if w.q then
+      st.mark_dir = st.dir .. "/hooks"
+    end
+  end
   metrics_series(st.ws, before)
   hooks.set_status(status_of(st.ws, st.al, st.dir))
   if #cfg.hooks == 0 and #cfg.alerts == 0 then
