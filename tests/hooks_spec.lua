@@ -69,6 +69,18 @@ local function actions(list)
   return a
 end
 
+-- Every delivery signed, no delivery id twice, the events in order.
+local function signed_once_in_order(got)
+  local ids = {}
+  for i, r in ipairs(got) do
+    assert.is_true(r.verified)
+    assert.is_nil(ids[r.delivery])
+    ids[r.delivery] = true
+    if i > 1 then
+      assert.truthy(r.json.time_ns > got[i - 1].json.time_ns, "in order")
+    end
+  end
+end
 local function count(list, action)
   local n = 0
   for _, r in ipairs(list) do
@@ -460,15 +472,7 @@ describe("webhooks against the engine", function()
     assert.are.equal(3, count(got, "die"))
     assert.are.equal(3, count(got, "stop"))
     assert.are.equal(1, count(got, "create"))
-    local ids = {}
-    for i, r in ipairs(got) do
-      assert.is_true(r.verified)
-      assert.is_nil(ids[r.delivery])
-      ids[r.delivery] = true
-      if i > 1 then
-        assert.truthy(r.json.time_ns > got[i - 1].json.time_ns, "in order")
-      end
-    end
+    signed_once_in_order(got)
     print(("\n  receiver down %.1f s: %d events held, all delivered %.1f s after it came back (%d failed attempts)")
       :format((up - t0) / 1e9, #got, late, hook_status(srv).failed))
   end)
@@ -572,15 +576,7 @@ describe("webhooks against the engine", function()
     assert.are.equal(2, count(got, "start"), acts)
     assert.are.equal(2, count(got, "die"), acts)
     assert.are.equal(2, count(got, "stop"), acts)
-    local ids = {}
-    for i, r in ipairs(got) do
-      assert.is_true(r.verified)
-      assert.is_nil(ids[r.delivery])
-      ids[r.delivery] = true
-      if i > 1 then
-        assert.truthy(r.json.time_ns > got[i - 1].json.time_ns, "in order")
-      end
-    end
+    signed_once_in_order(got)
     local text = srv2:logtext()
     assert.truthy(text:find("(while horcrux was down) replayed", 1, true), text)
     print(("\n  after a kill -9: %s"):format(acts))
