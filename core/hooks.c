@@ -9,6 +9,8 @@
  *   hooks.take(wait_s [, max]) -> {json, ...}   waits up to wait_s for the
  *       first event, then takes up to max (default 256)
  *   hooks.feed_stats() -> {queued =, dropped =}
+ *   hooks.feed_since(ns) / hooks.feed_since() -> ns | nil   the collector
+ *       feeds every container event from ns on (set at its lists)
  *   hooks.interrupt(on)   makes take() and post() return at once (stop)
  *   hooks.open(dir, max_bytes) -> queue | nil, msg, kind, cut bytes
  *       q:append(body) -> id, dropped | nil, msg, kind   (not yet durable)
@@ -87,6 +89,7 @@ static struct {
   size_t first, count;
   unsigned long long dropped;
   int attached;
+  long long since_ns; /* the collector feeds every event from then on */
 } feed = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 static atomic_int interrupted;
@@ -151,6 +154,28 @@ static int l_feed(lua_State *L) {
   pthread_cond_signal(&feed.cond);
   pthread_mutex_unlock(&feed.mu);
   lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* hooks.feed_since(ns): the collector follows the engine's events from ns
+ * on (its first list's time); hooks.feed_since() -> ns | nil: the hooks
+ * thread replays up to where the feed begins (hooks_run.lua). */
+static int l_feed_since(lua_State *L) {
+  if (!lua_isnoneornil(L, 1)) {
+    lua_Integer ns = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, ns > 0, 1, "a time in ns (> 0)");
+    pthread_mutex_lock(&feed.mu);
+    feed.since_ns = (long long)ns;
+    pthread_mutex_unlock(&feed.mu);
+    return 0;
+  }
+  pthread_mutex_lock(&feed.mu);
+  long long ns = feed.since_ns;
+  pthread_mutex_unlock(&feed.mu);
+  if (ns == 0)
+    lua_pushnil(L);
+  else
+    lua_pushinteger(L, (lua_Integer)ns);
   return 1;
 }
 
@@ -787,6 +812,7 @@ static const luaL_Reg poster_methods[] = {{"start", pt_start},
 static const luaL_Reg funcs[] = {{"attach", l_attach},
                                  {"detach", l_detach},
                                  {"feed", l_feed},
+                                 {"feed_since", l_feed_since},
                                  {"take", l_take},
                                  {"feed_stats", l_feed_stats},
                                  {"interrupt", l_interrupt},

@@ -82,6 +82,7 @@ local log = require "horcrux.log"
 -- each container event also goes to the webhooks (a no-op unless the hooks
 -- thread of `horcrux serve` takes them)
 local hooks_feed = require("horcrux.hooks").feed
+local hooks_feed_since = require("horcrux.hooks").feed_since
 local streams = require "horcrux.streams"
 
 local M = {}
@@ -434,6 +435,9 @@ local function relist(state, summary)
   end
   if type(src.events) == "function" then
     state.follow = { src = src, since = since, floor = floor }
+    -- every event from floor on is fed from here: the hooks thread's
+    -- replay of a start reaches up to that (horcrux.hooks_run)
+    hooks_feed_since(floor)
     state.trusted = full
     say(state, "follow", "info", ("following the engine's events, a full "
       .. "list every %d rounds"):format(state.relist_every))

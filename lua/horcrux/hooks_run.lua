@@ -423,9 +423,11 @@ end
 -- hooks.mark_save): the time of the newest container event it accepted,
 -- saved once the batch that held it is fsynced in the queues. The first
 -- hooks thread of a process asks the engine (the first source of
--- fallback.lua's order that gives events) for the events after the mark
--- and up to the moment it took the feed, and accepts them first; an event
--- of that window that the collector feeds as well is taken once. The
+-- fallback.lua's order that gives events) for the events after the mark,
+-- up to a moment after the collector began to feed every event
+-- (hooks.feed_since: its first list; with no collector, at once), and
+-- accepts them first; the feed waits meanwhile, and an event of that
+-- window that the collector feeds as well is taken once. The
 -- engine keeps its last 256 events of every type (moby's eventsLimit):
 -- what happened before those while horcrux was down is gone, and the log
 -- says when that may be the case.
@@ -531,12 +533,34 @@ local function replayed(st, ev)
     and st.replayed[event_key(ev)] == true
 end
 
+-- The replay of a start, once the collector feeds every event (or it
+-- waited long enough: an engine that does not answer, or no collector):
+-- true while it still waits.
+local function replay_waits(st)
+  if not st.replay_wait then
+    return false
+  end
+  if hooks.feed_since() == nil and clock.mono_ns() < st.replay_wait then
+    return true
+  end
+  st.replay_wait = nil
+  st.replay = replay(st, clock.now_ns())
+  return false
+end
+
 local function turn(st)
   -- while a POST runs the turn waits on its socket, not on the feed: its
   -- end is settled at once (an event waits up to POLL_S)
   local wait = next_wait(st)
   local posting = st.poster:running() > 0
-  local evs = hooks.take(posting and 0 or wait)
+  local evs = {}
+  if replay_waits(st) then -- the feed waits for the replay
+    if not posting then
+      clock.sleep(POLL_S)
+    end
+  else
+    evs = hooks.take(posting and 0 or wait)
+  end
   local now = clock.now_ns()
   local batch = {}
   for _, ev in ipairs(st.replay or {}) do
@@ -615,7 +639,10 @@ function M.run(opts)
   st.poster = hooks.poster()
   hooks.attach()
   if st.mark_dir and first then
-    st.replay = replay(st, clock.now_ns())
+    -- the collector's first list may take a few rounds (a slow engine);
+    -- without a collector (--interval 0) nothing is fed: no wait
+    st.replay_wait = clock.mono_ns() + (opts.interval and opts.interval > 0
+      and math.floor(math.max(10, 3 * opts.interval) * 1e9) or 0)
   elseif st.mark_dir then
     load_mark(st, clock.now_ns())
   end
