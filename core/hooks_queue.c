@@ -238,8 +238,10 @@ static char *path_in(const char *dir, const char *name) {
 
 static int open_in(const char *dir, const char *name, int flags) {
   char *p = path_in(dir, name);
-  if (p == NULL)
+  if (p == NULL) {
+    errno = ENOMEM; /* not a stale ENOENT: a missing mark is no mark */
     return -1;
+  }
   int fd = open(p, flags | O_CLOEXEC, 0600);
   free(p);
   return fd;

@@ -463,8 +463,8 @@ local function save_mark(st, ns)
   end
 end
 
--- The mark, or the time it is now saved at (the first start with hooks,
--- or a damaged mark): the mark's time and whether there was one.
+-- The mark's time; nil when there was none (the first start with hooks)
+-- or it was damaged, and now is saved as the mark instead.
 local function load_mark(st, now)
   local mark, err = hooks.mark_load(st.mark_dir)
   if mark == nil then
@@ -478,8 +478,9 @@ local function load_mark(st, now)
   return mark
 end
 
--- The engine's container events after the mark, up to now (the feed is
--- taken already): {ev, ...}, remembered in st.replayed.
+-- The engine's container events after the mark, up to now (once the
+-- collector's feed began, or the wait for it ended): {ev, ...}, remembered
+-- in st.replayed.
 local function replay(st, now)
   local mark = load_mark(st, now)
   local src = mark and events_source()
