@@ -354,6 +354,22 @@ local function swarm_volumes(name)
   return removed
 end
 
+-- `docker stack rm`: the CLI (20.10) removes the services, then at once
+-- the networks, which the engine refuses while a task of a removed service
+-- is still attached ("is in use by task"); run again, it removes what is
+-- left. Tried for up to 20 s, as swarm_volumes does.
+local function swarm_rm(name, p, dir)
+  local out, err, k
+  for _ = 1, 100 do
+    out, err, k = run({ p.docker, "stack", "rm", name }, p, dir)
+    if out or not tostring(err):find("is in use by task", 1, true) then
+      break
+    end
+    require("horcrux.clock").sleep(0.2)
+  end
+  return out, err, k
+end
+
 --- Takes a stack horcrux deployed down: its containers, networks, and its
 -- volumes only when opts.volumes.
 function M.down(name, opts)
@@ -364,7 +380,7 @@ function M.down(name, opts)
       return workdir.with(function(dir)
         local out, err, k
         if mode == "swarm" then
-          out, err, k = run({ p.docker, "stack", "rm", name }, p, dir)
+          out, err, k = swarm_rm(name, p, dir)
         else
           out, err, k = run({ p.tool, "--project-directory", dir, "-f", path,
             "-p", name, "down", "--remove-orphans",
