@@ -336,19 +336,30 @@ local function mode_of(file)
   return x.mode == "swarm" and "swarm" or "compose"
 end
 
+-- Calls done() every 0.2 s until it is true, for up to 20 s: what the
+-- engine refuses while a removed stack's tasks are still going. Whether
+-- it ever was.
+local function within_20s(done)
+  for _ = 1, 100 do
+    if done() then
+      return true
+    end
+    require("horcrux.clock").sleep(0.2)
+  end
+  return false
+end
+
 -- A swarm stack's volumes (never removed by `docker stack rm`): removed
--- once its containers are gone, trying for up to 20 s.
+-- once its containers are gone.
 local function swarm_volumes(name)
   local list = engine.volumes({ label = json.array({ NAMESPACE .. "=" .. name }) })
   local removed = json.array()
   for _, v in ipairs(type(list) == "table" and list.Volumes or {}) do
-    for _ = 1, 100 do
-      local ok, _, kind = engine.volume_remove(v.Name)
-      if ok or kind == "not_found" then
-        removed[#removed + 1] = v.Name
-        break
-      end
-      require("horcrux.clock").sleep(0.2)
+    if within_20s(function()
+          local ok, _, kind = engine.volume_remove(v.Name)
+          return ok or kind == "not_found"
+        end) then
+      removed[#removed + 1] = v.Name
     end
   end
   return removed
@@ -357,16 +368,13 @@ end
 -- `docker stack rm`: the CLI (20.10) removes the services, then at once
 -- the networks, which the engine refuses while a task of a removed service
 -- is still attached ("is in use by task"); run again, it removes what is
--- left. Tried for up to 20 s, as swarm_volumes does.
+-- left.
 local function swarm_rm(name, p, dir)
   local out, err, k
-  for _ = 1, 100 do
+  within_20s(function()
     out, err, k = run({ p.docker, "stack", "rm", name }, p, dir)
-    if out or not tostring(err):find("is in use by task", 1, true) then
-      break
-    end
-    require("horcrux.clock").sleep(0.2)
-  end
+    return out or not tostring(err):find("is in use by task", 1, true)
+  end)
   return out, err, k
 end
 
