@@ -249,6 +249,21 @@ void hx_push_app_opts(lua_State *L, const hx_states_config *cfg,
   lua_setfield(L, -2, "sources");
 }
 
+#ifdef HX_BENCH_FLOOR
+/* A build for `scripts/bench routes --floor` only (CMake option
+ * HORCRUX_BENCH_FLOOR): every request is answered by this C function, with
+ * the bench route's JSON and format.respond's shared headers (upvalue 1),
+ * in place of the Lua dispatcher. What the bench then measures is
+ * everything of horcrux's but the route's Lua: the HTTP layer, the guard,
+ * the request table, the route's thread. */
+static int floor_dispatch(lua_State *L) {
+  lua_pushinteger(L, 200);
+  lua_pushliteral(L, "{\"hello\":\"world\",\"n\":42}");
+  lua_pushvalue(L, lua_upvalueindex(1));
+  return 3;
+}
+#endif
+
 /* Protected: require("horcrux.app").load(opts); the options are built here
  * so that a memory error while building them is caught too. Notes the
  * shared headers of format.respond's common answer (st->json_headers). */
@@ -267,6 +282,11 @@ static int load_app(lua_State *L) {
   lua_call(L, 1, 1);
   lua_getfield(L, -1, "JSON_HEADERS");
   st->json_headers = lua_istable(L, -1) ? lua_topointer(L, -1) : NULL;
+#ifdef HX_BENCH_FLOOR
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, floor_dispatch, 1);
+  lua_replace(L, -4); /* in place of the dispatcher */
+#endif
   lua_pop(L, 2);
   return 1;
 }
