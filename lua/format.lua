@@ -17,9 +17,11 @@ local M = {
 }
 
 --- Turns what a route returned into the status, the body text and the
--- headers the server sends. Replace it to send another format.
-function M.respond(status, body, headers)
-  return output.respond(status, body, headers, M)
-end
+-- headers the server sends, as the settings above say. Replace it to send
+-- another format:
+--   function M.respond(status, body, headers)
+--     ... return status, text, headers
+--   end
+M.respond = output.responder(M)
 
 return M

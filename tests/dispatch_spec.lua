@@ -136,6 +136,59 @@ route("GET", "/thing/:id", function(req) return 200, { id = req.params.id } end)
   end)
 end)
 
+describe("horcrux.format.responder (format.lua's respond)", function()
+  local format = require "horcrux.format"
+  local json = require "horcrux.json"
+
+  it("answers as format.respond does, reading the settings at each answer", function()
+    local settings = { pretty = false, sort_keys = true }
+    local respond = format.responder(settings)
+    local body = { b = { 1, 2 }, a = "x", n = 1.5 }
+    local s, text, h = respond(201, body)
+    assert.are.equal(201, s)
+    assert.are.equal('{"a":"x","b":[1,2],"n":1.5}', text)
+    assert.are.equal(format.JSON_HEADERS, h)
+    assert.are.same({ format.respond(201, body, nil, settings) },
+      { s, text, h })
+    settings.pretty = true
+    local _, pretty = respond(200, { a = 1 })
+    assert.are.equal(select(2, format.respond(200, { a = 1 }, nil, settings)),
+      pretty)
+    assert.truthy(pretty:find("\n", 1, true))
+  end)
+
+  it("leaves every other answer, and its errors, to format.respond", function()
+    local respond = format.responder({ pretty = false, sort_keys = true })
+    local s, text, h = respond(200, "plain")
+    assert.are.same({ 200, "plain" }, { s, text })
+    assert.are.equal("text/plain; charset=utf-8", h["Content-Type"])
+    s, text, h = respond(404, { a = 1 }, { ["X-A"] = "1" })
+    assert.are.same({ 404, '{"a":1}', "1", "application/json" },
+      { s, text, h["X-A"], h["Content-Type"] })
+    s, text = respond(204, nil)
+    assert.are.same({ 204, "" }, { s, text })
+    local ok, err = pcall(respond, 700, { a = 1 })
+    assert.is_false(ok)
+    assert.truthy(err:find("HTTP status", 1, true))
+    ok, err = pcall(respond, 200, { f = print })
+    assert.is_false(ok)
+    assert.truthy(err:find("cannot be encoded as JSON", 1, true))
+    ok, err = pcall(respond, "200", { a = 1 })
+    assert.is_false(ok)
+    assert.truthy(err:find("HTTP status", 1, true))
+  end)
+
+  it("is what the shipped format.lua answers with", function()
+    local chunk = assert(loadfile("lua/format.lua"))
+    local shipped = chunk()
+    local s, text, h = shipped.respond(200, { n = 42, hello = "world" })
+    assert.are.same({ 200, '{"hello":"world","n":42}' }, { s, text })
+    assert.are.equal(format.JSON_HEADERS, h)
+    assert.are.equal(json.encode({ n = 42, hello = "world" },
+      { sort_keys = true }), text)
+  end)
+end)
+
 describe("horcrux.app loading routes.lua", function()
   local function load_error(text)
     local ok, err = pcall(load, text)

@@ -2,6 +2,8 @@
 -- operator's script) builds on, and the defaults when there is none.
 --
 --   format.respond(status, body, headers, settings) -> status, text, headers
+--   format.responder(settings)  respond(status, body, headers) for settings,
+--                    the common answer encoded in C
 --   format.JSON_HEADERS  {["Content-Type"] = "application/json"}, read-only
 --   format.DEFAULT   {pretty = false, sort_keys = true, respond = ...}
 --
@@ -96,14 +98,22 @@ function M.respond(status, body, headers, settings)
   return status, body, out
 end
 
+--- A respond(status, body, headers) for settings (format.lua's table):
+-- the common answer is encoded in C, as M.respond would (json.responder;
+-- pretty and sort_keys read at each call), anything else goes to
+-- M.respond(status, body, headers, settings).
+function M.responder(settings)
+  return json.responder(settings, JSON_HEADERS, function(status, body, headers)
+    return M.respond(status, body, headers, settings)
+  end)
+end
+
 --- The settings format.lua may give, and their types.
 M.SETTINGS = { pretty = "boolean", sort_keys = "boolean",
   respond = "function" }
 
 M.DEFAULT = { pretty = false, sort_keys = true }
-function M.DEFAULT.respond(status, body, headers)
-  return M.respond(status, body, headers, M.DEFAULT)
-end
+M.DEFAULT.respond = M.responder(M.DEFAULT)
 
 --- Checks format.lua's table; raises naming a bad setting.
 function M.check(t)
