@@ -79,6 +79,37 @@ describe("horcrux serve", function()
     assert.are.equal(200, http.get(srv.url .. "/text").status)
   end)
 
+  it("answers a route's failure and error raised after a wait, and counts them", function()
+    local r = assert(http.get(srv.url .. "/late-failure"))
+    assert.are.equal(409, r.status)
+    assert.are.same({ code = "conflict", message = "refused after a wait",
+      field = "late" }, r.json.error)
+    r = assert(http.get(srv.url .. "/late-error"))
+    assert.are.equal(500, r.status)
+    assert.are.equal("internal", r.json.error.code)
+    local id = r.json.error.request_id
+    assert.are.equal(r.headers["x-request-id"], id)
+    clock.sleep(0.1)
+    local line
+    for l in srv:logtext():gmatch("[^\n]+") do
+      if l:find("id=" .. id, 1, true) and l:find(" error ", 1, true) then
+        line = l
+      end
+    end
+    assert.truthy(line, srv:logtext())
+    assert.truthy(line:find("GET /late-error: ", 1, true), line)
+    assert.truthy(line:find("boom after a wait", 1, true), line)
+    -- the traceback of the route's own thread, down to its line
+    assert.truthy(line:find("stack traceback:", 1, true), line)
+    assert.truthy(line:find("routes.lua:64:", 1, true), line)
+    local text = http.get(srv.url .. "/metrics").body
+    for route, status in pairs({ ["/late-failure"] = 409,
+        ["/late-error"] = 500, ["/error"] = 500 }) do
+      assert.truthy(text:find(('horcrux_http_requests_total{method="GET",'
+        .. 'route="%s",status="%d"}'):format(route, status), 1, true), text)
+    end
+  end)
+
   it("refuses undeclared globals in routes", function()
     local r = assert(http.get(srv.url .. "/global"))
     assert.are.equal(500, r.status)
