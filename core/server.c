@@ -479,15 +479,11 @@ static int prepare_recover(lua_State *L) {
  * unprotected: app.lua): answered by recover, run as a route is, on
  * another thread whose stack keeps the answer's body until the request
  * ends; co is dropped once recover has taken its traceback. An error of
- * recover itself, an error past the budget or out of memory, or no memory
- * to start recover, is a 500 (route_failed). */
-static enum MHD_Result route_raised(request *rq, lua_State *co, int rc) {
+ * recover itself, or no memory to start it, is a 500 (route_failed). */
+static enum MHD_Result route_raised(request *rq, lua_State *co) {
   hx_state *st = rq->st;
   lua_State *L = st->L;
   int co_ref = rq->co_ref;
-  /* Past its budget or its state's memory, no more Lua for this request. */
-  if (rq->recovering || rq->run.exceeded || rc == LUA_ERRMEM)
-    return route_failed(rq, co, NULL);
   rq->recovering = 1;
   lua_pushcfunction(L, prepare_recover);
   lua_pushlightuserdata(L, rq);
@@ -578,10 +574,15 @@ static enum MHD_Result resume(request *rq, int nargs) {
       return wait_for_task(rq, co);
     return route_failed(rq, co, "a route yielded outside a transfer");
   }
+  /* A route's error is answered by recover first, as the protected
+   * dispatcher answers it: past the deadline, a 504 it gives is sent. Past
+   * the budget or the state's memory, no more Lua runs for the request. */
+  if (rc != LUA_OK && !rq->recovering && !rq->run.exceeded && rc != LUA_ERRMEM)
+    return route_raised(rq, co);
   if (past_deadline(rq))
     return answer_late(rq, co, rc, nres);
   if (rc != LUA_OK)
-    return route_raised(rq, co, rc);
+    return route_failed(rq, co, NULL);
   if (nres >= 1 && lua_type(co, -nres) == LUA_TUSERDATA &&
       hx_stream_test(co, -nres) != NULL)
     return answer_stream(rq, co, nres);
