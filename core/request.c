@@ -229,16 +229,6 @@ void hx_request_push(lua_State *L, request *rq, hx_state *st) {
   lua_remove(L, -2);
 }
 
-void hx_request_table(lua_State *L, const request *rq, const hx_state *st) {
-  if (rq->slot == 0) {
-    lua_pushnil(L);
-    return;
-  }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, st->request_slots_ref);
-  lua_rawgeti(L, -1, 2 * (lua_Integer)rq->slot);
-  lua_remove(L, -2);
-}
-
 void hx_request_forget(lua_State *L, request *rq, hx_state *st) {
   if (rq->slot == 0)
     return;

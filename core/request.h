@@ -44,7 +44,6 @@ typedef struct request {
   int authenticated; /* a valid bearer token came with it */
   int read_only;     /* the server runs with --read-only */
   int web;           /* a dashboard file (static.h), not a route */
-  int recovering;    /* its route raised: recover runs (server.c) */
   int status;
   struct timespec start;
   hx_deadline deadline; /* set by the server when the route starts */
@@ -61,10 +60,6 @@ void hx_request_slots(lua_State *L, hx_state *st);
 /* Pushes the request table of rq and gives it a slot (protected callers
  * only: allocates). */
 void hx_request_push(lua_State *L, request *rq, hx_state *st);
-
-/* Pushes the request table hx_request_push made for rq (nil once it is
- * forgotten). */
-void hx_request_table(lua_State *L, const request *rq, const hx_state *st);
 
 /* Cuts rq's request table off rq and frees its slot. Allocates nothing. */
 void hx_request_forget(lua_State *L, request *rq, hx_state *st);

@@ -450,53 +450,6 @@ static enum MHD_Result route_failed(request *rq, lua_State *co,
                     "the route failed; see the server log for this request id");
 }
 
-/* Protected (on the state's main thread): moves rq onto a new thread of
- * the state holding recover, its request table, the error the route raised
- * on co (left on co too, for route_failed), co itself (dead, its stack
- * kept: recover takes the traceback from it) and when the request started.
- * rq->co and rq->co_ref become the new thread's. */
-static int prepare_recover(lua_State *L) {
-  request *rq = lua_touserdata(L, 1);
-  lua_State *co = lua_touserdata(L, 2);
-  hx_state *st = rq->st;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, st->recover_ref);
-  hx_request_table(L, rq, st);
-  lua_xmove(co, L, 1);
-  lua_pushvalue(L, -1);
-  lua_xmove(L, co, 1);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rq->co_ref);
-  lua_pushinteger(L, (lua_Integer)rq->start.tv_sec * 1000000000 +
-                         rq->start.tv_nsec);
-  int ref;
-  lua_State *nco = hx_state_thread(st, &ref);
-  lua_xmove(L, nco, 5); /* recover, request, error, thread, t0 */
-  rq->co = nco;
-  rq->co_ref = ref;
-  return 0;
-}
-
-/* The route raised an error, on top of co (the dispatcher runs it
- * unprotected: app.lua): answered by recover, run as a route is, on
- * another thread whose stack keeps the answer's body until the request
- * ends; co is dropped once recover has taken its traceback. An error of
- * recover itself, or no memory to start it, is a 500 (route_failed). */
-static enum MHD_Result route_raised(request *rq, lua_State *co) {
-  hx_state *st = rq->st;
-  lua_State *L = st->L;
-  int co_ref = rq->co_ref;
-  rq->recovering = 1;
-  lua_pushcfunction(L, prepare_recover);
-  lua_pushlightuserdata(L, rq);
-  lua_pushlightuserdata(L, co);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
-    lua_pop(L, 1);
-    return route_failed(rq, co, NULL);
-  }
-  enum MHD_Result ret = resume(rq, 4);
-  hx_state_thread_done(st, co, co_ref, 0);
-  return ret;
-}
-
 /* ---- the request's deadline ------------------------------------------ */
 
 /* Gives the request its deadline (deadline.h): --deadline seconds from its
@@ -574,11 +527,6 @@ static enum MHD_Result resume(request *rq, int nargs) {
       return wait_for_task(rq, co);
     return route_failed(rq, co, "a route yielded outside a transfer");
   }
-  /* A route's error is answered by recover first, as the protected
-   * dispatcher answers it: past the deadline, a 504 it gives is sent. Past
-   * the budget or the state's memory, no more Lua runs for the request. */
-  if (rc != LUA_OK && !rq->recovering && !rq->run.exceeded && rc != LUA_ERRMEM)
-    return route_raised(rq, co);
   if (past_deadline(rq))
     return answer_late(rq, co, rc, nres);
   if (rc != LUA_OK)
@@ -607,8 +555,7 @@ static int prepare(lua_State *L) {
                                                NULL, NULL));
   lua_pushinteger(L, (lua_Integer)rq->start.tv_sec * 1000000000 +
                          rq->start.tv_nsec);
-  lua_pushboolean(L, 1);   /* raw: a route's error ends the thread */
-  lua_xmove(L, rq->co, 5); /* dispatcher, request, nargs, t0, raw */
+  lua_xmove(L, rq->co, 4); /* dispatcher, request, nargs, t0 */
   return 0;
 }
 
@@ -629,7 +576,7 @@ static enum MHD_Result start(request *rq) {
     lua_pop(L, 1);
     return send_error(rq, "internal", "cannot start the route");
   }
-  return resume(rq, 4);
+  return resume(rq, 3);
 }
 
 /* ---- the guard --------------------------------------------------------- */

@@ -113,7 +113,6 @@ hx_state *hx_state_new(const hx_states_config *cfg, char **err) {
   st->mem_cap = cfg->memory_cap;
   st->budget = cfg->budget;
   st->dispatch_ref = LUA_NOREF;
-  st->recover_ref = LUA_NOREF;
   st->request_slots_ref = LUA_NOREF;
   st->L = lua_newstate(capped_alloc, st);
   if (st->L == NULL) {
@@ -265,10 +264,9 @@ static int floor_dispatch(lua_State *L) {
 }
 #endif
 
-/* Protected: require("horcrux.app").load(opts) -> recover, dispatch; the
- * options are built here so that a memory error while building them is
- * caught too. Notes the shared headers of format.respond's common answer
- * (st->json_headers). */
+/* Protected: require("horcrux.app").load(opts); the options are built here
+ * so that a memory error while building them is caught too. Notes the
+ * shared headers of format.respond's common answer (st->json_headers). */
 static int load_app(lua_State *L) {
   const hx_states_config *cfg = lua_touserdata(L, 1);
   const hx_snapshot *snap = lua_touserdata(L, 2);
@@ -278,9 +276,7 @@ static int load_app(lua_State *L) {
   lua_call(L, 1, 1);
   lua_getfield(L, -1, "load");
   hx_push_app_opts(L, cfg, snap);
-  lua_call(L, 1, 3); /* dispatch, routes, recover */
-  lua_remove(L, -2);
-  lua_insert(L, -2); /* recover, dispatch */
+  lua_call(L, 1, 1);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "horcrux.format");
   lua_call(L, 1, 1);
@@ -292,11 +288,11 @@ static int load_app(lua_State *L) {
   lua_replace(L, -4); /* in place of the dispatcher */
 #endif
   lua_pop(L, 2);
-  return 2;
+  return 1;
 }
 
 /* Runs require("horcrux.app").load{...} under a budget and keeps the
- * dispatcher and the recover it returns. */
+ * dispatcher it returns. */
 int hx_state_load_app(hx_state *st, const hx_states_config *cfg,
                       const hx_snapshot *snap, char **err) {
   lua_State *L = st->L;
@@ -311,12 +307,11 @@ int hx_state_load_app(hx_state *st, const hx_states_config *cfg,
   lua_pushlightuserdata(L, (void *)cfg);
   lua_pushlightuserdata(L, (void *)snap);
   lua_pushlightuserdata(L, st);
-  int rc = lua_pcall(L, 3, 2, 1);
+  int rc = lua_pcall(L, 3, 1, 1);
   lua_sethook(L, NULL, 0, 0);
   hx_state_disarm(st);
   st->budget = budget;
-  if (rc != LUA_OK || !lua_isfunction(L, -1) || !lua_isfunction(L, -2) ||
-      load_run.exceeded) {
+  if (rc != LUA_OK || !lua_isfunction(L, -1) || load_run.exceeded) {
     *err = dupmsg(rc != LUA_OK ? lua_tostring(L, -1)
                   : load_run.exceeded
                       ? "loading the scripts exceeded the instruction budget"
@@ -325,7 +320,6 @@ int hx_state_load_app(hx_state *st, const hx_states_config *cfg,
     return -1;
   }
   st->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  st->recover_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_settop(L, 0);
   return 0;
 }

@@ -67,8 +67,7 @@ struct hx_state {
   hx_run *volatile current;    /* the request being run, or NULL */
   lua_State *volatile running; /* the thread running its Lua code now (the
                                   tick hooks it: states_budget.c) */
-  int dispatch_ref; /* dispatch(req, nargs, t0, raw) of horcrux.app */
-  int recover_ref;  /* recover(req, err, thread, t0): a route's error */
+  int dispatch_ref;
   /* the slots of request tables (request.c): their table in the
    * registry, the request in each, the free ones */
   int request_slots_ref;
@@ -95,7 +94,7 @@ struct hx_state {
 hx_state *hx_state_new(const hx_states_config *cfg, char **err);
 
 /* Loads the operator scripts of snap (horcrux.app) and keeps the
- * dispatcher and its recover. Returns 0, or -1 with a malloc'ed message in *err. */
+ * dispatcher. Returns 0, or -1 with a malloc'ed message in *err. */
 int hx_state_load_app(hx_state *st, const hx_states_config *cfg,
                       const hx_snapshot *snap, char **err);
 

@@ -237,17 +237,12 @@ local function answerers(respond)
   return unrouted, failed
 end
 
---- The dispatcher of a loaded set of routes: dispatch(req [, nargs [, t0
--- [, raw]]]) -> status, body (a string), headers; nargs: how many query
--- arguments the request has, t0: when it started (clock.mono_ns), when the
--- caller knows (the host does). A failure a route raises (horcrux.errors)
--- is answered as errors.answer says; any other error, or an answer
--- format.respond refuses, is a 500 with the request id, the traceback in
--- the log. With raw (the host), the route runs unprotected: its error ends
--- the host's thread, and the host answers it with recover(req, err,
--- thread, t0) (the second function returned), which answers and counts
--- it as dispatch would have. A protected call a request was measured at
--- about 750 instructions, and the host's thread catches the error anyway.
+--- The dispatcher of a loaded set of routes: dispatch(req [, nargs [, t0]])
+-- -> status, body (a string), headers; nargs: how many query arguments the
+-- request has, t0: when it started (clock.mono_ns), when the caller knows
+-- (the host does). A failure a route raises (horcrux.errors) is answered
+-- as errors.answer says; any other error, or an answer format.respond
+-- refuses, is a 500 with the request id, the traceback in the log.
 local function dispatcher(routes, format)
   local respond = format.respond
   local traceback = debug.traceback
@@ -276,7 +271,7 @@ local function dispatcher(routes, format)
   -- routes:match does first), without the method call.
   local exact, no_params = routes.exact, router.NO_PARAMS
   local request_metrics = prometheus.request -- never raises
-  local function dispatch(req, nargs, t0, raw)
+  return function(req, nargs, t0)
     t0 = t0 or mono_ns()
     local method, path = req.method, req.path
     local by = exact[path]
@@ -287,13 +282,9 @@ local function dispatcher(routes, format)
     local ok, status, body, headers
     if r then
       req.params = params
-      if raw then
-        status, body, headers = run(r, req, nargs)
-      else
-        ok, status, body, headers = xpcall(run, traceback, r, req, nargs)
-        if not ok then
-          status, body, headers = failed(req, status)
-        end
+      ok, status, body, headers = xpcall(run, traceback, r, req, nargs)
+      if not ok then
+        status, body, headers = failed(req, status)
       end
     else
       status, body, headers = unrouted(req, params, allow)
@@ -301,25 +292,11 @@ local function dispatcher(routes, format)
     request_metrics(r and r.pattern, method, status, (mono_ns() - t0) / 1e9)
     return status, body, headers
   end
-
-  local function recover(req, err, thread, t0)
-    if not errors.is(err) then
-      err = traceback(thread, tostring(err))
-    end
-    local status, body, headers = failed(req, err)
-    local r = routes:match(req.method, req.path)
-    request_metrics(r and r.pattern, req.method, status,
-      (mono_ns() - t0) / 1e9)
-    return status, body, headers
-  end
-
-  return dispatch, recover
 end
 
 --- Loads format.lua, fallback.lua, policy.lua, hooks.lua (checked only: the
 -- hooks thread runs it) and routes.lua; returns
--- dispatch(req [, nargs [, t0 [, raw]]]), the router and the host's
--- recover(req, err, thread, t0) (dispatcher above).
+-- dispatch(req [, nargs [, t0]]) and the router.
 function M.load(opts)
   local format = require("horcrux.format").check(load_module("format", opts))
   local order = M.check_sources(load_module("fallback", opts))
@@ -335,8 +312,7 @@ function M.load(opts)
   end
   local routes = router.new()
   M.run_script("routes", opts, M.strict_env({ route = definer(routes) }))
-  local dispatch, recover = dispatcher(routes, format)
-  return dispatch, routes, recover
+  return dispatcher(routes, format), routes
 end
 
 return M
