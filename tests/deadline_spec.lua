@@ -79,10 +79,13 @@ local function get(srv, path)
   return r, (clock.mono_ns() - t0) / 1e9
 end
 
--- A 504 at the deadline: at 2 s, within a quarter of a second after it.
+-- A 504 at the deadline: at 2 s, within half a second after it (a quarter
+-- was passed by 0.04 s under CI's load on a 2-core VM with ASan builds
+-- beside; what the spec tells apart is the deadline from the client's
+-- 30 s and the route's own waits).
 local function at_deadline(r, secs, srv)
   assert.are.equal(504, r.status, r.body .. "\n" .. srv:logtext():sub(-1500))
-  assert.is_true(secs >= 1.95 and secs < 2.25, secs)
+  assert.is_true(secs >= 1.95 and secs < 2.5, secs)
   assert.are.equal("timeout", r.json.error.code)
 end
 
@@ -199,8 +202,26 @@ describe("the daemon's breaker in the server", function()
         "--interval", "0", "--workers", "2" } }
       finally(done)
       hang(true)
+      local t_start = clock.mono_ns()
       local r, secs = get(srv, "/inspect")
       at_deadline(r, secs, srv)
+      -- /healthz asks the daemon too: at once, since the breaker refuses
+      -- its call -- until the back-off (1 s from the cut, which came 1.95 s
+      -- or more after t_start) has passed, when its call is the probe and waits
+      -- on the hung daemon. Asked first (before both_workers, whose curls
+      -- took over a second under CI's load), it is well before that; a
+      -- machine so loaded that it is not cannot time it.
+      local h_start = clock.mono_ns()
+      local h, hsecs = get(srv, "/healthz")
+      assert.are.equal(200, h.status)
+      if h_start < t_start + 2.9e9 then
+        assert.is_true(hsecs < 0.5, hsecs)
+      end
+      assert.are.equal("degraded", h.json.status)
+      assert.are.equal("open", h.json.breaker.state)
+      assert.are.equal("timeout", h.json.breaker.last_kind)
+      assert.matches("did not answer once", h.json.reason)
+      assert.is_string(h.json.breaker.next_probe)
       for _ = 1, 3 do
         r, secs = get(srv, "/inspect")
         assert.are.equal(503, r.status, r.body)
@@ -214,14 +235,6 @@ describe("the daemon's breaker in the server", function()
       for _, b in ipairs(states) do
         assert.are.equal("open", b.state, "a worker's state saw it " .. b.state)
       end
-      local h, hsecs = get(srv, "/healthz")
-      assert.are.equal(200, h.status)
-      assert.is_true(hsecs < 0.5, hsecs)
-      assert.are.equal("degraded", h.json.status)
-      assert.are.equal("open", h.json.breaker.state)
-      assert.are.equal("timeout", h.json.breaker.last_kind)
-      assert.matches("did not answer once", h.json.reason)
-      assert.is_string(h.json.breaker.next_probe)
 
       hang(false)
       local t0 = clock.mono_ns()
