@@ -116,7 +116,11 @@ describe("fault: a private dockerd restarted under load", function()
     clock.sleep(1)
     d:up()
     local t_up = clock.mono_ns()
+    -- what the server's breaker thought when the daemon answered again
+    local hz = get_json(srv.url .. "/healthz") or {}
+    local breaker = hz.breaker or { state = "closed" }
     local new_id, new_name = d:run { name = "fault-new" }
+    local ran = (clock.mono_ns() - t_up) / 1e9
 
     local recovered, last
     repeat
@@ -165,8 +169,11 @@ describe("fault: a private dockerd restarted under load", function()
     end
     table.sort(summary)
     print(("\nfault restart: daemon down %.1f s; recovered %.2f s after it "
-      .. "answered; requests %s; slowest %.2f s"):format(
-        (t_up - t_down) / 1e9, took, table.concat(summary, ", "), slowest))
+      .. "answered (the new container ran after %.2f s; the breaker was %s%s"
+      .. "); requests %s; slowest %.2f s"):format((t_up - t_down) / 1e9, took,
+      ran, breaker.state, breaker.next_probe_in and (", next probe in "
+      .. breaker.next_probe_in .. " s") or "", table.concat(summary, ", "),
+      slowest))
 
     assert.is_true(srv:alive(), "horcrux serve died\n" .. srv:logtext())
     assert.equal(0, dropped, "requests without an answer")
