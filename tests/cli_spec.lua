@@ -484,7 +484,8 @@ describe("horcrux.cli", function()
     it("reads a busy loop's CPU % as the kernel counts it, and an idle container near 0", function()
       local cgroup = require("horcrux.cgroup")
       local busy = start("run", "-d", "--label", require("support").label_arg,
-        "horcrux-test:busybox", "sh", "-c", "while :; do :; done")
+        "--cpus", tostring(require("support").BUSY_CPUS), "horcrux-test:busybox",
+        "sh", "-c", "while :; do :; done")
       local idle = start("run", "-d", "--label", require("support").label_arg,
         "horcrux-test:busybox", "sleep", "600")
       local h = assert(cgroup.open(busy))

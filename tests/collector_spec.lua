@@ -19,7 +19,7 @@ local api_source = require "horcrux.sources.docker_api"
 local cli_source = require "horcrux.sources.docker_cli"
 
 local null = json.null
-local BUSY = { "sh", "-c", "while :; do :; done" }
+local BUSY = support.BUSY
 
 local DEFAULT = { sources = { api_source, cg_source, cli_source } }
 local CGROUP_FIRST = { sources = { cg_source, api_source, cli_source } }

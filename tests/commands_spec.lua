@@ -183,7 +183,7 @@ describe("horcrux ps and stats against the docker CLI", function()
     ids.idle, names.idle = support.run_container({ name = "cmd-idle", labels = labels,
       host_config = { PortBindings = { ["80/tcp"] = { { HostIp = "127.0.0.1", HostPort = "" } } } } })
     ids.busy, names.busy = support.run_container({ name = "cmd-busy", labels = labels,
-      cmd = { "sh", "-c", "while :; do :; done" } })
+      cmd = support.BUSY })
     ids.created, names.created = support.run_container({ name = "cmd-created",
       labels = labels, start = false })
   end)

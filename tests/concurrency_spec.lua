@@ -163,7 +163,7 @@ describe("concurrent requests over several workers", function()
     assert(proc.which("wrk"), "wrk is not installed (apt-get install wrk)")
     ids = {}
     ids[1] = support.run_container { name = "conc-busy",
-      cmd = { "sh", "-c", "while :; do :; done" } }
+      cmd = support.BUSY }
     ids[2] = support.run_container { name = "conc-idle" }
     ids[3] = support.run_container { name = "conc-idle" }
     dir = http.scripts_dir({ ["routes.lua"] = ROUTES })

@@ -82,7 +82,7 @@ describe("horcrux stats", function()
 
   setup(function()
     busy, busy_name = support.run_container({ name = "cbusy",
-      cmd = { "sh", "-c", "while :; do :; done" } })
+      cmd = support.BUSY })
   end)
 
   teardown(function()

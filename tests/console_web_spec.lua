@@ -239,7 +239,7 @@ describe("the dashboard in headless Chromium", function()
 
   setup(function()
     busy, busy_name = support.run_container({ name = "wbusy",
-      cmd = { "sh", "-c", "while :; do :; done" } })
+      cmd = support.BUSY })
     idle, idle_name = support.run_container({ name = "widle" })
     for i, service in ipairs({ "web", "db" }) do
       stack[i], stack[service] = support.run_container({ name = "wstack",

@@ -11,7 +11,7 @@ describe("examples", function()
   local id, name
   setup(function()
     id, name = support.run_container({ name = "example",
-      cmd = { "sh", "-c", "while :; do :; done" } })
+      cmd = support.BUSY })
   end)
   teardown(function()
     if id then support.remove(id) end

@@ -666,7 +666,7 @@ describe("webhooks against the engine", function()
       ("http://127.0.0.1:%d/in"):format(port), run, extra) })
     local srv = start_server(dir, tmpdir())
     cleanup[#cleanup + 1] = function() srv:stop() end
-    local id = run_container(run, { "sh", "-c", "while :; do :; done" })
+    local id = run_container(run, support.BUSY)
     local function am(status, name)
       for _, r in ipairs(received(log)) do
         if r.path == "/am" and r.json.status == status

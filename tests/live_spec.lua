@@ -12,7 +12,7 @@ local cgroup = require "horcrux.cgroup"
 local json = require "horcrux.json"
 
 local PATH = "PATH=" .. os.getenv("PATH")
-local BUSY = { "sh", "-c", "while :; do :; done" }
+local BUSY = support.BUSY
 local WITHIN_S = 2
 
 local function post(id, action)

@@ -116,7 +116,7 @@ describe("GET /metrics and the history #docker", function()
       "prometheus and promtool are needed (scripts/lib.sh installs them)")
     support.docker()
     local busy, busy_name = support.run_container { name = "pbusy",
-      cmd = { "sh", "-c", "while :; do :; done" } }
+      cmd = support.BUSY }
     local idle, idle_name = support.run_container { name = "pidle",
       labels = { ["com.example.tier"] = "back-end" },
       host_config = { Memory = 64 * 1024 * 1024, NanoCpus = 500000000 } }

@@ -85,7 +85,7 @@ describe("container routes", function()
 
   setup(function()
     busy, busy_name = support.run_container({ name = "busy",
-      cmd = { "sh", "-c", "while :; do :; done" } })
+      cmd = support.BUSY })
     -- 32 MiB in /dev/shm: known memory (shmem is not page cache, so docker
     -- counts it as used)
     idle, idle_name = support.run_container({ name = "idle",
@@ -162,7 +162,8 @@ describe("container routes", function()
     -- the request (its cgroup counter read before and after it), whose two
     -- samples lie inside that window.
     local id = support.run_container({ name = "late-busy",
-      cmd = { "sh", "-c", "sleep 15; while :; do :; done" } })
+      cmd = { "sh", "-c", "sleep 15; while :; do :; done" },
+      cpus = support.BUSY_CPUS })
     local s -- the server of the later request
     -- one finally per it (busted keeps the last one given)
     finally(function()

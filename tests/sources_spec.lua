@@ -16,7 +16,7 @@ local cli_source = require "horcrux.sources.docker_cli"
 local api_source = require "horcrux.sources.docker_api"
 
 local null = json.null
-local BUSY = { "sh", "-c", "while :; do :; done" }
+local BUSY = support.BUSY
 
 -- |a - b| within rel of b (and both numbers).
 local function near(a, b, rel)

@@ -36,7 +36,7 @@ describe("stream clients", function()
 
   it("Chromium's EventSource and WebSocket get a busy container's stats at the collector's rate, and EventSource follows logs", function()
     local busy = support.run_container({ name = "cbusy",
-      cmd = { "sh", "-c", "while :; do :; done" } })
+      cmd = support.BUSY })
     ids[#ids + 1] = busy
     local logs = support.run_container({ name = "clogs", cmd = { "sh", "-c",
       "sleep 2; for i in 1 2 3; do echo line $i; sleep 0.2; done" } })

@@ -87,9 +87,33 @@ end
 -- sleep), labels (added to horcrux.test=1), host_config (the API's
 -- HostConfig), image (default support.image), start (default true), tty.
 -- Returns the full id and the name.
+--- A known CPU load: a busy loop. run_container holds a container running
+-- it to BUSY_CPUS of a core (HostConfig.NanoCpus) unless opts.cpus says
+-- otherwise: the specs compare its CPU % with the kernel's own count, which
+-- a quarter of a core shows as well as a whole one, and a suite running four
+-- spec files at once on two cores then does not give half the machine to
+-- loops (it did: each loop took what the others left it).
+support.BUSY = { "sh", "-c", "while :; do :; done" }
+support.BUSY_CPUS = 0.25
+
+--- Creates (and, unless opts.start is false, starts) a test container:
+-- opts.name (made unique), image, cmd, labels, host_config, tty, and cpus
+-- (cores, HostConfig.NanoCpus; support.BUSY_CPUS for support.BUSY).
 function support.run_container(opts)
   opts = opts or {}
   local c = support.docker()
+  local host_config = opts.host_config
+  local cpus = opts.cpus
+  if cpus == nil and opts.cmd == support.BUSY then
+    cpus = support.BUSY_CPUS
+  end
+  if cpus then
+    host_config = {}
+    for k, v in pairs(opts.host_config or {}) do
+      host_config[k] = v
+    end
+    host_config.NanoCpus = math.floor(cpus * 1e9)
+  end
   local labels = { [support.label] = support.label_value }
   for k, v in pairs(opts.labels or {}) do
     labels[k] = v
@@ -99,7 +123,7 @@ function support.run_container(opts)
     Image = opts.image or support.image,
     Cmd = opts.cmd or { "sleep", "600" },
     Labels = labels,
-    HostConfig = opts.host_config,
+    HostConfig = host_config,
     Tty = opts.tty or nil,
     StopTimeout = 1,
   })

@@ -86,7 +86,7 @@ describe("the README's routes", function()
   it("summary: counts the containers of a label by state and sums their figures", function()
     local label = "hx.tutorial=" .. tag
     ms.create(srv, { start = true, labels = { ["hx.tutorial"] = tag },
-      cmd = { "sh", "-c", "while :; do :; done" } })
+      cmd = support.BUSY })
     ms.create(srv, { labels = { ["hx.tutorial"] = tag } })
     local r
     ms.eventually(10, function()

@@ -19,7 +19,7 @@ local json = require "horcrux.json"
 local cg_source = require "horcrux.sources.cgroup"
 
 local null = json.null
-local BUSY = { "sh", "-c", "while :; do :; done" }
+local BUSY = support.BUSY
 
 local function near(a, b, rel, what)
   assert.is_number(a, what)
