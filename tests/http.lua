@@ -6,8 +6,9 @@
 --
 -- The server is started without a shell (horcrux.proc.spawn) on a free
 -- loopback port; its log goes to a file (srv.log) that a failing spec shows.
--- HTTP goes through curl, also from an argv.
+-- HTTP goes through libcurl in this process (tests/http_client.c).
 local proc = require "horcrux.proc"
+local httpc = require "hxtest_http"
 local json = require "horcrux.json"
 local clock = require "horcrux.clock"
 
@@ -26,38 +27,23 @@ local function read_file(path)
 end
 M.read_file = read_file
 
---- A request with curl; returns {status, headers (lower-case), body, json,
--- time (seconds)}, or raises when curl itself fails.
+--- A request as the curl program sends it (libcurl in this process:
+-- tests/http_client.c); returns {status, headers (lower-case), body, json,
+-- time (seconds)}, or nil and "curl exit N: curl: (N) why" when the
+-- transfer failed (N: curl's exit code, 7 refused, 28 timed out).
 function M.request(method, url, opts)
   opts = opts or {}
-  local argv = { "curl", "-sS", "-i", "-X", method, "--max-time",
-    tostring(opts.timeout or 30), "-w", "\n%{time_total}" }
+  local headers = {}
   for k, v in pairs(opts.headers or {}) do
-    argv[#argv + 1] = "-H"
-    argv[#argv + 1] = k .. ": " .. v
+    headers[#headers + 1] = k .. ": " .. v
   end
-  if opts.body then
-    argv[#argv + 1] = "--data-binary"
-    argv[#argv + 1] = "@-"
+  local status, head, body, time = httpc.request(method, url, headers,
+    opts.body, opts.timeout or 30, opts.max_output or 64 * 1024 * 1024)
+  if not status then
+    return nil, "curl exit " .. tostring(head) .. ": " .. body
   end
-  argv[#argv + 1] = url
-  -- proc.run keeps 1 MiB of output unless told: /api/events answers the
-  -- whole ring, several MiB once a whole suite has run beside the spec
-  local r, err = proc.run(argv, { stdin = opts.body, timeout = (opts.timeout or 30) + 5,
-    max_output = opts.max_output or 64 * 1024 * 1024 })
-  if not r then
-    error("curl: " .. err)
-  end
-  if r.status ~= 0 then
-    return nil, "curl exit " .. tostring(r.status) .. ": " .. r.stderr
-  end
-  local out = r.stdout
-  local time = tonumber(out:match("\n([%d.]+)$"))
-  out = out:gsub("\n[%d.]+$", "")
-  local head, body = out:match("^(.-)\r\n\r\n(.*)$")
-  head = head or out
-  local res = { headers = {}, body = body or "", time = time }
-  res.status = tonumber(head:match("^HTTP/%S+ (%d+)"))
+  local res = { headers = {}, body = body, time = time }
+  res.status = status
   for line in head:gmatch("[^\r\n]+") do
     local k, v = line:match("^([^:]+):%s*(.*)$")
     if k then
@@ -164,9 +150,9 @@ end
 -- error and the kernel shares the connections between the two: a spec's
 -- requests would reach another run's server. Such a port is skipped.
 local function port_taken(host, port)
-  local r = proc.run({ "curl", "-s", "-o", "/dev/null", "--max-time", "1",
-    ("http://%s:%d/"):format(host, port) }, { timeout = 5 })
-  return not r or r.status ~= 7 -- 7: could not connect
+  local status, code = httpc.request("GET", ("http://%s:%d/"):format(host, port),
+    {}, nil, 1, 0)
+  return status ~= nil or code ~= 7 -- 7: could not connect
 end
 
 --- Starts `horcrux serve`; waits until /healthz answers (any status: a
