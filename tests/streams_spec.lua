@@ -275,9 +275,32 @@ describe("a slow subscriber", function()
     assert(io.open(go, "w")):close()
     local tail = lines(slow, true)[1]
     os.remove(go)
-    assert.truthy(all, ("the fast one got %d of our %d events%s"):format(
-      ours(), RENAMES + 2, #messages(lines(fast), "overflow") > 0
-      and ", then overflow" or ""))
+    if not all then -- which ones, and what the collector said meanwhile
+      local seen, missing = {}, {}
+      for _, m in ipairs(messages(lines(fast), "event")) do
+        local ev = json.decode(m.data)
+        if ev.id == id then
+          seen[ev.action .. " " .. tostring(ev.name)] = true
+        end
+      end
+      for i = 1, RENAMES do
+        if not seen["rename " .. name .. "-" .. i] then
+          missing[#missing + 1] = i
+        end
+      end
+      local said = {}
+      for line in srv:logtext():gmatch("[^\n]+") do
+        if line:find("collector", 1, true) or line:find("event", 1, true) then
+          said[#said + 1] = line
+        end
+      end
+      error(("the fast one got %d of our %d events%s; renames missing: %s; "
+        .. "create %s, destroy %s\n%s"):format(ours(), RENAMES + 2,
+        #messages(lines(fast), "overflow") > 0 and ", then overflow" or "",
+        table.concat(missing, " "), tostring(seen["create " .. name]),
+        tostring(seen["destroy " .. name .. "-" .. RENAMES]),
+        table.concat(said, "\n", math.max(1, #said - 40))))
+    end
     assert.truthy(tail, "the slow client printed nothing")
     assert.truthy(tail.tail:find("event: overflow", 1, true), tail.tail)
     -- the stream ended: the last chunk of the response came
