@@ -122,6 +122,12 @@ describe("fault: a private dockerd restarted under load", function()
     local new_id, new_name = d:run { name = "fault-new" }
     local ran = (clock.mono_ns() - t_up) / 1e9
 
+    -- Two clocks: the view is back (the survivors sampled again, the dead
+    -- one out) within WITHIN_S of the daemon answering; the new container
+    -- is listed and in the view within WITHIN_S of existing -- creating it
+    -- took the loaded private daemon 3.1-3.3 s in CI, and once more than
+    -- the whole bound.
+    local t_ran, t_back, t_new = clock.mono_ns(), nil, nil
     local recovered, last
     repeat
       local list = by_id(get_json(srv.url .. "/api/containers?all=0"))
@@ -137,13 +143,21 @@ describe("fault: a private dockerd restarted under load", function()
         dead_listed = (list[ids[3]:sub(1, 12)] or list[ids[3]]) ~= nil,
         view_new = view[new_id] ~= nil, dead_in_view = view[ids[3]] ~= nil,
         fresh = fresh }
-      recovered = last.listed and not last.dead_listed and fresh
-        and not last.dead_in_view
+      local now = clock.mono_ns()
+      if not t_back and fresh and not last.dead_listed and not last.dead_in_view then
+        t_back = now
+      end
+      if not t_new and last.listed and last.view_new then
+        t_new = now
+      end
+      recovered = t_back ~= nil and t_new ~= nil
       if not recovered then
         clock.sleep(0.1)
       end
     until recovered or clock.mono_ns() - t_up > 15e9
     local took = (clock.mono_ns() - t_up) / 1e9
+    local back_s = t_back and (t_back - t_up) / 1e9 or took
+    local new_s = t_new and (t_new - t_ran) / 1e9 or took
     clock.sleep(1) -- load after the recovery too
 
     for _, l in ipairs(loads) do
@@ -168,12 +182,13 @@ describe("fault: a private dockerd restarted under load", function()
       summary[#summary + 1] = code .. ": " .. n
     end
     table.sort(summary)
-    print(("\nfault restart: daemon down %.1f s; recovered %.2f s after it "
-      .. "answered (the new container ran after %.2f s; the breaker was %s%s"
-      .. "); requests %s; slowest %.2f s"):format((t_up - t_down) / 1e9, took,
-      ran, breaker.state, breaker.next_probe_in and (", next probe in "
-      .. breaker.next_probe_in .. " s") or "", table.concat(summary, ", "),
-      slowest))
+    print(("\nfault restart: daemon down %.1f s; the view back %.2f s after "
+      .. "it answered (the breaker was %s%s); the new container ran %.2f s "
+      .. "after it answered and was listed and in the view %.2f s later; "
+      .. "requests %s; slowest %.2f s"):format((t_up - t_down) / 1e9, back_s,
+      breaker.state, breaker.next_probe_in and (", next probe in "
+      .. breaker.next_probe_in .. " s") or "", ran, new_s,
+      table.concat(summary, ", "), slowest))
 
     assert.is_true(srv:alive(), "horcrux serve died\n" .. srv:logtext())
     assert.equal(0, dropped, "requests without an answer")
@@ -181,6 +196,8 @@ describe("fault: a private dockerd restarted under load", function()
     assert.is_true(recovered, ("not recovered after 15 s: %s (%s)\n%s")
       :format(require("horcrux.json").encode(last), new_name,
         srv:logtext():sub(-3000)))
-    assert.is_true(took <= WITHIN_S, ("recovered in %.2f s"):format(took))
+    assert.is_true(back_s <= WITHIN_S, ("the view back in %.2f s"):format(back_s))
+    assert.is_true(new_s <= WITHIN_S, ("the new container in the view %.2f s "
+      .. "after it ran"):format(new_s))
   end)
 end)
