@@ -239,7 +239,20 @@ describe("a slow subscriber", function()
     os.remove(go)
     local slow = client("slow", url, 60, { go })
     local fast = client("sse", url, 60)
-    clock.sleep(0.5)
+    -- both subscribed before the first event: a subscriber gets the events
+    -- after it subscribed, and under load the Python clients took more
+    -- than the half second this spec once gave them (the fast one then
+    -- missed the create and the first renames)
+    assert.truthy(until_true(15, function()
+      local r = http.get(srv.url .. "/metrics")
+      for line in (r and r.body or ""):gmatch("[^\n]+") do
+        if line:find("^horcrux_stream_subscribers{")
+            and line:find('topic="events"', 1, true)
+            and line:find('transport="sse"', 1, true) then
+          return tonumber(line:match("(%d+)$")) >= 2
+        end
+      end
+    end), "the two clients did not subscribe within 15 s")
     -- events of 60 KiB each (labels travel in their attributes): a create,
     -- 150 renames (each an event, at most about 12 a round) and a destroy
     local labels = {}
