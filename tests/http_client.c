@@ -22,6 +22,7 @@
 #include <curl/curl.h>
 #include <lauxlib.h>
 #include <lua.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,9 +37,9 @@ static int buf_add(buf *b, const char *s, size_t len) {
   if (len > b->max - b->n)
     return 0;
   if (b->n + len + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->n + len + 1)
-      cap *= 2;
+    size_t want = b->n + len + 1, cap = b->cap ? b->cap : 1024;
+    while (cap < want)
+      cap = cap > SIZE_MAX / 2 ? want : cap * 2;
     char *p = realloc(b->p, cap);
     if (p == NULL)
       return 0;
