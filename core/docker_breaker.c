@@ -42,7 +42,7 @@
 #define BREAK_AFTER 3
 #define STALL_MS 1500
 #define BACKOFF_MS 1000
-#define BACKOFF_MAX_MS 4000
+#define BACKOFF_MAX_MS 2000
 #define FAST_MS 100
 #define PROBE_LOST_MS (HXD_PROBE_MS + 2000)
 

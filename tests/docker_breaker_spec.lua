@@ -111,9 +111,9 @@ describe("the breaker of a daemon", function()
     end)
 
   it("opens again for twice as long when the probe gets no answer, up to "
-    .. "4 s", function()
+    .. "2 s", function()
       open_it()
-      for _, want in ipairs { 2, 4, 4 } do
+      for _, want in ipairs { 2, 2, 2 } do
         until_probe(host)
         local r, took = timed(c.inspect, c, "x")
         assert.are.equal("unavailable", r[3], r[2])
