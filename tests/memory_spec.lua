@@ -107,8 +107,13 @@ describe("requests in flight per worker", function()
       srv.url .. "/slow" }))
     local other = assert(proc.spawn({ "curl", "-s", "-o", "/dev/null", "--max-time", "10",
       srv.url .. "/slow" }))
-    clock.sleep(0.3)
-    local r = assert(http.get(srv.url .. "/text"))
+    -- asked until both are in flight: a curl program may take longer than
+    -- the 0.3 s this spec once waited to start on a loaded machine
+    local r
+    local deadline = clock.mono_ns() + 5e9
+    repeat
+      r = assert(http.get(srv.url .. "/text"))
+    until r.status == 429 or clock.mono_ns() > deadline
     assert.are.equal(429, r.status)
     assert.are.equal("too_many_requests", r.json.error.code)
     assert.truthy(r.json.error.message:find("--max-inflight", 1, true))
