@@ -338,23 +338,33 @@ describe("container routes", function()
       return median(times)
     end
     local idle_s = healthz_median()
-    local waiting, outs = {}, {}
-    local t_spawn = clock.mono_ns()
-    for i = 1, 8 do
-      local ref = ({ busy, idle })[i % 2 + 1]
-      outs[i] = os.tmpname()
-      waiting[i] = assert(proc.spawn({ "curl", "-s", "-o", "/dev/null", "-w", "%{time_total}",
-        "--max-time", "20", s.url .. "/api/containers/" .. ref .. "/stats" }, { stdout = outs[i] }))
-    end
-    clock.sleep(0.3)
-    local t_measure = (clock.mono_ns() - t_spawn) / 1e9
-    local busy_s = healthz_median()
-    local took_min = math.huge
-    for i = 1, 8 do
-      assert.are.equal(0, waiting[i]:wait(30).status)
-      local took = tonumber(http.read_file(outs[i]))
-      os.remove(outs[i])
-      took_min = math.min(took_min, took)
+    -- The daemon answers them all at one tick of its stats collector, whose
+    -- phase is another client's when one already streams stats from it (a
+    -- CI run saw 0.35 s): a round whose requests did not wait half a second
+    -- proves nothing, and is taken again (three at most).
+    local busy_s, took_min, t_measure
+    for _ = 1, 3 do
+      local waiting, outs = {}, {}
+      local t_spawn = clock.mono_ns()
+      for i = 1, 8 do
+        local ref = ({ busy, idle })[i % 2 + 1]
+        outs[i] = os.tmpname()
+        waiting[i] = assert(proc.spawn({ "curl", "-s", "-o", "/dev/null", "-w", "%{time_total}",
+          "--max-time", "20", s.url .. "/api/containers/" .. ref .. "/stats" }, { stdout = outs[i] }))
+      end
+      clock.sleep(0.3)
+      t_measure = (clock.mono_ns() - t_spawn) / 1e9
+      busy_s = healthz_median()
+      took_min = math.huge
+      for i = 1, 8 do
+        assert.are.equal(0, waiting[i]:wait(30).status)
+        local took = tonumber(http.read_file(outs[i]))
+        os.remove(outs[i])
+        took_min = math.min(took_min, took)
+      end
+      if took_min > 0.5 then
+        break
+      end
     end
     print(("\nroutes: /healthz median %.1f ms idle, %.1f ms while stats wait "
       .. "(the quickest stats request took %.2f s)"):format(idle_s * 1000,
