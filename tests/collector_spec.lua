@@ -434,6 +434,25 @@ describe("collector", function()
       assert.is_true(view.status().trusted) -- listed again: followed anew
     end)
 
+  it("gives the view's word a time: past it, unless a round renews it, the "
+    .. "view is not trusted", function()
+      -- a round stuck on a call the routes must not wait on leaves the view
+      -- unfollowed: its word lapses after an interval and two calls' time
+      local live = require "horcrux.live"
+      local state = collector.new { sources = DEFAULT, interval = 0.5 }
+      assert.equal("list", collector.step(state).followed)
+      assert.is_true(live.trusted())
+      local st = view.status()
+      local left = (st.until_ns - clock.mono_ns()) / 1e9
+      assert.is_true(left > 6 and left <= 6.5, left) -- 0.5 + 2 x 3 s
+      st.until_ns = clock.mono_ns() - 1
+      view.set_status(st)
+      assert.is_true(view.status().trusted)
+      assert.is_false(live.trusted())
+      assert.equal("events", collector.step(state).followed)
+      assert.is_true(live.trusted())
+    end)
+
   it("gives, once, an event that entered the daemon's buffer after a query "
     .. "that covered its time", function()
       -- The daemon stamps an event, then adds it to the buffer a query

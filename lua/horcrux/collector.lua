@@ -105,6 +105,22 @@ local function never()
   return false
 end
 
+-- How long a source's batch may take: the interval, but at least what
+-- Docker before 25.0 needs to answer a one-shot stats request at all (its
+-- next one-second tick). A fixed figure per state: the API source keeps a
+-- client per timeout.
+local function batch_timeout(interval)
+  return math.max(interval, 1.1)
+end
+
+-- How long one of the collector thread's calls to the daemon may take: a
+-- few rounds at most, so a daemon that stops answering holds the loop (and
+-- a SIGTERM) for seconds; the process-wide breaker then answers for it at
+-- once.
+local function call_timeout(interval)
+  return math.max(3, 2 * batch_timeout(interval))
+end
+
 --- A collector state. opts: interval (seconds, default 1), sources (the
 -- order; default horcrux.config's), stopping (function), relist_every
 -- (rounds between two full lists while events are followed; 1 lists every
@@ -144,6 +160,11 @@ function M.new(opts)
     listed_ago = 0, -- event rounds since the last list
     events_seen = {}, -- "time id action" -> time_ns of the events given
     trusted = false,
+    -- how long the view's word "trusted" holds unless a round renews it:
+    -- a round that follows the events takes an interval and a call or
+    -- two; one that takes longer is stuck on a call the routes must not
+    -- wait on (horcrux.live.trusted)
+    trust_ns = math.floor((interval + 2 * call_timeout(interval)) * 1e9),
     refresh = {}, -- ids whose networks the next event round asks for
   }
 end
@@ -282,7 +303,8 @@ local function publish(state, summary)
   state.changed = {}
   if view.set_status then
     view.set_status({ trusted = state.trusted, listed_by = summary.listed_by,
-      followed = summary.followed })
+      followed = summary.followed,
+      until_ns = clock.mono_ns() + state.trust_ns })
   end
 end
 
@@ -597,14 +619,6 @@ local function each_sample(src, ids, deadline)
   return recs, errs
 end
 
--- How long a source's batch may take: the interval, but at least what
--- Docker before 25.0 needs to answer a one-shot stats request at all (its
--- next one-second tick). A fixed figure per state: the API source keeps a
--- client per timeout.
-local function batch_timeout(interval)
-  return math.max(interval, 1.1)
-end
-
 local function sample_many(src, ids, deadline, interval)
   if type(src.sample_many) == "function" then
     return src.sample_many(ids, { timeout = batch_timeout(interval) })
@@ -829,11 +843,8 @@ end
 -- slices of at most 100 ms, so a stop is noticed quickly.
 function M.run(opts)
   local state = M.new(opts)
-  -- this thread's calls to the daemon: a few rounds at most, so a daemon
-  -- that stops answering holds the loop (and a SIGTERM) for seconds; the
-  -- process-wide breaker then answers for it at once
   require("horcrux.engine").configure({
-    timeout = math.max(3, 2 * batch_timeout(state.interval)),
+    timeout = call_timeout(state.interval),
     connect_timeout = 1,
   })
   local stopping = state.stopping

@@ -5,15 +5,25 @@
 local view = require "horcrux.view"
 local json = require "horcrux.json"
 local metrics = require "horcrux.metrics"
+local engine = require "horcrux.engine"
+local clock = require "horcrux.clock"
 
 local M = {}
 
 --- Whether the view holds every container's metadata: the collector
 -- listed them all from a source that knows every one, and has followed the
--- engine's events without a gap since (at most one round old).
+-- engine's events without a gap since (at most one round old). Not once
+-- the collector's word is past its time (a round stuck on a call), nor
+-- while the daemon's breaker is open: then nobody follows the events.
 function M.trusted()
   local st = view.status and view.status()
-  return type(st) == "table" and st.trusted == true
+  if type(st) ~= "table" or st.trusted ~= true
+      or (math.type(st.until_ns) == "integer"
+        and clock.mono_ns() > st.until_ns) then
+    return false
+  end
+  local breaker = engine.breaker()
+  return breaker == nil or breaker.state == "closed"
 end
 
 -- What is worked out from the metas alone -- the text of a list, the set
