@@ -72,6 +72,23 @@ local function post(id, action, query)
 end
 
 describe("collector", function()
+  -- One idle container for the specs that only read it (each container
+  -- costs the engine about a core-second to run and remove), started
+  -- with the first that asks.
+  local idle_id, idle_name
+  local function idle()
+    if not idle_id then
+      idle_id, idle_name = support.run_container { name = "coll-idle" }
+    end
+    return idle_id, idle_name
+  end
+
+  teardown(function()
+    if idle_id then
+      support.remove(idle_id)
+    end
+  end)
+
   before_each(function()
     view.clear()
   end)
@@ -197,8 +214,7 @@ describe("collector", function()
     end)
 
   it("falls back per round: no API stats_many -> cgroup samples", function()
-    local id = support.run_container { name = "coll-fb" }
-    finally(function() support.remove(id) end)
+    local id = idle()
     local order = { sources = { broken("nothing"), api_no_many, cg_source } }
     local s = collector.step { sources = order }
     assert.equal("docker-api", s.listed_by)
@@ -208,8 +224,7 @@ describe("collector", function()
 
   it("samples through a source's sample_many, the rest through the next source",
     function()
-      local id, name = support.run_container { name = "coll-many" }
-      finally(function() support.remove(id) end)
+      local id, name = idle()
       local asked
       -- this sample_many answers for our container only, and says
       -- "server" for the others, which the next source then samples
@@ -244,8 +259,7 @@ describe("collector", function()
 
   it("keeps the known set when no source can list, and never raises",
     function()
-      local id = support.run_container { name = "coll-nolist" }
-      finally(function() support.remove(id) end)
+      local id = idle()
       local state = collector.new { sources = DEFAULT }
       collector.step(state)
       assert.is_table((view.get(id)))
@@ -264,8 +278,7 @@ describe("collector", function()
 
   it("samples with an operator's stats-only source, and removes stale ids",
     function()
-      local id = support.run_container { name = "coll-own" }
-      finally(function() support.remove(id) end)
+      local id = idle()
       local own = {
         name = "own",
         running = function() return cg_source.running() end,
@@ -352,8 +365,7 @@ describe("collector", function()
 
   it("lists when the event call fails, the daemon is away, or events "
     .. "overflow", function()
-      local id = support.run_container { name = "coll-evfail" }
-      finally(function() support.remove(id) end)
+      local id = idle()
       local mode = "ok"
       local api
       api = api_over {
@@ -408,8 +420,7 @@ describe("collector", function()
       -- the list after a failed follow may wait on a stalled daemon for as
       -- long as its calls may take: meanwhile nothing may answer from the
       -- view as if it were followed (fault_stall_spec once saw "view")
-      local id = support.run_container { name = "coll-trust" }
-      finally(function() support.remove(id) end)
+      local id = idle()
       local fail, seen = false, {}
       local api = api_over {
         events = function(...)
@@ -523,8 +534,7 @@ describe("collector", function()
 
   it("run() loops until stopping() and notices a stop within 100 ms",
     function()
-      local id = support.run_container { name = "coll-run" }
-      finally(function() support.remove(id) end)
+      local id = idle()
       -- a stop "requested" 1.2 s in, in the middle of a sleep; how late
       -- stopping() sees it is how late the loop would notice
       local asked = clock.mono_ns() + 1200 * 1000000
