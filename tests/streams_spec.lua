@@ -364,7 +364,11 @@ except websocket.WebSocketBadStatusException as e:
   end)
 
   it("keeps streams open across a reload and closes them on SIGTERM", function()
-    local srv = http.start({ args = { "--interval", "0.3" } })
+    -- queues that other specs' events cannot fill: the events stream
+    -- carries every event of the shared engine, and a slow reader behind
+    -- another run's 60 KiB renames once ended with overflow, not close
+    local srv = http.start({ args = { "--interval", "0.3", "--stream-queue",
+      "100000", "--stream-bytes", "268435456" } })
     -- 30 s: both end when the server closes them; a shorter window could
     -- end first on a loaded machine (other specs' events come here too)
     local s = client("sse", srv.url .. "/api/stats/stream", 30)
@@ -385,7 +389,8 @@ except websocket.WebSocketBadStatusException as e:
     assert.are.equal("close", got[#got - 1].event)
     assert.is_true(got[#got]["end"])
     local wl = lines(w, true)
-    assert.are.equal('{"event":"close","reason":"shutdown"}', wl[#wl - 2].data)
+    assert.are.equal('{"event":"close","reason":"shutdown"}', wl[#wl - 2].data,
+      ("%d messages"):format(#wl))
     assert.are.equal(8, wl[#wl - 1].op)
     print(("  SIGTERM to exit with two streams open: %.2f s"):format(stop_s))
     assert.is_true(stop_s < 3)
