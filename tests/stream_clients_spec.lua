@@ -84,23 +84,29 @@ describe("stream clients", function()
   end)
 end)
 
--- Runs fn(srv) against a server of args with n containers of the spec
--- running (named prefix1...); stops the server and removes them whatever
--- fn does.
-local function with_containers(args, n, prefix, fn)
-  local ids = {}
+-- Idle containers of the spec, started by the first with_containers that
+-- needs them and kept for the next (each costs the engine about a
+-- core-second to run and remove), removed at the file's end.
+local idle = {}
+
+teardown(function()
+  for _, id in ipairs(idle) do
+    pcall(support.remove, id)
+  end
+end)
+
+-- Runs fn(srv) against a server of args with at least n idle containers
+-- of the spec running; stops the server whatever fn does.
+local function with_containers(args, n, fn)
+  for i = #idle + 1, n do
+    idle[i] = support.run_container({ name = "idle" .. i })
+  end
   local srv = http.start({ args = args })
   local ok, err = pcall(function()
-    for i = 1, n do
-      ids[i] = support.run_container({ name = prefix .. i })
-    end
     clock.sleep(0.5)
     fn(srv)
   end)
   srv:stop()
-  for _, id in ipairs(ids) do
-    pcall(support.remove, id)
-  end
   assert(ok, err)
 end
 
@@ -108,7 +114,7 @@ describe("a stats subscriber that reads nothing", function()
   -- Rounds of 0.1 s of 8 containers' records (about 4 KiB each): the
   -- reader's socket buffers fill in a few seconds, then its queue of 8.
   it("is dropped with overflow while one that reads gets every round", function()
-    with_containers({ "--interval", "0.1", "--stream-queue", "8" }, 8, "q",
+    with_containers({ "--interval", "0.1", "--stream-queue", "8" }, 8,
       function(srv)
       local slow = client("slow", srv.url .. "/api/stats/stream", 7)
       local t_fast = clock.now_ns() / 1e9
@@ -161,7 +167,7 @@ describe("a WebSocket reader whose socket takes a message in parts", function()
   -- messages after that one must be taken once its rest went, or the
   -- stream stops there for good (it did, with 200 containers' rounds).
   it("gets the rounds after it at the collector's rate", function()
-    with_containers({ "--interval", "0.1" }, 6, "w", function(srv)
+    with_containers({ "--interval", "0.1" }, 6, function(srv)
       local t0 = clock.now_ns() / 1e9
       -- only this spec's containers: the rounds of a whole suite's would
       -- fill the subscriber's 4 MiB while it reads nothing (overflow, by
