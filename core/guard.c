@@ -271,10 +271,21 @@ int hx_is_loopback(const struct sockaddr *sa) {
          (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
 }
 
+/* Whether s is a port: 1 to 5 digits worth at most 65535 (getaddrinfo
+ * takes 99999 and binds 34463, its remainder). */
+static int is_port(const char *s) {
+  unsigned long v = 0;
+  size_t i = 0;
+  for (; s[i] >= '0' && s[i] <= '9' && i < 5; i++)
+    v = v * 10 + (unsigned long)(s[i] - '0');
+  return i > 0 && s[i] == '\0' && v <= 65535;
+}
+
 int hx_parse_listen(const char *spec, struct sockaddr_storage *ss, int *v6) {
   char host[256];
   const char *colon = strrchr(spec, ':');
-  if (colon == NULL || colon == spec || strlen(spec) >= sizeof host)
+  if (colon == NULL || colon == spec || strlen(spec) >= sizeof host ||
+      !is_port(colon + 1))
     return -1;
   size_t hl = (size_t)(colon - spec);
   memcpy(host, spec, hl);

@@ -975,7 +975,11 @@ static struct MHD_Daemon *start_mhd(server *srv, struct sockaddr_storage *ss,
     more[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION,
                                         (intptr_t)hx_conns_notify, srv->conns};
   more[n] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
-  /* The logger first: MHD logs with its own until it sees this option. */
+  /* The logger first: MHD logs with its own until it sees this option.
+   * No MHD_OPTION_LISTENING_ADDRESS_REUSE: MHD's default on Linux is
+   * SO_REUSEADDR (a restart binds through TIME_WAIT), where 1 adds
+   * SO_REUSEPORT and lets a second server bind the same port and take
+   * half its connections. */
   return MHD_start_daemon(
       flags, 0, srv->conns != NULL ? hx_conns_accept : NULL, srv->conns,
       on_access, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
@@ -984,8 +988,7 @@ static struct MHD_Daemon *start_mhd(server *srv, struct sockaddr_storage *ss,
       MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.conn_timeout,
       MHD_OPTION_CONNECTION_LIMIT, srv->cfg.max_connections,
       MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-      MHD_OPTION_UNESCAPE_CALLBACK, hx_unescape, NULL,
-      MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+      MHD_OPTION_UNESCAPE_CALLBACK, hx_unescape, NULL, MHD_OPTION_END);
 }
 
 static void server_free(server *srv) {
@@ -1069,7 +1072,9 @@ int hx_serve(const hx_server_config *cfg) {
   struct sockaddr_storage ss = {0};
   int v6 = 0;
   if (hx_parse_listen(cfg->listen, &ss, &v6) != 0) {
-    hx_log("error", "--listen %s: expected ADDR:PORT with a numeric address",
+    hx_log("error",
+           "--listen %s: expected ADDR:PORT, a numeric address and a "
+           "port from 0 to 65535",
            cfg->listen);
     return 2;
   }

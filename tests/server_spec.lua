@@ -491,6 +491,25 @@ describe("horcrux serve guard", function()
     assert.is_true(r.json.read_only)
   end)
 
+  it("refuses a port out of range, and a port another server holds", function()
+    for _, listen in ipairs({ "127.0.0.1:99999", "127.0.0.1:65536",
+      "127.0.0.1:-1", "127.0.0.1:80x", "127.0.0.1:" }) do
+      local r = proc.run({ http.bin, "serve", "--listen", listen,
+        "--scripts", FIXTURE }, { timeout = 10 })
+      assert.are.equal(2, r.status, listen)
+      assert.truthy(r.stderr:find("a port from 0 to 65535", 1, true), r.stderr)
+    end
+    -- no SO_REUSEPORT: a second server on the same port would take half
+    -- of the first one's connections
+    local srv = http.start({ scripts = FIXTURE, env = ENV })
+    finally(function() srv:stop() end)
+    local r = proc.run({ http.bin, "serve", "--listen", srv.url:match("//(.*)$"),
+      "--scripts", FIXTURE }, { timeout = 10, env = ENV })
+    assert.are.equal(1, r.status)
+    assert.truthy(r.stderr:find("cannot listen on", 1, true), r.stderr)
+    assert.truthy(r.stderr:find("Address already in use", 1, true), r.stderr)
+  end)
+
   it("refuses to listen beyond loopback without a token", function()
     local r = proc.run({ http.bin, "serve", "--listen", "0.0.0.0:0",
       "--scripts", FIXTURE }, { timeout = 10, env = { "PATH=" .. os.getenv("PATH") } })
