@@ -211,15 +211,22 @@ static int same_secret(const char *a, size_t alen, const char *b, size_t blen) {
   return diff == 0;
 }
 
+/* The token an Authorization value carries ("Bearer " and at least one
+ * byte), or NULL: another scheme, or none, is no token at all (401). */
+static const char *bearer_of(const char *auth) {
+  if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0 || auth[7] == '\0')
+    return NULL;
+  return auth + 7;
+}
+
 const char *hx_token_check(const hx_server_config *cfg, int everywhere,
                            const char *method, const char *auth,
                            int *authenticated, const char **msg) {
   int mutating = is_mutating(method);
   const char *token = cfg->token;
-  if (token != NULL && auth != NULL && strncasecmp(auth, "Bearer ", 7) == 0) {
-    const char *given = auth + 7;
+  const char *given = bearer_of(auth);
+  if (token != NULL && given != NULL)
     *authenticated = same_secret(given, strlen(given), token, strlen(token));
-  }
   if (mutating && cfg->read_only) {
     *msg = "horcrux runs in read-only mode: nothing may change";
     return "forbidden";
@@ -231,7 +238,7 @@ const char *hx_token_check(const hx_server_config *cfg, int everywhere,
            "horcrux with HORCRUX_TOKEN or --token-file";
     return "unauthorized";
   }
-  if (auth == NULL) {
+  if (given == NULL) {
     *msg = "send Authorization: Bearer <token>";
     return "unauthorized";
   }

@@ -464,6 +464,14 @@ describe("horcrux serve guard", function()
       { body = "b", headers = { Authorization = "Bearer s3cret-token-012345678X" } }))
     assert.are.equal(403, r.status)
     assert.are.equal("forbidden", r.json.error.code)
+    -- another scheme, or Bearer with nothing after it, carries no token
+    for _, auth in ipairs({ "Basic czNjcmV0OnRva2Vu", "Bearer", "Bearer ",
+      "s3cret-token-0123456789" }) do
+      r = assert(http.request("POST", srv.url .. "/api/hello/x",
+        { body = "b", headers = { Authorization = auth } }))
+      assert.are.equal(401, r.status, auth)
+      assert.are.equal("send Authorization: Bearer <token>", r.json.error.message)
+    end
     r = assert(http.request("POST", srv.url .. "/api/hello/x",
       { body = "b", headers = { Authorization = "Bearer s3cret-token-0123456789" } }))
     assert.are.equal(201, r.status)
