@@ -144,14 +144,16 @@ static void put_library_on_path(const char *library) {
   free(path);
 }
 
-static int parse_uint(const char *flag, const char *s, unsigned long long max,
-                      unsigned long long *out) {
+/* s as a number from min to max into *out; else -1, the bounds printed. */
+static int parse_uint(const char *flag, const char *s, unsigned long long min,
+                      unsigned long long max, unsigned long long *out) {
   char *end;
   errno = 0;
   unsigned long long v = strtoull(s != NULL ? s : "", &end, 10);
   if (s == NULL || *s == '\0' || *s == '-' || *end != '\0' || errno != 0 ||
-      v > max) {
-    fprintf(stderr, "horcrux: %s needs a number up to %llu\n", flag, max);
+      v < min || v > max) {
+    fprintf(stderr, "horcrux: %s needs a number from %llu to %llu\n", flag, min,
+            max);
     return -1;
   }
   *out = v;
@@ -263,13 +265,8 @@ static int numeric_option(const char *a, const char *v, hx_server_config *cfg) {
   if (i == sizeof opts / sizeof opts[0])
     return 0;
   unsigned long long n = 0;
-  if (parse_uint(a, v, opts[i].max, &n) != 0)
+  if (parse_uint(a, v, opts[i].nonzero ? 1 : 0, opts[i].max, &n) != 0)
     return -1;
-  if (opts[i].nonzero && n == 0) {
-    fprintf(stderr, "horcrux: %s needs a number from 1 to %llu\n", a,
-            opts[i].max);
-    return -1;
-  }
   switch (i) {
   case 0:
     cfg->workers = (unsigned)n;
@@ -570,7 +567,7 @@ static int run_script(lua_State *L) {
   }
   lua_setglobal(L, "arg");
   if (luaL_loadfilex(L, file, "t") != LUA_OK)
-    return lua_error(L);
+    return 1; /* its message, without a traceback of this C function */
   for (int i = 1; i < argc; i++)
     lua_pushstring(L, argv[i]);
   lua_call(L, argc - 1, 0);
@@ -592,12 +589,20 @@ static int run(int argc, char **argv, const char *lib) {
   lua_pushcfunction(L, run_script);
   lua_pushlightuserdata(L, argv);
   lua_pushinteger(L, argc);
-  int rc = lua_pcall(L, 2, 0, 1);
-  if (rc != LUA_OK)
+  int rc = lua_pcall(L, 2, 1, 1);
+  if (rc != LUA_OK || lua_isstring(L, -1)) {
     fprintf(stderr, "horcrux: %s\n", lua_tostring(L, -1));
+    rc = LUA_ERRRUN;
+  }
   hx_state_close(st);
   return rc == LUA_OK ? 0 : 1;
 }
+
+static const char run_usage[] =
+    "usage: horcrux run FILE.lua [ARGS...]\n"
+    "Runs FILE.lua with the horcrux library on its path (require "
+    "\"horcrux.engine\", ...);\n"
+    "ARGS are its `arg` table and its `...`.\n";
 
 int main(int argc, char **argv) {
   if (argc < 2) {
@@ -612,8 +617,15 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "serve") == 0)
     return serve(argc - 2, argv + 2, lib);
   if (strcmp(cmd, "run") == 0) {
-    if (argc < 3) {
-      fputs(usage, stderr);
+    if (argc >= 3 &&
+        (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
+      fputs(run_usage, stdout);
+      return 0;
+    }
+    if (argc < 3 || argv[2][0] == '-') {
+      if (argc >= 3)
+        fprintf(stderr, "horcrux run: unknown option %s\n", argv[2]);
+      fputs(run_usage, stderr);
       return 2;
     }
     return run(argc - 2, argv + 2, lib);

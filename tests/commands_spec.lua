@@ -159,8 +159,9 @@ print(table.concat(out, "\n"))
     assert.truthy(r.stderr:find("boom from a script", 1, true), r.stderr)
     assert.truthy(r.stderr:find("inner", 1, true), r.stderr) -- the traceback
     r = horcrux("run", dir .. "/no-such-script.lua")
-    assert.are_not.equal(0, r.status)
-    assert.truthy(r.stderr:find("no-such-script.lua", 1, true), r.stderr)
+    assert.are.equal(1, r.status)
+    assert.are.equal("horcrux: cannot open " .. dir .. "/no-such-script.lua: "
+      .. "No such file or directory\n", r.stderr) -- no traceback of ours
     -- a precompiled chunk is refused: scripts are loaded as text only
     local f = assert(io.open(dir .. "/dumped.lua", "wb"))
     f:write(string.dump(function() print("ran bytecode") end))
@@ -171,6 +172,26 @@ print(table.concat(out, "\n"))
     assert.truthy(r.stderr:find("binary", 1, true) or r.stderr:find("text", 1, true),
       r.stderr)
   end)
+end)
+
+describe("the commands' --help and wrong arguments", function()
+  it("print the usage: on stdout with 0 for --help, on stderr with 2 for a "
+    .. "wrong one", function()
+      for _, cmd in ipairs({ "run", "ps", "stats", "events" }) do
+        local r = horcrux(cmd, "--help")
+        assert.are.equal(0, r.status, cmd .. ": " .. r.stderr)
+        assert.truthy(r.stdout:find("^usage: horcrux " .. cmd), r.stdout)
+        assert.are.equal("", r.stderr)
+        r = horcrux(cmd, "--no-such-option")
+        assert.are.equal(2, r.status, cmd)
+        assert.truthy(r.stderr:find("--no-such-option", 1, true), r.stderr)
+        assert.truthy(r.stderr:find("usage: horcrux " .. cmd, 1, true), r.stderr)
+      end
+      local r = horcrux("serve", "--workers", "abc")
+      assert.are.equal(2, r.status)
+      assert.are.equal("horcrux: --workers needs a number from 1 to 256\n",
+        r.stderr)
+    end)
 end)
 
 describe("horcrux ps and stats against the docker CLI", function()

@@ -2,12 +2,16 @@
 local engine = require "horcrux.engine"
 local units = require "horcrux.units"
 
+local USAGE = "usage: horcrux ps [-a|--all]\n"
 local all = false
 for _, a in ipairs(arg) do
   if a == "-a" or a == "--all" then
     all = true
+  elseif a == "-h" or a == "--help" then
+    io.stdout:write(USAGE)
+    os.exit(0)
   else
-    io.stderr:write("usage: horcrux ps [-a|--all]\n")
+    io.stderr:write("horcrux ps: unknown argument ", a, "\n", USAGE)
     os.exit(2)
   end
 end
