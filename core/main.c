@@ -539,6 +539,7 @@ static int serve(int argc, char **argv, const char *lib) {
     rc = web_dir(cfg.web_dir, real, lib, &web);
   if (rc == 0) {
     cfg.lua.scripts_dir = real;
+    cfg.lua.state_dir = cfg.state_dir; /* compose's stacks/ (config.lua) */
     cfg.web_dir = web;
     rc = hx_serve(&cfg);
   } else {

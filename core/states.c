@@ -232,9 +232,13 @@ void hx_snapshot_free(hx_snapshot *snap) {
 
 void hx_push_app_opts(lua_State *L, const hx_states_config *cfg,
                       const hx_snapshot *snap) {
-  lua_createtable(L, 0, 3);
+  lua_createtable(L, 0, 4);
   lua_pushstring(L, cfg->scripts_dir);
   lua_setfield(L, -2, "scripts");
+  if (cfg->state_dir != NULL) {
+    lua_pushstring(L, cfg->state_dir);
+    lua_setfield(L, -2, "state_dir");
+  }
   lua_pushstring(L, cfg->lib_dir);
   lua_setfield(L, -2, "lib");
   lua_createtable(L, 0, HX_SCRIPTS);

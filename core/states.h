@@ -16,6 +16,7 @@ typedef struct hx_states_config {
   long long budget;        /* instructions per request; 0 = none */
   size_t memory_cap;       /* bytes per state; 0 = none */
   int sandbox;             /* the server's states: hx_sandbox applies */
+  const char *state_dir;   /* serve's --state-dir; NULL: the library's */
 } hx_states_config;
 
 typedef struct hx_state hx_state;

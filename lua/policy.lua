@@ -147,8 +147,9 @@ return {
     -- made through POST /api/containers can have.
     allow = {},
     -- Where the checked file of each stack is kept (for update, config,
-    -- pull and down).
-    state_dir = "/var/lib/horcrux/stacks",
+    -- pull and down); left out: stacks/ under horcrux serve's --state-dir
+    -- (/var/lib/horcrux/stacks by default).
+    -- state_dir = "/srv/horcrux/stacks",
   },
 
   -- When the Engine API cannot be reached (kind "unavailable"), run the

@@ -88,11 +88,13 @@ describe("stacks from compose files, on the real engine", function()
   local srv, dir, names = nil, nil, {}
 
   lazy_setup(function()
-    dir = st.scripts([[return { compose = { swarm = false, state_dir = "STATE" } }]])
+    -- no compose.state_dir: the kept files go to --state-dir's stacks/
+    dir = st.scripts([[return { compose = { swarm = false } }]])
     -- a deploy runs the compose tool (Python, 1-2 s to start) and the
     -- daemon's creates: past the default 10 s on a loaded machine, so the
     -- deadline the README tells operators to raise for stacks
-    srv = ms.start({ scripts = dir, args = { "--deadline", "60" } })
+    srv = ms.start({ scripts = dir, args = { "--deadline", "60",
+      "--state-dir", dir .. "/state" } })
   end)
 
   lazy_teardown(function()
@@ -143,6 +145,13 @@ describe("stacks from compose files, on the real engine", function()
     assert.is_true(network_exists(name .. "_back"))
     r = http.get(srv.url .. "/api/stacks/" .. name .. "/config")
     assert.are.equal("compose", r.json.file["x-horcrux"].mode)
+    local kept = io.open(dir .. "/state/stacks/" .. name .. ".json")
+    assert.truthy(kept, "kept under --state-dir")
+    kept:close()
+    r = http.get(srv.url .. "/api/stacks/no-such-stack/config")
+    assert.are.equal(404, r.status)
+    assert.matches("no file in " .. dir:gsub("%p", "%%%0") .. "/state/stacks",
+      r.json.error.message)
     r = http.get(srv.url .. "/api/stacks/" .. name .. "/logs?tail=5")
     assert.are.equal(200, r.status, r.body)
     -- an update: the same name again answers 200

@@ -302,7 +302,8 @@ function M.load(opts)
   local order = M.check_sources(load_module("fallback", opts))
   local policy = require("horcrux.manage.policy").check(
     load_module("policy", opts))
-  config.use({ sources = order, format = format, policy = policy })
+  config.use({ sources = order, format = format, policy = policy,
+    state_dir = opts.state_dir })
   M.load_hooks(opts)
   -- A DOCKER_HOST or DOCKER_API_VERSION that cannot be right is refused at
   -- start (and by a reload), not at the first request.

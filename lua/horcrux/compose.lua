@@ -26,8 +26,9 @@
 -- that checked file -- JSON, which both tools read as YAML -- is what is
 -- deployed (`docker-compose up -d --no-build --remove-orphans`, or `docker
 -- stack deploy --prune --resolve-image never`) and what is kept in
--- compose.state_dir for later updates, config, pull and down. A refused
--- file makes nothing. No shell is run: every program gets an argv.
+-- compose.state_dir (else stacks/ under --state-dir) for later updates,
+-- config, pull and down. A refused file makes nothing. No shell is run:
+-- every program gets an argv.
 --
 -- A stack horcrux did not deploy (no kept file) is not taken down here:
 -- 404.
@@ -167,15 +168,21 @@ end
 
 -- ---- kept files ---------------------------------------------------------------
 
+-- Where the stacks' files are kept: compose.state_dir, else stacks/ under
+-- the server's --state-dir.
+local function stacks_dir(p)
+  return p.state_dir or (config.state_dir() .. "/stacks")
+end
+
 local function kept_path(p, name)
-  return p.state_dir .. "/" .. name .. ".json"
+  return stacks_dir(p) .. "/" .. name .. ".json"
 end
 
 local function kept(p, name)
   local f = io.open(kept_path(p, name), "r")
   if not f then
     return nil, ("no stack %q deployed through horcrux (no file in %s)")
-      :format(name, p.state_dir), "not_found"
+      :format(name, stacks_dir(p)), "not_found"
   end
   local text = f:read("a")
   f:close()
@@ -199,7 +206,7 @@ local function with_stored(name, opts, fn)
 end
 
 local function keep(p, name, text)
-  local ok, err, kind = workdir.make(p.state_dir)
+  local ok, err, kind = workdir.make(stacks_dir(p))
   if not ok then
     return nil, err, kind
   end

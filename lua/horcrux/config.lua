@@ -2,12 +2,15 @@
 -- or the library's own defaults when nothing was loaded (stock lua5.4, a
 -- program embedding the modules, `horcrux run` before any `use`).
 --
---   config.use{sources =, format =, policy =}   the host, after loading
---                                  fallback.lua, format.lua, policy.lua
+--   config.use{sources =, format =, policy =, state_dir =}   the host,
+--                                  after loading fallback.lua, format.lua,
+--                                  policy.lua
 --   config.sources()   -> the source order: an array of sources
 --   config.order(given) -> given (an array or {sources = ...}), else sources()
 --   config.format()    -> the output settings {pretty, sort_keys, respond}
 --   config.policy()    -> the policy table (policy.lua's shape)
+--   config.state_dir() -> where state is kept: serve's --state-dir, else
+--                         /var/lib/horcrux
 --   config.reset()     -> back to the defaults (specs)
 --
 -- Nothing in lua/horcrux/ requires an operator script by name: the library
@@ -17,11 +20,12 @@ local M = {}
 
 local current = {}
 
-local KEYS = { sources = true, format = true, policy = true }
+local KEYS = { sources = true, format = true, policy = true, state_dir = true }
 
 function M.use(t)
   if type(t) ~= "table" then
-    error("config.use: a table {sources =, format =, policy =} expected", 2)
+    error("config.use: a table {sources =, format =, policy =, state_dir =} "
+      .. "expected", 2)
   end
   for k, v in pairs(t) do
     if not KEYS[k] then
@@ -33,6 +37,10 @@ end
 
 function M.reset()
   current = {}
+end
+
+function M.state_dir()
+  return current.state_dir or "/var/lib/horcrux"
 end
 
 --- The sources, in the order reads try them: fallback.lua's `sources`, or

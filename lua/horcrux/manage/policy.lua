@@ -68,8 +68,7 @@ M.SECTION_DEFAULTS = {
       "com.docker.network.bridge.enable_icc" } },
   volumes = { create = true, drivers = { "local" }, mount_types = { "tmpfs" } },
   compose = { tool = "docker-compose", python = "python3", docker = "docker",
-    timeout = 120, swarm = true, allow = {},
-    state_dir = "/var/lib/horcrux/stacks" },
+    timeout = 120, swarm = true, allow = {} }, -- state_dir: compose.lua
 }
 
 --- Nothing that gives a container root on the host: what a missing
