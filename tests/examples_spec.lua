@@ -46,6 +46,28 @@ describe("examples", function()
     assert.is_true(found)
   end)
 
+  it("horcrux run examples/top.lua prints the busiest containers by name, "
+    .. "busiest first", function()
+      local r = proc.run({ http.bin, "run", "examples/top.lua" },
+        { timeout = 30, env = { PATH } })
+      assert.are.equal(0, r.status, r.stderr)
+      local names = {}
+      for _, c in ipairs(support.docker():containers({ all = false })) do
+        names[c.Names[1]:sub(2)] = true
+      end
+      local last, n = math.huge, 0
+      for line in r.stdout:gmatch("[^\n]+") do
+        local who, pct = line:match("^(%S+)\t(%d+%.%d)%%$")
+        assert.truthy(who, line)
+        -- a name the daemon knows (outside the server, the cgroup files'
+        -- records carry none)
+        assert.is_true(names[who], line)
+        assert.is_true(tonumber(pct) <= last, r.stdout)
+        last, n = tonumber(pct), n + 1
+      end
+      assert.is_true(n >= 1 and n <= 3, r.stdout)
+    end)
+
   it("embeds the modules in a C program", function()
     local r = proc.run({ build .. "/example_embed" }, { timeout = 30,
       env = { PATH, "LUA_CPATH=" .. build .. "/lib/?.so", "LUA_PATH=lua/?.lua" } })
