@@ -430,16 +430,30 @@ static int decode_body(lua_State *L, hxd_request *r) {
   return hx_json_decode(L, r->body.p, r->body.len, HX_JSON_DEFAULT_DEPTH);
 }
 
+/* The id prefix of the daemon's refusal of an ambiguous one, or NULL. It
+ * answers 500 "Multiple IDs found with provided prefix: 8" (Docker 20.10,
+ * API 1.41), though the fault is the caller's ref, as the view and the
+ * cgroup source say of their own lookups. */
+static const char *ambiguous_prefix(const char *msg) {
+  static const char said[] = "Multiple IDs found with provided prefix: ";
+  if (msg == NULL || strncmp(msg, said, sizeof said - 1) != 0)
+    return NULL;
+  return msg + sizeof said - 1;
+}
+
 /* The kind of a non-2xx reply: the one place where an HTTP status becomes
  * a kind (every method, stats_many, the streams and call come through
  * fail_http). A daemon that refuses our API version ("client version X is
  * too new", or too old: a 400 for every call) is not the caller's bad
- * request but our configuration's fault: protocol, a 502 to clients. */
+ * request but our configuration's fault: protocol, a 502 to clients. An
+ * ambiguous id prefix is the caller's: bad_request, whatever the status. */
 static const char *status_kind(long s, const char *msg) {
   if (s == 400 && msg != NULL && strncmp(msg, "client version ", 15) == 0 &&
       (strstr(msg, " is too new") != NULL ||
        strstr(msg, " is too old") != NULL))
     return HX_PROTOCOL;
+  if (s >= 400 && ambiguous_prefix(msg) != NULL)
+    return HX_BAD_REQUEST;
   switch (s) {
   case 401:
     return HX_UNAUTHORIZED;
@@ -490,6 +504,11 @@ int hxd_fail_http(lua_State *L, hxd_request *r) {
                    "docker: %s (the API version comes from DOCKER_API_VERSION "
                    "or the api_version option)",
                    msg);
+  if (ambiguous_prefix(msg) != NULL)
+    return hx_fail(L, kind,
+                   "docker: id prefix '%s' is ambiguous (more than one id "
+                   "starts with it)",
+                   ambiguous_prefix(msg));
   return hx_fail(L, kind, "docker: %s", msg);
 }
 

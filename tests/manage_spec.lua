@@ -486,6 +486,33 @@ describe("container lifecycle over HTTP", function()
     assert.is_nil(ms.inspect(b.name))
   end)
 
+  it("refuses an id prefix two containers share with 400 on every route", function()
+    -- the shipped routes and the README's /top (examples/routes-top.lua)
+    local both = ms.start({ scripts = http.scripts_dir({ ["routes.lua"] =
+      http.read_file("lua/routes.lua") .. "\n"
+      .. http.read_file("examples/routes-top.lua") }) })
+    finally(function() both:stop() end)
+    local seen, prefix = {}, nil
+    while not prefix do -- 17 ids at most share a first hex digit
+      local id = ms.create(srv, { start = true })
+      prefix = seen[id:sub(1, 1)] and id:sub(1, 1)
+      seen[id:sub(1, 1)] = true
+    end
+    local base = "/api/containers/" .. prefix
+    ms.eventually(10, function() -- once the live view holds both
+      return ms.call(both, "GET", base .. "/history").status == 400
+    end)
+    for _, c in ipairs({ { "GET", "" }, { "GET", "/history" },
+      { "POST", "/pause" }, { "POST", "/exec", { cmd = { "true" } } },
+      { "GET", "/logs" }, { "GET", "/top" }, { "DELETE", "" } }) do
+      local r = ms.call(both, c[1], base .. c[2], c[3])
+      assert.are.equal(400, r.status, c[1] .. " " .. c[2] .. ": " .. r.body)
+      assert.are.equal("bad_request", r.json.error.code)
+      assert.matches(": id prefix '" .. prefix .. "' is ambiguous %(",
+        r.json.error.message)
+    end
+  end)
+
   it("says so when the container is created but does not start", function()
     local want, kind = ms.answer_for(ms.bad_start_status())
     local b = ms.body({ cmd = { "/no/such/program" }, start = true })
