@@ -486,6 +486,16 @@ describe("container lifecycle over HTTP", function()
     assert.is_nil(ms.inspect(b.name))
   end)
 
+  it("answers the name Docker gave a container created without one", function()
+    local b = ms.body()
+    b.name = nil
+    local r = post("/api/containers", b)
+    assert.are.equal(201, r.status, r.body)
+    ms.track(r.json.id)
+    assert.is_string(r.json.name, r.body)
+    assert.are.equal(ms.inspect(r.json.id).Name, "/" .. r.json.name)
+  end)
+
   it("refuses an id prefix two containers share with 400 on every route", function()
     -- the shipped routes and the README's /top (examples/routes-top.lua)
     local both = ms.start({ scripts = http.scripts_dir({ ["routes.lua"] =

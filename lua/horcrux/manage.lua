@@ -126,6 +126,15 @@ end
 
 -- ---- lifecycle -------------------------------------------------------------
 
+-- The name Docker gave a container created without one (its create answer
+-- has only the id): one inspect, nil when that fails -- the container is
+-- made all the same.
+local function given_name(id)
+  local info = engine.inspect(id)
+  local name = type(info) == "table" and info.Name
+  return type(name) == "string" and name:gsub("^/", "") or nil
+end
+
 --- Creates the container of a validated (and allowed) spec; starts it when
 -- spec.start. A start that fails leaves the created container and says
 -- so: the 4th value is {id =, created = true}.
@@ -142,6 +151,9 @@ function M.create(spec, policy)
   local warnings = json.array()
   for _, w in ipairs(type(res.Warnings) == "table" and res.Warnings or {}) do
     warnings[#warnings + 1] = w
+  end
+  if not spec.name then -- the spec as Docker named it; the caller's stays
+    spec = setmetatable({ name = given_name(res.Id) }, { __index = spec })
   end
   local out = { id = res.Id, name = spec.name or null, started = false,
     warnings = warnings }
