@@ -126,6 +126,33 @@ describe("networks and volumes against the real engine", function()
     assert.are.equal(400, r.status, r.body)
   end)
 
+  it("refuses a bad subnet, ip_range or gateway with 400 naming it", function()
+    local name = support.unique_name("net")
+    finally(function()
+      support.docker():call("DELETE", "/networks/{network}", { network = name })
+    end)
+    -- a /24 of its own: another run's network may be on the engine now
+    local net = ("10.%d.%d."):format(math.random(200, 250), math.random(0, 255))
+    for field, bad in pairs({ subnet = "999.1.1.0/24", ip_range = "10.0.0.0/99",
+      gateway = "999.1.1.1" }) do
+      local b = { name = name, labels = LABELS, subnet = net .. "0/24" }
+      b[field] = bad
+      local r = call("POST", "/api/networks", b)
+      assert.are.equal(400, r.status, r.body)
+      assert.are.same({ "bad_request", field }, { r.json.error.code,
+        r.json.error.field })
+      assert.matches("^" .. field .. ": must be an", r.json.error.message)
+    end
+    assert.are.equal(404, http.get(srv.url .. "/api/networks/" .. name).status)
+    local good = { subnet = net .. "0/24", ip_range = net .. "128/25",
+      gateway = net .. "1" }
+    local r = call("POST", "/api/networks", { name = name, labels = LABELS,
+      subnet = good.subnet, ip_range = good.ip_range, gateway = good.gateway })
+    assert.are.equal(201, r.status, r.body)
+    r = http.get(srv.url .. "/api/networks/" .. name)
+    assert.are.same(good, r.json.subnets[1])
+  end)
+
   it("prunes only the unused networks it is told to", function()
     local name = support.unique_name("net")
     assert.are.equal(201, call("POST", "/api/networks",

@@ -12,7 +12,9 @@
 -- fields.boolean,
 -- fields.integer(min, max), fields.number(min, max),
 -- fields.strings(max_items, max_len), fields.map(max_items, max_len),
--- fields.path (an absolute path, no . or .. part). Every text is
+-- fields.path (an absolute path, no . or .. part), fields.ip([version])
+-- (an IPv4 or IPv6 address; version 4 or 6: only that one),
+-- fields.cidr (an address and a prefix length). Every text is
 -- length-checked before a pattern looks at it.
 local json = require "horcrux.json"
 local tables = require "horcrux.tables"
@@ -153,6 +155,92 @@ function M.path(f, v)
     if part == "." or part == ".." then
       return nil, f .. ": must not contain . or .. parts"
     end
+  end
+  return v
+end
+
+-- ---- addresses: parsed by parts (plain finds, patterns of bounded
+-- length), as the daemon's Go net.ParseIP / ParseCIDR take them.
+
+-- A dotted quad: four numbers 0-255, no leading zero (Go refuses them).
+local function ipv4(s)
+  local n, i = 0, 1
+  while n < 4 do
+    local j = s:find(".", i, true)
+    local part = s:sub(i, (j or #s + 1) - 1)
+    if not part:match("^%d%d?%d?$") or tonumber(part) > 255
+        or (#part > 1 and part:sub(1, 1) == "0") then
+      return false
+    end
+    n = n + 1
+    if not j then
+      return n == 4
+    end
+    i = j + 1
+  end
+  return false
+end
+
+-- How many 16-bit groups s ("1:db8", "" for none) holds, a dotted quad
+-- (last, when v4_last) counting two; nil when a group is empty or bad.
+local function groups(s, v4_last)
+  local n, i = 0, 1
+  while s ~= "" and n < 9 do
+    local j = s:find(":", i, true)
+    local g = s:sub(i, (j or #s + 1) - 1)
+    if not j and v4_last and g:find(".", 1, true) then
+      return ipv4(g) and n + 2 or nil
+    elseif not g:match("^%x%x?%x?%x?$") then
+      return nil
+    end
+    n = n + 1
+    if not j then
+      break
+    end
+    i = j + 1
+  end
+  return n
+end
+
+local function ipv6(s)
+  local gap = s:find("::", 1, true)
+  if not gap then
+    return groups(s, true) == 8
+  end
+  local head, tail = groups(s:sub(1, gap - 1)), groups(s:sub(gap + 2), true)
+  return head ~= nil and tail ~= nil and head + tail <= 7
+end
+
+-- 4 or 6 when s is an address of that version (and one of `version`'s).
+local function ip_version(s, version)
+  if #s <= 45 and version ~= 6 and ipv4(s) then
+    return 4
+  elseif #s <= 45 and version ~= 4 and ipv6(s) then
+    return 6
+  end
+end
+
+function M.ip(version)
+  local what = version and ("an IPv%d address"):format(version)
+    or "an IPv4 or IPv6 address"
+  return function(f, v)
+    if type(v) ~= "string" or not ip_version(v, version) then
+      return nil, ("%s: must be %s"):format(f, what)
+    end
+    return v
+  end
+end
+
+--- ADDRESS/BITS: an IPv4 address and 0-32, or an IPv6 one and 0-128.
+function M.cidr(f, v)
+  local slash = type(v) == "string" and #v <= 49 and v:find("/", 1, true)
+  local bits = slash and v:sub(slash + 1)
+  local ver = slash and ip_version(v:sub(1, slash - 1))
+  if not ver or not bits:match("^%d%d?%d?$")
+      or (#bits > 1 and bits:sub(1, 1) == "0")
+      or tonumber(bits) > (ver == 4 and 32 or 128) then
+    return nil, f .. ": must be an address and a prefix length, "
+      .. "IPv4 (10.1.0.0/16, 0 to 32) or IPv6 (fd00::/64, 0 to 128)"
   end
   return v
 end

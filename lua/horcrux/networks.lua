@@ -44,14 +44,14 @@ M.FIELDS = {
   ipv6 = fields.boolean,
   labels = fields.map(256, 4096),
   options = fields.map(64, 1024),
-  subnet = fields.string(64, "^[%x:.]+/%d+$", "a CIDR subnet"),
-  ip_range = fields.string(64, "^[%x:.]+/%d+$", "a CIDR range"),
-  gateway = fields.string(45, "^[%x:.]+$", "an IP address"),
+  subnet = fields.cidr,
+  ip_range = fields.cidr,
+  gateway = fields.ip(),
 }
 M.CONNECT_FIELDS = {
   container = fields.string(255),
   aliases = fields.strings(16, 255),
-  ipv4 = fields.string(15, "^%d+%.%d+%.%d+%.%d+$", "an IPv4 address"),
+  ipv4 = fields.ip(4),
 }
 M.DISCONNECT_FIELDS = { container = fields.string(255),
   force = fields.boolean }
