@@ -153,6 +153,18 @@ describe("networks and volumes against the real engine", function()
     assert.are.same(good, r.json.subnets[1])
   end)
 
+  it("takes volume names as Docker does: 2 bytes at least, and says so", function()
+    local r = call("POST", "/api/volumes", { name = "v", labels = LABELS })
+    assert.are.equal(400, r.status, r.body)
+    assert.are.equal("name", r.json.error.field)
+    assert.matches("%(2 to 255 bytes%)$", r.json.error.message)
+    -- the README's example: a 2-byte name gets as far as the policy
+    r = call("POST", "/api/volumes", { name = "etc", options = { type = "none",
+      o = "bind", device = "/etc" } })
+    assert.are.equal(403, r.status, r.body)
+    assert.are.equal("options.device", r.json.error.field)
+  end)
+
   it("prunes only the unused networks it is told to", function()
     local name = support.unique_name("net")
     assert.are.equal(201, call("POST", "/api/networks",

@@ -8,7 +8,7 @@
 --   message. required: a list of names that must be there. A JSON null is
 --   an absent field; an unknown field is refused, every one named.
 --
--- Checkers: fields.string(max [, pattern, what]), fields.text(max),
+-- Checkers: fields.string(max [, pattern, what, min]), fields.text(max),
 -- fields.boolean,
 -- fields.integer(min, max), fields.number(min, max),
 -- fields.strings(max_items, max_len), fields.map(max_items, max_len),
@@ -54,12 +54,15 @@ local function is_list(v)
   return true
 end
 
-function M.string(max, pattern, what)
+--- Printable text of min (default 1) to max bytes, matching pattern when
+-- given (what says it, for the refusal).
+function M.string(max, pattern, what, min)
+  min = min or 1
   return function(f, v)
-    if type(v) ~= "string" or #v == 0 or #v > max or not printable(v)
+    if type(v) ~= "string" or #v < min or #v > max or not printable(v)
         or (pattern and not v:match(pattern)) then
-      return nil, ("%s: must be %s (1 to %d bytes)"):format(f,
-        what or "printable text", max)
+      return nil, ("%s: must be %s (%d to %d bytes)"):format(f,
+        what or "printable text", min, max)
     end
     return v
   end

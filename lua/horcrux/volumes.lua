@@ -36,8 +36,9 @@ M.LIST_QUERY = { dangling = input.boolean, driver = input.string(64),
 M.PRUNE_QUERY = { label = input.string(512) }
 M.REMOVE_QUERY = { force = input.boolean }
 M.FIELDS = {
-  name = fields.string(255, "^[%w][%w_.-]+$",
-    "a volume name: letters, digits and _ . -"),
+  -- the local driver's rule (Docker's volume/local): 2 bytes at least
+  name = fields.string(255, "^[%w][%w_.-]+$", "a volume name: letters, "
+    .. "digits and _ . - (starting with a letter or digit)", 2),
   driver = fields.string(64, "^[%w][%w_.:/-]*$", "a driver name"),
   labels = fields.map(256, 4096),
   options = fields.map(32, 4096),
