@@ -387,9 +387,11 @@ static void fill_bucket(bucket *k, const view_point *pts, size_t a, size_t b,
 }
 
 /* To 3 decimals: a float's noise (CPU % is kept as one) is not a figure. */
+static double round3(double v) { return round(v * 1000) / 1000; }
+
 static void round_bucket(bucket *k) {
   for (int f = 0; f < F_N; f++)
-    k->v[f] = round(k->v[f] * 1000) / 1000;
+    k->v[f] = round3(k->v[f]);
 }
 
 /* Buckets of pts (oldest first) within [now - window, now) into out;
@@ -445,7 +447,7 @@ static void push_summary(lua_State *L, const bucket *b, size_t nb, int f,
     lua_pushnumber(L, v[k]);
     lua_setfield(L, -2, keys[k]);
   }
-  lua_pushnumber(L, sum / (double)n);
+  lua_pushnumber(L, round3(sum / (double)n)); /* the points are rounded */
   lua_setfield(L, -2, "mean");
   lua_pushinteger(L, (lua_Integer)n);
   lua_setfield(L, -2, "count");

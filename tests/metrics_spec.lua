@@ -345,6 +345,31 @@ describe("the history", function()
     view.set_limits({ history = 900 })
   end)
 
+  it("rounds the summary to 3 decimals, as the points are (README)", function()
+    local id = id_of(12)
+    view.set_meta(id, { name = "r", status = "running" })
+    local now = clock.mono_ns() - 1000000000
+    -- 7 points: their mean, 87.46471428..., is no figure of 3 decimals
+    for i, cpu in ipairs({ 87.1, 87.9, 87.2, 87.8, 87.3, 87.053, 87.9 }) do
+      view.put(id, { cpu_usage_percent = cpu, memory_usage_bytes = 1000 + i,
+        pids = i }, nil, now - (7 - i) * 1000000000)
+    end
+    local function rounded(summary)
+      for figure, s in pairs(summary) do
+        if s ~= null then
+          for k, v in pairs(s) do
+            assert.equal(math.floor(v * 1000 + 0.5) / 1000, v, figure .. "." .. k)
+          end
+        end
+      end
+    end
+    local h = assert(history.of("r", 60, 1))
+    assert.equal(7, h.summary.cpu_percent.count)
+    assert.equal(87.465, h.summary.cpu_percent.mean)
+    rounded(h.summary)
+    rounded(history.summary(60, 1).containers[1].summary)
+  end)
+
   it("keeps at most the points it was told, oldest dropped", function()
     view.set_limits({ history = 10 })
     local id = id_of(10)
