@@ -268,6 +268,20 @@ static int is_hex(const char *s, size_t n) {
   return n <= 64 && hx_is_lower_hex(s, n);
 }
 
+/* What a value must be (a call placeholder's, by its name; a ref's). */
+enum grammar { G_NAME, G_CONTAINER, G_IMAGE, G_EXEC };
+
+/* Each grammar said in words, for the refusal of a value not of it. */
+static const char *const grammar_rule[] = {
+    [G_NAME] = "a name is letters, digits and _ . - (starting with a letter "
+               "or digit)",
+    [G_CONTAINER] = "a name is letters, digits and _ . - (starting with a "
+                    "letter or digit), an id is hex",
+    [G_IMAGE] = "an image reference is [host[:port]/]path[:tag][@digest] of "
+                "letters, digits and . _ / : @ - (no empty, . or .. part)",
+    [G_EXEC] = "an exec id is lowercase hex",
+};
+
 /* Docker's name grammar, [a-zA-Z0-9][a-zA-Z0-9_.-]*: container, network,
  * volume... names. Hex ids and prefixes are names by this grammar. */
 static int name_ok(const char *p, size_t len) {
@@ -381,14 +395,28 @@ static const char *push_quoted(lua_State *L, const char *s, size_t n) {
   return lua_tostring(L, -1);
 }
 
+/* Pushes nil, msg, "bad_request" for s[0..n), a `what` not of grammar g,
+ * and returns 3: one wording for every refusal of a ref, a name or an
+ * image, saying the length when that is what is wrong. */
+static int refuse_value(lua_State *L, int g, const char *what, const char *s,
+                        size_t n) {
+  size_t len = g == G_CONTAINER && n > 0 && s[0] == '/' ? n - 1 : n;
+  size_t max = g == G_IMAGE ? IMAGE_MAX : g == G_EXEC ? 64 : REF_MAX;
+  const char *quoted = push_quoted(L, s, n);
+  if (len > max)
+    return hx_fail(L, HX_BAD_REQUEST,
+                   "docker: invalid %s: %s (%d bytes): longer than %d bytes",
+                   what, quoted, (int)n, (int)max);
+  return hx_fail(L, HX_BAD_REQUEST, "docker: invalid %s: %s (%d bytes): %s",
+                 what, quoted, (int)n, grammar_rule[g]);
+}
+
 /* The ref at idx, checked; pushes nil, msg, kind and returns NULL when it
  * is no name or id. */
 const char *hxd_check_ref(lua_State *L, int idx, size_t *n) {
   const char *s = luaL_checklstring(L, idx, n);
   if (!ref_ok(&s, n)) {
-    hx_fail(L, HX_BAD_REQUEST,
-            "docker: invalid container name or id: %s (%d bytes)",
-            push_quoted(L, s, *n), (int)*n);
+    refuse_value(L, G_CONTAINER, "container name or id", s, *n);
     return NULL;
   }
   return s;
@@ -602,9 +630,6 @@ static int l_request(lua_State *L) {
 
 /* ---- call: templates ------------------------------------------------ */
 
-/* What a placeholder's value must be, by the placeholder's name. */
-enum grammar { G_NAME, G_CONTAINER, G_IMAGE, G_EXEC };
-
 static const struct {
   const char *name;
   int grammar;
@@ -688,11 +713,11 @@ static int fill_placeholder(lua_State *L, int p, const char *name, size_t nl) {
   const char *v = lua_tolstring(L, -1, &n), *given = v;
   size_t given_n = n;
   if (!value_ok(placeholders[k].grammar, &v, &n))
-    return hx_fail(L, HX_BAD_REQUEST, "docker: invalid %s: %s (%d bytes)",
-                   placeholders[k].what != NULL
-                       ? placeholders[k].what
-                       : lua_pushfstring(L, "%s name or id", pn),
-                   push_quoted(L, given, given_n), (int)given_n);
+    return refuse_value(L, placeholders[k].grammar,
+                        placeholders[k].what != NULL
+                            ? placeholders[k].what
+                            : lua_pushfstring(L, "%s name or id", pn),
+                        given, given_n);
   lua_pushlstring(L, v, n); /* a container ref without its "/" */
   lua_replace(L, -3);
   lua_pop(L, 1);

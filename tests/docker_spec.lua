@@ -33,6 +33,14 @@ describe("horcrux.docker", function()
       for _, s in ipairs { "", "XYZ", "ABCDEF", "abcg", string.rep("a", 65) } do
         assert.is_false(docker.valid_id(s), s)
       end
+      -- the refusal says the rule, or the length when only that is wrong
+      assert.are.equal('docker: invalid container name or id: "bad!name" (8 '
+        .. 'bytes): a name is letters, digits and _ . - (starting with a '
+        .. 'letter or digit), an id is hex', select(2, docker.ref("bad!name")))
+      local _, long = docker.ref(string.rep("a", 256))
+      assert.matches('^docker: invalid container name or id: "a+"%.%.%. '
+        .. '%(256 bytes%): longer than 255 bytes$', long)
+      assert.are.equal(255, #docker.ref("/" .. string.rep("a", 255)))
       assert.is_false(docker.valid_name(nil))
       assert.is_false(docker.valid_id(12))
     end)

@@ -75,6 +75,21 @@ describe("the README's routes", function()
     assert.is_string(r.json[1].COMMAND)
     -- the failures propagate with their kinds
     assert.are.equal(400, ms.call(srv, "GET", "/api/containers/bad!id/top").status)
+    -- a bad ref is refused in one wording by this route and the shipped
+    -- ones, the length said when only that is wrong
+    local said = {}
+    for _, p in ipairs({ "bad%21id/top", "bad%21id", "bad%21id/history",
+      string.rep("a", 256), string.rep("a", 256) .. "/top" }) do
+      r = ms.call(srv, "GET", "/api/containers/" .. p)
+      assert.are.equal(400, r.status, r.body)
+      said[#said + 1] = r.json.error.message
+    end
+    local bad = 'docker: invalid container name or id: "bad!id" (6 bytes): a '
+      .. "name is letters, digits and _ . - (starting with a letter or "
+      .. "digit), an id is hex"
+    assert.are.same({ bad, bad, bad }, { said[1], said[2], said[3] })
+    assert.are.equal(said[4], said[5])
+    assert.matches("%(256 bytes%): longer than 255 bytes$", said[4])
     assert.are.equal(404, ms.call(srv, "GET", "/api/containers/hxtest-none-" .. tag .. "/top").status)
     assert.are.equal(400, ms.call(srv, "GET", "/api/containers/" .. name .. "/top?x=1").status)
     ms.call(srv, "POST", "/api/containers/" .. name .. "/stop?timeout=0")
@@ -117,6 +132,17 @@ describe("the README's routes", function()
     r = ms.call(srv, "POST", path, { name = "no good" })
     assert.are.equal(400, r.status, r.body)
     assert.are.equal("name", r.json.error.field)
+    assert.matches('^name: invalid container name or id: "no good" %(7 bytes%): '
+      .. "a name is letters", r.json.error.message)
+    -- a name missing or not a string is refused as such, not quoted
+    for _, case in ipairs({ { {}, "name: is required" },
+      { { name = 5 }, "name: must be a string" },
+      { { name = { "web" } }, "name: must be a string" } }) do
+      r = ms.call(srv, "POST", path, case[1])
+      assert.are.equal(400, r.status, r.body)
+      assert.are.same({ "bad_request", "name", case[2] }, { r.json.error.code,
+        r.json.error.field, r.json.error.message })
+    end
     r = ms.call(srv, "POST", path, { name = new })
     assert.are.equal(200, r.status, r.body)
     assert.are.same({ id = name, name = new }, r.json)

@@ -22,17 +22,22 @@ local M = {}
 local MAX_REF = 255
 
 --- A container as a route names it: a name, a full id or an id prefix
--- (Docker's grammar, checked before any request is made).
--- `field` (optional) names where s came from, for a body's field.
+-- (Docker's grammar, checked before any request is made), refused in
+-- horcrux.docker's words. `field` (optional) names where s came from, a
+-- body's field: the refusal then reads "field: ...", and a field that is
+-- missing or not a string is refused as such.
 function M.ref(s, field)
-  if type(s) == "string" and #s <= MAX_REF and docker.valid_name(s) then
-    return (s:gsub("^/", ""))
+  if field and (s == nil or s == json.null) then
+    return nil, field .. ": is required", "bad_request", field
+  elseif type(s) ~= "string" then
+    return nil, (field or "ref") .. ": must be a string", "bad_request", field
   end
-  return nil, ("%sinvalid container id or name %q: a name is letters, "
-    .. "digits and _ . - (starting with a letter or digit), an id is hex")
-    :format(field and (field .. ": ") or "",
-      type(s) == "string" and s:sub(1, 80) or tostring(s)),
-    "bad_request", field
+  local ref, err, kind = docker.ref(s)
+  if ref == nil and field then
+    -- "docker: invalid ...": the field is what was wrong here
+    return nil, field .. err:sub(#"docker" + 1), kind, field
+  end
+  return ref, err, kind
 end
 
 --- A Compose project name (the value of com.docker.compose.project).
