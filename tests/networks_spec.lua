@@ -178,6 +178,35 @@ describe("networks and volumes against the real engine", function()
     assert.is_true(pruned, r.body)
   end)
 
+  -- The daemon runs one prune of a kind at a time and refuses the next
+  -- with 409 "a prune operation is already running": not the caller's
+  -- conflict. (Before horcrux asked again, 5 of 18 such prunes by hand got
+  -- it, and this spec failed in 1 run of 2.)
+  it("prunes asked at once all succeed", function()
+    local outs = {}
+    finally(function()
+      for _, f in ipairs(outs) do
+        os.remove(f)
+      end
+    end)
+    for _ = 1, 5 do
+      local ps = {}
+      for i = 1, 6 do
+        outs[#outs + 1] = os.tmpname()
+        ps[i] = assert(proc.spawn({ "curl", "-s", "-o", "/dev/null", "-w",
+          "%{http_code}", "-X", "POST", "-H", "Authorization: Bearer "
+          .. ms.TOKEN, "--max-time", "20", srv.url
+          .. "/api/networks/prune?label=" .. support.label_arg },
+          { stdout = outs[#outs] }))
+      end
+      for i, p in ipairs(ps) do
+        local st = p:wait(30)
+        assert.are.equal(0, st and st.status)
+        assert.are.equal("200", http.read_file(outs[#outs - 6 + i]))
+      end
+    end
+  end)
+
   it("create, inspect, 409 in use, remove and prune volumes", function()
     local vol, other = support.unique_name("vol"), support.unique_name("vol")
     finally(function()

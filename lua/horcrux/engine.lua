@@ -58,6 +58,7 @@
 -- kind, status` with the daemon's own message; the status -> kind table is
 -- the client's, in C.
 local docker = require "horcrux.docker"
+local clock = require "horcrux.clock"
 
 local M = {}
 
@@ -326,6 +327,25 @@ end
 -- A client of its own for a call that may take long (opts: timeout,
 -- max_response), so the state's client keeps its limits; the caller closes
 -- it (`local c <close> = ...`).
+-- POST path (a /prune) with filters, asked again while the daemon is
+-- running another prune of the same objects: it runs them one at a time
+-- and refuses the next with 409 "a prune operation is already running"
+-- (another client's, or two requests of ours at once), which is not the
+-- caller's conflict. For up to PRUNE_WAIT_S, within the request's deadline.
+local PRUNE_WAIT_S = 5
+local function prune(path, filters)
+  local deadline = clock.mono_ns() + PRUNE_WAIT_S * 1000000000
+  while true do
+    local v, err, kind, status = M.call("POST", path, nil, filtered(filters))
+    if v ~= nil or kind ~= "conflict" or clock.mono_ns() > deadline
+        or not tostring(err):find("prune operation is already running", 1,
+          true) then
+      return value(v, err, kind, status)
+    end
+    clock.sleep(0.1)
+  end
+end
+
 local function own_client(opts)
   return docker.connect(opts)
 end
@@ -395,9 +415,7 @@ function M.remove_image(ref, query)
   return value(M.call("DELETE", "/images/{image}", { image = ref }, query))
 end
 
-function M.prune_images(filters)
-  return value(M.call("POST", "/images/prune", nil, filtered(filters)))
-end
+function M.prune_images(filters) return prune("/images/prune", filters) end
 
 --- POST /containers/{ref}/exec: {Id}.
 function M.exec_create(ref, body)
@@ -457,7 +475,7 @@ for kind, path in pairs({ network = "/networks", volume = "/volumes" }) do
     return value(M.call("DELETE", one, { [kind] = name }, query))
   end
   M[kind .. "_prune"] = function(filters)
-    return value(M.call("POST", path .. "/prune", nil, filtered(filters)))
+    return prune(path .. "/prune", filters)
   end
 end
 
