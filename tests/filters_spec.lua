@@ -223,10 +223,18 @@ describe("horcrux.filters.list", function()
       filters.parse(args("label=app")), true, policy)
     local tried = extra.tried
     assert.is_nil(list)
-    assert.are.equal("metrics_unavailable", kind)
-    assert.truthy(err)
+    -- the one source that could apply it failed: its words are the answer
+    assert.are.same({ "docker: connect: no such file", tried[1].kind },
+      { err, kind })
     assert.are.equal(2, #tried)
+    assert.are.equal("unsupported", tried[2].kind)
     assert.truthy(tried[2].error:find("cannot apply the label filter", 1, true))
+    -- two that could, both failed: metrics_unavailable
+    policy.sources[3] = src("docker-api", "docker: another daemon is down")
+    list, err, kind, extra = filters.list(filters.parse(args("label=app")),
+      true, policy)
+    assert.is_nil(list)
+    assert.are.same({ "metrics_unavailable", 3 }, { kind, #extra.tried })
   end)
 
   it("lists stopped containers too when a status filter is given", function()

@@ -527,3 +527,29 @@ describe("container routes", function()
     assert.is_nil(r.json.cpu_usage_percent)
   end)
 end)
+
+describe("without the daemon", function()
+  -- GET /api/stacks needs the daemon's labels: the cgroup files and the
+  -- docker CLI cannot list containers by label, so the Engine API's own
+  -- failure is the answer, the others' words in `tried` (it said
+  -- metrics_unavailable, "no metric source could answer", and no tried)
+  it("a route only one source could answer says that source's failure",
+    function()
+      local srv = http.start({ args = { "--interval", "0" },
+        env = { PATH, "DOCKER_HOST=unix:///nonexistent/docker.sock" } })
+      finally(function() srv:stop() end)
+      for _, path in ipairs({ "/api/stacks", "/api/stacks/shop" }) do
+        local r = assert(http.get(srv.url .. path))
+        assert.are.equal(503, r.status, r.body)
+        local e = r.json.error
+        assert.are.equal("unavailable", e.code, r.body)
+        assert.matches("^docker: ", e.message)
+        local said = {}
+        for _, t in ipairs(e.tried) do
+          said[#said + 1] = t.source .. " " .. t.kind
+        end
+        assert.are.same({ "cgroup unsupported", "docker-api unavailable",
+          "docker-cli unsupported" }, said)
+      end
+    end)
+end)

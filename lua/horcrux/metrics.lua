@@ -14,9 +14,10 @@
 -- answer about the container itself (not_found, bad_request, conflict) is
 -- final. A source may answer in part (its second value "partial"): the
 -- next ones are asked, and the partial answer is given only when none of
--- them answers completely. When every source fails the kind is "metrics_unavailable" and
--- `tried` lists what each one said -- unless there was only one, whose own
--- words are the clearest answer.
+-- them answers completely. When every source fails the kind is
+-- "metrics_unavailable" and `tried` lists what each one said -- unless only
+-- one had the capability (or there was only one), whose own words are the
+-- clearest answer (`tried` still lists them all).
 local config = require "horcrux.config"
 local log = require "horcrux.log"
 local errors = require "horcrux.errors"
@@ -57,6 +58,21 @@ end
 local function give_up(tried)
   if #tried == 1 then
     return nil, tried[1].error, tried[1].kind
+  end
+  -- the sources that lack the capability said nothing about the engine:
+  -- when one source alone could have answered, its words are the answer
+  local able
+  for _, t in ipairs(tried) do
+    if t.kind ~= "unsupported" then
+      if able then
+        able = false
+        break
+      end
+      able = t
+    end
+  end
+  if able then
+    return nil, able.error, able.kind, { tried = tried }
   end
   return nil, "no metric source could answer", "metrics_unavailable",
     { tried = tried }

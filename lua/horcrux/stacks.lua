@@ -36,10 +36,10 @@ M.SUMMED = {
 -- capability; the Engine API).
 local function containers(name)
   local label = name and (M.PROJECT .. "=" .. name) or M.PROJECT
-  local items, err, kind = metrics.try("containers", nil, { all = true,
-    filters = { label = json.array({ label }) } })
+  local items, err, kind, extra = metrics.try("containers", nil, {
+    all = true, filters = { label = json.array({ label }) } })
   if not items then
-    return nil, err, kind
+    return nil, err, kind, extra -- extra.tried: what each source said
   end
   local out = {}
   for _, rec in ipairs(items) do
@@ -60,12 +60,12 @@ end
 
 -- The containers of stack `name`; a stack without any is not found.
 local function members(name)
-  local list, err, kind = containers(name)
+  local list, err, kind, extra = containers(name)
   if list and #list == 0 then
     return nil, ("no stack %q (no container is labelled %s=%s)"):format(
       name, M.PROJECT, name), "not_found"
   end
-  return list, err, kind
+  return list, err, kind, extra
 end
 
 local function count_state(states, status)
@@ -94,9 +94,9 @@ end
 --- GET /api/stacks: every project with its services and how many of their
 -- containers are in each state.
 function M.list()
-  local list, err, kind = containers(nil)
+  local list, err, kind, extra = containers(nil)
   if not list then
-    return nil, err, kind
+    return nil, err, kind, extra
   end
   local by, order = {}, {}
   for _, rec in ipairs(list) do
@@ -169,9 +169,9 @@ end
 -- record (null when not running or not sampled), and the figures summed
 -- per service and for the stack.
 function M.get(name)
-  local list, err, kind = members(name)
+  local list, err, kind, extra = members(name)
   if not list then
-    return nil, err, kind
+    return nil, err, kind, extra
   end
   local recs = records_of(list)
   local states, all, services = {}, {}, json.array()
@@ -211,9 +211,9 @@ function M.action(name, action, opts, policy, req)
   if not M.ACTIONS[action] then
     error("stacks.action: unknown action " .. tostring(action), 2)
   end
-  local list, err, kind = members(name)
+  local list, err, kind, extra = members(name)
   if not list then
-    return nil, err, kind
+    return nil, err, kind, extra
   end
   for _, rec in ipairs(list) do
     local ok, msg, k = manage.may(action, { id = rec.id,
