@@ -22,6 +22,8 @@
  *   hooks.mark_load(dir) -> ns | false | nil, msg, kind   and
  *   hooks.mark_save(dir, ns) -> true | nil, msg, kind: DIR/events.mark, the
  *       time of the newest container event accepted (hooks_queue.h)
+ *   hooks.file_save(dir, name, text) -> true | nil, msg, kind: DIR/name
+ *       replaced whole and durably, as the mark is (the firing alerts)
  *   hooks.post{{url =, body =, headers = {k = v}, timeout = s}, ...}
  *       -> {{status = n} | {error = msg}, ...}: every POST at once (a curl
  *       multi), no redirect followed, http and https only
@@ -351,6 +353,24 @@ static int l_mark_load(lua_State *L) {
     lua_pushboolean(L, 0);
   else
     lua_pushinteger(L, (lua_Integer)ns);
+  return 1;
+}
+
+/* hooks.file_save(dir, name, text) -> true | nil, msg, kind: DIR/name
+ * replaced whole (durable once true) */
+static int l_file_save(lua_State *L) {
+  const char *dir = luaL_checkstring(L, 1);
+  const char *name = luaL_checkstring(L, 2);
+  size_t len;
+  const char *text = luaL_checklstring(L, 3, &len);
+  luaL_argcheck(L, name[0] != '\0' && strchr(name, '/') == NULL, 2,
+                "a file name, no '/'");
+  if (hxq_file_save(dir, name, text, len) != 0) {
+    int err = errno;
+    return hx_fail_errno(L, HX_IO, lua_pushfstring(L, "hooks: saving %s", name),
+                         err);
+  }
+  lua_pushboolean(L, 1);
   return 1;
 }
 
@@ -809,23 +829,16 @@ static const luaL_Reg poster_methods[] = {{"start", pt_start},
                                           {"close", poster_close},
                                           {NULL, NULL}};
 
-static const luaL_Reg funcs[] = {{"attach", l_attach},
-                                 {"detach", l_detach},
-                                 {"feed", l_feed},
-                                 {"feed_since", l_feed_since},
-                                 {"take", l_take},
-                                 {"feed_stats", l_feed_stats},
-                                 {"interrupt", l_interrupt},
-                                 {"set_status", l_set_status},
-                                 {"status", l_status},
-                                 {"open", l_open},
-                                 {"mark_load", l_mark_load},
-                                 {"mark_save", l_mark_save},
-                                 {"post", l_post},
-                                 {"poster", l_poster},
-                                 {"hmac_sha256", l_hmac},
-                                 {"bounded", l_bounded},
-                                 {NULL, NULL}};
+static const luaL_Reg funcs[] = {
+    {"attach", l_attach},       {"detach", l_detach},
+    {"feed", l_feed},           {"feed_since", l_feed_since},
+    {"take", l_take},           {"feed_stats", l_feed_stats},
+    {"interrupt", l_interrupt}, {"set_status", l_set_status},
+    {"status", l_status},       {"open", l_open},
+    {"mark_load", l_mark_load}, {"mark_save", l_mark_save},
+    {"file_save", l_file_save}, {"post", l_post},
+    {"poster", l_poster},       {"hmac_sha256", l_hmac},
+    {"bounded", l_bounded},     {NULL, NULL}};
 
 HX_EXPORT int luaopen_horcrux_hooks(lua_State *L) {
   if (luaL_newmetatable(L, QUEUE_MT)) {

@@ -559,22 +559,25 @@ int hxq_mark_load(const char *dir, int64_t *ns) {
   return 1;
 }
 
-int hxq_mark_save(const char *dir, int64_t ns) {
-  char text[32];
-  if (ns < 0) {
-    errno = EINVAL;
+int hxq_file_save(const char *dir, const char *name, const char *text,
+                  size_t len) {
+  char *tmp = malloc(strlen(name) + sizeof ".new");
+  if (tmp == NULL) {
+    errno = ENOMEM;
     return -1;
   }
-  int len = snprintf(text, sizeof text, "HXM1 %lld\n", (long long)ns);
-  int fd = open_in(dir, HXQ_MARK ".new", O_WRONLY | O_CREAT | O_TRUNC);
-  if (fd < 0)
+  sprintf(tmp, "%s.new", name);
+  int fd = open_in(dir, tmp, O_WRONLY | O_CREAT | O_TRUNC);
+  if (fd < 0) {
+    free(tmp);
     return -1;
-  char *from = path_in(dir, HXQ_MARK ".new"), *to = path_in(dir, HXQ_MARK);
-  int ok = from != NULL && to != NULL &&
-           write_all(fd, text, (size_t)len) == 0 && fdatasync(fd) == 0 &&
-           rename(from, to) == 0;
+  }
+  char *from = path_in(dir, tmp), *to = path_in(dir, name);
+  int ok = from != NULL && to != NULL && write_all(fd, text, len) == 0 &&
+           fdatasync(fd) == 0 && rename(from, to) == 0;
   int saved = errno;
   close(fd);
+  free(tmp);
   free(from);
   free(to);
   if (!ok) {
@@ -583,4 +586,14 @@ int hxq_mark_save(const char *dir, int64_t ns) {
   }
   sync_dir(dir);
   return 0;
+}
+
+int hxq_mark_save(const char *dir, int64_t ns) {
+  char text[32];
+  if (ns < 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  int len = snprintf(text, sizeof text, "HXM1 %lld\n", (long long)ns);
+  return hxq_file_save(dir, HXQ_MARK, text, (size_t)len);
 }

@@ -108,4 +108,10 @@ int hxq_mark_parse(const char *s, size_t n, int64_t *ns);
 int hxq_mark_load(const char *dir, int64_t *ns);
 int hxq_mark_save(const char *dir, int64_t ns);
 
+/* Replaces DIR/name with text as the mark is replaced (name.new, fsynced,
+ * renamed over it, the directory fsynced): 0, or -1 with errno. The hooks
+ * thread keeps its firing alerts so (alerts.json), across a restart. */
+int hxq_file_save(const char *dir, const char *name, const char *text,
+                  size_t len);
+
 #endif

@@ -258,6 +258,52 @@ describe("the queue on disk", function()
   end)
 end)
 
+describe("horcrux.alerts across a restart", function()
+  local alerts = require "horcrux.alerts"
+  local time = require "horcrux.time"
+  local ID = ("c"):rep(64)
+  local function view(cpu)
+    return { metas = function() return { { full_id = ID, name = "web" } } end,
+      all = function() return { { id = ID, name = "web",
+        cpu_usage_percent = cpu } } end }
+  end
+
+  it("goes on with the same alerts, holds one while its figure is unknown, resolves one whose rule is gone", function()
+    local rules = alerts.check({ { name = "Busy", cpu_above = 50 },
+      { name = "Died", exit_nonzero = true } })
+    local st = alerts.new(rules)
+    local t0 = 1796041276000000000
+    local fired = alerts.evaluate(st, view(80), t0)
+    assert.are.equal(1, #fired)
+    local died = alerts.observe(st, { id = ID, action = "die", time_ns = t0 + 5,
+      attrs = { exitCode = "3" } }, t0 + 900)
+    assert.are.equal(time.format(t0 + 5), died[1].starts_at)
+    local text = alerts.dump(st)
+    -- the same rules: both go on, nothing sent again
+    local st2 = alerts.new(rules)
+    assert.are.same({}, alerts.restore(st2, text, t0 + 1e9))
+    assert.are.same(alerts.active(st), alerts.active(st2))
+    assert.are.same({}, alerts.evaluate(st2, view(json.null), t0 + 2e9))
+    assert.are.same({}, alerts.evaluate(st2, view(90), t0 + 3e9))
+    local ended = alerts.evaluate(st2, view(10), t0 + 4e9)
+    assert.are.equal(1, #ended)
+    assert.are.equal("resolved", ended[1].status)
+    assert.are.equal(fired[1].starts_at, ended[1].starts_at)
+    assert.are.equal(fired[1].fingerprint, ended[1].fingerprint)
+    -- it expires resolve_after after the die, not when it is seen
+    local late = alerts.evaluate(st2, view(10), t0 + 400e9)
+    assert.are.equal(time.format(t0 + 5 + 300 * 1000000000), late[1].ends_at)
+    -- Died's rule gone from hooks.lua: resolved at once
+    local st3 = alerts.new(alerts.check({ { name = "Busy", cpu_above = 50 } }))
+    local gone = alerts.restore(st3, text, t0 + 1e9)
+    assert.are.equal(1, #gone)
+    assert.are.equal("Died", gone[1].alert)
+    assert.are.equal(time.format(t0 + 1e9), gone[1].ends_at)
+    assert.are.equal(1, #alerts.active(st3))
+    assert.is_nil(alerts.restore(alerts.new(rules), "HXM1 5\n", t0))
+  end)
+end)
+
 describe("the events mark", function()
   it("is saved whole and read back; none is false, a damaged one an io failure", function()
     local dir = tmpdir()
@@ -737,5 +783,112 @@ describe("webhooks against the engine", function()
       assert.are.equal("alert", r.event)
       assert.is_true(r.verified)
     end
+  end)
+
+  -- The alerts the receiver got, in arrival order, at /in (the json hook).
+  local function alerts_of(log, name)
+    local out = {}
+    for _, r in ipairs(received(log)) do
+      if r.path == "/in" and r.json.type == "alert" and r.json.alert == name then
+        out[#out + 1] = r.json
+      end
+    end
+    return out
+  end
+
+  -- The container event `action` of id that the receiver got last.
+  local function event_of(log, id, action)
+    local evs = events_of(received(log), id)
+    for i = #evs, 1, -1 do
+      if evs[i].json.action == action then
+        return evs[i].json
+      end
+    end
+  end
+
+  it("starts an event rule's alert at the die and ends it at the start, the engine's times", function()
+    local run = support.unique_name("times")
+    local rcv = receiver.start({ secret = SECRET })
+    cleanup[#cleanup + 1] = function() rcv:stop() end
+    local extra = ([[
+  alerts = { { name = "Died", exit_nonzero = true, label = "hx.run=%s" } },
+]]):format(run)
+    local dir = http.scripts_dir({ ["hooks.lua"] = hooks_lua(
+      ("http://127.0.0.1:%d/in"):format(rcv.port), run, extra) })
+    local srv = start_server(dir, tmpdir())
+    cleanup[#cleanup + 1] = function() srv:stop() end
+    local id = run_container(run, { "sleep", "1000" })
+    -- killed (137) and started again at once: both within one round
+    assert.are.equal(204, support.docker():request("POST", "/containers/"
+      .. id .. "/restart", { t = 0 }))
+    local got = wait_until("Died firing and resolved", 15, function()
+      local list = alerts_of(rcv.log, "Died")
+      return #list >= 2 and event_of(rcv.log, id, "start") and list
+    end)
+    local die = assert(event_of(rcv.log, id, "die"))
+    local start = event_of(rcv.log, id, "start")
+    assert.are.equal(137, die.exit_code)
+    assert.are.equal("firing", got[1].status)
+    assert.are.equal("resolved", got[2].status)
+    assert.are.equal(die.time, got[1].starts_at)
+    assert.are.equal(got[1].starts_at, got[2].starts_at)
+    assert.are.equal(start.time, got[2].ends_at)
+    assert.are.equal(got[1].fingerprint, got[2].fingerprint)
+  end)
+
+  it("keeps a firing alert across a restart and a kill -9, and resolves it after", function()
+    local run = support.unique_name("keep")
+    local rcv = receiver.start({ secret = SECRET })
+    cleanup[#cleanup + 1] = function() rcv:stop() end
+    local state = tmpdir()
+    local extra = ([[
+  alerts = { { name = "Died", exit_nonzero = true, label = "hx.run=%s" } },
+]]):format(run)
+    local dir = http.scripts_dir({ ["hooks.lua"] = hooks_lua(
+      ("http://127.0.0.1:%d/in"):format(rcv.port), run, extra) })
+    local srv = start_server(dir, state)
+    cleanup[#cleanup + 1] = function() srv:stop() end
+    -- exits 3 the first time; runs on once started again
+    local id = run_container(run, { "sh", "-c",
+      "if [ -e /ran ]; then exec sleep 1000; fi; touch /ran; exit 3" })
+    local fired = wait_until("Died firing", 15, function()
+      return alerts_of(rcv.log, "Died")[1]
+    end)
+    assert.are.equal("firing", fired.status)
+    wait_until("its delivery settled", 10, function()
+      return hook_status(srv).pending == 0
+    end)
+    assert.are.equal(0, srv:stop().status)
+    local srv2 = start_server(dir, state)
+    cleanup[#cleanup + 1] = function() srv2:stop() end
+    -- the same alert, still firing: listed, not sent again
+    local function listed(s)
+      local list = assert(http.get(s.url .. "/api/alerts")).json
+      return #list == 1 and list[1]
+    end
+    local a = wait_until("the alert listed after the restart", 10, function()
+      return listed(srv2)
+    end)
+    assert.are.equal(fired.fingerprint, a.fingerprint)
+    assert.are.equal(fired.starts_at, a.starts_at)
+    clock.sleep(1.5) -- a firing sent again would come now
+    assert.are.equal(1, #alerts_of(rcv.log, "Died"))
+    -- a kill -9, then the container started while horcrux is down
+    srv2.proc:kill("KILL")
+    srv2.proc:wait(5)
+    srv2.stopped = true
+    start_container(id)
+    local srv3 = start_server(dir, state)
+    cleanup[#cleanup + 1] = function() srv3:stop() end
+    local got = wait_until("Died resolved", 20, function()
+      local list = alerts_of(rcv.log, "Died")
+      return #list >= 2 and event_of(rcv.log, id, "start") and list
+    end)
+    assert.are.equal(2, #got)
+    assert.are.equal("resolved", got[2].status)
+    assert.are.equal(fired.fingerprint, got[2].fingerprint)
+    assert.are.equal(fired.starts_at, got[2].starts_at)
+    assert.are.equal(event_of(rcv.log, id, "start").time, got[2].ends_at)
+    assert.are.equal(0, #assert(http.get(srv3.url .. "/api/alerts")).json)
   end)
 end)

@@ -9,6 +9,8 @@
 --   alerts.observe(state, ev, now_ns)  -> {alert event, ...}
 --   alerts.evaluate(state, view, now_ns) -> {alert event, ...}
 --   alerts.active(state) -> {alert, ...}   (GET /api/alerts)
+--   alerts.dump(state) -> text;  alerts.restore(state, text, now_ns)
+--       -> {alert event, ...}   the firing alerts across a restart
 --
 -- A rule (hooks.lua's alerts = {...}) has a name and one condition:
 --
@@ -28,9 +30,16 @@
 -- containers it applies to), match = function(meta) -> boolean.
 --
 -- A threshold alert resolves when its condition stops holding or its
--- container stops running. Alerts live in memory: a restart of horcrux
--- starts over (a condition that still holds fires again with a new
--- starts_at).
+-- container stops running; while its figure is unknown (a first sample has
+-- no CPU %) it stays as it is. An event rule's alert starts and ends at its
+-- events' times (the die, the start), not when the hooks thread saw them;
+-- one that expires ends at resolve_after after its start.
+--
+-- The firing alerts outlive a restart (dump/restore; hooks_run keeps them
+-- beside the queues): an alert goes on with its fingerprint and starts_at
+-- until its condition ends (what the engine did meanwhile is replayed to
+-- observe), as Alertmanager keeps one alert per fingerprint; one whose rule
+-- is gone from hooks.lua is resolved.
 --
 -- An alert event: {type = "alert", status = "firing" | "resolved",
 -- alert = rule name, id = container id, name = container name, value,
@@ -188,7 +197,16 @@ local function summary(rule, name, value)
   return ("%s: %s"):format(name, rule.name)
 end
 
-local function fire(st, rule, id, meta, value, now, out)
+local function copy(a)
+  local ev = {}
+  for k, v in pairs(a) do
+    ev[k] = v
+  end
+  ev.order, ev.expires = nil, nil
+  return ev
+end
+
+local function fire(st, rule, id, meta, value, at, out)
   local key = rule.name .. "/" .. id
   local a = st.active[key]
   if a then
@@ -206,47 +224,63 @@ local function fire(st, rule, id, meta, value, now, out)
   a = { type = "alert", status = "firing", alert = rule.name, id = id,
     name = name, value = value, labels = labels,
     annotations = { summary = summary(rule, name, value) },
-    starts_at = time.format(now), fingerprint = hooks
+    starts_at = time.format(at), fingerprint = hooks
       .hmac_sha256("horcrux-alert", key):sub(1, 16),
     order = st.order }
   st.active[key] = a
-  local ev = {}
-  for k, v in pairs(a) do
-    ev[k] = v
-  end
-  ev.order, ev.time = nil, time.format(now)
+  local ev = copy(a)
+  ev.time = a.starts_at
   out[#out + 1] = ev
   return a
 end
 
-local function resolve(st, key, now, out)
+-- at: when the condition ended (ns)
+local function resolve(st, key, at, out)
   local a = st.active[key]
   if not a then
     return
   end
   st.active[key] = nil
-  local ev = {}
-  for k, v in pairs(a) do
-    ev[k] = v
-  end
-  ev.order, ev.expires = nil, nil
-  ev.status, ev.ends_at, ev.time = "resolved", time.format(now),
-    time.format(now)
+  local ev = copy(a)
+  ev.status, ev.ends_at = "resolved", time.format(at)
+  ev.time = ev.ends_at
   out[#out + 1] = ev
 end
 
 local THRESHOLD = { cpu_above = true, memory_above = true, when = true }
 
+-- hot (nil: the figure is not known yet), value
 local function test(rule, rec, meta)
-  if rule.kind == "cpu_above" then
-    local v = rec.cpu_usage_percent
-    return type(v) == "number" and v > rule.cpu_above, v
-  elseif rule.kind == "memory_above" then
-    local v = rec.memory_percent
-    return type(v) == "number" and v > rule.memory_above, v
+  local field = rule.kind == "cpu_above" and "cpu_usage_percent"
+    or rule.kind == "memory_above" and "memory_percent"
+  if field then
+    local v = rec[field]
+    if type(v) ~= "number" then
+      return nil
+    end
+    return v > rule[rule.kind], v
   end
   local ok, yes, value = hooks.bounded(BUDGET, rule.when, rec, meta)
   return ok and yes and true or false, value
+end
+
+-- One threshold rule over one record of the view.
+local function judge(st, rule, rec, meta, now, out)
+  local key = rule.name .. "/" .. rec.id
+  local hot, value = test(rule, rec, meta)
+  if value == json.null then
+    value = nil
+  end
+  if hot then
+    st.pending[key] = st.pending[key] or now
+    if now - st.pending[key] >= rule.for_s * 1e9 then
+      fire(st, rule, rec.id, meta, value, now, out)
+    end
+  elseif hot == false then
+    st.pending[key] = nil
+    resolve(st, key, now, out)
+  end
+  return key
 end
 
 --- The threshold rules over every record of the view; the event rules'
@@ -256,31 +290,18 @@ function M.evaluate(st, view, now)
   for _, m in ipairs(view.metas()) do
     metas[m.full_id] = m
   end
-  local now_s = now / 1e9
   for _, rec in ipairs(view.all()) do
     local meta = metas[rec.id] or { name = rec.name }
     for _, rule in ipairs(st.rules) do
       if THRESHOLD[rule.kind] and applies(rule, meta) then
-        local key = rule.name .. "/" .. rec.id
-        local hot, value = test(rule, rec, meta)
-        if value == json.null then
-          value = nil
-        end
-        seen[key] = true
-        if hot then
-          st.pending[key] = st.pending[key] or now_s
-          if now_s - st.pending[key] >= rule.for_s then
-            fire(st, rule, rec.id, meta, value, now, out)
-          end
-        else
-          st.pending[key] = nil
-          resolve(st, key, now, out)
-        end
+        seen[judge(st, rule, rec, meta, now, out)] = true
       end
     end
   end
   for key, a in pairs(st.active) do
-    if (a.expires == nil and not seen[key]) or (a.expires and now_s >= a.expires) then
+    if a.expires and now >= a.expires then
+      resolve(st, key, a.expires, out)
+    elseif a.expires == nil and not seen[key] then
       resolve(st, key, now, out)
     end
   end
@@ -309,68 +330,125 @@ local function meta_of(view, ev)
   return { name = ev.name, image = ev.image, labels = labels }
 end
 
+-- The restarts rule at a start at `at` (ns): its alert when the starts
+-- within within_s reach the count.
+local function count_start(st, rule, key, id, meta, at, out)
+  local kept = {}
+  for _, t in ipairs(st.starts[key] or {}) do
+    if at - t < rule.within_s * 1e9 then
+      kept[#kept + 1] = t
+    end
+  end
+  kept[#kept + 1] = at
+  st.starts[key] = kept
+  if #kept >= rule.restarts then
+    local a = fire(st, rule, id, meta, #kept, at, out)
+    a.value = #kept
+    a.expires = at + math.floor(rule.resolve_after * 1e9)
+  end
+end
+
 --- A container event (the collector's {id, action, name, image, attrs,
--- time_ns}) for the event rules.
+-- time_ns}) for the event rules; its alerts start and end at the event's
+-- time (now when it has none).
 function M.observe(st, ev, now, view)
   local out = {}
   local id, action = ev.id, ev.action
   if type(id) ~= "string" or type(action) ~= "string" then
     return out
   end
-  local now_s = now / 1e9
+  local at = math.type(ev.time_ns) == "integer" and ev.time_ns or now
+  local starts = action == "start" or action == "restart"
   local meta
   for _, rule in ipairs(st.rules) do
     local key = rule.name .. "/" .. id
     if action == "destroy" then
-      resolve(st, key, now, out)
+      resolve(st, key, at, out)
       st.starts[key] = nil
     elseif rule.kind == "exit_nonzero" then
       meta = meta or meta_of(view, ev)
       local code = tonumber(type(ev.attrs) == "table" and ev.attrs.exitCode)
       if action == "die" and code and code ~= 0 and applies(rule, meta) then
-        local a = fire(st, rule, id, meta, code, now, out)
-        a.expires = now_s + rule.resolve_after
-      elseif action == "start" or action == "restart" then
-        resolve(st, key, now, out)
+        local a = fire(st, rule, id, meta, code, at, out)
+        a.expires = at + math.floor(rule.resolve_after * 1e9)
+      elseif starts then
+        resolve(st, key, at, out)
       end
-    elseif rule.kind == "restarts" and (action == "start" or action == "restart") then
+    elseif rule.kind == "restarts" and starts then
       meta = meta or meta_of(view, ev)
       if applies(rule, meta) then
-        local times = st.starts[key] or {}
-        local kept = {}
-        for _, t in ipairs(times) do
-          if now_s - t < rule.within_s then
-            kept[#kept + 1] = t
-          end
-        end
-        kept[#kept + 1] = now_s
-        st.starts[key] = kept
-        if #kept >= rule.restarts then
-          local a = fire(st, rule, id, meta, #kept, now, out)
-          a.value = #kept
-          a.expires = now_s + rule.resolve_after
-        end
+        count_start(st, rule, key, id, meta, at, out)
       end
     end
   end
   return out
 end
 
---- The firing alerts, oldest first.
-function M.active(st)
+local function by_order(st)
   local list = {}
   for _, a in pairs(st.active) do
     list[#list + 1] = a
   end
   table.sort(list, function(x, y) return x.order < y.order end)
+  return list
+end
+
+--- The firing alerts, oldest first.
+function M.active(st)
   local out = setmetatable({}, json.array_mt)
-  for i, a in ipairs(list) do
-    local c = {}
-    for k, v in pairs(a) do
-      c[k] = v
+  for i, a in ipairs(by_order(st)) do
+    out[i] = copy(a)
+  end
+  return out
+end
+
+--- The firing alerts as text for restore (expiry and order kept).
+function M.dump(st)
+  return json.encode({ version = 1,
+    alerts = setmetatable(by_order(st), json.array_mt) })
+end
+
+local SHAPE = { alert = "string", id = "string", name = "string",
+  starts_at = "string", fingerprint = "string", labels = "table",
+  annotations = "table" }
+
+local function well_formed(a)
+  if type(a) ~= "table" or math.type(a.order) ~= "integer"
+      or (a.expires ~= nil and math.type(a.expires) ~= "integer") then
+    return false
+  end
+  for k, t in pairs(SHAPE) do
+    if type(a[k]) ~= t then
+      return false
     end
-    c.order, c.expires = nil, nil
-    out[i] = c
+  end
+  return true
+end
+
+--- Takes back the firing alerts of dump's text: those of a rule still in
+-- the rules go on as they were; those of a rule gone are resolved now (the
+-- events returned). nil, why for a text that is not dump's.
+function M.restore(st, text, now)
+  local ok, t = pcall(json.decode, text)
+  if not ok or type(t) ~= "table" or t.version ~= 1
+      or type(t.alerts) ~= "table" then
+    return nil, "not a list of alerts"
+  end
+  local rules, out = {}, {}
+  for _, r in ipairs(st.rules) do
+    rules[r.name] = true
+  end
+  for _, a in ipairs(t.alerts) do
+    if well_formed(a) then
+      a.type, a.status, a.ends_at, a.time = "alert", "firing", nil, nil
+      a.value = a.value ~= json.null and a.value or nil
+      local key = a.alert .. "/" .. a.id
+      st.active[key] = a
+      st.order = math.max(st.order, a.order)
+      if not rules[a.alert] then
+        resolve(st, key, now, out)
+      end
+    end
   end
   return out
 end

@@ -515,14 +515,83 @@ local function replay(st, now)
   return out
 end
 
+-- ---- the firing alerts across a restart -----------------------------------
+--
+-- Kept beside the mark (DIR/hooks/alerts.json, replaced whole and fsynced
+-- after the queues that hold their notifications are): a restart, a kill -9
+-- or a reload goes on with the same alerts, so one that fired gets its
+-- resolved, with its own fingerprint and starts_at, and one that still
+-- holds is not fired twice. A crash before the save replays the events
+-- (the mark comes after), which fire the same alert again.
+
+local ALERTS_FILE = "alerts.json"
+
+-- The alerts a previous thread or process left; the resolutions of those
+-- whose rule is gone go out first.
+local function restore_alerts(st, now)
+  local f = io.open(st.mark_dir .. "/" .. ALERTS_FILE, "rb")
+  if not f then
+    return
+  end
+  local text = f:read("a")
+  f:close()
+  local out, err = alerts.restore(st.al, text or "", now)
+  if not out then
+    log.error("hooks: %s/%s: %s; the alerts that fired before are "
+      .. "forgotten", st.mark_dir, ALERTS_FILE, err)
+    return
+  end
+  st.restored = out
+  log.info("hooks: %d firing alerts taken over, %d of rules gone resolved",
+    #alerts.active(st.al) + #out, #out)
+end
+
+local function save_alerts(st)
+  if not st.alerts_dirty or not st.mark_dir then
+    return
+  end
+  local ok, err = hooks.file_save(st.mark_dir, ALERTS_FILE,
+    alerts.dump(st.al))
+  if ok then
+    st.alerts_dirty, st.alerts_error = nil, nil
+  elseif st.alerts_error ~= tostring(err) then
+    st.alerts_error = tostring(err)
+    log.error("hooks: %s: the firing alerts would be forgotten by a restart",
+      st.alerts_error)
+  end
+end
+
+-- The view after a start holds nothing until the collector's first list
+-- and round of samples: a restored threshold alert judged over it would
+-- end at once. True once the view can be judged.
+local function view_ready(st)
+  if not st.view_wait then
+    return true
+  end
+  local now = clock.mono_ns()
+  if hooks.feed_since() ~= nil and not st.listed_at then
+    st.listed_at = now + math.floor(st.interval * 1e9)
+  end
+  if now >= st.view_wait or (st.listed_at and now >= st.listed_at) then
+    st.view_wait = nil
+  end
+  return st.view_wait == nil
+end
+
 -- ---- the loop ----------------------------------------------------------------
+
+-- Alert events into the batch; the alerts are saved once it is on disk.
+local function add_alerts(st, batch, list)
+  for _, a in ipairs(list) do
+    batch[#batch + 1] = a
+    st.alerts_dirty = true
+  end
+end
 
 -- One container event into the batch, with the alerts it fires.
 local function accept(st, ev, batch, now)
   batch[#batch + 1] = M.container_event(ev)
-  for _, a in ipairs(alerts.observe(st.al, ev, now, st.view)) do
-    batch[#batch + 1] = a
-  end
+  add_alerts(st, batch, alerts.observe(st.al, ev, now, st.view))
   if math.type(ev.time_ns) == "integer" and ev.time_ns > (st.newest or 0) then
     st.newest = ev.time_ns
   end
@@ -549,6 +618,21 @@ local function replay_waits(st)
   return false
 end
 
+-- The rules over the view, once per interval.
+local function evaluate(st, batch, now)
+  if clock.mono_ns() < st.eval_at or not view_ready(st) then
+    return
+  end
+  st.eval_at = clock.mono_ns() + math.floor(st.interval * 1e9)
+  local ok, fired = pcall(alerts.evaluate, st.al, st.view, now)
+  if ok then
+    add_alerts(st, batch, fired)
+    st.changed = st.changed or #fired > 0
+  else
+    log.error("hooks: alert rules failed: %s", tostring(fired))
+  end
+end
+
 local function turn(st)
   -- while a POST runs the turn waits on its socket, not on the feed: its
   -- end is settled at once (an event waits up to POLL_S)
@@ -564,6 +648,8 @@ local function turn(st)
   end
   local now = clock.now_ns()
   local batch = {}
+  add_alerts(st, batch, st.restored or {})
+  st.restored = nil
   for _, ev in ipairs(st.replay or {}) do
     accept(st, ev, batch, now)
   end
@@ -577,22 +663,12 @@ local function turn(st)
       accept(st, ev, batch, now)
     end
   end
-  if clock.mono_ns() >= st.eval_at then
-    st.eval_at = clock.mono_ns() + math.floor(st.interval * 1e9)
-    local ok, fired = pcall(alerts.evaluate, st.al, st.view, now)
-    if ok then
-      for _, a in ipairs(fired) do
-        batch[#batch + 1] = a
-      end
-      st.changed = st.changed or #fired > 0
-    else
-      log.error("hooks: alert rules failed: %s", tostring(fired))
-    end
-  end
+  evaluate(st, batch, now)
   for _, ev in ipairs(batch) do
     enqueue(st.ws, ev)
   end
   if sync(st.ws) then -- accepted from here on: on disk
+    save_alerts(st) -- before the mark: a crash between replays the events
     save_mark(st, st.newest)
   end
   local delivered = deliver(st, posting and wait or 0)
@@ -639,13 +715,19 @@ function M.run(opts)
     #cfg.hooks, #cfg.alerts, st.dir)
   st.poster = hooks.poster()
   hooks.attach()
-  if st.mark_dir and first then
+  if first then
     -- the collector's first list may take a few rounds (a slow engine);
     -- without a collector (--interval 0) nothing is fed: no wait
-    st.replay_wait = clock.mono_ns() + (opts.interval and opts.interval > 0
+    st.view_wait = clock.mono_ns() + (opts.interval and opts.interval > 0
       and math.floor(math.max(10, 3 * opts.interval) * 1e9) or 0)
-  elseif st.mark_dir then
-    load_mark(st, clock.now_ns())
+  end
+  if st.mark_dir then
+    restore_alerts(st, clock.now_ns())
+    if first then
+      st.replay_wait = st.view_wait
+    else
+      load_mark(st, clock.now_ns())
+    end
   end
   local ok, err = pcall(function()
     while not stopping() do
