@@ -209,6 +209,13 @@ describe("images against the real engine and a real registry", function()
     assert.are.equal(201, r.status, r.body)
     assert.are.same({ image = remote .. ":v1", source = source }, r.json)
 
+    -- a tag that is not here: the daemon says so mid-stream, a 404 as a
+    -- GET of it is (it was a 502 "server")
+    r = call(srv, "POST", "/api/images/" .. remote .. ":nolocal/push")
+    assert.are.equal(404, r.status, r.body)
+    assert.are.equal("not_found", r.json.error.code)
+    assert.matches("does not exist", r.json.error.message)
+
     r = call(srv, "POST", "/api/images/" .. remote .. ":v1/push")
     assert.are.equal(200, r.status, r.body)
     assert.truthy(r.json.digest:match("^sha256:%x+$"), r.body)

@@ -159,10 +159,13 @@ end
 
 -- ---- progress ------------------------------------------------------------
 
--- The kind of an error the daemon met while streaming (after its 200).
+-- The kind of an error the daemon met while streaming (after its 200):
+-- an image or tag that is not there ("manifest unknown" from a registry,
+-- "tag does not exist" of a push of a tag that is not local) is a 404.
 local function stream_kind(msg)
   local m = msg:lower()
-  if m:find("not found", 1, true) or m:find("manifest unknown", 1, true) then
+  if m:find("not found", 1, true) or m:find("manifest unknown", 1, true)
+      or m:find("does not exist", 1, true) then
     return "not_found"
   end
   return "server"
