@@ -126,6 +126,26 @@ describe("exec against the real engine", function()
     assert.are.equal("1 two words\n/bin\n", r.json.stdout, r.body)
   end)
 
+  it("answers bytes that are not UTF-8 as U+FFFD, or every byte with "
+    .. "encoding base64", function()
+      local cmd = { "sh", "-c", [[printf '\377\000x'; printf '\303' >&2]] }
+      local r = run(srv, id, { cmd = cmd })
+      assert.are.equal(200, r.status, r.body)
+      assert.are.same({ "\u{FFFD}\0x", "\u{FFFD}" },
+        { r.json.stdout, r.json.stderr })
+      assert.is_nil(r.json.encoding)
+      r = run(srv, id, { cmd = cmd, encoding = "base64" })
+      assert.are.equal(200, r.status, r.body)
+      -- "\255\0x" and "\195"
+      assert.are.same({ "/wB4", "ww==", "base64" },
+        { r.json.stdout, r.json.stderr, r.json.encoding })
+      r = run(srv, id, { cmd = cmd, encoding = "latin1" })
+      assert.are.equal(400, r.status, r.body)
+      assert.are.same({ "encoding", 'encoding: must be "utf-8" (the '
+        .. 'default) or "base64"' }, { r.json.error.field,
+        r.json.error.message })
+    end)
+
   it("kills a command that outlives its timeout, and the ones it started", function()
     local r = run(srv, id, { cmd = { "sh", "-c", "sleep 77; echo never" },
       timeout = 1 })

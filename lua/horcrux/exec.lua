@@ -19,7 +19,9 @@
 --
 -- The body: {"cmd": [...] (required, no shell), "timeout": seconds
 -- (default 30, at most exec.max_timeout), "user", "env": {"K": "v"},
--- "workdir", "privileged"}.
+-- "workdir", "privileged", "encoding": "utf-8" (default: the output as JSON
+-- text, bytes that are not UTF-8 made U+FFFD by the encoder) | "base64"
+-- (the output's bytes, base64)}.
 --
 -- The timeout. The daemon cannot stop an exec: the attached call is given
 -- the timeout, and a command still running past it is killed here, by the
@@ -64,6 +66,12 @@ M.FIELDS = {
   env = fields.map(1024, 65536),
   workdir = fields.path,
   privileged = fields.boolean,
+  encoding = function(f, v)
+    if v == "utf-8" or v == "base64" then
+      return v
+    end
+    return nil, f .. ': must be "utf-8" (the default) or "base64"'
+  end,
 }
 
 -- ---- output ------------------------------------------------------------------
@@ -487,6 +495,11 @@ function M.run(ref, body, opts)
       out.stderr = out.stderr:sub(1, p.max_output_bytes - #out.stdout)
     end
     out.exit_code = finished(x.Id, 2).ExitCode or null
+    if spec.encoding == "base64" then -- every byte, as the command wrote it
+      local b64 = require("horcrux.registry").base64
+      out.stdout, out.stderr = b64(out.stdout), b64(out.stderr)
+      out.encoding = "base64"
+    end
     return out
   end
   if kind ~= "timeout" and kind ~= "limit" then

@@ -49,19 +49,27 @@ end
 DECODE[("-"):byte()] = 62
 DECODE[("_"):byte()] = 63
 
+-- 12 bits -> their two characters: one table index a character pair.
+local PAIR = {}
+for i = 0, 4095 do
+  PAIR[i] = ALPHA:sub((i >> 6) + 1, (i >> 6) + 1)
+    .. ALPHA:sub((i & 63) + 1, (i & 63) + 1)
+end
+
 function M.base64(s)
-  local out, n = {}, #s
-  for i = 1, n, 3 do
+  local out, n, k = {}, #s, 0
+  local full = n - n % 3
+  for i = 1, full, 3 do
     local a, b, c = s:byte(i, i + 2)
-    local v = (a << 16) | ((b or 0) << 8) | (c or 0)
-    local q = {}
-    for k = 1, 4 do
-      local idx = (v >> (6 * (4 - k))) & 63
-      q[k] = ALPHA:sub(idx + 1, idx + 1)
-    end
-    if not b then q[3] = "=" end
-    if not c then q[4] = "=" end
-    out[#out + 1] = table.concat(q)
+    local v = (a << 16) | (b << 8) | c
+    k = k + 1
+    out[k] = PAIR[v >> 12] .. PAIR[v & 4095]
+  end
+  if n > full then
+    local a, b = s:byte(full + 1, n)
+    local v = (a << 16) | ((b or 0) << 8)
+    local q = PAIR[v >> 12] .. PAIR[v & 4095]
+    out[k + 1] = b and q:sub(1, 3) .. "=" or q:sub(1, 2) .. "=="
   end
   return table.concat(out)
 end
