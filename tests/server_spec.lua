@@ -429,6 +429,28 @@ describe("horcrux serve reload", function()
   end)
 end)
 
+describe("horcrux serve: a script a check refuses", function()
+  it("is refused in the check's own words; an error in the script keeps "
+    .. "its traceback", function()
+      for _, case in ipairs({
+        { "policy.lua", "return { polcy = {} }",
+          "cannot load the scripts: policy.lua: unknown setting polcy", false },
+        { "hooks.lua", 'return { { name = "x", url = "ftp://h/x" } }',
+          "cannot load the scripts: hooks.lua: hook 1", false },
+        { "hooks.lua", "local x\nreturn x.y",
+          "hooks.lua:2: attempt to index a nil value", true },
+      }) do
+        local dir = http.scripts_dir({ [case[1]] = case[2] })
+        local r = proc.run({ http.bin, "serve", "--listen", "127.0.0.1:0",
+          "--scripts", dir }, { timeout = 10 })
+        assert.are_not.equal(0, r.status)
+        assert.truthy(r.stderr:find(case[3], 1, true), r.stderr)
+        assert.are.equal(case[4], r.stderr:find("stack traceback", 1, true)
+          ~= nil, r.stderr)
+      end
+    end)
+end)
+
 describe("horcrux serve shutdown", function()
   it("finishes a request in flight on SIGTERM, then exits 0", function()
     local srv = http.start({ scripts = FIXTURE })

@@ -91,6 +91,23 @@ local function load_module(name, opts)
 end
 
 --- Checks the shape of fallback.lua's table; raises naming what is wrong.
+-- check(value), a check's refusal (a message raised at level 0:
+-- "policy.lua: unknown setting ...") given as it is, without the traceback
+-- of the library that found it: an error object's own words are all hx_traceback
+-- shows. An error in the operator's script itself keeps its traceback:
+-- the script ran before this.
+local REFUSAL = { __tostring = function(e) return e.message end }
+local function checked(check, value)
+  local ok, r = pcall(check, value)
+  if ok then
+    return r
+  end
+  if type(r) == "string" then
+    error(setmetatable({ message = r }, REFUSAL), 0)
+  end
+  error(r, 0)
+end
+
 function M.check_sources(order)
   if type(order.sources) ~= "table" then
     error("fallback.lua must return { sources = { ... } }", 0)
@@ -110,7 +127,7 @@ end
 --- Loads fallback.lua only (the server's collector needs no routes) and
 -- hands it to the library; returns it.
 function M.load_sources(opts)
-  local order = M.check_sources(load_module("fallback", opts))
+  local order = checked(M.check_sources, load_module("fallback", opts))
   config.use({ sources = order })
   return order
 end
@@ -127,8 +144,8 @@ end
 -- (horcrux.hooks_check); returns {hooks =, alerts =}. The routes' states
 -- check it too (load), so a bad hooks.lua fails a start or a reload.
 function M.load_hooks(opts)
-  return require("horcrux.hooks_check").check(M.run_script("hooks", opts,
-    M.strict_env()))
+  return checked(require("horcrux.hooks_check").check,
+    M.run_script("hooks", opts, M.strict_env()))
 end
 
 --- Checks opts of route(): nil or {query = {key = checker}}.
@@ -298,9 +315,10 @@ end
 -- hooks thread runs it) and routes.lua; returns
 -- dispatch(req [, nargs [, t0]]) and the router.
 function M.load(opts)
-  local format = require("horcrux.format").check(load_module("format", opts))
-  local order = M.check_sources(load_module("fallback", opts))
-  local policy = require("horcrux.manage.policy").check(
+  local format = checked(require("horcrux.format").check,
+    load_module("format", opts))
+  local order = checked(M.check_sources, load_module("fallback", opts))
+  local policy = checked(require("horcrux.manage.policy").check,
     load_module("policy", opts))
   config.use({ sources = order, format = format, policy = policy,
     state_dir = opts.state_dir })
