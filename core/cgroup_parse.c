@@ -538,6 +538,33 @@ int cgp_first_pid(const char *s, size_t len) {
   return 0;
 }
 
+/* cgroup.procs: the pid of its i-th line that is one (from 0), or 0. */
+int cgp_pid_at(const char *s, size_t len, int i) {
+  const char *p = s, *end = s + len, *ls, *le, *f;
+  size_t fn;
+  uint64_t v;
+  while (cgp_next_line(&p, end, &ls, &le))
+    if (cgp_next_field(&ls, le, &f, &fn) && cgp_scan_u64(f, fn, &v) && v > 0 &&
+        v <= INT_MAX && i-- == 0)
+      return (int)v;
+  return 0;
+}
+
+/* /proc/<pid>/status: 1 when its NSpid line ends with 1 (the process is
+ * its pid namespace's init), else 0. */
+int cgp_status_ns_init(const char *s, size_t len) {
+  const char *p = s, *end = s + len, *ls, *le, *f, *last = NULL;
+  size_t fn, lastn = 0;
+  while (cgp_next_line(&p, end, &ls, &le)) {
+    if (!cgp_next_field(&ls, le, &f, &fn) || !cgp_field_is(f, fn, "NSpid:"))
+      continue;
+    while (cgp_next_field(&ls, le, &f, &fn))
+      last = f, lastn = fn;
+    return last != NULL && cgp_field_is(last, lastn, "1");
+  }
+  return 0;
+}
+
 /* cgroup.procs: how many pids it lists (lines that are not one, skipped). */
 int cgp_count_pids(const char *s, size_t len) {
   const char *p = s, *end = s + len, *ls, *le, *f;

@@ -114,6 +114,8 @@ int cgp_parse_meminfo(lua_State *L, const char *s, size_t len, const char *want,
                       uint64_t *got);
 uint64_t cgp_parse_cpu_list(const char *s, size_t len);
 int cgp_first_pid(const char *s, size_t len);
+int cgp_pid_at(const char *s, size_t len, int i);
+int cgp_status_ns_init(const char *s, size_t len);
 int cgp_count_pids(const char *s, size_t len);
 int cgp_parse_u64_list(const char *s, size_t len, uint64_t *out, int max);
 int cgp_parse_cpu_max(const char *s, size_t len, int *unlimited,

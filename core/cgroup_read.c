@@ -8,6 +8,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -288,16 +289,47 @@ int cg_read_blkio(lua_State *L, handle *h, io_sum *s, const char **file) {
   return last;
 }
 
-/* The first pid in the cgroup, looking into sub-cgroups when the container's
- * own has none; 0 when there is none. */
-static int find_pid(rbuf *b, const char *dir, int depth) {
+/* At most this many of a cgroup's pids are looked at for its init. */
+#define INIT_SCAN 16
+
+/* Whether pid is its pid namespace's init: the container's process 1,
+ * whose network namespace is the container's. Another process of its
+ * cgroup need not be in it: one that `docker exec` is still setting up
+ * (in the cgroup before it joins the namespaces), or one that left. */
+static int is_ns_init(const handle *h, int pid) {
+  char path[PATH_MAX], text[4096];
+  snprintf(path, sizeof path, "%s/%d/status", h->proc, pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return 0;
+  ssize_t n = read(fd, text, sizeof text);
+  close(fd);
+  return n > 0 && cgp_status_ns_init(text, (size_t)n);
+}
+
+/* The pid of a cgroup.procs text that the network is read through: its
+ * pid namespace's init among the first INIT_SCAN (the first pid is not
+ * it after the pids wrapped, nor when an exec came first), else the
+ * first; 0 when it lists none. */
+static int pick_pid(const handle *h, const char *s, size_t len) {
+  int first = cgp_pid_at(s, len, 0);
+  int pid = first;
+  for (int i = 1; pid > 0 && i <= INIT_SCAN; pid = cgp_pid_at(s, len, i++))
+    if (is_ns_init(h, pid))
+      return pid;
+  return first;
+}
+
+/* The pid of the cgroup (pick_pid), looking into sub-cgroups when the
+ * container's own has none; 0 when there is none. */
+static int find_pid(const handle *h, rbuf *b, const char *dir, int depth) {
   char path[PATH_MAX];
   size_t len;
   int pid = 0;
   DIR *d;
   struct dirent *e;
   if (cg_join(path, sizeof path, dir, "cgroup.procs") &&
-      cg_read_file(b, path, &len) == 0 && (pid = cgp_first_pid(b->p, len)) > 0)
+      cg_read_file(b, path, &len) == 0 && (pid = pick_pid(h, b->p, len)) > 0)
     return pid;
   if (depth <= 0 || (d = opendir(dir)) == NULL)
     return 0;
@@ -305,7 +337,7 @@ static int find_pid(rbuf *b, const char *dir, int depth) {
     if (e->d_name[0] == '.' || !cg_join(path, sizeof path, dir, e->d_name) ||
         (e->d_type != DT_DIR && (e->d_type != DT_UNKNOWN || !cg_is_dir(path))))
       continue;
-    pid = find_pid(b, path, depth - 1);
+    pid = find_pid(h, b, path, depth - 1);
   }
   closedir(d);
   return pid;
@@ -329,7 +361,7 @@ static int shares_host_netns(const handle *h, int pid) {
   return na == nb && memcmp(a, b, (size_t)na) == 0;
 }
 
-/* The first pid of the container's own cgroup.procs (read through the
+/* The pid of the container's own cgroup.procs (pick_pid; read through the
  * handle, so a kept descriptor serves), else of a sub-cgroup; 0: none. */
 static int first_pid(handle *h, int k, const char *dir) {
   char path[PATH_MAX];
@@ -338,7 +370,7 @@ static int first_pid(handle *h, int k, const char *dir) {
   struct dirent *e;
   int pid = 0;
   if (cg_hread(h, k, "cgroup.procs", &len) == 0 &&
-      (pid = cgp_first_pid(h->buf.p, len)) > 0)
+      (pid = pick_pid(h, h->buf.p, len)) > 0)
     return pid;
   if ((d = opendir(dir)) == NULL)
     return 0;
@@ -346,7 +378,7 @@ static int first_pid(handle *h, int k, const char *dir) {
     if (e->d_name[0] == '.' || !cg_join(path, sizeof path, dir, e->d_name) ||
         (e->d_type != DT_DIR && (e->d_type != DT_UNKNOWN || !cg_is_dir(path))))
       continue;
-    pid = find_pid(&h->buf, path, PROCS_DEPTH - 1);
+    pid = find_pid(h, &h->buf, path, PROCS_DEPTH - 1);
   }
   closedir(d);
   return pid;

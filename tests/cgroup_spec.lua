@@ -565,6 +565,38 @@ describe("horcrux.cgroup handles on fixtures", function()
     assert.is_nil(into.memory_stat)
   end)
 
+  -- The network is read through the container's init (NSpid ending in 1),
+  -- not the first pid of cgroup.procs: after the pids wrapped a child of
+  -- the init comes first, and a process `docker exec` is still setting up
+  -- is in the cgroup before it joins the network namespace.
+  it("reads the network through the pid namespace's init", function()
+    local dir, proc = tmpdir(), tmpdir()
+    finally(function() sh("rm -rf '" .. dir .. "' '" .. proc .. "'") end)
+    assert(sh("cp -r " .. CG .. "v2-cgroupfs/. '" .. dir .. "/'"))
+    assert(sh("cp -r " .. PROC .. "/. '" .. proc .. "/'"))
+    local function write(path, text)
+      local f = assert(io.open(path, "w"))
+      f:write(text)
+      f:close()
+    end
+    -- 4250 first: a process in another namespace, with only lo
+    write(dir .. "/docker/" .. ID.v2a .. "/cgroup.procs", "4250\n4242\n")
+    assert(sh("mkdir -p '" .. proc .. "/4250/net'"))
+    write(proc .. "/4250/net/dev", slurp(PROC .. "/4242/net/dev")
+      :gsub("\n%s*eth%d:[^\n]*", ""))
+    write(proc .. "/4250/status", "Name:\tsh\nPid:\t4250\nNSpid:\t4250\n")
+    local s = assert(cgroup.stats(ID.v2a, { root = dir, proc = proc }))
+    assert.are.same({ 4250, 0 }, { s.pid, s.net_rx }) -- no init known
+    write(proc .. "/4242/status", "Name:\tsh\nPid:\t4242\nNSpid:\t4242\t1\n")
+    s = assert(cgroup.stats(ID.v2a, { root = dir, proc = proc }))
+    assert.are.same({ 4242, 1002000 }, { s.pid, s.net_rx })
+    -- only the NSpid line's last field counts
+    write(proc .. "/4250/status", "Name:\t1\nNSpid:\t4250\t1\t7\n")
+    write(proc .. "/4242/status", "Name:\tsh\nNSpid:\t4242\t1\n")
+    s = assert(cgroup.stats(ID.v2a, { root = dir, proc = proc }))
+    assert.are.equal(4242, s.pid)
+  end)
+
   it("says not_found when the cgroup is removed under an open handle", function()
     local dir, v1dir = tmpdir(), tmpdir()
     finally(function() sh("rm -rf '" .. dir .. "' '" .. v1dir .. "'") end)

@@ -154,6 +154,12 @@ static void check_misc(const char *s, size_t n) {
   uint64_t cpus = cgp_parse_cpu_list(s, n);
   CHECK(cpus < (uint64_t)1 << 24, "cpu_list %llu", (unsigned long long)cpus);
   CHECK(cgp_first_pid(s, n) >= 0, "first_pid negative");
+  CHECK(cgp_pid_at(s, n, 0) == cgp_first_pid(s, n), "pid_at 0 != first_pid");
+  int count = cgp_count_pids(s, n);
+  CHECK(cgp_pid_at(s, n, count) == 0, "pid_at past the count");
+  CHECK(count == 0 || cgp_pid_at(s, n, count - 1) > 0, "pid_at the last");
+  int init = cgp_status_ns_init(s, n);
+  CHECK(init == 0 || init == 1, "status_ns_init returned %d", init);
 }
 
 /* A *.pressure file: the table form and the C form agree, and a line
