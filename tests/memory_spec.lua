@@ -127,9 +127,21 @@ describe("a GET or HEAD with a body", function()
   it("is refused at once with 400, before the body is read", function()
     local srv = start({ "--interval", "0" })
     finally(function() srv:stop() end)
-    local r = assert(http.request("GET", srv.url .. "/text", { body = ("x"):rep(100000) }))
-    assert.are.equal(400, r.status, r.body)
-    assert.are.equal("bad_request", r.json.error.code)
+    -- A body larger than the sockets hold: the server answers and closes
+    -- with the rest unread, and Linux then resets the connection, which
+    -- reaches the client before it read the answer now and then (curl
+    -- exit 55, 1 CI run in 2): the access log says what was answered.
+    local r, err = http.request("GET", srv.url .. "/text",
+      { body = ("x"):rep(100000) })
+    if r then
+      assert.are.equal(400, r.status, r.body)
+      assert.are.equal("bad_request", r.json.error.code)
+    else
+      assert.matches("curl exit 55", err)
+      clock.sleep(0.2)
+      assert.truthy(srv:logtext():find("access GET /text 400", 1, true),
+        srv:logtext())
+    end
     -- announced and never sent: the answer does not wait for it
     for _, m in ipairs({ "GET", "HEAD" }) do
       assert.are.equal(400, raw(srv.port, m .. " /text HTTP/1.1\r\nHost: localhost\r\n" ..
