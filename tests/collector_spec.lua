@@ -510,6 +510,35 @@ describe("collector", function()
       assert.same({ "create", "start", "pause" }, acts)
     end)
 
+  it("gives the events of while the engine did not answer once it lists "
+    .. "again", function()
+      -- a restarted engine's first events come before the collector has
+      -- listed it again: the streams and the hooks must get them
+      local streams = require "horcrux.streams"
+      require("horcrux.hub").ring("events", 1000) -- as the server keeps it
+      local api = api_over {}
+      local state = collector.new { sources = {
+        sources = { api, cg_source, cli_source } } }
+      assert.equal("list", collector.step(state).followed)
+      assert.equal("events", collector.step(state).followed)
+      api.down()
+      assert.equal("cgroup", collector.step(state).listed_by)
+      local id = support.run_container { name = "coll-gap" }
+      finally(function() support.remove(id) end)
+      assert.equal("cgroup", collector.step(state).listed_by)
+      api.up()
+      local s = collector.step(state)
+      assert.are.same({ "docker-api", "list" }, { s.listed_by, s.followed })
+      local acts = {}
+      for _, ev in ipairs(streams.recent({ container = id:sub(1, 12) })) do
+        acts[#acts + 1] = ev.action
+      end
+      assert.same({ "create", "start" }, acts)
+      -- given once: the next rounds follow from the list on
+      assert.equal("events", collector.step(state).followed)
+      assert.equal(2, #streams.recent({ container = id:sub(1, 12) }))
+    end)
+
   it("drops a container that sampling finds gone, with no event",
     function()
       local id = support.run_container { name = "coll-missed" }

@@ -387,25 +387,58 @@ end
 
 -- The events between the last round that followed them and a list about
 -- to be taken: the list settles the view, but the `events` stream must
--- not lose them.
+-- not lose them. Whether they came.
 local function catch_up(state, until_ns)
   local f = state.follow
   if f == nil or not in_order(state, f.src) then
-    return
+    return false
   end
   local ok, evs = query_events(state, f, until_ns)
-  if ok and type(evs) == "table" then
-    for _, ev in ipairs(evs) do
-      emit(ev)
-    end
+  if not ok or type(evs) ~= "table" then
+    return false
   end
+  for _, ev in ipairs(evs) do
+    emit(ev)
+  end
+  return true
+end
+
+-- A catch-up that could not be made (the engine away, or restarting):
+-- where the events were followed up to, kept until a list succeeds
+-- again. A restarted engine's first events come before that list.
+local function keep_gap(state, caught)
+  local f = state.follow
+  if f and not caught and not state.gap then
+    state.gap = { since = f.since, floor = f.floor }
+  end
+end
+
+-- The events of the gap, from src up to until_ns, given as catch_up gives
+-- them (the list has settled the view); the gap is closed once they came.
+local function give_gap(state, src, until_ns)
+  local g = state.gap
+  if not g then
+    return
+  end
+  local ok, evs, n = query_events(state, { src = src, since = g.since,
+    floor = g.floor }, until_ns)
+  if not ok or type(evs) ~= "table" then
+    return
+  end
+  state.gap = nil
+  for _, ev in ipairs(evs) do
+    emit(ev)
+  end
+  log.info("collector: %d events of while the engine did not answer given%s",
+    #evs, (n or 0) >= EVENTS_KEPT - EVENTS_MARGIN
+    and " (its buffer keeps 256: the oldest may be lost)" or "")
 end
 
 -- Lists every container (or, failing that, the running ones), replaces
 -- the known set, sets up following the events from just before the list.
 local function relist(state, summary)
   local since = clock.now_ns()
-  catch_up(state, since)
+  keep_gap(state, catch_up(state, since))
   -- the next follow reaches back over what this one read, never before
   local floor = state.follow and state.follow.floor or since
   state.follow, state.listed_ago, state.trusted = nil, 0, false
@@ -456,6 +489,9 @@ local function relist(state, summary)
     end
   end
   if type(src.events) == "function" then
+    if full then
+      give_gap(state, src, since)
+    end
     state.follow = { src = src, since = since, floor = floor }
     -- every event from floor on is fed from here: the hooks thread's
     -- replay of a start reaches up to that (horcrux.hooks_run)
