@@ -356,6 +356,8 @@ static int write_ack(hxq *q, uint64_t seq) {
   return 0;
 }
 
+static void maybe_compact(hxq *q);
+
 int hxq_append(hxq *q, const char *body, size_t len,
                char id_out[HXQ_ID_LEN + 1], unsigned *dropped) {
   *dropped = 0;
@@ -402,6 +404,10 @@ int hxq_append(hxq *q, const char *body, size_t len,
   q->next_seq++;
   if (id_out != NULL)
     memcpy(id_out, id, HXQ_ID_LEN + 1);
+  /* what was dropped for room is done as a delivery is: while a receiver
+   * hangs nothing is acked, and only this keeps the file bounded */
+  if (*dropped > 0)
+    maybe_compact(q);
   return 0;
 }
 
@@ -494,6 +500,16 @@ static int compact(hxq *q) {
   return 0;
 }
 
+/* Compacts when the done records (delivered, or dropped for room) take
+ * more room than the pending ones and at least HXQ_COMPACT_MIN, or when
+ * nothing is pending and the file has grown: the file's bound. */
+static void maybe_compact(hxq *q) {
+  uint64_t done = q->size - q->pending_bytes;
+  if ((done >= HXQ_COMPACT_MIN && done >= q->pending_bytes) ||
+      (q->head == q->n && q->size >= 64 * 1024))
+    compact(q); /* a failed compaction leaves the file as it was */
+}
+
 int hxq_ack(hxq *q, uint64_t seq) {
   /* Done already: a delivery in flight while appends dropped it (queue
    * full). Its ack record would go below the last one, which the parser
@@ -507,10 +523,7 @@ int hxq_ack(hxq *q, uint64_t seq) {
   if (write_ack(q, seq) != 0 || fdatasync(q->fd) != 0)
     return -1;
   drop_to(q, seq);
-  uint64_t done = q->size - q->pending_bytes;
-  if ((done >= HXQ_COMPACT_MIN && done >= q->pending_bytes) ||
-      (q->head == q->n && q->size >= 64 * 1024))
-    compact(q); /* a failed compaction leaves the file as it was */
+  maybe_compact(q);
   return 0;
 }
 

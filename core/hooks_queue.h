@@ -24,10 +24,11 @@
  * record that is torn (a crash mid-write), has a bad crc, a bad magic or a
  * seq out of order: the file is cut there, and what was cut is said.
  *
- * Compaction: when the done records take more room than the pending ones
- * (and at least HXQ_COMPACT_MIN bytes), the pending records are written to
- * DIR/queue.new, fsynced and renamed over DIR/queue (then the directory is
- * fsynced): a crash leaves either file whole.
+ * Compaction: when the done records (delivered, or dropped for room:
+ * after an ack and after an append that dropped) take more room than the
+ * pending ones (and at least HXQ_COMPACT_MIN bytes), the pending records
+ * are written to DIR/queue.new, fsynced and renamed over DIR/queue (then
+ * the directory is fsynced): a crash leaves either file whole.
  *
  * Bound: max_bytes caps the pending records' bytes. Appending past it drops
  * the oldest pending records (an ack record), and append reports how many:

@@ -333,6 +333,37 @@ describe("the events mark", function()
   end)
 end)
 
+describe("the queue on disk, a receiver that never answers", function()
+  -- Nothing is acked, so the records dropped for room were never
+  -- compacted away: an audit's file grew to 3.4 MB with queue_max 64 KiB.
+  it("stays under 2 x queue_max + 1 MiB while the bound drops the oldest",
+    function()
+      local dir = tmpdir() .. "/q"
+      local q = assert(hooks.open(dir, 64 * 1024))
+      local body = ("x"):rep(1000)
+      assert(q:append(body))
+      local _, _, seq = q:head() -- its POST hangs
+      local largest, dropped = 0, 0
+      for _ = 1, 4000 do
+        local _, d = assert(q:append(body))
+        dropped = dropped + d
+        largest = math.max(largest, select(3, q:pending()))
+      end
+      assert(q:sync())
+      assert.truthy(dropped > 3800, dropped)
+      assert.truthy(largest <= 2 * 64 * 1024 + 1024 * 1024, largest)
+      local n, bytes, file = q:pending()
+      assert.truthy(bytes <= 64 * 1024 and file <= largest)
+      assert.is_true(q:ack(seq)) -- the hung POST ends after all
+      q:close()
+      -- what stayed is whole: the same records after a reopen
+      local q2, _, _, cut = hooks.open(dir, 64 * 1024)
+      assert.are.same({ 0, n }, { cut, (q2:pending()) })
+      assert.are.equal(body, (q2:head()))
+      q2:close()
+    end)
+end)
+
 describe("the queue on disk, a delivery in flight", function()
   it("acks a record the bound dropped meanwhile as nothing to do, and keeps the rest", function()
     local dir = tmpdir() .. "/q"
