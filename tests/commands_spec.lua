@@ -205,8 +205,11 @@ describe("horcrux ps and stats against the docker CLI", function()
       host_config = { PortBindings = { ["80/tcp"] = { { HostIp = "127.0.0.1", HostPort = "" } } } } })
     ids.busy, names.busy = support.run_container({ name = "cmd-busy", labels = labels,
       cmd = support.BUSY })
+    -- a command docker ps quotes as Go does (\" and \t) and cuts at 20
+    -- characters, not bytes (é is two)
     ids.created, names.created = support.run_container({ name = "cmd-created",
-      labels = labels, start = false })
+      labels = labels, start = false,
+      cmd = { "echo", '"\t' .. ("é"):rep(20) } })
   end)
 
   teardown(function()
@@ -334,6 +337,29 @@ describe("horcrux ps and stats against the docker CLI", function()
     end
     assert.is_true(seen[names.idle] and seen[names.busy])
     assert.is_nil(seen[names.created])
+    -- a paused container is listed (docker stats counts it as running), and
+    -- one that does not run shows zeros with -a, as docker's rows
+    local paused = support.run_container({ name = "cmd-paused",
+      labels = { ["hx.cmd"] = tag } })
+    finally(function() support.remove(paused) end)
+    assert(support.docker():request("POST", "/containers/" .. paused
+      .. "/pause") == 204)
+    local function row_of(text, id)
+      for _, row in ipairs(read_table(text)) do
+        if id:sub(1, 12) == row["CONTAINER ID"] then
+          return row
+        end
+      end
+    end
+    assert.is_table(row_of(horcrux("stats", "--no-stream").stdout, paused))
+    local want = row_of(docker("stats", "--no-stream", "-a", ids.created),
+      ids.created)
+    local got = row_of(horcrux("stats", "--no-stream", "-a").stdout,
+      ids.created)
+    for _, k in ipairs({ "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O",
+      "BLOCK I/O", "PIDS" }) do
+      assert.are.equal(want[k], got[k], k)
+    end
     r = horcrux("stats", "--no-stream", ids.idle, "hxtest-no-such-container")
     assert.are.equal(1, r.status)
     assert.truthy(r.stderr:find("hxtest-no-such-container", 1, true), r.stderr)

@@ -22,12 +22,36 @@ if not list then
   os.exit(1)
 end
 
+-- Go's strconv.Quote, as docker ps prints COMMAND: \" and \\, C escapes
+-- for control characters, \xNN for other bytes below 0x20, 0x7f and
+-- bytes that are not UTF-8; printable characters as they are.
+local ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\", ["\a"] = "\\a",
+  ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n", ["\r"] = "\\r",
+  ["\t"] = "\\t", ["\v"] = "\\v" }
+
+local function go_quote(s)
+  local valid = utf8.len(s) ~= nil
+  return '"' .. s:gsub('[%z\1-\31"\\\127-\255]', function(ch)
+    local b = ch:byte()
+    if ESCAPES[ch] then
+      return ESCAPES[ch]
+    elseif b < 0x80 or not valid then
+      return ("\\x%02x"):format(b)
+    end
+  end) .. '"'
+end
+
+-- Docker's Ellipsis: more than 20 characters are cut to 19 and "…"
+-- (characters, not bytes: a cut inside one would print a lone byte).
 local function command(c)
   local cmd = c.Command or ""
-  if #cmd > 20 then
+  local n = utf8.len(cmd)
+  if n and n > 20 then
+    cmd = cmd:sub(1, utf8.offset(cmd, 20) - 1) .. "…"
+  elseif not n and #cmd > 20 then
     cmd = cmd:sub(1, 19) .. "…"
   end
-  return '"' .. cmd .. '"'
+  return go_quote(cmd)
 end
 
 local function ports(c)
