@@ -90,6 +90,28 @@ local function pair(f, a, b)
   return size(f, a) .. " / " .. size(f, b)
 end
 
+-- A container that does not run: docker stats shows its figures as zeros
+-- ("0B / 0B", "0.00%", 0), not "--", which it keeps for a failed read.
+local AT_REST = { "memory_usage_bytes", "memory_limit_bytes",
+  "memory_percent", "network_rx_bytes", "network_tx_bytes",
+  "block_read_bytes", "block_write_bytes", "pids" }
+
+local function at_rest(rec)
+  local out = {}
+  for k, v in pairs(rec) do
+    out[k] = v
+  end
+  for _, k in ipairs(AT_REST) do
+    out[k] = num(out[k]) or 0
+  end
+  return out
+end
+
+-- Running as docker stats (and docker ps) count it: paused ones too.
+local function runs(c)
+  return c.status == "running" or c.status == "paused"
+end
+
 -- The containers of one table: {id, name, running} in the list's order
 -- (what `docker ps` lists), or the refs given, in their order, with the
 -- names the list knows. A record from the cgroup files knows no name; the
@@ -103,9 +125,8 @@ local function targets(o)
   for _, c in ipairs(list or {}) do
     by[c.id] = c
     by[c.name] = c
-    if #o.refs == 0 and (o.all or c.status == "running") then
-      out[#out + 1] = { ref = c.id, name = c.name,
-        running = c.status == "running" }
+    if #o.refs == 0 and (o.all or runs(c)) then
+      out[#out + 1] = { ref = c.id, name = c.name, running = runs(c) }
     end
   end
   for _, ref in ipairs(o.refs) do
@@ -119,7 +140,7 @@ local function targets(o)
       end
     end
     out[#out + 1] = { ref = ref, name = c and c.name,
-      running = not c or c.status == "running", given = true }
+      running = not c or runs(c), given = true }
   end
   return out
 end
@@ -136,6 +157,9 @@ local function rows(o, list, first)
   for i, t in ipairs(list) do
     local r = records[i]
     local rec = r.record or {}
+    if r.record and not t.running then
+      rec = at_rest(rec)
+    end
     if not r.record and not t.given and r.kind == "not_found" then
       goto gone -- removed since the list: no row, as docker stats does
     end
