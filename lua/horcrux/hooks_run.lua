@@ -142,6 +142,16 @@ end
 
 -- ---- the state of each hook ----------------------------------------------
 
+-- How many bits n takes: bits(a) < bits(b) when b passed a power of two
+-- that a had not reached.
+local function bits(n)
+  local k = 0
+  while n > 0 do
+    n, k = n >> 1, k + 1
+  end
+  return k
+end
+
 local function say(w, msg, level)
   if w.said ~= msg then
     w.said = msg
@@ -207,10 +217,16 @@ local function enqueue(ws, ev)
       else
         w.dirty = true
         if dropped > 0 then
+          local before = w.dropped
           w.dropped = w.dropped + dropped
           prometheus.webhook(w.hook.name, "dropped", dropped)
-          say(w, ("queue full (queue_max %d bytes): dropped the %d oldest "
-            .. "deliveries"):format(w.hook.queue_max, dropped), "error")
+          -- a line each time the count passes a power of two: a hung
+          -- receiver drops one a delivery (/api/hooks counts each)
+          if bits(before) < bits(w.dropped) then
+            log.error("hooks: %s: queue full (queue_max %d bytes): %d oldest "
+              .. "deliveries dropped so far", w.hook.name, w.hook.queue_max,
+              w.dropped)
+          end
         end
       end
     end
