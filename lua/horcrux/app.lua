@@ -244,8 +244,13 @@ local function answerers(respond)
     return answer(req, errors.answer("not_found", "no route for " .. req.path))
   end
 
+  -- A failure of one of horcrux's kinds is the route's answer. One of kind
+  -- internal, or of a kind no table has (a typo, check(nil, msg) with no
+  -- kind, io.open's errno), is a bug: logged, a 500 with the request id,
+  -- and its words (a host path, say) stay in the log.
+  local kinds = errors.KINDS
   local function failed(req, err)
-    if errors.is(err) then
+    if errors.is(err) and err.kind ~= "internal" and kinds[err.kind] then
       return answer(req, errors.answer(err))
     end
     return fail(req, err)
