@@ -143,6 +143,13 @@ describe("networks and volumes against the real engine", function()
         r.json.error.field })
       assert.matches("^" .. field .. ": must be an", r.json.error.message)
     end
+    -- all three at once: every one named, so a client fixes them in one go
+    local r3 = call("POST", "/api/networks", { name = name, labels = LABELS,
+      subnet = "999.1.1.0/24", ip_range = "10.0.0.0/99", gateway = "x" })
+    assert.are.equal(400, r3.status, r3.body)
+    assert.are.same({ "gateway", { "gateway", "ip_range", "subnet" } },
+      { r3.json.error.field, r3.json.error.fields })
+    assert.matches("^gateway: .+; ip_range: .+; subnet: ", r3.json.error.message)
     assert.are.equal(404, http.get(srv.url .. "/api/networks/" .. name).status)
     local good = { subnet = net .. "0/24", ip_range = net .. "128/25",
       gateway = net .. "1" }

@@ -3,7 +3,8 @@
 -- (the container create body has its own, horcrux.manage.validate).
 --
 --   fields.check(body, spec [, required]) -> {field = value} | nil,
---       message, "bad_request", field
+--       message (every bad field's, "; "), "bad_request",
+--       {field = the first, fields = every bad one}
 --   spec: {name = checker}; a checker is function(field, v) -> value | nil,
 --   message. required: a list of names that must be there. A JSON null is
 --   an absent field; an unknown field is refused, every one named.
@@ -262,23 +263,31 @@ function M.check(body, spec, required)
     table.sort(extra)
     return nil, ("unknown field%s: %s (the fields are: %s)"):format(
       #extra > 1 and "s" or "", table.concat(extra, ", "),
-      table.concat(tables.sorted_keys(spec), ", ")), "bad_request", extra[1]
+      table.concat(tables.sorted_keys(spec), ", ")), "bad_request",
+      { field = extra[1], fields = json.array(extra) }
   end
+  -- every bad field is named (error.fields), so that a client fixes them
+  -- in one round
+  local out, msgs, bad = {}, {}, json.array()
   for _, k in ipairs(required or {}) do
     if body[k] == nil or body[k] == json.null then
-      return nil, k .. ": is required", "bad_request", k
+      msgs[#msgs + 1], bad[#bad + 1] = k .. ": is required", k
     end
   end
-  local out = {}
   for _, k in ipairs(tables.sorted_keys(spec)) do
     local v = body[k]
     if v ~= nil and v ~= json.null then
       local r, err = spec[k](k, v)
       if r == nil then
-        return nil, err, "bad_request", k
+        msgs[#msgs + 1], bad[#bad + 1] = err, k
+      else
+        out[k] = r
       end
-      out[k] = r
     end
+  end
+  if #msgs > 0 then
+    return nil, table.concat(msgs, "; "), "bad_request",
+      { field = bad[1], fields = bad }
   end
   return out
 end
