@@ -13,7 +13,7 @@ local MODULES = {
   log = "horcrux.log", images = "horcrux.images", registry = "horcrux.registry",
   exec = "horcrux.exec", networks = "horcrux.networks",
   volumes = "horcrux.volumes", compose = "horcrux.compose",
-  swarm = "horcrux.swarm", fields = "horcrux.fields",
+  swarm = "horcrux.swarm", fields = "horcrux.fields", hub = "horcrux.hub",
 }
 
 local function reference()

@@ -631,3 +631,40 @@ print("closed" if data == b"" else "data", round(time.time() - t, 1))
     assert.is_true(secs >= 0.9 and secs < 5, text)
   end)
 end)
+
+describe("a stream of a route's own (README: horcrux.hub)", function()
+  it("reaches its SSE subscribers with what another route publishes",
+    function()
+      local ss = require "stream_support"
+      local clock = require "horcrux.clock"
+      local dir = http.scripts_dir({ ["routes.lua"] = [[
+local hub = require "horcrux.hub"
+local json = require "horcrux.json"
+route("GET", "/ops/stream", function() return hub.stream{ topic = "ops" } end)
+route("POST", "/ops/note/:word", function(req)
+  return 200, { id = hub.publish("ops", json.encode({ word = req.params.word }),
+    { event = "ops" }), subscribers = hub.subscribers("ops") }
+end)
+]] })
+      local srv = http.start({ scripts = dir, env = ENV, args = { "--interval", "0" } })
+      finally(function() srv:stop() end)
+      local c = ss.client("sse", srv.url .. "/ops/stream", 3)
+      local r
+      for _ = 1, 40 do -- until the client has subscribed
+        r = assert(http.request("POST", srv.url .. "/ops/note/first", { headers = AUTH }))
+        if r.json.subscribers == 1 then
+          break
+        end
+        clock.sleep(0.05)
+      end
+      assert.are.same({ id = 0, subscribers = 1 }, r.json) -- no ring: id 0
+      r = assert(http.request("POST", srv.url .. "/ops/note/second", { headers = AUTH }))
+      local got = {}
+      for _, m in ipairs(ss.lines(c, true)) do
+        if m.event == "ops" then
+          got[#got + 1] = require("horcrux.json").decode(m.data).word
+        end
+      end
+      assert.are.same({ "first", "second" }, got)
+    end)
+end)
