@@ -714,8 +714,9 @@ static int fill_placeholder(lua_State *L, int p, const char *name, size_t nl) {
   size_t given_n = n;
   if (!value_ok(placeholders[k].grammar, &v, &n))
     return refuse_value(L, placeholders[k].grammar,
-                        placeholders[k].what != NULL
-                            ? placeholders[k].what
+                        placeholders[k].what != NULL ? placeholders[k].what
+                        : strcmp(pn, "name") == 0 /* not "name name" */
+                            ? "name or id"
                             : lua_pushfstring(L, "%s name or id", pn),
                         given, given_n);
   lua_pushlstring(L, v, n); /* a container ref without its "/" */

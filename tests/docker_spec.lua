@@ -146,6 +146,13 @@ describe("horcrux.docker", function()
           assert.matches("^docker: invalid container name or id", msg)
         end
       end
+      -- a placeholder's own name is said once: {name}, {network}, {volume}
+      for ph, what in pairs({ name = "name or id", network = "network name or id",
+        volume = "volume name or id" }) do
+        local v, msg = c:call("GET", "/x/{" .. ph .. "}", { [ph] = "bad name" })
+        assert.is_nil(v)
+        assert.matches("^docker: invalid " .. what .. ": \"bad name\"", msg)
+      end
       assert.are.equal(0, c:connections())
       local v, msg, kind = c:inspect("good-name")
       assert.is_nil(v)
