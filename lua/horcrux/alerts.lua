@@ -425,6 +425,19 @@ local function well_formed(a)
   return true
 end
 
+-- One alert of dump's text firing again in st; resolved now (its event
+-- into out) when its rule is no longer there.
+local function take_back(st, a, ruled, now, out)
+  a.type, a.status, a.ends_at, a.time = "alert", "firing", nil, nil
+  a.value = a.value ~= json.null and a.value or nil
+  local key = a.alert .. "/" .. a.id
+  st.active[key] = a
+  st.order = math.max(st.order, a.order)
+  if not ruled then
+    resolve(st, key, now, out)
+  end
+end
+
 --- Takes back the firing alerts of dump's text: those of a rule still in
 -- the rules go on as they were; those of a rule gone are resolved now (the
 -- events returned). nil, why for a text that is not dump's.
@@ -440,14 +453,7 @@ function M.restore(st, text, now)
   end
   for _, a in ipairs(t.alerts) do
     if well_formed(a) then
-      a.type, a.status, a.ends_at, a.time = "alert", "firing", nil, nil
-      a.value = a.value ~= json.null and a.value or nil
-      local key = a.alert .. "/" .. a.id
-      st.active[key] = a
-      st.order = math.max(st.order, a.order)
-      if not rules[a.alert] then
-        resolve(st, key, now, out)
-      end
+      take_back(st, a, rules[a.alert], now, out)
     end
   end
   return out
