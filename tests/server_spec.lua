@@ -668,3 +668,20 @@ end)
       assert.are.same({ "first", "second" }, got)
     end)
 end)
+
+describe("a route that raises a table", function()
+  it("is a 500 with the request id, the table in the log as JSON", function()
+    local dir = http.scripts_dir({ ["routes.lua"] =
+      'route("GET", "/tbl", function() error({ code = 1, why = "x" }) end)\n' })
+    local srv = http.start({ scripts = dir, env = ENV, args = { "--interval", "0" } })
+    finally(function() srv:stop() end)
+    local r = assert(http.get(srv.url .. "/tbl"))
+    assert.are.equal(500, r.status)
+    assert.are.equal("internal", r.json.error.code)
+    local id = r.json.error.request_id
+    clock.sleep(0.2)
+    local log = srv:logtext()
+    assert.truthy(log:find("id=" .. id .. " GET /tbl: a table raised as an "
+      .. 'error: {"code":1,"why":"x"}', 1, true), log)
+  end)
+end)

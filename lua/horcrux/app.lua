@@ -218,9 +218,21 @@ end
 -- failed(req, err) -- a failure a route raised (horcrux.errors) as
 -- errors.answer says, anything else a 500 with the request id, logged.
 -- Either gives a 500 when format.respond refuses.
+-- An error value as the log says it: a table raised with error({...})
+-- (no __tostring) by its JSON, not "table: 0x...".
+local function described(err)
+  if type(err) == "table" and not (getmetatable(err) or {}).__tostring then
+    local ok, text = pcall(require("horcrux.json").encode, err)
+    if ok then
+      return "a table raised as an error: " .. text
+    end
+  end
+  return tostring(err)
+end
+
 local function answerers(respond)
   local function fail(req, err)
-    log.error("id=%s %s %s: %s", req.id, req.method, req.path, tostring(err))
+    log.error("id=%s %s %s: %s", req.id, req.method, req.path, described(err))
     local status, body = errors.answer("internal",
       "the route failed; see the server log for this request id",
       { request_id = req.id })
