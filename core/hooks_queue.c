@@ -574,12 +574,13 @@ int hxq_mark_load(const char *dir, int64_t *ns) {
 
 int hxq_file_save(const char *dir, const char *name, const char *text,
                   size_t len) {
-  char *tmp = malloc(strlen(name) + sizeof ".new");
+  size_t cap = strlen(name) + sizeof ".new";
+  char *tmp = malloc(cap);
   if (tmp == NULL) {
     errno = ENOMEM;
     return -1;
   }
-  sprintf(tmp, "%s.new", name);
+  snprintf(tmp, cap, "%s.new", name);
   int fd = open_in(dir, tmp, O_WRONLY | O_CREAT | O_TRUNC);
   if (fd < 0) {
     free(tmp);
