@@ -219,10 +219,11 @@ end
 -- errors.answer says, anything else a 500 with the request id, logged.
 -- Either gives a 500 when format.respond refuses.
 -- An error value as the log says it: a table raised with error({...})
--- (no __tostring) by its JSON, not "table: 0x...".
+-- (no __tostring) by its JSON, keys sorted, not "table: 0x...".
 local function described(err)
   if type(err) == "table" and not (getmetatable(err) or {}).__tostring then
-    local ok, text = pcall(require("horcrux.json").encode, err)
+    local ok, text = pcall(require("horcrux.json").encode, err,
+      { sort_keys = true })
     if ok then
       return "a table raised as an error: " .. text
     end
