@@ -97,6 +97,7 @@ static struct {
   unsigned events_ring;
   hx_endpoint ep[MAX_ENDPOINTS]; /* log follows' daemons, never freed */
   int nep;
+  int (*follows)(void); /* the host's count of follows' transfers */
 } H = {.mu = PTHREAD_MUTEX_INITIALIZER,
        .queue = DEFAULT_QUEUE,
        .bytes = DEFAULT_BYTES,
@@ -920,6 +921,22 @@ static int l_counts(lua_State *L) {
   return 1;
 }
 
+void hx_hub_count_follows(int (*count)(void)) {
+  pthread_mutex_lock(&H.mu);
+  H.follows = count;
+  pthread_mutex_unlock(&H.mu);
+}
+
+/* hub.follows(): how many log follows' transfers are under way (each holds
+ * a connection to the daemon); 0 without a host (stock lua5.4). */
+static int l_follows(lua_State *L) {
+  pthread_mutex_lock(&H.mu);
+  int (*count)(void) = H.follows;
+  pthread_mutex_unlock(&H.mu);
+  lua_pushinteger(L, count != NULL ? count() : 0);
+  return 1;
+}
+
 static int l_keepalive(lua_State *L) {
   lua_Number secs = luaL_optnumber(L, 1, 15);
   int64_t idle = (int64_t)(secs * 1e9), now = hx_mono_ns();
@@ -1135,5 +1152,7 @@ HX_EXPORT int luaopen_horcrux_hub(lua_State *L) {
   hx_hub_demux_open(L);           /* hub.demux (hub_demux.c) */
   lua_pushcfunction(L, l_counts); /* GET /metrics' (telemetry) */
   lua_setfield(L, -2, "counts");
+  lua_pushcfunction(L, l_follows); /* GET /metrics' too */
+  lua_setfield(L, -2, "follows");
   return 1;
 }

@@ -146,6 +146,10 @@ void hx_hub_close_all(const char *reason);
 int hx_hub_publish(const char *topic, const char *event, const char *data,
                    size_t len, int final);
 
+/* The host's count of log follows' transfers under way (hx_follow_count),
+ * read by hub.follows() for GET /metrics. */
+void hx_hub_count_follows(int (*count)(void));
+
 /* How many subscribers topic has now. */
 unsigned hx_hub_subscribers(const char *topic);
 

@@ -29,8 +29,10 @@
 #include "cors.h"
 #include "deadline.h"
 #include "executor.h"
+#include "follow.h"
 #include "guard.h"
 #include "hooks.h"
+#include "hub.h"
 #include "kinds.h"
 #include "logline.h"
 #include "request.h"
@@ -1110,6 +1112,7 @@ int hx_serve(const hx_server_config *cfg) {
   }
   hx_executor_host = srv->ex; /* for the relays (docker_relay.c) */
   hx_hub_configure(cfg->stream_queue, cfg->stream_bytes, cfg->events_ring);
+  hx_hub_count_follows(hx_follow_count);
   if (hx_ws_start() != 0)
     hx_log("warn", "cannot start the WebSocket thread: streams are SSE only");
   srv->mhd = start_mhd(srv, &ss, v6);

@@ -23,6 +23,7 @@
 --   horcrux_view_containers, horcrux_view_bytes          gauges (at scrape)
 --   horcrux_stream_subscribers{topic,transport}          gauge (at scrape,
 --   horcrux_stream_overflows_total{topic,transport}      counter  the hub's)
+--   horcrux_log_follows                                  gauge (at scrape)
 --   horcrux_webhook_deliveries_total{hook,outcome}       counter
 --   horcrux_webhook_failed_attempts_total{hook}          counter
 --   horcrux_webhook_pending{hook}                        gauge
@@ -70,6 +71,8 @@ local function declare()
     "Bytes the live view holds (records, metas, history, the sampler's).")
   telemetry.gauge("horcrux_stream_subscribers",
     "Clients following a stream now, by topic family and transport.")
+  telemetry.gauge("horcrux_log_follows",
+    "Log follows' transfers from the engine under way (a connection each).")
   telemetry.counter("horcrux_stream_overflows_total",
     "Stream subscribers ended because they fell behind (overflow).")
   telemetry.counter("horcrux_webhook_deliveries_total",
@@ -180,6 +183,7 @@ local function streams()
     telemetry.set("horcrux_stream_subscribers", labels, c.subscribers)
     telemetry.set("horcrux_stream_overflows_total", labels, c.overflows)
   end
+  telemetry.set("horcrux_log_follows", nil, hub.follows())
 end
 
 local TEXT = "text/plain; version=0.0.4; charset=utf-8"
