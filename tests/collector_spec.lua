@@ -311,7 +311,12 @@ describe("collector", function()
       assert.is_true(s.events >= 1 and s.added >= 1)
       local rec, meta = view.get(id)
       assert.is_table(rec, "a started container comes with its event")
-      assert.equal("docker-api", rec.source)
+      -- sampled by the first source that answered: the daemon, or the
+      -- cgroup files when the daemon's first stats of a container that has
+      -- just started took longer than its time (once, in a CI's sanitizer
+      -- run on a loaded machine)
+      assert.truthy(rec.source == "docker-api" or rec.source == "cgroup",
+        rec.source)
       assert.equal(name, rec.name)
       assert.same({ id = id:sub(1, 12), name = name, status = "running",
         image = support.image }, { id = meta.id, name = meta.name,

@@ -669,6 +669,42 @@ end)
     end)
 end)
 
+describe("what a route logs", function()
+  -- one worker: the two requests wait in the same state at once, their
+  -- coroutines taking turns, and each line still names its own request
+  it("names the request it was logged for, across a wait", function()
+    local dir = http.scripts_dir({ ["routes.lua"] = [[
+local log = require "horcrux.log"
+local clock = require "horcrux.clock"
+route("GET", "/say/:word", function(req)
+  log.info("before %s", req.params.word)
+  clock.sleep(0.3)
+  log.warn("after %s", req.params.word)
+  return 200, { word = req.params.word }
+end)
+]] })
+    local srv = http.start({ scripts = dir, env = ENV,
+      args = { "--interval", "0", "--workers", "1" } })
+    finally(function() srv:stop() end)
+    local r = assert(proc.run({ "curl", "-sZ", "-o", "/dev/null", "-w",
+      "%{url} %header{x-request-id}\n", srv.url .. "/say/one",
+      srv.url .. "/say/two" }))
+    local ids = {}
+    for word, id in r.stdout:gmatch("/say/(%a+) (%x+)\n") do
+      ids[word] = id
+    end
+    assert.truthy(ids.one and ids.two and ids.one ~= ids.two, r.stdout)
+    clock.sleep(0.2)
+    local log = srv:logtext()
+    for word, id in pairs(ids) do
+      for _, l in ipairs({ " info id=" .. id .. " before " .. word .. "\n",
+        " warn id=" .. id .. " after " .. word .. "\n" }) do
+        assert.truthy(log:find(l, 1, true), l .. " in\n" .. log)
+      end
+    end
+  end)
+end)
+
 describe("a route that raises a table", function()
   it("is a 500 with the request id, the table in the log as JSON", function()
     local dir = http.scripts_dir({ ["routes.lua"] =

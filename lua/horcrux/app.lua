@@ -233,7 +233,7 @@ end
 
 local function answerers(respond)
   local function fail(req, err)
-    log.error("id=%s %s %s: %s", req.id, req.method, req.path, described(err))
+    log.error("%s %s: %s", req.method, req.path, described(err)) -- id= too
     local status, body = errors.answer("internal",
       "the route failed; see the server log for this request id",
       { request_id = req.id })
@@ -306,6 +306,7 @@ local function dispatcher(routes, format)
   -- routes:match does first), without the method call.
   local exact, no_params = routes.exact, router.NO_PARAMS
   local request_metrics = prometheus.request -- never raises
+  local bind = log.bind -- what a route logs names its request
   return function(req, nargs, t0)
     t0 = t0 or mono_ns()
     local method, path = req.method, req.path
@@ -315,6 +316,7 @@ local function dispatcher(routes, format)
       r, params, allow = routes:match(method, path)
     end
     local ok, status, body, headers
+    bind(req)
     if r then
       req.params = params
       ok, status, body, headers = xpcall(run, traceback, r, req, nargs)

@@ -1,5 +1,6 @@
 --- horcrux.log: one line per event on stderr, the server's format:
--- "<RFC 3339 UTC time> <level> <message>".
+-- "<RFC 3339 UTC time> <level> <message>"; a line logged while the host
+-- serves a request (a route's) starts its message with "id=<request id> ".
 --
 -- The message is escaped as the server escapes its own lines
 -- (core/logline.h): a backslash and every byte that is not printable ASCII
@@ -22,9 +23,29 @@ function M.escape(s)
   return (s:gsub("[\0-\31\\\127-\255]", escape))
 end
 
+-- The request each of the host's request coroutines serves (M.bind), so a
+-- line a route logs names its request: weak both ways, a pooled coroutine
+-- or a finished request is not kept for it.
+local running = coroutine.running
+local requests = setmetatable({}, { __mode = "kv" })
+
+--- Ties the running coroutine to req (the dispatcher, at each request):
+-- what is logged from it until the next bind starts with "id=<req.id> ",
+-- the id of the request's access line and of its 500 answer.
+function M.bind(req)
+  local co, main = running()
+  if not main then
+    requests[co] = req
+  end
+end
+
 local function line(level, fmt, ...)
   local ns = clock.now_ns()
   local msg = select("#", ...) > 0 and string.format(fmt, ...) or tostring(fmt)
+  local req = requests[running()]
+  if req then
+    msg = "id=" .. tostring(req.id) .. " " .. msg
+  end
   io.stderr:write(string.format("%s.%03dZ %s %s\n",
     os.date("!%Y-%m-%dT%H:%M:%S", ns // 1000000000),
     (ns % 1000000000) // 1000000, level, M.escape(msg)))
