@@ -12,13 +12,16 @@
  *   errors.body(kind, message [, extra]) or errors.body(failure)
  *                                      -> {error = {code, message, ...}}
  *   errors.answer(kind, message [, extra]) or errors.answer(failure)
- *                                      -> status, body: a route's return
+ *                                      -> status, body [, headers]: a
+ *                                        route's return
  *
  * A failure is a table {kind =, message =, [field =, tried =, ...]} with
  * the metatable errors.failure_mt (its __tostring is "message (kind)").
  * `extra` is a table whose fields go into the failure and the error body
  * ({field = "image"}, {tried = {...}}); a string extra is taken as the
- * field a message is about, as `input.query` returns it.
+ * field a message is about, as `input.query` returns it. An extra's
+ * `headers` table ({["Retry-After"] = "5"}) is not in the body: answer
+ * gives it as the answer's headers.
  *
  * The dispatcher of `horcrux serve` answers a failure raised by a route
  * with errors.answer(); any other error is a bug (500 with a request id).
@@ -132,9 +135,12 @@ static void body_of_failure(lua_State *L) {
   lua_createtable(L, 0, 4);
   lua_pushnil(L);
   while (lua_next(L, f) != 0) {
-    if (lua_type(L, -2) == LUA_TSTRING &&
-        strcmp(lua_tostring(L, -2), "kind") == 0) {
+    const char *key =
+        lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    if (key != NULL && strcmp(key, "kind") == 0) {
       lua_setfield(L, -3, "code");
+    } else if (key != NULL && strcmp(key, "headers") == 0) {
+      lua_pop(L, 1); /* the answer's headers (l_answer), not the body's */
     } else {
       lua_pushvalue(L, -2);
       lua_insert(L, -2);
@@ -153,12 +159,17 @@ static int l_body(lua_State *L) {
 
 static int l_answer(lua_State *L) {
   failure_of_args(L);
-  lua_getfield(L, -1, "kind");
+  int f = lua_gettop(L);
+  lua_getfield(L, f, "kind");
   lua_pushinteger(L, hx_kind_status(lua_tostring(L, -1)));
   lua_replace(L, -2);
-  lua_insert(L, -2);
+  lua_pushvalue(L, f);
   body_of_failure(L);
-  return 2;
+  if (lua_getfield(L, f, "headers") != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return 2;
+  }
+  return 3;
 }
 
 static int failure_tostring(lua_State *L) {

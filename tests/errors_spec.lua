@@ -58,6 +58,17 @@ describe("horcrux.errors", function()
       errors.body(nil, "m"))
   end)
 
+  it("gives an extra's headers as the answer's, not in the body", function()
+    local f = errors.new("unavailable", "busy, ask again",
+      { headers = { ["Retry-After"] = "5" }, field = "x" })
+    local status, body, headers = errors.answer(f)
+    assert.are.equal(503, status)
+    assert.are.same({ error = { code = "unavailable",
+      message = "busy, ask again", field = "x" } }, body)
+    assert.are.same({ ["Retry-After"] = "5" }, headers)
+    assert.are.equal(2, select("#", errors.answer("conflict", "no")))
+  end)
+
   it("raise throws a failure, not a string", function()
     local ok, e = pcall(errors.raise, "unavailable", "daemon down")
     assert.is_false(ok)

@@ -79,6 +79,14 @@ describe("horcrux serve", function()
     assert.are.equal(200, http.get(srv.url .. "/text").status)
   end)
 
+  it("answers a raised failure with its headers", function()
+    local r = assert(http.get(srv.url .. "/busy"))
+    assert.are.equal(503, r.status)
+    assert.are.equal("5", r.headers["retry-after"])
+    assert.are.same({ code = "unavailable", message = "busy, ask again" },
+      r.json.error)
+  end)
+
   it("answers a route's failure and error raised after a wait, and counts them", function()
     local r = assert(http.get(srv.url .. "/late-failure"))
     assert.are.equal(409, r.status)

@@ -24,7 +24,11 @@ describe("a stack on a single-node swarm", function()
     assert(r.status == 0, "swarm init: " .. r.stderr)
     joined = true
     dir = st.scripts([[return { compose = { state_dir = "STATE" } }]])
-    srv = ms.start({ scripts = dir, env = { "DOCKER_HOST=" .. d.host } })
+    -- a deploy runs `docker stack deploy` and the daemon's calls: past the
+    -- default 10 s in a CI's sanitizer run, so the deadline the README
+    -- tells operators to raise for stacks (as compose_spec does)
+    srv = ms.start({ scripts = dir, env = { "DOCKER_HOST=" .. d.host },
+      args = { "--deadline", "60" } })
   end)
 
   lazy_teardown(function()
