@@ -463,6 +463,19 @@ describe("container routes", function()
       assert.are.equal("cgroup", rec.source)
     end)
 
+    it("answers 503 with Retry-After once the breaker is open", function()
+      -- the third call that finds no socket opens the daemon's breaker
+      -- (1 s until its next probe); what needs the daemon then is a 503
+      -- saying when to come back
+      local r
+      for _ = 1, 4 do
+        r = assert(http.get(down.url .. "/api/containers/nothing-here/logs"))
+      end
+      assert.are.equal(503, r.status, r.body)
+      assert.are.equal("unavailable", r.json.error.code)
+      assert.are.equal("1", r.headers["retry-after"], r.body)
+    end)
+
     it("lists the running containers, saying the list came from the cgroup files", function()
       local r = assert(http.get(down.url .. "/api/containers"))
       assert.are.equal(200, r.status)

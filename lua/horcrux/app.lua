@@ -231,6 +231,16 @@ local function described(err)
   return tostring(err)
 end
 
+-- {["Retry-After"] = seconds} while the state's daemon's breaker is open
+-- (its next probe, at least 1 s), else nil.
+local function retry_after()
+  local b = require("horcrux.engine").breaker()
+  local secs = b and b.state ~= "closed" and b.next_probe_in
+  if secs then
+    return { ["Retry-After"] = tostring(math.max(1, math.ceil(secs))) }
+  end
+end
+
 local function answerers(respond)
   local function fail(req, err)
     log.error("%s %s: %s", req.method, req.path, described(err)) -- id= too
@@ -260,11 +270,18 @@ local function answerers(respond)
   -- A failure of one of horcrux's kinds is the route's answer. One of kind
   -- internal, or of a kind no table has (a typo, check(nil, msg) with no
   -- kind, io.open's errno), is a bug: logged, a 500 with the request id,
-  -- and its words (a host path, say) stay in the log.
+  -- and its words (a host path, say) stay in the log. A 503 without
+  -- headers of its own, while the daemon's breaker is open, says when it
+  -- will be asked again (Retry-After: curl --retry and most clients wait
+  -- that long).
   local kinds = errors.KINDS
   local function failed(req, err)
     if errors.is(err) and err.kind ~= "internal" and kinds[err.kind] then
-      return answer(req, errors.answer(err))
+      local status, body, headers = errors.answer(err)
+      if status == 503 and headers == nil then
+        headers = retry_after()
+      end
+      return answer(req, status, body, headers)
     end
     return fail(req, err)
   end
