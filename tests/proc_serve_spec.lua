@@ -12,7 +12,7 @@ local PATH = "PATH=" .. os.getenv("PATH")
 local TOKEN = "proc-serve-spec-token-0123456789"
 -- Seconds the fake `docker stats` takes, and how many run at once: three
 -- per worker on a two-worker server.
-local SLEEP, PARALLEL = 3, 6
+local SLEEP, PARALLEL = 4, 6
 
 local function write(path, text, mode)
   local f = assert(io.open(path, "w"))
@@ -144,9 +144,10 @@ describe("horcrux.proc in horcrux serve", function()
       end
     end)
     -- How many programs run at once: every request's, when none holds a
-    -- worker; one per worker when each does. Then /healthz, half-way
-    -- through the programs' time.
-    local at_once, deadline = 0, clock.mono_ns() + (SLEEP / 2) * 1e9
+    -- worker; one per worker when each does. Then /healthz, while they
+    -- run. Up to SLEEP - 1 s for all to start: a sanitizer build at a load
+    -- average of 12 had started 2 of 6 after 1.5 s.
+    local at_once, deadline = 0, clock.mono_ns() + (SLEEP - 1) * 1e9
     while at_once < PARALLEL and clock.mono_ns() < deadline do
       at_once = math.max(at_once,
         count(dir .. "/run", "started") - count(dir .. "/run", "ended"))
