@@ -80,6 +80,7 @@ end)
     clock.sleep(0.1)
     local text = srv:logtext()
     every_line_is_a_log_line(text)
-    assert.truthy(text:find("warn a route says y\\r\\n2026-01-01T00:00:00.000Z", 1, true), text)
+    assert.truthy(text:find(" warn id=" .. r.headers["x-request-id"]
+      .. " a route says y\\r\\n2026-01-01T00:00:00.000Z", 1, true), text)
   end)
 end)
