@@ -51,10 +51,12 @@ function M.sources()
   if type(order) == "table" then
     return order.sources or order
   end
+  -- (require gives a second value, the loader's data, the first time:
+  -- a call as the last item of a table would add it to the list)
   return {
     require "horcrux.sources.cgroup",
     require "horcrux.sources.docker_api",
-    require "horcrux.sources.docker_cli",
+    (require "horcrux.sources.docker_cli"),
   }
 end
 

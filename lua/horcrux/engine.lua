@@ -207,9 +207,22 @@ local function already(action, status, msg)
   return false
 end
 
+local ACTIONS = { start = true, stop = true, restart = true, kill = true,
+  pause = true, unpause = true }
+
 --- POST /containers/{ref}/{action} (start, stop, restart, kill, pause,
--- unpause): {changed = false} when it already was so.
+-- unpause): {changed = false} when it already was so. Another word is
+-- nil, message, "bad_request", nothing sent (the daemon's 404 for a path
+-- it does not know would read as "no such container").
 function M.action(ref, action, query)
+  if type(action) ~= "string" then
+    error(("bad argument #2 to 'action' (string expected, got %s)")
+      :format(type(action)), 2)
+  end
+  if not ACTIONS[action] then
+    return nil, ("engine.action: unknown action %q (start, stop, restart, "
+      .. "kill, pause or unpause)"):format(action), "bad_request"
+  end
   local v, err, kind, status = M.call("POST", "/containers/{id}/" .. action,
     { id = ref }, query)
   if v ~= nil then

@@ -509,8 +509,17 @@ function M.stats(f, all, sources)
     end
   end
   if #missing > 0 then
-    for _, r in ipairs(metrics.stats_many(missing, sources)) do
+    local names = {}
+    for _, c in ipairs(list) do
+      names[c.id] = c.name
+    end
+    for i, r in ipairs(metrics.stats_many(missing, sources)) do
       if r.record then
+        -- a record from the cgroup files knows no name (null); the list may
+        if type(r.record.name) ~= "string"
+            and type(names[missing[i]]) == "string" then
+          r.record.name = names[missing[i]]
+        end
         out[#out + 1] = r.record
       end
     end

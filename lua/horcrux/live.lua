@@ -270,15 +270,20 @@ function M.all(sources)
   end
   -- "running" only: the daemon's list without all=1 holds paused ones too,
   -- and the view (which the collector keeps) never does.
-  local ids = {}
+  local ids, names = {}, {}
   for _, c in ipairs(list) do
     if c.status == "running" then
       ids[#ids + 1] = c.id
+      names[#ids] = c.name
     end
   end
   local out = json.array()
-  for _, r in ipairs(metrics.stats_many(ids, sources)) do
+  for i, r in ipairs(metrics.stats_many(ids, sources)) do
     if r.record then
+      -- a record from the cgroup files knows no name (null); the list does
+      if type(r.record.name) ~= "string" and type(names[i]) == "string" then
+        r.record.name = names[i]
+      end
       out[#out + 1] = r.record
     end
   end

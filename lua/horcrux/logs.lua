@@ -268,8 +268,42 @@ local function fetch_raw(ref, opts)
   end
 end
 
+-- fetch()'s opts as a script may write them ({tail = 10}, {}, nil) made
+-- what M.options makes of a checked query: stdout and stderr default to
+-- true, tail to "all" (a number, or its digits); `until` or until_.
+local function fetch_options(opts)
+  if opts == nil then
+    opts = {}
+  elseif type(opts) ~= "table" then
+    error(("bad argument #2 to 'fetch' (table expected, got %s)")
+      :format(type(opts)), 3)
+  end
+  local tail = opts.tail
+  if tail == nil then
+    tail = "all"
+  elseif type(tail) == "string" then
+    local why
+    tail, why = tail_param(tail)
+    if not tail then
+      return nil, "tail: " .. why, "bad_request", "tail"
+    end
+  elseif math.type(tail) ~= "integer" or tail < 0 then
+    return nil, 'tail: must be "all" or a number of lines', "bad_request",
+      "tail"
+  end
+  local q = { tail = tail, since = opts.since,
+    ["until"] = opts.until_ or opts["until"], timestamps = opts.timestamps,
+    stdout = opts.stdout, stderr = opts.stderr }
+  return M.options(q)
+end
+
 --- The logs of ref (a name, an id or an id prefix, already checked).
 function M.fetch(ref, opts)
+  local checked, why, why_kind, key = fetch_options(opts)
+  if not checked then
+    return nil, why, why_kind, key
+  end
+  opts = checked
   local raw, info, kind, truncated = fetch_raw(ref, opts)
   if not raw then
     return nil, info, kind

@@ -205,8 +205,16 @@ end
 -- once (no second sample: a container it sees for the first time may have
 -- no CPU % yet); one without is asked per id.
 function M.stats_many(ids, sources)
+  if type(ids) ~= "table" then
+    error(("bad argument #1 to 'stats_many' (table expected, got %s)")
+      :format(type(ids)), 2)
+  end
   local out, todo, tried = {}, {}, {}
   for i = 1, #ids do
+    if type(ids[i]) ~= "string" then
+      error(("bad argument #1 to 'stats_many' (ids[%d]: string expected, got %s)")
+        :format(i, type(ids[i])), 2)
+    end
     todo[i] = i
   end
   for _, src in ipairs(config.order(sources)) do
@@ -223,8 +231,25 @@ function M.stats_many(ids, sources)
   return out
 end
 
+-- A ref that is not a string is the caller's mistake: it raises, as a
+-- wrong argument to horcrux.docker does (else a nil would reach the
+-- docker-cli source as no argument, and `docker stats` with none answers
+-- with some other container).
+local function check_ref(fname, ref)
+  if type(ref) ~= "string" then
+    error(("bad argument #1 to '%s' (string expected, got %s)")
+      :format(fname, type(ref)), 3)
+  end
+end
+
 function M.list(opts, sources) return M.try("list", sources, opts) end
-function M.inspect(ref, sources) return M.try("inspect", sources, ref) end
-function M.stats(ref, sources) return M.try("stats", sources, ref) end
+function M.inspect(ref, sources)
+  check_ref("inspect", ref)
+  return M.try("inspect", sources, ref)
+end
+function M.stats(ref, sources)
+  check_ref("stats", ref)
+  return M.try("stats", sources, ref)
+end
 
 return M
