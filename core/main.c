@@ -56,8 +56,9 @@ static const char usage[] =
     "[--no-access-log]\n"
     "                     [--web DIR|none] [--cors ORIGIN]...\n"
     "       horcrux run FILE.lua [ARGS...]\n"
-    "       horcrux ps [--all]\n"
-    "       horcrux stats [-a] [--no-stream] [--interval S] [CONTAINER...]\n"
+    "       horcrux ps [-a] [-q] [--no-trunc] [--filter K=V]...\n"
+    "       horcrux stats [-a] [--no-stream] [--interval S] [--no-trunc] "
+    "[CONTAINER...]\n"
     "       horcrux events [--since T] [--until T] [--filter K=V]... "
     "[--format json]\n"
     "       horcrux version\n";

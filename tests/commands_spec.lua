@@ -210,6 +210,35 @@ describe("horcrux ps and stats against the docker CLI", function()
     ids.created, names.created = support.run_container({ name = "cmd-created",
       labels = labels, start = false,
       cmd = { "echo", '"\t' .. ("é"):rep(20) } })
+    -- ports as docker ps groups and sorts them: a range published on its
+    -- own numbers, on every address (0.0.0.0 and [::]), ports exposed only,
+    -- one published elsewhere, and another protocol
+    -- (host ports from a random base, tried again on another when taken:
+    -- the normal and the sanitizer run of this file may run at once)
+    local tmp = os.tmpname() -- mkstemp's letters: differ between processes
+    os.remove(tmp)
+    local h = 0
+    for k = 1, #tmp do h = (h * 31 + tmp:byte(k)) % 401 end
+    for try = 1, 5 do
+      local base = (200 + (h + try * 97) % 401) * 100
+      local bindings, exposed = {}, {}
+      for _, p in ipairs({ "7001/tcp", "7002/tcp", "7003/tcp", "7010/tcp", "7011/udp" }) do
+        exposed[p] = {}
+      end
+      for port = base, base + 2 do
+        exposed[port .. "/tcp"] = {}
+        bindings[port .. "/tcp"] = { { HostIp = "", HostPort = tostring(port) } }
+      end
+      bindings["7010/tcp"] = { { HostIp = "127.0.0.1", HostPort = tostring(base + 10) } }
+      local ok, id, name = pcall(support.run_container, { name = "cmd-ports",
+        labels = labels, exposed_ports = exposed,
+        host_config = { PortBindings = bindings } })
+      if ok then
+        ids.ports, names.ports = id, name
+        break
+      end
+      assert(try < 5, id)
+    end
   end)
 
   teardown(function()
@@ -270,11 +299,56 @@ describe("horcrux ps and stats against the docker CLI", function()
           assert.are.equal(words(want[k]), words(got[k]), name .. " " .. k)
         end
       end
-      assert.are.equal(all and 3 or 2, n)
+      assert.are.equal(all and 4 or 3, n)
       if not all then
         assert.is_nil(ours[names.created], "a created container in horcrux ps")
       end
     end
+  end)
+
+  it("ps -q, --no-trunc and --filter answer as docker ps's", function()
+    local f = "label=hx.cmd=" .. tag
+    local function lines(text)
+      local out = {}
+      for l in text:gmatch("[^\n]+") do out[#out + 1] = l end
+      return out
+    end
+    local function ours(...)
+      local r = horcrux("ps", ...)
+      assert.are.equal(0, r.status, r.stderr)
+      return r.stdout
+    end
+    -- the ids, in docker's order; -aq as one flag; filters repeated, a
+    -- status filter as docker hands it to the daemon
+    assert.are.same(lines(docker("ps", "-aq", "--filter", f)), lines(ours("-aq", "--filter", f)))
+    assert.are.same(lines(docker("ps", "-q", "--no-trunc", "-f", f)),
+      lines(ours("-q", "--no-trunc", "-f", f)))
+    local created = lines(ours("--quiet", "-f", f, "--filter=status=created"))
+    assert.are.same({ ids.created:sub(1, 12) }, created)
+    assert.are.same(lines(docker("ps", "-q", "-f", f, "-f", "status=created")), created)
+    -- --no-trunc: the full id and the whole command, quoted as docker quotes it
+    local want = {}
+    for _, l in ipairs(lines(docker("ps", "-a", "--no-trunc", "-f", f, "--format",
+        "{{.ID}}\t{{.Command}}"))) do
+      local i, c = l:match("^(%S+)\t(.*)$")
+      want[i] = c
+    end
+    local n = 0
+    for _, row in ipairs(read_table(ours("-a", "--no-trunc", "-f", f))) do
+      n = n + 1
+      assert.are.equal(want[row["CONTAINER ID"]], row.COMMAND, row.NAMES)
+    end
+    assert.are.equal(4, n)
+    -- a filter the daemon does not know is its error, as docker says it
+    local r = horcrux("ps", "-f", "bogus=1")
+    assert.are.equal(1, r.status)
+    assert.matches("Invalid filter 'bogus'", r.stderr)
+    assert.are.equal(2, horcrux("ps", "-f", "novalue").status)
+    -- horcrux help names the options each command takes
+    local help = horcrux("help").stdout
+    assert.truthy(help:find("horcrux ps [-a] [-q] [--no-trunc] [--filter K=V]...", 1, true), help)
+    assert.truthy(help:find("horcrux stats [-a] [--no-stream] [--interval S] [--no-trunc] "
+      .. "[CONTAINER...]", 1, true), help)
   end)
 
   it("stats prints what docker stats prints for the same containers", function()
@@ -366,5 +440,26 @@ describe("horcrux ps and stats against the docker CLI", function()
     assert.truthy(r.stdout:find(names.idle, 1, true), r.stdout) -- the others still printed
     assert.are.equal(2, horcrux("stats", "--bogus").status)
     assert.are.equal(2, horcrux("ps", "--bogus").status)
+  end)
+
+  it("stats with no daemon lists the running containers from the cgroup files", function()
+    -- the cgroup source knows no names (null): "--" in NAME, no traceback
+    local r = assert(proc.run({ http.bin, "stats", "--no-stream" }, { timeout = 60,
+      env = { "PATH=" .. os.getenv("PATH"), "DOCKER_HOST=unix:///nonexistent",
+        "ASAN_OPTIONS=" .. (os.getenv("ASAN_OPTIONS") or ""),
+        "LSAN_OPTIONS=" .. (os.getenv("LSAN_OPTIONS") or ""),
+        "UBSAN_OPTIONS=" .. (os.getenv("UBSAN_OPTIONS") or "") } }))
+    assert.are.equal(0, r.status, r.stderr)
+    assert.is_nil(r.stderr:find("traceback", 1, true), r.stderr)
+    local row
+    for _, x in ipairs(read_table(r.stdout)) do
+      if x["CONTAINER ID"] == ids.busy:sub(1, 12) then
+        row = x
+      end
+    end
+    assert.is_table(row, r.stdout)
+    assert.are.equal("--", row.NAME)
+    assert.matches("^[%d.]+%%$", row["CPU %"])
+    assert.matches("^%S+ / %S+$", row["MEM USAGE / LIMIT"])
   end)
 end)

@@ -124,6 +124,7 @@ function support.run_container(opts)
     Cmd = opts.cmd or { "sleep", "600" },
     Labels = labels,
     HostConfig = host_config,
+    ExposedPorts = opts.exposed_ports,
     Tty = opts.tty or nil,
     StopTimeout = 1,
   })

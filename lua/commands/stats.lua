@@ -123,10 +123,14 @@ local function targets(o)
   end
   local out, by = {}, {}
   for _, c in ipairs(list or {}) do
+    -- a list from the cgroup files (no daemon) knows no name: null
+    local name = type(c.name) == "string" and c.name or nil
     by[c.id] = c
-    by[c.name] = c
+    if name then
+      by[name] = c
+    end
     if #o.refs == 0 and (o.all or runs(c)) then
-      out[#out + 1] = { ref = c.id, name = c.name, running = runs(c) }
+      out[#out + 1] = { ref = c.id, name = name, running = runs(c) }
     end
   end
   for _, ref in ipairs(o.refs) do
@@ -139,8 +143,8 @@ local function targets(o)
         end
       end
     end
-    out[#out + 1] = { ref = ref, name = c and c.name,
-      running = not c or runs(c), given = true }
+    out[#out + 1] = { ref = ref, name = c and type(c.name) == "string"
+      and c.name or nil, running = not c or runs(c), given = true }
   end
   return out
 end
@@ -174,7 +178,8 @@ local function rows(o, list, first)
     local id = type(rec.id) == "string" and rec.id or t.ref
     out[#out + 1] = {
       o.no_trunc and id or id:sub(1, 12),
-      t.name or (type(rec.name) == "string" and rec.name) or t.ref,
+      t.name or (type(rec.name) == "string" and rec.name)
+        or (t.given and t.ref) or "--",
       t.running and pct(rec.cpu_usage_percent) or "0.00%",
       pair(units.bytes, rec.memory_usage_bytes, rec.memory_limit_bytes),
       pct(rec.memory_percent),
