@@ -461,5 +461,16 @@ describe("horcrux ps and stats against the docker CLI", function()
     assert.are.equal("--", row.NAME)
     assert.matches("^[%d.]+%%$", row["CPU %"])
     assert.matches("^%S+ / %S+$", row["MEM USAGE / LIMIT"])
+    -- a name no source can answer for: what each source said
+    r = assert(proc.run({ http.bin, "stats", "--no-stream", "no-such-name" },
+      { timeout = 60, env = { "PATH=" .. os.getenv("PATH"),
+        "DOCKER_HOST=unix:///nonexistent",
+        "ASAN_OPTIONS=" .. (os.getenv("ASAN_OPTIONS") or ""),
+        "LSAN_OPTIONS=" .. (os.getenv("LSAN_OPTIONS") or ""),
+        "UBSAN_OPTIONS=" .. (os.getenv("UBSAN_OPTIONS") or "") } }))
+    assert.truthy(r.stderr:find("horcrux stats: no-such-name: no metric "
+      .. "source could answer (cgroup: no running container", 1, true), r.stderr)
+    assert.truthy(r.stderr:find("; docker-api: docker: cannot connect to "
+      .. "unix:///nonexistent", 1, true), r.stderr)
   end)
 end)

@@ -149,6 +149,24 @@ local function targets(o)
   return out
 end
 
+-- A record's failure as the user reads it: when no source could answer,
+-- what each one said ("no metric source could answer (cgroup: ...;
+-- docker-api: ...)").
+local function why(r)
+  local text = tostring(r.error)
+  if type(r.tried) == "table" and #r.tried > 1 then
+    local each = {}
+    for _, t in ipairs(r.tried) do
+      local name, err = tostring(t.source), tostring(t.error)
+      -- most sources' messages start with their name already
+      each[#each + 1] = err:sub(1, #name + 1) == name .. ":" and err
+        or name .. ": " .. err
+    end
+    text = text .. " (" .. table.concat(each, "; ") .. ")"
+  end
+  return text
+end
+
 -- One table's rows; errors of the refs given on the first table go to
 -- stderr (a container that stopped later keeps its row, with "--").
 local function rows(o, list, first)
@@ -172,7 +190,7 @@ local function rows(o, list, first)
         failed = failed + 1
       end
       if first and t.given then
-        io.stderr:write("horcrux stats: ", t.ref, ": ", tostring(r.error), "\n")
+        io.stderr:write("horcrux stats: ", t.ref, ": ", why(r), "\n")
       end
     end
     local id = type(rec.id) == "string" and rec.id or t.ref
