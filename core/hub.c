@@ -972,6 +972,18 @@ static long long opt_last_id(lua_State *L, int idx) {
   return id;
 }
 
+/* The exec table's (on top) rows and cols: both 1-65535, or neither. */
+static void exec_size(lua_State *L, hx_stream_spec *sp) {
+  lua_Integer rows = hx_opt_integer(L, -1, "rows", 0);
+  lua_Integer cols = hx_opt_integer(L, -1, "cols", 0);
+  luaL_argcheck(L,
+                (rows == 0 && cols == 0) ||
+                    (rows >= 1 && rows <= 65535 && cols >= 1 && cols <= 65535),
+                1, "exec: rows and cols 1-65535, both or neither");
+  sp->exec_rows = (unsigned)rows;
+  sp->exec_cols = (unsigned)cols;
+}
+
 static int l_stream(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   const char *name = hx_opt_string(L, 1, "topic", NULL);
@@ -1001,6 +1013,7 @@ static int l_stream(lua_State *L) {
     memcpy(sp->exec, id, strlen(id) + 1);
     memcpy(sp->exec_sock, sock, strlen(sock) + 1);
     memcpy(sp->exec_api, api, strlen(api) + 1);
+    exec_size(L, sp);
   }
   lua_pop(L, 1);
   luaL_setmetatable(L, STREAM_MT);

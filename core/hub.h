@@ -66,9 +66,10 @@ typedef struct hx_endpoint {
 /* What a route asks for: hub.stream{topic =, interval =, last_id =}, or
  * hub.follow{} (a log follow: ep is set; its subscriber, on topic
  * "logs/<id>", is fed by a transfer of its own, core/follow.c). With
- * exec = {id =, socket =, api =}: no topic is read; the WebSocket carries
- * the bytes of that exec (created with Tty), started by the host over the
- * daemon's unix socket (core/stream.c, "exec"). */
+ * exec = {id =, socket =, api = [, rows =, cols =]}: no topic is read; the
+ * WebSocket carries the bytes of that exec (created with Tty), started by
+ * the host over the daemon's unix socket (core/stream.c, "exec"), its TTY
+ * rows x cols once started when both are given. */
 typedef struct hx_stream_spec {
   int64_t interval_ns; /* 0: every message */
   long long last_id;   /* resume after this id; -1: live only */
@@ -80,6 +81,7 @@ typedef struct hx_stream_spec {
   char exec[72];           /* the exec's id, or "" */
   char exec_sock[108];     /* the daemon's unix socket */
   char exec_api[16];       /* "1.41", or "": unversioned */
+  unsigned exec_rows, exec_cols; /* the TTY's first size; 0: none */
 } hx_stream_spec;
 
 /* The stream object at idx (a hub.stream{} userdata), or NULL. */

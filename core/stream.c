@@ -34,8 +34,10 @@
 
 #include "aux.h"
 #include "cors.h"
+#include "exec_resize.h"
 #include "follow.h"
 #include "server.h"
+#include "winsize.h"
 #include "wsproto.h"
 
 #include <cjson/cJSON.h>
@@ -746,6 +748,12 @@ void hx_ws_stop(unsigned grace) {
  * A client that goes away closes the daemon's connection with it (the
  * TTY hangs up).
  *
+ * The TTY's size: the route's rows and cols (the spec's exec_rows and
+ * exec_cols) once the start is answered, then each client message that is
+ * exactly xterm's `ESC [ 8 ; ROWS ; COLS t` (winsize.h), set on the
+ * executor (exec_resize.h); the input that follows waits for it, so that
+ * the command sees the new size before its next bytes.
+ *
  * Why our own socket rather than curl's CONNECT_ONLY: the bytes must be
  * pumped here, in this epoll thread, and curl would only have made the
  * connection (the HTTP exchange and its 101 would be ours all the same),
@@ -772,6 +780,8 @@ struct ws_exec {
   size_t head_len;
   int tries;
   int64_t retry_ns; /* when to inspect again (0: not waiting) */
+  hx_resize *rs;
+  unsigned rows, cols; /* the size to set once started (0: none) */
 };
 
 static void x_send_text(ws_conn *c, const char *text) {
@@ -844,13 +854,25 @@ static int exec_begin(ws_conn *c) {
     return -1;
   c->x->fd = -1;
   c->x->state = X_START;
+  c->x->rs = hx_resize_open(c->spec.exec_sock, c->spec.exec_api, c->spec.exec,
+                            ws_wake, c);
+  c->x->rows = c->spec.exec_rows;
+  c->x->cols = c->spec.exec_cols;
   return x_connect(c, X_START_REQ, "POST");
 }
 
 static void exec_take(ws_conn *c, const uint8_t *p, size_t n) {
   ws_exec *x = c->x;
+  unsigned rows, cols;
   if (x->state > X_PUMP)
     return; /* the command has ended: its input goes nowhere */
+  if (hx_winsize_seq(p, n, &rows, &cols)) {
+    if (x->state == X_PUMP)
+      hx_resize_want(x->rs, rows, cols);
+    else /* once the start is answered */
+      x->rows = rows, x->cols = cols;
+    return;
+  }
   if (x->in_len + n > x->in_cap) {
     size_t cap = x->in_cap ? x->in_cap * 2 : 4096;
     while (cap < x->in_len + n)
@@ -883,7 +905,8 @@ static int x_flush(ws_conn *c) {
       return errno == EAGAIN || errno == EINTR ? 0 : -1;
     x->req_off += (size_t)w;
   }
-  while (x->fd >= 0 && x->state == X_PUMP && x->in_len > 0) {
+  while (x->fd >= 0 && x->state == X_PUMP && x->in_len > 0 &&
+         !hx_resize_busy(x->rs)) {
     ssize_t w = send(x->fd, x->in, x->in_len, MSG_NOSIGNAL);
     if (w < 0)
       return errno == EAGAIN || errno == EINTR ? 0 : -1;
@@ -940,6 +963,7 @@ static void x_head(ws_conn *c) {
   if (status == 101 || status == 200) {
     size_t off = (size_t)(end + 4 - x->head);
     x->state = X_PUMP;
+    hx_resize_want(x->rs, x->rows, x->cols); /* none: 0 x 0 */
     if (off < x->head_len) {
       struct wslay_event_msg m = {WSLAY_BINARY_FRAME,
                                   (const uint8_t *)x->head + off,
@@ -1024,7 +1048,8 @@ static void x_register(ws_conn *c) {
   if (x->state != X_PUMP ||
       wslay_event_get_queued_msg_count(c->ctx) < X_QUEUED_MAX)
     ev |= EPOLLIN;
-  if (x->req_off < x->req_len || (x->state == X_PUMP && x->in_len > 0))
+  if (x->req_off < x->req_len ||
+      (x->state == X_PUMP && x->in_len > 0 && !hx_resize_busy(x->rs)))
     ev |= EPOLLOUT;
   if (ev == x->events)
     return;
@@ -1139,6 +1164,7 @@ static void exec_free(ws_conn *c) {
     x_hangup(c);
   if (x->retry_ns != 0)
     atomic_fetch_sub(&ws.retrying, 1);
+  hx_resize_close(x->rs); /* no wake after this */
   x_close_fd(c);
   free(x->in);
   free(x);

@@ -313,7 +313,8 @@ route("DELETE", "/api/images/*ref", { query = images.REMOVE_QUERY },
 -- "duration"}, in a running container policy.lua lets take exec
 -- (exec.containers: by default those labelled horcrux.exec=true).
 -- An interactive exec (a TTY) over a WebSocket: ?cmd=sh (or a JSON array),
--- ?user= ?workdir= ?privileged=; the client's messages are its input, the
+-- ?user= ?workdir= ?privileged= ?rows= ?cols=; the client's messages are
+-- its input (but xterm's ESC [ 8 ; ROWS ; COLS t alone resizes the TTY), the
 -- binary messages back its output, and {"event":"exit","exit_code"} the
 -- last. The token is needed (Authorization), read-only mode refuses it,
 -- and policy.lua's exec rules apply before the exec is created.

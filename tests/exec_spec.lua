@@ -2,7 +2,9 @@
 -- /api/containers/:id/exec, against the real engine: its output and exit
 -- code, a command that outlives its timeout killed and reported, bounded
 -- output, and the refusals (read-only mode, the default policy: unlabelled
--- containers, privileged exec, other users).
+-- containers, privileged exec, other users). The terminal over WebSocket:
+-- its input and output, its TTY's size (?rows=&cols=, xterm's window-size
+-- sequence), its refusals.
 local exec = require "horcrux.exec"
 local json = require "horcrux.json"
 local proc = require "horcrux.proc"
@@ -19,6 +21,15 @@ local function sockets(pid)
     n = n + 1
   end
   return n
+end
+
+-- xterm's window-size sequence: ESC [ 8 ; ROWS ; COLS t
+local function winsize(rows, cols)
+  return ("\27[8;%d;%dt"):format(rows, cols)
+end
+
+local function urlencode(s)
+  return (s:gsub("[^%w%-_.~]", function(c) return ("%%%02X"):format(c:byte()) end))
 end
 
 local function frame(stream, payload)
@@ -210,11 +221,13 @@ describe("exec against the real engine", function()
 
   -- ---- the terminal: GET /api/containers/:id/exec/ws (README "Exec") ----
 
-  local function terminal(server, ref, query, mode, token)
+  local function terminal(server, ref, query, mode, token, messages)
     local url = server.url:gsub("^http", "ws") .. "/api/containers/" .. ref
       .. "/exec/ws?" .. query
-    local r = assert(proc.run({ PY, "tests/exec_terminal.py", url,
-      token == nil and ms.TOKEN or token, mode }, { timeout = 40 }))
+    local argv = { PY, "tests/exec_terminal.py", url,
+      token == nil and ms.TOKEN or token, mode }
+    table.move(messages or {}, 1, #(messages or {}), #argv + 1, argv)
+    local r = assert(proc.run(argv, { timeout = 40 }))
     assert(r.status == 0, r.stderr)
     return r.stdout:match("^(.-)%s*$")
   end
@@ -250,6 +263,52 @@ describe("exec against the real engine", function()
     -- a plain GET is no terminal
     local r = ms.call(srv, "GET", "/api/containers/" .. id .. "/exec/ws?cmd=sh")
     assert.are.equal(400, r.status, r.body)
+  end)
+
+  it("gives the TTY a size: ?rows=&cols=, then xterm's window-size sequence", function()
+    local out = json.decode(terminal(srv, id, "cmd=sh&rows=33&cols=101", "sizes",
+      nil, { "stty", winsize(40, 120), "stty", "bin:" .. winsize(50, 132), "stty" }))
+    assert.are.same({ "33 101", "40 120", "50 132" }, out.sizes)
+    assert.are.same({ event = "exit", exit_code = 0 }, out.last)
+    -- none asked: none set; then a burst, one call at a time, the latest wins
+    local burst = { "stty" }
+    for i = 1, 40 do
+      burst[#burst + 1] = winsize(20 + i, 60 + i)
+    end
+    burst[#burst + 1] = "stty"
+    out = json.decode(terminal(srv, id, "cmd=sh", "sizes", nil, burst))
+    assert.are.same({ "stty: standard input", "60 100" }, out.sizes) -- 0 x 0
+  end)
+
+  it("takes a message that is not exactly the sequence as input, byte for byte", function()
+    local messages = { "A" .. winsize(41, 121) .. "B\n", winsize(41, 121) .. "\n",
+      "\27[8;0;80t\n", "\27[8;65536;80t\n", "\27[8;041;121t\n", "\27[8;41;121" }
+    local cmd = json.encode({ "sh", "-c", "od -An -tx1 -v | tr -d ' \\n'; echo; stty size" })
+    local out = json.decode(terminal(srv, id, "cmd=" .. urlencode(cmd)
+      .. "&rows=33&cols=101", "input", nil, messages))
+    local hex = table.concat(messages):gsub(".", function(c)
+      return ("%02x"):format(c:byte())
+    end)
+    assert.truthy(out.out:find(hex, 1, true), out.out)
+    assert.truthy(out.out:find("\r\n33 101\r\n", 1, true), out.out)
+    assert.are.same({ event = "exit", exit_code = 0 }, out.last)
+  end)
+
+  it("refuses rows without cols, and sizes out of 1-65535", function()
+    local before = #processes(id)
+    for _, q in ipairs({ "rows=24", "cols=80", "rows=0&cols=80", "rows=24&cols=65536",
+        "rows=24&cols=x" }) do
+      assert.are.equal("400", terminal(srv, id, "cmd=sh&" .. q, "status"), q)
+    end
+    local r = ms.call(srv, "GET", "/api/containers/" .. id .. "/exec/ws?cmd=sh&rows=24",
+      nil, { headers = { Upgrade = "websocket", Connection = "Upgrade",
+        ["Sec-WebSocket-Key"] = "dGhlIHNhbXBsZSBub25jZQ==",
+        ["Sec-WebSocket-Version"] = "13" } })
+    assert.are.equal(400, r.status, r.body)
+    local e = json.decode(r.body).error
+    assert.are.equal("bad_request", e.code)
+    assert.are.equal("cols", e.field, r.body)
+    assert.are.equal(before, #processes(id))
   end)
 
   it("ends the exec's connection when the client goes, leaking no descriptor", function()

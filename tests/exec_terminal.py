@@ -10,9 +10,17 @@
       WebSocket sends it, instead of Authorization
     MODE "drop": opens, reads the prompt, then closes the TCP socket without
       a close frame; prints "dropped"
+    MODE "sizes" MESSAGE...: sends each MESSAGE to sh in turn (a text
+      message; "bin:..." a binary one), "stty" as `stty size` then waits for
+      its answer; then `exit`. Prints JSON {"sizes": the answers ("33 101",
+      or busybox's "stty: standard input" for a TTY of no size),
+      "last": the last text message}
+    MODE "input" MESSAGE...: sends each MESSAGE (as above), then ^D ^D; reads to
+      the end; prints JSON {"out", "last"}
 """
 import base64
 import json
+import re
 import sys
 import time
 
@@ -45,6 +53,58 @@ if mode == "drop":
         out += data
     ws.sock.close()  # no close frame: the client is simply gone
     print("dropped")
+    sys.exit(0)
+
+
+
+def send(message):
+    if message.startswith("bin:"):
+        ws.send_binary(message[4:].encode())
+    else:
+        ws.send(message)
+
+
+def read_to_end(deadline):
+    """The output and the last text message, up to the close."""
+    out, last = b"", None
+    while time.time() < deadline:
+        try:
+            op, data = ws.recv_data()
+        except websocket.WebSocketConnectionClosedException:
+            break
+        if op == websocket.ABNF.OPCODE_TEXT:
+            last = json.loads(data)
+        elif op == websocket.ABNF.OPCODE_BINARY:
+            out += data
+    return out, last
+
+
+if mode == "sizes":
+    sizes, deadline = [], time.time() + 20
+    for message in sys.argv[4:]:
+        if message != "stty":
+            send(message)
+            continue
+        ws.send("stty size\n")
+        got = b""
+        while time.time() < deadline:
+            op, data = ws.recv_data()
+            got += data
+            m = re.search(rb"(?:^|\n)(\d+ \d+|stty: [^\r]*)\r\n", got)
+            if m:
+                sizes.append(m.group(1).decode())
+                break
+    ws.send("exit\n")
+    out, last = read_to_end(deadline)
+    print(json.dumps({"sizes": sizes, "last": last}))
+    sys.exit(0)
+
+if mode == "input":
+    for message in sys.argv[4:]:
+        send(message)
+    ws.send("\x04\x04")  # the first ends a line left open, if any
+    out, last = read_to_end(time.time() + 20)
+    print(json.dumps({"out": out.decode("utf-8", "replace"), "last": last}))
     sys.exit(0)
 
 ws.send("echo hi\n")

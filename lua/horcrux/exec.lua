@@ -11,6 +11,8 @@
 --   exec.frames(raw)                -> stdout, stderr: the daemon's
 --                                       multiplexed output, byte for byte
 --   exec.TERMINAL_QUERY             the query of the terminal's route
+--                                       (cmd, user, workdir, privileged,
+--                                       rows and cols: the TTY's size)
 --   exec.terminal(ref, req [, opts]) -> hub.stream{exec = ...} | nil,
 --                                       message, kind[, extra]: an
 --                                       interactive exec (TTY) whose bytes
@@ -350,6 +352,8 @@ M.TERMINAL_QUERY = {
   user = require("horcrux.input").string(64),
   workdir = require("horcrux.input").string(1024),
   privileged = require("horcrux.input").boolean,
+  rows = require("horcrux.input").integer(1, 65535),
+  cols = require("horcrux.input").integer(1, 65535),
 }
 
 -- ?cmd=sh or ?cmd=["sh","-l"] (a JSON array of strings) -> the argv.
@@ -402,6 +406,16 @@ local function daemon_socket()
   return path
 end
 
+-- The TTY's first size: ?rows= and ?cols=, both or neither (true then).
+local function size_of(q)
+  if (q.rows == nil) ~= (q.cols == nil) then
+    local missing = q.rows == nil and "rows" or "cols"
+    return nil, ("%s: give ?rows= and ?cols= together, or neither")
+      :format(missing), "bad_request", missing
+  end
+  return true
+end
+
 local function wants_websocket(req)
   local up = (req.headers.upgrade or ""):lower()
   local co = (req.headers.connection or ""):lower()
@@ -433,6 +447,11 @@ function M.terminal(ref, req, opts)
   if not cmd then
     return nil, err, kind, field
   end
+  local size
+  size, err, kind, field = size_of(q)
+  if not size then
+    return nil, err, kind, field
+  end
   local sock
   sock, err, kind = daemon_socket()
   if not sock then
@@ -454,8 +473,10 @@ function M.terminal(ref, req, opts)
     return nil, err, kind
   end
   local c = engine.client()
+  -- the host sets the size once the exec started (core/stream.c, "exec")
   return require("horcrux.hub").stream({ topic = "exec/" .. x.Id,
-    exec = { id = x.Id, socket = sock, api = c and c:api_version() or "" } })
+    exec = { id = x.Id, socket = sock, api = c and c:api_version() or "",
+      rows = q.rows, cols = q.cols } })
 end
 
 function M.run(ref, body, opts)

@@ -11,7 +11,14 @@
  * bits of its last character that no byte holds); hx_list_has agrees
  * with a plain scan, exact and in any case. A failed check prints what differs
  * and aborts.
+ *
+ * The same bytes (after the first) as a terminal's message, for
+ * core/winsize.c: hx_winsize_seq reads them where they lie (ASan sees a read
+ * past the end) and says 1 exactly when printing the size it found as
+ * `ESC [ 8 ; ROWS ; COLS t` gives them back byte for byte, both within
+ * 1-65535.
  */
+#include "winsize.h"
 #include "wsproto.h"
 
 #include <stdint.h>
@@ -94,6 +101,42 @@ static void check_roundtrip(const char *tok, size_t len, const char *b,
   }
 }
 
+/* Whether the n bytes at p print as fmt with some rows and cols: the two
+ * numbers read by strtoul past the skip bytes of fmt's prefix, then printed
+ * again. */
+static int prints_as(const char *p, size_t n, const char *fmt, size_t skip,
+                     char sep) {
+  char buf[32], out[32];
+  if (n == 0 || n >= sizeof buf)
+    return 0;
+  memcpy(buf, p, n);
+  buf[n] = '\0';
+  if (n <= skip)
+    return 0;
+  const char *d = buf + skip;
+  char *e1, *e2;
+  unsigned long r = strtoul(d, &e1, 10);
+  if (*e1 != sep)
+    return 0;
+  unsigned long c = strtoul(e1 + 1, &e2, 10);
+  if (r < 1 || r > 65535 || c < 1 || c > 65535)
+    return 0;
+  int k = snprintf(out, sizeof out, fmt, r, c);
+  return k > 0 && (size_t)k == n && memcmp(out, buf, n) == 0;
+}
+
+static void check_winsize(const uint8_t *msg, size_t n) {
+  unsigned rows = 0, cols = 0;
+  int r = hx_winsize_seq(msg, n, &rows, &cols);
+  CHECK(r == prints_as((const char *)msg, n, "\x1b[8;%lu;%lut", 4, ';'),
+        "hx_winsize_seq says %d", r);
+  if (r) {
+    char out[32];
+    int k = snprintf(out, sizeof out, "\x1b[8;%u;%ut", rows, cols);
+    CHECK((size_t)k == n && memcmp(out, msg, n) == 0, "%u x %u", rows, cols);
+  }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1)
     return 0;
@@ -107,6 +150,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   memcpy(list, data + 1, size - 1);
   list[size - 1] = '\0';
+  check_winsize(data + 1, size - 1);
 
   CHECK(hx_list_has(list, HX_WS_PROTOCOL, 0) == each(list, is_horcrux, NULL),
         "hx_list_has disagrees with a plain scan");
