@@ -233,6 +233,31 @@ describe("--cors", function()
   end)
 end)
 
+describe("the dashboard's buttons and order in headless Chromium", function()
+  it("offers unpause for a paused container, and sorts n2 before n10", function()
+    local paused, paused_name = support.run_container({ name = "wpaused" })
+    local n2, n2_name = support.run_container({ name = "wn2" })
+    local n10, n10_name = support.run_container({ name = "wn10" })
+    local srv
+    finally(function()
+      if srv then srv:stop() end
+      for _, id in ipairs({ paused, n2, n10 }) do support.remove(id) end
+    end)
+    assert.are.equal(0, proc.run({ "docker", "pause", paused }).status)
+    srv = http.start({ env = { PATH } })
+    local r = assert(proc.run({ PYTHON, "tests/dashboard.py", json.encode({
+      { scenario = "states", url = srv.url, paused = paused_name,
+        numbered = { n10_name, n2_name } },
+    }) }, { timeout = 60 }))
+    assert.are.equal(0, r.status, r.stderr)
+    local s = assert(json.decode(r.stdout), r.stdout).states
+    assert.is_nil(s.error, s.error)
+    assert.are.same({ "unpause", "stop", "restart" }, s.row_buttons)
+    assert.are.same({ "unpause", "stop", "restart" }, s.detail_buttons)
+    assert.are.same({ n2_name, n10_name }, s.order)
+  end)
+end)
+
 describe("the dashboard in headless Chromium", function()
   local busy, busy_name, idle, idle_name, secure, ro, scripts
   local stack = { project = "hxboard-" .. math.random(100000, 999999) }

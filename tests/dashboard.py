@@ -5,6 +5,8 @@ tests/console_web_spec.lua, over the DevTools protocol (python3-websocket).
     dashboard.py SCENARIO JSON-ARGS  ->  one JSON object on stdout
 
 Scenarios:
+  states    a paused container's row and detail view offer unpause, stop
+            and restart, never start; names sort naturally (n2 before n10)
   readonly  a --read-only server: no buttons, a POST is refused, live data
             by the stream through EventSource, the busy CPU cell changes,
             the Compose stack grouped (totals, folding), the history chart
@@ -386,6 +388,25 @@ def cors_scenario(cdp, a):
     return out
 
 
+def states_scenario(cdp, a):
+    """The buttons a paused container's row and detail view offer (the
+    engine refuses to start a paused one), and names in natural order."""
+    out = {}
+    cdp.open(a["url"] + "/")
+    row = ROW % json.dumps(a["paused"])
+    cdp.wait("(() => { const r = %s; return r && r.querySelector('td.status')"
+             ".textContent === 'paused' })()" % row, "the paused row")
+    shown = ("[...%s.querySelectorAll('button')].filter(b => !b.hidden)"
+             ".map(b => b.dataset.action)")
+    out["row_buttons"] = cdp.eval(shown % ("(%s).querySelector('.actions')" % row))
+    cdp.eval("(%s).querySelector('td.name button').click()" % row)
+    cdp.wait("!document.querySelector('#detail').hidden", "the detail view")
+    out["detail_buttons"] = cdp.eval(
+        shown % "document.querySelector('#detail-actions')")
+    out["order"] = order(cdp, a["numbered"])
+    return out
+
+
 def main():
     scenarios = json.loads(sys.argv[1])
     p, prof, cdp = start_browser()
@@ -393,7 +414,8 @@ def main():
     try:
         for s in scenarios:
             fn = {"token": token_scenario, "readonly": readonly_scenario,
-                  "cors": cors_scenario}[s["scenario"]]
+                  "cors": cors_scenario,
+                  "states": states_scenario}[s["scenario"]]
             try:
                 results[s["scenario"]] = fn(cdp, s)
             except Exception as e:  # reported to the spec, which fails

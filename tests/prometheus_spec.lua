@@ -154,6 +154,12 @@ describe("GET /metrics and the history #docker", function()
       1, true))
     assert.truthy(text:find("\nhorcrux_collector_samples_total{source=", 1,
       true))
+    -- cAdvisor's machine families, that dashboards divide by
+    local cores, mem = cgroup.online_cpus(), math.tointeger(cgroup.host_memory())
+    assert.truthy(text:find("\n# TYPE machine_cpu_cores gauge\nmachine_cpu_cores "
+      .. cores .. "\n", 1, true), text)
+    assert.truthy(text:find("\n# TYPE machine_memory_bytes gauge\nmachine_memory_bytes "
+      .. mem .. "\n", 1, true), text)
     local gz = http.request("GET", srv.url .. "/metrics",
       { headers = { ["Accept-Encoding"] = "gzip" } })
     assert.equal("gzip", gz.headers["content-encoding"])
@@ -172,6 +178,8 @@ describe("GET /metrics and the history #docker", function()
       clock.sleep(3)
       assert.equal(1, query(prom, 'up{job="horcrux"}'))
       assert.is_true(query(prom, 'count(container_last_seen)') >= 2)
+      assert.equal(cores, query(prom, "machine_cpu_cores"))
+      assert.equal(mem, query(prom, "machine_memory_bytes"))
       return
     end
 
@@ -201,6 +209,12 @@ describe("GET /metrics and the history #docker", function()
       local ds = docker_stats_memory(id)
       assert.is_true(math.abs(ws - ds) <= 0.1 * ds, ws .. " vs docker " .. ds)
     end
+    assert.equal(cores, query(prom, "machine_cpu_cores"))
+    assert.equal(mem, query(prom, "machine_memory_bytes"))
+    -- a dashboard's share of the host: the busy loop's cores over all of them
+    local share = query(prom, ('sum(rate(container_cpu_usage_seconds_total{name="%s"}[10s]))'
+      .. ' / scalar(machine_cpu_cores)'):format(busy_name))
+    assert.is_true(math.abs(share - rate / cores) < 0.1, share .. " vs " .. rate / cores)
     assert.equal(64 * 1024 * 1024, query(prom,
       ('container_spec_memory_limit_bytes{name="%s"}'):format(idle_name)))
     assert.equal(50000, query(prom,

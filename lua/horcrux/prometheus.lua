@@ -39,6 +39,7 @@
 local telemetry = require "horcrux.telemetry"
 local view = require "horcrux.view"
 local hub = require "horcrux.hub"
+local cgroup = require "horcrux.cgroup"
 
 local M = {}
 
@@ -205,6 +206,31 @@ local function accepts(h, t)
 end
 M.accepts = accepts
 
+-- cAdvisor's machine families that dashboards divide by (a container's
+-- share of the host: rate(cpu) / machine_cpu_cores, working set /
+-- machine_memory_bytes), read at each scrape (two small files); a figure
+-- the host does not give is left out. cAdvisor's boot_id, machine_id and
+-- system_uuid labels are not given.
+local MACHINE = {
+  { "machine_cpu_cores", "Number of logical CPU cores.", cgroup.online_cpus },
+  { "machine_memory_bytes", "Amount of memory installed on the machine.",
+    cgroup.host_memory },
+}
+
+local function machine()
+  local out = {}
+  for _, m in ipairs(MACHINE) do
+    local ok, v = pcall(m[3])
+    v = ok and math.tointeger(v)
+    if v and v > 0 then
+      out[#out + 1] = ("# HELP %s %s\n# TYPE %s gauge\n%s %d\n"):format(
+        m[1], m[2], m[1], m[1], v)
+    end
+  end
+  return table.concat(out)
+end
+M.machine = machine
+
 --- The text of /metrics: (body, openmetrics, containers).
 function M.text(openmetrics)
   declare()
@@ -213,7 +239,7 @@ function M.text(openmetrics)
   telemetry.set("horcrux_view_bytes", nil, fp.bytes)
   streams()
   local body, n = view.prometheus({ openmetrics = openmetrics })
-  body = body .. telemetry.render(openmetrics)
+  body = body .. machine() .. telemetry.render(openmetrics)
   if openmetrics then
     body = body .. "# EOF\n"
   end

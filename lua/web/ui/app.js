@@ -503,13 +503,17 @@
     pids: (c, s) => (s && isNum(s.pids) ? s.pids : -1),
   };
 
+  // Names and ids in natural order: web-2 before web-10 (Compose's and
+  // scale's numbered replicas).
+  const natural = new Intl.Collator(undefined, { numeric: true }).compare;
+
   function compare(a, b) {
     const f = SORT_VALUE[state.sort.key];
     const va = f(a, state.stats.get(a.id));
     const vb = f(b, state.stats.get(b.id));
     let d = typeof va === "number" && typeof vb === "number" ? va - vb
-      : String(va).localeCompare(String(vb));
-    if (d === 0) d = String(a.name).localeCompare(String(b.name));
+      : natural(String(va), String(vb));
+    if (d === 0) d = natural(String(a.name), String(b.name));
     return d * state.sort.dir;
   }
 
@@ -525,14 +529,20 @@
   function actionButtons(id) {
     const span = document.createElement("span");
     span.className = "actions";
-    span.append(button("start", "start", id), button("stop", "stop", id),
-      button("restart", "restart", id));
+    span.append(button("start", "start", id), button("unpause", "unpause", id),
+      button("stop", "stop", id), button("restart", "restart", id));
     return span;
   }
 
-  function showButtons(span, running) {
+  // Which buttons a status offers: a paused container is unpaused (the
+  // engine refuses to start one), stopped or restarted; a running one
+  // stopped or restarted; any other started.
+  const OFFERS = { running: ["stop", "restart"], paused: ["unpause", "stop", "restart"] };
+
+  function showButtons(span, status) {
+    const offers = OFFERS[status] || ["start"];
     for (const b of span.querySelectorAll("button")) {
-      b.hidden = b.dataset.action === "start" ? running : !running;
+      b.hidden = !offers.includes(b.dataset.action);
     }
   }
 
@@ -690,7 +700,7 @@
     row.net.textContent = s ? pair(human, s.network_rx_bytes, s.network_tx_bytes) : "--";
     row.block.textContent = s ? pair(human, s.block_read_bytes, s.block_write_bytes) : "--";
     row.pids.textContent = s && isNum(s.pids) ? String(s.pids) : "--";
-    showButtons(row.actions, running);
+    showButtons(row.actions, c.status);
     const h = state.history.get(c.id) || [];
     sparkline(row.spark, h.slice(-SPARK_POINTS).map((p) => p.cpu));
     return row;
@@ -733,8 +743,8 @@
       const va = f({ id: a.name, name: a.name, status: "" }, a.t);
       const vb = f({ id: b.name, name: b.name, status: "" }, b.t);
       const d = typeof va === "number" && typeof vb === "number" ? va - vb
-        : String(va).localeCompare(String(vb));
-      return (d || a.name.localeCompare(b.name)) * state.sort.dir;
+        : natural(String(va), String(vb));
+      return (d || natural(a.name, b.name)) * state.sort.dir;
     });
     for (const grp of groups) {
       tbody.append(grp.g.tr); // in sorted order (a move, not a copy)
@@ -975,9 +985,7 @@
     }
     $("#detail-name").textContent = c.name + " (" + c.id + ")";
     $("#detail-status").textContent = c.status || "";
-    for (const b of $("#detail-actions").querySelectorAll("button")) {
-      b.hidden = b.dataset.action === "start" ? c.status === "running" : c.status !== "running";
-    }
+    showButtons($("#detail-actions"), c.status);
     const server = state.serverHistory;
     const series = server || pageSeries(state.history.get(id) || []);
     $("#history-source").textContent = server
