@@ -142,6 +142,10 @@ describe("collector", function()
           assert.equal(support.label_value, meta.labels[support.label])
           assert.is_string(meta.networks.bridge)
           assert.matches("^sha256:", meta.image_id)
+          -- created before the collector's first list: the list's Created
+          -- (Unix seconds), which inspect says to the nanosecond
+          local info = assert(support.docker():inspect(id))
+          assert.equal(info.Created:sub(1, 19) .. ".000000000Z", meta.created)
         end
         assert.is_true(rec.sample_age_ms < 2000, rec.sample_age_ms) -- two rounds
 

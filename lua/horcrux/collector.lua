@@ -193,7 +193,8 @@ end
 
 -- The view's metadata of a container from a source's record c (what it
 -- does not say is kept from old): name, status, image, image_id, labels,
--- networks, created and started (RFC 3339, from events).
+-- networks, created (RFC 3339: a create event's, else a list's, to the
+-- second) and started (from events).
 local function meta_from(id, c, old)
   old = old or {}
   local function pick(v, o)
@@ -210,7 +211,10 @@ local function meta_from(id, c, old)
     image_id = pick(c.image_id, old.image_id),
     labels = type(c.labels) == "table" and c.labels or old.labels,
     networks = type(c.networks) == "table" and c.networks or old.networks,
-    created = pick(c.created, old.created),
+    -- a container's creation never moves: the first time known stays (an
+    -- event's, to the nanosecond, is known before any list has the
+    -- container; a list's is to the second)
+    created = pick(old.created, pick(c.created)),
     started = pick(c.started, old.started),
     -- when what this meta says became true (wall ns): an event's time, a
     -- list's; a route's note (horcrux.live.note) newer than it stays

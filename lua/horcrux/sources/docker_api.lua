@@ -13,6 +13,7 @@ local cpu = require "horcrux.cpu"
 local clock = require "horcrux.clock"
 local stats = require "horcrux.stats"
 local shapes = require "horcrux.shapes"
+local time = require "horcrux.time"
 
 local M = {
   name = "docker-api",
@@ -105,7 +106,8 @@ local function strip(name)
 end
 
 --- One item of /containers/json as the library's container record: full
--- id, name, status, image, image_id, labels, networks ({name = id}).
+-- id, name, status, image, image_id, labels, networks ({name = id}), and
+-- created (RFC 3339, to the second: the list's Created is Unix seconds).
 function M.record(item)
   local names = type(item.Names) == "table" and item.Names or {}
   local networks = {}
@@ -122,6 +124,8 @@ function M.record(item)
     image_id = item.ImageID,
     labels = type(item.Labels) == "table" and item.Labels or {},
     networks = networks,
+    created = math.type(item.Created) == "integer" and item.Created > 0
+      and time.format(item.Created * 1000000000) or nil,
   }
 end
 
