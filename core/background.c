@@ -36,7 +36,7 @@ static int bg_load(lua_State *L) {
 }
 
 /* Protected: require(t->module).run{interval, history, [t->field] = what
- * bg_load pushed, stopping, state_dir}. */
+ * bg_load pushed, stopping, state_dir, started_ns}. */
 static int bg_run(lua_State *L) {
   hx_bg *t = lua_touserdata(L, 1);
   const hx_server_config *cfg = t->env.cfg;
@@ -53,6 +53,8 @@ static int bg_run(lua_State *L) {
   lua_setfield(L, -2, t->field);
   lua_pushstring(L, cfg->state_dir);
   lua_setfield(L, -2, "state_dir");
+  lua_pushinteger(L, (lua_Integer)cfg->started_ns);
+  lua_setfield(L, -2, "started_ns");
   lua_pushlightuserdata(L, t);
   lua_pushvalue(L, 3);
   lua_pushcclosure(L, l_stopping, 2);

@@ -1010,6 +1010,7 @@ static server *server_new(const hx_server_config *cfg) {
   if (srv == NULL)
     return NULL;
   srv->cfg = *cfg;
+  srv->cfg.started_ns = hx_real_ns(); /* before the port is open */
   pthread_mutex_init(&srv->states_mu, NULL);
   pthread_mutex_init(&srv->snap_mu, NULL);
   struct timespec now;

@@ -25,6 +25,7 @@ typedef struct hx_server_config {
   size_t n_cors;
   int read_only;         /* refuse every mutating request */
   const char *state_dir; /* the webhooks' queues: DIR/hooks/<name> */
+  int64_t started_ns;    /* wall clock when serve began (hx_serve sets it) */
   const char *web_dir;   /* the dashboard's files (static.h), or NULL */
   unsigned stream_queue; /* messages a stream subscriber may have queued */
   size_t stream_bytes;   /* bytes likewise */

@@ -484,7 +484,8 @@ end
 local function load_mark(st, now)
   local mark, err = hooks.mark_load(st.mark_dir)
   if mark == nil then
-    log.error("hooks: %s; no events replayed, a new mark saved", tostring(err))
+    log.error("hooks: %s; a new mark saved: only the events since horcrux "
+      .. "started are replayed", tostring(err))
   end
   if not mark then
     save_mark(st, now)
@@ -498,19 +499,23 @@ end
 -- collector's feed began, or the wait for it ended): {ev, ...}, remembered
 -- in st.replayed.
 local function replay(st, now)
+  -- no mark (the first start with hooks, or a damaged one): the events
+  -- since horcrux started, which the collector, listing first, does not feed
   local mark = load_mark(st, now)
+  local since = mark and "while horcrux was down" or "when horcrux started"
+  mark = mark or st.started_ns
   local src = mark and events_source()
   if not mark or mark >= now then
     return {}
   elseif not src then
-    log.warn("hooks: no source gives events: the events since %s (while "
-      .. "horcrux was down) are not replayed", time.format(mark))
+    log.warn("hooks: no source gives events: the events since %s (%s) "
+      .. "are not replayed", time.format(mark), since)
     return {}
   end
   local ok, evs, n = pcall(src.events, mark + 1, now, { stall = 2 })
   if not ok or type(evs) ~= "table" then
-    log.warn("hooks: cannot ask the engine for the events since %s (while "
-      .. "horcrux was down): %s", time.format(mark), tostring(ok and n or evs))
+    log.warn("hooks: cannot ask the engine for the events since %s (%s): %s",
+      time.format(mark), since, tostring(ok and n or evs))
     return {}
   end
   local out = {}
@@ -526,8 +531,8 @@ local function replay(st, now)
       .. "%d, so the oldest of that time may be missing", n,
       time.format(mark), EVENTS_KEPT)
   end
-  log.info("hooks: %d container events since %s (while horcrux was down) "
-    .. "replayed", #out, time.format(mark))
+  log.info("hooks: %d container events since %s (%s) replayed", #out,
+    time.format(mark), since)
   return out
 end
 
@@ -705,6 +710,9 @@ function M.run(opts)
     al = alerts.new(cfg.alerts),
     eval_at = 0, status_at = 0,
     replayed = {}, -- event_key -> true: the events the replay gave
+    -- when serve began: a first start replays the events since (replay)
+    started_ns = math.type(opts.started_ns) == "integer"
+      and opts.started_ns > 0 and opts.started_ns or nil,
   }
   -- the process's first hooks thread: nothing said a status before it (a
   -- reload's thread finds what the collector fed meanwhile in the feed)
