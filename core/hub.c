@@ -1004,12 +1004,11 @@ static int l_stream(lua_State *L) {
     const char *sock = hx_opt_string(L, -1, "socket", "");
     const char *api = hx_opt_string(L, -1, "api", "");
     luaL_argcheck(L,
-                  id[0] && strspn(id, "0123456789abcdef") == strlen(id) &&
-                      strlen(id) < sizeof sp->exec && sock[0] == '/' &&
-                      strlen(sock) < sizeof sp->exec_sock &&
+                  strlen(id) == 64 && strspn(id, "0123456789abcdef") == 64 &&
+                      sock[0] == '/' && strlen(sock) < sizeof sp->exec_sock &&
                       strlen(api) < sizeof sp->exec_api &&
                       strspn(api, "0123456789.") == strlen(api),
-                  1, "exec: {id = hex, socket = /path, api = \"1.41\"}");
+                  1, "exec: {id = 64 hex, socket = /path, api = \"1.41\"}");
     memcpy(sp->exec, id, strlen(id) + 1);
     memcpy(sp->exec_sock, sock, strlen(sock) + 1);
     memcpy(sp->exec_api, api, strlen(api) + 1);

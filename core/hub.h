@@ -78,7 +78,8 @@ typedef struct hx_stream_spec {
   const hx_endpoint *ep;   /* a log follow's daemon, or NULL */
   int tty, timestamps;     /* a log follow's stream */
   char path[HX_TOPIC_MAX]; /* its request: path and query */
-  char exec[72];           /* the exec's id, or "" */
+  char exec[72];           /* the exec's id (64 hex: every URL built from
+                            * it relies on that), or "" */
   char exec_sock[108];     /* the daemon's unix socket */
   char exec_api[16];       /* "1.41", or "": unversioned */
   unsigned exec_rows, exec_cols; /* the TTY's first size; 0: none */

@@ -26,11 +26,11 @@ static unsigned count(const unsigned char *p, size_t n, size_t *i) {
   return v;
 }
 
-/* ROWS sep COLS at p[*i], then *i past it: 1, or 0. */
-static int pair(const unsigned char *p, size_t n, size_t *i, unsigned char sep,
-                unsigned *rows, unsigned *cols) {
+/* ROWS ; COLS at p[*i], then *i past it: 1, or 0. */
+static int pair(const unsigned char *p, size_t n, size_t *i, unsigned *rows,
+                unsigned *cols) {
   unsigned r = count(p, n, i);
-  if (r == 0 || *i >= n || p[*i] != sep)
+  if (r == 0 || *i >= n || p[*i] != ';')
     return 0;
   (*i)++;
   unsigned c = count(p, n, i);
@@ -47,7 +47,7 @@ int hx_winsize_seq(const unsigned char *p, size_t n, unsigned *rows,
   if (n < 8 || n > SEQ_MAX || p[0] != 0x1b || p[1] != '[' || p[2] != '8' ||
       p[3] != ';')
     return 0;
-  if (!pair(p, n, &i, ';', &r, &c) || i + 1 != n || p[i] != 't')
+  if (!pair(p, n, &i, &r, &c) || i + 1 != n || p[i] != 't')
     return 0;
   *rows = r, *cols = c;
   return 1;
